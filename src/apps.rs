@@ -1,0 +1,64 @@
+//! The running set of apps built from a `Config`: the host matcher, each app's config and
+//! upstream client. A connection takes one snapshot at accept time and keeps it, so a reload
+//! (which builds a new `Apps`) never changes the policy of an open connection.
+
+use std::sync::Arc;
+
+use crate::config::{AppConfig, Config};
+use crate::proxy::upstream::UpstreamClient;
+use crate::tls::sni::HostMatcher;
+
+/// Every app and the matcher that picks one by name.
+#[derive(Debug)]
+pub struct Apps {
+    apps: Vec<Arc<App>>,
+    matcher: HostMatcher,
+}
+
+/// One app as served.
+#[derive(Debug)]
+pub struct App {
+    /// Position in `Apps`; two apps are the same app when their indices match.
+    pub index: usize,
+    /// The validated app config, including its rustls config.
+    pub config: Arc<AppConfig>,
+    /// The pooled client for this app's upstream.
+    pub upstream: UpstreamClient,
+}
+
+impl Apps {
+    /// Builds the served apps of a config.
+    pub fn new(config: &Config) -> Self {
+        let apps = config
+            .apps
+            .iter()
+            .enumerate()
+            .map(|(index, app)| {
+                Arc::new(App {
+                    index,
+                    config: app.clone(),
+                    upstream: UpstreamClient::new(&app.upstream, &config.timeouts),
+                })
+            })
+            .collect();
+        let matcher = HostMatcher::new(config.apps.iter().map(|app| app.hosts.as_slice()));
+        Self { apps, matcher }
+    }
+
+    /// The app for a normalized name (SNI or request host), or for no name.
+    pub fn resolve(&self, name: Option<&str>) -> Option<Arc<App>> {
+        self.resolve_index(name)
+            .and_then(|index| self.apps.get(index))
+            .cloned()
+    }
+
+    /// Like `resolve`, returning only the app's index.
+    pub fn resolve_index(&self, name: Option<&str>) -> Option<usize> {
+        self.matcher.resolve(name)
+    }
+
+    /// Every app, in config order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
+        self.apps.iter()
+    }
+}

@@ -1,0 +1,911 @@
+//! Config loading: the JSON file model (`file.rs`) or the sidecar flags become validated types.
+//! Every file named is read once here, every certificate parsed, every app's rustls config
+//! built, so a `Config` that exists can be served; any problem is a `ConfigError`.
+
+pub mod file;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+use self::file::{FileApp, FileClientAuth, FileConfig, FileServerCertificate};
+use crate::tls::client_auth::{AllowList, Trust};
+use crate::tls::sni::{HostPattern, InvalidHost};
+
+/// A validated configuration: everything needed to serve, nothing left to check.
+#[derive(Debug)]
+pub struct Config {
+    /// Address of the mTLS listener.
+    pub listen: SocketAddr,
+    /// Address of the admin listener, when enabled.
+    pub admin: Option<SocketAddr>,
+    /// The apps, in file order.
+    pub apps: Vec<Arc<AppConfig>>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Every file read to build this config (the config file first, when there is one).
+    pub files: Vec<PathBuf>,
+}
+
+/// One app: where it is reached, what it presents, whom it lets in, where it forwards.
+#[derive(Debug)]
+pub struct AppConfig {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// Host patterns; empty for the catch-all app.
+    pub hosts: Vec<HostPattern>,
+    /// Where requests go.
+    pub upstream: Upstream,
+    /// Client-certificate mode.
+    pub mode: ClientCertMode,
+    /// Trust sources for presented certificates (empty in `ignore` mode).
+    pub trust: Trust,
+    /// Allow-lists applied to trusted certificates.
+    pub allow: AllowList,
+    /// Which XFCC fields are sent.
+    pub xfcc_fields: XfccFields,
+    /// The server certificate chain, leaf first.
+    pub server_chain: Vec<CertificateDer<'static>>,
+    /// This app's own rustls config: its verifier, session cache and ticket keys.
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+/// The Container Apps `clientCertificateMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertMode {
+    /// Ask for a certificate and refuse the handshake without a valid one.
+    Require,
+    /// Ask for a certificate; proxy without one, refuse an invalid one.
+    Accept,
+    /// Never ask for a certificate.
+    Ignore,
+}
+
+impl ClientCertMode {
+    /// The mode's name as written in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Require => "require",
+            Self::Accept => "accept",
+            Self::Ignore => "ignore",
+        }
+    }
+}
+
+impl std::str::FromStr for ClientCertMode {
+    type Err = ConfigError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.to_ascii_lowercase().as_str() {
+            "require" => Ok(Self::Require),
+            "accept" => Ok(Self::Accept),
+            "ignore" => Ok(Self::Ignore),
+            _ => Err(ConfigError::UnknownMode {
+                value: value.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The app's upstream: an `http://` authority and the protocol spoken to it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `host:port` of the app.
+    pub authority: http::uri::Authority,
+    /// HTTP/1.1 or h2c.
+    pub transport: Transport,
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}", self.authority)
+    }
+}
+
+/// The protocol spoken to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP/1.1 with pooled keep-alive connections.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (gRPC apps).
+    Http2,
+}
+
+/// The optional XFCC fields (`Hash`, `Cert` and `Chain` are chosen the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XfccFields {
+    /// `Cert="…"`.
+    pub cert: bool,
+    /// `Chain="…"`.
+    pub chain: bool,
+    /// `Subject="…"`.
+    pub subject: bool,
+    /// `URI=…`, one per URI SAN.
+    pub uri: bool,
+    /// `DNS=…`, one per DNS SAN.
+    pub dns: bool,
+}
+
+impl Default for XfccFields {
+    fn default() -> Self {
+        Self {
+            cert: true,
+            chain: true,
+            subject: false,
+            uri: false,
+            dns: false,
+        }
+    }
+}
+
+/// Timeouts (SPEC section 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// ClientHello plus handshake.
+    pub handshake: Duration,
+    /// A request's header block.
+    pub request_header: Duration,
+    /// A connection with no request in flight.
+    pub idle: Duration,
+    /// Connecting to the upstream.
+    pub upstream_connect: Duration,
+    /// The upstream's response header.
+    pub upstream_response: Duration,
+    /// Draining on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_millis(10_000),
+            request_header: Duration::from_millis(30_000),
+            idle: Duration::from_millis(60_000),
+            upstream_connect: Duration::from_millis(5_000),
+            upstream_response: Duration::from_millis(60_000),
+            shutdown_grace: Duration::from_millis(30_000),
+        }
+    }
+}
+
+/// Resource limits (SPEC section 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open downstream connections at once.
+    pub max_connections: usize,
+    /// A request's header block, in bytes.
+    pub max_request_header_bytes: usize,
+    /// The XFCC value, in bytes.
+    pub max_xfcc_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_request_header_bytes: 65_536,
+            max_xfcc_bytes: 32_768,
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 read buffer cannot be smaller than this.
+const MIN_REQUEST_HEADER_BYTES: usize = 8192;
+const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is empty")]
+    Empty { path: PathBuf },
+    #[error("{path} is not valid config JSON")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path} holds malformed PEM")]
+    Pem { path: PathBuf, source: pem::Error },
+    #[error("{path} holds no {what}")]
+    NoPemItem { path: PathBuf, what: &'static str },
+    #[error("certificate {index} in {path} cannot be parsed: {reason}")]
+    BadCertificate {
+        path: PathBuf,
+        index: usize,
+        reason: String,
+    },
+    #[error("{path}: certificate {index} is not a usable CA certificate")]
+    BadCa {
+        path: PathBuf,
+        index: usize,
+        source: rustls::Error,
+    },
+    #[error("the private key in {key_file} does not match the certificate in {cert_file}")]
+    KeyMismatch {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
+    #[error("the private key in {path} cannot be used")]
+    BadKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("cannot load PKCS#12 file {path}")]
+    Pkcs12 {
+        path: PathBuf,
+        source: crate::tls::pkcs12::Pkcs12Error,
+    },
+    #[error("environment variable {name} (passwordEnv) is not set")]
+    MissingPasswordEnv { name: String },
+    #[error("no apps are configured")]
+    NoApps,
+    #[error("an app has an empty name")]
+    EmptyName,
+    #[error("two apps are named {name:?}")]
+    DuplicateName { name: String },
+    #[error("app {app:?}: {source}")]
+    Host { app: String, source: InvalidHost },
+    #[error("host {host:?} is claimed by both app {first:?} and app {second:?}")]
+    DuplicateHost {
+        host: String,
+        first: String,
+        second: String,
+    },
+    #[error("apps {first:?} and {second:?} both have no hosts; only one catch-all app is allowed")]
+    DuplicateCatchAll { first: String, second: String },
+    #[error("app {app:?} has neither upstream nor ingress.targetPort")]
+    MissingUpstream { app: String },
+    #[error("app {app:?}: upstream {value:?} must be http://host:port with no path")]
+    BadUpstream { app: String, value: String },
+    #[error("app {app:?}: unknown ingress.transport {value:?} (expected auto, http or http2)")]
+    UnknownTransport { app: String, value: String },
+    #[error("unknown clientCertificateMode {value:?} (expected require, accept or ignore)")]
+    UnknownMode { value: String },
+    #[error("app {app:?}: {source}")]
+    Mode {
+        app: String,
+        source: Box<ConfigError>,
+    },
+    #[error(
+        "app {app:?} is in {mode} mode but has no trust source: set trustedCaFiles, allowedHashes or allowUntrusted"
+    )]
+    NoTrustSource { app: String, mode: &'static str },
+    #[error(
+        "app {app:?} is in ignore mode, where clientAuth has no effect: remove it or pick require/accept"
+    )]
+    ClientAuthIgnored { app: String },
+    #[error("app {app:?}: crlFiles need trustedCaFiles (CRLs only apply to CA-verified chains)")]
+    CrlWithoutCa { app: String },
+    #[error("app {app:?}: allowedHashes entry {value:?} is not a SHA-256 hash (64 hex digits)")]
+    BadHash { app: String, value: String },
+    #[error(
+        "app {app:?}: unknown forwardClientCert field {value:?} (expected Hash, Cert, Chain, Subject, URI or DNS)"
+    )]
+    UnknownXfccField { app: String, value: String },
+    #[error(
+        "app {app:?}: serverCertificate needs certFile and keyFile, or pkcs12File with passwordFile or passwordEnv"
+    )]
+    ServerCertificateShape { app: String },
+    #[error("app {app:?}: cannot build the client certificate verifier")]
+    Verifier {
+        app: String,
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("app {app:?}: cannot build the TLS configuration")]
+    Tls { app: String, source: rustls::Error },
+    #[error("{field} {value:?} is not an IP:port socket address")]
+    BadAddress { field: &'static str, value: String },
+    #[error("{field} must be greater than zero")]
+    Zero { field: &'static str },
+    #[error("limits.maxRequestHeaderBytes must be at least {MIN_REQUEST_HEADER_BYTES}")]
+    HeaderLimitTooSmall,
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths in it are resolved against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = read(path)?;
+        let file: FileConfig =
+            serde_json::from_slice(&text).map_err(|source| ConfigError::Json {
+                path: path.to_owned(),
+                source,
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut config = Self::from_file(file, base)?;
+        config.files.insert(0, path.to_owned());
+        Ok(config)
+    }
+
+    /// Validates a file model (from a config file or built from sidecar flags); relative paths
+    /// are resolved against `base`.
+    pub fn from_file(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
+        let mut loader = Loader {
+            base,
+            files: Vec::new(),
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        };
+        if file.apps.is_empty() {
+            return Err(ConfigError::NoApps);
+        }
+        let limits = limits(&file.limits)?;
+        let mut apps: Vec<Arc<AppConfig>> = Vec::with_capacity(file.apps.len());
+        let mut hosts: HashMap<String, String> = HashMap::new();
+        let mut catch_all: Option<String> = None;
+        for file_app in &file.apps {
+            let app = loader.app(file_app)?;
+            if apps.iter().any(|other| other.name == app.name) {
+                return Err(ConfigError::DuplicateName { name: app.name });
+            }
+            if app.hosts.is_empty() {
+                if let Some(first) = catch_all.replace(app.name.clone()) {
+                    return Err(ConfigError::DuplicateCatchAll {
+                        first,
+                        second: app.name,
+                    });
+                }
+            }
+            for host in &app.hosts {
+                if let Some(first) = hosts.insert(host.to_string(), app.name.clone()) {
+                    return Err(ConfigError::DuplicateHost {
+                        host: host.to_string(),
+                        first,
+                        second: app.name,
+                    });
+                }
+            }
+            apps.push(Arc::new(app));
+        }
+        Ok(Self {
+            listen: address("listen", file.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?,
+            admin: file
+                .admin
+                .as_deref()
+                .map(|value| address("admin", value))
+                .transpose()?,
+            apps,
+            timeouts: timeouts(&file.timeouts)?,
+            limits,
+            files: loader.files,
+        })
+    }
+}
+
+/// One line describing an app, as `certgate check` prints it.
+pub fn summary(app: &AppConfig) -> String {
+    let hosts = if app.hosts.is_empty() {
+        "* (catch-all)".to_owned()
+    } else {
+        app.hosts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let not_after = app
+        .server_chain
+        .first()
+        .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
+        .map(|(_, leaf)| leaf.validity().not_after.to_string())
+        .unwrap_or_default();
+    format!(
+        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted} server-cert-expires={not_after}",
+        name = app.name,
+        mode = app.mode.as_str(),
+        upstream = app.upstream,
+        cas = app.trust.roots.len(),
+        crls = app.trust.crls.len(),
+        pins = app.trust.pins.len(),
+        untrusted = if app.trust.allow_untrusted {
+            ", untrusted allowed"
+        } else {
+            ""
+        },
+    )
+}
+
+/// Reads files relative to the config's folder and remembers each one read.
+struct Loader<'a> {
+    base: &'a Path,
+    files: Vec<PathBuf>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Loader<'_> {
+    fn app(&mut self, file: &FileApp) -> Result<AppConfig, ConfigError> {
+        let name = file.name.trim().to_owned();
+        if name.is_empty() {
+            return Err(ConfigError::EmptyName);
+        }
+        let hosts = file
+            .hosts
+            .iter()
+            .map(|host| HostPattern::parse(host))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| ConfigError::Host {
+                app: name.clone(),
+                source,
+            })?;
+        let upstream = upstream(&name, file)?;
+        let mode = match &file.ingress.client_certificate_mode {
+            Some(value) => value.parse().map_err(|source| ConfigError::Mode {
+                app: name.clone(),
+                source: Box::new(source),
+            })?,
+            None => ClientCertMode::Require,
+        };
+        let (trust, allow) = self.client_auth(&name, mode, &file.client_auth)?;
+        let xfcc_fields = xfcc_fields(&name, file.forward_client_cert.fields.as_deref())?;
+        let (server_chain, key) = self.server_certificate(&name, &file.server_certificate)?;
+        let verifier = crate::tls::client_auth::verifier(mode, &trust, &allow, &self.provider)
+            .map_err(|source| ConfigError::Verifier {
+                app: name.clone(),
+                source,
+            })?;
+        let tls = crate::tls::server_config::build(
+            self.provider.clone(),
+            verifier,
+            server_chain.clone(),
+            key,
+        )
+        .map_err(|source| ConfigError::Tls {
+            app: name.clone(),
+            source,
+        })?;
+        Ok(AppConfig {
+            name,
+            hosts,
+            upstream,
+            mode,
+            trust,
+            allow,
+            xfcc_fields,
+            server_chain,
+            tls,
+        })
+    }
+
+    fn client_auth(
+        &mut self,
+        app: &str,
+        mode: ClientCertMode,
+        file: &FileClientAuth,
+    ) -> Result<(Trust, AllowList), ConfigError> {
+        let configured = !file.trusted_ca_files.is_empty()
+            || !file.crl_files.is_empty()
+            || !file.allowed_hashes.is_empty()
+            || file.allow_untrusted
+            || !file.allowed_subjects.is_empty()
+            || !file.allowed_dns_sans.is_empty()
+            || !file.allowed_uri_sans.is_empty();
+        if mode == ClientCertMode::Ignore {
+            if configured {
+                return Err(ConfigError::ClientAuthIgnored {
+                    app: app.to_owned(),
+                });
+            }
+            return Ok((Trust::default(), AllowList::default()));
+        }
+        if !file.crl_files.is_empty() && file.trusted_ca_files.is_empty() {
+            return Err(ConfigError::CrlWithoutCa {
+                app: app.to_owned(),
+            });
+        }
+        let mut roots = Vec::new();
+        for path in &file.trusted_ca_files {
+            let certificates = self.certificates(path)?;
+            for (index, certificate) in certificates.iter().enumerate() {
+                crate::tls::client_auth::check_trust_anchor(certificate).map_err(|source| {
+                    ConfigError::BadCa {
+                        path: self.resolve(path),
+                        index,
+                        source,
+                    }
+                })?;
+            }
+            roots.extend(certificates);
+        }
+        let mut crls = Vec::new();
+        for path in &file.crl_files {
+            crls.extend(self.crls(path)?);
+        }
+        let pins = file
+            .allowed_hashes
+            .iter()
+            .map(|value| {
+                parse_sha256(value).ok_or_else(|| ConfigError::BadHash {
+                    app: app.to_owned(),
+                    value: value.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let trust = Trust {
+            roots,
+            crls,
+            pins,
+            allow_untrusted: file.allow_untrusted,
+        };
+        if trust.is_empty() {
+            return Err(ConfigError::NoTrustSource {
+                app: app.to_owned(),
+                mode: mode.as_str(),
+            });
+        }
+        let allow = AllowList {
+            subjects: file.allowed_subjects.clone(),
+            dns_sans: file
+                .allowed_dns_sans
+                .iter()
+                .map(|name| crate::tls::sni::normalize(name))
+                .collect(),
+            uri_sans: file.allowed_uri_sans.clone(),
+        };
+        Ok((trust, allow))
+    }
+
+    fn server_certificate(
+        &mut self,
+        app: &str,
+        file: &FileServerCertificate,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConfigError> {
+        let shape_error = || ConfigError::ServerCertificateShape {
+            app: app.to_owned(),
+        };
+        let (chain, key) = match file {
+            FileServerCertificate {
+                cert_file: Some(cert_file),
+                key_file: Some(key_file),
+                pkcs12_file: None,
+                password_file: None,
+                password_env: None,
+            } => {
+                let chain = self.certificates(cert_file)?;
+                let key_path = self.resolve(key_file);
+                let key =
+                    PrivateKeyDer::from_pem_slice(&self.read(key_file)?).map_err(|source| {
+                        match source {
+                            pem::Error::NoItemsFound => ConfigError::NoPemItem {
+                                path: key_path.clone(),
+                                what: "private key",
+                            },
+                            source => ConfigError::Pem {
+                                path: key_path.clone(),
+                                source,
+                            },
+                        }
+                    })?;
+                match rustls::sign::CertifiedKey::from_der(
+                    chain.clone(),
+                    key.clone_key(),
+                    &self.provider,
+                ) {
+                    Ok(_) => {}
+                    Err(rustls::Error::InconsistentKeys(_)) => {
+                        return Err(ConfigError::KeyMismatch {
+                            cert_file: self.resolve(cert_file),
+                            key_file: key_path,
+                        });
+                    }
+                    Err(source) => {
+                        return Err(ConfigError::BadKey {
+                            path: key_path,
+                            source,
+                        });
+                    }
+                }
+                (chain, key)
+            }
+            FileServerCertificate {
+                cert_file: None,
+                key_file: None,
+                pkcs12_file: Some(pkcs12_file),
+                password_file,
+                password_env,
+            } => {
+                let password = match (password_file, password_env) {
+                    (Some(path), None) => {
+                        let bytes = self.read(path)?;
+                        String::from_utf8_lossy(&bytes)
+                            .trim_end_matches(['\r', '\n'])
+                            .to_owned()
+                    }
+                    (None, Some(name)) => std::env::var(name)
+                        .map_err(|_| ConfigError::MissingPasswordEnv { name: name.clone() })?,
+                    _ => return Err(shape_error()),
+                };
+                let der = self.read(pkcs12_file)?;
+                crate::tls::pkcs12::load(&der, &password).map_err(|source| ConfigError::Pkcs12 {
+                    path: self.resolve(pkcs12_file),
+                    source,
+                })?
+            }
+            _ => return Err(shape_error()),
+        };
+        Ok((chain, key))
+    }
+
+    /// Every certificate of a PEM bundle, each checked to parse as X.509.
+    fn certificates(&mut self, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        let full = self.resolve(path);
+        let bytes = self.read(path)?;
+        let certificates = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| ConfigError::Pem {
+                path: full.clone(),
+                source,
+            })?;
+        if certificates.is_empty() {
+            return Err(ConfigError::NoPemItem {
+                path: full,
+                what: "certificate",
+            });
+        }
+        for (index, certificate) in certificates.iter().enumerate() {
+            if let Err(error) = x509_parser::parse_x509_certificate(certificate) {
+                return Err(ConfigError::BadCertificate {
+                    path: full,
+                    index,
+                    reason: error.to_string(),
+                });
+            }
+        }
+        Ok(certificates)
+    }
+
+    fn crls(
+        &mut self,
+        path: &Path,
+    ) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+        let full = self.resolve(path);
+        let bytes = self.read(path)?;
+        let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| ConfigError::Pem {
+                path: full.clone(),
+                source,
+            })?;
+        if crls.is_empty() {
+            return Err(ConfigError::NoPemItem {
+                path: full,
+                what: "certificate revocation list",
+            });
+        }
+        Ok(crls)
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        self.base.join(path)
+    }
+
+    fn read(&mut self, path: &Path) -> Result<Vec<u8>, ConfigError> {
+        let full = self.resolve(path);
+        let bytes = read(&full)?;
+        self.files.push(full);
+        Ok(bytes)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+fn upstream(app: &str, file: &FileApp) -> Result<Upstream, ConfigError> {
+    let transport = match file
+        .ingress
+        .transport
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+    {
+        None => Transport::Http1,
+        Some(value) => match value.as_str() {
+            "auto" | "http" => Transport::Http1,
+            "http2" => Transport::Http2,
+            _ => {
+                return Err(ConfigError::UnknownTransport {
+                    app: app.to_owned(),
+                    value,
+                });
+            }
+        },
+    };
+    let value = match (&file.upstream, file.ingress.target_port) {
+        (Some(upstream), _) => upstream.clone(),
+        (None, Some(port)) => format!("http://127.0.0.1:{port}"),
+        (None, None) => {
+            return Err(ConfigError::MissingUpstream {
+                app: app.to_owned(),
+            });
+        }
+    };
+    let bad = || ConfigError::BadUpstream {
+        app: app.to_owned(),
+        value: value.clone(),
+    };
+    let uri: http::Uri = value.parse().map_err(|_| bad())?;
+    let path_is_root = matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/"));
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(authority)) if path_is_root && authority.port().is_some() => {
+            Ok(Upstream {
+                authority: authority.clone(),
+                transport,
+            })
+        }
+        (Some("http"), Some(authority)) if path_is_root => Ok(Upstream {
+            authority: format!("{}:80", authority.host())
+                .parse()
+                .map_err(|_| bad())?,
+            transport,
+        }),
+        _ => Err(bad()),
+    }
+}
+
+fn xfcc_fields(app: &str, names: Option<&[String]>) -> Result<XfccFields, ConfigError> {
+    let Some(names) = names else {
+        return Ok(XfccFields::default());
+    };
+    let mut fields = XfccFields {
+        cert: false,
+        chain: false,
+        subject: false,
+        uri: false,
+        dns: false,
+    };
+    for name in names {
+        match name.to_ascii_lowercase().as_str() {
+            // The hash is always sent, as Envoy does.
+            "hash" => {}
+            "cert" => fields.cert = true,
+            "chain" => fields.chain = true,
+            "subject" => fields.subject = true,
+            "uri" => fields.uri = true,
+            "dns" => fields.dns = true,
+            _ => {
+                return Err(ConfigError::UnknownXfccField {
+                    app: app.to_owned(),
+                    value: name.clone(),
+                });
+            }
+        }
+    }
+    Ok(fields)
+}
+
+/// Accepts `ab12…` and the `AB:12:…` form OpenSSL prints.
+fn parse_sha256(value: &str) -> Option<[u8; 32]> {
+    let hex: Vec<u8> = value.bytes().filter(|&b| b != b':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (byte, pair) in hash.iter_mut().zip(hex.chunks_exact(2)) {
+        let text = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(hash)
+}
+
+fn address(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::BadAddress {
+        field,
+        value: value.to_owned(),
+    })
+}
+
+fn millis(
+    field: &'static str,
+    value: Option<u64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(ConfigError::Zero { field }),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+    }
+}
+
+fn timeouts(file: &file::FileTimeouts) -> Result<Timeouts, ConfigError> {
+    let default = Timeouts::default();
+    Ok(Timeouts {
+        handshake: millis("timeouts.handshakeMs", file.handshake_ms, default.handshake)?,
+        request_header: millis(
+            "timeouts.requestHeaderMs",
+            file.request_header_ms,
+            default.request_header,
+        )?,
+        idle: millis("timeouts.idleMs", file.idle_ms, default.idle)?,
+        upstream_connect: millis(
+            "timeouts.upstreamConnectMs",
+            file.upstream_connect_ms,
+            default.upstream_connect,
+        )?,
+        upstream_response: millis(
+            "timeouts.upstreamResponseMs",
+            file.upstream_response_ms,
+            default.upstream_response,
+        )?,
+        shutdown_grace: millis(
+            "timeouts.shutdownGraceMs",
+            file.shutdown_grace_ms,
+            default.shutdown_grace,
+        )?,
+    })
+}
+
+fn limits(file: &file::FileLimits) -> Result<Limits, ConfigError> {
+    let default = Limits::default();
+    let positive = |field, value: Option<usize>, default| match value {
+        None => Ok(default),
+        Some(0) => Err(ConfigError::Zero { field }),
+        Some(value) => Ok(value),
+    };
+    let limits = Limits {
+        max_connections: positive(
+            "limits.maxConnections",
+            file.max_connections,
+            default.max_connections,
+        )?,
+        max_request_header_bytes: positive(
+            "limits.maxRequestHeaderBytes",
+            file.max_request_header_bytes,
+            default.max_request_header_bytes,
+        )?,
+        max_xfcc_bytes: positive(
+            "limits.maxXfccBytes",
+            file.max_xfcc_bytes,
+            default.max_xfcc_bytes,
+        )?,
+    };
+    if limits.max_request_header_bytes < MIN_REQUEST_HEADER_BYTES {
+        return Err(ConfigError::HeaderLimitTooSmall);
+    }
+    Ok(limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_pins_accept_plain_and_colon_forms() {
+        let plain = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_sha256(&plain), Some([0xab; 32]));
+        assert_eq!(parse_sha256(&colons), Some([0xab; 32]));
+        assert_eq!(parse_sha256("ab"), None);
+        assert_eq!(parse_sha256(&"zz".repeat(32)), None);
+    }
+
+    #[test]
+    fn client_certificate_mode_is_case_insensitive() {
+        assert_eq!(
+            "REQUIRE".parse::<ClientCertMode>().ok(),
+            Some(ClientCertMode::Require)
+        );
+        assert_eq!(
+            "Accept".parse::<ClientCertMode>().ok(),
+            Some(ClientCertMode::Accept)
+        );
+        assert!("optional".parse::<ClientCertMode>().is_err());
+    }
+}

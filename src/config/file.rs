@@ -1,0 +1,142 @@
+//! The JSON config file as written by people: a plain serde mirror with no logic.
+//! Every struct refuses unknown keys, so a misspelled key is an error, never a silently
+//! ignored (and so weakened) setting. `config.rs` turns this into validated types.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address of the mTLS listener; `0.0.0.0:8443` when absent.
+    pub listen: Option<String>,
+    /// Address of the admin listener (health, readiness, metrics); off when absent.
+    pub admin: Option<String>,
+    /// The apps served, chosen by SNI.
+    pub apps: Vec<FileApp>,
+    /// Timeouts in milliseconds; each absent one takes its default.
+    #[serde(default)]
+    pub timeouts: FileTimeouts,
+    /// Resource limits; each absent one takes its default.
+    #[serde(default)]
+    pub limits: FileLimits,
+}
+
+/// One app behind certgate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileApp {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// Exact host names or `*.domain` wildcards; none makes this the catch-all app.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Upstream base URL, `http://host:port`.
+    pub upstream: Option<String>,
+    /// The certificate this app presents.
+    pub server_certificate: FileServerCertificate,
+    /// Container Apps style ingress settings.
+    #[serde(default)]
+    pub ingress: FileIngress,
+    /// How presented client certificates are trusted and filtered.
+    #[serde(default)]
+    pub client_auth: FileClientAuth,
+    /// What goes into X-Forwarded-Client-Cert.
+    #[serde(default)]
+    pub forward_client_cert: FileForwardClientCert,
+}
+
+/// A server certificate: PEM files or a PKCS#12 archive.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileServerCertificate {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// PKCS#12 archive holding the key and chain.
+    pub pkcs12_file: Option<PathBuf>,
+    /// File holding the PKCS#12 password.
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the PKCS#12 password.
+    pub password_env: Option<String>,
+}
+
+/// Mirrors the ARM `properties.configuration.ingress` object of Container Apps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileIngress {
+    /// `require`, `accept` or `ignore`, any letter case; `require` when absent.
+    pub client_certificate_mode: Option<String>,
+    /// Shorthand for upstream `http://127.0.0.1:<port>`.
+    pub target_port: Option<u16>,
+    /// `auto` or `http` (HTTP/1.1 upstream) or `http2` (h2c prior knowledge).
+    pub transport: Option<String>,
+}
+
+/// Trust sources and allow-lists for client certificates.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileClientAuth {
+    /// PEM bundles of CA certificates that issue client certificates.
+    #[serde(default)]
+    pub trusted_ca_files: Vec<PathBuf>,
+    /// PEM certificate revocation lists.
+    #[serde(default)]
+    pub crl_files: Vec<PathBuf>,
+    /// SHA-256 hashes (hex) of pinned leaf certificates.
+    #[serde(default)]
+    pub allowed_hashes: Vec<String>,
+    /// Forward any certificate, trusted or not; the app must validate it.
+    #[serde(default)]
+    pub allow_untrusted: bool,
+    /// RFC 4514 subject strings, matched exactly.
+    #[serde(default)]
+    pub allowed_subjects: Vec<String>,
+    /// DNS subject alternative names.
+    #[serde(default)]
+    pub allowed_dns_sans: Vec<String>,
+    /// URI subject alternative names (e.g. SPIFFE IDs).
+    #[serde(default)]
+    pub allowed_uri_sans: Vec<String>,
+}
+
+/// Which XFCC fields to send.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileForwardClientCert {
+    /// Any of `Hash`, `Cert`, `Chain`, `Subject`, `URI`, `DNS`; `Hash`, `Cert`, `Chain` when absent.
+    pub fields: Option<Vec<String>>,
+}
+
+/// Timeouts in milliseconds (SPEC section 10 has the defaults).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileTimeouts {
+    /// One deadline for the ClientHello and the whole handshake.
+    pub handshake_ms: Option<u64>,
+    /// Time to receive a request's complete header.
+    pub request_header_ms: Option<u64>,
+    /// Time a connection may sit without a request in flight.
+    pub idle_ms: Option<u64>,
+    /// Time to connect to the upstream.
+    pub upstream_connect_ms: Option<u64>,
+    /// Time for the upstream to send its response header.
+    pub upstream_response_ms: Option<u64>,
+    /// Time in-flight requests get to finish on shutdown.
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+/// Resource limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileLimits {
+    /// Open downstream connections at once.
+    pub max_connections: Option<usize>,
+    /// Size of a request's header block.
+    pub max_request_header_bytes: Option<usize>,
+    /// Size of the X-Forwarded-Client-Cert value.
+    pub max_xfcc_bytes: Option<usize>,
+}

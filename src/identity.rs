@@ -1,0 +1,159 @@
+//! The client's verified certificate, parsed once per connection: its hash, names, expiry and
+//! the ready-made X-Forwarded-Client-Cert value that every request on the connection reuses.
+
+use http::HeaderValue;
+use rustls_pki_types::CertificateDer;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::x509::X509Name;
+
+use crate::config::XfccFields;
+use crate::proxy::xfcc;
+
+/// A client that presented a certificate that passed the app's policy.
+#[derive(Debug)]
+pub struct ClientIdentity {
+    /// SHA-256 of the leaf, lowercase hex.
+    pub hash: String,
+    /// End of the leaf's validity, in seconds since the Unix epoch.
+    pub not_after: i64,
+    /// The XFCC value, or `None` when it exceeds `limits.maxXfccBytes`.
+    pub xfcc: Option<HeaderValue>,
+}
+
+/// Why a verified chain could not be turned into an identity (should not happen: the
+/// verifier parsed the same leaf).
+#[derive(Debug, thiserror::Error)]
+#[error("the verified client certificate cannot be parsed")]
+pub struct IdentityError;
+
+impl ClientIdentity {
+    /// Parses the chain the client sent (leaf first) and builds the XFCC value.
+    pub fn new(
+        chain: &[CertificateDer<'_>],
+        fields: XfccFields,
+        max_xfcc_bytes: usize,
+    ) -> Result<Self, IdentityError> {
+        let leaf_der = chain.first().ok_or(IdentityError)?;
+        let (_, leaf) = x509_parser::parse_x509_certificate(leaf_der).map_err(|_| IdentityError)?;
+        let names = LeafNames::of(&leaf);
+        let value = xfcc::build(chain, &names, fields);
+        // Every byte is printable ASCII (see xfcc::build), so this cannot fail; a failure
+        // would mean no header rather than a broken one.
+        let xfcc = (value.len() <= max_xfcc_bytes)
+            .then(|| HeaderValue::from_str(&value).ok())
+            .flatten();
+        Ok(Self {
+            hash: xfcc::hash_hex(leaf_der),
+            not_after: leaf.validity().not_after.timestamp(),
+            xfcc,
+        })
+    }
+
+    /// Whether the leaf has expired by `now` (seconds since the Unix epoch).
+    pub fn expired_at(&self, now: i64) -> bool {
+        now > self.not_after
+    }
+}
+
+/// The names in a leaf certificate that allow-lists and XFCC use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeafNames {
+    /// The subject as an RFC 4514 string.
+    pub subject: String,
+    /// DNS subject alternative names, in certificate order.
+    pub dns: Vec<String>,
+    /// URI subject alternative names, in certificate order.
+    pub uris: Vec<String>,
+}
+
+impl LeafNames {
+    /// Reads the subject and SANs of a parsed certificate.
+    pub fn of(certificate: &X509Certificate<'_>) -> Self {
+        let mut names = Self {
+            subject: rfc4514(certificate.subject()),
+            ..Self::default()
+        };
+        if let Ok(Some(san)) = certificate.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(dns) => names.dns.push((*dns).to_owned()),
+                    GeneralName::URI(uri) => names.uris.push((*uri).to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        names
+    }
+}
+
+/// A distinguished name as RFC 4514 (= RFC 2253) renders it: last RDN first, `,` between
+/// RDNs, `+` inside one, OpenSSL's short attribute names, special characters escaped.
+pub fn rfc4514(name: &X509Name<'_>) -> String {
+    let mut out = String::new();
+    let rdns: Vec<_> = name.iter_rdn().collect();
+    for (i, rdn) in rdns.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, attribute) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            let oid = attribute.attr_type().to_id_string();
+            out.push_str(short_name(&oid).unwrap_or(&oid));
+            out.push('=');
+            match attribute.as_str() {
+                Ok(value) => escape_value(value, &mut out),
+                // RFC 4514 section 2.4: values of unknown string types are `#` + hex of the DER.
+                Err(_) => {
+                    out.push('#');
+                    for byte in attribute.attr_value().as_bytes() {
+                        out.push_str(&format!("{byte:02x}"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn short_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.5" => "serialNumber",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "street",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "1.2.840.113549.1.9.1" => "emailAddress",
+        _ => return None,
+    })
+}
+
+/// RFC 4514 section 2.4 escaping; control characters become `\XX` so no CR, LF or NUL can
+/// ever reach a header.
+fn escape_value(value: &str, out: &mut String) {
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for byte in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{byte:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The mTLS listener: accept loop with a connection limit and accept-error backoff, then one
+//! task per connection that runs the handshake and serves HTTP/1.1 or HTTP/2 on it until the
+//! client leaves, the connection idles out, or shutdown drains it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tracing::Instrument as _;
+
+use crate::apps::Apps;
+use crate::config::{Limits, Timeouts};
+use crate::identity::ClientIdentity;
+use crate::proxy::{self, ConnectionContext};
+use crate::tls::accept::{AcceptError, accept};
+
+/// What every connection needs from the server: the current apps and the settings that a
+/// restart (not a reload) changes.
+#[derive(Debug)]
+pub struct Shared {
+    /// The apps new connections are served under; replaced whole on reload.
+    pub apps: ArcSwap<Apps>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Limits.
+    pub limits: Limits,
+    /// One permit per open connection.
+    pub connections: Arc<Semaphore>,
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last_limit_log: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let (tcp, client_addr) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                handle_accept_error(error).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+            // Refuse promptly: closing now tells the client to retry elsewhere.
+            if last_limit_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                last_limit_log = Some(Instant::now());
+                tracing::warn!(
+                    client.addr = %client_addr,
+                    limit = shared.limits.max_connections,
+                    "connection limit reached, refusing connections"
+                );
+            }
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let span = tracing::debug_span!("connection", client.addr = %client_addr);
+        let task = connection(tcp, client_addr, shared.clone(), permit, shutdown.clone());
+        tokio::spawn(task.instrument(span));
+    }
+}
+
+/// Per-connection errors (the client went away) are ignored; anything else (e.g. EMFILE) backs
+/// off so the loop does not spin.
+async fn handle_accept_error(error: io::Error) {
+    if matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %error, "accept failed, backing off");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+async fn connection(
+    tcp: TcpStream,
+    client_addr: SocketAddr,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let apps = shared.apps.load_full();
+    let accepted = match accept(tcp, &apps, shared.timeouts.handshake).await {
+        Ok(accepted) => accepted,
+        Err(error) => {
+            log_refused(&error, client_addr);
+            return;
+        }
+    };
+    let app = accepted.app;
+    let identity = match accepted.stream.get_ref().1.peer_certificates() {
+        Some(chain) => {
+            match ClientIdentity::new(chain, app.config.xfcc_fields, shared.limits.max_xfcc_bytes) {
+                Ok(identity) => Some(identity),
+                Err(error) => {
+                    tracing::warn!(app = %app.config.name, error = %error, "closing connection");
+                    return;
+                }
+            }
+        }
+        None => None,
+    };
+    tracing::debug!(
+        app = %app.config.name,
+        sni = accepted.sni.as_deref().unwrap_or(""),
+        client.hash = identity.as_ref().map_or("", |id| id.hash.as_str()),
+        "handshake complete"
+    );
+    let context = Arc::new(ConnectionContext {
+        app,
+        apps,
+        client_addr,
+        sni: accepted.sni,
+        identity,
+        close: Notify::new(),
+        in_flight: AtomicUsize::new(0),
+        started: Instant::now(),
+        last_active_ms: AtomicU64::new(0),
+    });
+    let permit = Arc::new(permit);
+    let service = {
+        let context = context.clone();
+        service_fn(move |request| proxy::handle(context.clone(), request))
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.timeouts.request_header)
+        .max_buf_size(shared.limits.max_request_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(
+            u32::try_from(shared.limits.max_request_header_bytes).unwrap_or(u32::MAX),
+        );
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(accepted.stream), service);
+    tokio::pin!(served);
+    let idle = shared.timeouts.idle;
+    let mut closing = false;
+    loop {
+        let idle_check = tokio::time::sleep(idle);
+        tokio::select! {
+            result = served.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(error = %error, "connection closed with an error");
+                } else {
+                    tracing::debug!("connection closed");
+                }
+                break;
+            }
+            () = context.close.notified(), if !closing => {
+                closing = true;
+                served.as_mut().graceful_shutdown();
+            }
+            _ = shutdown.wait_for(|stop| *stop), if !closing => {
+                closing = true;
+                served.as_mut().graceful_shutdown();
+            }
+            () = idle_check, if !closing => {
+                if context.idle_for().is_some_and(|quiet| quiet >= idle) {
+                    tracing::debug!("closing idle connection");
+                    closing = true;
+                    served.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+    drop(permit);
+}
+
+fn log_refused(error: &AcceptError, client_addr: SocketAddr) {
+    let app = error.app().map_or("", |app| app.config.name.as_str());
+    let sni = error.sni().unwrap_or("");
+    match error.reason() {
+        Some(reason) => tracing::warn!(
+            client.addr = %client_addr,
+            sni,
+            app,
+            failure = reason.as_str(),
+            error = %crate::error_chain(error),
+            "handshake refused"
+        ),
+        None => tracing::debug!(client.addr = %client_addr, "connection closed before handshake"),
+    }
+}

@@ -1,0 +1,139 @@
+//! The binary edge: parse the command line, set up logging, load the config (exit 64 before
+//! anything binds), serve until SIGTERM or Ctrl-C, drain, exit.
+
+use std::process::ExitCode;
+
+use certgate::cli::{Cli, Command, LogFormat, PkiCommand};
+use certgate::config::Config;
+use certgate::{Server, error_chain};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Bad usage or config (sysexits `EX_USAGE`).
+const EXIT_USAGE: u8 = 64;
+/// A failure at run time, e.g. the port is taken.
+const EXIT_RUNTIME: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            // --help and --version.
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Pki(PkiCommand::Init { dir, force }) => pki_init(&dir, force),
+        Command::Run(args) => match args.load() {
+            Ok(config) => serve(&config),
+            Err(error) => {
+                eprintln!("certgate: {}", error_chain(&error));
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            for app in &config.apps {
+                println!("{}", certgate::config::summary(app));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("certgate: {}", error_chain(&error));
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn pki_init(dir: &std::path::Path, force: bool) -> ExitCode {
+    match certgate::pki::init(dir, force) {
+        Ok(written) => {
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("certgate: {}", error_chain(&error));
+            if matches!(error, certgate::pki::PkiError::Exists { .. }) {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    }
+}
+
+fn serve(config: &Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("certgate: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(config).await {
+            Ok(server) => server,
+            Err(error) => {
+                tracing::error!(error = %error_chain(&error), "cannot start");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        tracing::info!(listen = %server.local_addr(), apps = config.apps.len(), "serving");
+        match server.run(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(error = %error_chain(&error), "stopped");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    })
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

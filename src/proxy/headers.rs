@@ -1,0 +1,158 @@
+//! Header rewriting on the way through: client-sent XFCC stripped, hop-by-hop headers removed
+//! (RFC 9110 section 7.6.1), `X-Forwarded-*` added.
+
+use std::net::IpAddr;
+
+use http::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, TE, UPGRADE};
+
+/// The header certgate sets for verified clients.
+pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Hop-by-hop headers that always go (`Connection` and `Upgrade` are handled apart).
+const HOP_BY_HOP: [&str; 6] = [
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+];
+
+/// Removes every header that is or would be read as `x-forwarded-client-cert` (any case,
+/// `_` for `-`, any number of copies); returns how many were removed.
+pub fn strip_xfcc(headers: &mut HeaderMap) -> usize {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_xfcc_variant(name.as_str()))
+        .cloned()
+        .collect();
+    let mut removed = 0;
+    for name in spoofed {
+        removed += headers.get_all(&name).iter().count();
+        headers.remove(&name);
+    }
+    removed
+}
+
+fn is_xfcc_variant(name: &str) -> bool {
+    // Header names from hyper are already lowercase.
+    name.len() == XFCC.as_str().len()
+        && name
+            .bytes()
+            .zip(XFCC.as_str().bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+}
+
+/// Whether an HTTP/1.1 request asks for a protocol upgrade (`Connection: upgrade` plus an
+/// `Upgrade` header).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers; with `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay
+/// so the upgrade can be passed through.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(keep_upgrade && name == UPGRADE) && name != TE {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    // `TE: trailers` is what gRPC needs end to end; any other TE value is hop-by-hop.
+    let te_is_trailers = headers
+        .get_all(TE)
+        .iter()
+        .all(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_is_trailers {
+        headers.remove(TE);
+    }
+    headers.remove(CONNECTION);
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, authority: &HeaderValue) {
+    let prior: Vec<&[u8]> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let mut value = prior.join(&b", "[..]);
+    if !value.is_empty() {
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(client.to_string().as_bytes());
+    // Existing values were valid header bytes and an IP address is ASCII.
+    if let Ok(value) = HeaderValue::from_bytes(&value) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    headers.insert(X_FORWARDED_HOST, authority.clone());
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_xfcc_spelling_is_stripped() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-client-cert", HeaderValue::from_static("a"));
+        headers.append("x-forwarded-client-cert", HeaderValue::from_static("b"));
+        headers.append("x_forwarded_client_cert", HeaderValue::from_static("c"));
+        headers.append("x-forwarded-client_cert", HeaderValue::from_static("d"));
+        headers.append("x-forwarded-client-certs", HeaderValue::from_static("keep"));
+        assert_eq!(strip_xfcc(&mut headers), 4);
+        assert_eq!(headers.len(), 1);
+    }
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("close, x-secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(TE, HeaderValue::from_static("gzip"));
+        headers.insert("x-app", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut headers, false);
+        assert_eq!(
+            headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-app"]
+        );
+    }
+
+    #[test]
+    fn te_trailers_survives_for_grpc() {
+        let mut headers = HeaderMap::new();
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        remove_hop_by_hop(&mut headers, false);
+        assert_eq!(
+            headers.get(TE).map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! TLS termination: pick the app from the ClientHello, then finish the handshake with that
+//! app's own rustls config and client-certificate verifier.
+
+pub mod accept;
+pub mod client_auth;
+pub mod pkcs12;
+pub mod server_config;
+pub mod sni;
+
+use std::fmt;
+
+/// Why a handshake was refused: the fixed set used in logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    NoCertificate,
+    UnknownIssuer,
+    Expired,
+    NotYetValid,
+    Revoked,
+    CrlExpired,
+    BadEku,
+    BadSignature,
+    NotAllowed,
+    UnknownSni,
+    Timeout,
+    Protocol,
+}
+
+impl FailureReason {
+    /// Every reason, for metrics that must exist at zero before any traffic.
+    pub const ALL: [Self; 12] = [
+        Self::NoCertificate,
+        Self::UnknownIssuer,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::Revoked,
+        Self::CrlExpired,
+        Self::BadEku,
+        Self::BadSignature,
+        Self::NotAllowed,
+        Self::UnknownSni,
+        Self::Timeout,
+        Self::Protocol,
+    ];
+
+    /// The reason as it appears in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoCertificate => "no_certificate",
+            Self::UnknownIssuer => "unknown_issuer",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::Revoked => "revoked",
+            Self::CrlExpired => "crl_expired",
+            Self::BadEku => "bad_eku",
+            Self::BadSignature => "bad_signature",
+            Self::NotAllowed => "not_allowed",
+            Self::UnknownSni => "unknown_sni",
+            Self::Timeout => "timeout",
+            Self::Protocol => "protocol",
+        }
+    }
+
+    /// Classifies a rustls error raised while verifying a client or running the handshake.
+    pub fn of(error: &rustls::Error) -> Self {
+        use rustls::CertificateError as Cert;
+        match error {
+            rustls::Error::NoCertificatesPresented => Self::NoCertificate,
+            rustls::Error::InvalidCertificate(cert) => match cert {
+                Cert::Expired | Cert::ExpiredContext { .. } => Self::Expired,
+                Cert::NotValidYet | Cert::NotValidYetContext { .. } => Self::NotYetValid,
+                // Fail closed: a chain whose revocation status cannot be established (a CA
+                // without its CRL) is treated as revoked, as Envoy and nginx do.
+                Cert::Revoked | Cert::UnknownRevocationStatus => Self::Revoked,
+                Cert::ExpiredRevocationList | Cert::ExpiredRevocationListContext { .. } => {
+                    Self::CrlExpired
+                }
+                Cert::InvalidPurpose | Cert::InvalidPurposeContext { .. } => Self::BadEku,
+                Cert::BadSignature
+                | Cert::UnsupportedSignatureAlgorithmContext { .. }
+                | Cert::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                    Self::BadSignature
+                }
+                Cert::ApplicationVerificationFailure => Self::NotAllowed,
+                _ => Self::UnknownIssuer,
+            },
+            _ => Self::Protocol,
+        }
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

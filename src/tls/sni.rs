@@ -1,0 +1,177 @@
+//! Host matching shared by SNI routing and the per-request authority check, so that a name
+//! picks the same app in both places: exact host, then `*.` wildcard, then the catch-all app.
+
+use std::collections::HashMap;
+use std::fmt;
+
+/// A configured host: an exact name or `*.` plus a domain (matching exactly one extra label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// `payments.example.com`.
+    Exact(String),
+    /// `*.pay.example.com`, stored as `pay.example.com`.
+    Wildcard(String),
+}
+
+/// Why a configured host was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("host {host:?} is not a host name or a *.domain wildcard")]
+pub struct InvalidHost {
+    host: String,
+}
+
+impl HostPattern {
+    /// Parses a configured host, normalized like every name it is compared with.
+    pub fn parse(host: &str) -> Result<Self, InvalidHost> {
+        let invalid = || InvalidHost {
+            host: host.to_owned(),
+        };
+        let name = normalize(host);
+        let (pattern, domain) = match name.strip_prefix("*.") {
+            Some(domain) => (Self::Wildcard(domain.to_owned()), domain),
+            None => (Self::Exact(name.clone()), name.as_str()),
+        };
+        let valid = !domain.is_empty()
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if valid { Ok(pattern) } else { Err(invalid()) }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(name) => f.write_str(name),
+            Self::Wildcard(domain) => write!(f, "*.{domain}"),
+        }
+    }
+}
+
+/// Lowercases a host name and removes one trailing dot.
+pub fn normalize(name: &str) -> String {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.to_ascii_lowercase()
+}
+
+/// Maps names to app indices.
+#[derive(Debug, Default)]
+pub struct HostMatcher {
+    exact: HashMap<String, usize>,
+    wildcard: HashMap<String, usize>,
+    catch_all: Option<usize>,
+}
+
+impl HostMatcher {
+    /// Builds a matcher from each app's host patterns (already checked to be unique).
+    pub fn new<'a>(apps: impl IntoIterator<Item = &'a [HostPattern]>) -> Self {
+        let mut matcher = Self::default();
+        for (index, hosts) in apps.into_iter().enumerate() {
+            if hosts.is_empty() {
+                matcher.catch_all = Some(index);
+            }
+            for host in hosts {
+                match host {
+                    HostPattern::Exact(name) => matcher.exact.insert(name.clone(), index),
+                    HostPattern::Wildcard(domain) => matcher.wildcard.insert(domain.clone(), index),
+                };
+            }
+        }
+        matcher
+    }
+
+    /// The app for a name that is already normalized, or for no name at all.
+    pub fn resolve(&self, name: Option<&str>) -> Option<usize> {
+        let Some(name) = name else {
+            return self.catch_all;
+        };
+        if let Some(&index) = self.exact.get(name) {
+            return Some(index);
+        }
+        let wildcard = name
+            .split_once('.')
+            .filter(|(label, _)| !label.is_empty())
+            .and_then(|(_, domain)| self.wildcard.get(domain));
+        wildcard.copied().or(self.catch_all)
+    }
+}
+
+/// The host of a request authority (`Host` or `:authority`), normalized, without its port.
+/// `None` when the value is not a valid authority.
+pub fn authority_host(authority: &str) -> Option<String> {
+    let authority: http::uri::Authority = authority.parse().ok()?;
+    // `Authority` accepts userinfo; a Host header never carries it.
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some(normalize(host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher() -> HostMatcher {
+        let apps = [
+            vec![HostPattern::parse("a.example.com").ok()],
+            vec![HostPattern::parse("*.pay.example.com").ok()],
+        ]
+        .map(|hosts| hosts.into_iter().flatten().collect::<Vec<_>>());
+        HostMatcher::new(apps.iter().map(Vec::as_slice))
+    }
+
+    #[test]
+    fn exact_then_wildcard_matching() {
+        let m = matcher();
+        assert_eq!(m.resolve(Some("a.example.com")), Some(0));
+        assert_eq!(m.resolve(Some("x.pay.example.com")), Some(1));
+        assert_eq!(m.resolve(Some("pay.example.com")), None);
+        assert_eq!(m.resolve(Some("x.y.pay.example.com")), None);
+        assert_eq!(m.resolve(Some(".pay.example.com")), None);
+        assert_eq!(m.resolve(None), None);
+    }
+
+    #[test]
+    fn catch_all_takes_what_nothing_else_matches() {
+        let apps: [Vec<HostPattern>; 2] = [vec![HostPattern::Exact("a".into())], vec![]];
+        let m = HostMatcher::new(apps.iter().map(Vec::as_slice));
+        assert_eq!(m.resolve(Some("a")), Some(0));
+        assert_eq!(m.resolve(Some("b")), Some(1));
+        assert_eq!(m.resolve(None), Some(1));
+    }
+
+    #[test]
+    fn authority_host_normalizes_case_dot_and_port() {
+        assert_eq!(
+            authority_host("A.Example.COM.:8443").as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(authority_host("[::1]:8443").as_deref(), Some("::1"));
+        assert_eq!(authority_host("user@a.example.com"), None);
+        assert_eq!(authority_host("a b"), None);
+        assert_eq!(authority_host(""), None);
+    }
+
+    #[test]
+    fn host_patterns_refuse_malformed_names() {
+        assert!(HostPattern::parse("*").is_err());
+        assert!(HostPattern::parse("*.").is_err());
+        assert!(HostPattern::parse("a.*.com").is_err());
+        assert!(HostPattern::parse("a..com").is_err());
+        assert_eq!(
+            HostPattern::parse("*.Pay.Example.com.").ok(),
+            Some(HostPattern::Wildcard("pay.example.com".into()))
+        );
+    }
+}
