@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::server::Acceptor;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -88,6 +88,30 @@ impl AcceptError {
 /// A fatal `unrecognized_name` alert (RFC 8446 section 6.2), as a plaintext TLS record.
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
 
+/// How long a refused client gets to read our alert before the socket is dropped.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Closes after a refusal so the alert arrives: send FIN, then read (and discard) what the
+/// client already sent, because closing a socket with unread data sends a TCP reset that can
+/// overtake the alert (TLS 1.3 clients write their request before they see it).
+async fn linger_close<IO>(mut io: IO)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = io.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut budget: usize = 64 * 1024;
+        while budget > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => budget = budget.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
 /// Runs the whole server handshake for one connection.
 pub async fn accept<IO>(
     io: IO,
@@ -127,13 +151,18 @@ where
         let mut io = start.io;
         // Best effort: the client is refused whether or not the alert arrives.
         let _ = io.write_all(&UNRECOGNIZED_NAME_ALERT).await;
-        let _ = io.shutdown().await;
+        linger_close(io).await;
         return Err(AcceptError::UnknownSni { sni });
     };
     *app_out = Some(app.clone());
-    match start.into_stream(app.config.tls.clone()).await {
+    match start
+        .into_stream(app.config.tls.clone())
+        .into_fallible()
+        .await
+    {
         Ok(stream) => Ok(Accepted { stream, app, sni }),
-        Err(source) => {
+        Err((source, io)) => {
+            linger_close(io).await;
             let reason = source
                 .get_ref()
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
