@@ -48,6 +48,12 @@ pub enum Command {
     /// Development PKI.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Make a dev PKI in ./certs, start an echo app and serve one app per mode.
+    Demo {
+        /// Address to serve the demo apps on.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 /// `certgate pki …`.

@@ -9,6 +9,7 @@
 pub mod apps;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod identity;
 pub mod listener;
 pub mod pki;

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Pki(PkiCommand::Init { dir, force }) => pki_init(&dir, force),
+        Command::Demo { listen } => demo(listen),
         Command::Run(args) => match args.load() {
             Ok(config) => serve(&config),
             Err(error) => {
@@ -86,18 +87,33 @@ fn pki_init(dir: &std::path::Path, force: bool) -> ExitCode {
     }
 }
 
-fn serve(config: &Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+fn demo(listen: std::net::SocketAddr) -> ExitCode {
+    block_on(async {
+        match certgate::demo::run(listen, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("certgate: {}", error_chain(&error));
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    })
+}
+
+fn block_on(task: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime,
+        Ok(runtime) => runtime.block_on(task),
         Err(error) => {
             eprintln!("certgate: cannot start the async runtime: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
+            ExitCode::from(EXIT_RUNTIME)
         }
-    };
-    runtime.block_on(async {
+    }
+}
+
+fn serve(config: &Config) -> ExitCode {
+    block_on(async {
         let server = match Server::bind(config).await {
             Ok(server) => server,
             Err(error) => {

@@ -1,0 +1,159 @@
+//! `certgate demo`: a development PKI in `certs/`, a built-in echo upstream on loopback, and
+//! one app per client-certificate mode (`require.localhost`, `accept.localhost`,
+//! `ignore.localhost`), with the curl commands that show what each mode does.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::config::file::FileConfig;
+use crate::config::{Config, ConfigError};
+use crate::{RunError, Server};
+
+/// Where the demo keeps its PKI, relative to the working directory.
+pub const CERTS_DIR: &str = "certs";
+
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot create the development PKI")]
+    Pki(#[from] crate::pki::PkiError),
+    #[error("cannot start the echo upstream")]
+    Upstream(#[source] std::io::Error),
+    #[error("invalid demo configuration")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Runs the demo until `shutdown` completes.
+pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Result<(), DemoError> {
+    let certs = PathBuf::from(CERTS_DIR);
+    if !certs.join("ca.pem").exists() {
+        let written = crate::pki::init(&certs, false)?;
+        println!(
+            "Created a development PKI ({} files) in {}/",
+            written.len(),
+            certs.display()
+        );
+    }
+    let upstream = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(DemoError::Upstream)?;
+    let upstream_addr = upstream.local_addr().map_err(DemoError::Upstream)?;
+    tokio::spawn(serve_echo(upstream));
+
+    let config = Config::from_file(demo_config(listen, upstream_addr)?, &certs)?;
+    let server = Server::bind(&config).await?;
+    print_tour(server.local_addr().port(), &certs);
+    server.run(shutdown).await?;
+    Ok(())
+}
+
+fn demo_config(listen: SocketAddr, upstream: SocketAddr) -> Result<FileConfig, ConfigError> {
+    let app = |mode: &str| {
+        let mut app = serde_json::json!({
+            "name": mode,
+            "hosts": [format!("{mode}.localhost")],
+            "upstream": format!("http://{upstream}"),
+            "serverCertificate": { "certFile": "server.pem", "keyFile": "server.key" },
+            "ingress": { "clientCertificateMode": mode },
+        });
+        if mode != "ignore" {
+            app["clientAuth"] = serde_json::json!({ "trustedCaFiles": ["ca.pem"] });
+            app["forwardClientCert"] = serde_json::json!({
+                "fields": ["Hash", "Cert", "Chain", "Subject", "URI", "DNS"]
+            });
+        }
+        app
+    };
+    let json = serde_json::json!({
+        "listen": listen.to_string(),
+        "apps": [app("require"), app("accept"), app("ignore")],
+    });
+    serde_json::from_value(json).map_err(|source| ConfigError::Json {
+        path: PathBuf::from("<demo>"),
+        source,
+    })
+}
+
+fn print_tour(port: u16, certs: &Path) {
+    let dir = certs.display();
+    let ca = format!("--cacert {dir}/ca.pem");
+    let pem = format!("--cert {dir}/client.pem --key {dir}/client.key");
+    let p12 =
+        format!("--cert-type P12 --cert {dir}/client.p12:\"$(cat {dir}/client.p12.password)\"");
+    let url = |mode: &str| format!("https://{mode}.localhost:{port}/hello");
+    println!(
+        "\ncertgate demo is serving on 127.0.0.1:{port}. The echo app answers with the request it got.\n\
+         \n# require: a client certificate is needed; the app sees it in X-Forwarded-Client-Cert\n\
+         curl {ca} {pem} {require}\n\
+         curl {ca} {p12} {require}\n\
+         \n# require without a certificate: the handshake is refused (certificate_required)\n\
+         curl {ca} {require}\n\
+         \n# require with a certificate from a CA certgate does not trust: refused (unknown_ca)\n\
+         curl {ca} --cert {dir}/untrusted-client.pem --key {dir}/untrusted-client.key {require}\n\
+         \n# accept: served either way; X-Forwarded-Client-Cert only when a certificate was sent\n\
+         curl {ca} {accept}\n\
+         curl {ca} {pem} {accept}\n\
+         \n# ignore: no certificate is asked for, none is forwarded\n\
+         curl {ca} {pem} {ignore}\n\
+         \n# a forged X-Forwarded-Client-Cert never reaches the app\n\
+         curl {ca} -H 'X-Forwarded-Client-Cert: Hash=forged' {ignore}\n\
+         \nPress Ctrl-C to stop.",
+        require = url("require"),
+        accept = url("accept"),
+        ignore = url("ignore"),
+    );
+}
+
+/// Serves the echo app: every request is answered with its method, path and headers as
+/// pretty JSON, so the forwarded client certificate is visible.
+pub async fn serve_echo(listener: TcpListener) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(echo);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut headers = serde_json::Map::new();
+    for (name, value) in request.headers() {
+        let value = serde_json::Value::from(String::from_utf8_lossy(value.as_bytes()));
+        match headers.get_mut(name.as_str()) {
+            Some(serde_json::Value::Array(values)) => values.push(value),
+            Some(first) => *first = serde_json::Value::Array(vec![first.take(), value]),
+            None => {
+                headers.insert(name.as_str().to_owned(), value);
+            }
+        }
+    }
+    let body = serde_json::json!({
+        "method": request.method().as_str(),
+        "path": request.uri().path_and_query().map_or("/", |p| p.as_str()),
+        "headers": headers,
+    });
+    let mut text = serde_json::to_string_pretty(&body).unwrap_or_default();
+    text.push('\n');
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}

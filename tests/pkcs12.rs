@@ -1,0 +1,520 @@
+//! Tests `certgate::tls::pkcs12::load` on certgate's own `client.p12`, on archives made by
+//! OpenSSL 3 (default and `-legacy`) and on broken or mismatched archives.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use certgate::pki;
+use certgate::tls::pkcs12::{self, Pkcs12Error};
+use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "certgate-test-pkcs12-{label}-{}-{nanos}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A development PKI written by `pki::init`.
+struct Pki {
+    tmp: TempDir,
+}
+
+impl Pki {
+    fn new(label: &str) -> Self {
+        let tmp = TempDir::new(label);
+        pki::init(&tmp.0, false).expect("pki init");
+        Self { tmp }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.0.join(name)
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.path(name).to_str().expect("utf-8 path").to_owned()
+    }
+
+    fn certs(&self, name: &str) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_file_iter(self.path(name))
+            .expect("open pem")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("parse pem")
+    }
+
+    fn key(&self, name: &str) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::from_pem_file(self.path(name)).expect("parse key")
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        fs::read(self.path(name)).expect("read file")
+    }
+
+    fn p12_password(&self) -> String {
+        fs::read_to_string(self.path("client.p12.password")).expect("read password")
+    }
+
+    /// Runs `openssl pkcs12 -export` with `args` into `name` (password [`PASSWORD`]).
+    /// `None` (after printing why) if openssl is not installed.
+    fn openssl_export(&self, name: &str, args: &[&str]) -> Option<Vec<u8>> {
+        let out = self.arg(name);
+        let passout = format!("pass:{PASSWORD}");
+        let mut all = vec!["pkcs12", "-export", "-out", &out, "-passout", &passout];
+        all.extend_from_slice(args);
+        let output = openssl(&all)?;
+        assert_success(&output, &all);
+        Some(self.read(name))
+    }
+
+    /// `openssl pkcs12 -info -noout` (plus `extra`) on `name`: the algorithm report on stderr.
+    fn openssl_info(&self, name: &str, extra: &[&str]) -> String {
+        let input = self.arg(name);
+        let passin = format!("pass:{PASSWORD}");
+        let mut all = vec![
+            "pkcs12", "-in", &input, "-passin", &passin, "-info", "-noout",
+        ];
+        all.extend_from_slice(extra);
+        let output = openssl(&all).expect("openssl is installed");
+        assert_success(&output, &all);
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+}
+
+/// Runs `openssl` with `args`; `None` if the binary is not installed.
+fn openssl(args: &[&str]) -> Option<Output> {
+    match Command::new("openssl").args(args).output() {
+        Ok(output) => Some(output),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED: `openssl` is not installed, so no archive can be made with it");
+            None
+        }
+        Err(e) => panic!("cannot run openssl: {e}"),
+    }
+}
+
+fn assert_success(output: &Output, args: &[&str]) {
+    assert!(
+        output.status.success(),
+        "openssl {} failed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Whether OpenSSL 3's legacy provider (RC2, 3DES-based PKCS#12) can be loaded.
+fn legacy_provider_available() -> bool {
+    openssl(&["list", "-providers", "-provider", "legacy"])
+        .is_some_and(|output| output.status.success())
+}
+
+/// A PKCS#12 written by p12-keystore with one key chain per `(key, certs)`.
+fn keystore_p12(chains: &[(&PrivateKeyDer<'_>, &[&CertificateDer<'_>])]) -> Vec<u8> {
+    let mut store = KeyStore::new();
+    for (index, (key, certs)) in chains.iter().enumerate() {
+        let chain = PrivateKeyChain::new(
+            vec![u8::try_from(index).expect("few chains"); 20],
+            PrivateKey::from_der(key.secret_der()).expect("pkcs8 key"),
+            certs
+                .iter()
+                .map(|cert| Certificate::from_der(cert).expect("certificate")),
+        );
+        store.add_entry(
+            &format!("entry-{index}"),
+            KeyStoreEntry::PrivateKeyChain(chain),
+        );
+    }
+    store.writer(PASSWORD).write().expect("write pkcs12")
+}
+
+fn assert_loads_as(
+    loaded: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    chain: &[CertificateDer<'static>],
+) {
+    let (loaded_chain, loaded_key) = loaded;
+    assert_eq!(loaded_chain, chain, "chain is the leaf, then its CA");
+    assert!(matches!(loaded_key, PrivateKeyDer::Pkcs8(_)));
+    // The loaded pair is usable as a rustls server certificate.
+    rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(loaded_chain, loaded_key)
+    .expect("rustls accepts the chain and key");
+}
+
+#[test]
+fn load_reads_certgates_own_client_p12() {
+    let pki = Pki::new("own");
+    let loaded = pkcs12::load(&pki.read("client.p12"), &pki.p12_password()).expect("load");
+    assert_eq!(
+        loaded.1.secret_der(),
+        pki.key("client.key").secret_der(),
+        "the key is client.key"
+    );
+    let mut chain = pki.certs("client.pem");
+    chain.extend(pki.certs("ca.pem"));
+    assert_loads_as(loaded, &chain);
+}
+
+#[test]
+fn load_reads_an_openssl_3_default_archive() {
+    let pki = Pki::new("default");
+    let Some(der) = pki.openssl_export(
+        "server.p12",
+        &[
+            "-inkey",
+            &pki.arg("server.key"),
+            "-in",
+            &pki.arg("server.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let info = pki.openssl_info("server.p12", &[]);
+    assert!(info.contains("PBES2, PBKDF2, AES-256-CBC"), "{info}");
+
+    let loaded = pkcs12::load(&der, PASSWORD).expect("load");
+    assert_loads_as(loaded, &pki.certs("server.pem"));
+}
+
+#[test]
+fn load_reads_an_openssl_3_legacy_archive() {
+    let pki = Pki::new("legacy");
+    if openssl(&["version"]).is_none() {
+        return;
+    }
+    if !legacy_provider_available() {
+        eprintln!(
+            "SKIPPED: OpenSSL's legacy provider is not available, so `openssl pkcs12 -legacy` \
+             cannot make a 3DES/RC2 archive here"
+        );
+        return;
+    }
+    let Some(der) = pki.openssl_export(
+        "legacy.p12",
+        &[
+            "-legacy",
+            "-inkey",
+            &pki.arg("server.key"),
+            "-in",
+            &pki.arg("server.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let info = pki.openssl_info("legacy.p12", &["-legacy"]);
+    assert!(info.contains("pbeWithSHA1And40BitRC2-CBC"), "{info}");
+    assert!(info.contains("pbeWithSHA1And3-KeyTripleDES-CBC"), "{info}");
+    assert!(info.contains("MAC: sha1"), "{info}");
+
+    let loaded = pkcs12::load(&der, PASSWORD).expect("load");
+    assert_loads_as(loaded, &pki.certs("server.pem"));
+}
+
+#[test]
+fn load_reports_a_wrong_password() {
+    let pki = Pki::new("password");
+    let err = pkcs12::load(&pki.read("client.p12"), "not the password").expect_err("must fail");
+    assert!(matches!(err, Pkcs12Error::WrongPassword), "{err:?}");
+    assert_eq!(err.to_string(), "wrong password (MAC check failed)");
+
+    let Some(der) = pki.openssl_export(
+        "server.p12",
+        &[
+            "-inkey",
+            &pki.arg("server.key"),
+            "-in",
+            &pki.arg("server.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let err = pkcs12::load(&der, "").expect_err("must fail");
+    assert!(matches!(err, Pkcs12Error::WrongPassword), "{err:?}");
+}
+
+#[test]
+fn load_without_a_mac_checks_the_password_by_decrypting() {
+    let pki = Pki::new("nomac");
+    let Some(der) = pki.openssl_export(
+        "nomac.p12",
+        &[
+            "-nomac",
+            "-inkey",
+            &pki.arg("server.key"),
+            "-in",
+            &pki.arg("server.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let loaded = pkcs12::load(&der, PASSWORD).expect("load");
+    assert_loads_as(loaded, &pki.certs("server.pem"));
+
+    let err = pkcs12::load(&der, "not the password").expect_err("must fail");
+    assert!(
+        matches!(err, Pkcs12Error::DecryptionFailed { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn load_reports_an_archive_without_a_private_key() {
+    let pki = Pki::new("nokey");
+    let mut store = KeyStore::new();
+    let ca = pki.certs("ca.pem").remove(0);
+    store.add_entry(
+        "ca",
+        KeyStoreEntry::Certificate(Certificate::from_der(&ca).expect("certificate")),
+    );
+    let truststore = store.writer(PASSWORD).write().expect("write pkcs12");
+    let err = pkcs12::load(&truststore, PASSWORD).expect_err("must fail");
+    assert!(matches!(err, Pkcs12Error::NoPrivateKey), "{err:?}");
+
+    let Some(der) = pki.openssl_export("nokeys.p12", &["-nokeys", "-in", &pki.arg("server.pem")])
+    else {
+        return;
+    };
+    let err = pkcs12::load(&der, PASSWORD).expect_err("must fail");
+    assert!(matches!(err, Pkcs12Error::NoPrivateKey), "{err:?}");
+    assert_eq!(err.to_string(), "the archive holds no private key");
+}
+
+#[test]
+fn load_reports_an_archive_without_a_certificate() {
+    let pki = Pki::new("nocert");
+    let Some(der) = pki.openssl_export(
+        "nocerts.p12",
+        &["-nocerts", "-inkey", &pki.arg("server.key")],
+    ) else {
+        return;
+    };
+    let err = pkcs12::load(&der, PASSWORD).expect_err("must fail");
+    assert!(matches!(err, Pkcs12Error::NoCertificate), "{err:?}");
+}
+
+#[test]
+fn load_reports_a_key_that_matches_no_certificate() {
+    let pki = Pki::new("nomatch");
+    // OpenSSL refuses `-inkey server.key -in client.pem`, but `-nocerts` plus `-certfile`
+    // stores an unrelated certificate next to the key.
+    let Some(der) = pki.openssl_export(
+        "nomatch.p12",
+        &[
+            "-nocerts",
+            "-inkey",
+            &pki.arg("server.key"),
+            "-certfile",
+            &pki.arg("client.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let err = pkcs12::load(&der, PASSWORD).expect_err("must fail");
+    assert!(
+        matches!(err, Pkcs12Error::NoMatchingCertificate { certificates: 1 }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("matches the private key"), "{err}");
+}
+
+#[test]
+fn load_reports_a_certificate_linked_to_the_wrong_key() {
+    let pki = Pki::new("mismatch");
+    let server_key = pki.key("server.key");
+    let client = pki.certs("client.pem").remove(0);
+    let ca = pki.certs("ca.pem").remove(0);
+    let der = keystore_p12(&[(&server_key, &[&client, &ca])]);
+
+    let err = pkcs12::load(&der, PASSWORD).expect_err("must fail");
+    match &err {
+        Pkcs12Error::KeyCertificateMismatch { subject } => {
+            assert!(subject.contains("certgate-dev-client"), "{subject}");
+        }
+        other => panic!("expected KeyCertificateMismatch, got {other:?}"),
+    }
+    assert!(err.to_string().contains("does not match"), "{err}");
+}
+
+#[test]
+fn load_rejects_more_than_one_private_key() {
+    let pki = Pki::new("twokeys");
+    let server_key = pki.key("server.key");
+    let client_key = pki.key("client.key");
+    let server = pki.certs("server.pem").remove(0);
+    let client = pki.certs("client.pem").remove(0);
+    let der = keystore_p12(&[(&server_key, &[&server]), (&client_key, &[&client])]);
+
+    let err = pkcs12::load(&der, PASSWORD).expect_err("must fail");
+    assert!(
+        matches!(err, Pkcs12Error::MultiplePrivateKeys { count: 2 }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn load_finds_the_leaf_by_public_key_when_bags_carry_no_key_id() {
+    let pki = Pki::new("spki");
+    // The CA first and no localKeyId on the certificates: the leaf must be found by its key.
+    let Some(der) = pki.openssl_export(
+        "nokeyid.p12",
+        &[
+            "-nocerts",
+            "-inkey",
+            &pki.arg("server.key"),
+            "-certfile",
+            &pki.arg("ca.pem"),
+            "-certfile",
+            &pki.arg("server.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let loaded = pkcs12::load(&der, PASSWORD).expect("load");
+    assert_loads_as(loaded, &pki.certs("server.pem"));
+}
+
+#[test]
+fn load_names_an_unsupported_cipher() {
+    let pki = Pki::new("camellia");
+    let Some(der) = pki.openssl_export(
+        "camellia.p12",
+        &[
+            "-keypbe",
+            "camellia-256-cbc",
+            "-inkey",
+            &pki.arg("server.key"),
+            "-in",
+            &pki.arg("server.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let err = pkcs12::load(&der, PASSWORD).expect_err("must fail");
+    match &err {
+        Pkcs12Error::UnsupportedAlgorithm { purpose, algorithm } => {
+            assert_eq!(*purpose, "cipher");
+            assert_eq!(algorithm, "camellia-256-cbc (1.2.392.200011.61.1.1.1.4)");
+        }
+        other => panic!("expected UnsupportedAlgorithm, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "unsupported cipher camellia-256-cbc (1.2.392.200011.61.1.1.1.4)"
+    );
+}
+
+#[test]
+fn load_names_an_unsupported_mac_digest() {
+    let pki = Pki::new("md5");
+    let Some(der) = pki.openssl_export(
+        "md5.p12",
+        &[
+            "-macalg",
+            "md5",
+            "-inkey",
+            &pki.arg("server.key"),
+            "-in",
+            &pki.arg("server.pem"),
+        ],
+    ) else {
+        return;
+    };
+    let err = pkcs12::load(&der, PASSWORD).expect_err("must fail");
+    match &err {
+        Pkcs12Error::UnsupportedAlgorithm { purpose, algorithm } => {
+            assert_eq!(*purpose, "MAC digest");
+            assert_eq!(algorithm, "md5 (1.2.840.113549.2.5)");
+        }
+        other => panic!("expected UnsupportedAlgorithm, got {other:?}"),
+    }
+}
+
+#[test]
+fn load_rejects_garbage_without_panicking() {
+    let pki = Pki::new("garbage");
+    let good = pki.read("client.p12");
+    let password = pki.p12_password();
+
+    let pem = pki.read("client.pem");
+    let inputs: [&[u8]; 6] = [
+        b"",
+        b"\x30",
+        b"\x30\x80\x00\x00",
+        b"\x30\x84\xff\xff\xff\xff",
+        b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        &pem,
+    ];
+    for input in inputs {
+        let err = pkcs12::load(input, &password).expect_err("garbage must fail");
+        assert!(matches!(err, Pkcs12Error::Malformed { .. }), "{err:?}");
+        assert!(!err.to_string().ends_with('.'));
+    }
+
+    for len in (0..good.len()).step_by(37) {
+        assert!(
+            pkcs12::load(&good[..len], &password).is_err(),
+            "prefix {len}"
+        );
+    }
+    for index in (0..good.len()).step_by(53) {
+        let mut flipped = good.clone();
+        flipped[index] ^= 0x5a;
+        // A flip may land in an ignored attribute and still load; it must never panic.
+        if let Ok((chain, _)) = pkcs12::load(&flipped, &password) {
+            assert!(!chain.is_empty());
+        }
+    }
+}
+
+#[test]
+fn errors_render_lowercase_without_trailing_period() {
+    let errors = [
+        Pkcs12Error::WrongPassword,
+        Pkcs12Error::NoPrivateKey,
+        Pkcs12Error::NoCertificate,
+        Pkcs12Error::MultiplePrivateKeys { count: 3 },
+        Pkcs12Error::NoMatchingCertificate { certificates: 2 },
+        Pkcs12Error::KeyCertificateMismatch {
+            subject: "CN=x".into(),
+        },
+        Pkcs12Error::UnsupportedAlgorithm {
+            purpose: "cipher",
+            algorithm: "1.2.3".into(),
+        },
+    ];
+    for err in errors {
+        let message = err.to_string();
+        assert!(message.starts_with(|c: char| c.is_lowercase()), "{message}");
+        assert!(!message.ends_with('.'), "{message}");
+    }
+}
