@@ -1,10 +1,10 @@
 //! The running set of apps built from a `Config`: the host matcher, each app's config and
-//! upstream client. A connection takes one snapshot at accept time and keeps it, so a reload
+//! upstream client, and the timeouts and limits they are served with. A connection takes one snapshot at accept time and keeps it, so a reload
 //! (which builds a new `Apps`) never changes the policy of an open connection.
 
 use std::sync::Arc;
 
-use crate::config::{AppConfig, Config};
+use crate::config::{AppConfig, Config, Limits, Timeouts};
 use crate::proxy::upstream::UpstreamClient;
 use crate::tls::sni::HostMatcher;
 
@@ -13,6 +13,10 @@ use crate::tls::sni::HostMatcher;
 pub struct Apps {
     apps: Vec<Arc<App>>,
     matcher: HostMatcher,
+    /// Timeouts of this config.
+    pub timeouts: Timeouts,
+    /// Limits of this config (`maxConnections` only changes on restart).
+    pub limits: Limits,
 }
 
 /// One app as served.
@@ -42,7 +46,12 @@ impl Apps {
             })
             .collect();
         let matcher = HostMatcher::new(config.apps.iter().map(|app| app.hosts.as_slice()));
-        Self { apps, matcher }
+        Self {
+            apps,
+            matcher,
+            timeouts: config.timeouts,
+            limits: config.limits,
+        }
     }
 
     /// The app for a normalized name (SNI or request host), or for no name.

@@ -1,7 +1,8 @@
 //! The command line (clap): `run`, `check`, `pki init`, `demo`. Every `run` flag can also come
 //! from a `CERTGATE_*` environment variable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -9,6 +10,7 @@ use crate::config::file::{
     FileApp, FileClientAuth, FileConfig, FileIngress, FileServerCertificate,
 };
 use crate::config::{Config, ConfigError};
+use crate::server::ConfigSource;
 
 /// certgate: mutual-TLS ingress that forwards verified client certificates to HTTP apps.
 #[derive(Debug, Parser)]
@@ -70,7 +72,7 @@ pub enum PkiCommand {
 }
 
 /// `certgate run`: a config file, or the flags of one catch-all app.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// JSON config file; excludes the sidecar flags.
     #[arg(long, env = "CERTGATE_CONFIG", conflicts_with_all = ["upstream", "cert", "key", "client_ca", "crl", "allowed_hash", "allow_untrusted", "client_cert_mode"])]
@@ -117,33 +119,41 @@ pub enum UsageError {
 }
 
 impl RunArgs {
-    /// Loads the config file, or builds the sidecar's one catch-all app from the flags
-    /// (relative paths are resolved against the working directory).
-    pub fn load(&self) -> Result<Config, UsageError> {
-        if let Some(path) = &self.config {
-            let mut config = Config::load(path)?;
-            // Flags given with --config override the file's listener addresses.
-            if let Some(listen) = &self.listen {
-                config.listen = listen.parse().map_err(|_| ConfigError::BadAddress {
-                    field: "--listen",
-                    value: listen.clone(),
-                })?;
-            }
-            return Ok(config);
-        }
-        let (Some(upstream), Some(cert), Some(key)) = (&self.upstream, &self.cert, &self.key)
-        else {
+    /// Where `run` reads its config from, at start and on every reload: the config file, or
+    /// the sidecar's one catch-all app built from the flags (relative paths are resolved
+    /// against the working directory). Fails when neither is given.
+    pub fn source(&self) -> Result<ConfigSource, UsageError> {
+        let sidecar_flags = self.upstream.is_some() && self.cert.is_some() && self.key.is_some();
+        if self.config.is_none() && !sidecar_flags {
             return Err(UsageError::MissingSidecarFlags);
+        }
+        let args = self.clone();
+        Ok(Arc::new(move || args.load()))
+    }
+
+    fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::from_file(self.sidecar_file(), Path::new(""))?,
         };
-        let file = FileConfig {
-            listen: self.listen.clone(),
-            admin: self.admin.clone(),
+        // With --config, --listen and --admin override the file.
+        if let Some(listen) = &self.listen {
+            config.listen = address("--listen", listen)?;
+        }
+        if let Some(admin) = &self.admin {
+            config.admin = Some(address("--admin", admin)?);
+        }
+        Ok(config)
+    }
+
+    fn sidecar_file(&self) -> FileConfig {
+        FileConfig {
             apps: vec![FileApp {
                 name: "app".to_owned(),
-                upstream: Some(upstream.clone()),
+                upstream: self.upstream.clone(),
                 server_certificate: FileServerCertificate {
-                    cert_file: Some(cert.clone()),
-                    key_file: Some(key.clone()),
+                    cert_file: self.cert.clone(),
+                    key_file: self.key.clone(),
                     ..FileServerCertificate::default()
                 },
                 ingress: FileIngress {
@@ -160,7 +170,13 @@ impl RunArgs {
                 ..FileApp::default()
             }],
             ..FileConfig::default()
-        };
-        Ok(Config::from_file(file, std::path::Path::new(""))?)
+        }
     }
+}
+
+fn address(field: &'static str, value: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::BadAddress {
+        field,
+        value: value.to_owned(),
+    })
 }

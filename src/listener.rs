@@ -8,33 +8,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tracing::Instrument as _;
 
-use crate::apps::Apps;
-use crate::config::{Limits, Timeouts};
 use crate::identity::ClientIdentity;
 use crate::proxy::{self, ConnectionContext};
+use crate::server::Shared;
 use crate::tls::accept::{AcceptError, accept};
-
-/// What every connection needs from the server: the current apps and the settings that a
-/// restart (not a reload) changes.
-#[derive(Debug)]
-pub struct Shared {
-    /// The apps new connections are served under; replaced whole on reload.
-    pub apps: ArcSwap<Apps>,
-    /// Timeouts.
-    pub timeouts: Timeouts,
-    /// Limits.
-    pub limits: Limits,
-    /// One permit per open connection.
-    pub connections: Arc<Semaphore>,
-}
 
 /// Accepts connections until `shutdown` turns true.
 pub async fn serve(
@@ -61,7 +45,7 @@ pub async fn serve(
                 last_limit_log = Some(Instant::now());
                 tracing::warn!(
                     client.addr = %client_addr,
-                    limit = shared.limits.max_connections,
+                    limit = shared.max_connections,
                     "connection limit reached, refusing connections"
                 );
             }
@@ -98,17 +82,17 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let apps = shared.apps.load_full();
-    let accepted = match accept(tcp, &apps, shared.timeouts.handshake).await {
+    let accepted = match accept(tcp, &apps, apps.timeouts.handshake).await {
         Ok(accepted) => accepted,
         Err(error) => {
-            log_refused(&error, client_addr);
+            refused(&shared, &error, client_addr);
             return;
         }
     };
     let app = accepted.app;
     let identity = match accepted.stream.get_ref().1.peer_certificates() {
         Some(chain) => {
-            match ClientIdentity::new(chain, app.config.xfcc_fields, shared.limits.max_xfcc_bytes) {
+            match ClientIdentity::new(chain, app.config.xfcc_fields, apps.limits.max_xfcc_bytes) {
                 Ok(identity) => Some(identity),
                 Err(error) => {
                     tracing::warn!(app = %app.config.name, error = %error, "closing connection");
@@ -124,9 +108,15 @@ async fn connection(
         client.hash = identity.as_ref().map_or("", |id| id.hash.as_str()),
         "handshake complete"
     );
+    let timeouts = apps.timeouts;
+    let max_header_bytes = apps.limits.max_request_header_bytes;
+    let active = shared.metrics.connection_opened(&app.config.name);
     let context = Arc::new(ConnectionContext {
         app,
         apps,
+        shared: shared.clone(),
+        permit: Arc::new(permit),
+        active,
         client_addr,
         sni: accepted.sni,
         identity,
@@ -135,7 +125,6 @@ async fn connection(
         started: Instant::now(),
         last_active_ms: AtomicU64::new(0),
     });
-    let permit = Arc::new(permit);
     let service = {
         let context = context.clone();
         service_fn(move |request| proxy::handle(context.clone(), request))
@@ -144,17 +133,15 @@ async fn connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.timeouts.request_header)
-        .max_buf_size(shared.limits.max_request_header_bytes);
+        .header_read_timeout(timeouts.request_header)
+        .max_buf_size(max_header_bytes);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(
-            u32::try_from(shared.limits.max_request_header_bytes).unwrap_or(u32::MAX),
-        );
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
     let served = builder.serve_connection_with_upgrades(TokioIo::new(accepted.stream), service);
     tokio::pin!(served);
-    let idle = shared.timeouts.idle;
+    let idle = timeouts.idle;
     let mut closing = false;
     loop {
         let idle_check = tokio::time::sleep(idle);
@@ -184,12 +171,14 @@ async fn connection(
             }
         }
     }
-    drop(permit);
 }
 
-fn log_refused(error: &AcceptError, client_addr: SocketAddr) {
+fn refused(shared: &Shared, error: &AcceptError, client_addr: SocketAddr) {
     let app = error.app().map_or("", |app| app.config.name.as_str());
     let sni = error.sni().unwrap_or("");
+    if let Some(reason) = error.reason() {
+        shared.metrics.handshake_failed(app, reason);
+    }
     match error.reason() {
         Some(reason) => tracing::warn!(
             client.addr = %client_addr,

@@ -32,13 +32,19 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Pki(PkiCommand::Init { dir, force }) => pki_init(&dir, force),
         Command::Demo { listen } => demo(listen),
-        Command::Run(args) => match args.load() {
-            Ok(config) => serve(&config),
-            Err(error) => {
-                eprintln!("certgate: {}", error_chain(&error));
-                ExitCode::from(EXIT_USAGE)
+        Command::Run(args) => {
+            let loaded = args.source().and_then(|source| {
+                let config = source()?;
+                Ok((config, source))
+            });
+            match loaded {
+                Ok((config, source)) => serve(&config, source),
+                Err(error) => {
+                    eprintln!("certgate: {}", error_chain(&error));
+                    ExitCode::from(EXIT_USAGE)
+                }
             }
-        },
+        }
     }
 }
 
@@ -112,9 +118,9 @@ fn block_on(task: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-fn serve(config: &Config) -> ExitCode {
+fn serve(config: &Config, source: certgate::server::ConfigSource) -> ExitCode {
     block_on(async {
-        let server = match Server::bind(config).await {
+        let server = match Server::bind(config, Some(source)).await {
             Ok(server) => server,
             Err(error) => {
                 tracing::error!(error = %error_chain(&error), "cannot start");

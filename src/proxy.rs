@@ -19,12 +19,14 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use self::error::ProxyError;
 use crate::apps::{App, Apps};
 use crate::config::Transport;
 use crate::identity::ClientIdentity;
+use crate::metrics::ActiveConnection;
+use crate::server::Shared;
 use crate::tls::sni::authority_host;
 
 /// The body of every response certgate sends downstream.
@@ -37,6 +39,12 @@ pub struct ConnectionContext {
     pub app: Arc<App>,
     /// The apps this connection was accepted under, for the authority check.
     pub apps: Arc<Apps>,
+    /// The server's shared state (metrics, drain).
+    pub shared: Arc<Shared>,
+    /// The connection's slot under `limits.maxConnections`, held by upgraded streams too.
+    pub permit: Arc<OwnedSemaphorePermit>,
+    /// Keeps the connection counted in `certgate_connections_active`.
+    pub active: ActiveConnection,
     /// The downstream client's address.
     pub client_addr: SocketAddr,
     /// The normalized SNI, if any.
@@ -98,6 +106,13 @@ pub async fn handle(
     };
     conn.touch();
     conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    conn.shared.metrics.request_done(
+        &conn.app.config.name,
+        conn.identity.is_some(),
+        response.status().as_u16(),
+        elapsed.as_secs_f64(),
+    );
     tracing::info!(
         client.addr = %conn.client_addr,
         sni = conn.sni.as_deref().unwrap_or(""),
@@ -106,7 +121,7 @@ pub async fn handle(
         method = %method,
         path = %path,
         status = response.status().as_u16(),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
         upstream = %conn.app.config.upstream,
         "request"
     );
@@ -117,6 +132,10 @@ async fn forward(
     conn: &ConnectionContext,
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    if conn.shared.is_draining() {
+        conn.close.notify_one();
+        return Err(ProxyError::Draining);
+    }
     if let Some(identity) = &conn.identity {
         if identity.expired_at(unix_now()) {
             conn.close.notify_one();
@@ -173,7 +192,7 @@ async fn forward(
     match downstream_upgrade {
         Some(downstream) if switching => {
             let upstream = hyper::upgrade::on(&mut response);
-            tokio::spawn(pipe_upgraded(downstream, upstream));
+            tokio::spawn(pipe_upgraded(downstream, upstream, conn.permit.clone()));
         }
         _ => {}
     }
@@ -202,7 +221,13 @@ fn request_authority(request: &Request<Incoming>) -> Result<HeaderValue, ProxyEr
     }
 }
 
-async fn pipe_upgraded(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// Pipes an upgraded connection both ways; holding `_permit` keeps it counted (and waited
+/// for by the drain) until both sides close.
+async fn pipe_upgraded(
+    downstream: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    _permit: Arc<OwnedSemaphorePermit>,
+) {
     let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
         Ok(pair) => pair,
         Err(error) => {

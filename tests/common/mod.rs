@@ -347,6 +347,10 @@ pub fn app(name: &str, hosts: &[&str], upstream: SocketAddr, mode: &str) -> serd
 /// certgate running in-process on 127.0.0.1:0.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The admin listener, when the config has `admin`.
+    pub admin: Option<SocketAddr>,
+    /// Reloads the config file, as SIGHUP does.
+    pub reloader: certgate::reload::Reloader,
     pub dir: TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -360,8 +364,12 @@ impl Gateway {
         let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
         let config = certgate::config::Config::load(&path)
             .unwrap_or_else(|e| panic!("config refused: {}", certgate::error_chain(&e)));
-        let server = certgate::Server::bind(&config).await.unwrap();
+        let source: certgate::server::ConfigSource =
+            Arc::new(move || certgate::config::Config::load(&path));
+        let server = certgate::Server::bind(&config, Some(source)).await.unwrap();
         let addr = server.local_addr();
+        let admin = server.admin_addr();
+        let reloader = server.reloader();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             server
@@ -373,6 +381,8 @@ impl Gateway {
         });
         Self {
             addr,
+            admin,
+            reloader,
             dir,
             stop: Some(stop),
             task: Some(task),
@@ -743,4 +753,52 @@ async fn echo(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, h
         "body_sha256": hex(&hasher.finalize()),
     });
     Ok(Response::new(Full::new(Bytes::from(json.to_string()))))
+}
+
+/// A bare TLS stream to certgate, for requests hyper's client cannot write (e.g. header names
+/// in mixed case over HTTP/1.1). ALPN, SNI, version and identity come from `options`.
+/// (Appended for tests/routing.rs and tests/xfcc.rs.)
+pub async fn tls_stream(
+    addr: SocketAddr,
+    options: &ClientOptions,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(options.tls_config()));
+    let name =
+        ServerName::try_from(options.sni.clone().unwrap_or_else(|| "localhost".into())).unwrap();
+    connector.connect(name, tcp).await.map_err(|e| failure(&e))
+}
+
+/// Opens a TLS connection to certgate with `options`, for tests that drive hyper themselves
+/// (e.g. to send a streaming, non-`Full` request body).
+pub async fn connect_tls(
+    addr: SocketAddr,
+    options: &ClientOptions,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(options.tls_config()));
+    let name =
+        ServerName::try_from(options.sni.clone().unwrap_or_else(|| "localhost".into())).unwrap();
+    connector.connect(name, tcp).await.map_err(|e| failure(&e))
+}
+
+/// Asserts that certgate answered `reply` itself with `status`: a `text/plain` body of one
+/// non-empty line (SPEC section 5). (Appended for tests/routing.rs and tests/xfcc.rs.)
+pub fn assert_certgate_error(reply: &Reply, status: StatusCode, label: &str) {
+    assert_eq!(reply.status, status, "{label}: body {:?}", reply.body);
+    let content_type = reply
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("text/plain"),
+        "{label}: content-type {content_type:?}"
+    );
+    let body = String::from_utf8_lossy(&reply.body);
+    let line = body.strip_suffix('\n').unwrap_or(&body);
+    assert!(
+        !line.trim().is_empty() && !line.contains(['\n', '\r']),
+        "{label}: body is not one line: {body:?}"
+    );
 }

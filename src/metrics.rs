@@ -1,0 +1,281 @@
+//! Prometheus metrics (SPEC section 8). Every series an operator alerts on exists at zero
+//! from the start, so a rate or an absence alert works before the first failure.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::config::AppConfig;
+use crate::tls::FailureReason;
+
+/// The `app` label alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabel {
+    pub app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    app: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    app: String,
+    client_cert: &'static str,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    app: String,
+    kind: &'static str,
+}
+
+/// All of certgate's metrics and the registry that exposes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    connections: Family<AppLabel, Counter>,
+    connections_active: Family<AppLabel, Gauge>,
+    handshake_failures: Family<FailureLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Histogram,
+    misdirected: Family<AppLabel, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+    not_after: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric family.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("certgate");
+        let connections = Family::<AppLabel, Counter>::default();
+        let connections_active = Family::<AppLabel, Gauge>::default();
+        let handshake_failures = Family::<FailureLabels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        // 1 ms to ~33 s.
+        let request_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let misdirected = Family::<AppLabel, Counter>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        let not_after = Family::<CertificateLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "connections",
+            "Connections that completed the TLS handshake",
+            connections.clone(),
+        );
+        registry.register(
+            "connections_active",
+            "Open connections past the handshake",
+            connections_active.clone(),
+        );
+        registry.register(
+            "handshake_failures",
+            "Refused handshakes by reason",
+            handshake_failures.clone(),
+        );
+        registry.register(
+            "requests",
+            "Requests answered, by client certificate and status code",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response header",
+            request_duration.clone(),
+        );
+        registry.register(
+            "misdirected_requests",
+            "Requests answered 421 because their authority belongs to another app",
+            misdirected.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Configuration reloads by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "certificate_not_after_seconds",
+            "Earliest expiry (Unix time) of an app's server certificate, client CAs, or CRL nextUpdate",
+            not_after.clone(),
+        );
+        for result in ["success", "error"] {
+            let _ = reloads.get_or_create(&ReloadLabels { result });
+        }
+        // Refusals that happen before an app is chosen carry an empty app label.
+        for reason in [
+            FailureReason::UnknownSni,
+            FailureReason::Timeout,
+            FailureReason::Protocol,
+        ] {
+            let _ = handshake_failures.get_or_create(&FailureLabels {
+                app: String::new(),
+                reason: reason.as_str(),
+            });
+        }
+        Self {
+            registry,
+            connections,
+            connections_active,
+            handshake_failures,
+            requests,
+            request_duration,
+            misdirected,
+            reloads,
+            not_after,
+        }
+    }
+
+    /// Creates every per-app series at zero and sets the app's certificate expiries.
+    pub fn register_app(&self, app: &AppConfig) {
+        let label = AppLabel {
+            app: app.name.clone(),
+        };
+        let _ = self.connections.get_or_create(&label);
+        let _ = self.connections_active.get_or_create(&label);
+        let _ = self.misdirected.get_or_create(&label);
+        for reason in FailureReason::ALL {
+            let _ = self.handshake_failures.get_or_create(&FailureLabels {
+                app: app.name.clone(),
+                reason: reason.as_str(),
+            });
+        }
+        for client_cert in ["none", "verified"] {
+            let _ = self.requests.get_or_create(&RequestLabels {
+                app: app.name.clone(),
+                client_cert,
+                code: 200,
+            });
+        }
+        let expiries = [
+            (
+                "server",
+                app.server_chain
+                    .first()
+                    .and_then(|c| certificate_not_after(c)),
+            ),
+            (
+                "client_ca",
+                app.trust
+                    .roots
+                    .iter()
+                    .filter_map(|c| certificate_not_after(c))
+                    .min(),
+            ),
+            (
+                "crl",
+                app.trust
+                    .crls
+                    .iter()
+                    .filter_map(|c| crl_next_update(c))
+                    .min(),
+            ),
+        ];
+        for (kind, not_after) in expiries {
+            if let Some(not_after) = not_after {
+                self.not_after
+                    .get_or_create(&CertificateLabels {
+                        app: app.name.clone(),
+                        kind,
+                    })
+                    .set(not_after);
+            }
+        }
+    }
+
+    /// A handshake completed for `app`; returns a guard that keeps it counted as active.
+    pub fn connection_opened(&self, app: &str) -> ActiveConnection {
+        let label = AppLabel {
+            app: app.to_owned(),
+        };
+        self.connections.get_or_create(&label).inc();
+        let gauge = self.connections_active.get_or_create(&label).clone();
+        gauge.inc();
+        ActiveConnection { gauge }
+    }
+
+    /// A handshake was refused.
+    pub fn handshake_failed(&self, app: &str, reason: FailureReason) {
+        self.handshake_failures
+            .get_or_create(&FailureLabels {
+                app: app.to_owned(),
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// A request was answered.
+    pub fn request_done(&self, app: &str, verified: bool, code: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                app: app.to_owned(),
+                client_cert: if verified { "verified" } else { "none" },
+                code,
+            })
+            .inc();
+        self.request_duration.observe(seconds);
+        if code == 421 {
+            self.misdirected
+                .get_or_create(&AppLabel {
+                    app: app.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// A reload finished.
+    pub fn reloaded(&self, success: bool) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: if success { "success" } else { "error" },
+            })
+            .inc();
+    }
+
+    /// The whole registry in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Decrements `certgate_connections_active` when the connection ends.
+#[derive(Debug)]
+pub struct ActiveConnection {
+    gauge: Gauge,
+}
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+fn certificate_not_after(der: &[u8]) -> Option<i64> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(certificate.validity().not_after.timestamp())
+}
+
+fn crl_next_update(der: &[u8]) -> Option<i64> {
+    let (_, crl) = x509_parser::parse_x509_crl(der).ok()?;
+    crl.next_update().map(|time| time.timestamp())
+}

@@ -1,0 +1,189 @@
+//! Reload: on SIGHUP, or when the config file or any file it names changes (notify events,
+//! with a periodic poll as the fallback), read and validate everything, then swap the whole
+//! app set at once. Any error keeps the running config. Open connections keep theirs.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use notify::Watcher as _;
+use tokio::sync::{mpsc, watch};
+
+use crate::apps::Apps;
+use crate::config::ConfigError;
+use crate::server::Shared;
+
+/// How often files are checked when no event arrives (network filesystems, Kubernetes
+/// secret volumes that swap a symlink, platforms without notify).
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// Lets a burst of writes settle before the files are read.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Reloads the running config on demand.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+}
+
+/// Why a reload did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("reload is not available: certgate was not started from a config source")]
+    NoSource,
+    #[error("the new configuration is invalid, keeping the running one")]
+    Invalid(#[source] ConfigError),
+}
+
+impl Reloader {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// Reads and validates the whole config, then swaps it in; returns the files it was read
+    /// from. On error nothing changes and `certgate_reloads_total{result="error"}` counts it.
+    pub async fn reload(&self) -> Result<Vec<PathBuf>, ReloadError> {
+        let source = self.shared.source.clone().ok_or(ReloadError::NoSource)?;
+        // File reads and key parsing block; keep them off the async workers.
+        let loaded = tokio::task::spawn_blocking(move || source())
+            .await
+            .unwrap_or_else(|_| Err(ConfigError::NoApps));
+        let config = match loaded {
+            Ok(config) => config,
+            Err(error) => {
+                self.shared.metrics.reloaded(false);
+                let error = ReloadError::Invalid(error);
+                tracing::error!(error = %crate::error_chain(&error), "reload failed");
+                return Err(error);
+            }
+        };
+        if config.listen != self.shared.listen {
+            tracing::warn!(
+                listen = %config.listen,
+                "the listen address changed; it takes effect on restart"
+            );
+        }
+        if config.limits.max_connections != self.shared.max_connections {
+            tracing::warn!("limits.maxConnections changed; it takes effect on restart");
+        }
+        for app in &config.apps {
+            self.shared.metrics.register_app(app);
+        }
+        self.shared.apps.store(Arc::new(Apps::new(&config)));
+        self.shared.metrics.reloaded(true);
+        tracing::info!(apps = config.apps.len(), "configuration reloaded");
+        Ok(config.files)
+    }
+}
+
+/// Reloads on SIGHUP and on changes to `files` until `stop` turns true.
+pub async fn watch(reloader: Reloader, mut files: Vec<PathBuf>, mut stop: watch::Receiver<bool>) {
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut watcher = file_watcher(events_tx);
+    watch_folders(watcher.as_mut(), &files);
+    let mut hangup = hangup_signal();
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    let mut seen = fingerprint(&files);
+    loop {
+        let forced = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            () = recv_hangup(&mut hangup) => true,
+            Some(()) = events.recv() => false,
+            _ = poll.tick() => false,
+        };
+        if !forced {
+            tokio::time::sleep(SETTLE).await;
+            while events.try_recv().is_ok() {}
+            if fingerprint(&files) == seen {
+                continue;
+            }
+        }
+        if let Ok(new_files) = reloader.reload().await {
+            if new_files != files {
+                files = new_files;
+                watch_folders(watcher.as_mut(), &files);
+            }
+        }
+        // After an error too: the same broken files are not retried until they change again.
+        seen = fingerprint(&files);
+    }
+}
+
+/// What identifies a file's content without reading it.
+type Fingerprint = Vec<Option<(SystemTime, u64, u64)>>;
+
+fn fingerprint(files: &[PathBuf]) -> Fingerprint {
+    use std::os::unix::fs::MetadataExt as _;
+    files
+        .iter()
+        .map(|path| {
+            // `metadata` follows symlinks, so a swapped Kubernetes `..data` link shows up.
+            let meta = std::fs::metadata(path).ok()?;
+            Some((meta.modified().ok()?, meta.len(), meta.ino()))
+        })
+        .collect()
+}
+
+fn file_watcher(events: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = events.send(());
+        }
+    });
+    match watcher {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!(error = %error, "file events unavailable, polling for changes");
+            None
+        }
+    }
+}
+
+/// Watches each file's folder rather than the file, so a file replaced by `rename` (atomic
+/// writers, Kubernetes secret volumes) keeps being seen.
+fn watch_folders(watcher: Option<&mut notify::RecommendedWatcher>, files: &[PathBuf]) {
+    let Some(watcher) = watcher else {
+        return;
+    };
+    let folders: BTreeSet<&Path> = files
+        .iter()
+        .map(|file| match file.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        })
+        .collect();
+    for folder in folders {
+        if let Err(error) = watcher.watch(folder, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(path = %folder.display(), error = %error, "cannot watch folder, polling it");
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Hangup {}
+
+#[cfg(unix)]
+async fn recv_hangup(hangup: &mut Hangup) {
+    let received = match hangup {
+        Some(signal) => signal.recv().await.is_some(),
+        None => false,
+    };
+    if !received {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(not(unix))]
+async fn recv_hangup(_: &mut Hangup) {
+    std::future::pending().await
+}
