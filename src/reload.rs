@@ -94,18 +94,22 @@ pub async fn watch(reloader: Reloader, mut files: Vec<PathBuf>, mut stop: watch:
         if !forced {
             tokio::time::sleep(SETTLE).await;
             while events.try_recv().is_ok() {}
-            if fingerprint(&files) == seen {
-                continue;
-            }
         }
+        // Taken before the files are read: a write that lands during the reload is seen as a
+        // change next time instead of being marked as loaded.
+        let current = fingerprint(&files);
+        if !forced && current == seen {
+            continue;
+        }
+        // After an error too: the same broken files are not retried until they change again.
+        seen = current;
         if let Ok(new_files) = reloader.reload().await {
             if new_files != files {
                 files = new_files;
                 watch_folders(watcher.as_mut(), &files);
+                seen = fingerprint(&files);
             }
         }
-        // After an error too: the same broken files are not retried until they change again.
-        seen = fingerprint(&files);
     }
 }
 

@@ -663,7 +663,7 @@ pub async fn get(
 }
 
 /// An upstream for tests, HTTP/1.1 and h2c on one port:
-/// - `/slow`: answers after 30 s;
+/// - `/slow`: answers after 30 s; `/delay/<ms>`: after that many milliseconds;
 /// - `/ws`: accepts an upgrade and echoes bytes on the upgraded connection;
 /// - `/hop`: answers with hop-by-hop headers that must not reach the client;
 /// - anything else: JSON `{method, path, version, headers: [[name, value]…], body_len, body_sha256}`.
@@ -688,6 +688,10 @@ pub async fn echo_upstream() -> SocketAddr {
 
 async fn echo(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let path = request.uri().path().to_owned();
+    if let Some(ms) = path.strip_prefix("/delay/").and_then(|ms| ms.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return Ok(Response::new(Full::new(Bytes::from_static(b"delayed"))));
+    }
     match path.as_str() {
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -801,4 +805,24 @@ pub fn assert_certgate_error(reply: &Reply, status: StatusCode, label: &str) {
         !line.trim().is_empty() && !line.contains(['\n', '\r']),
         "{label}: body is not one line: {body:?}"
     );
+}
+
+/// The admin listener's `/metrics` text.
+pub async fn scrape(admin: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = TcpStream::connect(admin).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// The value of one series in scraped metrics text, e.g.
+/// `metric(&text, r#"certgate_reloads_total{result="error"}"#)`; 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }

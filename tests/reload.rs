@@ -1,0 +1,240 @@
+//! Hot reload (SPEC section 9):
+//! - clients sending continuously while the CA bundle and the server certificate are swapped
+//!   dozens of times, by reload call (what SIGHUP runs) and by file change: no failed request;
+//! - a broken file keeps the running config and counts `result="error"`;
+//! - open connections keep the config they started with; new ones get the new one;
+//! - a real SIGHUP reloads.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+
+const RELOAD_OK: &str = r#"certgate_reloads_total{result="success"}"#;
+const RELOAD_ERROR: &str = r#"certgate_reloads_total{result="error"}"#;
+
+/// Writes through a temporary file and `rename`, as atomic writers and Kubernetes do.
+fn write_atomically(dir: &TempDir, name: &str, contents: &str) {
+    let tmp = dir.path().join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, dir.path().join(name)).unwrap();
+}
+
+/// The server certificate and key in one PEM file, so one write swaps both.
+fn server_bundle(leaf: &Leaf) -> String {
+    format!("{}{}", leaf.pem, leaf.key.serialize_pem())
+}
+
+async fn reload_gateway(pki: &Pki, upstream: std::net::SocketAddr) -> Gateway {
+    let dir = TempDir::new();
+    dir.write("server-bundle.pem", server_bundle(&pki.server));
+    dir.write("ca-bundle.pem", &pki.client_ca.pem);
+    let mut app = app("require", &["require.example.test"], upstream, "require");
+    app["serverCertificate"] =
+        serde_json::json!({ "certFile": "server-bundle.pem", "keyFile": "server-bundle.pem" });
+    app["clientAuth"] = serde_json::json!({ "trustedCaFiles": ["ca-bundle.pem"] });
+    Gateway::start(
+        dir,
+        serde_json::json!({ "admin": "127.0.0.1:0", "apps": [app] }),
+    )
+    .await
+}
+
+/// Waits (bounded) until `series` in the metrics reaches `at_least`.
+async fn wait_for_metric(admin: std::net::SocketAddr, series: &str, at_least: f64) {
+    for _ in 0..200 {
+        if metric(&scrape(admin).await, series) >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{series} never reached {at_least}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_ca_bundle_and_server_certificate_under_load_fails_no_request() {
+    let pki = Pki::new();
+    let upstream = echo_upstream().await;
+    let gateway = reload_gateway(&pki, upstream).await;
+    let admin = gateway.admin.unwrap();
+    let client = pki.client("steady client");
+    let options = ClientOptions::new(&pki, "require.example.test").with_identity(client.identity());
+    let other_server = pki.server_ca.issue(LeafSpec::server());
+    let other_ca = Ca::root("another client CA");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut clients = Vec::new();
+    for worker in 0..4 {
+        let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
+        let options = options.clone().http2(worker % 2 == 1);
+        let addr = gateway.addr;
+        clients.push(tokio::spawn(async move {
+            // Workers 0 and 1 open a connection per request; 2 and 3 keep theirs alive.
+            let mut kept: Option<Connection> = None;
+            while !stop.load(Ordering::Relaxed) {
+                let result = if worker < 2 {
+                    get(addr, &options, "require.example.test", "/load").await
+                } else {
+                    if kept.is_none() {
+                        kept = Some(Connection::open(addr, &options).await.unwrap());
+                    }
+                    let conn = kept.as_mut().unwrap();
+                    let request = conn.get("require.example.test", "/load");
+                    conn.send(request).await
+                };
+                sent.fetch_add(1, Ordering::Relaxed);
+                match result {
+                    Ok(reply) if reply.status == 200 && reply.xfcc().is_some() => {}
+                    Ok(reply) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("status {}", reply.status)),
+                    Err(failure) => failures.lock().unwrap().push(failure.message),
+                }
+            }
+        }));
+    }
+
+    let servers = [&pki.server, &other_server];
+    let bundles = [
+        pki.client_ca.pem.clone(),
+        format!("{}{}", pki.client_ca.pem, other_ca.pem),
+    ];
+    let mut expected_reloads = 0.0;
+    for round in 0..30 {
+        write_atomically(
+            &gateway.dir,
+            "server-bundle.pem",
+            &server_bundle(servers[round % 2]),
+        );
+        if round % 3 == 0 {
+            // In place, as an editor or `cp` does.
+            gateway.dir.write("ca-bundle.pem", &bundles[round % 2]);
+        } else {
+            write_atomically(&gateway.dir, "ca-bundle.pem", &bundles[round % 2]);
+        }
+        if round % 2 == 0 {
+            gateway.reloader.reload().await.unwrap();
+            expected_reloads += 1.0;
+        } else {
+            // The file watcher (or its poll) picks the change up by itself.
+            expected_reloads += 1.0;
+            wait_for_metric(admin, RELOAD_OK, expected_reloads).await;
+            expected_reloads = metric(&scrape(admin).await, RELOAD_OK);
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "failed requests during reloads: {failures:?}"
+    );
+    assert!(
+        sent.load(Ordering::Relaxed) >= 60,
+        "too few requests to mean anything"
+    );
+    assert!(metric(&scrape(admin).await, RELOAD_OK) >= 30.0);
+
+    // The last swap installed `other_server` (round 29 is odd): new connections present it.
+    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client_config(&pki, &client)))
+        .connect("require.example.test".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert_eq!(presented, other_server.chain[0]);
+    gateway.stop().await;
+}
+
+fn client_config(pki: &Pki, client: &Leaf) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.server_ca.der.clone()).unwrap();
+    rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(client.chain.clone(), client.key_der())
+    .unwrap()
+}
+
+#[tokio::test]
+async fn broken_ca_file_keeps_the_running_config_and_counts_an_error() {
+    let pki = Pki::new();
+    let upstream = echo_upstream().await;
+    let gateway = reload_gateway(&pki, upstream).await;
+    let admin = gateway.admin.unwrap();
+    let options = ClientOptions::new(&pki, "require.example.test")
+        .with_identity(pki.client("client").identity());
+
+    gateway.dir.write(
+        "ca-bundle.pem",
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    );
+    assert!(gateway.reloader.reload().await.is_err());
+    wait_for_metric(admin, RELOAD_ERROR, 1.0).await;
+    let reply = get(gateway.addr, &options, "require.example.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(reply.xfcc().is_some());
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn open_connections_keep_their_config_and_new_ones_get_the_new_one() {
+    let pki = Pki::new();
+    let upstream = echo_upstream().await;
+    let gateway = reload_gateway(&pki, upstream).await;
+    let client = pki.client("client");
+    let options = ClientOptions::new(&pki, "require.example.test").with_identity(client.identity());
+    let mut open = Connection::open(gateway.addr, &options).await.unwrap();
+    let request = open.get("require.example.test", "/before");
+    assert_eq!(open.send(request).await.unwrap().status, 200);
+
+    // Trust moves to another CA: the client's CA is no longer trusted.
+    write_atomically(
+        &gateway.dir,
+        "ca-bundle.pem",
+        &Ca::root("replacement CA").pem,
+    );
+    gateway.reloader.reload().await.unwrap();
+
+    let refused = get(gateway.addr, &options, "require.example.test", "/").await;
+    assert!(
+        refused.is_err(),
+        "a new connection was served under the old trust"
+    );
+    let request = open.get("require.example.test", "/after");
+    let reply = open.send(request).await.unwrap();
+    assert_eq!(reply.status, 200, "the open connection lost its config");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_config() {
+    let pki = Pki::new();
+    let upstream = echo_upstream().await;
+    let gateway = reload_gateway(&pki, upstream).await;
+    let admin = gateway.admin.unwrap();
+    // Let the watcher task install its signal handler.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = metric(&scrape(admin).await, RELOAD_OK);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for_metric(admin, RELOAD_OK, before + 1.0).await;
+    gateway.stop().await;
+}
