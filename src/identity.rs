@@ -103,12 +103,15 @@ pub fn rfc4514(name: &X509Name<'_>) -> String {
             let oid = attribute.attr_type().to_id_string();
             out.push_str(short_name(&oid).unwrap_or(&oid));
             out.push('=');
-            match attribute.as_str() {
-                Ok(value) => escape_value(value, &mut out),
-                // RFC 4514 section 2.4: values of unknown string types are `#` + hex of the DER.
-                Err(_) => {
+            let value = attribute.attr_value();
+            match attribute_text(value.tag().0, value.data) {
+                Some(text) => escape_value(&text, &mut out),
+                // RFC 4514 section 2.4: a value with no string form is `#` + hex of its whole
+                // BER encoding (tag, length and content).
+                None => {
                     out.push('#');
-                    for byte in attribute.attr_value().as_bytes() {
+                    let der = x509_parser::asn1_rs::ToDer::to_der_vec(value).unwrap_or_default();
+                    for byte in der {
                         out.push_str(&format!("{byte:02x}"));
                     }
                 }
@@ -116,6 +119,31 @@ pub fn rfc4514(name: &X509Name<'_>) -> String {
         }
     }
     out
+}
+
+/// The text of a directory string, by its universal tag.
+fn attribute_text(tag: u32, data: &[u8]) -> Option<String> {
+    match tag {
+        // UTF8String, NumericString, PrintableString, IA5String, VisibleString, GeneralString.
+        12 | 18 | 19 | 22 | 26 | 27 => std::str::from_utf8(data).ok().map(str::to_owned),
+        // TeletexString: in practice Latin-1, as OpenSSL reads it.
+        20 => Some(data.iter().map(|&b| char::from(b)).collect()),
+        // BMPString: UTF-16BE.
+        30 => {
+            let units: Vec<u16> = data
+                .chunks_exact(2)
+                .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
+                .collect();
+            (data.len() % 2 == 0).then(|| String::from_utf16(&units).ok())?
+        }
+        // UniversalString: UTF-32BE.
+        28 => data
+            .chunks_exact(4)
+            .map(|quad| char::from_u32(u32::from_be_bytes([quad[0], quad[1], quad[2], quad[3]])))
+            .collect::<Option<String>>()
+            .filter(|_| data.len() % 4 == 0),
+        _ => None,
+    }
 }
 
 fn short_name(oid: &str) -> Option<&'static str> {

@@ -1,0 +1,680 @@
+//! SPEC section 4: the app is chosen by the ClientHello's SNI, and every request's authority
+//! (`Host` or `:authority`) must select that same app, or certgate answers 421 itself.
+//!
+//! Cases:
+//! - SNI of an `ignore` app, `Host` of a `require` app on the same HTTP/1.1 connection: 421,
+//!   and the `require` app's upstream never sees the request.
+//! - The same over HTTP/2, with `:authority` naming the `require` app: 421, never forwarded.
+//! - `Host`/`:authority` in upper case, with a trailing dot, with a `:port`, naming the
+//!   connection's own app: served (200), over HTTP/1.1 and HTTP/2.
+//! - The same forms naming another app: 421, never forwarded.
+//! - A `Host` that names no app on a connection to a named app: 421, with or without a
+//!   catch-all app (the catch-all is another app).
+//! - An exact host wins over a wildcard, both for SNI and for `Host`: crossing between them
+//!   on one connection is 421.
+//! - No SNI with a catch-all app: served by the catch-all; a `Host` of a named app on that
+//!   connection: 421.
+//! - No SNI without a catch-all app: handshake refused with `unrecognized_name` (TLS 1.2, 1.3).
+//! - Unknown SNI without a catch-all app: refused the same way.
+//! - Unknown SNI with a catch-all app: served by the catch-all.
+//! - Two `require` apps with different client CAs: a client verified under app A's SNI sending
+//!   `Host` of app B (the coalescing attack): 421 over HTTP/1.1 and HTTP/2, never forwarded.
+//! - SNI in upper case selects the app; another app's `Host` on it: 421.
+//! - Wildcard app `*.pay.example.test`: SNI `a.pay…`, `Host` `b.pay…` on the same connection:
+//!   200; `Host` `x.y.pay…` (two labels): 421.
+//! - HTTP/1.1 without `Host`: 400 (hyper's client is checked to send no `Host`).
+//! - HTTP/1.1 with two `Host` headers, equal or not: 400.
+//! - HTTP/1.1 absolute-form target disagreeing with `Host`: 400 (agreeing: 200).
+//! - HTTP/2 `:authority` and a `host` header that disagree: 400 (agreeing: 200).
+//!
+//! Every 400 and 421 has a one-line `text/plain` body.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls::AlertDescription;
+use tokio::io::AsyncReadExt as _;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The paths an upstream has received, in order.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl Seen {
+    fn paths(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// An HTTP/1.1 upstream that records every request's path and answers `"<name> <path>"`.
+async fn recording_upstream(name: &'static str) -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Seen::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let path = request.uri().path().to_owned();
+                    log.0.lock().unwrap().push(path.clone());
+                    async move {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                            "{name} {path}"
+                        )))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// One app of a test config.
+struct AppSpec {
+    name: &'static str,
+    hosts: &'static [&'static str],
+    mode: &'static str,
+    /// The trusted CA file for `require`/`accept` apps.
+    ca: &'static str,
+}
+
+const fn spec(name: &'static str, hosts: &'static [&'static str], mode: &'static str) -> AppSpec {
+    AppSpec {
+        name,
+        hosts,
+        mode,
+        ca: "client-ca.pem",
+    }
+}
+
+struct Routes {
+    gateway: Gateway,
+    /// What each app's upstream received, by app name.
+    seen: HashMap<&'static str, Seen>,
+}
+
+/// Starts certgate with `apps`, each with its own recording upstream; `files` are written
+/// next to the config first.
+async fn start(pki: &Pki, apps: &[AppSpec], files: &[(&str, &str)]) -> Routes {
+    let dir = TempDir::new();
+    pki.write(&dir);
+    for (name, contents) in files {
+        dir.write(name, contents);
+    }
+    let mut seen = HashMap::new();
+    let mut json = Vec::new();
+    for spec in apps {
+        let (upstream, log) = recording_upstream(spec.name).await;
+        seen.insert(spec.name, log);
+        let mut entry = app(spec.name, spec.hosts, upstream, spec.mode);
+        if spec.mode != "ignore" {
+            entry["clientAuth"] = serde_json::json!({ "trustedCaFiles": [spec.ca] });
+        }
+        json.push(entry);
+    }
+    let gateway = Gateway::start(dir, serde_json::json!({ "apps": json })).await;
+    Routes { gateway, seen }
+}
+
+/// The usual pair: an `ignore` app and a `require` app.
+const OPEN_AND_SECURE: [AppSpec; 2] = [
+    spec("open", &["open.example.test"], "ignore"),
+    spec("secure", &["secure.example.test"], "require"),
+];
+
+fn version(http2: bool) -> &'static str {
+    if http2 { "HTTP/2" } else { "HTTP/1.1" }
+}
+
+async fn open(routes: &Routes, options: &ClientOptions) -> Connection {
+    Connection::open(routes.gateway.addr, options)
+        .await
+        .unwrap_or_else(|f| panic!("handshake refused: {}", f.message))
+}
+
+/// Sends a GET for `authority` + `path` on `conn` and reads the whole reply.
+async fn send(conn: &mut Connection, authority: &str, path: &str) -> Reply {
+    let request = conn.get(authority, path);
+    send_request(conn, request).await
+}
+
+async fn send_request(conn: &mut Connection, request: Request<Full<Bytes>>) -> Reply {
+    let what = format!("{} {:?}", request.uri(), request.headers());
+    conn.send(request)
+        .await
+        .unwrap_or_else(|f| panic!("no response to {what}: {}", f.message))
+}
+
+/// The reply came from the app `name`'s upstream for `path`.
+fn assert_served(reply: &Reply, name: &str, path: &str, label: &str) {
+    assert_eq!(
+        (
+            reply.status,
+            String::from_utf8_lossy(&reply.body).into_owned()
+        ),
+        (StatusCode::OK, format!("{name} {path}")),
+        "{label}: not served by {name}"
+    );
+}
+
+#[tokio::test]
+async fn host_of_a_require_app_on_a_connection_made_for_an_ignore_app_gets_421_over_http1() {
+    let pki = Pki::new();
+    let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
+    let options = ClientOptions::new(&pki, "open.example.test");
+    let mut conn = open(&routes, &options).await;
+
+    let before = send(&mut conn, "open.example.test", "/before").await;
+    assert_served(&before, "open", "/before", "own host");
+    let attack = send(&mut conn, "secure.example.test", "/secret").await;
+    assert_certgate_error(
+        &attack,
+        StatusCode::MISDIRECTED_REQUEST,
+        "Host of require app",
+    );
+    let after = send(&mut conn, "open.example.test", "/after").await;
+    assert_served(&after, "open", "/after", "own host after the 421");
+
+    assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
+    assert_eq!(routes.seen["open"].paths(), ["/before", "/after"]);
+}
+
+#[tokio::test]
+async fn authority_of_a_require_app_on_an_http2_connection_made_for_an_ignore_app_gets_421() {
+    let pki = Pki::new();
+    let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
+    let options = ClientOptions::new(&pki, "open.example.test").http2(true);
+    let mut conn = open(&routes, &options).await;
+
+    let before = send(&mut conn, "open.example.test", "/before").await;
+    assert_served(&before, "open", "/before", "own :authority");
+    let attack = send(&mut conn, "secure.example.test", "/secret").await;
+    assert_certgate_error(
+        &attack,
+        StatusCode::MISDIRECTED_REQUEST,
+        ":authority of require app",
+    );
+    let after = send(&mut conn, "open.example.test", "/after").await;
+    assert_served(&after, "open", "/after", "own :authority after the 421");
+
+    assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
+    assert_eq!(routes.seen["open"].paths(), ["/before", "/after"]);
+}
+
+/// Upper case, trailing dot, port, and all three at once.
+const OPEN_FORMS: [&str; 5] = [
+    "OPEN.EXAMPLE.TEST",
+    "open.example.test.",
+    "open.example.test:443",
+    "open.example.test:8443",
+    "Open.Example.TEST.:8443",
+];
+
+const SECURE_FORMS: [&str; 5] = [
+    "SECURE.EXAMPLE.TEST",
+    "secure.example.test.",
+    "secure.example.test:443",
+    "secure.example.test:8443",
+    "Secure.Example.TEST.:8443",
+];
+
+#[tokio::test]
+async fn host_in_upper_case_with_trailing_dot_or_port_naming_the_own_app_is_served() {
+    let pki = Pki::new();
+    let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
+    for http2 in [false, true] {
+        let options = ClientOptions::new(&pki, "open.example.test").http2(http2);
+        let mut conn = open(&routes, &options).await;
+        for (i, form) in OPEN_FORMS.iter().enumerate() {
+            let path = format!("/form{i}");
+            let reply = send(&mut conn, form, &path).await;
+            assert_served(&reply, "open", &path, &format!("{} {form}", version(http2)));
+        }
+    }
+    assert_eq!(routes.seen["open"].paths().len(), 2 * OPEN_FORMS.len());
+}
+
+#[tokio::test]
+async fn host_in_upper_case_with_trailing_dot_or_port_naming_another_app_gets_421() {
+    let pki = Pki::new();
+    let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
+    for http2 in [false, true] {
+        let options = ClientOptions::new(&pki, "open.example.test").http2(http2);
+        let mut conn = open(&routes, &options).await;
+        for form in SECURE_FORMS {
+            let reply = send(&mut conn, form, "/secret").await;
+            let label = format!("{} {form}", version(http2));
+            assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, &label);
+        }
+    }
+    assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
+    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn host_naming_no_app_on_a_connection_to_a_named_app_gets_421() {
+    let pki = Pki::new();
+    let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
+    for http2 in [false, true] {
+        let options = ClientOptions::new(&pki, "open.example.test").http2(http2);
+        let mut conn = open(&routes, &options).await;
+        let reply = send(&mut conn, "nowhere.example.test", "/").await;
+        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, version(http2));
+    }
+    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
+}
+
+const WITH_CATCH_ALL: [AppSpec; 2] = [
+    spec("fallback", &[], "ignore"),
+    spec("secure", &["secure.example.test"], "require"),
+];
+
+#[tokio::test]
+async fn without_sni_the_catch_all_app_serves_and_a_named_apps_host_gets_421() {
+    let pki = Pki::new();
+    let routes = start(&pki, &WITH_CATCH_ALL, &[]).await;
+    for http2 in [false, true] {
+        let mut options = ClientOptions::new(&pki, "unused").http2(http2);
+        options.sni = None;
+        let mut conn = open(&routes, &options).await;
+        let label = version(http2);
+        let reply = send(&mut conn, "localhost", "/localhost").await;
+        assert_served(&reply, "fallback", "/localhost", label);
+        let reply = send(&mut conn, "anything.example.test:8443", "/anything").await;
+        assert_served(&reply, "fallback", "/anything", label);
+        let reply = send(&mut conn, "secure.example.test", "/secret").await;
+        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
+    }
+    assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
+    assert_eq!(
+        routes.seen["fallback"].paths(),
+        ["/localhost", "/anything", "/localhost", "/anything"]
+    );
+}
+
+#[tokio::test]
+async fn without_sni_and_without_a_catch_all_the_handshake_is_refused_with_unrecognized_name() {
+    let pki = Pki::new();
+    let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
+    for tls12 in [false, true] {
+        let mut options = ClientOptions::new(&pki, "unused").tls12(tls12);
+        options.sni = None;
+        let failure = Connection::open(routes.gateway.addr, &options)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("tls12={tls12}: handshake without SNI accepted"));
+        assert_eq!(
+            failure.alert,
+            Some(AlertDescription::UnrecognisedName),
+            "tls12={tls12}: {}",
+            failure.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_sni_without_a_catch_all_is_refused_with_unrecognized_name() {
+    let pki = Pki::new();
+    let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
+    for tls12 in [false, true] {
+        let options = ClientOptions::new(&pki, "unknown.example.test").tls12(tls12);
+        let failure = Connection::open(routes.gateway.addr, &options)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("tls12={tls12}: unknown SNI accepted"));
+        assert_eq!(
+            failure.alert,
+            Some(AlertDescription::UnrecognisedName),
+            "tls12={tls12}: {}",
+            failure.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_sni_with_a_catch_all_is_served_by_the_catch_all() {
+    let pki = Pki::new();
+    let routes = start(&pki, &WITH_CATCH_ALL, &[]).await;
+    let options = ClientOptions::new(&pki, "unknown.example.test");
+    let mut conn = open(&routes, &options).await;
+    let reply = send(&mut conn, "unknown.example.test", "/unknown").await;
+    assert_served(&reply, "fallback", "/unknown", "unknown SNI");
+}
+
+#[tokio::test]
+async fn a_client_verified_for_one_require_app_cannot_reach_another_require_app_by_host() {
+    let pki = Pki::new();
+    let ca_a = Ca::root("app A clients");
+    let ca_b = Ca::root("app B clients");
+    let client_a = ca_a.issue(LeafSpec::client("client of A"));
+    let apps = [
+        AppSpec {
+            ca: "ca-a.pem",
+            ..spec("app-a", &["a.example.test"], "require")
+        },
+        AppSpec {
+            ca: "ca-b.pem",
+            ..spec("app-b", &["b.example.test"], "require")
+        },
+    ];
+    let routes = start(
+        &pki,
+        &apps,
+        &[("ca-a.pem", &ca_a.pem), ("ca-b.pem", &ca_b.pem)],
+    )
+    .await;
+
+    // The attack only means something if B refuses A's client on its own SNI.
+    let direct = ClientOptions::new(&pki, "b.example.test").with_identity(client_a.identity());
+    let refused = get(routes.gateway.addr, &direct, "b.example.test", "/direct").await;
+    assert!(refused.is_err(), "app B accepted a client of CA A");
+
+    for http2 in [false, true] {
+        let options = ClientOptions::new(&pki, "a.example.test")
+            .with_identity(client_a.identity())
+            .http2(http2);
+        let mut conn = open(&routes, &options).await;
+        let label = version(http2);
+        let own = send(&mut conn, "a.example.test", "/own").await;
+        assert_served(&own, "app-a", "/own", label);
+        let attack = send(&mut conn, "b.example.test", "/secret").await;
+        assert_certgate_error(&attack, StatusCode::MISDIRECTED_REQUEST, label);
+    }
+    assert_eq!(routes.seen["app-b"].paths(), Vec::<String>::new());
+    assert_eq!(routes.seen["app-a"].paths(), ["/own", "/own"]);
+}
+
+#[tokio::test]
+async fn another_name_under_the_same_wildcard_is_served_on_the_same_connection() {
+    let pki = Pki::new();
+    let routes = start(&pki, &[spec("pay", &["*.pay.example.test"], "ignore")], &[]).await;
+    for http2 in [false, true] {
+        let options = ClientOptions::new(&pki, "a.pay.example.test").http2(http2);
+        let mut conn = open(&routes, &options).await;
+        let label = version(http2);
+        let reply = send(&mut conn, "b.pay.example.test", "/b").await;
+        assert_served(&reply, "pay", "/b", label);
+        let reply = send(&mut conn, "B.Pay.Example.Test.:443", "/b2").await;
+        assert_served(&reply, "pay", "/b2", label);
+    }
+}
+
+#[tokio::test]
+async fn a_name_two_labels_below_the_wildcard_gets_421() {
+    let pki = Pki::new();
+    let routes = start(&pki, &[spec("pay", &["*.pay.example.test"], "ignore")], &[]).await;
+    for http2 in [false, true] {
+        let options = ClientOptions::new(&pki, "a.pay.example.test").http2(http2);
+        let mut conn = open(&routes, &options).await;
+        let label = version(http2);
+        let reply = send(&mut conn, "x.y.pay.example.test", "/deep").await;
+        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
+        let reply = send(&mut conn, "pay.example.test", "/bare").await;
+        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
+    }
+    assert_eq!(routes.seen["pay"].paths(), Vec::<String>::new());
+}
+
+/// The request head hyper's HTTP/1.1 client writes for `request`, captured on a plain socket.
+async fn http1_wire_head(request: Request<Full<Bytes>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = tokio::spawn(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let _ = sender.send_request(request).await;
+    });
+    let (mut socket, _) = listener.accept().await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "hyper closed before finishing the head");
+        head.extend_from_slice(&buf[..n]);
+    }
+    drop(socket);
+    let _ = client.await;
+    String::from_utf8(head).unwrap()
+}
+
+/// Lines of a captured head whose header name is `name` (any case).
+fn head_lines<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
+    head.split("\r\n")
+        .skip(1)
+        .filter(|line| {
+            line.split_once(':')
+                .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+        })
+        .collect()
+}
+
+/// Sends `make()` to certgate over HTTP/1.1 after checking that hyper writes `request_line`
+/// and exactly the `hosts` Host lines.
+async fn http1_hyper_case(
+    make: impl Fn() -> Request<Full<Bytes>>,
+    request_line: &str,
+    hosts: &[&str],
+) -> (Reply, Routes) {
+    let head = http1_wire_head(make()).await;
+    assert_eq!(head.split("\r\n").next(), Some(request_line), "{head}");
+    assert_eq!(head_lines(&head, "host"), hosts, "hyper wrote {head:?}");
+
+    let pki = Pki::new();
+    let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
+    let options = ClientOptions::new(&pki, "open.example.test");
+    let mut conn = open(&routes, &options).await;
+    let reply = send_request(&mut conn, make()).await;
+    (reply, routes)
+}
+
+#[tokio::test]
+async fn an_http1_request_without_host_gets_400() {
+    let make = || {
+        Request::get("/nohost")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let (reply, routes) = http1_hyper_case(make, "GET /nohost HTTP/1.1", &[]).await;
+    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, "no Host");
+    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_http1_request_with_two_different_host_headers_gets_400() {
+    let make = || {
+        Request::get("/twohosts")
+            .header("host", "open.example.test")
+            .header("host", "secure.example.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let (reply, routes) = http1_hyper_case(
+        make,
+        "GET /twohosts HTTP/1.1",
+        &["host: open.example.test", "host: secure.example.test"],
+    )
+    .await;
+    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, "two Host headers");
+    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_http1_request_with_two_identical_host_headers_gets_400() {
+    let make = || {
+        Request::get("/twohosts")
+            .header("host", "open.example.test")
+            .header("host", "open.example.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let (reply, routes) = http1_hyper_case(
+        make,
+        "GET /twohosts HTTP/1.1",
+        &["host: open.example.test", "host: open.example.test"],
+    )
+    .await;
+    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, "two equal Host headers");
+    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_http1_absolute_form_target_disagreeing_with_host_gets_400() {
+    let make = || {
+        Request::get("https://secure.example.test/absolute")
+            .header("host", "open.example.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let (reply, routes) = http1_hyper_case(
+        make,
+        "GET https://secure.example.test/absolute HTTP/1.1",
+        &["host: open.example.test"],
+    )
+    .await;
+    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, "absolute-form vs Host");
+    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
+    assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_http1_absolute_form_target_agreeing_with_host_is_served() {
+    let make = || {
+        Request::get("https://open.example.test/absolute")
+            .header("host", "open.example.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let (reply, _routes) = http1_hyper_case(
+        make,
+        "GET https://open.example.test/absolute HTTP/1.1",
+        &["host: open.example.test"],
+    )
+    .await;
+    assert_served(
+        &reply,
+        "open",
+        "/absolute",
+        "absolute-form agreeing with Host",
+    );
+}
+
+/// An HTTP/2 request with `:authority` from the URI and a separate `host` header.
+fn h2_with_host(authority: &str, host: &str, path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("https://{authority}{path}"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_http2_host_header_disagreeing_with_authority_gets_400() {
+    let pki = Pki::new();
+    let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
+    let options = ClientOptions::new(&pki, "open.example.test").http2(true);
+    let mut conn = open(&routes, &options).await;
+
+    // Agreeing: served, which also shows hyper sends the `host` header along.
+    let agree = h2_with_host("open.example.test", "open.example.test", "/agree");
+    let reply = send_request(&mut conn, agree).await;
+    assert_served(&reply, "open", "/agree", ":authority = host");
+
+    for (authority, host) in [
+        ("open.example.test", "secure.example.test"),
+        ("secure.example.test", "open.example.test"),
+        ("open.example.test", "other.example.test"),
+    ] {
+        let request = h2_with_host(authority, host, "/disagree");
+        let reply = send_request(&mut conn, request).await;
+        let label = format!(":authority {authority} vs host {host}");
+        assert_certgate_error(&reply, StatusCode::BAD_REQUEST, &label);
+    }
+    assert_eq!(routes.seen["open"].paths(), ["/agree"]);
+    assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn sni_in_upper_case_selects_the_app_by_its_lowercase_host() {
+    let pki = Pki::new();
+    let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
+    for http2 in [false, true] {
+        let options = ClientOptions::new(&pki, "OPEN.Example.TEST").http2(http2);
+        let mut conn = open(&routes, &options).await;
+        let label = version(http2);
+        let reply = send(&mut conn, "open.example.test", "/upper-sni").await;
+        assert_served(&reply, "open", "/upper-sni", label);
+        let reply = send(&mut conn, "secure.example.test", "/secret").await;
+        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
+    }
+    assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn host_naming_no_app_on_a_named_apps_connection_gets_421_even_with_a_catch_all() {
+    let pki = Pki::new();
+    let apps = [
+        spec("fallback", &[], "ignore"),
+        spec("open", &["open.example.test"], "ignore"),
+    ];
+    let routes = start(&pki, &apps, &[]).await;
+    for http2 in [false, true] {
+        let options = ClientOptions::new(&pki, "open.example.test").http2(http2);
+        let mut conn = open(&routes, &options).await;
+        let label = version(http2);
+        let reply = send(&mut conn, "nowhere.example.test", "/nowhere").await;
+        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
+        let reply = send(&mut conn, "open.example.test", "/open").await;
+        assert_served(&reply, "open", "/open", label);
+    }
+    assert_eq!(routes.seen["fallback"].paths(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_exact_host_wins_over_a_wildcard_in_both_sni_and_host() {
+    let pki = Pki::new();
+    let apps = [
+        spec("exact", &["a.pay.example.test"], "ignore"),
+        spec("wild", &["*.pay.example.test"], "ignore"),
+    ];
+    let routes = start(&pki, &apps, &[]).await;
+    for http2 in [false, true] {
+        let label = version(http2);
+        let options = ClientOptions::new(&pki, "a.pay.example.test").http2(http2);
+        let mut conn = open(&routes, &options).await;
+        let reply = send(&mut conn, "A.pay.example.test.", "/exact").await;
+        assert_served(&reply, "exact", "/exact", label);
+        let reply = send(&mut conn, "b.pay.example.test", "/wild").await;
+        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
+
+        let options = ClientOptions::new(&pki, "b.pay.example.test").http2(http2);
+        let mut conn = open(&routes, &options).await;
+        let reply = send(&mut conn, "c.pay.example.test", "/wild").await;
+        assert_served(&reply, "wild", "/wild", label);
+        let reply = send(&mut conn, "a.pay.example.test", "/exact").await;
+        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
+    }
+    assert_eq!(routes.seen["exact"].paths(), ["/exact", "/exact"]);
+    assert_eq!(routes.seen["wild"].paths(), ["/wild", "/wild"]);
+}
