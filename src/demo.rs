@@ -26,6 +26,12 @@ pub const CERTS_DIR: &str = "certs";
 pub enum DemoError {
     #[error("cannot create the development PKI")]
     Pki(#[from] crate::pki::PkiError),
+    #[error(
+        "{} holds an incomplete development PKI (missing {missing}); recreate it with `certgate pki init {} --force`",
+        dir.display(),
+        dir.display()
+    )]
+    IncompletePki { dir: PathBuf, missing: String },
     #[error("cannot start the echo upstream")]
     Upstream(#[source] std::io::Error),
     #[error("invalid demo configuration")]
@@ -37,13 +43,23 @@ pub enum DemoError {
 /// Runs the demo until `shutdown` completes.
 pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Result<(), DemoError> {
     let certs = PathBuf::from(CERTS_DIR);
-    if !certs.join("ca.pem").exists() {
+    let missing: Vec<&str> = crate::pki::FILES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !certs.join(name).exists())
+        .collect();
+    if missing.len() == crate::pki::FILES.len() {
         let written = crate::pki::init(&certs, false)?;
         println!(
             "Created a development PKI ({} files) in {}/",
             written.len(),
             certs.display()
         );
+    } else if !missing.is_empty() {
+        return Err(DemoError::IncompletePki {
+            dir: certs,
+            missing: missing.join(", "),
+        });
     }
     let upstream = TcpListener::bind("127.0.0.1:0")
         .await

@@ -50,8 +50,12 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never in files, `docker logs` or `kubectl logs`.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),
@@ -127,7 +131,13 @@ fn serve(config: &Config, source: certgate::server::ConfigSource) -> ExitCode {
                 return ExitCode::from(EXIT_RUNTIME);
             }
         };
-        tracing::info!(listen = %server.local_addr(), apps = config.apps.len(), "serving");
+        let admin = server.admin_addr().map(|addr| addr.to_string());
+        tracing::info!(
+            listen = %server.local_addr(),
+            admin = admin.as_deref().unwrap_or("off"),
+            apps = config.apps.len(),
+            "serving"
+        );
         match server.run(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
