@@ -317,16 +317,27 @@ fn server_certificate_is_issued_by_the_ca_for_localhost_names() {
     assert_eq!(ekus(&leaf), (true, false, false, 0), "serverAuth only");
     assert_eq!(
         sans(&leaf),
-        ["DNS:localhost", "DNS:*.localhost", "IP:127.0.0.1", "IP:::1"]
+        [
+            "DNS:localhost",
+            "DNS:*.localhost",
+            "DNS:require.localhost",
+            "DNS:accept.localhost",
+            "DNS:ignore.localhost",
+            "IP:127.0.0.1",
+            "IP:::1"
+        ]
     );
     assert_validity(&leaf, 300, 397);
 
     // `*.localhost` is in the certificate, but webpki (and OpenSSL's hostname check) refuse
     // to match a wildcard directly above a single-label name, so `api.localhost` is not
-    // checked here: clients reject it.
+    // checked here: clients reject it. The demo's names are listed explicitly for that reason.
     let verifier = server_verifier(&ca_der);
     let names = [
         ServerName::try_from("localhost").expect("name"),
+        ServerName::try_from("require.localhost").expect("name"),
+        ServerName::try_from("accept.localhost").expect("name"),
+        ServerName::try_from("ignore.localhost").expect("name"),
         ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into()),
         ServerName::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST).into()),
     ];

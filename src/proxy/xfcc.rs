@@ -122,11 +122,14 @@ mod tests {
 
     #[test]
     fn pem_wraps_at_64_columns_with_final_newline() {
+        // 100 bytes are 136 base64 characters: lines of 64, 64 and 8.
         let pem = pem(&[0u8; 100]);
         let lines: Vec<&str> = pem.lines().collect();
         assert_eq!(lines[0], "-----BEGIN CERTIFICATE-----");
         assert_eq!(lines[1].len(), 64);
-        assert_eq!(lines[3], "-----END CERTIFICATE-----");
+        assert_eq!(lines[2].len(), 64);
+        assert_eq!(lines[3].len(), 8);
+        assert_eq!(lines[4], "-----END CERTIFICATE-----");
         assert!(pem.ends_with("-----\n"));
     }
 

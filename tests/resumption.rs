@@ -1,0 +1,178 @@
+//! TLS session resumption stays inside one app and one version of its trust (SPEC section 3;
+//! nginx CVE-2025-23419 is the bug this prevents):
+//! - a session ticket from an `ignore` app offered under a `require` app's SNI gets a full
+//!   handshake (and the client certificate is verified), over TLS 1.3 and TLS 1.2;
+//! - a ticket from before a trust-changing reload is not resumed.
+//! Each has a control case showing the same ticket does resume where it should.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use rustls::HandshakeKind;
+use rustls::client::{ClientSessionStore, Tls12ClientSessionValue, Tls13ClientSessionValue};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// A client session store that offers whatever it holds under any server name: what an
+/// attacker does when replaying a ticket from one app's SNI under another's.
+#[derive(Debug, Default)]
+struct AnyNameStore {
+    tls13: Mutex<Vec<Tls13ClientSessionValue>>,
+    tls12: Mutex<Option<Tls12ClientSessionValue>>,
+}
+
+impl ClientSessionStore for AnyNameStore {
+    fn set_kx_hint(&self, _: ServerName<'static>, _: rustls::NamedGroup) {}
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        None
+    }
+    fn set_tls12_session(&self, _: ServerName<'static>, value: Tls12ClientSessionValue) {
+        *self.tls12.lock().unwrap() = Some(value);
+    }
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.tls12.lock().unwrap().clone()
+    }
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+    fn insert_tls13_ticket(&self, _: ServerName<'static>, value: Tls13ClientSessionValue) {
+        self.tls13.lock().unwrap().push(value);
+    }
+    fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        self.tls13.lock().unwrap().pop()
+    }
+}
+
+struct Setup {
+    pki: Pki,
+    client: Leaf,
+    gateway: Gateway,
+}
+
+async fn setup() -> Setup {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let upstream = echo_upstream().await;
+    let mut require = app("require", &["require.example.test"], upstream, "require");
+    require["clientAuth"] = serde_json::json!({ "trustedCaFiles": ["client-ca.pem"] });
+    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
+    let gateway = Gateway::start(dir, serde_json::json!({ "apps": [require, ignore] })).await;
+    Setup {
+        client: pki.client("resuming client"),
+        pki,
+        gateway,
+    }
+}
+
+fn config(setup: &Setup, store: &Arc<AnyNameStore>, tls12: bool) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(setup.pki.server_ca.der.clone()).unwrap();
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(setup.client.chain.clone(), setup.client.key_der())
+    .unwrap();
+    config.resumption = rustls::client::Resumption::store(store.clone());
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Connects with `sni`, sends one request (which also collects the server's tickets) and
+/// returns how the handshake went and the response text.
+async fn visit(
+    setup: &Setup,
+    config: &Arc<rustls::ClientConfig>,
+    sni: &str,
+) -> (Option<HandshakeKind>, String) {
+    let tcp = tokio::net::TcpStream::connect(setup.gateway.addr)
+        .await
+        .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap();
+    let kind = tls.get_ref().1.handshake_kind();
+    let request = format!("GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    (kind, String::from_utf8_lossy(&response).into_owned())
+}
+
+async fn ignore_ticket_is_not_resumed_under_require(tls12: bool) {
+    let setup = setup().await;
+    let store = Arc::new(AnyNameStore::default());
+    let config = config(&setup, &store, tls12);
+
+    visit(&setup, &config, "ignore.example.test").await;
+    let (control, _) = visit(&setup, &config, "ignore.example.test").await;
+    assert_eq!(
+        control,
+        Some(HandshakeKind::Resumed),
+        "control: the ticket should resume"
+    );
+
+    let (kind, response) = visit(&setup, &config, "require.example.test").await;
+    assert_eq!(
+        kind,
+        Some(HandshakeKind::Full),
+        "an ignore-app session resumed under require"
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains(&setup.client.hash_hex()),
+        "the require app did not verify and forward the client certificate"
+    );
+    setup.gateway.stop().await;
+}
+
+#[tokio::test]
+async fn tls13_ticket_from_ignore_app_gets_a_full_handshake_under_require_app() {
+    ignore_ticket_is_not_resumed_under_require(false).await;
+}
+
+#[tokio::test]
+async fn tls12_session_from_ignore_app_gets_a_full_handshake_under_require_app() {
+    ignore_ticket_is_not_resumed_under_require(true).await;
+}
+
+#[tokio::test]
+async fn ticket_from_before_a_trust_changing_reload_is_not_resumed() {
+    let setup = setup().await;
+    let store = Arc::new(AnyNameStore::default());
+    let config = config(&setup, &store, false);
+    visit(&setup, &config, "require.example.test").await;
+    let (control, _) = visit(&setup, &config, "require.example.test").await;
+    assert_eq!(
+        control,
+        Some(HandshakeKind::Resumed),
+        "control: the ticket should resume"
+    );
+
+    // Trust changes: one more CA in the bundle.
+    let bundle = format!(
+        "{}{}",
+        setup.pki.client_ca.pem,
+        Ca::root("new partner CA").pem
+    );
+    setup.gateway.dir.write("client-ca.pem", bundle);
+    setup.gateway.reloader.reload().await.unwrap();
+
+    let (kind, response) = visit(&setup, &config, "require.example.test").await;
+    assert_eq!(
+        kind,
+        Some(HandshakeKind::Full),
+        "a session resumed across a trust change"
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    setup.gateway.stop().await;
+}
