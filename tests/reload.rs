@@ -3,7 +3,8 @@
 //!   dozens of times, by reload call (what SIGHUP runs) and by file change: no failed request;
 //! - a broken file keeps the running config and counts `result="error"`;
 //! - open connections keep the config they started with; new ones get the new one;
-//! - a real SIGHUP reloads.
+//! - a real SIGHUP reloads;
+//! - a Kubernetes Secret update (the kubelet's `..data` symlink swap) is picked up by itself.
 
 mod common;
 
@@ -144,14 +145,26 @@ async fn swapping_ca_bundle_and_server_certificate_under_load_fails_no_request()
     );
     assert!(metric(&scrape(admin).await, RELOAD_OK) >= 30.0);
 
-    // The last swap installed `other_server` (round 29 is odd): new connections present it.
-    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(client_config(&pki, &client)))
-        .connect("require.example.test".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-    assert_eq!(presented, other_server.chain[0]);
+    // The last swap installed `other_server` (round 29 is odd) and was left to the watcher:
+    // new connections soon present it.
+    let mut presented = None;
+    for _ in 0..100 {
+        let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(client_config(&pki, &client)))
+            .connect("require.example.test".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        presented = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|chain| chain[0].clone());
+        if presented.as_ref() == Some(&other_server.chain[0]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(presented.as_ref(), Some(&other_server.chain[0]));
     gateway.stop().await;
 }
 
@@ -236,5 +249,79 @@ async fn sighup_reloads_the_config() {
         .unwrap();
     assert!(status.success());
     wait_for_metric(admin, RELOAD_OK, before + 1.0).await;
+    gateway.stop().await;
+}
+
+/// Lays out `files` the way the kubelet mounts a Secret: the real files in a timestamped
+/// folder, `..data` a symlink to it, and each visible name a symlink through `..data`.
+fn kubernetes_secret_generation(dir: &std::path::Path, generation: u32, files: &[(&str, String)]) {
+    use std::os::unix::fs::symlink;
+    let folder = format!("..2026_11_22_{generation:02}");
+    std::fs::create_dir_all(dir.join(&folder)).unwrap();
+    for (name, contents) in files {
+        std::fs::write(dir.join(&folder).join(name), contents).unwrap();
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            symlink(format!("..data/{name}"), &link).unwrap();
+        }
+    }
+    // The kubelet swaps `..data` atomically: a new link, renamed over the old one.
+    let tmp = dir.join("..data_tmp");
+    symlink(&folder, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+}
+
+#[tokio::test]
+async fn kubernetes_secret_update_is_picked_up_without_a_restart() {
+    let pki = Pki::new();
+    let upstream = echo_upstream().await;
+    let dir = TempDir::new();
+    let secret = dir.path().join("tls");
+    let first = [
+        ("server-bundle.pem", server_bundle(&pki.server)),
+        ("ca.pem", pki.client_ca.pem.clone()),
+    ];
+    kubernetes_secret_generation(&secret, 1, &first);
+    let mut app = app("require", &["require.example.test"], upstream, "require");
+    app["serverCertificate"] = serde_json::json!({
+        "certFile": "tls/server-bundle.pem", "keyFile": "tls/server-bundle.pem"
+    });
+    app["clientAuth"] = serde_json::json!({ "trustedCaFiles": ["tls/ca.pem"] });
+    let gateway = Gateway::start(
+        dir,
+        serde_json::json!({ "admin": "127.0.0.1:0", "apps": [app] }),
+    )
+    .await;
+    let admin = gateway.admin.unwrap();
+    let old_client = ClientOptions::new(&pki, "require.example.test")
+        .with_identity(pki.client("old partner").identity());
+    assert!(
+        get(gateway.addr, &old_client, "require.example.test", "/")
+            .await
+            .is_ok()
+    );
+
+    // The Secret now trusts another CA only, and carries a new server certificate.
+    let new_ca = Ca::root("rotated client CA");
+    let new_server = pki.server_ca.issue(LeafSpec::server());
+    let second = [
+        ("server-bundle.pem", server_bundle(&new_server)),
+        ("ca.pem", new_ca.pem.clone()),
+    ];
+    kubernetes_secret_generation(&gateway.dir.path().join("tls"), 2, &second);
+    wait_for_metric(admin, RELOAD_OK, 1.0).await;
+
+    assert!(
+        get(gateway.addr, &old_client, "require.example.test", "/")
+            .await
+            .is_err(),
+        "the rotated-out CA is still trusted"
+    );
+    let new_client = ClientOptions::new(&pki, "require.example.test")
+        .with_identity(new_ca.issue(LeafSpec::client("new partner")).identity());
+    let reply = get(gateway.addr, &new_client, "require.example.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
     gateway.stop().await;
 }
