@@ -33,6 +33,8 @@ pub enum ReloadError {
     NoSource,
     #[error("the new configuration is invalid, keeping the running one")]
     Invalid(#[source] ConfigError),
+    #[error("the reload task stopped before finishing, keeping the running configuration")]
+    Aborted,
 }
 
 impl Reloader {
@@ -45,14 +47,14 @@ impl Reloader {
     pub async fn reload(&self) -> Result<Vec<PathBuf>, ReloadError> {
         let source = self.shared.source.clone().ok_or(ReloadError::NoSource)?;
         // File reads and key parsing block; keep them off the async workers.
-        let loaded = tokio::task::spawn_blocking(move || source())
-            .await
-            .unwrap_or_else(|_| Err(ConfigError::NoApps));
+        let loaded = match tokio::task::spawn_blocking(move || source()).await {
+            Ok(loaded) => loaded.map_err(ReloadError::Invalid),
+            Err(_) => Err(ReloadError::Aborted),
+        };
         let config = match loaded {
             Ok(config) => config,
             Err(error) => {
                 self.shared.metrics.reloaded(false);
-                let error = ReloadError::Invalid(error);
                 tracing::error!(error = %crate::error_chain(&error), "reload failed");
                 return Err(error);
             }
