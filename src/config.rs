@@ -743,21 +743,28 @@ fn upstream(app: &str, file: &FileApp) -> Result<Upstream, ConfigError> {
     };
     let uri: http::Uri = value.parse().map_err(|_| bad())?;
     let path_is_root = matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/"));
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http"), Some(authority)) if path_is_root && authority.port().is_some() => {
-            Ok(Upstream {
-                authority: authority.clone(),
-                transport,
-            })
-        }
-        (Some("http"), Some(authority)) if path_is_root => Ok(Upstream {
-            authority: format!("{}:80", authority.host())
-                .parse()
-                .map_err(|_| bad())?,
-            transport,
-        }),
-        _ => Err(bad()),
+    let (Some("http"), Some(authority), true) = (uri.scheme_str(), uri.authority(), path_is_root)
+    else {
+        return Err(bad());
+    };
+    // Credentials would never be sent and would be printed in every log line; an explicit
+    // port must be a valid, non-zero one (the `http` crate reads `:99999` as "no port").
+    let explicit_port = authority.as_str() != authority.host();
+    let port = match authority.port_u16() {
+        Some(0) => return Err(bad()),
+        Some(port) => port,
+        None if explicit_port => return Err(bad()),
+        None => 80,
+    };
+    if authority.as_str().contains('@') || value.contains('#') {
+        return Err(bad());
     }
+    Ok(Upstream {
+        authority: format!("{}:{port}", authority.host())
+            .parse()
+            .map_err(|_| bad())?,
+        transport,
+    })
 }
 
 fn xfcc_fields(app: &str, names: Option<&[String]>) -> Result<XfccFields, ConfigError> {
@@ -791,16 +798,23 @@ fn xfcc_fields(app: &str, names: Option<&[String]>) -> Result<XfccFields, Config
     Ok(fields)
 }
 
-/// Accepts `ab12…` and the `AB:12:…` form OpenSSL prints.
+/// Accepts `ab12…` (64 hex digits) and the `AB:12:…` form OpenSSL prints (32 pairs).
 fn parse_sha256(value: &str) -> Option<[u8; 32]> {
-    let hex: Vec<u8> = value.bytes().filter(|&b| b != b':').collect();
-    if hex.len() != 64 {
+    let hex = if value.contains(':') {
+        let pairs: Vec<&str> = value.split(':').collect();
+        if pairs.len() != 32 || pairs.iter().any(|pair| pair.len() != 2) {
+            return None;
+        }
+        pairs.concat()
+    } else {
+        value.to_owned()
+    };
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut hash = [0u8; 32];
-    for (byte, pair) in hash.iter_mut().zip(hex.chunks_exact(2)) {
-        let text = std::str::from_utf8(pair).ok()?;
-        *byte = u8::from_str_radix(text, 16).ok()?;
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
     }
     Some(hash)
 }
@@ -894,6 +908,9 @@ mod tests {
         assert_eq!(parse_sha256(&colons), Some([0xab; 32]));
         assert_eq!(parse_sha256("ab"), None);
         assert_eq!(parse_sha256(&"zz".repeat(32)), None);
+        assert_eq!(parse_sha256(&"+a".repeat(32)), None);
+        assert_eq!(parse_sha256(&format!("{}:", "ab".repeat(32))), None);
+        assert_eq!(parse_sha256(&format!("{}0", "ab".repeat(32))), None);
     }
 
     #[test]

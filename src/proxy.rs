@@ -153,22 +153,23 @@ async fn forward(
         return Err(ProxyError::Misdirected);
     }
 
+    let upgrade = request.version() == Version::HTTP_11
+        && conn.app.config.upstream.transport == Transport::Http1
+        && headers::is_upgrade(request.headers());
     let headers = request.headers_mut();
     let spoofed = headers::strip_xfcc(headers);
     if spoofed > 0 {
         tracing::debug!(client.addr = %conn.client_addr, "removed client-sent x-forwarded-client-cert");
     }
+    // Hop-by-hop removal comes before certgate's own headers: a client naming them in
+    // `Connection` must not be able to remove them.
+    headers::remove_hop_by_hop(headers, upgrade);
+    headers::add_forwarded(headers, conn.client_addr.ip(), &authority);
+    headers.insert(HOST, authority);
     if let Some(identity) = &conn.identity {
         let value = identity.xfcc.clone().ok_or(ProxyError::XfccTooLarge)?;
         headers.insert(headers::XFCC, value);
     }
-    let upgrade = request.version() == Version::HTTP_11
-        && conn.app.config.upstream.transport == Transport::Http1
-        && headers::is_upgrade(request.headers());
-    let headers = request.headers_mut();
-    headers::remove_hop_by_hop(headers, upgrade);
-    headers::add_forwarded(headers, conn.client_addr.ip(), &authority);
-    headers.insert(HOST, authority);
 
     let upstream = &conn.app.config.upstream;
     let path = request

@@ -1,13 +1,18 @@
 //! The pooled client for one app's upstream: HTTP/1.1 keep-alive or h2c, connect and
-//! response-header timeouts.
+//! response-header timeouts. The response timeout starts once the request body has been
+//! forwarded whole: a slow upload is the client's time, not the app's (as in Envoy).
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::oneshot;
 
 use super::error::ProxyError;
 use crate::config::{Timeouts, Transport, Upstream};
@@ -18,7 +23,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Sends requests to one upstream over pooled connections.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, RequestBody>,
     response_timeout: Duration,
 }
 
@@ -40,12 +45,80 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends a request whose URI already names the upstream; waits for the response header.
+    /// Sends a request whose URI already names the upstream; waits for the response header,
+    /// at most `upstreamResponseMs` from the end of the request body.
     pub async fn send(&self, request: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(source)) => Err(ProxyError::Upstream { source }),
+        let (parts, body) = request.into_parts();
+        let (body, body_sent) = RequestBody::new(body);
+        let response = self.client.request(Request::from_parts(parts, body));
+        tokio::pin!(response);
+        tokio::select! {
+            result = &mut response => return result.map_err(|source| ProxyError::Upstream { source }),
+            // Also when the body is dropped unfinished: the app answered early or failed.
+            _ = body_sent => {}
+        }
+        match tokio::time::timeout(self.response_timeout, response).await {
+            Ok(result) => result.map_err(|source| ProxyError::Upstream { source }),
             Err(_) => Err(ProxyError::UpstreamTimeout),
         }
+    }
+}
+
+/// The downstream request body on its way upstream; reports when it has been read to its end.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    sent: Option<oneshot::Sender<()>>,
+}
+
+impl RequestBody {
+    fn new(inner: Incoming) -> (Self, oneshot::Receiver<()>) {
+        let (sent, receiver) = oneshot::channel();
+        let mut body = Self {
+            inner,
+            sent: Some(sent),
+        };
+        // An empty body (e.g. a GET) may never be polled.
+        body.report_if_done();
+        (body, receiver)
+    }
+
+    fn report_if_done(&mut self) {
+        if self.inner.is_end_stream() {
+            if let Some(sent) = self.sent.take() {
+                let _ = sent.send(());
+            }
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None | Some(Err(_))) => {
+                if let Some(sent) = this.sent.take() {
+                    let _ = sent.send(());
+                }
+            }
+            Poll::Ready(Some(Ok(_))) => this.report_if_done(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
