@@ -2,6 +2,8 @@
 //! completes with 200, new connections are refused, `/readyz` answers 503, and the real
 //! binary exits 0 on SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
 mod common;
 mod process;
 

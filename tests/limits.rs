@@ -5,6 +5,8 @@
 //! - a client certificate that expires during a kept-alive connection gets 403 on its next
 //!   request, and the connection is closed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
 mod common;
 
 use std::time::Duration;
@@ -17,9 +19,7 @@ async fn gateway(pki: &Pki, extra: serde_json::Value) -> Gateway {
     let dir = TempDir::new();
     pki.write(&dir);
     let upstream = echo_upstream().await;
-    let mut require = app("require", &["require.example.test"], upstream, "require");
-    require["clientAuth"] = serde_json::json!({ "trustedCaFiles": ["client-ca.pem"] });
-    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
+    let [require, ignore] = require_and_ignore(upstream);
     let mut config = serde_json::json!({ "apps": [require, ignore] });
     for (key, value) in extra.as_object().unwrap() {
         config[key] = value.clone();

@@ -2,6 +2,8 @@
 //! refused handshakes counted by reason (scraped before and after a matrix of refusals),
 //! requests by client certificate and code, 421s, certificate expiry gauges, /readyz.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
 mod common;
 
 use common::*;
@@ -19,9 +21,7 @@ async fn metrics_gateway(pki: &Pki) -> Gateway {
     let dir = TempDir::new();
     pki.write(&dir);
     let upstream = echo_upstream().await;
-    let mut require = app("require", &["require.example.test"], upstream, "require");
-    require["clientAuth"] = serde_json::json!({ "trustedCaFiles": ["client-ca.pem"] });
-    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
+    let [require, ignore] = require_and_ignore(upstream);
     Gateway::start(
         dir,
         serde_json::json!({ "admin": "127.0.0.1:0", "apps": [require, ignore] }),

@@ -3,6 +3,8 @@
 //! self-signed not pinned, revoked by CRL, CRL past nextUpdate, allow-list hit, allow-list
 //! miss} × {TLS 1.2, TLS 1.3} × {HTTP/1.1, HTTP/2}.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
 mod common;
 
 use common::*;

@@ -6,6 +6,8 @@
 //! - a real SIGHUP reloads;
 //! - a Kubernetes Secret update (the kubelet's `..data` symlink swap) is picked up by itself.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
 mod common;
 
 use std::sync::Arc;
@@ -134,7 +136,7 @@ async fn swapping_ca_bundle_and_server_certificate_under_load_fails_no_request()
     for client in clients {
         client.await.unwrap();
     }
-    let failures = failures.lock().unwrap();
+    let failures = failures.lock().unwrap().clone();
     assert!(
         failures.is_empty(),
         "failed requests during reloads: {failures:?}"

@@ -3,7 +3,10 @@
 //! - a session ticket from an `ignore` app offered under a `require` app's SNI gets a full
 //!   handshake (and the client certificate is verified), over TLS 1.3 and TLS 1.2;
 //! - a ticket from before a trust-changing reload is not resumed.
+//!
 //! Each has a control case showing the same ticket does resume where it should.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
 
@@ -54,9 +57,7 @@ async fn setup() -> Setup {
     let dir = TempDir::new();
     pki.write(&dir);
     let upstream = echo_upstream().await;
-    let mut require = app("require", &["require.example.test"], upstream, "require");
-    require["clientAuth"] = serde_json::json!({ "trustedCaFiles": ["client-ca.pem"] });
-    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
+    let [require, ignore] = require_and_ignore(upstream);
     let gateway = Gateway::start(dir, serde_json::json!({ "apps": [require, ignore] })).await;
     Setup {
         client: pki.client("resuming client"),

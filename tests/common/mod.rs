@@ -344,6 +344,17 @@ pub fn app(name: &str, hosts: &[&str], upstream: SocketAddr, mode: &str) -> serd
     })
 }
 
+/// A `require` app trusting the client CA of `Pki::write` at `require.example.test`, and an
+/// `ignore` app at `ignore.example.test`, both in front of `upstream`.
+pub fn require_and_ignore(upstream: SocketAddr) -> [serde_json::Value; 2] {
+    let mut require = app("require", &["require.example.test"], upstream, "require");
+    require["clientAuth"] = serde_json::json!({ "trustedCaFiles": ["client-ca.pem"] });
+    [
+        require,
+        app("ignore", &["ignore.example.test"], upstream, "ignore"),
+    ]
+}
+
 /// certgate running in-process on 127.0.0.1:0.
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -572,15 +583,7 @@ impl Reply {
 
 impl Connection {
     pub async fn open(addr: SocketAddr, options: &ClientOptions) -> Result<Self, Failure> {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(options.tls_config()));
-        let name = ServerName::try_from(options.sni.clone().unwrap_or_else(|| "localhost".into()))
-            .unwrap();
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| failure(&e))?;
-        let io = TokioIo::new(tls);
+        let io = TokioIo::new(tls_stream(addr, options).await?);
         let sender = if options.http2 {
             let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                 .await
@@ -759,9 +762,8 @@ async fn echo(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, h
     Ok(Response::new(Full::new(Bytes::from(json.to_string()))))
 }
 
-/// A bare TLS stream to certgate, for requests hyper's client cannot write (e.g. header names
-/// in mixed case over HTTP/1.1). ALPN, SNI, version and identity come from `options`.
-/// (Appended for tests/routing.rs and tests/xfcc.rs.)
+/// A TLS stream to certgate with `options` (ALPN, SNI, version, identity): for raw requests
+/// hyper's client cannot write, or for tests that drive hyper themselves.
 pub async fn tls_stream(
     addr: SocketAddr,
     options: &ClientOptions,
@@ -773,21 +775,8 @@ pub async fn tls_stream(
     connector.connect(name, tcp).await.map_err(|e| failure(&e))
 }
 
-/// Opens a TLS connection to certgate with `options`, for tests that drive hyper themselves
-/// (e.g. to send a streaming, non-`Full` request body).
-pub async fn connect_tls(
-    addr: SocketAddr,
-    options: &ClientOptions,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(options.tls_config()));
-    let name =
-        ServerName::try_from(options.sni.clone().unwrap_or_else(|| "localhost".into())).unwrap();
-    connector.connect(name, tcp).await.map_err(|e| failure(&e))
-}
-
 /// Asserts that certgate answered `reply` itself with `status`: a `text/plain` body of one
-/// non-empty line (SPEC section 5). (Appended for tests/routing.rs and tests/xfcc.rs.)
+/// non-empty line (SPEC section 5).
 pub fn assert_certgate_error(reply: &Reply, status: StatusCode, label: &str) {
     assert_eq!(reply.status, status, "{label}: body {:?}", reply.body);
     let content_type = reply
