@@ -146,7 +146,7 @@ impl Default for XfccFields {
     }
 }
 
-/// Timeouts (SPEC section 10).
+/// Timeouts (README "Config reference").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// ClientHello plus handshake.
@@ -176,7 +176,7 @@ impl Default for Timeouts {
     }
 }
 
-/// Resource limits (SPEC section 10).
+/// Resource limits (README "Config reference").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Open downstream connections at once.

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC section 8). Every series an operator alerts on exists at zero
+//! Prometheus metrics (README "Metrics"). Every series an operator alerts on exists at zero
 //! from the start, so a rate or an absence alert works before the first failure.
 
 use std::sync::atomic::AtomicI64;

@@ -202,7 +202,7 @@ async fn forward(
 }
 
 /// The request's authority: `:authority` (HTTP/2) or the single `Host` header (HTTP/1.1),
-/// which must agree with each other and with an absolute-form target (SPEC section 4).
+/// which must agree with each other and with an absolute-form target (README "What each mode does" (routing)).
 fn request_authority(request: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
     let mut hosts = request.headers().get_all(HOST).iter();
     let host = hosts.next();

@@ -1,4 +1,4 @@
-//! Graceful drain (SPEC section 9): after shutdown begins, a slow in-flight request still
+//! Graceful drain (README "Operations"): after shutdown begins, a slow in-flight request still
 //! completes with 200, new connections are refused, `/readyz` answers 503, and the real
 //! binary exits 0 on SIGTERM.
 

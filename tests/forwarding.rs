@@ -1,4 +1,4 @@
-//! Forwarding, SPEC section 5 (and the limits of section 10 it enforces):
+//! Forwarding, README "Forwarding" (and the limits of "Config reference" it enforces):
 //! - a 64 MiB request body sent as a stream arrives whole at the app (HTTP/1.1 and HTTP/2);
 //! - a 64 MiB response body streams back whole (HTTP/1.1 and HTTP/2);
 //! - the request body reaches the app before the client has finished sending it, and the

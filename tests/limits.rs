@@ -1,4 +1,4 @@
-//! Limits and timeouts (SPEC sections 3 and 10):
+//! Limits and timeouts (README "What each mode does" and "Config reference"):
 //! - a client that trickles its request header (slowloris) is cut off after requestHeaderMs;
 //! - connections over maxConnections are refused promptly, and served again once a slot frees;
 //! - an idle kept-alive connection is closed after idleMs;

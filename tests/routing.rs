@@ -1,4 +1,4 @@
-//! SPEC section 4: the app is chosen by the ClientHello's SNI, and every request's authority
+//! README "What each mode does" (routing): the app is chosen by the ClientHello's SNI, and every request's authority
 //! (`Host` or `:authority`) must select that same app, or certgate answers 421 itself.
 //!
 //! Cases:

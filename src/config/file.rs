@@ -111,7 +111,7 @@ pub struct FileForwardClientCert {
     pub fields: Option<Vec<String>>,
 }
 
-/// Timeouts in milliseconds (SPEC section 10 has the defaults).
+/// Timeouts in milliseconds (the README's "Config reference" has the defaults).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileTimeouts {

@@ -776,7 +776,7 @@ pub async fn tls_stream(
 }
 
 /// Asserts that certgate answered `reply` itself with `status`: a `text/plain` body of one
-/// non-empty line (SPEC section 5).
+/// non-empty line (README "Forwarding").
 pub fn assert_certgate_error(reply: &Reply, status: StatusCode, label: &str) {
     assert_eq!(reply.status, status, "{label}: body {:?}", reply.body);
     let content_type = reply
