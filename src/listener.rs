@@ -40,6 +40,7 @@ pub async fn serve(
             }
         };
         let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+            shared.metrics.connection_refused();
             // Refuse promptly: closing now tells the client to retry elsewhere.
             if last_limit_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                 last_limit_log = Some(Instant::now());

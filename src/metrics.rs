@@ -49,6 +49,7 @@ pub struct Metrics {
     registry: Registry,
     connections: Family<AppLabel, Counter>,
     connections_active: Family<AppLabel, Gauge>,
+    connections_refused: Counter,
     handshake_failures: Family<FailureLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     request_duration: Histogram,
@@ -69,6 +70,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("certgate");
         let connections = Family::<AppLabel, Counter>::default();
         let connections_active = Family::<AppLabel, Gauge>::default();
+        let connections_refused = Counter::default();
         let handshake_failures = Family::<FailureLabels, Counter>::default();
         let requests = Family::<RequestLabels, Counter>::default();
         // 1 ms to ~33 s.
@@ -85,6 +87,11 @@ impl Metrics {
             "connections_active",
             "Open connections past the handshake",
             connections_active.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept because limits.maxConnections were open",
+            connections_refused.clone(),
         );
         registry.register(
             "handshake_failures",
@@ -134,6 +141,7 @@ impl Metrics {
             registry,
             connections,
             connections_active,
+            connections_refused,
             handshake_failures,
             requests,
             request_duration,
@@ -209,6 +217,11 @@ impl Metrics {
         let gauge = self.connections_active.get_or_create(&label).clone();
         gauge.inc();
         ActiveConnection { gauge }
+    }
+
+    /// A connection was closed at accept because the connection limit was reached.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// A handshake was refused.

@@ -1,6 +1,7 @@
 //! Limits and timeouts (README "What each mode does" and "Config reference"):
 //! - a client that trickles its request header (slowloris) is cut off after requestHeaderMs;
-//! - connections over maxConnections are refused promptly, and served again once a slot frees;
+//! - connections over maxConnections are refused promptly and counted, and served again once a
+//!   slot frees;
 //! - an idle kept-alive connection is closed after idleMs;
 //! - a client certificate that expires during a kept-alive connection gets 403 on its next
 //!   request, and the connection is closed.
@@ -74,7 +75,7 @@ async fn connections_over_the_limit_are_refused_until_a_slot_frees() {
     let pki = Pki::new();
     let gateway = gateway(
         &pki,
-        serde_json::json!({ "limits": { "maxConnections": 2 } }),
+        serde_json::json!({ "admin": "127.0.0.1:0", "limits": { "maxConnections": 2 } }),
     )
     .await;
     let options = ClientOptions::new(&pki, "ignore.example.test");
@@ -88,6 +89,9 @@ async fn connections_over_the_limit_are_refused_until_a_slot_frees() {
         third.is_err(),
         "a third connection was accepted over maxConnections = 2"
     );
+    let text = scrape(gateway.admin.unwrap()).await;
+    let refused = metric(&text, "certgate_connections_refused_total");
+    assert_eq!(refused, 1.0, "the refusal was not counted");
 
     drop(second);
     let mut served = None;
