@@ -979,3 +979,46 @@ async fn a_slow_client_upload_is_not_cut_off_by_the_upstream_response_timeout() 
     assert_eq!(echo["body_len"], 48);
     fixture.gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_aborting_its_upload_is_a_client_error_not_an_upstream_failure() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let upstream = echo_upstream().await;
+    let ignore = app("ignore", &[HOST], upstream, "ignore");
+    let gateway = Gateway::start(
+        dir,
+        serde_json::json!({ "admin": "127.0.0.1:0", "apps": [ignore] }),
+    )
+    .await;
+    let admin = gateway.admin.unwrap();
+    let options = ClientOptions::new(&pki, HOST);
+    let mut tls = tls_stream(gateway.addr, &options).await.unwrap();
+    let head = format!("POST /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100000\r\n\r\n");
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&[b'x'; 1000]).await.unwrap();
+    tls.flush().await.unwrap();
+    // Let the request reach the upstream, then vanish mid-body.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(tls);
+
+    let series = |code: u16| {
+        format!(r#"certgate_requests_total{{app="ignore",client_cert="none",code="{code}"}}"#)
+    };
+    let mut text = scrape(admin).await;
+    for _ in 0..200 {
+        if metric(&text, &series(400)) + metric(&text, &series(502)) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text = scrape(admin).await;
+    }
+    assert_eq!(
+        metric(&text, &series(502)),
+        0.0,
+        "the client's abort was blamed on the app"
+    );
+    assert_eq!(metric(&text, &series(400)), 1.0);
+    gateway.stop().await;
+}

@@ -3,6 +3,8 @@
 //! forwarded whole: a slow upload is the client's time, not the app's (as in Envoy).
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -50,25 +52,39 @@ impl UpstreamClient {
     pub async fn send(&self, request: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
         let (parts, body) = request.into_parts();
         let (body, body_sent) = RequestBody::new(body);
+        let client_failed = body.client_failed.clone();
+        // Who failed decides the status: a client that broke off its upload is not the app's
+        // fault, though the upstream request fails with it.
+        let classify = |source| {
+            if client_failed.load(Ordering::Relaxed) {
+                ProxyError::BadRequest {
+                    reason: "request body broken off by the client",
+                }
+            } else {
+                ProxyError::Upstream { source }
+            }
+        };
         let response = self.client.request(Request::from_parts(parts, body));
         tokio::pin!(response);
         tokio::select! {
-            result = &mut response => return result.map_err(|source| ProxyError::Upstream { source }),
+            result = &mut response => return result.map_err(classify),
             // Also when the body is dropped unfinished: the app answered early or failed.
             _ = body_sent => {}
         }
         match tokio::time::timeout(self.response_timeout, response).await {
-            Ok(result) => result.map_err(|source| ProxyError::Upstream { source }),
+            Ok(result) => result.map_err(classify),
             Err(_) => Err(ProxyError::UpstreamTimeout),
         }
     }
 }
 
-/// The downstream request body on its way upstream; reports when it has been read to its end.
+/// The downstream request body on its way upstream; reports when it has been read to its end,
+/// and whether the client broke it off.
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,
     sent: Option<oneshot::Sender<()>>,
+    client_failed: Arc<AtomicBool>,
 }
 
 impl RequestBody {
@@ -77,6 +93,7 @@ impl RequestBody {
         let mut body = Self {
             inner,
             sent: Some(sent),
+            client_failed: Arc::new(AtomicBool::new(false)),
         };
         // An empty body (e.g. a GET) may never be polled.
         body.report_if_done();
@@ -85,9 +102,13 @@ impl RequestBody {
 
     fn report_if_done(&mut self) {
         if self.inner.is_end_stream() {
-            if let Some(sent) = self.sent.take() {
-                let _ = sent.send(());
-            }
+            self.report_sent();
+        }
+    }
+
+    fn report_sent(&mut self) {
+        if let Some(sent) = self.sent.take() {
+            let _ = sent.send(());
         }
     }
 }
@@ -103,11 +124,11 @@ impl Body for RequestBody {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(None | Some(Err(_))) => {
-                if let Some(sent) = this.sent.take() {
-                    let _ = sent.send(());
-                }
+            Poll::Ready(Some(Err(_))) => {
+                this.client_failed.store(true, Ordering::Relaxed);
+                this.report_sent();
             }
+            Poll::Ready(None) => this.report_sent(),
             Poll::Ready(Some(Ok(_))) => this.report_if_done(),
             Poll::Pending => {}
         }
