@@ -3,12 +3,13 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
+use common::TempDir;
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use certgate::pki;
 use certgate::tls::pkcs12::{self, Pkcs12Error};
@@ -18,38 +19,14 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "certgate-test-pkcs12-{label}-{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A development PKI written by `pki::init`.
 struct Pki {
     tmp: TempDir,
 }
 
 impl Pki {
-    fn new(label: &str) -> Self {
-        let tmp = TempDir::new(label);
+    fn new() -> Self {
+        let tmp = TempDir::new();
         pki::init(&tmp.0, false).expect("pki init");
         Self { tmp }
     }
@@ -173,7 +150,7 @@ fn assert_loads_as(
 
 #[test]
 fn load_reads_certgates_own_client_p12() {
-    let pki = Pki::new("own");
+    let pki = Pki::new();
     let loaded = pkcs12::load(&pki.read("client.p12"), &pki.p12_password()).expect("load");
     assert_eq!(
         loaded.1.secret_der(),
@@ -187,7 +164,7 @@ fn load_reads_certgates_own_client_p12() {
 
 #[test]
 fn load_reads_an_openssl_3_default_archive() {
-    let pki = Pki::new("default");
+    let pki = Pki::new();
     let Some(der) = pki.openssl_export(
         "server.p12",
         &[
@@ -208,7 +185,7 @@ fn load_reads_an_openssl_3_default_archive() {
 
 #[test]
 fn load_reads_an_openssl_3_legacy_archive() {
-    let pki = Pki::new("legacy");
+    let pki = Pki::new();
     if openssl(&["version"]).is_none() {
         return;
     }
@@ -242,7 +219,7 @@ fn load_reads_an_openssl_3_legacy_archive() {
 
 #[test]
 fn load_reports_a_wrong_password() {
-    let pki = Pki::new("password");
+    let pki = Pki::new();
     let err = pkcs12::load(&pki.read("client.p12"), "not the password").expect_err("must fail");
     assert!(matches!(err, Pkcs12Error::WrongPassword), "{err:?}");
     assert_eq!(err.to_string(), "wrong password (MAC check failed)");
@@ -264,7 +241,7 @@ fn load_reports_a_wrong_password() {
 
 #[test]
 fn load_without_a_mac_checks_the_password_by_decrypting() {
-    let pki = Pki::new("nomac");
+    let pki = Pki::new();
     let Some(der) = pki.openssl_export(
         "nomac.p12",
         &[
@@ -289,7 +266,7 @@ fn load_without_a_mac_checks_the_password_by_decrypting() {
 
 #[test]
 fn load_reports_an_archive_without_a_private_key() {
-    let pki = Pki::new("nokey");
+    let pki = Pki::new();
     let mut store = KeyStore::new();
     let ca = pki.certs("ca.pem").remove(0);
     store.add_entry(
@@ -311,7 +288,7 @@ fn load_reports_an_archive_without_a_private_key() {
 
 #[test]
 fn load_reports_an_archive_without_a_certificate() {
-    let pki = Pki::new("nocert");
+    let pki = Pki::new();
     let Some(der) = pki.openssl_export(
         "nocerts.p12",
         &["-nocerts", "-inkey", &pki.arg("server.key")],
@@ -324,7 +301,7 @@ fn load_reports_an_archive_without_a_certificate() {
 
 #[test]
 fn load_reports_a_key_that_matches_no_certificate() {
-    let pki = Pki::new("nomatch");
+    let pki = Pki::new();
     // OpenSSL refuses `-inkey server.key -in client.pem`, but `-nocerts` plus `-certfile`
     // stores an unrelated certificate next to the key.
     let Some(der) = pki.openssl_export(
@@ -349,7 +326,7 @@ fn load_reports_a_key_that_matches_no_certificate() {
 
 #[test]
 fn load_reports_a_certificate_linked_to_the_wrong_key() {
-    let pki = Pki::new("mismatch");
+    let pki = Pki::new();
     let server_key = pki.key("server.key");
     let client = pki.certs("client.pem").remove(0);
     let ca = pki.certs("ca.pem").remove(0);
@@ -367,7 +344,7 @@ fn load_reports_a_certificate_linked_to_the_wrong_key() {
 
 #[test]
 fn load_rejects_more_than_one_private_key() {
-    let pki = Pki::new("twokeys");
+    let pki = Pki::new();
     let server_key = pki.key("server.key");
     let client_key = pki.key("client.key");
     let server = pki.certs("server.pem").remove(0);
@@ -383,7 +360,7 @@ fn load_rejects_more_than_one_private_key() {
 
 #[test]
 fn load_finds_the_leaf_by_public_key_when_bags_carry_no_key_id() {
-    let pki = Pki::new("spki");
+    let pki = Pki::new();
     // The CA first and no localKeyId on the certificates: the leaf must be found by its key.
     let Some(der) = pki.openssl_export(
         "nokeyid.p12",
@@ -405,7 +382,7 @@ fn load_finds_the_leaf_by_public_key_when_bags_carry_no_key_id() {
 
 #[test]
 fn load_names_an_unsupported_cipher() {
-    let pki = Pki::new("camellia");
+    let pki = Pki::new();
     let Some(der) = pki.openssl_export(
         "camellia.p12",
         &[
@@ -435,7 +412,7 @@ fn load_names_an_unsupported_cipher() {
 
 #[test]
 fn load_names_an_unsupported_mac_digest() {
-    let pki = Pki::new("md5");
+    let pki = Pki::new();
     let Some(der) = pki.openssl_export(
         "md5.p12",
         &[
@@ -461,7 +438,7 @@ fn load_names_an_unsupported_mac_digest() {
 
 #[test]
 fn load_rejects_garbage_without_panicking() {
-    let pki = Pki::new("garbage");
+    let pki = Pki::new();
     let good = pki.read("client.p12");
     let password = pki.p12_password();
 

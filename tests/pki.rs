@@ -3,13 +3,15 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
+use common::TempDir;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use certgate::pki::{self, FILES, PkiError};
@@ -27,37 +29,9 @@ use x509_parser::extensions::GeneralName;
 
 const DAY: i64 = 86_400;
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "certgate-test-pki-{label}-{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A PKI freshly written by `init` into a new (not yet existing) directory.
-fn init_pki(label: &str) -> TempDir {
-    let tmp = TempDir::new(label);
+fn init_pki() -> TempDir {
+    let tmp = TempDir::new();
     pki::init(&tmp.path().join("pki"), false).expect("pki init");
     tmp
 }
@@ -235,7 +209,7 @@ fn dir_entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn init_creates_the_directory_and_writes_every_listed_file_in_order() {
-    let tmp = TempDir::new("files");
+    let tmp = TempDir::new();
     let dir = tmp.path().join("nested").join("pki");
     let written = pki::init(&dir, false).expect("pki init");
 
@@ -259,7 +233,7 @@ fn init_creates_the_directory_and_writes_every_listed_file_in_order() {
 
 #[test]
 fn private_keys_are_created_with_mode_0600() {
-    let tmp = init_pki("modes");
+    let tmp = init_pki();
     let dir = pki_dir(&tmp);
     for (name, _) in FILES {
         let mode = mode(&dir.join(name));
@@ -274,7 +248,7 @@ fn private_keys_are_created_with_mode_0600() {
 
 #[test]
 fn ca_is_a_self_signed_ten_year_development_ca() {
-    let tmp = init_pki("ca");
+    let tmp = init_pki();
     let dir = pki_dir(&tmp);
     let ca_der = one_cert(&dir.join("ca.pem"));
     let ca = parse(&ca_der);
@@ -298,7 +272,7 @@ fn ca_is_a_self_signed_ten_year_development_ca() {
 
 #[test]
 fn server_certificate_is_issued_by_the_ca_for_localhost_names() {
-    let tmp = init_pki("server");
+    let tmp = init_pki();
     let dir = pki_dir(&tmp);
     let ca_der = one_cert(&dir.join("ca.pem"));
     let ca = parse(&ca_der);
@@ -364,7 +338,7 @@ fn server_certificate_is_issued_by_the_ca_for_localhost_names() {
 
 #[test]
 fn client_certificate_is_issued_by_the_ca_for_client_auth() {
-    let tmp = init_pki("client");
+    let tmp = init_pki();
     let dir = pki_dir(&tmp);
     let ca_der = one_cert(&dir.join("ca.pem"));
     let ca = parse(&ca_der);
@@ -401,7 +375,7 @@ fn client_certificate_is_issued_by_the_ca_for_client_auth() {
 
 #[test]
 fn self_signed_and_untrusted_clients_are_rejected_by_the_ca() {
-    let tmp = init_pki("rejects");
+    let tmp = init_pki();
     let dir = pki_dir(&tmp);
     let ca_der = one_cert(&dir.join("ca.pem"));
     let ca = parse(&ca_der);
@@ -447,13 +421,13 @@ fn self_signed_and_untrusted_clients_are_rejected_by_the_ca() {
 
 #[test]
 fn p12_password_is_24_alphanumeric_characters_without_newline() {
-    let tmp = init_pki("password");
+    let tmp = init_pki();
     let dir = pki_dir(&tmp);
     let password = fs::read_to_string(dir.join("client.p12.password")).expect("read password");
     assert_eq!(password.len(), 24);
     assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()));
 
-    let other = init_pki("password-2");
+    let other = init_pki();
     let other_password =
         fs::read_to_string(pki_dir(&other).join("client.p12.password")).expect("read password");
     assert_ne!(password, other_password, "passwords are random");
@@ -461,7 +435,7 @@ fn p12_password_is_24_alphanumeric_characters_without_newline() {
 
 #[test]
 fn init_refuses_to_overwrite_without_force_and_writes_nothing() {
-    let tmp = TempDir::new("refuse");
+    let tmp = TempDir::new();
     let dir = tmp.path().to_path_buf();
     fs::create_dir_all(&dir).expect("mkdir");
     let existing = dir.join("server.key");
@@ -487,7 +461,7 @@ fn init_refuses_to_overwrite_without_force_and_writes_nothing() {
 
 #[test]
 fn init_refuses_to_write_through_a_dangling_symlink_without_force() {
-    let tmp = TempDir::new("dangling");
+    let tmp = TempDir::new();
     let dir = tmp.path().join("pki");
     fs::create_dir_all(&dir).expect("mkdir");
     let target = tmp.path().join("elsewhere.key");
@@ -502,7 +476,7 @@ fn init_refuses_to_write_through_a_dangling_symlink_without_force() {
 
 #[test]
 fn init_with_force_replaces_existing_files_with_fresh_modes() {
-    let tmp = init_pki("force");
+    let tmp = init_pki();
     let dir = pki_dir(&tmp);
     let old_ca = fs::read(dir.join("ca.pem")).expect("read ca.pem");
     fs::set_permissions(dir.join("ca.key"), fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -543,7 +517,7 @@ fn init_with_force_replaces_existing_files_with_fresh_modes() {
 
 #[test]
 fn init_reports_a_file_in_place_of_the_directory() {
-    let tmp = TempDir::new("notadir");
+    let tmp = TempDir::new();
     fs::create_dir_all(tmp.path()).expect("mkdir");
     let file = tmp.path().join("pki");
     fs::write(&file, "").expect("write file");
@@ -564,7 +538,7 @@ fn openssl(args: &[&str]) -> Option<std::process::Output> {
 
 #[test]
 fn client_p12_is_readable_by_openssl_3_without_legacy() {
-    let tmp = init_pki("openssl");
+    let tmp = init_pki();
     let dir = pki_dir(&tmp);
     let p12 = dir.join("client.p12");
     let password = dir.join("client.p12.password");

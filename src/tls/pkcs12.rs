@@ -397,11 +397,11 @@ impl Scan {
     /// Walks `der`; `None` if it does not even look like a PFX.
     fn of(der: &[u8]) -> Option<Self> {
         let (pfx, _) = Tlv::read(der)?;
-        let mut fields = pfx.expect(TAG_SEQUENCE)?.children();
-        fields.next()?.expect(TAG_INTEGER)?;
-        let auth_safe = fields.next()?.expect(TAG_SEQUENCE)?;
+        let mut fields = pfx.with_tag(TAG_SEQUENCE)?.children();
+        fields.next()?.with_tag(TAG_INTEGER)?;
+        let auth_safe = fields.next()?.with_tag(TAG_SEQUENCE)?;
         let mut scan = Self::default();
-        if let Some(mac_data) = fields.next().and_then(|t| t.expect(TAG_SEQUENCE)) {
+        if let Some(mac_data) = fields.next().and_then(|t| t.with_tag(TAG_SEQUENCE)) {
             scan.has_mac = true;
             let oid = mac_data
                 .child(TAG_SEQUENCE)
@@ -545,7 +545,7 @@ impl<'a> Tlv<'a> {
         Some((Self { tag, value }, rest))
     }
 
-    fn expect(self, tag: u8) -> Option<Self> {
+    fn with_tag(self, tag: u8) -> Option<Self> {
         (self.tag == tag).then_some(self)
     }
 
