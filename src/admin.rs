@@ -6,11 +6,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::proxy::ProxyBody;
+use crate::proxy::error::plain_response;
 use crate::server::Shared;
 
 /// Serves admin requests until the task is stopped.
@@ -33,16 +35,21 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn answer(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(shared: &Shared, request: &Request<Incoming>) -> Response<ProxyBody> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        return plain_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match request.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if shared.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        "/readyz" => text(StatusCode::OK, "ready\n"),
+        "/healthz" => plain_response(StatusCode::OK, "ok\n"),
+        "/readyz" if shared.is_draining() => {
+            plain_response(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
+        "/readyz" => plain_response(StatusCode::OK, "ready\n"),
         "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
+            let body = Full::new(Bytes::from(shared.metrics.encode()))
+                .map_err(|never| match never {})
+                .boxed();
+            let mut response = Response::new(body);
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(
@@ -51,16 +58,6 @@ fn answer(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>>
             );
             response
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => plain_response(StatusCode::NOT_FOUND, "not found\n"),
     }
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }

@@ -65,9 +65,4 @@ impl Apps {
     pub fn resolve_index(&self, name: Option<&str>) -> Option<usize> {
         self.matcher.resolve(name)
     }
-
-    /// Every app, in config order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
-        self.apps.iter()
-    }
 }

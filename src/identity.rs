@@ -37,14 +37,15 @@ impl ClientIdentity {
         let leaf_der = chain.first().ok_or(IdentityError)?;
         let (_, leaf) = x509_parser::parse_x509_certificate(leaf_der).map_err(|_| IdentityError)?;
         let names = LeafNames::of(&leaf);
-        let value = xfcc::build(chain, &names, fields);
+        let hash = xfcc::hash_hex(leaf_der);
+        let value = xfcc::build(chain, &hash, &names, fields);
         // Every byte is printable ASCII (see xfcc::build), so this cannot fail; a failure
         // would mean no header rather than a broken one.
         let xfcc = (value.len() <= max_xfcc_bytes)
             .then(|| HeaderValue::from_str(&value).ok())
             .flatten();
         Ok(Self {
-            hash: xfcc::hash_hex(leaf_der),
+            hash,
             not_after: leaf.validity().not_after.timestamp(),
             xfcc,
         })

@@ -175,20 +175,18 @@ async fn connection(
 }
 
 fn refused(shared: &Shared, error: &AcceptError, client_addr: SocketAddr) {
+    let Some(reason) = error.reason() else {
+        tracing::debug!(client.addr = %client_addr, "connection closed before handshake");
+        return;
+    };
     let app = error.app().map_or("", |app| app.config.name.as_str());
-    let sni = error.sni().unwrap_or("");
-    if let Some(reason) = error.reason() {
-        shared.metrics.handshake_failed(app, reason);
-    }
-    match error.reason() {
-        Some(reason) => tracing::warn!(
-            client.addr = %client_addr,
-            sni,
-            app,
-            failure = reason.as_str(),
-            error = %crate::error_chain(error),
-            "handshake refused"
-        ),
-        None => tracing::debug!(client.addr = %client_addr, "connection closed before handshake"),
-    }
+    shared.metrics.handshake_failed(app, reason);
+    tracing::warn!(
+        client.addr = %client_addr,
+        sni = error.sni().unwrap_or(""),
+        app,
+        failure = reason.as_str(),
+        error = %crate::error_chain(error),
+        "handshake refused"
+    );
 }

@@ -19,16 +19,22 @@ const ENVOY_URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_');
 
-/// Builds the header value for a verified chain (leaf first, as the client sent it).
+/// Builds the header value for a verified chain (leaf first, as the client sent it) whose
+/// leaf hashes to `hash` (see `hash_hex`).
 /// Every byte of the result is printable ASCII or UTF-8 from the certificate's names; no
 /// control character survives.
-pub fn build(chain: &[CertificateDer<'_>], names: &LeafNames, fields: XfccFields) -> String {
+pub fn build(
+    chain: &[CertificateDer<'_>],
+    hash: &str,
+    names: &LeafNames,
+    fields: XfccFields,
+) -> String {
     let Some(leaf) = chain.first() else {
         return String::new();
     };
     let mut out = String::with_capacity(64 + chain.iter().map(|c| c.len() * 2).sum::<usize>());
     out.push_str("Hash=");
-    out.push_str(&hash_hex(leaf));
+    out.push_str(hash);
     if fields.cert {
         out.push_str(";Cert=\"");
         out.extend(utf8_percent_encode(&pem(leaf), ENVOY_URL_ENCODE));
