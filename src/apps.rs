@@ -1,10 +1,12 @@
 //! The running set of apps built from a `Config`: the host matcher, each app's config and
-//! upstream client, and the timeouts and limits they are served with. A connection takes one snapshot at accept time and keeps it, so a reload
-//! (which builds a new `Apps`) never changes the policy of an open connection.
+//! upstream client and metric handles, and the timeouts and limits they are served with. A
+//! connection takes one snapshot at accept time and keeps it, so a reload (which builds a new
+//! `Apps`) never changes the policy of an open connection.
 
 use std::sync::Arc;
 
 use crate::config::{AppConfig, Config, Limits, Timeouts};
+use crate::metrics::{AppMetrics, Metrics};
 use crate::proxy::upstream::UpstreamClient;
 use crate::tls::sni::HostMatcher;
 
@@ -17,6 +19,8 @@ pub struct Apps {
     pub timeouts: Timeouts,
     /// Limits of this config (`maxConnections` only changes on restart).
     pub limits: Limits,
+    /// Whether each request gets an access line.
+    pub access_log: bool,
 }
 
 /// One app as served.
@@ -28,11 +32,13 @@ pub struct App {
     pub config: Arc<AppConfig>,
     /// The pooled client for this app's upstream.
     pub upstream: UpstreamClient,
+    /// This app's metric handles.
+    pub metrics: AppMetrics,
 }
 
 impl Apps {
-    /// Builds the served apps of a config.
-    pub fn new(config: &Config) -> Self {
+    /// Builds the served apps of a config; their metric series exist (at zero) from here on.
+    pub fn new(config: &Config, metrics: &Metrics) -> Self {
         let apps = config
             .apps
             .iter()
@@ -42,6 +48,7 @@ impl Apps {
                     index,
                     config: app.clone(),
                     upstream: UpstreamClient::new(&app.upstream, &config.timeouts),
+                    metrics: metrics.register_app(app),
                 })
             })
             .collect();
@@ -51,6 +58,7 @@ impl Apps {
             matcher,
             timeouts: config.timeouts,
             limits: config.limits,
+            access_log: config.access_log,
         }
     }
 
@@ -66,3 +74,6 @@ impl Apps {
         self.matcher.resolve(name)
     }
 }
+
+/// The apps new connections are served under; a reload swaps the whole set at once.
+pub type LiveApps = Arc<arc_swap::ArcSwap<Apps>>;

@@ -10,7 +10,7 @@ use crate::config::file::{
     FileApp, FileClientAuth, FileConfig, FileIngress, FileServerCertificate,
 };
 use crate::config::{Config, ConfigError};
-use crate::server::ConfigSource;
+use crate::reload::ConfigSource;
 
 /// certgate: mutual-TLS ingress that forwards verified client certificates to HTTP apps.
 #[derive(Debug, Parser)]
@@ -107,6 +107,9 @@ pub struct RunArgs {
     /// Address of the admin listener (health, readiness, metrics); off unless set.
     #[arg(long, env = "CERTGATE_ADMIN")]
     pub admin: Option<String>,
+    /// Write no access line per request (overrides the config file's `accessLog`).
+    #[arg(long, env = "CERTGATE_NO_ACCESS_LOG")]
+    pub no_access_log: bool,
 }
 
 /// Why `run`'s arguments do not make a config.
@@ -142,6 +145,9 @@ impl RunArgs {
         }
         if let Some(admin) = &self.admin {
             config.admin = Some(address("--admin", admin)?);
+        }
+        if self.no_access_log {
+            config.access_log = false;
         }
         Ok(config)
     }

@@ -31,6 +31,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Resource limits.
     pub limits: Limits,
+    /// Whether each request gets an access line.
+    pub access_log: bool,
     /// Every file read to build this config (the config file first, when there is one).
     pub files: Vec<PathBuf>,
 }
@@ -377,6 +379,7 @@ impl Config {
             apps,
             timeouts: timeouts(&file.timeouts)?,
             limits,
+            access_log: file.access_log.unwrap_or(true),
             files: loader.files,
         })
     }

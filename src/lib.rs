@@ -2,7 +2,8 @@
 //! verified client certificate in `X-Forwarded-Client-Cert`.
 //!
 //! The modules in data-flow order: a `config` is loaded and validated; the `server` binds
-//! and shares `apps` (swapped whole by `reload`); the `listener` accepts, `tls` picks the
+//! and hands each stage its handles: `apps` (swapped whole by `reload`), the `drain` flag and
+//! the metrics; the `listener` accepts, `tls` picks the
 //! app by SNI and verifies the client, `identity` parses the verified certificate once, and
 //! `proxy` checks each request's authority, rewrites headers and forwards it upstream.
 //! `admin` serves health and `metrics`; `pki` and `demo` are the first-run tools.
@@ -10,6 +11,7 @@
 pub mod cli;
 pub mod config;
 pub mod server;
+pub mod drain;
 pub mod reload;
 pub mod apps;
 pub mod listener;
@@ -21,6 +23,7 @@ pub mod metrics;
 pub mod pki;
 pub mod demo;
 
+pub use crate::reload::ConfigSource;
 pub use crate::server::{RunError, Server};
 
 /// An error and all its sources, `: `-separated, for logs and the command line.

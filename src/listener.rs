@@ -5,58 +5,196 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument as _;
 
+use crate::apps::LiveApps;
+use crate::drain::Draining;
 use crate::identity::ClientIdentity;
+use crate::metrics::Metrics;
 use crate::proxy::{self, ConnectionContext};
-use crate::server::Shared;
 use crate::tls::accept::{AcceptError, accept};
 
-/// Accepts connections until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut last_limit_log: Option<Instant> = None;
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        };
-        let (tcp, client_addr) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                handle_accept_error(error).await;
+/// What the mTLS listener uses: the apps new connections are served under, the metrics, its
+/// connection limit and the drain flag.
+#[derive(Debug)]
+pub struct Listener {
+    /// Loaded once per connection, at accept.
+    pub apps: LiveApps,
+    /// For handshake failures and refused connections.
+    pub metrics: Arc<Metrics>,
+    /// One permit per open connection (`limits.maxConnections`).
+    pub connections: Arc<Semaphore>,
+    /// The size of `connections`, for the log line when it is full.
+    pub max_connections: usize,
+    /// Handed to every connection.
+    pub draining: Draining,
+}
+
+impl Listener {
+    /// Accepts connections until `shutdown` turns true.
+    pub async fn serve(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        let mut last_limit_log: Option<Instant> = None;
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            let (tcp, client_addr) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    handle_accept_error(error).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = this.connections.clone().try_acquire_owned() else {
+                this.metrics.connection_refused();
+                // Refuse promptly: closing now tells the client to retry elsewhere.
+                if last_limit_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                    last_limit_log = Some(Instant::now());
+                    tracing::warn!(
+                        client.addr = %client_addr,
+                        limit = this.max_connections,
+                        "connection limit reached, refusing connections"
+                    );
+                }
+                drop(tcp);
                 continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let span = tracing::debug_span!("connection", client.addr = %client_addr);
+            let task = this
+                .clone()
+                .connection(tcp, client_addr, permit, shutdown.clone());
+            tokio::spawn(task.instrument(span));
+        }
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        client_addr: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let apps = self.apps.load_full();
+        let accepted = match accept(tcp, &apps, apps.timeouts.handshake).await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                self.refused(&error, client_addr);
+                return;
             }
         };
-        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
-            shared.metrics.connection_refused();
-            // Refuse promptly: closing now tells the client to retry elsewhere.
-            if last_limit_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                last_limit_log = Some(Instant::now());
-                tracing::warn!(
-                    client.addr = %client_addr,
-                    limit = shared.max_connections,
-                    "connection limit reached, refusing connections"
-                );
+        let app = accepted.app;
+        let identity = match accepted.stream.get_ref().1.peer_certificates() {
+            Some(chain) => {
+                match ClientIdentity::new(chain, app.config.xfcc_fields, apps.limits.max_xfcc_bytes)
+                {
+                    Ok(identity) => Some(identity),
+                    Err(error) => {
+                        tracing::warn!(app = %app.config.name, error = %error, "closing connection");
+                        return;
+                    }
+                }
             }
-            drop(tcp);
-            continue;
+            None => None,
         };
-        let _ = tcp.set_nodelay(true);
-        let span = tracing::debug_span!("connection", client.addr = %client_addr);
-        let task = connection(tcp, client_addr, shared.clone(), permit, shutdown.clone());
-        tokio::spawn(task.instrument(span));
+        tracing::debug!(
+            app = %app.config.name,
+            sni = accepted.sni.as_deref().unwrap_or(""),
+            client.hash = identity.as_ref().map_or("", |id| id.hash.as_str()),
+            "handshake complete"
+        );
+        let timeouts = apps.timeouts;
+        let max_header_bytes = apps.limits.max_request_header_bytes;
+        let context = Arc::new(ConnectionContext::new(
+            app,
+            apps,
+            self.draining.clone(),
+            permit,
+            client_addr,
+            accepted.sni,
+            identity,
+        ));
+        let service = {
+            let context = context.clone();
+            service_fn(move |request| proxy::handle(context.clone(), request))
+        };
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeouts.request_header)
+            .max_buf_size(max_header_bytes);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+        let served = builder.serve_connection_with_upgrades(TokioIo::new(accepted.stream), service);
+        tokio::pin!(served);
+        let idle = timeouts.idle;
+        // A deadline moved by activity, not a poll: the connection closes `idleMs` after its
+        // last request ended.
+        let idle_timer = tokio::time::sleep(idle);
+        tokio::pin!(idle_timer);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = served.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(error = %error, "connection closed with an error");
+                    } else {
+                        tracing::debug!("connection closed");
+                    }
+                    break;
+                }
+                () = context.close.notified(), if !closing => {
+                    closing = true;
+                    served.as_mut().graceful_shutdown();
+                }
+                _ = shutdown.wait_for(|stop| *stop), if !closing => {
+                    closing = true;
+                    served.as_mut().graceful_shutdown();
+                }
+                () = idle_timer.as_mut(), if !closing => {
+                    let now = tokio::time::Instant::now();
+                    match context.idle_deadline(idle) {
+                        Some(deadline) if deadline <= now => {
+                            tracing::debug!("closing idle connection");
+                            closing = true;
+                            served.as_mut().graceful_shutdown();
+                        }
+                        Some(deadline) => idle_timer.as_mut().reset(deadline),
+                        // Busy: the deadline is known once the last request ends.
+                        None => idle_timer.as_mut().reset(now + idle),
+                    }
+                }
+            }
+        }
+    }
+
+    fn refused(&self, error: &AcceptError, client_addr: SocketAddr) {
+        let Some(reason) = error.reason() else {
+            tracing::debug!(client.addr = %client_addr, "connection closed before handshake");
+            return;
+        };
+        let app = error.app().map_or("", |app| app.config.name.as_str());
+        self.metrics.handshake_failed(app, reason);
+        tracing::warn!(
+            client.addr = %client_addr,
+            sni = error.sni().unwrap_or(""),
+            app,
+            failure = reason.as_str(),
+            error = %crate::error_chain(error),
+            "handshake refused"
+        );
     }
 }
 
@@ -73,120 +211,4 @@ async fn handle_accept_error(error: io::Error) {
     }
     tracing::error!(error = %error, "accept failed, backing off");
     tokio::time::sleep(Duration::from_secs(1)).await;
-}
-
-async fn connection(
-    tcp: TcpStream,
-    client_addr: SocketAddr,
-    shared: Arc<Shared>,
-    permit: OwnedSemaphorePermit,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let apps = shared.apps.load_full();
-    let accepted = match accept(tcp, &apps, apps.timeouts.handshake).await {
-        Ok(accepted) => accepted,
-        Err(error) => {
-            refused(&shared, &error, client_addr);
-            return;
-        }
-    };
-    let app = accepted.app;
-    let identity = match accepted.stream.get_ref().1.peer_certificates() {
-        Some(chain) => {
-            match ClientIdentity::new(chain, app.config.xfcc_fields, apps.limits.max_xfcc_bytes) {
-                Ok(identity) => Some(identity),
-                Err(error) => {
-                    tracing::warn!(app = %app.config.name, error = %error, "closing connection");
-                    return;
-                }
-            }
-        }
-        None => None,
-    };
-    tracing::debug!(
-        app = %app.config.name,
-        sni = accepted.sni.as_deref().unwrap_or(""),
-        client.hash = identity.as_ref().map_or("", |id| id.hash.as_str()),
-        "handshake complete"
-    );
-    let timeouts = apps.timeouts;
-    let max_header_bytes = apps.limits.max_request_header_bytes;
-    let active = shared.metrics.connection_opened(&app.config.name);
-    let context = Arc::new(ConnectionContext {
-        app,
-        apps,
-        shared: shared.clone(),
-        permit: Arc::new(permit),
-        active,
-        client_addr,
-        sni: accepted.sni,
-        identity,
-        close: Notify::new(),
-        in_flight: AtomicUsize::new(0),
-        started: Instant::now(),
-        last_active_ms: AtomicU64::new(0),
-    });
-    let service = {
-        let context = context.clone();
-        service_fn(move |request| proxy::handle(context.clone(), request))
-    };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.request_header)
-        .max_buf_size(max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(accepted.stream), service);
-    tokio::pin!(served);
-    let idle = timeouts.idle;
-    let mut closing = false;
-    loop {
-        let idle_check = tokio::time::sleep(idle);
-        tokio::select! {
-            result = served.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(error = %error, "connection closed with an error");
-                } else {
-                    tracing::debug!("connection closed");
-                }
-                break;
-            }
-            () = context.close.notified(), if !closing => {
-                closing = true;
-                served.as_mut().graceful_shutdown();
-            }
-            _ = shutdown.wait_for(|stop| *stop), if !closing => {
-                closing = true;
-                served.as_mut().graceful_shutdown();
-            }
-            () = idle_check, if !closing => {
-                if context.idle_for().is_some_and(|quiet| quiet >= idle) {
-                    tracing::debug!("closing idle connection");
-                    closing = true;
-                    served.as_mut().graceful_shutdown();
-                }
-            }
-        }
-    }
-}
-
-fn refused(shared: &Shared, error: &AcceptError, client_addr: SocketAddr) {
-    let Some(reason) = error.reason() else {
-        tracing::debug!(client.addr = %client_addr, "connection closed before handshake");
-        return;
-    };
-    let app = error.app().map_or("", |app| app.config.name.as_str());
-    shared.metrics.handshake_failed(app, reason);
-    tracing::warn!(
-        client.addr = %client_addr,
-        sni = error.sni().unwrap_or(""),
-        app,
-        failure = reason.as_str(),
-        error = %crate::error_chain(error),
-        "handshake refused"
-    );
 }

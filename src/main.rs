@@ -27,7 +27,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_logging(cli.log_format);
+    // Held until exit: dropping it flushes the log lines still queued.
+    let _log_writer = init_logging(cli.log_format);
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Pki(PkiCommand::Init { dir, force }) => pki_init(&dir, force),
@@ -48,19 +49,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr through a queue drained by a thread of their own, so a slow or blocked
+/// stderr (a full pipe, a stalled log shipper) never stalls a request; when the queue is full,
+/// lines are dropped rather than waited for.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     // Colours only for a person at a terminal, never in files, `docker logs` or `kubectl logs`.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
@@ -99,7 +105,8 @@ fn pki_init(dir: &std::path::Path, force: bool) -> ExitCode {
 
 fn demo(listen: std::net::SocketAddr) -> ExitCode {
     block_on(async {
-        match certgate::demo::run(listen, shutdown_signal()).await {
+        let shutdown = shutdown_signal();
+        match certgate::demo::run(listen, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("certgate: {}", error_chain(&error));
@@ -122,8 +129,9 @@ fn block_on(task: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-fn serve(config: &Config, source: certgate::server::ConfigSource) -> ExitCode {
+fn serve(config: &Config, source: certgate::ConfigSource) -> ExitCode {
     block_on(async {
+        let shutdown = shutdown_signal();
         let server = match Server::bind(config, Some(source)).await {
             Ok(server) => server,
             Err(error) => {
@@ -138,7 +146,7 @@ fn serve(config: &Config, source: certgate::server::ConfigSource) -> ExitCode {
             apps = config.apps.len(),
             "serving"
         );
-        match server.run(shutdown_signal()).await {
+        match server.run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(error = %error_chain(&error), "stopped");
@@ -148,24 +156,21 @@ fn serve(config: &Config, source: certgate::server::ConfigSource) -> ExitCode {
     })
 }
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called,
+/// not when the future is first polled, so a signal that arrives while certgate is still
+/// starting (after it printed that it is ready) is not lost to the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let (Ok(mut interrupt), Ok(mut terminate)) = (interrupt, terminate) else {
+            // Without handlers the signals keep their default action: the process ends.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }

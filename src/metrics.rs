@@ -151,25 +151,13 @@ impl Metrics {
         }
     }
 
-    /// Creates every per-app series at zero and sets the app's certificate expiries.
-    pub fn register_app(&self, app: &AppConfig) {
-        let label = AppLabel {
-            app: app.name.clone(),
-        };
-        let _ = self.connections.get_or_create(&label);
-        let _ = self.connections_active.get_or_create(&label);
-        let _ = self.misdirected.get_or_create(&label);
+    /// Creates every per-app series at zero, sets the app's certificate expiries, and
+    /// returns the app's request handles.
+    pub fn register_app(&self, app: &AppConfig) -> AppMetrics {
         for reason in FailureReason::ALL {
             let _ = self.handshake_failures.get_or_create(&FailureLabels {
                 app: app.name.clone(),
                 reason: reason.as_str(),
-            });
-        }
-        for client_cert in ["none", "verified"] {
-            let _ = self.requests.get_or_create(&RequestLabels {
-                app: app.name.clone(),
-                client_cert,
-                code: 200,
             });
         }
         let expiries = [
@@ -206,17 +194,33 @@ impl Metrics {
                     .set(not_after);
             }
         }
+        self.app(&app.name)
     }
 
-    /// A handshake completed for `app`; returns a guard that keeps it counted as active.
-    pub fn connection_opened(&self, app: &str) -> ActiveConnection {
+    /// The handles of one app's per-request series, resolved once so that a request only
+    /// increments counters (no label lookup, no allocation).
+    fn app(&self, app: &str) -> AppMetrics {
         let label = AppLabel {
             app: app.to_owned(),
         };
-        self.connections.get_or_create(&label).inc();
-        let gauge = self.connections_active.get_or_create(&label).clone();
-        gauge.inc();
-        ActiveConnection { gauge }
+        let ok = ["none", "verified"].map(|client_cert| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    app: app.to_owned(),
+                    client_cert,
+                    code: 200,
+                })
+                .clone()
+        });
+        AppMetrics {
+            connections: self.connections.get_or_create(&label).clone(),
+            connections_active: self.connections_active.get_or_create(&label).clone(),
+            misdirected: self.misdirected.get_or_create(&label).clone(),
+            ok,
+            requests: self.requests.clone(),
+            request_duration: self.request_duration.clone(),
+            app: label.app,
+        }
     }
 
     /// A connection was closed at accept because the connection limit was reached.
@@ -234,25 +238,6 @@ impl Metrics {
             .inc();
     }
 
-    /// A request was answered.
-    pub fn request_done(&self, app: &str, verified: bool, code: u16, seconds: f64) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                app: app.to_owned(),
-                client_cert: if verified { "verified" } else { "none" },
-                code,
-            })
-            .inc();
-        self.request_duration.observe(seconds);
-        if code == 421 {
-            self.misdirected
-                .get_or_create(&AppLabel {
-                    app: app.to_owned(),
-                })
-                .inc();
-        }
-    }
-
     /// A reload finished.
     pub fn reloaded(&self, success: bool) {
         self.reloads
@@ -268,6 +253,49 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// One app's request and connection series (cheap to clone: every field is a shared handle).
+#[derive(Debug, Clone)]
+pub struct AppMetrics {
+    app: String,
+    connections: Counter,
+    connections_active: Gauge,
+    misdirected: Counter,
+    /// `code="200"` for `client_cert="none"` and `"verified"`: nearly every request.
+    ok: [Counter; 2],
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Histogram,
+}
+
+impl AppMetrics {
+    /// A handshake completed; returns a guard that keeps the connection counted as active.
+    pub fn connection_opened(&self) -> ActiveConnection {
+        self.connections.inc();
+        self.connections_active.inc();
+        ActiveConnection {
+            gauge: self.connections_active.clone(),
+        }
+    }
+
+    /// A request was answered (or abandoned, with the status the access log gives it).
+    pub fn request_done(&self, verified: bool, code: u16, seconds: f64) {
+        if code == 200 {
+            self.ok[usize::from(verified)].inc();
+        } else {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    app: self.app.clone(),
+                    client_cert: if verified { "verified" } else { "none" },
+                    code,
+                })
+                .inc();
+        }
+        self.request_duration.observe(seconds);
+        if code == 421 {
+            self.misdirected.inc();
+        }
     }
 }
 

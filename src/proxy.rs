@@ -1,6 +1,8 @@
 //! The per-connection HTTP service: check the request's authority against the connection's
 //! app (400/421), strip client-sent XFCC and hop-by-hop headers, add `X-Forwarded-*` and the
-//! connection's XFCC, and stream the request to the app and the response back.
+//! connection's XFCC, and stream the request to the app and the response back. What does not
+//! change between requests (the XFCC value, the client address header, the app's metric
+//! handles) is made once per connection; a request guard records every request's end.
 
 pub mod error;
 pub mod headers;
@@ -10,27 +12,28 @@ pub mod xfcc;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
-use http_body_util::combinators::BoxBody;
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::time::Instant;
 
 use self::error::ProxyError;
 use crate::apps::{App, Apps};
 use crate::config::Transport;
+use crate::drain::Draining;
 use crate::identity::ClientIdentity;
 use crate::metrics::ActiveConnection;
-use crate::server::Shared;
-use crate::tls::sni::authority_host;
+use crate::tls::sni::{authority_host, normalize};
 
-/// The body of every response certgate sends downstream.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// The body of every response certgate sends downstream: the app's, or certgate's own.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
 /// What a connection knows once its handshake is done; shared by all its requests.
 #[derive(Debug)]
@@ -38,42 +41,57 @@ pub struct ConnectionContext {
     /// The app chosen by SNI.
     pub app: Arc<App>,
     /// The apps this connection was accepted under, for the authority check.
-    pub apps: Arc<Apps>,
-    /// The server's shared state (metrics, drain).
-    pub shared: Arc<Shared>,
+    apps: Arc<Apps>,
+    /// Raised when shutdown begins.
+    draining: Draining,
     /// The connection's slot under `limits.maxConnections`, held by upgraded streams too.
-    pub permit: Arc<OwnedSemaphorePermit>,
+    permit: Arc<OwnedSemaphorePermit>,
     /// Keeps the connection counted in `certgate_connections_active`.
-    pub active: ActiveConnection,
+    _active: ActiveConnection,
     /// The downstream client's address.
-    pub client_addr: SocketAddr,
+    client_addr: SocketAddr,
+    /// `client_addr` as an `X-Forwarded-For` element.
+    forwarded_for: HeaderValue,
     /// The normalized SNI, if any.
-    pub sni: Option<String>,
+    sni: Option<String>,
     /// The verified client, if a certificate was presented.
-    pub identity: Option<ClientIdentity>,
+    identity: Option<ClientIdentity>,
     /// Notified when the connection must close after the current response.
     pub close: Notify,
-    /// Requests being served right now (for the idle timeout).
-    pub in_flight: AtomicUsize,
-    /// When the connection started; `last_active_ms` counts from here.
-    pub started: Instant,
-    /// Milliseconds after `started` when a request last started or finished.
-    pub last_active_ms: AtomicU64,
+    /// Requests in flight and the last time one started or ended, for the idle timeout.
+    activity: Activity,
 }
 
 impl ConnectionContext {
-    fn touch(&self) {
-        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_active_ms.store(elapsed, Ordering::Relaxed);
+    /// The context of a connection whose handshake picked `app` from `apps`.
+    pub fn new(
+        app: Arc<App>,
+        apps: Arc<Apps>,
+        draining: Draining,
+        permit: OwnedSemaphorePermit,
+        client_addr: SocketAddr,
+        sni: Option<String>,
+        identity: Option<ClientIdentity>,
+    ) -> Self {
+        Self {
+            _active: app.metrics.connection_opened(),
+            app,
+            apps,
+            draining,
+            permit: Arc::new(permit),
+            client_addr,
+            forwarded_for: headers::forwarded_for(client_addr.ip()),
+            sni,
+            identity,
+            close: Notify::new(),
+            activity: Activity::new(),
+        }
     }
 
-    /// How long the connection has had no request in flight, or `None` while one is.
-    pub fn idle_for(&self) -> Option<std::time::Duration> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let last = std::time::Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed));
-        Some(self.started.elapsed().saturating_sub(last))
+    /// When the connection will have been idle for `idle`, or `None` while a request is in
+    /// flight.
+    pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        self.activity.idle_since().map(|since| since + idle)
     }
 }
 
@@ -82,12 +100,8 @@ pub async fn handle(
     conn: Arc<ConnectionContext>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-    let started = Instant::now();
-    conn.in_flight.fetch_add(1, Ordering::Relaxed);
-    conn.touch();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let response = match forward(&conn, request).await {
+    let mut guard = RequestGuard::start(conn, &request);
+    let response = match forward(&guard.conn, request).await {
         Ok(response) => response,
         Err(error) => {
             if matches!(
@@ -95,8 +109,8 @@ pub async fn handle(
                 ProxyError::Upstream { .. } | ProxyError::UpstreamTimeout
             ) {
                 tracing::warn!(
-                    app = %conn.app.config.name,
-                    upstream = %conn.app.config.upstream,
+                    app = %guard.conn.app.config.name,
+                    upstream = %guard.conn.app.config.upstream,
                     error = %crate::error_chain(&error),
                     "upstream request failed"
                 );
@@ -104,35 +118,92 @@ pub async fn handle(
             error.into_response()
         }
     };
-    conn.touch();
-    conn.in_flight.fetch_sub(1, Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    conn.shared.metrics.request_done(
-        &conn.app.config.name,
-        conn.identity.is_some(),
-        response.status().as_u16(),
-        elapsed.as_secs_f64(),
-    );
-    tracing::info!(
-        client.addr = %conn.client_addr,
-        sni = conn.sni.as_deref().unwrap_or(""),
-        app = %conn.app.config.name,
-        client.hash = conn.identity.as_ref().map_or("", |id| id.hash.as_str()),
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        upstream = %conn.app.config.upstream,
-        "request"
-    );
+    guard.status = Some(response.status());
     Ok(response)
+}
+
+/// Marks a request in flight from its start until it is dropped, and then counts it and writes
+/// its access line, however it ended: answered, or abandoned mid-way because the client reset
+/// the stream or went away (hyper then drops the handler; status 499, as nginx logs it).
+struct RequestGuard {
+    conn: Arc<ConnectionContext>,
+    started: Instant,
+    /// What the access line needs of the request; `None` when the access log is off.
+    logged: Option<(Method, Uri)>,
+    /// The status sent, once there is one.
+    status: Option<StatusCode>,
+}
+
+/// The status logged and counted for a request the client abandoned.
+const CLIENT_ABORTED: u16 = 499;
+
+impl RequestGuard {
+    fn start(conn: Arc<ConnectionContext>, request: &Request<Incoming>) -> Self {
+        conn.activity.request_started();
+        let logged = conn
+            .apps
+            .access_log
+            .then(|| (request.method().clone(), request.uri().clone()));
+        Self {
+            conn,
+            started: Instant::now(),
+            logged,
+            status: None,
+        }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let conn = &self.conn;
+        conn.activity.request_ended();
+        let elapsed = self.started.elapsed();
+        let code = self.status.map_or(CLIENT_ABORTED, |status| status.as_u16());
+        conn.app
+            .metrics
+            .request_done(conn.identity.is_some(), code, elapsed.as_secs_f64());
+        let Some((method, uri)) = &self.logged else {
+            return;
+        };
+        let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let hash = conn.identity.as_ref().map_or("", |id| id.hash.as_str());
+        let sni = conn.sni.as_deref().unwrap_or("");
+        if self.status.is_some() {
+            tracing::info!(
+                client.addr = %conn.client_addr,
+                sni,
+                app = %conn.app.config.name,
+                client.hash = hash,
+                method = %method,
+                path = uri.path(),
+                status = code,
+                duration_ms,
+                upstream = %conn.app.config.upstream,
+                "request"
+            );
+        } else {
+            tracing::info!(
+                client.addr = %conn.client_addr,
+                sni,
+                app = %conn.app.config.name,
+                client.hash = hash,
+                method = %method,
+                path = uri.path(),
+                status = code,
+                duration_ms,
+                upstream = %conn.app.config.upstream,
+                outcome = "client_aborted",
+                "request"
+            );
+        }
+    }
 }
 
 async fn forward(
     conn: &ConnectionContext,
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    if conn.shared.is_draining() {
+    if conn.draining.is_draining() {
         conn.close.notify_one();
         return Err(ProxyError::Draining);
     }
@@ -143,15 +214,7 @@ async fn forward(
         }
     }
     let authority = request_authority(&request)?;
-    let host = authority_host(
-        authority
-            .to_str()
-            .map_err(|_| bad("authority is not text"))?,
-    )
-    .ok_or(bad("authority is not a host"))?;
-    if conn.apps.resolve_index(Some(&host)) != Some(conn.app.index) {
-        return Err(ProxyError::Misdirected);
-    }
+    check_authority(conn, &authority)?;
 
     let upgrade = request.version() == Version::HTTP_11
         && conn.app.config.upstream.transport == Transport::Http1
@@ -164,7 +227,7 @@ async fn forward(
     // Hop-by-hop removal comes before certgate's own headers: a client naming them in
     // `Connection` must not be able to remove them.
     headers::remove_hop_by_hop(headers, upgrade);
-    headers::add_forwarded(headers, conn.client_addr.ip(), &authority);
+    headers::add_forwarded(headers, &conn.forwarded_for, &authority);
     headers.insert(HOST, authority);
     if let Some(identity) = &conn.identity {
         let value = identity.xfcc.clone().ok_or(ProxyError::XfccTooLarge)?;
@@ -172,16 +235,14 @@ async fn forward(
     }
 
     let upstream = &conn.app.config.upstream;
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |path| path.as_str());
-    *request.uri_mut() = Uri::builder()
-        .scheme("http")
-        .authority(upstream.authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|_| bad("request target"))?;
+    // The target is rebuilt from its parts: the path and query move over as they are.
+    let mut target = std::mem::take(request.uri_mut()).into_parts();
+    target.scheme = Some(Scheme::HTTP);
+    target.authority = Some(upstream.authority.clone());
+    if target.path_and_query.is_none() {
+        target.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    *request.uri_mut() = Uri::from_parts(target).map_err(|_| bad("request target"))?;
     *request.version_mut() = match upstream.transport {
         Transport::Http1 => Version::HTTP_11,
         Transport::Http2 => Version::HTTP_2,
@@ -198,11 +259,12 @@ async fn forward(
         _ => {}
     }
     headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
-    Ok(response.map(|body| body.boxed()))
+    Ok(response.map(Either::Left))
 }
 
 /// The request's authority: `:authority` (HTTP/2) or the single `Host` header (HTTP/1.1),
-/// which must agree with each other and with an absolute-form target (README "What each mode does" (routing)).
+/// which must agree with each other and with an absolute-form target (README "What each mode
+/// does", routing).
 fn request_authority(request: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
     let mut hosts = request.headers().get_all(HOST).iter();
     let host = hosts.next();
@@ -219,6 +281,23 @@ fn request_authority(request: &Request<Incoming>) -> Result<HeaderValue, ProxyEr
             HeaderValue::from_str(target).map_err(|_| bad("authority"))
         }
         _ => Err(bad("missing Host")),
+    }
+}
+
+/// 400 for a malformed authority, 421 for one that belongs to another app. A host equal to
+/// the SNI (nearly every request) is the connection's own app without a lookup: the app was
+/// chosen by that very name from the same apps.
+fn check_authority(conn: &ConnectionContext, authority: &HeaderValue) -> Result<(), ProxyError> {
+    let host = authority_host(authority.as_bytes()).ok_or(bad("authority is not a host"))?;
+    let same_as_sni = conn.sni.as_deref().is_some_and(|sni| {
+        host.strip_suffix('.')
+            .unwrap_or(host)
+            .eq_ignore_ascii_case(sni)
+    });
+    if same_as_sni || conn.apps.resolve_index(Some(&normalize(host))) == Some(conn.app.index) {
+        Ok(())
+    } else {
+        Err(ProxyError::Misdirected)
     }
 }
 
@@ -240,6 +319,47 @@ async fn pipe_upgraded(
     let mut upstream = TokioIo::new(upstream);
     if let Err(error) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
         tracing::debug!(error = %error, "upgraded connection closed");
+    }
+}
+
+/// Requests in flight on a connection and when the last one started or ended.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// The time base of `last_ms`.
+    started: Instant,
+    /// Milliseconds after `started` when a request last started or ended.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    fn request_ended(&self) {
+        self.touch();
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn touch(&self) {
+        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(elapsed, Ordering::Relaxed);
+    }
+
+    /// Since when nothing has been in flight, or `None` while a request is.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Ordering::Relaxed) == 0)
+            .then(|| self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 

@@ -10,9 +10,12 @@ use std::time::{Duration, SystemTime};
 use notify::Watcher as _;
 use tokio::sync::{mpsc, watch};
 
-use crate::apps::Apps;
-use crate::config::ConfigError;
-use crate::server::Shared;
+use crate::apps::{Apps, LiveApps};
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+
+/// Produces a fresh, fully validated config: the config file, or the sidecar flags.
+pub type ConfigSource = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 
 /// How often files are checked when no event arrives (network filesystems, Kubernetes
 /// secret volumes that swap a symlink, platforms without notify).
@@ -21,9 +24,23 @@ const POLL_INTERVAL: Duration = Duration::from_secs(2);
 const SETTLE: Duration = Duration::from_millis(100);
 
 /// Reloads the running config on demand.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Reloader {
-    shared: Arc<Shared>,
+    apps: LiveApps,
+    metrics: Arc<Metrics>,
+    source: Option<ConfigSource>,
+    /// What can only change on restart, to warn when a reload asks for it.
+    listen: std::net::SocketAddr,
+    max_connections: usize,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("has_source", &self.source.is_some())
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a reload did not happen.
@@ -38,14 +55,31 @@ pub enum ReloadError {
 }
 
 impl Reloader {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(
+        apps: LiveApps,
+        metrics: Arc<Metrics>,
+        source: Option<ConfigSource>,
+        listen: std::net::SocketAddr,
+        max_connections: usize,
+    ) -> Self {
+        Self {
+            apps,
+            metrics,
+            source,
+            listen,
+            max_connections,
+        }
+    }
+
+    /// Whether there is a config source to reload from.
+    pub(crate) fn has_source(&self) -> bool {
+        self.source.is_some()
     }
 
     /// Reads and validates the whole config, then swaps it in; returns the files it was read
     /// from. On error nothing changes and `certgate_reloads_total{result="error"}` counts it.
     pub async fn reload(&self) -> Result<Vec<PathBuf>, ReloadError> {
-        let source = self.shared.source.clone().ok_or(ReloadError::NoSource)?;
+        let source = self.source.clone().ok_or(ReloadError::NoSource)?;
         // File reads and key parsing block; keep them off the async workers.
         let loaded = match tokio::task::spawn_blocking(move || source()).await {
             Ok(loaded) => loaded.map_err(ReloadError::Invalid),
@@ -54,25 +88,22 @@ impl Reloader {
         let config = match loaded {
             Ok(config) => config,
             Err(error) => {
-                self.shared.metrics.reloaded(false);
+                self.metrics.reloaded(false);
                 tracing::error!(error = %crate::error_chain(&error), "reload failed");
                 return Err(error);
             }
         };
-        if config.listen != self.shared.listen {
+        if config.listen != self.listen {
             tracing::warn!(
                 listen = %config.listen,
                 "the listen address changed; it takes effect on restart"
             );
         }
-        if config.limits.max_connections != self.shared.max_connections {
+        if config.limits.max_connections != self.max_connections {
             tracing::warn!("limits.maxConnections changed; it takes effect on restart");
         }
-        for app in &config.apps {
-            self.shared.metrics.register_app(app);
-        }
-        self.shared.apps.store(Arc::new(Apps::new(&config)));
-        self.shared.metrics.reloaded(true);
+        self.apps.store(Arc::new(Apps::new(&config, &self.metrics)));
+        self.metrics.reloaded(true);
         tracing::info!(apps = config.apps.len(), "configuration reloaded");
         Ok(config.files)
     }

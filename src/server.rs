@@ -1,56 +1,21 @@
-//! The server as a whole: binds the listeners, shares the swappable app set, metrics and
-//! drain state with every task, and runs until shutdown, then drains.
+//! The server as a whole: binds the listeners and wires each stage to the narrow handles it
+//! uses (the swappable apps, the metrics, the connection limit, the drain flag). This is the
+//! only module that knows them all; it runs until shutdown, then drains.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::apps::Apps;
-use crate::config::{Config, ConfigError};
+use crate::apps::{Apps, LiveApps};
+use crate::config::Config;
+use crate::drain::Draining;
+use crate::listener::Listener;
 use crate::metrics::Metrics;
-
-/// Produces a fresh, fully validated config: the config file, or the sidecar flags.
-pub type ConfigSource = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
-
-/// What every task of the server shares.
-pub struct Shared {
-    /// The apps, timeouts and limits new connections are served under; replaced whole on reload.
-    pub apps: ArcSwap<Apps>,
-    /// One permit per open connection (`limits.maxConnections`, fixed until restart).
-    pub connections: Arc<Semaphore>,
-    /// The size of `connections`.
-    pub max_connections: usize,
-    /// Prometheus metrics.
-    pub metrics: Metrics,
-    /// Set once shutdown has begun: `/readyz` answers 503 and new requests get 503.
-    pub draining: AtomicBool,
-    /// The mTLS listener's configured address (a change needs a restart).
-    pub listen: SocketAddr,
-    /// Where reloads read the config from; `None` disables reload.
-    pub source: Option<ConfigSource>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("listen", &self.listen)
-            .field("max_connections", &self.max_connections)
-            .field("draining", &self.draining)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Shared {
-    /// Whether shutdown has begun.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-}
+use crate::reload::{ConfigSource, Reloader};
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +32,12 @@ pub enum RunError {
 pub struct Server {
     listener: TcpListener,
     admin: Option<TcpListener>,
-    shared: Arc<Shared>,
+    apps: LiveApps,
+    metrics: Arc<Metrics>,
+    connections: Arc<Semaphore>,
+    max_connections: usize,
+    draining: Draining,
+    reloader: Reloader,
     watched: Vec<std::path::PathBuf>,
 }
 
@@ -80,23 +50,25 @@ impl Server {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
-        let metrics = Metrics::new();
-        for app in &config.apps {
-            metrics.register_app(app);
-        }
-        let shared = Arc::new(Shared {
-            apps: ArcSwap::from_pointee(Apps::new(config)),
-            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
-            max_connections: config.limits.max_connections,
-            metrics,
-            draining: AtomicBool::new(false),
-            listen: config.listen,
+        let metrics = Arc::new(Metrics::new());
+        let apps: LiveApps = Arc::new(ArcSwap::from_pointee(Apps::new(config, &metrics)));
+        let max_connections = config.limits.max_connections;
+        let reloader = Reloader::new(
+            apps.clone(),
+            metrics.clone(),
             source,
-        });
+            config.listen,
+            max_connections,
+        );
         Ok(Self {
             listener,
             admin,
-            shared,
+            apps,
+            metrics,
+            connections: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            draining: Draining::default(),
+            reloader,
             watched: config.files.clone(),
         })
     }
@@ -112,37 +84,41 @@ impl Server {
     }
 
     /// A handle that reloads the config on demand (what SIGHUP does).
-    pub fn reloader(&self) -> crate::reload::Reloader {
-        crate::reload::Reloader::new(self.shared.clone())
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Serves until `shutdown` completes, then drains: `/readyz` turns 503, accepting stops,
     /// idle connections close, in-flight requests finish, for at most `timeouts.shutdownGraceMs`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let accept_loop = tokio::spawn(crate::listener::serve(
-            self.listener,
-            self.shared.clone(),
-            stop_rx.clone(),
-        ));
-        let admin = self
-            .admin
-            .map(|listener| tokio::spawn(crate::admin::serve(listener, self.shared.clone())));
-        let watcher = self.shared.source.is_some().then(|| {
-            tokio::spawn(crate::reload::watch(
-                crate::reload::Reloader::new(self.shared.clone()),
-                self.watched,
-                stop_rx,
+        let listener = Listener {
+            apps: self.apps.clone(),
+            metrics: self.metrics.clone(),
+            connections: self.connections.clone(),
+            max_connections: self.max_connections,
+            draining: self.draining.clone(),
+        };
+        let accept_loop = tokio::spawn(listener.serve(self.listener, stop_rx.clone()));
+        let admin = self.admin.map(|admin| {
+            tokio::spawn(crate::admin::serve(
+                admin,
+                self.metrics.clone(),
+                self.draining.clone(),
             ))
         });
+        let watcher = self
+            .reloader
+            .has_source()
+            .then(|| tokio::spawn(crate::reload::watch(self.reloader, self.watched, stop_rx)));
         shutdown.await;
         tracing::info!("shutting down: draining connections");
-        self.shared.draining.store(true, Ordering::Relaxed);
+        self.draining.start();
         let _ = stop_tx.send(true);
         let _ = accept_loop.await;
-        let grace = self.shared.apps.load().timeouts.shutdown_grace;
-        let all = u32::try_from(self.shared.max_connections).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(grace, self.shared.connections.acquire_many(all)).await;
+        let grace = self.apps.load().timeouts.shutdown_grace;
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(grace, self.connections.acquire_many(all)).await;
         match drained {
             Ok(_) => tracing::info!("all connections closed"),
             Err(_) => tracing::warn!("shutdown grace period over, closing remaining connections"),

@@ -22,6 +22,8 @@ pub struct FileConfig {
     /// Resource limits; each absent one takes its default.
     #[serde(default)]
     pub limits: FileLimits,
+    /// One `info` line per request; on when absent.
+    pub access_log: Option<bool>,
 }
 
 /// One app behind certgate.

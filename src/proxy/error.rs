@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{Either, Full};
 
 use super::ProxyBody;
 
@@ -64,11 +64,9 @@ impl ProxyError {
 
 /// A `text/plain` response with a static body.
 pub fn plain_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from_static(body.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,

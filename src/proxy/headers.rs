@@ -3,7 +3,10 @@
 
 use std::net::IpAddr;
 
-use http::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, TE, UPGRADE};
+use http::header::{
+    CONNECTION, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 
 /// The header certgate sets for verified clients.
 pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
@@ -12,26 +15,29 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Hop-by-hop headers that always go (`Connection` and `Upgrade` are handled apart).
-const HOP_BY_HOP: [&str; 6] = [
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "trailer",
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers that always go (`Connection`, `Upgrade` and `TE` are handled apart).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    TRANSFER_ENCODING,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TRAILER,
 ];
 
 /// Removes every header that is or would be read as `x-forwarded-client-cert` (any case,
 /// `_` for `-`, any number of copies); returns how many were removed.
 pub fn strip_xfcc(headers: &mut HeaderMap) -> usize {
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_xfcc_variant(name.as_str()))
-        .cloned()
-        .collect();
     let mut removed = 0;
-    for name in spoofed {
+    // Almost every request has none: look before allocating anything.
+    while let Some(name) = headers
+        .keys()
+        .find(|name| is_xfcc_variant(name.as_str()))
+        .cloned()
+    {
         removed += headers.get_all(&name).iter().count();
         headers.remove(&name);
     }
@@ -57,13 +63,16 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers; with `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay
 /// so the upgrade can be passed through.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .collect();
-    for name in named {
-        if !(keep_upgrade && name == UPGRADE) && name != TE {
-            headers.remove(name);
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(keep_upgrade && name == UPGRADE) && name != TE {
+                headers.remove(name);
+            }
         }
+        headers.remove(CONNECTION);
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
@@ -76,7 +85,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !te_is_trailers {
         headers.remove(TE);
     }
-    headers.remove(CONNECTION);
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
@@ -84,22 +92,29 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, authority: &HeaderValue) {
-    let prior: Vec<&[u8]> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect();
-    let mut value = prior.join(&b", "[..]);
-    if !value.is_empty() {
-        value.extend_from_slice(b", ");
-    }
-    value.extend_from_slice(client.to_string().as_bytes());
-    // Existing values were valid header bytes and an IP address is ASCII.
-    if let Ok(value) = HeaderValue::from_bytes(&value) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
+/// The client address as an `X-Forwarded-For` element; made once per connection.
+pub fn forwarded_for(client: IpAddr) -> HeaderValue {
+    // An IP address is always a valid header value; the fallback is never used.
+    HeaderValue::try_from(client.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// Appends the client (from `forwarded_for`) to `X-Forwarded-For` and sets
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, authority: &HeaderValue) {
+    let mut prior = headers.get_all(&X_FORWARDED_FOR).iter();
+    let value = match prior.next() {
+        None => client.clone(),
+        Some(first) => {
+            let mut value = first.as_bytes().to_vec();
+            for next in prior.chain(std::iter::once(client)) {
+                value.extend_from_slice(b", ");
+                value.extend_from_slice(next.as_bytes());
+            }
+            // Every part was a valid header value, and so is their join.
+            HeaderValue::from_bytes(&value).unwrap_or_else(|_| client.clone())
+        }
+    };
+    headers.insert(X_FORWARDED_FOR, value);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     headers.insert(X_FORWARDED_HOST, authority.clone());
 }

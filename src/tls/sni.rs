@@ -99,23 +99,38 @@ impl HostMatcher {
     }
 }
 
-/// The host of a request authority (`Host` or `:authority`), normalized, without its port.
-/// `None` when the value is not a valid authority.
-pub fn authority_host(authority: &str) -> Option<String> {
-    let authority: http::uri::Authority = authority.parse().ok()?;
-    // `Authority` accepts userinfo; a Host header never carries it.
-    if authority.as_str().contains('@') {
-        return None;
+/// The host of a request authority (`Host` or `:authority`), without its port and without
+/// the brackets of an IPv6 literal, not yet normalized. `None` when the value is not
+/// `host[:port]`: the port is 1 to 5 ASCII digits with a value from 1 to 65535, an IPv6
+/// literal is bracketed, and there is no userinfo, space or control character.
+pub fn authority_host(authority: &[u8]) -> Option<&str> {
+    let authority = std::str::from_utf8(authority).ok()?;
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (literal, after) = rest.split_once(']')?;
+            literal.parse::<std::net::Ipv6Addr>().ok()?;
+            let port = match after {
+                "" => None,
+                after => Some(after.strip_prefix(':')?),
+            };
+            (literal, port)
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if let Some(port) = port {
+        let digits = (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit());
+        if !digits || !port.parse::<u16>().is_ok_and(|port| port > 0) {
+            return None;
+        }
     }
-    let host = authority.host();
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() {
-        return None;
-    }
-    Some(normalize(host))
+    let reg_name = authority.starts_with('[')
+        || host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
+    (!host.is_empty() && reg_name).then_some(host)
 }
 
 #[cfg(test)]
@@ -152,15 +167,41 @@ mod tests {
     }
 
     #[test]
-    fn authority_host_normalizes_case_dot_and_port() {
+    fn authority_host_strips_the_port() {
         assert_eq!(
-            authority_host("A.Example.COM.:8443").as_deref(),
-            Some("a.example.com")
+            authority_host(b"A.Example.COM.:8443"),
+            Some("A.Example.COM.")
         );
-        assert_eq!(authority_host("[::1]:8443").as_deref(), Some("::1"));
-        assert_eq!(authority_host("user@a.example.com"), None);
-        assert_eq!(authority_host("a b"), None);
-        assert_eq!(authority_host(""), None);
+        assert_eq!(authority_host(b"a.test"), Some("a.test"));
+        assert_eq!(authority_host(b"a.test:65535"), Some("a.test"));
+        assert_eq!(authority_host(b"[::1]:8443"), Some("::1"));
+        assert_eq!(authority_host(b"[::1]"), Some("::1"));
+    }
+
+    #[test]
+    fn authority_host_refuses_malformed_authorities() {
+        for bad in [
+            "",
+            "user@a.example.com",
+            "a b",
+            "a.test:99999",
+            "a.test:65536",
+            "a.test:0",
+            "a.test:abc",
+            "a.test:0x1bb",
+            "a.test:+443",
+            "a.test:",
+            "a.test:443:1",
+            "a.test:000443",
+            "::1",
+            "[::1",
+            "[::1]x",
+            "[not-ip]:443",
+            ":443",
+            "a\tb",
+        ] {
+            assert_eq!(authority_host(bad.as_bytes()), None, "{bad:?}");
+        }
     }
 
     #[test]

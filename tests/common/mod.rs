@@ -375,7 +375,7 @@ impl Gateway {
         let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
         let config = certgate::config::Config::load(&path)
             .unwrap_or_else(|e| panic!("config refused: {}", certgate::error_chain(&e)));
-        let source: certgate::server::ConfigSource =
+        let source: certgate::ConfigSource =
             Arc::new(move || certgate::config::Config::load(&path));
         let server = certgate::Server::bind(&config, Some(source)).await.unwrap();
         let addr = server.local_addr();
