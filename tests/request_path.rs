@@ -1,0 +1,231 @@
+//! The request path's bookkeeping (README "Logs" and "Metrics"):
+//! - an HTTP/2 stream the client cancels is counted and logged as 499 `client_aborted`, and
+//!   the connection still closes after `idleMs` of silence;
+//! - the idle deadline is counted from the end of the last request, not from a poll;
+//! - `accessLog: false` and `--no-access-log` turn the access line off; when on, it carries an
+//!   integer `duration_ms`;
+//! - a stderr nobody reads never stalls requests (logs go through a non-blocking writer).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod common;
+mod process;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+async fn ignore_gateway(pki: &Pki, extra: serde_json::Value) -> Gateway {
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let upstream = echo_upstream().await;
+    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
+    let mut config = serde_json::json!({ "admin": "127.0.0.1:0", "apps": [ignore] });
+    for (key, value) in extra.as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    Gateway::start(dir, config).await
+}
+
+#[tokio::test]
+async fn cancelled_http2_stream_is_counted_and_the_connection_still_idles_out() {
+    let pki = Pki::new();
+    let gateway = ignore_gateway(&pki, serde_json::json!({ "timeouts": { "idleMs": 500 } })).await;
+    let options = ClientOptions::new(&pki, "ignore.example.test").http2(true);
+    let tls = tls_stream(gateway.addr, &options).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get("https://ignore.example.test/slow")
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    // The upstream answers /slow after 30 s: give up after 300 ms, which resets the stream.
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), sender.send_request(request));
+    assert!(cancelled.await.is_err(), "/slow answered early");
+
+    // Silence from here on: the server must close the connection about idleMs later.
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(
+        closed.is_ok(),
+        "the connection never idled out after a cancelled stream"
+    );
+
+    let mut aborted = 0.0;
+    for _ in 0..100 {
+        let text = scrape(gateway.admin.unwrap()).await;
+        aborted = metric(
+            &text,
+            r#"certgate_requests_total{app="ignore",client_cert="none",code="499"}"#,
+        );
+        if aborted > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(aborted, 1.0, "the cancelled stream was not counted as 499");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn idle_deadline_counts_from_the_end_of_the_last_request() {
+    let pki = Pki::new();
+    let gateway = ignore_gateway(&pki, serde_json::json!({ "timeouts": { "idleMs": 1500 } })).await;
+    let options = ClientOptions::new(&pki, "ignore.example.test");
+    let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
+    // A request that lasts longer than idleMs keeps the connection open throughout.
+    let request = conn.get("ignore.example.test", "/delay/2000");
+    assert_eq!(conn.send(request).await.unwrap().status, 200);
+    // A request 1 s after the last one ended is still served on the same connection: the
+    // deadline moved with the activity.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let request = conn.get("ignore.example.test", "/");
+    assert_eq!(conn.send(request).await.unwrap().status, 200);
+    gateway.stop().await;
+}
+
+/// Writes a config with one `ignore` app (plus `extra` top-level keys) into `dir`, starts the
+/// real binary on it with `args` added, and returns it with its listen address.
+async fn spawn_binary(
+    pki: &Pki,
+    dir: &TempDir,
+    extra: serde_json::Value,
+    args: &[&str],
+) -> (process::Child, SocketAddr) {
+    pki.write(dir);
+    let upstream = echo_upstream().await;
+    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
+    let mut config = serde_json::json!({ "listen": "127.0.0.1:0", "apps": [ignore] });
+    for (key, value) in extra.as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
+    let mut argv = vec!["--log-format", "json", "run", "--config", "certgate.json"];
+    argv.extend_from_slice(args);
+    let mut child = process::Child::spawn(&argv, dir.path(), &[]);
+    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains("\"serving\""));
+    let serving: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let addr = serving["listen"].as_str().unwrap().parse().unwrap();
+    (child, addr)
+}
+
+/// Sends one request, then a request for `/marker` whose access line (when the log is on)
+/// shows that the first one's would have been written by then.
+async fn two_requests(pki: &Pki, addr: SocketAddr) {
+    let options = ClientOptions::new(pki, "ignore.example.test");
+    let mut conn = Connection::open(addr, &options).await.unwrap();
+    for path in ["/first", "/marker"] {
+        let request = conn.get("ignore.example.test", path);
+        assert_eq!(conn.send(request).await.unwrap().status, 200);
+    }
+}
+
+fn access_lines(transcript: &str) -> Vec<serde_json::Value> {
+    transcript
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == "request")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_line_has_integer_milliseconds() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let (mut child, addr) = spawn_binary(&pki, &dir, serde_json::json!({}), &[]).await;
+    two_requests(&pki, addr).await;
+    child.wait_for_line(process::Stream::Stderr, |line| line.contains("/marker"));
+    let lines = access_lines(&child.transcript());
+    let first = lines
+        .iter()
+        .find(|line| line["path"] == "/first")
+        .unwrap_or_else(|| panic!("no access line for /first:\n{}", child.transcript()));
+    assert_eq!(first["status"], 200);
+    assert!(
+        first["duration_ms"].is_u64(),
+        "duration_ms is not an integer: {first}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_false_in_the_config_writes_no_request_lines() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let (mut child, addr) =
+        spawn_binary(&pki, &dir, serde_json::json!({ "accessLog": false }), &[]).await;
+    two_requests(&pki, addr).await;
+    // The shutdown line comes after anything the requests could have logged.
+    child.signal("TERM");
+    child.wait_exit();
+    let transcript = child.transcript();
+    assert!(transcript.contains("shutting down"), "{transcript}");
+    assert!(access_lines(&transcript).is_empty(), "{transcript}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_access_log_flag_writes_no_request_lines() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    let (mut child, addr) =
+        spawn_binary(&pki, &dir, serde_json::json!({}), &["--no-access-log"]).await;
+    two_requests(&pki, addr).await;
+    child.signal("TERM");
+    child.wait_exit();
+    let transcript = child.transcript();
+    assert!(transcript.contains("shutting down"), "{transcript}");
+    assert!(access_lines(&transcript).is_empty(), "{transcript}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_nobody_reads_never_stalls_requests() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let upstream = echo_upstream().await;
+    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
+    let config = serde_json::json!({ "listen": "127.0.0.1:0", "apps": [ignore] });
+    dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
+    // Pick a port for certgate: stdout and stderr are pipes this test never reads, so the
+    // "serving" line cannot tell us the address.
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let mut child = std::process::Command::new(process::BIN)
+        .args(["run", "--config", "certgate.json", "--listen"])
+        .arg(addr.to_string())
+        .current_dir(dir.path())
+        .env("RUST_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            started.elapsed() < process::PATIENCE,
+            "certgate never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let options = ClientOptions::new(&pki, "ignore.example.test");
+    let mut conn = Connection::open(addr, &options).await.unwrap();
+    // Each request logs several debug and info lines: far more than a pipe buffer (64 KiB)
+    // holds. A blocking writer would stop the workers once the pipe is full.
+    let all = async {
+        for i in 0..3000 {
+            let request = conn.get("ignore.example.test", &format!("/request/{i}"));
+            let reply = conn.send(request).await.unwrap();
+            assert_eq!(reply.status, 200);
+        }
+    };
+    let done = tokio::time::timeout(process::PATIENCE, all).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(done.is_ok(), "requests stalled behind an unread stderr");
+}
