@@ -1,0 +1,340 @@
+#!/usr/bin/env bash
+# certgate's side-by-side benchmark (README "Performance"): certgate, nginx and HAProxy do the
+# same mTLS job in front of one nginx upstream, on loopback only; every phase runs against every
+# target, interleaved over several rounds; one Markdown table of medians is printed at the end.
+#
+#   bench/run.sh [--rounds N] [--duration SECONDS] [--warmup SECONDS] [--idle-connections N]
+#                [--results FILE] [--no-install]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=3
+duration=5
+warmup=1
+idle_connections=10000
+results=""
+install=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds="$2"; shift 2 ;;
+    --duration) duration="$2"; shift 2 ;;
+    --warmup) warmup="$2"; shift 2 ;;
+    --idle-connections) idle_connections="$2"; shift 2 ;;
+    --results) results="$2"; shift 2 ;;
+    --no-install) install=0; shift ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
+  esac
+done
+
+log() { echo "bench: $*" >&2; }
+die() { echo "bench: $*" >&2; exit 1; }
+
+# --- what the benchmark needs -----------------------------------------------------------------
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v curl >/dev/null || need+=(curl)
+command -v ps >/dev/null || need+=(procps)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$install" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    die "missing ${need[*]}: apt-get install ${need[*]}"
+  fi
+fi
+
+# Every idle connection is a file descriptor in the load generator and in the proxy.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fd_limit=$(ulimit -n)
+if [ "$fd_limit" != unlimited ] && [ "$fd_limit" -lt $((idle_connections + 1000)) ]; then
+  die "--idle-connections $idle_connections needs $((idle_connections + 1000)) open files; the limit is $fd_limit"
+fi
+
+log "building certgate and the load generator (release)"
+cargo build --release --locked --bin certgate --example loadgen >&2
+target_dir=${CARGO_TARGET_DIR:-target}
+certgate=$(realpath "$target_dir/release/certgate")
+loadgen=$(realpath "$target_dir/release/examples/loadgen")
+
+# --- processes, and their clean-up ------------------------------------------------------------
+work=$(mktemp -d "${TMPDIR:-/tmp}/certgate-bench.XXXXXX")
+chmod 755 "$work" # nginx workers run as nobody
+started=()        # every process this script started
+declare -A pid    # target -> main process
+
+stop_pid() {
+  local p=$1 children
+  children=$(ps -o pid= --ppid "$p" 2>/dev/null || true)
+  kill -TERM "$p" 2>/dev/null || return 0
+  for _ in $(seq 50); do
+    kill -0 "$p" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$p" $children 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+}
+
+cleanup() {
+  local p
+  for p in "${started[@]}"; do stop_pid "$p"; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts "$@" in the background and remembers it under the target name $1.
+spawn() {
+  local name=$1
+  shift
+  "$@" &
+  pid[$name]=$!
+  started+=("$!")
+}
+
+# The processes whose CPU time and memory count for a target: nginx's master and workers.
+pids_of() {
+  local main=${pid[$1]}
+  { echo "$main"; ps -o pid= --ppid "$main"; } | tr -d ' ' | grep -v '^$' | paste -sd, -
+}
+
+read -r upstream_port nginx_port haproxy_port certgate_port certgate_log_port <<<"$("$loadgen" ports 5)"
+declare -A port=([nginx]=$nginx_port [haproxy]=$haproxy_port [certgate]=$certgate_port [certgate-log]=$certgate_log_port)
+
+# --- PKI: EC P-256 CA, server and client ------------------------------------------------------
+"$certgate" pki init "$work/pki" >/dev/null
+pki="$work/pki"
+cat "$pki/server.pem" "$pki/server.key" >"$pki/haproxy.pem"
+
+# --- the upstream: nginx answering a small fixed body --------------------------------------------
+nginx_prelude() { # $1 = prefix folder
+  mkdir -p "$1/tmp"
+  cat <<EOF
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+EOF
+}
+nginx_temp_paths() {
+  for kind in client_body proxy fastcgi uwsgi scgi; do echo "  ${kind}_temp_path $1/tmp/$kind;"; done
+}
+
+mkdir -p "$work/upstream"
+{
+  nginx_prelude "$work/upstream"
+  cat <<EOF
+worker_processes 1;
+events { worker_connections 4096; }
+http {
+  access_log off;
+$(nginx_temp_paths "$work/upstream")
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  server {
+    listen 127.0.0.1:$upstream_port;
+    default_type text/plain;
+    # For the check that every proxy adds the header; the benchmark requests /.
+    location = /xfcc { return 200 "\$http_x_forwarded_client_cert\n"; }
+    location / { return 200 "hello from the upstream\n"; }
+  }
+}
+EOF
+} >"$work/upstream/nginx.conf"
+
+# --- nginx doing certgate's job -------------------------------------------------------------------
+worker_connections=$((idle_connections + 2000))
+mkdir -p "$work/nginx"
+{
+  nginx_prelude "$work/nginx"
+  cat <<EOF
+worker_processes auto;
+events { worker_connections $worker_connections; }
+http {
+  access_log off;
+$(nginx_temp_paths "$work/nginx")
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  upstream app {
+    server 127.0.0.1:$upstream_port;
+    keepalive 64;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+  }
+  server {
+    listen 127.0.0.1:$nginx_port ssl http2;
+    ssl_certificate $pki/server.pem;
+    ssl_certificate_key $pki/server.key;
+    ssl_client_certificate $pki/ca.pem;
+    ssl_verify_client on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
+      # nginx's only built-in certificate hash is SHA-1.
+      proxy_set_header X-Forwarded-Client-Cert "Hash=\$ssl_client_fingerprint";
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Host \$http_host;
+      proxy_set_header X-Forwarded-Proto https;
+    }
+  }
+}
+EOF
+} >"$work/nginx/nginx.conf"
+
+# --- HAProxy doing certgate's job -----------------------------------------------------------------
+maxconn=$((idle_connections + 1000))
+cat >"$work/haproxy.cfg" <<EOF
+global
+  maxconn $maxconn
+  nbthread $(nproc)
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-request 30s
+  timeout http-keep-alive 300s
+frontend mtls
+  bind 127.0.0.1:$haproxy_port ssl crt $pki/haproxy.pem ca-file $pki/ca.pem verify required alpn h2,http/1.1
+  maxconn $maxconn
+  http-request set-header X-Forwarded-Client-Cert "Hash=%[ssl_c_der,sha2(256),hex,lower]"
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Proto https
+  option forwardfor
+  default_backend app
+backend app
+  http-reuse always
+  server app 127.0.0.1:$upstream_port
+EOF
+
+# --- certgate: one require app, access log off (and a second one with it on) ------------------------
+certgate_config() { # $1 = port, $2 = extra top-level JSON members
+  cat <<EOF
+{
+  "listen": "127.0.0.1:$1",
+  "apps": [
+    {
+      "name": "bench",
+      "upstream": "http://127.0.0.1:$upstream_port",
+      "serverCertificate": { "certFile": "$pki/server.pem", "keyFile": "$pki/server.key" },
+      "ingress": { "clientCertificateMode": "require" },
+      "clientAuth": { "trustedCaFiles": ["$pki/ca.pem"] },
+      "forwardClientCert": { "fields": ["Hash"] }
+    }
+  ],
+  "timeouts": { "idleMs": 300000, "shutdownGraceMs": 2000 },
+  "limits": { "maxConnections": $maxconn }$2
+}
+EOF
+}
+certgate_config "$certgate_port" ', "accessLog": false' >"$work/certgate.json"
+certgate_quiet=()
+if "$certgate" check --config "$work/certgate.json" >/dev/null 2>&1; then
+  log "certgate: access log off with \"accessLog\": false"
+else
+  log "certgate: this version has no \"accessLog\" key; access log off with RUST_LOG=warn"
+  certgate_config "$certgate_port" '' >"$work/certgate.json"
+  certgate_quiet=(env RUST_LOG=warn)
+fi
+certgate_config "$certgate_log_port" '' >"$work/certgate-log.json"
+"$certgate" check --config "$work/certgate-log.json" >/dev/null
+
+# The access log goes to a pipe, as under a process supervisor or a container runtime.
+mkfifo "$work/access-log"
+cat "$work/access-log" >/dev/null &
+started+=("$!")
+exec 3<>"$work/access-log" # keeps the pipe open while certgate-log restarts
+
+start() {
+  case "$1" in
+    upstream) spawn upstream nginx -e "$work/upstream/error.log" -p "$work/upstream" -c "$work/upstream/nginx.conf" -g 'daemon off;' ;;
+    nginx) spawn nginx nginx -e "$work/nginx/error.log" -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' ;;
+    haproxy) spawn haproxy haproxy -db -f "$work/haproxy.cfg" 2>>"$work/haproxy.log" ;;
+    certgate) spawn certgate "${certgate_quiet[@]}" "$certgate" run --config "$work/certgate.json" 2>>"$work/certgate.log" ;;
+    certgate-log) spawn certgate-log env -u RUST_LOG "$certgate" run --config "$work/certgate-log.json" 2>"$work/access-log" ;;
+  esac
+}
+
+restart() {
+  stop_pid "${pid[$1]}"
+  start "$1"
+  wait_ready "$1"
+}
+
+curl_target() { # $1 = target, then curl arguments
+  local p=${port[$1]}
+  shift
+  curl -sS --max-time 5 --resolve "localhost:$p:127.0.0.1" --cacert "$pki/ca.pem" "$@" "https://localhost:$p/xfcc"
+}
+
+wait_ready() {
+  for _ in $(seq 100); do
+    if [ "$1" = upstream ]; then
+      curl -sf --max-time 1 "http://127.0.0.1:$upstream_port/" >/dev/null 2>&1 && return 0
+    else
+      curl_target "$1" --cert "$pki/client.pem" --key "$pki/client.key" -f >/dev/null 2>&1 && return 0
+    fi
+    kill -0 "${pid[$1]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  tail -n 20 "$work"/*.log "$work"/*/error.log >&2 2>/dev/null || true
+  die "$1 did not start"
+}
+
+targets=(certgate nginx haproxy)
+all_targets=(certgate certgate-log nginx haproxy)
+start upstream
+wait_ready upstream
+for t in "${all_targets[@]}"; do start "$t"; done
+for t in "${all_targets[@]}"; do wait_ready "$t"; done
+
+# Every target does the job: the upstream sees the certificate hash, and no certificate, no entry.
+for t in "${all_targets[@]}"; do
+  xfcc=$(curl_target "$t" --cert "$pki/client.pem" --key "$pki/client.key" -f)
+  case "$xfcc" in Hash=*) ;; *) die "$t did not forward X-Forwarded-Client-Cert (upstream saw: '$xfcc')" ;; esac
+  if curl_target "$t" -f >/dev/null 2>&1; then die "$t served a client without a certificate"; fi
+  log "$t forwards ${xfcc%%$'\n'*} and refuses clients without a certificate"
+done
+
+# --- the rounds -----------------------------------------------------------------------------------
+results=${results:-"$work/results.jsonl"}
+: >"$results"
+clk_tck=$(getconf CLK_TCK)
+
+measure() { # $1 = target, $2 = round, then the loadgen subcommand and its arguments
+  local t=$1 round=$2
+  shift 2
+  timeout 300 "$loadgen" "$1" --name "$t" --round "$round" --addr "127.0.0.1:${port[$t]}" \
+    --ca "$pki/ca.pem" --cert "$pki/client.pem" --key "$pki/client.key" \
+    --pids "$(pids_of "$t")" --clk-tck "$clk_tck" "${@:2}" >>"$results" ||
+    log "$t: loadgen $1 failed (round $round)"
+}
+
+window=(--warmup "$warmup" --duration "$duration")
+for round in $(seq "$rounds"); do
+  # Each round starts with another target, so none always runs first or last.
+  shift_by=$(((round - 1) % ${#all_targets[@]}))
+  order=("${all_targets[@]:shift_by}" "${all_targets[@]:0:shift_by}")
+  log "round $round of $rounds: ${order[*]}"
+  for t in "${order[@]}"; do measure "$t" "$round" h1 "${window[@]}" --connections 50; done
+  for t in "${order[@]}"; do measure "$t" "$round" h2 "${window[@]}" --connections 10 --streams 5; done
+  for t in "${order[@]}"; do
+    [ "$t" = certgate-log ] && continue
+    measure "$t" "$round" handshakes "${window[@]}" --loops 16
+    measure "$t" "$round" handshakes "${window[@]}" --loops 16 --resume
+  done
+  # Memory from a fresh process, so earlier rounds' peaks do not count as idle.
+  for t in "${order[@]}"; do
+    [ "$t" = certgate-log ] && continue
+    restart "$t"
+    measure "$t" "$round" idle --connections "$idle_connections"
+  done
+done
+
+log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+log "versions: $("$certgate" --version), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -n1 | cut -d' ' -f1-3)"
+"$loadgen" report "$results"

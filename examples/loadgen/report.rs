@@ -1,0 +1,365 @@
+//! `report`: the medians over all rounds of every figure, per target, as one Markdown table
+//! with certgate's ratio to the best peer and the performance goals, then notes on errors and
+//! on how many "resumed" handshakes really resumed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::Error;
+
+/// certgate with its access log off: the figure every ratio is about.
+const CERTGATE: &str = "certgate";
+/// certgate with its default access log on; only its cost is reported.
+const CERTGATE_LOGGING: &str = "certgate-log";
+/// The peers, as named in the results and in the table.
+const PEERS: [(&str, &str); 2] = [("nginx", "nginx"), ("haproxy", "HAProxy")];
+
+/// Which way is better for a figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+/// The peer a goal compares with.
+#[derive(Debug, Clone, Copy)]
+enum Peer {
+    Named(&'static str),
+    Best,
+}
+
+/// certgate's figure divided by the peer's must reach `ratio` (at least when higher is better,
+/// at most when lower is).
+#[derive(Debug, Clone, Copy)]
+struct Goal {
+    ratio: f64,
+    peer: Peer,
+}
+
+struct Row {
+    label: String,
+    phase: &'static str,
+    field: &'static str,
+    better: Better,
+    format: fn(f64) -> String,
+    goal: Option<Goal>,
+}
+
+/// Reads the JSON lines in `path` and renders the table and its notes.
+pub(crate) fn markdown(path: &Path) -> Result<String, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the results {}: {e}", path.display()))?;
+    let mut lines = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(line)
+            .map_err(|e| format!("{} line {}: {e}", path.display(), number + 1))?;
+        lines.push(value);
+    }
+    let results = Results::new(&lines);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| | certgate | {} | {} | certgate / best peer | goal |",
+        PEERS[0].1, PEERS[1].1
+    );
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|---|");
+    for row in rows(&results) {
+        out.push_str(&results.row(&row));
+    }
+    for (phase, label) in [("h1", "HTTP/1.1 rps"), ("h2", "HTTP/2 rps")] {
+        out.push_str(&results.access_log_row(phase, label));
+    }
+    out.push('\n');
+    out.push_str(&results.notes());
+    Ok(out)
+}
+
+fn rows(results: &Results<'_>) -> Vec<Row> {
+    let idle = results
+        .median(CERTGATE, "idle", "asked")
+        .map_or_else(|| "N".to_owned(), thousands);
+    let goal = |ratio, peer| Some(Goal { ratio, peer });
+    vec![
+        Row {
+            label: "HTTP/1.1 keep-alive rps (50 conns)".into(),
+            phase: "h1",
+            field: "rate",
+            better: Better::Higher,
+            format: thousands,
+            goal: goal(1.3, Peer::Named("nginx")),
+        },
+        Row {
+            label: "HTTP/2 rps (10 conns x 5 streams)".into(),
+            phase: "h2",
+            field: "rate",
+            better: Better::Higher,
+            format: thousands,
+            goal: goal(1.3, Peer::Named("haproxy")),
+        },
+        Row {
+            label: "h1 requests per proxy-CPU-second".into(),
+            phase: "h1",
+            field: "per_cpu_second",
+            better: Better::Higher,
+            format: thousands,
+            goal: goal(1.3, Peer::Named("nginx")),
+        },
+        Row {
+            label: "h2 requests per proxy-CPU-second".into(),
+            phase: "h2",
+            field: "per_cpu_second",
+            better: Better::Higher,
+            format: thousands,
+            goal: None,
+        },
+        Row {
+            label: "h1 p99 ms".into(),
+            phase: "h1",
+            field: "p99_ms",
+            better: Better::Lower,
+            format: two_decimals,
+            goal: goal(1.0, Peer::Best),
+        },
+        Row {
+            label: "h2 p99 ms".into(),
+            phase: "h2",
+            field: "p99_ms",
+            better: Better::Lower,
+            format: two_decimals,
+            goal: goal(1.0, Peer::Best),
+        },
+        Row {
+            label: "full handshakes/s (16 loops, no resumption)".into(),
+            phase: "full",
+            field: "rate",
+            better: Better::Higher,
+            format: thousands,
+            goal: goal(1.5, Peer::Best),
+        },
+        Row {
+            label: "full handshakes per proxy-CPU-second".into(),
+            phase: "full",
+            field: "per_cpu_second",
+            better: Better::Higher,
+            format: thousands,
+            goal: None,
+        },
+        Row {
+            label: "resumed handshakes/s (16 loops)".into(),
+            phase: "resumed",
+            field: "rate",
+            better: Better::Higher,
+            format: thousands,
+            goal: None,
+        },
+        Row {
+            label: "RSS idle MiB".into(),
+            phase: "idle",
+            field: "rss_idle_mib",
+            better: Better::Lower,
+            format: one_decimal,
+            goal: None,
+        },
+        Row {
+            label: format!("RSS with {idle} idle mTLS connections MiB"),
+            phase: "idle",
+            field: "rss_connections_mib",
+            better: Better::Lower,
+            format: one_decimal,
+            goal: goal(1.0, Peer::Named("nginx")),
+        },
+    ]
+}
+
+/// Every run's figures, by target and phase.
+struct Results<'a> {
+    runs: BTreeMap<(String, String), Vec<&'a Value>>,
+}
+
+impl<'a> Results<'a> {
+    fn new(lines: &'a [Value]) -> Self {
+        let mut runs: BTreeMap<(String, String), Vec<&Value>> = BTreeMap::new();
+        for line in lines {
+            let (Some(target), Some(phase)) = (line["target"].as_str(), line["phase"].as_str())
+            else {
+                continue;
+            };
+            runs.entry((target.to_owned(), phase.to_owned()))
+                .or_default()
+                .push(line);
+        }
+        Self { runs }
+    }
+
+    fn values(&self, target: &str, phase: &str, field: &str) -> Vec<f64> {
+        self.runs
+            .get(&(target.to_owned(), phase.to_owned()))
+            .map(|runs| runs.iter().filter_map(|run| run[field].as_f64()).collect())
+            .unwrap_or_default()
+    }
+
+    fn median(&self, target: &str, phase: &str, field: &str) -> Option<f64> {
+        median(self.values(target, phase, field))
+    }
+
+    fn row(&self, row: &Row) -> String {
+        let value = |target: &str| self.median(target, row.phase, row.field);
+        let ours = value(CERTGATE);
+        let peers: Vec<(&str, Option<f64>)> =
+            PEERS.iter().map(|(name, _)| (*name, value(name))).collect();
+        let best = peers
+            .iter()
+            .filter_map(|(_, figure)| *figure)
+            .reduce(|a, b| match row.better {
+                Better::Higher => a.max(b),
+                Better::Lower => a.min(b),
+            });
+        let cell = |figure: Option<f64>| figure.map_or_else(|| "—".to_owned(), row.format);
+        let ratio = ours
+            .zip(best)
+            .map_or_else(|| "—".to_owned(), |(a, b)| times(a / b));
+        let goal = row.goal.map_or_else(String::new, |goal| {
+            let (peer_name, peer) = match goal.peer {
+                Peer::Best => ("best peer".to_owned(), best),
+                Peer::Named(name) => (display(name).to_owned(), value(name)),
+            };
+            let (sign, met) = match (row.better, ours.zip(peer)) {
+                (Better::Higher, Some((a, b))) => ("≥", Some(a / b >= goal.ratio)),
+                (Better::Lower, Some((a, b))) => ("≤", Some(a / b <= goal.ratio)),
+                (Better::Higher, None) => ("≥", None),
+                (Better::Lower, None) => ("≤", None),
+            };
+            let verdict = match (met, ours.zip(peer)) {
+                (Some(met), Some((a, b))) => {
+                    format!(
+                        ": {} {}",
+                        times(a / b),
+                        if met { "met" } else { "**not met**" }
+                    )
+                }
+                _ => String::new(),
+            };
+            format!("{sign} {:.2}× {peer_name}{verdict}", goal.ratio)
+        });
+        format!(
+            "| {} | {} | {} | {} | {ratio} | {goal} |\n",
+            row.label,
+            cell(ours),
+            cell(peers[0].1),
+            cell(peers[1].1),
+        )
+    }
+
+    /// certgate's rate with its access log on, and the share of the rate that costs.
+    fn access_log_row(&self, phase: &str, label: &str) -> String {
+        let on = self.median(CERTGATE_LOGGING, phase, "rate");
+        let off = self.median(CERTGATE, phase, "rate");
+        let cost = on.zip(off).map(|(on, off)| (1.0 - on / off) * 100.0);
+        format!(
+            "| {label} with certgate's access log on | {} | | | {} | {} |\n",
+            on.map_or_else(|| "—".to_owned(), thousands),
+            cost.map_or_else(|| "—".to_owned(), |cost| format!("cost {cost:.1}%")),
+            cost.map_or_else(
+                || "≤ 5% cost".to_owned(),
+                |cost| format!(
+                    "≤ 5% cost: {}",
+                    if cost <= 5.0 { "met" } else { "**not met**" }
+                )
+            ),
+        )
+    }
+
+    /// Rounds, errors, and how many handshakes of the resumed phase really resumed.
+    fn notes(&self) -> String {
+        let mut notes = String::new();
+        let rounds = self.runs.values().map(Vec::len).max().unwrap_or_default();
+        let seconds = self.median(CERTGATE, "h1", "seconds").unwrap_or_default();
+        let _ = writeln!(
+            notes,
+            "Medians of {rounds} rounds, {seconds:.0} s measured per phase and target. \
+             Ratios for p99 and RSS: lower is better."
+        );
+        let mut resumed = Vec::new();
+        for (name, shown) in [(CERTGATE, "certgate")].into_iter().chain(PEERS) {
+            let done: f64 = self.values(name, "resumed", "count").iter().sum();
+            let did: f64 = self.values(name, "resumed", "resumed").iter().sum();
+            if done > 0.0 {
+                resumed.push(format!("{shown} {:.0}%", did / done * 100.0));
+            }
+        }
+        if !resumed.is_empty() {
+            let _ = writeln!(
+                notes,
+                "Handshakes of the resumed phase that did resume: {}.",
+                resumed.join(", ")
+            );
+        }
+        let mut errors = Vec::new();
+        for ((target, phase), runs) in &self.runs {
+            let count: f64 = runs.iter().filter_map(|run| run["errors"].as_f64()).sum();
+            if count > 0.0 {
+                let first = runs
+                    .iter()
+                    .find_map(|run| run["first_error"].as_str())
+                    .unwrap_or("?");
+                errors.push(format!("{target} {phase}: {count:.0} ({first})"));
+            }
+        }
+        if errors.is_empty() {
+            let _ = writeln!(notes, "No request failed.");
+        } else {
+            let _ = writeln!(notes, "Failed requests: {}.", errors.join("; "));
+        }
+        notes
+    }
+}
+
+fn display(name: &str) -> &str {
+    PEERS
+        .iter()
+        .find(|(key, _)| *key == name)
+        .map_or(name, |(_, shown)| shown)
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    Some(if values.len() % 2 == 0 {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    })
+}
+
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.round().max(0.0));
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+fn two_decimals(value: f64) -> String {
+    format!("{value:.2}")
+}
+
+fn one_decimal(value: f64) -> String {
+    format!("{value:.1}")
+}
+
+fn times(ratio: f64) -> String {
+    format!("{ratio:.2}×")
+}
