@@ -9,6 +9,11 @@ use certgate::{Server, error_chain};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+// mimalloc: fewer instructions per allocation than glibc's malloc on the request path (README
+// "Performance"), and it returns freed pages to the system after a burst of connections.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Bad usage or config (sysexits `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
 /// A failure at run time, e.g. the port is taken.

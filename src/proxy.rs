@@ -216,17 +216,21 @@ async fn forward(
     let authority = request_authority(&request)?;
     check_authority(conn, &authority)?;
 
-    let upgrade = request.version() == Version::HTTP_11
+    let found = headers::scan(request.headers());
+    let upgrade = found.hop_by_hop()
+        && request.version() == Version::HTTP_11
         && conn.app.config.upstream.transport == Transport::Http1
         && headers::is_upgrade(request.headers());
     let headers = request.headers_mut();
-    let spoofed = headers::strip_xfcc(headers);
-    if spoofed > 0 {
-        tracing::debug!(client.addr = %conn.client_addr, "removed client-sent x-forwarded-client-cert");
+    if found.xfcc {
+        let spoofed = headers::strip_xfcc(headers);
+        tracing::debug!(client.addr = %conn.client_addr, spoofed, "removed client-sent x-forwarded-client-cert");
     }
     // Hop-by-hop removal comes before certgate's own headers: a client naming them in
     // `Connection` must not be able to remove them.
-    headers::remove_hop_by_hop(headers, upgrade);
+    if found.hop_by_hop() {
+        headers::remove_hop_by_hop(headers, upgrade);
+    }
     headers::add_forwarded(headers, &conn.forwarded_for, &authority);
     headers.insert(HOST, authority);
     if let Some(identity) = &conn.identity {
@@ -258,7 +262,9 @@ async fn forward(
         }
         _ => {}
     }
-    headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
+    if switching && upgrade || headers::scan(response.headers()).hop_by_hop() {
+        headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
+    }
     Ok(response.map(Either::Left))
 }
 

@@ -18,8 +18,12 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Hop-by-hop headers that always go (`Connection`, `Upgrade` and `TE` are handled apart).
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// Every hop-by-hop header certgate knows by name (RFC 9110 section 7.6.1), plus `Upgrade`
+/// and `TE`, which have rules of their own.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    TE,
+    UPGRADE,
     KEEP_ALIVE,
     PROXY_CONNECTION,
     TRANSFER_ENCODING,
@@ -27,6 +31,41 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     PROXY_AUTHORIZATION,
     TRAILER,
 ];
+
+/// What a header block holds that certgate must remove, found in one pass over its names:
+/// most messages hold little or none of it, and only what is there is removed (each removal
+/// is a hash lookup).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Found {
+    /// A header read as `x-forwarded-client-cert` in some spelling.
+    pub xfcc: bool,
+    /// Bit `i` set: `HOP_BY_HOP[i]` is present.
+    hop_by_hop: u16,
+}
+
+impl Found {
+    /// Whether any hop-by-hop header (or `Connection`, `TE`, `Upgrade`) is present.
+    pub fn hop_by_hop(self) -> bool {
+        self.hop_by_hop != 0
+    }
+
+    fn has(self, index: usize) -> bool {
+        self.hop_by_hop & (1 << index) != 0
+    }
+}
+
+/// Looks at every header name once.
+pub fn scan(headers: &HeaderMap) -> Found {
+    let mut found = Found::default();
+    for name in headers.keys() {
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            found.hop_by_hop |= 1 << index;
+        } else if is_xfcc_variant(name.as_str()) {
+            found.xfcc = true;
+        }
+    }
+    found
+}
 
 /// Removes every header that is or would be read as `x-forwarded-client-cert` (any case,
 /// `_` for `-`, any number of copies); returns how many were removed.
@@ -63,31 +102,39 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers; with `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay
 /// so the upgrade can be passed through.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .collect();
-        for name in named {
-            if !(keep_upgrade && name == UPGRADE) && name != TE {
-                headers.remove(name);
+    let found = scan(headers);
+    if found.has(0) {
+        // The headers `Connection` names go too (but `TE`, whose `trailers` value is kept
+        // below, and `Upgrade` when it is passed through).
+        let named: Vec<HeaderValue> = match headers.entry(CONNECTION) {
+            http::header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+            http::header::Entry::Vacant(_) => Vec::new(),
+        };
+        for token in tokens(&named) {
+            let kept = token.eq_ignore_ascii_case("te")
+                || (keep_upgrade && token.eq_ignore_ascii_case("upgrade"));
+            if !kept {
+                headers.remove(token);
             }
         }
-        headers.remove(CONNECTION);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (index, name) in HOP_BY_HOP.iter().enumerate().skip(3) {
+        if found.has(index) {
+            headers.remove(name);
+        }
     }
     // `TE: trailers` is what gRPC needs end to end; any other TE value is hop-by-hop.
-    let te_is_trailers = headers
-        .get_all(TE)
-        .iter()
-        .all(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_is_trailers {
+    if found.has(1)
+        && !headers
+            .get_all(TE)
+            .iter()
+            .all(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
         headers.remove(TE);
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if found.has(2) {
         headers.remove(UPGRADE);
     }
 }
@@ -120,18 +167,44 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, authority: &
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(CONNECTION)
-        .iter()
+    tokens(headers.get_all(CONNECTION))
+}
+
+/// The comma-separated tokens of `Connection` values.
+fn tokens<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> impl Iterator<Item = &'a str> {
+    values
+        .into_iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(str::trim)
         .filter(|token| !token.is_empty())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scan_finds_what_must_go_and_nothing_else() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-app", HeaderValue::from_static("1"));
+        headers.insert("accept", HeaderValue::from_static("*/*"));
+        let found = scan(&headers);
+        assert!(!found.xfcc && !found.hop_by_hop());
+        headers.insert("X_Forwarded_Client_Cert", HeaderValue::from_static("x"));
+        assert!(scan(&headers).xfcc);
+        for name in [
+            "te",
+            "connection",
+            "upgrade",
+            "keep-alive",
+            "proxy-connection",
+            "trailer",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static("x"));
+            assert!(scan(&headers).hop_by_hop(), "{name}");
+        }
+    }
 
     #[test]
     fn every_xfcc_spelling_is_stripped() {
