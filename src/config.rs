@@ -1022,7 +1022,7 @@ fn pem_items<T: PemObject>(
 fn pem_problem(error: &pem::Error) -> String {
     match error {
         pem::Error::MissingSectionEnd { end_marker } => format!(
-            "it has no end line \"{}\" (the file may be cut short)",
+            "it has no end line \"-----END {}-----\" (the file may be cut short)",
             String::from_utf8_lossy(end_marker).trim()
         ),
         pem::Error::IllegalSectionStart { line } => format!(
@@ -1030,8 +1030,16 @@ fn pem_problem(error: &pem::Error) -> String {
             String::from_utf8_lossy(line).trim()
         ),
         pem::Error::Base64Decode(detail) => {
+            let what = detail
+                .strip_prefix("InvalidCharacter(")
+                .and_then(|rest| rest.strip_suffix(')'))
+                .and_then(|code| code.parse::<u8>().ok())
+                .map_or_else(
+                    || format!("({detail})"),
+                    |byte| format!("(character {:?} is not base64)", char::from(byte)),
+                );
             format!(
-                "its base64 text is damaged ({detail}); it may have been edited or pasted with extra characters"
+                "its base64 text is damaged {what}; it may have been edited, or pasted with extra characters"
             )
         }
         pem::Error::Io(error) => error.to_string(),

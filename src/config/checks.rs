@@ -123,9 +123,11 @@ pub fn non_ca(app: &str, path: &Path, number: usize, der: &[u8]) -> Option<Findi
 }
 
 /// Whether two listeners would collide: the same port on the same address, or on any address
-/// when one of them listens on all of them.
+/// when one of them listens on all of them. Port 0 (any free port) never collides.
 pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// An `allowedSubjects` entry that is not RFC 4514: the RFC 4514 form to use instead, when one
@@ -320,5 +322,6 @@ mod tests {
         assert!(overlaps(at("127.0.0.1:8443"), at("127.0.0.1:8443")));
         assert!(!overlaps(at("127.0.0.1:8443"), at("127.0.0.2:8443")));
         assert!(!overlaps(at("0.0.0.0:8443"), at("0.0.0.0:9901")));
+        assert!(!overlaps(at("127.0.0.1:0"), at("127.0.0.1:0")));
     }
 }
