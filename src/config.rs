@@ -4,6 +4,7 @@
 
 pub mod checks;
 pub mod file;
+mod pem_files;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 
 use self::checks::{Finding, Severity};
 use self::file::{FileApp, FileClientAuth, FileConfig, FileServerCertificate};
+use self::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
 use crate::tls::client_auth::{AllowList, RejectWith, Trust};
 use crate::tls::policy::Policy;
 use crate::tls::sni::{HostPattern, InvalidHost};
@@ -957,101 +959,6 @@ impl<'a> Loader<'a> {
         self.files.push(full);
         Ok(bytes)
     }
-}
-
-/// What a PEM file should hold: its name in messages, its PEM label, and the openssl command
-/// that converts it from DER.
-struct PemKind {
-    what: &'static str,
-    label: &'static str,
-    tool: &'static str,
-}
-
-const CERTIFICATE: PemKind = PemKind {
-    what: "certificate",
-    label: "CERTIFICATE",
-    tool: "openssl x509",
-};
-
-const CRL: PemKind = PemKind {
-    what: "certificate revocation list",
-    label: "X509 CRL",
-    tool: "openssl crl",
-};
-
-/// Every item of one kind in a PEM file; a broken one is named by its position, a DER file is
-/// told apart from an empty one.
-fn pem_items<T: PemObject>(
-    bytes: &[u8],
-    path: &Path,
-    kind: PemKind,
-) -> Result<Vec<T>, ConfigError> {
-    let mut items = Vec::new();
-    for item in T::pem_slice_iter(bytes) {
-        match item {
-            Ok(item) => items.push(item),
-            Err(error) => {
-                return Err(ConfigError::Pem {
-                    path: path.to_owned(),
-                    what: kind.what,
-                    number: items.len() + 1,
-                    problem: pem_problem(&error),
-                });
-            }
-        }
-    }
-    if items.is_empty() {
-        // DER starts with a SEQUENCE; PEM with text.
-        if bytes.first() == Some(&0x30) {
-            return Err(ConfigError::Der {
-                path: path.to_owned(),
-                what: kind.what,
-                tool: kind.tool,
-            });
-        }
-        return Err(ConfigError::NoPemItem {
-            path: path.to_owned(),
-            what: kind.what,
-            label: kind.label,
-        });
-    }
-    Ok(items)
-}
-
-/// A PEM error in words (rustls-pki-types prints the markers as byte arrays).
-fn pem_problem(error: &pem::Error) -> String {
-    match error {
-        pem::Error::MissingSectionEnd { end_marker } => format!(
-            "it has no end line \"-----END {}-----\" (the file may be cut short)",
-            String::from_utf8_lossy(end_marker).trim()
-        ),
-        pem::Error::IllegalSectionStart { line } => format!(
-            "the line \"{}\" starts a section but is not a valid BEGIN line",
-            String::from_utf8_lossy(line).trim()
-        ),
-        pem::Error::Base64Decode(detail) => {
-            let what = detail
-                .strip_prefix("InvalidCharacter(")
-                .and_then(|rest| rest.strip_suffix(')'))
-                .and_then(|code| code.parse::<u8>().ok())
-                .map_or_else(
-                    || format!("({detail})"),
-                    |byte| format!("(character {:?} is not base64)", char::from(byte)),
-                );
-            format!(
-                "its base64 text is damaged {what}; it may have been edited, or pasted with extra characters"
-            )
-        }
-        pem::Error::Io(error) => error.to_string(),
-        pem::Error::NoItemsFound => "it holds no PEM section".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
