@@ -7,6 +7,8 @@
 //! - proof of possession is still checked: a certificate presented with another key fails the
 //!   handshake;
 //! - the refusal is counted under its reason in `certgate_handshake_failures_total`;
+//! - a resumed TLS session of a refused certificate is refused again (the policy is judged on
+//!   every connection, not only on full handshakes);
 //! - plain HTTP sent to the TLS port gets `HTTP/1.1 400` saying the port speaks TLS, then a
 //!   close.
 
@@ -284,5 +286,47 @@ async fn plain_http_to_the_tls_port_gets_a_400_saying_it_speaks_tls() {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert_eq!(counted, 1.0);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_resumed_session_of_a_refused_certificate_is_refused_again() {
+    let pki = Pki::new();
+    let (gateway, recording) = gateway(&pki, "http", "require").await;
+    let stranger = Ca::root("a CA nobody trusts").issue(LeafSpec::client("mallory"));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.server_ca.der.clone()).unwrap();
+    // One config, so its session cache offers the first connection's ticket to the second.
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(stranger.chain.clone(), stranger.key_der())
+        .unwrap(),
+    );
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(config.clone());
+        let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: require.example.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 495"), "{answer}");
+        kinds.push(tls.get_ref().1.handshake_kind());
+    }
+    assert_eq!(
+        kinds[1],
+        Some(rustls::HandshakeKind::Resumed),
+        "the second connection must resume for this test to mean anything"
+    );
+    assert!(recording.bytes().is_empty(), "bytes reached the app");
     gateway.stop().await;
 }
