@@ -8,7 +8,8 @@
 //! - the RFC 4514 order trap (`-subj "/CN=alice/O=Acme"` against `CN=alice,O=Acme`) is named;
 //! - `--host` picks the app as SNI would; the sidecar form takes the policy flags;
 //! - usage errors exit 64; the text form leads with the verdict;
-//! - the `handshake refused` warn line carries the subject, issuer, serial, hash and detail.
+//! - the `handshake refused` warn line carries the subject (as certgate writes it), issuer,
+//!   serial, hash and detail.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -487,6 +488,53 @@ fn the_handshake_refusal_line_names_the_certificate_and_says_why() {
     assert!(
         !lines.last().unwrap().contains("BEGIN"),
         "never the whole certificate"
+    );
+}
+
+#[test]
+fn the_handshake_refusal_line_shows_the_subject_as_certgate_writes_it() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let mut child = process::Child::spawn(
+        &[
+            "--log-format",
+            "json",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--cert",
+            "server.pem",
+            "--key",
+            "server.key",
+            "--client-ca",
+            "client-ca.pem",
+            "--allowed-subject",
+            "CN=alice,O=Acme",
+        ],
+        dir.path(),
+        &[],
+    );
+    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains("\"serving\""));
+    let serving: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let addr: std::net::SocketAddr = serving["listen"].as_str().unwrap().parse().unwrap();
+    let alice = alice_of_acme(&pki.client_ca);
+    let options = common::ClientOptions::new(&pki, "localhost").with_identity(alice.identity());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let result = runtime.block_on(common::get(addr, &options, "localhost", "/"));
+    assert!(result.is_err(), "alice must be refused");
+    let lines = child.wait_for_line(process::Stream::Stderr, |line| {
+        line.contains("handshake refused")
+    });
+    let refused: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(refused["failure"], "not_allowed", "{refused}");
+    assert_eq!(refused["client.subject"], "O=Acme,CN=alice", "{refused}");
+    assert_eq!(refused["client.hash"], alice.hash_hex(), "{refused}");
+    assert_eq!(
+        refused["detail"], "subject O=Acme,CN=alice is not in allowedSubjects",
+        "{refused}"
     );
 }
 
