@@ -1,5 +1,5 @@
-//! The command line (clap): `run`, `check`, `pki init`, `demo`. Every `run` flag can also come
-//! from a `CERTGATE_*` environment variable.
+//! The command line (clap): `run`, `check`, `explain`, `pki init`, `demo`. Every `run` flag can
+//! also come from a `CERTGATE_*` environment variable.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::file::{
-    FileApp, FileClientAuth, FileConfig, FileIngress, FileServerCertificate,
+    FileApp, FileClientAuth, FileConfig, FileForwardClientCert, FileIngress, FileServerCertificate,
 };
 use crate::config::{Config, ConfigError};
 use crate::reload::ConfigSource;
@@ -41,12 +41,11 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve the apps of a config file, or one app from flags (sidecar mode).
     Run(RunArgs),
-    /// Load and validate a config file and every file it names, then print a line per app.
-    Check {
-        /// The JSON config file.
-        #[arg(long, env = "CERTGATE_CONFIG")]
-        config: PathBuf,
-    },
+    /// Load and validate a config file (or the sidecar flags) and every file it names, then
+    /// print a line per app and any findings.
+    Check(RunArgs),
+    /// Say whether an app would accept a client certificate, and why.
+    Explain(ExplainArgs),
     /// Development PKI.
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -75,7 +74,7 @@ pub enum PkiCommand {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// JSON config file; excludes the sidecar flags.
-    #[arg(long, env = "CERTGATE_CONFIG", conflicts_with_all = ["upstream", "cert", "key", "client_ca", "crl", "allowed_hash", "allow_untrusted", "client_cert_mode"])]
+    #[arg(long, env = "CERTGATE_CONFIG", conflicts_with_all = ["upstream", "cert", "key", "client_ca", "crl", "allowed_hash", "allow_untrusted", "client_cert_mode", "allowed_subject", "allowed_dns_san", "allowed_uri_san", "forward_fields", "reject_with"])]
     pub config: Option<PathBuf>,
     /// Address of the mTLS listener (default 0.0.0.0:8443).
     #[arg(long, env = "CERTGATE_LISTEN")]
@@ -89,21 +88,11 @@ pub struct RunArgs {
     /// PEM private key of the server certificate.
     #[arg(long, env = "CERTGATE_KEY")]
     pub key: Option<PathBuf>,
-    /// PEM bundle of CAs trusted to issue client certificates (repeatable; comma-separated in the environment).
-    #[arg(long = "client-ca", env = "CERTGATE_CLIENT_CA", value_delimiter = ',')]
-    pub client_ca: Vec<PathBuf>,
-    /// PEM certificate revocation list (repeatable).
-    #[arg(long)]
-    pub crl: Vec<PathBuf>,
-    /// SHA-256 hash (hex) of a pinned client certificate (repeatable).
-    #[arg(long = "allowed-hash")]
-    pub allowed_hash: Vec<String>,
-    /// Forward any client certificate, trusted or not; the app must validate it.
-    #[arg(long)]
-    pub allow_untrusted: bool,
-    /// require, accept or ignore (default require).
-    #[arg(long, env = "CERTGATE_CLIENT_CERT_MODE")]
-    pub client_cert_mode: Option<String>,
+    #[command(flatten)]
+    pub client_auth: ClientAuthArgs,
+    /// How a refused client certificate is answered: tls (an alert, default) or http (495/496).
+    #[arg(long, env = "CERTGATE_REJECT_WITH")]
+    pub reject_with: Option<String>,
     /// Address of the admin listener (health, readiness, metrics); off unless set.
     #[arg(long, env = "CERTGATE_ADMIN")]
     pub admin: Option<String>,
@@ -112,10 +101,140 @@ pub struct RunArgs {
     pub no_access_log: bool,
 }
 
+/// The sidecar's client-certificate policy flags, shared by `run`, `check` and `explain`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClientAuthArgs {
+    /// PEM bundle of CAs trusted to issue client certificates (repeatable; comma-separated in the environment).
+    #[arg(long = "client-ca", env = "CERTGATE_CLIENT_CA", value_delimiter = ',')]
+    pub client_ca: Vec<PathBuf>,
+    /// PEM certificate revocation list (repeatable; comma-separated in the environment).
+    #[arg(long, env = "CERTGATE_CRL", value_delimiter = ',')]
+    pub crl: Vec<PathBuf>,
+    /// SHA-256 hash (hex) of a pinned client certificate (repeatable; comma-separated in the environment).
+    #[arg(
+        long = "allowed-hash",
+        env = "CERTGATE_ALLOWED_HASH",
+        value_delimiter = ','
+    )]
+    pub allowed_hash: Vec<String>,
+    /// Forward any client certificate, trusted or not; the app must validate it.
+    #[arg(long, env = "CERTGATE_ALLOW_UNTRUSTED")]
+    pub allow_untrusted: bool,
+    /// Admit only this RFC 4514 subject, e.g. "CN=alice,O=Acme" (repeatable; `;`-separated in the environment).
+    #[arg(
+        long = "allowed-subject",
+        env = "CERTGATE_ALLOWED_SUBJECT",
+        value_delimiter = ';'
+    )]
+    pub allowed_subject: Vec<String>,
+    /// Admit only this DNS SAN (repeatable; comma-separated in the environment).
+    #[arg(
+        long = "allowed-dns-san",
+        env = "CERTGATE_ALLOWED_DNS_SAN",
+        value_delimiter = ','
+    )]
+    pub allowed_dns_san: Vec<String>,
+    /// Admit only this URI SAN, e.g. a SPIFFE ID (repeatable; comma-separated in the environment).
+    #[arg(
+        long = "allowed-uri-san",
+        env = "CERTGATE_ALLOWED_URI_SAN",
+        value_delimiter = ','
+    )]
+    pub allowed_uri_san: Vec<String>,
+    /// X-Forwarded-Client-Cert fields: Hash, Cert, Chain, Subject, URI, DNS (comma-separated; default Hash,Cert,Chain).
+    #[arg(
+        long = "forward-fields",
+        env = "CERTGATE_FORWARD_FIELDS",
+        value_delimiter = ','
+    )]
+    pub forward_fields: Vec<String>,
+    /// require, accept or ignore (default require).
+    #[arg(long, env = "CERTGATE_CLIENT_CERT_MODE")]
+    pub client_cert_mode: Option<String>,
+}
+
+impl ClientAuthArgs {
+    /// The flags as the config file's `clientAuth`; list items are trimmed, so
+    /// `CERTGATE_CLIENT_CA="a.pem, b.pem"` names `b.pem`, not ` b.pem`.
+    pub fn file_model(&self) -> FileClientAuth {
+        let trimmed = |values: &[String]| -> Vec<String> {
+            values
+                .iter()
+                .map(|value| value.trim().to_owned())
+                .filter(|value| !value.is_empty())
+                .collect()
+        };
+        let paths = |values: &[PathBuf]| -> Vec<PathBuf> {
+            values
+                .iter()
+                .map(|path| PathBuf::from(path.to_string_lossy().trim()))
+                .filter(|path| !path.as_os_str().is_empty())
+                .collect()
+        };
+        FileClientAuth {
+            trusted_ca_files: paths(&self.client_ca),
+            crl_files: paths(&self.crl),
+            allowed_hashes: trimmed(&self.allowed_hash),
+            allow_untrusted: self.allow_untrusted,
+            allowed_subjects: trimmed(&self.allowed_subject),
+            allowed_dns_sans: trimmed(&self.allowed_dns_san),
+            allowed_uri_sans: trimmed(&self.allowed_uri_san),
+        }
+    }
+
+    /// `--forward-fields`, when given.
+    pub fn forward_fields(&self) -> Option<Vec<String>> {
+        let fields: Vec<String> = self
+            .forward_fields
+            .iter()
+            .map(|field| field.trim().to_owned())
+            .filter(|field| !field.is_empty())
+            .collect();
+        (!fields.is_empty()).then_some(fields)
+    }
+}
+
+/// `certgate explain`: an app of a config file (`--config` with `--app` or `--host`), or the
+/// sidecar's policy flags, and the certificate to judge.
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// JSON config file; pick the app with --app or --host.
+    #[arg(long, env = "CERTGATE_CONFIG", conflicts_with_all = ["client_ca", "crl", "allowed_hash", "allow_untrusted", "client_cert_mode", "allowed_subject", "allowed_dns_san", "allowed_uri_san", "forward_fields"])]
+    pub config: Option<PathBuf>,
+    /// The app, by name.
+    #[arg(long, requires = "config", conflicts_with = "host")]
+    pub app: Option<String>,
+    /// The app, by the host name a client would connect to.
+    #[arg(long, requires = "config")]
+    pub host: Option<String>,
+    #[command(flatten)]
+    pub client_auth: ClientAuthArgs,
+    /// PEM file of the client certificate (leaf first; any further certificates are its chain).
+    pub certificate: PathBuf,
+    /// PEM file of the intermediate certificates the client sends after its leaf.
+    #[arg(long)]
+    pub chain: Option<PathBuf>,
+    /// Judge at this time (RFC 3339, e.g. 2030-01-01T00:00:00Z) instead of now.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Output: text for people, json for scripts.
+    #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
+    pub format: ExplainFormat,
+}
+
+/// How `explain` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExplainFormat {
+    /// Sections for people.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
 /// Why `run`'s arguments do not make a config.
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
-    #[error("run needs --config FILE, or --upstream, --cert and --key for sidecar mode")]
+    #[error("give --config FILE, or --upstream, --cert and --key for sidecar mode")]
     MissingSidecarFlags,
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -137,7 +256,7 @@ impl RunArgs {
     fn load(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
-            None => Config::from_file(self.sidecar_file(), Path::new(""))?,
+            None => Config::from_flags(self.sidecar_file(), Path::new(""))?,
         };
         // With --config, --listen and --admin override the file.
         if let Some(listen) = &self.listen {
@@ -149,6 +268,7 @@ impl RunArgs {
         if self.no_access_log {
             config.access_log = false;
         }
+        config.check_listeners()?;
         Ok(config)
     }
 
@@ -163,16 +283,14 @@ impl RunArgs {
                     ..FileServerCertificate::default()
                 },
                 ingress: FileIngress {
-                    client_certificate_mode: self.client_cert_mode.clone(),
+                    client_certificate_mode: self.client_auth.client_cert_mode.clone(),
                     ..FileIngress::default()
                 },
-                client_auth: FileClientAuth {
-                    trusted_ca_files: self.client_ca.clone(),
-                    crl_files: self.crl.clone(),
-                    allowed_hashes: self.allowed_hash.clone(),
-                    allow_untrusted: self.allow_untrusted,
-                    ..FileClientAuth::default()
+                client_auth: self.client_auth.file_model(),
+                forward_client_cert: FileForwardClientCert {
+                    fields: self.client_auth.forward_fields(),
                 },
+                reject_with: self.reject_with.clone(),
                 ..FileApp::default()
             }],
             ..FileConfig::default()

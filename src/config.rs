@@ -2,7 +2,9 @@
 //! Every file named is read once here, every certificate parsed, every app's rustls config
 //! built, so a `Config` that exists can be served; any problem is a `ConfigError`.
 
+pub mod checks;
 pub mod file;
+mod pem_files;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,8 +16,11 @@ use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
+use self::checks::{Finding, Severity};
 use self::file::{FileApp, FileClientAuth, FileConfig, FileServerCertificate};
-use crate::tls::client_auth::{AllowList, Trust};
+use self::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
+use crate::tls::client_auth::{AllowList, RejectWith, Trust};
+use crate::tls::policy::Policy;
 use crate::tls::sni::{HostPattern, InvalidHost};
 
 /// A validated configuration: everything needed to serve, nothing left to check.
@@ -35,6 +40,8 @@ pub struct Config {
     pub access_log: bool,
     /// Every file read to build this config (the config file first, when there is one).
     pub files: Vec<PathBuf>,
+    /// What `certgate check` reports beyond hard errors (README "Checking a config").
+    pub findings: Vec<Finding>,
 }
 
 /// One app: where it is reached, what it presents, whom it lets in, where it forwards.
@@ -52,6 +59,11 @@ pub struct AppConfig {
     pub trust: Trust,
     /// Allow-lists applied to trusted certificates.
     pub allow: AllowList,
+    /// The policy presented certificates are judged by (`None` in `ignore` mode); the
+    /// handshake and `certgate explain` both call it.
+    pub policy: Option<Arc<Policy>>,
+    /// How a refused certificate reaches the client.
+    pub reject_with: RejectWith,
     /// Which XFCC fields are sent.
     pub xfcc_fields: XfccFields,
     /// The server certificate chain, leaf first.
@@ -91,6 +103,7 @@ impl std::str::FromStr for ClientCertMode {
             "accept" => Ok(Self::Accept),
             "ignore" => Ok(Self::Ignore),
             _ => Err(ConfigError::UnknownMode {
+                key: FILE_KEYS.mode,
                 value: value.to_owned(),
             }),
         }
@@ -199,6 +212,50 @@ impl Default for Limits {
     }
 }
 
+/// The names a person wrote the settings under, so errors speak the config file's keys or the
+/// sidecar's flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keys {
+    mode: &'static str,
+    trusted_ca: &'static str,
+    crl: &'static str,
+    hashes: &'static str,
+    subjects: &'static str,
+    fields: &'static str,
+    reject_with: &'static str,
+    client_auth: &'static str,
+    no_trust_advice: &'static str,
+    ignored_advice: &'static str,
+}
+
+/// The config file's keys.
+pub const FILE_KEYS: Keys = Keys {
+    mode: "clientCertificateMode",
+    trusted_ca: "trustedCaFiles",
+    crl: "crlFiles",
+    hashes: "allowedHashes",
+    subjects: "allowedSubjects",
+    fields: "forwardClientCert.fields",
+    reject_with: "rejectWith",
+    client_auth: "clientAuth settings",
+    no_trust_advice: "set trustedCaFiles, allowedHashes or allowUntrusted",
+    ignored_advice: "remove them or pick require/accept",
+};
+
+/// The sidecar's flags.
+pub const FLAG_KEYS: Keys = Keys {
+    mode: "--client-cert-mode",
+    trusted_ca: "--client-ca",
+    crl: "--crl",
+    hashes: "--allowed-hash",
+    subjects: "--allowed-subject",
+    fields: "--forward-fields",
+    reject_with: "--reject-with",
+    client_auth: "client-certificate flags",
+    no_trust_advice: "pass --client-ca, --allowed-hash or --allow-untrusted",
+    ignored_advice: "remove them or pass --client-cert-mode require (or accept)",
+};
+
 /// hyper's HTTP/1.1 read buffer cannot be smaller than this.
 const MIN_REQUEST_HEADER_BYTES: usize = 8192;
 const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
@@ -218,20 +275,41 @@ pub enum ConfigError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("{path} holds malformed PEM")]
-    Pem { path: PathBuf, source: pem::Error },
-    #[error("{path} holds no {what}")]
-    NoPemItem { path: PathBuf, what: &'static str },
-    #[error("certificate {index} in {path} cannot be parsed: {reason}")]
+    #[error("{path}: {what} {number} is malformed PEM: {problem}; export it again as PEM")]
+    Pem {
+        path: PathBuf,
+        what: &'static str,
+        number: usize,
+        problem: String,
+    },
+    #[error("{path} holds no {what} (no \"-----BEGIN {label}-----\" line)")]
+    NoPemItem {
+        path: PathBuf,
+        what: &'static str,
+        label: &'static str,
+    },
+    #[error(
+        "{path} is a DER (binary) {what}; certgate reads PEM: convert it with `{tool} -inform der -outform pem -in {path} -out {path}.pem`"
+    )]
+    Der {
+        path: PathBuf,
+        what: &'static str,
+        tool: &'static str,
+    },
+    #[error(
+        "{path} holds an encrypted private key; certgate needs it unencrypted: `openssl pkcs8 -topk8 -nocrypt -in {path} -out key.pem` (then keep key.pem readable only by certgate)"
+    )]
+    EncryptedKey { path: PathBuf },
+    #[error("certificate {number} in {path} cannot be parsed: {reason}")]
     BadCertificate {
         path: PathBuf,
-        index: usize,
+        number: usize,
         reason: String,
     },
-    #[error("{path}: certificate {index} is not a usable CA certificate")]
+    #[error("{path}: certificate {number} is not a usable CA certificate")]
     BadCa {
         path: PathBuf,
-        index: usize,
+        number: usize,
         source: rustls::Error,
     },
     #[error("the private key in {key_file} does not match the certificate in {cert_file}")]
@@ -257,7 +335,7 @@ pub enum ConfigError {
     EmptyName,
     #[error("two apps are named {name:?}")]
     DuplicateName { name: String },
-    #[error("app {app:?}: {source}")]
+    #[error("app {app:?}")]
     Host { app: String, source: InvalidHost },
     #[error("host {host:?} is claimed by both app {first:?} and app {second:?}")]
     DuplicateHost {
@@ -273,29 +351,66 @@ pub enum ConfigError {
     BadUpstream { app: String, value: String },
     #[error("app {app:?}: unknown ingress.transport {value:?} (expected auto, http or http2)")]
     UnknownTransport { app: String, value: String },
-    #[error("unknown clientCertificateMode {value:?} (expected require, accept or ignore)")]
-    UnknownMode { value: String },
-    #[error("app {app:?}: {source}")]
+    #[error("unknown {key} {value:?} (expected require, accept or ignore)")]
+    UnknownMode { key: &'static str, value: String },
+    #[error("app {app:?}")]
     Mode {
         app: String,
         source: Box<ConfigError>,
     },
+    #[error("app {app:?} is in {mode} mode but has no trust source: {advice}")]
+    NoTrustSource {
+        app: String,
+        mode: &'static str,
+        advice: &'static str,
+    },
+    #[error("app {app:?} is in ignore mode, where {what} have no effect: {advice}")]
+    ClientAuthIgnored {
+        app: String,
+        what: &'static str,
+        advice: &'static str,
+    },
+    #[error("app {app:?}: {crl} needs {ca} (CRLs only apply to CA-verified chains)")]
+    CrlWithoutCa {
+        app: String,
+        crl: &'static str,
+        ca: &'static str,
+    },
+    #[error("app {app:?}: {key} value {value:?} is not a SHA-256 hash (64 hex digits)")]
+    BadHash {
+        app: String,
+        key: &'static str,
+        value: String,
+    },
     #[error(
-        "app {app:?} is in {mode} mode but has no trust source: set trustedCaFiles, allowedHashes or allowUntrusted"
+        "app {app:?}: {key} value {value:?} is not an RFC 4514 subject; certgate reads RFC 4514, most specific RDN first{}",
+        suggestion.as_ref().map(|s| format!(": {s}")).unwrap_or_else(|| " (e.g. CN=alice,O=Acme)".to_owned())
     )]
-    NoTrustSource { app: String, mode: &'static str },
+    BadSubject {
+        app: String,
+        key: &'static str,
+        value: String,
+        suggestion: Option<String>,
+    },
     #[error(
-        "app {app:?} is in ignore mode, where clientAuth has no effect: remove it or pick require/accept"
+        "app {app:?}: unknown {key} value {value:?} (expected Hash, Cert, Chain, Subject, URI or DNS)"
     )]
-    ClientAuthIgnored { app: String },
-    #[error("app {app:?}: crlFiles need trustedCaFiles (CRLs only apply to CA-verified chains)")]
-    CrlWithoutCa { app: String },
-    #[error("app {app:?}: allowedHashes entry {value:?} is not a SHA-256 hash (64 hex digits)")]
-    BadHash { app: String, value: String },
-    #[error(
-        "app {app:?}: unknown forwardClientCert field {value:?} (expected Hash, Cert, Chain, Subject, URI or DNS)"
-    )]
-    UnknownXfccField { app: String, value: String },
+    UnknownXfccField {
+        app: String,
+        key: &'static str,
+        value: String,
+    },
+    #[error("app {app:?}: unknown {key} {value:?} (expected tls or http)")]
+    UnknownRejectWith {
+        app: String,
+        key: &'static str,
+        value: String,
+    },
+    #[error("admin {admin} overlaps listen {listen}: put the admin listener on another port")]
+    AdminOverlapsListen {
+        admin: SocketAddr,
+        listen: SocketAddr,
+    },
     #[error(
         "app {app:?}: serverCertificate needs certFile and keyFile, or pkcs12File with passwordFile or passwordEnv"
     )]
@@ -333,11 +448,16 @@ impl Config {
     /// Validates a file model (from a config file or built from sidecar flags); relative paths
     /// are resolved against `base`.
     pub fn from_file(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
-        let mut loader = Loader {
-            base,
-            files: Vec::new(),
-            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        };
+        Self::from_model(file, base, FILE_KEYS)
+    }
+
+    /// Like `from_file`, for a model built from the sidecar's flags: errors name the flags.
+    pub fn from_flags(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
+        Self::from_model(file, base, FLAG_KEYS)
+    }
+
+    fn from_model(file: FileConfig, base: &Path, keys: Keys) -> Result<Self, ConfigError> {
+        let mut loader = Loader::new(base, keys);
         if file.apps.is_empty() {
             return Err(ConfigError::NoApps);
         }
@@ -369,7 +489,7 @@ impl Config {
             }
             apps.push(Arc::new(app));
         }
-        Ok(Self {
+        let config = Self {
             listen: address("listen", file.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?,
             admin: file
                 .admin
@@ -381,8 +501,42 @@ impl Config {
             limits,
             access_log: file.access_log.unwrap_or(true),
             files: loader.files,
-        })
+            findings: loader.findings,
+        };
+        config.check_listeners()?;
+        Ok(config)
     }
+
+    /// Refuses an admin listener that would collide with the mTLS listener.
+    pub fn check_listeners(&self) -> Result<(), ConfigError> {
+        match self.admin {
+            Some(admin) if checks::overlaps(admin, self.listen) => {
+                Err(ConfigError::AdminOverlapsListen {
+                    admin,
+                    listen: self.listen,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a finding is an error, for `certgate check`'s exit code.
+    pub fn has_error_findings(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|finding| finding.severity == Severity::Error)
+    }
+}
+
+/// The trust sources and allow-lists of `clientAuth` alone (no server certificate, no app),
+/// for `certgate explain`'s sidecar form; relative paths are resolved against `base`.
+pub fn client_policy(
+    file: &FileClientAuth,
+    mode: ClientCertMode,
+    base: &Path,
+    keys: Keys,
+) -> Result<(Trust, AllowList), ConfigError> {
+    Loader::new(base, keys).client_auth("app", mode, file)
 }
 
 /// One line describing an app, as `certgate check` prints it.
@@ -402,8 +556,26 @@ pub fn summary(app: &AppConfig) -> String {
         .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
         .map(|(_, leaf)| leaf.validity().not_after.to_string())
         .unwrap_or_default();
+    let list = |entries: &[String]| format!("[{}]", entries.join(" | "));
+    let fields = app.xfcc_fields;
+    let forwarded: Vec<&str> = [
+        (true, "Hash"),
+        (fields.cert, "Cert"),
+        (fields.chain, "Chain"),
+        (fields.subject, "Subject"),
+        (fields.uri, "URI"),
+        (fields.dns, "DNS"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
     format!(
-        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted} server-cert-expires={not_after}",
+        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after}",
+        subjects = list(&app.allow.subjects),
+        dns = list(&app.allow.dns_sans),
+        uris = list(&app.allow.uri_sans),
+        forwarded = forwarded.join(","),
+        reject_with = app.reject_with.as_str(),
         name = app.name,
         mode = app.mode.as_str(),
         upstream = app.upstream,
@@ -418,14 +590,37 @@ pub fn summary(app: &AppConfig) -> String {
     )
 }
 
+/// Every certificate of a PEM file, leaf first, without judging them (for `certgate explain`,
+/// which judges them itself).
+pub fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    pem_items(&read(path)?, path, CERTIFICATE)
+}
+
+/// `--forward-fields` as XFCC fields.
+pub fn forward_fields(names: Option<&[String]>) -> Result<XfccFields, ConfigError> {
+    xfcc_fields("app", FLAG_KEYS.fields, names)
+}
+
 /// Reads files relative to the config's folder and remembers each one read.
 struct Loader<'a> {
     base: &'a Path,
     files: Vec<PathBuf>,
     provider: Arc<CryptoProvider>,
+    keys: Keys,
+    findings: Vec<Finding>,
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    fn new(base: &'a Path, keys: Keys) -> Self {
+        Self {
+            base,
+            files: Vec::new(),
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            keys,
+            findings: Vec::new(),
+        }
+    }
+
     fn app(&mut self, file: &FileApp) -> Result<AppConfig, ConfigError> {
         let name = file.name.trim().to_owned();
         if name.is_empty() {
@@ -444,18 +639,62 @@ impl Loader<'_> {
         let mode = match &file.ingress.client_certificate_mode {
             Some(value) => value.parse().map_err(|source| ConfigError::Mode {
                 app: name.clone(),
-                source: Box::new(source),
+                source: Box::new(match source {
+                    ConfigError::UnknownMode { value, .. } => ConfigError::UnknownMode {
+                        key: self.keys.mode,
+                        value,
+                    },
+                    other => other,
+                }),
             })?,
             None => ClientCertMode::Require,
         };
         let (trust, allow) = self.client_auth(&name, mode, &file.client_auth)?;
-        let xfcc_fields = xfcc_fields(&name, file.forward_client_cert.fields.as_deref())?;
+        let xfcc_fields = xfcc_fields(
+            &name,
+            self.keys.fields,
+            file.forward_client_cert.fields.as_deref(),
+        )?;
+        let reject_with = match file.reject_with.as_deref().map(str::to_ascii_lowercase) {
+            None => RejectWith::Tls,
+            Some(value) => match value.as_str() {
+                "tls" => RejectWith::Tls,
+                "http" => RejectWith::Http,
+                _ => {
+                    return Err(ConfigError::UnknownRejectWith {
+                        app: name,
+                        key: self.keys.reject_with,
+                        value,
+                    });
+                }
+            },
+        };
         let (server_chain, key) = self.server_certificate(&name, &file.server_certificate)?;
-        let verifier = crate::tls::client_auth::verifier(mode, &trust, &allow, &self.provider)
-            .map_err(|source| ConfigError::Verifier {
-                app: name.clone(),
-                source,
-            })?;
+        if let (Some(leaf), Some(cert_file)) = (
+            server_chain.first(),
+            file.server_certificate
+                .cert_file
+                .as_ref()
+                .or(file.server_certificate.pkcs12_file.as_ref()),
+        ) {
+            let cert_file = self.resolve(cert_file);
+            self.findings
+                .extend(checks::host_coverage(&name, &hosts, leaf, &cert_file));
+        }
+        let policy = match mode {
+            ClientCertMode::Ignore => None,
+            ClientCertMode::Require | ClientCertMode::Accept => Some(Arc::new(
+                Policy::new(trust.clone(), allow.clone(), &self.provider).map_err(|source| {
+                    ConfigError::Verifier {
+                        app: name.clone(),
+                        source,
+                    }
+                })?,
+            )),
+        };
+        let verifier = policy.as_ref().and_then(|policy| {
+            crate::tls::client_auth::verifier(mode, policy, reject_with, &self.provider)
+        });
         let tls = crate::tls::server_config::build(
             self.provider.clone(),
             verifier,
@@ -473,6 +712,8 @@ impl Loader<'_> {
             mode,
             trust,
             allow,
+            policy,
+            reject_with,
             xfcc_fields,
             server_chain,
             tls,
@@ -496,6 +737,8 @@ impl Loader<'_> {
             if configured {
                 return Err(ConfigError::ClientAuthIgnored {
                     app: app.to_owned(),
+                    what: self.keys.client_auth,
+                    advice: self.keys.ignored_advice,
                 });
             }
             return Ok((Trust::default(), AllowList::default()));
@@ -503,6 +746,8 @@ impl Loader<'_> {
         if !file.crl_files.is_empty() && file.trusted_ca_files.is_empty() {
             return Err(ConfigError::CrlWithoutCa {
                 app: app.to_owned(),
+                crl: self.keys.crl,
+                ca: self.keys.trusted_ca,
             });
         }
         let mut roots = Vec::new();
@@ -512,10 +757,15 @@ impl Loader<'_> {
                 crate::tls::client_auth::check_trust_anchor(certificate).map_err(|source| {
                     ConfigError::BadCa {
                         path: self.resolve(path),
-                        index,
+                        number: index + 1,
                         source,
                     }
                 })?;
+                if let Some(finding) =
+                    checks::non_ca(app, &self.resolve(path), index + 1, certificate)
+                {
+                    self.findings.push(finding);
+                }
             }
             roots.extend(certificates);
         }
@@ -529,6 +779,7 @@ impl Loader<'_> {
             .map(|value| {
                 parse_sha256(value).ok_or_else(|| ConfigError::BadHash {
                     app: app.to_owned(),
+                    key: self.keys.hashes,
                     value: value.clone(),
                 })
             })
@@ -543,7 +794,26 @@ impl Loader<'_> {
             return Err(ConfigError::NoTrustSource {
                 app: app.to_owned(),
                 mode: mode.as_str(),
+                advice: self.keys.no_trust_advice,
             });
+        }
+        for entry in &file.allowed_subjects {
+            match checks::subject_entry(entry) {
+                Ok(None) => {}
+                Ok(Some(warning)) => self.findings.push(Finding {
+                    severity: Severity::Warning,
+                    app: app.to_owned(),
+                    message: warning,
+                }),
+                Err(error) => {
+                    return Err(ConfigError::BadSubject {
+                        app: app.to_owned(),
+                        key: self.keys.subjects,
+                        value: entry.clone(),
+                        suggestion: error.suggestion,
+                    });
+                }
+            }
         }
         let allow = AllowList {
             subjects: file.allowed_subjects.clone(),
@@ -575,19 +845,34 @@ impl Loader<'_> {
             } => {
                 let chain = self.certificates(cert_file)?;
                 let key_path = self.resolve(key_file);
-                let key =
-                    PrivateKeyDer::from_pem_slice(&self.read(key_file)?).map_err(|source| {
-                        match source {
-                            pem::Error::NoItemsFound => ConfigError::NoPemItem {
+                let key_bytes = self.read(key_file)?;
+                let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|source| {
+                    let encrypted = contains(&key_bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+                        || contains(&key_bytes, b"Proc-Type: 4,ENCRYPTED");
+                    match source {
+                        _ if encrypted => ConfigError::EncryptedKey {
+                            path: key_path.clone(),
+                        },
+                        pem::Error::NoItemsFound if key_bytes.first() == Some(&0x30) => {
+                            ConfigError::Der {
                                 path: key_path.clone(),
                                 what: "private key",
-                            },
-                            source => ConfigError::Pem {
-                                path: key_path.clone(),
-                                source,
-                            },
+                                tool: "openssl pkey",
+                            }
                         }
-                    })?;
+                        pem::Error::NoItemsFound => ConfigError::NoPemItem {
+                            path: key_path.clone(),
+                            what: "private key",
+                            label: "PRIVATE KEY",
+                        },
+                        source => ConfigError::Pem {
+                            path: key_path.clone(),
+                            what: "private key",
+                            number: 1,
+                            problem: pem_problem(&source),
+                        },
+                    }
+                })?;
                 match rustls::sign::CertifiedKey::from_der(
                     chain.clone(),
                     key.clone_key(),
@@ -642,23 +927,12 @@ impl Loader<'_> {
     fn certificates(&mut self, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
         let full = self.resolve(path);
         let bytes = self.read(path)?;
-        let certificates = CertificateDer::pem_slice_iter(&bytes)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| ConfigError::Pem {
-                path: full.clone(),
-                source,
-            })?;
-        if certificates.is_empty() {
-            return Err(ConfigError::NoPemItem {
-                path: full,
-                what: "certificate",
-            });
-        }
+        let certificates = pem_items::<CertificateDer<'static>>(&bytes, &full, CERTIFICATE)?;
         for (index, certificate) in certificates.iter().enumerate() {
             if let Err(error) = x509_parser::parse_x509_certificate(certificate) {
                 return Err(ConfigError::BadCertificate {
                     path: full,
-                    index,
+                    number: index + 1,
                     reason: error.to_string(),
                 });
             }
@@ -672,19 +946,7 @@ impl Loader<'_> {
     ) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
         let full = self.resolve(path);
         let bytes = self.read(path)?;
-        let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| ConfigError::Pem {
-                path: full.clone(),
-                source,
-            })?;
-        if crls.is_empty() {
-            return Err(ConfigError::NoPemItem {
-                path: full,
-                what: "certificate revocation list",
-            });
-        }
-        Ok(crls)
+        pem_items::<CertificateRevocationListDer<'static>>(&bytes, &full, CRL)
     }
 
     fn resolve(&self, path: &Path) -> PathBuf {
@@ -770,7 +1032,11 @@ fn upstream(app: &str, file: &FileApp) -> Result<Upstream, ConfigError> {
     })
 }
 
-fn xfcc_fields(app: &str, names: Option<&[String]>) -> Result<XfccFields, ConfigError> {
+fn xfcc_fields(
+    app: &str,
+    key: &'static str,
+    names: Option<&[String]>,
+) -> Result<XfccFields, ConfigError> {
     let Some(names) = names else {
         return Ok(XfccFields::default());
     };
@@ -793,6 +1059,7 @@ fn xfcc_fields(app: &str, names: Option<&[String]>) -> Result<XfccFields, Config
             _ => {
                 return Err(ConfigError::UnknownXfccField {
                     app: app.to_owned(),
+                    key,
                     value: name.clone(),
                 });
             }

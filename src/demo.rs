@@ -101,33 +101,44 @@ fn demo_config(listen: SocketAddr, upstream: SocketAddr) -> Result<FileConfig, C
     })
 }
 
-fn print_tour(port: u16, certs: &Path) {
+/// The tour the demo prints: a curl command per case, each refusal with the TLS alert the
+/// client sees and the reason certgate logs (README "Try it in one minute" shows the same).
+pub fn tour(port: u16, certs: &Path) -> String {
     let dir = certs.display();
     let ca = format!("--cacert {dir}/ca.pem");
     let pem = format!("--cert {dir}/client.pem --key {dir}/client.key");
     let p12 =
         format!("--cert-type P12 --cert {dir}/client.p12:\"$(cat {dir}/client.p12.password)\"");
     let url = |mode: &str| format!("https://{mode}.localhost:{port}/hello");
-    println!(
-        "\ncertgate demo is serving on 127.0.0.1:{port}. The echo app answers with the request it got.\n\
-         \n# require: a client certificate is needed; the app sees it in X-Forwarded-Client-Cert\n\
+    format!(
+        "# require: a client certificate is needed; the app sees it in X-Forwarded-Client-Cert\n\
          curl {ca} {pem} {require}\n\
          curl {ca} {p12} {require}\n\
-         \n# require without a certificate: the handshake is refused (certificate_required)\n\
+         \n# require without a certificate: the handshake is refused\n\
+         #   curl shows the TLS alert \"certificate required\"; certgate logs failure=no_certificate\n\
          curl {ca} {require}\n\
-         \n# require with a certificate from a CA certgate does not trust: refused (unknown_ca)\n\
+         \n# require with a certificate from a CA certgate does not trust: the handshake is refused\n\
+         #   curl shows the TLS alert \"unknown ca\"; certgate logs failure=unknown_issuer\n\
          curl {ca} --cert {dir}/untrusted-client.pem --key {dir}/untrusted-client.key {require}\n\
+         #   certgate explain says why, with the same check the handshake runs:\n\
+         certgate explain --client-ca {dir}/ca.pem {dir}/untrusted-client.pem\n\
          \n# accept: served either way; X-Forwarded-Client-Cert only when a certificate was sent\n\
          curl {ca} {accept}\n\
          curl {ca} {pem} {accept}\n\
          \n# ignore: no certificate is asked for, none is forwarded\n\
          curl {ca} {pem} {ignore}\n\
          \n# a forged X-Forwarded-Client-Cert never reaches the app\n\
-         curl {ca} -H 'X-Forwarded-Client-Cert: Hash=forged' {ignore}\n\
-         \nPress Ctrl-C to stop.",
+         curl {ca} -H 'X-Forwarded-Client-Cert: Hash=forged' {ignore}\n",
         require = url("require"),
         accept = url("accept"),
         ignore = url("ignore"),
+    )
+}
+
+fn print_tour(port: u16, certs: &Path) {
+    println!(
+        "\ncertgate demo is serving on 127.0.0.1:{port}. The echo app answers with the request it got.\n\n{}\nPress Ctrl-C to stop.",
+        tour(port, certs)
     );
 }
 

@@ -20,6 +20,7 @@ pub mod identity;
 pub mod proxy;
 pub mod admin;
 pub mod metrics;
+pub mod explain;
 pub mod pki;
 pub mod demo;
 

@@ -20,6 +20,7 @@ use crate::identity::ClientIdentity;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnectionContext};
 use crate::tls::accept::{AcceptError, accept};
+use crate::tls::policy::Refusal;
 
 /// What the mTLS listener uses: the apps new connections are served under, the metrics, its
 /// connection limit and the drain flag.
@@ -93,7 +94,12 @@ impl Listener {
             }
         };
         let app = accepted.app;
-        let identity = match accepted.stream.get_ref().1.peer_certificates() {
+        let peer_chain = accepted.stream.get_ref().1.peer_certificates();
+        let refusal = proxy::refuse::judge(&app.config, peer_chain);
+        if let Some(page) = &refusal {
+            self.refused_with_http(&app.config.name, &page.refusal, client_addr);
+        }
+        let identity = match peer_chain.filter(|_| refusal.is_none()) {
             Some(chain) => {
                 match ClientIdentity::new(chain, app.config.xfcc_fields, apps.limits.max_xfcc_bytes)
                 {
@@ -114,15 +120,18 @@ impl Listener {
         );
         let timeouts = apps.timeouts;
         let max_header_bytes = apps.limits.max_request_header_bytes;
-        let context = Arc::new(ConnectionContext::new(
-            app,
-            apps,
-            self.draining.clone(),
-            permit,
-            client_addr,
-            accepted.sni,
-            identity,
-        ));
+        let context = Arc::new(
+            ConnectionContext::new(
+                app,
+                apps,
+                self.draining.clone(),
+                permit,
+                client_addr,
+                accepted.sni,
+                identity,
+            )
+            .with_refusal(refusal),
+        );
         let service = {
             let context = context.clone();
             service_fn(move |request| proxy::handle(context.clone(), request))
@@ -187,14 +196,65 @@ impl Listener {
         };
         let app = error.app().map_or("", |app| app.config.name.as_str());
         self.metrics.handshake_failed(app, reason);
-        tracing::warn!(
-            client.addr = %client_addr,
-            sni = error.sni().unwrap_or(""),
-            app,
-            failure = reason.as_str(),
-            error = %crate::error_chain(error),
-            "handshake refused"
-        );
+        let sni = error.sni().unwrap_or("");
+        let detail = error
+            .refusal()
+            .map_or("", |refusal| refusal.detail.as_str());
+        match error
+            .refusal()
+            .and_then(|refusal| refusal.presented.as_ref())
+        {
+            Some(leaf) => tracing::warn!(
+                client.addr = %client_addr,
+                sni,
+                app,
+                failure = reason.as_str(),
+                client.subject = %leaf.subject,
+                client.issuer = %leaf.issuer,
+                client.serial = %leaf.serial,
+                client.hash = %leaf.hash,
+                detail,
+                error = %crate::error_chain(error),
+                "handshake refused"
+            ),
+            None => tracing::warn!(
+                client.addr = %client_addr,
+                sni,
+                app,
+                failure = reason.as_str(),
+                detail,
+                error = %crate::error_chain(error),
+                "handshake refused"
+            ),
+        }
+    }
+
+    /// A `rejectWith: "http"` refusal: counted and logged like a refused handshake, once per
+    /// connection; the connection then answers 495/496 itself.
+    fn refused_with_http(&self, app: &str, refusal: &Refusal, client_addr: SocketAddr) {
+        self.metrics.handshake_failed(app, refusal.reason);
+        match &refusal.presented {
+            Some(leaf) => tracing::warn!(
+                client.addr = %client_addr,
+                app,
+                failure = refusal.reason.as_str(),
+                client.subject = %leaf.subject,
+                client.issuer = %leaf.issuer,
+                client.serial = %leaf.serial,
+                client.hash = %leaf.hash,
+                detail = %refusal.detail,
+                reject_with = "http",
+                "certificate refused"
+            ),
+            None => tracing::warn!(
+                client.addr = %client_addr,
+                app,
+                failure = refusal.reason.as_str(),
+                detail = %refusal.detail,
+                reject_with = "http",
+                "certificate refused"
+            ),
+        }
     }
 }
 

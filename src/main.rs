@@ -18,6 +18,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_USAGE: u8 = 64;
 /// A failure at run time, e.g. the port is taken.
 const EXIT_RUNTIME: u8 = 1;
+/// `explain`: the certificate would be refused.
+const EXIT_REFUSED: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -35,7 +37,8 @@ fn main() -> ExitCode {
     // Held until exit: dropping it flushes the log lines still queued.
     let _log_writer = init_logging(cli.log_format);
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check(args) => check(&args),
+        Command::Explain(args) => explain(&args),
         Command::Pki(PkiCommand::Init { dir, force }) => pki_init(&dir, force),
         Command::Demo { listen } => demo(listen),
         Command::Run(args) => {
@@ -74,13 +77,39 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     guard
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
+/// `check`: the summary line per app on stdout, findings on stderr; exit 64 on an error.
+fn check(args: &certgate::cli::RunArgs) -> ExitCode {
+    match args.source().and_then(|source| Ok(source()?)) {
         Ok(config) => {
             for app in &config.apps {
                 println!("{}", certgate::config::summary(app));
             }
-            ExitCode::SUCCESS
+            for finding in &config.findings {
+                eprintln!("certgate: {finding}");
+            }
+            if config.has_error_findings() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(error) => {
+            eprintln!("certgate: {}", error_chain(&error));
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `explain`: exit 0 when the certificate would be accepted, 1 when refused, 64 on bad usage.
+fn explain(args: &certgate::cli::ExplainArgs) -> ExitCode {
+    match certgate::explain::run(args) {
+        Ok(explanation) => {
+            print!("{}", certgate::explain::render(&explanation, args.format));
+            if explanation.accepted {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_REFUSED)
+            }
         }
         Err(error) => {
             eprintln!("certgate: {}", error_chain(&error));

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod headers;
+pub mod refuse;
 pub mod upstream;
 pub mod xfcc;
 
@@ -56,6 +57,9 @@ pub struct ConnectionContext {
     sni: Option<String>,
     /// The verified client, if a certificate was presented.
     identity: Option<ClientIdentity>,
+    /// With `rejectWith: "http"`, the refusal every request of this connection is answered
+    /// with (nothing reaches the app).
+    refusal: Option<refuse::RefusalPage>,
     /// Notified when the connection must close after the current response.
     pub close: Notify,
     /// Requests in flight and the last time one started or ended, for the idle timeout.
@@ -83,9 +87,18 @@ impl ConnectionContext {
             forwarded_for: headers::forwarded_for(client_addr.ip()),
             sni,
             identity,
+            refusal: None,
             close: Notify::new(),
             activity: Activity::new(),
         }
+    }
+
+    /// With `rejectWith: "http"`: every request on this connection is answered with `refusal`
+    /// and nothing reaches the app.
+    #[must_use]
+    pub fn with_refusal(mut self, refusal: Option<refuse::RefusalPage>) -> Self {
+        self.refusal = refusal;
+        self
     }
 
     /// When the connection will have been idle for `idle`, or `None` while a request is in
@@ -101,7 +114,11 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let mut guard = RequestGuard::start(conn, &request);
-    let response = match forward(&guard.conn, request).await {
+    let forwarded = match &guard.conn.refusal {
+        Some(page) => Ok(page.respond(&request)),
+        None => forward(&guard.conn, request).await,
+    };
+    let response = match forwarded {
         Ok(response) => response,
         Err(error) => {
             if matches!(

@@ -4,6 +4,7 @@
 pub mod accept;
 pub mod client_auth;
 pub mod pkcs12;
+pub mod policy;
 pub mod server_config;
 pub mod sni;
 
@@ -14,6 +15,7 @@ use std::fmt;
 pub enum FailureReason {
     NoCertificate,
     UnknownIssuer,
+    UnsupportedCertificate,
     Expired,
     NotYetValid,
     Revoked,
@@ -28,9 +30,10 @@ pub enum FailureReason {
 
 impl FailureReason {
     /// Every reason, for metrics that must exist at zero before any traffic.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::NoCertificate,
         Self::UnknownIssuer,
+        Self::UnsupportedCertificate,
         Self::Expired,
         Self::NotYetValid,
         Self::Revoked,
@@ -48,6 +51,7 @@ impl FailureReason {
         match self {
             Self::NoCertificate => "no_certificate",
             Self::UnknownIssuer => "unknown_issuer",
+            Self::UnsupportedCertificate => "unsupported_certificate",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::Revoked => "revoked",
@@ -76,10 +80,16 @@ impl FailureReason {
                     Self::CrlExpired
                 }
                 Cert::InvalidPurpose | Cert::InvalidPurposeContext { .. } => Self::BadEku,
-                Cert::BadSignature
+                Cert::BadSignature => Self::BadSignature,
+                // A certificate webpki cannot read (encoding, version, algorithms, critical
+                // extensions) is not one it distrusts: the fix is a different certificate.
+                #[allow(deprecated, reason = "older rustls versions still raise it")]
+                Cert::BadEncoding
+                | Cert::UnhandledCriticalExtension
+                | Cert::UnsupportedSignatureAlgorithm
                 | Cert::UnsupportedSignatureAlgorithmContext { .. }
                 | Cert::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
-                    Self::BadSignature
+                    Self::UnsupportedCertificate
                 }
                 Cert::ApplicationVerificationFailure => Self::NotAllowed,
                 _ => Self::UnknownIssuer,

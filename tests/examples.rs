@@ -221,6 +221,26 @@ fn pkcs12_example_presents_the_server_certificate() {
 #[test]
 fn check_prints_one_line_per_app_of_the_ingress_example() {
     let (dir, path) = layout("ingress.json");
+    // The dev server certificate covers only localhost names; check would say so for each
+    // of the example's hosts (README "Checking a config").
+    let key = rcgen::KeyPair::generate().unwrap();
+    let hosts = [
+        "payments.example.com",
+        "*.pay.example.com",
+        "*.partners.example.com",
+    ];
+    let names = ["www.example.com", "example.com"];
+    let sans: Vec<String> = hosts
+        .iter()
+        .chain(&names)
+        .map(|h| (*h).to_owned())
+        .collect();
+    let cert = rcgen::CertificateParams::new(sans)
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.path().join("certs/server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("certs/server.key"), key.serialize_pem()).unwrap();
     let output = Command::new(process::BIN)
         .args(["check", "--config"])
         .arg(&path)

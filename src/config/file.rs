@@ -48,6 +48,9 @@ pub struct FileApp {
     /// What goes into X-Forwarded-Client-Cert.
     #[serde(default)]
     pub forward_client_cert: FileForwardClientCert,
+    /// How a refused client certificate is answered: `tls` (an alert, the default) or `http`
+    /// (the handshake completes and every request gets 495/496; nothing reaches the app).
+    pub reject_with: Option<String>,
 }
 
 /// A server certificate: PEM files or a PKCS#12 archive.

@@ -1,6 +1,7 @@
 //! Reads the ClientHello, picks the app by SNI, and completes the handshake with that app's
 //! rustls config, all under one deadline. Every refusal carries a `FailureReason`.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::FailureReason;
+use super::policy::{self, Refusal};
 use super::sni::normalize;
 use crate::apps::{App, Apps};
 
@@ -43,12 +45,17 @@ pub enum AcceptError {
     /// The ClientHello could not be read.
     #[error("malformed ClientHello")]
     ClientHello { source: io::Error },
+    /// The client spoke plain HTTP to the TLS port; it was answered 400.
+    #[error("plain HTTP sent to the TLS port")]
+    PlainHttp,
     /// The handshake with the chosen app failed.
     #[error("handshake failed")]
     Handshake {
         sni: Option<String>,
         app: Arc<App>,
         reason: FailureReason,
+        /// The policy's refusal (reason, detail, the presented leaf), when it refused.
+        refusal: Option<Box<Refusal>>,
         source: io::Error,
     },
 }
@@ -60,7 +67,7 @@ impl AcceptError {
             Self::Closed => None,
             Self::Timeout { .. } => Some(FailureReason::Timeout),
             Self::UnknownSni { .. } => Some(FailureReason::UnknownSni),
-            Self::ClientHello { .. } => Some(FailureReason::Protocol),
+            Self::ClientHello { .. } | Self::PlainHttp => Some(FailureReason::Protocol),
             Self::Handshake { reason, .. } => Some(*reason),
         }
     }
@@ -70,7 +77,17 @@ impl AcceptError {
         match self {
             Self::Timeout { app, .. } => app.as_ref(),
             Self::Handshake { app, .. } => Some(app),
-            Self::Closed | Self::UnknownSni { .. } | Self::ClientHello { .. } => None,
+            Self::Closed | Self::UnknownSni { .. } | Self::ClientHello { .. } | Self::PlainHttp => {
+                None
+            }
+        }
+    }
+
+    /// The policy's refusal of a presented certificate, when that is why the handshake failed.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Self::Handshake { refusal, .. } => refusal.as_deref(),
+            _ => None,
         }
     }
 
@@ -80,7 +97,7 @@ impl AcceptError {
             Self::Timeout { sni, .. } | Self::UnknownSni { sni } | Self::Handshake { sni, .. } => {
                 sni.as_deref()
             }
-            Self::Closed | Self::ClientHello { .. } => None,
+            Self::Closed | Self::ClientHello { .. } | Self::PlainHttp => None,
         }
     }
 }
@@ -112,6 +129,31 @@ where
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
+/// A transport whose first bytes can be looked at without consuming them.
+pub trait Peek {
+    /// Reads into `buf` without removing the bytes from the stream.
+    fn peek<'a>(&'a self, buf: &'a mut [u8])
+    -> impl Future<Output = io::Result<usize>> + Send + 'a;
+}
+
+impl Peek for tokio::net::TcpStream {
+    fn peek<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
+        tokio::net::TcpStream::peek(self, buf)
+    }
+}
+
+/// The answer to plain HTTP on the TLS port, as nginx gives it ("The plain HTTP request was
+/// sent to HTTPS port"), instead of TLS alert bytes a browser or curl cannot show.
+const PLAIN_HTTP_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 69\r\n\
+Connection: close\r\n\
+\r\n\
+this port speaks HTTPS (TLS): use an https:// URL instead of http://\n";
+
 /// Runs the whole server handshake for one connection.
 pub async fn accept<IO>(
     io: IO,
@@ -119,7 +161,7 @@ pub async fn accept<IO>(
     deadline: Duration,
 ) -> Result<Accepted<IO>, AcceptError>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Peek + Unpin,
 {
     let mut sni = None;
     let mut app = None;
@@ -137,8 +179,23 @@ async fn handshake<IO>(
     app_out: &mut Option<Arc<App>>,
 ) -> Result<Accepted<IO>, AcceptError>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Peek + Unpin,
 {
+    let mut first = [0u8; 1];
+    match io.peek(&mut first).await {
+        Ok(0) => return Err(AcceptError::Closed),
+        // A TLS connection starts with a handshake record (RFC 8446 section 5.1, type 22); an
+        // HTTP request starts with a method in capital letters.
+        Ok(_) if first[0].is_ascii_uppercase() => {
+            let mut io = io;
+            // Best effort: the client is refused whether or not the answer arrives.
+            let _ = io.write_all(PLAIN_HTTP_RESPONSE).await;
+            linger_close(io).await;
+            return Err(AcceptError::PlainHttp);
+        }
+        Ok(_) => {}
+        Err(source) => return Err(AcceptError::ClientHello { source }),
+    }
     let start = LazyConfigAcceptor::new(Acceptor::default(), io)
         .await
         .map_err(|source| match source.kind() {
@@ -155,11 +212,9 @@ where
         return Err(AcceptError::UnknownSni { sni });
     };
     *app_out = Some(app.clone());
-    match start
-        .into_stream(app.config.tls.clone())
-        .into_fallible()
-        .await
-    {
+    let (result, refusal) =
+        policy::watch(start.into_stream(app.config.tls.clone()).into_fallible()).await;
+    match result {
         Ok(stream) => Ok(Accepted { stream, app, sni }),
         Err((source, io)) => {
             linger_close(io).await;
@@ -167,10 +222,18 @@ where
                 .get_ref()
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
                 .map_or(FailureReason::Protocol, FailureReason::of);
+            let refusal = match refusal {
+                Some(refusal) => Some(refusal),
+                None if reason == FailureReason::NoCertificate => {
+                    Some(Box::new(Refusal::no_certificate()))
+                }
+                None => None,
+            };
             Err(AcceptError::Handshake {
                 sni,
                 app,
-                reason,
+                reason: refusal.as_ref().map_or(reason, |refusal| refusal.reason),
+                refusal,
                 source,
             })
         }

@@ -1,17 +1,17 @@
-//! An app's client-certificate policy as a rustls verifier: validity, then trust (CA chain via
-//! webpki, a pinned hash, or `allowUntrusted`), then the allow-lists. Proof of possession is
-//! checked by rustls through our signature methods in every trust setting.
+//! An app's client-certificate policy (`policy.rs`) as a rustls verifier. Proof of possession is
+//! checked by rustls through our signature methods in every trust setting; every refusal is
+//! recorded with its reason and detail for the handshake's log line.
 
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
-use sha2::{Digest, Sha256};
 
+use super::FailureReason;
+use super::policy::{self, Policy, Presented, Refusal};
 use crate::config::ClientCertMode;
 use crate::identity::LeafNames;
 
@@ -64,41 +64,46 @@ impl AllowList {
     }
 }
 
-/// The verifier for an app, or `None` in `ignore` mode.
+/// How a refused certificate reaches the client (`rejectWith`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RejectWith {
+    /// Fail the handshake with a TLS alert.
+    #[default]
+    Tls,
+    /// Complete the handshake and answer every request with 495 or 496; nothing reaches the app.
+    Http,
+}
+
+impl RejectWith {
+    /// The value as written in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tls => "tls",
+            Self::Http => "http",
+        }
+    }
+}
+
+/// The verifier for an app, or `None` in `ignore` mode. With `RejectWith::Http` a certificate
+/// the policy refuses still completes the handshake (its proof of possession is checked all the
+/// same) and the connection answers 495; a missing one answers 496.
 pub fn verifier(
     mode: ClientCertMode,
-    trust: &Trust,
-    allow: &AllowList,
+    policy: &Arc<Policy>,
+    reject_with: RejectWith,
     provider: &Arc<CryptoProvider>,
-) -> Result<Option<Arc<dyn ClientCertVerifier>>, VerifierBuilderError> {
+) -> Option<Arc<dyn ClientCertVerifier>> {
     let mandatory = match mode {
-        ClientCertMode::Ignore => return Ok(None),
-        ClientCertMode::Require => true,
+        ClientCertMode::Ignore => return None,
+        ClientCertMode::Require => reject_with == RejectWith::Tls,
         ClientCertMode::Accept => false,
     };
-    let webpki = if trust.roots.is_empty() {
-        None
-    } else {
-        let mut roots = RootCertStore::empty();
-        // Each root was checked to be a usable trust anchor when the config was loaded.
-        roots.add_parsable_certificates(trust.roots.iter().cloned());
-        let mut builder =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-        if !trust.crls.is_empty() {
-            builder = builder
-                .with_crls(trust.crls.iter().cloned())
-                .enforce_revocation_expiration();
-        }
-        Some(builder.build()?)
-    };
-    Ok(Some(Arc::new(PolicyVerifier {
-        webpki,
-        pins: trust.pins.clone(),
-        allow_untrusted: trust.allow_untrusted,
-        allow: allow.clone(),
+    Some(Arc::new(PolicyVerifier {
+        policy: policy.clone(),
         mandatory,
+        reject_with,
         algorithms: provider.signature_verification_algorithms,
-    })))
+    }))
 }
 
 /// Checks that a CA certificate can be a trust anchor.
@@ -108,40 +113,40 @@ pub fn check_trust_anchor(certificate: &CertificateDer<'static>) -> Result<(), r
 
 #[derive(Debug)]
 struct PolicyVerifier {
-    webpki: Option<Arc<dyn ClientCertVerifier>>,
-    pins: Vec<[u8; 32]>,
-    allow_untrusted: bool,
-    allow: AllowList,
+    policy: Arc<Policy>,
     mandatory: bool,
+    reject_with: RejectWith,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl PolicyVerifier {
-    fn trust(
+    /// Records a failed proof of possession so the refusal names the certificate.
+    fn signature(
         &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<(), rustls::Error> {
-        let hash: [u8; 32] = Sha256::digest(end_entity).into();
-        if self.pins.contains(&hash) {
-            return Ok(());
+        result: Result<HandshakeSignatureValid, rustls::Error>,
+        cert: &CertificateDer<'_>,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if let Err(error) = &result {
+            let presented = match x509_parser::parse_x509_certificate(cert) {
+                Ok((_, leaf)) => Presented::of(cert, &leaf),
+                Err(_) => Presented::unparsable(cert),
+            };
+            // A leaf webpki cannot read (with rejectWith http it got this far) keeps the reason
+            // the policy gives it; anything else is a failed proof of possession.
+            let refusal = self
+                .policy
+                .evaluate(cert, &[], UnixTime::now())
+                .err()
+                .filter(|refusal| refusal.reason == FailureReason::UnsupportedCertificate)
+                .unwrap_or_else(|| Box::new(Refusal {
+                    reason: FailureReason::of(error),
+                    detail: "the handshake signature does not verify with the certificate's public key: the client does not hold its private key".to_owned(),
+                    presented: Some(presented),
+                    error: error.clone(),
+                }));
+            policy::record(refusal);
         }
-        match &self.webpki {
-            Some(webpki) => match webpki.verify_client_cert(end_entity, intermediates, now) {
-                Ok(_) => Ok(()),
-                // allowUntrusted forwards certificates nobody vouches for; it never overrides a
-                // verdict about a chain we do know (revoked, wrong EKU, expired CRL).
-                Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))
-                    if self.allow_untrusted =>
-                {
-                    Ok(())
-                }
-                Err(error) => Err(error),
-            },
-            None if self.allow_untrusted => Ok(()),
-            None => Err(CertificateError::UnknownIssuer.into()),
-        }
+        result
     }
 }
 
@@ -156,7 +161,7 @@ impl ClientCertVerifier for PolicyVerifier {
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         // Hints are the trusted CAs; pins and untrusted certificates have no issuer to name.
-        match &self.webpki {
+        match self.policy.webpki() {
             Some(webpki) => webpki.root_hint_subjects(),
             None => &[],
         }
@@ -168,21 +173,17 @@ impl ClientCertVerifier for PolicyVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let (_, leaf) = x509_parser::parse_x509_certificate(end_entity)
-            .map_err(|_| CertificateError::BadEncoding)?;
-        // Validity first, for every trust source: pins and allowUntrusted have no CA to ask.
-        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        if now_secs < leaf.validity().not_before.timestamp() {
-            return Err(CertificateError::NotValidYet.into());
+        match self.policy.evaluate(end_entity, intermediates, now) {
+            Ok(_) => Ok(ClientCertVerified::assertion()),
+            // The connection evaluates the policy again once the handshake is done (so a
+            // resumed session is judged too) and answers every request itself.
+            Err(_) if self.reject_with == RejectWith::Http => Ok(ClientCertVerified::assertion()),
+            Err(refusal) => {
+                let error = refusal.error.clone();
+                policy::record(refusal);
+                Err(error)
+            }
         }
-        if now_secs > leaf.validity().not_after.timestamp() {
-            return Err(CertificateError::Expired.into());
-        }
-        self.trust(end_entity, intermediates, now)?;
-        if !self.allow.is_empty() && !self.allow.permits(&LeafNames::of(&leaf)) {
-            return Err(CertificateError::ApplicationVerificationFailure.into());
-        }
-        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -191,7 +192,8 @@ impl ClientCertVerifier for PolicyVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        let result = rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms);
+        self.signature(result, cert)
     }
 
     fn verify_tls13_signature(
@@ -200,7 +202,8 @@ impl ClientCertVerifier for PolicyVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        let result = rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms);
+        self.signature(result, cert)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -31,6 +31,9 @@ use sha2::Digest;
 use time::OffsetDateTime;
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod recording;
+pub mod tools;
+
 static SERIAL: AtomicU64 = AtomicU64::new(1);
 
 fn next_serial() -> SerialNumber {

@@ -1,0 +1,415 @@
+//! An app's client-certificate policy as one function, `Policy::evaluate`: the leaf is
+//! readable, inside its validity period, trusted (CA chain, pin or `allowUntrusted`) and on the
+//! allow-lists. The handshake verifier, `rejectWith: "http"` connections and `certgate
+//! explain` all call it, so each refusal has the same reason and detail wherever it is seen.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
+use rustls::{CertificateError, RootCertStore};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use sha2::{Digest, Sha256};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::x509::X509Version;
+
+use super::FailureReason;
+use super::client_auth::{AllowList, Trust};
+use crate::identity::{LeafNames, rfc4514};
+
+/// One app's policy for presented certificates (modes aside: `evaluate` only runs when a
+/// certificate was presented).
+#[derive(Debug)]
+pub struct Policy {
+    webpki: Option<Arc<dyn ClientCertVerifier>>,
+    trust: Trust,
+    allow: AllowList,
+    provider: Arc<CryptoProvider>,
+}
+
+/// Which trust source admitted a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustSource {
+    /// The chain verifies to a trusted CA.
+    Ca,
+    /// The leaf's SHA-256 is pinned.
+    Pin,
+    /// `allowUntrusted` admitted a certificate nobody vouches for.
+    Untrusted,
+}
+
+impl TrustSource {
+    /// The name used in `explain` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ca => "ca",
+            Self::Pin => "pin",
+            Self::Untrusted => "allow_untrusted",
+        }
+    }
+}
+
+/// A certificate that passed.
+#[derive(Debug, Clone)]
+pub struct Passed {
+    /// What admitted it.
+    pub trust: TrustSource,
+    /// The leaf, for logs.
+    pub presented: Presented,
+}
+
+/// The few facts about a presented leaf that a refusal names (never the whole certificate).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presented {
+    /// Subject, RFC 4514, as `allowedSubjects` compares it.
+    pub subject: String,
+    /// Issuer, RFC 4514.
+    pub issuer: String,
+    /// Serial number, colon-separated hex as OpenSSL prints it.
+    pub serial: String,
+    /// SHA-256 of the leaf DER, lowercase hex (as in XFCC).
+    pub hash: String,
+}
+
+impl Presented {
+    /// Reads the facts of a parsed leaf.
+    pub fn of(der: &[u8], leaf: &X509Certificate<'_>) -> Self {
+        Self {
+            subject: rfc4514(leaf.subject()),
+            issuer: rfc4514(leaf.issuer()),
+            serial: leaf.raw_serial_as_string(),
+            hash: crate::proxy::xfcc::hash_hex(der),
+        }
+    }
+
+    /// For a leaf that does not even parse: only its hash.
+    pub fn unparsable(der: &[u8]) -> Self {
+        Self {
+            hash: crate::proxy::xfcc::hash_hex(der),
+            ..Self::default()
+        }
+    }
+}
+
+/// Why a certificate was refused: the reason of the fixed set, a sentence for people, and the
+/// rustls error that chooses the TLS alert.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The reason, as in logs and metrics.
+    pub reason: FailureReason,
+    /// What is wrong, in words (e.g. "subject O=Acme,CN=alice is not in allowedSubjects").
+    pub detail: String,
+    /// The leaf, when one was presented.
+    pub presented: Option<Presented>,
+    /// The error the handshake fails with (its alert is what the client sees).
+    pub error: rustls::Error,
+}
+
+impl Refusal {
+    /// The refusal of a client that sent no certificate where one is required.
+    pub fn no_certificate() -> Self {
+        Self {
+            reason: FailureReason::NoCertificate,
+            detail: "no client certificate was presented".to_owned(),
+            presented: None,
+            error: rustls::Error::NoCertificatesPresented,
+        }
+    }
+}
+
+impl Policy {
+    /// Builds the policy; fails when the CA verifier cannot be built (an empty root store).
+    pub fn new(
+        trust: Trust,
+        allow: AllowList,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Self, VerifierBuilderError> {
+        let webpki = if trust.roots.is_empty() {
+            None
+        } else {
+            Some(webpki_verifier(&trust, &trust.roots, provider)?)
+        };
+        Ok(Self {
+            webpki,
+            trust,
+            allow,
+            provider: provider.clone(),
+        })
+    }
+
+    /// The trust sources.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    /// The allow-lists.
+    pub fn allow(&self) -> &AllowList {
+        &self.allow
+    }
+
+    /// The CA verifier, when CAs are trusted (its hints go into the CertificateRequest).
+    pub fn webpki(&self) -> Option<&Arc<dyn ClientCertVerifier>> {
+        self.webpki.as_ref()
+    }
+
+    /// The verdict on a presented chain at `now`. Proof of possession is not part of it: the
+    /// handshake checks it (`explain` has no handshake).
+    pub fn evaluate(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<Passed, Box<Refusal>> {
+        let leaf = match x509_parser::parse_x509_certificate(end_entity) {
+            Ok((_, leaf)) => leaf,
+            Err(error) => {
+                return Err(Box::new(Refusal {
+                    reason: FailureReason::UnsupportedCertificate,
+                    detail: format!("the certificate is not valid X.509 DER ({error})"),
+                    presented: Some(Presented::unparsable(end_entity)),
+                    error: CertificateError::BadEncoding.into(),
+                }));
+            }
+        };
+        let presented = Presented::of(end_entity, &leaf);
+        let refuse = |reason, detail: String, error: rustls::Error| {
+            Box::new(Refusal {
+                reason,
+                detail,
+                presented: Some(presented.clone()),
+                error,
+            })
+        };
+        if let Some(detail) = unsupported(&leaf) {
+            return Err(refuse(
+                FailureReason::UnsupportedCertificate,
+                detail,
+                CertificateError::BadEncoding.into(),
+            ));
+        }
+        // Validity first, for every trust source: pins and allowUntrusted have no CA to ask.
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let validity = leaf.validity();
+        if now_secs < validity.not_before.timestamp() {
+            return Err(refuse(
+                FailureReason::NotYetValid,
+                format!(
+                    "the certificate is not valid before {}",
+                    validity.not_before
+                ),
+                CertificateError::NotValidYet.into(),
+            ));
+        }
+        if now_secs > validity.not_after.timestamp() {
+            return Err(refuse(
+                FailureReason::Expired,
+                format!("the certificate expired at {}", validity.not_after),
+                CertificateError::Expired.into(),
+            ));
+        }
+        let trust = self
+            .trusted_by(end_entity, intermediates, now)
+            .map_err(|error| {
+                let reason = FailureReason::of(&error);
+                refuse(reason, describe(&error, &presented), error)
+            })?;
+        let names = LeafNames::of(&leaf);
+        if !self.allow.is_empty() && !self.allow.permits(&names) {
+            return Err(refuse(
+                FailureReason::NotAllowed,
+                not_allowed_detail(&names),
+                CertificateError::ApplicationVerificationFailure.into(),
+            ));
+        }
+        Ok(Passed { trust, presented })
+    }
+
+    /// Step 3 of the README's list: a pin, a CA chain, or `allowUntrusted`.
+    fn trusted_by(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<TrustSource, rustls::Error> {
+        let hash: [u8; 32] = Sha256::digest(end_entity).into();
+        if self.trust.pins.contains(&hash) {
+            return Ok(TrustSource::Pin);
+        }
+        match &self.webpki {
+            Some(webpki) => match webpki.verify_client_cert(end_entity, intermediates, now) {
+                Ok(_) => Ok(TrustSource::Ca),
+                // allowUntrusted forwards certificates nobody vouches for; it never overrides a
+                // verdict about a chain we do know (revoked, wrong EKU, expired CRL).
+                Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))
+                    if self.trust.allow_untrusted =>
+                {
+                    Ok(TrustSource::Untrusted)
+                }
+                Err(error) => Err(error),
+            },
+            None if self.trust.allow_untrusted => Ok(TrustSource::Untrusted),
+            None => Err(CertificateError::UnknownIssuer.into()),
+        }
+    }
+
+    /// For each trusted CA on its own, what webpki says about the chain (with the app's CRLs):
+    /// `Ok` when that CA alone would vouch for it. For `explain`.
+    pub fn per_ca(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Vec<Result<(), rustls::Error>> {
+        self.trust
+            .roots
+            .iter()
+            .map(|root| {
+                let verifier =
+                    webpki_verifier(&self.trust, std::slice::from_ref(root), &self.provider)
+                        .map_err(|error| rustls::Error::General(error.to_string()))?;
+                verifier
+                    .verify_client_cert(end_entity, intermediates, now)
+                    .map(|_| ())
+            })
+            .collect()
+    }
+}
+
+fn webpki_verifier(
+    trust: &Trust,
+    roots: &[CertificateDer<'static>],
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, VerifierBuilderError> {
+    let mut store = RootCertStore::empty();
+    // Each root was checked to be a usable trust anchor when the config was loaded.
+    store.add_parsable_certificates(roots.iter().cloned());
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone());
+    if !trust.crls.is_empty() {
+        builder = builder
+            .with_crls(trust.crls.iter().cloned())
+            .enforce_revocation_expiration();
+    }
+    builder.build()
+}
+
+/// Why webpki cannot use this leaf at all, if it cannot: the version, the key algorithm.
+fn unsupported(leaf: &X509Certificate<'_>) -> Option<String> {
+    if leaf.version() != X509Version::V3 {
+        return Some(format!(
+            "X.509 version {} certificate; webpki accepts only version 3 (sign it with extensions, e.g. `openssl x509 -req … -extfile client.ext` holding extendedKeyUsage=clientAuth)",
+            leaf.version().0 + 1
+        ));
+    }
+    let key = leaf.public_key();
+    let algorithm = key.algorithm.algorithm.to_id_string();
+    match algorithm.as_str() {
+        RSA | ED25519 => None,
+        EC => {
+            let curve = key
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|parameters| parameters.as_oid().ok())
+                .map(|oid| oid.to_id_string())
+                .unwrap_or_default();
+            match curve.as_str() {
+                P256 | P384 | P521 => None,
+                _ => Some(format!(
+                    "elliptic-curve key on curve {curve}; certgate accepts P-256, P-384 and P-521"
+                )),
+            }
+        }
+        other => Some(format!(
+            "public key algorithm {other} is not supported; use RSA, ECDSA (P-256, P-384, P-521) or Ed25519"
+        )),
+    }
+}
+
+const RSA: &str = "1.2.840.113549.1.1.1";
+const EC: &str = "1.2.840.10045.2.1";
+const ED25519: &str = "1.3.101.112";
+const P256: &str = "1.2.840.10045.3.1.7";
+const P384: &str = "1.3.132.0.34";
+const P521: &str = "1.3.132.0.35";
+
+fn not_allowed_detail(names: &LeafNames) -> String {
+    let mut detail = format!(
+        "subject {} is not in allowedSubjects",
+        if names.subject.is_empty() {
+            "(empty)"
+        } else {
+            &names.subject
+        }
+    );
+    if !names.dns.is_empty() {
+        detail.push_str(&format!(
+            ", DNS SANs {} not in allowedDnsSans",
+            names.dns.join(",")
+        ));
+    }
+    if !names.uris.is_empty() {
+        detail.push_str(&format!(
+            ", URI SANs {} not in allowedUriSans",
+            names.uris.join(",")
+        ));
+    }
+    detail
+}
+
+/// A sentence for a trust failure raised by webpki or by the policy.
+pub fn describe(error: &rustls::Error, presented: &Presented) -> String {
+    use rustls::CertificateError as Cert;
+    let rustls::Error::InvalidCertificate(cert) = error else {
+        return error.to_string();
+    };
+    match cert {
+        Cert::UnknownIssuer => format!(
+            "issuer {} is not a trusted CA, the leaf is not pinned, and allowUntrusted is off",
+            presented.issuer
+        ),
+        Cert::Revoked => {
+            "the certificate (or a CA above it) is revoked by a configured CRL".to_owned()
+        }
+        Cert::UnknownRevocationStatus => {
+            "a CA of the chain has no CRL among crlFiles, so revocation cannot be checked"
+                .to_owned()
+        }
+        Cert::ExpiredRevocationList | Cert::ExpiredRevocationListContext { .. } => {
+            "a configured CRL is past its nextUpdate; fetch a fresh one".to_owned()
+        }
+        Cert::InvalidPurpose | Cert::InvalidPurposeContext { .. } => {
+            "the certificate's extended key usage does not include clientAuth".to_owned()
+        }
+        Cert::BadSignature => "a signature in the chain does not verify".to_owned(),
+        Cert::Other(other) => format!("webpki refuses the chain: {other}"),
+        other => format!("webpki refuses the chain: {other}"),
+    }
+}
+
+tokio::task_local! {
+    static LAST_REFUSAL: RefCell<Option<Box<Refusal>>>;
+}
+
+/// Runs a handshake and returns its output with the refusal the verifier recorded during it,
+/// so the log line can name the certificate and say why (rustls only carries the alert).
+pub async fn watch<F: Future>(handshake: F) -> (F::Output, Option<Box<Refusal>>) {
+    LAST_REFUSAL
+        .scope(RefCell::new(None), async {
+            let output = handshake.await;
+            let refusal = LAST_REFUSAL
+                .try_with(|slot| slot.borrow_mut().take())
+                .ok()
+                .flatten();
+            (output, refusal)
+        })
+        .await
+}
+
+/// Records a refusal for `watch`; does nothing outside it.
+pub(crate) fn record(refusal: Box<Refusal>) {
+    let _ = LAST_REFUSAL.try_with(|slot| *slot.borrow_mut() = Some(refusal));
+}

@@ -1,0 +1,224 @@
+//! `certgate check` catches what would otherwise fail later, and has a sidecar form:
+//! - an exact host the server certificate does not cover: an error (exit 64);
+//! - a wildcard host it does not cover: a warning (exit 0);
+//! - a leaf (non-CA) certificate in `trustedCaFiles`: a warning naming the file;
+//! - an `allowedSubjects` entry in OpenSSL's `/CN=a/O=b` form: an error showing the RFC 4514
+//!   form; a valid entry listing CN last: a warning about the RDN order;
+//! - `admin` equal to or overlapping `listen`: an error, exit 64;
+//! - `check --upstream … --cert … --key … --client-ca …` validates the sidecar flags;
+//! - the summary line per app shows its allow-lists, forwarded fields and `rejectWith`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod common;
+mod process;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{Pki, TempDir, app};
+use serde_json::{Value, json};
+
+fn check(args: &[&str], dir: &Path) -> Output {
+    Command::new(process::BIN)
+        .arg("check")
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("CERTGATE_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// Writes a config of one `require` app (with `edit` applied) and runs `check` on it.
+fn check_app(edit: impl FnOnce(&mut Value, &mut Value)) -> (Output, String, String) {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    dir.write("leaf.pem", pki.client("a-leaf").pem);
+    let mut require = app(
+        "payments",
+        &["payments.example.test"],
+        "127.0.0.1:8080".parse().unwrap(),
+        "require",
+    );
+    require["clientAuth"] = json!({ "trustedCaFiles": ["client-ca.pem"] });
+    let mut config = json!({ "listen": "127.0.0.1:8443", "apps": [] });
+    edit(&mut config, &mut require);
+    config["apps"] = json!([require]);
+    let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
+    let output = check(&["--config", path.to_str().unwrap()], dir.path());
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stdout, stderr)
+}
+
+#[test]
+fn an_exact_host_the_server_certificate_does_not_cover_is_an_error() {
+    let (output, _, stderr) = check_app(|_, app| {
+        app["hosts"] = json!(["payments.other.test"]);
+    });
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("error: app \"payments\": host payments.other.test is not covered by the server certificate"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("server.pem") && stderr.contains("*.example.test"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_wildcard_host_the_server_certificate_does_not_cover_is_a_warning() {
+    let (output, stdout, stderr) = check_app(|_, app| {
+        app["hosts"] = json!(["payments.example.test", "*.other.test"]);
+    });
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stderr.contains("warning: app \"payments\": host *.other.test is not covered"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_covered_config_has_no_findings() {
+    let (output, _, stderr) = check_app(|_, _| {});
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn a_leaf_certificate_among_trusted_cas_is_a_warning_naming_it() {
+    let (output, _, stderr) = check_app(|_, app| {
+        app["clientAuth"]["trustedCaFiles"] = json!(["client-ca.pem", "leaf.pem"]);
+    });
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("certificate 1 in")
+            && stderr.contains("leaf.pem (CN=a-leaf) is not a CA certificate"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("allowedHashes"), "{stderr}");
+}
+
+#[test]
+fn an_openssl_style_subject_is_an_error_showing_the_rfc4514_form() {
+    let (output, _, stderr) = check_app(|_, app| {
+        app["clientAuth"]["allowedSubjects"] = json!(["/CN=alice/O=Acme"]);
+    });
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("\"/CN=alice/O=Acme\""), "{stderr}");
+    assert!(
+        stderr.contains("certgate reads RFC 4514, most specific RDN first: O=Acme,CN=alice"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_subject_listing_cn_last_is_a_warning_about_rdn_order() {
+    let (output, _, stderr) = check_app(|_, app| {
+        app["clientAuth"]["allowedSubjects"] = json!(["O=Acme,CN=alice"]);
+    });
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("lists CN last"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\"CN=alice,O=Acme\""), "{stderr}");
+}
+
+#[test]
+fn an_admin_address_equal_to_listen_is_an_error() {
+    for admin in ["127.0.0.1:8443", "0.0.0.0:8443"] {
+        let (output, _, stderr) = check_app(|config, _| {
+            config["admin"] = admin.into();
+        });
+        assert_eq!(output.status.code(), Some(64), "{admin}: {stderr}");
+        assert!(
+            stderr.contains(&format!("admin {admin} overlaps listen 127.0.0.1:8443")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_validates_the_sidecar_flags_too() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let output = check(
+        &[
+            "--upstream",
+            "http://127.0.0.1:8080",
+            "--cert",
+            "server.pem",
+            "--key",
+            "server.key",
+            "--client-ca",
+            "client-ca.pem",
+            "--allowed-subject",
+            "CN=alice,O=Acme",
+            "--allowed-uri-san",
+            "spiffe://example.test/alice",
+            "--forward-fields",
+            "Hash,Subject,URI",
+            "--reject-with",
+            "http",
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout.lines().next().unwrap();
+    for needle in [
+        "app: hosts=* (catch-all) mode=require",
+        "allowed-subjects=[CN=alice,O=Acme]",
+        "allowed-dns-sans=[]",
+        "allowed-uri-sans=[spiffe://example.test/alice]",
+        "forward=Hash,Subject,URI",
+        "reject-with=http",
+    ] {
+        assert!(line.contains(needle), "{needle:?} not in {line}");
+    }
+    // The sidecar without a trust source is told about flags, not config keys.
+    let output = check(
+        &[
+            "--upstream",
+            "http://127.0.0.1:8080",
+            "--cert",
+            "server.pem",
+            "--key",
+            "server.key",
+        ],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("pass --client-ca, --allowed-hash or --allow-untrusted"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("trustedCaFiles"), "{stderr}");
+}
+
+#[test]
+fn the_summary_line_shows_allow_lists_and_forwarded_fields() {
+    let (output, stdout, stderr) = check_app(|_, app| {
+        app["clientAuth"]["allowedDnsSans"] = json!(["alice.example.test"]);
+        app["forwardClientCert"] = json!({ "fields": ["Hash", "Cert", "DNS"] });
+    });
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("allowed-dns-sans=[alice.example.test]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("forward=Hash,Cert,DNS"), "{stdout}");
+    assert!(stdout.contains("reject-with=tls"), "{stdout}");
+}
