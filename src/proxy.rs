@@ -34,7 +34,7 @@ use crate::metrics::ActiveConnection;
 use crate::tls::sni::{authority_host, normalize};
 
 /// The body of every response certgate sends downstream: the app's, or certgate's own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<upstream::UpstreamBody, Full<Bytes>>;
 
 /// What a connection knows once its handshake is done; shared by all its requests.
 #[derive(Debug)]

@@ -229,3 +229,98 @@ async fn a_stderr_nobody_reads_never_stalls_requests() {
     let _ = child.wait();
     assert!(done.is_ok(), "requests stalled behind an unread stderr");
 }
+
+/// A plain HTTP/1.1 upstream on raw sockets that counts the connections it accepts and
+/// answers each request with `200 ok`; with `close_idle`, it closes each connection 50 ms
+/// after answering, without saying so, as an app with a short keep-alive timeout does.
+async fn counting_upstream(
+    close_idle: bool,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = tcp.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if tcp.write_all(reply).await.is_err() {
+                            return;
+                        }
+                        if close_idle {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+async fn gateway_in_front_of(pki: &Pki, upstream: SocketAddr) -> Gateway {
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
+    Gateway::start(dir, serde_json::json!({ "apps": [ignore] })).await
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_between_requests() {
+    let pki = Pki::new();
+    let (upstream, accepted) = counting_upstream(false).await;
+    let gateway = gateway_in_front_of(&pki, upstream).await;
+    let options = ClientOptions::new(&pki, "ignore.example.test");
+    for http2 in [false, true] {
+        let mut conn = Connection::open(gateway.addr, &options.clone().http2(http2))
+            .await
+            .unwrap();
+        for _ in 0..20 {
+            let request = conn.get("ignore.example.test", "/");
+            let reply = conn.send(request).await.unwrap();
+            assert_eq!((reply.status.as_u16(), &reply.body[..]), (200, &b"ok"[..]));
+        }
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "40 sequential requests did not share one upstream connection"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_that_closes_idle_connections_loses_no_request() {
+    let pki = Pki::new();
+    let (upstream, accepted) = counting_upstream(true).await;
+    let gateway = gateway_in_front_of(&pki, upstream).await;
+    let options = ClientOptions::new(&pki, "ignore.example.test");
+    let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
+    for i in 0..10 {
+        let request = conn.get("ignore.example.test", "/");
+        let reply = conn.send(request).await.unwrap();
+        assert_eq!(reply.status, 200, "request {i}");
+        // By the next request the app has closed the pooled connection.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 10);
+    gateway.stop().await;
+}

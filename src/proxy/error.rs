@@ -21,7 +21,7 @@ pub enum ProxyError {
     XfccTooLarge,
     #[error("upstream request failed")]
     Upstream {
-        source: hyper_util::client::legacy::Error,
+        source: super::upstream::UpstreamError,
     },
     #[error("upstream response timed out")]
     UpstreamTimeout,

@@ -1,55 +1,108 @@
 //! The pooled client for one app's upstream: HTTP/1.1 keep-alive or h2c, connect and
 //! response-header timeouts. The response timeout starts once the request body has been
 //! forwarded whole: a slow upload is the client's time, not the app's (as in Envoy).
+//!
+//! HTTP/1.1 connections live in a pool of our own: a stack of idle connections that a request
+//! pops and that its response returns to once its body has been read to the end. It costs a
+//! lock and a pop per request, where a general-purpose pool keyed by scheme and authority
+//! hashes the key twice (README "Performance"). h2c multiplexes over hyper-util's client.
 
+use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::error::ProxyError;
 use crate::config::{Timeouts, Transport, Upstream};
 
 /// How long an unused pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle HTTP/1.1 connections kept per app; more are closed when their response ends.
+const POOL_MAX_IDLE: usize = 1024;
+
+/// Why a request to the upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to the upstream")]
+    Connect { source: io::Error },
+    #[error("connecting to the upstream timed out")]
+    ConnectTimeout,
+    #[error("HTTP exchange with the upstream failed")]
+    Http { source: hyper::Error },
+    #[error("h2c exchange with the upstream failed")]
+    H2c {
+        source: hyper_util::client::legacy::Error,
+    },
+}
 
 /// Sends requests to one upstream over pooled connections.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, RequestBody>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// `host:port` to connect to.
+    authority: String,
+    connect_timeout: Duration,
     response_timeout: Duration,
+    /// HTTP/1.1: idle connections, the most recently used last.
+    idle: Mutex<Vec<IdleConnection>>,
+    /// h2c: hyper-util's client, which shares one connection between requests.
+    h2c: Option<Client<HttpConnector, RequestBody>>,
+}
+
+#[derive(Debug)]
+struct IdleConnection {
+    sender: http1::SendRequest<RequestBody>,
+    since: Instant,
 }
 
 impl UpstreamClient {
     /// A client for `upstream` with the configured timeouts.
     pub fn new(upstream: &Upstream, timeouts: &Timeouts) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeouts.upstream_connect));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(upstream.transport == Transport::Http2)
-            .build(connector);
+        let h2c = (upstream.transport == Transport::Http2).then(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(timeouts.upstream_connect));
+            connector.set_nodelay(true);
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .http2_only(true)
+                .build(connector)
+        });
         Self {
-            client,
-            response_timeout: timeouts.upstream_response,
+            inner: Arc::new(Inner {
+                authority: upstream.authority.to_string(),
+                connect_timeout: timeouts.upstream_connect,
+                response_timeout: timeouts.upstream_response,
+                idle: Mutex::new(Vec::new()),
+                h2c,
+            }),
         }
     }
 
     /// Sends a request whose URI already names the upstream; waits for the response header,
     /// at most `upstreamResponseMs` from the end of the request body.
-    pub async fn send(&self, request: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         let (parts, body) = request.into_parts();
         let (body, body_sent) = RequestBody::new(body);
         let client_failed = body.client_failed.clone();
@@ -64,17 +117,190 @@ impl UpstreamClient {
                 ProxyError::Upstream { source }
             }
         };
-        let response = self.client.request(Request::from_parts(parts, body));
+        let request = Request::from_parts(parts, body);
+        let response = self.exchange(request);
         tokio::pin!(response);
-        tokio::select! {
-            result = &mut response => return result.map_err(classify),
-            // Also when the body is dropped unfinished: the app answered early or failed.
-            _ = body_sent => {}
+        if let Some(body_sent) = body_sent {
+            tokio::select! {
+                result = &mut response => return result.map_err(classify),
+                // Also when the body is dropped unfinished: the app answered early or failed.
+                _ = body_sent => {}
+            }
         }
-        match tokio::time::timeout(self.response_timeout, response).await {
+        match tokio::time::timeout(self.inner.response_timeout, response).await {
             Ok(result) => result.map_err(classify),
             Err(_) => Err(ProxyError::UpstreamTimeout),
         }
+    }
+
+    async fn exchange(
+        &self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        if let Some(h2c) = &self.inner.h2c {
+            let response = h2c
+                .request(request)
+                .await
+                .map_err(|source| UpstreamError::H2c { source })?;
+            return Ok(response.map(|body| UpstreamBody::new(body, None)));
+        }
+        let (mut sender, reused) = match self.checkout().await {
+            Some(sender) => (sender, true),
+            None => (self.connect().await?, false),
+        };
+        let response = match sender.try_send_request(request).await {
+            Ok(response) => response,
+            // A pooled connection the app closed while it was idle: the request was not
+            // written, so it goes out again on a new connection.
+            Err(mut error) if reused => match error.take_message() {
+                Some(request) => {
+                    sender = self.connect().await?;
+                    sender
+                        .send_request(request)
+                        .await
+                        .map_err(|source| UpstreamError::Http { source })?
+                }
+                None => {
+                    return Err(UpstreamError::Http {
+                        source: error.into_error(),
+                    });
+                }
+            },
+            Err(error) => {
+                return Err(UpstreamError::Http {
+                    source: error.into_error(),
+                });
+            }
+        };
+        // A connection that switched protocols (WebSocket) is never reused.
+        let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
+        let checkin = reusable.then(|| CheckIn {
+            sender,
+            pool: self.inner.clone(),
+        });
+        Ok(response.map(|body| UpstreamBody::new(body, checkin)))
+    }
+
+    /// The most recently used idle connection that is still open.
+    async fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
+        loop {
+            let idle = {
+                let mut stack = self.inner.idle.lock().ok()?;
+                stack.pop()?
+            };
+            if idle.since.elapsed() >= POOL_IDLE_TIMEOUT || idle.sender.is_closed() {
+                continue;
+            }
+            let mut sender = idle.sender;
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+        let connect = TcpStream::connect(self.inner.authority.as_str());
+        let tcp = match tokio::time::timeout(self.inner.connect_timeout, connect).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(source)) => return Err(UpstreamError::Connect { source }),
+            Err(_) => return Err(UpstreamError::ConnectTimeout),
+        };
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|source| UpstreamError::Http { source })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(error = %error, "upstream connection closed with an error");
+            }
+        });
+        sender
+            .ready()
+            .await
+            .map_err(|source| UpstreamError::Http { source })?;
+        Ok(sender)
+    }
+}
+
+/// A connection lent to one response: back to the pool when its body has been read whole.
+#[derive(Debug)]
+struct CheckIn {
+    sender: http1::SendRequest<RequestBody>,
+    pool: Arc<Inner>,
+}
+
+impl CheckIn {
+    fn give_back(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        if let Ok(mut stack) = self.pool.idle.lock() {
+            if stack.len() < POOL_MAX_IDLE {
+                stack.push(IdleConnection {
+                    sender: self.sender,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+}
+
+/// An upstream response body; the connection goes back to the pool once it has been read to
+/// its end (a body dropped before that closes the connection instead).
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Incoming,
+    checkin: Option<CheckIn>,
+}
+
+impl UpstreamBody {
+    fn new(inner: Incoming, checkin: Option<CheckIn>) -> Self {
+        let mut body = Self { inner, checkin };
+        // An empty body (204, 304, a HEAD) may never be polled.
+        body.give_back_if_done();
+        body
+    }
+
+    fn give_back_if_done(&mut self) {
+        if self.inner.is_end_stream() {
+            if let Some(checkin) = self.checkin.take() {
+                checkin.give_back();
+            }
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(checkin) = this.checkin.take() {
+                    checkin.give_back();
+                }
+            }
+            Poll::Ready(Some(Ok(_))) => this.give_back_if_done(),
+            // A broken body leaves a connection nobody should reuse.
+            Poll::Ready(Some(Err(_))) => this.checkin = None,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -88,16 +314,25 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    fn new(inner: Incoming) -> (Self, oneshot::Receiver<()>) {
+    /// The body, and a receiver that fires when it has been read whole; `None` for an empty
+    /// body (e.g. a GET), which is complete from the start and may never be polled.
+    fn new(inner: Incoming) -> (Self, Option<oneshot::Receiver<()>>) {
+        let client_failed = Arc::new(AtomicBool::new(false));
+        if inner.is_end_stream() {
+            let body = Self {
+                inner,
+                sent: None,
+                client_failed,
+            };
+            return (body, None);
+        }
         let (sent, receiver) = oneshot::channel();
-        let mut body = Self {
+        let body = Self {
             inner,
             sent: Some(sent),
-            client_failed: Arc::new(AtomicBool::new(false)),
+            client_failed,
         };
-        // An empty body (e.g. a GET) may never be polled.
-        body.report_if_done();
-        (body, receiver)
+        (body, Some(receiver))
     }
 
     fn report_if_done(&mut self) {
