@@ -205,7 +205,7 @@ mod tests {
         Principals {
             uri_sans: patterns
                 .iter()
-                .map(|p| UriPattern::parse(p).unwrap())
+                .filter_map(|p| UriPattern::parse(p))
                 .collect(),
             ..Principals::default()
         }
