@@ -577,7 +577,7 @@ pub fn summary(app: &AppConfig) -> String {
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
     format!(
-        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after}",
+        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after}{policy}",
         subjects = list(&app.allow.subjects),
         dns = list(&app.allow.dns_sans),
         uris = list(&app.allow.uri_sans),
@@ -589,6 +589,7 @@ pub fn summary(app: &AppConfig) -> String {
         cas = app.trust.roots.len(),
         crls = app.trust.crls.len(),
         pins = app.trust.pins.len(),
+        policy = app.request_policy.describe(),
         untrusted = if app.trust.allow_untrusted {
             ", untrusted allowed"
         } else {

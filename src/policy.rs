@@ -28,6 +28,50 @@ impl AppPolicy {
         !self.exclusion_paths.is_empty() || self.authorization.is_configured()
     }
 
+    /// What `certgate check` prints of the policy: empty for an app that configures none.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.exclusion_paths.is_empty() {
+            parts.push(format!(
+                "exclusion-paths={}",
+                self.exclusion_paths.join(",")
+            ));
+        }
+        if self.authorization.is_configured() {
+            parts.push(format!(
+                "authorization={} rules, default {}",
+                self.authorization.rules.len(),
+                if self.authorization.default_deny {
+                    "deny"
+                } else {
+                    "allow"
+                }
+            ));
+        }
+        if let Some(limit) = &self.rate_limit {
+            parts.push(format!(
+                "rate-limit={}/s burst {}",
+                limit.requests_per_second, limit.burst
+            ));
+        }
+        if self.formats != Formats::default() {
+            let names = [
+                (self.formats.envoy, "envoy"),
+                (self.formats.rfc9440, "rfc9440"),
+                (self.formats.aws_alb, "aws-alb"),
+                (self.formats.azure_app_service, "azure-app-service"),
+                (self.formats.verdict, "verdict"),
+            ];
+            let on: Vec<&str> = names
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, n)| *n)
+                .collect();
+            parts.push(format!("formats={}", on.join(",")));
+        }
+        parts.iter().map(|part| format!(" {part}")).collect()
+    }
+
     /// Whether a normalized path (`matched` form) is under an exclusion path.
     pub fn is_excluded(&self, path: &str) -> bool {
         self.exclusion_paths

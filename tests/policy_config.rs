@@ -10,7 +10,8 @@
 //! - an unknown format name;
 //! - exclusion paths or rules on an `ignore` app;
 //!
-//! and a config using every key is accepted by `certgate check` (exit 0).
+//! and a config using every key is accepted by `certgate check` (exit 0), which prints the
+//! policy on the app's summary line.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -238,4 +239,14 @@ fn a_config_using_every_policy_key_passes_check() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].ends_with(
+            " exclusion-paths=/public,/healthz,/.well-known/ authorization=3 rules, default allow \
+             rate-limit=50/s burst 100 formats=envoy,rfc9440,aws-alb,azure-app-service,verdict"
+        ),
+        "{stdout}"
+    );
+    assert!(lines[1].ends_with(" formats=verdict"), "{stdout}");
 }

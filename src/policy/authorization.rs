@@ -17,7 +17,7 @@ pub struct Authorization {
 }
 
 /// One rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// Normalized path prefix, matched on segment boundaries.
     pub path_prefix: String,
@@ -32,7 +32,7 @@ pub struct Rule {
 }
 
 /// Who may pass a rule; each list means what it means in `clientAuth`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Principals {
     /// RFC 4514 subjects, matched exactly.
     pub subjects: Vec<String>,
@@ -102,14 +102,6 @@ pub enum Decision<'a> {
     /// Answer 403, naming the rule (or `None`: no rule matched and `defaultDeny` is set).
     Deny(Option<&'a Rule>),
 }
-
-impl PartialEq for Rule {
-    fn eq(&self, other: &Self) -> bool {
-        self.label == other.label
-    }
-}
-
-impl Eq for Rule {}
 
 /// The metric and log label of a `defaultDeny` refusal.
 pub const DEFAULT_RULE_LABEL: &str = "default";
