@@ -1,5 +1,6 @@
 //! The client's verified certificate, parsed once per connection: its hash, names, expiry and
-//! the ready-made X-Forwarded-Client-Cert value that every request on the connection reuses.
+//! the ready-made certificate header values (XFCC and the other formats) that every request on
+//! the connection reuses.
 
 use http::{HeaderName, HeaderValue};
 use rustls_pki_types::CertificateDer;
