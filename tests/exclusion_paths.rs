@@ -13,6 +13,9 @@
 //!   app as `/admin`, the query unchanged).
 //! - An app without a path policy forwards the path byte for byte, as before.
 //! - A certificate that fails verification is still refused at the handshake.
+//! - With `rejectWith: "http"`: a certificate-less request outside the exclusion paths gets the
+//!   496 page (HTML for a browser), an excluded path on the same connection is still served,
+//!   and a refused certificate gets 495 even on an excluded path.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -197,5 +200,45 @@ async fn a_certificate_that_fails_verification_is_still_refused_at_the_handshake
         "{}",
         failure.message
     );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn with_reject_with_http_a_request_outside_the_exclusions_gets_496() {
+    let pki = Pki::new();
+    let upstream = echo_upstream().await;
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let [mut require, ignore] = require_and_ignore(upstream);
+    require["clientCertExclusionPaths"] = json!(["/public"]);
+    require["rejectWith"] = json!("http");
+    let gateway = Gateway::start(dir, json!({ "apps": [require, ignore] })).await;
+    for http2 in [false, true] {
+        let label = version(http2);
+        let options = options(&pki, http2);
+        let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
+        let reply = conn.send(conn.get(HOST, "/admin")).await.unwrap();
+        assert_eq!(reply.status.as_u16(), 496, "{label}: {:?}", reply.body);
+        let mut browser = conn.get(HOST, "/public/../admin");
+        browser.headers_mut().insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("text/html"),
+        );
+        let reply = conn.send(browser).await.unwrap();
+        assert_eq!(reply.status.as_u16(), 496, "{label}");
+        assert!(
+            String::from_utf8_lossy(&reply.body).contains("<h1>496"),
+            "{label}: {:?}",
+            reply.body
+        );
+        let reply = conn.send(conn.get(HOST, "/public/x")).await.unwrap();
+        assert_eq!(reply.status.as_u16(), 200, "{label}: {:?}", reply.body);
+        assert_eq!(reply.echo()["path"], "/public/x");
+
+        let stranger = Ca::root("stranger CA").issue(LeafSpec::client("stranger"));
+        let refused = options.clone().with_identity(stranger.identity());
+        let reply = send_target(gateway.addr, &refused, HOST, "GET", "/public").await;
+        assert_eq!(reply.status, 495, "{label}: {}", reply.text());
+    }
     gateway.stop().await;
 }

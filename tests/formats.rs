@@ -23,7 +23,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::raw::{RawReply, raw_http1, send_target, tool_available};
+use common::raw::{RawReply, raw_http1, send_target};
+use common::tools;
 use common::*;
 use serde_json::json;
 
@@ -63,9 +64,7 @@ print(json.dumps(out))
 /// The expected header values for a chain the client sends (leaf first), computed by
 /// openssl and Python; `None` when the tools are missing outside CI.
 fn reference(dir: &Path, leaf: &Leaf) -> Option<BTreeMap<String, String>> {
-    if !tool_available("openssl", &["version"], "apt-get install openssl")
-        || !tool_available("python3", &["--version"], "apt-get install python3")
-    {
+    if !tools::openssl() || !tools::available("python3", "--version", "apt-get install python3") {
         return None;
     }
     let mut args = Vec::new();

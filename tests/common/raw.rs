@@ -1,9 +1,7 @@
 //! Requests with arbitrary targets over HTTP/1.1 (raw bytes on a TLS stream, so no client
-//! library tidies the target) and HTTP/2 (hyper's client, which sends `:path` as given), and
-//! the external-tool check the golden tests use.
+//! library tidies the target) and HTTP/2 (hyper's client, which sends `:path` as given).
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 
 use bytes::Bytes;
 use http::Request;
@@ -210,23 +208,4 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&data[..size]);
         data = &data[size + 2..];
     }
-}
-
-/// Whether an external tool runs (`name args…` exits 0). Without it the calling test is
-/// skipped with a note, except under `CI`, where a missing tool fails the test.
-pub fn tool_available(name: &str, args: &[&str], install: &str) -> bool {
-    let ok = Command::new(name)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is needed for this test: {install}"
-        );
-        eprintln!("skipping: {name} is not installed ({install})");
-    }
-    ok
 }
