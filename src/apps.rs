@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{AppConfig, Config, Limits, Timeouts};
 use crate::metrics::{AppMetrics, Metrics};
+use crate::policy::rate_limit::{MAX_KEYS, RateLimiter};
 use crate::proxy::upstream::UpstreamClient;
 use crate::tls::sni::HostMatcher;
 
@@ -34,6 +35,8 @@ pub struct App {
     pub upstream: UpstreamClient,
     /// This app's metric handles.
     pub metrics: AppMetrics,
+    /// The app's token buckets when it has a `rateLimit` (a reload starts them afresh).
+    pub rate_limiter: Option<RateLimiter>,
 }
 
 impl Apps {
@@ -49,6 +52,10 @@ impl Apps {
                     config: app.clone(),
                     upstream: UpstreamClient::new(&app.upstream, &config.timeouts),
                     metrics: metrics.register_app(app),
+                    rate_limiter: app
+                        .request_policy
+                        .rate_limit
+                        .map(|limit| RateLimiter::new(limit, MAX_KEYS)),
                 })
             })
             .collect();

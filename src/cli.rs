@@ -289,6 +289,7 @@ impl RunArgs {
                 client_auth: self.client_auth.file_model(),
                 forward_client_cert: FileForwardClientCert {
                     fields: self.client_auth.forward_fields(),
+                    ..FileForwardClientCert::default()
                 },
                 reject_with: self.reject_with.clone(),
                 ..FileApp::default()

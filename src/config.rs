@@ -5,6 +5,7 @@
 pub mod checks;
 pub mod file;
 mod pem_files;
+pub mod policy;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +20,8 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 use self::checks::{Finding, Severity};
 use self::file::{FileApp, FileClientAuth, FileConfig, FileServerCertificate};
 use self::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
+use self::policy::PolicyError;
+use crate::policy::AppPolicy;
 use crate::tls::client_auth::{AllowList, RejectWith, Trust};
 use crate::tls::policy::Policy;
 use crate::tls::sni::{HostPattern, InvalidHost};
@@ -66,6 +69,8 @@ pub struct AppConfig {
     pub reject_with: RejectWith,
     /// Which XFCC fields are sent.
     pub xfcc_fields: XfccFields,
+    /// Exclusion paths, authorization, rate limit and header formats.
+    pub request_policy: AppPolicy,
     /// The server certificate chain, leaf first.
     pub server_chain: Vec<CertificateDer<'static>>,
     /// This app's own rustls config: its verifier, session cache and ticket keys.
@@ -415,6 +420,8 @@ pub enum ConfigError {
         "app {app:?}: serverCertificate needs certFile and keyFile, or pkcs12File with passwordFile or passwordEnv"
     )]
     ServerCertificateShape { app: String },
+    #[error("app {app:?}: {source}")]
+    Policy { app: String, source: PolicyError },
     #[error("app {app:?}: cannot build the client certificate verifier")]
     Verifier {
         app: String,
@@ -570,7 +577,7 @@ pub fn summary(app: &AppConfig) -> String {
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
     format!(
-        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after}",
+        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after}{policy}",
         subjects = list(&app.allow.subjects),
         dns = list(&app.allow.dns_sans),
         uris = list(&app.allow.uri_sans),
@@ -582,6 +589,7 @@ pub fn summary(app: &AppConfig) -> String {
         cas = app.trust.roots.len(),
         crls = app.trust.crls.len(),
         pins = app.trust.pins.len(),
+        policy = app.request_policy.describe(),
         untrusted = if app.trust.allow_untrusted {
             ", untrusted allowed"
         } else {
@@ -669,6 +677,11 @@ impl<'a> Loader<'a> {
                 }
             },
         };
+        let request_policy =
+            policy::app_policy(file, mode).map_err(|source| ConfigError::Policy {
+                app: name.clone(),
+                source,
+            })?;
         let (server_chain, key) = self.server_certificate(&name, &file.server_certificate)?;
         if let (Some(leaf), Some(cert_file)) = (
             server_chain.first(),
@@ -692,8 +705,16 @@ impl<'a> Loader<'a> {
                 })?,
             )),
         };
+        // With exclusion paths a `require` app asks for a certificate without demanding one at
+        // the handshake; the proxy then refuses certificate-less requests outside those paths.
+        let tls_mode =
+            if mode == ClientCertMode::Require && !request_policy.exclusion_paths.is_empty() {
+                ClientCertMode::Accept
+            } else {
+                mode
+            };
         let verifier = policy.as_ref().and_then(|policy| {
-            crate::tls::client_auth::verifier(mode, policy, reject_with, &self.provider)
+            crate::tls::client_auth::verifier(tls_mode, policy, reject_with, &self.provider)
         });
         let tls = crate::tls::server_config::build(
             self.provider.clone(),
@@ -715,6 +736,7 @@ impl<'a> Loader<'a> {
             policy,
             reject_with,
             xfcc_fields,
+            request_policy,
             server_chain,
             tls,
         })

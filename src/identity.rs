@@ -1,24 +1,32 @@
 //! The client's verified certificate, parsed once per connection: its hash, names, expiry and
-//! the ready-made X-Forwarded-Client-Cert value that every request on the connection reuses.
+//! the ready-made certificate header values (XFCC and the other formats) that every request on
+//! the connection reuses.
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use rustls_pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::x509::X509Name;
 
 use crate::config::XfccFields;
-use crate::proxy::xfcc;
+use crate::policy::Formats;
+use crate::proxy::{formats, headers, xfcc};
 
 /// A client that presented a certificate that passed the app's policy.
 #[derive(Debug)]
 pub struct ClientIdentity {
     /// SHA-256 of the leaf, lowercase hex.
     pub hash: String,
+    /// SHA-256 of the leaf.
+    pub hash_bytes: [u8; 32],
+    /// The leaf's subject and SANs, for authorization.
+    pub names: LeafNames,
     /// End of the leaf's validity, in seconds since the Unix epoch.
     pub not_after: i64,
-    /// The XFCC value, or `None` when it exceeds `limits.maxXfccBytes`.
-    pub xfcc: Option<HeaderValue>,
+    /// The certificate headers of the app's formats (XFCC first), or `None` when a value
+    /// exceeds `limits.maxXfccBytes`.
+    pub headers: Option<Vec<(HeaderName, HeaderValue)>>,
 }
 
 /// Why a verified chain could not be turned into an identity (should not happen: the
@@ -28,26 +36,43 @@ pub struct ClientIdentity {
 pub struct IdentityError;
 
 impl ClientIdentity {
-    /// Parses the chain the client sent (leaf first) and builds the XFCC value.
+    /// Parses the chain the client sent (leaf first) and builds the header values of the
+    /// app's `formats` (the verdict excepted: it depends on no certificate).
     pub fn new(
         chain: &[CertificateDer<'_>],
         fields: XfccFields,
+        formats: Formats,
         max_xfcc_bytes: usize,
     ) -> Result<Self, IdentityError> {
         let leaf_der = chain.first().ok_or(IdentityError)?;
         let (_, leaf) = x509_parser::parse_x509_certificate(leaf_der).map_err(|_| IdentityError)?;
         let names = LeafNames::of(&leaf);
+        let hash_bytes: [u8; 32] = Sha256::digest(leaf_der).into();
         let hash = xfcc::hash_hex(leaf_der);
-        let value = xfcc::build(chain, &hash, &names, fields);
-        // Every byte is printable ASCII (see xfcc::build), so this cannot fail; a failure
-        // would mean no header rather than a broken one.
-        let xfcc = (value.len() <= max_xfcc_bytes)
-            .then(|| HeaderValue::from_str(&value).ok())
-            .flatten();
+        let mut all = Vec::new();
+        let mut fits = true;
+        if formats.envoy {
+            let value = xfcc::build(chain, &hash, &names, fields);
+            // Every byte is printable ASCII (see xfcc::build), so this cannot fail; a failure
+            // would mean no header rather than a broken one.
+            match (value.len() <= max_xfcc_bytes)
+                .then(|| HeaderValue::from_str(&value).ok())
+                .flatten()
+            {
+                Some(value) => all.push((headers::XFCC, value)),
+                None => fits = false,
+            }
+        }
+        match formats::build(chain, &leaf, formats, max_xfcc_bytes) {
+            Some(others) => all.extend(others),
+            None => fits = false,
+        }
         Ok(Self {
             hash,
+            hash_bytes,
             not_after: leaf.validity().not_after.timestamp(),
-            xfcc,
+            headers: fits.then_some(all),
+            names,
         })
     }
 

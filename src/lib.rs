@@ -5,7 +5,8 @@
 //! and hands each stage its handles: `apps` (swapped whole by `reload`), the `drain` flag and
 //! the metrics; the `listener` accepts, `tls` picks the
 //! app by SNI and verifies the client, `identity` parses the verified certificate once, and
-//! `proxy` checks each request's authority, rewrites headers and forwards it upstream.
+//! `proxy` checks each request's authority and the app's `policy`, rewrites headers and
+//! forwards it upstream.
 //! `admin` serves health and `metrics`; `pki` and `demo` are the first-run tools.
 
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod apps;
 pub mod listener;
 pub mod tls;
 pub mod identity;
+pub mod policy;
 pub mod proxy;
 pub mod admin;
 pub mod metrics;

@@ -101,8 +101,12 @@ impl Listener {
         }
         let identity = match peer_chain.filter(|_| refusal.is_none()) {
             Some(chain) => {
-                match ClientIdentity::new(chain, app.config.xfcc_fields, apps.limits.max_xfcc_bytes)
-                {
+                match ClientIdentity::new(
+                    chain,
+                    app.config.xfcc_fields,
+                    app.config.request_policy.formats,
+                    apps.limits.max_xfcc_bytes,
+                ) {
                     Ok(identity) => Some(identity),
                     Err(error) => {
                         tracing::warn!(app = %app.config.name, error = %error, "closing connection");

@@ -33,6 +33,12 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    app: String,
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -54,6 +60,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_duration: Histogram,
     misdirected: Family<AppLabel, Counter>,
+    authorization_denied: Family<RuleLabels, Counter>,
+    rate_limited: Family<AppLabel, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     not_after: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
 }
@@ -76,6 +84,8 @@ impl Metrics {
         // 1 ms to ~33 s.
         let request_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let misdirected = Family::<AppLabel, Counter>::default();
+        let authorization_denied = Family::<RuleLabels, Counter>::default();
+        let rate_limited = Family::<AppLabel, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let not_after = Family::<CertificateLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
@@ -114,6 +124,16 @@ impl Metrics {
             misdirected.clone(),
         );
         registry.register(
+            "authorization_denied",
+            "Requests answered 403 by an authorization rule (rule = its index, or default)",
+            authorization_denied.clone(),
+        );
+        registry.register(
+            "rate_limited_requests",
+            "Requests answered 429 over the app's rateLimit",
+            rate_limited.clone(),
+        );
+        registry.register(
             "reloads",
             "Configuration reloads by result",
             reloads.clone(),
@@ -146,6 +166,8 @@ impl Metrics {
             requests,
             request_duration,
             misdirected,
+            authorization_denied,
+            rate_limited,
             reloads,
             not_after,
         }
@@ -194,6 +216,27 @@ impl Metrics {
                     .set(not_after);
             }
         }
+        // The policy series exist at zero only for apps that can increment them.
+        let rules = &app.request_policy.authorization;
+        let default = rules
+            .default_deny
+            .then_some(crate::policy::authorization::DEFAULT_RULE_LABEL);
+        for rule in rules
+            .rules
+            .iter()
+            .map(|rule| rule.label.as_str())
+            .chain(default)
+        {
+            let _ = self.authorization_denied.get_or_create(&RuleLabels {
+                app: app.name.clone(),
+                rule: rule.to_owned(),
+            });
+        }
+        if app.request_policy.rate_limit.is_some() {
+            let _ = self.rate_limited.get_or_create(&AppLabel {
+                app: app.name.clone(),
+            });
+        }
         self.app(&app.name)
     }
 
@@ -216,6 +259,8 @@ impl Metrics {
             connections: self.connections.get_or_create(&label).clone(),
             connections_active: self.connections_active.get_or_create(&label).clone(),
             misdirected: self.misdirected.get_or_create(&label).clone(),
+            authorization_denied: self.authorization_denied.clone(),
+            rate_limited: self.rate_limited.clone(),
             ok,
             requests: self.requests.clone(),
             request_duration: self.request_duration.clone(),
@@ -263,6 +308,8 @@ pub struct AppMetrics {
     connections: Counter,
     connections_active: Gauge,
     misdirected: Counter,
+    authorization_denied: Family<RuleLabels, Counter>,
+    rate_limited: Family<AppLabel, Counter>,
     /// `code="200"` for `client_cert="none"` and `"verified"`: nearly every request.
     ok: [Counter; 2],
     requests: Family<RequestLabels, Counter>,
@@ -296,6 +343,25 @@ impl AppMetrics {
         if code == 421 {
             self.misdirected.inc();
         }
+    }
+
+    /// An authorization rule refused a request.
+    pub fn authorization_denied(&self, rule: &str) {
+        self.authorization_denied
+            .get_or_create(&RuleLabels {
+                app: self.app.clone(),
+                rule: rule.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A request was over the app's rate limit.
+    pub fn rate_limited(&self) {
+        self.rate_limited
+            .get_or_create(&AppLabel {
+                app: self.app.clone(),
+            })
+            .inc();
     }
 }
 

@@ -1,10 +1,14 @@
 //! The per-connection HTTP service: check the request's authority against the connection's
-//! app (400/421), strip client-sent XFCC and hop-by-hop headers, add `X-Forwarded-*` and the
-//! connection's XFCC, and stream the request to the app and the response back. What does not
-//! change between requests (the XFCC value, the client address header, the app's metric
-//! handles) is made once per connection; a request guard records every request's end.
+//! app (400/421) and the app's policy (exclusion paths, authorization, rate limit), strip
+//! client-sent certificate and hop-by-hop headers, add `X-Forwarded-*` and the connection's
+//! certificate headers, and stream the request to the app and the response back. What does
+//! not change between requests (the certificate header values, the client address header, the
+//! app's metric handles, which authorization rules the client passes) is made once per
+//! connection; a request guard records every request's end.
 
+pub mod admission;
 pub mod error;
+pub mod formats;
 pub mod headers;
 pub mod refuse;
 pub mod upstream;
@@ -25,6 +29,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
+use self::admission::{Admission, ConnectionPolicy};
 use self::error::ProxyError;
 use crate::apps::{App, Apps};
 use crate::config::Transport;
@@ -60,6 +65,8 @@ pub struct ConnectionContext {
     /// With `rejectWith: "http"`, the refusal every request of this connection is answered
     /// with (nothing reaches the app).
     refusal: Option<refuse::RefusalPage>,
+    /// The app's policy as it applies to this connection's client.
+    policy: ConnectionPolicy,
     /// Notified when the connection must close after the current response.
     pub close: Notify,
     /// Requests in flight and the last time one started or ended, for the idle timeout.
@@ -77,6 +84,7 @@ impl ConnectionContext {
         sni: Option<String>,
         identity: Option<ClientIdentity>,
     ) -> Self {
+        let policy = ConnectionPolicy::new(&app, identity.as_ref(), client_addr.ip());
         Self {
             _active: app.metrics.connection_opened(),
             app,
@@ -86,6 +94,7 @@ impl ConnectionContext {
             client_addr,
             forwarded_for: headers::forwarded_for(client_addr.ip()),
             sni,
+            policy,
             identity,
             refusal: None,
             close: Notify::new(),
@@ -121,6 +130,14 @@ pub async fn handle(
     let response = match forwarded {
         Ok(response) => response,
         Err(error) => {
+            match &error {
+                ProxyError::Denied { rule, .. } => {
+                    guard.conn.app.metrics.authorization_denied(rule);
+                    guard.rule.clone_from(rule);
+                }
+                ProxyError::RateLimited { .. } => guard.conn.app.metrics.rate_limited(),
+                _ => {}
+            }
             if matches!(
                 error,
                 ProxyError::Upstream { .. } | ProxyError::UpstreamTimeout
@@ -149,6 +166,8 @@ struct RequestGuard {
     logged: Option<(Method, Uri)>,
     /// The status sent, once there is one.
     status: Option<StatusCode>,
+    /// The authorization rule that refused the request, if one did.
+    rule: String,
 }
 
 /// The status logged and counted for a request the client abandoned.
@@ -166,6 +185,7 @@ impl RequestGuard {
             started: Instant::now(),
             logged,
             status: None,
+            rule: String::new(),
         }
     }
 }
@@ -194,6 +214,7 @@ impl Drop for RequestGuard {
                 method = %method,
                 path = uri.path(),
                 status = code,
+                rule = self.rule.as_str(),
                 duration_ms,
                 upstream = %conn.app.config.upstream,
                 "request"
@@ -232,6 +253,10 @@ async fn forward(
     }
     let authority = request_authority(&request)?;
     check_authority(conn, &authority)?;
+    let normalized_target = match conn.policy.admit(&conn.app, &request)? {
+        Admission::Forward(target) => target,
+        Admission::Answer(response) => return Ok(response),
+    };
 
     let found = headers::scan(request.headers());
     let upgrade = found.hop_by_hop()
@@ -239,9 +264,9 @@ async fn forward(
         && conn.app.config.upstream.transport == Transport::Http1
         && headers::is_upgrade(request.headers());
     let headers = request.headers_mut();
-    if found.xfcc {
-        let spoofed = headers::strip_xfcc(headers);
-        tracing::debug!(client.addr = %conn.client_addr, spoofed, "removed client-sent x-forwarded-client-cert");
+    if found.client_cert {
+        let spoofed = headers::strip_client_cert_headers(headers);
+        tracing::debug!(client.addr = %conn.client_addr, spoofed, "removed client-sent certificate headers");
     }
     // Hop-by-hop removal comes before certgate's own headers: a client naming them in
     // `Connection` must not be able to remove them.
@@ -251,15 +276,23 @@ async fn forward(
     headers::add_forwarded(headers, &conn.forwarded_for, &authority);
     headers.insert(HOST, authority);
     if let Some(identity) = &conn.identity {
-        let value = identity.xfcc.clone().ok_or(ProxyError::XfccTooLarge)?;
-        headers.insert(headers::XFCC, value);
+        let values = identity.headers.as_ref().ok_or(ProxyError::XfccTooLarge)?;
+        for (name, value) in values {
+            headers.insert(name.clone(), value.clone());
+        }
     }
+    conn.policy.set_verdict(headers);
 
     let upstream = &conn.app.config.upstream;
-    // The target is rebuilt from its parts: the path and query move over as they are.
+    // The target is rebuilt from its parts: the path and query move over as they are, unless
+    // the app's policy normalized the path.
     let mut target = std::mem::take(request.uri_mut()).into_parts();
     target.scheme = Some(Scheme::HTTP);
     target.authority = Some(upstream.authority.clone());
+    if let Some(normalized) = normalized_target {
+        target.path_and_query =
+            Some(PathAndQuery::try_from(normalized).map_err(|_| bad("request target"))?);
+    }
     if target.path_and_query.is_none() {
         target.path_and_query = Some(PathAndQuery::from_static("/"));
     }

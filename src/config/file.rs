@@ -45,12 +45,58 @@ pub struct FileApp {
     /// How presented client certificates are trusted and filtered.
     #[serde(default)]
     pub client_auth: FileClientAuth,
-    /// What goes into X-Forwarded-Client-Cert.
+    /// What goes into X-Forwarded-Client-Cert and the other certificate headers.
     #[serde(default)]
     pub forward_client_cert: FileForwardClientCert,
     /// How a refused client certificate is answered: `tls` (an alert, the default) or `http`
     /// (the handshake completes and every request gets 495/496; nothing reaches the app).
     pub reject_with: Option<String>,
+    /// Path prefixes served with or without a client certificate.
+    #[serde(default)]
+    pub client_cert_exclusion_paths: Vec<String>,
+    /// Ordered authorization rules; the first that matches a request decides.
+    #[serde(default)]
+    pub authorization: Vec<FileAuthorizationRule>,
+    /// Deny requests no authorization rule matches.
+    #[serde(default)]
+    pub default_deny: bool,
+    /// Requests per client identity.
+    pub rate_limit: Option<FileRateLimit>,
+}
+
+/// One authorization rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileAuthorizationRule {
+    /// Normalized path prefix, matched on segment boundaries.
+    pub path_prefix: String,
+    /// Methods the rule applies to; every method when absent.
+    pub methods: Option<Vec<String>>,
+    /// RFC 4514 subject strings, matched exactly.
+    #[serde(default)]
+    pub allowed_subjects: Vec<String>,
+    /// DNS subject alternative names.
+    #[serde(default)]
+    pub allowed_dns_sans: Vec<String>,
+    /// URI subject alternative names; a trailing `*` matches any rest.
+    #[serde(default)]
+    pub allowed_uri_sans: Vec<String>,
+    /// SHA-256 hashes (hex) of leaf certificates.
+    #[serde(default)]
+    pub allowed_hashes: Vec<String>,
+    /// Any client whose certificate passed the app's policy.
+    #[serde(default)]
+    pub allow_any_verified: bool,
+}
+
+/// A token bucket per client identity.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileRateLimit {
+    /// Sustained requests per second (fractions allowed).
+    pub requests_per_second: f64,
+    /// Requests allowed at once; `requestsPerSecond` rounded up when absent.
+    pub burst: Option<u32>,
 }
 
 /// A server certificate: PEM files or a PKCS#12 archive.
@@ -114,6 +160,9 @@ pub struct FileClientAuth {
 pub struct FileForwardClientCert {
     /// Any of `Hash`, `Cert`, `Chain`, `Subject`, `URI`, `DNS`; `Hash`, `Cert`, `Chain` when absent.
     pub fields: Option<Vec<String>>,
+    /// Header formats: `envoy`, `rfc9440`, `aws-alb`, `azure-app-service`, `verdict`;
+    /// `["envoy"]` when absent.
+    pub formats: Option<Vec<String>>,
 }
 
 /// Timeouts in milliseconds (the README's "Config reference" has the defaults).

@@ -2,7 +2,7 @@
 //! downstream faults are 4xx, upstream faults 502/504, draining 503.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 
@@ -15,6 +15,17 @@ pub enum ProxyError {
     BadRequest { reason: &'static str },
     #[error("client certificate expired during the connection")]
     CertificateExpired,
+    #[error("no client certificate for a path outside clientCertExclusionPaths")]
+    CertificateRequired,
+    #[error("denied by authorization rule {rule}")]
+    Denied {
+        /// The rule's label (`0`, `1`, … or `default`).
+        rule: String,
+        /// The one-line body naming the rule.
+        body: String,
+    },
+    #[error("over the rate limit")]
+    RateLimited { retry_after_seconds: u64 },
     #[error("request authority belongs to another app")]
     Misdirected,
     #[error("client certificate header exceeds limits.maxXfccBytes")]
@@ -35,6 +46,10 @@ impl ProxyError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::CertificateExpired => StatusCode::FORBIDDEN,
+            // With `rejectWith: "http"` the 496 page answers instead (proxy::admission).
+            Self::CertificateRequired => StatusCode::FORBIDDEN,
+            Self::Denied { .. } => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::XfccTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -43,11 +58,15 @@ impl ProxyError {
         }
     }
 
-    /// A one-line `text/plain` body that reveals nothing of certgate's internals.
+    /// A one-line `text/plain` body that reveals nothing of certgate's internals (a denial
+    /// names its authorization rule instead, which the operator chose to make visible).
     fn body(&self) -> &'static str {
         match self {
             Self::BadRequest { .. } => "bad request\n",
             Self::CertificateExpired => "client certificate expired\n",
+            Self::CertificateRequired => "client certificate required\n",
+            Self::Denied { .. } => "forbidden\n",
+            Self::RateLimited { .. } => "too many requests\n",
             Self::Misdirected => "misdirected request: this connection cannot serve that host\n",
             Self::XfccTooLarge => "client certificate too large to forward\n",
             Self::Upstream { .. } => "bad gateway\n",
@@ -58,15 +77,30 @@ impl ProxyError {
 
     /// The response certgate sends for this error.
     pub fn into_response(self) -> Response<ProxyBody> {
-        plain_response(self.status(), self.body())
+        let status = self.status();
+        match self {
+            Self::Denied { body, .. } => text_response(status, Bytes::from(body)),
+            Self::RateLimited {
+                retry_after_seconds,
+            } => {
+                let mut response = plain_response(status, self.body());
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+                response
+            }
+            _ => plain_response(status, self.body()),
+        }
     }
 }
 
 /// A `text/plain` response with a static body.
 pub fn plain_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
-        body.as_bytes(),
-    ))));
+    text_response(status, Bytes::from_static(body.as_bytes()))
+}
+
+fn text_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,

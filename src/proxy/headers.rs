@@ -1,4 +1,4 @@
-//! Header rewriting on the way through: client-sent XFCC stripped, hop-by-hop headers removed
+//! Header rewriting on the way through: client-sent certificate headers stripped, hop-by-hop headers removed
 //! (RFC 9110 section 7.6.1), `X-Forwarded-*` added.
 
 use std::net::IpAddr;
@@ -37,8 +37,9 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// is a hash lookup).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Found {
-    /// A header read as `x-forwarded-client-cert` in some spelling.
-    pub xfcc: bool,
+    /// A header read as a certificate header of some format (XFCC, RFC 9440, ALB, Azure, the
+    /// verdict) in some spelling.
+    pub client_cert: bool,
     /// Bit `i` set: `HOP_BY_HOP[i]` is present.
     hop_by_hop: u16,
 }
@@ -60,36 +61,28 @@ pub fn scan(headers: &HeaderMap) -> Found {
     for name in headers.keys() {
         if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
             found.hop_by_hop |= 1 << index;
-        } else if is_xfcc_variant(name.as_str()) {
-            found.xfcc = true;
+        } else if super::formats::is_client_cert_header(name.as_str()) {
+            found.client_cert = true;
         }
     }
     found
 }
 
-/// Removes every header that is or would be read as `x-forwarded-client-cert` (any case,
-/// `_` for `-`, any number of copies); returns how many were removed.
-pub fn strip_xfcc(headers: &mut HeaderMap) -> usize {
+/// Removes every header that is or would be read as a certificate header of any format
+/// (`x-forwarded-client-cert`, RFC 9440, ALB, Azure, the verdict; any case, `_` for `-`, any
+/// number of copies), configured or not; returns how many were removed.
+pub fn strip_client_cert_headers(headers: &mut HeaderMap) -> usize {
     let mut removed = 0;
     // Almost every request has none: look before allocating anything.
     while let Some(name) = headers
         .keys()
-        .find(|name| is_xfcc_variant(name.as_str()))
+        .find(|name| super::formats::is_client_cert_header(name.as_str()))
         .cloned()
     {
         removed += headers.get_all(&name).iter().count();
         headers.remove(&name);
     }
     removed
-}
-
-fn is_xfcc_variant(name: &str) -> bool {
-    // Header names from hyper are already lowercase.
-    name.len() == XFCC.as_str().len()
-        && name
-            .bytes()
-            .zip(XFCC.as_str().bytes())
-            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
 }
 
 /// Whether an HTTP/1.1 request asks for a protocol upgrade (`Connection: upgrade` plus an
@@ -189,9 +182,9 @@ mod tests {
         headers.insert("x-app", HeaderValue::from_static("1"));
         headers.insert("accept", HeaderValue::from_static("*/*"));
         let found = scan(&headers);
-        assert!(!found.xfcc && !found.hop_by_hop());
+        assert!(!found.client_cert && !found.hop_by_hop());
         headers.insert("X_Forwarded_Client_Cert", HeaderValue::from_static("x"));
-        assert!(scan(&headers).xfcc);
+        assert!(scan(&headers).client_cert);
         for name in [
             "te",
             "connection",
@@ -214,7 +207,7 @@ mod tests {
         headers.append("x_forwarded_client_cert", HeaderValue::from_static("c"));
         headers.append("x-forwarded-client_cert", HeaderValue::from_static("d"));
         headers.append("x-forwarded-client-certs", HeaderValue::from_static("keep"));
-        assert_eq!(strip_xfcc(&mut headers), 4);
+        assert_eq!(strip_client_cert_headers(&mut headers), 4);
         assert_eq!(headers.len(), 1);
     }
 

@@ -114,7 +114,12 @@ pub fn judge(app: &AppConfig, chain: Option<&[CertificateDer<'static>]>) -> Opti
             .as_ref()?
             .evaluate(leaf, intermediates, UnixTime::now())
             .err()?,
-        None if app.mode == ClientCertMode::Require => Box::new(Refusal::no_certificate()),
+        // With exclusion paths a missing certificate is judged per request (proxy::admission).
+        None if app.mode == ClientCertMode::Require
+            && app.request_policy.exclusion_paths.is_empty() =>
+        {
+            Box::new(Refusal::no_certificate())
+        }
         None => return None,
     };
     Some(RefusalPage::new(*refusal))

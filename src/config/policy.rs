@@ -1,0 +1,207 @@
+//! Validates an app's request policy from the file model: exclusion paths, authorization
+//! rules, `defaultDeny`, `rateLimit` and `forwardClientCert.formats`.
+
+use http::Method;
+
+use super::ClientCertMode;
+use super::file::{FileApp, FileAuthorizationRule};
+use crate::policy::authorization::{Authorization, Principals, Rule, UriPattern};
+use crate::policy::path::{self, PrefixError};
+use crate::policy::rate_limit::RateLimit;
+use crate::policy::{AppPolicy, Formats};
+
+/// Why an app's policy was refused; `ConfigError::Policy` names the app.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{field} {value:?} is not a usable path prefix: {source}")]
+    BadPrefix {
+        field: String,
+        value: String,
+        source: PrefixError,
+    },
+    #[error(
+        "authorization[{index}] lets no one pass: set allowedSubjects, allowedDnsSans, allowedUriSans, allowedHashes or allowAnyVerified"
+    )]
+    EmptyRule { index: usize },
+    #[error(
+        "authorization[{index}].methods is empty and so matches nothing: leave it out to match every method"
+    )]
+    EmptyMethods { index: usize },
+    #[error("authorization[{index}].methods: {value:?} is not an HTTP method")]
+    BadMethod { index: usize, value: String },
+    #[error("authorization[{index}].{field} holds an empty entry")]
+    EmptyEntry { index: usize, field: &'static str },
+    #[error(
+        "authorization[{index}].allowedUriSans entry {value:?}: a * may only end the entry (a prefix, e.g. spiffe://corp/ops/*)"
+    )]
+    BadUriPattern { index: usize, value: String },
+    #[error(
+        "authorization[{index}].allowedHashes entry {value:?} is not a SHA-256 hash (64 hex digits)"
+    )]
+    BadHash { index: usize, value: String },
+    #[error(
+        "{key} needs client certificates, which ignore mode never asks for: remove it or pick require/accept"
+    )]
+    IgnoreMode { key: &'static str },
+    #[error("rateLimit.requestsPerSecond must be a number greater than zero")]
+    BadRate,
+    #[error("rateLimit.burst must be at least 1")]
+    BadBurst,
+    #[error(
+        "unknown forwardClientCert format {value:?} (expected envoy, rfc9440, aws-alb, azure-app-service or verdict)"
+    )]
+    UnknownFormat { value: String },
+}
+
+/// The validated policy of one app.
+pub(super) fn app_policy(file: &FileApp, mode: ClientCertMode) -> Result<AppPolicy, PolicyError> {
+    if mode == ClientCertMode::Ignore {
+        if !file.client_cert_exclusion_paths.is_empty() {
+            return Err(PolicyError::IgnoreMode {
+                key: "clientCertExclusionPaths",
+            });
+        }
+        if !file.authorization.is_empty() || file.default_deny {
+            return Err(PolicyError::IgnoreMode {
+                key: "authorization",
+            });
+        }
+    }
+    let exclusion_paths = file
+        .client_cert_exclusion_paths
+        .iter()
+        .enumerate()
+        .map(|(index, value)| checked_prefix(format!("clientCertExclusionPaths[{index}]"), value))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rules = file
+        .authorization
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| authorization_rule(index, rule))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rate_limit = match &file.rate_limit {
+        None => None,
+        Some(limit) => {
+            let rate = limit.requests_per_second;
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(PolicyError::BadRate);
+            }
+            let burst = match limit.burst {
+                Some(0) => return Err(PolicyError::BadBurst),
+                Some(burst) => f64::from(burst),
+                None => rate.ceil().max(1.0),
+            };
+            Some(RateLimit {
+                requests_per_second: rate,
+                burst,
+            })
+        }
+    };
+    let formats = match &file.forward_client_cert.formats {
+        None => Formats::default(),
+        Some(names) => {
+            let mut formats = Formats::NONE;
+            for name in names {
+                if !formats.enable(name) {
+                    return Err(PolicyError::UnknownFormat {
+                        value: name.clone(),
+                    });
+                }
+            }
+            formats
+        }
+    };
+    Ok(AppPolicy {
+        exclusion_paths,
+        authorization: Authorization {
+            rules,
+            default_deny: file.default_deny,
+        },
+        rate_limit,
+        formats,
+    })
+}
+
+fn checked_prefix(field: String, value: &str) -> Result<String, PolicyError> {
+    path::prefix(value).map_err(|source| PolicyError::BadPrefix {
+        field,
+        value: value.to_owned(),
+        source,
+    })
+}
+
+fn authorization_rule(index: usize, file: &FileAuthorizationRule) -> Result<Rule, PolicyError> {
+    let path_prefix = checked_prefix(
+        format!("authorization[{index}].pathPrefix"),
+        &file.path_prefix,
+    )?;
+    let methods = match &file.methods {
+        None => Vec::new(),
+        Some(names) if names.is_empty() => return Err(PolicyError::EmptyMethods { index }),
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                let upper = name.trim().to_ascii_uppercase();
+                Method::from_bytes(upper.as_bytes())
+                    .ok()
+                    .filter(|_| !upper.is_empty())
+                    .ok_or_else(|| PolicyError::BadMethod {
+                        index,
+                        value: name.clone(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let non_empty = |field: &'static str, values: &[String]| {
+        if values.iter().any(|value| value.trim().is_empty()) {
+            Err(PolicyError::EmptyEntry { index, field })
+        } else {
+            Ok(())
+        }
+    };
+    non_empty("allowedSubjects", &file.allowed_subjects)?;
+    non_empty("allowedDnsSans", &file.allowed_dns_sans)?;
+    non_empty("allowedUriSans", &file.allowed_uri_sans)?;
+    non_empty("allowedHashes", &file.allowed_hashes)?;
+    let uri_sans = file
+        .allowed_uri_sans
+        .iter()
+        .map(|value| {
+            UriPattern::parse(value).ok_or_else(|| PolicyError::BadUriPattern {
+                index,
+                value: value.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let hashes = file
+        .allowed_hashes
+        .iter()
+        .map(|value| {
+            super::parse_sha256(value).ok_or_else(|| PolicyError::BadHash {
+                index,
+                value: value.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let who = Principals {
+        subjects: file.allowed_subjects.clone(),
+        dns_sans: file
+            .allowed_dns_sans
+            .iter()
+            .map(|name| crate::tls::sni::normalize(name))
+            .collect(),
+        uri_sans,
+        hashes,
+        any_verified: file.allow_any_verified,
+    };
+    if who.is_empty() {
+        return Err(PolicyError::EmptyRule { index });
+    }
+    Ok(Rule {
+        denial: format!("forbidden by authorization rule {index} (pathPrefix {path_prefix})\n"),
+        path_prefix,
+        methods,
+        who,
+        label: index.to_string(),
+    })
+}
