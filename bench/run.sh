@@ -191,6 +191,8 @@ cat >"$work/haproxy.cfg" <<EOF
 global
   maxconn $maxconn
   nbthread $(nproc)
+  # Idle client connections need no server side, so fewer descriptors than HAProxy reckons do.
+  no strict-limits
 defaults
   mode http
   timeout connect 5s
