@@ -316,7 +316,11 @@ measure() { # $1 = target, $2 = round, then the loadgen subcommand and its argum
     log "$t: loadgen $1 failed (round $round)"
 }
 
+# How busy the machine is otherwise, for the notes under the table.
+machine() { echo "{\"target\":\"machine\",\"phase\":\"$1\",\"loadavg\":$(cut -d' ' -f1 /proc/loadavg),\"cores\":$(nproc)}" >>"$results"; }
+
 window=(--warmup "$warmup" --duration "$duration")
+machine start
 for round in $(seq "$rounds"); do
   # Each round starts with another target, so none always runs first or last.
   shift_by=$(((round - 1) % ${#all_targets[@]}))
@@ -337,6 +341,7 @@ for round in $(seq "$rounds"); do
   done
 done
 
+machine end
 log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 log "versions: $("$certgate" --version), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -n1 | cut -d' ' -f1-3)"
 "$loadgen" report "$results"
