@@ -4,7 +4,7 @@
 # target, interleaved over several rounds; one Markdown table of medians is printed at the end.
 #
 #   bench/run.sh [--rounds N] [--duration SECONDS] [--warmup SECONDS] [--idle-connections N]
-#                [--results FILE] [--no-install]
+#                [--phases h1,h2,full,resumed,idle] [--results FILE] [--no-install]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,7 @@ warmup=1
 idle_connections=10000
 results=""
 install=1
+phases=h1,h2,full,resumed,idle
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
@@ -21,14 +22,20 @@ while [ $# -gt 0 ]; do
     --warmup) warmup="$2"; shift 2 ;;
     --idle-connections) idle_connections="$2"; shift 2 ;;
     --results) results="$2"; shift 2 ;;
+    --phases) phases="$2"; shift 2 ;;
     --no-install) install=0; shift ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
 done
 
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
+
+for phase in ${phases//,/ }; do
+  case "$phase" in h1|h2|full|resumed|idle) ;; *) echo "unknown phase: $phase (h1, h2, full, resumed, idle)" >&2; exit 64 ;; esac
+done
+has_phase() { [[ ",$phases," == *",$1,"* ]]; }
 
 # --- what the benchmark needs -----------------------------------------------------------------
 need=()
@@ -326,16 +333,21 @@ for round in $(seq "$rounds"); do
   shift_by=$(((round - 1) % ${#all_targets[@]}))
   order=("${all_targets[@]:shift_by}" "${all_targets[@]:0:shift_by}")
   log "round $round of $rounds: ${order[*]}"
-  for t in "${order[@]}"; do measure "$t" "$round" h1 "${window[@]}" --connections 50; done
-  for t in "${order[@]}"; do measure "$t" "$round" h2 "${window[@]}" --connections 10 --streams 5; done
+  for t in "${order[@]}"; do
+    has_phase h1 && measure "$t" "$round" h1 "${window[@]}" --connections 50
+  done
+  for t in "${order[@]}"; do
+    has_phase h2 && measure "$t" "$round" h2 "${window[@]}" --connections 10 --streams 5
+  done
   for t in "${order[@]}"; do
     [ "$t" = certgate-log ] && continue
-    measure "$t" "$round" handshakes "${window[@]}" --loops 16
-    measure "$t" "$round" handshakes "${window[@]}" --loops 16 --resume
+    has_phase full && measure "$t" "$round" handshakes "${window[@]}" --loops 16
+    has_phase resumed && measure "$t" "$round" handshakes "${window[@]}" --loops 16 --resume
   done
   # Memory from a fresh process, so earlier rounds' peaks do not count as idle.
   for t in "${order[@]}"; do
     [ "$t" = certgate-log ] && continue
+    has_phase idle || continue
     restart "$t"
     measure "$t" "$round" idle --connections "$idle_connections"
   done

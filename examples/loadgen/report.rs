@@ -225,6 +225,10 @@ impl<'a> Results<'a> {
                 Better::Higher => a.max(b),
                 Better::Lower => a.min(b),
             });
+        if ours.is_none() && best.is_none() {
+            // A phase this run left out (`--phases`).
+            return String::new();
+        }
         let cell = |figure: Option<f64>| figure.map_or_else(|| "—".to_owned(), row.format);
         let ratio = ours
             .zip(best)
@@ -265,6 +269,9 @@ impl<'a> Results<'a> {
     fn access_log_row(&self, phase: &str, field: &str, label: &str) -> String {
         let on = self.median(CERTGATE_LOGGING, phase, field);
         let off = self.median(CERTGATE, phase, field);
+        if on.is_none() {
+            return String::new();
+        }
         let cost = on.zip(off).map(|(on, off)| (1.0 - on / off) * 100.0);
         format!(
             "| {label} with certgate's access log on | {} | | | {} | {} |\n",
@@ -284,11 +291,19 @@ impl<'a> Results<'a> {
     fn notes(&self) -> String {
         let mut notes = String::new();
         let rounds = self.runs.values().map(Vec::len).max().unwrap_or_default();
-        let seconds = self.median(CERTGATE, "h1", "seconds").unwrap_or_default();
+        let seconds = median(
+            self.runs
+                .values()
+                .flatten()
+                .filter_map(|run| run["seconds"].as_f64())
+                .collect(),
+        )
+        .unwrap_or_default();
         let _ = writeln!(
             notes,
-            "Medians of {rounds} rounds, {seconds:.0} s measured per phase and target. \
-             Ratios for p99 and RSS: lower is better."
+            "Medians of {rounds} round{}, {seconds:.0} s measured per phase and target. \
+             Ratios for p99 and RSS: lower is better.",
+            if rounds == 1 { "" } else { "s" }
         );
         let load = |phase| {
             self.values("machine", phase, "loadavg")
