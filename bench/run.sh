@@ -72,21 +72,38 @@ chmod 755 "$work" # nginx workers run as nobody
 started=()        # every process this script started
 declare -A pid    # target -> main process
 
+# Whether a process this script started still runs (an exited child stays a zombie until waited).
+running() {
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ $state != Z* ]]
+}
+
+# Stops one process this script started (TERM, then KILL after 5 s, with nginx's workers) and
+# forgets it, so a later clean-up never signals a reused process id.
 stop_pid() {
-  local p=$1 children
+  local p=$1 children kept=() q
   children=$(ps -o pid= --ppid "$p" 2>/dev/null || true)
-  kill -TERM "$p" 2>/dev/null || return 0
-  for _ in $(seq 50); do
-    kill -0 "$p" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$p" $children 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
+  if kill -TERM "$p" 2>/dev/null; then
+    for _ in $(seq 50); do
+      running "$p" || break
+      sleep 0.1
+    done
+    if running "$p"; then
+      # shellcheck disable=SC2086 # one process id a word
+      kill -KILL "$p" $children 2>/dev/null || true
+    fi
+    wait "$p" 2>/dev/null || true
+  fi
+  for q in "${started[@]}"; do [ "$q" = "$p" ] || kept+=("$q"); done
+  started=("${kept[@]}")
 }
 
 cleanup() {
-  local p
-  for p in "${started[@]}"; do stop_pid "$p"; done
+  local i
+  # Newest first: the proxies before the upstream, certgate-log before its log's reader.
+  for ((i = ${#started[@]} - 1; i >= 0; i--)); do stop_pid "${started[i]}"; done
+  exec 3>&-
   rm -rf "$work"
 }
 trap cleanup EXIT
