@@ -311,7 +311,6 @@ wait_ready() {
   die "$1 did not start"
 }
 
-targets=(certgate nginx haproxy)
 all_targets=(certgate certgate-log nginx haproxy)
 start upstream
 wait_ready upstream
