@@ -4,7 +4,7 @@
 # target, interleaved over several rounds; one Markdown table of medians is printed at the end.
 #
 #   bench/run.sh [--rounds N] [--duration SECONDS] [--warmup SECONDS] [--idle-connections N]
-#                [--phases h1,h2,full,resumed,idle] [--results FILE] [--no-install]
+#                [--phases h1,h2,full,resumed,idle] [--nice N] [--results FILE] [--no-install]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,7 @@ idle_connections=10000
 results=""
 install=1
 phases=h1,h2,full,resumed,idle
+nice=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
@@ -23,8 +24,9 @@ while [ $# -gt 0 ]; do
     --idle-connections) idle_connections="$2"; shift 2 ;;
     --results) results="$2"; shift 2 ;;
     --phases) phases="$2"; shift 2 ;;
+    --nice) nice="$2"; shift 2 ;;
     --no-install) install=0; shift ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -65,6 +67,11 @@ cargo build --release --locked --bin certgate --example loadgen >&2
 target_dir=${CARGO_TARGET_DIR:-target}
 certgate=$(realpath "$target_dir/release/certgate")
 loadgen=$(realpath "$target_dir/release/examples/loadgen")
+
+# Everything started from here on (proxies, upstream, load generator) inherits the priority.
+if [ -n "$nice" ]; then
+  renice -n "$nice" -p $$ >/dev/null || die "cannot renice to $nice (negative values need root)"
+fi
 
 # --- processes, and their clean-up ------------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/certgate-bench.XXXXXX")
