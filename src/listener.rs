@@ -40,8 +40,12 @@ pub struct Listener {
 
 impl Listener {
     /// Accepts connections until `shutdown` turns true.
-    pub async fn serve(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-        let this = Arc::new(self);
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let this = self;
         let mut last_limit_log: Option<Instant> = None;
         loop {
             let accepted = tokio::select! {

@@ -9,11 +9,6 @@ use certgate::{Server, error_chain};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-// mimalloc: fewer instructions per allocation than glibc's malloc on the request path (README
-// "Performance"), and it returns freed pages to the system after a burst of connections.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Bad usage or config (sysexits `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
 /// A failure at run time, e.g. the port is taken.
@@ -167,7 +162,7 @@ fn serve(config: &Config, source: certgate::ConfigSource) -> ExitCode {
     block_on(async {
         let shutdown = shutdown_signal();
         let server = match Server::bind(config, Some(source)).await {
-            Ok(server) => server,
+            Ok(server) => server.with_worker_threads(certgate::proxy::upstream::worker_threads()),
             Err(error) => {
                 tracing::error!(error = %error_chain(&error), "cannot start");
                 return ExitCode::from(EXIT_RUNTIME);
