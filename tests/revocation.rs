@@ -18,6 +18,7 @@
 //!   sends a stale answer: `revocation_unknown`;
 //! - a revocation learned after a first handshake refuses the resumed session (TLS 1.3 and
 //!   TLS 1.2); HTTP/2 clients are refused like HTTP/1.1 ones; `rejectWith: "http"` answers 495;
+//! - `certgate explain` shows the revocation decision and its source;
 //! - config: the schema's keys, the `crlFiles` alias, bad values refused; the sidecar's
 //!   `--crl-url` and `--ocsp`; the README's worked `openssl ocsp` example.
 
@@ -1029,6 +1030,58 @@ fn check_summary_describes_the_revocation_sources() {
     assert!(
         line.contains("revocation: 1 CRL, OCSP leaf, unknown refused"),
         "{line}"
+    );
+}
+
+#[test]
+fn explain_shows_the_revocation_decision_and_its_source() {
+    use clap::Parser as _;
+    let pki = Pki::new();
+    let good = pki.client("explained good");
+    let revoked = pki.client("explained revoked");
+    let crls = crl_server(&pki.client_ca, &[&revoked.serial]);
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let config = config(
+        "127.0.0.1:9".parse().unwrap(),
+        serde_json::json!({ "crlUrls": [crls.url("ca.crl")] }),
+    );
+    let path = dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
+    let explain = |leaf: &Leaf, name: &str| {
+        let cert = dir.write(name, leaf.chain_pem());
+        let cli = certgate::cli::Cli::try_parse_from([
+            "certgate",
+            "explain",
+            "--config",
+            path.to_str().unwrap(),
+            "--app",
+            "require",
+            "--format",
+            "json",
+            cert.to_str().unwrap(),
+        ])
+        .unwrap();
+        let certgate::cli::Command::Explain(args) = cli.command else {
+            panic!("not explain");
+        };
+        certgate::explain::run(&args).unwrap()
+    };
+    let accepted = explain(&good, "good.pem");
+    assert!(accepted.accepted, "{}", accepted.json);
+    assert_eq!(accepted.json["revocation"]["decision"], "good");
+    let refused = explain(&revoked, "revoked.pem");
+    assert!(!refused.accepted);
+    assert_eq!(refused.json["reason"], "revoked");
+    assert_eq!(refused.json["revocation"]["decision"], "revoked");
+    let detail = refused.json["revocation"]["detail"].as_str().unwrap();
+    assert!(detail.contains(&crls.url("ca.crl")), "{detail}");
+    assert!(
+        refused.json["revocation"]["checks"]
+            .as_str()
+            .unwrap()
+            .contains("1 CRL"),
+        "{}",
+        refused.json
     );
 }
 

@@ -239,12 +239,12 @@ impl CrlStore {
         self.read().values().cloned().collect()
     }
 
-    /// Every CRL issued under `issuer_subject` (DER of the name).
-    pub fn for_issuer(&self, issuer_subject: &[u8]) -> Vec<Arc<Crl>> {
+    /// Every CRL issued under `issuer_subject` (DER of the name), with its source.
+    pub fn for_issuer(&self, issuer_subject: &[u8]) -> Vec<(String, Arc<Crl>)> {
         self.read()
             .values()
-            .filter_map(|entry| entry.crl.clone())
-            .filter(|crl| crl.issuer == issuer_subject)
+            .filter_map(|entry| Some((entry.source.clone(), entry.crl.clone()?)))
+            .filter(|(_, crl)| crl.issuer == issuer_subject)
             .collect()
     }
 
@@ -296,8 +296,8 @@ pub fn retry_after(now: Duration, refresh: Duration) -> Duration {
 pub enum CrlStatus {
     /// A fresh CRL from the issuer does not list it.
     Good,
-    /// A CRL from the issuer lists it.
-    Revoked,
+    /// A CRL from the issuer lists it (its source).
+    Revoked(String),
     /// No fresh, correctly signed CRL from the issuer is held.
     Unknown(&'static str),
 }
@@ -310,19 +310,19 @@ pub fn status(
     now: Duration,
     algorithms: &WebPkiSupportedAlgorithms,
 ) -> CrlStatus {
-    let crls: Vec<Arc<Crl>> = store
+    let crls: Vec<(String, Arc<Crl>)> = store
         .for_issuer(&issuer.subject)
         .into_iter()
-        .filter(|crl| crl.covers(cert) && crl.signed_by(issuer, algorithms))
+        .filter(|(_, crl)| crl.covers(cert) && crl.signed_by(issuer, algorithms))
         .collect();
     if crls.is_empty() {
         return CrlStatus::Unknown("no crl from the issuer");
     }
     // A revocation is believed even from a stale CRL: revocation is permanent.
-    if crls.iter().any(|crl| crl.lists(&cert.serial)) {
-        return CrlStatus::Revoked;
+    if let Some((source, _)) = crls.iter().find(|(_, crl)| crl.lists(&cert.serial)) {
+        return CrlStatus::Revoked(source.clone());
     }
-    if crls.iter().any(|crl| crl.is_fresh(now)) {
+    if crls.iter().any(|(_, crl)| crl.is_fresh(now)) {
         CrlStatus::Good
     } else {
         CrlStatus::Unknown("the issuer's crl is past its nextUpdate")

@@ -169,7 +169,7 @@ impl Drop for Recheck {
 /// What one source said about one certificate.
 enum Status {
     Good,
-    Revoked(&'static str),
+    Revoked(String),
     Unknown(String),
 }
 
@@ -319,6 +319,40 @@ impl Revocation {
         }))
     }
 
+    /// The decision for `chain` from synchronous code (`certgate explain`), on a thread and
+    /// runtime of its own; `Ok(true)` when the status is unknown and `onUnknown` allows it.
+    pub fn decide_blocking(&self, chain: &[CertificateDer<'static>]) -> Result<bool, Refusal> {
+        let unknown_timeout = || Refusal {
+            reason: FailureReason::RevocationUnknown,
+            detail: "the revocation check could not run".to_owned(),
+        };
+        let decided = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|_| unknown_timeout())?;
+                    runtime.block_on(async {
+                        tokio::time::timeout(CHECK_TIMEOUT, self.check(chain))
+                            .await
+                            .unwrap_or_else(|_| Err(unknown_timeout()))
+                    })
+                })
+                .join()
+        });
+        match decided.unwrap_or_else(|_| Err(unknown_timeout())) {
+            Ok(()) => Ok(false),
+            Err(refusal)
+                if refusal.reason == FailureReason::RevocationUnknown
+                    && self.policy.on_unknown == OnUnknown::Allow =>
+            {
+                Ok(true)
+            }
+            Err(refusal) => Err(refusal),
+        }
+    }
+
     async fn check(&self, chain: &[CertificateDer<'_>]) -> Result<(), Refusal> {
         // No path to a trusted root: the certificate was admitted by a pin or allowUntrusted,
         // and there is no CA to ask about it.
@@ -372,14 +406,21 @@ impl Revocation {
             }
             match crl::status(&self.crls, cert, issuer, unix_now(), &self.algorithms) {
                 CrlStatus::Good => good = true,
-                CrlStatus::Revoked => return Status::Revoked("a crl"),
+                CrlStatus::Revoked(source) => {
+                    return Status::Revoked(format!("the crl from {source}"));
+                }
                 CrlStatus::Unknown(cause) => unknown.push(cause.to_owned()),
             }
         }
         if ask_ocsp {
             match self.ocsp_status(cert, issuer).await {
                 Ok(OcspStatus::Good) => good = true,
-                Ok(OcspStatus::Revoked) => return Status::Revoked("the ocsp responder"),
+                Ok(OcspStatus::Revoked) => {
+                    let responder = self
+                        .responder(cert)
+                        .map_or_else(String::new, |url| format!(" {url}"));
+                    return Status::Revoked(format!("the ocsp responder{responder}"));
+                }
                 Ok(OcspStatus::Unknown) => {
                     unknown.push("the ocsp responder does not know it".to_owned());
                 }
@@ -399,14 +440,7 @@ impl Revocation {
             self.count_ocsp("cache_hit");
             return Ok(status);
         }
-        let url = match &self.policy.ocsp_responder {
-            Some(url) => url.clone(),
-            None => cert
-                .ocsp_urls()
-                .into_iter()
-                .next()
-                .ok_or(OcspError::NoResponder)?,
-        };
+        let url = self.responder(cert).ok_or(OcspError::NoResponder)?;
         let started = Instant::now();
         let answer = ocsp::lookup(&self.fetcher, &url, cert, issuer, now, &self.algorithms).await;
         if let Some(metrics) = self.metrics.get() {
@@ -432,6 +466,14 @@ impl Revocation {
             self.ocsp_cache.put(cert, issuer, answer.status, until, now);
         }
         Ok(answer.status)
+    }
+
+    /// The responder asked about `cert`: `ocspResponder`, else the first of its AIA.
+    fn responder(&self, cert: &Cert) -> Option<Uri> {
+        match &self.policy.ocsp_responder {
+            Some(url) => Some(url.clone()),
+            None => cert.ocsp_urls().into_iter().next(),
+        }
     }
 
     /// Fetches the distribution points of `cert` the first time they are seen; later
