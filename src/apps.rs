@@ -59,6 +59,7 @@ impl Apps {
                 })
             })
             .collect();
+        crate::revocation::start(config, metrics);
         let matcher = HostMatcher::new(config.apps.iter().map(|app| app.hosts.as_slice()));
         Self {
             apps,

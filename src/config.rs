@@ -18,10 +18,11 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use self::checks::{Finding, Severity};
-use self::file::{FileApp, FileClientAuth, FileConfig, FileServerCertificate};
+use self::file::{FileApp, FileClientAuth, FileConfig, FileRevocation, FileServerCertificate};
 use self::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
 use self::policy::PolicyError;
 use crate::policy::AppPolicy;
+use crate::revocation::{OcspMode, OnUnknown, Policy as RevocationPolicy, Revocation};
 use crate::tls::client_auth::{AllowList, RejectWith, Trust};
 use crate::tls::policy::Policy;
 use crate::tls::sni::{HostPattern, InvalidHost};
@@ -75,6 +76,9 @@ pub struct AppConfig {
     pub server_chain: Vec<CertificateDer<'static>>,
     /// This app's own rustls config: its verifier, session cache and ticket keys.
     pub tls: Arc<rustls::ServerConfig>,
+    /// Revocation checked after the handshake (CRL URLs, distribution points, OCSP), when
+    /// configured; `crlFiles` alone are checked by the verifier during the handshake.
+    pub revocation: Option<Arc<Revocation>>,
 }
 
 /// The Container Apps `clientCertificateMode`.
@@ -381,6 +385,33 @@ pub enum ConfigError {
         crl: &'static str,
         ca: &'static str,
     },
+    #[error(
+        "app {app:?}: clientAuth.revocation needs trustedCaFiles (revocation only applies to CA-verified chains)"
+    )]
+    RevocationWithoutCa { app: String },
+    #[error(
+        "app {app:?}: {field} {value:?} must be an http:// URL (CRLs and OCSP answers are signed; https is not supported)"
+    )]
+    BadRevocationUrl {
+        app: String,
+        field: &'static str,
+        value: String,
+    },
+    #[error(
+        "app {app:?}: unknown clientAuth.revocation.ocsp {value:?} (expected off, leaf or chain)"
+    )]
+    UnknownOcspMode { app: String, value: String },
+    #[error(
+        "app {app:?}: unknown clientAuth.revocation.onUnknown {value:?} (expected refuse or allow)"
+    )]
+    UnknownOnUnknown { app: String, value: String },
+    #[error("app {app:?}: clientAuth.revocation.refreshMs must be at least 1000")]
+    RefreshTooShort { app: String },
+    #[error("app {app:?}: revocation")]
+    Revocation {
+        app: String,
+        source: crate::revocation::LoadError,
+    },
     #[error("app {app:?}: {key} value {value:?} is not a SHA-256 hash (64 hex digits)")]
     BadHash {
         app: String,
@@ -543,7 +574,8 @@ pub fn client_policy(
     base: &Path,
     keys: Keys,
 ) -> Result<(Trust, AllowList), ConfigError> {
-    Loader::new(base, keys).client_auth("app", mode, file)
+    let (trust, allow, _revocation) = Loader::new(base, keys).client_auth("app", mode, file)?;
+    Ok((trust, allow))
 }
 
 /// One line describing an app, as `certgate check` prints it.
@@ -577,7 +609,7 @@ pub fn summary(app: &AppConfig) -> String {
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
     format!(
-        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after}{policy}",
+        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after}{policy}",
         subjects = list(&app.allow.subjects),
         dns = list(&app.allow.dns_sans),
         uris = list(&app.allow.uri_sans),
@@ -588,6 +620,11 @@ pub fn summary(app: &AppConfig) -> String {
         upstream = app.upstream,
         cas = app.trust.roots.len(),
         crls = app.trust.crls.len(),
+        revocation = app
+            .revocation
+            .as_ref()
+            .map(|revocation| format!(", revocation: {}", revocation.describe()))
+            .unwrap_or_default(),
         pins = app.trust.pins.len(),
         policy = app.request_policy.describe(),
         untrusted = if app.trust.allow_untrusted {
@@ -657,7 +694,7 @@ impl<'a> Loader<'a> {
             })?,
             None => ClientCertMode::Require,
         };
-        let (trust, allow) = self.client_auth(&name, mode, &file.client_auth)?;
+        let (trust, allow, revocation) = self.client_auth(&name, mode, &file.client_auth)?;
         let xfcc_fields = xfcc_fields(
             &name,
             self.keys.fields,
@@ -739,6 +776,7 @@ impl<'a> Loader<'a> {
             request_policy,
             server_chain,
             tls,
+            revocation,
         })
     }
 
@@ -747,9 +785,10 @@ impl<'a> Loader<'a> {
         app: &str,
         mode: ClientCertMode,
         file: &FileClientAuth,
-    ) -> Result<(Trust, AllowList), ConfigError> {
+    ) -> Result<(Trust, AllowList, Option<Arc<Revocation>>), ConfigError> {
         let configured = !file.trusted_ca_files.is_empty()
             || !file.crl_files.is_empty()
+            || file.revocation.is_some()
             || !file.allowed_hashes.is_empty()
             || file.allow_untrusted
             || !file.allowed_subjects.is_empty()
@@ -763,9 +802,23 @@ impl<'a> Loader<'a> {
                     advice: self.keys.ignored_advice,
                 });
             }
-            return Ok((Trust::default(), AllowList::default()));
+            return Ok((Trust::default(), AllowList::default(), None));
         }
-        if !file.crl_files.is_empty() && file.trusted_ca_files.is_empty() {
+        // `clientAuth.crlFiles` is an alias of `clientAuth.revocation.crlFiles`.
+        let file_revocation = file.revocation.clone().unwrap_or_default();
+        let crl_files: Vec<PathBuf> = file
+            .crl_files
+            .iter()
+            .chain(&file_revocation.crl_files)
+            .cloned()
+            .collect();
+        if file.revocation.is_some() && file.trusted_ca_files.is_empty() {
+            return Err(ConfigError::RevocationWithoutCa {
+                app: app.to_owned(),
+            });
+        }
+        let revocation_policy = revocation_policy(app, &file_revocation)?;
+        if !crl_files.is_empty() && file.trusted_ca_files.is_empty() {
             return Err(ConfigError::CrlWithoutCa {
                 app: app.to_owned(),
                 crl: self.keys.crl,
@@ -792,9 +845,38 @@ impl<'a> Loader<'a> {
             roots.extend(certificates);
         }
         let mut crls = Vec::new();
-        for path in &file.crl_files {
-            crls.extend(self.crls(path)?);
+        let mut crl_sources = Vec::new();
+        for path in &crl_files {
+            let loaded = self.crls(path)?;
+            let name = self.resolve(path).display().to_string();
+            for (index, crl) in loaded.iter().enumerate() {
+                let source = if index == 0 {
+                    name.clone()
+                } else {
+                    format!("{name}#{index}")
+                };
+                crl_sources.push((source, crl.as_ref().to_vec()));
+            }
+            crls.extend(loaded);
         }
+        // Beyond crlFiles, every CRL is checked after the handshake, by one checker.
+        let revocation = if revocation_policy.needs_checker() {
+            crls.clear();
+            let revocation = Revocation::load(
+                app,
+                revocation_policy,
+                &roots,
+                crl_sources,
+                self.provider.signature_verification_algorithms,
+            )
+            .map_err(|source| ConfigError::Revocation {
+                app: app.to_owned(),
+                source,
+            })?;
+            Some(Arc::new(revocation))
+        } else {
+            None
+        };
         let pins = file
             .allowed_hashes
             .iter()
@@ -846,7 +928,7 @@ impl<'a> Loader<'a> {
                 .collect(),
             uri_sans: file.allowed_uri_sans.clone(),
         };
-        Ok((trust, allow))
+        Ok((trust, allow, revocation))
     }
 
     fn server_certificate(
@@ -1051,6 +1133,73 @@ fn upstream(app: &str, file: &FileApp) -> Result<Upstream, ConfigError> {
             .parse()
             .map_err(|_| bad())?,
         transport,
+    })
+}
+
+fn revocation_policy(app: &str, file: &FileRevocation) -> Result<RevocationPolicy, ConfigError> {
+    let url = |field: &'static str, value: &str| {
+        let bad = || ConfigError::BadRevocationUrl {
+            app: app.to_owned(),
+            field,
+            value: value.to_owned(),
+        };
+        let uri: http::Uri = value.parse().map_err(|_| bad())?;
+        match (uri.scheme_str(), uri.authority()) {
+            (Some("http"), Some(authority)) if !authority.as_str().contains('@') => Ok(uri),
+            _ => Err(bad()),
+        }
+    };
+    let default = RevocationPolicy::default();
+    let ocsp = match file.ocsp.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("off") => OcspMode::Off,
+        Some("leaf") => OcspMode::Leaf,
+        Some("chain") => OcspMode::Chain,
+        Some(_) => {
+            return Err(ConfigError::UnknownOcspMode {
+                app: app.to_owned(),
+                value: file.ocsp.clone().unwrap_or_default(),
+            });
+        }
+    };
+    let on_unknown = match file
+        .on_unknown
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("refuse") => OnUnknown::Refuse,
+        Some("allow") => OnUnknown::Allow,
+        Some(_) => {
+            return Err(ConfigError::UnknownOnUnknown {
+                app: app.to_owned(),
+                value: file.on_unknown.clone().unwrap_or_default(),
+            });
+        }
+    };
+    let refresh = match file.refresh_ms {
+        None => default.refresh,
+        Some(ms) if ms < 1000 => {
+            return Err(ConfigError::RefreshTooShort {
+                app: app.to_owned(),
+            });
+        }
+        Some(ms) => Duration::from_millis(ms),
+    };
+    Ok(RevocationPolicy {
+        crl_urls: file
+            .crl_urls
+            .iter()
+            .map(|value| url("clientAuth.revocation.crlUrls entry", value))
+            .collect::<Result<_, _>>()?,
+        crl_from_certificates: file.crl_from_certificates,
+        ocsp,
+        ocsp_responder: file
+            .ocsp_responder
+            .as_deref()
+            .map(|value| url("clientAuth.revocation.ocspResponder", value))
+            .transpose()?,
+        on_unknown,
+        refresh,
     })
 }
 

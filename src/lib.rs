@@ -17,6 +17,7 @@ pub mod reload;
 pub mod apps;
 pub mod listener;
 pub mod tls;
+pub mod revocation;
 pub mod identity;
 pub mod policy;
 pub mod proxy;

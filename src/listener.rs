@@ -20,6 +20,7 @@ use crate::identity::ClientIdentity;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnectionContext};
 use crate::tls::accept::{AcceptError, accept};
+use crate::tls::client_auth::RejectWith;
 use crate::tls::policy::Refusal;
 
 /// What the mTLS listener uses: the apps new connections are served under, the metrics, its
@@ -99,7 +100,41 @@ impl Listener {
         };
         let app = accepted.app;
         let peer_chain = accepted.stream.get_ref().1.peer_certificates();
-        let refusal = proxy::refuse::judge(&app.config, peer_chain);
+        let mut refusal = proxy::refuse::judge(&app.config, peer_chain);
+        // Revocation beyond crlFiles is decided here, before any request is read, for full
+        // and resumed handshakes alike (README "Revocation").
+        if let (None, Some(revocation), Some(chain)) =
+            (&refusal, &app.config.revocation, peer_chain)
+        {
+            if let Err(refused) = revocation.admit(chain).await {
+                if app.config.reject_with == RejectWith::Http {
+                    let leaf = chain.first().map_or(&[][..], |leaf| leaf.as_ref());
+                    refusal = Some(proxy::refuse::RefusalPage::new(refused.to_policy(leaf)));
+                } else {
+                    self.metrics
+                        .handshake_failed(&app.config.name, refused.reason);
+                    tracing::warn!(
+                        client.addr = %client_addr,
+                        sni = accepted.sni.as_deref().unwrap_or(""),
+                        app = %app.config.name,
+                        failure = refused.reason.as_str(),
+                        detail = %refused.detail,
+                        "handshake refused"
+                    );
+                    // close_notify, bounded: a client that reads nothing cannot hold the task.
+                    let mut stream = accepted.stream;
+                    let close = tokio::io::AsyncWriteExt::shutdown(&mut stream);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                    return;
+                }
+            }
+        }
+        let revocation_watch = app
+            .config
+            .revocation
+            .clone()
+            .filter(|_| refusal.is_none())
+            .zip(peer_chain.map(<[_]>::to_vec));
         if let Some(page) = &refusal {
             self.refused_with_http(&app.config.name, &page.refusal, client_addr);
         }
@@ -144,6 +179,21 @@ impl Listener {
             let context = context.clone();
             service_fn(move |request| proxy::handle(context.clone(), request))
         };
+        // A revocation learned while the connection is open closes it after its current
+        // request (README "Revocation").
+        let _recheck = revocation_watch.map(|(revocation, chain)| {
+            let context = context.clone();
+            revocation.recheck(chain, move |refused| {
+                tracing::warn!(
+                    client.addr = %client_addr,
+                    app = %context.app.config.name,
+                    failure = refused.reason.as_str(),
+                    detail = %refused.detail,
+                    "closing connection, revocation learned after the handshake"
+                );
+                context.close.notify_one();
+            })
+        });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()

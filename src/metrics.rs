@@ -64,6 +64,7 @@ pub struct Metrics {
     rate_limited: Family<AppLabel, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     not_after: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
+    revocation: crate::revocation::metrics::Families,
 }
 
 impl Default for Metrics {
@@ -143,6 +144,7 @@ impl Metrics {
             "Earliest expiry (Unix time) of an app's server certificate, client CAs, or CRL nextUpdate",
             not_after.clone(),
         );
+        let revocation = crate::revocation::metrics::Families::register(&mut registry);
         for result in ["success", "error"] {
             let _ = reloads.get_or_create(&ReloadLabels { result });
         }
@@ -170,7 +172,20 @@ impl Metrics {
             rate_limited,
             reloads,
             not_after,
+            revocation,
         }
+    }
+
+    /// The revocation metric handles of an app (README "Revocation").
+    pub fn revocation(&self, app: &str) -> crate::revocation::metrics::RevocationMetrics {
+        let crl_not_after = self
+            .not_after
+            .get_or_create(&CertificateLabels {
+                app: app.to_owned(),
+                kind: "crl",
+            })
+            .clone();
+        self.revocation.for_app(app, crl_not_after)
     }
 
     /// Creates every per-app series at zero, sets the app's certificate expiries, and

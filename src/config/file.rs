@@ -152,6 +152,31 @@ pub struct FileClientAuth {
     /// URI subject alternative names (e.g. SPIFFE IDs).
     #[serde(default)]
     pub allowed_uri_sans: Vec<String>,
+    /// Revocation checking: CRL files and URLs, CRLs named by certificates, OCSP.
+    pub revocation: Option<FileRevocation>,
+}
+
+/// `clientAuth.revocation` (README "Revocation").
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileRevocation {
+    /// PEM certificate revocation lists (`clientAuth.crlFiles` is an alias).
+    #[serde(default)]
+    pub crl_files: Vec<PathBuf>,
+    /// `http://` URLs of CRLs, fetched at start and refreshed in the background.
+    #[serde(default)]
+    pub crl_urls: Vec<String>,
+    /// Also fetch the CRL distribution points of the certificates seen.
+    #[serde(default)]
+    pub crl_from_certificates: bool,
+    /// `off` (default), `leaf` or `chain`.
+    pub ocsp: Option<String>,
+    /// OCSP responder URL used instead of the certificates' Authority Information Access.
+    pub ocsp_responder: Option<String>,
+    /// `refuse` (default) or `allow` a certificate whose status cannot be established.
+    pub on_unknown: Option<String>,
+    /// Refresh fetched CRLs at least this often (default one hour).
+    pub refresh_ms: Option<u64>,
 }
 
 /// Which XFCC fields to send.

@@ -33,6 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub mod raw;
 pub mod recording;
+pub mod revocation;
 pub mod tools;
 
 static SERIAL: AtomicU64 = AtomicU64::new(1);
