@@ -27,12 +27,12 @@ struct Pki {
 impl Pki {
     fn new() -> Self {
         let tmp = TempDir::new();
-        pki::init(&tmp.0, false).expect("pki init");
+        pki::init(tmp.path(), false).expect("pki init");
         Self { tmp }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.tmp.0.join(name)
+        self.tmp.path().join(name)
     }
 
     fn arg(&self, name: &str) -> String {
