@@ -351,7 +351,10 @@ fn algorithms(pfx: &Pfx) -> Vec<(&'static str, ObjectIdentifier)> {
             let bags = data_content(content_info)
                 .and_then(|octets| SafeContents::from_der(&octets).ok())
                 .unwrap_or_default();
-            for bag in bags.iter().filter(|bag| bag.bag_id == PKCS_12_PKCS8_KEY_BAG_OID) {
+            for bag in bags
+                .iter()
+                .filter(|bag| bag.bag_id == PKCS_12_PKCS8_KEY_BAG_OID)
+            {
                 // bagValue is [0] EXPLICIT EncryptedPrivateKeyInfo.
                 if let Ok(info) =
                     ContextSpecific::<EncryptedPrivateKeyInfo>::from_der(&bag.bag_value)
@@ -414,7 +417,9 @@ fn data_content(content_info: &ContentInfo) -> Option<Box<[u8]>> {
         return None;
     }
     let der = content_info.content.to_der().ok()?;
-    OctetString::from_der(&der).ok().map(OctetString::into_bytes)
+    OctetString::from_der(&der)
+        .ok()
+        .map(OctetString::into_bytes)
 }
 
 #[cfg(test)]
