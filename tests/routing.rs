@@ -491,36 +491,40 @@ async fn http1_hyper_case(target: &str, hosts: &[&str]) -> (Reply, Routes) {
     (reply, routes)
 }
 
+/// [`http1_hyper_case`] for a request certgate must answer 400 itself: no app sees it.
+async fn assert_http1_gets_400(target: &str, hosts: &[&str], label: &str) {
+    let (reply, routes) = http1_hyper_case(target, hosts).await;
+    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, label);
+    for app in ["open", "secure"] {
+        assert_eq!(
+            routes.seen[app].paths(),
+            Vec::<String>::new(),
+            "{label}: {app}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_http1_request_without_host_gets_400() {
-    let (reply, routes) = http1_hyper_case("/nohost", &[]).await;
-    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, "no Host");
-    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
+    assert_http1_gets_400("/nohost", &[], "no Host").await;
 }
 
 #[tokio::test]
 async fn an_http1_request_with_two_different_host_headers_gets_400() {
     let hosts = ["open.example.test", "secure.example.test"];
-    let (reply, routes) = http1_hyper_case("/twohosts", &hosts).await;
-    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, "two Host headers");
-    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
+    assert_http1_gets_400("/twohosts", &hosts, "two Host headers").await;
 }
 
 #[tokio::test]
 async fn an_http1_request_with_two_identical_host_headers_gets_400() {
     let hosts = ["open.example.test", "open.example.test"];
-    let (reply, routes) = http1_hyper_case("/twohosts", &hosts).await;
-    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, "two equal Host headers");
-    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
+    assert_http1_gets_400("/twohosts", &hosts, "two equal Host headers").await;
 }
 
 #[tokio::test]
 async fn an_http1_absolute_form_target_disagreeing_with_host_gets_400() {
     let target = "https://secure.example.test/absolute";
-    let (reply, routes) = http1_hyper_case(target, &["open.example.test"]).await;
-    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, "absolute-form vs Host");
-    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
-    assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
+    assert_http1_gets_400(target, &["open.example.test"], "absolute-form vs Host").await;
 }
 
 #[tokio::test]
