@@ -71,6 +71,14 @@ impl Pki {
         Some(self.read(name))
     }
 
+    /// [`Self::openssl_export`] of server.key and server.pem, with `extra` options.
+    fn openssl_server_p12(&self, name: &str, extra: &[&str]) -> Option<Vec<u8>> {
+        let (key, cert) = (self.arg("server.key"), self.arg("server.pem"));
+        let mut args = extra.to_vec();
+        args.extend(["-inkey", &key, "-in", &cert]);
+        self.openssl_export(name, &args)
+    }
+
     /// `openssl pkcs12 -info -noout` (plus `extra`) on `name`: the algorithm report on stderr.
     fn openssl_info(&self, name: &str, extra: &[&str]) -> String {
         let input = self.arg(name);
@@ -158,15 +166,7 @@ fn load_reads_certgates_own_client_p12() {
 #[test]
 fn load_reads_an_openssl_3_default_archive() {
     let pki = Pki::new();
-    let Some(der) = pki.openssl_export(
-        "server.p12",
-        &[
-            "-inkey",
-            &pki.arg("server.key"),
-            "-in",
-            &pki.arg("server.pem"),
-        ],
-    ) else {
+    let Some(der) = pki.openssl_server_p12("server.p12", &[]) else {
         return;
     };
     let info = pki.openssl_info("server.p12", &[]);
@@ -182,16 +182,7 @@ fn load_reads_an_openssl_3_legacy_archive() {
     if !require_tool("openssl") || !legacy_provider_available() {
         return;
     }
-    let Some(der) = pki.openssl_export(
-        "legacy.p12",
-        &[
-            "-legacy",
-            "-inkey",
-            &pki.arg("server.key"),
-            "-in",
-            &pki.arg("server.pem"),
-        ],
-    ) else {
+    let Some(der) = pki.openssl_server_p12("legacy.p12", &["-legacy"]) else {
         return;
     };
     let info = pki.openssl_info("legacy.p12", &["-legacy"]);
@@ -210,15 +201,7 @@ fn load_reports_a_wrong_password() {
     assert!(matches!(err, Pkcs12Error::WrongPassword), "{err:?}");
     assert_eq!(err.to_string(), "wrong password (MAC check failed)");
 
-    let Some(der) = pki.openssl_export(
-        "server.p12",
-        &[
-            "-inkey",
-            &pki.arg("server.key"),
-            "-in",
-            &pki.arg("server.pem"),
-        ],
-    ) else {
+    let Some(der) = pki.openssl_server_p12("server.p12", &[]) else {
         return;
     };
     let err = pkcs12::load(&der, "").expect_err("must fail");
@@ -228,16 +211,7 @@ fn load_reports_a_wrong_password() {
 #[test]
 fn load_without_a_mac_checks_the_password_by_decrypting() {
     let pki = Pki::new();
-    let Some(der) = pki.openssl_export(
-        "nomac.p12",
-        &[
-            "-nomac",
-            "-inkey",
-            &pki.arg("server.key"),
-            "-in",
-            &pki.arg("server.pem"),
-        ],
-    ) else {
+    let Some(der) = pki.openssl_server_p12("nomac.p12", &["-nomac"]) else {
         return;
     };
     let loaded = pkcs12::load(&der, PASSWORD).expect("load");
@@ -375,11 +349,7 @@ fn assert_names_unsupported(
     purpose: &str,
     algorithm: &str,
 ) -> Option<Pkcs12Error> {
-    let pki = Pki::new();
-    let (key, cert) = (pki.arg("server.key"), pki.arg("server.pem"));
-    let mut all = args.to_vec();
-    all.extend(["-inkey", &key, "-in", &cert]);
-    let der = pki.openssl_export(name, &all)?;
+    let der = Pki::new().openssl_server_p12(name, args)?;
     let err = pkcs12::load(&der, PASSWORD).expect_err("must fail");
     match &err {
         Pkcs12Error::UnsupportedAlgorithm {
