@@ -339,10 +339,7 @@ fn trust_section(
 ) -> Value {
     let trust = target.policy.trust();
     let hash = presented.hash.as_str();
-    let pinned = trust
-        .pins
-        .iter()
-        .any(|pin| pin.iter().map(|b| format!("{b:02x}")).collect::<String>() == hash);
+    let pinned = trust.pins.iter().any(|pin| hex::encode(pin) == hash);
     let cas: Vec<Value> = trust
         .roots
         .iter()

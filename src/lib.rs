@@ -8,6 +8,12 @@
 //! `proxy` checks each request's authority and the app's `policy`, rewrites headers and
 //! forwards it upstream.
 //! `admin` serves health and `metrics`; `pki` and `demo` are the first-run tools.
+//!
+//! certgate runs on Unix only: it relies on Unix signals (SIGHUP, SIGTERM, SIGINT) and file
+//! modes.
+
+#[cfg(not(unix))]
+compile_error!("certgate supports Unix only: it relies on Unix signals and file modes");
 
 pub mod cli;
 pub mod config;
