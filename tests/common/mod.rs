@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub mod raw;
 pub mod recording;
 pub mod tools;
+pub mod sessions;
 
 static SERIAL: AtomicU64 = AtomicU64::new(1);
 
