@@ -35,6 +35,7 @@ pub mod raw;
 pub mod recording;
 pub mod tools;
 pub mod sessions;
+pub mod tools;
 
 static SERIAL: AtomicU64 = AtomicU64::new(1);
 
