@@ -22,8 +22,8 @@ use self::file::{FileApp, FileClientAuth, FileConfig, FileServerCertificate, Fil
 use self::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
 use self::policy::PolicyError;
 use crate::policy::AppPolicy;
-use crate::tls::client_auth::{AllowList, RejectWith, Trust};
 use crate::proxy_protocol::{ProxyProtocol, TrustedSourceError};
+use crate::tls::client_auth::{AllowList, RejectWith, Trust};
 use crate::tls::policy::Policy;
 use crate::tls::server_config::Resumption;
 use crate::tls::sni::{HostPattern, InvalidHost};

@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::config::AppConfig;
+use crate::proxy_protocol::RefusalReason;
 use crate::tls::FailureReason;
 
 /// The `app` label alone.
@@ -39,6 +40,11 @@ struct RuleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -64,6 +70,7 @@ pub struct Metrics {
     rate_limited: Family<AppLabel, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     not_after: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
+    proxy_protocol_refusals: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -146,6 +153,17 @@ impl Metrics {
         for result in ["success", "error"] {
             let _ = reloads.get_or_create(&ReloadLabels { result });
         }
+        let proxy_protocol_refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "proxy_protocol_refusals",
+            "Connections refused before the handshake for a missing or bad PROXY protocol header, or an untrusted source",
+            proxy_protocol_refusals.clone(),
+        );
+        for reason in RefusalReason::ALL {
+            let _ = proxy_protocol_refusals.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
+        }
         // Refusals that happen before an app is chosen carry an empty app label.
         for reason in [
             FailureReason::UnknownSni,
@@ -170,7 +188,17 @@ impl Metrics {
             rate_limited,
             reloads,
             not_after,
+            proxy_protocol_refusals,
         }
+    }
+
+    /// A connection was refused before its handshake by the PROXY protocol check.
+    pub fn proxy_protocol_refused(&self, reason: RefusalReason) {
+        self.proxy_protocol_refusals
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// Creates every per-app series at zero, sets the app's certificate expiries, and

@@ -62,6 +62,9 @@ pub fn available_with(program: &str, args: &[&str], install: &str) -> bool {
         "`{program} {}` is needed by this test under CI: {install}",
         args.join(" ")
     );
-    eprintln!("SKIPPED: `{program} {}` does not run ({install})", args.join(" "));
+    eprintln!(
+        "SKIPPED: `{program} {}` does not run ({install})",
+        args.join(" ")
+    );
     false
 }
