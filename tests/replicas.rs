@@ -4,7 +4,8 @@
 //! - after a rotation (a new key prepended) old tickets still resume, until their key is
 //!   dropped from the file;
 //! - a ticket from one app never resumes under another app of the other replica;
-//! - `certgate pki ticket-keys` writes a key file that refuses to be overwritten.
+//! - `certgate pki ticket-keys` writes a key file that refuses to be overwritten;
+//! - the README's local rotation example runs as written.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -239,4 +240,45 @@ fn pki_ticket_keys_writes_a_private_key_file_and_refuses_to_overwrite_it() {
     let missing = run(&["pki", "ticket-keys", "--rotate", "absent"]);
     assert_eq!(missing.status.code(), Some(1), "{missing:?}");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("absent"));
+}
+
+#[test]
+fn readme_local_rotation_example_runs() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Running many replicas")
+        .nth(1)
+        .expect("a Running many replicas section");
+    let block = section
+        .split("```sh\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .find(|block| block.contains("--rotate ticket-keys") && !block.contains("kubectl"))
+        .expect("the local rotation example");
+    let dir = TempDir::new();
+    let bin_dir = std::path::Path::new(process::BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("sh")
+        .args(["-e", "-c", block])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{block}\n{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).lines().last(),
+        Some("2")
+    );
+    let keys = std::fs::read(dir.path().join("ticket-keys")).unwrap();
+    assert_eq!(
+        certgate::tls::ticket_keys::TicketKeys::parse(&keys)
+            .unwrap()
+            .len(),
+        2
+    );
 }
