@@ -75,6 +75,7 @@ fn status(answer: &[u8]) -> Option<u16> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
 

@@ -309,6 +309,7 @@ impl FromStr for Cidr {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
 

@@ -299,6 +299,7 @@ fn fresh_key() -> Result<String, TicketKeyError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
 
