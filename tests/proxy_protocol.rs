@@ -7,13 +7,15 @@
 //! - refused and counted by reason: an untrusted source (even one sending a valid header), a
 //!   trusted source with no header, a malformed header, a truncated one, an oversized one, and
 //!   one that does not arrive within the handshake deadline;
-//! - without `proxyProtocol`, a header is not read (the connection fails as bad TLS).
+//! - without `proxyProtocol`, a header is not read (the connection fails as bad TLS);
+//! - the real binary's access line names the carried address in `client.addr`.
 //!
 //! HAProxy in front, as the real balancer, is in `tests/haproxy.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
+mod process;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -255,4 +257,47 @@ async fn without_proxy_protocol_a_header_is_not_read() {
         "a PROXY header was accepted without proxyProtocol"
     );
     gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_line_names_the_carried_client_address() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let upstream = echo_upstream().await;
+    let config = serde_json::json!({
+        "listen": "127.0.0.1:0",
+        "proxyProtocol": { "trustedSources": ["127.0.0.1/32"] },
+        "timeouts": { "drainDelayMs": 0 },
+        "apps": [app("ignore", &["ignore.example.test"], upstream, "ignore")],
+    });
+    dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
+    let mut child = process::Child::spawn(
+        &["--log-format", "json", "run", "--config", "certgate.json"],
+        dir.path(),
+        &[],
+    );
+    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains("\"serving\""));
+    let serving: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let addr: SocketAddr = serving["listen"].as_str().unwrap().parse().unwrap();
+
+    let tcp = tcp_from(None, addr).await.unwrap();
+    let options = ClientOptions::new(&pki, "ignore.example.test");
+    let mut conn = Connection::open_on(
+        tcp,
+        b"PROXY TCP4 198.51.100.9 192.0.2.1 40000 443\r\n",
+        &options,
+    )
+    .await
+    .unwrap();
+    let request = conn.get("ignore.example.test", "/logged");
+    assert_eq!(conn.send(request).await.unwrap().status, 200);
+
+    let lines = child.wait_for_line(process::Stream::Stderr, |line| {
+        line.contains("\"request\"") && line.contains("/logged")
+    });
+    let access: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(access["client.addr"], "198.51.100.9:40000", "{access}");
+    child.signal("TERM");
+    assert!(child.wait_exit().success(), "{}", child.transcript());
 }
