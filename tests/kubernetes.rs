@@ -39,7 +39,7 @@ fn manifests() -> Vec<PathBuf> {
     files
 }
 
-const INSTALL_VALIDATE: &str = "pip install kubernetes-validate";
+const INSTALL_VALIDATE: &str = "python3 -m pip install kubernetes-validate";
 
 /// Every document of a YAML file, as JSON (PyYAML, which kubernetes-validate brings).
 fn documents(path: &Path) -> Vec<Value> {
@@ -82,8 +82,11 @@ fn ingress_documents() -> HashMap<String, Value> {
 }
 
 fn yaml_tools() -> bool {
-    tools::available("kubernetes-validate", "--version", INSTALL_VALIDATE)
-        && tools::available_with("python3", &["-c", "import yaml"], INSTALL_VALIDATE)
+    tools::available_with(
+        "python3",
+        &["-m", "kubernetes_validate", "--version"],
+        INSTALL_VALIDATE,
+    ) && tools::available_with("python3", &["-c", "import yaml"], INSTALL_VALIDATE)
 }
 
 #[test]
@@ -94,8 +97,8 @@ fn every_manifest_validates_against_the_kubernetes_schemas() {
     let files = manifests();
     assert!(files.len() >= 6, "{files:?}");
     for path in files {
-        let output = Command::new("kubernetes-validate")
-            .arg("--strict")
+        let output = Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict"])
             .arg(&path)
             .output()
             .unwrap();
