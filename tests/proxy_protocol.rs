@@ -8,7 +8,8 @@
 //!   trusted source with no header, a malformed header, a truncated one, an oversized one, and
 //!   one that does not arrive within the handshake deadline;
 //! - without `proxyProtocol`, a header is not read (the connection fails as bad TLS);
-//! - the real binary's access line names the carried address in `client.addr`.
+//! - the real binary's access line names the carried address in `client.addr`;
+//! - the rate limit of certificate-less clients is keyed on the carried address.
 //!
 //! HAProxy in front, as the real balancer, is in `tests/haproxy.rs`.
 
@@ -300,4 +301,53 @@ async fn the_access_line_names_the_carried_client_address() {
     assert_eq!(access["client.addr"], "198.51.100.9:40000", "{access}");
     child.signal("TERM");
     assert!(child.wait_exit().success(), "{}", child.transcript());
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_keyed_on_the_carried_address() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let mut ignore = app(
+        "ignore",
+        &["ignore.example.test"],
+        echo_upstream().await,
+        "ignore",
+    );
+    // One request, then a refill so slow no test ever sees it.
+    ignore["rateLimit"] = serde_json::json!({ "requestsPerSecond": 0.001, "burst": 1 });
+    let gateway = Gateway::start(
+        dir,
+        serde_json::json!({
+            "proxyProtocol": { "trustedSources": ["127.0.0.1/32"] },
+            "apps": [ignore],
+        }),
+    )
+    .await;
+    let options = ClientOptions::new(&pki, "ignore.example.test");
+    let status_from = |client: &'static str| {
+        let options = options.clone();
+        let addr = gateway.addr;
+        async move {
+            let header = format!("PROXY TCP4 {client} 192.0.2.1 40000 443\r\n");
+            let tcp = tcp_from(None, addr).await.unwrap();
+            let mut conn = Connection::open_on(tcp, header.as_bytes(), &options)
+                .await
+                .unwrap();
+            let request = conn.get("ignore.example.test", "/");
+            conn.send(request).await.unwrap().status.as_u16()
+        }
+    };
+    assert_eq!(status_from("203.0.113.7").await, 200);
+    assert_eq!(
+        status_from("203.0.113.7").await,
+        429,
+        "same client, bucket empty"
+    );
+    assert_eq!(
+        status_from("203.0.113.8").await,
+        200,
+        "another client, its own bucket"
+    );
+    gateway.stop().await;
 }
