@@ -50,6 +50,12 @@ pub enum Command {
     /// Development PKI.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Exit 0 when the admin listener's /readyz answers 200 (Docker HEALTHCHECK, exec probes).
+    Health {
+        /// The admin listener (an unspecified address such as 0.0.0.0 is reached on loopback).
+        #[arg(long, env = "CERTGATE_ADMIN", default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+    },
     /// Make a dev PKI in ./certs, start an echo app and serve one app per mode.
     Demo {
         /// Address to serve the demo apps on.
@@ -68,6 +74,17 @@ pub enum PkiCommand {
         /// Overwrite files that already exist.
         #[arg(long)]
         force: bool,
+    },
+    /// Write a session ticket key file (sessionTickets.keyFile) holding one fresh key.
+    TicketKeys {
+        /// The key file to write (mode 0600).
+        file: PathBuf,
+        /// Replace an existing file.
+        #[arg(long, conflicts_with = "rotate")]
+        force: bool,
+        /// Prepend a fresh key to the existing file and keep only the newest three.
+        #[arg(long)]
+        rotate: bool,
     },
 }
 

@@ -18,14 +18,19 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use self::checks::{Finding, Severity};
-use self::file::{FileApp, FileClientAuth, FileConfig, FileRevocation, FileServerCertificate};
+use self::file::{
+    FileApp, FileClientAuth, FileConfig, FileRevocation, FileServerCertificate, FileSessionTickets,
+};
 use self::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
 use self::policy::PolicyError;
 use crate::policy::AppPolicy;
+use crate::proxy_protocol::{ProxyProtocol, TrustedSourceError};
 use crate::revocation::{OcspMode, OnUnknown, Policy as RevocationPolicy, Revocation};
 use crate::tls::client_auth::{AllowList, RejectWith, Trust};
 use crate::tls::policy::Policy;
+use crate::tls::server_config::Resumption;
 use crate::tls::sni::{HostPattern, InvalidHost};
+use crate::tls::ticket_keys::{TicketKeyError, TicketKeys};
 
 /// A validated configuration: everything needed to serve, nothing left to check.
 #[derive(Debug)]
@@ -42,6 +47,8 @@ pub struct Config {
     pub limits: Limits,
     /// Whether each request gets an access line.
     pub access_log: bool,
+    /// PROXY protocol on the mTLS listener, when enabled.
+    pub proxy_protocol: Option<Arc<ProxyProtocol>>,
     /// Every file read to build this config (the config file first, when there is one).
     pub files: Vec<PathBuf>,
     /// What `certgate check` reports beyond hard errors (README "Checking a config").
@@ -74,11 +81,38 @@ pub struct AppConfig {
     pub request_policy: AppPolicy,
     /// The server certificate chain, leaf first.
     pub server_chain: Vec<CertificateDer<'static>>,
+    /// How this app's TLS sessions resume.
+    pub session_resumption: SessionResumption,
     /// This app's own rustls config: its verifier, session cache and ticket keys.
     pub tls: Arc<rustls::ServerConfig>,
     /// Revocation checked after the handshake (CRL URLs, distribution points, OCSP), when
     /// configured; `crlFiles` alone are checked by the verifier during the handshake.
     pub revocation: Option<Arc<Revocation>>,
+}
+
+/// How an app's TLS sessions resume (README "Running many replicas").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionResumption {
+    /// `sessionResumption: false`: every connection makes a full handshake.
+    Off,
+    /// Ticket keys made by this process, new on every reload.
+    ProcessKeys,
+    /// Ticket keys derived from a shared key file.
+    SharedKeys {
+        /// The key file, resolved against the config's folder.
+        key_file: PathBuf,
+    },
+}
+
+impl SessionResumption {
+    /// The setting as `certgate check` prints it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::ProcessKeys => "process-keys",
+            Self::SharedKeys { .. } => "shared-keys",
+        }
+    }
 }
 
 /// The Container Apps `clientCertificateMode`.
@@ -183,6 +217,8 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     /// The upstream's response header.
     pub upstream_response: Duration,
+    /// Accepting on after shutdown begins, while `/readyz` says 503 (may be zero).
+    pub drain_delay: Duration,
     /// Draining on shutdown.
     pub shutdown_grace: Duration,
 }
@@ -195,6 +231,7 @@ impl Default for Timeouts {
             idle: Duration::from_millis(60_000),
             upstream_connect: Duration::from_millis(5_000),
             upstream_response: Duration::from_millis(60_000),
+            drain_delay: Duration::from_millis(5_000),
             shutdown_grace: Duration::from_millis(30_000),
         }
     }
@@ -466,6 +503,17 @@ pub enum ConfigError {
     Zero { field: &'static str },
     #[error("limits.maxRequestHeaderBytes must be at least {MIN_REQUEST_HEADER_BYTES}")]
     HeaderLimitTooSmall,
+    #[error("session ticket key file {path} cannot be used")]
+    TicketKeys {
+        path: PathBuf,
+        source: TicketKeyError,
+    },
+    #[error(
+        "app {app:?} sets sessionTickets and sessionResumption false: remove one (false turns resumption off)"
+    )]
+    TicketsWithoutResumption { app: String },
+    #[error("proxyProtocol.trustedSources")]
+    TrustedSources { source: TrustedSourceError },
 }
 
 impl Config {
@@ -496,6 +544,7 @@ impl Config {
 
     fn from_model(file: FileConfig, base: &Path, keys: Keys) -> Result<Self, ConfigError> {
         let mut loader = Loader::new(base, keys);
+        loader.session_tickets = file.session_tickets.as_ref();
         if file.apps.is_empty() {
             return Err(ConfigError::NoApps);
         }
@@ -538,6 +587,12 @@ impl Config {
             timeouts: timeouts(&file.timeouts)?,
             limits,
             access_log: file.access_log.unwrap_or(true),
+            proxy_protocol: file
+                .proxy_protocol
+                .as_ref()
+                .map(|proxy| ProxyProtocol::new(&proxy.trusted_sources).map(Arc::new))
+                .transpose()
+                .map_err(|source| ConfigError::TrustedSources { source })?,
             files: loader.files,
             findings: loader.findings,
         };
@@ -609,7 +664,7 @@ pub fn summary(app: &AppConfig) -> String {
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
     format!(
-        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after}{policy}",
+        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}",
         subjects = list(&app.allow.subjects),
         dns = list(&app.allow.dns_sans),
         uris = list(&app.allow.uri_sans),
@@ -632,6 +687,7 @@ pub fn summary(app: &AppConfig) -> String {
         } else {
             ""
         },
+        resumption = app.session_resumption.as_str(),
     )
 }
 
@@ -653,6 +709,10 @@ struct Loader<'a> {
     provider: Arc<CryptoProvider>,
     keys: Keys,
     findings: Vec<Finding>,
+    /// The top-level `sessionTickets`, for apps that set none.
+    session_tickets: Option<&'a FileSessionTickets>,
+    /// Key files read so far (several apps usually share one).
+    ticket_keys: HashMap<PathBuf, TicketKeys>,
 }
 
 impl<'a> Loader<'a> {
@@ -663,6 +723,8 @@ impl<'a> Loader<'a> {
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             keys,
             findings: Vec::new(),
+            session_tickets: None,
+            ticket_keys: HashMap::new(),
         }
     }
 
@@ -753,11 +815,14 @@ impl<'a> Loader<'a> {
         let verifier = policy.as_ref().and_then(|policy| {
             crate::tls::client_auth::verifier(tls_mode, policy, reject_with, &self.provider)
         });
+        let (session_resumption, resumption) =
+            self.resumption(&name, mode, &trust, &allow, file)?;
         let tls = crate::tls::server_config::build(
             self.provider.clone(),
             verifier,
             server_chain.clone(),
             key,
+            resumption,
         )
         .map_err(|source| ConfigError::Tls {
             app: name.clone(),
@@ -775,9 +840,58 @@ impl<'a> Loader<'a> {
             xfcc_fields,
             request_policy,
             server_chain,
+            session_resumption,
             tls,
             revocation,
         })
+    }
+
+    /// The app's resumption setting and the rustls side of it: off, process keys, or keys
+    /// derived from the shared key file for this app's name and trust.
+    fn resumption(
+        &mut self,
+        app: &str,
+        mode: ClientCertMode,
+        trust: &Trust,
+        allow: &AllowList,
+        file: &FileApp,
+    ) -> Result<(SessionResumption, Resumption), ConfigError> {
+        if file.session_resumption == Some(false) {
+            if file.session_tickets.is_some() {
+                return Err(ConfigError::TicketsWithoutResumption {
+                    app: app.to_owned(),
+                });
+            }
+            return Ok((SessionResumption::Off, Resumption::Off));
+        }
+        let Some(tickets) = file.session_tickets.as_ref().or(self.session_tickets) else {
+            return Ok((SessionResumption::ProcessKeys, Resumption::ProcessKeys));
+        };
+        let path = self.resolve(&tickets.key_file);
+        let keys = match self.ticket_keys.get(&path) {
+            Some(keys) => keys.clone(),
+            None => {
+                let keys = TicketKeys::parse(&self.read(&tickets.key_file)?).map_err(|source| {
+                    ConfigError::TicketKeys {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                self.ticket_keys.insert(path.clone(), keys.clone());
+                keys
+            }
+        };
+        let fingerprint = crate::tls::ticket_keys::trust_fingerprint(mode, trust, allow);
+        let ticketer =
+            keys.ticketer(app, &fingerprint)
+                .map_err(|source| ConfigError::TicketKeys {
+                    path: path.clone(),
+                    source,
+                })?;
+        Ok((
+            SessionResumption::SharedKeys { key_file: path },
+            Resumption::SharedKeys(ticketer),
+        ))
     }
 
     fn client_auth(
@@ -1299,6 +1413,10 @@ fn timeouts(file: &file::FileTimeouts) -> Result<Timeouts, ConfigError> {
             file.upstream_response_ms,
             default.upstream_response,
         )?,
+        // Zero is allowed: stop accepting at once (no load balancer in front).
+        drain_delay: file
+            .drain_delay_ms
+            .map_or(default.drain_delay, Duration::from_millis),
         shutdown_grace: millis(
             "timeouts.shutdownGraceMs",
             file.shutdown_grace_ms,

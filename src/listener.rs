@@ -19,6 +19,7 @@ use crate::drain::Draining;
 use crate::identity::ClientIdentity;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnectionContext};
+use crate::proxy_protocol::ProxyHeaderError;
 use crate::tls::accept::{AcceptError, accept};
 use crate::tls::client_auth::RejectWith;
 use crate::tls::policy::Refusal;
@@ -75,7 +76,8 @@ impl Listener {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let span = tracing::debug_span!("connection", client.addr = %client_addr);
+            // `client.addr` is recorded once known: behind a balancer, from its PROXY header.
+            let span = tracing::debug_span!("connection", client.addr = tracing::field::Empty);
             let task = this
                 .clone()
                 .connection(tcp, client_addr, permit, shutdown.clone());
@@ -85,13 +87,27 @@ impl Listener {
 
     async fn connection(
         self: Arc<Self>,
-        tcp: TcpStream,
-        client_addr: SocketAddr,
+        mut tcp: TcpStream,
+        peer_addr: SocketAddr,
         permit: OwnedSemaphorePermit,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let apps = self.apps.load_full();
-        let accepted = match accept(tcp, &apps, apps.timeouts.handshake).await {
+        // One deadline for the PROXY header, the ClientHello and the handshake.
+        let deadline = tokio::time::Instant::now() + apps.timeouts.handshake;
+        let client_addr = match &apps.proxy_protocol {
+            Some(proxy) => match proxy.accept(&mut tcp, peer_addr, deadline).await {
+                Ok(client_addr) => client_addr,
+                Err(error) => {
+                    self.proxy_refused(&error, peer_addr);
+                    return;
+                }
+            },
+            None => peer_addr,
+        };
+        tracing::Span::current().record("client.addr", tracing::field::display(client_addr));
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let accepted = match accept(tcp, &apps, left).await {
             Ok(accepted) => accepted,
             Err(error) => {
                 self.refused(&error, client_addr);
@@ -245,6 +261,17 @@ impl Listener {
                 }
             }
         }
+    }
+
+    fn proxy_refused(&self, error: &ProxyHeaderError, peer_addr: SocketAddr) {
+        let reason = error.reason();
+        self.metrics.proxy_protocol_refused(reason);
+        tracing::warn!(
+            peer.addr = %peer_addr,
+            failure = reason.as_str(),
+            error = %crate::error_chain(error),
+            "connection refused before the handshake"
+        );
     }
 
     fn refused(&self, error: &AcceptError, client_addr: SocketAddr) {

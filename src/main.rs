@@ -35,6 +35,12 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Explain(args) => explain(&args),
         Command::Pki(PkiCommand::Init { dir, force }) => pki_init(&dir, force),
+        Command::Pki(PkiCommand::TicketKeys {
+            file,
+            force,
+            rotate,
+        }) => ticket_keys(&file, force, rotate),
+        Command::Health { admin } => health(admin),
         Command::Demo { listen } => demo(listen),
         Command::Run(args) => {
             let loaded = args.source().and_then(|source| {
@@ -128,6 +134,34 @@ fn pki_init(dir: &std::path::Path, force: bool) -> ExitCode {
             } else {
                 ExitCode::from(EXIT_RUNTIME)
             }
+        }
+    }
+}
+
+fn ticket_keys(path: &std::path::Path, force: bool, rotate: bool) -> ExitCode {
+    match certgate::pki::ticket_keys(path, force, rotate) {
+        Ok(written) => {
+            println!("wrote {}", written.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("certgate: {}", error_chain(&error));
+            if matches!(error, certgate::pki::PkiError::Exists { .. }) {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    }
+}
+
+/// Exit 0 when ready; 1 (and the reason on stderr) otherwise, as probes expect.
+fn health(admin: std::net::SocketAddr) -> ExitCode {
+    match certgate::health::check(admin) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("certgate: {}", error_chain(&error));
+            ExitCode::from(EXIT_RUNTIME)
         }
     }
 }

@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::config::AppConfig;
+use crate::proxy_protocol::RefusalReason;
 use crate::tls::FailureReason;
 
 /// The `app` label alone.
@@ -36,6 +37,11 @@ struct RequestLabels {
 struct RuleLabels {
     app: String,
     rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,6 +71,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     not_after: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
     revocation: crate::revocation::metrics::Families,
+    proxy_protocol_refusals: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -148,6 +155,17 @@ impl Metrics {
         for result in ["success", "error"] {
             let _ = reloads.get_or_create(&ReloadLabels { result });
         }
+        let proxy_protocol_refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "proxy_protocol_refusals",
+            "Connections refused before the handshake for a missing or bad PROXY protocol header, or an untrusted source",
+            proxy_protocol_refusals.clone(),
+        );
+        for reason in RefusalReason::ALL {
+            let _ = proxy_protocol_refusals.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
+        }
         // Refusals that happen before an app is chosen carry an empty app label.
         for reason in [
             FailureReason::UnknownSni,
@@ -173,6 +191,7 @@ impl Metrics {
             reloads,
             not_after,
             revocation,
+            proxy_protocol_refusals,
         }
     }
 
@@ -186,6 +205,15 @@ impl Metrics {
             })
             .clone();
         self.revocation.for_app(app, crl_not_after)
+    }
+
+    /// A connection was refused before its handshake by the PROXY protocol check.
+    pub fn proxy_protocol_refused(&self, reason: RefusalReason) {
+        self.proxy_protocol_refusals
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// Creates every per-app series at zero, sets the app's certificate expiries, and

@@ -82,6 +82,49 @@ pub enum PkiError {
         /// What the random bytes were for.
         what: &'static str,
     },
+    /// A session ticket key file could not be made or rotated.
+    #[error("cannot use session ticket key file {}", path.display())]
+    TicketKeys {
+        /// The key file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: crate::tls::ticket_keys::TicketKeyError,
+    },
+}
+
+/// Writes a session ticket key file holding one fresh key (mode 0600), or with `rotate`
+/// prepends a fresh key to the existing file and keeps the newest three; the file is replaced
+/// by a rename, so a reader never sees half of it.
+pub fn ticket_keys(path: &Path, force: bool, rotate: bool) -> Result<PathBuf, PkiError> {
+    let keys_error = |source| PkiError::TicketKeys {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = if rotate {
+        let existing = fs::read(path).map_err(|source| PkiError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        crate::tls::ticket_keys::rotate_key_file(&existing).map_err(keys_error)?
+    } else {
+        if !force && fs::symlink_metadata(path).is_ok() {
+            return Err(PkiError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        crate::tls::ticket_keys::new_key_file().map_err(keys_error)?
+    };
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".new");
+    let temporary = PathBuf::from(temporary);
+    let io_error = |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    write_file(&temporary, text.as_bytes(), true, true).map_err(io_error)?;
+    fs::rename(&temporary, path).map_err(io_error)?;
+    Ok(path.to_path_buf())
 }
 
 /// A file to write: its name (from [`FILES`]), contents and whether it is secret.

@@ -105,8 +105,10 @@ impl Server {
         self.reloader.clone()
     }
 
-    /// Serves until `shutdown` completes, then drains: `/readyz` turns 503, accepting stops,
-    /// idle connections close, in-flight requests finish, for at most `timeouts.shutdownGraceMs`.
+    /// Serves until `shutdown` completes, then drains: `/readyz` turns 503 at once, the
+    /// listener keeps accepting and serving for `timeouts.drainDelayMs` (while balancers take
+    /// this replica out), then accepting stops, idle connections close and in-flight requests
+    /// finish, for at most `timeouts.shutdownGraceMs`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let listener = Arc::new(Listener {
@@ -153,6 +155,15 @@ impl Server {
             .has_source()
             .then(|| tokio::spawn(crate::reload::watch(self.reloader, self.watched, stop_rx)));
         shutdown.await;
+        self.draining.withdraw();
+        let delay = self.apps.load().timeouts.drain_delay;
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "shutting down: not ready, still accepting for the drain delay"
+            );
+            tokio::time::sleep(delay).await;
+        }
         tracing::info!("shutting down: draining connections");
         self.draining.start();
         let _ = stop_tx.send(true);

@@ -7,6 +7,7 @@ pub mod pkcs12;
 pub mod policy;
 pub mod server_config;
 pub mod sni;
+pub mod ticket_keys;
 
 use std::fmt;
 

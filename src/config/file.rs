@@ -24,6 +24,10 @@ pub struct FileConfig {
     pub limits: FileLimits,
     /// One `info` line per request; on when absent.
     pub access_log: Option<bool>,
+    /// Session ticket keys shared by every replica (each app may override it).
+    pub session_tickets: Option<FileSessionTickets>,
+    /// PROXY protocol on the mTLS listener; off when absent.
+    pub proxy_protocol: Option<FileProxyProtocol>,
 }
 
 /// One app behind certgate.
@@ -62,6 +66,10 @@ pub struct FileApp {
     pub default_deny: bool,
     /// Requests per client identity.
     pub rate_limit: Option<FileRateLimit>,
+    /// This app's session ticket keys, instead of the top-level ones.
+    pub session_tickets: Option<FileSessionTickets>,
+    /// `false` turns TLS session resumption off for this app; on when absent.
+    pub session_resumption: Option<bool>,
 }
 
 /// One authorization rule.
@@ -97,6 +105,23 @@ pub struct FileRateLimit {
     pub requests_per_second: f64,
     /// Requests allowed at once; `requestsPerSecond` rounded up when absent.
     pub burst: Option<u32>,
+}
+
+/// Where shared session ticket keys are read from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileSessionTickets {
+    /// Key file: one base64 key of 32 bytes a line; the first encrypts, all decrypt.
+    pub key_file: PathBuf,
+}
+
+/// PROXY protocol (v1 and v2) on the mTLS listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileProxyProtocol {
+    /// CIDRs (`10.0.0.0/8`, `::1/128`) whose connections must start with a PROXY header;
+    /// connections from anywhere else are refused.
+    pub trusted_sources: Vec<String>,
 }
 
 /// A server certificate: PEM files or a PKCS#12 archive.
@@ -204,6 +229,8 @@ pub struct FileTimeouts {
     pub upstream_connect_ms: Option<u64>,
     /// Time for the upstream to send its response header.
     pub upstream_response_ms: Option<u64>,
+    /// Time the listener keeps accepting after SIGTERM, while `/readyz` says 503.
+    pub drain_delay_ms: Option<u64>,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace_ms: Option<u64>,
 }

@@ -61,7 +61,7 @@ impl ClientOptions {
         self
     }
 
-    fn tls_config(&self) -> rustls::ClientConfig {
+    pub fn tls_config(&self) -> rustls::ClientConfig {
         let versions: &[&rustls::SupportedProtocolVersion] = if self.tls12 {
             &[&rustls::version::TLS12]
         } else {
@@ -96,7 +96,7 @@ pub struct Failure {
     pub message: String,
 }
 
-fn failure(error: &(dyn std::error::Error + 'static)) -> Failure {
+pub fn failure(error: &(dyn std::error::Error + 'static)) -> Failure {
     let mut alert = None;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
@@ -137,14 +137,14 @@ const ALERTS: [AlertDescription; 9] = [
     AlertDescription::UnrecognisedName,
 ];
 
-enum Sender {
+pub enum Sender {
     Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
     Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
 /// One client connection to certgate.
 pub struct Connection {
-    sender: Sender,
+    pub sender: Sender,
     pub http2: bool,
 }
 

@@ -47,6 +47,10 @@ impl Gateway {
     /// loads it the way `certgate run --config` does, and serves it.
     pub async fn start(dir: TempDir, mut config: serde_json::Value) -> Self {
         config["listen"] = "127.0.0.1:0".into();
+        // No balancer in front: `stop` drains at once unless a test asks for a delay.
+        if config["timeouts"]["drainDelayMs"].is_null() {
+            config["timeouts"]["drainDelayMs"] = 0.into();
+        }
         let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
         let config = certgate::config::Config::load(&path)
             .unwrap_or_else(|e| panic!("config refused: {}", certgate::error_chain(&e)));

@@ -15,9 +15,11 @@ pub mod client;
 pub mod files;
 pub mod gateway;
 pub mod pki;
+pub mod proxied;
 pub mod raw;
 pub mod recording;
 pub mod revocation;
+pub mod sessions;
 pub mod tools;
 pub mod upstream;
 

@@ -63,3 +63,26 @@ pub fn run_openssl(dir: &Path, args: &[&str]) -> Output {
     );
     output
 }
+
+/// Like `available`, for a check that takes several arguments (`python3 -c "import yaml"`).
+pub fn available_with(program: &str, args: &[&str], install: &str) -> bool {
+    let runs = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if runs {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "`{program} {}` is needed by this test under CI: {install}",
+        args.join(" ")
+    );
+    eprintln!(
+        "SKIPPED: `{program} {}` does not run ({install})",
+        args.join(" ")
+    );
+    false
+}
