@@ -141,6 +141,8 @@ impl Server {
                 .map_err(|source| RunError::Worker { index, source })?;
                 threads.push(worker);
             }
+            // Only the workers' copies stay open: once they stop accepting, the port refuses.
+            drop(socket);
             Accepting::Threads(threads)
         };
         let admin = self.admin.map(|admin| {

@@ -190,15 +190,8 @@ async fn a_stderr_nobody_reads_never_stalls_requests() {
     let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
     let config = serde_json::json!({ "listen": "127.0.0.1:0", "apps": [ignore] });
     dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
-    // Pick a port for certgate: stdout and stderr are pipes this test never reads, so the
-    // "serving" line cannot tell us the address.
-    let addr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
     let mut child = std::process::Command::new(process::BIN)
-        .args(["run", "--config", "certgate.json", "--listen"])
-        .arg(addr.to_string())
+        .args(["run", "--config", "certgate.json"])
         .current_dir(dir.path())
         .env("RUST_LOG", "debug")
         .stdin(std::process::Stdio::null())
@@ -206,14 +199,19 @@ async fn a_stderr_nobody_reads_never_stalls_requests() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // stdout and stderr are pipes this test never reads, so the "serving" line cannot tell
+    // the address: read the port the child listens on from /proc.
     let started = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
+    let addr = loop {
+        if let Some(port) = listening_port(child.id()) {
+            break SocketAddr::from(([127, 0, 0, 1], port));
+        }
         assert!(
             started.elapsed() < process::PATIENCE,
             "certgate never listened"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
     let options = ClientOptions::new(&pki, "ignore.example.test");
     let mut conn = Connection::open(addr, &options).await.unwrap();
     // Each request logs several debug and info lines: far more than a pipe buffer (64 KiB)
@@ -324,4 +322,27 @@ async fn upstream_that_closes_idle_connections_loses_no_request() {
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 10);
     gateway.stop().await;
+}
+
+/// The TCP port process `pid` listens on: its socket inodes from `/proc/PID/fd`, matched with
+/// the listening sockets of `/proc/net/tcp`.
+fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_str()?;
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // local_address is field 1, the state field 3 (0A = LISTEN), the inode field 9.
+        let listening = fields.get(3) == Some(&"0A");
+        if !listening || !inodes.contains(*fields.get(9)?) {
+            return None;
+        }
+        u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()
+    })
 }
