@@ -31,6 +31,7 @@ use sha2::Digest;
 use time::OffsetDateTime;
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod hardening;
 pub mod raw;
 pub mod recording;
 pub mod tools;
