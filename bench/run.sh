@@ -4,7 +4,7 @@
 # target, interleaved over several rounds; one Markdown table of medians is printed at the end.
 #
 #   bench/run.sh [--rounds N] [--duration SECONDS] [--warmup SECONDS] [--idle-connections N]
-#                [--results FILE] [--no-install]
+#                [--phases h1,h2,full,resumed,idle] [--nice N] [--results FILE] [--no-install]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,8 @@ warmup=1
 idle_connections=10000
 results=""
 install=1
+phases=h1,h2,full,resumed,idle
+nice=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
@@ -21,6 +23,8 @@ while [ $# -gt 0 ]; do
     --warmup) warmup="$2"; shift 2 ;;
     --idle-connections) idle_connections="$2"; shift 2 ;;
     --results) results="$2"; shift 2 ;;
+    --phases) phases="$2"; shift 2 ;;
+    --nice) nice="$2"; shift 2 ;;
     --no-install) install=0; shift ;;
     -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
@@ -29,6 +33,11 @@ done
 
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
+
+for phase in ${phases//,/ }; do
+  case "$phase" in h1|h2|full|resumed|idle) ;; *) echo "unknown phase: $phase (h1, h2, full, resumed, idle)" >&2; exit 64 ;; esac
+done
+has_phase() { [[ ",$phases," == *",$1,"* ]]; }
 
 # --- what the benchmark needs -----------------------------------------------------------------
 need=()
@@ -59,27 +68,49 @@ target_dir=${CARGO_TARGET_DIR:-target}
 certgate=$(realpath "$target_dir/release/certgate")
 loadgen=$(realpath "$target_dir/release/examples/loadgen")
 
+# Everything started from here on (proxies, upstream, load generator) inherits the priority.
+if [ -n "$nice" ]; then
+  renice -n "$nice" -p $$ >/dev/null || die "cannot renice to $nice (negative values need root)"
+fi
+
 # --- processes, and their clean-up ------------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/certgate-bench.XXXXXX")
 chmod 755 "$work" # nginx workers run as nobody
 started=()        # every process this script started
 declare -A pid    # target -> main process
 
+# Whether a process this script started still runs (an exited child stays a zombie until waited).
+running() {
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ $state != Z* ]]
+}
+
+# Stops one process this script started (TERM, then KILL after 5 s, with nginx's workers) and
+# forgets it, so a later clean-up never signals a reused process id.
 stop_pid() {
-  local p=$1 children
+  local p=$1 children kept=() q
   children=$(ps -o pid= --ppid "$p" 2>/dev/null || true)
-  kill -TERM "$p" 2>/dev/null || return 0
-  for _ in $(seq 50); do
-    kill -0 "$p" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$p" $children 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
+  if kill -TERM "$p" 2>/dev/null; then
+    for _ in $(seq 50); do
+      running "$p" || break
+      sleep 0.1
+    done
+    if running "$p"; then
+      # shellcheck disable=SC2086 # one process id a word
+      kill -KILL "$p" $children 2>/dev/null || true
+    fi
+    wait "$p" 2>/dev/null || true
+  fi
+  for q in "${started[@]}"; do [ "$q" = "$p" ] || kept+=("$q"); done
+  started=("${kept[@]}")
 }
 
 cleanup() {
-  local p
-  for p in "${started[@]}"; do stop_pid "$p"; done
+  local i
+  # Newest first: the proxies before the upstream, certgate-log before its log's reader.
+  for ((i = ${#started[@]} - 1; i >= 0; i--)); do stop_pid "${started[i]}"; done
+  exec 3>&-
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -191,6 +222,8 @@ cat >"$work/haproxy.cfg" <<EOF
 global
   maxconn $maxconn
   nbthread $(nproc)
+  # Idle client connections need no server side, so fewer descriptors than HAProxy reckons do.
+  no strict-limits
 defaults
   mode http
   timeout connect 5s
@@ -285,7 +318,6 @@ wait_ready() {
   die "$1 did not start"
 }
 
-targets=(certgate nginx haproxy)
 all_targets=(certgate certgate-log nginx haproxy)
 start upstream
 wait_ready upstream
@@ -314,27 +346,37 @@ measure() { # $1 = target, $2 = round, then the loadgen subcommand and its argum
     log "$t: loadgen $1 failed (round $round)"
 }
 
+# How busy the machine is otherwise, for the notes under the table.
+machine() { echo "{\"target\":\"machine\",\"phase\":\"$1\",\"loadavg\":$(cut -d' ' -f1 /proc/loadavg),\"cores\":$(nproc)}" >>"$results"; }
+
 window=(--warmup "$warmup" --duration "$duration")
+machine start
 for round in $(seq "$rounds"); do
   # Each round starts with another target, so none always runs first or last.
   shift_by=$(((round - 1) % ${#all_targets[@]}))
   order=("${all_targets[@]:shift_by}" "${all_targets[@]:0:shift_by}")
   log "round $round of $rounds: ${order[*]}"
-  for t in "${order[@]}"; do measure "$t" "$round" h1 "${window[@]}" --connections 50; done
-  for t in "${order[@]}"; do measure "$t" "$round" h2 "${window[@]}" --connections 10 --streams 5; done
+  for t in "${order[@]}"; do
+    has_phase h1 && measure "$t" "$round" h1 "${window[@]}" --connections 50
+  done
+  for t in "${order[@]}"; do
+    has_phase h2 && measure "$t" "$round" h2 "${window[@]}" --connections 10 --streams 5
+  done
   for t in "${order[@]}"; do
     [ "$t" = certgate-log ] && continue
-    measure "$t" "$round" handshakes "${window[@]}" --loops 16
-    measure "$t" "$round" handshakes "${window[@]}" --loops 16 --resume
+    has_phase full && measure "$t" "$round" handshakes "${window[@]}" --loops 16
+    has_phase resumed && measure "$t" "$round" handshakes "${window[@]}" --loops 16 --resume
   done
   # Memory from a fresh process, so earlier rounds' peaks do not count as idle.
   for t in "${order[@]}"; do
     [ "$t" = certgate-log ] && continue
+    has_phase idle || continue
     restart "$t"
     measure "$t" "$round" idle --connections "$idle_connections"
   done
 done
 
+machine end
 log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 log "versions: $("$certgate" --version), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -n1 | cut -d' ' -f1-3)"
 "$loadgen" report "$results"

@@ -46,7 +46,7 @@ fn answer(
     }
     match request.uri().path() {
         "/healthz" => plain_response(StatusCode::OK, "ok\n"),
-        "/readyz" if draining.is_draining() => {
+        "/readyz" if !draining.is_ready() => {
             plain_response(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
         "/readyz" => plain_response(StatusCode::OK, "ready\n"),

@@ -9,6 +9,7 @@ use crate::config::{AppConfig, Config, Limits, Timeouts};
 use crate::metrics::{AppMetrics, Metrics};
 use crate::policy::rate_limit::{MAX_KEYS, RateLimiter};
 use crate::proxy::upstream::UpstreamClient;
+use crate::proxy_protocol::ProxyProtocol;
 use crate::tls::sni::HostMatcher;
 
 /// Every app and the matcher that picks one by name.
@@ -22,6 +23,8 @@ pub struct Apps {
     pub limits: Limits,
     /// Whether each request gets an access line.
     pub access_log: bool,
+    /// The PROXY protocol check new connections go through, when enabled.
+    pub proxy_protocol: Option<Arc<ProxyProtocol>>,
 }
 
 /// One app as served.
@@ -59,6 +62,7 @@ impl Apps {
                 })
             })
             .collect();
+        crate::revocation::start(config, metrics);
         let matcher = HostMatcher::new(config.apps.iter().map(|app| app.hosts.as_slice()));
         Self {
             apps,
@@ -66,6 +70,7 @@ impl Apps {
             timeouts: config.timeouts,
             limits: config.limits,
             access_log: config.access_log,
+            proxy_protocol: config.proxy_protocol.clone(),
         }
     }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::file::{
-    FileApp, FileClientAuth, FileConfig, FileForwardClientCert, FileIngress, FileServerCertificate,
+    FileApp, FileClientAuth, FileConfig, FileForwardClientCert, FileIngress, FileRevocation,
+    FileServerCertificate,
 };
 use crate::config::{Config, ConfigError};
 use crate::reload::ConfigSource;
@@ -49,6 +50,12 @@ pub enum Command {
     /// Development PKI.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Exit 0 when the admin listener's /readyz answers 200 (Docker HEALTHCHECK, exec probes).
+    Health {
+        /// The admin listener (an unspecified address such as 0.0.0.0 is reached on loopback).
+        #[arg(long, env = "CERTGATE_ADMIN", default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+    },
     /// Make a dev PKI in ./certs, start an echo app and serve one app per mode.
     Demo {
         /// Address to serve the demo apps on.
@@ -68,13 +75,24 @@ pub enum PkiCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Write a session ticket key file (sessionTickets.keyFile) holding one fresh key.
+    TicketKeys {
+        /// The key file to write (mode 0600).
+        file: PathBuf,
+        /// Replace an existing file.
+        #[arg(long, conflicts_with = "rotate")]
+        force: bool,
+        /// Prepend a fresh key to the existing file and keep only the newest three.
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 /// `certgate run`: a config file, or the flags of one catch-all app.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// JSON config file; excludes the sidecar flags.
-    #[arg(long, env = "CERTGATE_CONFIG", conflicts_with_all = ["upstream", "cert", "key", "client_ca", "crl", "allowed_hash", "allow_untrusted", "client_cert_mode", "allowed_subject", "allowed_dns_san", "allowed_uri_san", "forward_fields", "reject_with"])]
+    #[arg(long, env = "CERTGATE_CONFIG", conflicts_with_all = ["upstream", "cert", "key", "client_ca", "crl", "allowed_hash", "allow_untrusted", "client_cert_mode", "allowed_subject", "allowed_dns_san", "allowed_uri_san", "forward_fields", "reject_with", "crl_url", "ocsp"])]
     pub config: Option<PathBuf>,
     /// Address of the mTLS listener (default 0.0.0.0:8443).
     #[arg(long, env = "CERTGATE_LISTEN")]
@@ -93,6 +111,12 @@ pub struct RunArgs {
     /// How a refused client certificate is answered: tls (an alert, default) or http (495/496).
     #[arg(long, env = "CERTGATE_REJECT_WITH")]
     pub reject_with: Option<String>,
+    /// http:// URL of a CRL, fetched at start and refreshed in the background (repeatable; comma-separated in the environment).
+    #[arg(long = "crl-url", env = "CERTGATE_CRL_URL", value_delimiter = ',')]
+    pub crl_url: Vec<String>,
+    /// OCSP for the client's leaf certificate or its whole chain: leaf or chain.
+    #[arg(long, env = "CERTGATE_OCSP", value_parser = ["leaf", "chain"])]
+    pub ocsp: Option<String>,
     /// Address of the admin listener (health, readiness, metrics); off unless set.
     #[arg(long, env = "CERTGATE_ADMIN")]
     pub admin: Option<String>,
@@ -179,6 +203,7 @@ impl ClientAuthArgs {
             allowed_subjects: trimmed(&self.allowed_subject),
             allowed_dns_sans: trimmed(&self.allowed_dns_san),
             allowed_uri_sans: trimmed(&self.allowed_uri_san),
+            revocation: None,
         }
     }
 
@@ -286,7 +311,16 @@ impl RunArgs {
                     client_certificate_mode: self.client_auth.client_cert_mode.clone(),
                     ..FileIngress::default()
                 },
-                client_auth: self.client_auth.file_model(),
+                client_auth: FileClientAuth {
+                    revocation: (!self.crl_url.is_empty() || self.ocsp.is_some()).then(|| {
+                        FileRevocation {
+                            crl_urls: self.crl_url.clone(),
+                            ocsp: self.ocsp.clone(),
+                            ..FileRevocation::default()
+                        }
+                    }),
+                    ..self.client_auth.file_model()
+                },
                 forward_client_cert: FileForwardClientCert {
                     fields: self.client_auth.forward_fields(),
                     ..FileForwardClientCert::default()

@@ -18,13 +18,19 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use self::checks::{Finding, Severity};
-use self::file::{FileApp, FileClientAuth, FileConfig, FileServerCertificate};
+use self::file::{
+    FileApp, FileClientAuth, FileConfig, FileRevocation, FileServerCertificate, FileSessionTickets,
+};
 use self::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
 use self::policy::PolicyError;
 use crate::policy::AppPolicy;
+use crate::proxy_protocol::{ProxyProtocol, TrustedSourceError};
+use crate::revocation::{OcspMode, OnUnknown, Policy as RevocationPolicy, Revocation};
 use crate::tls::client_auth::{AllowList, RejectWith, Trust};
 use crate::tls::policy::Policy;
+use crate::tls::server_config::Resumption;
 use crate::tls::sni::{HostPattern, InvalidHost};
+use crate::tls::ticket_keys::{TicketKeyError, TicketKeys};
 
 /// A validated configuration: everything needed to serve, nothing left to check.
 #[derive(Debug)]
@@ -41,6 +47,8 @@ pub struct Config {
     pub limits: Limits,
     /// Whether each request gets an access line.
     pub access_log: bool,
+    /// PROXY protocol on the mTLS listener, when enabled.
+    pub proxy_protocol: Option<Arc<ProxyProtocol>>,
     /// Every file read to build this config (the config file first, when there is one).
     pub files: Vec<PathBuf>,
     /// What `certgate check` reports beyond hard errors (README "Checking a config").
@@ -73,8 +81,38 @@ pub struct AppConfig {
     pub request_policy: AppPolicy,
     /// The server certificate chain, leaf first.
     pub server_chain: Vec<CertificateDer<'static>>,
+    /// How this app's TLS sessions resume.
+    pub session_resumption: SessionResumption,
     /// This app's own rustls config: its verifier, session cache and ticket keys.
     pub tls: Arc<rustls::ServerConfig>,
+    /// Revocation checked after the handshake (CRL URLs, distribution points, OCSP), when
+    /// configured; `crlFiles` alone are checked by the verifier during the handshake.
+    pub revocation: Option<Arc<Revocation>>,
+}
+
+/// How an app's TLS sessions resume (README "Running many replicas").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionResumption {
+    /// `sessionResumption: false`: every connection makes a full handshake.
+    Off,
+    /// Ticket keys made by this process, new on every reload.
+    ProcessKeys,
+    /// Ticket keys derived from a shared key file.
+    SharedKeys {
+        /// The key file, resolved against the config's folder.
+        key_file: PathBuf,
+    },
+}
+
+impl SessionResumption {
+    /// The setting as `certgate check` prints it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::ProcessKeys => "process-keys",
+            Self::SharedKeys { .. } => "shared-keys",
+        }
+    }
 }
 
 /// The Container Apps `clientCertificateMode`.
@@ -185,6 +223,8 @@ pub struct Timeouts {
     pub request_body_idle: Duration,
     /// The longest gap between response-body bytes from the upstream.
     pub upstream_idle: Duration,
+    /// Accepting on after shutdown begins, while `/readyz` says 503 (may be zero).
+    pub drain_delay: Duration,
     /// Draining on shutdown.
     pub shutdown_grace: Duration,
 }
@@ -200,6 +240,7 @@ impl Default for Timeouts {
             upstream_response: Duration::from_millis(60_000),
             request_body_idle: Duration::from_millis(30_000),
             upstream_idle: Duration::from_millis(60_000),
+            drain_delay: Duration::from_millis(5_000),
             shutdown_grace: Duration::from_millis(30_000),
         }
     }
@@ -404,6 +445,33 @@ pub enum ConfigError {
         crl: &'static str,
         ca: &'static str,
     },
+    #[error(
+        "app {app:?}: clientAuth.revocation needs trustedCaFiles (revocation only applies to CA-verified chains)"
+    )]
+    RevocationWithoutCa { app: String },
+    #[error(
+        "app {app:?}: {field} {value:?} must be an http:// URL (CRLs and OCSP answers are signed; https is not supported)"
+    )]
+    BadRevocationUrl {
+        app: String,
+        field: &'static str,
+        value: String,
+    },
+    #[error(
+        "app {app:?}: unknown clientAuth.revocation.ocsp {value:?} (expected off, leaf or chain)"
+    )]
+    UnknownOcspMode { app: String, value: String },
+    #[error(
+        "app {app:?}: unknown clientAuth.revocation.onUnknown {value:?} (expected refuse or allow)"
+    )]
+    UnknownOnUnknown { app: String, value: String },
+    #[error("app {app:?}: clientAuth.revocation.refreshMs must be at least 1000")]
+    RefreshTooShort { app: String },
+    #[error("app {app:?}: revocation")]
+    Revocation {
+        app: String,
+        source: crate::revocation::LoadError,
+    },
     #[error("app {app:?}: {key} value {value:?} is not a SHA-256 hash (64 hex digits)")]
     BadHash {
         app: String,
@@ -460,6 +528,17 @@ pub enum ConfigError {
     HeaderLimitTooSmall,
     #[error("timeouts.clientHelloMs must not be longer than timeouts.handshakeMs")]
     ClientHelloLongerThanHandshake,
+    #[error("session ticket key file {path} cannot be used")]
+    TicketKeys {
+        path: PathBuf,
+        source: TicketKeyError,
+    },
+    #[error(
+        "app {app:?} sets sessionTickets and sessionResumption false: remove one (false turns resumption off)"
+    )]
+    TicketsWithoutResumption { app: String },
+    #[error("proxyProtocol.trustedSources")]
+    TrustedSources { source: TrustedSourceError },
 }
 
 impl Config {
@@ -490,6 +569,7 @@ impl Config {
 
     fn from_model(file: FileConfig, base: &Path, keys: Keys) -> Result<Self, ConfigError> {
         let mut loader = Loader::new(base, keys);
+        loader.session_tickets = file.session_tickets.as_ref();
         if file.apps.is_empty() {
             return Err(ConfigError::NoApps);
         }
@@ -532,6 +612,12 @@ impl Config {
             timeouts: timeouts(&file.timeouts)?,
             limits,
             access_log: file.access_log.unwrap_or(true),
+            proxy_protocol: file
+                .proxy_protocol
+                .as_ref()
+                .map(|proxy| ProxyProtocol::new(&proxy.trusted_sources).map(Arc::new))
+                .transpose()
+                .map_err(|source| ConfigError::TrustedSources { source })?,
             files: loader.files,
             findings: loader.findings,
         };
@@ -568,7 +654,8 @@ pub fn client_policy(
     base: &Path,
     keys: Keys,
 ) -> Result<(Trust, AllowList), ConfigError> {
-    Loader::new(base, keys).client_auth("app", mode, file)
+    let (trust, allow, _revocation) = Loader::new(base, keys).client_auth("app", mode, file)?;
+    Ok((trust, allow))
 }
 
 /// One line describing an app, as `certgate check` prints it.
@@ -602,7 +689,7 @@ pub fn summary(app: &AppConfig) -> String {
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
     format!(
-        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after}{policy}",
+        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}",
         subjects = list(&app.allow.subjects),
         dns = list(&app.allow.dns_sans),
         uris = list(&app.allow.uri_sans),
@@ -613,6 +700,11 @@ pub fn summary(app: &AppConfig) -> String {
         upstream = app.upstream,
         cas = app.trust.roots.len(),
         crls = app.trust.crls.len(),
+        revocation = app
+            .revocation
+            .as_ref()
+            .map(|revocation| format!(", revocation: {}", revocation.describe()))
+            .unwrap_or_default(),
         pins = app.trust.pins.len(),
         policy = app.request_policy.describe(),
         untrusted = if app.trust.allow_untrusted {
@@ -620,6 +712,7 @@ pub fn summary(app: &AppConfig) -> String {
         } else {
             ""
         },
+        resumption = app.session_resumption.as_str(),
     )
 }
 
@@ -641,6 +734,10 @@ struct Loader<'a> {
     provider: Arc<CryptoProvider>,
     keys: Keys,
     findings: Vec<Finding>,
+    /// The top-level `sessionTickets`, for apps that set none.
+    session_tickets: Option<&'a FileSessionTickets>,
+    /// Key files read so far (several apps usually share one).
+    ticket_keys: HashMap<PathBuf, TicketKeys>,
 }
 
 impl<'a> Loader<'a> {
@@ -651,6 +748,8 @@ impl<'a> Loader<'a> {
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             keys,
             findings: Vec::new(),
+            session_tickets: None,
+            ticket_keys: HashMap::new(),
         }
     }
 
@@ -682,7 +781,7 @@ impl<'a> Loader<'a> {
             })?,
             None => ClientCertMode::Require,
         };
-        let (trust, allow) = self.client_auth(&name, mode, &file.client_auth)?;
+        let (trust, allow, revocation) = self.client_auth(&name, mode, &file.client_auth)?;
         let xfcc_fields = xfcc_fields(
             &name,
             self.keys.fields,
@@ -741,11 +840,14 @@ impl<'a> Loader<'a> {
         let verifier = policy.as_ref().and_then(|policy| {
             crate::tls::client_auth::verifier(tls_mode, policy, reject_with, &self.provider)
         });
+        let (session_resumption, resumption) =
+            self.resumption(&name, mode, &trust, &allow, file)?;
         let tls = crate::tls::server_config::build(
             self.provider.clone(),
             verifier,
             server_chain.clone(),
             key,
+            resumption,
         )
         .map_err(|source| ConfigError::Tls {
             app: name.clone(),
@@ -763,8 +865,58 @@ impl<'a> Loader<'a> {
             xfcc_fields,
             request_policy,
             server_chain,
+            session_resumption,
             tls,
+            revocation,
         })
+    }
+
+    /// The app's resumption setting and the rustls side of it: off, process keys, or keys
+    /// derived from the shared key file for this app's name and trust.
+    fn resumption(
+        &mut self,
+        app: &str,
+        mode: ClientCertMode,
+        trust: &Trust,
+        allow: &AllowList,
+        file: &FileApp,
+    ) -> Result<(SessionResumption, Resumption), ConfigError> {
+        if file.session_resumption == Some(false) {
+            if file.session_tickets.is_some() {
+                return Err(ConfigError::TicketsWithoutResumption {
+                    app: app.to_owned(),
+                });
+            }
+            return Ok((SessionResumption::Off, Resumption::Off));
+        }
+        let Some(tickets) = file.session_tickets.as_ref().or(self.session_tickets) else {
+            return Ok((SessionResumption::ProcessKeys, Resumption::ProcessKeys));
+        };
+        let path = self.resolve(&tickets.key_file);
+        let keys = match self.ticket_keys.get(&path) {
+            Some(keys) => keys.clone(),
+            None => {
+                let keys = TicketKeys::parse(&self.read(&tickets.key_file)?).map_err(|source| {
+                    ConfigError::TicketKeys {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                self.ticket_keys.insert(path.clone(), keys.clone());
+                keys
+            }
+        };
+        let fingerprint = crate::tls::ticket_keys::trust_fingerprint(mode, trust, allow);
+        let ticketer =
+            keys.ticketer(app, &fingerprint)
+                .map_err(|source| ConfigError::TicketKeys {
+                    path: path.clone(),
+                    source,
+                })?;
+        Ok((
+            SessionResumption::SharedKeys { key_file: path },
+            Resumption::SharedKeys(ticketer),
+        ))
     }
 
     fn client_auth(
@@ -772,9 +924,10 @@ impl<'a> Loader<'a> {
         app: &str,
         mode: ClientCertMode,
         file: &FileClientAuth,
-    ) -> Result<(Trust, AllowList), ConfigError> {
+    ) -> Result<(Trust, AllowList, Option<Arc<Revocation>>), ConfigError> {
         let configured = !file.trusted_ca_files.is_empty()
             || !file.crl_files.is_empty()
+            || file.revocation.is_some()
             || !file.allowed_hashes.is_empty()
             || file.allow_untrusted
             || !file.allowed_subjects.is_empty()
@@ -788,9 +941,23 @@ impl<'a> Loader<'a> {
                     advice: self.keys.ignored_advice,
                 });
             }
-            return Ok((Trust::default(), AllowList::default()));
+            return Ok((Trust::default(), AllowList::default(), None));
         }
-        if !file.crl_files.is_empty() && file.trusted_ca_files.is_empty() {
+        // `clientAuth.crlFiles` is an alias of `clientAuth.revocation.crlFiles`.
+        let file_revocation = file.revocation.clone().unwrap_or_default();
+        let crl_files: Vec<PathBuf> = file
+            .crl_files
+            .iter()
+            .chain(&file_revocation.crl_files)
+            .cloned()
+            .collect();
+        if file.revocation.is_some() && file.trusted_ca_files.is_empty() {
+            return Err(ConfigError::RevocationWithoutCa {
+                app: app.to_owned(),
+            });
+        }
+        let revocation_policy = revocation_policy(app, &file_revocation)?;
+        if !crl_files.is_empty() && file.trusted_ca_files.is_empty() {
             return Err(ConfigError::CrlWithoutCa {
                 app: app.to_owned(),
                 crl: self.keys.crl,
@@ -817,9 +984,38 @@ impl<'a> Loader<'a> {
             roots.extend(certificates);
         }
         let mut crls = Vec::new();
-        for path in &file.crl_files {
-            crls.extend(self.crls(path)?);
+        let mut crl_sources = Vec::new();
+        for path in &crl_files {
+            let loaded = self.crls(path)?;
+            let name = self.resolve(path).display().to_string();
+            for (index, crl) in loaded.iter().enumerate() {
+                let source = if index == 0 {
+                    name.clone()
+                } else {
+                    format!("{name}#{index}")
+                };
+                crl_sources.push((source, crl.as_ref().to_vec()));
+            }
+            crls.extend(loaded);
         }
+        // Beyond crlFiles, every CRL is checked after the handshake, by one checker.
+        let revocation = if revocation_policy.needs_checker() {
+            crls.clear();
+            let revocation = Revocation::load(
+                app,
+                revocation_policy,
+                &roots,
+                crl_sources,
+                self.provider.signature_verification_algorithms,
+            )
+            .map_err(|source| ConfigError::Revocation {
+                app: app.to_owned(),
+                source,
+            })?;
+            Some(Arc::new(revocation))
+        } else {
+            None
+        };
         let pins = file
             .allowed_hashes
             .iter()
@@ -871,7 +1067,7 @@ impl<'a> Loader<'a> {
                 .collect(),
             uri_sans: file.allowed_uri_sans.clone(),
         };
-        Ok((trust, allow))
+        Ok((trust, allow, revocation))
     }
 
     fn server_certificate(
@@ -1079,6 +1275,73 @@ fn upstream(app: &str, file: &FileApp) -> Result<Upstream, ConfigError> {
     })
 }
 
+fn revocation_policy(app: &str, file: &FileRevocation) -> Result<RevocationPolicy, ConfigError> {
+    let url = |field: &'static str, value: &str| {
+        let bad = || ConfigError::BadRevocationUrl {
+            app: app.to_owned(),
+            field,
+            value: value.to_owned(),
+        };
+        let uri: http::Uri = value.parse().map_err(|_| bad())?;
+        match (uri.scheme_str(), uri.authority()) {
+            (Some("http"), Some(authority)) if !authority.as_str().contains('@') => Ok(uri),
+            _ => Err(bad()),
+        }
+    };
+    let default = RevocationPolicy::default();
+    let ocsp = match file.ocsp.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("off") => OcspMode::Off,
+        Some("leaf") => OcspMode::Leaf,
+        Some("chain") => OcspMode::Chain,
+        Some(_) => {
+            return Err(ConfigError::UnknownOcspMode {
+                app: app.to_owned(),
+                value: file.ocsp.clone().unwrap_or_default(),
+            });
+        }
+    };
+    let on_unknown = match file
+        .on_unknown
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("refuse") => OnUnknown::Refuse,
+        Some("allow") => OnUnknown::Allow,
+        Some(_) => {
+            return Err(ConfigError::UnknownOnUnknown {
+                app: app.to_owned(),
+                value: file.on_unknown.clone().unwrap_or_default(),
+            });
+        }
+    };
+    let refresh = match file.refresh_ms {
+        None => default.refresh,
+        Some(ms) if ms < 1000 => {
+            return Err(ConfigError::RefreshTooShort {
+                app: app.to_owned(),
+            });
+        }
+        Some(ms) => Duration::from_millis(ms),
+    };
+    Ok(RevocationPolicy {
+        crl_urls: file
+            .crl_urls
+            .iter()
+            .map(|value| url("clientAuth.revocation.crlUrls entry", value))
+            .collect::<Result<_, _>>()?,
+        crl_from_certificates: file.crl_from_certificates,
+        ocsp,
+        ocsp_responder: file
+            .ocsp_responder
+            .as_deref()
+            .map(|value| url("clientAuth.revocation.ocspResponder", value))
+            .transpose()?,
+        on_unknown,
+        refresh,
+    })
+}
+
 fn xfcc_fields(
     app: &str,
     key: &'static str,
@@ -1199,6 +1462,10 @@ fn timeouts(file: &file::FileTimeouts) -> Result<Timeouts, ConfigError> {
             file.upstream_idle_ms,
             default.upstream_idle,
         )?,
+        // Zero is allowed: stop accepting at once (no load balancer in front).
+        drain_delay: file
+            .drain_delay_ms
+            .map_or(default.drain_delay, Duration::from_millis),
         shutdown_grace: millis(
             "timeouts.shutdownGraceMs",
             file.shutdown_grace_ms,

@@ -94,6 +94,8 @@ fn demo_config(listen: SocketAddr, upstream: SocketAddr) -> Result<FileConfig, C
     let json = serde_json::json!({
         "listen": listen.to_string(),
         "apps": [app("require"), app("accept"), app("ignore")],
+        // No balancer in front of a laptop: Ctrl-C stops at once.
+        "timeouts": { "drainDelayMs": 0 },
     });
     serde_json::from_value(json).map_err(|source| ConfigError::Json {
         path: PathBuf::from("<demo>"),

@@ -53,6 +53,8 @@ pub struct Target {
     pub policy: Arc<Policy>,
     /// The XFCC fields it forwards.
     pub fields: XfccFields,
+    /// Its revocation checker beyond `crlFiles`, when configured (README "Revocation").
+    pub revocation: Option<Arc<crate::revocation::Revocation>>,
 }
 
 /// The result: the verdict and everything that led to it, as JSON (the text form is rendered
@@ -124,6 +126,7 @@ fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
             mode,
             policy: Arc::new(policy),
             fields,
+            revocation: None,
         });
     };
     let config = Config::load(path)?;
@@ -164,6 +167,7 @@ fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         mode: app.mode,
         policy: policy.clone(),
         fields: app.xfcc_fields,
+        revocation: app.revocation.clone(),
     })
 }
 
@@ -187,7 +191,31 @@ pub fn explain(target: &Target, chain: &[CertificateDer<'static>], at: UnixTime)
             json: json!({ "verdict": "refused", "reason": "no_certificate" }),
         };
     };
-    let verdict = target.policy.evaluate(leaf_der, intermediates, at);
+    let mut verdict = target.policy.evaluate(leaf_der, intermediates, at);
+    // Revocation beyond crlFiles, asked now (CRLs as held, OCSP over the network) exactly as
+    // a connection would be after its handshake.
+    let revocation = match (&target.revocation, &verdict) {
+        (Some(revocation), Ok(_)) => match revocation.decide_blocking(chain) {
+            Ok(allowed_unknown) => json!({
+                "decision": if allowed_unknown { "unknown, allowed by onUnknown" } else { "good" },
+                "checks": revocation.describe(),
+            }),
+            Err(refused) => {
+                let json = json!({
+                    "decision": refused.reason.as_str(),
+                    "detail": refused.detail,
+                    "checks": revocation.describe(),
+                });
+                verdict = Err(Box::new(refused.to_policy(leaf_der)));
+                json
+            }
+        },
+        (Some(revocation), Err(_)) => json!({
+            "decision": "not checked (refused before)",
+            "checks": revocation.describe(),
+        }),
+        (None, _) => json!({ "decision": "crlFiles only, checked with trust" }),
+    };
     let accepted = verdict.is_ok();
     let parsed = x509_parser::parse_x509_certificate(leaf_der)
         .ok()
@@ -222,6 +250,7 @@ pub fn explain(target: &Target, chain: &[CertificateDer<'static>], at: UnixTime)
         "certificate": certificate_section(parsed.as_ref(), &presented, &names),
         "trust": trust,
         "allow": allow,
+        "revocation": revocation,
         "xfcc": xfcc,
     });
     Explanation { accepted, json }
@@ -310,10 +339,7 @@ fn trust_section(
 ) -> Value {
     let trust = target.policy.trust();
     let hash = presented.hash.as_str();
-    let pinned = trust
-        .pins
-        .iter()
-        .any(|pin| pin.iter().map(|b| format!("{b:02x}")).collect::<String>() == hash);
+    let pinned = trust.pins.iter().any(|pin| hex::encode(pin) == hash);
     let cas: Vec<Value> = trust
         .roots
         .iter()
@@ -541,6 +567,15 @@ fn text(json: &Value) -> String {
         out.push_str(&format!("  URI SANs:   {}\n", list(&cert["uri_sans"])));
         out.push_str(&format!("  version:    X.509 v{}\n", s(&cert["version"])));
         out.push_str(&format!("  sha256:     {}\n", s(&cert["sha256"])));
+    }
+    let revocation = &json["revocation"];
+    out.push_str("\nrevocation\n");
+    out.push_str(&format!("  decision:   {}\n", s(&revocation["decision"])));
+    if !revocation["checks"].is_null() {
+        out.push_str(&format!("  checks:     {}\n", s(&revocation["checks"])));
+    }
+    if !revocation["detail"].is_null() {
+        out.push_str(&format!("  detail:     {}\n", s(&revocation["detail"])));
     }
     let trust = &json["trust"];
     out.push_str("\ntrust\n");

@@ -137,9 +137,7 @@ pub fn rfc4514(name: &X509Name<'_>) -> String {
                 None => {
                     out.push('#');
                     let der = x509_parser::asn1_rs::ToDer::to_der_vec(value).unwrap_or_default();
-                    for byte in der {
-                        out.push_str(&format!("{byte:02x}"));
-                    }
+                    out.push_str(&hex::encode(der));
                 }
             }
         }

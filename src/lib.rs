@@ -7,7 +7,15 @@
 //! app by SNI and verifies the client, `identity` parses the verified certificate once, and
 //! `proxy` checks each request's authority and the app's `policy`, rewrites headers and
 //! forwards it upstream.
-//! `admin` serves health and `metrics`; `pki` and `demo` are the first-run tools.
+//! `admin` serves health and `metrics` (`health` asks it, for probes); `pki` and `demo` are
+//! the first-run tools. With `proxy_protocol`, the listener reads a balancer's PROXY header
+//! before the handshake.
+//!
+//! certgate runs on Unix only: it relies on Unix signals (SIGHUP, SIGTERM, SIGINT) and file
+//! modes.
+
+#[cfg(not(unix))]
+compile_error!("certgate supports Unix only: it relies on Unix signals and file modes");
 
 pub mod cli;
 pub mod config;
@@ -16,11 +24,14 @@ pub mod drain;
 pub mod reload;
 pub mod apps;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod tls;
+pub mod revocation;
 pub mod identity;
 pub mod policy;
 pub mod proxy;
 pub mod admin;
+pub mod health;
 pub mod metrics;
 pub mod explain;
 pub mod pki;

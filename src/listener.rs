@@ -23,7 +23,9 @@ use crate::metrics::{ConnectionLimit, Metrics};
 use crate::proxy::header_limits::http2_header_list_limit;
 use crate::proxy::upstream::UPSTREAM_READ_BUFFER;
 use crate::proxy::{self, ConnectionContext};
+use crate::proxy_protocol::ProxyHeaderError;
 use crate::tls::accept::{AcceptError, accept};
+use crate::tls::client_auth::RejectWith;
 use crate::tls::policy::Refusal;
 
 /// What the mTLS listener uses: the apps new connections are served under, the metrics, its
@@ -40,14 +42,39 @@ pub struct Listener {
     pub max_connections: usize,
     /// Handed to every connection.
     pub draining: Draining,
+    /// The per-client and pending-handshake caps, shared by every accept loop; like
+    /// `maxConnections`, they take effect on restart.
+    admission: admission::Admission,
 }
 
 impl Listener {
+    /// The listener of `apps` (its caps are read from the apps' limits now).
+    pub fn new(
+        apps: LiveApps,
+        metrics: Arc<Metrics>,
+        connections: Arc<Semaphore>,
+        max_connections: usize,
+        draining: Draining,
+    ) -> Self {
+        let admission = admission::Admission::new(&apps.load().limits);
+        Self {
+            apps,
+            metrics,
+            connections,
+            max_connections,
+            draining,
+            admission,
+        }
+    }
+
     /// Accepts connections until `shutdown` turns true.
-    pub async fn serve(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-        // Like maxConnections, these two caps take effect on restart.
-        let admission = admission::Admission::new(&self.apps.load().limits);
-        let this = Arc::new(self);
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let this = self;
+        let admission = &this.admission;
         let mut last_limit_log: Option<Instant> = None;
         loop {
             let accepted = tokio::select! {
@@ -85,7 +112,8 @@ impl Listener {
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let span = tracing::debug_span!("connection", client.addr = %client_addr);
+            // `client.addr` is recorded once known: behind a balancer, from its PROXY header.
+            let span = tracing::debug_span!("connection", client.addr = tracing::field::Empty);
             let task =
                 this.clone()
                     .connection(tcp, client_addr, (permit, admitted), shutdown.clone());
@@ -95,13 +123,27 @@ impl Listener {
 
     async fn connection(
         self: Arc<Self>,
-        tcp: TcpStream,
-        client_addr: SocketAddr,
+        mut tcp: TcpStream,
+        peer_addr: SocketAddr,
         (permit, admitted): (OwnedSemaphorePermit, admission::Admitted),
         mut shutdown: watch::Receiver<bool>,
     ) {
         let apps = self.apps.load_full();
-        let accepted = match accept(tcp, &apps, apps.timeouts.handshake).await {
+        // One deadline for the PROXY header, the ClientHello and the handshake.
+        let deadline = tokio::time::Instant::now() + apps.timeouts.handshake;
+        let client_addr = match &apps.proxy_protocol {
+            Some(proxy) => match proxy.accept(&mut tcp, peer_addr, deadline).await {
+                Ok(client_addr) => client_addr,
+                Err(error) => {
+                    self.proxy_refused(&error, peer_addr);
+                    return;
+                }
+            },
+            None => peer_addr,
+        };
+        tracing::Span::current().record("client.addr", tracing::field::display(client_addr));
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let accepted = match accept(tcp, &apps, left).await {
             Ok(accepted) => accepted,
             Err(error) => {
                 self.refused(&error, client_addr);
@@ -113,7 +155,41 @@ impl Listener {
         let _client_slot = admitted.client;
         let app = accepted.app;
         let peer_chain = accepted.stream.get_ref().1.peer_certificates();
-        let refusal = proxy::refuse::judge(&app.config, peer_chain);
+        let mut refusal = proxy::refuse::judge(&app.config, peer_chain);
+        // Revocation beyond crlFiles is decided here, before any request is read, for full
+        // and resumed handshakes alike (README "Revocation").
+        if let (None, Some(revocation), Some(chain)) =
+            (&refusal, &app.config.revocation, peer_chain)
+        {
+            if let Err(refused) = revocation.admit(chain).await {
+                if app.config.reject_with == RejectWith::Http {
+                    let leaf = chain.first().map_or(&[][..], |leaf| leaf.as_ref());
+                    refusal = Some(proxy::refuse::RefusalPage::new(refused.to_policy(leaf)));
+                } else {
+                    self.metrics
+                        .handshake_failed(&app.config.name, refused.reason);
+                    tracing::warn!(
+                        client.addr = %client_addr,
+                        sni = accepted.sni.as_deref().unwrap_or(""),
+                        app = %app.config.name,
+                        failure = refused.reason.as_str(),
+                        detail = %refused.detail,
+                        "handshake refused"
+                    );
+                    // close_notify, bounded: a client that reads nothing cannot hold the task.
+                    let mut stream = accepted.stream;
+                    let close = tokio::io::AsyncWriteExt::shutdown(&mut stream);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                    return;
+                }
+            }
+        }
+        let revocation_watch = app
+            .config
+            .revocation
+            .clone()
+            .filter(|_| refusal.is_none())
+            .zip(peer_chain.map(<[_]>::to_vec));
         if let Some(page) = &refusal {
             self.refused_with_http(&app.config.name, &page.refusal, client_addr);
         }
@@ -158,6 +234,21 @@ impl Listener {
             let context = context.clone();
             service_fn(move |request| proxy::handle(context.clone(), request))
         };
+        // A revocation learned while the connection is open closes it after its current
+        // request (README "Revocation").
+        let _recheck = revocation_watch.map(|(revocation, chain)| {
+            let context = context.clone();
+            revocation.recheck(chain, move |refused| {
+                tracing::warn!(
+                    client.addr = %client_addr,
+                    app = %context.app.config.name,
+                    failure = refused.reason.as_str(),
+                    detail = %refused.detail,
+                    "closing connection, revocation learned after the handshake"
+                );
+                context.close.notify_one();
+            })
+        });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         let mut http1 = builder.http1();
         http1
@@ -219,6 +310,17 @@ impl Listener {
                 }
             }
         }
+    }
+
+    fn proxy_refused(&self, error: &ProxyHeaderError, peer_addr: SocketAddr) {
+        let reason = error.reason();
+        self.metrics.proxy_protocol_refused(reason);
+        tracing::warn!(
+            peer.addr = %peer_addr,
+            failure = reason.as_str(),
+            error = %crate::error_chain(error),
+            "connection refused before the handshake"
+        );
     }
 
     fn refused(&self, error: &AcceptError, client_addr: SocketAddr) {

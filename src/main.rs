@@ -9,11 +9,6 @@ use certgate::{Server, error_chain};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-// mimalloc: fewer instructions per allocation than glibc's malloc on the request path (README
-// "Performance"), and it returns freed pages to the system after a burst of connections.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Bad usage or config (sysexits `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
 /// A failure at run time, e.g. the port is taken.
@@ -40,6 +35,12 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Explain(args) => explain(&args),
         Command::Pki(PkiCommand::Init { dir, force }) => pki_init(&dir, force),
+        Command::Pki(PkiCommand::TicketKeys {
+            file,
+            force,
+            rotate,
+        }) => ticket_keys(&file, force, rotate),
+        Command::Health { admin } => health(admin),
         Command::Demo { listen } => demo(listen),
         Command::Run(args) => {
             let loaded = args.source().and_then(|source| {
@@ -137,6 +138,34 @@ fn pki_init(dir: &std::path::Path, force: bool) -> ExitCode {
     }
 }
 
+fn ticket_keys(path: &std::path::Path, force: bool, rotate: bool) -> ExitCode {
+    match certgate::pki::ticket_keys(path, force, rotate) {
+        Ok(written) => {
+            println!("wrote {}", written.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("certgate: {}", error_chain(&error));
+            if matches!(error, certgate::pki::PkiError::Exists { .. }) {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    }
+}
+
+/// Exit 0 when ready; 1 (and the reason on stderr) otherwise, as probes expect.
+fn health(admin: std::net::SocketAddr) -> ExitCode {
+    match certgate::health::check(admin) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("certgate: {}", error_chain(&error));
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
 fn demo(listen: std::net::SocketAddr) -> ExitCode {
     block_on(async {
         let shutdown = shutdown_signal();
@@ -167,7 +196,7 @@ fn serve(config: &Config, source: certgate::ConfigSource) -> ExitCode {
     block_on(async {
         let shutdown = shutdown_signal();
         let server = match Server::bind(config, Some(source)).await {
-            Ok(server) => server,
+            Ok(server) => server.with_worker_threads(certgate::proxy::upstream::worker_threads()),
             Err(error) => {
                 tracing::error!(error = %error_chain(&error), "cannot start");
                 return ExitCode::from(EXIT_RUNTIME);

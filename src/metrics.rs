@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 
 use crate::config::AppConfig;
 use crate::proxy::stall::StallReason;
+use crate::proxy_protocol::RefusalReason;
 use crate::tls::FailureReason;
 
 /// The `app` label alone.
@@ -42,6 +43,11 @@ struct RuleLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StallLabels {
     app: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
     reason: &'static str,
 }
 
@@ -106,6 +112,8 @@ pub struct Metrics {
     rate_limited: Family<AppLabel, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     not_after: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
+    revocation: crate::revocation::metrics::Families,
+    proxy_protocol_refusals: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -202,8 +210,20 @@ impl Metrics {
                 limit: limit.as_str(),
             });
         }
+        let revocation = crate::revocation::metrics::Families::register(&mut registry);
         for result in ["success", "error"] {
             let _ = reloads.get_or_create(&ReloadLabels { result });
+        }
+        let proxy_protocol_refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "proxy_protocol_refusals",
+            "Connections refused before the handshake for a missing or bad PROXY protocol header, or an untrusted source",
+            proxy_protocol_refusals.clone(),
+        );
+        for reason in RefusalReason::ALL {
+            let _ = proxy_protocol_refusals.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
         }
         // Refusals that happen before an app is chosen carry an empty app label.
         for reason in [
@@ -231,7 +251,30 @@ impl Metrics {
             rate_limited,
             reloads,
             not_after,
+            revocation,
+            proxy_protocol_refusals,
         }
+    }
+
+    /// The revocation metric handles of an app (README "Revocation").
+    pub fn revocation(&self, app: &str) -> crate::revocation::metrics::RevocationMetrics {
+        let crl_not_after = self
+            .not_after
+            .get_or_create(&CertificateLabels {
+                app: app.to_owned(),
+                kind: "crl",
+            })
+            .clone();
+        self.revocation.for_app(app, crl_not_after)
+    }
+
+    /// A connection was refused before its handshake by the PROXY protocol check.
+    pub fn proxy_protocol_refused(&self, reason: RefusalReason) {
+        self.proxy_protocol_refusals
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// Creates every per-app series at zero, sets the app's certificate expiries, and

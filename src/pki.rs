@@ -25,60 +25,11 @@ use rcgen::{
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
-/// Every file `init` writes, in the order written, with a one-line description each.
-pub const FILES: &[(&str, &str)] = &[
-    (
-        "ca.pem",
-        "development CA certificate (\"certgate development CA\", ~10 years); trust this for clients and servers",
-    ),
-    (
-        "ca.key",
-        "development CA private key (PKCS#8 PEM, mode 0600)",
-    ),
-    (
-        "server.pem",
-        "server certificate chain (leaf, then CA) for localhost, *.localhost, {require,accept,ignore}.localhost, 127.0.0.1, ::1 (serverAuth)",
-    ),
-    ("server.key", "server private key (PKCS#8 PEM, mode 0600)"),
-    (
-        "client.pem",
-        "client certificate CN=certgate-dev-client, SANs client.localhost and spiffe://certgate.localhost/dev-client (clientAuth)",
-    ),
-    ("client.key", "client private key (PKCS#8 PEM, mode 0600)"),
-    (
-        "client.p12",
-        "client certificate, key and CA certificate as PKCS#12 (AES-256-CBC, SHA-256 MAC; mode 0600)",
-    ),
-    (
-        "client.p12.password",
-        "password of client.p12: 24 alphanumeric characters, no trailing newline (mode 0600)",
-    ),
-    (
-        "self-signed-client.pem",
-        "self-signed client certificate (clientAuth) that certgate must reject",
-    ),
-    (
-        "self-signed-client.key",
-        "private key of self-signed-client.pem (PKCS#8 PEM, mode 0600)",
-    ),
-    (
-        "untrusted-client.pem",
-        "client certificate (clientAuth) issued by a throwaway CA that is not written; certgate must reject it",
-    ),
-    (
-        "untrusted-client.key",
-        "private key of untrusted-client.pem (PKCS#8 PEM, mode 0600)",
-    ),
-];
+mod certificates;
 
-/// Common name of the development CA.
-const CA_COMMON_NAME: &str = "certgate development CA";
-/// Common name of the trusted development client certificate.
-const CLIENT_COMMON_NAME: &str = "certgate-dev-client";
-/// DNS subject alternative name of the trusted development client certificate.
-const CLIENT_DNS_NAME: &str = "client.localhost";
-/// URI subject alternative name (SPIFFE ID) of the trusted development client certificate.
-const CLIENT_SPIFFE_ID: &str = "spiffe://certgate.localhost/dev-client";
+pub use certificates::FILES;
+use certificates::{CA, CLIENT_COMMON_NAME, LEAVES, Signer, Spec};
+
 /// Number of characters in the generated `client.p12.password`.
 const P12_PASSWORD_LEN: usize = 24;
 
@@ -131,6 +82,49 @@ pub enum PkiError {
         /// What the random bytes were for.
         what: &'static str,
     },
+    /// A session ticket key file could not be made or rotated.
+    #[error("cannot use session ticket key file {}", path.display())]
+    TicketKeys {
+        /// The key file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: crate::tls::ticket_keys::TicketKeyError,
+    },
+}
+
+/// Writes a session ticket key file holding one fresh key (mode 0600), or with `rotate`
+/// prepends a fresh key to the existing file and keeps the newest three; the file is replaced
+/// by a rename, so a reader never sees half of it.
+pub fn ticket_keys(path: &Path, force: bool, rotate: bool) -> Result<PathBuf, PkiError> {
+    let keys_error = |source| PkiError::TicketKeys {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = if rotate {
+        let existing = fs::read(path).map_err(|source| PkiError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        crate::tls::ticket_keys::rotate_key_file(&existing).map_err(keys_error)?
+    } else {
+        if !force && fs::symlink_metadata(path).is_ok() {
+            return Err(PkiError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        crate::tls::ticket_keys::new_key_file().map_err(keys_error)?
+    };
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".new");
+    let temporary = PathBuf::from(temporary);
+    let io_error = |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    write_file(&temporary, text.as_bytes(), true, true).map_err(io_error)?;
+    fs::rename(&temporary, path).map_err(io_error)?;
+    Ok(path.to_path_buf())
 }
 
 /// A file to write: its name (from [`FILES`]), contents and whether it is secret.
@@ -208,137 +202,104 @@ fn generate() -> Result<Vec<Output>, PkiError> {
         .unwrap_or_else(|_| OffsetDateTime::now_utc());
     let not_before = now - BACKDATE;
 
-    // Development CA.
-    let ca_key = new_key("CA key")?;
-    let ca_cert_params = ca_params(CA_COMMON_NAME, not_before);
+    let ca_key = new_key(CA.what)?;
+    let ca_cert_params = CA.params(not_before)?;
     let ca_cert = ca_cert_params
         .self_signed(&ca_key)
-        .map_err(generate_err("CA certificate"))?;
+        .map_err(generate_err(CA.what))?;
+    let ca_pem = ca_cert.pem();
+    let mut outputs = CA.outputs(&ca_pem, &ca_key, None)?;
     let ca = Issuer::new(ca_cert_params, ca_key);
-
-    // Server leaf.
-    let server_key = new_key("server key")?;
-    let mut server_params =
-        leaf_params("localhost", not_before, ExtendedKeyUsagePurpose::ServerAuth);
-    server_params.subject_alt_names = vec![
-        dns_san("localhost", "server certificate")?,
-        dns_san("*.localhost", "server certificate")?,
-        // OpenSSL and webpki refuse a wildcard directly above a one-label name, so the demo's
-        // hosts are listed as well.
-        dns_san("require.localhost", "server certificate")?,
-        dns_san("accept.localhost", "server certificate")?,
-        dns_san("ignore.localhost", "server certificate")?,
-        SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
-        SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()),
-    ];
-    let server_cert = server_params
-        .signed_by(&server_key, &ca)
-        .map_err(generate_err("server certificate"))?;
-
-    // Trusted client leaf.
-    let client_key = new_key("client key")?;
-    let mut client_params = leaf_params(
-        CLIENT_COMMON_NAME,
-        not_before,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    client_params.subject_alt_names = vec![
-        dns_san(CLIENT_DNS_NAME, "client certificate")?,
-        uri_san(CLIENT_SPIFFE_ID, "client certificate")?,
-    ];
-    let client_cert = client_params
-        .signed_by(&client_key, &ca)
-        .map_err(generate_err("client certificate"))?;
-
-    // PKCS#12 of the trusted client.
-    let password = random_password(P12_PASSWORD_LEN)?;
-    let p12 = client_p12(
-        client_cert.der(),
-        client_key.serialized_der(),
-        ca_cert.der(),
-        &password,
-    )
-    .map_err(|source| PkiError::Pkcs12 {
-        file: "client.p12",
-        source,
-    })?;
-
-    // Self-signed client leaf.
-    let self_signed_key = new_key("self-signed client key")?;
-    let mut self_signed_params = leaf_params(
-        "certgate-self-signed-client",
-        not_before,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    self_signed_params.subject_alt_names = vec![
-        dns_san(
-            "self-signed-client.localhost",
-            "self-signed client certificate",
-        )?,
-        uri_san(
-            "spiffe://certgate.localhost/self-signed-client",
-            "self-signed client certificate",
-        )?,
-    ];
-    self_signed_params.use_authority_key_identifier_extension = false;
-    let self_signed_cert = self_signed_params
-        .self_signed(&self_signed_key)
-        .map_err(generate_err("self-signed client certificate"))?;
-
-    // Client leaf issued by a CA that is never written, so nothing can trust it.
-    let untrusted_ca_key = new_key("untrusted CA key")?;
-    let untrusted_ca = Issuer::new(
+    let throwaway = Issuer::new(
         ca_params("certgate untrusted CA (not written to disk)", not_before),
-        untrusted_ca_key,
+        new_key("untrusted CA key")?,
     );
-    let untrusted_key = new_key("untrusted client key")?;
-    let mut untrusted_params = leaf_params(
-        "certgate-untrusted-client",
-        not_before,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    untrusted_params.subject_alt_names = vec![
-        dns_san("untrusted-client.localhost", "untrusted client certificate")?,
-        uri_san(
-            "spiffe://certgate.localhost/untrusted-client",
-            "untrusted client certificate",
-        )?,
-    ];
-    let untrusted_cert = untrusted_params
-        .signed_by(&untrusted_key, &untrusted_ca)
-        .map_err(generate_err("untrusted client certificate"))?;
 
-    let public = |name, contents: String| Output {
-        name,
-        contents: contents.into_bytes(),
-        secret: false,
-    };
-    let secret = |name, contents: Vec<u8>| Output {
-        name,
-        contents,
-        secret: true,
-    };
-    let outputs = vec![
-        public("ca.pem", ca_cert.pem()),
-        secret("ca.key", ca.key().serialize_pem().into_bytes()),
-        public("server.pem", server_cert.pem() + &ca_cert.pem()),
-        secret("server.key", server_key.serialize_pem().into_bytes()),
-        public("client.pem", client_cert.pem()),
-        secret("client.key", client_key.serialize_pem().into_bytes()),
-        secret("client.p12", p12),
-        secret("client.p12.password", password.into_bytes()),
-        public("self-signed-client.pem", self_signed_cert.pem()),
-        secret(
-            "self-signed-client.key",
-            self_signed_key.serialize_pem().into_bytes(),
-        ),
-        public("untrusted-client.pem", untrusted_cert.pem()),
-        secret(
-            "untrusted-client.key",
-            untrusted_key.serialize_pem().into_bytes(),
-        ),
-    ];
+    for spec in &LEAVES {
+        let key = new_key(spec.what)?;
+        let params = spec.params(not_before)?;
+        let cert = match spec.signer {
+            Signer::Itself => params.self_signed(&key),
+            Signer::DevelopmentCa => params.signed_by(&key, &ca),
+            Signer::ThrowawayCa => params.signed_by(&key, &throwaway),
+        }
+        .map_err(generate_err(spec.what))?;
+        let mut pem = cert.pem();
+        if spec.chain {
+            pem.push_str(&ca_pem);
+        }
+        let archive = (cert.der().as_ref(), ca_cert.der().as_ref());
+        outputs.extend(spec.outputs(&pem, &key, Some(archive))?);
+    }
     Ok(outputs)
+}
+
+impl Spec {
+    /// The certificate's parameters, valid from `not_before`.
+    fn params(&self, not_before: OffsetDateTime) -> Result<CertificateParams, PkiError> {
+        let Some(eku) = &self.eku else {
+            return Ok(ca_params(self.common_name, not_before));
+        };
+        let mut params = leaf_params(self.common_name, not_before, eku.clone());
+        for dns in self.dns {
+            let name = (*dns).try_into().map_err(generate_err(self.what))?;
+            params.subject_alt_names.push(SanType::DnsName(name));
+        }
+        for uri in self.uris {
+            let uri = (*uri).try_into().map_err(generate_err(self.what))?;
+            params.subject_alt_names.push(SanType::URI(uri));
+        }
+        for ip in self.ips {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        // A self-signed certificate has no authority to identify.
+        params.use_authority_key_identifier_extension = self.signer != Signer::Itself;
+        Ok(params)
+    }
+
+    /// The files of this certificate: `pem`, `key` and, when it has an archive, the
+    /// PKCS#12 of `(certificate DER, CA certificate DER)` with `key`, and its password.
+    fn outputs(
+        &self,
+        pem: &str,
+        key: &KeyPair,
+        certificates: Option<(&[u8], &[u8])>,
+    ) -> Result<Vec<Output>, PkiError> {
+        let mut outputs = vec![
+            Output {
+                name: self.cert_file.0,
+                contents: pem.as_bytes().to_vec(),
+                secret: false,
+            },
+            Output {
+                name: self.key_file.0,
+                contents: key.serialize_pem().into_bytes(),
+                secret: true,
+            },
+        ];
+        if let (Some([(archive, _), (password_file, _)]), Some((cert, ca))) =
+            (self.archive, certificates)
+        {
+            let password = random_password(P12_PASSWORD_LEN)?;
+            let p12 = client_p12(cert, key.serialized_der(), ca, &password).map_err(|source| {
+                PkiError::Pkcs12 {
+                    file: archive,
+                    source,
+                }
+            })?;
+            outputs.push(Output {
+                name: archive,
+                contents: p12,
+                secret: true,
+            });
+            outputs.push(Output {
+                name: password_file,
+                contents: password.into_bytes(),
+                secret: true,
+            });
+        }
+        Ok(outputs)
+    }
 }
 
 /// Generates an ECDSA P-256 key pair.
@@ -348,16 +309,6 @@ fn new_key(what: &'static str) -> Result<KeyPair, PkiError> {
 
 fn generate_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> PkiError {
     move |source| PkiError::Generate { what, source }
-}
-
-fn dns_san(name: &str, what: &'static str) -> Result<SanType, PkiError> {
-    Ok(SanType::DnsName(
-        name.try_into().map_err(generate_err(what))?,
-    ))
-}
-
-fn uri_san(uri: &str, what: &'static str) -> Result<SanType, PkiError> {
-    Ok(SanType::URI(uri.try_into().map_err(generate_err(what))?))
 }
 
 fn distinguished_name(common_name: &str) -> DistinguishedName {

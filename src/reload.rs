@@ -196,20 +196,14 @@ fn watch_folders(watcher: Option<&mut notify::RecommendedWatcher>, files: &[Path
     }
 }
 
-#[cfg(unix)]
+/// SIGHUP's stream, `None` when its handler cannot be installed.
 type Hangup = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangup = ();
 
-#[cfg(unix)]
 fn hangup_signal() -> Hangup {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
 }
 
-#[cfg(not(unix))]
-fn hangup_signal() -> Hangup {}
-
-#[cfg(unix)]
+/// Completes on the next SIGHUP; never, without a handler.
 async fn recv_hangup(hangup: &mut Hangup) {
     let received = match hangup {
         Some(signal) => signal.recv().await.is_some(),
@@ -218,9 +212,4 @@ async fn recv_hangup(hangup: &mut Hangup) {
     if !received {
         std::future::pending::<()>().await;
     }
-}
-
-#[cfg(not(unix))]
-async fn recv_hangup(_: &mut Hangup) {
-    std::future::pending().await
 }

@@ -25,6 +25,11 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start worker thread {index}")]
+    Worker {
+        index: usize,
+        source: std::io::Error,
+    },
 }
 
 /// A bound, ready-to-run certgate.
@@ -39,6 +44,8 @@ pub struct Server {
     draining: Draining,
     reloader: Reloader,
     watched: Vec<std::path::PathBuf>,
+    /// Threads that accept and serve connections; 0 serves them on the caller's runtime.
+    worker_threads: usize,
 }
 
 impl Server {
@@ -70,7 +77,17 @@ impl Server {
             draining: Draining::default(),
             reloader,
             watched: config.files.clone(),
+            worker_threads: 0,
         })
+    }
+
+    /// Serves connections on `threads` threads of their own, each with a single-threaded
+    /// runtime that accepts from the shared socket and runs everything of the connections it
+    /// accepted (TLS, HTTP, the upstream connections they use): no task moves between threads
+    /// and no wake-up crosses them. Admin, reload and signals stay on the caller's runtime.
+    pub fn with_worker_threads(mut self, threads: usize) -> Self {
+        self.worker_threads = threads;
+        self
     }
 
     /// The address the mTLS listener is bound to (useful with port 0).
@@ -88,18 +105,44 @@ impl Server {
         self.reloader.clone()
     }
 
-    /// Serves until `shutdown` completes, then drains: `/readyz` turns 503, accepting stops,
-    /// idle connections close, in-flight requests finish, for at most `timeouts.shutdownGraceMs`.
+    /// Serves until `shutdown` completes, then drains: `/readyz` turns 503 at once, the
+    /// listener keeps accepting and serving for `timeouts.drainDelayMs` (while balancers take
+    /// this replica out), then accepting stops, idle connections close and in-flight requests
+    /// finish, for at most `timeouts.shutdownGraceMs`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let listener = Listener {
-            apps: self.apps.clone(),
-            metrics: self.metrics.clone(),
-            connections: self.connections.clone(),
-            max_connections: self.max_connections,
-            draining: self.draining.clone(),
+        let listener = Arc::new(Listener::new(
+            self.apps.clone(),
+            self.metrics.clone(),
+            self.connections.clone(),
+            self.max_connections,
+            self.draining.clone(),
+        ));
+        let (done_tx, done_rx) = watch::channel(false);
+        let mut accepting = if self.worker_threads == 0 {
+            Accepting::Here(tokio::spawn(listener.serve(self.listener, stop_rx.clone())))
+        } else {
+            let socket = self
+                .listener
+                .into_std()
+                .map_err(|source| RunError::Worker { index: 0, source })?;
+            let mut threads = Vec::with_capacity(self.worker_threads);
+            for index in 0..self.worker_threads {
+                let socket = socket
+                    .try_clone()
+                    .map_err(|source| RunError::Worker { index, source })?;
+                let worker = worker(
+                    index,
+                    listener.clone(),
+                    socket,
+                    stop_rx.clone(),
+                    done_rx.clone(),
+                )
+                .map_err(|source| RunError::Worker { index, source })?;
+                threads.push(worker);
+            }
+            Accepting::Threads(threads)
         };
-        let accept_loop = tokio::spawn(listener.serve(self.listener, stop_rx.clone()));
         let admin = self.admin.map(|admin| {
             tokio::spawn(crate::admin::serve(
                 admin,
@@ -112,10 +155,21 @@ impl Server {
             .has_source()
             .then(|| tokio::spawn(crate::reload::watch(self.reloader, self.watched, stop_rx)));
         shutdown.await;
+        self.draining.withdraw();
+        let delay = self.apps.load().timeouts.drain_delay;
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "shutting down: not ready, still accepting for the drain delay"
+            );
+            tokio::time::sleep(delay).await;
+        }
         tracing::info!("shutting down: draining connections");
         self.draining.start();
         let _ = stop_tx.send(true);
-        let _ = accept_loop.await;
+        if let Accepting::Here(accept_loop) = &mut accepting {
+            let _ = accept_loop.await;
+        }
         let grace = self.apps.load().timeouts.shutdown_grace;
         let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(grace, self.connections.acquire_many(all)).await;
@@ -126,8 +180,53 @@ impl Server {
         for task in [admin, watcher].into_iter().flatten() {
             task.abort();
         }
+        // The worker runtimes end here, closing what is left of their connections.
+        let _ = done_tx.send(true);
+        if let Accepting::Threads(threads) = accepting {
+            let _ = tokio::task::spawn_blocking(move || {
+                for thread in threads {
+                    let _ = thread.join();
+                }
+            })
+            .await;
+        }
         Ok(())
     }
+}
+
+/// Where the accept loop runs.
+enum Accepting {
+    /// On the runtime that called `run`.
+    Here(tokio::task::JoinHandle<()>),
+    /// On worker threads, one accept loop each.
+    Threads(Vec<std::thread::JoinHandle<()>>),
+}
+
+/// Starts worker thread `index`: a single-threaded runtime that accepts on its copy of the
+/// listening socket until `stop`, then keeps serving its open connections until `done`.
+fn worker(
+    index: usize,
+    listener: Arc<Listener>,
+    socket: std::net::TcpListener,
+    stop: watch::Receiver<bool>,
+    mut done: watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("certgate-worker-{index}"))
+        .spawn(move || {
+            crate::proxy::upstream::set_worker(index);
+            runtime.block_on(async move {
+                match TcpListener::from_std(socket) {
+                    Ok(socket) => listener.serve(socket, stop).await,
+                    Err(error) => tracing::error!(error = %error, "worker thread cannot accept"),
+                }
+                let _ = done.wait_for(|done| *done).await;
+            });
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        })
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {

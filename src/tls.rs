@@ -7,6 +7,7 @@ pub mod pkcs12;
 pub mod policy;
 pub mod server_config;
 pub mod sni;
+pub mod ticket_keys;
 
 use std::fmt;
 
@@ -19,6 +20,7 @@ pub enum FailureReason {
     Expired,
     NotYetValid,
     Revoked,
+    RevocationUnknown,
     CrlExpired,
     BadEku,
     BadSignature,
@@ -30,13 +32,14 @@ pub enum FailureReason {
 
 impl FailureReason {
     /// Every reason, for metrics that must exist at zero before any traffic.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::NoCertificate,
         Self::UnknownIssuer,
         Self::UnsupportedCertificate,
         Self::Expired,
         Self::NotYetValid,
         Self::Revoked,
+        Self::RevocationUnknown,
         Self::CrlExpired,
         Self::BadEku,
         Self::BadSignature,
@@ -55,6 +58,7 @@ impl FailureReason {
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::Revoked => "revoked",
+            Self::RevocationUnknown => "revocation_unknown",
             Self::CrlExpired => "crl_expired",
             Self::BadEku => "bad_eku",
             Self::BadSignature => "bad_signature",
@@ -73,9 +77,10 @@ impl FailureReason {
             rustls::Error::InvalidCertificate(cert) => match cert {
                 Cert::Expired | Cert::ExpiredContext { .. } => Self::Expired,
                 Cert::NotValidYet | Cert::NotValidYetContext { .. } => Self::NotYetValid,
+                Cert::Revoked => Self::Revoked,
                 // Fail closed: a chain whose revocation status cannot be established (a CA
-                // without its CRL) is treated as revoked, as Envoy and nginx do.
-                Cert::Revoked | Cert::UnknownRevocationStatus => Self::Revoked,
+                // without its CRL) is refused, as Envoy and nginx do.
+                Cert::UnknownRevocationStatus => Self::RevocationUnknown,
                 Cert::ExpiredRevocationList | Cert::ExpiredRevocationListContext { .. } => {
                     Self::CrlExpired
                 }

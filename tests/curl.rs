@@ -1,5 +1,5 @@
-//! End to end with the real `curl` binary (each test is skipped, with a message, when `curl`
-//! is not installed):
+//! End to end with the real `curl` binary (a missing `curl` fails each test when `CI` is set,
+//! and skips it with a message otherwise):
 //! - curl with a client certificate (PEM files) reaches a `require` app over HTTP/1.1, and the
 //!   app's XFCC has `Hash=` the leaf's SHA-256, `Cert=` and `Chain=` decoding to its PEM;
 //! - the same over HTTP/2 (`--http2`, negotiated by ALPN);
@@ -17,17 +17,6 @@ use std::process::{Command, Output};
 use common::*;
 
 const HOST: &str = "require.example.test";
-
-/// Whether `curl` can be run; prints why a test is skipped when it cannot.
-fn curl_available() -> bool {
-    match Command::new("curl").arg("--version").output() {
-        Ok(output) if output.status.success() => true,
-        _ => {
-            eprintln!("skipped: the curl binary is not installed (or `curl --version` failed)");
-            false
-        }
-    }
-}
 
 /// certgate with one `require` app trusting the test client CA, and the PEM files curl needs.
 struct Setup {
@@ -183,7 +172,7 @@ fn url_decode(value: &str) -> String {
 
 #[tokio::test]
 async fn curl_with_a_client_certificate_gets_its_xfcc_to_the_app() {
-    if !curl_available() {
+    if !tools::curl() {
         return;
     }
     let setup = Setup::start().await;
@@ -195,7 +184,7 @@ async fn curl_with_a_client_certificate_gets_its_xfcc_to_the_app() {
 
 #[tokio::test]
 async fn curl_with_a_client_certificate_over_http2_gets_its_xfcc_to_the_app() {
-    if !curl_available() {
+    if !tools::curl() {
         return;
     }
     let setup = Setup::start().await;
@@ -207,7 +196,7 @@ async fn curl_with_a_client_certificate_over_http2_gets_its_xfcc_to_the_app() {
 
 #[tokio::test]
 async fn curl_without_a_client_certificate_is_refused_by_a_require_app() {
-    if !curl_available() {
+    if !tools::curl() {
         return;
     }
     let setup = Setup::start().await;
@@ -227,7 +216,7 @@ async fn curl_without_a_client_certificate_is_refused_by_a_require_app() {
 
 #[tokio::test]
 async fn curl_uploads_a_large_file_that_arrives_whole() {
-    if !curl_available() {
+    if !tools::curl() {
         return;
     }
     let setup = Setup::start().await;

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use certgate::config::{ClientCertMode, Config, Limits, Timeouts};
-use common::{ClientOptions, Gateway, Identity, Pki, TempDir, get};
+use common::{ClientOptions, Gateway, Identity, Pki, TempDir, get, tools};
 use process::{Child, Stream};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
@@ -68,8 +68,7 @@ fn sh_blocks(markdown: &str) -> Vec<String> {
 /// `certs/server.p12.password` (for `config/pkcs12.json`) in `root`. False when openssl is
 /// not installed.
 fn make_server_p12(root: &Path) -> bool {
-    if !process::installed("openssl") {
-        eprintln!("SKIPPED: `openssl` is not installed, so certs/server.p12 cannot be made");
+    if !tools::openssl() {
         return false;
     }
     let readme = std::fs::read_to_string(repo("certs/README.md")).unwrap();
@@ -508,14 +507,14 @@ fn dockerfile_command_is_a_valid_certgate_command_line() {
 /// The harness PKI written into `dir`, plus `server.p12` made by `openssl pkcs12 -export` from
 /// its `server.pem` and `server.key` with `password`. `None` when openssl is not installed.
 fn harness_p12(dir: &TempDir, password: &str) -> Option<Pki> {
-    if !process::installed("openssl") {
-        eprintln!("SKIPPED: `openssl` is not installed, so no PKCS#12 file can be made");
+    if !tools::openssl() {
         return None;
     }
     let pki = Pki::new();
     pki.write(dir);
-    let output = Command::new("openssl")
-        .args([
+    tools::run_openssl(
+        dir.path(),
+        &[
             "pkcs12",
             "-export",
             "-in",
@@ -525,15 +524,8 @@ fn harness_p12(dir: &TempDir, password: &str) -> Option<Pki> {
             "-out",
             "server.p12",
             "-passout",
-        ])
-        .arg(format!("pass:{password}"))
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "openssl pkcs12 -export failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+            &format!("pass:{password}"),
+        ],
     );
     Some(pki)
 }

@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::TempDir;
+use common::{TempDir, tools};
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use certgate::pki;
@@ -27,12 +26,12 @@ struct Pki {
 impl Pki {
     fn new() -> Self {
         let tmp = TempDir::new();
-        pki::init(&tmp.0, false).expect("pki init");
+        pki::init(tmp.path(), false).expect("pki init");
         Self { tmp }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.tmp.0.join(name)
+        self.tmp.path().join(name)
     }
 
     fn arg(&self, name: &str) -> String {
@@ -59,15 +58,25 @@ impl Pki {
     }
 
     /// Runs `openssl pkcs12 -export` with `args` into `name` (password [`PASSWORD`]).
-    /// `None` (after printing why) if openssl is not installed.
+    /// `None` when openssl is not installed and the test is skipped (outside CI only).
     fn openssl_export(&self, name: &str, args: &[&str]) -> Option<Vec<u8>> {
+        if !tools::openssl() {
+            return None;
+        }
         let out = self.arg(name);
         let passout = format!("pass:{PASSWORD}");
         let mut all = vec!["pkcs12", "-export", "-out", &out, "-passout", &passout];
         all.extend_from_slice(args);
-        let output = openssl(&all)?;
-        assert_success(&output, &all);
+        tools::run_openssl(self.tmp.path(), &all);
         Some(self.read(name))
+    }
+
+    /// [`Self::openssl_export`] of server.key and server.pem, with `extra` options.
+    fn openssl_server_p12(&self, name: &str, extra: &[&str]) -> Option<Vec<u8>> {
+        let (key, cert) = (self.arg("server.key"), self.arg("server.pem"));
+        let mut args = extra.to_vec();
+        args.extend(["-inkey", &key, "-in", &cert]);
+        self.openssl_export(name, &args)
     }
 
     /// `openssl pkcs12 -info -noout` (plus `extra`) on `name`: the algorithm report on stderr.
@@ -78,37 +87,26 @@ impl Pki {
             "pkcs12", "-in", &input, "-passin", &passin, "-info", "-noout",
         ];
         all.extend_from_slice(extra);
-        let output = openssl(&all).expect("openssl is installed");
-        assert_success(&output, &all);
+        let output = tools::run_openssl(self.tmp.path(), &all);
         String::from_utf8_lossy(&output.stderr).into_owned()
     }
 }
 
-/// Runs `openssl` with `args`; `None` if the binary is not installed.
-fn openssl(args: &[&str]) -> Option<Output> {
-    match Command::new("openssl").args(args).output() {
-        Ok(output) => Some(output),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIPPED: `openssl` is not installed, so no archive can be made with it");
-            None
-        }
-        Err(e) => panic!("cannot run openssl: {e}"),
-    }
-}
-
-fn assert_success(output: &Output, args: &[&str]) {
-    assert!(
-        output.status.success(),
-        "openssl {} failed:\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Whether OpenSSL 3's legacy provider (RC2, 3DES-based PKCS#12) can be loaded.
+/// Whether OpenSSL 3's legacy provider (RC2, 3DES-based PKCS#12) can be loaded. Under CI
+/// its absence fails the test, as a missing tool does.
 fn legacy_provider_available() -> bool {
-    openssl(&["list", "-providers", "-provider", "legacy"])
-        .is_some_and(|output| output.status.success())
+    let dir = std::env::temp_dir();
+    let available = tools::openssl_output(&dir, &["list", "-providers", "-provider", "legacy"])
+        .status
+        .success();
+    if !available {
+        // Debian and Ubuntu ship the provider in libssl3, which openssl depends on.
+        tools::missing(
+            "OpenSSL's legacy provider (for `openssl pkcs12 -legacy`)",
+            "apt-get install openssl",
+        );
+    }
+    available
 }
 
 /// A PKCS#12 written by p12-keystore with one key chain per `(key, certs)`.
@@ -165,15 +163,7 @@ fn load_reads_certgates_own_client_p12() {
 #[test]
 fn load_reads_an_openssl_3_default_archive() {
     let pki = Pki::new();
-    let Some(der) = pki.openssl_export(
-        "server.p12",
-        &[
-            "-inkey",
-            &pki.arg("server.key"),
-            "-in",
-            &pki.arg("server.pem"),
-        ],
-    ) else {
+    let Some(der) = pki.openssl_server_p12("server.p12", &[]) else {
         return;
     };
     let info = pki.openssl_info("server.p12", &[]);
@@ -186,26 +176,10 @@ fn load_reads_an_openssl_3_default_archive() {
 #[test]
 fn load_reads_an_openssl_3_legacy_archive() {
     let pki = Pki::new();
-    if openssl(&["version"]).is_none() {
+    if !tools::openssl() || !legacy_provider_available() {
         return;
     }
-    if !legacy_provider_available() {
-        eprintln!(
-            "SKIPPED: OpenSSL's legacy provider is not available, so `openssl pkcs12 -legacy` \
-             cannot make a 3DES/RC2 archive here"
-        );
-        return;
-    }
-    let Some(der) = pki.openssl_export(
-        "legacy.p12",
-        &[
-            "-legacy",
-            "-inkey",
-            &pki.arg("server.key"),
-            "-in",
-            &pki.arg("server.pem"),
-        ],
-    ) else {
+    let Some(der) = pki.openssl_server_p12("legacy.p12", &["-legacy"]) else {
         return;
     };
     let info = pki.openssl_info("legacy.p12", &["-legacy"]);
@@ -224,15 +198,7 @@ fn load_reports_a_wrong_password() {
     assert!(matches!(err, Pkcs12Error::WrongPassword), "{err:?}");
     assert_eq!(err.to_string(), "wrong password (MAC check failed)");
 
-    let Some(der) = pki.openssl_export(
-        "server.p12",
-        &[
-            "-inkey",
-            &pki.arg("server.key"),
-            "-in",
-            &pki.arg("server.pem"),
-        ],
-    ) else {
+    let Some(der) = pki.openssl_server_p12("server.p12", &[]) else {
         return;
     };
     let err = pkcs12::load(&der, "").expect_err("must fail");
@@ -242,16 +208,7 @@ fn load_reports_a_wrong_password() {
 #[test]
 fn load_without_a_mac_checks_the_password_by_decrypting() {
     let pki = Pki::new();
-    let Some(der) = pki.openssl_export(
-        "nomac.p12",
-        &[
-            "-nomac",
-            "-inkey",
-            &pki.arg("server.key"),
-            "-in",
-            &pki.arg("server.pem"),
-        ],
-    ) else {
+    let Some(der) = pki.openssl_server_p12("nomac.p12", &["-nomac"]) else {
         return;
     };
     let loaded = pkcs12::load(&der, PASSWORD).expect("load");
@@ -380,60 +337,45 @@ fn load_finds_the_leaf_by_public_key_when_bags_carry_no_key_id() {
     assert_loads_as(loaded, &pki.certs("server.pem"));
 }
 
-#[test]
-fn load_names_an_unsupported_cipher() {
-    let pki = Pki::new();
-    let Some(der) = pki.openssl_export(
-        "camellia.p12",
-        &[
-            "-keypbe",
-            "camellia-256-cbc",
-            "-inkey",
-            &pki.arg("server.key"),
-            "-in",
-            &pki.arg("server.pem"),
-        ],
-    ) else {
-        return;
-    };
+/// Exports `name` from server.key and server.pem with the extra `args` and asserts that
+/// loading it is refused naming `purpose` and `algorithm`. The error, or `None` when openssl
+/// is not installed (outside CI).
+fn assert_names_unsupported(
+    name: &str,
+    args: &[&str],
+    purpose: &str,
+    algorithm: &str,
+) -> Option<Pkcs12Error> {
+    let der = Pki::new().openssl_server_p12(name, args)?;
     let err = pkcs12::load(&der, PASSWORD).expect_err("must fail");
     match &err {
-        Pkcs12Error::UnsupportedAlgorithm { purpose, algorithm } => {
-            assert_eq!(*purpose, "cipher");
-            assert_eq!(algorithm, "camellia-256-cbc (1.2.392.200011.61.1.1.1.4)");
+        Pkcs12Error::UnsupportedAlgorithm {
+            purpose: named_purpose,
+            algorithm: named,
+        } => {
+            assert_eq!(*named_purpose, purpose);
+            assert_eq!(named, algorithm);
         }
         other => panic!("expected UnsupportedAlgorithm, got {other:?}"),
     }
-    assert_eq!(
-        err.to_string(),
-        "unsupported cipher camellia-256-cbc (1.2.392.200011.61.1.1.1.4)"
-    );
+    Some(err)
+}
+
+#[test]
+fn load_names_an_unsupported_cipher() {
+    // const-oid's database has no name for camellia: the dotted OID names it.
+    let camellia = "1.2.392.200011.61.1.1.1.4";
+    let args = ["-keypbe", "camellia-256-cbc"];
+    let Some(err) = assert_names_unsupported("camellia.p12", &args, "cipher", camellia) else {
+        return;
+    };
+    assert_eq!(err.to_string(), format!("unsupported cipher {camellia}"));
 }
 
 #[test]
 fn load_names_an_unsupported_mac_digest() {
-    let pki = Pki::new();
-    let Some(der) = pki.openssl_export(
-        "md5.p12",
-        &[
-            "-macalg",
-            "md5",
-            "-inkey",
-            &pki.arg("server.key"),
-            "-in",
-            &pki.arg("server.pem"),
-        ],
-    ) else {
-        return;
-    };
-    let err = pkcs12::load(&der, PASSWORD).expect_err("must fail");
-    match &err {
-        Pkcs12Error::UnsupportedAlgorithm { purpose, algorithm } => {
-            assert_eq!(*purpose, "MAC digest");
-            assert_eq!(algorithm, "md5 (1.2.840.113549.2.5)");
-        }
-        other => panic!("expected UnsupportedAlgorithm, got {other:?}"),
-    }
+    let md5 = "id-md5 (1.2.840.113549.2.5)";
+    assert_names_unsupported("md5.p12", &["-macalg", "md5"], "MAC digest", md5);
 }
 
 #[test]

@@ -5,12 +5,11 @@
 
 mod common;
 
-use common::TempDir;
+use common::{TempDir, tools};
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -527,34 +526,28 @@ fn init_reports_a_file_in_place_of_the_directory() {
     }
 }
 
-/// Runs `openssl` with `args`; `None` if the binary is not installed.
-fn openssl(args: &[&str]) -> Option<std::process::Output> {
-    match Command::new("openssl").args(args).output() {
-        Ok(output) => Some(output),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => panic!("cannot run openssl: {e}"),
-    }
-}
-
 #[test]
 fn client_p12_is_readable_by_openssl_3_without_legacy() {
+    if !tools::openssl() {
+        return;
+    }
     let tmp = init_pki();
     let dir = pki_dir(&tmp);
     let p12 = dir.join("client.p12");
     let password = dir.join("client.p12.password");
     let passin = format!("file:{}", password.display());
-    let Some(output) = openssl(&[
-        "pkcs12",
-        "-in",
-        p12.to_str().expect("utf-8 path"),
-        "-passin",
-        &passin,
-        "-nodes",
-        "-info",
-    ]) else {
-        eprintln!("SKIPPED: `openssl` is not installed; cannot check client.p12 with OpenSSL");
-        return;
-    };
+    let output = tools::openssl_output(
+        &dir,
+        &[
+            "pkcs12",
+            "-in",
+            p12.to_str().expect("utf-8 path"),
+            "-passin",
+            &passin,
+            "-nodes",
+            "-info",
+        ],
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -49,7 +49,7 @@ async fn reload_gateway(pki: &Pki, upstream: std::net::SocketAddr) -> Gateway {
 /// Waits (bounded) until `series` in the metrics reaches `at_least`.
 async fn wait_for_metric(admin: std::net::SocketAddr, series: &str, at_least: f64) {
     for _ in 0..200 {
-        if metric(&scrape(admin).await, series) >= at_least {
+        if metric_value(&scrape(admin).await, series).is_some_and(|value| value >= at_least) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -177,48 +177,43 @@ fn assert_served(reply: &Reply, name: &str, path: &str, label: &str) {
     );
 }
 
-#[tokio::test]
-async fn host_of_a_require_app_on_a_connection_made_for_an_ignore_app_gets_421_over_http1() {
+/// On a connection made for the `open` (ignore) app, a request whose `field` (Host or
+/// :authority) names the `secure` (require) app, between two requests for `open`, gets 421
+/// and never reaches `secure`; the connection keeps serving `open`.
+async fn assert_require_app_on_ignore_connection_gets_421(http2: bool, field: &str) {
     let pki = Pki::new();
     let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
-    let options = ClientOptions::new(&pki, "open.example.test");
+    let options = ClientOptions::new(&pki, "open.example.test").http2(http2);
     let mut conn = open(&routes, &options).await;
 
     let before = send(&mut conn, "open.example.test", "/before").await;
-    assert_served(&before, "open", "/before", "own host");
+    assert_served(&before, "open", "/before", &format!("own {field}"));
     let attack = send(&mut conn, "secure.example.test", "/secret").await;
     assert_certgate_error(
         &attack,
         StatusCode::MISDIRECTED_REQUEST,
-        "Host of require app",
+        &format!("{field} of require app"),
     );
     let after = send(&mut conn, "open.example.test", "/after").await;
-    assert_served(&after, "open", "/after", "own host after the 421");
+    assert_served(
+        &after,
+        "open",
+        "/after",
+        &format!("own {field} after the 421"),
+    );
 
     assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
     assert_eq!(routes.seen["open"].paths(), ["/before", "/after"]);
 }
 
 #[tokio::test]
+async fn host_of_a_require_app_on_a_connection_made_for_an_ignore_app_gets_421_over_http1() {
+    assert_require_app_on_ignore_connection_gets_421(false, "Host").await;
+}
+
+#[tokio::test]
 async fn authority_of_a_require_app_on_an_http2_connection_made_for_an_ignore_app_gets_421() {
-    let pki = Pki::new();
-    let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
-    let options = ClientOptions::new(&pki, "open.example.test").http2(true);
-    let mut conn = open(&routes, &options).await;
-
-    let before = send(&mut conn, "open.example.test", "/before").await;
-    assert_served(&before, "open", "/before", "own :authority");
-    let attack = send(&mut conn, "secure.example.test", "/secret").await;
-    assert_certgate_error(
-        &attack,
-        StatusCode::MISDIRECTED_REQUEST,
-        ":authority of require app",
-    );
-    let after = send(&mut conn, "open.example.test", "/after").await;
-    assert_served(&after, "open", "/after", "own :authority after the 421");
-
-    assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
-    assert_eq!(routes.seen["open"].paths(), ["/before", "/after"]);
+    assert_require_app_on_ignore_connection_gets_421(true, ":authority").await;
 }
 
 /// Upper case, trailing dot, port, and all three at once.
@@ -312,17 +307,18 @@ async fn without_sni_the_catch_all_app_serves_and_a_named_apps_host_gets_421() {
     );
 }
 
-#[tokio::test]
-async fn without_sni_and_without_a_catch_all_the_handshake_is_refused_with_unrecognized_name() {
+/// Asserts that handshakes sending `sni` (`None`: no SNI) to a gateway without a catch-all
+/// app are refused with `unrecognized_name`, over TLS 1.3 and TLS 1.2.
+async fn assert_refused_with_unrecognized_name(sni: Option<&str>) {
     let pki = Pki::new();
     let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
     for tls12 in [false, true] {
         let mut options = ClientOptions::new(&pki, "unused").tls12(tls12);
-        options.sni = None;
+        options.sni = sni.map(str::to_owned);
         let failure = Connection::open(routes.gateway.addr, &options)
             .await
             .err()
-            .unwrap_or_else(|| panic!("tls12={tls12}: handshake without SNI accepted"));
+            .unwrap_or_else(|| panic!("tls12={tls12}: handshake with SNI {sni:?} accepted"));
         assert_eq!(
             failure.alert,
             Some(AlertDescription::UnrecognisedName),
@@ -333,22 +329,13 @@ async fn without_sni_and_without_a_catch_all_the_handshake_is_refused_with_unrec
 }
 
 #[tokio::test]
+async fn without_sni_and_without_a_catch_all_the_handshake_is_refused_with_unrecognized_name() {
+    assert_refused_with_unrecognized_name(None).await;
+}
+
+#[tokio::test]
 async fn unknown_sni_without_a_catch_all_is_refused_with_unrecognized_name() {
-    let pki = Pki::new();
-    let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
-    for tls12 in [false, true] {
-        let options = ClientOptions::new(&pki, "unknown.example.test").tls12(tls12);
-        let failure = Connection::open(routes.gateway.addr, &options)
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("tls12={tls12}: unknown SNI accepted"));
-        assert_eq!(
-            failure.alert,
-            Some(AlertDescription::UnrecognisedName),
-            "tls12={tls12}: {}",
-            failure.message
-        );
-    }
+    assert_refused_with_unrecognized_name(Some("unknown.example.test")).await;
 }
 
 #[tokio::test]
@@ -471,16 +458,30 @@ fn head_lines<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Sends `make()` to certgate over HTTP/1.1 after checking that hyper writes `request_line`
-/// and exactly the `hosts` Host lines.
-async fn http1_hyper_case(
-    make: impl Fn() -> Request<Full<Bytes>>,
-    request_line: &str,
-    hosts: &[&str],
-) -> (Reply, Routes) {
+/// Sends `GET target` with one `Host` header per entry of `hosts` to certgate over HTTP/1.1
+/// (to the `open` app), after checking that hyper writes exactly that request line and those
+/// Host lines.
+async fn http1_hyper_case(target: &str, hosts: &[&str]) -> (Reply, Routes) {
+    let make = || {
+        let mut request = Request::get(target);
+        for host in hosts {
+            request = request.header("host", *host);
+        }
+        request.body(Full::new(Bytes::new())).unwrap()
+    };
     let head = http1_wire_head(make()).await;
-    assert_eq!(head.split("\r\n").next(), Some(request_line), "{head}");
-    assert_eq!(head_lines(&head, "host"), hosts, "hyper wrote {head:?}");
+    let request_line = format!("GET {target} HTTP/1.1");
+    assert_eq!(
+        head.split("\r\n").next(),
+        Some(request_line.as_str()),
+        "{head}"
+    );
+    let host_lines: Vec<String> = hosts.iter().map(|host| format!("host: {host}")).collect();
+    assert_eq!(
+        head_lines(&head, "host"),
+        host_lines,
+        "hyper wrote {head:?}"
+    );
 
     let pki = Pki::new();
     let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
@@ -490,89 +491,46 @@ async fn http1_hyper_case(
     (reply, routes)
 }
 
+/// [`http1_hyper_case`] for a request certgate must answer 400 itself: no app sees it.
+async fn assert_http1_gets_400(target: &str, hosts: &[&str], label: &str) {
+    let (reply, routes) = http1_hyper_case(target, hosts).await;
+    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, label);
+    for app in ["open", "secure"] {
+        assert_eq!(
+            routes.seen[app].paths(),
+            Vec::<String>::new(),
+            "{label}: {app}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_http1_request_without_host_gets_400() {
-    let make = || {
-        Request::get("/nohost")
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
-    let (reply, routes) = http1_hyper_case(make, "GET /nohost HTTP/1.1", &[]).await;
-    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, "no Host");
-    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
+    assert_http1_gets_400("/nohost", &[], "no Host").await;
 }
 
 #[tokio::test]
 async fn an_http1_request_with_two_different_host_headers_gets_400() {
-    let make = || {
-        Request::get("/twohosts")
-            .header("host", "open.example.test")
-            .header("host", "secure.example.test")
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
-    let (reply, routes) = http1_hyper_case(
-        make,
-        "GET /twohosts HTTP/1.1",
-        &["host: open.example.test", "host: secure.example.test"],
-    )
-    .await;
-    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, "two Host headers");
-    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
+    let hosts = ["open.example.test", "secure.example.test"];
+    assert_http1_gets_400("/twohosts", &hosts, "two Host headers").await;
 }
 
 #[tokio::test]
 async fn an_http1_request_with_two_identical_host_headers_gets_400() {
-    let make = || {
-        Request::get("/twohosts")
-            .header("host", "open.example.test")
-            .header("host", "open.example.test")
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
-    let (reply, routes) = http1_hyper_case(
-        make,
-        "GET /twohosts HTTP/1.1",
-        &["host: open.example.test", "host: open.example.test"],
-    )
-    .await;
-    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, "two equal Host headers");
-    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
+    let hosts = ["open.example.test", "open.example.test"];
+    assert_http1_gets_400("/twohosts", &hosts, "two equal Host headers").await;
 }
 
 #[tokio::test]
 async fn an_http1_absolute_form_target_disagreeing_with_host_gets_400() {
-    let make = || {
-        Request::get("https://secure.example.test/absolute")
-            .header("host", "open.example.test")
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
-    let (reply, routes) = http1_hyper_case(
-        make,
-        "GET https://secure.example.test/absolute HTTP/1.1",
-        &["host: open.example.test"],
-    )
-    .await;
-    assert_certgate_error(&reply, StatusCode::BAD_REQUEST, "absolute-form vs Host");
-    assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
-    assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
+    let target = "https://secure.example.test/absolute";
+    assert_http1_gets_400(target, &["open.example.test"], "absolute-form vs Host").await;
 }
 
 #[tokio::test]
 async fn an_http1_absolute_form_target_agreeing_with_host_is_served() {
-    let make = || {
-        Request::get("https://open.example.test/absolute")
-            .header("host", "open.example.test")
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
-    let (reply, _routes) = http1_hyper_case(
-        make,
-        "GET https://open.example.test/absolute HTTP/1.1",
-        &["host: open.example.test"],
-    )
-    .await;
+    let target = "https://open.example.test/absolute";
+    let (reply, _routes) = http1_hyper_case(target, &["open.example.test"]).await;
     assert_served(
         &reply,
         "open",

@@ -321,30 +321,10 @@ async fn optional_fields_come_after_hash_cert_chain_and_hostile_names_stay_one_e
         dns: dns.map(String::from).to_vec(),
         ..LeafSpec::client(common_name)
     });
-    let gateway = gateway(
-        &pki,
-        &[],
-        |up| {
-            let mut entry = app_trusting("fields", up, "require", "client-ca.pem");
-            entry["forwardClientCert"] = serde_json::json!({
-                "fields": ["DNS", "URI", "Subject", "Chain", "Cert", "Hash"]
-            });
-            vec![entry]
-        },
-        None,
-    )
-    .await;
+    let fields = ["DNS", "URI", "Subject", "Chain", "Cert", "Hash"];
     for http2 in [false, true] {
-        let options = ClientOptions::new(&pki, "fields.example.test")
-            .with_identity(client.identity())
-            .http2(http2);
-        let reply = get(gateway.addr, &options, "fields.example.test", "/fields")
-            .await
-            .unwrap();
-        let xfcc = single_xfcc(&reply, "fields");
-        let elements = parse_xfcc(&xfcc).unwrap_or_else(|e| panic!("{e}: {xfcc}"));
-        assert_eq!(elements.len(), 1, "{xfcc}");
-        let pairs = &elements[0];
+        let (_, xfcc, pairs) =
+            forwarded(&pki, client.identity(), TRUST_CLIENT_CA, &fields, http2).await;
         let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             keys,
@@ -366,7 +346,6 @@ async fn optional_fields_come_after_hash_cert_chain_and_hostile_names_stay_one_e
         assert_eq!([pairs[4].1.as_str(), pairs[5].1.as_str()], uris);
         assert_eq!([pairs[6].1.as_str(), pairs[7].1.as_str()], dns);
     }
-    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -376,41 +355,22 @@ async fn control_characters_in_certificate_names_never_reach_the_header() {
         uris: vec!["spiffe://example.test/a\r\nInjected: 1".into()],
         ..LeafSpec::client("line1\r\nline2\0end\x7f")
     });
-    let gateway = gateway(
-        &pki,
-        &[],
-        |up| {
-            let mut entry = app_trusting("ctl", up, "require", "client-ca.pem");
-            entry["forwardClientCert"] =
-                serde_json::json!({ "fields": ["Hash", "Subject", "URI"] });
-            vec![entry]
-        },
-        None,
-    )
-    .await;
+    let fields = ["Hash", "Subject", "URI"];
     for http2 in [false, true] {
-        let options = ClientOptions::new(&pki, "ctl.example.test")
-            .with_identity(client.identity())
-            .http2(http2);
-        let reply = get(gateway.addr, &options, "ctl.example.test", "/ctl")
-            .await
-            .unwrap();
+        let (reply, xfcc, pairs) =
+            forwarded(&pki, client.identity(), TRUST_CLIENT_CA, &fields, http2).await;
         assert!(
             reply.upstream_header("injected").is_empty(),
             "header injected"
         );
-        let xfcc = single_xfcc(&reply, "control characters");
         assert!(
             !xfcc.bytes().any(|b| b < 0x20 || b == 0x7f),
             "control byte in {xfcc:?}"
         );
-        let elements = parse_xfcc(&xfcc).unwrap_or_else(|e| panic!("{e}: {xfcc}"));
-        assert_eq!(elements.len(), 1, "{xfcc}");
-        let keys: Vec<&str> = elements[0].iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["Hash", "Subject", "URI"], "{xfcc}");
-        assert!(elements[0][1].1.starts_with("CN=line1"), "{xfcc}");
+        assert!(pairs[1].1.starts_with("CN=line1"), "{xfcc}");
     }
-    gateway.stop().await;
 }
 
 /// Forged headers a client adds; hyper lowercases the names on the wire.
@@ -710,42 +670,57 @@ async fn an_xfcc_longer_than_max_xfcc_bytes_gets_431_and_one_of_exactly_the_limi
     over_limit.stop().await;
 }
 
-/// The `Subject` of a one-element XFCC from an app sending `Hash` and `Subject`.
-async fn forwarded_subject(pki: &Pki, identity: Identity, trust: serde_json::Value) -> String {
+/// `clientAuth` trusting the client CA of `Pki::write`.
+const TRUST_CLIENT_CA: &str = r#"{ "trustedCaFiles": ["client-ca.pem"] }"#;
+
+/// What a `require` app with `clientAuth` `trust` (JSON) and forwarding `fields` receives
+/// from a client presenting `identity`, over HTTP/2 or HTTP/1.1: the reply, its one XFCC
+/// value, and that value's one element.
+async fn forwarded(
+    pki: &Pki,
+    identity: Identity,
+    trust: &str,
+    fields: &[&str],
+    http2: bool,
+) -> (Reply, String, Element) {
     let gateway = gateway(
         pki,
         &[],
         |up| {
-            let mut entry = app("subject", &["subject.example.test"], up, "require");
-            entry["clientAuth"] = trust;
-            entry["forwardClientCert"] = serde_json::json!({ "fields": ["Hash", "Subject"] });
+            let mut entry = app("fields", &["fields.example.test"], up, "require");
+            entry["clientAuth"] = serde_json::from_str(trust).unwrap();
+            entry["forwardClientCert"] = serde_json::json!({ "fields": fields });
             vec![entry]
         },
         None,
     )
     .await;
-    let options = ClientOptions::new(pki, "subject.example.test").with_identity(identity);
-    let reply = get(gateway.addr, &options, "subject.example.test", "/subject")
+    let options = ClientOptions::new(pki, "fields.example.test")
+        .with_identity(identity)
+        .http2(http2);
+    let reply = get(gateway.addr, &options, "fields.example.test", "/fields")
         .await
         .unwrap();
     gateway.stop().await;
-    let xfcc = single_xfcc(&reply, "subject");
-    let elements = parse_xfcc(&xfcc).unwrap_or_else(|e| panic!("{e}: {xfcc}"));
+    let xfcc = single_xfcc(&reply, &format!("fields {fields:?}, http2 {http2}"));
+    let mut elements = parse_xfcc(&xfcc).unwrap_or_else(|e| panic!("{e}: {xfcc}"));
     assert_eq!(elements.len(), 1, "{xfcc}");
-    assert_eq!(elements[0][1].0, "Subject", "{xfcc}");
-    elements[0][1].1.clone()
+    let element = elements.remove(0);
+    (reply, xfcc, element)
+}
+
+/// The `Subject` of a one-element XFCC from an app sending `Hash` and `Subject`.
+async fn forwarded_subject(pki: &Pki, identity: Identity, trust: &str) -> String {
+    let (_, xfcc, pairs) = forwarded(pki, identity, trust, &["Hash", "Subject"], false).await;
+    assert_eq!(pairs[1].0, "Subject", "{xfcc}");
+    pairs[1].1.clone()
 }
 
 #[tokio::test]
 async fn a_non_ascii_common_name_is_forwarded_in_the_subject() {
     let pki = Pki::new();
     let client = pki.client("Zoë Müller");
-    let subject = forwarded_subject(
-        &pki,
-        client.identity(),
-        serde_json::json!({ "trustedCaFiles": ["client-ca.pem"] }),
-    )
-    .await;
+    let subject = forwarded_subject(&pki, client.identity(), TRUST_CLIENT_CA).await;
     // RFC 4514 keeps UTF-8; OpenSSL's RFC 2253 printer (so Envoy) escapes each byte.
     assert!(
         [r"CN=Zoë Müller", r"CN=Zo\C3\AB M\C3\BCller"].contains(&subject.as_str()),
@@ -774,12 +749,8 @@ async fn a_bmp_string_common_name_is_rendered_as_its_text_in_the_subject() {
         )),
     };
     let pin = hex(&sha2::Sha256::digest(cert.der()));
-    let subject = forwarded_subject(
-        &pki,
-        identity,
-        serde_json::json!({ "allowedHashes": [pin] }),
-    )
-    .await;
+    let trust = serde_json::json!({ "allowedHashes": [pin] }).to_string();
+    let subject = forwarded_subject(&pki, identity, &trust).await;
     // CN has a string syntax, so RFC 2253/4514 section 2.4 (and OpenSSL, so Envoy) print
     // the text; `#` + hex is only for unknown types and then covers the whole DER
     // (tag 1E, length 10, UTF-16BE).

@@ -51,8 +51,8 @@ enum Sender {
 }
 
 impl Client {
-    /// A client for `target`; `resume` keeps TLS sessions (shared by all connections) so
-    /// later handshakes resume, otherwise every handshake is full.
+    /// A client for `target`; with `resume`, its connections share one session cache so later
+    /// handshakes resume, otherwise every handshake is full.
     pub(crate) fn new(
         target: &TargetArgs,
         protocol: Protocol,

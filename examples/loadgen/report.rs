@@ -72,8 +72,13 @@ pub(crate) fn markdown(path: &Path) -> Result<String, Error> {
     for row in rows(&results) {
         out.push_str(&results.row(&row));
     }
-    for (phase, label) in [("h1", "HTTP/1.1 rps"), ("h2", "HTTP/2 rps")] {
-        out.push_str(&results.access_log_row(phase, label));
+    for (phase, protocol) in [("h1", "HTTP/1.1"), ("h2", "HTTP/2")] {
+        for (field, figure) in [
+            ("rate", "rps"),
+            ("per_cpu_second", "requests per CPU-second"),
+        ] {
+            out.push_str(&results.access_log_row(phase, field, &format!("{protocol} {figure}")));
+        }
     }
     out.push('\n');
     out.push_str(&results.notes());
@@ -220,6 +225,10 @@ impl<'a> Results<'a> {
                 Better::Higher => a.max(b),
                 Better::Lower => a.min(b),
             });
+        if ours.is_none() && best.is_none() {
+            // A phase this run left out (`--phases`).
+            return String::new();
+        }
         let cell = |figure: Option<f64>| figure.map_or_else(|| "—".to_owned(), row.format);
         let ratio = ours
             .zip(best)
@@ -256,10 +265,13 @@ impl<'a> Results<'a> {
         )
     }
 
-    /// certgate's rate with its access log on, and the share of the rate that costs.
-    fn access_log_row(&self, phase: &str, label: &str) -> String {
-        let on = self.median(CERTGATE_LOGGING, phase, "rate");
-        let off = self.median(CERTGATE, phase, "rate");
+    /// certgate's `field` with its access log on, and the share of it that costs.
+    fn access_log_row(&self, phase: &str, field: &str, label: &str) -> String {
+        let on = self.median(CERTGATE_LOGGING, phase, field);
+        let off = self.median(CERTGATE, phase, field);
+        if on.is_none() {
+            return String::new();
+        }
         let cost = on.zip(off).map(|(on, off)| (1.0 - on / off) * 100.0);
         format!(
             "| {label} with certgate's access log on | {} | | | {} | {} |\n",
@@ -279,12 +291,34 @@ impl<'a> Results<'a> {
     fn notes(&self) -> String {
         let mut notes = String::new();
         let rounds = self.runs.values().map(Vec::len).max().unwrap_or_default();
-        let seconds = self.median(CERTGATE, "h1", "seconds").unwrap_or_default();
+        let seconds = median(
+            self.runs
+                .values()
+                .flatten()
+                .filter_map(|run| run["seconds"].as_f64())
+                .collect(),
+        )
+        .unwrap_or_default();
         let _ = writeln!(
             notes,
-            "Medians of {rounds} rounds, {seconds:.0} s measured per phase and target. \
-             Ratios for p99 and RSS: lower is better."
+            "Medians of {rounds} round{}, {seconds:.0} s measured per phase and target. \
+             Ratios for p99 and RSS: lower is better.",
+            if rounds == 1 { "" } else { "s" }
         );
+        let load = |phase| {
+            self.values("machine", phase, "loadavg")
+                .first()
+                .map(|load| format!("{load:.1}"))
+        };
+        let cores = self.median("machine", "start", "cores").unwrap_or_default();
+        if let (Some(start), Some(end)) = (load("start"), load("end")) {
+            let _ = writeln!(
+                notes,
+                "Load average at the start and the end: {start} and {end} on {cores:.0} cores: \
+                 whatever else runs shares the CPU with the proxy, the load generator and the \
+                 upstream, so raw rps moves between runs; the per-CPU-second rows move less."
+            );
+        }
         let mut resumed = Vec::new();
         for (name, shown) in [(CERTGATE, "certgate")].into_iter().chain(PEERS) {
             let done: f64 = self.values(name, "resumed", "count").iter().sum();

@@ -24,6 +24,10 @@ pub struct FileConfig {
     pub limits: FileLimits,
     /// One `info` line per request; on when absent.
     pub access_log: Option<bool>,
+    /// Session ticket keys shared by every replica (each app may override it).
+    pub session_tickets: Option<FileSessionTickets>,
+    /// PROXY protocol on the mTLS listener; off when absent.
+    pub proxy_protocol: Option<FileProxyProtocol>,
 }
 
 /// One app behind certgate.
@@ -62,6 +66,10 @@ pub struct FileApp {
     pub default_deny: bool,
     /// Requests per client identity.
     pub rate_limit: Option<FileRateLimit>,
+    /// This app's session ticket keys, instead of the top-level ones.
+    pub session_tickets: Option<FileSessionTickets>,
+    /// `false` turns TLS session resumption off for this app; on when absent.
+    pub session_resumption: Option<bool>,
 }
 
 /// One authorization rule.
@@ -97,6 +105,23 @@ pub struct FileRateLimit {
     pub requests_per_second: f64,
     /// Requests allowed at once; `requestsPerSecond` rounded up when absent.
     pub burst: Option<u32>,
+}
+
+/// Where shared session ticket keys are read from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileSessionTickets {
+    /// Key file: one base64 key of 32 bytes a line; the first encrypts, all decrypt.
+    pub key_file: PathBuf,
+}
+
+/// PROXY protocol (v1 and v2) on the mTLS listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileProxyProtocol {
+    /// CIDRs (`10.0.0.0/8`, `::1/128`) whose connections must start with a PROXY header;
+    /// connections from anywhere else are refused.
+    pub trusted_sources: Vec<String>,
 }
 
 /// A server certificate: PEM files or a PKCS#12 archive.
@@ -152,6 +177,31 @@ pub struct FileClientAuth {
     /// URI subject alternative names (e.g. SPIFFE IDs).
     #[serde(default)]
     pub allowed_uri_sans: Vec<String>,
+    /// Revocation checking: CRL files and URLs, CRLs named by certificates, OCSP.
+    pub revocation: Option<FileRevocation>,
+}
+
+/// `clientAuth.revocation` (README "Revocation").
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileRevocation {
+    /// PEM certificate revocation lists (`clientAuth.crlFiles` is an alias).
+    #[serde(default)]
+    pub crl_files: Vec<PathBuf>,
+    /// `http://` URLs of CRLs, fetched at start and refreshed in the background.
+    #[serde(default)]
+    pub crl_urls: Vec<String>,
+    /// Also fetch the CRL distribution points of the certificates seen.
+    #[serde(default)]
+    pub crl_from_certificates: bool,
+    /// `off` (default), `leaf` or `chain`.
+    pub ocsp: Option<String>,
+    /// OCSP responder URL used instead of the certificates' Authority Information Access.
+    pub ocsp_responder: Option<String>,
+    /// `refuse` (default) or `allow` a certificate whose status cannot be established.
+    pub on_unknown: Option<String>,
+    /// Refresh fetched CRLs at least this often (default one hour).
+    pub refresh_ms: Option<u64>,
 }
 
 /// Which XFCC fields to send.
@@ -185,6 +235,8 @@ pub struct FileTimeouts {
     pub request_body_idle_ms: Option<u64>,
     /// Longest gap between response-body bytes from the upstream.
     pub upstream_idle_ms: Option<u64>,
+    /// Time the listener keeps accepting after SIGTERM, while `/readyz` says 503.
+    pub drain_delay_ms: Option<u64>,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace_ms: Option<u64>,
 }

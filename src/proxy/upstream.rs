@@ -69,10 +69,35 @@ struct Inner {
     response_timeout: Duration,
     /// `requestBodyIdleMs`.
     body_idle: Duration,
-    /// HTTP/1.1: idle connections, the most recently used last.
-    idle: Mutex<Vec<IdleConnection>>,
+    /// HTTP/1.1: idle connections, the most recently used last; one stack per worker thread,
+    /// so a connection is used by the thread whose runtime drives it.
+    idle: Box<[Mutex<Vec<IdleConnection>>]>,
     /// h2c: hyper-util's client, which shares one connection between requests.
     h2c: Option<Client<HttpConnector, RequestBody>>,
+}
+
+impl Inner {
+    /// The idle stack of the calling worker thread.
+    fn stack(&self) -> &Mutex<Vec<IdleConnection>> {
+        let index = WORKER.get() % self.idle.len();
+        &self.idle[index]
+    }
+}
+
+thread_local! {
+    /// Which worker thread this is (0 outside a worker, e.g. in tests).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as worker `index` (of `worker_threads()`), so its requests use
+/// and refill their own idle stacks.
+pub(crate) fn set_worker(index: usize) {
+    WORKER.set(index);
+}
+
+/// How many worker threads `certgate run` serves connections on: one per core.
+pub fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 #[derive(Debug)]
@@ -101,7 +126,9 @@ impl UpstreamClient {
                 connect_timeout: timeouts.upstream_connect,
                 response_timeout: timeouts.upstream_response,
                 body_idle: timeouts.request_body_idle,
-                idle: Mutex::new(Vec::new()),
+                idle: (0..worker_threads())
+                    .map(|_| Mutex::new(Vec::new()))
+                    .collect(),
                 h2c,
             }),
         }
@@ -194,7 +221,7 @@ impl UpstreamClient {
     async fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
         loop {
             let idle = {
-                let mut stack = self.inner.idle.lock().ok()?;
+                let mut stack = self.inner.stack().lock().ok()?;
                 stack.pop()?
             };
             if idle.since.elapsed() >= POOL_IDLE_TIMEOUT || idle.sender.is_closed() {
@@ -245,7 +272,7 @@ impl CheckIn {
         if self.sender.is_closed() {
             return;
         }
-        if let Ok(mut stack) = self.pool.idle.lock() {
+        if let Ok(mut stack) = self.pool.stack().lock() {
             if stack.len() < POOL_MAX_IDLE {
                 stack.push(IdleConnection {
                     sender: self.sender,

@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 
-use base64::Engine as _;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
@@ -67,25 +66,14 @@ pub fn build(
 
 /// SHA-256 of a certificate's DER, 64 lowercase hex digits.
 pub fn hash_hex(der: &[u8]) -> String {
-    let mut hex = String::with_capacity(64);
-    for byte in Sha256::digest(der) {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    hex::encode(Sha256::digest(der))
 }
 
-/// A certificate as PEM: 64-column base64 lines, `\n` line ends, final `\n`.
+/// A certificate as PEM (RFC 7468): 64-column base64 lines, `\n` line ends, final `\n`.
 pub fn pem(der: &[u8]) -> String {
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::with_capacity(body.len() + body.len() / 64 + 60);
-    out.push_str("-----BEGIN CERTIFICATE-----\n");
-    // Base64 output is ASCII, so every 64-byte chunk is valid UTF-8.
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    // Encoding fails only for an invalid label or a length that overflows `usize`; neither
+    // can happen for "CERTIFICATE" and a certificate that is already in memory.
+    pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, der).unwrap_or_default()
 }
 
 /// A `Subject`, `URI` or `DNS` value: bare when it holds nothing special, else quoted with

@@ -1,10 +1,11 @@
-//! External tools a test drives (openssl, python3): present, or the test is skipped with a
-//! message, except under CI (`CI` set), where a missing tool fails the test with the command
-//! that installs it.
+//! External tools a test drives (openssl, curl, python3): present, or the test is skipped with
+//! a message, except under CI (`CI` set), where a missing tool fails the test with the command
+//! that installs it. A missing tool never lets a test pass silently.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 /// True when `program` runs; false (test skipped) when it does not and `CI` is unset; panics
 /// under CI with `install` as the advice.
@@ -15,33 +16,73 @@ pub fn available(program: &str, version_arg: &str, install: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success());
-    if runs {
-        return true;
+    if !runs {
+        missing(&format!("`{program}`"), install);
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "`{program}` is needed by this test under CI: {install}"
-    );
-    eprintln!("SKIPPED: `{program}` is not installed ({install})");
-    false
+    runs
 }
 
-/// openssl, for certificates made the way people make them.
+/// openssl, for certificates and PKCS#12 archives made the way people make them.
 pub fn openssl() -> bool {
     available("openssl", "version", "apt-get install openssl")
 }
 
-/// Runs openssl with `args` in `dir`, panicking with its stderr when it fails.
-pub fn run_openssl(dir: &std::path::Path, args: &[&str]) {
-    let output = Command::new("openssl")
+/// curl, the client people try certgate with.
+pub fn curl() -> bool {
+    available("curl", "--version", "apt-get install curl")
+}
+
+/// Reports that `what` a test needs is not installed: under CI the test fails, saying to run
+/// `install`; elsewhere it prints that the test is skipped, and the caller returns.
+pub fn missing(what: &str, install: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what} is needed by this test under CI: {install}"
+    );
+    eprintln!("SKIPPED: {what} is not installed ({install})");
+}
+
+/// Runs openssl with `args` in `dir`; its output, whatever its exit status. Check
+/// [`openssl`] first.
+pub fn openssl_output(dir: &Path, args: &[&str]) -> Output {
+    Command::new("openssl")
         .args(args)
         .current_dir(dir)
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot run openssl {}: {e}", args.join(" ")))
+}
+
+/// Runs openssl with `args` in `dir`, panicking with its stderr when it fails; its output.
+pub fn run_openssl(dir: &Path, args: &[&str]) -> Output {
+    let output = openssl_output(dir, args);
     assert!(
         output.status.success(),
         "openssl {}: {}",
         args.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
+    output
+}
+
+/// Like `available`, for a check that takes several arguments (`python3 -c "import yaml"`).
+pub fn available_with(program: &str, args: &[&str], install: &str) -> bool {
+    let runs = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if runs {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "`{program} {}` is needed by this test under CI: {install}",
+        args.join(" ")
+    );
+    eprintln!(
+        "SKIPPED: `{program} {}` does not run ({install})",
+        args.join(" ")
+    );
+    false
 }

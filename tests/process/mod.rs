@@ -187,13 +187,3 @@ pub fn strip_ansi(text: &str) -> String {
     }
     out
 }
-
-/// True when `program --version` runs.
-pub fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}

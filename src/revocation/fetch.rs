@@ -1,0 +1,153 @@
+//! HTTP for revocation: GET a CRL, POST an OCSP request, each under its own timeout and with
+//! a size cap. Plain `http://` only: CRLs and OCSP responses are signed, and a TLS client to
+//! fetch them would itself need revocation checking (RFC 5280 section 8, RFC 6960 appendix A).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// How long one fetch (connect, request, whole body) may take.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest CRL accepted.
+pub const MAX_CRL_BYTES: usize = 16 * 1024 * 1024;
+/// The largest OCSP response accepted.
+pub const MAX_OCSP_BYTES: usize = 64 * 1024;
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("no answer within {}s", FETCH_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("request failed")]
+    Request(#[source] hyper_util::client::legacy::Error),
+    #[error("answered {status}")]
+    Status { status: StatusCode },
+    #[error("reading the answer failed")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot build the request")]
+    Build(#[source] http::Error),
+    #[error("cannot start a runtime to fetch")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// A small HTTP/1.1 client; responders often close after each answer, so nothing is pooled.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Fetcher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fetcher {
+    /// A client with no connection pool.
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(FETCH_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        Self { client }
+    }
+
+    /// GETs `uri` (a CRL).
+    pub async fn get(&self, uri: &Uri) -> Result<Bytes, FetchError> {
+        let request = Request::get(uri.clone())
+            .body(Full::new(Bytes::new()))
+            .map_err(FetchError::Build)?;
+        self.send(request, MAX_CRL_BYTES).await
+    }
+
+    /// POSTs an OCSP request (RFC 6960 appendix A.1).
+    pub async fn post_ocsp(&self, uri: &Uri, body: Vec<u8>) -> Result<Bytes, FetchError> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(uri.clone())
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/ocsp-request"),
+            )
+            .body(Full::new(Bytes::from(body)))
+            .map_err(FetchError::Build)?;
+        self.send(request, MAX_OCSP_BYTES).await
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>, limit: usize) -> Result<Bytes, FetchError> {
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(FetchError::Request)?;
+            if response.status() != StatusCode::OK {
+                return Err(FetchError::Status {
+                    status: response.status(),
+                });
+            }
+            let body = Limited::new(response.into_body(), limit)
+                .collect()
+                .await
+                .map_err(FetchError::Body)?;
+            Ok(body.to_bytes())
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, exchange)
+            .await
+            .unwrap_or(Err(FetchError::Timeout))
+    }
+}
+
+/// Fetches every URL at once from synchronous code (config loading), on a thread of its own
+/// so it works whether or not the caller runs inside an async runtime.
+pub fn get_all_blocking(urls: &[Uri]) -> Vec<Result<Bytes, FetchError>> {
+    let urls = urls.to_vec();
+    let count = urls.len();
+    let fetched = std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(FetchError::Runtime)?;
+                Ok::<_, FetchError>(runtime.block_on(async move {
+                    let fetcher = Fetcher::new();
+                    let mut tasks = Vec::with_capacity(urls.len());
+                    for url in urls {
+                        let fetcher = fetcher.clone();
+                        tasks.push(tokio::spawn(async move { fetcher.get(&url).await }));
+                    }
+                    let mut results = Vec::with_capacity(tasks.len());
+                    for task in tasks {
+                        results.push(task.await.unwrap_or(Err(FetchError::Timeout)));
+                    }
+                    results
+                }))
+            })
+            .join()
+    });
+    match fetched {
+        Ok(Ok(results)) => results,
+        Ok(Err(error)) => {
+            let message = error.to_string();
+            (0..count)
+                .map(|_| Err(FetchError::Runtime(std::io::Error::other(message.clone()))))
+                .collect()
+        }
+        Err(_) => (0..count)
+            .map(|_| {
+                Err(FetchError::Runtime(std::io::Error::other(
+                    "the fetch thread stopped",
+                )))
+            })
+            .collect(),
+    }
+}

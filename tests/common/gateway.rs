@@ -1,0 +1,117 @@
+//! The gateway under test: certgate started in-process on 127.0.0.1:0 from a JSON config,
+//! the app entries tests put in that config, and its admin `/metrics` read back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+use super::TempDir;
+
+/// An app entry for a test config, with the server certificate of `Pki::write`.
+pub fn app(name: &str, hosts: &[&str], upstream: SocketAddr, mode: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "hosts": hosts,
+        "upstream": format!("http://{upstream}"),
+        "serverCertificate": { "certFile": "server.pem", "keyFile": "server.key" },
+        "ingress": { "clientCertificateMode": mode },
+    })
+}
+
+/// A `require` app trusting the client CA of `Pki::write` at `require.example.test`, and an
+/// `ignore` app at `ignore.example.test`, both in front of `upstream`.
+pub fn require_and_ignore(upstream: SocketAddr) -> [serde_json::Value; 2] {
+    let mut require = app("require", &["require.example.test"], upstream, "require");
+    require["clientAuth"] = serde_json::json!({ "trustedCaFiles": ["client-ca.pem"] });
+    [
+        require,
+        app("ignore", &["ignore.example.test"], upstream, "ignore"),
+    ]
+}
+
+/// certgate running in-process on 127.0.0.1:0.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    /// The admin listener, when the config has `admin`.
+    pub admin: Option<SocketAddr>,
+    /// Reloads the config file, as SIGHUP does.
+    pub reloader: certgate::reload::Reloader,
+    pub dir: TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Writes `config` (its `listen` forced to 127.0.0.1:0) as `certgate.json` in `dir`,
+    /// loads it the way `certgate run --config` does, and serves it.
+    pub async fn start(dir: TempDir, mut config: serde_json::Value) -> Self {
+        config["listen"] = "127.0.0.1:0".into();
+        // No balancer in front: `stop` drains at once unless a test asks for a delay.
+        if config["timeouts"]["drainDelayMs"].is_null() {
+            config["timeouts"]["drainDelayMs"] = 0.into();
+        }
+        let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
+        let config = certgate::config::Config::load(&path)
+            .unwrap_or_else(|e| panic!("config refused: {}", certgate::error_chain(&e)));
+        let source: certgate::ConfigSource =
+            Arc::new(move || certgate::config::Config::load(&path));
+        let server = certgate::Server::bind(&config, Some(source)).await.unwrap();
+        let addr = server.local_addr();
+        let admin = server.admin_addr();
+        let reloader = server.reloader();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            admin,
+            reloader,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops accepting and waits for the drain to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+/// The admin listener's `/metrics` text.
+pub async fn scrape(admin: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = TcpStream::connect(admin).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// The value of one series in scraped metrics text, e.g.
+/// `metric(&text, r#"certgate_reloads_total{result="error"}"#)`; panics, naming the series,
+/// when it is absent, so a test expecting 0 cannot pass on a series that is gone.
+pub fn metric(text: &str, series: &str) -> f64 {
+    metric_value(text, series)
+        .unwrap_or_else(|| panic!("no series {series} in the metrics:\n{text}"))
+}
+
+/// The value of one series, `None` when absent: for waiting until a series appears.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
