@@ -209,6 +209,8 @@ impl Default for XfccFields {
 pub struct Timeouts {
     /// ClientHello plus handshake.
     pub handshake: Duration,
+    /// From accept to a complete ClientHello; never longer than `handshake`.
+    pub client_hello: Duration,
     /// A request's header block.
     pub request_header: Duration,
     /// A connection with no request in flight.
@@ -217,6 +219,10 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     /// The upstream's response header.
     pub upstream_response: Duration,
+    /// The longest gap between request-body bytes from the client.
+    pub request_body_idle: Duration,
+    /// The longest gap between response-body bytes from the upstream.
+    pub upstream_idle: Duration,
     /// Accepting on after shutdown begins, while `/readyz` says 503 (may be zero).
     pub drain_delay: Duration,
     /// Draining on shutdown.
@@ -227,10 +233,13 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self {
             handshake: Duration::from_millis(10_000),
+            client_hello: Duration::from_millis(DEFAULT_CLIENT_HELLO_MS),
             request_header: Duration::from_millis(30_000),
             idle: Duration::from_millis(60_000),
             upstream_connect: Duration::from_millis(5_000),
             upstream_response: Duration::from_millis(60_000),
+            request_body_idle: Duration::from_millis(30_000),
+            upstream_idle: Duration::from_millis(60_000),
             drain_delay: Duration::from_millis(5_000),
             shutdown_grace: Duration::from_millis(30_000),
         }
@@ -246,6 +255,12 @@ pub struct Limits {
     pub max_request_header_bytes: usize,
     /// The XFCC value, in bytes.
     pub max_xfcc_bytes: usize,
+    /// Header fields in one request.
+    pub max_request_headers: usize,
+    /// Open connections from one client IP address (`None`: no cap of its own).
+    pub max_connections_per_client: Option<usize>,
+    /// Connections still in their TLS handshake.
+    pub max_pending_handshakes: usize,
 }
 
 impl Default for Limits {
@@ -254,10 +269,18 @@ impl Default for Limits {
             max_connections: 10_000,
             max_request_header_bytes: 65_536,
             max_xfcc_bytes: 32_768,
+            max_request_headers: 100,
+            max_connections_per_client: None,
+            max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
         }
     }
 }
 
+/// The ClientHello deadline when `handshakeMs` is not shorter.
+const DEFAULT_CLIENT_HELLO_MS: u64 = 5_000;
+/// Connections in their handshake at once, by default: a flood of clients that never finish
+/// their handshake holds at most this many slots (README "Limits under attack").
+const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1_024;
 /// The names a person wrote the settings under, so errors speak the config file's keys or the
 /// sidecar's flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -503,6 +526,8 @@ pub enum ConfigError {
     Zero { field: &'static str },
     #[error("limits.maxRequestHeaderBytes must be at least {MIN_REQUEST_HEADER_BYTES}")]
     HeaderLimitTooSmall,
+    #[error("timeouts.clientHelloMs must not be longer than timeouts.handshakeMs")]
+    ClientHelloLongerThanHandshake,
     #[error("session ticket key file {path} cannot be used")]
     TicketKeys {
         path: PathBuf,
@@ -1395,8 +1420,22 @@ fn millis(
 
 fn timeouts(file: &file::FileTimeouts) -> Result<Timeouts, ConfigError> {
     let default = Timeouts::default();
+    let handshake = millis("timeouts.handshakeMs", file.handshake_ms, default.handshake)?;
+    // Unset, the ClientHello deadline follows a shorter handshake deadline down; set, it must
+    // fit inside it.
+    let client_hello = match file.client_hello_ms {
+        None => default.client_hello.min(handshake),
+        Some(_) => {
+            let client_hello = millis("timeouts.clientHelloMs", file.client_hello_ms, handshake)?;
+            if client_hello > handshake {
+                return Err(ConfigError::ClientHelloLongerThanHandshake);
+            }
+            client_hello
+        }
+    };
     Ok(Timeouts {
-        handshake: millis("timeouts.handshakeMs", file.handshake_ms, default.handshake)?,
+        handshake,
+        client_hello,
         request_header: millis(
             "timeouts.requestHeaderMs",
             file.request_header_ms,
@@ -1412,6 +1451,16 @@ fn timeouts(file: &file::FileTimeouts) -> Result<Timeouts, ConfigError> {
             "timeouts.upstreamResponseMs",
             file.upstream_response_ms,
             default.upstream_response,
+        )?,
+        request_body_idle: millis(
+            "timeouts.requestBodyIdleMs",
+            file.request_body_idle_ms,
+            default.request_body_idle,
+        )?,
+        upstream_idle: millis(
+            "timeouts.upstreamIdleMs",
+            file.upstream_idle_ms,
+            default.upstream_idle,
         )?,
         // Zero is allowed: stop accepting at once (no load balancer in front).
         drain_delay: file
@@ -1447,6 +1496,24 @@ fn limits(file: &file::FileLimits) -> Result<Limits, ConfigError> {
             "limits.maxXfccBytes",
             file.max_xfcc_bytes,
             default.max_xfcc_bytes,
+        )?,
+        max_request_headers: positive(
+            "limits.maxRequestHeaders",
+            file.max_request_headers,
+            default.max_request_headers,
+        )?,
+        max_connections_per_client: match file.max_connections_per_client {
+            None => None,
+            Some(per_client) => Some(positive(
+                "limits.maxConnectionsPerClient",
+                Some(per_client),
+                per_client,
+            )?),
+        },
+        max_pending_handshakes: positive(
+            "limits.maxPendingHandshakes",
+            file.max_pending_handshakes,
+            default.max_pending_handshakes,
         )?,
     };
     if limits.max_request_header_bytes < MIN_REQUEST_HEADER_BYTES {

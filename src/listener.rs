@@ -2,6 +2,8 @@
 //! task per connection that runs the handshake and serves HTTP/1.1 or HTTP/2 on it until the
 //! client leaves, the connection idles out, or shutdown drains it.
 
+mod admission;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +19,9 @@ use tracing::Instrument as _;
 use crate::apps::LiveApps;
 use crate::drain::Draining;
 use crate::identity::ClientIdentity;
-use crate::metrics::Metrics;
+use crate::metrics::{ConnectionLimit, Metrics};
+use crate::proxy::header_limits::http2_header_list_limit;
+use crate::proxy::upstream::UPSTREAM_READ_BUFFER;
 use crate::proxy::{self, ConnectionContext};
 use crate::proxy_protocol::ProxyHeaderError;
 use crate::tls::accept::{AcceptError, accept};
@@ -38,9 +42,31 @@ pub struct Listener {
     pub max_connections: usize,
     /// Handed to every connection.
     pub draining: Draining,
+    /// The per-client and pending-handshake caps, shared by every accept loop; like
+    /// `maxConnections`, they take effect on restart.
+    admission: admission::Admission,
 }
 
 impl Listener {
+    /// The listener of `apps` (its caps are read from the apps' limits now).
+    pub fn new(
+        apps: LiveApps,
+        metrics: Arc<Metrics>,
+        connections: Arc<Semaphore>,
+        max_connections: usize,
+        draining: Draining,
+    ) -> Self {
+        let admission = admission::Admission::new(&apps.load().limits);
+        Self {
+            apps,
+            metrics,
+            connections,
+            max_connections,
+            draining,
+            admission,
+        }
+    }
+
     /// Accepts connections until `shutdown` turns true.
     pub async fn serve(
         self: Arc<Self>,
@@ -48,6 +74,7 @@ impl Listener {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let this = self;
+        let admission = &this.admission;
         let mut last_limit_log: Option<Instant> = None;
         loop {
             let accepted = tokio::select! {
@@ -61,26 +88,35 @@ impl Listener {
                     continue;
                 }
             };
-            let Ok(permit) = this.connections.clone().try_acquire_owned() else {
-                this.metrics.connection_refused();
-                // Refuse promptly: closing now tells the client to retry elsewhere.
-                if last_limit_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                    last_limit_log = Some(Instant::now());
-                    tracing::warn!(
-                        client.addr = %client_addr,
-                        limit = this.max_connections,
-                        "connection limit reached, refusing connections"
-                    );
+            let admitted = admission.admit(client_addr.ip()).and_then(|admitted| {
+                let permit = this.connections.clone().try_acquire_owned();
+                permit
+                    .map(|permit| (admitted, permit))
+                    .map_err(|_| ConnectionLimit::MaxConnections)
+            });
+            let (admitted, permit) = match admitted {
+                Ok(pair) => pair,
+                Err(limit) => {
+                    this.metrics.connection_refused_by(limit);
+                    // Refuse promptly: closing now tells the client to retry elsewhere.
+                    if last_limit_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                        last_limit_log = Some(Instant::now());
+                        tracing::warn!(
+                            client.addr = %client_addr,
+                            limit = limit.as_str(),
+                            "connection limit reached, refusing connections"
+                        );
+                    }
+                    drop(tcp);
+                    continue;
                 }
-                drop(tcp);
-                continue;
             };
             let _ = tcp.set_nodelay(true);
             // `client.addr` is recorded once known: behind a balancer, from its PROXY header.
             let span = tracing::debug_span!("connection", client.addr = tracing::field::Empty);
-            let task = this
-                .clone()
-                .connection(tcp, client_addr, permit, shutdown.clone());
+            let task =
+                this.clone()
+                    .connection(tcp, client_addr, (permit, admitted), shutdown.clone());
             tokio::spawn(task.instrument(span));
         }
     }
@@ -89,7 +125,7 @@ impl Listener {
         self: Arc<Self>,
         mut tcp: TcpStream,
         peer_addr: SocketAddr,
-        permit: OwnedSemaphorePermit,
+        (permit, admitted): (OwnedSemaphorePermit, admission::Admitted),
         mut shutdown: watch::Receiver<bool>,
     ) {
         let apps = self.apps.load_full();
@@ -114,6 +150,9 @@ impl Listener {
                 return;
             }
         };
+        // Handshake over: its pending slot frees; the per-client slot lives with the connection.
+        drop(admitted.handshake);
+        let _client_slot = admitted.client;
         let app = accepted.app;
         let peer_chain = accepted.stream.get_ref().1.peer_certificates();
         let mut refusal = proxy::refuse::judge(&app.config, peer_chain);
@@ -178,7 +217,7 @@ impl Listener {
             "handshake complete"
         );
         let timeouts = apps.timeouts;
-        let max_header_bytes = apps.limits.max_request_header_bytes;
+        let limits = apps.limits;
         let context = Arc::new(
             ConnectionContext::new(
                 app,
@@ -211,15 +250,24 @@ impl Listener {
             })
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut http1 = builder.http1();
+        http1
             .timer(TokioTimer::new())
             .header_read_timeout(timeouts.request_header)
-            .max_buf_size(max_header_bytes);
+            .max_buf_size(limits.max_request_header_bytes);
+        // hyper parses up to 100 fields on the stack; any other count costs a heap allocation
+        // per request, so only a changed limit is set.
+        if limits.max_request_headers != HYPER_MAX_HEADERS {
+            http1.max_headers(limits.max_request_headers);
+        }
+        // Bounded buffering whatever the client does (README "Memory under attack"): each
+        // stream buffers at most one upstream chunk plus its send buffer.
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+            .max_header_list_size(http2_header_list_limit(&limits))
+            .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+            .max_send_buf_size(UPSTREAM_READ_BUFFER);
         let served = builder.serve_connection_with_upgrades(TokioIo::new(accepted.stream), service);
         tokio::pin!(served);
         let idle = timeouts.idle;
@@ -232,6 +280,7 @@ impl Listener {
             tokio::select! {
                 result = served.as_mut() => {
                     if let Err(error) = result {
+                        proxy::header_limits::connection_ended(&context, &*error);
                         tracing::debug!(error = %error, "connection closed with an error");
                     } else {
                         tracing::debug!("connection closed");
@@ -342,6 +391,12 @@ impl Listener {
         }
     }
 }
+
+/// hyper's own HTTP/1.1 header field limit, the default of `limits.maxRequestHeaders`.
+const HYPER_MAX_HEADERS: usize = 100;
+
+/// Streams one HTTP/2 connection may have open at once (nginx allows 128).
+const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// Per-connection errors (the client went away) are ignored; anything else (e.g. EMFILE) backs
 /// off so the loop does not spin.

@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::config::AppConfig;
+use crate::proxy::stall::StallReason;
 use crate::proxy_protocol::RefusalReason;
 use crate::tls::FailureReason;
 
@@ -40,8 +41,47 @@ struct RuleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StallLabels {
+    app: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+/// Which accept-time limit refused a connection (README "Limits under attack").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionLimit {
+    /// `limits.maxConnections`.
+    MaxConnections,
+    /// `limits.maxConnectionsPerClient`.
+    PerClient,
+    /// `limits.maxPendingHandshakes`.
+    PendingHandshakes,
+}
+
+impl ConnectionLimit {
+    const ALL: [Self; 3] = [
+        Self::MaxConnections,
+        Self::PerClient,
+        Self::PendingHandshakes,
+    ];
+
+    /// The config key, as the `limit` label and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxConnections => "maxConnections",
+            Self::PerClient => "maxConnectionsPerClient",
+            Self::PendingHandshakes => "maxPendingHandshakes",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +102,8 @@ pub struct Metrics {
     connections: Family<AppLabel, Counter>,
     connections_active: Family<AppLabel, Gauge>,
     connections_refused: Counter,
+    connections_refused_by_limit: Family<LimitLabels, Counter>,
+    stalled: Family<StallLabels, Counter>,
     handshake_failures: Family<FailureLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     request_duration: Histogram,
@@ -87,6 +129,8 @@ impl Metrics {
         let connections = Family::<AppLabel, Counter>::default();
         let connections_active = Family::<AppLabel, Gauge>::default();
         let connections_refused = Counter::default();
+        let connections_refused_by_limit = Family::<LimitLabels, Counter>::default();
+        let stalled = Family::<StallLabels, Counter>::default();
         let handshake_failures = Family::<FailureLabels, Counter>::default();
         let requests = Family::<RequestLabels, Counter>::default();
         // 1 ms to ~33 s.
@@ -108,8 +152,18 @@ impl Metrics {
         );
         registry.register(
             "connections_refused",
-            "Connections closed at accept because limits.maxConnections were open",
+            "Connections closed at accept because a connection limit was reached",
             connections_refused.clone(),
+        );
+        registry.register(
+            "connections_refused_by_limit",
+            "Connections closed at accept, by the limit that refused them",
+            connections_refused_by_limit.clone(),
+        );
+        registry.register(
+            "stalled_requests",
+            "Requests cut off because the client's request body or the app's response body stalled",
+            stalled.clone(),
         );
         registry.register(
             "handshake_failures",
@@ -151,6 +205,11 @@ impl Metrics {
             "Earliest expiry (Unix time) of an app's server certificate, client CAs, or CRL nextUpdate",
             not_after.clone(),
         );
+        for limit in ConnectionLimit::ALL {
+            let _ = connections_refused_by_limit.get_or_create(&LimitLabels {
+                limit: limit.as_str(),
+            });
+        }
         let revocation = crate::revocation::metrics::Families::register(&mut registry);
         for result in ["success", "error"] {
             let _ = reloads.get_or_create(&ReloadLabels { result });
@@ -182,6 +241,8 @@ impl Metrics {
             connections,
             connections_active,
             connections_refused,
+            connections_refused_by_limit,
+            stalled,
             handshake_failures,
             requests,
             request_duration,
@@ -298,7 +359,16 @@ impl Metrics {
                 })
                 .clone()
         });
+        let stalled = StallReason::ALL.map(|reason| {
+            self.stalled
+                .get_or_create(&StallLabels {
+                    app: app.to_owned(),
+                    reason: reason.as_str(),
+                })
+                .clone()
+        });
         AppMetrics {
+            stalled,
             connections: self.connections.get_or_create(&label).clone(),
             connections_active: self.connections_active.get_or_create(&label).clone(),
             misdirected: self.misdirected.get_or_create(&label).clone(),
@@ -313,7 +383,17 @@ impl Metrics {
 
     /// A connection was closed at accept because the connection limit was reached.
     pub fn connection_refused(&self) {
+        self.connection_refused_by(ConnectionLimit::MaxConnections);
+    }
+
+    /// A connection was closed at accept because `limit` was reached.
+    pub fn connection_refused_by(&self, limit: ConnectionLimit) {
         self.connections_refused.inc();
+        self.connections_refused_by_limit
+            .get_or_create(&LimitLabels {
+                limit: limit.as_str(),
+            })
+            .inc();
     }
 
     /// A handshake was refused.
@@ -353,6 +433,8 @@ pub struct AppMetrics {
     misdirected: Counter,
     authorization_denied: Family<RuleLabels, Counter>,
     rate_limited: Family<AppLabel, Counter>,
+    /// `certgate_stalled_requests_total`, in `StallReason::ALL` order.
+    stalled: [Counter; 2],
     /// `code="200"` for `client_cert="none"` and `"verified"`: nearly every request.
     ok: [Counter; 2],
     requests: Family<RequestLabels, Counter>,
@@ -367,6 +449,15 @@ impl AppMetrics {
         ActiveConnection {
             gauge: self.connections_active.clone(),
         }
+    }
+
+    /// A request was cut off because a body stalled.
+    pub fn stalled(&self, reason: StallReason) {
+        let index = match reason {
+            StallReason::RequestBodyIdle => 0,
+            StallReason::UpstreamIdle => 1,
+        };
+        self.stalled[index].inc();
     }
 
     /// A request was answered (or abandoned, with the status the access log gives it).

@@ -9,8 +9,10 @@
 pub mod admission;
 pub mod error;
 pub mod formats;
+pub mod header_limits;
 pub mod headers;
 pub mod refuse;
+pub mod stall;
 pub mod upstream;
 pub mod xfcc;
 
@@ -31,6 +33,7 @@ use tokio::time::Instant;
 
 use self::admission::{Admission, ConnectionPolicy};
 use self::error::ProxyError;
+use self::stall::{ResponseBody, StallReason, StallReport};
 use crate::apps::{App, Apps};
 use crate::config::Transport;
 use crate::drain::Draining;
@@ -39,7 +42,7 @@ use crate::metrics::ActiveConnection;
 use crate::tls::sni::{authority_host, normalize};
 
 /// The body of every response certgate sends downstream: the app's, or certgate's own.
-pub type ProxyBody = Either<upstream::UpstreamBody, Full<Bytes>>;
+pub type ProxyBody = Either<ResponseBody, Full<Bytes>>;
 
 /// What a connection knows once its handshake is done; shared by all its requests.
 #[derive(Debug)]
@@ -130,6 +133,10 @@ pub async fn handle(
     let response = match forwarded {
         Ok(response) => response,
         Err(error) => {
+            guard.outcome = error.outcome();
+            if matches!(error, ProxyError::RequestBodyTimeout) {
+                guard.conn.app.metrics.stalled(StallReason::RequestBodyIdle);
+            }
             match &error {
                 ProxyError::Denied { rule, .. } => {
                     guard.conn.app.metrics.authorization_denied(rule);
@@ -168,10 +175,14 @@ struct RequestGuard {
     status: Option<StatusCode>,
     /// The authorization rule that refused the request, if one did.
     rule: String,
+    /// Why the request ended early, when it did.
+    outcome: Option<&'static str>,
 }
 
 /// The status logged and counted for a request the client abandoned.
 const CLIENT_ABORTED: u16 = 499;
+/// The `outcome` logged for a request the client abandoned.
+const CLIENT_ABORTED_OUTCOME: &str = "client_aborted";
 
 impl RequestGuard {
     fn start(conn: Arc<ConnectionContext>, request: &Request<Incoming>) -> Self {
@@ -186,6 +197,7 @@ impl RequestGuard {
             logged,
             status: None,
             rule: String::new(),
+            outcome: None,
         }
     }
 }
@@ -205,40 +217,29 @@ impl Drop for RequestGuard {
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let hash = conn.identity.as_ref().map_or("", |id| id.hash.as_str());
         let sni = conn.sni.as_deref().unwrap_or("");
-        if self.status.is_some() {
-            tracing::info!(
-                client.addr = %conn.client_addr,
-                sni,
-                app = %conn.app.config.name,
-                client.hash = hash,
-                method = %method,
-                path = uri.path(),
-                status = code,
-                rule = self.rule.as_str(),
-                duration_ms,
-                upstream = %conn.app.config.upstream,
-                "request"
-            );
-        } else {
-            tracing::info!(
-                client.addr = %conn.client_addr,
-                sni,
-                app = %conn.app.config.name,
-                client.hash = hash,
-                method = %method,
-                path = uri.path(),
-                status = code,
-                duration_ms,
-                upstream = %conn.app.config.upstream,
-                outcome = "client_aborted",
-                "request"
-            );
-        }
+        let outcome = match self.status {
+            Some(_) => self.outcome,
+            None => Some(CLIENT_ABORTED_OUTCOME),
+        };
+        tracing::info!(
+            client.addr = %conn.client_addr,
+            sni,
+            app = %conn.app.config.name,
+            client.hash = hash,
+            method = %method,
+            path = uri.path(),
+            status = code,
+            rule = self.rule.as_str(),
+            duration_ms,
+            upstream = %conn.app.config.upstream,
+            outcome,
+            "request"
+        );
     }
 }
 
 async fn forward(
-    conn: &ConnectionContext,
+    conn: &Arc<ConnectionContext>,
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if conn.draining.is_draining() {
@@ -250,6 +251,10 @@ async fn forward(
             conn.close.notify_one();
             return Err(ProxyError::CertificateExpired);
         }
+    }
+    if request.version() == Version::HTTP_2 {
+        // HTTP/1.1 heads are bounded by hyper itself (README "Limits under attack").
+        header_limits::check_http2(&request, &conn.apps.limits)?;
     }
     let authority = request_authority(&request)?;
     check_authority(conn, &authority)?;
@@ -308,14 +313,25 @@ async fn forward(
     match downstream_upgrade {
         Some(downstream) if switching => {
             let upstream = hyper::upgrade::on(&mut response);
-            tokio::spawn(pipe_upgraded(downstream, upstream, conn.permit.clone()));
+            let idle = conn.apps.timeouts.idle;
+            tokio::spawn(pipe_upgraded(
+                downstream,
+                upstream,
+                idle,
+                conn.permit.clone(),
+            ));
         }
         _ => {}
     }
     if switching && upgrade || headers::scan(response.headers()).hop_by_hop() {
         headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
     }
-    Ok(response.map(Either::Left))
+    let report = StallReport {
+        app: conn.app.clone(),
+        client_addr: conn.client_addr,
+    };
+    let idle = conn.apps.timeouts.upstream_idle;
+    Ok(response.map(|body| Either::Left(ResponseBody::new(body, idle, report))))
 }
 
 /// The request's authority: `:authority` (HTTP/2) or the single `Host` header (HTTP/1.1),
@@ -357,11 +373,12 @@ fn check_authority(conn: &ConnectionContext, authority: &HeaderValue) -> Result<
     }
 }
 
-/// Pipes an upgraded connection both ways; holding `_permit` keeps it counted (and waited
-/// for by the drain) until both sides close.
+/// Pipes an upgraded connection both ways until both sides close or it idles out; holding
+/// `_permit` keeps it counted (and waited for by the drain) until then.
 async fn pipe_upgraded(
     downstream: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
+    idle: Duration,
     _permit: Arc<OwnedSemaphorePermit>,
 ) {
     let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
@@ -373,7 +390,7 @@ async fn pipe_upgraded(
     };
     let mut downstream = TokioIo::new(downstream);
     let mut upstream = TokioIo::new(upstream);
-    if let Err(error) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+    if let Err(error) = stall::pipe(&mut downstream, &mut upstream, idle).await {
         tracing::debug!(error = %error, "upgraded connection closed");
     }
 }

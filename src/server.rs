@@ -111,13 +111,13 @@ impl Server {
     /// finish, for at most `timeouts.shutdownGraceMs`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let listener = Arc::new(Listener {
-            apps: self.apps.clone(),
-            metrics: self.metrics.clone(),
-            connections: self.connections.clone(),
-            max_connections: self.max_connections,
-            draining: self.draining.clone(),
-        });
+        let listener = Arc::new(Listener::new(
+            self.apps.clone(),
+            self.metrics.clone(),
+            self.connections.clone(),
+            self.max_connections,
+            self.draining.clone(),
+        ));
         let (done_tx, done_rx) = watch::channel(false);
         let mut accepting = if self.worker_threads == 0 {
             Accepting::Here(tokio::spawn(listener.serve(self.listener, stop_rx.clone())))

@@ -221,6 +221,8 @@ pub struct FileForwardClientCert {
 pub struct FileTimeouts {
     /// One deadline for the ClientHello and the whole handshake.
     pub handshake_ms: Option<u64>,
+    /// Time from accept to a complete ClientHello (at most `handshakeMs`).
+    pub client_hello_ms: Option<u64>,
     /// Time to receive a request's complete header.
     pub request_header_ms: Option<u64>,
     /// Time a connection may sit without a request in flight.
@@ -229,6 +231,10 @@ pub struct FileTimeouts {
     pub upstream_connect_ms: Option<u64>,
     /// Time for the upstream to send its response header.
     pub upstream_response_ms: Option<u64>,
+    /// Longest gap between request-body bytes from the client.
+    pub request_body_idle_ms: Option<u64>,
+    /// Longest gap between response-body bytes from the upstream.
+    pub upstream_idle_ms: Option<u64>,
     /// Time the listener keeps accepting after SIGTERM, while `/readyz` says 503.
     pub drain_delay_ms: Option<u64>,
     /// Time in-flight requests get to finish on shutdown.
@@ -245,4 +251,10 @@ pub struct FileLimits {
     pub max_request_header_bytes: Option<usize>,
     /// Size of the X-Forwarded-Client-Cert value.
     pub max_xfcc_bytes: Option<usize>,
+    /// Header fields in one request.
+    pub max_request_headers: Option<usize>,
+    /// Open connections from one client IP address; no cap when absent.
+    pub max_connections_per_client: Option<usize>,
+    /// Connections still in their TLS handshake.
+    pub max_pending_handshakes: Option<usize>,
 }

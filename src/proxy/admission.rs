@@ -39,6 +39,10 @@ pub struct ConnectionPolicy {
 
 /// What becomes of a request that passed the authority check.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per request and moved, never stored; boxing would allocate"
+)]
 pub enum Admission {
     /// Forward it, with the normalized target (path and query) when it differs from the
     /// request's.

@@ -30,6 +30,12 @@ pub enum ProxyError {
     Misdirected,
     #[error("client certificate header exceeds limits.maxXfccBytes")]
     XfccTooLarge,
+    #[error("client sent no request body bytes within timeouts.requestBodyIdleMs")]
+    RequestBodyTimeout,
+    #[error(
+        "request header has more than limits.maxRequestHeaders fields or over limits.maxRequestHeaderBytes"
+    )]
+    HeadersTooLarge,
     #[error("upstream request failed")]
     Upstream {
         source: super::upstream::UpstreamError,
@@ -52,6 +58,8 @@ impl ProxyError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::XfccTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
@@ -69,9 +77,29 @@ impl ProxyError {
             Self::RateLimited { .. } => "too many requests\n",
             Self::Misdirected => "misdirected request: this connection cannot serve that host\n",
             Self::XfccTooLarge => "client certificate too large to forward\n",
+            Self::RequestBodyTimeout => "request timeout: the request body stalled\n",
+            Self::HeadersTooLarge => "request header fields too large\n",
             Self::Upstream { .. } => "bad gateway\n",
             Self::UpstreamTimeout => "gateway timeout\n",
             Self::Draining => "service unavailable: shutting down\n",
+        }
+    }
+
+    /// The `outcome` logged with this error's access line, when it has one of its own.
+    pub fn outcome(&self) -> Option<&'static str> {
+        match self {
+            Self::RequestBodyTimeout => Some(super::stall::StallReason::RequestBodyIdle.as_str()),
+            Self::HeadersTooLarge => Some(REQUEST_HEADER_TOO_LARGE),
+            Self::BadRequest { .. }
+            | Self::CertificateRequired
+            | Self::Denied { .. }
+            | Self::RateLimited { .. }
+            | Self::CertificateExpired
+            | Self::Misdirected
+            | Self::XfccTooLarge
+            | Self::Upstream { .. }
+            | Self::UpstreamTimeout
+            | Self::Draining => None,
         }
     }
 
@@ -93,6 +121,9 @@ impl ProxyError {
         }
     }
 }
+
+/// The `outcome` of a request refused for its header's size or field count.
+pub const REQUEST_HEADER_TOO_LARGE: &str = "request_header_too_large";
 
 /// A `text/plain` response with a static body.
 pub fn plain_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {

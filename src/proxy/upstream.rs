@@ -1,6 +1,7 @@
 //! The pooled client for one app's upstream: HTTP/1.1 keep-alive or h2c, connect and
 //! response-header timeouts. The response timeout starts once the request body has been
-//! forwarded whole: a slow upload is the client's time, not the app's (as in Envoy).
+//! forwarded whole: a slow upload is the client's time, not the app's (as in Envoy), bounded by
+//! `requestBodyIdleMs` between the client's body bytes.
 //!
 //! HTTP/1.1 connections live in a pool of our own: a stack of idle connections that a request
 //! pops and that its response returns to once its body has been read to the end. It costs a
@@ -9,7 +10,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -23,15 +24,21 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::error::ProxyError;
+use super::stall::GapClock;
 use crate::config::{Timeouts, Transport, Upstream};
 
 /// How long an unused pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle HTTP/1.1 connections kept per app; more are closed when their response ends.
 const POOL_MAX_IDLE: usize = 1024;
+
+/// The most an upstream HTTP/1.1 connection buffers: the app's response header must fit, and
+/// a response body is read in chunks of at most this size, so a downstream client that stops
+/// reading holds at most about twice this per request (README "Memory under attack").
+pub const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
 
 /// Why a request to the upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +67,8 @@ struct Inner {
     authority: String,
     connect_timeout: Duration,
     response_timeout: Duration,
+    /// `requestBodyIdleMs`.
+    body_idle: Duration,
     /// HTTP/1.1: idle connections, the most recently used last; one stack per worker thread,
     /// so a connection is used by the thread whose runtime drives it.
     idle: Box<[Mutex<Vec<IdleConnection>>]>,
@@ -116,6 +125,7 @@ impl UpstreamClient {
                 authority: upstream.authority.to_string(),
                 connect_timeout: timeouts.upstream_connect,
                 response_timeout: timeouts.upstream_response,
+                body_idle: timeouts.request_body_idle,
                 idle: (0..worker_threads())
                     .map(|_| Mutex::new(Vec::new()))
                     .collect(),
@@ -131,18 +141,17 @@ impl UpstreamClient {
         request: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let (parts, body) = request.into_parts();
-        let (body, body_sent) = RequestBody::new(body);
+        let (body, body_sent) = RequestBody::new(body, self.inner.body_idle);
         let client_failed = body.client_failed.clone();
-        // Who failed decides the status: a client that broke off its upload is not the app's
-        // fault, though the upstream request fails with it.
-        let classify = |source| {
-            if client_failed.load(Ordering::Relaxed) {
-                ProxyError::BadRequest {
-                    reason: "request body broken off by the client",
-                }
-            } else {
-                ProxyError::Upstream { source }
-            }
+        // Who failed decides the status: a client that broke off or stalled its upload is not
+        // the app's fault, though the upstream request fails with it (and the upstream
+        // connection, its request unfinished, is closed rather than reused).
+        let classify = |source| match client_failed.load(Ordering::Relaxed) {
+            CLIENT_BROKE_OFF => ProxyError::BadRequest {
+                reason: "request body broken off by the client",
+            },
+            CLIENT_STALLED => ProxyError::RequestBodyTimeout,
+            _ => ProxyError::Upstream { source },
         };
         let request = Request::from_parts(parts, body);
         let response = self.exchange(request);
@@ -234,6 +243,7 @@ impl UpstreamClient {
         };
         let _ = tcp.set_nodelay(true);
         let (mut sender, connection) = http1::Builder::new()
+            .max_buf_size(UPSTREAM_READ_BUFFER)
             .handshake(TokioIo::new(tcp))
             .await
             .map_err(|source| UpstreamError::Http { source })?;
@@ -331,25 +341,48 @@ impl Body for UpstreamBody {
     }
 }
 
+/// `RequestBody::client_failed`: the client did not fail.
+const CLIENT_OK: u8 = 0;
+/// The client broke its body off (a reset, a closed connection, a malformed chunk).
+const CLIENT_BROKE_OFF: u8 = 1;
+/// The client sent no body bytes for `requestBodyIdleMs`.
+const CLIENT_STALLED: u8 = 2;
+
 /// The downstream request body on its way upstream; reports when it has been read to its end,
-/// and whether the client broke it off.
+/// whether the client broke it off, and cuts it off after `requestBodyIdleMs` without a byte.
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,
     sent: Option<oneshot::Sender<()>>,
-    client_failed: Arc<AtomicBool>,
+    client_failed: Arc<AtomicU8>,
+    clock: GapClock,
+    /// Made on the first wait for the client: requests without a body never need it. Boxed
+    /// because hyper's client needs an `Unpin` body.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// Why a request body did not reach the app whole.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("request body broken off by the client")]
+    Client { source: hyper::Error },
+    #[error("client sent no request body bytes within timeouts.requestBodyIdleMs")]
+    Stalled,
 }
 
 impl RequestBody {
     /// The body, and a receiver that fires when it has been read whole; `None` for an empty
     /// body (e.g. a GET), which is complete from the start and may never be polled.
-    fn new(inner: Incoming) -> (Self, Option<oneshot::Receiver<()>>) {
-        let client_failed = Arc::new(AtomicBool::new(false));
+    fn new(inner: Incoming, idle: Duration) -> (Self, Option<oneshot::Receiver<()>>) {
+        let client_failed = Arc::new(AtomicU8::new(CLIENT_OK));
+        let clock = GapClock::new(idle);
         if inner.is_end_stream() {
             let body = Self {
                 inner,
                 sent: None,
                 client_failed,
+                clock,
+                timer: None,
             };
             return (body, None);
         }
@@ -358,6 +391,8 @@ impl RequestBody {
             inner,
             sent: Some(sent),
             client_failed,
+            clock,
+            timer: None,
         };
         (body, Some(receiver))
     }
@@ -377,24 +412,41 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RequestBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Err(_))) => {
-                this.client_failed.store(true, Ordering::Relaxed);
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(source))) => {
+                this.client_failed
+                    .store(CLIENT_BROKE_OFF, Ordering::Relaxed);
                 this.report_sent();
+                Poll::Ready(Some(Err(RequestBodyError::Client { source })))
             }
-            Poll::Ready(None) => this.report_sent(),
-            Poll::Ready(Some(Ok(_))) => this.report_if_done(),
-            Poll::Pending => {}
+            Poll::Ready(None) => {
+                this.report_sent();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.clock.frame();
+                this.report_if_done();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::ZERO)));
+                if !this.clock.waiting(timer.as_mut(), cx) {
+                    return Poll::Pending;
+                }
+                this.client_failed.store(CLIENT_STALLED, Ordering::Relaxed);
+                this.report_sent();
+                Poll::Ready(Some(Err(RequestBodyError::Stalled)))
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,5 +1,6 @@
 //! Reads the ClientHello, picks the app by SNI, and completes the handshake with that app's
-//! rustls config, all under one deadline. Every refusal carries a `FailureReason`.
+//! rustls config, all under one deadline (and the ClientHello under a shorter one). Every
+//! refusal carries a `FailureReason`.
 
 use std::future::Future;
 use std::io;
@@ -181,8 +182,18 @@ async fn handshake<IO>(
 where
     IO: AsyncRead + AsyncWrite + Peek + Unpin,
 {
+    // The ClientHello has a deadline of its own, shorter than the handshake's: a client that
+    // connects and sends nothing gives its slot back sooner (README "Limits under attack").
+    let client_hello_deadline = tokio::time::Instant::now() + apps.timeouts.client_hello;
+    let timed_out = |_| AcceptError::Timeout {
+        sni: None,
+        app: None,
+    };
     let mut first = [0u8; 1];
-    match io.peek(&mut first).await {
+    let peeked = tokio::time::timeout_at(client_hello_deadline, io.peek(&mut first))
+        .await
+        .map_err(timed_out)?;
+    match peeked {
         Ok(0) => return Err(AcceptError::Closed),
         // A TLS connection starts with a handshake record (RFC 8446 section 5.1, type 22); an
         // HTTP request starts with a method in capital letters.
@@ -196,8 +207,10 @@ where
         Ok(_) => {}
         Err(source) => return Err(AcceptError::ClientHello { source }),
     }
-    let start = LazyConfigAcceptor::new(Acceptor::default(), io)
+    let client_hello = LazyConfigAcceptor::new(Acceptor::default(), io);
+    let start = tokio::time::timeout_at(client_hello_deadline, client_hello)
         .await
+        .map_err(timed_out)?
         .map_err(|source| match source.kind() {
             io::ErrorKind::UnexpectedEof => AcceptError::Closed,
             _ => AcceptError::ClientHello { source },

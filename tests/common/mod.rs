@@ -14,6 +14,7 @@
 pub mod client;
 pub mod files;
 pub mod gateway;
+pub mod hardening;
 pub mod pki;
 pub mod proxied;
 pub mod raw;

@@ -1,0 +1,132 @@
+//! Who gets a connection slot at accept, besides `maxConnections`: at most
+//! `maxConnectionsPerClient` open connections from one IP address (nginx `limit_conn`) and at
+//! most `maxPendingHandshakes` connections still in their handshake, so a flood of clients that
+//! never finish a handshake cannot take the slots verified clients need.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::Limits;
+use crate::metrics::ConnectionLimit;
+
+/// The per-client and pending-handshake caps of one listener.
+#[derive(Debug)]
+pub(super) struct Admission {
+    per_client: Option<usize>,
+    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    pending: Arc<Semaphore>,
+}
+
+/// What an admitted connection holds until it closes (`client`) or finishes its handshake
+/// (`handshake`).
+#[derive(Debug)]
+pub(super) struct Admitted {
+    pub(super) client: Option<ClientSlot>,
+    pub(super) handshake: OwnedSemaphorePermit,
+}
+
+impl Admission {
+    pub(super) fn new(limits: &Limits) -> Self {
+        Self {
+            per_client: limits.max_connections_per_client,
+            clients: Arc::default(),
+            pending: Arc::new(Semaphore::new(limits.max_pending_handshakes)),
+        }
+    }
+
+    /// Admits a connection from `ip`, or names the limit that refuses it.
+    pub(super) fn admit(&self, ip: IpAddr) -> Result<Admitted, ConnectionLimit> {
+        let client = match self.per_client {
+            Some(cap) => Some(self.client_slot(ip, cap)?),
+            None => None,
+        };
+        let handshake = self
+            .pending
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ConnectionLimit::PendingHandshakes)?;
+        Ok(Admitted { client, handshake })
+    }
+
+    fn client_slot(&self, ip: IpAddr, cap: usize) -> Result<ClientSlot, ConnectionLimit> {
+        // A poisoned lock only means a panic elsewhere mid-update of a plain counter map.
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = clients.entry(ip).or_insert(0);
+        if *open >= cap {
+            return Err(ConnectionLimit::PerClient);
+        }
+        *open += 1;
+        Ok(ClientSlot {
+            clients: self.clients.clone(),
+            ip,
+        })
+    }
+}
+
+/// One open connection counted against its client's address; released on drop.
+#[derive(Debug)]
+pub(super) struct ClientSlot {
+    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = clients.get_mut(&self.ip) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                clients.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(per_client: Option<usize>, pending: usize) -> Limits {
+        Limits {
+            max_connections_per_client: per_client,
+            max_pending_handshakes: pending,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn one_address_gets_at_most_its_cap_and_others_are_unaffected() {
+        let admission = Admission::new(&limits(Some(2), 100));
+        let a = IpAddr::from([127, 0, 0, 1]);
+        let b = IpAddr::from([127, 0, 0, 2]);
+        let first = admission.admit(a);
+        let second = admission.admit(a);
+        assert!(first.is_ok() && second.is_ok());
+        assert_eq!(admission.admit(a).err(), Some(ConnectionLimit::PerClient));
+        assert!(admission.admit(b).is_ok());
+        drop(first);
+        assert!(
+            admission.admit(a).is_ok(),
+            "a closed connection frees its slot"
+        );
+    }
+
+    #[test]
+    fn pending_handshakes_are_capped_until_a_handshake_ends() {
+        let admission = Admission::new(&limits(None, 1));
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let Ok(first) = admission.admit(ip) else {
+            panic!("first connection refused");
+        };
+        assert_eq!(
+            admission.admit(ip).err(),
+            Some(ConnectionLimit::PendingHandshakes)
+        );
+        // The handshake finished: the connection stays, its pending slot is free.
+        drop(first.handshake);
+        assert!(admission.admit(ip).is_ok());
+    }
+}

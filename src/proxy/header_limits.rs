@@ -1,0 +1,78 @@
+//! `limits.maxRequestHeaderBytes` and `limits.maxRequestHeaders` for both HTTP versions, each
+//! refusal answered 431, logged and counted. HTTP/1.1 heads are refused by hyper while it
+//! parses them (it answers 431 and closes); this module logs and counts those from the
+//! connection's end. HTTP/2 header blocks up to twice the byte limit are decoded and handed to
+//! the service, which answers 431 on the stream itself, leaving the connection open.
+
+use http::Request;
+
+use super::ConnectionContext;
+use super::error::{ProxyError, REQUEST_HEADER_TOO_LARGE};
+use crate::config::Limits;
+
+/// HPACK's per-field overhead in a header list's size (RFC 9113 section 6.5.2).
+const FIELD_OVERHEAD: usize = 32;
+
+/// How far past `maxRequestHeaderBytes` the HTTP/2 layer lets a header block through to the
+/// service. A block within it gets a 431 on its stream from certgate; a larger one is refused
+/// by the HTTP/2 layer (431 and a stream reset when it can still decode it, else a connection
+/// error, since HPACK state cannot be kept without decoding).
+pub const HTTP2_DECODE_FACTOR: usize = 2;
+
+/// The `SETTINGS_MAX_HEADER_LIST_SIZE` certgate announces and enforces at the HTTP/2 layer.
+pub fn http2_header_list_limit(limits: &Limits) -> u32 {
+    let bytes = limits
+        .max_request_header_bytes
+        .saturating_mul(HTTP2_DECODE_FACTOR);
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// 431 for an HTTP/2 request over either limit. Only lengths are added up: nothing is copied.
+pub fn check_http2<B>(request: &Request<B>, limits: &Limits) -> Result<(), ProxyError> {
+    let headers = request.headers();
+    if headers.len() > limits.max_request_headers {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    let uri = request.uri();
+    let pseudo = request.method().as_str().len()
+        + uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.scheme_str().map_or(0, str::len)
+        + 4 * FIELD_OVERHEAD;
+    let size = headers.iter().fold(pseudo, |size, (name, value)| {
+        size + name.as_str().len() + value.len() + FIELD_OVERHEAD
+    });
+    if size > limits.max_request_header_bytes {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    Ok(())
+}
+
+/// Logs and counts the request head hyper refused with 431 when `error` (what ended the
+/// connection) says so; such a request never reached the service, so its guard never ran.
+pub fn connection_ended(conn: &ConnectionContext, error: &(dyn std::error::Error + 'static)) {
+    let too_large = error
+        .downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_parse_too_large);
+    if !too_large {
+        return;
+    }
+    let code = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.as_u16();
+    conn.app
+        .metrics
+        .request_done(conn.identity.is_some(), code, 0.0);
+    if !conn.apps.access_log {
+        return;
+    }
+    tracing::info!(
+        client.addr = %conn.client_addr,
+        sni = conn.sni.as_deref().unwrap_or(""),
+        app = %conn.app.config.name,
+        client.hash = conn.identity.as_ref().map_or("", |id| id.hash.as_str()),
+        status = code,
+        duration_ms = 0u64,
+        upstream = %conn.app.config.upstream,
+        outcome = REQUEST_HEADER_TOO_LARGE,
+        "request"
+    );
+}
