@@ -524,7 +524,7 @@ async fn raw_http1(addr: SocketAddr, options: &ClientOptions, request: &str) -> 
             assert!(!eof, "connection closed inside the chunked body");
             read(&mut data, &mut eof).await;
         }
-        dechunk(&data[body_start..])
+        common::raw::dechunk(&data[body_start..])
     } else {
         while !eof {
             read(&mut data, &mut eof).await;
@@ -535,21 +535,6 @@ async fn raw_http1(addr: SocketAddr, options: &ClientOptions, request: &str) -> 
         status,
         headers,
         body,
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size_text = std::str::from_utf8(&data[..line_end]).unwrap();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
     }
 }
 

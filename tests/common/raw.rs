@@ -195,7 +195,8 @@ fn parse(data: &[u8]) -> RawReply {
     }
 }
 
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
+/// The payload of a chunked HTTP/1.1 body.
+pub fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
