@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::drain::Draining;
 use crate::metrics::Metrics;
-use crate::proxy::ProxyBody;
+use crate::proxy::body::ProxyBody;
 use crate::proxy::error::plain_response;
 
 /// Serves admin requests until the task is stopped.

@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use crate::config::{AppConfig, Config, Limits, Timeouts};
+use crate::config::{AppConfig, Config};
 use crate::metrics::{AppMetrics, Metrics};
 use crate::policy::rate_limit::{MAX_KEYS, RateLimiter};
 use crate::proxy::upstream::UpstreamClient;
 use crate::proxy_protocol::ProxyProtocol;
+use crate::settings::{Limits, Timeouts};
 use crate::tls::sni::HostMatcher;
 
 /// Every app and the matcher that picks one by name.
@@ -62,7 +63,12 @@ impl Apps {
                 })
             })
             .collect();
-        crate::revocation::start(config, metrics);
+        // Attach metrics to every app that checks revocation and start its CRL refresh.
+        for app in &config.apps {
+            if let Some(revocation) = &app.revocation {
+                revocation.start(metrics.revocation(&app.name));
+            }
+        }
         let matcher = HostMatcher::new(config.apps.iter().map(|app| app.hosts.as_slice()));
         Self {
             apps,

@@ -10,7 +10,7 @@ use crate::config::file::{
     FileApp, FileClientAuth, FileConfig, FileForwardClientCert, FileIngress, FileRevocation,
     FileServerCertificate,
 };
-use crate::config::{Config, ConfigError};
+use crate::config::{AppConfig, Config, ConfigError};
 use crate::reload::ConfigSource;
 
 /// certgate: mutual-TLS ingress that forwards verified client certificates to HTTP apps.
@@ -338,4 +338,62 @@ fn address(field: &'static str, value: &str) -> Result<std::net::SocketAddr, Con
         field,
         value: value.to_owned(),
     })
+}
+
+/// One line describing an app, as `certgate check` prints it.
+pub fn summary(app: &AppConfig) -> String {
+    let hosts = if app.hosts.is_empty() {
+        "* (catch-all)".to_owned()
+    } else {
+        app.hosts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let not_after = app
+        .server_chain
+        .first()
+        .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
+        .map(|(_, leaf)| leaf.validity().not_after.to_string())
+        .unwrap_or_default();
+    let list = |entries: &[String]| format!("[{}]", entries.join(" | "));
+    let fields = app.xfcc_fields;
+    let forwarded: Vec<&str> = [
+        (true, "Hash"),
+        (fields.cert, "Cert"),
+        (fields.chain, "Chain"),
+        (fields.subject, "Subject"),
+        (fields.uri, "URI"),
+        (fields.dns, "DNS"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    format!(
+        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}",
+        subjects = list(&app.allow.subjects),
+        dns = list(&app.allow.dns_sans),
+        uris = list(&app.allow.uri_sans),
+        forwarded = forwarded.join(","),
+        reject_with = app.reject_with.as_str(),
+        name = app.name,
+        mode = app.mode.as_str(),
+        upstream = app.upstream,
+        cas = app.trust.roots.len(),
+        crls = app.trust.crls.len(),
+        revocation = app
+            .revocation
+            .as_ref()
+            .map(|revocation| format!(", revocation: {}", revocation.describe()))
+            .unwrap_or_default(),
+        pins = app.trust.pins.len(),
+        policy = app.request_policy.describe(),
+        untrusted = if app.trust.allow_untrusted {
+            ", untrusted allowed"
+        } else {
+            ""
+        },
+        resumption = app.session_resumption.as_str(),
+    )
 }

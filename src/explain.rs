@@ -11,9 +11,10 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::public_key::PublicKey;
 
 use crate::cli::{ExplainArgs, ExplainFormat};
-use crate::config::{ClientCertMode, Config, ConfigError, FLAG_KEYS, XfccFields};
+use crate::config::{Config, ConfigError, FLAG_KEYS};
 use crate::identity::{LeafNames, rfc4514};
-use crate::tls::client_auth::AllowList;
+use crate::settings::AllowList;
+use crate::settings::{ClientCertMode, XfccFields};
 use crate::tls::policy::{Policy, Presented, describe};
 use crate::tls::sni::{HostMatcher, normalize};
 

@@ -1,17 +1,11 @@
-//! The client's verified certificate, parsed once per connection: its hash, names, expiry and
-//! the ready-made certificate header values (XFCC and the other formats) that every request on
-//! the connection reuses.
+//! The client's verified certificate, parsed once per connection: its hash, names and expiry.
+//! The certificate headers built from it live with the proxy (`proxy::xfcc`).
 
-use http::{HeaderName, HeaderValue};
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::x509::X509Name;
-
-use crate::config::XfccFields;
-use crate::policy::Formats;
-use crate::proxy::{formats, headers, xfcc};
 
 /// A client that presented a certificate that passed the app's policy.
 #[derive(Debug)]
@@ -24,9 +18,6 @@ pub struct ClientIdentity {
     pub names: LeafNames,
     /// End of the leaf's validity, in seconds since the Unix epoch.
     pub not_after: i64,
-    /// The certificate headers of the app's formats (XFCC first), or `None` when a value
-    /// exceeds `limits.maxXfccBytes`.
-    pub headers: Option<Vec<(HeaderName, HeaderValue)>>,
 }
 
 /// Why a verified chain could not be turned into an identity (should not happen: the
@@ -36,50 +27,54 @@ pub struct ClientIdentity {
 pub struct IdentityError;
 
 impl ClientIdentity {
-    /// Parses the chain the client sent (leaf first) and builds the header values of the
-    /// app's `formats` (the verdict excepted: it depends on no certificate).
-    pub fn new(
-        chain: &[CertificateDer<'_>],
-        fields: XfccFields,
-        formats: Formats,
-        max_xfcc_bytes: usize,
-    ) -> Result<Self, IdentityError> {
+    /// Parses the leaf of the chain the client sent (leaf first); the parsed leaf is returned
+    /// too, for the certificate headers built from it.
+    pub fn parse<'a>(
+        chain: &'a [CertificateDer<'a>],
+    ) -> Result<(Self, X509Certificate<'a>), IdentityError> {
         let leaf_der = chain.first().ok_or(IdentityError)?;
         let (_, leaf) = x509_parser::parse_x509_certificate(leaf_der).map_err(|_| IdentityError)?;
-        let names = LeafNames::of(&leaf);
         let hash_bytes: [u8; 32] = Sha256::digest(leaf_der).into();
-        let hash = xfcc::hash_hex(leaf_der);
-        let mut all = Vec::new();
-        let mut fits = true;
-        if formats.envoy {
-            let value = xfcc::build(chain, &hash, &names, fields);
-            // Every byte is printable ASCII (see xfcc::build), so this cannot fail; a failure
-            // would mean no header rather than a broken one.
-            match (value.len() <= max_xfcc_bytes)
-                .then(|| HeaderValue::from_str(&value).ok())
-                .flatten()
-            {
-                Some(value) => all.push((headers::XFCC, value)),
-                None => fits = false,
-            }
-        }
-        match formats::build(chain, &leaf, formats, max_xfcc_bytes) {
-            Some(others) => all.extend(others),
-            None => fits = false,
-        }
-        Ok(Self {
-            hash,
+        let identity = Self {
+            hash: hex::encode(hash_bytes),
             hash_bytes,
+            names: LeafNames::of(&leaf),
             not_after: leaf.validity().not_after.timestamp(),
-            headers: fits.then_some(all),
-            names,
-        })
+        };
+        Ok((identity, leaf))
     }
 
     /// Whether the leaf has expired by `now` (seconds since the Unix epoch).
     pub fn expired_at(&self, now: i64) -> bool {
         now > self.not_after
     }
+}
+
+/// The SHA-256 of a certificate's DER, lowercase hex: the `Hash` of XFCC and of log lines.
+pub fn hash_hex(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// A SHA-256 as people write it: `ab12…` (64 hex digits) or the `AB:12:…` form OpenSSL prints
+/// (32 pairs).
+pub fn parse_sha256(value: &str) -> Option<[u8; 32]> {
+    let hex = if value.contains(':') {
+        let pairs: Vec<&str> = value.split(':').collect();
+        if pairs.len() != 32 || pairs.iter().any(|pair| pair.len() != 2) {
+            return None;
+        }
+        pairs.concat()
+    } else {
+        value.to_owned()
+    };
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(hash)
 }
 
 /// The names in a leaf certificate that allow-lists and XFCC use.
@@ -207,5 +202,23 @@ fn escape_value(value: &str, out: &mut String) {
             }
             c => out.push(c),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_pins_accept_plain_and_colon_forms() {
+        let plain = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_sha256(&plain), Some([0xab; 32]));
+        assert_eq!(parse_sha256(&colons), Some([0xab; 32]));
+        assert_eq!(parse_sha256("ab"), None);
+        assert_eq!(parse_sha256(&"zz".repeat(32)), None);
+        assert_eq!(parse_sha256(&"+a".repeat(32)), None);
+        assert_eq!(parse_sha256(&format!("{}:", "ab".repeat(32))), None);
+        assert_eq!(parse_sha256(&format!("{}0", "ab".repeat(32))), None);
     }
 }

@@ -19,6 +19,7 @@ compile_error!("certgate supports Unix only: it relies on Unix signals and file 
 
 pub mod cli;
 pub mod config;
+pub mod settings;
 pub mod server;
 pub mod drain;
 pub mod reload;

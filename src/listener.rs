@@ -18,14 +18,15 @@ use tracing::Instrument as _;
 
 use crate::apps::LiveApps;
 use crate::drain::Draining;
-use crate::identity::ClientIdentity;
 use crate::metrics::{ConnectionLimit, Metrics};
+use crate::proxy;
+use crate::proxy::client::VerifiedClient;
+use crate::proxy::context::ConnectionContext;
 use crate::proxy::header_limits::http2_header_list_limit;
 use crate::proxy::upstream::UPSTREAM_READ_BUFFER;
-use crate::proxy::{self, ConnectionContext};
 use crate::proxy_protocol::ProxyHeaderError;
+use crate::settings::RejectWith;
 use crate::tls::accept::{AcceptError, accept};
-use crate::tls::client_auth::RejectWith;
 use crate::tls::policy::Refusal;
 
 /// What the mTLS listener uses: the apps new connections are served under, the metrics, its
@@ -195,7 +196,7 @@ impl Listener {
         }
         let identity = match peer_chain.filter(|_| refusal.is_none()) {
             Some(chain) => {
-                match ClientIdentity::new(
+                match VerifiedClient::new(
                     chain,
                     app.config.xfcc_fields,
                     app.config.request_policy.formats,
@@ -213,7 +214,7 @@ impl Listener {
         tracing::debug!(
             app = %app.config.name,
             sni = accepted.sni.as_deref().unwrap_or(""),
-            client.hash = identity.as_ref().map_or("", |id| id.hash.as_str()),
+            client.hash = identity.as_ref().map_or("", |client| client.identity.hash.as_str()),
             "handshake complete"
         );
         let timeouts = apps.timeouts;
@@ -280,7 +281,7 @@ impl Listener {
             tokio::select! {
                 result = served.as_mut() => {
                     if let Err(error) = result {
-                        proxy::header_limits::connection_ended(&context, &*error);
+                        context.connection_ended(&*error);
                         tracing::debug!(error = %error, "connection closed with an error");
                     } else {
                         tracing::debug!("connection closed");

@@ -83,7 +83,7 @@ fn check(args: &certgate::cli::RunArgs) -> ExitCode {
     match args.source().and_then(|source| Ok(source()?)) {
         Ok(config) => {
             for app in &config.apps {
-                println!("{}", certgate::config::summary(app));
+                println!("{}", certgate::cli::summary(app));
             }
             for finding in &config.findings {
                 eprintln!("certgate: {finding}");

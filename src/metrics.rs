@@ -1,6 +1,8 @@
 //! Prometheus metrics (README "Metrics"). Every series an operator alerts on exists at zero
 //! from the start, so a rate or an absence alert works before the first failure.
 
+pub mod label;
+
 use std::sync::atomic::AtomicI64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,16 +12,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use self::label::AppLabel;
 use crate::config::AppConfig;
-use crate::proxy::stall::StallReason;
+use crate::proxy::gap::StallReason;
 use crate::proxy_protocol::RefusalReason;
 use crate::tls::FailureReason;
-
-/// The `app` label alone.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppLabel {
-    pub app: String,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {

@@ -7,8 +7,12 @@
 //! connection; a request guard records every request's end.
 
 pub mod admission;
+pub mod body;
+pub mod client;
+pub mod context;
 pub mod error;
 pub mod formats;
+pub mod gap;
 pub mod header_limits;
 pub mod headers;
 pub mod refuse;
@@ -16,109 +20,26 @@ pub mod stall;
 pub mod upstream;
 pub mod xfcc;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use self::admission::{Admission, ConnectionPolicy};
+use self::admission::Admission;
+use self::body::ProxyBody;
+use self::context::ConnectionContext;
 use self::error::ProxyError;
-use self::stall::{ResponseBody, StallReason, StallReport};
-use crate::apps::{App, Apps};
-use crate::config::Transport;
-use crate::drain::Draining;
-use crate::identity::ClientIdentity;
-use crate::metrics::ActiveConnection;
+use self::gap::StallReason;
+use self::stall::{ResponseBody, StallReport};
+use crate::settings::Transport;
 use crate::tls::sni::{authority_host, normalize};
-
-/// The body of every response certgate sends downstream: the app's, or certgate's own.
-pub type ProxyBody = Either<ResponseBody, Full<Bytes>>;
-
-/// What a connection knows once its handshake is done; shared by all its requests.
-#[derive(Debug)]
-pub struct ConnectionContext {
-    /// The app chosen by SNI.
-    pub app: Arc<App>,
-    /// The apps this connection was accepted under, for the authority check.
-    apps: Arc<Apps>,
-    /// Raised when shutdown begins.
-    draining: Draining,
-    /// The connection's slot under `limits.maxConnections`, held by upgraded streams too.
-    permit: Arc<OwnedSemaphorePermit>,
-    /// Keeps the connection counted in `certgate_connections_active`.
-    _active: ActiveConnection,
-    /// The downstream client's address.
-    client_addr: SocketAddr,
-    /// `client_addr` as an `X-Forwarded-For` element.
-    forwarded_for: HeaderValue,
-    /// The normalized SNI, if any.
-    sni: Option<String>,
-    /// The verified client, if a certificate was presented.
-    identity: Option<ClientIdentity>,
-    /// With `rejectWith: "http"`, the refusal every request of this connection is answered
-    /// with (nothing reaches the app).
-    refusal: Option<refuse::RefusalPage>,
-    /// The app's policy as it applies to this connection's client.
-    policy: ConnectionPolicy,
-    /// Notified when the connection must close after the current response.
-    pub close: Notify,
-    /// Requests in flight and the last time one started or ended, for the idle timeout.
-    activity: Activity,
-}
-
-impl ConnectionContext {
-    /// The context of a connection whose handshake picked `app` from `apps`.
-    pub fn new(
-        app: Arc<App>,
-        apps: Arc<Apps>,
-        draining: Draining,
-        permit: OwnedSemaphorePermit,
-        client_addr: SocketAddr,
-        sni: Option<String>,
-        identity: Option<ClientIdentity>,
-    ) -> Self {
-        let policy = ConnectionPolicy::new(&app, identity.as_ref(), client_addr.ip());
-        Self {
-            _active: app.metrics.connection_opened(),
-            app,
-            apps,
-            draining,
-            permit: Arc::new(permit),
-            client_addr,
-            forwarded_for: headers::forwarded_for(client_addr.ip()),
-            sni,
-            policy,
-            identity,
-            refusal: None,
-            close: Notify::new(),
-            activity: Activity::new(),
-        }
-    }
-
-    /// With `rejectWith: "http"`: every request on this connection is answered with `refusal`
-    /// and nothing reaches the app.
-    #[must_use]
-    pub fn with_refusal(mut self, refusal: Option<refuse::RefusalPage>) -> Self {
-        self.refusal = refusal;
-        self
-    }
-
-    /// When the connection will have been idle for `idle`, or `None` while a request is in
-    /// flight.
-    pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
-        self.activity.idle_since().map(|since| since + idle)
-    }
-}
 
 /// Serves one request; never fails (errors become responses).
 pub async fn handle(
@@ -210,12 +131,12 @@ impl Drop for RequestGuard {
         let code = self.status.map_or(CLIENT_ABORTED, |status| status.as_u16());
         conn.app
             .metrics
-            .request_done(conn.identity.is_some(), code, elapsed.as_secs_f64());
+            .request_done(conn.identity().is_some(), code, elapsed.as_secs_f64());
         let Some((method, uri)) = &self.logged else {
             return;
         };
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        let hash = conn.identity.as_ref().map_or("", |id| id.hash.as_str());
+        let hash = conn.identity().map_or("", |id| id.hash.as_str());
         let sni = conn.sni.as_deref().unwrap_or("");
         let outcome = match self.status {
             Some(_) => self.outcome,
@@ -246,7 +167,7 @@ async fn forward(
         conn.close.notify_one();
         return Err(ProxyError::Draining);
     }
-    if let Some(identity) = &conn.identity {
+    if let Some(identity) = conn.identity() {
         if identity.expired_at(unix_now()) {
             conn.close.notify_one();
             return Err(ProxyError::CertificateExpired);
@@ -280,8 +201,8 @@ async fn forward(
     }
     headers::add_forwarded(headers, &conn.forwarded_for, &authority);
     headers.insert(HOST, authority);
-    if let Some(identity) = &conn.identity {
-        let values = identity.headers.as_ref().ok_or(ProxyError::XfccTooLarge)?;
+    if let Some(client) = &conn.client {
+        let values = client.headers.as_ref().ok_or(ProxyError::XfccTooLarge)?;
         for (name, value) in values {
             headers.insert(name.clone(), value.clone());
         }
@@ -327,7 +248,7 @@ async fn forward(
         headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
     }
     let report = StallReport {
-        app: conn.app.clone(),
+        observer: conn.app.clone(),
         client_addr: conn.client_addr,
     };
     let idle = conn.apps.timeouts.upstream_idle;
@@ -392,47 +313,6 @@ async fn pipe_upgraded(
     let mut upstream = TokioIo::new(upstream);
     if let Err(error) = stall::pipe(&mut downstream, &mut upstream, idle).await {
         tracing::debug!(error = %error, "upgraded connection closed");
-    }
-}
-
-/// Requests in flight on a connection and when the last one started or ended.
-#[derive(Debug)]
-struct Activity {
-    in_flight: AtomicUsize,
-    /// The time base of `last_ms`.
-    started: Instant,
-    /// Milliseconds after `started` when a request last started or ended.
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            in_flight: AtomicUsize::new(0),
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn request_started(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch();
-    }
-
-    fn request_ended(&self) {
-        self.touch();
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    fn touch(&self) {
-        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(elapsed, Ordering::Relaxed);
-    }
-
-    /// Since when nothing has been in flight, or `None` while a request is.
-    fn idle_since(&self) -> Option<Instant> {
-        (self.in_flight.load(Ordering::Relaxed) == 0)
-            .then(|| self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 

@@ -15,7 +15,8 @@ mod process;
 use std::process::Command;
 use std::time::Duration;
 
-use certgate::config::{Config, SessionResumption};
+use certgate::config::Config;
+use certgate::settings::SessionResumption;
 use common::*;
 use serde_json::{Value, json};
 

@@ -1026,7 +1026,7 @@ fn check_summary_describes_the_revocation_sources() {
         }),
     )
     .unwrap();
-    let line = certgate::config::summary(&config.apps[0]);
+    let line = certgate::cli::summary(&config.apps[0]);
     assert!(
         line.contains("revocation: 1 CRL, OCSP leaf, unknown refused"),
         "{line}"

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rustls_pki_types::pem::{self, PemObject};
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// What a PEM file should hold: its name in messages, its PEM label, and the openssl command
 /// that converts it from DER.

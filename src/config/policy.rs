@@ -3,12 +3,12 @@
 
 use http::Method;
 
-use super::ClientCertMode;
 use super::file::{FileApp, FileAuthorizationRule};
 use crate::policy::authorization::{Authorization, Principals, Rule, UriPattern};
 use crate::policy::path::{self, PrefixError};
 use crate::policy::rate_limit::RateLimit;
 use crate::policy::{AppPolicy, Formats};
+use crate::settings::ClientCertMode;
 
 /// Why an app's policy was refused; `ConfigError::Policy` names the app.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +177,7 @@ fn authorization_rule(index: usize, file: &FileAuthorizationRule) -> Result<Rule
         .allowed_hashes
         .iter()
         .map(|value| {
-            super::parse_sha256(value).ok_or_else(|| PolicyError::BadHash {
+            crate::identity::parse_sha256(value).ok_or_else(|| PolicyError::BadHash {
                 index,
                 value: value.clone(),
             })

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::Limits;
 use crate::metrics::ConnectionLimit;
+use crate::settings::Limits;
 
 /// The per-client and pending-handshake caps of one listener.
 #[derive(Debug)]

@@ -8,17 +8,17 @@ use std::net::IpAddr;
 use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response};
 
-use super::ProxyBody;
+use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::formats;
 use super::refuse::RefusalPage;
 use crate::apps::App;
-use crate::config::ClientCertMode;
 use crate::identity::ClientIdentity;
 use crate::policy::authorization::{Client, DEFAULT_DENIAL, DEFAULT_RULE_LABEL, Decision, Grants};
 use crate::policy::path;
 use crate::policy::rate_limit::{Key, retry_after_seconds};
-use crate::tls::client_auth::RejectWith;
+use crate::settings::ClientCertMode;
+use crate::settings::RejectWith;
 use crate::tls::policy::Refusal;
 
 /// What a connection's client means to its app's policy, computed at the handshake.

@@ -6,7 +6,9 @@ use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 
-use super::ProxyBody;
+use super::body::ProxyBody;
+use super::gap::StallReason;
+use super::upstream::{SendError, UpstreamError};
 
 /// Why certgate answered a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +39,26 @@ pub enum ProxyError {
     )]
     HeadersTooLarge,
     #[error("upstream request failed")]
-    Upstream {
-        source: super::upstream::UpstreamError,
-    },
+    Upstream { source: UpstreamError },
     #[error("upstream response timed out")]
     UpstreamTimeout,
     #[error("draining for shutdown")]
     Draining,
+}
+
+impl From<SendError> for ProxyError {
+    fn from(error: SendError) -> Self {
+        // Who failed decides the status: a client that broke off or stalled its upload is not
+        // the app's fault, though the upstream request fails with it.
+        match error {
+            SendError::ClientBrokeOff => Self::BadRequest {
+                reason: "request body broken off by the client",
+            },
+            SendError::ClientStalled => Self::RequestBodyTimeout,
+            SendError::Timeout => Self::UpstreamTimeout,
+            SendError::Failed(source) => Self::Upstream { source },
+        }
+    }
 }
 
 impl ProxyError {
@@ -88,7 +103,7 @@ impl ProxyError {
     /// The `outcome` logged with this error's access line, when it has one of its own.
     pub fn outcome(&self) -> Option<&'static str> {
         match self {
-            Self::RequestBodyTimeout => Some(super::stall::StallReason::RequestBodyIdle.as_str()),
+            Self::RequestBodyTimeout => Some(StallReason::RequestBodyIdle.as_str()),
             Self::HeadersTooLarge => Some(REQUEST_HEADER_TOO_LARGE),
             Self::BadRequest { .. }
             | Self::CertificateRequired

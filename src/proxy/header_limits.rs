@@ -6,9 +6,8 @@
 
 use http::Request;
 
-use super::ConnectionContext;
-use super::error::{ProxyError, REQUEST_HEADER_TOO_LARGE};
-use crate::config::Limits;
+use super::error::ProxyError;
+use crate::settings::Limits;
 
 /// HPACK's per-field overhead in a header list's size (RFC 9113 section 6.5.2).
 const FIELD_OVERHEAD: usize = 32;
@@ -46,33 +45,4 @@ pub fn check_http2<B>(request: &Request<B>, limits: &Limits) -> Result<(), Proxy
         return Err(ProxyError::HeadersTooLarge);
     }
     Ok(())
-}
-
-/// Logs and counts the request head hyper refused with 431 when `error` (what ended the
-/// connection) says so; such a request never reached the service, so its guard never ran.
-pub fn connection_ended(conn: &ConnectionContext, error: &(dyn std::error::Error + 'static)) {
-    let too_large = error
-        .downcast_ref::<hyper::Error>()
-        .is_some_and(hyper::Error::is_parse_too_large);
-    if !too_large {
-        return;
-    }
-    let code = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.as_u16();
-    conn.app
-        .metrics
-        .request_done(conn.identity.is_some(), code, 0.0);
-    if !conn.apps.access_log {
-        return;
-    }
-    tracing::info!(
-        client.addr = %conn.client_addr,
-        sni = conn.sni.as_deref().unwrap_or(""),
-        app = %conn.app.config.name,
-        client.hash = conn.identity.as_ref().map_or("", |id| id.hash.as_str()),
-        status = code,
-        duration_ms = 0u64,
-        upstream = %conn.app.config.upstream,
-        outcome = REQUEST_HEADER_TOO_LARGE,
-        "request"
-    );
 }

@@ -9,10 +9,11 @@ use http_body_util::{Either, Full};
 
 use rustls_pki_types::{CertificateDer, UnixTime};
 
-use super::ProxyBody;
-use crate::config::{AppConfig, ClientCertMode};
+use super::body::ProxyBody;
+use crate::config::AppConfig;
+use crate::settings::ClientCertMode;
+use crate::settings::RejectWith;
 use crate::tls::FailureReason;
-use crate::tls::client_auth::RejectWith;
 use crate::tls::policy::Refusal;
 
 /// The answers of one refused connection, built once when the connection starts.

@@ -15,31 +15,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::gap::GapClock;
 use super::upstream::UpstreamBody;
-use crate::apps::App;
-
-/// Why a request was cut off mid-body; the `outcome` in logs and the `reason` label of
-/// `certgate_stalled_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StallReason {
-    /// The client sent no request-body bytes for `requestBodyIdleMs`.
-    RequestBodyIdle,
-    /// The app sent no response-body bytes for `upstreamIdleMs`.
-    UpstreamIdle,
-}
-
-impl StallReason {
-    /// Every reason, for metric series that exist at zero.
-    pub const ALL: [Self; 2] = [Self::RequestBodyIdle, Self::UpstreamIdle];
-
-    /// The name used in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RequestBodyIdle => "request_body_idle",
-            Self::UpstreamIdle => "upstream_idle",
-        }
-    }
-}
 
 /// A body cut off because its sender went quiet.
 #[derive(Debug, thiserror::Error)]
@@ -48,38 +25,6 @@ pub enum StallError {
     UpstreamIdle,
     #[error("upstream response body failed")]
     Upstream { source: hyper::Error },
-}
-
-/// The gap clock of one body: armed when the body starts waiting for its sender, disarmed by
-/// every frame that arrives.
-#[derive(Debug)]
-pub(crate) struct GapClock {
-    limit: Duration,
-    waiting: bool,
-}
-
-impl GapClock {
-    pub(crate) fn new(limit: Duration) -> Self {
-        Self {
-            limit,
-            waiting: false,
-        }
-    }
-
-    /// A frame arrived (or the body ended): the next wait starts a new gap.
-    pub(crate) fn frame(&mut self) {
-        self.waiting = false;
-    }
-
-    /// The body is waiting for its sender: starts the gap if this is its first wait, and
-    /// reports whether the gap has lasted `limit`.
-    pub(crate) fn waiting(&mut self, mut timer: Pin<&mut Sleep>, cx: &mut Context<'_>) -> bool {
-        if !self.waiting {
-            self.waiting = true;
-            timer.as_mut().reset(Instant::now() + self.limit);
-        }
-        timer.poll(cx).is_ready()
-    }
 }
 
 pin_project_lite::pin_project! {
@@ -98,11 +43,17 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// Where a stalled response is counted and logged: the connection's app.
+pub trait StallObserver: std::fmt::Debug + Send + Sync {
+    /// The app sent no response-body bytes for `upstreamIdleMs` to `client_addr`.
+    fn upstream_stalled(&self, client_addr: std::net::SocketAddr);
+}
+
 /// What the log line and the counter of a stalled response need (no allocation to make).
 #[derive(Debug)]
 pub struct StallReport {
     /// The connection's app: its name, upstream and metric handles.
-    pub app: std::sync::Arc<App>,
+    pub observer: std::sync::Arc<dyn StallObserver>,
     /// The downstream client.
     pub client_addr: std::net::SocketAddr,
 }
@@ -140,14 +91,7 @@ impl Body for ResponseBody {
                     return Poll::Pending;
                 }
                 if let Some(report) = this.report.take() {
-                    report.app.metrics.stalled(StallReason::UpstreamIdle);
-                    tracing::warn!(
-                        client.addr = %report.client_addr,
-                        app = %report.app.config.name,
-                        upstream = %report.app.config.upstream,
-                        outcome = StallReason::UpstreamIdle.as_str(),
-                        "response body stalled, closing"
-                    );
+                    report.observer.upstream_stalled(report.client_addr);
                 }
                 Poll::Ready(Some(Err(StallError::UpstreamIdle)))
             }

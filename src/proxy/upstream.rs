@@ -26,9 +26,8 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use super::error::ProxyError;
-use super::stall::GapClock;
-use crate::config::{Timeouts, Transport, Upstream};
+use super::gap::GapClock;
+use crate::settings::{Timeouts, Transport, Upstream};
 
 /// How long an unused pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -53,6 +52,19 @@ pub enum UpstreamError {
     H2c {
         source: hyper_util::client::legacy::Error,
     },
+}
+
+/// How sending a request ended without a response; `ProxyError` maps each to its status.
+#[derive(Debug)]
+pub enum SendError {
+    /// The client broke off its request body.
+    ClientBrokeOff,
+    /// The client sent no request-body bytes for `requestBodyIdleMs`.
+    ClientStalled,
+    /// The app's response header did not come within `upstreamResponseMs`.
+    Timeout,
+    /// The exchange with the app failed.
+    Failed(UpstreamError),
 }
 
 /// Sends requests to one upstream over pooled connections.
@@ -139,7 +151,7 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         request: Request<Incoming>,
-    ) -> Result<Response<UpstreamBody>, ProxyError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, body) = request.into_parts();
         let (body, body_sent) = RequestBody::new(body, self.inner.body_idle);
         let client_failed = body.client_failed.clone();
@@ -147,11 +159,9 @@ impl UpstreamClient {
         // the app's fault, though the upstream request fails with it (and the upstream
         // connection, its request unfinished, is closed rather than reused).
         let classify = |source| match client_failed.load(Ordering::Relaxed) {
-            CLIENT_BROKE_OFF => ProxyError::BadRequest {
-                reason: "request body broken off by the client",
-            },
-            CLIENT_STALLED => ProxyError::RequestBodyTimeout,
-            _ => ProxyError::Upstream { source },
+            CLIENT_BROKE_OFF => SendError::ClientBrokeOff,
+            CLIENT_STALLED => SendError::ClientStalled,
+            _ => SendError::Failed(source),
         };
         let request = Request::from_parts(parts, body);
         let response = self.exchange(request);
@@ -165,7 +175,7 @@ impl UpstreamClient {
         }
         match tokio::time::timeout(self.inner.response_timeout, response).await {
             Ok(result) => result.map_err(classify),
-            Err(_) => Err(ProxyError::UpstreamTimeout),
+            Err(_) => Err(SendError::Timeout),
         }
     }
 

@@ -6,10 +6,9 @@ use std::fmt::Write as _;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rustls_pki_types::CertificateDer;
-use sha2::{Digest, Sha256};
 
-use crate::config::XfccFields;
 use crate::identity::LeafNames;
+use crate::settings::XfccFields;
 
 /// Envoy's URL-encoding: every byte but `A-Z a-z 0-9 * - . _` becomes `%XX`, uppercase hex.
 const ENVOY_URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
@@ -19,7 +18,7 @@ const ENVOY_URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_');
 
 /// Builds the header value for a verified chain (leaf first, as the client sent it) whose
-/// leaf hashes to `hash` (see `hash_hex`).
+/// leaf hashes to `hash` (see `identity::hash_hex`).
 /// Every byte of the result is printable ASCII or UTF-8 from the certificate's names; no
 /// control character survives.
 pub fn build(
@@ -62,11 +61,6 @@ pub fn build(
         }
     }
     out
-}
-
-/// SHA-256 of a certificate's DER, 64 lowercase hex digits.
-pub fn hash_hex(der: &[u8]) -> String {
-    hex::encode(Sha256::digest(der))
 }
 
 /// A certificate as PEM (RFC 7468): 64-column base64 lines, `\n` line ends, final `\n`.

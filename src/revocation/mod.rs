@@ -89,16 +89,6 @@ impl Policy {
     }
 }
 
-/// Attaches metrics to every app of `config` that checks revocation and starts their CRL
-/// refresh; called where a config starts serving (start and reload).
-pub fn start(config: &crate::config::Config, metrics: &crate::metrics::Metrics) {
-    for app in &config.apps {
-        if let Some(revocation) = &app.revocation {
-            revocation.start(metrics.revocation(&app.name));
-        }
-    }
-}
-
 /// Why the revocation sources of an app cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

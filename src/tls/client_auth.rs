@@ -8,81 +8,11 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore};
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::FailureReason;
 use super::policy::{self, Policy, Presented, Refusal};
-use crate::config::ClientCertMode;
-use crate::identity::LeafNames;
-
-/// Where trust in a presented certificate can come from; at least one source is set for
-/// `require` and `accept` apps.
-#[derive(Debug, Clone, Default)]
-pub struct Trust {
-    /// CA certificates that issue client certificates.
-    pub roots: Vec<CertificateDer<'static>>,
-    /// CRLs checked against every certificate of a CA-verified chain.
-    pub crls: Vec<CertificateRevocationListDer<'static>>,
-    /// SHA-256 hashes of pinned leaf certificates.
-    pub pins: Vec<[u8; 32]>,
-    /// Forward any certificate within its validity period.
-    pub allow_untrusted: bool,
-}
-
-impl Trust {
-    /// True when no certificate could ever be trusted.
-    pub fn is_empty(&self) -> bool {
-        self.roots.is_empty() && self.pins.is_empty() && !self.allow_untrusted
-    }
-}
-
-/// Allow-lists: when any is set, a trusted leaf must match at least one entry.
-#[derive(Debug, Clone, Default)]
-pub struct AllowList {
-    /// RFC 4514 subject strings.
-    pub subjects: Vec<String>,
-    /// DNS SANs, normalized.
-    pub dns_sans: Vec<String>,
-    /// URI SANs.
-    pub uri_sans: Vec<String>,
-}
-
-impl AllowList {
-    /// True when no allow-list is set.
-    pub fn is_empty(&self) -> bool {
-        self.subjects.is_empty() && self.dns_sans.is_empty() && self.uri_sans.is_empty()
-    }
-
-    /// Whether the leaf matches an entry; a name only ever matches an entry of its own type.
-    pub fn permits(&self, names: &LeafNames) -> bool {
-        self.subjects.contains(&names.subject)
-            || names
-                .dns
-                .iter()
-                .any(|dns| self.dns_sans.contains(&crate::tls::sni::normalize(dns)))
-            || names.uris.iter().any(|uri| self.uri_sans.contains(uri))
-    }
-}
-
-/// How a refused certificate reaches the client (`rejectWith`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RejectWith {
-    /// Fail the handshake with a TLS alert.
-    #[default]
-    Tls,
-    /// Complete the handshake and answer every request with 495 or 496; nothing reaches the app.
-    Http,
-}
-
-impl RejectWith {
-    /// The value as written in configs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tls => "tls",
-            Self::Http => "http",
-        }
-    }
-}
+use crate::settings::{ClientCertMode, RejectWith};
 
 /// The verifier for an app, or `None` in `ignore` mode. With `RejectWith::Http` a certificate
 /// the policy refuses still completes the handshake (its proof of possession is checked all the

@@ -17,8 +17,8 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::x509::X509Version;
 
 use super::FailureReason;
-use super::client_auth::{AllowList, Trust};
 use crate::identity::{LeafNames, rfc4514};
+use crate::settings::{AllowList, Trust};
 
 /// One app's policy for presented certificates (modes aside: `evaluate` only runs when a
 /// certificate was presented).
@@ -81,14 +81,14 @@ impl Presented {
             subject: rfc4514(leaf.subject()),
             issuer: rfc4514(leaf.issuer()),
             serial: leaf.raw_serial_as_string(),
-            hash: crate::proxy::xfcc::hash_hex(der),
+            hash: crate::identity::hash_hex(der),
         }
     }
 
     /// For a leaf that does not even parse: only its hash.
     pub fn unparsable(der: &[u8]) -> Self {
         Self {
-            hash: crate::proxy::xfcc::hash_hex(der),
+            hash: crate::identity::hash_hex(der),
             ..Self::default()
         }
     }
@@ -217,7 +217,7 @@ impl Policy {
                 refuse(reason, describe(&error, &presented), error)
             })?;
         let names = LeafNames::of(&leaf);
-        if !self.allow.is_empty() && !self.allow.permits(&names) {
+        if !self.allow.is_empty() && !permits(&self.allow, &names) {
             return Err(refuse(
                 FailureReason::NotAllowed,
                 not_allowed_detail(&names),
@@ -412,4 +412,15 @@ pub async fn watch<F: Future>(handshake: F) -> (F::Output, Option<Box<Refusal>>)
 /// Records a refusal for `watch`; does nothing outside it.
 pub(crate) fn record(refusal: Box<Refusal>) {
     let _ = LAST_REFUSAL.try_with(|slot| *slot.borrow_mut() = Some(refusal));
+}
+
+/// Whether the leaf matches an allow-list entry; a name only ever matches an entry of its own
+/// type.
+fn permits(allow: &AllowList, names: &LeafNames) -> bool {
+    allow.subjects.contains(&names.subject)
+        || names
+            .dns
+            .iter()
+            .any(|dns| allow.dns_sans.contains(&super::sni::normalize(dns)))
+        || names.uris.iter().any(|uri| allow.uri_sans.contains(uri))
 }

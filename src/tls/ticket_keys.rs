@@ -13,8 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use rustls::server::ProducesTickets;
 use sha2::{Digest as _, Sha256};
 
-use super::client_auth::{AllowList, Trust};
-use crate::config::ClientCertMode;
+use crate::settings::{AllowList, ClientCertMode, Trust};
 
 /// Bytes of secret in one shared key (a line of the key file, base64-decoded).
 pub const KEY_BYTES: usize = 32;

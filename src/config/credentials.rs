@@ -1,0 +1,296 @@
+//! The files an app names, read into trust and a server certificate: CA bundles, CRLs,
+//! pins and allow-lists, PEM or PKCS#12 server certificates and session ticket keys.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+use super::checks::{self, Finding, Severity};
+use super::error::ConfigError;
+use super::file::{FileClientAuth, FileServerCertificate};
+use super::load::Loader;
+use super::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
+use super::values::revocation_policy;
+use crate::identity::parse_sha256;
+use crate::revocation::Revocation;
+use crate::settings::{AllowList, ClientCertMode, Trust};
+
+impl Loader<'_> {
+    pub(super) fn client_auth(
+        &mut self,
+        app: &str,
+        mode: ClientCertMode,
+        file: &FileClientAuth,
+    ) -> Result<(Trust, AllowList, Option<Arc<Revocation>>), ConfigError> {
+        let configured = !file.trusted_ca_files.is_empty()
+            || !file.crl_files.is_empty()
+            || file.revocation.is_some()
+            || !file.allowed_hashes.is_empty()
+            || file.allow_untrusted
+            || !file.allowed_subjects.is_empty()
+            || !file.allowed_dns_sans.is_empty()
+            || !file.allowed_uri_sans.is_empty();
+        if mode == ClientCertMode::Ignore {
+            if configured {
+                return Err(ConfigError::ClientAuthIgnored {
+                    app: app.to_owned(),
+                    what: self.keys.client_auth,
+                    advice: self.keys.ignored_advice,
+                });
+            }
+            return Ok((Trust::default(), AllowList::default(), None));
+        }
+        // `clientAuth.crlFiles` is an alias of `clientAuth.revocation.crlFiles`.
+        let file_revocation = file.revocation.clone().unwrap_or_default();
+        let crl_files: Vec<PathBuf> = file
+            .crl_files
+            .iter()
+            .chain(&file_revocation.crl_files)
+            .cloned()
+            .collect();
+        if file.revocation.is_some() && file.trusted_ca_files.is_empty() {
+            return Err(ConfigError::RevocationWithoutCa {
+                app: app.to_owned(),
+            });
+        }
+        let revocation_policy = revocation_policy(app, &file_revocation)?;
+        if !crl_files.is_empty() && file.trusted_ca_files.is_empty() {
+            return Err(ConfigError::CrlWithoutCa {
+                app: app.to_owned(),
+                crl: self.keys.crl,
+                ca: self.keys.trusted_ca,
+            });
+        }
+        let mut roots = Vec::new();
+        for path in &file.trusted_ca_files {
+            let certificates = self.certificates(path)?;
+            for (index, certificate) in certificates.iter().enumerate() {
+                crate::tls::client_auth::check_trust_anchor(certificate).map_err(|source| {
+                    ConfigError::BadCa {
+                        path: self.resolve(path),
+                        number: index + 1,
+                        source,
+                    }
+                })?;
+                if let Some(finding) =
+                    checks::non_ca(app, &self.resolve(path), index + 1, certificate)
+                {
+                    self.findings.push(finding);
+                }
+            }
+            roots.extend(certificates);
+        }
+        let mut crls = Vec::new();
+        let mut crl_sources = Vec::new();
+        for path in &crl_files {
+            let loaded = self.crls(path)?;
+            let name = self.resolve(path).display().to_string();
+            for (index, crl) in loaded.iter().enumerate() {
+                let source = if index == 0 {
+                    name.clone()
+                } else {
+                    format!("{name}#{index}")
+                };
+                crl_sources.push((source, crl.as_ref().to_vec()));
+            }
+            crls.extend(loaded);
+        }
+        // Beyond crlFiles, every CRL is checked after the handshake, by one checker.
+        let revocation = if revocation_policy.needs_checker() {
+            crls.clear();
+            let revocation = Revocation::load(
+                app,
+                revocation_policy,
+                &roots,
+                crl_sources,
+                self.provider.signature_verification_algorithms,
+            )
+            .map_err(|source| ConfigError::Revocation {
+                app: app.to_owned(),
+                source,
+            })?;
+            Some(Arc::new(revocation))
+        } else {
+            None
+        };
+        let pins = file
+            .allowed_hashes
+            .iter()
+            .map(|value| {
+                parse_sha256(value).ok_or_else(|| ConfigError::BadHash {
+                    app: app.to_owned(),
+                    key: self.keys.hashes,
+                    value: value.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let trust = Trust {
+            roots,
+            crls,
+            pins,
+            allow_untrusted: file.allow_untrusted,
+        };
+        if trust.is_empty() {
+            return Err(ConfigError::NoTrustSource {
+                app: app.to_owned(),
+                mode: mode.as_str(),
+                advice: self.keys.no_trust_advice,
+            });
+        }
+        for entry in &file.allowed_subjects {
+            match checks::subject_entry(entry) {
+                Ok(None) => {}
+                Ok(Some(warning)) => self.findings.push(Finding {
+                    severity: Severity::Warning,
+                    app: app.to_owned(),
+                    message: warning,
+                }),
+                Err(error) => {
+                    return Err(ConfigError::BadSubject {
+                        app: app.to_owned(),
+                        key: self.keys.subjects,
+                        value: entry.clone(),
+                        suggestion: error.suggestion,
+                    });
+                }
+            }
+        }
+        let allow = AllowList {
+            subjects: file.allowed_subjects.clone(),
+            dns_sans: file
+                .allowed_dns_sans
+                .iter()
+                .map(|name| crate::tls::sni::normalize(name))
+                .collect(),
+            uri_sans: file.allowed_uri_sans.clone(),
+        };
+        Ok((trust, allow, revocation))
+    }
+
+    pub(super) fn server_certificate(
+        &mut self,
+        app: &str,
+        file: &FileServerCertificate,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConfigError> {
+        let shape_error = || ConfigError::ServerCertificateShape {
+            app: app.to_owned(),
+        };
+        let (chain, key) = match file {
+            FileServerCertificate {
+                cert_file: Some(cert_file),
+                key_file: Some(key_file),
+                pkcs12_file: None,
+                password_file: None,
+                password_env: None,
+            } => {
+                let chain = self.certificates(cert_file)?;
+                let key_path = self.resolve(key_file);
+                let key_bytes = self.read(key_file)?;
+                let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|source| {
+                    let encrypted = contains(&key_bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+                        || contains(&key_bytes, b"Proc-Type: 4,ENCRYPTED");
+                    match source {
+                        _ if encrypted => ConfigError::EncryptedKey {
+                            path: key_path.clone(),
+                        },
+                        pem::Error::NoItemsFound if key_bytes.first() == Some(&0x30) => {
+                            ConfigError::Der {
+                                path: key_path.clone(),
+                                what: "private key",
+                                tool: "openssl pkey",
+                            }
+                        }
+                        pem::Error::NoItemsFound => ConfigError::NoPemItem {
+                            path: key_path.clone(),
+                            what: "private key",
+                            label: "PRIVATE KEY",
+                        },
+                        source => ConfigError::Pem {
+                            path: key_path.clone(),
+                            what: "private key",
+                            number: 1,
+                            problem: pem_problem(&source),
+                        },
+                    }
+                })?;
+                match rustls::sign::CertifiedKey::from_der(
+                    chain.clone(),
+                    key.clone_key(),
+                    &self.provider,
+                ) {
+                    Ok(_) => {}
+                    Err(rustls::Error::InconsistentKeys(_)) => {
+                        return Err(ConfigError::KeyMismatch {
+                            cert_file: self.resolve(cert_file),
+                            key_file: key_path,
+                        });
+                    }
+                    Err(source) => {
+                        return Err(ConfigError::BadKey {
+                            path: key_path,
+                            source,
+                        });
+                    }
+                }
+                (chain, key)
+            }
+            FileServerCertificate {
+                cert_file: None,
+                key_file: None,
+                pkcs12_file: Some(pkcs12_file),
+                password_file,
+                password_env,
+            } => {
+                let password = match (password_file, password_env) {
+                    (Some(path), None) => {
+                        let bytes = self.read(path)?;
+                        String::from_utf8_lossy(&bytes)
+                            .trim_end_matches(['\r', '\n'])
+                            .to_owned()
+                    }
+                    (None, Some(name)) => std::env::var(name)
+                        .map_err(|_| ConfigError::MissingPasswordEnv { name: name.clone() })?,
+                    _ => return Err(shape_error()),
+                };
+                let der = self.read(pkcs12_file)?;
+                crate::tls::pkcs12::load(&der, &password).map_err(|source| ConfigError::Pkcs12 {
+                    path: self.resolve(pkcs12_file),
+                    source,
+                })?
+            }
+            _ => return Err(shape_error()),
+        };
+        Ok((chain, key))
+    }
+
+    /// Every certificate of a PEM bundle, each checked to parse as X.509.
+    pub(super) fn certificates(
+        &mut self,
+        path: &Path,
+    ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        let full = self.resolve(path);
+        let bytes = self.read(path)?;
+        let certificates = pem_items::<CertificateDer<'static>>(&bytes, &full, CERTIFICATE)?;
+        for (index, certificate) in certificates.iter().enumerate() {
+            if let Err(error) = x509_parser::parse_x509_certificate(certificate) {
+                return Err(ConfigError::BadCertificate {
+                    path: full,
+                    number: index + 1,
+                    reason: error.to_string(),
+                });
+            }
+        }
+        Ok(certificates)
+    }
+
+    pub(super) fn crls(
+        &mut self,
+        path: &Path,
+    ) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+        let full = self.resolve(path);
+        let bytes = self.read(path)?;
+        pem_items::<CertificateRevocationListDer<'static>>(&bytes, &full, CRL)
+    }
+}

@@ -1,0 +1,269 @@
+//! Why a config cannot be used, with the names a person wrote the settings under.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::policy::PolicyError;
+use crate::proxy_protocol::TrustedSourceError;
+use crate::tls::sni::InvalidHost;
+use crate::tls::ticket_keys::TicketKeyError;
+
+/// The names a person wrote the settings under, so errors speak the config file's keys or the
+/// sidecar's flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keys {
+    pub(super) mode: &'static str,
+    pub(super) trusted_ca: &'static str,
+    pub(super) crl: &'static str,
+    pub(super) hashes: &'static str,
+    pub(super) subjects: &'static str,
+    pub(super) fields: &'static str,
+    pub(super) reject_with: &'static str,
+    pub(super) client_auth: &'static str,
+    pub(super) no_trust_advice: &'static str,
+    pub(super) ignored_advice: &'static str,
+}
+
+/// The config file's keys.
+pub const FILE_KEYS: Keys = Keys {
+    mode: "clientCertificateMode",
+    trusted_ca: "trustedCaFiles",
+    crl: "crlFiles",
+    hashes: "allowedHashes",
+    subjects: "allowedSubjects",
+    fields: "forwardClientCert.fields",
+    reject_with: "rejectWith",
+    client_auth: "clientAuth settings",
+    no_trust_advice: "set trustedCaFiles, allowedHashes or allowUntrusted",
+    ignored_advice: "remove them or pick require/accept",
+};
+
+/// The sidecar's flags.
+pub const FLAG_KEYS: Keys = Keys {
+    mode: "--client-cert-mode",
+    trusted_ca: "--client-ca",
+    crl: "--crl",
+    hashes: "--allowed-hash",
+    subjects: "--allowed-subject",
+    fields: "--forward-fields",
+    reject_with: "--reject-with",
+    client_auth: "client-certificate flags",
+    no_trust_advice: "pass --client-ca, --allowed-hash or --allow-untrusted",
+    ignored_advice: "remove them or pass --client-cert-mode require (or accept)",
+};
+
+/// hyper's HTTP/1.1 read buffer cannot be smaller than this.
+pub(super) const MIN_REQUEST_HEADER_BYTES: usize = 8192;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is empty")]
+    Empty { path: PathBuf },
+    #[error("{path} is not valid config JSON")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path}: {what} {number} is malformed PEM: {problem}; export it again as PEM")]
+    Pem {
+        path: PathBuf,
+        what: &'static str,
+        number: usize,
+        problem: String,
+    },
+    #[error("{path} holds no {what} (no \"-----BEGIN {label}-----\" line)")]
+    NoPemItem {
+        path: PathBuf,
+        what: &'static str,
+        label: &'static str,
+    },
+    #[error(
+        "{path} is a DER (binary) {what}; certgate reads PEM: convert it with `{tool} -inform der -outform pem -in {path} -out {path}.pem`"
+    )]
+    Der {
+        path: PathBuf,
+        what: &'static str,
+        tool: &'static str,
+    },
+    #[error(
+        "{path} holds an encrypted private key; certgate needs it unencrypted: `openssl pkcs8 -topk8 -nocrypt -in {path} -out key.pem` (then keep key.pem readable only by certgate)"
+    )]
+    EncryptedKey { path: PathBuf },
+    #[error("certificate {number} in {path} cannot be parsed: {reason}")]
+    BadCertificate {
+        path: PathBuf,
+        number: usize,
+        reason: String,
+    },
+    #[error("{path}: certificate {number} is not a usable CA certificate")]
+    BadCa {
+        path: PathBuf,
+        number: usize,
+        source: rustls::Error,
+    },
+    #[error("the private key in {key_file} does not match the certificate in {cert_file}")]
+    KeyMismatch {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
+    #[error("the private key in {path} cannot be used")]
+    BadKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("cannot load PKCS#12 file {path}")]
+    Pkcs12 {
+        path: PathBuf,
+        source: crate::tls::pkcs12::Pkcs12Error,
+    },
+    #[error("environment variable {name} (passwordEnv) is not set")]
+    MissingPasswordEnv { name: String },
+    #[error("no apps are configured")]
+    NoApps,
+    #[error("an app has an empty name")]
+    EmptyName,
+    #[error("two apps are named {name:?}")]
+    DuplicateName { name: String },
+    #[error("app {app:?}")]
+    Host { app: String, source: InvalidHost },
+    #[error("host {host:?} is claimed by both app {first:?} and app {second:?}")]
+    DuplicateHost {
+        host: String,
+        first: String,
+        second: String,
+    },
+    #[error("apps {first:?} and {second:?} both have no hosts; only one catch-all app is allowed")]
+    DuplicateCatchAll { first: String, second: String },
+    #[error("app {app:?} has neither upstream nor ingress.targetPort")]
+    MissingUpstream { app: String },
+    #[error("app {app:?}: upstream {value:?} must be http://host:port with no path")]
+    BadUpstream { app: String, value: String },
+    #[error("app {app:?}: unknown ingress.transport {value:?} (expected auto, http or http2)")]
+    UnknownTransport { app: String, value: String },
+    #[error("unknown {key} {value:?} (expected require, accept or ignore)")]
+    UnknownMode { key: &'static str, value: String },
+    #[error("app {app:?}: unknown {key} {value:?} (expected require, accept or ignore)")]
+    Mode {
+        app: String,
+        key: &'static str,
+        value: String,
+    },
+    #[error("app {app:?} is in {mode} mode but has no trust source: {advice}")]
+    NoTrustSource {
+        app: String,
+        mode: &'static str,
+        advice: &'static str,
+    },
+    #[error("app {app:?} is in ignore mode, where {what} have no effect: {advice}")]
+    ClientAuthIgnored {
+        app: String,
+        what: &'static str,
+        advice: &'static str,
+    },
+    #[error("app {app:?}: {crl} needs {ca} (CRLs only apply to CA-verified chains)")]
+    CrlWithoutCa {
+        app: String,
+        crl: &'static str,
+        ca: &'static str,
+    },
+    #[error(
+        "app {app:?}: clientAuth.revocation needs trustedCaFiles (revocation only applies to CA-verified chains)"
+    )]
+    RevocationWithoutCa { app: String },
+    #[error(
+        "app {app:?}: {field} {value:?} must be an http:// URL (CRLs and OCSP answers are signed; https is not supported)"
+    )]
+    BadRevocationUrl {
+        app: String,
+        field: &'static str,
+        value: String,
+    },
+    #[error(
+        "app {app:?}: unknown clientAuth.revocation.ocsp {value:?} (expected off, leaf or chain)"
+    )]
+    UnknownOcspMode { app: String, value: String },
+    #[error(
+        "app {app:?}: unknown clientAuth.revocation.onUnknown {value:?} (expected refuse or allow)"
+    )]
+    UnknownOnUnknown { app: String, value: String },
+    #[error("app {app:?}: clientAuth.revocation.refreshMs must be at least 1000")]
+    RefreshTooShort { app: String },
+    #[error("app {app:?}: revocation")]
+    Revocation {
+        app: String,
+        source: crate::revocation::LoadError,
+    },
+    #[error("app {app:?}: {key} value {value:?} is not a SHA-256 hash (64 hex digits)")]
+    BadHash {
+        app: String,
+        key: &'static str,
+        value: String,
+    },
+    #[error(
+        "app {app:?}: {key} value {value:?} is not an RFC 4514 subject; certgate reads RFC 4514, most specific RDN first{}",
+        suggestion.as_ref().map(|s| format!(": {s}")).unwrap_or_else(|| " (e.g. CN=alice,O=Acme)".to_owned())
+    )]
+    BadSubject {
+        app: String,
+        key: &'static str,
+        value: String,
+        suggestion: Option<String>,
+    },
+    #[error(
+        "app {app:?}: unknown {key} value {value:?} (expected Hash, Cert, Chain, Subject, URI or DNS)"
+    )]
+    UnknownXfccField {
+        app: String,
+        key: &'static str,
+        value: String,
+    },
+    #[error("app {app:?}: unknown {key} {value:?} (expected tls or http)")]
+    UnknownRejectWith {
+        app: String,
+        key: &'static str,
+        value: String,
+    },
+    #[error("admin {admin} overlaps listen {listen}: put the admin listener on another port")]
+    AdminOverlapsListen {
+        admin: SocketAddr,
+        listen: SocketAddr,
+    },
+    #[error(
+        "app {app:?}: serverCertificate needs certFile and keyFile, or pkcs12File with passwordFile or passwordEnv"
+    )]
+    ServerCertificateShape { app: String },
+    #[error("app {app:?}: {source}")]
+    Policy { app: String, source: PolicyError },
+    #[error("app {app:?}: cannot build the client certificate verifier")]
+    Verifier {
+        app: String,
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("app {app:?}: cannot build the TLS configuration")]
+    Tls { app: String, source: rustls::Error },
+    #[error("{field} {value:?} is not an IP:port socket address")]
+    BadAddress { field: &'static str, value: String },
+    #[error("{field} must be greater than zero")]
+    Zero { field: &'static str },
+    #[error("limits.maxRequestHeaderBytes must be at least {MIN_REQUEST_HEADER_BYTES}")]
+    HeaderLimitTooSmall,
+    #[error("timeouts.clientHelloMs must not be longer than timeouts.handshakeMs")]
+    ClientHelloLongerThanHandshake,
+    #[error("session ticket key file {path} cannot be used")]
+    TicketKeys {
+        path: PathBuf,
+        source: TicketKeyError,
+    },
+    #[error(
+        "app {app:?} sets sessionTickets and sessionResumption false: remove one (false turns resumption off)"
+    )]
+    TicketsWithoutResumption { app: String },
+    #[error("proxyProtocol.trustedSources")]
+    TrustedSources { source: TrustedSourceError },
+}

@@ -1,0 +1,366 @@
+//! Reading a config file or the sidecar flags into a validated `Config`: every file named is
+//! read once, every certificate parsed and every app's rustls config built, so a `Config` that
+//! exists can be served.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::CertificateDer;
+
+use super::checks::{self, Finding, Severity};
+use super::error::{ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
+use super::file::{FileApp, FileClientAuth, FileConfig, FileSessionTickets};
+use super::model::{AppConfig, Config};
+use super::pem_files::{CERTIFICATE, pem_items};
+use super::policy::{self};
+use super::values::{DEFAULT_LISTEN, address, limits, timeouts, upstream, xfcc_fields};
+use crate::proxy_protocol::ProxyProtocol;
+use crate::settings::{
+    AllowList, ClientCertMode, RejectWith, SessionResumption, Trust, XfccFields,
+};
+use crate::tls::policy::Policy;
+use crate::tls::server_config::Resumption;
+use crate::tls::sni::HostPattern;
+use crate::tls::ticket_keys::TicketKeys;
+
+impl Config {
+    /// Reads and validates a config file; relative paths in it are resolved against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = read(path)?;
+        let file: FileConfig =
+            serde_json::from_slice(&text).map_err(|source| ConfigError::Json {
+                path: path.to_owned(),
+                source,
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut config = Self::from_file(file, base)?;
+        config.files.insert(0, path.to_owned());
+        Ok(config)
+    }
+
+    /// Validates a file model (from a config file or built from sidecar flags); relative paths
+    /// are resolved against `base`.
+    pub fn from_file(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
+        Self::from_model(file, base, FILE_KEYS)
+    }
+
+    /// Like `from_file`, for a model built from the sidecar's flags: errors name the flags.
+    pub fn from_flags(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
+        Self::from_model(file, base, FLAG_KEYS)
+    }
+
+    fn from_model(file: FileConfig, base: &Path, keys: Keys) -> Result<Self, ConfigError> {
+        let mut loader = Loader::new(base, keys);
+        loader.session_tickets = file.session_tickets.as_ref();
+        if file.apps.is_empty() {
+            return Err(ConfigError::NoApps);
+        }
+        let limits = limits(&file.limits)?;
+        let mut apps: Vec<Arc<AppConfig>> = Vec::with_capacity(file.apps.len());
+        let mut hosts: HashMap<String, String> = HashMap::new();
+        let mut catch_all: Option<String> = None;
+        for file_app in &file.apps {
+            let app = loader.app(file_app)?;
+            if apps.iter().any(|other| other.name == app.name) {
+                return Err(ConfigError::DuplicateName { name: app.name });
+            }
+            if app.hosts.is_empty() {
+                if let Some(first) = catch_all.replace(app.name.clone()) {
+                    return Err(ConfigError::DuplicateCatchAll {
+                        first,
+                        second: app.name,
+                    });
+                }
+            }
+            for host in &app.hosts {
+                if let Some(first) = hosts.insert(host.to_string(), app.name.clone()) {
+                    return Err(ConfigError::DuplicateHost {
+                        host: host.to_string(),
+                        first,
+                        second: app.name,
+                    });
+                }
+            }
+            apps.push(Arc::new(app));
+        }
+        let config = Self {
+            listen: address("listen", file.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?,
+            admin: file
+                .admin
+                .as_deref()
+                .map(|value| address("admin", value))
+                .transpose()?,
+            apps,
+            timeouts: timeouts(&file.timeouts)?,
+            limits,
+            access_log: file.access_log.unwrap_or(true),
+            proxy_protocol: file
+                .proxy_protocol
+                .as_ref()
+                .map(|proxy| ProxyProtocol::new(&proxy.trusted_sources).map(Arc::new))
+                .transpose()
+                .map_err(|source| ConfigError::TrustedSources { source })?,
+            files: loader.files,
+            findings: loader.findings,
+        };
+        config.check_listeners()?;
+        Ok(config)
+    }
+
+    /// Refuses an admin listener that would collide with the mTLS listener.
+    pub fn check_listeners(&self) -> Result<(), ConfigError> {
+        match self.admin {
+            Some(admin) if checks::overlaps(admin, self.listen) => {
+                Err(ConfigError::AdminOverlapsListen {
+                    admin,
+                    listen: self.listen,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a finding is an error, for `certgate check`'s exit code.
+    pub fn has_error_findings(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|finding| finding.severity == Severity::Error)
+    }
+}
+
+/// The trust sources and allow-lists of `clientAuth` alone (no server certificate, no app),
+/// for `certgate explain`'s sidecar form; relative paths are resolved against `base`.
+pub fn client_policy(
+    file: &FileClientAuth,
+    mode: ClientCertMode,
+    base: &Path,
+    keys: Keys,
+) -> Result<(Trust, AllowList), ConfigError> {
+    let (trust, allow, _revocation) = Loader::new(base, keys).client_auth("app", mode, file)?;
+    Ok((trust, allow))
+}
+
+/// Every certificate of a PEM file, leaf first, without judging them (for `certgate explain`,
+/// which judges them itself).
+pub fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    pem_items(&read(path)?, path, CERTIFICATE)
+}
+
+/// `--forward-fields` as XFCC fields.
+pub fn forward_fields(names: Option<&[String]>) -> Result<XfccFields, ConfigError> {
+    xfcc_fields("app", FLAG_KEYS.fields, names)
+}
+
+/// Reads files relative to the config's folder and remembers each one read.
+pub(super) struct Loader<'a> {
+    pub(super) base: &'a Path,
+    pub(super) files: Vec<PathBuf>,
+    pub(super) provider: Arc<CryptoProvider>,
+    pub(super) keys: Keys,
+    pub(super) findings: Vec<Finding>,
+    /// The top-level `sessionTickets`, for apps that set none.
+    pub(super) session_tickets: Option<&'a FileSessionTickets>,
+    /// Key files read so far (several apps usually share one).
+    pub(super) ticket_keys: HashMap<PathBuf, TicketKeys>,
+}
+
+impl<'a> Loader<'a> {
+    pub(super) fn new(base: &'a Path, keys: Keys) -> Self {
+        Self {
+            base,
+            files: Vec::new(),
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            keys,
+            findings: Vec::new(),
+            session_tickets: None,
+            ticket_keys: HashMap::new(),
+        }
+    }
+
+    fn app(&mut self, file: &FileApp) -> Result<AppConfig, ConfigError> {
+        let name = file.name.trim().to_owned();
+        if name.is_empty() {
+            return Err(ConfigError::EmptyName);
+        }
+        let hosts = file
+            .hosts
+            .iter()
+            .map(|host| HostPattern::parse(host))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| ConfigError::Host {
+                app: name.clone(),
+                source,
+            })?;
+        let upstream = upstream(&name, file)?;
+        let mode = match &file.ingress.client_certificate_mode {
+            Some(value) => value.parse().map_err(|_| ConfigError::Mode {
+                app: name.clone(),
+                key: self.keys.mode,
+                value: value.clone(),
+            })?,
+            None => ClientCertMode::Require,
+        };
+        let (trust, allow, revocation) = self.client_auth(&name, mode, &file.client_auth)?;
+        let xfcc_fields = xfcc_fields(
+            &name,
+            self.keys.fields,
+            file.forward_client_cert.fields.as_deref(),
+        )?;
+        let reject_with = match file.reject_with.as_deref().map(str::to_ascii_lowercase) {
+            None => RejectWith::Tls,
+            Some(value) => match value.as_str() {
+                "tls" => RejectWith::Tls,
+                "http" => RejectWith::Http,
+                _ => {
+                    return Err(ConfigError::UnknownRejectWith {
+                        app: name,
+                        key: self.keys.reject_with,
+                        value,
+                    });
+                }
+            },
+        };
+        let request_policy =
+            policy::app_policy(file, mode).map_err(|source| ConfigError::Policy {
+                app: name.clone(),
+                source,
+            })?;
+        let (server_chain, key) = self.server_certificate(&name, &file.server_certificate)?;
+        if let (Some(leaf), Some(cert_file)) = (
+            server_chain.first(),
+            file.server_certificate
+                .cert_file
+                .as_ref()
+                .or(file.server_certificate.pkcs12_file.as_ref()),
+        ) {
+            let cert_file = self.resolve(cert_file);
+            self.findings
+                .extend(checks::host_coverage(&name, &hosts, leaf, &cert_file));
+        }
+        let policy = match mode {
+            ClientCertMode::Ignore => None,
+            ClientCertMode::Require | ClientCertMode::Accept => Some(Arc::new(
+                Policy::new(trust.clone(), allow.clone(), &self.provider).map_err(|source| {
+                    ConfigError::Verifier {
+                        app: name.clone(),
+                        source,
+                    }
+                })?,
+            )),
+        };
+        // With exclusion paths a `require` app asks for a certificate without demanding one at
+        // the handshake; the proxy then refuses certificate-less requests outside those paths.
+        let tls_mode =
+            if mode == ClientCertMode::Require && !request_policy.exclusion_paths.is_empty() {
+                ClientCertMode::Accept
+            } else {
+                mode
+            };
+        let verifier = policy.as_ref().and_then(|policy| {
+            crate::tls::client_auth::verifier(tls_mode, policy, reject_with, &self.provider)
+        });
+        let (session_resumption, resumption) =
+            self.resumption(&name, mode, &trust, &allow, file)?;
+        let tls = crate::tls::server_config::build(
+            self.provider.clone(),
+            verifier,
+            server_chain.clone(),
+            key,
+            resumption,
+        )
+        .map_err(|source| ConfigError::Tls {
+            app: name.clone(),
+            source,
+        })?;
+        Ok(AppConfig {
+            name,
+            hosts,
+            upstream,
+            mode,
+            trust,
+            allow,
+            policy,
+            reject_with,
+            xfcc_fields,
+            request_policy,
+            server_chain,
+            session_resumption,
+            tls,
+            revocation,
+        })
+    }
+
+    /// The app's resumption setting and the rustls side of it: off, process keys, or keys
+    /// derived from the shared key file for this app's name and trust.
+    fn resumption(
+        &mut self,
+        app: &str,
+        mode: ClientCertMode,
+        trust: &Trust,
+        allow: &AllowList,
+        file: &FileApp,
+    ) -> Result<(SessionResumption, Resumption), ConfigError> {
+        if file.session_resumption == Some(false) {
+            if file.session_tickets.is_some() {
+                return Err(ConfigError::TicketsWithoutResumption {
+                    app: app.to_owned(),
+                });
+            }
+            return Ok((SessionResumption::Off, Resumption::Off));
+        }
+        let Some(tickets) = file.session_tickets.as_ref().or(self.session_tickets) else {
+            return Ok((SessionResumption::ProcessKeys, Resumption::ProcessKeys));
+        };
+        let path = self.resolve(&tickets.key_file);
+        let keys = match self.ticket_keys.get(&path) {
+            Some(keys) => keys.clone(),
+            None => {
+                let keys = TicketKeys::parse(&self.read(&tickets.key_file)?).map_err(|source| {
+                    ConfigError::TicketKeys {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                self.ticket_keys.insert(path.clone(), keys.clone());
+                keys
+            }
+        };
+        let fingerprint = crate::tls::ticket_keys::trust_fingerprint(mode, trust, allow);
+        let ticketer =
+            keys.ticketer(app, &fingerprint)
+                .map_err(|source| ConfigError::TicketKeys {
+                    path: path.clone(),
+                    source,
+                })?;
+        Ok((
+            SessionResumption::SharedKeys { key_file: path },
+            Resumption::SharedKeys(ticketer),
+        ))
+    }
+
+    pub(super) fn resolve(&self, path: &Path) -> PathBuf {
+        self.base.join(path)
+    }
+
+    pub(super) fn read(&mut self, path: &Path) -> Result<Vec<u8>, ConfigError> {
+        let full = self.resolve(path);
+        let bytes = read(&full)?;
+        self.files.push(full);
+        Ok(bytes)
+    }
+}
+
+pub(super) fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,300 @@
+//! The single values of a config: addresses, durations, limits, the upstream URL, XFCC
+//! fields, revocation settings and SHA-256 pins, each checked on its own.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::error::{ConfigError, MIN_REQUEST_HEADER_BYTES};
+use super::file::{FileApp, FileLimits, FileRevocation, FileTimeouts};
+use crate::revocation::{OcspMode, OnUnknown, Policy as RevocationPolicy};
+use crate::settings::{Limits, Timeouts, Transport, Upstream, XfccFields};
+
+/// Where the mTLS listener binds when the config names no `listen`.
+pub(super) const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+
+pub(super) fn upstream(app: &str, file: &FileApp) -> Result<Upstream, ConfigError> {
+    let transport = match file
+        .ingress
+        .transport
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+    {
+        None => Transport::Http1,
+        Some(value) => match value.as_str() {
+            "auto" | "http" => Transport::Http1,
+            "http2" => Transport::Http2,
+            _ => {
+                return Err(ConfigError::UnknownTransport {
+                    app: app.to_owned(),
+                    value,
+                });
+            }
+        },
+    };
+    let value = match (&file.upstream, file.ingress.target_port) {
+        (Some(upstream), _) => upstream.clone(),
+        (None, Some(port)) => format!("http://127.0.0.1:{port}"),
+        (None, None) => {
+            return Err(ConfigError::MissingUpstream {
+                app: app.to_owned(),
+            });
+        }
+    };
+    let bad = || ConfigError::BadUpstream {
+        app: app.to_owned(),
+        value: value.clone(),
+    };
+    let uri: http::Uri = value.parse().map_err(|_| bad())?;
+    let path_is_root = matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/"));
+    let (Some("http"), Some(authority), true) = (uri.scheme_str(), uri.authority(), path_is_root)
+    else {
+        return Err(bad());
+    };
+    // Credentials would never be sent and would be printed in every log line; an explicit
+    // port must be a valid, non-zero one (the `http` crate reads `:99999` as "no port").
+    let explicit_port = authority.as_str() != authority.host();
+    let port = match authority.port_u16() {
+        Some(0) => return Err(bad()),
+        Some(port) => port,
+        None if explicit_port => return Err(bad()),
+        None => 80,
+    };
+    if authority.as_str().contains('@') || value.contains('#') {
+        return Err(bad());
+    }
+    Ok(Upstream {
+        authority: format!("{}:{port}", authority.host())
+            .parse()
+            .map_err(|_| bad())?,
+        transport,
+    })
+}
+
+pub(super) fn revocation_policy(
+    app: &str,
+    file: &FileRevocation,
+) -> Result<RevocationPolicy, ConfigError> {
+    let url = |field: &'static str, value: &str| {
+        let bad = || ConfigError::BadRevocationUrl {
+            app: app.to_owned(),
+            field,
+            value: value.to_owned(),
+        };
+        let uri: http::Uri = value.parse().map_err(|_| bad())?;
+        match (uri.scheme_str(), uri.authority()) {
+            (Some("http"), Some(authority)) if !authority.as_str().contains('@') => Ok(uri),
+            _ => Err(bad()),
+        }
+    };
+    let default = RevocationPolicy::default();
+    let ocsp = match file.ocsp.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("off") => OcspMode::Off,
+        Some("leaf") => OcspMode::Leaf,
+        Some("chain") => OcspMode::Chain,
+        Some(_) => {
+            return Err(ConfigError::UnknownOcspMode {
+                app: app.to_owned(),
+                value: file.ocsp.clone().unwrap_or_default(),
+            });
+        }
+    };
+    let on_unknown = match file
+        .on_unknown
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("refuse") => OnUnknown::Refuse,
+        Some("allow") => OnUnknown::Allow,
+        Some(_) => {
+            return Err(ConfigError::UnknownOnUnknown {
+                app: app.to_owned(),
+                value: file.on_unknown.clone().unwrap_or_default(),
+            });
+        }
+    };
+    let refresh = match file.refresh_ms {
+        None => default.refresh,
+        Some(ms) if ms < 1000 => {
+            return Err(ConfigError::RefreshTooShort {
+                app: app.to_owned(),
+            });
+        }
+        Some(ms) => Duration::from_millis(ms),
+    };
+    Ok(RevocationPolicy {
+        crl_urls: file
+            .crl_urls
+            .iter()
+            .map(|value| url("clientAuth.revocation.crlUrls entry", value))
+            .collect::<Result<_, _>>()?,
+        crl_from_certificates: file.crl_from_certificates,
+        ocsp,
+        ocsp_responder: file
+            .ocsp_responder
+            .as_deref()
+            .map(|value| url("clientAuth.revocation.ocspResponder", value))
+            .transpose()?,
+        on_unknown,
+        refresh,
+    })
+}
+
+pub(super) fn xfcc_fields(
+    app: &str,
+    key: &'static str,
+    names: Option<&[String]>,
+) -> Result<XfccFields, ConfigError> {
+    let Some(names) = names else {
+        return Ok(XfccFields::default());
+    };
+    let mut fields = XfccFields {
+        cert: false,
+        chain: false,
+        subject: false,
+        uri: false,
+        dns: false,
+    };
+    for name in names {
+        match name.to_ascii_lowercase().as_str() {
+            // The hash is always sent, as Envoy does.
+            "hash" => {}
+            "cert" => fields.cert = true,
+            "chain" => fields.chain = true,
+            "subject" => fields.subject = true,
+            "uri" => fields.uri = true,
+            "dns" => fields.dns = true,
+            _ => {
+                return Err(ConfigError::UnknownXfccField {
+                    app: app.to_owned(),
+                    key,
+                    value: name.clone(),
+                });
+            }
+        }
+    }
+    Ok(fields)
+}
+
+pub(super) fn address(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::BadAddress {
+        field,
+        value: value.to_owned(),
+    })
+}
+
+pub(super) fn millis(
+    field: &'static str,
+    value: Option<u64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(ConfigError::Zero { field }),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+    }
+}
+
+pub(super) fn timeouts(file: &FileTimeouts) -> Result<Timeouts, ConfigError> {
+    let default = Timeouts::default();
+    let handshake = millis("timeouts.handshakeMs", file.handshake_ms, default.handshake)?;
+    // Unset, the ClientHello deadline follows a shorter handshake deadline down; set, it must
+    // fit inside it.
+    let client_hello = match file.client_hello_ms {
+        None => default.client_hello.min(handshake),
+        Some(_) => {
+            let client_hello = millis("timeouts.clientHelloMs", file.client_hello_ms, handshake)?;
+            if client_hello > handshake {
+                return Err(ConfigError::ClientHelloLongerThanHandshake);
+            }
+            client_hello
+        }
+    };
+    Ok(Timeouts {
+        handshake,
+        client_hello,
+        request_header: millis(
+            "timeouts.requestHeaderMs",
+            file.request_header_ms,
+            default.request_header,
+        )?,
+        idle: millis("timeouts.idleMs", file.idle_ms, default.idle)?,
+        upstream_connect: millis(
+            "timeouts.upstreamConnectMs",
+            file.upstream_connect_ms,
+            default.upstream_connect,
+        )?,
+        upstream_response: millis(
+            "timeouts.upstreamResponseMs",
+            file.upstream_response_ms,
+            default.upstream_response,
+        )?,
+        request_body_idle: millis(
+            "timeouts.requestBodyIdleMs",
+            file.request_body_idle_ms,
+            default.request_body_idle,
+        )?,
+        upstream_idle: millis(
+            "timeouts.upstreamIdleMs",
+            file.upstream_idle_ms,
+            default.upstream_idle,
+        )?,
+        // Zero is allowed: stop accepting at once (no load balancer in front).
+        drain_delay: file
+            .drain_delay_ms
+            .map_or(default.drain_delay, Duration::from_millis),
+        shutdown_grace: millis(
+            "timeouts.shutdownGraceMs",
+            file.shutdown_grace_ms,
+            default.shutdown_grace,
+        )?,
+    })
+}
+
+pub(super) fn limits(file: &FileLimits) -> Result<Limits, ConfigError> {
+    let default = Limits::default();
+    let positive = |field, value: Option<usize>, default| match value {
+        None => Ok(default),
+        Some(0) => Err(ConfigError::Zero { field }),
+        Some(value) => Ok(value),
+    };
+    let limits = Limits {
+        max_connections: positive(
+            "limits.maxConnections",
+            file.max_connections,
+            default.max_connections,
+        )?,
+        max_request_header_bytes: positive(
+            "limits.maxRequestHeaderBytes",
+            file.max_request_header_bytes,
+            default.max_request_header_bytes,
+        )?,
+        max_xfcc_bytes: positive(
+            "limits.maxXfccBytes",
+            file.max_xfcc_bytes,
+            default.max_xfcc_bytes,
+        )?,
+        max_request_headers: positive(
+            "limits.maxRequestHeaders",
+            file.max_request_headers,
+            default.max_request_headers,
+        )?,
+        max_connections_per_client: match file.max_connections_per_client {
+            None => None,
+            Some(per_client) => Some(positive(
+                "limits.maxConnectionsPerClient",
+                Some(per_client),
+                per_client,
+            )?),
+        },
+        max_pending_handshakes: positive(
+            "limits.maxPendingHandshakes",
+            file.max_pending_handshakes,
+            default.max_pending_handshakes,
+        )?,
+    };
+    if limits.max_request_header_bytes < MIN_REQUEST_HEADER_BYTES {
+        return Err(ConfigError::HeaderLimitTooSmall);
+    }
+    Ok(limits)
+}

@@ -1,0 +1,55 @@
+//! The verified client of a connection, with its certificate headers made once for every
+//! request the connection carries.
+
+use http::{HeaderName, HeaderValue};
+use rustls_pki_types::CertificateDer;
+
+use super::{formats, headers, xfcc};
+use crate::identity::{ClientIdentity, IdentityError};
+use crate::policy::Formats;
+use crate::settings::XfccFields;
+
+/// A verified client as its connection's requests use it: the identity and the certificate
+/// headers of the app's formats (XFCC first), built once when the connection starts.
+#[derive(Debug)]
+pub struct VerifiedClient {
+    /// Hash, names and expiry of the leaf.
+    pub identity: ClientIdentity,
+    /// The header values, or `None` when one exceeds `limits.maxXfccBytes`.
+    pub headers: Option<Vec<(HeaderName, HeaderValue)>>,
+}
+
+impl VerifiedClient {
+    /// Parses the chain the client sent (leaf first) and builds the header values of the
+    /// app's `formats` (the verdict excepted: it depends on no certificate).
+    pub fn new(
+        chain: &[CertificateDer<'_>],
+        fields: XfccFields,
+        formats: Formats,
+        max_xfcc_bytes: usize,
+    ) -> Result<Self, IdentityError> {
+        let (identity, leaf) = ClientIdentity::parse(chain)?;
+        let mut all = Vec::new();
+        let mut fits = true;
+        if formats.envoy {
+            let value = xfcc::build(chain, &identity.hash, &identity.names, fields);
+            // Every byte is printable ASCII (see `xfcc::build`), so this cannot fail; a failure
+            // would mean no header rather than a broken one.
+            match (value.len() <= max_xfcc_bytes)
+                .then(|| HeaderValue::from_str(&value).ok())
+                .flatten()
+            {
+                Some(value) => all.push((headers::XFCC, value)),
+                None => fits = false,
+            }
+        }
+        match formats::build(chain, &leaf, formats, max_xfcc_bytes) {
+            Some(others) => all.extend(others),
+            None => fits = false,
+        }
+        Ok(Self {
+            identity,
+            headers: fits.then_some(all),
+        })
+    }
+}

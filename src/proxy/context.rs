@@ -1,0 +1,186 @@
+//! What a connection knows once its handshake is done, shared by all its requests: the app,
+//! the verified client and its headers, the connection's policy, and when it went idle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+use super::admission::ConnectionPolicy;
+use super::client::VerifiedClient;
+use super::error::REQUEST_HEADER_TOO_LARGE;
+use super::gap::StallReason;
+use super::stall::StallObserver;
+use super::{headers, refuse};
+use crate::apps::{App, Apps};
+use crate::drain::Draining;
+use crate::identity::ClientIdentity;
+use crate::metrics::ActiveConnection;
+
+/// What a connection knows once its handshake is done; shared by all its requests.
+#[derive(Debug)]
+pub struct ConnectionContext {
+    /// The app chosen by SNI.
+    pub app: Arc<App>,
+    /// The apps this connection was accepted under, for the authority check.
+    pub(super) apps: Arc<Apps>,
+    /// Raised when shutdown begins.
+    pub(super) draining: Draining,
+    /// The connection's slot under `limits.maxConnections`, held by upgraded streams too.
+    pub(super) permit: Arc<OwnedSemaphorePermit>,
+    /// Keeps the connection counted in `certgate_connections_active`.
+    pub(super) _active: ActiveConnection,
+    /// The downstream client's address.
+    pub(super) client_addr: SocketAddr,
+    /// `client_addr` as an `X-Forwarded-For` element.
+    pub(super) forwarded_for: HeaderValue,
+    /// The normalized SNI, if any.
+    pub(super) sni: Option<String>,
+    /// The verified client and its certificate headers, if a certificate was presented.
+    pub(super) client: Option<VerifiedClient>,
+    /// With `rejectWith: "http"`, the refusal every request of this connection is answered
+    /// with (nothing reaches the app).
+    pub(super) refusal: Option<refuse::RefusalPage>,
+    /// The app's policy as it applies to this connection's client.
+    pub(super) policy: ConnectionPolicy,
+    /// Notified when the connection must close after the current response.
+    pub close: Notify,
+    /// Requests in flight and the last time one started or ended, for the idle timeout.
+    pub(super) activity: Activity,
+}
+
+impl ConnectionContext {
+    /// The context of a connection whose handshake picked `app` from `apps`.
+    pub fn new(
+        app: Arc<App>,
+        apps: Arc<Apps>,
+        draining: Draining,
+        permit: OwnedSemaphorePermit,
+        client_addr: SocketAddr,
+        sni: Option<String>,
+        client: Option<VerifiedClient>,
+    ) -> Self {
+        let identity = client.as_ref().map(|client| &client.identity);
+        let policy = ConnectionPolicy::new(&app, identity, client_addr.ip());
+        Self {
+            _active: app.metrics.connection_opened(),
+            app,
+            apps,
+            draining,
+            permit: Arc::new(permit),
+            client_addr,
+            forwarded_for: headers::forwarded_for(client_addr.ip()),
+            sni,
+            policy,
+            client,
+            refusal: None,
+            close: Notify::new(),
+            activity: Activity::new(),
+        }
+    }
+
+    /// With `rejectWith: "http"`: every request on this connection is answered with `refusal`
+    /// and nothing reaches the app.
+    #[must_use]
+    pub fn with_refusal(mut self, refusal: Option<refuse::RefusalPage>) -> Self {
+        self.refusal = refusal;
+        self
+    }
+
+    /// When the connection will have been idle for `idle`, or `None` while a request is in
+    /// flight.
+    pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        self.activity.idle_since().map(|since| since + idle)
+    }
+
+    /// The verified client's identity, if a certificate was presented.
+    pub fn identity(&self) -> Option<&ClientIdentity> {
+        self.client.as_ref().map(|client| &client.identity)
+    }
+
+    /// Logs and counts the request head hyper refused with 431 when `error` (what ended the
+    /// connection) says so; such a request never reached the service, so its guard never ran.
+    pub fn connection_ended(&self, error: &(dyn std::error::Error + 'static)) {
+        let too_large = error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse_too_large);
+        if !too_large {
+            return;
+        }
+        let code = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.as_u16();
+        let identity = self.identity();
+        self.app.metrics.request_done(identity.is_some(), code, 0.0);
+        if !self.apps.access_log {
+            return;
+        }
+        tracing::info!(
+            client.addr = %self.client_addr,
+            sni = self.sni.as_deref().unwrap_or(""),
+            app = %self.app.config.name,
+            client.hash = identity.map_or("", |id| id.hash.as_str()),
+            status = code,
+            duration_ms = 0u64,
+            upstream = %self.app.config.upstream,
+            outcome = REQUEST_HEADER_TOO_LARGE,
+            "request"
+        );
+    }
+}
+
+/// Requests in flight on a connection and when the last one started or ended.
+#[derive(Debug)]
+pub(super) struct Activity {
+    in_flight: AtomicUsize,
+    /// The time base of `last_ms`.
+    started: Instant,
+    /// Milliseconds after `started` when a request last started or ended.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(super) fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    pub(super) fn request_ended(&self) {
+        self.touch();
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn touch(&self) {
+        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(elapsed, Ordering::Relaxed);
+    }
+
+    /// Since when nothing has been in flight, or `None` while a request is.
+    pub(super) fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Ordering::Relaxed) == 0)
+            .then(|| self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+impl StallObserver for App {
+    fn upstream_stalled(&self, client_addr: SocketAddr) {
+        self.metrics.stalled(StallReason::UpstreamIdle);
+        tracing::warn!(
+            client.addr = %client_addr,
+            app = %self.config.name,
+            upstream = %self.config.upstream,
+            outcome = StallReason::UpstreamIdle.as_str(),
+            "response body stalled, closing"
+        );
+    }
+}

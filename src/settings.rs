@@ -1,0 +1,284 @@
+//! The validated settings every stage reads: what `config` builds from a file or flags and
+//! hands down to the TLS, proxy and policy layers. Plain data; this module uses nothing else of
+//! certgate's, so any module may depend on it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
+
+/// How an app's TLS sessions resume (README "Running many replicas").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionResumption {
+    /// `sessionResumption: false`: every connection makes a full handshake.
+    Off,
+    /// Ticket keys made by this process, new on every reload.
+    ProcessKeys,
+    /// Ticket keys derived from a shared key file.
+    SharedKeys {
+        /// The key file, resolved against the config's folder.
+        key_file: PathBuf,
+    },
+}
+
+impl SessionResumption {
+    /// The setting as `certgate check` prints it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::ProcessKeys => "process-keys",
+            Self::SharedKeys { .. } => "shared-keys",
+        }
+    }
+}
+
+/// The Container Apps `clientCertificateMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertMode {
+    /// Ask for a certificate and refuse the handshake without a valid one.
+    Require,
+    /// Ask for a certificate; proxy without one, refuse an invalid one.
+    Accept,
+    /// Never ask for a certificate.
+    Ignore,
+}
+
+impl ClientCertMode {
+    /// The mode's name as written in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Require => "require",
+            Self::Accept => "accept",
+            Self::Ignore => "ignore",
+        }
+    }
+}
+
+/// A `clientCertificateMode` that is none of `require`, `accept` or `ignore`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown mode {value:?} (expected require, accept or ignore)")]
+pub struct UnknownMode {
+    /// The value as written.
+    pub value: String,
+}
+
+impl std::str::FromStr for ClientCertMode {
+    type Err = UnknownMode;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.to_ascii_lowercase().as_str() {
+            "require" => Ok(Self::Require),
+            "accept" => Ok(Self::Accept),
+            "ignore" => Ok(Self::Ignore),
+            _ => Err(UnknownMode {
+                value: value.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The app's upstream: an `http://` authority and the protocol spoken to it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `host:port` of the app.
+    pub authority: http::uri::Authority,
+    /// HTTP/1.1 or h2c.
+    pub transport: Transport,
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}", self.authority)
+    }
+}
+
+/// The protocol spoken to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP/1.1 with pooled keep-alive connections.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (gRPC apps).
+    Http2,
+}
+
+/// The optional XFCC fields (`Hash`, `Cert` and `Chain` are chosen the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XfccFields {
+    /// `Cert="…"`.
+    pub cert: bool,
+    /// `Chain="…"`.
+    pub chain: bool,
+    /// `Subject="…"`.
+    pub subject: bool,
+    /// `URI=…`, one per URI SAN.
+    pub uri: bool,
+    /// `DNS=…`, one per DNS SAN.
+    pub dns: bool,
+}
+
+impl Default for XfccFields {
+    fn default() -> Self {
+        Self {
+            cert: true,
+            chain: true,
+            subject: false,
+            uri: false,
+            dns: false,
+        }
+    }
+}
+
+/// Timeouts (README "Config reference").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// ClientHello plus handshake.
+    pub handshake: Duration,
+    /// From accept to a complete ClientHello; never longer than `handshake`.
+    pub client_hello: Duration,
+    /// A request's header block.
+    pub request_header: Duration,
+    /// A connection with no request in flight.
+    pub idle: Duration,
+    /// Connecting to the upstream.
+    pub upstream_connect: Duration,
+    /// The upstream's response header.
+    pub upstream_response: Duration,
+    /// The longest gap between request-body bytes from the client.
+    pub request_body_idle: Duration,
+    /// The longest gap between response-body bytes from the upstream.
+    pub upstream_idle: Duration,
+    /// Accepting on after shutdown begins, while `/readyz` says 503 (may be zero).
+    pub drain_delay: Duration,
+    /// Draining on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_millis(10_000),
+            client_hello: Duration::from_millis(DEFAULT_CLIENT_HELLO_MS),
+            request_header: Duration::from_millis(30_000),
+            idle: Duration::from_millis(60_000),
+            upstream_connect: Duration::from_millis(5_000),
+            upstream_response: Duration::from_millis(60_000),
+            request_body_idle: Duration::from_millis(30_000),
+            upstream_idle: Duration::from_millis(60_000),
+            drain_delay: Duration::from_millis(5_000),
+            shutdown_grace: Duration::from_millis(30_000),
+        }
+    }
+}
+
+/// Resource limits (README "Config reference").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open downstream connections at once.
+    pub max_connections: usize,
+    /// A request's header block, in bytes.
+    pub max_request_header_bytes: usize,
+    /// The XFCC value, in bytes.
+    pub max_xfcc_bytes: usize,
+    /// Header fields in one request.
+    pub max_request_headers: usize,
+    /// Open connections from one client IP address (`None`: no cap of its own).
+    pub max_connections_per_client: Option<usize>,
+    /// Connections still in their TLS handshake.
+    pub max_pending_handshakes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_request_header_bytes: 65_536,
+            max_xfcc_bytes: 32_768,
+            max_request_headers: 100,
+            max_connections_per_client: None,
+            max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+        }
+    }
+}
+
+/// The ClientHello deadline when `handshakeMs` is not shorter.
+pub const DEFAULT_CLIENT_HELLO_MS: u64 = 5_000;
+/// Connections in their handshake at once, by default: a flood of clients that never finish
+/// their handshake holds at most this many slots (README "Limits under attack").
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1_024;
+
+/// Where trust in a presented certificate can come from; at least one source is set for
+/// `require` and `accept` apps.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// CA certificates that issue client certificates.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// CRLs checked against every certificate of a CA-verified chain.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// SHA-256 hashes of pinned leaf certificates.
+    pub pins: Vec<[u8; 32]>,
+    /// Forward any certificate within its validity period.
+    pub allow_untrusted: bool,
+}
+
+impl Trust {
+    /// True when no certificate could ever be trusted.
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty() && self.pins.is_empty() && !self.allow_untrusted
+    }
+}
+
+/// Allow-lists: when any is set, a trusted leaf must match at least one entry.
+#[derive(Debug, Clone, Default)]
+pub struct AllowList {
+    /// RFC 4514 subject strings.
+    pub subjects: Vec<String>,
+    /// DNS SANs, normalized.
+    pub dns_sans: Vec<String>,
+    /// URI SANs.
+    pub uri_sans: Vec<String>,
+}
+
+impl AllowList {
+    /// True when no allow-list is set.
+    pub fn is_empty(&self) -> bool {
+        self.subjects.is_empty() && self.dns_sans.is_empty() && self.uri_sans.is_empty()
+    }
+}
+
+/// How a refused certificate reaches the client (`rejectWith`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RejectWith {
+    /// Fail the handshake with a TLS alert.
+    #[default]
+    Tls,
+    /// Complete the handshake and answer every request with 495 or 496; nothing reaches the app.
+    Http,
+}
+
+impl RejectWith {
+    /// The value as written in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tls => "tls",
+            Self::Http => "http",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_certificate_mode_is_case_insensitive() {
+        assert_eq!(
+            "REQUIRE".parse::<ClientCertMode>().ok(),
+            Some(ClientCertMode::Require)
+        );
+        assert_eq!(
+            "Accept".parse::<ClientCertMode>().ok(),
+            Some(ClientCertMode::Accept)
+        );
+        assert!("optional".parse::<ClientCertMode>().is_err());
+    }
+}
