@@ -13,6 +13,6 @@ mod pem_files;
 pub mod policy;
 mod values;
 
-pub use self::error::{ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
+pub use self::error::{AppError, ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
 pub use self::load::{client_policy, forward_fields, pem_certificates};
 pub use self::model::{AppConfig, Config};

@@ -11,7 +11,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::public_key::PublicKey;
 
 use crate::cli::{ExplainArgs, ExplainFormat};
-use crate::config::{Config, ConfigError, FLAG_KEYS};
+use crate::config::{AppError, Config, ConfigError, FLAG_KEYS};
 use crate::identity::{LeafNames, rfc4514};
 use crate::settings::AllowList;
 use crate::settings::{ClientCertMode, XfccFields};
@@ -116,11 +116,10 @@ fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         let file = args.client_auth.file_model();
         let (trust, allow) = crate::config::client_policy(&file, mode, Path::new(""), FLAG_KEYS)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let policy =
-            Policy::new(trust, allow, &provider).map_err(|source| ConfigError::Verifier {
-                app: "app".to_owned(),
-                source,
-            })?;
+        let policy = Policy::new(trust, allow, &provider).map_err(|source| ConfigError::App {
+            app: "app".to_owned(),
+            source: AppError::Verifier { source },
+        })?;
         let fields = crate::config::forward_fields(args.client_auth.forward_fields().as_deref())?;
         return Ok(Target {
             name: "app".to_owned(),

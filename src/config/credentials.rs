@@ -8,7 +8,7 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use super::checks::{self, Finding, Severity};
-use super::error::ConfigError;
+use super::error::{AppError, ConfigError};
 use super::file::{FileClientAuth, FileServerCertificate};
 use super::load::Loader;
 use super::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
@@ -34,10 +34,12 @@ impl Loader<'_> {
             || !file.allowed_uri_sans.is_empty();
         if mode == ClientCertMode::Ignore {
             if configured {
-                return Err(ConfigError::ClientAuthIgnored {
+                return Err(ConfigError::App {
                     app: app.to_owned(),
-                    what: self.keys.client_auth,
-                    advice: self.keys.ignored_advice,
+                    source: AppError::ClientAuthIgnored {
+                        what: self.keys.client_auth,
+                        advice: self.keys.ignored_advice,
+                    },
                 });
             }
             return Ok((Trust::default(), AllowList::default(), None));
@@ -51,16 +53,19 @@ impl Loader<'_> {
             .cloned()
             .collect();
         if file.revocation.is_some() && file.trusted_ca_files.is_empty() {
-            return Err(ConfigError::RevocationWithoutCa {
+            return Err(ConfigError::App {
                 app: app.to_owned(),
+                source: AppError::RevocationWithoutCa,
             });
         }
         let revocation_policy = revocation_policy(app, &file_revocation)?;
         if !crl_files.is_empty() && file.trusted_ca_files.is_empty() {
-            return Err(ConfigError::CrlWithoutCa {
+            return Err(ConfigError::App {
                 app: app.to_owned(),
-                crl: self.keys.crl,
-                ca: self.keys.trusted_ca,
+                source: AppError::CrlWithoutCa {
+                    crl: self.keys.crl,
+                    ca: self.keys.trusted_ca,
+                },
             });
         }
         let mut roots = Vec::new();
@@ -107,9 +112,9 @@ impl Loader<'_> {
                 crl_sources,
                 self.provider.signature_verification_algorithms,
             )
-            .map_err(|source| ConfigError::Revocation {
+            .map_err(|source| ConfigError::App {
                 app: app.to_owned(),
-                source,
+                source: AppError::Revocation { source },
             })?;
             Some(Arc::new(revocation))
         } else {
@@ -119,10 +124,12 @@ impl Loader<'_> {
             .allowed_hashes
             .iter()
             .map(|value| {
-                parse_sha256(value).ok_or_else(|| ConfigError::BadHash {
+                parse_sha256(value).ok_or_else(|| ConfigError::App {
                     app: app.to_owned(),
-                    key: self.keys.hashes,
-                    value: value.clone(),
+                    source: AppError::BadHash {
+                        key: self.keys.hashes,
+                        value: value.clone(),
+                    },
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -133,10 +140,12 @@ impl Loader<'_> {
             allow_untrusted: file.allow_untrusted,
         };
         if trust.is_empty() {
-            return Err(ConfigError::NoTrustSource {
+            return Err(ConfigError::App {
                 app: app.to_owned(),
-                mode: mode.as_str(),
-                advice: self.keys.no_trust_advice,
+                source: AppError::NoTrustSource {
+                    mode: mode.as_str(),
+                    advice: self.keys.no_trust_advice,
+                },
             });
         }
         for entry in &file.allowed_subjects {
@@ -148,11 +157,13 @@ impl Loader<'_> {
                     message: warning,
                 }),
                 Err(error) => {
-                    return Err(ConfigError::BadSubject {
+                    return Err(ConfigError::App {
                         app: app.to_owned(),
-                        key: self.keys.subjects,
-                        value: entry.clone(),
-                        suggestion: error.suggestion,
+                        source: AppError::BadSubject {
+                            key: self.keys.subjects,
+                            value: entry.clone(),
+                            suggestion: error.suggestion,
+                        },
                     });
                 }
             }
@@ -174,8 +185,9 @@ impl Loader<'_> {
         app: &str,
         file: &FileServerCertificate,
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConfigError> {
-        let shape_error = || ConfigError::ServerCertificateShape {
+        let shape_error = || ConfigError::App {
             app: app.to_owned(),
+            source: AppError::ServerCertificateShape,
         };
         let (chain, key) = match file {
             FileServerCertificate {

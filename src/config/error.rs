@@ -130,8 +130,6 @@ pub enum ConfigError {
     EmptyName,
     #[error("two apps are named {name:?}")]
     DuplicateName { name: String },
-    #[error("app {app:?}")]
-    Host { app: String, source: InvalidHost },
     #[error("host {host:?} is claimed by both app {first:?} and app {second:?}")]
     DuplicateHost {
         host: String,
@@ -140,113 +138,13 @@ pub enum ConfigError {
     },
     #[error("apps {first:?} and {second:?} both have no hosts; only one catch-all app is allowed")]
     DuplicateCatchAll { first: String, second: String },
-    #[error("app {app:?} has neither upstream nor ingress.targetPort")]
-    MissingUpstream { app: String },
-    #[error("app {app:?}: upstream {value:?} must be http://host:port with no path")]
-    BadUpstream { app: String, value: String },
-    #[error("app {app:?}: unknown ingress.transport {value:?} (expected auto, http or http2)")]
-    UnknownTransport { app: String, value: String },
     #[error("unknown {key} {value:?} (expected require, accept or ignore)")]
     UnknownMode { key: &'static str, value: String },
-    #[error("app {app:?}: unknown {key} {value:?} (expected require, accept or ignore)")]
-    Mode {
-        app: String,
-        key: &'static str,
-        value: String,
-    },
-    #[error("app {app:?} is in {mode} mode but has no trust source: {advice}")]
-    NoTrustSource {
-        app: String,
-        mode: &'static str,
-        advice: &'static str,
-    },
-    #[error("app {app:?} is in ignore mode, where {what} have no effect: {advice}")]
-    ClientAuthIgnored {
-        app: String,
-        what: &'static str,
-        advice: &'static str,
-    },
-    #[error("app {app:?}: {crl} needs {ca} (CRLs only apply to CA-verified chains)")]
-    CrlWithoutCa {
-        app: String,
-        crl: &'static str,
-        ca: &'static str,
-    },
-    #[error(
-        "app {app:?}: clientAuth.revocation needs trustedCaFiles (revocation only applies to CA-verified chains)"
-    )]
-    RevocationWithoutCa { app: String },
-    #[error(
-        "app {app:?}: {field} {value:?} must be an http:// URL (CRLs and OCSP answers are signed; https is not supported)"
-    )]
-    BadRevocationUrl {
-        app: String,
-        field: &'static str,
-        value: String,
-    },
-    #[error(
-        "app {app:?}: unknown clientAuth.revocation.ocsp {value:?} (expected off, leaf or chain)"
-    )]
-    UnknownOcspMode { app: String, value: String },
-    #[error(
-        "app {app:?}: unknown clientAuth.revocation.onUnknown {value:?} (expected refuse or allow)"
-    )]
-    UnknownOnUnknown { app: String, value: String },
-    #[error("app {app:?}: clientAuth.revocation.refreshMs must be at least 1000")]
-    RefreshTooShort { app: String },
-    #[error("app {app:?}: revocation")]
-    Revocation {
-        app: String,
-        source: crate::revocation::LoadError,
-    },
-    #[error("app {app:?}: {key} value {value:?} is not a SHA-256 hash (64 hex digits)")]
-    BadHash {
-        app: String,
-        key: &'static str,
-        value: String,
-    },
-    #[error(
-        "app {app:?}: {key} value {value:?} is not an RFC 4514 subject; certgate reads RFC 4514, most specific RDN first{}",
-        suggestion.as_ref().map(|s| format!(": {s}")).unwrap_or_else(|| " (e.g. CN=alice,O=Acme)".to_owned())
-    )]
-    BadSubject {
-        app: String,
-        key: &'static str,
-        value: String,
-        suggestion: Option<String>,
-    },
-    #[error(
-        "app {app:?}: unknown {key} value {value:?} (expected Hash, Cert, Chain, Subject, URI or DNS)"
-    )]
-    UnknownXfccField {
-        app: String,
-        key: &'static str,
-        value: String,
-    },
-    #[error("app {app:?}: unknown {key} {value:?} (expected tls or http)")]
-    UnknownRejectWith {
-        app: String,
-        key: &'static str,
-        value: String,
-    },
     #[error("admin {admin} overlaps listen {listen}: put the admin listener on another port")]
     AdminOverlapsListen {
         admin: SocketAddr,
         listen: SocketAddr,
     },
-    #[error(
-        "app {app:?}: serverCertificate needs certFile and keyFile, or pkcs12File with passwordFile or passwordEnv"
-    )]
-    ServerCertificateShape { app: String },
-    #[error("app {app:?}: {source}")]
-    Policy { app: String, source: PolicyError },
-    #[error("app {app:?}: cannot build the client certificate verifier")]
-    Verifier {
-        app: String,
-        source: rustls::server::VerifierBuilderError,
-    },
-    #[error("app {app:?}: cannot build the TLS configuration")]
-    Tls { app: String, source: rustls::Error },
     #[error("{field} {value:?} is not an IP:port socket address")]
     BadAddress { field: &'static str, value: String },
     #[error("{field} must be greater than zero")]
@@ -260,10 +158,84 @@ pub enum ConfigError {
         path: PathBuf,
         source: TicketKeyError,
     },
-    #[error(
-        "app {app:?} sets sessionTickets and sessionResumption false: remove one (false turns resumption off)"
-    )]
-    TicketsWithoutResumption { app: String },
     #[error("proxyProtocol.trustedSources")]
     TrustedSources { source: TrustedSourceError },
+    #[error("app {app:?}")]
+    App { app: String, source: AppError },
+}
+
+/// What is wrong with one app of a config; `ConfigError::App` names the app.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Host { source: InvalidHost },
+    #[error("has neither upstream nor ingress.targetPort")]
+    MissingUpstream,
+    #[error("upstream {value:?} must be http://host:port with no path")]
+    BadUpstream { value: String },
+    #[error("unknown ingress.transport {value:?} (expected auto, http or http2)")]
+    UnknownTransport { value: String },
+    #[error("unknown {key} {value:?} (expected require, accept or ignore)")]
+    Mode { key: &'static str, value: String },
+    #[error("is in {mode} mode but has no trust source: {advice}")]
+    NoTrustSource {
+        mode: &'static str,
+        advice: &'static str,
+    },
+    #[error("is in ignore mode, where {what} have no effect: {advice}")]
+    ClientAuthIgnored {
+        what: &'static str,
+        advice: &'static str,
+    },
+    #[error("{crl} needs {ca} (CRLs only apply to CA-verified chains)")]
+    CrlWithoutCa { crl: &'static str, ca: &'static str },
+    #[error(
+        "clientAuth.revocation needs trustedCaFiles (revocation only applies to CA-verified chains)"
+    )]
+    RevocationWithoutCa,
+    #[error(
+        "{field} {value:?} must be an http:// URL (CRLs and OCSP answers are signed; https is not supported)"
+    )]
+    BadRevocationUrl { field: &'static str, value: String },
+    #[error("unknown clientAuth.revocation.ocsp {value:?} (expected off, leaf or chain)")]
+    UnknownOcspMode { value: String },
+    #[error("unknown clientAuth.revocation.onUnknown {value:?} (expected refuse or allow)")]
+    UnknownOnUnknown { value: String },
+    #[error("clientAuth.revocation.refreshMs must be at least 1000")]
+    RefreshTooShort,
+    #[error("revocation")]
+    Revocation {
+        source: crate::revocation::LoadError,
+    },
+    #[error("{key} value {value:?} is not a SHA-256 hash (64 hex digits)")]
+    BadHash { key: &'static str, value: String },
+    #[error(
+        "{key} value {value:?} is not an RFC 4514 subject; certgate reads RFC 4514, most specific RDN first{}",
+        suggestion.as_ref().map(|s| format!(": {s}")).unwrap_or_else(|| " (e.g. CN=alice,O=Acme)".to_owned())
+    )]
+    BadSubject {
+        key: &'static str,
+        value: String,
+        suggestion: Option<String>,
+    },
+    #[error("unknown {key} value {value:?} (expected Hash, Cert, Chain, Subject, URI or DNS)")]
+    UnknownXfccField { key: &'static str, value: String },
+    #[error("unknown {key} {value:?} (expected tls or http)")]
+    UnknownRejectWith { key: &'static str, value: String },
+    #[error(
+        "serverCertificate needs certFile and keyFile, or pkcs12File with passwordFile or passwordEnv"
+    )]
+    ServerCertificateShape,
+    #[error(transparent)]
+    Policy { source: PolicyError },
+    #[error("cannot build the client certificate verifier")]
+    Verifier {
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("cannot build the TLS configuration")]
+    Tls { source: rustls::Error },
+    #[error(
+        "sets sessionTickets and sessionResumption false: remove one (false turns resumption off)"
+    )]
+    TicketsWithoutResumption,
 }

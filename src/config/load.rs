@@ -10,7 +10,7 @@ use rustls::crypto::CryptoProvider;
 use rustls_pki_types::CertificateDer;
 
 use super::checks::{self, Finding, Severity};
-use super::error::{ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
+use super::error::{AppError, ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
 use super::file::{FileApp, FileClientAuth, FileConfig, FileSessionTickets};
 use super::model::{AppConfig, Config};
 use super::pem_files::{CERTIFICATE, pem_items};
@@ -189,16 +189,18 @@ impl<'a> Loader<'a> {
             .iter()
             .map(|host| HostPattern::parse(host))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| ConfigError::Host {
+            .map_err(|source| ConfigError::App {
                 app: name.clone(),
-                source,
+                source: AppError::Host { source },
             })?;
         let upstream = upstream(&name, file)?;
         let mode = match &file.ingress.client_certificate_mode {
-            Some(value) => value.parse().map_err(|_| ConfigError::Mode {
+            Some(value) => value.parse().map_err(|_| ConfigError::App {
                 app: name.clone(),
-                key: self.keys.mode,
-                value: value.clone(),
+                source: AppError::Mode {
+                    key: self.keys.mode,
+                    value: value.clone(),
+                },
             })?,
             None => ClientCertMode::Require,
         };
@@ -214,19 +216,20 @@ impl<'a> Loader<'a> {
                 "tls" => RejectWith::Tls,
                 "http" => RejectWith::Http,
                 _ => {
-                    return Err(ConfigError::UnknownRejectWith {
+                    return Err(ConfigError::App {
                         app: name,
-                        key: self.keys.reject_with,
-                        value,
+                        source: AppError::UnknownRejectWith {
+                            key: self.keys.reject_with,
+                            value,
+                        },
                     });
                 }
             },
         };
-        let request_policy =
-            policy::app_policy(file, mode).map_err(|source| ConfigError::Policy {
-                app: name.clone(),
-                source,
-            })?;
+        let request_policy = policy::app_policy(file, mode).map_err(|source| ConfigError::App {
+            app: name.clone(),
+            source: AppError::Policy { source },
+        })?;
         let (server_chain, key) = self.server_certificate(&name, &file.server_certificate)?;
         if let (Some(leaf), Some(cert_file)) = (
             server_chain.first(),
@@ -243,9 +246,9 @@ impl<'a> Loader<'a> {
             ClientCertMode::Ignore => None,
             ClientCertMode::Require | ClientCertMode::Accept => Some(Arc::new(
                 Policy::new(trust.clone(), allow.clone(), &self.provider).map_err(|source| {
-                    ConfigError::Verifier {
+                    ConfigError::App {
                         app: name.clone(),
-                        source,
+                        source: AppError::Verifier { source },
                     }
                 })?,
             )),
@@ -270,9 +273,9 @@ impl<'a> Loader<'a> {
             key,
             resumption,
         )
-        .map_err(|source| ConfigError::Tls {
+        .map_err(|source| ConfigError::App {
             app: name.clone(),
-            source,
+            source: AppError::Tls { source },
         })?;
         Ok(AppConfig {
             name,
@@ -304,8 +307,9 @@ impl<'a> Loader<'a> {
     ) -> Result<(SessionResumption, Resumption), ConfigError> {
         if file.session_resumption == Some(false) {
             if file.session_tickets.is_some() {
-                return Err(ConfigError::TicketsWithoutResumption {
+                return Err(ConfigError::App {
                     app: app.to_owned(),
+                    source: AppError::TicketsWithoutResumption,
                 });
             }
             return Ok((SessionResumption::Off, Resumption::Off));

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::error::{ConfigError, MIN_REQUEST_HEADER_BYTES};
+use super::error::{AppError, ConfigError, MIN_REQUEST_HEADER_BYTES};
 use super::file::{FileApp, FileLimits, FileRevocation, FileTimeouts};
 use crate::revocation::{OcspMode, OnUnknown, Policy as RevocationPolicy};
 use crate::settings::{Limits, Timeouts, Transport, Upstream, XfccFields};
@@ -24,9 +24,9 @@ pub(super) fn upstream(app: &str, file: &FileApp) -> Result<Upstream, ConfigErro
             "auto" | "http" => Transport::Http1,
             "http2" => Transport::Http2,
             _ => {
-                return Err(ConfigError::UnknownTransport {
+                return Err(ConfigError::App {
                     app: app.to_owned(),
-                    value,
+                    source: AppError::UnknownTransport { value },
                 });
             }
         },
@@ -35,14 +35,17 @@ pub(super) fn upstream(app: &str, file: &FileApp) -> Result<Upstream, ConfigErro
         (Some(upstream), _) => upstream.clone(),
         (None, Some(port)) => format!("http://127.0.0.1:{port}"),
         (None, None) => {
-            return Err(ConfigError::MissingUpstream {
+            return Err(ConfigError::App {
                 app: app.to_owned(),
+                source: AppError::MissingUpstream,
             });
         }
     };
-    let bad = || ConfigError::BadUpstream {
+    let bad = || ConfigError::App {
         app: app.to_owned(),
-        value: value.clone(),
+        source: AppError::BadUpstream {
+            value: value.clone(),
+        },
     };
     let uri: http::Uri = value.parse().map_err(|_| bad())?;
     let path_is_root = matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/"));
@@ -75,10 +78,12 @@ pub(super) fn revocation_policy(
     file: &FileRevocation,
 ) -> Result<RevocationPolicy, ConfigError> {
     let url = |field: &'static str, value: &str| {
-        let bad = || ConfigError::BadRevocationUrl {
+        let bad = || ConfigError::App {
             app: app.to_owned(),
-            field,
-            value: value.to_owned(),
+            source: AppError::BadRevocationUrl {
+                field,
+                value: value.to_owned(),
+            },
         };
         let uri: http::Uri = value.parse().map_err(|_| bad())?;
         match (uri.scheme_str(), uri.authority()) {
@@ -92,9 +97,11 @@ pub(super) fn revocation_policy(
         Some("leaf") => OcspMode::Leaf,
         Some("chain") => OcspMode::Chain,
         Some(_) => {
-            return Err(ConfigError::UnknownOcspMode {
+            return Err(ConfigError::App {
                 app: app.to_owned(),
-                value: file.ocsp.clone().unwrap_or_default(),
+                source: AppError::UnknownOcspMode {
+                    value: file.ocsp.clone().unwrap_or_default(),
+                },
             });
         }
     };
@@ -107,17 +114,20 @@ pub(super) fn revocation_policy(
         None | Some("refuse") => OnUnknown::Refuse,
         Some("allow") => OnUnknown::Allow,
         Some(_) => {
-            return Err(ConfigError::UnknownOnUnknown {
+            return Err(ConfigError::App {
                 app: app.to_owned(),
-                value: file.on_unknown.clone().unwrap_or_default(),
+                source: AppError::UnknownOnUnknown {
+                    value: file.on_unknown.clone().unwrap_or_default(),
+                },
             });
         }
     };
     let refresh = match file.refresh_ms {
         None => default.refresh,
         Some(ms) if ms < 1000 => {
-            return Err(ConfigError::RefreshTooShort {
+            return Err(ConfigError::App {
                 app: app.to_owned(),
+                source: AppError::RefreshTooShort,
             });
         }
         Some(ms) => Duration::from_millis(ms),
@@ -165,10 +175,12 @@ pub(super) fn xfcc_fields(
             "uri" => fields.uri = true,
             "dns" => fields.dns = true,
             _ => {
-                return Err(ConfigError::UnknownXfccField {
+                return Err(ConfigError::App {
                     app: app.to_owned(),
-                    key,
-                    value: name.clone(),
+                    source: AppError::UnknownXfccField {
+                        key,
+                        value: name.clone(),
+                    },
                 });
             }
         }
