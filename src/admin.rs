@@ -17,7 +17,7 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::error::plain_response;
 
 /// Serves admin requests until the task is stopped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, draining: Draining) {
+pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, draining: Draining) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;

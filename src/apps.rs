@@ -15,7 +15,7 @@ use crate::tls::sni::HostMatcher;
 
 /// Every app and the matcher that picks one by name.
 #[derive(Debug)]
-pub struct Apps {
+pub(crate) struct Apps {
     apps: Vec<Arc<App>>,
     matcher: HostMatcher,
     /// Timeouts of this config.
@@ -30,7 +30,7 @@ pub struct Apps {
 
 /// One app as served.
 #[derive(Debug)]
-pub struct App {
+pub(crate) struct App {
     /// Position in `Apps`; two apps are the same app when their indices match.
     pub index: usize,
     /// The validated app config, including its rustls config.
@@ -45,7 +45,7 @@ pub struct App {
 
 impl Apps {
     /// Builds the served apps of a config; their metric series exist (at zero) from here on.
-    pub fn new(config: &Config, metrics: &Metrics) -> Self {
+    pub(crate) fn new(config: &Config, metrics: &Metrics) -> Self {
         let apps = config
             .apps
             .iter()
@@ -81,17 +81,17 @@ impl Apps {
     }
 
     /// The app for a normalized name (SNI or request host), or for no name.
-    pub fn resolve(&self, name: Option<&str>) -> Option<Arc<App>> {
+    pub(crate) fn resolve(&self, name: Option<&str>) -> Option<Arc<App>> {
         self.resolve_index(name)
             .and_then(|index| self.apps.get(index))
             .cloned()
     }
 
     /// Like `resolve`, returning only the app's index.
-    pub fn resolve_index(&self, name: Option<&str>) -> Option<usize> {
+    pub(crate) fn resolve_index(&self, name: Option<&str>) -> Option<usize> {
         self.matcher.resolve(name)
     }
 }
 
 /// The apps new connections are served under; a reload swaps the whole set at once.
-pub type LiveApps = Arc<arc_swap::ArcSwap<Apps>>;
+pub(crate) type LiveApps = Arc<arc_swap::ArcSwap<Apps>>;

@@ -3,16 +3,16 @@
 //! builds every app's rustls config, so a `Config` that exists can be served; any problem is a
 //! `ConfigError` (`error.rs`).
 
-pub mod checks;
+pub(crate) mod checks;
 mod credentials;
-mod error;
-pub mod file;
+pub(crate) mod error;
+pub(crate) mod file;
 mod load;
-mod model;
+pub(crate) mod model;
 mod pem_files;
-pub mod policy;
+pub(crate) mod policy;
 mod values;
 
-pub use self::error::{AppError, ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
-pub use self::load::{client_policy, forward_fields, pem_certificates};
-pub use self::model::{AppConfig, Config};
+pub(crate) use self::error::{AppError, ConfigError, FLAG_KEYS};
+pub(crate) use self::load::{client_policy, forward_fields, pem_certificates};
+pub(crate) use self::model::{AppConfig, Config};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether shutdown has begun; clones share one state.
 #[derive(Debug, Clone, Default)]
-pub struct Draining(Arc<State>);
+pub(crate) struct Draining(Arc<State>);
 
 #[derive(Debug, Default)]
 struct State {
@@ -17,13 +17,13 @@ struct State {
 
 impl Draining {
     /// Whether the drain has started (accepting has stopped).
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.0.draining.load(Ordering::Relaxed)
     }
 
     /// Whether this replica should get new traffic: false from the moment shutdown is asked
     /// for, through the drain delay and the drain.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         !self.0.not_ready.load(Ordering::Relaxed)
     }
 

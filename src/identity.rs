@@ -9,7 +9,7 @@ use x509_parser::x509::X509Name;
 
 /// A client that presented a certificate that passed the app's policy.
 #[derive(Debug)]
-pub struct ClientIdentity {
+pub(crate) struct ClientIdentity {
     /// SHA-256 of the leaf, lowercase hex.
     pub hash: String,
     /// SHA-256 of the leaf.
@@ -24,12 +24,12 @@ pub struct ClientIdentity {
 /// verifier parsed the same leaf).
 #[derive(Debug, thiserror::Error)]
 #[error("the verified client certificate cannot be parsed")]
-pub struct IdentityError;
+pub(crate) struct IdentityError;
 
 impl ClientIdentity {
     /// Parses the leaf of the chain the client sent (leaf first); the parsed leaf is returned
     /// too, for the certificate headers built from it.
-    pub fn parse<'a>(
+    pub(crate) fn parse<'a>(
         chain: &'a [CertificateDer<'a>],
     ) -> Result<(Self, X509Certificate<'a>), IdentityError> {
         let leaf_der = chain.first().ok_or(IdentityError)?;
@@ -45,19 +45,19 @@ impl ClientIdentity {
     }
 
     /// Whether the leaf has expired by `now` (seconds since the Unix epoch).
-    pub fn expired_at(&self, now: i64) -> bool {
+    pub(crate) fn expired_at(&self, now: i64) -> bool {
         now > self.not_after
     }
 }
 
 /// The SHA-256 of a certificate's DER, lowercase hex: the `Hash` of XFCC and of log lines.
-pub fn hash_hex(der: &[u8]) -> String {
+pub(crate) fn hash_hex(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
 }
 
 /// A SHA-256 as people write it: `ab12…` (64 hex digits) or the `AB:12:…` form OpenSSL prints
 /// (32 pairs).
-pub fn parse_sha256(value: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_sha256(value: &str) -> Option<[u8; 32]> {
     let hex = if value.contains(':') {
         let pairs: Vec<&str> = value.split(':').collect();
         if pairs.len() != 32 || pairs.iter().any(|pair| pair.len() != 2) {
@@ -79,7 +79,7 @@ pub fn parse_sha256(value: &str) -> Option<[u8; 32]> {
 
 /// The names in a leaf certificate that allow-lists and XFCC use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LeafNames {
+pub(crate) struct LeafNames {
     /// The subject as an RFC 4514 string.
     pub subject: String,
     /// DNS subject alternative names, in certificate order.
@@ -90,7 +90,7 @@ pub struct LeafNames {
 
 impl LeafNames {
     /// Reads the subject and SANs of a parsed certificate.
-    pub fn of(certificate: &X509Certificate<'_>) -> Self {
+    pub(crate) fn of(certificate: &X509Certificate<'_>) -> Self {
         let mut names = Self {
             subject: rfc4514(certificate.subject()),
             ..Self::default()
@@ -110,7 +110,7 @@ impl LeafNames {
 
 /// A distinguished name as RFC 4514 (= RFC 2253) renders it: last RDN first, `,` between
 /// RDNs, `+` inside one, OpenSSL's short attribute names, special characters escaped.
-pub fn rfc4514(name: &X509Name<'_>) -> String {
+pub(crate) fn rfc4514(name: &X509Name<'_>) -> String {
     let mut out = String::new();
     let rdns: Vec<_> = name.iter_rdn().collect();
     for (i, rdn) in rdns.iter().rev().enumerate() {

@@ -11,35 +11,50 @@
 //! the first-run tools. With `proxy_protocol`, the listener reads a balancer's PROXY header
 //! before the handshake.
 //!
+//! Dependencies point one way, down this list: `settings` (the validated values every stage
+//! reads) uses nothing else of certgate's, `config` builds them, and no module imports one
+//! that imports it back (`tests/module_graph.rs` fails on any cycle).
+//!
 //! certgate runs on Unix only: it relies on Unix signals (SIGHUP, SIGTERM, SIGINT) and file
 //! modes.
 
 #[cfg(not(unix))]
 compile_error!("certgate supports Unix only: it relies on Unix signals and file modes");
 
+// The commands the binary runs; their modules are public.
 pub mod cli;
-pub mod config;
-pub mod settings;
-pub mod server;
-pub mod drain;
-pub mod reload;
-pub mod apps;
-pub mod listener;
-pub mod proxy_protocol;
-pub mod tls;
-pub mod revocation;
-pub mod identity;
-pub mod policy;
-pub mod proxy;
-pub mod admin;
-pub mod health;
-pub mod metrics;
-pub mod explain;
-pub mod pki;
 pub mod demo;
+pub mod explain;
+pub mod health;
+pub mod pki;
 
-pub use crate::reload::ConfigSource;
+// The daemon's machinery, private: what the binary and the tests use is re-exported below.
+mod admin;
+mod apps;
+mod config;
+mod drain;
+mod identity;
+mod listener;
+mod metrics;
+mod policy;
+mod proxy;
+mod proxy_protocol;
+mod reload;
+mod revocation;
+mod server;
+mod settings;
+mod tls;
+
+pub use crate::config::error::{AppError, ConfigError};
+pub use crate::config::model::{AppConfig, Config};
+pub use crate::proxy::upstream::worker_threads;
+pub use crate::reload::{ConfigSource, Reloader};
+pub use crate::revocation::{OcspMode, OnUnknown, Policy as RevocationPolicy};
 pub use crate::server::{RunError, Server};
+pub use crate::settings::{ClientCertMode, Limits, SessionResumption, Timeouts};
+pub use crate::tls::FailureReason;
+pub use crate::tls::pkcs12::{self, Pkcs12Error};
+pub use crate::tls::ticket_keys::{TicketKeys, new_key_file};
 
 /// An error and all its sources, `: `-separated, for logs and the command line.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -30,17 +30,15 @@ use crate::tls::accept::{AcceptError, accept};
 use crate::tls::policy::Refusal;
 
 /// What the mTLS listener uses: the apps new connections are served under, the metrics, its
-/// connection limit and the drain flag.
+/// connection slots and the drain flag.
 #[derive(Debug)]
-pub struct Listener {
+pub(crate) struct Listener {
     /// Loaded once per connection, at accept.
     pub apps: LiveApps,
     /// For handshake failures and refused connections.
     pub metrics: Arc<Metrics>,
     /// One permit per open connection (`limits.maxConnections`).
     pub connections: Arc<Semaphore>,
-    /// The size of `connections`, for the log line when it is full.
-    pub max_connections: usize,
     /// Handed to every connection.
     pub draining: Draining,
     /// The per-client and pending-handshake caps, shared by every accept loop; like
@@ -50,11 +48,10 @@ pub struct Listener {
 
 impl Listener {
     /// The listener of `apps` (its caps are read from the apps' limits now).
-    pub fn new(
+    pub(crate) fn new(
         apps: LiveApps,
         metrics: Arc<Metrics>,
         connections: Arc<Semaphore>,
-        max_connections: usize,
         draining: Draining,
     ) -> Self {
         let admission = admission::Admission::new(&apps.load().limits);
@@ -62,14 +59,13 @@ impl Listener {
             apps,
             metrics,
             connections,
-            max_connections,
             draining,
             admission,
         }
     }
 
     /// Accepts connections until `shutdown` turns true.
-    pub async fn serve(
+    pub(crate) async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,

@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
+use certgate::Config;
 use certgate::cli::{Cli, Command, LogFormat, PkiCommand};
-use certgate::config::Config;
 use certgate::{Server, error_chain};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -196,7 +196,7 @@ fn serve(config: &Config, source: certgate::ConfigSource) -> ExitCode {
     block_on(async {
         let shutdown = shutdown_signal();
         let server = match Server::bind(config, Some(source)).await {
-            Ok(server) => server.with_worker_threads(certgate::proxy::upstream::worker_threads()),
+            Ok(server) => server.with_worker_threads(certgate::worker_threads()),
             Err(error) => {
                 tracing::error!(error = %error_chain(&error), "cannot start");
                 return ExitCode::from(EXIT_RUNTIME);

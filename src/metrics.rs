@@ -1,7 +1,7 @@
 //! Prometheus metrics (README "Metrics"). Every series an operator alerts on exists at zero
 //! from the start, so a rate or an absence alert works before the first failure.
 
-pub mod label;
+pub(crate) mod label;
 
 use std::sync::atomic::AtomicI64;
 
@@ -55,7 +55,7 @@ struct LimitLabels {
 
 /// Which accept-time limit refused a connection (README "Limits under attack").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectionLimit {
+pub(crate) enum ConnectionLimit {
     /// `limits.maxConnections`.
     MaxConnections,
     /// `limits.maxConnectionsPerClient`.
@@ -72,7 +72,7 @@ impl ConnectionLimit {
     ];
 
     /// The config key, as the `limit` label and in logs.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::MaxConnections => "maxConnections",
             Self::PerClient => "maxConnectionsPerClient",
@@ -94,7 +94,7 @@ struct CertificateLabels {
 
 /// All of certgate's metrics and the registry that exposes them.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     connections: Family<AppLabel, Counter>,
     connections_active: Family<AppLabel, Gauge>,
@@ -121,7 +121,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Registers every metric family.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("certgate");
         let connections = Family::<AppLabel, Counter>::default();
         let connections_active = Family::<AppLabel, Gauge>::default();
@@ -254,7 +254,7 @@ impl Metrics {
     }
 
     /// The revocation metric handles of an app (README "Revocation").
-    pub fn revocation(&self, app: &str) -> crate::revocation::metrics::RevocationMetrics {
+    pub(crate) fn revocation(&self, app: &str) -> crate::revocation::metrics::RevocationMetrics {
         let crl_not_after = self
             .not_after
             .get_or_create(&CertificateLabels {
@@ -266,7 +266,7 @@ impl Metrics {
     }
 
     /// A connection was refused before its handshake by the PROXY protocol check.
-    pub fn proxy_protocol_refused(&self, reason: RefusalReason) {
+    pub(crate) fn proxy_protocol_refused(&self, reason: RefusalReason) {
         self.proxy_protocol_refusals
             .get_or_create(&ReasonLabel {
                 reason: reason.as_str(),
@@ -276,7 +276,7 @@ impl Metrics {
 
     /// Creates every per-app series at zero, sets the app's certificate expiries, and
     /// returns the app's request handles.
-    pub fn register_app(&self, app: &AppConfig) -> AppMetrics {
+    pub(crate) fn register_app(&self, app: &AppConfig) -> AppMetrics {
         for reason in FailureReason::ALL {
             let _ = self.handshake_failures.get_or_create(&FailureLabels {
                 app: app.name.clone(),
@@ -378,13 +378,8 @@ impl Metrics {
         }
     }
 
-    /// A connection was closed at accept because the connection limit was reached.
-    pub fn connection_refused(&self) {
-        self.connection_refused_by(ConnectionLimit::MaxConnections);
-    }
-
     /// A connection was closed at accept because `limit` was reached.
-    pub fn connection_refused_by(&self, limit: ConnectionLimit) {
+    pub(crate) fn connection_refused_by(&self, limit: ConnectionLimit) {
         self.connections_refused.inc();
         self.connections_refused_by_limit
             .get_or_create(&LimitLabels {
@@ -394,7 +389,7 @@ impl Metrics {
     }
 
     /// A handshake was refused.
-    pub fn handshake_failed(&self, app: &str, reason: FailureReason) {
+    pub(crate) fn handshake_failed(&self, app: &str, reason: FailureReason) {
         self.handshake_failures
             .get_or_create(&FailureLabels {
                 app: app.to_owned(),
@@ -404,7 +399,7 @@ impl Metrics {
     }
 
     /// A reload finished.
-    pub fn reloaded(&self, success: bool) {
+    pub(crate) fn reloaded(&self, success: bool) {
         self.reloads
             .get_or_create(&ReloadLabels {
                 result: if success { "success" } else { "error" },
@@ -413,7 +408,7 @@ impl Metrics {
     }
 
     /// The whole registry in the Prometheus/OpenMetrics text format.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -423,7 +418,7 @@ impl Metrics {
 
 /// One app's request and connection series (cheap to clone: every field is a shared handle).
 #[derive(Debug, Clone)]
-pub struct AppMetrics {
+pub(crate) struct AppMetrics {
     app: String,
     connections: Counter,
     connections_active: Gauge,
@@ -440,7 +435,7 @@ pub struct AppMetrics {
 
 impl AppMetrics {
     /// A handshake completed; returns a guard that keeps the connection counted as active.
-    pub fn connection_opened(&self) -> ActiveConnection {
+    pub(crate) fn connection_opened(&self) -> ActiveConnection {
         self.connections.inc();
         self.connections_active.inc();
         ActiveConnection {
@@ -449,7 +444,7 @@ impl AppMetrics {
     }
 
     /// A request was cut off because a body stalled.
-    pub fn stalled(&self, reason: StallReason) {
+    pub(crate) fn stalled(&self, reason: StallReason) {
         let index = match reason {
             StallReason::RequestBodyIdle => 0,
             StallReason::UpstreamIdle => 1,
@@ -458,7 +453,7 @@ impl AppMetrics {
     }
 
     /// A request was answered (or abandoned, with the status the access log gives it).
-    pub fn request_done(&self, verified: bool, code: u16, seconds: f64) {
+    pub(crate) fn request_done(&self, verified: bool, code: u16, seconds: f64) {
         if code == 200 {
             self.ok[usize::from(verified)].inc();
         } else {
@@ -477,7 +472,7 @@ impl AppMetrics {
     }
 
     /// An authorization rule refused a request.
-    pub fn authorization_denied(&self, rule: &str) {
+    pub(crate) fn authorization_denied(&self, rule: &str) {
         self.authorization_denied
             .get_or_create(&RuleLabels {
                 app: self.app.clone(),
@@ -487,7 +482,7 @@ impl AppMetrics {
     }
 
     /// A request was over the app's rate limit.
-    pub fn rate_limited(&self) {
+    pub(crate) fn rate_limited(&self) {
         self.rate_limited
             .get_or_create(&AppLabel {
                 app: self.app.clone(),
@@ -498,7 +493,7 @@ impl AppMetrics {
 
 /// Decrements `certgate_connections_active` when the connection ends.
 #[derive(Debug)]
-pub struct ActiveConnection {
+pub(crate) struct ActiveConnection {
     gauge: Gauge,
 }
 

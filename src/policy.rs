@@ -2,9 +2,9 @@
 //! the rate limit and the certificate header formats. A leaf module: the config loader builds
 //! these types, the listener and the proxy read them.
 
-pub mod authorization;
-pub mod path;
-pub mod rate_limit;
+pub(crate) mod authorization;
+pub(crate) mod path;
+pub(crate) mod rate_limit;
 
 use self::authorization::Authorization;
 use self::rate_limit::RateLimit;

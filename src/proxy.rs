@@ -6,19 +6,19 @@
 //! app's metric handles, which authorization rules the client passes) is made once per
 //! connection; a request guard records every request's end.
 
-pub mod admission;
-pub mod body;
-pub mod client;
-pub mod context;
-pub mod error;
-pub mod formats;
-pub mod gap;
-pub mod header_limits;
-pub mod headers;
-pub mod refuse;
-pub mod stall;
-pub mod upstream;
-pub mod xfcc;
+pub(crate) mod admission;
+pub(crate) mod body;
+pub(crate) mod client;
+pub(crate) mod context;
+pub(crate) mod error;
+pub(crate) mod formats;
+pub(crate) mod gap;
+pub(crate) mod header_limits;
+pub(crate) mod headers;
+pub(crate) mod refuse;
+pub(crate) mod stall;
+pub(crate) mod upstream;
+pub(crate) mod xfcc;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,7 +42,7 @@ use crate::settings::Transport;
 use crate::tls::sni::{authority_host, normalize};
 
 /// Serves one request; never fails (errors become responses).
-pub async fn handle(
+pub(crate) async fn handle(
     conn: Arc<ConnectionContext>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {

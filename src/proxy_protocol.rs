@@ -16,7 +16,7 @@ const V2_FIXED_BYTES: usize = 16;
 /// The most address and TLV bytes a v2 header may carry. The spec allows 65535; balancers
 /// send far less (AWS NLB, Azure Private Link and GCP Private Service Connect add one ID TLV,
 /// HAProxy its SSL TLVs), so anything larger is refused rather than buffered.
-pub const V2_MAX_PAYLOAD_BYTES: usize = 2048;
+pub(crate) const V2_MAX_PAYLOAD_BYTES: usize = 2048;
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
 /// The `proxyProtocol` setting: which peers are balancers that must send a header.
@@ -161,7 +161,7 @@ impl ProxyHeaderError {
 /// Reads one header, byte-exact: nothing after it is consumed, so the TLS handshake starts on
 /// the next byte. `None` when the header names no client (v2 `LOCAL`, v1 `UNKNOWN`, v2
 /// `UNSPEC` or `UNIX` addresses): the spec says to use the connection's own addresses then.
-pub async fn read_header<IO>(io: &mut IO) -> Result<Option<SocketAddr>, ProxyHeaderError>
+pub(crate) async fn read_header<IO>(io: &mut IO) -> Result<Option<SocketAddr>, ProxyHeaderError>
 where
     IO: AsyncRead + Unpin,
 {

@@ -110,7 +110,11 @@ impl Reloader {
 }
 
 /// Reloads on SIGHUP and on changes to `files` until `stop` turns true.
-pub async fn watch(reloader: Reloader, mut files: Vec<PathBuf>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn watch(
+    reloader: Reloader,
+    mut files: Vec<PathBuf>,
+    mut stop: watch::Receiver<bool>,
+) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut watcher = file_watcher(events_tx);
     watch_folders(watcher.as_mut(), &files);

@@ -115,7 +115,6 @@ impl Server {
             self.apps.clone(),
             self.metrics.clone(),
             self.connections.clone(),
-            self.max_connections,
             self.draining.clone(),
         ));
         let (done_tx, done_rx) = watch::channel(false);

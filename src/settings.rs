@@ -201,10 +201,10 @@ impl Default for Limits {
 }
 
 /// The ClientHello deadline when `handshakeMs` is not shorter.
-pub const DEFAULT_CLIENT_HELLO_MS: u64 = 5_000;
+pub(crate) const DEFAULT_CLIENT_HELLO_MS: u64 = 5_000;
 /// Connections in their handshake at once, by default: a flood of clients that never finish
 /// their handshake holds at most this many slots (README "Limits under attack").
-pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1_024;
+pub(crate) const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1_024;
 
 /// Where trust in a presented certificate can come from; at least one source is set for
 /// `require` and `accept` apps.

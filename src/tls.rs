@@ -1,13 +1,13 @@
 //! TLS termination: pick the app from the ClientHello, then finish the handshake with that
 //! app's own rustls config and client-certificate verifier.
 
-pub mod accept;
-pub mod client_auth;
+pub(crate) mod accept;
+pub(crate) mod client_auth;
 pub mod pkcs12;
-pub mod policy;
-pub mod server_config;
-pub mod sni;
-pub mod ticket_keys;
+pub(crate) mod policy;
+pub(crate) mod server_config;
+pub(crate) mod sni;
+pub(crate) mod ticket_keys;
 
 use std::fmt;
 

@@ -1,5 +1,5 @@
 //! Config loading, README "Sidecar" and "Config reference". Every failure mode is checked twice: through
-//! `certgate::config::Config::load`, and through the real binary's `certgate check --config`
+//! `certgate::Config::load`, and through the real binary's `certgate check --config`
 //! (exit 64, stderr naming the file or the problem):
 //! - a missing, empty, whitespace-only, unreadable or unparsable config file;
 //! - an unknown key at the top level and nested (`clientAuth`, `ingress`,
@@ -139,7 +139,7 @@ impl Setup {
 /// Asserts that the config file at `path` is refused by `Config::load` and by
 /// `certgate check` (exit 64), each error naming every one of `needles`.
 fn assert_refused(path: &Path, needles: &[&str]) {
-    let error = match certgate::config::Config::load(path) {
+    let error = match certgate::Config::load(path) {
         Ok(config) => panic!("Config::load accepted it ({} apps)", config.apps.len()),
         Err(error) => certgate::error_chain(&error),
     };
@@ -424,7 +424,7 @@ fn client_certificate_mode_is_case_insensitive() {
     setup.app("payments")["ingress"]["clientCertificateMode"] = "Require".into();
     setup.app("portal")["ingress"]["clientCertificateMode"] = "ACCEPT".into();
     setup.app("public")["ingress"]["clientCertificateMode"] = "Ignore".into();
-    let config = certgate::config::Config::load(&setup.write())
+    let config = certgate::Config::load(&setup.write())
         .unwrap_or_else(|e| panic!("refused: {}", certgate::error_chain(&e)));
     let modes: Vec<&str> = config.apps.iter().map(|app| app.mode.as_str()).collect();
     assert_eq!(modes, ["require", "accept", "ignore"]);
@@ -502,7 +502,7 @@ fn relative_paths_are_resolved_against_the_config_folder_in_process() {
         "the test must run from another folder"
     );
     assert!(!cwd.join("server.pem").exists() && !cwd.join("client-ca.pem").exists());
-    let config = certgate::config::Config::load(&path)
+    let config = certgate::Config::load(&path)
         .unwrap_or_else(|e| panic!("refused: {}", certgate::error_chain(&e)));
     assert_eq!(config.apps.len(), 3);
     for name in ["server.pem", "server.key", "client-ca.pem"] {

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use certgate::config::Config;
-use certgate::settings::{ClientCertMode, Limits, Timeouts};
+use certgate::Config;
+use certgate::{ClientCertMode, Limits, Timeouts};
 use common::{ClientOptions, Gateway, Identity, Pki, TempDir, get, tools};
 use process::{Child, Stream};
 use rustls::RootCertStore;

@@ -211,9 +211,7 @@ impl MountedVolume {
 }
 
 fn ticket_key_file() -> Vec<u8> {
-    certgate::tls::ticket_keys::new_key_file()
-        .unwrap()
-        .into_bytes()
+    certgate::new_key_file().unwrap().into_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

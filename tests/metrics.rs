@@ -43,7 +43,7 @@ async fn every_series_exists_at_zero_before_any_traffic() {
         ] {
             assert!(text.contains(&series), "missing {series} in:\n{text}");
         }
-        for reason in certgate::tls::FailureReason::ALL {
+        for reason in certgate::FailureReason::ALL {
             let series = format!(
                 r#"certgate_handshake_failures_total{{app="{app}",reason="{}"}} 0"#,
                 reason.as_str()

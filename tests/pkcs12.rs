@@ -1,4 +1,4 @@
-//! Tests `certgate::tls::pkcs12::load` on certgate's own `client.p12`, on archives made by
+//! Tests `certgate::pkcs12::load` on certgate's own `client.p12`, on archives made by
 //! OpenSSL 3 (default and `-legacy`) and on broken or mismatched archives.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use certgate::pki;
-use certgate::tls::pkcs12::{self, Pkcs12Error};
+use certgate::{Pkcs12Error, pkcs12};
 use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};

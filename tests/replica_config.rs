@@ -15,8 +15,8 @@ mod process;
 use std::process::Command;
 use std::time::Duration;
 
-use certgate::config::Config;
-use certgate::settings::SessionResumption;
+use certgate::Config;
+use certgate::SessionResumption;
 use common::*;
 use serde_json::{Value, json};
 

@@ -275,10 +275,5 @@ fn readme_local_rotation_example_runs() {
         Some("2")
     );
     let keys = std::fs::read(dir.path().join("ticket-keys")).unwrap();
-    assert_eq!(
-        certgate::tls::ticket_keys::TicketKeys::parse(&keys)
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(certgate::TicketKeys::parse(&keys).unwrap().len(), 2);
 }

@@ -60,7 +60,7 @@ fn config(upstream: std::net::SocketAddr, revocation: serde_json::Value) -> serd
 fn try_load(dir: &TempDir, revocation: serde_json::Value) -> Result<(), String> {
     let config = config("127.0.0.1:9".parse().unwrap(), revocation);
     let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
-    certgate::config::Config::load(&path)
+    certgate::Config::load(&path)
         .map(|_| ())
         .map_err(|error| certgate::error_chain(&error))
 }
@@ -936,11 +936,11 @@ async fn http2_client_with_a_revoked_leaf_is_refused() {
 
 // ---- config ----
 
-fn load(client_auth: serde_json::Value) -> Result<certgate::config::Config, String> {
+fn load(client_auth: serde_json::Value) -> Result<certgate::Config, String> {
     load_for(&Pki::new(), client_auth)
 }
 
-fn load_for(pki: &Pki, client_auth: serde_json::Value) -> Result<certgate::config::Config, String> {
+fn load_for(pki: &Pki, client_auth: serde_json::Value) -> Result<certgate::Config, String> {
     let dir = TempDir::new();
     pki.write(&dir);
     let mut app = app(
@@ -954,7 +954,7 @@ fn load_for(pki: &Pki, client_auth: serde_json::Value) -> Result<certgate::confi
         "certgate.json",
         serde_json::to_vec(&serde_json::json!({ "apps": [app] })).unwrap(),
     );
-    certgate::config::Config::load(&path).map_err(|e| certgate::error_chain(&e))
+    certgate::Config::load(&path).map_err(|e| certgate::error_chain(&e))
 }
 
 #[test]
@@ -969,14 +969,14 @@ fn revocation_keys_are_read_with_their_defaults() {
     }))
     .unwrap();
     let policy = config.apps[0].revocation.as_ref().unwrap().policy().clone();
-    assert_eq!(policy.ocsp, certgate::revocation::OcspMode::Chain);
-    assert_eq!(policy.on_unknown, certgate::revocation::OnUnknown::Allow);
+    assert_eq!(policy.ocsp, certgate::OcspMode::Chain);
+    assert_eq!(policy.on_unknown, certgate::OnUnknown::Allow);
     assert!(policy.crl_from_certificates);
     assert_eq!(policy.refresh, std::time::Duration::from_secs(60));
 
-    let defaults = certgate::revocation::Policy::default();
-    assert_eq!(defaults.ocsp, certgate::revocation::OcspMode::Off);
-    assert_eq!(defaults.on_unknown, certgate::revocation::OnUnknown::Refuse);
+    let defaults = certgate::RevocationPolicy::default();
+    assert_eq!(defaults.ocsp, certgate::OcspMode::Off);
+    assert_eq!(defaults.on_unknown, certgate::OnUnknown::Refuse);
     assert!(!defaults.crl_from_certificates);
     assert_eq!(defaults.refresh, std::time::Duration::from_secs(3600));
 }
@@ -1137,7 +1137,7 @@ fn sidecar_flags_add_crl_urls_and_ocsp() {
     };
     let config = (args.source().unwrap())().unwrap();
     let policy = config.apps[0].revocation.as_ref().unwrap().policy().clone();
-    assert_eq!(policy.ocsp, certgate::revocation::OcspMode::Chain);
+    assert_eq!(policy.ocsp, certgate::OcspMode::Chain);
     assert_eq!(policy.crl_urls.len(), 1);
     assert_eq!(crls.requests(), 1);
     assert!(

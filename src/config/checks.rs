@@ -44,7 +44,7 @@ impl fmt::Display for Finding {
 /// Hosts of an app that its server certificate does not cover. An exact host is an error
 /// (every client verifying the server refuses it); a wildcard pattern a warning (the names
 /// under it may be covered one by one).
-pub fn host_coverage(
+pub(crate) fn host_coverage(
     app: &str,
     hosts: &[HostPattern],
     server_leaf: &[u8],
@@ -106,7 +106,7 @@ fn san_covers(san: &str, name: &str) -> bool {
 }
 
 /// A warning when a certificate in `trustedCaFiles` is not a CA certificate.
-pub fn non_ca(app: &str, path: &Path, number: usize, der: &[u8]) -> Option<Finding> {
+pub(crate) fn non_ca(app: &str, path: &Path, number: usize, der: &[u8]) -> Option<Finding> {
     let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
     if certificate.is_ca() {
         return None;
@@ -124,7 +124,7 @@ pub fn non_ca(app: &str, path: &Path, number: usize, der: &[u8]) -> Option<Findi
 
 /// Whether two listeners would collide: the same port on the same address, or on any address
 /// when one of them listens on all of them. Port 0 (any free port) never collides.
-pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+pub(crate) fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() != 0
         && a.port() == b.port()
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
@@ -133,14 +133,14 @@ pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
 /// An `allowedSubjects` entry that is not RFC 4514: the RFC 4514 form to use instead, when one
 /// can be guessed (OpenSSL's `/CN=a/O=b` form, spaces around separators).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotRfc4514 {
+pub(crate) struct NotRfc4514 {
     /// The entry rewritten as certgate writes subjects, if it could be.
     pub suggestion: Option<String>,
 }
 
 /// Checks an `allowedSubjects` entry; `Ok` holds a warning when the entry is valid but lists a
 /// broader attribute before `CN`, the trap of reading `-subj "/CN=a/O=b"` left to right.
-pub fn subject_entry(entry: &str) -> Result<Option<String>, NotRfc4514> {
+pub(crate) fn subject_entry(entry: &str) -> Result<Option<String>, NotRfc4514> {
     let Some(rdns) = parse_rfc4514(entry) else {
         return Err(NotRfc4514 {
             suggestion: suggest_rfc4514(entry),
@@ -164,7 +164,7 @@ pub fn subject_entry(entry: &str) -> Result<Option<String>, NotRfc4514> {
 
 /// The RDNs of an RFC 4514 string, each a list of (attribute type, raw value); `None` when the
 /// string is not RFC 4514.
-pub fn parse_rfc4514(text: &str) -> Option<Vec<Vec<(String, String)>>> {
+pub(crate) fn parse_rfc4514(text: &str) -> Option<Vec<Vec<(String, String)>>> {
     if text.is_empty() {
         return None;
     }

@@ -11,7 +11,7 @@ use crate::tls::ticket_keys::TicketKeyError;
 /// The names a person wrote the settings under, so errors speak the config file's keys or the
 /// sidecar's flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keys {
+pub(crate) struct Keys {
     pub(super) mode: &'static str,
     pub(super) trusted_ca: &'static str,
     pub(super) crl: &'static str,
@@ -25,7 +25,7 @@ pub struct Keys {
 }
 
 /// The config file's keys.
-pub const FILE_KEYS: Keys = Keys {
+pub(crate) const FILE_KEYS: Keys = Keys {
     mode: "clientCertificateMode",
     trusted_ca: "trustedCaFiles",
     crl: "crlFiles",
@@ -39,7 +39,7 @@ pub const FILE_KEYS: Keys = Keys {
 };
 
 /// The sidecar's flags.
-pub const FLAG_KEYS: Keys = Keys {
+pub(crate) const FLAG_KEYS: Keys = Keys {
     mode: "--client-cert-mode",
     trusted_ca: "--client-ca",
     crl: "--crl",

@@ -132,7 +132,7 @@ impl Config {
 
 /// The trust sources and allow-lists of `clientAuth` alone (no server certificate, no app),
 /// for `certgate explain`'s sidecar form; relative paths are resolved against `base`.
-pub fn client_policy(
+pub(crate) fn client_policy(
     file: &FileClientAuth,
     mode: ClientCertMode,
     base: &Path,
@@ -144,12 +144,12 @@ pub fn client_policy(
 
 /// Every certificate of a PEM file, leaf first, without judging them (for `certgate explain`,
 /// which judges them itself).
-pub fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+pub(crate) fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     pem_items(&read(path)?, path, CERTIFICATE)
 }
 
 /// `--forward-fields` as XFCC fields.
-pub fn forward_fields(names: Option<&[String]>) -> Result<XfccFields, ConfigError> {
+pub(crate) fn forward_fields(names: Option<&[String]>) -> Result<XfccFields, ConfigError> {
     xfcc_fields("app", FLAG_KEYS.fields, names)
 }
 

@@ -4,7 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 
 /// The `app` label alone.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AppLabel {
+pub(crate) struct AppLabel {
     /// The app's name.
     pub app: String,
 }

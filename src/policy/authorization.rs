@@ -104,9 +104,9 @@ pub enum Decision<'a> {
 }
 
 /// The metric and log label of a `defaultDeny` refusal.
-pub const DEFAULT_RULE_LABEL: &str = "default";
+pub(crate) const DEFAULT_RULE_LABEL: &str = "default";
 /// The 403 body of a `defaultDeny` refusal.
-pub const DEFAULT_DENIAL: &str =
+pub(crate) const DEFAULT_DENIAL: &str =
     "forbidden: no authorization rule matches and defaultDeny is set\n";
 
 impl Authorization {

@@ -4,7 +4,7 @@
 
 /// A request path in the one form policy matches on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NormalizedPath {
+pub(crate) struct NormalizedPath {
     /// What is forwarded: the normalized path, `;` parameters kept on ordinary segments.
     pub forward: String,
     /// What prefixes are matched against: the same path with every `;` parameter removed.
@@ -13,7 +13,7 @@ pub struct NormalizedPath {
 
 /// Why a path cannot be normalized (the request is answered 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
+pub(crate) enum PathError {
     #[error("the path does not start with /")]
     NotAbsolute,
     #[error("the path holds a malformed percent-escape")]
@@ -33,7 +33,7 @@ pub enum PathError {
 /// dropped (`//a` is `/a`); `.` and `..` segments, with or without parameters, are resolved
 /// as RFC 3986 section 5.2.4 does, never above the root. Letter case is kept: paths are
 /// case-sensitive.
-pub fn normalize(path: &str) -> Result<NormalizedPath, PathError> {
+pub(crate) fn normalize(path: &str) -> Result<NormalizedPath, PathError> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(PathError::NotAbsolute);
     };
@@ -77,7 +77,7 @@ pub fn normalize(path: &str) -> Result<NormalizedPath, PathError> {
 
 /// Whether a normalized path lies under a prefix, on segment boundaries: `/admin` covers
 /// `/admin` and `/admin/x`, never `/administrator`; `/` covers everything.
-pub fn under(path: &str, prefix: &str) -> bool {
+pub(crate) fn under(path: &str, prefix: &str) -> bool {
     if prefix.ends_with('/') {
         return path.starts_with(prefix)
             || path.len() + 1 == prefix.len() && prefix.starts_with(path);
@@ -101,7 +101,7 @@ pub enum PrefixError {
 }
 
 /// Checks a configured prefix and returns it as matched (a trailing `/` is kept).
-pub fn prefix(value: &str) -> Result<String, PrefixError> {
+pub(crate) fn prefix(value: &str) -> Result<String, PrefixError> {
     if !value.starts_with('/') {
         return Err(PrefixError::NotAbsolute);
     }

@@ -20,11 +20,11 @@ pub struct RateLimit {
 
 /// Keys tracked at most per app, unless the limiter is built with another bound. At about
 /// 100 bytes an entry this bounds an app's table near 10 MB.
-pub const MAX_KEYS: usize = 100_000;
+pub(crate) const MAX_KEYS: usize = 100_000;
 
 /// Whom a bucket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Key {
+pub(crate) enum Key {
     /// SHA-256 of the client's leaf certificate.
     Certificate([u8; 32]),
     /// The client's address, for connections without a certificate.
@@ -33,7 +33,7 @@ pub enum Key {
 
 /// The token buckets of one app.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     limit: RateLimit,
     max_keys: usize,
     buckets: Mutex<HashMap<Key, Bucket>>,
@@ -47,7 +47,7 @@ struct Bucket {
 
 impl RateLimiter {
     /// A limiter holding at most `max_keys` buckets (at least 1).
-    pub fn new(limit: RateLimit, max_keys: usize) -> Self {
+    pub(crate) fn new(limit: RateLimit, max_keys: usize) -> Self {
         Self {
             limit,
             max_keys: max_keys.max(1),
@@ -56,7 +56,7 @@ impl RateLimiter {
     }
 
     /// Takes one token for `key`; when the bucket is empty, returns how long until one is back.
-    pub fn check(&self, key: Key) -> Result<(), Duration> {
+    pub(crate) fn check(&self, key: Key) -> Result<(), Duration> {
         let now = Instant::now();
         // A panic while holding the lock leaves the table consistent (each update is one
         // assignment), so a poisoned lock is still usable.
@@ -83,16 +83,12 @@ impl RateLimiter {
     }
 
     /// Buckets held right now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
-    }
-
-    /// Whether no bucket is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn refilled(&self, bucket: &Bucket, now: Instant) -> f64 {
@@ -125,7 +121,7 @@ impl RateLimiter {
 }
 
 /// Seconds for a `Retry-After` header: the wait rounded up, at least 1.
-pub fn retry_after_seconds(wait: Duration) -> u64 {
+pub(crate) fn retry_after_seconds(wait: Duration) -> u64 {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     seconds.max(1)
 }

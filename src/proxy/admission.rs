@@ -23,7 +23,7 @@ use crate::tls::policy::Refusal;
 
 /// What a connection's client means to its app's policy, computed at the handshake.
 #[derive(Debug)]
-pub struct ConnectionPolicy {
+pub(crate) struct ConnectionPolicy {
     /// Whether a certificate passed the app's policy on this connection.
     verified: bool,
     /// Which authorization rules this client passes.
@@ -43,7 +43,7 @@ pub struct ConnectionPolicy {
     clippy::large_enum_variant,
     reason = "returned once per request and moved, never stored; boxing would allocate"
 )]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Forward it, with the normalized target (path and query) when it differs from the
     /// request's.
     Forward(Option<String>),
@@ -53,7 +53,7 @@ pub enum Admission {
 
 impl ConnectionPolicy {
     /// Evaluates the app's policy for a connection's client once.
-    pub fn new(app: &App, identity: Option<&ClientIdentity>, client: IpAddr) -> Self {
+    pub(crate) fn new(app: &App, identity: Option<&ClientIdentity>, client: IpAddr) -> Self {
         let policy = &app.config.request_policy;
         let grants = policy.authorization.grants(identity.map(|id| Client {
             hash: &id.hash_bytes,
@@ -78,7 +78,11 @@ impl ConnectionPolicy {
     }
 
     /// Checks a request against the app's policy.
-    pub fn admit<B>(&self, app: &App, request: &Request<B>) -> Result<Admission, ProxyError> {
+    pub(crate) fn admit<B>(
+        &self,
+        app: &App,
+        request: &Request<B>,
+    ) -> Result<Admission, ProxyError> {
         let policy = &app.config.request_policy;
         let (method, uri) = (request.method(), request.uri());
         let mut rewritten = None;
@@ -132,7 +136,7 @@ impl ConnectionPolicy {
     }
 
     /// Sets the verdict header, when configured.
-    pub fn set_verdict(&self, headers: &mut HeaderMap) {
+    pub(crate) fn set_verdict(&self, headers: &mut HeaderMap) {
         if let Some(verdict) = &self.verdict {
             headers.insert(formats::CLIENT_VERIFY, verdict.clone());
         }

@@ -6,4 +6,4 @@ use http_body_util::{Either, Full};
 use super::stall::ResponseBody;
 
 /// The app's body (bounded by `upstreamIdleMs`), or certgate's own.
-pub type ProxyBody = Either<ResponseBody, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<ResponseBody, Full<Bytes>>;

@@ -12,7 +12,7 @@ use crate::settings::XfccFields;
 /// A verified client as its connection's requests use it: the identity and the certificate
 /// headers of the app's formats (XFCC first), built once when the connection starts.
 #[derive(Debug)]
-pub struct VerifiedClient {
+pub(crate) struct VerifiedClient {
     /// Hash, names and expiry of the leaf.
     pub identity: ClientIdentity,
     /// The header values, or `None` when one exceeds `limits.maxXfccBytes`.
@@ -22,7 +22,7 @@ pub struct VerifiedClient {
 impl VerifiedClient {
     /// Parses the chain the client sent (leaf first) and builds the header values of the
     /// app's `formats` (the verdict excepted: it depends on no certificate).
-    pub fn new(
+    pub(crate) fn new(
         chain: &[CertificateDer<'_>],
         fields: XfccFields,
         formats: Formats,

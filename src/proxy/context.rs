@@ -23,7 +23,7 @@ use crate::metrics::ActiveConnection;
 
 /// What a connection knows once its handshake is done; shared by all its requests.
 #[derive(Debug)]
-pub struct ConnectionContext {
+pub(crate) struct ConnectionContext {
     /// The app chosen by SNI.
     pub app: Arc<App>,
     /// The apps this connection was accepted under, for the authority check.
@@ -55,7 +55,7 @@ pub struct ConnectionContext {
 
 impl ConnectionContext {
     /// The context of a connection whose handshake picked `app` from `apps`.
-    pub fn new(
+    pub(crate) fn new(
         app: Arc<App>,
         apps: Arc<Apps>,
         draining: Draining,
@@ -86,25 +86,25 @@ impl ConnectionContext {
     /// With `rejectWith: "http"`: every request on this connection is answered with `refusal`
     /// and nothing reaches the app.
     #[must_use]
-    pub fn with_refusal(mut self, refusal: Option<refuse::RefusalPage>) -> Self {
+    pub(crate) fn with_refusal(mut self, refusal: Option<refuse::RefusalPage>) -> Self {
         self.refusal = refusal;
         self
     }
 
     /// When the connection will have been idle for `idle`, or `None` while a request is in
     /// flight.
-    pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+    pub(crate) fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
         self.activity.idle_since().map(|since| since + idle)
     }
 
     /// The verified client's identity, if a certificate was presented.
-    pub fn identity(&self) -> Option<&ClientIdentity> {
+    pub(crate) fn identity(&self) -> Option<&ClientIdentity> {
         self.client.as_ref().map(|client| &client.identity)
     }
 
     /// Logs and counts the request head hyper refused with 431 when `error` (what ended the
     /// connection) says so; such a request never reached the service, so its guard never ran.
-    pub fn connection_ended(&self, error: &(dyn std::error::Error + 'static)) {
+    pub(crate) fn connection_ended(&self, error: &(dyn std::error::Error + 'static)) {
         let too_large = error
             .downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_parse_too_large);

@@ -12,7 +12,7 @@ use super::upstream::{SendError, UpstreamError};
 
 /// Why certgate answered a request itself.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("malformed request: {reason}")]
     BadRequest { reason: &'static str },
     #[error("client certificate expired during the connection")]
@@ -63,7 +63,7 @@ impl From<SendError> for ProxyError {
 
 impl ProxyError {
     /// The status certgate answers with.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::CertificateExpired => StatusCode::FORBIDDEN,
@@ -101,7 +101,7 @@ impl ProxyError {
     }
 
     /// The `outcome` logged with this error's access line, when it has one of its own.
-    pub fn outcome(&self) -> Option<&'static str> {
+    pub(crate) fn outcome(&self) -> Option<&'static str> {
         match self {
             Self::RequestBodyTimeout => Some(StallReason::RequestBodyIdle.as_str()),
             Self::HeadersTooLarge => Some(REQUEST_HEADER_TOO_LARGE),
@@ -119,7 +119,7 @@ impl ProxyError {
     }
 
     /// The response certgate sends for this error.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
         match self {
             Self::Denied { body, .. } => text_response(status, Bytes::from(body)),
@@ -138,10 +138,10 @@ impl ProxyError {
 }
 
 /// The `outcome` of a request refused for its header's size or field count.
-pub const REQUEST_HEADER_TOO_LARGE: &str = "request_header_too_large";
+pub(crate) const REQUEST_HEADER_TOO_LARGE: &str = "request_header_too_large";
 
 /// A `text/plain` response with a static body.
-pub fn plain_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+pub(crate) fn plain_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     text_response(status, Bytes::from_static(body.as_bytes()))
 }
 

@@ -17,23 +17,26 @@ use crate::identity::rfc4514;
 use crate::policy::Formats;
 
 /// RFC 9440 section 2.2: the leaf as a Structured Field Byte Sequence.
-pub const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+pub(crate) const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
 /// RFC 9440 section 2.3: the rest of the chain as a List of Byte Sequences.
-pub const CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
+pub(crate) const CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
 /// ALB: the leaf's serial number in hexadecimal.
-pub const AMZN_SERIAL: HeaderName = HeaderName::from_static("x-amzn-mtls-clientcert-serial-number");
+pub(crate) const AMZN_SERIAL: HeaderName =
+    HeaderName::from_static("x-amzn-mtls-clientcert-serial-number");
 /// ALB: the issuer as an RFC 2253 string.
-pub const AMZN_ISSUER: HeaderName = HeaderName::from_static("x-amzn-mtls-clientcert-issuer");
+pub(crate) const AMZN_ISSUER: HeaderName = HeaderName::from_static("x-amzn-mtls-clientcert-issuer");
 /// ALB: the subject as an RFC 2253 string.
-pub const AMZN_SUBJECT: HeaderName = HeaderName::from_static("x-amzn-mtls-clientcert-subject");
+pub(crate) const AMZN_SUBJECT: HeaderName =
+    HeaderName::from_static("x-amzn-mtls-clientcert-subject");
 /// ALB: `NotBefore=…;NotAfter=…` in ISO 8601.
-pub const AMZN_VALIDITY: HeaderName = HeaderName::from_static("x-amzn-mtls-clientcert-validity");
+pub(crate) const AMZN_VALIDITY: HeaderName =
+    HeaderName::from_static("x-amzn-mtls-clientcert-validity");
 /// ALB: the leaf as URL-encoded PEM.
-pub const AMZN_LEAF: HeaderName = HeaderName::from_static("x-amzn-mtls-clientcert-leaf");
+pub(crate) const AMZN_LEAF: HeaderName = HeaderName::from_static("x-amzn-mtls-clientcert-leaf");
 /// Azure App Service: the leaf's DER in base64.
-pub const ARR_CLIENT_CERT: HeaderName = HeaderName::from_static("x-arr-clientcert");
+pub(crate) const ARR_CLIENT_CERT: HeaderName = HeaderName::from_static("x-arr-clientcert");
 /// The verdict: `SUCCESS` with a verified certificate, `NONE` without one.
-pub const CLIENT_VERIFY: HeaderName = HeaderName::from_static("x-client-verify");
+pub(crate) const CLIENT_VERIFY: HeaderName = HeaderName::from_static("x-client-verify");
 
 /// ALB's passthrough-mode header (the whole chain); certgate never sets it, but an app written
 /// for ALB may read it, so it is stripped like the others.
@@ -42,7 +45,7 @@ const AMZN_PREFIX: &str = "x-amzn-mtls-clientcert";
 /// Whether a (lowercase) header name is, or reads as once `_` is taken for `-`, a header of
 /// any format certgate knows: XFCC, RFC 9440, every `X-Amzn-Mtls-Clientcert*`, Azure's, and the
 /// verdict.
-pub fn is_client_cert_header(name: &str) -> bool {
+pub(crate) fn is_client_cert_header(name: &str) -> bool {
     // Every name below starts with `x` or `c`; most request headers are ruled out here.
     if !matches!(name.as_bytes().first(), Some(b'x' | b'c')) {
         return false;
@@ -67,7 +70,7 @@ fn is_known(name: &str) -> bool {
 
 /// The headers of `formats` other than XFCC and the verdict for a verified chain (leaf
 /// first), or `None` when one value would exceed `max_bytes`.
-pub fn build(
+pub(crate) fn build(
     chain: &[CertificateDer<'_>],
     leaf: &X509Certificate<'_>,
     formats: Formats,
@@ -122,7 +125,7 @@ pub fn build(
 }
 
 /// The verdict value for a connection.
-pub fn verdict(verified: bool) -> HeaderValue {
+pub(crate) fn verdict(verified: bool) -> HeaderValue {
     HeaderValue::from_static(if verified { "SUCCESS" } else { "NONE" })
 }
 

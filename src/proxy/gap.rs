@@ -10,7 +10,7 @@ use tokio::time::{Instant, Sleep};
 /// Why a request was cut off mid-body; the `outcome` in logs and the `reason` label of
 /// `certgate_stalled_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StallReason {
+pub(crate) enum StallReason {
     /// The client sent no request-body bytes for `requestBodyIdleMs`.
     RequestBodyIdle,
     /// The app sent no response-body bytes for `upstreamIdleMs`.
@@ -19,10 +19,10 @@ pub enum StallReason {
 
 impl StallReason {
     /// Every reason, for metric series that exist at zero.
-    pub const ALL: [Self; 2] = [Self::RequestBodyIdle, Self::UpstreamIdle];
+    pub(crate) const ALL: [Self; 2] = [Self::RequestBodyIdle, Self::UpstreamIdle];
 
     /// The name used in logs and metrics.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::RequestBodyIdle => "request_body_idle",
             Self::UpstreamIdle => "upstream_idle",
@@ -33,13 +33,13 @@ impl StallReason {
 /// The gap clock of one body: armed when the body starts waiting for its sender, disarmed by
 /// every frame that arrives.
 #[derive(Debug)]
-pub struct GapClock {
+pub(crate) struct GapClock {
     limit: Duration,
     waiting: bool,
 }
 
 impl GapClock {
-    pub fn new(limit: Duration) -> Self {
+    pub(crate) fn new(limit: Duration) -> Self {
         Self {
             limit,
             waiting: false,
@@ -47,13 +47,13 @@ impl GapClock {
     }
 
     /// A frame arrived (or the body ended): the next wait starts a new gap.
-    pub fn frame(&mut self) {
+    pub(crate) fn frame(&mut self) {
         self.waiting = false;
     }
 
     /// The body is waiting for its sender: starts the gap if this is its first wait, and
     /// reports whether the gap has lasted `limit`.
-    pub fn waiting(&mut self, mut timer: Pin<&mut Sleep>, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn waiting(&mut self, mut timer: Pin<&mut Sleep>, cx: &mut Context<'_>) -> bool {
         if !self.waiting {
             self.waiting = true;
             timer.as_mut().reset(Instant::now() + self.limit);

@@ -16,10 +16,10 @@ const FIELD_OVERHEAD: usize = 32;
 /// service. A block within it gets a 431 on its stream from certgate; a larger one is refused
 /// by the HTTP/2 layer (431 and a stream reset when it can still decode it, else a connection
 /// error, since HPACK state cannot be kept without decoding).
-pub const HTTP2_DECODE_FACTOR: usize = 2;
+pub(crate) const HTTP2_DECODE_FACTOR: usize = 2;
 
 /// The `SETTINGS_MAX_HEADER_LIST_SIZE` certgate announces and enforces at the HTTP/2 layer.
-pub fn http2_header_list_limit(limits: &Limits) -> u32 {
+pub(crate) fn http2_header_list_limit(limits: &Limits) -> u32 {
     let bytes = limits
         .max_request_header_bytes
         .saturating_mul(HTTP2_DECODE_FACTOR);
@@ -27,7 +27,7 @@ pub fn http2_header_list_limit(limits: &Limits) -> u32 {
 }
 
 /// 431 for an HTTP/2 request over either limit. Only lengths are added up: nothing is copied.
-pub fn check_http2<B>(request: &Request<B>, limits: &Limits) -> Result<(), ProxyError> {
+pub(crate) fn check_http2<B>(request: &Request<B>, limits: &Limits) -> Result<(), ProxyError> {
     let headers = request.headers();
     if headers.len() > limits.max_request_headers {
         return Err(ProxyError::HeadersTooLarge);

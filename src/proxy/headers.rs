@@ -9,7 +9,7 @@ use http::header::{
 };
 
 /// The header certgate sets for verified clients.
-pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+pub(crate) const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -36,7 +36,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// most messages hold little or none of it, and only what is there is removed (each removal
 /// is a hash lookup).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Found {
+pub(crate) struct Found {
     /// A header read as a certificate header of some format (XFCC, RFC 9440, ALB, Azure, the
     /// verdict) in some spelling.
     pub client_cert: bool,
@@ -46,7 +46,7 @@ pub struct Found {
 
 impl Found {
     /// Whether any hop-by-hop header (or `Connection`, `TE`, `Upgrade`) is present.
-    pub fn hop_by_hop(self) -> bool {
+    pub(crate) fn hop_by_hop(self) -> bool {
         self.hop_by_hop != 0
     }
 
@@ -56,7 +56,7 @@ impl Found {
 }
 
 /// Looks at every header name once.
-pub fn scan(headers: &HeaderMap) -> Found {
+pub(crate) fn scan(headers: &HeaderMap) -> Found {
     let mut found = Found::default();
     for name in headers.keys() {
         if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
@@ -71,7 +71,7 @@ pub fn scan(headers: &HeaderMap) -> Found {
 /// Removes every header that is or would be read as a certificate header of any format
 /// (`x-forwarded-client-cert`, RFC 9440, ALB, Azure, the verdict; any case, `_` for `-`, any
 /// number of copies), configured or not; returns how many were removed.
-pub fn strip_client_cert_headers(headers: &mut HeaderMap) -> usize {
+pub(crate) fn strip_client_cert_headers(headers: &mut HeaderMap) -> usize {
     let mut removed = 0;
     // Almost every request has none: look before allocating anything.
     while let Some(name) = headers
@@ -87,14 +87,14 @@ pub fn strip_client_cert_headers(headers: &mut HeaderMap) -> usize {
 
 /// Whether an HTTP/1.1 request asks for a protocol upgrade (`Connection: upgrade` plus an
 /// `Upgrade` header).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE)
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
 /// Removes hop-by-hop headers; with `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay
 /// so the upgrade can be passed through.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let found = scan(headers);
     if found.has(0) {
         // The headers `Connection` names go too (but `TE`, whose `trailers` value is kept
@@ -133,14 +133,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// The client address as an `X-Forwarded-For` element; made once per connection.
-pub fn forwarded_for(client: IpAddr) -> HeaderValue {
+pub(crate) fn forwarded_for(client: IpAddr) -> HeaderValue {
     // An IP address is always a valid header value; the fallback is never used.
     HeaderValue::try_from(client.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Appends the client (from `forwarded_for`) to `X-Forwarded-For` and sets
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, authority: &HeaderValue) {
+pub(crate) fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    authority: &HeaderValue,
+) {
     let mut prior = headers.get_all(&X_FORWARDED_FOR).iter();
     let value = match prior.next() {
         None => client.clone(),

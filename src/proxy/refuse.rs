@@ -18,7 +18,7 @@ use crate::tls::policy::Refusal;
 
 /// The answers of one refused connection, built once when the connection starts.
 #[derive(Debug, Clone)]
-pub struct RefusalPage {
+pub(crate) struct RefusalPage {
     /// 495 or 496.
     pub status: StatusCode,
     /// The refusal.
@@ -34,7 +34,7 @@ const CERTIFICATE_REQUIRED: u16 = 496;
 
 impl RefusalPage {
     /// The page for a refusal.
-    pub fn new(refusal: Refusal) -> Self {
+    pub(crate) fn new(refusal: Refusal) -> Self {
         let (code, title) = if refusal.reason == FailureReason::NoCertificate {
             (CERTIFICATE_REQUIRED, "Client certificate required")
         } else {
@@ -79,7 +79,7 @@ impl RefusalPage {
     }
 
     /// The answer to one request: HTML when the client asks for it, else one text line.
-    pub fn respond<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
+    pub(crate) fn respond<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
         let wants_html = request
             .headers()
             .get_all(ACCEPT)
@@ -105,7 +105,10 @@ impl RefusalPage {
 /// For a `rejectWith: "http"` app, the page a connection answers with when its certificate
 /// (judged again here, so a resumed session is judged too) fails the policy, or when a
 /// `require` app got none; `None` otherwise and for every other app.
-pub fn judge(app: &AppConfig, chain: Option<&[CertificateDer<'static>]>) -> Option<RefusalPage> {
+pub(crate) fn judge(
+    app: &AppConfig,
+    chain: Option<&[CertificateDer<'static>]>,
+) -> Option<RefusalPage> {
     if app.reject_with != RejectWith::Http {
         return None;
     }

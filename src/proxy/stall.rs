@@ -20,7 +20,7 @@ use super::upstream::UpstreamBody;
 
 /// A body cut off because its sender went quiet.
 #[derive(Debug, thiserror::Error)]
-pub enum StallError {
+pub(crate) enum StallError {
     #[error("upstream sent no response body bytes within timeouts.upstreamIdleMs")]
     UpstreamIdle,
     #[error("upstream response body failed")]
@@ -34,7 +34,7 @@ pin_project_lite::pin_project! {
     /// connection instead of returning it to the pool. The timer lives inline: no allocation
     /// per response.
     #[derive(Debug)]
-    pub struct ResponseBody {
+    pub(crate) struct ResponseBody {
         inner: UpstreamBody,
         #[pin]
         timer: Sleep,
@@ -44,14 +44,14 @@ pin_project_lite::pin_project! {
 }
 
 /// Where a stalled response is counted and logged: the connection's app.
-pub trait StallObserver: std::fmt::Debug + Send + Sync {
+pub(crate) trait StallObserver: std::fmt::Debug + Send + Sync {
     /// The app sent no response-body bytes for `upstreamIdleMs` to `client_addr`.
     fn upstream_stalled(&self, client_addr: std::net::SocketAddr);
 }
 
 /// What the log line and the counter of a stalled response need (no allocation to make).
 #[derive(Debug)]
-pub struct StallReport {
+pub(crate) struct StallReport {
     /// The connection's app: its name, upstream and metric handles.
     pub observer: std::sync::Arc<dyn StallObserver>,
     /// The downstream client.
@@ -60,7 +60,7 @@ pub struct StallReport {
 
 impl ResponseBody {
     /// Wraps the app's response body; `report` is used once, if it stalls.
-    pub fn new(inner: UpstreamBody, limit: Duration, report: StallReport) -> Self {
+    pub(crate) fn new(inner: UpstreamBody, limit: Duration, report: StallReport) -> Self {
         Self {
             inner,
             timer: tokio::time::sleep_until(Instant::now() + limit),
@@ -110,7 +110,11 @@ impl Body for ResponseBody {
 /// Pipes an upgraded (WebSocket) connection both ways until either side closes, or until no
 /// byte has moved either way for `idle` (`timeouts.idleMs`: a quiet WebSocket is an idle
 /// connection, as nginx's `proxy_read_timeout` treats it).
-pub async fn pipe<D, U>(downstream: &mut D, upstream: &mut U, idle: Duration) -> io::Result<()>
+pub(crate) async fn pipe<D, U>(
+    downstream: &mut D,
+    upstream: &mut U,
+    idle: Duration,
+) -> io::Result<()>
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,

@@ -37,11 +37,11 @@ const POOL_MAX_IDLE: usize = 1024;
 /// The most an upstream HTTP/1.1 connection buffers: the app's response header must fit, and
 /// a response body is read in chunks of at most this size, so a downstream client that stops
 /// reading holds at most about twice this per request (README "Memory under attack").
-pub const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
+pub(crate) const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
 
 /// Why a request to the upstream failed.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("cannot connect to the upstream")]
     Connect { source: io::Error },
     #[error("connecting to the upstream timed out")]
@@ -56,7 +56,7 @@ pub enum UpstreamError {
 
 /// How sending a request ended without a response; `ProxyError` maps each to its status.
 #[derive(Debug)]
-pub enum SendError {
+pub(crate) enum SendError {
     /// The client broke off its request body.
     ClientBrokeOff,
     /// The client sent no request-body bytes for `requestBodyIdleMs`.
@@ -69,7 +69,7 @@ pub enum SendError {
 
 /// Sends requests to one upstream over pooled connections.
 #[derive(Debug, Clone)]
-pub struct UpstreamClient {
+pub(crate) struct UpstreamClient {
     inner: Arc<Inner>,
 }
 
@@ -120,7 +120,7 @@ struct IdleConnection {
 
 impl UpstreamClient {
     /// A client for `upstream` with the configured timeouts.
-    pub fn new(upstream: &Upstream, timeouts: &Timeouts) -> Self {
+    pub(crate) fn new(upstream: &Upstream, timeouts: &Timeouts) -> Self {
         let h2c = (upstream.transport == Transport::Http2).then(|| {
             let mut connector = HttpConnector::new();
             connector.set_connect_timeout(Some(timeouts.upstream_connect));
@@ -148,7 +148,7 @@ impl UpstreamClient {
 
     /// Sends a request whose URI already names the upstream; waits for the response header,
     /// at most `upstreamResponseMs` from the end of the request body.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, SendError> {
@@ -296,7 +296,7 @@ impl CheckIn {
 /// An upstream response body; the connection goes back to the pool once it has been read to
 /// its end (a body dropped before that closes the connection instead).
 #[derive(Debug)]
-pub struct UpstreamBody {
+pub(crate) struct UpstreamBody {
     inner: Incoming,
     checkin: Option<CheckIn>,
 }
@@ -361,7 +361,7 @@ const CLIENT_STALLED: u8 = 2;
 /// The downstream request body on its way upstream; reports when it has been read to its end,
 /// whether the client broke it off, and cuts it off after `requestBodyIdleMs` without a byte.
 #[derive(Debug)]
-pub struct RequestBody {
+pub(crate) struct RequestBody {
     inner: Incoming,
     sent: Option<oneshot::Sender<()>>,
     client_failed: Arc<AtomicU8>,
@@ -373,7 +373,7 @@ pub struct RequestBody {
 
 /// Why a request body did not reach the app whole.
 #[derive(Debug, thiserror::Error)]
-pub enum RequestBodyError {
+pub(crate) enum RequestBodyError {
     #[error("request body broken off by the client")]
     Client { source: hyper::Error },
     #[error("client sent no request body bytes within timeouts.requestBodyIdleMs")]

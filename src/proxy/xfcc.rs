@@ -21,7 +21,7 @@ const ENVOY_URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
 /// leaf hashes to `hash` (see `identity::hash_hex`).
 /// Every byte of the result is printable ASCII or UTF-8 from the certificate's names; no
 /// control character survives.
-pub fn build(
+pub(crate) fn build(
     chain: &[CertificateDer<'_>],
     hash: &str,
     names: &LeafNames,
@@ -64,7 +64,7 @@ pub fn build(
 }
 
 /// A certificate as PEM (RFC 7468): 64-column base64 lines, `\n` line ends, final `\n`.
-pub fn pem(der: &[u8]) -> String {
+pub(crate) fn pem(der: &[u8]) -> String {
     // Encoding fails only for an invalid label or a length that overflows `usize`; neither
     // can happen for "CERTIFICATE" and a certificate that is already in memory.
     pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, der).unwrap_or_default()

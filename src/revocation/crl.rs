@@ -33,7 +33,7 @@ pub enum CrlError {
 
 /// One parsed CRL.
 #[derive(Debug)]
-pub struct Crl {
+pub(crate) struct Crl {
     /// DER of the issuer name.
     pub issuer: Vec<u8>,
     /// thisUpdate, since the Unix epoch.
@@ -50,7 +50,7 @@ pub struct Crl {
 
 impl Crl {
     /// Parses a CRL in DER, or the first CRL of a PEM text.
-    pub fn parse(bytes: &[u8]) -> Result<Self, CrlError> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, CrlError> {
         let pem = bytes.windows(10).any(|window| window == b"-----BEGIN");
         let der = if pem {
             CertificateRevocationListDer::from_pem_slice(bytes)
@@ -82,12 +82,12 @@ impl Crl {
     }
 
     /// The issuer name for logs.
-    pub fn issuer_text(&self) -> String {
+    pub(crate) fn issuer_text(&self) -> String {
         self.parsed.tbs_cert_list.issuer.to_string()
     }
 
     /// Whether `issuer` (whose subject is this CRL's issuer) signed this CRL.
-    pub fn signed_by(&self, issuer: &Cert, algorithms: &WebPkiSupportedAlgorithms) -> bool {
+    pub(crate) fn signed_by(&self, issuer: &Cert, algorithms: &WebPkiSupportedAlgorithms) -> bool {
         if issuer.subject != self.issuer {
             return false;
         }
@@ -110,19 +110,19 @@ impl Crl {
     }
 
     /// Whether the CRL may still be used at `now` (RFC 5280 section 5.1.2.5).
-    pub fn is_fresh(&self, now: Duration) -> bool {
+    pub(crate) fn is_fresh(&self, now: Duration) -> bool {
         self.next_update.is_none_or(|next| now <= next)
     }
 
     /// Whether the serial is listed.
-    pub fn lists(&self, serial: &[u8]) -> bool {
+    pub(crate) fn lists(&self, serial: &[u8]) -> bool {
         self.revoked.contains(serial)
     }
 
     /// Whether this CRL speaks for `cert` (RFC 5280 section 6.3.3 (b)): a CRL scoped by an
     /// issuing distribution point covers only the certificates that name that point, and only
     /// the kind (CA or end entity) it is for; partial CRLs (some reasons, indirect) never do.
-    pub fn covers(&self, cert: &Cert) -> bool {
+    pub(crate) fn covers(&self, cert: &Cert) -> bool {
         let scope = &self.scope;
         if scope.partial || (scope.only_user && cert.is_ca()) || (scope.only_ca && !cert.is_ca()) {
             return false;
@@ -195,7 +195,7 @@ impl Scope {
 
 /// Where a CRL came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// `crlFiles`: read at load, replaced by a reload.
     File,
     /// `crlUrls`: fetched at load, refreshed in the background.
@@ -206,7 +206,7 @@ pub enum Origin {
 
 /// A source and what it last gave.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The file path or URL.
     pub source: String,
     /// How the source was configured.
@@ -219,28 +219,28 @@ pub struct Entry {
 
 /// Every CRL source of an app.
 #[derive(Debug, Default)]
-pub struct CrlStore {
+pub(crate) struct CrlStore {
     entries: RwLock<HashMap<String, Entry>>,
 }
 
 impl CrlStore {
     /// Adds or replaces a source.
-    pub fn insert(&self, entry: Entry) {
+    pub(crate) fn insert(&self, entry: Entry) {
         self.write().insert(entry.source.clone(), entry);
     }
 
     /// Whether a source is known (fetched or being retried).
-    pub fn contains(&self, source: &str) -> bool {
+    pub(crate) fn contains(&self, source: &str) -> bool {
         self.read().contains_key(source)
     }
 
     /// A copy of every entry.
-    pub fn entries(&self) -> Vec<Entry> {
+    pub(crate) fn entries(&self) -> Vec<Entry> {
         self.read().values().cloned().collect()
     }
 
     /// Every CRL issued under `issuer_subject` (DER of the name), with its source.
-    pub fn for_issuer(&self, issuer_subject: &[u8]) -> Vec<(String, Arc<Crl>)> {
+    pub(crate) fn for_issuer(&self, issuer_subject: &[u8]) -> Vec<(String, Arc<Crl>)> {
         self.read()
             .values()
             .filter_map(|entry| Some((entry.source.clone(), entry.crl.clone()?)))
@@ -249,7 +249,7 @@ impl CrlStore {
     }
 
     /// Records a refresh: a new CRL (or only a new due time when the fetch failed).
-    pub fn update(&self, source: &str, crl: Option<Arc<Crl>>, due: Duration) {
+    pub(crate) fn update(&self, source: &str, crl: Option<Arc<Crl>>, due: Duration) {
         if let Some(entry) = self.write().get_mut(source) {
             if crl.is_some() {
                 entry.crl = crl;
@@ -259,7 +259,7 @@ impl CrlStore {
     }
 
     /// The earliest time a source is due.
-    pub fn next_due(&self) -> Option<Duration> {
+    pub(crate) fn next_due(&self) -> Option<Duration> {
         self.read().values().filter_map(|entry| entry.due).min()
     }
 
@@ -274,7 +274,11 @@ impl CrlStore {
 
 /// When to fetch a source again: at least every `refresh`, and well before nextUpdate
 /// (at three quarters of the time left), never sooner than a second from now.
-pub fn due_after(next_update: Option<Duration>, now: Duration, refresh: Duration) -> Duration {
+pub(crate) fn due_after(
+    next_update: Option<Duration>,
+    now: Duration,
+    refresh: Duration,
+) -> Duration {
     let mut wait = refresh;
     if let Some(next) = next_update {
         if next > now {
@@ -285,7 +289,7 @@ pub fn due_after(next_update: Option<Duration>, now: Duration, refresh: Duration
 }
 
 /// After a failed fetch: retry sooner than `refresh`, at most every 30 s.
-pub fn retry_after(now: Duration, refresh: Duration) -> Duration {
+pub(crate) fn retry_after(now: Duration, refresh: Duration) -> Duration {
     now + refresh
         .min(Duration::from_secs(30))
         .max(Duration::from_secs(1))
@@ -293,7 +297,7 @@ pub fn retry_after(now: Duration, refresh: Duration) -> Duration {
 
 /// What the CRLs say about one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CrlStatus {
+pub(crate) enum CrlStatus {
     /// A fresh CRL from the issuer does not list it.
     Good,
     /// A CRL from the issuer lists it (its source).
@@ -303,7 +307,7 @@ pub enum CrlStatus {
 }
 
 /// Looks `cert` up in the CRLs of `issuer`.
-pub fn status(
+pub(crate) fn status(
     store: &CrlStore,
     cert: &Cert,
     issuer: &Cert,

@@ -13,11 +13,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// How long one fetch (connect, request, whole body) may take.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest CRL accepted.
-pub const MAX_CRL_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_CRL_BYTES: usize = 16 * 1024 * 1024;
 /// The largest OCSP response accepted.
-pub const MAX_OCSP_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_OCSP_BYTES: usize = 64 * 1024;
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ pub enum FetchError {
 
 /// A small HTTP/1.1 client; responders often close after each answer, so nothing is pooled.
 #[derive(Debug, Clone)]
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -50,7 +50,7 @@ impl Default for Fetcher {
 
 impl Fetcher {
     /// A client with no connection pool.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(FETCH_TIMEOUT));
         connector.set_nodelay(true);
@@ -61,7 +61,7 @@ impl Fetcher {
     }
 
     /// GETs `uri` (a CRL).
-    pub async fn get(&self, uri: &Uri) -> Result<Bytes, FetchError> {
+    pub(crate) async fn get(&self, uri: &Uri) -> Result<Bytes, FetchError> {
         let request = Request::get(uri.clone())
             .body(Full::new(Bytes::new()))
             .map_err(FetchError::Build)?;
@@ -69,7 +69,7 @@ impl Fetcher {
     }
 
     /// POSTs an OCSP request (RFC 6960 appendix A.1).
-    pub async fn post_ocsp(&self, uri: &Uri, body: Vec<u8>) -> Result<Bytes, FetchError> {
+    pub(crate) async fn post_ocsp(&self, uri: &Uri, body: Vec<u8>) -> Result<Bytes, FetchError> {
         let request = Request::builder()
             .method(Method::POST)
             .uri(uri.clone())
@@ -108,7 +108,7 @@ impl Fetcher {
 
 /// Fetches every URL at once from synchronous code (config loading), on a thread of its own
 /// so it works whether or not the caller runs inside an async runtime.
-pub fn get_all_blocking(urls: &[Uri]) -> Vec<Result<Bytes, FetchError>> {
+pub(crate) fn get_all_blocking(urls: &[Uri]) -> Vec<Result<Bytes, FetchError>> {
     let urls = urls.to_vec();
     let count = urls.len();
     let fetched = std::thread::scope(|scope| {

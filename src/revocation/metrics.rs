@@ -28,7 +28,7 @@ type UnixGauge = Gauge<i64, AtomicI64>;
 
 /// The revocation metric families, registered once with the server's registry.
 #[derive(Debug, Clone)]
-pub struct Families {
+pub(crate) struct Families {
     crl_fetches: Family<OutcomeLabels, Counter>,
     ocsp_lookups: Family<OutcomeLabels, Counter>,
     ocsp_duration: Family<AppLabel, Histogram, fn() -> Histogram>,
@@ -38,9 +38,9 @@ pub struct Families {
 }
 
 /// CRL fetch outcomes.
-pub const FETCH_OUTCOMES: [&str; 2] = ["good", "error"];
+pub(crate) const FETCH_OUTCOMES: [&str; 2] = ["good", "error"];
 /// OCSP lookup outcomes.
-pub const OCSP_OUTCOMES: [&str; 5] = ["good", "revoked", "unknown", "error", "cache_hit"];
+pub(crate) const OCSP_OUTCOMES: [&str; 5] = ["good", "revoked", "unknown", "error", "cache_hit"];
 
 fn ocsp_histogram() -> Histogram {
     // 1 ms to ~8 s: past the lookup timeout.
@@ -49,7 +49,7 @@ fn ocsp_histogram() -> Histogram {
 
 impl Families {
     /// Registers the families.
-    pub fn register(registry: &mut Registry) -> Self {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
         let families = Self {
             crl_fetches: Family::default(),
             ocsp_lookups: Family::default(),
@@ -93,7 +93,7 @@ impl Families {
 
     /// The handles of one app, every outcome at zero; `crl_not_after` is the app's
     /// `certgate_certificate_not_after_seconds{kind="crl"}`.
-    pub fn for_app(&self, app: &str, crl_not_after: UnixGauge) -> RevocationMetrics {
+    pub(crate) fn for_app(&self, app: &str, crl_not_after: UnixGauge) -> RevocationMetrics {
         for outcome in FETCH_OUTCOMES {
             let _ = self.crl_fetches.get_or_create(&OutcomeLabels {
                 app: app.to_owned(),

@@ -4,11 +4,11 @@
 //! handshake, in the connection's own task and before any request is read: a slow responder
 //! only ever delays its own connection. Resumed sessions go through it too.
 
-pub mod crl;
-pub mod fetch;
-pub mod metrics;
-pub mod ocsp;
-pub mod x509;
+pub(crate) mod crl;
+pub(crate) mod fetch;
+pub(crate) mod metrics;
+pub(crate) mod ocsp;
+pub(crate) mod x509;
 
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use crate::tls::FailureReason;
 
 /// The longest a connection waits for its revocation verdict; every fetch has its own
 /// shorter timeout, so this only bounds a chain of several lookups.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(8);
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// `clientAuth.revocation.ocsp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

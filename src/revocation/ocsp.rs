@@ -26,11 +26,11 @@ use super::x509::{Cert, verify_signature};
 /// just passed), as OpenSSL's default `-validity_period`.
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// Cached answers per app; past it, expired and then the soonest-expiring entries go.
-pub const CACHE_SIZE: usize = 4096;
+pub(crate) const CACHE_SIZE: usize = 4096;
 
 /// What the responder said about a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OcspStatus {
+pub(crate) enum OcspStatus {
     Good,
     Revoked,
     Unknown,
@@ -38,7 +38,7 @@ pub enum OcspStatus {
 
 /// Why an OCSP lookup gave no answer.
 #[derive(Debug, thiserror::Error)]
-pub enum OcspError {
+pub(crate) enum OcspError {
     #[error("the certificate names no http:// OCSP responder and ocspResponder is not set")]
     NoResponder,
     #[error("responder {url} failed")]
@@ -69,7 +69,7 @@ pub enum OcspError {
 
 /// A fresh answer, and until when it may be cached.
 #[derive(Debug, Clone, Copy)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: OcspStatus,
     pub next_update: Option<Duration>,
 }
@@ -79,20 +79,20 @@ type Key = (Vec<u8>, Vec<u8>);
 
 /// Answers per (issuer, serial), each until its nextUpdate, bounded in count.
 #[derive(Debug, Default)]
-pub struct Cache {
+pub(crate) struct Cache {
     answers: Mutex<HashMap<Key, (OcspStatus, Duration)>>,
 }
 
 impl Cache {
     /// A cached answer that is still current.
-    pub fn get(&self, cert: &Cert, issuer: &Cert, now: Duration) -> Option<OcspStatus> {
+    pub(crate) fn get(&self, cert: &Cert, issuer: &Cert, now: Duration) -> Option<OcspStatus> {
         let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
         let (status, until) = answers.get(&key(cert, issuer))?;
         (now <= *until).then_some(*status)
     }
 
     /// Keeps an answer until its nextUpdate.
-    pub fn put(
+    pub(crate) fn put(
         &self,
         cert: &Cert,
         issuer: &Cert,
@@ -119,7 +119,7 @@ impl Cache {
 }
 
 /// Asks `url` about `cert` (issued by `issuer`) and verifies the answer.
-pub async fn lookup(
+pub(crate) async fn lookup(
     fetcher: &Fetcher,
     url: &Uri,
     cert: &Cert,
@@ -153,7 +153,7 @@ pub async fn lookup(
 }
 
 /// Checks a DER OCSP response for the certificate `id` names.
-pub fn verify(
+pub(crate) fn verify(
     body: &[u8],
     url: &Uri,
     id: &CertId,
@@ -235,7 +235,7 @@ pub fn verify(
 }
 
 /// The CertID of RFC 6960 section 4.1.1, with SHA-1 as RFC 5019 requires of every responder.
-pub fn cert_id(cert: &Cert, issuer: &Cert) -> Result<CertId, x509_cert::der::Error> {
+pub(crate) fn cert_id(cert: &Cert, issuer: &Cert) -> Result<CertId, x509_cert::der::Error> {
     Ok(CertId {
         hash_algorithm: AlgorithmIdentifierOwned {
             oid: rfc5912::ID_SHA_1,

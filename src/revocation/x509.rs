@@ -18,7 +18,7 @@ const MAX_PATH: usize = 8;
 
 /// A parsed certificate with the encodings revocation compares.
 #[derive(Debug, Clone)]
-pub struct Cert {
+pub(crate) struct Cert {
     /// The certificate.
     pub parsed: Certificate,
     /// DER of the subject name.
@@ -32,7 +32,7 @@ pub struct Cert {
 
 impl Cert {
     /// Parses a DER certificate; `None` when it is not one.
-    pub fn parse(der: &[u8]) -> Option<Self> {
+    pub(crate) fn parse(der: &[u8]) -> Option<Self> {
         let parsed = Certificate::from_der(der).ok()?;
         let tbs = &parsed.tbs_certificate;
         Some(Self {
@@ -45,22 +45,22 @@ impl Cert {
     }
 
     /// The subject public key.
-    pub fn spki(&self) -> &SubjectPublicKeyInfoOwned {
+    pub(crate) fn spki(&self) -> &SubjectPublicKeyInfoOwned {
         &self.parsed.tbs_certificate.subject_public_key_info
     }
 
     /// The serial as uppercase hex, as OpenSSL prints it.
-    pub fn serial_hex(&self) -> String {
+    pub(crate) fn serial_hex(&self) -> String {
         self.serial.iter().map(|b| format!("{b:02X}")).collect()
     }
 
     /// The subject for logs.
-    pub fn subject_text(&self) -> String {
+    pub(crate) fn subject_text(&self) -> String {
         self.parsed.tbs_certificate.subject.to_string()
     }
 
     /// Whether `issuer`'s key made this certificate's signature.
-    pub fn signed_by(&self, issuer: &Cert, algorithms: &WebPkiSupportedAlgorithms) -> bool {
+    pub(crate) fn signed_by(&self, issuer: &Cert, algorithms: &WebPkiSupportedAlgorithms) -> bool {
         self.issuer == issuer.subject
             && verify_signature(
                 algorithms,
@@ -72,14 +72,14 @@ impl Cert {
     }
 
     /// Whether `now` is inside the validity period.
-    pub fn valid_at(&self, now: Duration) -> bool {
+    pub(crate) fn valid_at(&self, now: Duration) -> bool {
         let validity = &self.parsed.tbs_certificate.validity;
         validity.not_before.to_unix_duration() <= now
             && now <= validity.not_after.to_unix_duration()
     }
 
     /// The `http://` URLs of the CRL distribution points.
-    pub fn crl_urls(&self) -> Vec<http::Uri> {
+    pub(crate) fn crl_urls(&self) -> Vec<http::Uri> {
         let Some(points) =
             self.extension::<CrlDistributionPoints>(rfc5280::ID_CE_CRL_DISTRIBUTION_POINTS)
         else {
@@ -98,7 +98,7 @@ impl Cert {
     }
 
     /// The `http://` OCSP responders named in Authority Information Access.
-    pub fn ocsp_urls(&self) -> Vec<http::Uri> {
+    pub(crate) fn ocsp_urls(&self) -> Vec<http::Uri> {
         let Some(access) =
             self.extension::<AuthorityInfoAccessSyntax>(rfc5280::ID_PE_AUTHORITY_INFO_ACCESS)
         else {
@@ -113,13 +113,13 @@ impl Cert {
     }
 
     /// Whether the certificate is a CA (basic constraints).
-    pub fn is_ca(&self) -> bool {
+    pub(crate) fn is_ca(&self) -> bool {
         self.extension::<x509_cert::ext::pkix::BasicConstraints>(rfc5280::ID_CE_BASIC_CONSTRAINTS)
             .is_some_and(|constraints| constraints.ca)
     }
 
     /// Whether the certificate may sign OCSP responses for its issuer (RFC 6960 section 4.2.2.2).
-    pub fn has_ocsp_signing_eku(&self) -> bool {
+    pub(crate) fn has_ocsp_signing_eku(&self) -> bool {
         self.extension::<ExtendedKeyUsage>(rfc5280::ID_CE_EXT_KEY_USAGE)
             .is_some_and(|usage| usage.0.contains(&rfc5280::ID_KP_OCSP_SIGNING))
     }
@@ -141,7 +141,7 @@ impl Cert {
 /// The issuer path of a client chain that webpki verified: the leaf, each issuer in turn
 /// (from what the client sent, then the trusted roots), ending at a root. `None` when no
 /// path reaches a root (a pinned or untrusted certificate: there is no CA to ask).
-pub fn issuer_path(
+pub(crate) fn issuer_path(
     chain: &[CertificateDer<'_>],
     roots: &[Cert],
     algorithms: &WebPkiSupportedAlgorithms,
@@ -173,7 +173,7 @@ pub fn issuer_path(
 
 /// Verifies `signature` over `message` with `spki`, using the algorithm of the provider whose
 /// identifiers match (the same matching webpki does).
-pub fn verify_signature(
+pub(crate) fn verify_signature(
     algorithms: &WebPkiSupportedAlgorithms,
     spki: &SubjectPublicKeyInfoOwned,
     signature_algorithm: &AlgorithmIdentifierOwned,
@@ -195,14 +195,14 @@ pub fn verify_signature(
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> Duration {
+pub(crate) fn unix_now() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
 }
 
 /// Serial numbers compare without the sign byte DER may add.
-pub fn trim_serial(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn trim_serial(bytes: &[u8]) -> Vec<u8> {
     let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
     bytes[start..].to_vec()
 }

@@ -19,7 +19,7 @@ use crate::apps::{App, Apps};
 
 /// A completed handshake: the stream and the app it belongs to.
 #[derive(Debug)]
-pub struct Accepted<IO> {
+pub(crate) struct Accepted<IO> {
     /// The TLS stream, ready for HTTP.
     pub stream: TlsStream<IO>,
     /// The app chosen by SNI.
@@ -30,7 +30,7 @@ pub struct Accepted<IO> {
 
 /// Why a connection did not complete its handshake.
 #[derive(Debug, thiserror::Error)]
-pub enum AcceptError {
+pub(crate) enum AcceptError {
     /// The client closed the connection before sending a ClientHello (e.g. a TCP probe).
     #[error("connection closed before the ClientHello")]
     Closed,
@@ -63,7 +63,7 @@ pub enum AcceptError {
 
 impl AcceptError {
     /// The failure reason for logs and metrics; `None` for an ordinary close.
-    pub fn reason(&self) -> Option<FailureReason> {
+    pub(crate) fn reason(&self) -> Option<FailureReason> {
         match self {
             Self::Closed => None,
             Self::Timeout { .. } => Some(FailureReason::Timeout),
@@ -74,7 +74,7 @@ impl AcceptError {
     }
 
     /// The app chosen before the failure, if one was.
-    pub fn app(&self) -> Option<&Arc<App>> {
+    pub(crate) fn app(&self) -> Option<&Arc<App>> {
         match self {
             Self::Timeout { app, .. } => app.as_ref(),
             Self::Handshake { app, .. } => Some(app),
@@ -85,7 +85,7 @@ impl AcceptError {
     }
 
     /// The policy's refusal of a presented certificate, when that is why the handshake failed.
-    pub fn refusal(&self) -> Option<&Refusal> {
+    pub(crate) fn refusal(&self) -> Option<&Refusal> {
         match self {
             Self::Handshake { refusal, .. } => refusal.as_deref(),
             _ => None,
@@ -93,7 +93,7 @@ impl AcceptError {
     }
 
     /// The SNI the client sent, if it got that far.
-    pub fn sni(&self) -> Option<&str> {
+    pub(crate) fn sni(&self) -> Option<&str> {
         match self {
             Self::Timeout { sni, .. } | Self::UnknownSni { sni } | Self::Handshake { sni, .. } => {
                 sni.as_deref()
@@ -131,7 +131,7 @@ where
 }
 
 /// A transport whose first bytes can be looked at without consuming them.
-pub trait Peek {
+pub(crate) trait Peek {
     /// Reads into `buf` without removing the bytes from the stream.
     fn peek<'a>(&'a self, buf: &'a mut [u8])
     -> impl Future<Output = io::Result<usize>> + Send + 'a;
@@ -156,7 +156,7 @@ Connection: close\r\n\
 this port speaks HTTPS (TLS): use an https:// URL instead of http://\n";
 
 /// Runs the whole server handshake for one connection.
-pub async fn accept<IO>(
+pub(crate) async fn accept<IO>(
     io: IO,
     apps: &Apps,
     deadline: Duration,

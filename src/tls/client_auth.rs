@@ -17,7 +17,7 @@ use crate::settings::{ClientCertMode, RejectWith};
 /// The verifier for an app, or `None` in `ignore` mode. With `RejectWith::Http` a certificate
 /// the policy refuses still completes the handshake (its proof of possession is checked all the
 /// same) and the connection answers 495; a missing one answers 496.
-pub fn verifier(
+pub(crate) fn verifier(
     mode: ClientCertMode,
     policy: &Arc<Policy>,
     reject_with: RejectWith,
@@ -37,7 +37,9 @@ pub fn verifier(
 }
 
 /// Checks that a CA certificate can be a trust anchor.
-pub fn check_trust_anchor(certificate: &CertificateDer<'static>) -> Result<(), rustls::Error> {
+pub(crate) fn check_trust_anchor(
+    certificate: &CertificateDer<'static>,
+) -> Result<(), rustls::Error> {
     RootCertStore::empty().add(certificate.clone())
 }
 

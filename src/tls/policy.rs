@@ -361,7 +361,7 @@ fn not_allowed_detail(names: &LeafNames) -> String {
 }
 
 /// A sentence for a trust failure raised by webpki or by the policy.
-pub fn describe(error: &rustls::Error, presented: &Presented) -> String {
+pub(crate) fn describe(error: &rustls::Error, presented: &Presented) -> String {
     use rustls::CertificateError as Cert;
     let rustls::Error::InvalidCertificate(cert) = error else {
         return error.to_string();
@@ -396,7 +396,7 @@ tokio::task_local! {
 
 /// Runs a handshake and returns its output with the refusal the verifier recorded during it,
 /// so the log line can name the certificate and say why (rustls only carries the alert).
-pub async fn watch<F: Future>(handshake: F) -> (F::Output, Option<Box<Refusal>>) {
+pub(crate) async fn watch<F: Future>(handshake: F) -> (F::Output, Option<Box<Refusal>>) {
     LAST_REFUSAL
         .scope(RefCell::new(None), async {
             let output = handshake.await;

@@ -16,7 +16,7 @@ const SESSION_CACHE_SIZE: usize = 4096;
 
 /// How an app's sessions resume.
 #[derive(Debug, Clone)]
-pub enum Resumption {
+pub(crate) enum Resumption {
     /// Never: no session cache, no tickets (`sessionResumption: false`).
     Off,
     /// Tickets under keys this process makes, new on every reload (no `sessionTickets`).
@@ -27,7 +27,7 @@ pub enum Resumption {
 
 /// Builds an app's `ServerConfig`; `verifier` is `None` in `ignore` mode (no
 /// CertificateRequest is sent).
-pub fn build(
+pub(crate) fn build(
     provider: Arc<CryptoProvider>,
     verifier: Option<Arc<dyn ClientCertVerifier>>,
     chain: Vec<CertificateDer<'static>>,

@@ -52,14 +52,14 @@ impl fmt::Display for HostPattern {
 }
 
 /// Lowercases a host name and removes one trailing dot.
-pub fn normalize(name: &str) -> String {
+pub(crate) fn normalize(name: &str) -> String {
     let name = name.strip_suffix('.').unwrap_or(name);
     name.to_ascii_lowercase()
 }
 
 /// Maps names to app indices.
 #[derive(Debug, Default)]
-pub struct HostMatcher {
+pub(crate) struct HostMatcher {
     exact: HashMap<String, usize>,
     wildcard: HashMap<String, usize>,
     catch_all: Option<usize>,
@@ -67,7 +67,7 @@ pub struct HostMatcher {
 
 impl HostMatcher {
     /// Builds a matcher from each app's host patterns (already checked to be unique).
-    pub fn new<'a>(apps: impl IntoIterator<Item = &'a [HostPattern]>) -> Self {
+    pub(crate) fn new<'a>(apps: impl IntoIterator<Item = &'a [HostPattern]>) -> Self {
         let mut matcher = Self::default();
         for (index, hosts) in apps.into_iter().enumerate() {
             if hosts.is_empty() {
@@ -84,7 +84,7 @@ impl HostMatcher {
     }
 
     /// The app for a name that is already normalized, or for no name at all.
-    pub fn resolve(&self, name: Option<&str>) -> Option<usize> {
+    pub(crate) fn resolve(&self, name: Option<&str>) -> Option<usize> {
         let Some(name) = name else {
             return self.catch_all;
         };
@@ -103,7 +103,7 @@ impl HostMatcher {
 /// the brackets of an IPv6 literal, not yet normalized. `None` when the value is not
 /// `host[:port]`: the port is 1 to 5 ASCII digits with a value from 1 to 65535, an IPv6
 /// literal is bracketed, and there is no userinfo, space or control character.
-pub fn authority_host(authority: &[u8]) -> Option<&str> {
+pub(crate) fn authority_host(authority: &[u8]) -> Option<&str> {
     let authority = std::str::from_utf8(authority).ok()?;
     let (host, port) = match authority.strip_prefix('[') {
         Some(rest) => {

@@ -16,14 +16,14 @@ use sha2::{Digest as _, Sha256};
 use crate::settings::{AllowList, ClientCertMode, Trust};
 
 /// Bytes of secret in one shared key (a line of the key file, base64-decoded).
-pub const KEY_BYTES: usize = 32;
+pub(crate) const KEY_BYTES: usize = 32;
 /// Keys a file may hold: the current one and the previous ones still accepted.
-pub const MAX_KEYS: usize = 16;
+pub(crate) const MAX_KEYS: usize = 16;
 /// Keys `certgate pki ticket-keys --rotate` keeps: the new one and two before it.
-pub const ROTATE_KEEP: usize = 3;
+pub(crate) const ROTATE_KEEP: usize = 3;
 /// The lifetime clients are told a ticket has (6 hours, as rustls' own ticketer); the real
 /// bound is the operator's rotation: a ticket stops resuming when its key leaves the file.
-pub const TICKET_LIFETIME_SECS: u32 = 6 * 60 * 60;
+pub(crate) const TICKET_LIFETIME_SECS: u32 = 6 * 60 * 60;
 
 /// The first line of files written by `certgate pki ticket-keys`.
 const FILE_HEADER: &str = "# certgate session ticket keys: one base64 key (32 bytes) a line; the first encrypts, all decrypt\n";
@@ -139,7 +139,7 @@ pub fn new_key_file() -> Result<String, TicketKeyError> {
 
 /// `existing` with a fresh key prepended (it encrypts from now on) and only the newest
 /// `ROTATE_KEEP` keys kept; comments are dropped.
-pub fn rotate_key_file(existing: &[u8]) -> Result<String, TicketKeyError> {
+pub(crate) fn rotate_key_file(existing: &[u8]) -> Result<String, TicketKeyError> {
     let current = TicketKeys::parse(existing)?;
     let mut text = format!("{FILE_HEADER}{}\n", fresh_key()?);
     for key in current.keys.iter().take(ROTATE_KEEP - 1) {
@@ -151,7 +151,11 @@ pub fn rotate_key_file(existing: &[u8]) -> Result<String, TicketKeyError> {
 
 /// What a session must not outlive: the app's mode, trust sources and allow-lists. Any change
 /// gives new per-app ticket keys, so sessions from before it get a full handshake.
-pub fn trust_fingerprint(mode: ClientCertMode, trust: &Trust, allow: &AllowList) -> [u8; 32] {
+pub(crate) fn trust_fingerprint(
+    mode: ClientCertMode,
+    trust: &Trust,
+    allow: &AllowList,
+) -> [u8; 32] {
     let mut hash = Sha256::new();
     let mut field = |label: &str, value: &[u8]| {
         hash.update(label.as_bytes());

@@ -36,7 +36,7 @@ pub struct Gateway {
     /// The admin listener, when the config has `admin`.
     pub admin: Option<SocketAddr>,
     /// Reloads the config file, as SIGHUP does.
-    pub reloader: certgate::reload::Reloader,
+    pub reloader: certgate::Reloader,
     pub dir: TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -52,10 +52,9 @@ impl Gateway {
             config["timeouts"]["drainDelayMs"] = 0.into();
         }
         let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
-        let config = certgate::config::Config::load(&path)
+        let config = certgate::Config::load(&path)
             .unwrap_or_else(|e| panic!("config refused: {}", certgate::error_chain(&e)));
-        let source: certgate::ConfigSource =
-            Arc::new(move || certgate::config::Config::load(&path));
+        let source: certgate::ConfigSource = Arc::new(move || certgate::Config::load(&path));
         let server = certgate::Server::bind(&config, Some(source)).await.unwrap();
         let addr = server.local_addr();
         let admin = server.admin_addr();
