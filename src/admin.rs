@@ -19,10 +19,7 @@ use crate::proxy::error::plain_response;
 /// Serves admin requests until the task is stopped.
 pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, draining: Draining) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            continue;
-        };
+        let (tcp, _) = crate::accept::next(&listener, "admin").await;
         let (metrics, draining) = (metrics.clone(), draining.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {

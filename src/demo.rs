@@ -148,9 +148,7 @@ fn print_tour(port: u16, certs: &Path) {
 /// pretty JSON, so the forwarded client certificate is visible.
 pub async fn serve_echo(listener: TcpListener) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
+        let (tcp, _) = crate::accept::next(&listener, "demo upstream").await;
         tokio::spawn(async move {
             let service = hyper::service::service_fn(echo);
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

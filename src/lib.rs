@@ -29,6 +29,7 @@ pub mod health;
 pub mod pki;
 
 // The daemon's machinery, private: what the binary and the tests use is re-exported below.
+mod accept;
 mod admin;
 mod apps;
 mod config;

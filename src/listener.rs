@@ -4,7 +4,6 @@
 
 mod admission;
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,16 +73,9 @@ impl Listener {
         let admission = &this.admission;
         let mut last_limit_log: Option<Instant> = None;
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let (tcp, client_addr) = tokio::select! {
+                accepted = crate::accept::next(&listener, "mtls") => accepted,
                 _ = shutdown.wait_for(|stop| *stop) => return,
-            };
-            let (tcp, client_addr) = match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    handle_accept_error(error).await;
-                    continue;
-                }
             };
             let admitted = admission.admit(client_addr.ip()).and_then(|admitted| {
                 let permit = this.connections.clone().try_acquire_owned();
@@ -394,18 +386,3 @@ const HYPER_MAX_HEADERS: usize = 100;
 
 /// Streams one HTTP/2 connection may have open at once (nginx allows 128).
 const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
-
-/// Per-connection errors (the client went away) are ignored; anything else (e.g. EMFILE) backs
-/// off so the loop does not spin.
-async fn handle_accept_error(error: io::Error) {
-    if matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) {
-        return;
-    }
-    tracing::error!(error = %error, "accept failed, backing off");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-}
