@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use crate::config::{AppConfig, Config};
-use crate::metrics::{AppMetrics, Metrics};
+use crate::metrics::Metrics;
+use crate::metrics::app::AppMetrics;
 use crate::policy::rate_limit::{MAX_KEYS, RateLimiter};
 use crate::proxy::upstream::UpstreamClient;
 use crate::proxy_protocol::ProxyProtocol;

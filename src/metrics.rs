@@ -1,6 +1,7 @@
 //! Prometheus metrics (README "Metrics"). Every series an operator alerts on exists at zero
 //! from the start, so a rate or an absence alert works before the first failure.
 
+pub(crate) mod app;
 pub(crate) mod label;
 
 use std::sync::atomic::AtomicI64;
@@ -12,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use self::app::{AppMetrics, RequestLabels, RuleLabels, StallLabels};
 use self::label::AppLabel;
 use crate::config::AppConfig;
 use crate::proxy::gap::StallReason;
@@ -20,25 +22,6 @@ use crate::tls::FailureReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
-    app: String,
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    app: String,
-    client_cert: &'static str,
-    code: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RuleLabels {
-    app: String,
-    rule: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StallLabels {
     app: String,
     reason: &'static str,
 }
@@ -413,93 +396,6 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
-    }
-}
-
-/// One app's request and connection series (cheap to clone: every field is a shared handle).
-#[derive(Debug, Clone)]
-pub(crate) struct AppMetrics {
-    app: String,
-    connections: Counter,
-    connections_active: Gauge,
-    misdirected: Counter,
-    authorization_denied: Family<RuleLabels, Counter>,
-    rate_limited: Family<AppLabel, Counter>,
-    /// `certgate_stalled_requests_total`, in `StallReason::ALL` order.
-    stalled: [Counter; 2],
-    /// `code="200"` for `client_cert="none"` and `"verified"`: nearly every request.
-    ok: [Counter; 2],
-    requests: Family<RequestLabels, Counter>,
-    request_duration: Histogram,
-}
-
-impl AppMetrics {
-    /// A handshake completed; returns a guard that keeps the connection counted as active.
-    pub(crate) fn connection_opened(&self) -> ActiveConnection {
-        self.connections.inc();
-        self.connections_active.inc();
-        ActiveConnection {
-            gauge: self.connections_active.clone(),
-        }
-    }
-
-    /// A request was cut off because a body stalled.
-    pub(crate) fn stalled(&self, reason: StallReason) {
-        let index = match reason {
-            StallReason::RequestBodyIdle => 0,
-            StallReason::UpstreamIdle => 1,
-        };
-        self.stalled[index].inc();
-    }
-
-    /// A request was answered (or abandoned, with the status the access log gives it).
-    pub(crate) fn request_done(&self, verified: bool, code: u16, seconds: f64) {
-        if code == 200 {
-            self.ok[usize::from(verified)].inc();
-        } else {
-            self.requests
-                .get_or_create(&RequestLabels {
-                    app: self.app.clone(),
-                    client_cert: if verified { "verified" } else { "none" },
-                    code,
-                })
-                .inc();
-        }
-        self.request_duration.observe(seconds);
-        if code == 421 {
-            self.misdirected.inc();
-        }
-    }
-
-    /// An authorization rule refused a request.
-    pub(crate) fn authorization_denied(&self, rule: &str) {
-        self.authorization_denied
-            .get_or_create(&RuleLabels {
-                app: self.app.clone(),
-                rule: rule.to_owned(),
-            })
-            .inc();
-    }
-
-    /// A request was over the app's rate limit.
-    pub(crate) fn rate_limited(&self) {
-        self.rate_limited
-            .get_or_create(&AppLabel {
-                app: self.app.clone(),
-            })
-            .inc();
-    }
-}
-
-/// Decrements `certgate_connections_active` when the connection ends.
-#[derive(Debug)]
-pub(crate) struct ActiveConnection {
-    gauge: Gauge,
-}
-
-impl Drop for ActiveConnection {
-    fn drop(&mut self) {
-        self.gauge.dec();
     }
 }
 

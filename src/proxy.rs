@@ -16,6 +16,7 @@ pub(crate) mod gap;
 pub(crate) mod header_limits;
 pub(crate) mod headers;
 pub(crate) mod refuse;
+pub(crate) mod request_body;
 pub(crate) mod stall;
 pub(crate) mod upstream;
 pub(crate) mod xfcc;

@@ -19,7 +19,7 @@ use super::{headers, refuse};
 use crate::apps::{App, Apps};
 use crate::drain::Draining;
 use crate::identity::ClientIdentity;
-use crate::metrics::ActiveConnection;
+use crate::metrics::app::ActiveConnection;
 
 /// What a connection knows once its handshake is done; shared by all its requests.
 #[derive(Debug)]

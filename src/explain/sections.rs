@@ -1,0 +1,268 @@
+//! The sections of an explanation as JSON: the leaf as certgate reads it, the trust decision
+//! per CA, pin and CRL, and the allow-list decision.
+
+use rustls_pki_types::{CertificateDer, UnixTime};
+use serde_json::{Value, json};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::public_key::PublicKey;
+
+use crate::identity::{LeafNames, rfc4514};
+use crate::settings::AllowList;
+use crate::tls::policy::{Presented, describe};
+use crate::tls::sni::normalize;
+
+use super::target::Target;
+
+pub(super) fn certificate_section(
+    leaf: Option<&X509Certificate<'_>>,
+    presented: &Presented,
+    names: &LeafNames,
+) -> Value {
+    let Some(leaf) = leaf else {
+        return json!({ "sha256": presented.hash, "parsed": false });
+    };
+    let validity = leaf.validity();
+    json!({
+        "subject": presented.subject,
+        "issuer": presented.issuer,
+        "serial": presented.serial,
+        "not_before": rfc3339(validity.not_before.timestamp()),
+        "not_after": rfc3339(validity.not_after.timestamp()),
+        "key_type": key_type(leaf),
+        "ekus": ekus(leaf),
+        "dns_sans": names.dns,
+        "uri_sans": names.uris,
+        "version": leaf.version().0 + 1,
+        "sha256": presented.hash,
+    })
+}
+
+fn key_type(leaf: &X509Certificate<'_>) -> String {
+    let key = leaf.public_key();
+    match key.parsed() {
+        Ok(PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
+        Ok(PublicKey::EC(_)) => {
+            let curve = key
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|parameters| parameters.as_oid().ok())
+                .map(|oid| oid.to_id_string())
+                .unwrap_or_default();
+            match curve.as_str() {
+                "1.2.840.10045.3.1.7" => "ECDSA P-256".to_owned(),
+                "1.3.132.0.34" => "ECDSA P-384".to_owned(),
+                "1.3.132.0.35" => "ECDSA P-521".to_owned(),
+                other => format!("ECDSA {other}"),
+            }
+        }
+        _ => match key.algorithm.algorithm.to_id_string().as_str() {
+            "1.3.101.112" => "Ed25519".to_owned(),
+            "1.3.101.113" => "Ed448".to_owned(),
+            other => other.to_owned(),
+        },
+    }
+}
+
+fn ekus(leaf: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(extension)) = leaf.extended_key_usage() else {
+        return Vec::new();
+    };
+    let eku = &extension.value;
+    let mut out: Vec<String> = [
+        (eku.any, "any"),
+        (eku.server_auth, "serverAuth"),
+        (eku.client_auth, "clientAuth"),
+        (eku.code_signing, "codeSigning"),
+        (eku.email_protection, "emailProtection"),
+        (eku.time_stamping, "timeStamping"),
+        (eku.ocsp_signing, "OCSPSigning"),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, name)| name.to_owned())
+    .collect();
+    out.extend(eku.other.iter().map(|oid| oid.to_id_string()));
+    out
+}
+
+pub(super) fn trust_section(
+    target: &Target,
+    leaf: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    at: UnixTime,
+    presented: &Presented,
+    verdict: &Result<crate::tls::policy::Passed, Box<crate::tls::policy::Refusal>>,
+) -> Value {
+    let trust = target.policy.trust();
+    let hash = presented.hash.as_str();
+    let pinned = trust.pins.iter().any(|pin| hex::encode(pin) == hash);
+    let cas: Vec<Value> = trust
+        .roots
+        .iter()
+        .zip(target.policy.per_ca(leaf, intermediates, at))
+        .map(|(root, result)| {
+            let subject = x509_parser::parse_x509_certificate(root)
+                .map(|(_, ca)| rfc4514(ca.subject()))
+                .unwrap_or_default();
+            match result {
+                Ok(()) => json!({ "subject": subject, "result": "vouches", "detail": "the chain verifies to this CA with the clientAuth EKU" }),
+                Err(error) => {
+                    let detail = if intermediates.is_empty()
+                        && !presented.issuer.is_empty()
+                        && presented.issuer != subject
+                        && matches!(error, rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+                    {
+                        format!(
+                            "different issuer: the certificate was issued by {}, this CA is {subject}",
+                            presented.issuer
+                        )
+                    } else {
+                        describe(&error, presented)
+                    };
+                    json!({ "subject": subject, "result": "refuses", "detail": detail })
+                }
+            }
+        })
+        .collect();
+    let now = i64::try_from(at.as_secs()).unwrap_or(i64::MAX);
+    let crls: Vec<Value> = trust
+        .crls
+        .iter()
+        .filter_map(|crl| {
+            let (_, crl) = x509_parser::parse_x509_crl(crl).ok()?;
+            let next_update = crl.next_update().map(|t| t.timestamp());
+            let revoked = rfc4514(crl.issuer()) == presented.issuer
+                && crl
+                    .iter_revoked_certificates()
+                    .any(|entry| entry.raw_serial_as_string() == presented.serial);
+            Some(json!({
+                "issuer": rfc4514(crl.issuer()),
+                "next_update": next_update.map(rfc3339),
+                "expired": next_update.is_some_and(|next| next < now),
+                "revokes_certificate": revoked,
+            }))
+        })
+        .collect();
+    let decision = match verdict {
+        Ok(passed) => json!(passed.trust.as_str()),
+        Err(_) => Value::Null,
+    };
+    json!({
+        "decision": decision,
+        "pinned": pinned,
+        "pins": trust.pins.len(),
+        "allow_untrusted": trust.allow_untrusted,
+        "cas": cas,
+        "crls": crls,
+    })
+}
+
+pub(super) fn allow_section(allow: &AllowList, names: &LeafNames) -> Value {
+    if allow.is_empty() {
+        return json!({ "configured": false, "matched": null, "closest": [] });
+    }
+    let matched = if allow.subjects.contains(&names.subject) {
+        Some(json!({ "list": "allowedSubjects", "entry": names.subject }))
+    } else if let Some(dns) = names
+        .dns
+        .iter()
+        .find(|dns| allow.dns_sans.contains(&normalize(dns)))
+    {
+        Some(json!({ "list": "allowedDnsSans", "entry": normalize(dns) }))
+    } else {
+        names
+            .uris
+            .iter()
+            .find(|uri| allow.uri_sans.contains(uri))
+            .map(|uri| json!({ "list": "allowedUriSans", "entry": uri }))
+    };
+    let mut closest = Vec::new();
+    if matched.is_none() {
+        closest = closest_subjects(&allow.subjects, &names.subject);
+        for entry in &allow.dns_sans {
+            closest.push(json!({
+                "list": "allowedDnsSans",
+                "entry": entry,
+                "why": format!("the certificate's DNS SANs are [{}]", names.dns.join(", ")),
+            }));
+        }
+        for entry in &allow.uri_sans {
+            closest.push(json!({
+                "list": "allowedUriSans",
+                "entry": entry,
+                "why": format!("the certificate's URI SANs are [{}]", names.uris.join(", ")),
+            }));
+        }
+    }
+    json!({ "configured": true, "matched": matched, "closest": closest })
+}
+
+/// The subject entries sharing the most attributes with the certificate's subject, with what
+/// differs; the RDN-order trap is named as such.
+fn closest_subjects(entries: &[String], subject: &str) -> Vec<Value> {
+    let attributes = |text: &str| -> Vec<String> {
+        let mut parts: Vec<String> = crate::config::checks::parse_rfc4514(text)
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .map(|(kind, value)| format!("{}={value}", kind.to_ascii_uppercase()))
+            .collect();
+        parts.sort();
+        parts
+    };
+    let mine = attributes(subject);
+    let mut scored: Vec<(usize, &String)> = entries
+        .iter()
+        .map(|entry| {
+            let theirs = attributes(entry);
+            (theirs.iter().filter(|a| mine.contains(a)).count(), entry)
+        })
+        .collect();
+    scored.sort_by_key(|(shared, _)| std::cmp::Reverse(*shared));
+    scored
+        .into_iter()
+        .take(3)
+        .map(|(shared, entry)| {
+            let theirs = attributes(entry);
+            let why = if theirs == mine {
+                format!(
+                    "same attributes in a different order: RFC 4514 lists the certificate's RDNs last to first, so this certificate's subject reads {subject}; use that string"
+                )
+            } else if entry.eq_ignore_ascii_case(subject) {
+                format!("differs only in letter case from the subject {subject}")
+            } else {
+                let missing: Vec<&String> = theirs.iter().filter(|a| !mine.contains(a)).collect();
+                let extra: Vec<&String> = mine.iter().filter(|a| !theirs.contains(a)).collect();
+                format!(
+                    "{shared} attribute(s) in common; the entry has {} that the certificate lacks, the certificate has {} (subject {subject})",
+                    list_or_none(&missing),
+                    list_or_none(&extra)
+                )
+            };
+            json!({ "list": "allowedSubjects", "entry": entry, "why": why })
+        })
+        .collect()
+}
+
+fn list_or_none(items: &[&String]) -> String {
+    if items.is_empty() {
+        "nothing".to_owned()
+    } else {
+        items
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+pub(super) fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}

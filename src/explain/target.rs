@@ -1,0 +1,137 @@
+//! What `certgate explain` judges: one app's policy, from a config file or the sidecar's flags,
+//! and the time to judge at.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::UnixTime;
+
+use crate::cli::ExplainArgs;
+use crate::config::{AppError, Config, ConfigError, FLAG_KEYS};
+use crate::settings::{ClientCertMode, XfccFields};
+use crate::tls::policy::Policy;
+use crate::tls::sni::{HostMatcher, normalize};
+
+/// Why `explain` could not judge the certificate (exit 64).
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("--config needs --app NAME or --host HOST to pick the app")]
+    NoAppChosen,
+    #[error("{path} has no app named {name:?} (its apps: {apps})")]
+    NoSuchApp {
+        path: PathBuf,
+        name: String,
+        apps: String,
+    },
+    #[error("{path} has no app for host {host:?} and no catch-all app")]
+    NoAppForHost { path: PathBuf, host: String },
+    #[error(
+        "app {app:?} is in ignore mode: it never asks for a client certificate, so there is nothing to explain"
+    )]
+    IgnoreMode { app: String },
+    #[error("--at {value:?} is not an RFC 3339 time (e.g. 2030-01-01T00:00:00Z)")]
+    BadTime { value: String },
+    #[error("{path} holds no client certificate")]
+    NoCertificate { path: PathBuf },
+}
+
+/// What is judged: one app's policy and what it forwards.
+#[derive(Debug)]
+pub struct Target {
+    /// The app's name (`app` for the sidecar).
+    pub name: String,
+    /// Its mode.
+    pub mode: ClientCertMode,
+    /// Its policy, shared with the handshake.
+    pub policy: Arc<Policy>,
+    /// The XFCC fields it forwards.
+    pub fields: XfccFields,
+    /// Its revocation checker beyond `crlFiles`, when configured (README "Revocation").
+    pub revocation: Option<Arc<crate::revocation::Revocation>>,
+}
+
+pub(super) fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
+    let Some(path) = &args.config else {
+        let mode = match &args.client_auth.client_cert_mode {
+            Some(value) => value.parse().map_err(|_| ConfigError::UnknownMode {
+                key: "--client-cert-mode",
+                value: value.clone(),
+            })?,
+            None => ClientCertMode::Require,
+        };
+        if mode == ClientCertMode::Ignore {
+            return Err(ExplainError::IgnoreMode {
+                app: "app".to_owned(),
+            });
+        }
+        let file = args.client_auth.file_model();
+        let (trust, allow) = crate::config::client_policy(&file, mode, Path::new(""), FLAG_KEYS)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let policy = Policy::new(trust, allow, &provider).map_err(|source| ConfigError::App {
+            app: "app".to_owned(),
+            source: AppError::Verifier { source },
+        })?;
+        let fields = crate::config::forward_fields(args.client_auth.forward_fields().as_deref())?;
+        return Ok(Target {
+            name: "app".to_owned(),
+            mode,
+            policy: Arc::new(policy),
+            fields,
+            revocation: None,
+        });
+    };
+    let config = Config::load(path)?;
+    let app = match (&args.app, &args.host) {
+        (Some(name), _) => config
+            .apps
+            .iter()
+            .find(|app| app.name == *name)
+            .ok_or_else(|| ExplainError::NoSuchApp {
+                path: path.clone(),
+                name: name.clone(),
+                apps: config
+                    .apps
+                    .iter()
+                    .map(|app| app.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?,
+        (None, Some(host)) => {
+            let matcher = HostMatcher::new(config.apps.iter().map(|app| app.hosts.as_slice()));
+            matcher
+                .resolve(Some(&normalize(host)))
+                .and_then(|index| config.apps.get(index))
+                .ok_or_else(|| ExplainError::NoAppForHost {
+                    path: path.clone(),
+                    host: host.clone(),
+                })?
+        }
+        (None, None) => return Err(ExplainError::NoAppChosen),
+    };
+    let Some(policy) = &app.policy else {
+        return Err(ExplainError::IgnoreMode {
+            app: app.name.clone(),
+        });
+    };
+    Ok(Target {
+        name: app.name.clone(),
+        mode: app.mode,
+        policy: policy.clone(),
+        fields: app.xfcc_fields,
+        revocation: app.revocation.clone(),
+    })
+}
+
+pub(super) fn parse_time(value: &str) -> Result<UnixTime, ExplainError> {
+    let bad = || ExplainError::BadTime {
+        value: value.to_owned(),
+    };
+    let time = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| bad())?;
+    let secs = u64::try_from(time.unix_timestamp()).map_err(|_| bad())?;
+    Ok(UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        secs,
+    )))
+}
