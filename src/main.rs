@@ -127,14 +127,17 @@ fn pki_init(dir: &std::path::Path, force: bool) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(error) => {
-            eprintln!("certgate: {}", error_chain(&error));
-            if matches!(error, certgate::pki::PkiError::Exists { .. }) {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::from(EXIT_RUNTIME)
-            }
-        }
+        Err(error) => pki_failed(&error),
+    }
+}
+
+/// A file that already exists is a usage error (pass --force); anything else is a runtime one.
+fn pki_failed(error: &certgate::pki::PkiError) -> ExitCode {
+    eprintln!("certgate: {}", error_chain(error));
+    if matches!(error, certgate::pki::PkiError::Exists { .. }) {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::from(EXIT_RUNTIME)
     }
 }
 
@@ -144,14 +147,7 @@ fn ticket_keys(path: &std::path::Path, force: bool, rotate: bool) -> ExitCode {
             println!("wrote {}", written.display());
             ExitCode::SUCCESS
         }
-        Err(error) => {
-            eprintln!("certgate: {}", error_chain(&error));
-            if matches!(error, certgate::pki::PkiError::Exists { .. }) {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::from(EXIT_RUNTIME)
-            }
-        }
+        Err(error) => pki_failed(&error),
     }
 }
 

@@ -42,13 +42,7 @@ fn key_type(leaf: &X509Certificate<'_>) -> String {
     match key.parsed() {
         Ok(PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
         Ok(PublicKey::EC(_)) => {
-            let curve = key
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|parameters| parameters.as_oid().ok())
-                .map(|oid| oid.to_id_string())
-                .unwrap_or_default();
+            let curve = crate::tls::policy::curve_oid(key);
             match curve.as_str() {
                 "1.2.840.10045.3.1.7" => "ECDSA P-256".to_owned(),
                 "1.3.132.0.34" => "ECDSA P-384".to_owned(),

@@ -14,7 +14,7 @@ use rustls::{CertificateError, RootCertStore};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
-use x509_parser::x509::X509Version;
+use x509_parser::x509::{SubjectPublicKeyInfo, X509Version};
 
 use super::FailureReason;
 use crate::identity::{LeafNames, rfc4514};
@@ -309,13 +309,7 @@ fn unsupported(leaf: &X509Certificate<'_>) -> Option<String> {
     match algorithm.as_str() {
         RSA | ED25519 => None,
         EC => {
-            let curve = key
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|parameters| parameters.as_oid().ok())
-                .map(|oid| oid.to_id_string())
-                .unwrap_or_default();
+            let curve = curve_oid(&key);
             match curve.as_str() {
                 P256 | P384 | P521 => None,
                 _ => Some(format!(
@@ -327,6 +321,16 @@ fn unsupported(leaf: &X509Certificate<'_>) -> Option<String> {
             "public key algorithm {other} is not supported; use RSA, ECDSA (P-256, P-384, P-521) or Ed25519"
         )),
     }
+}
+
+/// The named curve of an elliptic-curve key, as a dotted OID (empty when absent).
+pub(crate) fn curve_oid(key: &SubjectPublicKeyInfo<'_>) -> String {
+    key.algorithm
+        .parameters
+        .as_ref()
+        .and_then(|parameters| parameters.as_oid().ok())
+        .map(|oid| oid.to_id_string())
+        .unwrap_or_default()
 }
 
 const RSA: &str = "1.2.840.113549.1.1.1";
