@@ -309,7 +309,7 @@ fn unsupported(leaf: &X509Certificate<'_>) -> Option<String> {
     match algorithm.as_str() {
         RSA | ED25519 => None,
         EC => {
-            let curve = curve_oid(&key);
+            let curve = curve_oid(key);
             match curve.as_str() {
                 P256 | P384 | P521 => None,
                 _ => Some(format!(
