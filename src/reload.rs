@@ -30,15 +30,61 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     source: Option<ConfigSource>,
     /// What can only change on restart, to warn when a reload asks for it.
+    started_with: RestartOnly,
+}
+
+/// The settings a reload cannot change: the sockets are bound and the connection caps sized
+/// at start (README "Reload").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RestartOnly {
     listen: std::net::SocketAddr,
+    admin: Option<std::net::SocketAddr>,
     max_connections: usize,
+    max_connections_per_client: Option<usize>,
+    max_pending_handshakes: usize,
+}
+
+impl RestartOnly {
+    /// The restart-only settings of `config`.
+    pub(crate) fn of(config: &Config) -> Self {
+        Self {
+            listen: config.listen,
+            admin: config.admin,
+            max_connections: config.limits.max_connections,
+            max_connections_per_client: config.limits.max_connections_per_client,
+            max_pending_handshakes: config.limits.max_pending_handshakes,
+        }
+    }
+
+    /// The config keys whose value in `new` differs from this one.
+    fn changed(&self, new: &Self) -> Vec<&'static str> {
+        [
+            (self.listen != new.listen, "listen"),
+            (self.admin != new.admin, "admin"),
+            (
+                self.max_connections != new.max_connections,
+                "limits.maxConnections",
+            ),
+            (
+                self.max_connections_per_client != new.max_connections_per_client,
+                "limits.maxConnectionsPerClient",
+            ),
+            (
+                self.max_pending_handshakes != new.max_pending_handshakes,
+                "limits.maxPendingHandshakes",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(changed, key)| changed.then_some(key))
+        .collect()
+    }
 }
 
 impl std::fmt::Debug for Reloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reloader")
             .field("has_source", &self.source.is_some())
-            .field("listen", &self.listen)
+            .field("started_with", &self.started_with)
             .finish_non_exhaustive()
     }
 }
@@ -59,15 +105,13 @@ impl Reloader {
         apps: LiveApps,
         metrics: Arc<Metrics>,
         source: Option<ConfigSource>,
-        listen: std::net::SocketAddr,
-        max_connections: usize,
+        started_with: RestartOnly,
     ) -> Self {
         Self {
             apps,
             metrics,
             source,
-            listen,
-            max_connections,
+            started_with,
         }
     }
 
@@ -93,14 +137,8 @@ impl Reloader {
                 return Err(error);
             }
         };
-        if config.listen != self.listen {
-            tracing::warn!(
-                listen = %config.listen,
-                "the listen address changed; it takes effect on restart"
-            );
-        }
-        if config.limits.max_connections != self.max_connections {
-            tracing::warn!("limits.maxConnections changed; it takes effect on restart");
+        for setting in self.started_with.changed(&RestartOnly::of(&config)) {
+            tracing::warn!(setting, "setting changed; it takes effect on restart");
         }
         self.apps.store(Arc::new(Apps::new(&config, &self.metrics)));
         self.metrics.reloaded(true);
@@ -215,5 +253,47 @@ async fn recv_hangup(hangup: &mut Hangup) {
     };
     if !received {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started() -> RestartOnly {
+        RestartOnly {
+            listen: "127.0.0.1:8443".parse().unwrap_or_else(|_| unreachable!()),
+            admin: None,
+            max_connections: 10_000,
+            max_connections_per_client: None,
+            max_pending_handshakes: 1_024,
+        }
+    }
+
+    #[test]
+    fn a_reload_names_every_setting_that_waits_for_a_restart() {
+        assert!(started().changed(&started()).is_empty());
+        let new = RestartOnly {
+            listen: "127.0.0.1:9443".parse().unwrap_or_else(|_| unreachable!()),
+            admin: Some("127.0.0.1:9901".parse().unwrap_or_else(|_| unreachable!())),
+            max_connections: 500,
+            max_connections_per_client: Some(10),
+            max_pending_handshakes: 64,
+        };
+        assert_eq!(
+            started().changed(&new),
+            [
+                "listen",
+                "admin",
+                "limits.maxConnections",
+                "limits.maxConnectionsPerClient",
+                "limits.maxPendingHandshakes"
+            ]
+        );
+        let one = RestartOnly {
+            max_pending_handshakes: 64,
+            ..started()
+        };
+        assert_eq!(started().changed(&one), ["limits.maxPendingHandshakes"]);
     }
 }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::drain::Draining;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
-use crate::reload::{ConfigSource, Reloader};
+use crate::reload::{ConfigSource, Reloader, RestartOnly};
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +64,7 @@ impl Server {
             apps.clone(),
             metrics.clone(),
             source,
-            config.listen,
-            max_connections,
+            RestartOnly::of(config),
         );
         Ok(Self {
             listener,
