@@ -223,3 +223,15 @@ fn http_url(name: &GeneralName) -> Option<http::Uri> {
     let uri: http::Uri = uri.as_str().parse().ok()?;
     (uri.scheme_str() == Some("http") && uri.authority().is_some()).then_some(uri)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::trim_serial;
+
+    #[test]
+    fn serials_compare_without_leading_zero_bytes() {
+        assert_eq!(trim_serial(&[0, 0x80, 1]), vec![0x80, 1]);
+        assert_eq!(trim_serial(&[0x12]), vec![0x12]);
+        assert_eq!(trim_serial(&[0, 0]), Vec::<u8>::new());
+    }
+}

@@ -1,0 +1,364 @@
+//! One app's revocation checker: the CRLs and OCSP answers it holds, the verdict for a
+//! verified chain (bounded by `CHECK_TIMEOUT`), and the re-check of open connections when
+//! what it holds changes.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use http::Uri;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls_pki_types::CertificateDer;
+use tokio::sync::Notify;
+
+use super::crl::{self, CrlStatus, CrlStore, Entry, Origin};
+use super::fetch::{self, Fetcher};
+use super::metrics::RevocationMetrics;
+use super::ocsp::{self, OcspError, OcspStatus};
+use super::refresh::refresh_loop;
+use super::x509::{self, Cert, unix_now};
+use super::{CHECK_TIMEOUT, LoadError, OcspMode, OnUnknown, Policy, Refusal};
+use crate::tls::FailureReason;
+
+/// One app's revocation checker: its CRLs, its OCSP cache and its HTTP client.
+#[derive(Debug)]
+pub struct Revocation {
+    pub(super) app: String,
+    pub(super) policy: Policy,
+    pub(super) uses_crls: bool,
+    pub(super) roots: Vec<Cert>,
+    pub(super) crls: CrlStore,
+    pub(super) ocsp_cache: ocsp::Cache,
+    pub(super) fetcher: Fetcher,
+    pub(super) algorithms: WebPkiSupportedAlgorithms,
+    pub(super) metrics: OnceLock<RevocationMetrics>,
+    pub(super) wake: Arc<Notify>,
+    /// Bumped whenever a CRL is added or replaced, so open connections are checked again.
+    pub(super) changes: tokio::sync::watch::Sender<u64>,
+}
+
+/// Re-checks an open connection whenever the app's CRLs change; stops with the connection.
+#[derive(Debug)]
+pub struct Recheck(tokio::task::JoinHandle<()>);
+
+impl Drop for Recheck {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What one source said about one certificate.
+enum Status {
+    Good,
+    Revoked(String),
+    Unknown(String),
+}
+
+impl Revocation {
+    /// Reads `crl_files` (given as source name and bytes) and fetches `policy.crl_urls`; a CRL
+    /// issued by one of `roots` must verify against it. Blocks while fetching.
+    pub fn load(
+        app: &str,
+        policy: Policy,
+        roots: &[CertificateDer<'static>],
+        crl_files: Vec<(String, Vec<u8>)>,
+        algorithms: WebPkiSupportedAlgorithms,
+    ) -> Result<Self, LoadError> {
+        let revocation = Self {
+            app: app.to_owned(),
+            uses_crls: !crl_files.is_empty()
+                || !policy.crl_urls.is_empty()
+                || policy.crl_from_certificates,
+            roots: roots.iter().filter_map(|der| Cert::parse(der)).collect(),
+            crls: CrlStore::default(),
+            ocsp_cache: ocsp::Cache::default(),
+            fetcher: Fetcher::new(),
+            algorithms,
+            metrics: OnceLock::new(),
+            wake: Arc::new(Notify::new()),
+            changes: tokio::sync::watch::Sender::new(0),
+            policy,
+        };
+        for (origin, bytes) in crl_files {
+            let crl = revocation.accept_crl(&origin, &bytes, None, false)?;
+            revocation.crls.insert(Entry {
+                source: origin,
+                origin: Origin::File,
+                crl: Some(Arc::new(crl)),
+                due: None,
+            });
+        }
+        let now = unix_now();
+        let urls = revocation.policy.crl_urls.clone();
+        for (url, fetched) in urls.iter().zip(fetch::get_all_blocking(&urls)) {
+            let origin = url.to_string();
+            let bytes = fetched.map_err(|source| LoadError::Fetch {
+                url: origin.clone(),
+                source,
+            })?;
+            let crl = revocation.accept_crl(&origin, &bytes, None, true)?;
+            let due = crl::due_after(crl.next_update, now, revocation.policy.refresh);
+            revocation.crls.insert(Entry {
+                source: origin,
+                origin: Origin::Url,
+                crl: Some(Arc::new(crl)),
+                due: Some(due),
+            });
+        }
+        Ok(revocation)
+    }
+
+    /// The settings.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// One line for `certgate check`, e.g. `2 CRL, distribution points, OCSP leaf, unknown refused`.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![format!("{} CRL", self.crls.entries().len())];
+        if self.policy.crl_from_certificates {
+            parts.push("distribution points".to_owned());
+        }
+        match self.policy.ocsp {
+            OcspMode::Off => {}
+            OcspMode::Leaf => parts.push("OCSP leaf".to_owned()),
+            OcspMode::Chain => parts.push("OCSP chain".to_owned()),
+        }
+        parts.push(
+            match self.policy.on_unknown {
+                OnUnknown::Refuse => "unknown refused",
+                OnUnknown::Allow => "unknown allowed",
+            }
+            .to_owned(),
+        );
+        parts.join(", ")
+    }
+
+    /// Attaches the app's metrics and starts refreshing fetched CRLs in the background (once;
+    /// later calls do nothing). The refresh task ends when the config is dropped.
+    pub fn start(self: &Arc<Self>, metrics: RevocationMetrics) {
+        if self.metrics.set(metrics).is_err() {
+            return;
+        }
+        self.publish();
+        if !self.uses_crls {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(refresh_loop(Arc::downgrade(self), self.wake.clone()));
+        }
+    }
+
+    /// Decides whether a verified client chain may be served. Never takes longer than
+    /// `CHECK_TIMEOUT`.
+    pub async fn admit(&self, chain: &[CertificateDer<'_>]) -> Result<(), Refusal> {
+        let verdict = tokio::time::timeout(CHECK_TIMEOUT, self.check(chain))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Refusal {
+                    reason: FailureReason::RevocationUnknown,
+                    detail: "the revocation check timed out".to_owned(),
+                })
+            });
+        match verdict {
+            Err(refusal)
+                if refusal.reason == FailureReason::RevocationUnknown
+                    && self.policy.on_unknown == OnUnknown::Allow =>
+            {
+                if let Some(metrics) = self.metrics.get() {
+                    metrics.unknown_allowed();
+                }
+                tracing::warn!(
+                    app = %self.app,
+                    failure = FailureReason::RevocationUnknown.as_str(),
+                    error = %refusal.detail,
+                    "revocation status unknown, allowed by onUnknown"
+                );
+                Ok(())
+            }
+            verdict => verdict,
+        }
+    }
+
+    /// Watches an admitted connection: each time the CRLs change, its chain is checked again,
+    /// and `refused` runs (once) when it no longer passes, e.g. to close the connection after
+    /// its current request.
+    pub fn recheck(
+        self: &Arc<Self>,
+        chain: Vec<CertificateDer<'static>>,
+        refused: impl FnOnce(Refusal) + Send + 'static,
+    ) -> Recheck {
+        let revocation = self.clone();
+        let mut changes = self.changes.subscribe();
+        Recheck(tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                if let Err(refusal) = revocation.admit(&chain).await {
+                    refused(refusal);
+                    return;
+                }
+            }
+        }))
+    }
+
+    /// The decision for `chain` from synchronous code (`certgate explain`), on a thread and
+    /// runtime of its own; `Ok(true)` when the status is unknown and `onUnknown` allows it.
+    pub fn decide_blocking(&self, chain: &[CertificateDer<'static>]) -> Result<bool, Refusal> {
+        let unknown_timeout = || Refusal {
+            reason: FailureReason::RevocationUnknown,
+            detail: "the revocation check could not run".to_owned(),
+        };
+        let decided = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|_| unknown_timeout())?;
+                    runtime.block_on(async {
+                        tokio::time::timeout(CHECK_TIMEOUT, self.check(chain))
+                            .await
+                            .unwrap_or_else(|_| Err(unknown_timeout()))
+                    })
+                })
+                .join()
+        });
+        match decided.unwrap_or_else(|_| Err(unknown_timeout())) {
+            Ok(()) => Ok(false),
+            Err(refusal)
+                if refusal.reason == FailureReason::RevocationUnknown
+                    && self.policy.on_unknown == OnUnknown::Allow =>
+            {
+                Ok(true)
+            }
+            Err(refusal) => Err(refusal),
+        }
+    }
+
+    async fn check(&self, chain: &[CertificateDer<'_>]) -> Result<(), Refusal> {
+        // No path to a trusted root: the certificate was admitted by a pin or allowUntrusted,
+        // and there is no CA to ask about it.
+        let Some(path) = x509::issuer_path(chain, &self.roots, &self.algorithms) else {
+            return Ok(());
+        };
+        for (index, pair) in path.windows(2).enumerate() {
+            let [cert, issuer] = pair else { continue };
+            match self.status(cert, issuer, index == 0).await {
+                Status::Good => {}
+                Status::Revoked(source) => {
+                    return Err(Refusal {
+                        reason: FailureReason::Revoked,
+                        detail: format!(
+                            "{source} lists certificate {} ({}) as revoked",
+                            cert.serial_hex(),
+                            cert.subject_text()
+                        ),
+                    });
+                }
+                Status::Unknown(cause) => {
+                    return Err(Refusal {
+                        reason: FailureReason::RevocationUnknown,
+                        detail: format!(
+                            "revocation status of certificate {} ({}) is unknown: {cause}",
+                            cert.serial_hex(),
+                            cert.subject_text()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every source that covers `cert`: revoked if any says so, good if any vouches for it.
+    async fn status(&self, cert: &Cert, issuer: &Cert, is_leaf: bool) -> Status {
+        let ask_ocsp = match self.policy.ocsp {
+            OcspMode::Off => false,
+            OcspMode::Leaf => is_leaf,
+            OcspMode::Chain => true,
+        };
+        if !self.uses_crls && !ask_ocsp {
+            return Status::Good;
+        }
+        let mut good = false;
+        let mut unknown = Vec::new();
+        if self.uses_crls {
+            if self.policy.crl_from_certificates {
+                self.fetch_distribution_points(cert).await;
+            }
+            match crl::status(&self.crls, cert, issuer, unix_now(), &self.algorithms) {
+                CrlStatus::Good => good = true,
+                CrlStatus::Revoked(source) => {
+                    return Status::Revoked(format!("the crl from {source}"));
+                }
+                CrlStatus::Unknown(cause) => unknown.push(cause.to_owned()),
+            }
+        }
+        if ask_ocsp {
+            match self.ocsp_status(cert, issuer).await {
+                Ok(OcspStatus::Good) => good = true,
+                Ok(OcspStatus::Revoked) => {
+                    let responder = self
+                        .responder(cert)
+                        .map_or_else(String::new, |url| format!(" {url}"));
+                    return Status::Revoked(format!("the ocsp responder{responder}"));
+                }
+                Ok(OcspStatus::Unknown) => {
+                    unknown.push("the ocsp responder does not know it".to_owned());
+                }
+                Err(error) => unknown.push(crate::error_chain(&error)),
+            }
+        }
+        if good {
+            Status::Good
+        } else {
+            Status::Unknown(unknown.join("; "))
+        }
+    }
+
+    async fn ocsp_status(&self, cert: &Cert, issuer: &Cert) -> Result<OcspStatus, OcspError> {
+        let now = unix_now();
+        if let Some(status) = self.ocsp_cache.get(cert, issuer, now) {
+            self.count_ocsp("cache_hit");
+            return Ok(status);
+        }
+        let url = self.responder(cert).ok_or(OcspError::NoResponder)?;
+        let started = Instant::now();
+        let answer = ocsp::lookup(&self.fetcher, &url, cert, issuer, now, &self.algorithms).await;
+        if let Some(metrics) = self.metrics.get() {
+            metrics.ocsp_duration(started.elapsed().as_secs_f64());
+        }
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                self.count_ocsp("error");
+                return Err(error);
+            }
+        };
+        self.count_ocsp(match answer.status {
+            OcspStatus::Good => "good",
+            OcspStatus::Revoked => "revoked",
+            OcspStatus::Unknown => "unknown",
+        });
+        // Without a nextUpdate the responder says newer information is always available
+        // (RFC 6960 section 4.2.2.1): such answers are not kept.
+        if let (Some(until), OcspStatus::Good | OcspStatus::Revoked) =
+            (answer.next_update, answer.status)
+        {
+            self.ocsp_cache.put(cert, issuer, answer.status, until, now);
+        }
+        Ok(answer.status)
+    }
+
+    /// The responder asked about `cert`: `ocspResponder`, else the first of its AIA.
+    fn responder(&self, cert: &Cert) -> Option<Uri> {
+        match &self.policy.ocsp_responder {
+            Some(url) => Some(url.clone()),
+            None => cert.ocsp_urls().into_iter().next(),
+        }
+    }
+
+    pub(super) fn count_ocsp(&self, outcome: &'static str) {
+        if let Some(metrics) = self.metrics.get() {
+            metrics.ocsp(outcome);
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Keeping CRLs fresh: distribution points fetched the first time a certificate names them,
+//! every fetched source refreshed before its nextUpdate and at least every `refreshMs` by one
+//! background task per app, and the CRL gauges set from what is held.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::Uri;
+use tokio::sync::Notify;
+
+use super::crl::{self, Crl, CrlError, Entry, Origin};
+use super::x509::{Cert, unix_now};
+use super::{LoadError, Revocation};
+
+impl Revocation {
+    /// Fetches the distribution points of `cert` the first time they are seen; later
+    /// connections use what the store holds and the refresh task keeps it fresh.
+    pub(super) async fn fetch_distribution_points(&self, cert: &Cert) {
+        for url in cert.crl_urls() {
+            let origin = url.to_string();
+            if self.crls.contains(&origin) {
+                continue;
+            }
+            let now = unix_now();
+            let crl = match self.fetch_crl(&url, None).await {
+                Ok(crl) => Some(Arc::new(crl)),
+                Err(error) => {
+                    tracing::warn!(app = %self.app, error = %crate::error_chain(&error), "crl fetch failed");
+                    None
+                }
+            };
+            let due = match &crl {
+                Some(crl) => crl::due_after(crl.next_update, now, self.policy.refresh),
+                None => crl::retry_after(now, self.policy.refresh),
+            };
+            let added = crl.is_some();
+            self.crls.insert(Entry {
+                source: origin,
+                origin: Origin::DistributionPoint,
+                crl,
+                due: Some(due),
+            });
+            if added {
+                self.changes.send_modify(|generation| *generation += 1);
+            }
+            self.publish();
+            self.wake.notify_one();
+        }
+    }
+
+    /// Fetches every source that is due; a failure keeps the last good CRL.
+    pub(super) async fn refresh_due(&self) {
+        let now = unix_now();
+        for entry in self.crls.entries() {
+            if entry.origin == Origin::File || entry.due.is_none_or(|due| due > now) {
+                continue;
+            }
+            let Ok(url) = entry.source.parse::<Uri>() else {
+                continue;
+            };
+            match self.fetch_crl(&url, entry.crl.as_deref()).await {
+                Ok(crl) => {
+                    let due = crl::due_after(crl.next_update, unix_now(), self.policy.refresh);
+                    self.crls.update(&entry.source, Some(Arc::new(crl)), due);
+                    self.changes.send_modify(|generation| *generation += 1);
+                }
+                Err(error) => {
+                    tracing::warn!(app = %self.app, error = %crate::error_chain(&error), "crl refresh failed, keeping the last good crl");
+                    let due = crl::retry_after(unix_now(), self.policy.refresh);
+                    self.crls.update(&entry.source, None, due);
+                }
+            }
+        }
+        self.publish();
+    }
+
+    async fn fetch_crl(&self, url: &Uri, previous: Option<&Crl>) -> Result<Crl, LoadError> {
+        let origin = url.to_string();
+        let fetched = self
+            .fetcher
+            .get(url)
+            .await
+            .map_err(|source| LoadError::Fetch {
+                url: origin.clone(),
+                source,
+            })
+            .and_then(|bytes| self.accept_crl(&origin, &bytes, previous, true));
+        if let Some(metrics) = self.metrics.get() {
+            metrics.crl_fetched(fetched.is_ok());
+        }
+        fetched
+    }
+
+    /// Parses a CRL and checks what can be checked before a chain is seen: a CRL from a
+    /// trusted root must verify against it, a fetched one must be current, and a refresh
+    /// never goes back to an older CRL.
+    pub(super) fn accept_crl(
+        &self,
+        origin: &str,
+        bytes: &[u8],
+        previous: Option<&Crl>,
+        fetched: bool,
+    ) -> Result<Crl, LoadError> {
+        let error = |source| LoadError::Crl {
+            origin: origin.to_owned(),
+            source,
+        };
+        let crl = Crl::parse(bytes).map_err(error)?;
+        let mut issuers = self.roots.iter().filter(|root| root.subject == crl.issuer);
+        let from_root = issuers.clone().next().is_some();
+        if from_root && !issuers.any(|root| crl.signed_by(root, &self.algorithms)) {
+            return Err(error(CrlError::Signature {
+                issuer: crl.issuer_text(),
+            }));
+        }
+        if fetched && !crl.is_fresh(unix_now()) {
+            return Err(error(CrlError::Stale));
+        }
+        if previous.is_some_and(|previous| {
+            previous.issuer == crl.issuer && crl.this_update < previous.this_update
+        }) {
+            return Err(LoadError::Older {
+                origin: origin.to_owned(),
+            });
+        }
+        Ok(crl)
+    }
+
+    /// Sets the CRL gauges from what the store holds.
+    pub(super) fn publish(&self) {
+        let Some(metrics) = self.metrics.get() else {
+            return;
+        };
+        let mut earliest: Option<i64> = None;
+        for entry in self.crls.entries() {
+            let Some(crl) = entry.crl else { continue };
+            let next = crl.next_update.map(seconds);
+            metrics.crl_held(&entry.source, seconds(crl.this_update), next);
+            if let Some(next) = next {
+                earliest = Some(earliest.map_or(next, |e| e.min(next)));
+            }
+        }
+        if let Some(earliest) = earliest {
+            metrics.crl_not_after(earliest);
+        }
+    }
+}
+
+/// Wakes when the earliest source is due (or a new one is added) and refreshes; ends once
+/// the app's config is gone.
+pub(super) async fn refresh_loop(revocation: Weak<Revocation>, wake: Arc<Notify>) {
+    loop {
+        let wait = {
+            let Some(revocation) = revocation.upgrade() else {
+                return;
+            };
+            let refresh = revocation.policy.refresh;
+            revocation
+                .crls
+                .next_due()
+                .map_or(refresh, |due| due.saturating_sub(unix_now()))
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = wake.notified() => continue,
+        }
+        let Some(revocation) = revocation.upgrade() else {
+            return;
+        };
+        revocation.refresh_due().await;
+    }
+}
+
+fn seconds(time: Duration) -> i64 {
+    i64::try_from(time.as_secs()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crl::{due_after, retry_after};
+    use std::time::Duration;
+
+    #[test]
+    fn crls_are_refreshed_before_next_update_and_at_least_every_refresh() {
+        let now = Duration::from_secs(1_000_000);
+        let hour = Duration::from_secs(3600);
+        // No nextUpdate: every refresh interval.
+        assert_eq!(due_after(None, now, hour), now + hour);
+        // nextUpdate in 40 minutes: at three quarters of that, before refreshMs.
+        let next = now + Duration::from_secs(2400);
+        assert_eq!(
+            due_after(Some(next), now, hour),
+            now + Duration::from_secs(1800)
+        );
+        // A far nextUpdate does not delay the refresh interval.
+        assert_eq!(due_after(Some(now + 48 * hour), now, hour), now + hour);
+        // Already past nextUpdate: the refresh interval (a fetch is what can fix it).
+        assert_eq!(due_after(Some(now - hour), now, hour), now + hour);
+        // Failures retry sooner, but never more often than every second.
+        assert_eq!(retry_after(now, hour), now + Duration::from_secs(30));
+        assert_eq!(
+            retry_after(now, Duration::from_millis(1)),
+            now + Duration::from_secs(1)
+        );
+    }
+}
