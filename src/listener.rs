@@ -145,6 +145,8 @@ impl Listener {
         let app = accepted.app;
         let peer_chain = accepted.stream.get_ref().1.peer_certificates();
         let mut refusal = proxy::refuse::judge(&app.config, peer_chain);
+        // Read before the check, so that a revocation learned during it is not missed.
+        let generation = app.config.revocation.as_ref().map_or(0, |r| r.generation());
         // Revocation beyond crlFiles is decided here, before any request is read, for full
         // and resumed handshakes alike (README "Revocation").
         if let (None, Some(revocation), Some(chain)) =
@@ -173,12 +175,16 @@ impl Listener {
                 }
             }
         }
-        let revocation_watch = app
+        // A revocation learned while the connection is open closes it, and any WebSocket
+        // it upgraded to, before another request is forwarded (README "Revocation").
+        let standing = app
             .config
             .revocation
-            .clone()
+            .as_ref()
             .filter(|_| refusal.is_none())
-            .zip(peer_chain.map(<[_]>::to_vec));
+            .zip(peer_chain)
+            .map(|(revocation, chain)| revocation.watch(chain.to_vec(), generation));
+        let mut revoked_later = standing.as_ref().map(|standing| standing.refused());
         if let Some(page) = &refusal {
             self.refused_with_http(&app.config.name, &page.refusal, client_addr);
         }
@@ -217,27 +223,13 @@ impl Listener {
                 accepted.sni,
                 identity,
             )
-            .with_refusal(refusal),
+            .with_refusal(refusal)
+            .with_standing(standing),
         );
         let service = {
             let context = context.clone();
             service_fn(move |request| proxy::handle(context.clone(), request))
         };
-        // A revocation learned while the connection is open closes it after its current
-        // request (README "Revocation").
-        let _recheck = revocation_watch.map(|(revocation, chain)| {
-            let context = context.clone();
-            revocation.recheck(chain, move |refused| {
-                tracing::warn!(
-                    client.addr = %client_addr,
-                    app = %context.app.config.name,
-                    failure = refused.reason.as_str(),
-                    detail = %refused.detail,
-                    "closing connection, revocation learned after the handshake"
-                );
-                context.close.notify_one();
-            })
-        });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         let mut http1 = builder.http1();
         http1
@@ -277,6 +269,17 @@ impl Listener {
                     break;
                 }
                 () = context.close.notified(), if !closing => {
+                    closing = true;
+                    served.as_mut().graceful_shutdown();
+                }
+                refused = revoked(revoked_later.as_mut()), if !closing => {
+                    tracing::warn!(
+                        client.addr = %client_addr,
+                        app = %context.app.config.name,
+                        failure = refused.reason.as_str(),
+                        detail = %refused.detail,
+                        "closing connection, revocation learned after the handshake"
+                    );
                     closing = true;
                     served.as_mut().graceful_shutdown();
                 }
@@ -386,3 +389,13 @@ const HYPER_MAX_HEADERS: usize = 100;
 
 /// Streams one HTTP/2 connection may have open at once (nginx allows 128).
 const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// Resolves once a revocation learned after the handshake refuses the connection.
+async fn revoked(
+    refused: Option<&mut crate::revocation::Refused>,
+) -> Arc<crate::revocation::Refusal> {
+    match refused {
+        Some(refused) => refused.wait().await,
+        None => std::future::pending().await,
+    }
+}

@@ -39,6 +39,7 @@ use self::context::ConnectionContext;
 use self::error::ProxyError;
 use self::gap::StallReason;
 use self::stall::{ResponseBody, StallReport};
+use crate::revocation::Standing;
 use crate::settings::Transport;
 use crate::tls::sni::{authority_host, normalize};
 
@@ -174,6 +175,14 @@ async fn forward(
             return Err(ProxyError::CertificateExpired);
         }
     }
+    if conn
+        .standing
+        .as_ref()
+        .is_some_and(|standing| !standing.admits_request())
+    {
+        conn.close.notify_one();
+        return Err(ProxyError::CertificateRevoked);
+    }
     if request.version() == Version::HTTP_2 {
         // HTTP/1.1 heads are bounded by hyper itself (README "Limits under attack").
         header_limits::check_http2(&request, &conn.apps.limits)?;
@@ -241,6 +250,7 @@ async fn forward(
                 upstream,
                 idle,
                 conn.permit.clone(),
+                conn.standing.clone(),
             ));
         }
         _ => {}
@@ -295,13 +305,15 @@ fn check_authority(conn: &ConnectionContext, authority: &HeaderValue) -> Result<
     }
 }
 
-/// Pipes an upgraded connection both ways until both sides close or it idles out; holding
-/// `_permit` keeps it counted (and waited for by the drain) until then.
+/// Pipes an upgraded connection both ways until both sides close, it idles out, or a later
+/// revocation refuses its client certificate; holding `_permit` keeps it counted (and waited
+/// for by the drain) until then.
 async fn pipe_upgraded(
     downstream: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     idle: Duration,
     _permit: Arc<OwnedSemaphorePermit>,
+    standing: Option<Arc<Standing>>,
 ) {
     let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
         Ok(pair) => pair,
@@ -312,8 +324,28 @@ async fn pipe_upgraded(
     };
     let mut downstream = TokioIo::new(downstream);
     let mut upstream = TokioIo::new(upstream);
-    if let Err(error) = stall::pipe(&mut downstream, &mut upstream, idle).await {
-        tracing::debug!(error = %error, "upgraded connection closed");
+    // The pipe keeps the standing (and so its re-checks) alive after the connection's HTTP
+    // task has handed the stream over and ended.
+    let revoked = async {
+        match standing.as_ref().map(|standing| standing.refused()) {
+            Some(mut refused) => refused.wait().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        piped = stall::pipe(&mut downstream, &mut upstream, idle) => {
+            if let Err(error) = piped {
+                tracing::debug!(error = %error, "upgraded connection closed");
+            }
+        }
+        refusal = revoked => {
+            // Both sides are dropped here, which closes them.
+            tracing::warn!(
+                failure = refusal.reason.as_str(),
+                detail = %refusal.detail,
+                "closing upgraded connection, revocation learned after the handshake"
+            );
+        }
     }
 }
 

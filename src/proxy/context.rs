@@ -20,6 +20,7 @@ use crate::apps::{App, Apps};
 use crate::drain::Draining;
 use crate::identity::ClientIdentity;
 use crate::metrics::app::ActiveConnection;
+use crate::revocation::Standing;
 
 /// What a connection knows once its handshake is done; shared by all its requests.
 #[derive(Debug)]
@@ -49,6 +50,9 @@ pub(crate) struct ConnectionContext {
     pub(super) policy: ConnectionPolicy,
     /// Notified when the connection must close after the current response.
     pub close: Notify,
+    /// With revocation checking: closes the connection and its WebSockets once a later
+    /// revocation covers the client certificate.
+    pub(super) standing: Option<Arc<Standing>>,
     /// Requests in flight and the last time one started or ended, for the idle timeout.
     pub(super) activity: Activity,
 }
@@ -79,6 +83,7 @@ impl ConnectionContext {
             client,
             refusal: None,
             close: Notify::new(),
+            standing: None,
             activity: Activity::new(),
         }
     }
@@ -88,6 +93,14 @@ impl ConnectionContext {
     #[must_use]
     pub(crate) fn with_refusal(mut self, refusal: Option<refuse::RefusalPage>) -> Self {
         self.refusal = refusal;
+        self
+    }
+
+    /// With revocation checking: the connection's standing, checked before each request is
+    /// forwarded and watched by every WebSocket piped from it.
+    #[must_use]
+    pub fn with_standing(mut self, standing: Option<Arc<Standing>>) -> Self {
+        self.standing = standing;
         self
     }
 

@@ -17,6 +17,8 @@ pub(crate) enum ProxyError {
     BadRequest { reason: &'static str },
     #[error("client certificate expired during the connection")]
     CertificateExpired,
+    #[error("client certificate revoked during the connection")]
+    CertificateRevoked,
     #[error("no client certificate for a path outside clientCertExclusionPaths")]
     CertificateRequired,
     #[error("denied by authorization rule {rule}")]
@@ -67,6 +69,7 @@ impl ProxyError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::CertificateExpired => StatusCode::FORBIDDEN,
+            Self::CertificateRevoked => StatusCode::FORBIDDEN,
             // With `rejectWith: "http"` the 496 page answers instead (proxy::admission).
             Self::CertificateRequired => StatusCode::FORBIDDEN,
             Self::Denied { .. } => StatusCode::FORBIDDEN,
@@ -87,6 +90,7 @@ impl ProxyError {
         match self {
             Self::BadRequest { .. } => "bad request\n",
             Self::CertificateExpired => "client certificate expired\n",
+            Self::CertificateRevoked => "client certificate revoked\n",
             Self::CertificateRequired => "client certificate required\n",
             Self::Denied { .. } => "forbidden\n",
             Self::RateLimited { .. } => "too many requests\n",
@@ -110,6 +114,7 @@ impl ProxyError {
             | Self::Denied { .. }
             | Self::RateLimited { .. }
             | Self::CertificateExpired
+            | Self::CertificateRevoked
             | Self::Misdirected
             | Self::XfccTooLarge
             | Self::Upstream { .. }

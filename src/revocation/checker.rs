@@ -1,6 +1,6 @@
 //! One app's revocation checker: the CRLs and OCSP answers it holds, the verdict for a
-//! verified chain (bounded by `CHECK_TIMEOUT`), and the re-check of open connections when
-//! what it holds changes.
+//! verified chain (bounded by `CHECK_TIMEOUT`, with concurrent lookups of one certificate
+//! coalesced), and the verdict from what is held alone, for open connections.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -10,6 +10,7 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::Notify;
 
+use super::coalesce::{Coalesce, Joined};
 use super::crl::{self, CrlStatus, CrlStore, Entry, Origin};
 use super::fetch::{self, Fetcher};
 use super::metrics::RevocationMetrics;
@@ -32,18 +33,13 @@ pub struct Revocation {
     pub(super) algorithms: WebPkiSupportedAlgorithms,
     pub(super) metrics: OnceLock<RevocationMetrics>,
     pub(super) wake: Arc<Notify>,
-    /// Bumped whenever a CRL is added or replaced, so open connections are checked again.
+    /// Bumped whenever a CRL is added or replaced or a responder reports a certificate
+    /// revoked, so open connections are checked again.
     pub(super) changes: tokio::sync::watch::Sender<u64>,
-}
-
-/// Re-checks an open connection whenever the app's CRLs change; stops with the connection.
-#[derive(Debug)]
-pub struct Recheck(tokio::task::JoinHandle<()>);
-
-impl Drop for Recheck {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    /// OCSP lookups in flight, per (issuer, serial).
+    ocsp_lookups: Coalesce<ocsp::Key, Result<OcspStatus, Arc<OcspError>>>,
+    /// Distribution point fetches in flight, per URL.
+    pub(super) crl_fetches: Coalesce<String, ()>,
 }
 
 /// What one source said about one certificate.
@@ -76,6 +72,8 @@ impl Revocation {
             metrics: OnceLock::new(),
             wake: Arc::new(Notify::new()),
             changes: tokio::sync::watch::Sender::new(0),
+            ocsp_lookups: Coalesce::default(),
+            crl_fetches: Coalesce::default(),
             policy,
         };
         for (origin, bytes) in crl_files {
@@ -179,24 +177,37 @@ impl Revocation {
         }
     }
 
-    /// Watches an admitted connection: each time the CRLs change, its chain is checked again,
-    /// and `refused` runs (once) when it no longer passes, e.g. to close the connection after
-    /// its current request.
-    pub fn recheck(
-        self: &Arc<Self>,
-        chain: Vec<CertificateDer<'static>>,
-        refused: impl FnOnce(Refusal) + Send + 'static,
-    ) -> Recheck {
-        let revocation = self.clone();
-        let mut changes = self.changes.subscribe();
-        Recheck(tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
-                if let Err(refusal) = revocation.admit(&chain).await {
-                    refused(refusal);
-                    return;
-                }
+    /// Counts changes to what is held (CRLs added or replaced, revocations reported by a
+    /// responder); an open connection checked at one count need not be checked again until
+    /// it moves.
+    pub fn generation(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
+    /// The verified chain's issuer path to a trusted root, `None` when it has none (a pin or
+    /// `allowUntrusted` admitted it, and there is no CA to ask about it).
+    pub(super) fn issuer_path(&self, chain: &[CertificateDer<'_>]) -> Option<Vec<Cert>> {
+        x509::issuer_path(chain, &self.roots, &self.algorithms)
+    }
+
+    /// The verdict for an admitted connection's `path` from what is held, without a fetch or
+    /// a responder request: refused when a CRL now lists a certificate of it or a responder
+    /// has since reported one revoked, or (apps without OCSP) when no CRL vouches for it any
+    /// more and `onUnknown` refuses.
+    pub(super) fn check_held(&self, path: &[Cert]) -> Result<(), Refusal> {
+        let verdict = path.windows(2).enumerate().try_for_each(|(index, pair)| {
+            let [cert, issuer] = pair else { return Ok(()) };
+            verdict(cert, self.held_status(cert, issuer, index == 0))
+        });
+        match verdict {
+            Err(refusal)
+                if refusal.reason == FailureReason::RevocationUnknown
+                    && self.policy.on_unknown == OnUnknown::Allow =>
+            {
+                Ok(())
             }
-        }))
+            verdict => verdict,
+        }
     }
 
     /// The decision for `chain` from synchronous code (`certgate explain`), on a thread and
@@ -236,45 +247,52 @@ impl Revocation {
     async fn check(&self, chain: &[CertificateDer<'_>]) -> Result<(), Refusal> {
         // No path to a trusted root: the certificate was admitted by a pin or allowUntrusted,
         // and there is no CA to ask about it.
-        let Some(path) = x509::issuer_path(chain, &self.roots, &self.algorithms) else {
+        let Some(path) = self.issuer_path(chain) else {
             return Ok(());
         };
         for (index, pair) in path.windows(2).enumerate() {
             let [cert, issuer] = pair else { continue };
-            match self.status(cert, issuer, index == 0).await {
-                Status::Good => {}
-                Status::Revoked(source) => {
-                    return Err(Refusal {
-                        reason: FailureReason::Revoked,
-                        detail: format!(
-                            "{source} lists certificate {} ({}) as revoked",
-                            cert.serial_hex(),
-                            cert.subject_text()
-                        ),
-                    });
-                }
-                Status::Unknown(cause) => {
-                    return Err(Refusal {
-                        reason: FailureReason::RevocationUnknown,
-                        detail: format!(
-                            "revocation status of certificate {} ({}) is unknown: {cause}",
-                            cert.serial_hex(),
-                            cert.subject_text()
-                        ),
-                    });
-                }
-            }
+            verdict(cert, self.status(cert, issuer, index == 0).await)?;
         }
         Ok(())
     }
 
-    /// Every source that covers `cert`: revoked if any says so, good if any vouches for it.
-    async fn status(&self, cert: &Cert, issuer: &Cert, is_leaf: bool) -> Status {
-        let ask_ocsp = match self.policy.ocsp {
+    fn asks_ocsp(&self, is_leaf: bool) -> bool {
+        match self.policy.ocsp {
             OcspMode::Off => false,
             OcspMode::Leaf => is_leaf,
             OcspMode::Chain => true,
-        };
+        }
+    }
+
+    /// `status` from what is held: a responder that vouched for the certificate at the
+    /// handshake is not asked again, only a revocation it reported since counts.
+    fn held_status(&self, cert: &Cert, issuer: &Cert, is_leaf: bool) -> Status {
+        let ask_ocsp = self.asks_ocsp(is_leaf);
+        if ask_ocsp && self.ocsp_cache.known_revoked(cert, issuer) {
+            return Status::Revoked(self.revoked_by_responder(cert));
+        }
+        if !self.uses_crls {
+            return Status::Good;
+        }
+        match crl::status(&self.crls, cert, issuer, unix_now(), &self.algorithms) {
+            CrlStatus::Good => Status::Good,
+            CrlStatus::Revoked(source) => Status::Revoked(format!("the crl from {source}")),
+            CrlStatus::Unknown(_) if ask_ocsp => Status::Good,
+            CrlStatus::Unknown(cause) => Status::Unknown(cause.to_owned()),
+        }
+    }
+
+    fn revoked_by_responder(&self, cert: &Cert) -> String {
+        let responder = self
+            .responder(cert)
+            .map_or_else(String::new, |url| format!(" {url}"));
+        format!("the ocsp responder{responder}")
+    }
+
+    /// Every source that covers `cert`: revoked if any says so, good if any vouches for it.
+    async fn status(&self, cert: &Cert, issuer: &Cert, is_leaf: bool) -> Status {
+        let ask_ocsp = self.asks_ocsp(is_leaf);
         if !self.uses_crls && !ask_ocsp {
             return Status::Good;
         }
@@ -296,15 +314,12 @@ impl Revocation {
             match self.ocsp_status(cert, issuer).await {
                 Ok(OcspStatus::Good) => good = true,
                 Ok(OcspStatus::Revoked) => {
-                    let responder = self
-                        .responder(cert)
-                        .map_or_else(String::new, |url| format!(" {url}"));
-                    return Status::Revoked(format!("the ocsp responder{responder}"));
+                    return Status::Revoked(self.revoked_by_responder(cert));
                 }
                 Ok(OcspStatus::Unknown) => {
                     unknown.push("the ocsp responder does not know it".to_owned());
                 }
-                Err(error) => unknown.push(crate::error_chain(&error)),
+                Err(error) => unknown.push(crate::error_chain(&*error)),
             }
         }
         if good {
@@ -314,15 +329,40 @@ impl Revocation {
         }
     }
 
-    async fn ocsp_status(&self, cert: &Cert, issuer: &Cert) -> Result<OcspStatus, OcspError> {
-        let now = unix_now();
-        if let Some(status) = self.ocsp_cache.get(cert, issuer, now) {
+    /// The answer for `cert`: a revocation reported before, a cached answer, or one lookup
+    /// shared by every connection that asks at the same time.
+    async fn ocsp_status(&self, cert: &Cert, issuer: &Cert) -> Result<OcspStatus, Arc<OcspError>> {
+        if self.ocsp_cache.known_revoked(cert, issuer) {
+            self.count_ocsp("cache_hit");
+            return Ok(OcspStatus::Revoked);
+        }
+        if let Some(status) = self.ocsp_cache.get(cert, issuer, unix_now()) {
             self.count_ocsp("cache_hit");
             return Ok(status);
         }
-        let url = self.responder(cert).ok_or(OcspError::NoResponder)?;
+        let url = self
+            .responder(cert)
+            .ok_or_else(|| Arc::new(OcspError::NoResponder))?;
+        let lookup = || self.ask_responder(&url, cert, issuer);
+        match self.ocsp_lookups.run(ocsp::key(cert, issuer), lookup).await {
+            Joined::Led(status) => status,
+            // Answered without a request of its own, as from the cache.
+            Joined::Followed(status) => {
+                self.count_ocsp("cache_hit");
+                status
+            }
+        }
+    }
+
+    async fn ask_responder(
+        &self,
+        url: &Uri,
+        cert: &Cert,
+        issuer: &Cert,
+    ) -> Result<OcspStatus, Arc<OcspError>> {
+        let now = unix_now();
         let started = Instant::now();
-        let answer = ocsp::lookup(&self.fetcher, &url, cert, issuer, now, &self.algorithms).await;
+        let answer = ocsp::lookup(&self.fetcher, url, cert, issuer, now, &self.algorithms).await;
         if let Some(metrics) = self.metrics.get() {
             metrics.ocsp_duration(started.elapsed().as_secs_f64());
         }
@@ -330,7 +370,7 @@ impl Revocation {
             Ok(answer) => answer,
             Err(error) => {
                 self.count_ocsp("error");
-                return Err(error);
+                return Err(Arc::new(error));
             }
         };
         self.count_ocsp(match answer.status {
@@ -344,6 +384,10 @@ impl Revocation {
             (answer.next_update, answer.status)
         {
             self.ocsp_cache.put(cert, issuer, answer.status, until, now);
+        }
+        // Open connections of a certificate reported revoked are closed (README "Revocation").
+        if answer.status == OcspStatus::Revoked && self.ocsp_cache.learn_revoked(cert, issuer) {
+            self.changes.send_modify(|generation| *generation += 1);
         }
         Ok(answer.status)
     }
@@ -360,5 +404,28 @@ impl Revocation {
         if let Some(metrics) = self.metrics.get() {
             metrics.ocsp(outcome);
         }
+    }
+}
+
+/// The refusal, if any, that `status` of `cert` makes.
+fn verdict(cert: &Cert, status: Status) -> Result<(), Refusal> {
+    match status {
+        Status::Good => Ok(()),
+        Status::Revoked(source) => Err(Refusal {
+            reason: FailureReason::Revoked,
+            detail: format!(
+                "{source} lists certificate {} ({}) as revoked",
+                cert.serial_hex(),
+                cert.subject_text()
+            ),
+        }),
+        Status::Unknown(cause) => Err(Refusal {
+            reason: FailureReason::RevocationUnknown,
+            detail: format!(
+                "revocation status of certificate {} ({}) is unknown: {cause}",
+                cert.serial_hex(),
+                cert.subject_text()
+            ),
+        }),
     }
 }

@@ -2,21 +2,25 @@
 //! distribution points of the certificates seen, refreshed in the background, and OCSP for
 //! the leaf or the whole chain. rustls verifiers are synchronous, so this runs right after the
 //! handshake, in the connection's own task and before any request is read: a slow responder
-//! only ever delays its own connection. Resumed sessions go through it too.
+//! only ever delays its own connection. Resumed sessions go through it too. Open connections
+//! (and the WebSockets they upgraded to) are closed when a later revocation covers them.
 
 mod checker;
+mod coalesce;
 pub(crate) mod crl;
 pub(crate) mod fetch;
 pub(crate) mod metrics;
 pub(crate) mod ocsp;
 mod policy;
 mod refresh;
+mod standing;
 pub(crate) mod x509;
 
 use std::time::Duration;
 
-pub use self::checker::{Recheck, Revocation};
+pub use self::checker::Revocation;
 pub use self::policy::{OcspMode, OnUnknown, Policy};
+pub use self::standing::{Refused, Standing};
 
 use self::crl::CrlError;
 use self::fetch::FetchError;

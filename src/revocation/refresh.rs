@@ -13,39 +13,49 @@ use super::x509::{Cert, unix_now};
 use super::{LoadError, Revocation};
 
 impl Revocation {
-    /// Fetches the distribution points of `cert` the first time they are seen; later
-    /// connections use what the store holds and the refresh task keeps it fresh.
+    /// Fetches the distribution points of `cert` the first time they are seen, once however
+    /// many connections need them at the same time; later connections use what the store
+    /// holds and the refresh task keeps it fresh.
     pub(super) async fn fetch_distribution_points(&self, cert: &Cert) {
         for url in cert.crl_urls() {
             let origin = url.to_string();
             if self.crls.contains(&origin) {
                 continue;
             }
-            let now = unix_now();
-            let crl = match self.fetch_crl(&url, None).await {
-                Ok(crl) => Some(Arc::new(crl)),
-                Err(error) => {
-                    tracing::warn!(app = %self.app, error = %crate::error_chain(&error), "crl fetch failed");
-                    None
-                }
-            };
-            let due = match &crl {
-                Some(crl) => crl::due_after(crl.next_update, now, self.policy.refresh),
-                None => crl::retry_after(now, self.policy.refresh),
-            };
-            let added = crl.is_some();
-            self.crls.insert(Entry {
-                source: origin,
-                origin: Origin::DistributionPoint,
-                crl,
-                due: Some(due),
-            });
-            if added {
-                self.changes.send_modify(|generation| *generation += 1);
-            }
-            self.publish();
-            self.wake.notify_one();
+            let fetch = || self.fetch_distribution_point(&url, &origin);
+            self.crl_fetches.run(origin.clone(), fetch).await;
         }
+    }
+
+    async fn fetch_distribution_point(&self, url: &Uri, origin: &str) {
+        // Fetched meanwhile by a lookup that ended just before this one began.
+        if self.crls.contains(origin) {
+            return;
+        }
+        let now = unix_now();
+        let crl = match self.fetch_crl(url, None).await {
+            Ok(crl) => Some(Arc::new(crl)),
+            Err(error) => {
+                tracing::warn!(app = %self.app, error = %crate::error_chain(&error), "crl fetch failed");
+                None
+            }
+        };
+        let due = match &crl {
+            Some(crl) => crl::due_after(crl.next_update, now, self.policy.refresh),
+            None => crl::retry_after(now, self.policy.refresh),
+        };
+        let added = crl.is_some();
+        self.crls.insert(Entry {
+            source: origin.to_owned(),
+            origin: Origin::DistributionPoint,
+            crl,
+            due: Some(due),
+        });
+        if added {
+            self.changes.send_modify(|generation| *generation += 1);
+        }
+        self.publish();
+        self.wake.notify_one();
     }
 
     /// Fetches every source that is due; a failure keeps the last good CRL.

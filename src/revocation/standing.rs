@@ -1,0 +1,151 @@
+//! An admitted connection's standing: whenever what its app holds changes (a CRL added or
+//! replaced, a responder reporting a certificate revoked), its chain is checked again from
+//! what is held, by a task of its own and before the connection's next request is forwarded.
+//! Once refused, the connection and every WebSocket piped from it are closed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use rustls_pki_types::CertificateDer;
+use tokio::sync::watch;
+
+use super::x509::Cert;
+use super::{Refusal, Revocation};
+
+/// One open connection's standing with its app's revocation sources; shared by the
+/// connection and the upgraded streams it hands over to.
+#[derive(Debug)]
+pub struct Standing {
+    revocation: Arc<Revocation>,
+    chain: Vec<CertificateDer<'static>>,
+    /// The issuer path, found the first time a change needs it.
+    path: OnceLock<Option<Vec<Cert>>>,
+    /// The generation of what is held that the chain was last checked against.
+    seen: AtomicU64,
+    refused: watch::Sender<Option<Arc<Refusal>>>,
+    watcher: OnceLock<Watcher>,
+}
+
+/// Waits for a connection to be refused.
+#[derive(Debug)]
+pub struct Refused(watch::Receiver<Option<Arc<Refusal>>>);
+
+impl Revocation {
+    /// Watches the connection whose `chain` was admitted against what was held at
+    /// `generation` (read before the check, so a change during it is not missed).
+    pub fn watch(
+        self: &Arc<Self>,
+        chain: Vec<CertificateDer<'static>>,
+        generation: u64,
+    ) -> Arc<Standing> {
+        let standing = Arc::new(Standing {
+            revocation: self.clone(),
+            chain,
+            path: OnceLock::new(),
+            seen: AtomicU64::new(generation),
+            refused: watch::Sender::new(None),
+            watcher: OnceLock::new(),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let task = runtime.spawn(watch_changes(
+                Arc::downgrade(&standing),
+                self.changes.subscribe(),
+                generation,
+            ));
+            let _ = standing.watcher.set(Watcher(task));
+        }
+        standing
+    }
+}
+
+impl Standing {
+    /// Whether a request on this connection may still be forwarded: one atomic read while
+    /// nothing held has changed since the last check.
+    pub fn admits_request(&self) -> bool {
+        if self.refused.borrow().is_some() {
+            return false;
+        }
+        let generation = self.revocation.generation();
+        generation == self.seen.load(Ordering::Acquire) || self.check(generation).is_ok()
+    }
+
+    /// Resolves once the connection is refused.
+    pub fn refused(&self) -> Refused {
+        Refused(self.refused.subscribe())
+    }
+
+    /// Checks the chain against what is held at `generation`; a refusal sticks.
+    fn check(&self, generation: u64) -> Result<(), Arc<Refusal>> {
+        if let Some(refusal) = self.refused.borrow().clone() {
+            return Err(refusal);
+        }
+        let path = self
+            .path
+            .get_or_init(|| self.revocation.issuer_path(&self.chain));
+        let verdict = match path {
+            Some(path) => self.revocation.check_held(path),
+            None => Ok(()),
+        };
+        self.seen.fetch_max(generation, Ordering::AcqRel);
+        verdict.map_err(|refusal| {
+            let refusal = Arc::new(refusal);
+            self.refused.send_if_modified(|held| {
+                let first = held.is_none();
+                if first {
+                    *held = Some(refusal.clone());
+                }
+                first
+            });
+            refusal
+        })
+    }
+}
+
+impl Refused {
+    /// The refusal, once there is one; never resolves while the connection stands.
+    pub async fn wait(&mut self) -> Arc<Refusal> {
+        let refusal = match self.0.wait_for(Option::is_some).await {
+            Ok(refusal) => refusal.clone(),
+            // The standing is gone with its connection: nothing will refuse it any more.
+            Err(_) => None,
+        };
+        match refusal {
+            Some(refusal) => refusal,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The re-check task: ends with its standing, or once it refused the connection.
+#[derive(Debug)]
+struct Watcher(tokio::task::JoinHandle<()>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn watch_changes(standing: Weak<Standing>, mut changes: watch::Receiver<u64>, seen: u64) {
+    let mut generation = *changes.borrow_and_update();
+    // A change between the admission check and the subscription is checked at once.
+    while generation == seen {
+        if changes.changed().await.is_err() {
+            return;
+        }
+        generation = *changes.borrow_and_update();
+    }
+    loop {
+        let Some(standing) = standing.upgrade() else {
+            return;
+        };
+        if standing.check(generation).is_err() {
+            return;
+        }
+        drop(standing);
+        if changes.changed().await.is_err() {
+            return;
+        }
+        generation = *changes.borrow_and_update();
+    }
+}
