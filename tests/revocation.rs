@@ -29,82 +29,12 @@ mod common;
 use std::sync::Arc;
 
 use common::revocation::*;
+use common::revocation_app::*;
 use common::*;
 use rustls::HandshakeKind;
 use rustls::pki_types::ServerName;
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-const HOST: &str = "require.example.test";
-
-/// A `require` app for `HOST` trusting the test client CA, with `revocation`, and an admin
-/// listener.
-async fn gateway(pki: &Pki, revocation: serde_json::Value) -> Gateway {
-    let dir = TempDir::new();
-    pki.write(&dir);
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let upstream = echo_upstream().await;
-    Gateway::start(dir, config(upstream, revocation)).await
-}
-
-fn config(upstream: std::net::SocketAddr, revocation: serde_json::Value) -> serde_json::Value {
-    let mut app = app("require", &[HOST], upstream, "require");
-    app["clientAuth"] = serde_json::json!({
-        "trustedCaFiles": ["client-ca.pem"],
-        "revocation": revocation,
-    });
-    serde_json::json!({ "admin": "127.0.0.1:0", "apps": [app] })
-}
-
-/// Loads the config `gateway` would serve; the error chain when it is refused.
-fn try_load(dir: &TempDir, revocation: serde_json::Value) -> Result<(), String> {
-    let config = config("127.0.0.1:9".parse().unwrap(), revocation);
-    let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
-    certgate::Config::load(&path)
-        .map(|_| ())
-        .map_err(|error| certgate::error_chain(&error))
-}
-
-fn options(pki: &Pki, leaf: &Leaf) -> ClientOptions {
-    ClientOptions::new(pki, HOST).with_identity(leaf.identity())
-}
-
-/// Whether a request from `options` reaches the app.
-async fn served(gateway: &Gateway, options: &ClientOptions) -> bool {
-    let Ok(mut connection) = Connection::open(gateway.addr, options).await else {
-        return false;
-    };
-    let request = connection.get(HOST, "/");
-    match connection.send(request).await {
-        Ok(reply) => {
-            assert_eq!(reply.status, 200, "{:?}", reply.body);
-            true
-        }
-        Err(_) => false,
-    }
-}
-
-async fn refusals(gateway: &Gateway, reason: &str) -> f64 {
-    let text = scrape(gateway.admin.unwrap()).await;
-    metric(
-        &text,
-        &format!(r#"certgate_handshake_failures_total{{app="require",reason="{reason}"}}"#),
-    )
-}
-
-async fn assert_refused(gateway: &Gateway, options: &ClientOptions, reason: &str) {
-    let before = refusals(gateway, reason).await;
-    assert!(!served(gateway, options).await, "a request reached the app");
-    assert_eq!(
-        refusals(gateway, reason).await,
-        before + 1.0,
-        "not refused as {reason}"
-    );
-}
-
-fn crl_server(ca: &Ca, revoked: &[&rcgen::SerialNumber]) -> HttpFixture {
-    HttpFixture::start(Answer::Body(fresh_crl(ca, revoked)))
-}
 
 // ---- CRLs from crlUrls ----
 
@@ -118,13 +48,23 @@ async fn leaf_not_on_the_fetched_crl_is_served() {
     assert_eq!(crls.requests(), 1, "fetched once at start");
 }
 
-#[tokio::test]
-async fn leaf_on_the_fetched_crl_is_refused_as_revoked() {
+/// A client listed on the client CA's fetched CRL is refused as `revoked`, whatever else
+/// `settings` (merged into `crlUrls`) say, over HTTP/1.1 or HTTP/2.
+async fn listed_client_is_refused(settings: serde_json::Value, http2: bool) {
     let pki = Pki::new();
     let client = pki.client("revoked client");
     let crls = crl_server(&pki.client_ca, &[&client.serial]);
-    let gateway = gateway(&pki, serde_json::json!({ "crlUrls": [crls.url("ca.crl")] })).await;
-    assert_refused(&gateway, &options(&pki, &client), "revoked").await;
+    let mut revocation = serde_json::json!({ "crlUrls": [crls.url("ca.crl")] });
+    for (key, value) in settings.as_object().unwrap() {
+        revocation[key] = value.clone();
+    }
+    let gateway = gateway(&pki, revocation).await;
+    assert_refused(&gateway, &options(&pki, &client).http2(http2), "revoked").await;
+}
+
+#[tokio::test]
+async fn leaf_on_the_fetched_crl_is_refused_as_revoked() {
+    listed_client_is_refused(serde_json::json!({}), false).await;
 }
 
 #[tokio::test]
@@ -140,64 +80,55 @@ async fn pem_crls_are_read_like_der_ones() {
     assert_refused(&gateway, &options(&pki, &client), "revoked").await;
 }
 
-#[tokio::test]
-async fn intermediate_on_the_roots_crl_is_refused_as_revoked() {
+/// A client under an intermediate of the client CA (neither names where its revocation is
+/// published), in front of a gateway that fetches the root's CRL (listing the intermediate
+/// when `intermediate_revoked`) and, with `intermediate_crl`, the intermediate's own;
+/// `settings` are merged into the revocation settings.
+async fn client_under_an_intermediate(
+    intermediate_revoked: bool,
+    intermediate_crl: bool,
+    settings: serde_json::Value,
+) -> (Gateway, ClientOptions) {
     let pki = Pki::new();
-    let intermediate = intermediate(
-        &pki.client_ca,
-        "revoked intermediate",
-        &Published::default(),
-    );
+    let intermediate = intermediate(&pki.client_ca, "intermediate", &Published::default());
     let client = leaf(
         &intermediate,
-        "client of a revoked intermediate",
+        "client of an intermediate",
         &Published::default(),
     );
-    let root_crl = crl_server(&pki.client_ca, &[&ca_serial(&intermediate)]);
-    let intermediate_crl = crl_server(&intermediate, &[]);
-    let gateway = gateway(
-        &pki,
-        serde_json::json!({ "crlUrls": [root_crl.url("root.crl"), intermediate_crl.url("int.crl")] }),
-    )
-    .await;
-    assert_refused(&gateway, &options(&pki, &client), "revoked").await;
+    let listed = ca_serial(&intermediate);
+    let revoked: &[&rcgen::SerialNumber] = if intermediate_revoked {
+        &[&listed]
+    } else {
+        &[]
+    };
+    let mut urls = vec![crl_server(&pki.client_ca, revoked).url("root.crl")];
+    if intermediate_crl {
+        urls.push(crl_server(&intermediate, &[]).url("int.crl"));
+    }
+    let mut revocation = serde_json::json!({ "crlUrls": urls });
+    for (key, value) in settings.as_object().unwrap() {
+        revocation[key] = value.clone();
+    }
+    (gateway(&pki, revocation).await, options(&pki, &client))
+}
+
+#[tokio::test]
+async fn intermediate_on_the_roots_crl_is_refused_as_revoked() {
+    let (gateway, client) = client_under_an_intermediate(true, true, serde_json::json!({})).await;
+    assert_refused(&gateway, &client, "revoked").await;
 }
 
 #[tokio::test]
 async fn leaf_of_a_good_intermediate_is_served_when_both_crls_cover_the_chain() {
-    let pki = Pki::new();
-    let intermediate = intermediate(&pki.client_ca, "good intermediate", &Published::default());
-    let client = leaf(
-        &intermediate,
-        "client of a good intermediate",
-        &Published::default(),
-    );
-    let root_crl = crl_server(&pki.client_ca, &[]);
-    let intermediate_crl = crl_server(&intermediate, &[]);
-    let gateway = gateway(
-        &pki,
-        serde_json::json!({ "crlUrls": [root_crl.url("root.crl"), intermediate_crl.url("int.crl")] }),
-    )
-    .await;
-    assert!(served(&gateway, &options(&pki, &client)).await);
+    let (gateway, client) = client_under_an_intermediate(false, true, serde_json::json!({})).await;
+    assert!(served(&gateway, &client).await);
 }
 
 #[tokio::test]
 async fn chain_no_crl_covers_is_refused_as_revocation_unknown() {
-    let pki = Pki::new();
-    let intermediate = intermediate(
-        &pki.client_ca,
-        "intermediate without crl",
-        &Published::default(),
-    );
-    let client = leaf(&intermediate, "uncovered client", &Published::default());
-    let root_crl = crl_server(&pki.client_ca, &[]);
-    let gateway = gateway(
-        &pki,
-        serde_json::json!({ "crlUrls": [root_crl.url("root.crl")] }),
-    )
-    .await;
-    assert_refused(&gateway, &options(&pki, &client), "revocation_unknown").await;
+    let (gateway, client) = client_under_an_intermediate(false, false, serde_json::json!({})).await;
+    assert_refused(&gateway, &client, "revocation_unknown").await;
 }
 
 #[tokio::test]
@@ -217,20 +148,9 @@ async fn crl_scoped_to_another_distribution_point_does_not_vouch_for_a_leaf() {
 
 #[tokio::test]
 async fn on_unknown_allow_serves_an_uncovered_chain_and_counts_it() {
-    let pki = Pki::new();
-    let intermediate = intermediate(
-        &pki.client_ca,
-        "intermediate without crl",
-        &Published::default(),
-    );
-    let client = leaf(&intermediate, "uncovered client", &Published::default());
-    let root_crl = crl_server(&pki.client_ca, &[]);
-    let gateway = gateway(
-        &pki,
-        serde_json::json!({ "crlUrls": [root_crl.url("root.crl")], "onUnknown": "allow" }),
-    )
-    .await;
-    assert!(served(&gateway, &options(&pki, &client)).await);
+    let allow = serde_json::json!({ "onUnknown": "allow" });
+    let (gateway, client) = client_under_an_intermediate(false, false, allow).await;
+    assert!(served(&gateway, &client).await);
     let text = scrape(gateway.admin.unwrap()).await;
     assert_eq!(
         metric(
@@ -243,54 +163,38 @@ async fn on_unknown_allow_serves_an_uncovered_chain_and_counts_it() {
 
 #[tokio::test]
 async fn on_unknown_allow_still_refuses_a_revoked_leaf() {
-    let pki = Pki::new();
-    let client = pki.client("revoked client");
-    let crls = crl_server(&pki.client_ca, &[&client.serial]);
-    let gateway = gateway(
-        &pki,
-        serde_json::json!({ "crlUrls": [crls.url("ca.crl")], "onUnknown": "allow" }),
-    )
-    .await;
-    assert_refused(&gateway, &options(&pki, &client), "revoked").await;
+    listed_client_is_refused(serde_json::json!({ "onUnknown": "allow" }), false).await;
 }
 
 #[tokio::test]
 async fn crl_url_that_is_down_at_start_is_a_config_error_naming_it() {
-    let pki = Pki::new();
-    let dir = TempDir::new();
-    pki.write(&dir);
     let url = format!("http://127.0.0.1:{}/gone.crl", free_port());
-    let error = try_load(&dir, serde_json::json!({ "crlUrls": [url] }))
-        .expect_err("a config that cannot fetch its CRL was accepted");
+    let error = refused_config(&Pki::new(), serde_json::json!({ "crlUrls": [url] }));
     assert!(error.contains(&url), "{error}");
 }
 
 #[tokio::test]
 async fn crl_signed_by_another_key_is_a_config_error() {
-    let pki = Pki::new();
-    let dir = TempDir::new();
-    pki.write(&dir);
     // Same name as the client CA, another key: only the signature tells them apart.
     let impostor = Ca::root("certgate test client CA");
     let crls = crl_server(&impostor, &[]);
-    let error = try_load(&dir, serde_json::json!({ "crlUrls": [crls.url("ca.crl")] }))
-        .expect_err("a wrongly signed CRL was accepted");
+    let error = refused_config(
+        &Pki::new(),
+        serde_json::json!({ "crlUrls": [crls.url("ca.crl")] }),
+    );
     assert!(error.contains("signature"), "{error}");
 }
 
 #[tokio::test]
 async fn crl_past_its_next_update_at_start_is_a_config_error() {
     let pki = Pki::new();
-    let dir = TempDir::new();
-    pki.write(&dir);
     let stale = crl_der(
         &pki.client_ca,
         &[],
         OffsetDateTime::now_utc() - time::Duration::minutes(5),
     );
     let crls = HttpFixture::start(Answer::Body(stale));
-    let error = try_load(&dir, serde_json::json!({ "crlUrls": [crls.url("ca.crl")] }))
-        .expect_err("a stale CRL was accepted");
+    let error = refused_config(&pki, serde_json::json!({ "crlUrls": [crls.url("ca.crl")] }));
     assert!(error.contains("nextUpdate"), "{error}");
 }
 
@@ -298,22 +202,10 @@ async fn crl_past_its_next_update_at_start_is_a_config_error() {
 async fn revocation_published_later_is_picked_up_by_the_refresh() {
     let pki = Pki::new();
     let client = pki.client("client revoked later");
-    let crls = crl_server(&pki.client_ca, &[]);
-    let gateway = gateway(
-        &pki,
-        serde_json::json!({ "crlUrls": [crls.url("ca.crl")], "refreshMs": 1000 }),
-    )
-    .await;
+    let (crls, settings) = refreshed_crl(&pki);
+    let gateway = gateway(&pki, settings).await;
     assert!(served(&gateway, &options(&pki, &client)).await);
-    crls.set(Answer::Body(fresh_crl(&pki.client_ca, &[&client.serial])));
-    let fetched = crls.requests();
-    crls.wait_for_requests(fetched + 1).await;
-    wait_for_metric(
-        &gateway,
-        r#"certgate_crl_fetches_total{app="require",outcome="good"}"#,
-        2.0,
-    )
-    .await;
+    publish_revocation(&gateway, &crls, &pki, &client).await;
     assert_refused(&gateway, &options(&pki, &client), "revoked").await;
 }
 
@@ -321,34 +213,15 @@ async fn revocation_published_later_is_picked_up_by_the_refresh() {
 async fn open_connection_is_closed_once_a_refresh_revokes_its_certificate() {
     let pki = Pki::new();
     let client = pki.client("revoked while connected");
-    let crls = crl_server(&pki.client_ca, &[]);
-    let gateway = gateway(
-        &pki,
-        serde_json::json!({ "crlUrls": [crls.url("ca.crl")], "refreshMs": 1000 }),
-    )
-    .await;
+    let (crls, settings) = refreshed_crl(&pki);
+    let gateway = gateway(&pki, settings).await;
     let mut connection = Connection::open(gateway.addr, &options(&pki, &client))
         .await
         .unwrap();
     let request = connection.get(HOST, "/");
     assert_eq!(connection.send(request).await.unwrap().status, 200);
-
-    crls.set(Answer::Body(fresh_crl(&pki.client_ca, &[&client.serial])));
-    wait_for_metric(
-        &gateway,
-        r#"certgate_crl_fetches_total{app="require",outcome="good"}"#,
-        2.0,
-    )
-    .await;
-    // The connection is closed after the re-check, which follows the refresh closely.
-    for _ in 0..100 {
-        let request = connection.get(HOST, "/");
-        if connection.send(request).await.is_err() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the connection kept serving a revoked certificate");
+    publish_revocation(&gateway, &crls, &pki, &client).await;
+    wait_until_closed(&mut connection).await;
 }
 
 #[tokio::test]
@@ -397,16 +270,6 @@ async fn fetched_crls_are_in_the_metrics() {
         let series = format!(r#"certgate_ocsp_lookups_total{{app="require",outcome="{outcome}"}}"#);
         assert!(text.contains(&series), "{series} missing:\n{text}");
     }
-}
-
-async fn wait_for_metric(gateway: &Gateway, series: &str, at_least: f64) {
-    for _ in 0..300 {
-        if metric(&scrape(gateway.admin.unwrap()).await, series) >= at_least {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("{series} never reached {at_least}");
 }
 
 // ---- CRL distribution points ----
@@ -464,32 +327,6 @@ async fn distribution_point_of_an_intermediate_that_lists_it_refuses_the_chain()
 }
 
 // ---- OCSP with openssl ----
-
-struct Responder {
-    _dir: TempDir,
-    ocsp: OpensslOcsp,
-}
-
-/// `openssl ocsp` for the client CA, signing with the CA itself, over `entries`.
-fn responder(pki: &Pki, entries: &[(&Leaf, &str, bool)], extra: &[&str]) -> Option<Responder> {
-    if !require("openssl", "openssl") {
-        return None;
-    }
-    let dir = TempDir::new();
-    dir.write("ca.pem", &pki.client_ca.pem);
-    dir.write("ca.key", pki.client_ca.key.serialize_pem());
-    write_index(&dir, entries);
-    let ocsp = OpensslOcsp::start(dir.path(), "ca.pem", "ca.pem", "ca.key", extra);
-    Some(Responder { _dir: dir, ocsp })
-}
-
-fn write_index(dir: &TempDir, entries: &[(&Leaf, &str, bool)]) {
-    let index: String = entries
-        .iter()
-        .map(|(leaf, name, revoked)| index_line(leaf.der(), name, *revoked))
-        .collect();
-    dir.write("index.txt", index);
-}
 
 #[tokio::test]
 async fn ocsp_good_leaf_is_served_and_revoked_leaf_is_refused() {
@@ -608,19 +445,14 @@ async fn ocsp_answer_with_next_update_is_cached_and_not_asked_again() {
 async fn ocsp_answer_from_a_delegated_signer_is_believed() {
     let pki = Pki::new();
     let revoked = pki.client("ocsp delegated");
-    if !require("openssl", "openssl") {
+    let signer = ocsp_signer(&pki.client_ca, "delegated responder");
+    let index = index_line(revoked.der(), "ocsp delegated", true);
+    let Some(responder) = openssl_responder(&pki.client_ca, Some(signer), &index, &[]) else {
         return;
-    }
-    let dir = TempDir::new();
-    dir.write("ca.pem", &pki.client_ca.pem);
-    let (signer, key) = ocsp_signer(&pki.client_ca, "delegated responder");
-    dir.write("signer.pem", signer);
-    dir.write("signer.key", key);
-    write_index(&dir, &[(&revoked, "ocsp delegated", true)]);
-    let ocsp = OpensslOcsp::start(dir.path(), "ca.pem", "signer.pem", "signer.key", &[]);
+    };
     let gateway = gateway(
         &pki,
-        serde_json::json!({ "ocsp": "leaf", "ocspResponder": ocsp.url() }),
+        serde_json::json!({ "ocsp": "leaf", "ocspResponder": responder.ocsp.url() }),
     )
     .await;
     assert_refused(&gateway, &options(&pki, &revoked), "revoked").await;
@@ -630,19 +462,15 @@ async fn ocsp_answer_from_a_delegated_signer_is_believed() {
 async fn ocsp_answer_signed_by_another_ca_is_not_believed() {
     let pki = Pki::new();
     let client = pki.client("ocsp wrong signer");
-    if !require("openssl", "openssl") {
-        return;
-    }
     let other = Ca::root("some other CA");
-    let dir = TempDir::new();
-    dir.write("ca.pem", &pki.client_ca.pem);
-    dir.write("other.pem", &other.pem);
-    dir.write("other.key", other.key.serialize_pem());
-    write_index(&dir, &[(&client, "ocsp wrong signer", false)]);
-    let ocsp = OpensslOcsp::start(dir.path(), "ca.pem", "other.pem", "other.key", &[]);
+    let signer = (other.pem.clone(), other.key.serialize_pem());
+    let index = index_line(client.der(), "ocsp wrong signer", false);
+    let Some(responder) = openssl_responder(&pki.client_ca, Some(signer), &index, &[]) else {
+        return;
+    };
     let gateway = gateway(
         &pki,
-        serde_json::json!({ "ocsp": "leaf", "ocspResponder": ocsp.url() }),
+        serde_json::json!({ "ocsp": "leaf", "ocspResponder": responder.ocsp.url() }),
     )
     .await;
     assert_refused(&gateway, &options(&pki, &client), "revocation_unknown").await;
@@ -651,38 +479,23 @@ async fn ocsp_answer_signed_by_another_ca_is_not_believed() {
 #[tokio::test]
 async fn ocsp_chain_refuses_an_intermediate_its_issuer_reports_revoked() {
     let pki = Pki::new();
-    if !require("openssl", "openssl") {
-        return;
-    }
     // The root's responder knows the intermediate; the intermediate's responder the leaf.
-    let root_dir = TempDir::new();
-    root_dir.write("ca.pem", &pki.client_ca.pem);
-    root_dir.write("ca.key", pki.client_ca.key.serialize_pem());
-    root_dir.write("index.txt", "");
-    let mut root_ocsp = OpensslOcsp::start(root_dir.path(), "ca.pem", "ca.pem", "ca.key", &[]);
-    let intermediate = intermediate(
-        &pki.client_ca,
-        "ocsp intermediate",
-        &Published {
-            crl: None,
-            ocsp: Some(root_ocsp.url()),
-        },
-    );
-    root_ocsp.write_index(&index_line(&intermediate.der, "ocsp intermediate", true));
-    let int_dir = TempDir::new();
-    int_dir.write("ca.pem", &intermediate.pem);
-    int_dir.write("ca.key", intermediate.key.serialize_pem());
-    int_dir.write("index.txt", "");
-    let mut int_ocsp = OpensslOcsp::start(int_dir.path(), "ca.pem", "ca.pem", "ca.key", &[]);
-    let client = leaf(
-        &intermediate,
-        "ocsp chain client",
-        &Published {
-            crl: None,
-            ocsp: Some(int_ocsp.url()),
-        },
-    );
-    int_ocsp.write_index(&index_line(client.der(), "ocsp chain client", false));
+    let Some(mut root_responder) = openssl_responder(&pki.client_ca, None, "", &[]) else {
+        return;
+    };
+    let at = |responder: &Responder| Published {
+        crl: None,
+        ocsp: Some(responder.ocsp.url()),
+    };
+    let intermediate = intermediate(&pki.client_ca, "ocsp intermediate", &at(&root_responder));
+    root_responder
+        .ocsp
+        .write_index(&index_line(&intermediate.der, "ocsp intermediate", true));
+    let mut int_responder = openssl_responder(&intermediate, None, "", &[]).unwrap();
+    let client = leaf(&intermediate, "ocsp chain client", &at(&int_responder));
+    int_responder
+        .ocsp
+        .write_index(&index_line(client.der(), "ocsp chain client", false));
 
     let leaf_only = gateway(&pki, serde_json::json!({ "ocsp": "leaf" })).await;
     assert!(
@@ -849,12 +662,8 @@ async fn visit(
 async fn resumed_session_after_a_revocation_is_refused(tls12: bool) {
     let pki = Pki::new();
     let client = pki.client("resuming client");
-    let crls = crl_server(&pki.client_ca, &[]);
-    let gateway = gateway(
-        &pki,
-        serde_json::json!({ "crlUrls": [crls.url("ca.crl")], "refreshMs": 1000 }),
-    )
-    .await;
+    let (crls, settings) = refreshed_crl(&pki);
+    let gateway = gateway(&pki, settings).await;
     let config = resuming_config(&pki, &client, tls12);
     let (_, first) = visit(&gateway, &config).await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
@@ -866,13 +675,7 @@ async fn resumed_session_after_a_revocation_is_refused(tls12: bool) {
     );
     assert!(second.starts_with("HTTP/1.1 200"), "{second}");
 
-    crls.set(Answer::Body(fresh_crl(&pki.client_ca, &[&client.serial])));
-    wait_for_metric(
-        &gateway,
-        r#"certgate_crl_fetches_total{app="require",outcome="good"}"#,
-        2.0,
-    )
-    .await;
+    publish_revocation(&gateway, &crls, &pki, &client).await;
 
     let before = refusals(&gateway, "revoked").await;
     let (kind, response) = visit(&gateway, &config).await;
@@ -927,11 +730,13 @@ async fn reject_with_http_answers_495_naming_the_revocation() {
 async fn http2_client_with_a_revoked_leaf_is_refused() {
     let pki = Pki::new();
     let good = pki.client("h2 good");
-    let revoked = pki.client("h2 revoked");
-    let crls = crl_server(&pki.client_ca, &[&revoked.serial]);
+    let crls = crl_server(&pki.client_ca, &[]);
     let gateway = gateway(&pki, serde_json::json!({ "crlUrls": [crls.url("ca.crl")] })).await;
-    assert!(served(&gateway, &options(&pki, &good).http2(true)).await);
-    assert_refused(&gateway, &options(&pki, &revoked).http2(true), "revoked").await;
+    assert!(
+        served(&gateway, &options(&pki, &good).http2(true)).await,
+        "control: a good HTTP/2 client is served"
+    );
+    listed_client_is_refused(serde_json::json!({}), true).await;
 }
 
 // ---- config ----
@@ -959,10 +764,6 @@ fn load_for(pki: &Pki, client_auth: serde_json::Value) -> Result<certgate::Confi
 
 #[test]
 fn revocation_keys_are_read_with_their_defaults() {
-    let pki_crl = |dir: &TempDir| {
-        let _ = dir;
-    };
-    pki_crl(&TempDir::new());
     let config = load(serde_json::json!({
         "trustedCaFiles": ["client-ca.pem"],
         "revocation": { "ocsp": "chain", "ocspResponder": "http://127.0.0.1:9/ocsp", "crlFromCertificates": true, "refreshMs": 60000, "onUnknown": "allow" }

@@ -20,9 +20,11 @@ pub mod proxied;
 pub mod raw;
 pub mod recording;
 pub mod revocation;
+pub mod revocation_app;
 pub mod sessions;
 pub mod tools;
 pub mod upstream;
+pub mod websocket;
 
 pub use client::*;
 pub use files::*;

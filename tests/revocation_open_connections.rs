@@ -1,0 +1,360 @@
+//! Revocation and what is already open or in flight (README "Revocation"), counted at the
+//! app, the responder and the CRL server. Cases:
+//! - no request from a revoked certificate (on a fetched CRL, or reported by `openssl ocsp`)
+//!   reaches the app over HTTP/1.1, HTTP/2 or an HTTP/1.1 WebSocket upgrade, while a good
+//!   certificate's do (the control); with `rejectWith: "http"` the upgrade is answered 495;
+//! - an open WebSocket is closed once a CRL refresh revokes its certificate, and once a
+//!   responder reports its certificate revoked to another connection;
+//! - an OCSP `revoked` answer learned by one handshake closes the open HTTP/1.1 and HTTP/2
+//!   connections of that certificate before their next request is forwarded, and leaves
+//!   another certificate's connection open;
+//! - concurrent handshakes with a cold cache make one responder request, and fetch a
+//!   distribution point once; on a hung responder they share one request and each gives up
+//!   at the timeout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::revocation::*;
+use common::revocation_app::*;
+use common::websocket::*;
+use common::*;
+
+/// Where the revoked certificate's revocation is published.
+#[derive(Clone, Copy)]
+enum Source {
+    CrlUrl,
+    Ocsp,
+}
+
+/// What the sources behind a gateway need to stay up, and the gateway's revocation settings.
+struct Sources {
+    _crls: Option<HttpFixture>,
+    _responder: Option<Responder>,
+    settings: serde_json::Value,
+}
+
+/// `good` is good and `revoked` revoked at `source`; `None` (outside CI) without openssl.
+fn publish(pki: &Pki, good: &Leaf, revoked: &Leaf, source: Source) -> Option<Sources> {
+    Some(match source {
+        Source::CrlUrl => {
+            let crls = crl_server(&pki.client_ca, &[&revoked.serial]);
+            let settings = serde_json::json!({ "crlUrls": [crls.url("ca.crl")] });
+            Sources {
+                _crls: Some(crls),
+                _responder: None,
+                settings,
+            }
+        }
+        Source::Ocsp => {
+            let entries = [(good, "good", false), (revoked, "revoked", true)];
+            let responder = responder(pki, &entries, &[])?;
+            let settings =
+                serde_json::json!({ "ocsp": "leaf", "ocspResponder": responder.ocsp.url() });
+            Sources {
+                _crls: None,
+                _responder: Some(responder),
+                settings,
+            }
+        }
+    })
+}
+
+/// Whether an HTTP/1.1 WebSocket upgrade from `options` is piped through to the app.
+async fn upgraded(gateway: &Gateway, options: &ClientOptions) -> bool {
+    let Ok(mut connection) = Connection::open(gateway.addr, options).await else {
+        return false;
+    };
+    let Ok(mut io) = upgrade(&mut connection, HOST).await else {
+        return false;
+    };
+    echo(&mut io, b"through certgate").await;
+    true
+}
+
+async fn no_request_from_a_revoked_certificate_reaches_the_app(source: Source) {
+    let pki = Pki::new();
+    let (good, revoked) = (pki.client("good"), pki.client("revoked"));
+    let Some(published) = publish(&pki, &good, &revoked, source) else {
+        return;
+    };
+    let app = counting_upstream().await;
+    let gateway = gateway_before(&pki, published.settings.clone(), app.addr).await;
+
+    // Control: the good certificate reaches the app each way.
+    assert!(served(&gateway, &options(&pki, &good)).await);
+    assert!(served(&gateway, &options(&pki, &good).http2(true)).await);
+    assert!(upgraded(&gateway, &options(&pki, &good)).await);
+    assert_eq!((app.requests(), app.upgrades()), (3, 1));
+
+    assert_refused(&gateway, &options(&pki, &revoked), "revoked").await;
+    assert_refused(&gateway, &options(&pki, &revoked).http2(true), "revoked").await;
+    let before = refusals(&gateway, "revoked").await;
+    assert!(!upgraded(&gateway, &options(&pki, &revoked)).await);
+    assert_eq!(refusals(&gateway, "revoked").await, before + 1.0);
+    assert_eq!(
+        (app.requests(), app.upgrades()),
+        (3, 1),
+        "a request from a revoked certificate reached the app"
+    );
+}
+
+#[tokio::test]
+async fn no_request_from_a_certificate_on_a_fetched_crl_reaches_the_app_over_any_protocol() {
+    no_request_from_a_revoked_certificate_reaches_the_app(Source::CrlUrl).await;
+}
+
+#[tokio::test]
+async fn no_request_from_a_certificate_ocsp_reports_revoked_reaches_the_app_over_any_protocol() {
+    no_request_from_a_revoked_certificate_reaches_the_app(Source::Ocsp).await;
+}
+
+#[tokio::test]
+async fn websocket_upgrade_from_a_revoked_certificate_is_answered_495_with_reject_with_http() {
+    let pki = Pki::new();
+    let (good, revoked) = (pki.client("good"), pki.client("revoked"));
+    let published = publish(&pki, &good, &revoked, Source::CrlUrl).unwrap();
+    let app = counting_upstream().await;
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let mut config = config(app.addr, published.settings.clone());
+    config["apps"][0]["rejectWith"] = "http".into();
+    let gateway = Gateway::start(dir, config).await;
+
+    let mut connection = Connection::open(gateway.addr, &options(&pki, &revoked))
+        .await
+        .unwrap();
+    let refused = upgrade(&mut connection, HOST).await.err().unwrap();
+    assert!(refused.starts_with("answered 495"), "{refused}");
+    assert_eq!(app.requests(), 0, "the upgrade reached the app");
+    assert!(
+        upgraded(&gateway, &options(&pki, &good)).await,
+        "control: a good certificate's upgrade is piped"
+    );
+}
+
+#[tokio::test]
+async fn open_websocket_is_closed_once_a_crl_refresh_revokes_its_certificate() {
+    let pki = Pki::new();
+    let client = pki.client("revoked while piping");
+    let (crls, settings) = refreshed_crl(&pki);
+    let app = counting_upstream().await;
+    let gateway = gateway_before(&pki, settings, app.addr).await;
+    let mut connection = Connection::open(gateway.addr, &options(&pki, &client))
+        .await
+        .unwrap();
+    let mut io = upgrade(&mut connection, HOST).await.unwrap();
+    echo(&mut io, b"before the revocation").await;
+    assert_eq!(app.open_pipes(), 1);
+
+    publish_revocation(&gateway, &crls, &pki, &client).await;
+    assert!(
+        closed_by_certgate(&mut io).await,
+        "the WebSocket stayed open after its certificate was revoked"
+    );
+    app.wait_for_no_open_pipe().await;
+}
+
+#[tokio::test]
+async fn open_websocket_is_closed_once_a_responder_reports_its_certificate_revoked() {
+    let pki = Pki::new();
+    let client = pki.client("reported while piping");
+    let Some(mut responder) = responder(&pki, &[(&client, "client", false)], &[]) else {
+        return;
+    };
+    let app = counting_upstream().await;
+    let settings = serde_json::json!({ "ocsp": "leaf", "ocspResponder": responder.ocsp.url() });
+    let gateway = gateway_before(&pki, settings, app.addr).await;
+    let mut connection = Connection::open(gateway.addr, &options(&pki, &client))
+        .await
+        .unwrap();
+    let mut io = upgrade(&mut connection, HOST).await.unwrap();
+    echo(&mut io, b"before the revocation").await;
+
+    responder
+        .ocsp
+        .write_index(&index_line(client.der(), "client", true));
+    // Another connection of the same certificate learns the revocation.
+    assert_refused(&gateway, &options(&pki, &client), "revoked").await;
+    assert!(
+        closed_by_certgate(&mut io).await,
+        "the WebSocket stayed open after its certificate was reported revoked"
+    );
+    app.wait_for_no_open_pipe().await;
+}
+
+async fn ocsp_revocation_closes_open_connections_of_that_certificate(http2: bool) {
+    let pki = Pki::new();
+    let client = pki.client("reported later");
+    let other = pki.client("other client");
+    let entries = [(&client, "client", false), (&other, "other", false)];
+    let Some(mut responder) = responder(&pki, &entries, &[]) else {
+        return;
+    };
+    let app = counting_upstream().await;
+    let settings = serde_json::json!({ "ocsp": "leaf", "ocspResponder": responder.ocsp.url() });
+    let gateway = gateway_before(&pki, settings, app.addr).await;
+    let addr = gateway.addr;
+    let open = |leaf: &Leaf| {
+        let options = options(&pki, leaf).http2(http2);
+        async move { Connection::open(addr, &options).await.unwrap() }
+    };
+    let (mut revoked_later, mut unaffected) = (open(&client).await, open(&other).await);
+    for connection in [&mut revoked_later, &mut unaffected] {
+        let request = connection.get(HOST, "/");
+        assert_eq!(connection.send(request).await.unwrap().status, 200);
+    }
+    assert_eq!(app.requests(), 2);
+
+    let index = index_line(client.der(), "client", true) + &index_line(other.der(), "other", false);
+    responder.ocsp.write_index(&index);
+    assert_refused(&gateway, &options(&pki, &client).http2(http2), "revoked").await;
+
+    // The revocation is known before the refused handshake ends: the next request on the
+    // open connection is not forwarded, and the connection closes.
+    let request = revoked_later.get(HOST, "/");
+    if let Ok(reply) = revoked_later.send(request).await {
+        assert_eq!(reply.status, 403, "{:?}", reply.body);
+    }
+    wait_until_closed(&mut revoked_later).await;
+    assert_eq!(
+        app.requests(),
+        2,
+        "a revoked certificate's request reached the app"
+    );
+
+    let request = unaffected.get(HOST, "/");
+    assert_eq!(
+        unaffected.send(request).await.unwrap().status,
+        200,
+        "another certificate's connection was closed"
+    );
+}
+
+#[tokio::test]
+async fn ocsp_revocation_closes_open_http1_connections_of_that_certificate_before_their_next_request()
+ {
+    ocsp_revocation_closes_open_connections_of_that_certificate(false).await;
+}
+
+#[tokio::test]
+async fn ocsp_revocation_closes_open_http2_connections_of_that_certificate_before_their_next_request()
+ {
+    ocsp_revocation_closes_open_connections_of_that_certificate(true).await;
+}
+
+const CONCURRENT: usize = 6;
+
+/// Opens `CONCURRENT` connections of `client` at once, waits until each finished its TLS
+/// handshake (so each server-side check is under way or about to be), lets `gate` through,
+/// and returns whether each was served.
+async fn concurrent_handshakes(
+    gateway: &Arc<Gateway>,
+    options: ClientOptions,
+    gate: &Gate,
+) -> Vec<bool> {
+    let (handshaken, mut ready) = tokio::sync::mpsc::channel(CONCURRENT);
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENT {
+        let (gateway, options, handshaken) = (gateway.clone(), options.clone(), handshaken.clone());
+        tasks.push(tokio::spawn(async move {
+            let opened = Connection::open(gateway.addr, &options).await;
+            let _ = handshaken.send(()).await;
+            let mut connection = opened.ok()?;
+            let request = connection.get(HOST, "/");
+            Some(connection.send(request).await.ok()?.status)
+        }));
+    }
+    for _ in 0..CONCURRENT {
+        ready.recv().await.unwrap();
+    }
+    gate.wait_for_connections(1).await;
+    // The server reads each client's Finished right after the client sent it; this leaves
+    // the last check time to join the lookup in flight before the answer is let through.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gate.release();
+    let mut served = Vec::new();
+    for task in tasks {
+        served.push(task.await.unwrap().is_some_and(|status| status == 200));
+    }
+    served
+}
+
+#[tokio::test]
+async fn concurrent_handshakes_with_a_cold_cache_make_one_responder_request() {
+    let pki = Pki::new();
+    let client = pki.client("many connections at once");
+    let Some(responder) = responder(&pki, &[(&client, "client", false)], &[]) else {
+        return;
+    };
+    let gate = Gate::start(([127, 0, 0, 1], responder.ocsp.port).into());
+    let settings = serde_json::json!({ "ocsp": "leaf", "ocspResponder": gate.url("") });
+    let gateway = Arc::new(gateway(&pki, settings).await);
+    let served = concurrent_handshakes(&gateway, options(&pki, &client), &gate).await;
+    assert_eq!(served, vec![true; CONCURRENT]);
+    assert_eq!(
+        gate.connections(),
+        1,
+        "the responder was asked more than once"
+    );
+    let text = scrape(gateway.admin.unwrap()).await;
+    let lookups = |outcome: &str| {
+        metric(
+            &text,
+            &format!(r#"certgate_ocsp_lookups_total{{app="require",outcome="{outcome}"}}"#),
+        )
+    };
+    assert_eq!(lookups("good"), 1.0, "{text}");
+    assert_eq!(lookups("cache_hit"), (CONCURRENT - 1) as f64, "{text}");
+}
+
+#[tokio::test]
+async fn concurrent_first_uses_of_a_distribution_point_fetch_it_once() {
+    let pki = Pki::new();
+    let crls = HttpFixture::start(Answer::Body(fresh_crl(&pki.client_ca, &[])));
+    let gate = Gate::start(crls.addr);
+    let client = leaf(
+        &pki.client_ca,
+        "many first uses at once",
+        &Published {
+            crl: Some(gate.url("ca.crl")),
+            ocsp: None,
+        },
+    );
+    let settings = serde_json::json!({ "crlFromCertificates": true });
+    let gateway = Arc::new(gateway(&pki, settings).await);
+    let served = concurrent_handshakes(&gateway, options(&pki, &client), &gate).await;
+    assert_eq!(served, vec![true; CONCURRENT]);
+    assert_eq!(
+        (gate.connections(), crls.requests()),
+        (1, 1),
+        "the distribution point was fetched more than once"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_handshakes_on_a_hung_responder_share_one_request_and_each_give_up() {
+    let pki = Pki::new();
+    let client = pki.client("waiting on a hung responder");
+    let hung = HttpFixture::start(Answer::Hang);
+    let gate = Gate::start(hung.addr);
+    let settings = serde_json::json!({ "ocsp": "leaf", "ocspResponder": gate.url("") });
+    let gateway = Arc::new(gateway(&pki, settings).await);
+    let before = refusals(&gateway, "revocation_unknown").await;
+    let served = concurrent_handshakes(&gateway, options(&pki, &client), &gate).await;
+    assert_eq!(served, vec![false; CONCURRENT]);
+    assert_eq!(
+        refusals(&gateway, "revocation_unknown").await,
+        before + CONCURRENT as f64,
+        "each waiter is refused once the shared lookup times out"
+    );
+    assert_eq!(
+        hung.requests(),
+        1,
+        "the hung responder was asked more than once"
+    );
+}
