@@ -96,6 +96,7 @@ impl<K: Eq + Hash, V> Drop for Leader<'_, K, V> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -144,7 +145,7 @@ mod tests {
         let coalesce = Arc::new(Coalesce::<u8, u32>::default());
         let first = {
             let coalesce = coalesce.clone();
-            tokio::spawn(async move { coalesce.run(1, || std::future::pending::<u32>()).await })
+            tokio::spawn(async move { coalesce.run(1, std::future::pending::<u32>).await })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
         let second = {
