@@ -12,12 +12,12 @@ use tokio::sync::Notify;
 
 use super::coalesce::{Coalesce, Joined};
 use super::crl::{self, CrlStatus, CrlStore, Entry, Origin};
+use super::error::{CHECK_TIMEOUT, LoadError, Refusal};
 use super::fetch::{self, Fetcher};
 use super::metrics::RevocationMetrics;
 use super::ocsp::{self, OcspError, OcspStatus};
-use super::refresh::refresh_loop;
+use super::policy::{OcspMode, OnUnknown, Policy};
 use super::x509::{self, Cert, unix_now};
-use super::{CHECK_TIMEOUT, LoadError, OcspMode, OnUnknown, Policy, Refusal};
 use crate::tls::FailureReason;
 
 /// One app's revocation checker: its CRLs, its OCSP cache and its HTTP client.
@@ -129,21 +129,6 @@ impl Revocation {
             .to_owned(),
         );
         parts.join(", ")
-    }
-
-    /// Attaches the app's metrics and starts refreshing fetched CRLs in the background (once;
-    /// later calls do nothing). The refresh task ends when the config is dropped.
-    pub fn start(self: &Arc<Self>, metrics: RevocationMetrics) {
-        if self.metrics.set(metrics).is_err() {
-            return;
-        }
-        self.publish();
-        if !self.uses_crls {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(refresh_loop(Arc::downgrade(self), self.wake.clone()));
-        }
     }
 
     /// Decides whether a verified client chain may be served. Never takes longer than

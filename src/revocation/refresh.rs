@@ -8,11 +8,28 @@ use std::time::Duration;
 use http::Uri;
 use tokio::sync::Notify;
 
+use super::checker::Revocation;
 use super::crl::{self, Crl, CrlError, Entry, Origin};
+use super::error::LoadError;
+use super::metrics::RevocationMetrics;
 use super::x509::{Cert, unix_now};
-use super::{LoadError, Revocation};
 
 impl Revocation {
+    /// Attaches the app's metrics and starts refreshing fetched CRLs in the background (once;
+    /// later calls do nothing). The refresh task ends when the config is dropped.
+    pub fn start(self: &Arc<Self>, metrics: RevocationMetrics) {
+        if self.metrics.set(metrics).is_err() {
+            return;
+        }
+        self.publish();
+        if !self.uses_crls {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(refresh_loop(Arc::downgrade(self), self.wake.clone()));
+        }
+    }
+
     /// Fetches the distribution points of `cert` the first time they are seen, once however
     /// many connections need them at the same time; later connections use what the store
     /// holds and the refresh task keeps it fresh.

@@ -9,8 +9,9 @@ use std::sync::{Arc, OnceLock, Weak};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 
+use super::checker::Revocation;
+use super::error::Refusal;
 use super::x509::Cert;
-use super::{Refusal, Revocation};
 
 /// One open connection's standing with its app's revocation sources; shared by the
 /// connection and the upgraded streams it hands over to.
