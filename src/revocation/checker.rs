@@ -2,6 +2,7 @@
 //! verified chain (bounded by `CHECK_TIMEOUT`, with concurrent lookups of one certificate
 //! coalesced), and the verdict from what is held alone, for open connections.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -36,6 +37,8 @@ pub struct Revocation {
     /// Bumped whenever a CRL is added or replaced or a responder reports a certificate
     /// revoked, so open connections are checked again.
     pub(super) changes: tokio::sync::watch::Sender<u64>,
+    /// The last value sent on `changes`, read by every request of an open connection.
+    generation: AtomicU64,
     /// OCSP lookups in flight, per (issuer, serial).
     ocsp_lookups: Coalesce<ocsp::Key, Result<OcspStatus, Arc<OcspError>>>,
     /// Distribution point fetches in flight, per URL.
@@ -72,6 +75,7 @@ impl Revocation {
             metrics: OnceLock::new(),
             wake: Arc::new(Notify::new()),
             changes: tokio::sync::watch::Sender::new(0),
+            generation: AtomicU64::new(0),
             ocsp_lookups: Coalesce::default(),
             crl_fetches: Coalesce::default(),
             policy,
@@ -166,7 +170,15 @@ impl Revocation {
     /// responder); an open connection checked at one count need not be checked again until
     /// it moves.
     pub fn generation(&self) -> u64 {
-        *self.changes.borrow()
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Records a change to what is held: open connections are checked again.
+    pub(super) fn held_changed(&self) {
+        self.changes.send_modify(|generation| {
+            *generation += 1;
+            self.generation.store(*generation, Ordering::Release);
+        });
     }
 
     /// The verified chain's issuer path to a trusted root, `None` when it has none (a pin or
@@ -372,7 +384,7 @@ impl Revocation {
         }
         // Open connections of a certificate reported revoked are closed (README "Revocation").
         if answer.status == OcspStatus::Revoked && self.ocsp_cache.learn_revoked(cert, issuer) {
-            self.changes.send_modify(|generation| *generation += 1);
+            self.held_changed();
         }
         Ok(answer.status)
     }

@@ -69,7 +69,7 @@ impl Revocation {
             due: Some(due),
         });
         if added {
-            self.changes.send_modify(|generation| *generation += 1);
+            self.held_changed();
         }
         self.publish();
         self.wake.notify_one();
@@ -89,7 +89,7 @@ impl Revocation {
                 Ok(crl) => {
                     let due = crl::due_after(crl.next_update, unix_now(), self.policy.refresh);
                     self.crls.update(&entry.source, Some(Arc::new(crl)), due);
-                    self.changes.send_modify(|generation| *generation += 1);
+                    self.held_changed();
                 }
                 Err(error) => {
                     tracing::warn!(app = %self.app, error = %crate::error_chain(&error), "crl refresh failed, keeping the last good crl");

@@ -3,7 +3,7 @@
 //! what is held, by a task of its own and before the connection's next request is forwarded.
 //! Once refused, the connection and every WebSocket piped from it are closed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use rustls_pki_types::CertificateDer;
@@ -24,6 +24,8 @@ pub struct Standing {
     /// The generation of what is held that the chain was last checked against.
     seen: AtomicU64,
     refused: watch::Sender<Option<Arc<Refusal>>>,
+    /// Whether `refused` holds a refusal, for the request path.
+    is_refused: AtomicBool,
     watcher: OnceLock<Watcher>,
 }
 
@@ -45,6 +47,7 @@ impl Revocation {
             path: OnceLock::new(),
             seen: AtomicU64::new(generation),
             refused: watch::Sender::new(None),
+            is_refused: AtomicBool::new(false),
             watcher: OnceLock::new(),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -60,10 +63,10 @@ impl Revocation {
 }
 
 impl Standing {
-    /// Whether a request on this connection may still be forwarded: one atomic read while
+    /// Whether a request on this connection may still be forwarded: three atomic reads while
     /// nothing held has changed since the last check.
     pub fn admits_request(&self) -> bool {
-        if self.refused.borrow().is_some() {
+        if self.is_refused.load(Ordering::Acquire) {
             return false;
         }
         let generation = self.revocation.generation();
@@ -90,6 +93,7 @@ impl Standing {
         self.seen.fetch_max(generation, Ordering::AcqRel);
         verdict.map_err(|refusal| {
             let refusal = Arc::new(refusal);
+            self.is_refused.store(true, Ordering::Release);
             self.refused.send_if_modified(|held| {
                 let first = held.is_none();
                 if first {
