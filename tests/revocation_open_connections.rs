@@ -7,7 +7,8 @@
 //!   responder reports its certificate revoked to another connection;
 //! - an OCSP `revoked` answer learned by one handshake closes the open HTTP/1.1 and HTTP/2
 //!   connections of that certificate before their next request is forwarded, and leaves
-//!   another certificate's connection open;
+//!   another certificate's connection open, as does a `revoked` answer once a cached `good`
+//!   one expired (for every connection admitted on it);
 //! - concurrent handshakes with a cold cache make one responder request, and fetch a
 //!   distribution point once; on a hung responder they share one request and each gives up
 //!   at the timeout.
@@ -245,6 +246,51 @@ async fn ocsp_revocation_closes_open_http1_connections_of_that_certificate_befor
 async fn ocsp_revocation_closes_open_http2_connections_of_that_certificate_before_their_next_request()
  {
     ocsp_revocation_closes_open_connections_of_that_certificate(true).await;
+}
+
+#[tokio::test]
+async fn revoked_answer_after_a_cached_good_one_expired_closes_the_connections_admitted_on_it() {
+    let pki = Pki::new();
+    let client = pki.client("cached, then revoked");
+    // `good` until nextUpdate, 3 s after the answer: cached until then.
+    let good = ocsp_answer(&pki.client_ca, false, -60.0, 3.0);
+    let responder = HttpFixture::start(Answer::With(good));
+    let app = counting_upstream().await;
+    let settings = serde_json::json!({ "ocsp": "leaf", "ocspResponder": responder.url("") });
+    let gateway = gateway_before(&pki, settings, app.addr).await;
+    let mut admitted = Vec::new();
+    for _ in 0..2 {
+        let mut connection = Connection::open(gateway.addr, &options(&pki, &client))
+            .await
+            .unwrap();
+        let request = connection.get(HOST, "/");
+        assert_eq!(connection.send(request).await.unwrap().status, 200);
+        admitted.push(connection);
+    }
+    assert_eq!(
+        responder.requests(),
+        1,
+        "control: the second connection used the cache"
+    );
+
+    responder.set(Answer::With(ocsp_answer(
+        &pki.client_ca,
+        true,
+        -60.0,
+        3600.0,
+    )));
+    // Past the cached answer's nextUpdate, the next handshake asks again and learns it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_refused(&gateway, &options(&pki, &client), "revoked").await;
+    assert_eq!(responder.requests(), 2);
+    for connection in &mut admitted {
+        wait_until_closed(connection).await;
+    }
+    assert_eq!(
+        app.requests(),
+        2,
+        "a revoked certificate's request reached the app"
+    );
 }
 
 const CONCURRENT: usize = 6;

@@ -484,31 +484,57 @@ fn pipe(from: &StdStream, to: &StdStream) {
 /// A hand-made OCSP responder answer for whatever is asked: `good`, signed by `signer`, with
 /// thisUpdate and nextUpdate in the past (a stale answer a cache or replay would serve).
 pub fn stale_ocsp_answer(signer_name: &Ca) -> Handler {
+    let day = Duration::from_secs(86400);
+    ocsp_answer(
+        signer_name,
+        false,
+        -2.0 * day.as_secs_f64(),
+        -day.as_secs_f64(),
+    )
+}
+
+/// A hand-made OCSP responder answer for whatever is asked, signed by `signer`: `revoked` or
+/// `good`, with thisUpdate and nextUpdate this many seconds from the time of the request
+/// (negative: in the past).
+pub fn ocsp_answer(signer_name: &Ca, revoked: bool, this_update: f64, next_update: f64) -> Handler {
     let signer_key = KeyPair::from_pem(&signer_name.key.serialize_pem()).unwrap();
     let signer_der = signer_name.der.to_vec();
     Arc::new(move |request: &[u8]| {
         use x509_ocsp::{
             BasicOcspResponse, CertStatus, OcspGeneralizedTime, OcspRequest, OcspResponse,
-            ResponderId, ResponseBytes, ResponseData, SingleResponse, Version,
+            ResponderId, ResponseBytes, ResponseData, RevokedInfo, SingleResponse, Version,
         };
         let request = OcspRequest::from_der(request).unwrap();
         let asked = request.tbs_request.request_list[0].req_cert.clone();
-        let at = |ago: Duration| {
-            let when = std::time::SystemTime::now() - ago;
+        let at = |offset: f64| {
+            let now = std::time::SystemTime::now();
+            let when = if offset < 0.0 {
+                now - Duration::from_secs_f64(-offset)
+            } else {
+                now + Duration::from_secs_f64(offset)
+            };
             OcspGeneralizedTime(
                 x509_cert::der::asn1::GeneralizedTime::from_system_time(when).unwrap(),
             )
+        };
+        let status = if revoked {
+            CertStatus::revoked(RevokedInfo {
+                revocation_time: at(-60.0),
+                revocation_reason: None,
+            })
+        } else {
+            CertStatus::good()
         };
         let signer = x509_cert::Certificate::from_der(&signer_der).unwrap();
         let data = ResponseData {
             version: Version::V1,
             responder_id: ResponderId::ByName(signer.tbs_certificate.subject),
-            produced_at: at(Duration::from_secs(2 * 86400)),
+            produced_at: at(this_update),
             responses: vec![SingleResponse {
                 cert_id: asked,
-                cert_status: CertStatus::good(),
-                this_update: at(Duration::from_secs(2 * 86400)),
-                next_update: Some(at(Duration::from_secs(86400))),
+                cert_status: status,
+                this_update: at(this_update),
+                next_update: Some(at(next_update)),
                 single_extensions: None,
             }],
             response_extensions: None,
