@@ -99,7 +99,7 @@ impl ConnectionContext {
     /// With revocation checking: the connection's standing, checked before each request is
     /// forwarded and watched by every WebSocket piped from it.
     #[must_use]
-    pub fn with_standing(mut self, standing: Option<Arc<Standing>>) -> Self {
+    pub(crate) fn with_standing(mut self, standing: Option<Arc<Standing>>) -> Self {
         self.standing = standing;
         self
     }

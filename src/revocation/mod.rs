@@ -17,7 +17,7 @@ mod refresh;
 mod standing;
 pub(crate) mod x509;
 
-pub use self::checker::Revocation;
-pub use self::error::{CHECK_TIMEOUT, LoadError, Refusal};
+pub(crate) use self::checker::Revocation;
+pub(crate) use self::error::{LoadError, Refusal};
 pub use self::policy::{OcspMode, OnUnknown, Policy};
-pub use self::standing::{Refused, Standing};
+pub(crate) use self::standing::{Refused, Standing};

@@ -75,7 +75,7 @@ pub(crate) struct Answer {
 }
 
 /// Cache key: SHA-1 of the issuer's key and the serial, as in the CertID.
-pub type Key = (Vec<u8>, Vec<u8>);
+pub(crate) type Key = (Vec<u8>, Vec<u8>);
 
 /// Answers per (issuer, serial), each until its nextUpdate, bounded in count; and every
 /// certificate a responder reported revoked, kept (bounded, oldest forgotten first) so that
@@ -94,7 +94,7 @@ struct Revoked {
 
 impl Cache {
     /// Records that a responder reported the certificate revoked; `false` when it was known.
-    pub fn learn_revoked(&self, cert: &Cert, issuer: &Cert) -> bool {
+    pub(crate) fn learn_revoked(&self, cert: &Cert, issuer: &Cert) -> bool {
         let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
         let key = key(cert, issuer);
         if !revoked.keys.insert(key.clone()) {
@@ -110,7 +110,7 @@ impl Cache {
     }
 
     /// Whether a responder reported the certificate revoked (revocation is permanent).
-    pub fn known_revoked(&self, cert: &Cert, issuer: &Cert) -> bool {
+    pub(crate) fn known_revoked(&self, cert: &Cert, issuer: &Cert) -> bool {
         let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
         revoked.keys.contains(&key(cert, issuer))
     }
@@ -283,7 +283,7 @@ fn key_hash(cert: &Cert) -> Vec<u8> {
 }
 
 /// The (issuer key, serial) an answer is about.
-pub fn key(cert: &Cert, issuer: &Cert) -> Key {
+pub(crate) fn key(cert: &Cert, issuer: &Cert) -> Key {
     (key_hash(issuer), cert.serial.clone())
 }
 
