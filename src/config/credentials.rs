@@ -286,11 +286,11 @@ impl Loader<'_> {
         let bytes = self.read(path)?;
         let certificates = pem_items::<CertificateDer<'static>>(&bytes, &full, CERTIFICATE)?;
         for (index, certificate) in certificates.iter().enumerate() {
-            if let Err(error) = x509_parser::parse_x509_certificate(certificate) {
+            if let Err(source) = x509_parser::parse_x509_certificate(certificate) {
                 return Err(ConfigError::BadCertificate {
                     path: full,
                     number: index + 1,
-                    reason: error.to_string(),
+                    source,
                 });
             }
         }

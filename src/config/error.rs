@@ -95,11 +95,11 @@ pub enum ConfigError {
         "{path} holds an encrypted private key; certgate needs it unencrypted: `openssl pkcs8 -topk8 -nocrypt -in {path} -out key.pem` (then keep key.pem readable only by certgate)"
     )]
     EncryptedKey { path: PathBuf },
-    #[error("certificate {number} in {path} cannot be parsed: {reason}")]
+    #[error("certificate {number} in {path} cannot be parsed")]
     BadCertificate {
         path: PathBuf,
         number: usize,
-        reason: String,
+        source: x509_parser::nom::Err<x509_parser::error::X509Error>,
     },
     #[error("{path}: certificate {number} is not a usable CA certificate")]
     BadCa {
