@@ -46,18 +46,11 @@ async fn start(pki: &Pki, stalling: Option<SocketAddr>, timeouts: serde_json::Va
         "apps": apps,
         "timeouts": timeouts,
     });
-    dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
-    let mut child = process::Child::spawn(
-        &["--log-format", "json", "run", "--config", "certgate.json"],
-        dir.path(),
-        &[],
-    );
-    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains("\"serving\""));
-    let serving: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let (child, serving) = process::Child::run_config(dir.path(), &config, &[]);
     Binary {
         child,
-        addr: serving["listen"].as_str().unwrap().parse().unwrap(),
-        admin: serving["admin"].as_str().unwrap().parse().unwrap(),
+        addr: serving.listen(),
+        admin: serving.admin(),
         _dir: dir,
     }
 }

@@ -22,12 +22,8 @@ async fn the_access_line_of_a_denied_request_names_the_rule() {
         { "pathPrefix": "/admin", "allowedUriSans": ["spiffe://corp/ops/*"] }
     ]);
     let config = serde_json::json!({ "listen": "127.0.0.1:0", "apps": [require] });
-    dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
-    let argv = ["--log-format", "json", "run", "--config", "certgate.json"];
-    let mut child = process::Child::spawn(&argv, dir.path(), &[]);
-    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains("\"serving\""));
-    let serving: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
-    let addr = serving["listen"].as_str().unwrap().parse().unwrap();
+    let (mut child, serving) = process::Child::run_config(dir.path(), &config, &[]);
+    let addr = serving.listen();
 
     let options = ClientOptions::new(&pki, "require.example.test").with_identity(client.identity());
     let mut conn = Connection::open(addr, &options).await.unwrap();

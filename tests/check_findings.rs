@@ -14,20 +14,14 @@ mod common;
 mod process;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::{Pki, TempDir, app};
+use process::cli::{SIDECAR, certgate, exited};
 use serde_json::{Value, json};
 
 fn check(args: &[&str], dir: &Path) -> Output {
-    Command::new(process::BIN)
-        .arg("check")
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env_remove("CERTGATE_CONFIG")
-        .output()
-        .unwrap()
+    certgate(&[&["check"][..], args].concat(), dir, &[])
 }
 
 /// Writes a config of one `require` app (with `edit` applied) and runs `check` on it.
@@ -148,34 +142,20 @@ fn check_validates_the_sidecar_flags_too() {
     let pki = Pki::new();
     let dir = TempDir::new();
     pki.write(&dir);
-    let output = check(
-        &[
-            "--upstream",
-            "http://127.0.0.1:8080",
-            "--cert",
-            "server.pem",
-            "--key",
-            "server.key",
-            "--client-ca",
-            "client-ca.pem",
-            "--allowed-subject",
-            "CN=alice,O=Acme",
-            "--allowed-uri-san",
-            "spiffe://example.test/alice",
-            "--forward-fields",
-            "Hash,Subject,URI",
-            "--reject-with",
-            "http",
-        ],
-        dir.path(),
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let flags = [
+        "--client-ca",
+        "client-ca.pem",
+        "--allowed-subject",
+        "CN=alice,O=Acme",
+        "--allowed-uri-san",
+        "spiffe://example.test/alice",
+        "--forward-fields",
+        "Hash,Subject,URI",
+        "--reject-with",
+        "http",
+    ];
+    let output = check(&[&SIDECAR[..], &flags].concat(), dir.path());
+    let (stdout, _) = exited(&output, 0);
     let line = stdout.lines().next().unwrap();
     for needle in [
         "app: hosts=* (catch-all) mode=require",
@@ -188,19 +168,8 @@ fn check_validates_the_sidecar_flags_too() {
         assert!(line.contains(needle), "{needle:?} not in {line}");
     }
     // The sidecar without a trust source is told about flags, not config keys.
-    let output = check(
-        &[
-            "--upstream",
-            "http://127.0.0.1:8080",
-            "--cert",
-            "server.pem",
-            "--key",
-            "server.key",
-        ],
-        dir.path(),
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    let output = check(&SIDECAR, dir.path());
+    let (_, stderr) = exited(&output, 64);
     assert!(
         stderr.contains("pass --client-ca, --allowed-hash or --allow-untrusted"),
         "{stderr}"

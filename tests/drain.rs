@@ -9,18 +9,8 @@ mod process;
 
 use std::time::Duration;
 
+use common::drain::{IGNORE_HOST, ignore_app, in_flight, readyz, until_refused};
 use common::*;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-async fn readyz(admin: std::net::SocketAddr) -> Option<String> {
-    let mut tcp = tokio::net::TcpStream::connect(admin).await.ok()?;
-    tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).await.ok()?;
-    text.lines().next().map(str::to_owned)
-}
 
 #[tokio::test]
 async fn in_flight_request_completes_while_new_connections_are_refused() {
@@ -28,27 +18,16 @@ async fn in_flight_request_completes_while_new_connections_are_refused() {
     let dir = TempDir::new();
     pki.write(&dir);
     let upstream = echo_upstream().await;
-    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
-    let gateway = Gateway::start(dir, serde_json::json!({ "apps": [ignore] })).await;
+    let config = serde_json::json!({ "apps": [ignore_app(upstream)] });
+    let gateway = Gateway::start(dir, config).await;
     let addr = gateway.addr;
-    let options = ClientOptions::new(&pki, "ignore.example.test");
-    let mut conn = Connection::open(addr, &options).await.unwrap();
-    let request = conn.get("ignore.example.test", "/delay/1500");
-    let in_flight = tokio::spawn(async move { conn.send(request).await });
-    // Let the request reach the upstream before shutdown starts.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let options = ClientOptions::new(&pki, IGNORE_HOST);
+    let conn = Connection::open(addr, &options).await.unwrap();
+    let in_flight = in_flight(conn, "/delay/1500").await;
 
     let stopping = tokio::spawn(gateway.stop());
-    let mut refused = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     assert!(
-        refused,
+        until_refused(addr, 100).await,
         "new connections were still accepted while draining"
     );
     let reply = in_flight.await.unwrap().unwrap();
@@ -63,29 +42,18 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let dir = TempDir::new();
     pki.write(&dir);
     let upstream = echo_upstream().await;
-    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
     let config = serde_json::json!({
         "listen": "127.0.0.1:0",
         "admin": "127.0.0.1:0",
-        "apps": [ignore],
+        "apps": [ignore_app(upstream)],
     });
-    dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
-    let mut child = process::Child::spawn(
-        &["--log-format", "json", "run", "--config", "certgate.json"],
-        dir.path(),
-        &[],
-    );
-    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains("\"serving\""));
-    let serving: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
-    let addr: std::net::SocketAddr = serving["listen"].as_str().unwrap().parse().unwrap();
-    let admin: std::net::SocketAddr = serving["admin"].as_str().unwrap().parse().unwrap();
+    let (mut child, serving) = process::Child::run_config(dir.path(), &config, &[]);
+    let (addr, admin) = (serving.listen(), serving.admin());
     assert_eq!(readyz(admin).await.as_deref(), Some("HTTP/1.1 200 OK"));
 
-    let options = ClientOptions::new(&pki, "ignore.example.test");
-    let mut conn = Connection::open(addr, &options).await.unwrap();
-    let request = conn.get("ignore.example.test", "/delay/2000");
-    let in_flight = tokio::spawn(async move { conn.send(request).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let options = ClientOptions::new(&pki, IGNORE_HOST);
+    let conn = Connection::open(addr, &options).await.unwrap();
+    let in_flight = in_flight(conn, "/delay/2000").await;
     child.signal("TERM");
 
     let mut draining = None;

@@ -9,22 +9,11 @@
 mod common;
 mod process;
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use common::drain::{IGNORE_HOST, ignore_app, in_flight, readyz_status, until_refused};
 use common::*;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-async fn readyz(admin: SocketAddr) -> Option<u16> {
-    let mut tcp = tokio::net::TcpStream::connect(admin).await.ok()?;
-    tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).await.ok()?;
-    text.split_ascii_whitespace().nth(1)?.parse().ok()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_made_during_the_drain_delay_are_served_then_refused() {
@@ -32,57 +21,45 @@ async fn connections_made_during_the_drain_delay_are_served_then_refused() {
     let dir = TempDir::new();
     pki.write(&dir);
     let upstream = echo_upstream().await;
-    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
     let gateway = Gateway::start(
         dir,
         serde_json::json!({
             "admin": "127.0.0.1:0",
             "timeouts": { "drainDelayMs": 4000 },
-            "apps": [ignore],
+            "apps": [ignore_app(upstream)],
         }),
     )
     .await;
     let (addr, admin) = (gateway.addr, gateway.admin.unwrap());
-    let options = ClientOptions::new(&pki, "ignore.example.test");
-    let mut slow = Connection::open(addr, &options).await.unwrap();
-    let request = slow.get("ignore.example.test", "/delay/6000");
-    let in_flight = tokio::spawn(async move { slow.send(request).await });
+    let options = ClientOptions::new(&pki, IGNORE_HOST);
+    let slow = Connection::open(addr, &options).await.unwrap();
     let mut kept_alive = Connection::open(addr, &options).await.unwrap();
-    assert_eq!(readyz(admin).await, Some(200));
-    // Let the slow request reach the upstream before shutdown starts.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(readyz_status(admin).await, Some(200));
+    let in_flight = in_flight(slow, "/delay/6000").await;
 
     let stopping = tokio::spawn(gateway.stop());
-    let mut ready = readyz(admin).await;
+    let mut ready = readyz_status(admin).await;
     for _ in 0..500 {
         if ready == Some(503) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-        ready = readyz(admin).await;
+        ready = readyz_status(admin).await;
     }
     assert_eq!(ready, Some(503), "/readyz did not turn 503 at once");
 
     // During the delay: a new connection is accepted and served, and so is a new request on
     // an open connection.
-    let reply = get(addr, &options, "ignore.example.test", "/during-delay")
+    let reply = get(addr, &options, IGNORE_HOST, "/during-delay")
         .await
         .expect("a connection made during the drain delay was refused");
     assert_eq!(reply.status, 200);
-    let request = kept_alive.get("ignore.example.test", "/again");
+    let request = kept_alive.get(IGNORE_HOST, "/again");
     assert_eq!(kept_alive.send(request).await.unwrap().status, 200);
 
     // After it: refused.
-    let mut refused = false;
-    for _ in 0..3000 {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     assert!(
-        refused,
+        until_refused(addr, 3000).await,
         "new connections were still accepted after the drain delay"
     );
 
@@ -110,17 +87,10 @@ async fn health_exits_zero_when_ready_and_one_while_draining_or_unreachable() {
         "listen": "127.0.0.1:0",
         "admin": "127.0.0.1:0",
         "timeouts": { "drainDelayMs": 3000 },
-        "apps": [app("ignore", &["ignore.example.test"], upstream, "ignore")],
+        "apps": [ignore_app(upstream)],
     });
-    dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
-    let mut child = process::Child::spawn(
-        &["--log-format", "json", "run", "--config", "certgate.json"],
-        dir.path(),
-        &[],
-    );
-    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains("\"serving\""));
-    let serving: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
-    let admin = serving["admin"].as_str().unwrap().to_owned();
+    let (mut child, serving) = process::Child::run_config(dir.path(), &config, &[]);
+    let admin = serving.admin().to_string();
 
     let ready = health(&admin);
     assert_eq!(ready.status.code(), Some(0), "{ready:?}");

@@ -19,7 +19,9 @@ mod process;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::presenting::{get_to_end, presenting_client};
 use common::{Ca, Leaf, LeafSpec, Pki, TempDir, app, tools};
+use process::cli::SIDECAR;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -401,6 +403,17 @@ fn an_x509_version_1_certificate_is_unsupported_not_an_unknown_issuer() {
     assert_eq!(json["certificate"]["version"], 1);
 }
 
+/// `certgate run` in its sidecar form in `dir`, logging JSON, trusting the client CA, with
+/// `flags` added; the child and the address it serves on. No request reaches the upstream.
+fn sidecar(dir: &TempDir, flags: &[&str]) -> (process::Child, std::net::SocketAddr) {
+    let run = ["--log-format", "json", "run", "--listen", "127.0.0.1:0"];
+    let trust = ["--client-ca", "client-ca.pem"];
+    let args = [&run[..], &SIDECAR, &trust, flags].concat();
+    let mut child = process::Child::spawn(&args, dir.path(), &[]);
+    let addr = child.wait_serving().listen();
+    (child, addr)
+}
+
 #[test]
 fn the_handshake_refusal_line_names_the_certificate_and_says_why() {
     let pki = Pki::new();
@@ -409,59 +422,15 @@ fn the_handshake_refusal_line_names_the_certificate_and_says_why() {
     let Some(v1) = openssl_v1_client(&dir, &pki.client_ca) else {
         return;
     };
-    let mut child = process::Child::spawn(
-        &[
-            "--log-format",
-            "json",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            "http://127.0.0.1:9",
-            "--cert",
-            "server.pem",
-            "--key",
-            "server.key",
-            "--client-ca",
-            "client-ca.pem",
-        ],
-        dir.path(),
-        &[],
-    );
-    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains("\"serving\""));
-    let serving: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
-    let addr: std::net::SocketAddr = serving["listen"].as_str().unwrap().parse().unwrap();
+    let (mut child, addr) = sidecar(&dir, &[]);
     // rustls' own client refuses to load a v1 certificate, so present it through a resolver.
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let key = <rustls_pki_types::PrivateKeyDer<'static> as rustls_pki_types::pem::PemObject>::from_pem_file(
         dir.path().join("v1.key"),
     )
     .unwrap();
-    let key = provider.key_provider.load_private_key(key).unwrap();
-    let certified = std::sync::Arc::new(rustls::sign::CertifiedKey::new(
-        vec![common_pem_der(&v1).into()],
-        key,
-    ));
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.server_ca.der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_cert_resolver(std::sync::Arc::new(Present(certified)));
+    let config = presenting_client(&pki, vec![common_pem_der(&v1).into()], key);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let result: std::io::Result<Vec<u8>> = runtime.block_on(async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = connector.connect(name, tcp).await?;
-        tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await?;
-        let mut buf = Vec::new();
-        tls.read_to_end(&mut buf).await?;
-        Ok(buf)
-    });
+    let result = runtime.block_on(get_to_end(addr, config, "localhost"));
     assert!(
         result.is_err(),
         "the v1 certificate must be refused: {result:?}"
@@ -496,30 +465,7 @@ fn the_handshake_refusal_line_shows_the_subject_as_certgate_writes_it() {
     let pki = Pki::new();
     let dir = TempDir::new();
     pki.write(&dir);
-    let mut child = process::Child::spawn(
-        &[
-            "--log-format",
-            "json",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            "http://127.0.0.1:9",
-            "--cert",
-            "server.pem",
-            "--key",
-            "server.key",
-            "--client-ca",
-            "client-ca.pem",
-            "--allowed-subject",
-            "CN=alice,O=Acme",
-        ],
-        dir.path(),
-        &[],
-    );
-    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains("\"serving\""));
-    let serving: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
-    let addr: std::net::SocketAddr = serving["listen"].as_str().unwrap().parse().unwrap();
+    let (mut child, addr) = sidecar(&dir, &["--allowed-subject", "CN=alice,O=Acme"]);
     let alice = alice_of_acme(&pki.client_ca);
     let options = common::ClientOptions::new(&pki, "localhost").with_identity(alice.identity());
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -536,24 +482,6 @@ fn the_handshake_refusal_line_shows_the_subject_as_certgate_writes_it() {
         refused["detail"], "subject O=Acme,CN=alice is not in allowedSubjects",
         "{refused}"
     );
-}
-
-/// Presents a fixed certificate and key, whatever the server asks.
-#[derive(Debug)]
-struct Present(std::sync::Arc<rustls::sign::CertifiedKey>);
-
-impl rustls::client::ResolvesClientCert for Present {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[rustls::SignatureScheme],
-    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
 }
 
 #[test]

@@ -161,28 +161,22 @@ where
     Fut: Future<Output = Response<ChannelBody>> + Send + 'static,
 {
     let handler: Handler = Arc::new(move |request| Box::pin(handler(request)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let accepted = connections.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            accepted.fetch_add(1, Ordering::SeqCst);
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let response = handler(request);
-                    async move { Ok::<_, Infallible>(response.await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
+    let addr = common::serve::serve_each(move |tcp| {
+        accepted.fetch_add(1, Ordering::SeqCst);
+        let handler = handler.clone();
+        async move {
+            let service = hyper::service::service_fn(move |request| {
+                let response = handler(request);
+                async move { Ok::<_, Infallible>(response.await) }
             });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
         }
-    });
+    })
+    .await;
     TestUpstream { addr, connections }
 }
 

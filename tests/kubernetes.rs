@@ -322,10 +322,9 @@ async fn the_ingress_deployment_runs_certgate_with_its_files_mounted_as_kubernet
         .collect();
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut certgate = Child::spawn(&arg_refs, root.path(), &env_refs);
-    let lines = certgate.wait_for_line(Stream::Stderr, |line| line.contains("\"serving\""));
-    let serving: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
-    let addr: std::net::SocketAddr = serving["listen"].as_str().unwrap().parse().unwrap();
-    let admin = serving["admin"].as_str().unwrap().to_owned();
+    let serving = certgate.wait_serving();
+    let addr = serving.listen();
+    let admin = serving.admin().to_string();
 
     // What a Docker HEALTHCHECK or exec probe runs.
     let health = Command::new(process::BIN)

@@ -17,9 +17,9 @@ mod common;
 mod process;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
 use common::{Pki, TempDir, app};
+use process::cli::{SIDECAR, certgate, exited};
 use serde_json::json;
 
 /// A folder with the test PKI and a config of one `require` app trusting `ca_file`, with
@@ -41,25 +41,24 @@ fn setup(ca_file: &str, key_file: &str) -> (Pki, TempDir, PathBuf) {
     (pki, dir, path)
 }
 
-fn certgate(args: &[&str], dir: &TempDir, env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(process::BIN);
-    command
-        .args(args)
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("CERTGATE_CONFIG");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().unwrap()
-}
-
 /// `check` on the config refuses it (exit 64); returns stderr.
 fn refused(dir: &TempDir, path: &std::path::Path) -> String {
-    let output = certgate(&["check", "--config", path.to_str().unwrap()], dir, &[]);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(64), "{stderr}");
-    stderr
+    let output = certgate(
+        &["check", "--config", path.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
+    exited(&output, 64).1
+}
+
+/// Asserts that `stderr` says every one of `says` and none of `never`.
+fn assert_says(stderr: &str, says: &[&str], never: &[&str]) {
+    for needle in says {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    }
+    for needle in never {
+        assert!(!stderr.contains(needle), "{needle:?} in {stderr}");
+    }
 }
 
 #[test]
@@ -87,16 +86,15 @@ fn a_pem_bundle_cut_short_names_the_certificate_and_the_missing_line() {
     let second = pki.server_ca.pem.clone();
     let cut = &second[..second.len() - 30];
     dir.write("bundle.pem", format!("{}{cut}", pki.client_ca.pem));
-    let stderr = refused(&dir, &path);
-    assert!(
-        stderr.contains("bundle.pem: certificate 2 is malformed PEM"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("-----END CERTIFICATE-----"), "{stderr}");
-    assert!(stderr.contains("export it again as PEM"), "{stderr}");
-    assert!(
-        !stderr.contains("[45, 45"),
-        "bytes instead of text: {stderr}"
+    assert_says(
+        &refused(&dir, &path),
+        &[
+            "bundle.pem: certificate 2 is malformed PEM",
+            "-----END CERTIFICATE-----",
+            "export it again as PEM",
+        ],
+        // Bytes instead of text.
+        &["[45, 45"],
     );
 }
 
@@ -105,14 +103,15 @@ fn damaged_base64_names_the_certificate_and_the_file() {
     let (pki, dir, path) = setup("bundle.pem", "server.key");
     let second = pki.server_ca.pem.replacen("\nMII", "\nM!I", 1);
     dir.write("bundle.pem", format!("{}{second}", pki.client_ca.pem));
-    let stderr = refused(&dir, &path);
-    assert!(
-        stderr.contains("bundle.pem: certificate 2 is malformed PEM"),
-        "{stderr}"
+    assert_says(
+        &refused(&dir, &path),
+        &[
+            "bundle.pem: certificate 2 is malformed PEM",
+            "character '!' is not base64",
+            "export it again as PEM",
+        ],
+        &["InvalidCharacter"],
     );
-    assert!(stderr.contains("character '!' is not base64"), "{stderr}");
-    assert!(stderr.contains("export it again as PEM"), "{stderr}");
-    assert!(!stderr.contains("InvalidCharacter"), "{stderr}");
 }
 
 #[test]
@@ -126,32 +125,28 @@ fn an_encrypted_key_says_how_to_decrypt_it() {
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\n{body}\n-----END ENCRYPTED PRIVATE KEY-----\n"
         ),
     );
-    let stderr = refused(&dir, &path);
-    assert!(
-        stderr.contains("encrypted.key holds an encrypted private key"),
-        "{stderr}"
+    assert_says(
+        &refused(&dir, &path),
+        &[
+            "encrypted.key holds an encrypted private key",
+            "openssl pkcs8 -topk8 -nocrypt -in",
+        ],
+        &["holds no private key"],
     );
-    assert!(
-        stderr.contains("openssl pkcs8 -topk8 -nocrypt -in"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("holds no private key"), "{stderr}");
 }
 
 #[test]
 fn a_der_ca_file_says_how_to_convert_it() {
     let (pki, dir, path) = setup("ca.der", "server.key");
     dir.write("ca.der", pki.client_ca.der.as_ref());
-    let stderr = refused(&dir, &path);
-    assert!(
-        stderr.contains("ca.der is a DER (binary) certificate"),
-        "{stderr}"
+    assert_says(
+        &refused(&dir, &path),
+        &[
+            "ca.der is a DER (binary) certificate",
+            "openssl x509 -inform der -outform pem -in",
+        ],
+        &["holds no certificate"],
     );
-    assert!(
-        stderr.contains("openssl x509 -inform der -outform pem -in"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("holds no certificate"), "{stderr}");
 }
 
 #[test]
@@ -159,25 +154,11 @@ fn comma_separated_client_cas_in_the_environment_are_trimmed() {
     let (pki, dir, _) = setup("client-ca.pem", "server.key");
     dir.write("other-ca.pem", &pki.server_ca.pem);
     let output = certgate(
-        &[
-            "check",
-            "--upstream",
-            "http://127.0.0.1:8080",
-            "--cert",
-            "server.pem",
-            "--key",
-            "server.key",
-        ],
-        &dir,
+        &[&["check"][..], &SIDECAR].concat(),
+        dir.path(),
         &[("CERTGATE_CLIENT_CA", "client-ca.pem, other-ca.pem")],
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (stdout, _) = exited(&output, 0);
     assert!(stdout.contains("trust=2 CA"), "{stdout}");
 }
 
@@ -191,16 +172,8 @@ fn sidecar_environment_variables_reach_the_config() {
     dir.write("client-ca.crl", crl);
     let pin = "ab".repeat(32);
     let output = certgate(
-        &[
-            "check",
-            "--upstream",
-            "http://127.0.0.1:8080",
-            "--cert",
-            "server.pem",
-            "--key",
-            "server.key",
-        ],
-        &dir,
+        &[&["check"][..], &SIDECAR].concat(),
+        dir.path(),
         &[
             ("CERTGATE_CLIENT_CA", "client-ca.pem"),
             ("CERTGATE_CRL", "client-ca.crl"),
@@ -212,13 +185,7 @@ fn sidecar_environment_variables_reach_the_config() {
             ("CERTGATE_FORWARD_FIELDS", "Hash,DNS"),
         ],
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (stdout, _) = exited(&output, 0);
     for needle in [
         "trust=1 CA, 1 CRL, 1 pinned, untrusted allowed",
         "allowed-subjects=[CN=alice,O=Acme | CN=bob]",
@@ -233,25 +200,18 @@ fn sidecar_environment_variables_reach_the_config() {
 #[test]
 fn a_bad_sidecar_subject_flag_names_the_flag() {
     let (_, dir, _) = setup("client-ca.pem", "server.key");
+    let flags = [
+        "--client-ca",
+        "client-ca.pem",
+        "--allowed-subject",
+        "/CN=a/O=b",
+    ];
     let output = certgate(
-        &[
-            "check",
-            "--upstream",
-            "http://127.0.0.1:8080",
-            "--cert",
-            "server.pem",
-            "--key",
-            "server.key",
-            "--client-ca",
-            "client-ca.pem",
-            "--allowed-subject",
-            "/CN=a/O=b",
-        ],
-        &dir,
+        &[&["check"][..], &SIDECAR, &flags].concat(),
+        dir.path(),
         &[],
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    let (_, stderr) = exited(&output, 64);
     assert!(
         stderr.contains("--allowed-subject value \"/CN=a/O=b\""),
         "{stderr}"

@@ -79,6 +79,21 @@ impl Pki {
         self.openssl_export(name, &args)
     }
 
+    /// [`Self::openssl_export`] of server.key alone (`-nocerts`), with each of `certfiles`
+    /// stored next to it (`-certfile`, no key id links them to the key).
+    fn openssl_server_key_p12(&self, name: &str, certfiles: &[&str]) -> Option<Vec<u8>> {
+        let mut args = vec![
+            "-nocerts".to_owned(),
+            "-inkey".to_owned(),
+            self.arg("server.key"),
+        ];
+        for file in certfiles {
+            args.extend(["-certfile".to_owned(), self.arg(file)]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.openssl_export(name, &args)
+    }
+
     /// `openssl pkcs12 -info -noout` (plus `extra`) on `name`: the algorithm report on stderr.
     fn openssl_info(&self, name: &str, extra: &[&str]) -> String {
         let input = self.arg(name);
@@ -246,10 +261,7 @@ fn load_reports_an_archive_without_a_private_key() {
 #[test]
 fn load_reports_an_archive_without_a_certificate() {
     let pki = Pki::new();
-    let Some(der) = pki.openssl_export(
-        "nocerts.p12",
-        &["-nocerts", "-inkey", &pki.arg("server.key")],
-    ) else {
+    let Some(der) = pki.openssl_server_key_p12("nocerts.p12", &[]) else {
         return;
     };
     let err = pkcs12::load(&der, PASSWORD).expect_err("must fail");
@@ -261,16 +273,7 @@ fn load_reports_a_key_that_matches_no_certificate() {
     let pki = Pki::new();
     // OpenSSL refuses `-inkey server.key -in client.pem`, but `-nocerts` plus `-certfile`
     // stores an unrelated certificate next to the key.
-    let Some(der) = pki.openssl_export(
-        "nomatch.p12",
-        &[
-            "-nocerts",
-            "-inkey",
-            &pki.arg("server.key"),
-            "-certfile",
-            &pki.arg("client.pem"),
-        ],
-    ) else {
+    let Some(der) = pki.openssl_server_key_p12("nomatch.p12", &["client.pem"]) else {
         return;
     };
     let err = pkcs12::load(&der, PASSWORD).expect_err("must fail");
@@ -319,18 +322,7 @@ fn load_rejects_more_than_one_private_key() {
 fn load_finds_the_leaf_by_public_key_when_bags_carry_no_key_id() {
     let pki = Pki::new();
     // The CA first and no localKeyId on the certificates: the leaf must be found by its key.
-    let Some(der) = pki.openssl_export(
-        "nokeyid.p12",
-        &[
-            "-nocerts",
-            "-inkey",
-            &pki.arg("server.key"),
-            "-certfile",
-            &pki.arg("ca.pem"),
-            "-certfile",
-            &pki.arg("server.pem"),
-        ],
-    ) else {
+    let Some(der) = pki.openssl_server_key_p12("nokeyid.p12", &["ca.pem", "server.pem"]) else {
         return;
     };
     let loaded = pkcs12::load(&der, PASSWORD).expect("load");

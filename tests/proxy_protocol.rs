@@ -272,15 +272,8 @@ async fn the_access_line_names_the_carried_client_address() {
         "timeouts": { "drainDelayMs": 0 },
         "apps": [app("ignore", &["ignore.example.test"], upstream, "ignore")],
     });
-    dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
-    let mut child = process::Child::spawn(
-        &["--log-format", "json", "run", "--config", "certgate.json"],
-        dir.path(),
-        &[],
-    );
-    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains("\"serving\""));
-    let serving: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
-    let addr: SocketAddr = serving["listen"].as_str().unwrap().parse().unwrap();
+    let (mut child, serving) = process::Child::run_config(dir.path(), &config, &[]);
+    let addr = serving.listen();
 
     let tcp = tcp_from(None, addr).await.unwrap();
     let options = ClientOptions::new(&pki, "ignore.example.test");

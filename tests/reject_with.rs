@@ -18,12 +18,11 @@ mod common;
 
 use std::sync::Arc;
 
+use common::presenting::{get_to_end, presenting_client};
 use common::recording::{Recording, recording_upstream};
 use common::{Ca, ClientOptions, Connection, Gateway, Leaf, LeafSpec, Pki, TempDir, app};
 use http::StatusCode;
-use rustls::client::ResolvesClientCert;
-use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const HOST: &str = "require.example.test";
 
@@ -181,56 +180,15 @@ async fn an_accept_app_with_reject_with_http_forwards_clients_without_a_certific
     gateway.stop().await;
 }
 
-/// Presents `leaf`'s certificate but signs the handshake with another key.
-#[derive(Debug)]
-struct WrongKey(Arc<CertifiedKey>);
-
-impl ResolvesClientCert for WrongKey {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[rustls::SignatureScheme],
-    ) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
-}
-
 #[tokio::test]
 async fn reject_with_http_still_checks_proof_of_possession() {
     let pki = Pki::new();
     let (gateway, recording) = gateway(&pki, "http", "require").await;
     let alice = pki.client("alice");
     let impostor = Leaf::self_signed(LeafSpec::client("impostor"));
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let key = provider
-        .key_provider
-        .load_private_key(impostor.key_der())
-        .unwrap();
-    let certified = Arc::new(CertifiedKey::new(alice.chain.clone(), key));
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.server_ca.der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_cert_resolver(Arc::new(WrongKey(certified)));
-    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
-    // TLS 1.3: the client finishes first, then learns of the refusal on its first read.
-    let outcome = async {
-        let mut tls = connector.connect(name, tcp).await?;
-        tls.write_all(b"GET / HTTP/1.1\r\nHost: require.example.test\r\n\r\n")
-            .await?;
-        let mut buf = Vec::new();
-        tls.read_to_end(&mut buf).await?;
-        Ok::<Vec<u8>, std::io::Error>(buf)
-    }
-    .await;
+    // Alice's certificate, signed for with another key.
+    let config = presenting_client(&pki, alice.chain.clone(), impostor.key_der());
+    let outcome = get_to_end(gateway.addr, config, HOST).await;
     match outcome {
         Err(error) => assert!(
             error.to_string().contains("DecryptError") || error.to_string().contains("alert"),

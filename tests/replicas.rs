@@ -55,7 +55,10 @@ async fn replicas() -> Replicas {
     dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
     let mut first = spawn(&dir);
     let mut second = spawn(&dir);
-    let addrs = [serving_addr(&mut first), serving_addr(&mut second)];
+    let addrs = [
+        first.wait_serving().listen(),
+        second.wait_serving().listen(),
+    ];
     Replicas {
         client: pki.client("roaming client"),
         pki,
@@ -72,12 +75,6 @@ fn spawn(dir: &TempDir) -> Child {
         dir.path(),
         &[],
     )
-}
-
-fn serving_addr(child: &mut Child) -> SocketAddr {
-    let lines = child.wait_for_line(Stream::Stderr, |line| line.contains("\"serving\""));
-    let json: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
-    json["listen"].as_str().unwrap().parse().unwrap()
 }
 
 /// Waits for the reload that a change of the key file starts by itself (one per change: the

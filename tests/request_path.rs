@@ -104,14 +104,8 @@ async fn spawn_binary(
     for (key, value) in extra.as_object().unwrap() {
         config[key] = value.clone();
     }
-    dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
-    let mut argv = vec!["--log-format", "json", "run", "--config", "certgate.json"];
-    argv.extend_from_slice(args);
-    let mut child = process::Child::spawn(&argv, dir.path(), &[]);
-    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains("\"serving\""));
-    let serving: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
-    let addr = serving["listen"].as_str().unwrap().parse().unwrap();
-    (child, addr)
+    let (child, serving) = process::Child::run_config(dir.path(), &config, args);
+    (child, serving.listen())
 }
 
 /// Sends one request, then a request for `/marker` whose access line (when the log is on)
@@ -236,42 +230,36 @@ async fn counting_upstream(
     close_idle: bool,
 ) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = tcp.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
+    let addr = common::serve::serve_each(move |mut tcp| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let Ok(n) = tcp.read(&mut chunk).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    buf.drain(..end + 4);
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if tcp.write_all(reply).await.is_err() {
                         return;
                     }
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if tcp.write_all(reply).await.is_err() {
-                            return;
-                        }
-                        if close_idle {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            return;
-                        }
+                    if close_idle {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        return;
                     }
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     (addr, accepted)
 }
 

@@ -13,41 +13,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use common::sessions::{TicketJar, resuming_client, visit};
 use common::*;
 use rustls::HandshakeKind;
-use rustls::client::{ClientSessionStore, Tls12ClientSessionValue, Tls13ClientSessionValue};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-/// A client session store that offers whatever it holds under any server name: what an
-/// attacker does when replaying a ticket from one app's SNI under another's.
-#[derive(Debug, Default)]
-struct AnyNameStore {
-    tls13: Mutex<Vec<Tls13ClientSessionValue>>,
-    tls12: Mutex<Option<Tls12ClientSessionValue>>,
-}
-
-impl ClientSessionStore for AnyNameStore {
-    fn set_kx_hint(&self, _: ServerName<'static>, _: rustls::NamedGroup) {}
-    fn kx_hint(&self, _: &ServerName<'_>) -> Option<rustls::NamedGroup> {
-        None
-    }
-    fn set_tls12_session(&self, _: ServerName<'static>, value: Tls12ClientSessionValue) {
-        *self.tls12.lock().unwrap() = Some(value);
-    }
-    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
-        self.tls12.lock().unwrap().clone()
-    }
-    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
-    fn insert_tls13_ticket(&self, _: ServerName<'static>, value: Tls13ClientSessionValue) {
-        self.tls13.lock().unwrap().push(value);
-    }
-    fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
-        self.tls13.lock().unwrap().pop()
-    }
-}
 
 struct Setup {
     pki: Pki,
@@ -89,63 +59,25 @@ fn key_line(byte: u8) -> String {
     base64::engine::general_purpose::STANDARD.encode([byte; 32])
 }
 
-fn config(setup: &Setup, store: &Arc<AnyNameStore>, tls12: bool) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(setup.pki.server_ca.der.clone()).unwrap();
-    let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
-        &[&rustls::version::TLS12]
-    } else {
-        &[&rustls::version::TLS13]
-    };
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(versions)
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(setup.client.chain.clone(), setup.client.key_der())
-    .unwrap();
-    config.resumption = rustls::client::Resumption::store(store.clone());
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
-/// Connects with `sni`, sends one request (which also collects the server's tickets) and
-/// returns how the handshake went and the response text.
-async fn visit(
-    setup: &Setup,
-    config: &Arc<rustls::ClientConfig>,
-    sni: &str,
-) -> (Option<HandshakeKind>, String) {
-    let tcp = tokio::net::TcpStream::connect(setup.gateway.addr)
-        .await
-        .unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
-        .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap();
-    let kind = tls.get_ref().1.handshake_kind();
-    let request = format!("GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
-    tls.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    let _ = tls.read_to_end(&mut response).await;
-    (kind, String::from_utf8_lossy(&response).into_owned())
+/// A client of `setup`'s PKI presenting its client certificate, keeping sessions in `jar`.
+fn config(setup: &Setup, jar: &Arc<TicketJar>, tls12: bool) -> Arc<rustls::ClientConfig> {
+    resuming_client(&setup.pki, &setup.client, jar, tls12)
 }
 
 async fn ignore_ticket_is_not_resumed_under_require(tls12: bool, keys: Keys) {
     let setup = setup(keys).await;
-    let store = Arc::new(AnyNameStore::default());
-    let config = config(&setup, &store, tls12);
+    let jar = Arc::new(TicketJar::default());
+    let config = config(&setup, &jar, tls12);
 
-    visit(&setup, &config, "ignore.example.test").await;
-    let (control, _) = visit(&setup, &config, "ignore.example.test").await;
+    visit(setup.gateway.addr, &config, "ignore.example.test").await;
+    let (control, _) = visit(setup.gateway.addr, &config, "ignore.example.test").await;
     assert_eq!(
         control,
         Some(HandshakeKind::Resumed),
         "control: the ticket should resume"
     );
 
-    let (kind, response) = visit(&setup, &config, "require.example.test").await;
+    let (kind, response) = visit(setup.gateway.addr, &config, "require.example.test").await;
     assert_eq!(
         kind,
         Some(HandshakeKind::Full),
@@ -192,11 +124,11 @@ async fn ticket_from_before_a_trust_changing_reload_is_not_resumed_with_shared_k
 #[tokio::test]
 async fn with_shared_keys_a_reload_that_keeps_the_trust_keeps_sessions_resuming() {
     let setup = setup(Keys::Shared).await;
-    let store = Arc::new(AnyNameStore::default());
-    let config = config(&setup, &store, false);
-    visit(&setup, &config, "require.example.test").await;
+    let jar = Arc::new(TicketJar::default());
+    let config = config(&setup, &jar, false);
+    visit(setup.gateway.addr, &config, "require.example.test").await;
     setup.gateway.reloader.reload().await.unwrap();
-    let (kind, response) = visit(&setup, &config, "require.example.test").await;
+    let (kind, response) = visit(setup.gateway.addr, &config, "require.example.test").await;
     assert_eq!(kind, Some(HandshakeKind::Resumed));
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     setup.gateway.stop().await;
@@ -221,16 +153,16 @@ async fn session_resumption_false_never_resumes_by_ticket_or_session_id() {
         gateway: Gateway::start(dir, json).await,
     };
     for tls12 in [false, true] {
-        let store = Arc::new(AnyNameStore::default());
-        let config = config(&setup, &store, tls12);
+        let jar = Arc::new(TicketJar::default());
+        let config = config(&setup, &jar, tls12);
         for _ in 0..2 {
-            let (kind, response) = visit(&setup, &config, "require.example.test").await;
+            let (kind, response) = visit(setup.gateway.addr, &config, "require.example.test").await;
             assert_eq!(kind, Some(HandshakeKind::Full), "tls12={tls12}");
             assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         }
         // Control: the other app, same key file, resumes.
-        visit(&setup, &config, "ignore.example.test").await;
-        let (kind, _) = visit(&setup, &config, "ignore.example.test").await;
+        visit(setup.gateway.addr, &config, "ignore.example.test").await;
+        let (kind, _) = visit(setup.gateway.addr, &config, "ignore.example.test").await;
         assert_eq!(kind, Some(HandshakeKind::Resumed), "tls12={tls12}");
     }
     setup.gateway.stop().await;
@@ -238,10 +170,10 @@ async fn session_resumption_false_never_resumes_by_ticket_or_session_id() {
 
 async fn trust_change_ends_resumption(keys: Keys) {
     let setup = setup(keys).await;
-    let store = Arc::new(AnyNameStore::default());
-    let config = config(&setup, &store, false);
-    visit(&setup, &config, "require.example.test").await;
-    let (control, _) = visit(&setup, &config, "require.example.test").await;
+    let jar = Arc::new(TicketJar::default());
+    let config = config(&setup, &jar, false);
+    visit(setup.gateway.addr, &config, "require.example.test").await;
+    let (control, _) = visit(setup.gateway.addr, &config, "require.example.test").await;
     assert_eq!(
         control,
         Some(HandshakeKind::Resumed),
@@ -257,7 +189,7 @@ async fn trust_change_ends_resumption(keys: Keys) {
     setup.gateway.dir.write("client-ca.pem", bundle);
     setup.gateway.reloader.reload().await.unwrap();
 
-    let (kind, response) = visit(&setup, &config, "require.example.test").await;
+    let (kind, response) = visit(setup.gateway.addr, &config, "require.example.test").await;
     assert_eq!(
         kind,
         Some(HandshakeKind::Full),

@@ -60,32 +60,26 @@ impl Seen {
 
 /// An HTTP/1.1 upstream that records every request's path and answers `"<name> <path>"`.
 async fn recording_upstream(name: &'static str) -> (SocketAddr, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Seen::default();
     let log = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let log = log.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let path = request.uri().path().to_owned();
-                    log.0.lock().unwrap().push(path.clone());
-                    async move {
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
-                            "{name} {path}"
-                        )))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
+    let addr = common::serve::serve_each(move |tcp| {
+        let log = log.clone();
+        async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let path = request.uri().path().to_owned();
+                log.0.lock().unwrap().push(path.clone());
+                async move {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                        "{name} {path}"
+                    )))))
+                }
             });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
         }
-    });
+    })
+    .await;
     (addr, seen)
 }
 
@@ -177,30 +171,45 @@ fn assert_served(reply: &Reply, name: &str, path: &str, label: &str) {
     );
 }
 
-/// On a connection made for the `open` (ignore) app, a request whose `field` (Host or
-/// :authority) names the `secure` (require) app, between two requests for `open`, gets 421
+/// What certgate must do with one request of a case.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    /// Forwarded to the upstream of the app of this name.
+    Served(&'static str),
+    /// Answered 421 by certgate itself.
+    Misdirected,
+}
+
+use Outcome::{Misdirected, Served};
+
+/// Opens one connection with `options` and sends, in order, a GET per step (`authority`,
+/// `path`, what certgate must do with it); each assertion names the HTTP version, the
+/// authority and the path.
+async fn assert_steps(routes: &Routes, options: &ClientOptions, steps: &[(&str, &str, Outcome)]) {
+    let mut conn = open(routes, options).await;
+    for &(authority, path, outcome) in steps {
+        let reply = send(&mut conn, authority, path).await;
+        let label = format!("{} {authority}{path}", version(options.http2));
+        match outcome {
+            Served(name) => assert_served(&reply, name, path, &label),
+            Misdirected => assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, &label),
+        }
+    }
+}
+
+/// On a connection made for the `open` (ignore) app, a request whose `Host` (HTTP/1.1) or
+/// `:authority` (HTTP/2) names the `secure` (require) app, between two requests for `open`, gets 421
 /// and never reaches `secure`; the connection keeps serving `open`.
-async fn assert_require_app_on_ignore_connection_gets_421(http2: bool, field: &str) {
+async fn assert_require_app_on_ignore_connection_gets_421(http2: bool) {
     let pki = Pki::new();
     let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
     let options = ClientOptions::new(&pki, "open.example.test").http2(http2);
-    let mut conn = open(&routes, &options).await;
-
-    let before = send(&mut conn, "open.example.test", "/before").await;
-    assert_served(&before, "open", "/before", &format!("own {field}"));
-    let attack = send(&mut conn, "secure.example.test", "/secret").await;
-    assert_certgate_error(
-        &attack,
-        StatusCode::MISDIRECTED_REQUEST,
-        &format!("{field} of require app"),
-    );
-    let after = send(&mut conn, "open.example.test", "/after").await;
-    assert_served(
-        &after,
-        "open",
-        "/after",
-        &format!("own {field} after the 421"),
-    );
+    let steps = [
+        ("open.example.test", "/before", Served("open")),
+        ("secure.example.test", "/secret", Misdirected),
+        ("open.example.test", "/after", Served("open")),
+    ];
+    assert_steps(&routes, &options, &steps).await;
 
     assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
     assert_eq!(routes.seen["open"].paths(), ["/before", "/after"]);
@@ -208,12 +217,12 @@ async fn assert_require_app_on_ignore_connection_gets_421(http2: bool, field: &s
 
 #[tokio::test]
 async fn host_of_a_require_app_on_a_connection_made_for_an_ignore_app_gets_421_over_http1() {
-    assert_require_app_on_ignore_connection_gets_421(false, "Host").await;
+    assert_require_app_on_ignore_connection_gets_421(false).await;
 }
 
 #[tokio::test]
 async fn authority_of_a_require_app_on_an_http2_connection_made_for_an_ignore_app_gets_421() {
-    assert_require_app_on_ignore_connection_gets_421(true, ":authority").await;
+    assert_require_app_on_ignore_connection_gets_421(true).await;
 }
 
 /// Upper case, trailing dot, port, and all three at once.
@@ -239,12 +248,13 @@ async fn host_in_upper_case_with_trailing_dot_or_port_naming_the_own_app_is_serv
     let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
     for http2 in [false, true] {
         let options = ClientOptions::new(&pki, "open.example.test").http2(http2);
-        let mut conn = open(&routes, &options).await;
-        for (i, form) in OPEN_FORMS.iter().enumerate() {
-            let path = format!("/form{i}");
-            let reply = send(&mut conn, form, &path).await;
-            assert_served(&reply, "open", &path, &format!("{} {form}", version(http2)));
-        }
+        let paths: Vec<String> = (0..OPEN_FORMS.len()).map(|i| format!("/form{i}")).collect();
+        let steps: Vec<_> = OPEN_FORMS
+            .iter()
+            .zip(&paths)
+            .map(|(form, path)| (*form, path.as_str(), Served("open")))
+            .collect();
+        assert_steps(&routes, &options, &steps).await;
     }
     assert_eq!(routes.seen["open"].paths().len(), 2 * OPEN_FORMS.len());
 }
@@ -255,12 +265,8 @@ async fn host_in_upper_case_with_trailing_dot_or_port_naming_another_app_gets_42
     let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
     for http2 in [false, true] {
         let options = ClientOptions::new(&pki, "open.example.test").http2(http2);
-        let mut conn = open(&routes, &options).await;
-        for form in SECURE_FORMS {
-            let reply = send(&mut conn, form, "/secret").await;
-            let label = format!("{} {form}", version(http2));
-            assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, &label);
-        }
+        let steps = SECURE_FORMS.map(|form| (form, "/secret", Misdirected));
+        assert_steps(&routes, &options, &steps).await;
     }
     assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
     assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
@@ -272,9 +278,12 @@ async fn host_naming_no_app_on_a_connection_to_a_named_app_gets_421() {
     let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
     for http2 in [false, true] {
         let options = ClientOptions::new(&pki, "open.example.test").http2(http2);
-        let mut conn = open(&routes, &options).await;
-        let reply = send(&mut conn, "nowhere.example.test", "/").await;
-        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, version(http2));
+        assert_steps(
+            &routes,
+            &options,
+            &[("nowhere.example.test", "/", Misdirected)],
+        )
+        .await;
     }
     assert_eq!(routes.seen["open"].paths(), Vec::<String>::new());
 }
@@ -291,14 +300,16 @@ async fn without_sni_the_catch_all_app_serves_and_a_named_apps_host_gets_421() {
     for http2 in [false, true] {
         let mut options = ClientOptions::new(&pki, "unused").http2(http2);
         options.sni = None;
-        let mut conn = open(&routes, &options).await;
-        let label = version(http2);
-        let reply = send(&mut conn, "localhost", "/localhost").await;
-        assert_served(&reply, "fallback", "/localhost", label);
-        let reply = send(&mut conn, "anything.example.test:8443", "/anything").await;
-        assert_served(&reply, "fallback", "/anything", label);
-        let reply = send(&mut conn, "secure.example.test", "/secret").await;
-        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
+        let steps = [
+            ("localhost", "/localhost", Served("fallback")),
+            (
+                "anything.example.test:8443",
+                "/anything",
+                Served("fallback"),
+            ),
+            ("secure.example.test", "/secret", Misdirected),
+        ];
+        assert_steps(&routes, &options, &steps).await;
     }
     assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
     assert_eq!(
@@ -380,12 +391,11 @@ async fn a_client_verified_for_one_require_app_cannot_reach_another_require_app_
         let options = ClientOptions::new(&pki, "a.example.test")
             .with_identity(client_a.identity())
             .http2(http2);
-        let mut conn = open(&routes, &options).await;
-        let label = version(http2);
-        let own = send(&mut conn, "a.example.test", "/own").await;
-        assert_served(&own, "app-a", "/own", label);
-        let attack = send(&mut conn, "b.example.test", "/secret").await;
-        assert_certgate_error(&attack, StatusCode::MISDIRECTED_REQUEST, label);
+        let steps = [
+            ("a.example.test", "/own", Served("app-a")),
+            ("b.example.test", "/secret", Misdirected),
+        ];
+        assert_steps(&routes, &options, &steps).await;
     }
     assert_eq!(routes.seen["app-b"].paths(), Vec::<String>::new());
     assert_eq!(routes.seen["app-a"].paths(), ["/own", "/own"]);
@@ -397,12 +407,11 @@ async fn another_name_under_the_same_wildcard_is_served_on_the_same_connection()
     let routes = start(&pki, &[spec("pay", &["*.pay.example.test"], "ignore")], &[]).await;
     for http2 in [false, true] {
         let options = ClientOptions::new(&pki, "a.pay.example.test").http2(http2);
-        let mut conn = open(&routes, &options).await;
-        let label = version(http2);
-        let reply = send(&mut conn, "b.pay.example.test", "/b").await;
-        assert_served(&reply, "pay", "/b", label);
-        let reply = send(&mut conn, "B.Pay.Example.Test.:443", "/b2").await;
-        assert_served(&reply, "pay", "/b2", label);
+        let steps = [
+            ("b.pay.example.test", "/b", Served("pay")),
+            ("B.Pay.Example.Test.:443", "/b2", Served("pay")),
+        ];
+        assert_steps(&routes, &options, &steps).await;
     }
 }
 
@@ -412,12 +421,11 @@ async fn a_name_two_labels_below_the_wildcard_gets_421() {
     let routes = start(&pki, &[spec("pay", &["*.pay.example.test"], "ignore")], &[]).await;
     for http2 in [false, true] {
         let options = ClientOptions::new(&pki, "a.pay.example.test").http2(http2);
-        let mut conn = open(&routes, &options).await;
-        let label = version(http2);
-        let reply = send(&mut conn, "x.y.pay.example.test", "/deep").await;
-        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
-        let reply = send(&mut conn, "pay.example.test", "/bare").await;
-        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
+        let steps = [
+            ("x.y.pay.example.test", "/deep", Misdirected),
+            ("pay.example.test", "/bare", Misdirected),
+        ];
+        assert_steps(&routes, &options, &steps).await;
     }
     assert_eq!(routes.seen["pay"].paths(), Vec::<String>::new());
 }
@@ -579,12 +587,11 @@ async fn sni_in_upper_case_selects_the_app_by_its_lowercase_host() {
     let routes = start(&pki, &OPEN_AND_SECURE, &[]).await;
     for http2 in [false, true] {
         let options = ClientOptions::new(&pki, "OPEN.Example.TEST").http2(http2);
-        let mut conn = open(&routes, &options).await;
-        let label = version(http2);
-        let reply = send(&mut conn, "open.example.test", "/upper-sni").await;
-        assert_served(&reply, "open", "/upper-sni", label);
-        let reply = send(&mut conn, "secure.example.test", "/secret").await;
-        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
+        let steps = [
+            ("open.example.test", "/upper-sni", Served("open")),
+            ("secure.example.test", "/secret", Misdirected),
+        ];
+        assert_steps(&routes, &options, &steps).await;
     }
     assert_eq!(routes.seen["secure"].paths(), Vec::<String>::new());
 }
@@ -599,12 +606,11 @@ async fn host_naming_no_app_on_a_named_apps_connection_gets_421_even_with_a_catc
     let routes = start(&pki, &apps, &[]).await;
     for http2 in [false, true] {
         let options = ClientOptions::new(&pki, "open.example.test").http2(http2);
-        let mut conn = open(&routes, &options).await;
-        let label = version(http2);
-        let reply = send(&mut conn, "nowhere.example.test", "/nowhere").await;
-        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
-        let reply = send(&mut conn, "open.example.test", "/open").await;
-        assert_served(&reply, "open", "/open", label);
+        let steps = [
+            ("nowhere.example.test", "/nowhere", Misdirected),
+            ("open.example.test", "/open", Served("open")),
+        ];
+        assert_steps(&routes, &options, &steps).await;
     }
     assert_eq!(routes.seen["fallback"].paths(), Vec::<String>::new());
 }
@@ -618,20 +624,19 @@ async fn an_exact_host_wins_over_a_wildcard_in_both_sni_and_host() {
     ];
     let routes = start(&pki, &apps, &[]).await;
     for http2 in [false, true] {
-        let label = version(http2);
         let options = ClientOptions::new(&pki, "a.pay.example.test").http2(http2);
-        let mut conn = open(&routes, &options).await;
-        let reply = send(&mut conn, "A.pay.example.test.", "/exact").await;
-        assert_served(&reply, "exact", "/exact", label);
-        let reply = send(&mut conn, "b.pay.example.test", "/wild").await;
-        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
+        let steps = [
+            ("A.pay.example.test.", "/exact", Served("exact")),
+            ("b.pay.example.test", "/wild", Misdirected),
+        ];
+        assert_steps(&routes, &options, &steps).await;
 
         let options = ClientOptions::new(&pki, "b.pay.example.test").http2(http2);
-        let mut conn = open(&routes, &options).await;
-        let reply = send(&mut conn, "c.pay.example.test", "/wild").await;
-        assert_served(&reply, "wild", "/wild", label);
-        let reply = send(&mut conn, "a.pay.example.test", "/exact").await;
-        assert_certgate_error(&reply, StatusCode::MISDIRECTED_REQUEST, label);
+        let steps = [
+            ("c.pay.example.test", "/wild", Served("wild")),
+            ("a.pay.example.test", "/exact", Misdirected),
+        ];
+        assert_steps(&routes, &options, &steps).await;
     }
     assert_eq!(routes.seen["exact"].paths(), ["/exact", "/exact"]);
     assert_eq!(routes.seen["wild"].paths(), ["/wild", "/wild"]);

@@ -159,13 +159,17 @@ async fn http2_request_whose_declared_body_never_comes_gets_408() {
     gateway.stop().await;
 }
 
-#[tokio::test]
-async fn http1_response_body_that_stops_is_cut_off_and_its_upstream_connection_closed() {
-    let pki = Pki::new();
+/// certgate in front of an upstream that stops sending its response body: a request on a
+/// connection with `options` gets the header, then the body is cut off (not made to look
+/// complete), the upstream connection is closed and the stall counted. Returns the gateway
+/// and the connection, still open.
+async fn assert_stalled_response_is_cut_off(
+    pki: &Pki,
+    options: &ClientOptions,
+) -> (Gateway, Connection) {
     let (upstream, mut upstream_closed) = stalling_upstream().await;
-    let gateway = gateway(&pki, upstream).await;
-    let options = ClientOptions::new(&pki, HOST);
-    let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
+    let gateway = gateway(pki, upstream).await;
+    let mut conn = Connection::open(gateway.addr, options).await.unwrap();
     let request = conn.get(HOST, "/");
     let response = conn.send_raw(request).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -178,28 +182,22 @@ async fn http1_response_body_that_stops_is_cut_off_and_its_upstream_connection_c
     let closed = tokio::time::timeout(PATIENCE, upstream_closed.recv()).await;
     assert!(closed.is_ok(), "the stalled upstream connection was kept");
     assert_stalled(&gateway, "upstream_idle", 1.0).await;
+    (gateway, conn)
+}
+
+#[tokio::test]
+async fn http1_response_body_that_stops_is_cut_off_and_its_upstream_connection_closed() {
+    let pki = Pki::new();
+    let options = ClientOptions::new(&pki, HOST);
+    let (gateway, _conn) = assert_stalled_response_is_cut_off(&pki, &options).await;
     gateway.stop().await;
 }
 
 #[tokio::test]
 async fn http2_response_body_that_stops_resets_only_its_stream() {
     let pki = Pki::new();
-    let (upstream, mut upstream_closed) = stalling_upstream().await;
-    let gateway = gateway(&pki, upstream).await;
     let options = ClientOptions::new(&pki, HOST).http2(true);
-    let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
-    let request = conn.get(HOST, "/");
-    let response = conn.send_raw(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let body = tokio::time::timeout(PATIENCE, response.into_body().collect()).await;
-    assert!(
-        body.expect("the stalled response was never cut off")
-            .is_err(),
-        "a cut-off response must not look complete"
-    );
-    let closed = tokio::time::timeout(PATIENCE, upstream_closed.recv()).await;
-    assert!(closed.is_ok(), "the stalled upstream connection was kept");
-    assert_stalled(&gateway, "upstream_idle", 1.0).await;
+    let (gateway, mut conn) = assert_stalled_response_is_cut_off(&pki, &options).await;
     // The connection itself goes on: the next stream gets its (equally stalled) header.
     let request = conn.get(HOST, "/");
     let response = conn.send_raw(request).await.unwrap();

@@ -32,13 +32,13 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use common::raw::raw_http1;
 use common::*;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use rustls::pki_types::CertificateDer;
 use sha2::Digest as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const XFCC: &str = "x-forwarded-client-cert";
 
@@ -195,6 +195,22 @@ fn app_trusting(name: &str, upstream: SocketAddr, mode: &str, ca_file: &str) -> 
         entry["clientAuth"] = serde_json::json!({ "trustedCaFiles": [ca_file] });
     }
     entry
+}
+
+/// certgate with one app per mode, named after it and at `<mode>.example.test`, the
+/// `require` and `accept` apps trusting the client CA.
+async fn gateway_of_every_mode(pki: &Pki) -> Gateway {
+    gateway(
+        pki,
+        &[],
+        |up| {
+            ["require", "accept", "ignore"]
+                .map(|mode| app_trusting(mode, up, mode, "client-ca.pem"))
+                .to_vec()
+        },
+        None,
+    )
+    .await
 }
 
 fn label(mode: &str, tls12: bool, http2: bool) -> String {
@@ -405,17 +421,7 @@ async fn forged_xfcc_headers_never_reach_the_app_in_any_mode_or_http_version() {
     let pki = Pki::new();
     let client = pki.client("real client");
     let real = expected_xfcc(&client.chain);
-    let gateway = gateway(
-        &pki,
-        &[],
-        |up| {
-            ["require", "accept", "ignore"]
-                .map(|mode| app_trusting(mode, up, mode, "client-ca.pem"))
-                .to_vec()
-        },
-        None,
-    )
-    .await;
+    let gateway = gateway_of_every_mode(&pki).await;
     let mut wrong = Vec::new();
     for mode in ["require", "accept", "ignore"] {
         // `require` refuses clients without a certificate at the handshake (tests/modes.rs).
@@ -457,105 +463,12 @@ async fn forged_xfcc_headers_never_reach_the_app_in_any_mode_or_http_version() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// A response read off a raw HTTP/1.1 connection.
-struct RawReply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-/// Writes `request` as raw bytes over TLS and reads one response (content-length, chunked,
-/// or up to the close).
-async fn raw_http1(addr: SocketAddr, options: &ClientOptions, request: &str) -> RawReply {
-    let mut tls = tls_stream(addr, options)
-        .await
-        .unwrap_or_else(|f| panic!("handshake refused: {}", f.message));
-    tls.write_all(request.as_bytes()).await.unwrap();
-    tls.flush().await.unwrap();
-
-    let mut data = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let mut eof = false;
-    let mut read = async |data: &mut Vec<u8>, eof: &mut bool| match tls.read(&mut buf).await {
-        Ok(0) => *eof = true,
-        Ok(n) => data.extend_from_slice(&buf[..n]),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => *eof = true,
-        Err(e) => panic!("read failed: {e}"),
-    };
-    let head_end = loop {
-        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at;
-        }
-        assert!(!eof, "connection closed before the response head");
-        read(&mut data, &mut eof).await;
-    };
-    let head = String::from_utf8(data[..head_end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|line| {
-            let (name, value) = line.split_once(':').unwrap();
-            (name.to_ascii_lowercase(), value.trim().to_owned())
-        })
-        .collect();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
-    let body_start = head_end + 4;
-    let body = if let Some(length) = header("content-length") {
-        let length: usize = length.parse().unwrap();
-        while data.len() < body_start + length {
-            assert!(!eof, "connection closed inside the body");
-            read(&mut data, &mut eof).await;
-        }
-        data[body_start..body_start + length].to_vec()
-    } else if header("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
-        while !data[body_start..].ends_with(b"0\r\n\r\n") {
-            assert!(!eof, "connection closed inside the chunked body");
-            read(&mut data, &mut eof).await;
-        }
-        common::raw::dechunk(&data[body_start..])
-    } else {
-        while !eof {
-            read(&mut data, &mut eof).await;
-        }
-        data[body_start..].to_vec()
-    };
-    RawReply {
-        status,
-        headers,
-        body,
-    }
-}
-
 #[tokio::test]
 async fn mixed_case_and_underscore_xfcc_spellings_sent_as_raw_http1_are_removed() {
     let pki = Pki::new();
     let client = pki.client("raw client");
     let real = expected_xfcc(&client.chain);
-    let gateway = gateway(
-        &pki,
-        &[],
-        |up| {
-            vec![
-                app_trusting("require", up, "require", "client-ca.pem"),
-                app_trusting("accept", up, "accept", "client-ca.pem"),
-                app_trusting("ignore", up, "ignore", "client-ca.pem"),
-            ]
-        },
-        None,
-    )
-    .await;
+    let gateway = gateway_of_every_mode(&pki).await;
     for (mode, cert) in [
         ("require", true),
         ("accept", true),

@@ -12,8 +12,9 @@ use http_body_util::Full;
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpSocket;
 
+use super::serve::serve_each;
 use super::{ClientOptions, Failure, failure};
 
 /// Whether `program` can be run. Missing, it fails the test under CI (naming the package to
@@ -54,31 +55,23 @@ pub async fn tls_stream_from(
 
 /// An upstream that answers every request 200 `counted` and counts them.
 pub async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
     let counter = count.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_: Request<Incoming>| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    async {
-                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(
-                            b"counted",
-                        ))))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
+    let addr = serve_each(move |tcp| {
+        let counter = counter.clone();
+        async move {
+            let service = hyper::service::service_fn(move |_: Request<Incoming>| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async {
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"counted"))))
+                }
             });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
         }
-    });
+    })
+    .await;
     (addr, count)
 }
 
@@ -86,62 +79,47 @@ pub async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
 /// bytes, sends 10 of them and goes silent. Each connection reports on the channel when
 /// certgate closes it.
 pub async fn stalling_upstream() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let closed_tx = closed_tx.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+    let addr = serve_each(move |mut tcp| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
                 }
-                let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
-                    .await;
-                loop {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
+            }
+            let _ = tcp
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
+                .await;
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
                 }
-                let _ = closed_tx.send(());
-            });
+            }
+            let _ = closed_tx.send(());
         }
-    });
+    })
+    .await;
     (addr, closed_rx)
 }
 
 /// An upstream whose every response is an endless body of 16 KiB chunks, produced as fast as
 /// it is read.
 pub async fn endless_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_: Request<Incoming>| async {
-                    let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
-                    Ok::<_, hyper::Error>(Response::new(Endless(chunk)))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    serve_each(|tcp| async move {
+        let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+            let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+            Ok::<_, hyper::Error>(Response::new(Endless(chunk)))
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(tcp), service)
+            .await;
+    })
+    .await
 }
 
 /// A response body that never ends: the same chunk, as fast as it is asked for.

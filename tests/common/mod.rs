@@ -12,15 +12,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 pub mod client;
+pub mod drain;
 pub mod files;
 pub mod gateway;
 pub mod hardening;
 pub mod pki;
+pub mod presenting;
 pub mod proxied;
 pub mod raw;
 pub mod recording;
 pub mod revocation;
 pub mod revocation_app;
+pub mod serve;
 pub mod sessions;
 pub mod tools;
 pub mod upstream;

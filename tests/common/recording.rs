@@ -14,7 +14,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+use super::serve::serve_each;
 
 /// What the upstream has seen so far.
 #[derive(Clone, Default)]
@@ -37,28 +39,22 @@ impl Recording {
 
 /// Starts the recording upstream (HTTP/1.1 and h2c).
 pub async fn recording_upstream() -> (SocketAddr, Recording) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let recording = Recording::default();
     let shared = recording.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            *shared.connections.lock().unwrap() += 1;
-            let io = Recorded {
-                inner: tcp,
-                into: shared.bytes.clone(),
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(answer);
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(io), service)
-                    .await;
-            });
+    let addr = serve_each(move |tcp| {
+        *shared.connections.lock().unwrap() += 1;
+        let io = Recorded {
+            inner: tcp,
+            into: shared.bytes.clone(),
+        };
+        async move {
+            let service = hyper::service::service_fn(answer);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(io), service)
+                .await;
         }
-    });
+    })
+    .await;
     (addr, recording)
 }
 

@@ -4,15 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::hex;
+use super::serve::serve_each;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sha2::Digest;
-use tokio::net::TcpListener;
-
-use super::hex;
 
 /// An upstream for tests, HTTP/1.1 and h2c on one port:
 /// - `/slow`: answers after 30 s; `/delay/<ms>`: after that many milliseconds;
@@ -20,22 +19,13 @@ use super::hex;
 /// - `/hop`: answers with hop-by-hop headers that must not reach the client;
 /// - anything else: JSON `{method, path, version, headers: [[name, value]…], body_len, body_sha256}`.
 pub async fn echo_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(echo);
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    serve_each(|tcp| async move {
+        let service = hyper::service::service_fn(echo);
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .await;
+    })
+    .await
 }
 
 async fn echo(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {

@@ -15,6 +15,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod cli;
+pub mod serving;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_certgate");
 
