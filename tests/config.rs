@@ -77,6 +77,14 @@ fn run_to_exit(mut command: Command) -> Output {
     }
 }
 
+/// Runs `command` to its end and asserts that it exited with `code`; its stderr.
+fn exits(command: Command, code: i32) -> String {
+    let output = run_to_exit(command);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
+    stderr
+}
+
 fn check(path: &Path) -> Output {
     let mut command = certgate();
     command.arg("check").arg("--config").arg(path);
@@ -133,6 +141,19 @@ impl Setup {
 
     fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
+    }
+
+    /// The sidecar flags naming the server certificate, its key and the client CA of the
+    /// folder.
+    fn sidecar_files(&self) -> [String; 6] {
+        [
+            "--cert".into(),
+            self.path("server.pem"),
+            "--key".into(),
+            self.path("server.key"),
+            "--client-ca".into(),
+            self.path("client-ca.pem"),
+        ]
     }
 }
 
@@ -587,9 +608,7 @@ fn run_with_a_broken_config_exits_64() {
     let path = setup.write();
     let mut command = certgate();
     command.arg("run").arg("--config").arg(&path);
-    let output = run_to_exit(command);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(64), "stderr: {stderr}");
+    let stderr = exits(command, 64);
     assert!(stderr.contains("allowUntrustd"), "stderr: {stderr}");
 }
 
@@ -603,22 +622,13 @@ fn run_without_config_or_upstream_exits_64() {
         .arg("run")
         .arg("--listen")
         .arg("127.0.0.1:0")
-        .arg("--cert")
-        .arg(setup.dir.path().join("server.pem"))
-        .arg("--key")
-        .arg(setup.dir.path().join("server.key"))
-        .arg("--client-ca")
-        .arg(setup.dir.path().join("client-ca.pem"));
-    let output = run_to_exit(command);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(64), "stderr: {stderr}");
+        .args(setup.sidecar_files());
+    let stderr = exits(command, 64);
     assert!(stderr.contains("--upstream"), "stderr: {stderr}");
 
     let mut command = certgate();
     command.arg("run");
-    let output = run_to_exit(command);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(64), "stderr: {stderr}");
+    exits(command, 64);
 }
 
 #[test]
@@ -634,9 +644,7 @@ fn run_on_a_taken_port_exits_1_with_a_config_file() {
         .arg(&path)
         .arg("--listen")
         .arg(addr.to_string());
-    let output = run_to_exit(command);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    let stderr = exits(command, 1);
     assert!(stderr.contains(&addr.to_string()), "stderr: {stderr}");
     drop(taken);
 }
@@ -653,15 +661,8 @@ fn run_on_a_taken_port_exits_1_with_sidecar_flags() {
         .arg(addr.to_string())
         .arg("--upstream")
         .arg("http://127.0.0.1:8080")
-        .arg("--cert")
-        .arg(setup.dir.path().join("server.pem"))
-        .arg("--key")
-        .arg(setup.dir.path().join("server.key"))
-        .arg("--client-ca")
-        .arg(setup.dir.path().join("client-ca.pem"));
-    let output = run_to_exit(command);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+        .args(setup.sidecar_files());
+    let stderr = exits(command, 1);
     assert!(stderr.contains(&addr.to_string()), "stderr: {stderr}");
     drop(taken);
 }
@@ -670,7 +671,6 @@ fn run_on_a_taken_port_exits_1_with_sidecar_flags() {
 fn other_bad_usage_exits_64() {
     let setup = Setup::new();
     let path = setup.write();
-    let dir = setup.dir.path();
     let cases: Vec<Vec<std::ffi::OsString>> = vec![
         vec!["frobnicate".into()],
         vec!["check".into()],
@@ -681,21 +681,19 @@ fn other_bad_usage_exits_64() {
             "--upstream".into(),
             "http://127.0.0.1:8080".into(),
         ],
-        vec![
-            "run".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--upstream".into(),
-            "http://127.0.0.1:8080".into(),
-            "--cert".into(),
-            dir.join("server.pem").into(),
-            "--key".into(),
-            dir.join("server.key").into(),
-            "--client-ca".into(),
-            dir.join("client-ca.pem").into(),
-            "--client-cert-mode".into(),
-            "sometimes".into(),
-        ],
+        [
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:8080",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain(setup.sidecar_files())
+        .chain(["--client-cert-mode".into(), "sometimes".into()])
+        .map(Into::into)
+        .collect(),
     ];
     for args in cases {
         let mut command = certgate();

@@ -9,16 +9,14 @@ mod process;
 
 use std::time::Duration;
 
-use common::drain::{IGNORE_HOST, ignore_app, in_flight, readyz, until_refused};
+use common::drain::{in_flight, readyz, until_refused};
+use common::one_app::{IGNORE_HOST, ignore_app_config};
 use common::*;
 
 #[tokio::test]
 async fn in_flight_request_completes_while_new_connections_are_refused() {
     let pki = Pki::new();
-    let dir = TempDir::new();
-    pki.write(&dir);
-    let upstream = echo_upstream().await;
-    let config = serde_json::json!({ "apps": [ignore_app(upstream)] });
+    let (dir, config) = ignore_app_config(&pki, serde_json::json!({})).await;
     let gateway = Gateway::start(dir, config).await;
     let addr = gateway.addr;
     let options = ClientOptions::new(&pki, IGNORE_HOST);
@@ -39,14 +37,8 @@ async fn in_flight_request_completes_while_new_connections_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let pki = Pki::new();
-    let dir = TempDir::new();
-    pki.write(&dir);
-    let upstream = echo_upstream().await;
-    let config = serde_json::json!({
-        "listen": "127.0.0.1:0",
-        "admin": "127.0.0.1:0",
-        "apps": [ignore_app(upstream)],
-    });
+    let (dir, config) =
+        ignore_app_config(&pki, serde_json::json!({ "admin": "127.0.0.1:0" })).await;
     let (mut child, serving) = process::Child::run_config(dir.path(), &config, &[]);
     let (addr, admin) = (serving.listen(), serving.admin());
     assert_eq!(readyz(admin).await.as_deref(), Some("HTTP/1.1 200 OK"));

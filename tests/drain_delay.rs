@@ -12,24 +12,19 @@ mod process;
 use std::process::Command;
 use std::time::Duration;
 
-use common::drain::{IGNORE_HOST, ignore_app, in_flight, readyz_status, until_refused};
+use common::drain::{in_flight, readyz_status, until_refused};
+use common::one_app::{IGNORE_HOST, ignore_app_config};
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_made_during_the_drain_delay_are_served_then_refused() {
     let pki = Pki::new();
-    let dir = TempDir::new();
-    pki.write(&dir);
-    let upstream = echo_upstream().await;
-    let gateway = Gateway::start(
-        dir,
-        serde_json::json!({
-            "admin": "127.0.0.1:0",
-            "timeouts": { "drainDelayMs": 4000 },
-            "apps": [ignore_app(upstream)],
-        }),
-    )
-    .await;
+    let extra = serde_json::json!({
+        "admin": "127.0.0.1:0",
+        "timeouts": { "drainDelayMs": 4000 },
+    });
+    let (dir, config) = ignore_app_config(&pki, extra).await;
+    let gateway = Gateway::start(dir, config).await;
     let (addr, admin) = (gateway.addr, gateway.admin.unwrap());
     let options = ClientOptions::new(&pki, IGNORE_HOST);
     let slow = Connection::open(addr, &options).await.unwrap();
@@ -80,15 +75,11 @@ fn health(admin: &str) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_exits_zero_when_ready_and_one_while_draining_or_unreachable() {
     let pki = Pki::new();
-    let dir = TempDir::new();
-    pki.write(&dir);
-    let upstream = echo_upstream().await;
-    let config = serde_json::json!({
-        "listen": "127.0.0.1:0",
+    let extra = serde_json::json!({
         "admin": "127.0.0.1:0",
         "timeouts": { "drainDelayMs": 3000 },
-        "apps": [ignore_app(upstream)],
     });
+    let (dir, config) = ignore_app_config(&pki, extra).await;
     let (mut child, serving) = process::Child::run_config(dir.path(), &config, &[]);
     let admin = serving.admin().to_string();
 

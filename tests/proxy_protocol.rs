@@ -263,15 +263,11 @@ async fn without_proxy_protocol_a_header_is_not_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_line_names_the_carried_client_address() {
     let pki = Pki::new();
-    let dir = TempDir::new();
-    pki.write(&dir);
-    let upstream = echo_upstream().await;
-    let config = serde_json::json!({
-        "listen": "127.0.0.1:0",
+    let extra = serde_json::json!({
         "proxyProtocol": { "trustedSources": ["127.0.0.1/32"] },
         "timeouts": { "drainDelayMs": 0 },
-        "apps": [app("ignore", &["ignore.example.test"], upstream, "ignore")],
     });
+    let (dir, config) = common::one_app::ignore_app_config(&pki, extra).await;
     let (mut child, serving) = process::Child::run_config(dir.path(), &config, &[]);
     let addr = serving.listen();
 

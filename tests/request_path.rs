@@ -89,23 +89,30 @@ async fn idle_deadline_counts_from_the_end_of_the_last_request() {
     gateway.stop().await;
 }
 
-/// Writes a config with one `ignore` app (plus `extra` top-level keys) into `dir`, starts the
-/// real binary on it with `args` added, and returns it with its listen address.
+/// Starts the real binary on a config with one `ignore` app (plus `extra` top-level keys)
+/// with `args` added; returns it, its folder and its listen address.
 async fn spawn_binary(
     pki: &Pki,
-    dir: &TempDir,
     extra: serde_json::Value,
     args: &[&str],
-) -> (process::Child, SocketAddr) {
-    pki.write(dir);
-    let upstream = echo_upstream().await;
-    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
-    let mut config = serde_json::json!({ "listen": "127.0.0.1:0", "apps": [ignore] });
-    for (key, value) in extra.as_object().unwrap() {
-        config[key] = value.clone();
-    }
+) -> (process::Child, TempDir, SocketAddr) {
+    let (dir, config) = common::one_app::ignore_app_config(pki, extra).await;
     let (child, serving) = process::Child::run_config(dir.path(), &config, args);
-    (child, serving.listen())
+    (child, dir, serving.listen())
+}
+
+/// The binary started with `extra` config keys and `args` serves two requests, then shuts
+/// down on SIGTERM without having written an access line.
+async fn assert_no_access_lines(extra: serde_json::Value, args: &[&str]) {
+    let pki = Pki::new();
+    let (mut child, _dir, addr) = spawn_binary(&pki, extra, args).await;
+    two_requests(&pki, addr).await;
+    // The shutdown line comes after anything the requests could have logged.
+    child.signal("TERM");
+    child.wait_exit();
+    let transcript = child.transcript();
+    assert!(transcript.contains("shutting down"), "{transcript}");
+    assert!(access_lines(&transcript).is_empty(), "{transcript}");
 }
 
 /// Sends one request, then a request for `/marker` whose access line (when the log is on)
@@ -130,8 +137,7 @@ fn access_lines(transcript: &str) -> Vec<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_line_has_integer_milliseconds() {
     let pki = Pki::new();
-    let dir = TempDir::new();
-    let (mut child, addr) = spawn_binary(&pki, &dir, serde_json::json!({}), &[]).await;
+    let (mut child, _dir, addr) = spawn_binary(&pki, serde_json::json!({}), &[]).await;
     two_requests(&pki, addr).await;
     child.wait_for_line(process::Stream::Stderr, |line| line.contains("/marker"));
     let lines = access_lines(&child.transcript());
@@ -148,41 +154,18 @@ async fn access_log_line_has_integer_milliseconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_false_in_the_config_writes_no_request_lines() {
-    let pki = Pki::new();
-    let dir = TempDir::new();
-    let (mut child, addr) =
-        spawn_binary(&pki, &dir, serde_json::json!({ "accessLog": false }), &[]).await;
-    two_requests(&pki, addr).await;
-    // The shutdown line comes after anything the requests could have logged.
-    child.signal("TERM");
-    child.wait_exit();
-    let transcript = child.transcript();
-    assert!(transcript.contains("shutting down"), "{transcript}");
-    assert!(access_lines(&transcript).is_empty(), "{transcript}");
+    assert_no_access_lines(serde_json::json!({ "accessLog": false }), &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_access_log_flag_writes_no_request_lines() {
-    let pki = Pki::new();
-    let dir = TempDir::new();
-    let (mut child, addr) =
-        spawn_binary(&pki, &dir, serde_json::json!({}), &["--no-access-log"]).await;
-    two_requests(&pki, addr).await;
-    child.signal("TERM");
-    child.wait_exit();
-    let transcript = child.transcript();
-    assert!(transcript.contains("shutting down"), "{transcript}");
-    assert!(access_lines(&transcript).is_empty(), "{transcript}");
+    assert_no_access_lines(serde_json::json!({}), &["--no-access-log"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stderr_nobody_reads_never_stalls_requests() {
     let pki = Pki::new();
-    let dir = TempDir::new();
-    pki.write(&dir);
-    let upstream = echo_upstream().await;
-    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
-    let config = serde_json::json!({ "listen": "127.0.0.1:0", "apps": [ignore] });
+    let (dir, config) = common::one_app::ignore_app_config(&pki, serde_json::json!({})).await;
     dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
     let mut child = std::process::Command::new(process::BIN)
         .args(["run", "--config", "certgate.json"])

@@ -7,15 +7,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::task::JoinHandle;
 
-use super::{Connection, Failure, Reply, app};
-
-/// The host of the one `ignore` app drain tests run.
-pub const IGNORE_HOST: &str = "ignore.example.test";
-
-/// An `ignore` app at [`IGNORE_HOST`] in front of `upstream`.
-pub fn ignore_app(upstream: SocketAddr) -> serde_json::Value {
-    app("ignore", &[IGNORE_HOST], upstream, "ignore")
-}
+use super::one_app::IGNORE_HOST;
+use super::{Connection, Failure, Reply};
 
 /// The status line `/readyz` answers on `admin`; `None` when nothing answers.
 pub async fn readyz(admin: SocketAddr) -> Option<String> {

@@ -16,6 +16,7 @@ pub mod drain;
 pub mod files;
 pub mod gateway;
 pub mod hardening;
+pub mod one_app;
 pub mod pki;
 pub mod presenting;
 pub mod proxied;
