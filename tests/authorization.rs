@@ -15,6 +15,7 @@
 
 mod common;
 
+use common::apps::app_of_mode;
 use common::raw::send_target;
 use common::*;
 use serde_json::json;
@@ -42,21 +43,17 @@ async fn setup() -> Setup {
     let upstream = echo_upstream().await;
     let dir = TempDir::new();
     pki.write(&dir);
-    let trust = json!({ "trustedCaFiles": ["client-ca.pem"] });
-    let mut require = app("require", &["require.example.test"], upstream, "require");
-    require["clientAuth"] = trust.clone();
+    let mut require = app_of_mode("require", upstream, "require");
     require["authorization"] = json!([
         { "pathPrefix": "/admin", "methods": ["GET", "POST"], "allowedUriSans": ["spiffe://corp/ops/*"] },
         { "pathPrefix": "/billing", "allowedHashes": [billing.hash_hex()] },
         { "pathPrefix": "/", "allowAnyVerified": true }
     ]);
-    let mut strict = app("strict", &["strict.example.test"], upstream, "require");
-    strict["clientAuth"] = trust.clone();
+    let mut strict = app_of_mode("strict", upstream, "require");
     strict["authorization"] =
         json!([{ "pathPrefix": "/api", "allowedUriSans": ["spiffe://corp/ops/deployer"] }]);
     strict["defaultDeny"] = json!(true);
-    let mut accept = app("accept", &["accept.example.test"], upstream, "accept");
-    accept["clientAuth"] = trust;
+    let mut accept = app_of_mode("accept", upstream, "accept");
     accept["authorization"] = json!([{ "pathPrefix": "/private", "allowAnyVerified": true }]);
     let gateway = Gateway::start(
         dir,

@@ -541,37 +541,19 @@ fn relative_paths_are_resolved_against_the_config_folder_by_the_binary() {
     let path = setup.write();
     let elsewhere = TempDir::new();
 
-    // Absolute config path, unrelated working directory.
-    let mut command = certgate();
-    command
-        .current_dir(elsewhere.path())
-        .arg("check")
-        .arg("--config")
-        .arg(&path);
-    let output = run_to_exit(command);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-
-    // Relative config path from the parent folder.
+    // Absolute config path, unrelated working directory; then a relative config path from
+    // the parent folder.
     let parent = setup.dir.path().parent().unwrap();
     let relative = Path::new(setup.dir.path().file_name().unwrap()).join("certgate.json");
-    let mut command = certgate();
-    command
-        .current_dir(parent)
-        .arg("check")
-        .arg("--config")
-        .arg(&relative);
-    let output = run_to_exit(command);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    for (cwd, config) in [(elsewhere.path(), path.as_path()), (parent, &relative)] {
+        let mut command = certgate();
+        command
+            .current_dir(cwd)
+            .arg("check")
+            .arg("--config")
+            .arg(config);
+        exits(command, 0);
+    }
 }
 
 #[test]
@@ -631,40 +613,36 @@ fn run_without_config_or_upstream_exits_64() {
     exits(command, 64);
 }
 
+/// `certgate run` with the arguments `args` makes for a listen address, given one that
+/// another socket holds, exits 1 naming it.
+fn assert_a_taken_port_exits_1(args: impl FnOnce(&str) -> Vec<String>) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut command = certgate();
+    command.arg("run").args(args(&addr));
+    let stderr = exits(command, 1);
+    assert!(stderr.contains(&addr), "stderr: {stderr}");
+    drop(taken);
+}
+
 #[test]
 fn run_on_a_taken_port_exits_1_with_a_config_file() {
     let setup = Setup::new();
-    let path = setup.write();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap();
-    let mut command = certgate();
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .arg("--listen")
-        .arg(addr.to_string());
-    let stderr = exits(command, 1);
-    assert!(stderr.contains(&addr.to_string()), "stderr: {stderr}");
-    drop(taken);
+    let path = setup.write().display().to_string();
+    assert_a_taken_port_exits_1(|addr| {
+        vec!["--config".into(), path, "--listen".into(), addr.into()]
+    });
 }
 
 #[test]
 fn run_on_a_taken_port_exits_1_with_sidecar_flags() {
     let setup = Setup::new();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap();
-    let mut command = certgate();
-    command
-        .arg("run")
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--upstream")
-        .arg("http://127.0.0.1:8080")
-        .args(setup.sidecar_files());
-    let stderr = exits(command, 1);
-    assert!(stderr.contains(&addr.to_string()), "stderr: {stderr}");
-    drop(taken);
+    assert_a_taken_port_exits_1(|addr| {
+        let flags = ["--listen", addr, "--upstream", "http://127.0.0.1:8080"];
+        let mut args: Vec<String> = flags.map(String::from).to_vec();
+        args.extend(setup.sidecar_files());
+        args
+    });
 }
 
 #[test]

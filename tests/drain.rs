@@ -9,8 +9,8 @@ mod process;
 
 use std::time::Duration;
 
+use common::apps::{IGNORE_HOST, ignore_app_config};
 use common::drain::{in_flight, readyz, until_refused};
-use common::one_app::{IGNORE_HOST, ignore_app_config};
 use common::*;
 
 #[tokio::test]

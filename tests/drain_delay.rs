@@ -12,8 +12,8 @@ mod process;
 use std::process::Command;
 use std::time::Duration;
 
+use common::apps::{IGNORE_HOST, ignore_app_config};
 use common::drain::{in_flight, readyz_status, until_refused};
-use common::one_app::{IGNORE_HOST, ignore_app_config};
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -241,12 +241,7 @@ fn check_prints_one_line_per_app_of_the_ingress_example() {
         .unwrap();
     std::fs::write(dir.path().join("certs/server.pem"), cert.pem()).unwrap();
     std::fs::write(dir.path().join("certs/server.key"), key.serialize_pem()).unwrap();
-    let output = Command::new(process::BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let output = check(&dir, &path);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -261,16 +256,21 @@ fn check_prints_one_line_per_app_of_the_ingress_example() {
     }
 }
 
+/// `certgate check --config path`, run in `dir`.
+fn check(dir: &TempDir, path: &Path) -> std::process::Output {
+    Command::new(process::BIN)
+        .args(["check", "--config"])
+        .arg(path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_names_the_missing_server_p12_of_the_pkcs12_example() {
     // Straight after `pki init` (no server.p12 made yet) the failure says what is missing.
     let (dir, path) = layout("pkcs12.json");
-    let output = Command::new(process::BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let output = check(&dir, &path);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("server.p12"), "{stderr}");

@@ -89,6 +89,26 @@ fn assert_refused(json: &Value, code: i32, reason: &str, detail: &str) {
     assert_eq!(json["xfcc"], Value::Null);
 }
 
+/// `explain --format json` of `leaf` against the `require` app with `client_auth` merged
+/// into its `clientAuth` (and a `client-ca.crl` of `crl`, when given): asserts the refusal
+/// says `reason` with `detail`; the JSON.
+fn assert_explained_refusal(
+    pki: &Pki,
+    client_auth: Value,
+    crl: Option<String>,
+    leaf: &Leaf,
+    reason: &str,
+    detail: &str,
+) -> Value {
+    let (dir, config) = setup(pki, client_auth);
+    if let Some(crl) = crl {
+        dir.write("client-ca.crl", crl);
+    }
+    let (code, json) = explain_json(&dir, &config, leaf, &[]);
+    assert_refused(&json, code, reason, detail);
+    json
+}
+
 fn serial_of(leaf: &Leaf) -> String {
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.der()).unwrap();
     parsed.raw_serial_as_string()
@@ -164,10 +184,15 @@ fn a_pinned_self_signed_certificate_names_the_pin() {
 #[test]
 fn an_unknown_issuer_is_explained_as_a_different_issuer() {
     let pki = Pki::new();
-    let (dir, config) = setup(&pki, json!({}));
     let stranger = Ca::root("stranger CA").issue(LeafSpec::client("mallory"));
-    let (code, json) = explain_json(&dir, &config, &stranger, &[]);
-    assert_refused(&json, code, "unknown_issuer", "CN=stranger CA");
+    let json = assert_explained_refusal(
+        &pki,
+        json!({}),
+        None,
+        &stranger,
+        "unknown_issuer",
+        "CN=stranger CA",
+    );
     assert_eq!(json["trust"]["decision"], Value::Null);
     assert_eq!(json["trust"]["cas"][0]["result"], "refuses");
     let why = json["trust"]["cas"][0]["detail"].as_str().unwrap();
@@ -177,22 +202,21 @@ fn an_unknown_issuer_is_explained_as_a_different_issuer() {
 #[test]
 fn an_expired_certificate_is_explained() {
     let pki = Pki::new();
-    let (dir, config) = setup(&pki, json!({}));
     let mut spec = LeafSpec::client("late");
     spec.not_before = OffsetDateTime::now_utc() - time::Duration::days(30);
     spec.not_after = OffsetDateTime::now_utc() - time::Duration::days(1);
-    let (code, json) = explain_json(&dir, &config, &pki.client_ca.issue(spec), &[]);
-    assert_refused(&json, code, "expired", "expired at");
+    let late = pki.client_ca.issue(spec);
+    assert_explained_refusal(&pki, json!({}), None, &late, "expired", "expired at");
 }
 
 #[test]
 fn a_certificate_not_yet_valid_is_explained() {
     let pki = Pki::new();
-    let (dir, config) = setup(&pki, json!({}));
     let mut spec = LeafSpec::client("early");
     spec.not_before = OffsetDateTime::now_utc() + time::Duration::days(1);
-    let (code, json) = explain_json(&dir, &config, &pki.client_ca.issue(spec), &[]);
-    assert_refused(&json, code, "not_yet_valid", "not valid before");
+    let early = pki.client_ca.issue(spec);
+    let detail = "not valid before";
+    assert_explained_refusal(&pki, json!({}), None, &early, "not_yet_valid", detail);
 }
 
 #[test]
@@ -215,10 +239,8 @@ fn a_revoked_certificate_names_the_crl_that_revokes_it() {
         &[&alice],
         OffsetDateTime::now_utc() + time::Duration::days(1),
     );
-    let (dir, config) = setup(&pki, json!({ "crlFiles": ["client-ca.crl"] }));
-    dir.write("client-ca.crl", crl);
-    let (code, json) = explain_json(&dir, &config, &alice, &[]);
-    assert_refused(&json, code, "revoked", "revoked");
+    let crls = json!({ "crlFiles": ["client-ca.crl"] });
+    let json = assert_explained_refusal(&pki, crls, Some(crl), &alice, "revoked", "revoked");
     let crl = &json["trust"]["crls"][0];
     assert_eq!(crl["issuer"], "CN=certgate test client CA");
     assert_eq!(crl["revokes_certificate"], true);
@@ -232,35 +254,31 @@ fn an_expired_crl_is_explained() {
     let crl = pki
         .client_ca
         .crl(&[], OffsetDateTime::now_utc() - time::Duration::hours(1));
-    let (dir, config) = setup(&pki, json!({ "crlFiles": ["client-ca.crl"] }));
-    dir.write("client-ca.crl", crl);
-    let (code, json) = explain_json(&dir, &config, &alice, &[]);
-    assert_refused(&json, code, "crl_expired", "nextUpdate");
+    let crls = json!({ "crlFiles": ["client-ca.crl"] });
+    let reason = "crl_expired";
+    let json = assert_explained_refusal(&pki, crls, Some(crl), &alice, reason, "nextUpdate");
     assert_eq!(json["trust"]["crls"][0]["expired"], true);
 }
 
 #[test]
 fn a_certificate_without_the_client_auth_eku_is_explained() {
     let pki = Pki::new();
-    let (dir, config) = setup(&pki, json!({}));
     let mut spec = LeafSpec::client("server-only");
     spec.ekus = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let (code, json) = explain_json(&dir, &config, &pki.client_ca.issue(spec), &[]);
-    assert_refused(&json, code, "bad_eku", "clientAuth");
+    let leaf = pki.client_ca.issue(spec);
+    let json = assert_explained_refusal(&pki, json!({}), None, &leaf, "bad_eku", "clientAuth");
     assert_eq!(json["certificate"]["ekus"], json!(["serverAuth"]));
 }
 
 #[test]
 fn a_certificate_with_a_broken_signature_is_explained() {
     let pki = Pki::new();
-    let (dir, config) = setup(&pki, json!({}));
     let mut leaf = pki.client("tampered");
     let mut der = leaf.chain[0].to_vec();
     let last = der.len() - 1;
     der[last] ^= 0x01;
     leaf.chain[0] = der.into();
-    let (code, json) = explain_json(&dir, &config, &leaf, &[]);
-    assert_refused(&json, code, "bad_signature", "signature");
+    assert_explained_refusal(&pki, json!({}), None, &leaf, "bad_signature", "signature");
 }
 
 /// A leaf whose subject is made like `-subj "/CN=alice/O=Acme"`: CN first in the certificate.

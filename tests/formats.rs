@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use common::apps::app_of_mode;
 use common::raw::{RawReply, raw_http1, send_target};
 use common::tools;
 use common::*;
@@ -129,13 +130,10 @@ async fn setup(formats: serde_json::Value) -> Setup {
     let upstream = echo_upstream().await;
     let dir = TempDir::new();
     pki.write(&dir);
-    let trust = json!({ "trustedCaFiles": ["client-ca.pem"] });
-    let mut require = app("require", &["require.example.test"], upstream, "require");
-    require["clientAuth"] = trust.clone();
+    let mut require = app_of_mode("require", upstream, "require");
     require["clientCertExclusionPaths"] = json!(["/public"]);
     require["forwardClientCert"] = json!({ "formats": formats });
-    let mut accept = app("accept", &["accept.example.test"], upstream, "accept");
-    accept["clientAuth"] = trust;
+    let mut accept = app_of_mode("accept", upstream, "accept");
     accept["forwardClientCert"] = json!({ "formats": formats });
     let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
     let gateway = Gateway::start(dir, json!({ "apps": [require, accept, ignore] })).await;

@@ -38,6 +38,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::polling::scrape_until;
 use common::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -597,15 +598,7 @@ async fn x_forwarded_for_is_the_client_address_when_the_client_sent_none() {
 async fn a_websocket_upgrade_over_http1_is_piped_both_ways() {
     let fixture = Fixture::start(echo_upstream().await, |_| {}).await;
     let mut conn = fixture.connect(false).await;
-    let mut request = conn.get(HOST, "/ws");
-    let headers = request.headers_mut();
-    headers.insert("connection", "upgrade".parse().unwrap());
-    headers.insert("upgrade", "websocket".parse().unwrap());
-    headers.insert("sec-websocket-version", "13".parse().unwrap());
-    headers.insert(
-        "sec-websocket-key",
-        "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
-    );
+    let request = conn.websocket_get(HOST, "/ws");
     let response = conn.send_raw(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
     assert_eq!(
@@ -1000,15 +993,11 @@ async fn a_client_aborting_its_upload_is_a_client_error_not_an_upstream_failure(
     let series = |code: u16| {
         format!(r#"certgate_requests_total{{app="ignore",client_cert="none",code="{code}"}}"#)
     };
-    let mut text = scrape(admin).await;
-    for _ in 0..200 {
-        let counted = |code| metric_value(&text, &series(code)).unwrap_or(0.0);
-        if counted(400) + counted(502) >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        text = scrape(admin).await;
-    }
+    let text = scrape_until(admin, 201, Duration::from_millis(20), |text| {
+        let counted = |code| metric_value(text, &series(code)).unwrap_or(0.0);
+        counted(400) + counted(502) >= 1.0
+    })
+    .await;
     // No 502 series at all is also no 502: the 400 below shows the family is scraped.
     assert_eq!(
         metric_value(&text, &series(502)).unwrap_or(0.0),

@@ -11,6 +11,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::polling::scrape_until;
 use common::*;
 use http_body_util::Full;
 
@@ -39,19 +40,15 @@ fn with_fields(conn: &Connection, fields: usize, value_len: usize) -> http::Requ
 }
 
 async fn count_431(gateway: &Gateway, want: f64) {
-    let mut seen = 0.0;
-    for _ in 0..200 {
-        let text = scrape(gateway.admin.unwrap()).await;
-        seen = metric(
-            &text,
-            r#"certgate_requests_total{app="ignore",client_cert="none",code="431"}"#,
-        );
-        if seen >= want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(seen, want, "431 answers counted");
+    let series = r#"certgate_requests_total{app="ignore",client_cert="none",code="431"}"#;
+    let text = scrape_until(
+        gateway.admin.unwrap(),
+        200,
+        Duration::from_millis(25),
+        |text| metric_value(text, series).is_some_and(|seen| seen >= want),
+    )
+    .await;
+    assert_eq!(metric(&text, series), want, "431 answers counted");
 }
 
 #[tokio::test]

@@ -16,10 +16,10 @@ mod common;
 mod process;
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use common::stdin::output_with_stdin;
 use common::*;
 use process::{Child, Stream};
 use serde_json::Value;
@@ -43,23 +43,19 @@ const INSTALL_VALIDATE: &str = "python3 -m pip install kubernetes-validate";
 
 /// Every document of a YAML file, as JSON (PyYAML, which kubernetes-validate brings).
 fn documents(path: &Path) -> Vec<Value> {
-    let mut child = Command::new("python3")
-        .args([
+    let output = output_with_stdin(
+        Command::new("python3").args([
             "-c",
             "import json, sys, yaml; json.dump(list(yaml.safe_load_all(sys.stdin)), sys.stdout)",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&std::fs::read(path).unwrap())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "cannot read {}", path.display());
+        ]),
+        &std::fs::read(path).unwrap(),
+    );
+    assert!(
+        output.status.success(),
+        "cannot read {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 

@@ -19,7 +19,7 @@ mod process;
 use std::path::PathBuf;
 
 use common::{Pki, TempDir, app};
-use process::cli::{SIDECAR, certgate, exited};
+use process::cli::{SIDECAR, assert_says, certgate, exited};
 use serde_json::json;
 
 /// A folder with the test PKI and a config of one `require` app trusting `ca_file`, with
@@ -51,16 +51,6 @@ fn refused(dir: &TempDir, path: &std::path::Path) -> String {
     exited(&output, 64).1
 }
 
-/// Asserts that `stderr` says every one of `says` and none of `never`.
-fn assert_says(stderr: &str, says: &[&str], never: &[&str]) {
-    for needle in says {
-        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
-    }
-    for needle in never {
-        assert!(!stderr.contains(needle), "{needle:?} in {stderr}");
-    }
-}
-
 #[test]
 fn a_misspelled_mode_is_named_once() {
     let (_, dir, _) = setup("client-ca.pem", "server.key");
@@ -80,37 +70,43 @@ fn a_misspelled_mode_is_named_once() {
     );
 }
 
-#[test]
-fn a_pem_bundle_cut_short_names_the_certificate_and_the_missing_line() {
+/// A `trustedCaFiles` bundle of the client CA then the server CA made into `damage(pem)` is
+/// refused for its certificate 2, saying `says` and not `never`.
+fn assert_second_bundle_certificate_refused(
+    damage: impl FnOnce(&str) -> String,
+    says: &str,
+    never: &str,
+) {
     let (pki, dir, path) = setup("bundle.pem", "server.key");
-    let second = pki.server_ca.pem.clone();
-    let cut = &second[..second.len() - 30];
-    dir.write("bundle.pem", format!("{}{cut}", pki.client_ca.pem));
-    assert_says(
-        &refused(&dir, &path),
-        &[
-            "bundle.pem: certificate 2 is malformed PEM",
-            "-----END CERTIFICATE-----",
-            "export it again as PEM",
-        ],
-        // Bytes instead of text.
-        &["[45, 45"],
-    );
-}
-
-#[test]
-fn damaged_base64_names_the_certificate_and_the_file() {
-    let (pki, dir, path) = setup("bundle.pem", "server.key");
-    let second = pki.server_ca.pem.replacen("\nMII", "\nM!I", 1);
+    let second = damage(&pki.server_ca.pem);
     dir.write("bundle.pem", format!("{}{second}", pki.client_ca.pem));
     assert_says(
         &refused(&dir, &path),
         &[
             "bundle.pem: certificate 2 is malformed PEM",
-            "character '!' is not base64",
+            says,
             "export it again as PEM",
         ],
-        &["InvalidCharacter"],
+        &[never],
+    );
+}
+
+#[test]
+fn a_pem_bundle_cut_short_names_the_certificate_and_the_missing_line() {
+    assert_second_bundle_certificate_refused(
+        |pem| pem[..pem.len() - 30].to_owned(),
+        "-----END CERTIFICATE-----",
+        // Bytes instead of text.
+        "[45, 45",
+    );
+}
+
+#[test]
+fn damaged_base64_names_the_certificate_and_the_file() {
+    assert_second_bundle_certificate_refused(
+        |pem| pem.replacen("\nMII", "\nM!I", 1),
+        "character '!' is not base64",
+        "InvalidCharacter",
     );
 }
 

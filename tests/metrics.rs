@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::polling::scrape_until;
 use common::*;
 use time::{Duration, OffsetDateTime};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -141,14 +142,10 @@ async fn refused_handshakes_are_counted_by_reason() {
     let delta = |after: &str, (app, reason): (&str, &str)| {
         failures(after, app, reason) - failures(&before, app, reason)
     };
-    let mut after = scrape(admin).await;
-    for _ in 0..100 {
-        if expected.iter().all(|&e| delta(&after, e) >= 1.0) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        after = scrape(admin).await;
-    }
+    let after = scrape_until(admin, 101, std::time::Duration::from_millis(20), |after| {
+        expected.iter().all(|&e| delta(after, e) >= 1.0)
+    })
+    .await;
     for e in expected {
         assert_eq!(delta(&after, e), 1.0, "{e:?}");
     }

@@ -175,35 +175,49 @@ fn load_reads_certgates_own_client_p12() {
     assert_loads_as(loaded, &chain);
 }
 
-#[test]
-fn load_reads_an_openssl_3_default_archive() {
+/// Exports server.key and server.pem as `name` with openssl and the `extra` options, checks
+/// that `openssl pkcs12 -info` (with `extra`) names each of `algorithms`, and that the archive
+/// loads as server.pem and its key; the archive. `None` without openssl (outside CI).
+fn assert_openssl_archive_loads(
+    name: &str,
+    extra: &[&str],
+    algorithms: &[&str],
+) -> Option<Vec<u8>> {
     let pki = Pki::new();
-    let Some(der) = pki.openssl_server_p12("server.p12", &[]) else {
-        return;
-    };
-    let info = pki.openssl_info("server.p12", &[]);
-    assert!(info.contains("PBES2, PBKDF2, AES-256-CBC"), "{info}");
-
+    let der = pki.openssl_server_p12(name, extra)?;
+    if !algorithms.is_empty() {
+        let info = pki.openssl_info(name, extra);
+        for algorithm in algorithms {
+            assert!(
+                info.contains(algorithm),
+                "{name}: {algorithm} not in {info}"
+            );
+        }
+    }
     let loaded = pkcs12::load(&der, PASSWORD).expect("load");
     assert_loads_as(loaded, &pki.certs("server.pem"));
+    Some(der)
+}
+
+#[test]
+fn load_reads_an_openssl_3_default_archive() {
+    assert_openssl_archive_loads("server.p12", &[], &["PBES2, PBKDF2, AES-256-CBC"]);
 }
 
 #[test]
 fn load_reads_an_openssl_3_legacy_archive() {
-    let pki = Pki::new();
     if !tools::openssl() || !legacy_provider_available() {
         return;
     }
-    let Some(der) = pki.openssl_server_p12("legacy.p12", &["-legacy"]) else {
-        return;
-    };
-    let info = pki.openssl_info("legacy.p12", &["-legacy"]);
-    assert!(info.contains("pbeWithSHA1And40BitRC2-CBC"), "{info}");
-    assert!(info.contains("pbeWithSHA1And3-KeyTripleDES-CBC"), "{info}");
-    assert!(info.contains("MAC: sha1"), "{info}");
-
-    let loaded = pkcs12::load(&der, PASSWORD).expect("load");
-    assert_loads_as(loaded, &pki.certs("server.pem"));
+    assert_openssl_archive_loads(
+        "legacy.p12",
+        &["-legacy"],
+        &[
+            "pbeWithSHA1And40BitRC2-CBC",
+            "pbeWithSHA1And3-KeyTripleDES-CBC",
+            "MAC: sha1",
+        ],
+    );
 }
 
 #[test]
@@ -222,12 +236,9 @@ fn load_reports_a_wrong_password() {
 
 #[test]
 fn load_without_a_mac_checks_the_password_by_decrypting() {
-    let pki = Pki::new();
-    let Some(der) = pki.openssl_server_p12("nomac.p12", &["-nomac"]) else {
+    let Some(der) = assert_openssl_archive_loads("nomac.p12", &["-nomac"], &[]) else {
         return;
     };
-    let loaded = pkcs12::load(&der, PASSWORD).expect("load");
-    assert_loads_as(loaded, &pki.certs("server.pem"));
 
     let err = pkcs12::load(&der, "not the password").expect_err("must fail");
     assert!(

@@ -267,7 +267,7 @@ async fn the_access_line_names_the_carried_client_address() {
         "proxyProtocol": { "trustedSources": ["127.0.0.1/32"] },
         "timeouts": { "drainDelayMs": 0 },
     });
-    let (dir, config) = common::one_app::ignore_app_config(&pki, extra).await;
+    let (dir, config) = common::apps::ignore_app_config(&pki, extra).await;
     let (mut child, serving) = process::Child::run_config(dir.path(), &config, &[]);
     let addr = serving.listen();
 

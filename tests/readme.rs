@@ -14,10 +14,10 @@
 mod common;
 mod process;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use common::stdin::output_with_stdin;
 use common::{ClientOptions, Gateway, Pki, TempDir, app, tools};
 
 const README: &str = include_str!("../README.md");
@@ -217,20 +217,10 @@ async fn the_python_xfcc_reader_reads_a_header_certgate_sent() {
     let program = format!(
         "{snippet}\nimport sys\ncert = client_certificate(sys.stdin.read())\nprint(cert.subject.rfc4514_string())\n"
     );
-    let mut child = Command::new("python3")
-        .args(["-c", &program])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(xfcc.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = output_with_stdin(
+        Command::new("python3").args(["-c", &program]),
+        xfcc.as_bytes(),
+    );
     assert!(
         output.status.success(),
         "the README's Python failed: {}",

@@ -14,6 +14,7 @@ mod process;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::polling::scrape_until;
 use common::*;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -55,20 +56,20 @@ async fn cancelled_http2_stream_is_counted_and_the_connection_still_idles_out() 
         "the connection never idled out after a cancelled stream"
     );
 
-    let mut aborted = 0.0;
-    for _ in 0..100 {
-        let text = scrape(gateway.admin.unwrap()).await;
-        aborted = metric_value(
-            &text,
-            r#"certgate_requests_total{app="ignore",client_cert="none",code="499"}"#,
-        )
-        .unwrap_or(0.0);
-        if aborted > 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(aborted, 1.0, "the cancelled stream was not counted as 499");
+    let series = r#"certgate_requests_total{app="ignore",client_cert="none",code="499"}"#;
+    let aborted = |text: &str| metric_value(text, series).unwrap_or(0.0);
+    let text = scrape_until(
+        gateway.admin.unwrap(),
+        100,
+        Duration::from_millis(20),
+        |text| aborted(text) > 0.0,
+    )
+    .await;
+    assert_eq!(
+        aborted(&text),
+        1.0,
+        "the cancelled stream was not counted as 499"
+    );
     gateway.stop().await;
 }
 
@@ -96,7 +97,7 @@ async fn spawn_binary(
     extra: serde_json::Value,
     args: &[&str],
 ) -> (process::Child, TempDir, SocketAddr) {
-    let (dir, config) = common::one_app::ignore_app_config(pki, extra).await;
+    let (dir, config) = common::apps::ignore_app_config(pki, extra).await;
     let (child, serving) = process::Child::run_config(dir.path(), &config, args);
     (child, dir, serving.listen())
 }
@@ -165,7 +166,7 @@ async fn no_access_log_flag_writes_no_request_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stderr_nobody_reads_never_stalls_requests() {
     let pki = Pki::new();
-    let (dir, config) = common::one_app::ignore_app_config(&pki, serde_json::json!({})).await;
+    let (dir, config) = common::apps::ignore_app_config(&pki, serde_json::json!({})).await;
     dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
     let mut child = std::process::Command::new(process::BIN)
         .args(["run", "--config", "certgate.json"])

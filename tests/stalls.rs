@@ -208,15 +208,7 @@ async fn http2_response_body_that_stops_resets_only_its_stream() {
 async fn websocket(gateway: &Gateway, pki: &Pki) -> TokioIo<hyper::upgrade::Upgraded> {
     let options = ClientOptions::new(pki, HOST);
     let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
-    let mut request = conn.get(HOST, "/ws");
-    let headers = request.headers_mut();
-    headers.insert("connection", "upgrade".parse().unwrap());
-    headers.insert("upgrade", "websocket".parse().unwrap());
-    headers.insert("sec-websocket-version", "13".parse().unwrap());
-    headers.insert(
-        "sec-websocket-key",
-        "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
-    );
+    let request = conn.websocket_get(HOST, "/ws");
     let response = conn.send_raw(request).await.unwrap();
     assert_eq!(response.status(), 101);
     TokioIo::new(hyper::upgrade::on(response).await.unwrap())

@@ -148,6 +148,17 @@ pub struct Connection {
     pub http2: bool,
 }
 
+/// Every value of header `name` in the echo upstream's JSON `echo`, in the order received.
+pub fn echo_header(echo: &serde_json::Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no headers in the echo JSON: {echo}"))
+        .iter()
+        .filter(|pair| pair[0].as_str() == Some(name))
+        .map(|pair| pair[1].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// A response, body read whole.
 #[derive(Debug)]
 pub struct Reply {
@@ -165,13 +176,7 @@ impl Reply {
 
     /// Every value of a header as the upstream received it.
     pub fn upstream_header(&self, name: &str) -> Vec<String> {
-        self.echo()["headers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|pair| pair[0].as_str() == Some(name))
-            .map(|pair| pair[1].as_str().unwrap().to_owned())
-            .collect()
+        echo_header(&self.echo(), name)
     }
 
     /// The single XFCC the upstream received, if any (panics on more than one).
@@ -187,7 +192,16 @@ impl Reply {
 
 impl Connection {
     pub async fn open(addr: SocketAddr, options: &ClientOptions) -> Result<Self, Failure> {
-        let io = TokioIo::new(tls_stream(addr, options).await?);
+        Self::over(tls_stream(addr, options).await?, options).await
+    }
+
+    /// The HTTP connection (HTTP/2 or HTTP/1.1, as `options` say) over an established TLS
+    /// stream.
+    pub async fn over(
+        tls: tokio_rustls::client::TlsStream<TcpStream>,
+        options: &ClientOptions,
+    ) -> Result<Self, Failure> {
+        let io = TokioIo::new(tls);
         let sender = if options.http2 {
             let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                 .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::task::JoinHandle;
 
-use super::one_app::IGNORE_HOST;
+use super::apps::IGNORE_HOST;
 use super::{Connection, Failure, Reply};
 
 /// The status line `/readyz` answers on `admin`; `None` when nothing answers.

@@ -4,12 +4,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::client::{Sender, failure};
+use super::client::failure;
 use super::{ClientOptions, Connection, Failure};
 
 /// A TCP connection to `addr` from `source` (any port), or from the default address.
@@ -40,23 +39,6 @@ impl Connection {
             .connect(name, tcp)
             .await
             .map_err(|e| failure(&e))?;
-        let io = TokioIo::new(tls);
-        let sender = if options.http2 {
-            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .map_err(|e| failure(&e))?;
-            tokio::spawn(conn);
-            Sender::Http2(sender)
-        } else {
-            let (sender, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(|e| failure(&e))?;
-            tokio::spawn(conn.with_upgrades());
-            Sender::Http1(sender)
-        };
-        Ok(Self {
-            sender,
-            http2: options.http2,
-        })
+        Self::over(tls, options).await
     }
 }

@@ -8,7 +8,7 @@ use http::Request;
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{ClientOptions, Connection, tls_stream};
+use super::{ClientOptions, Connection, echo_header, tls_stream};
 
 /// A response read whole.
 #[derive(Debug)]
@@ -39,13 +39,7 @@ impl RawReply {
 
     /// Every value of a header as the upstream received it.
     pub fn upstream_header(&self, name: &str) -> Vec<String> {
-        self.echo()["headers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|pair| pair[0].as_str() == Some(name))
-            .map(|pair| pair[1].as_str().unwrap().to_owned())
-            .collect()
+        echo_header(&self.echo(), name)
     }
 
     /// Asserts certgate answered itself: `status`, `text/plain`, one non-empty line.

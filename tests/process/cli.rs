@@ -44,3 +44,13 @@ pub fn exited(output: &Output, code: i32) -> (String, String) {
     );
     (stdout, stderr)
 }
+
+/// Asserts that `text` (a command's output) says every one of `says` and none of `never`.
+pub fn assert_says(text: &str, says: &[&str], never: &[&str]) {
+    for needle in says {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+    for needle in never {
+        assert!(!text.contains(needle), "{needle:?} in {text}");
+    }
+}

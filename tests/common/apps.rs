@@ -1,9 +1,21 @@
-//! The smallest config a test of the listener runs: one `ignore` app at [`IGNORE_HOST`] in
-//! front of a new echo upstream.
+//! Apps of test configs: one of each mode at `<name>.example.test`, and the smallest config a
+//! test of the listener runs, one `ignore` app at [`IGNORE_HOST`] in front of a new echo
+//! upstream.
 
 use std::net::SocketAddr;
 
 use super::{Pki, TempDir, app, echo_upstream};
+
+/// An app `name` at `<name>.example.test` in `mode` (`require`, `accept` or `ignore`); but
+/// for `ignore` it trusts the client CA `Pki::write` writes.
+pub fn app_of_mode(name: &str, upstream: SocketAddr, mode: &str) -> serde_json::Value {
+    let host = format!("{name}.example.test");
+    let mut entry = app(name, &[host.as_str()], upstream, mode);
+    if mode != "ignore" {
+        entry["clientAuth"] = serde_json::json!({ "trustedCaFiles": ["client-ca.pem"] });
+    }
+    entry
+}
 
 /// The host of the one `ignore` app.
 pub const IGNORE_HOST: &str = "ignore.example.test";
