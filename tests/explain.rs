@@ -421,6 +421,16 @@ fn an_x509_version_1_certificate_is_unsupported_not_an_unknown_issuer() {
     assert_eq!(json["certificate"]["version"], 1);
 }
 
+/// The JSON `handshake refused` line `child` writes next, as text and parsed.
+fn refusal_line(child: &mut process::Child) -> (String, Value) {
+    let lines = child.wait_for_line(process::Stream::Stderr, |line| {
+        line.contains("handshake refused")
+    });
+    let line = lines.last().unwrap().clone();
+    let json = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    (line, json)
+}
+
 /// `certgate run` in its sidecar form in `dir`, logging JSON, trusting the client CA, with
 /// `flags` added; the child and the address it serves on. No request reaches the upstream.
 fn sidecar(dir: &TempDir, flags: &[&str]) -> (process::Child, std::net::SocketAddr) {
@@ -453,10 +463,7 @@ fn the_handshake_refusal_line_names_the_certificate_and_says_why() {
         result.is_err(),
         "the v1 certificate must be refused: {result:?}"
     );
-    let lines = child.wait_for_line(process::Stream::Stderr, |line| {
-        line.contains("handshake refused")
-    });
-    let refused: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let (line, refused) = refusal_line(&mut child);
     assert_eq!(refused["failure"], "unsupported_certificate", "{refused}");
     assert_eq!(refused["client.subject"], "CN=v1-client", "{refused}");
     assert_eq!(
@@ -472,10 +479,7 @@ fn the_handshake_refusal_line_names_the_certificate_and_says_why() {
     );
     let detail = refused["detail"].as_str().unwrap();
     assert!(detail.contains("version 1"), "{detail}");
-    assert!(
-        !lines.last().unwrap().contains("BEGIN"),
-        "never the whole certificate"
-    );
+    assert!(!line.contains("BEGIN"), "never the whole certificate");
 }
 
 #[test]
@@ -489,10 +493,7 @@ fn the_handshake_refusal_line_shows_the_subject_as_certgate_writes_it() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let result = runtime.block_on(common::get(addr, &options, "localhost", "/"));
     assert!(result.is_err(), "alice must be refused");
-    let lines = child.wait_for_line(process::Stream::Stderr, |line| {
-        line.contains("handshake refused")
-    });
-    let refused: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let (_, refused) = refusal_line(&mut child);
     assert_eq!(refused["failure"], "not_allowed", "{refused}");
     assert_eq!(refused["client.subject"], "O=Acme,CN=alice", "{refused}");
     assert_eq!(refused["client.hash"], alice.hash_hex(), "{refused}");
