@@ -11,12 +11,12 @@
 )]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
+pub mod apps;
 pub mod client;
 pub mod drain;
 pub mod files;
 pub mod gateway;
 pub mod hardening;
-pub mod apps;
 pub mod pki;
 pub mod polling;
 pub mod presenting;
@@ -26,10 +26,9 @@ pub mod recording;
 pub mod revocation;
 pub mod revocation_app;
 pub mod serve;
-pub mod stdin;
 pub mod sessions;
+pub mod stdin;
 pub mod tools;
-pub mod upgrade;
 pub mod upstream;
 pub mod websocket;
 

@@ -121,18 +121,26 @@ fn answer(
         .unwrap())
 }
 
+impl Connection {
+    /// A GET for `authority` + `path` asking for a WebSocket upgrade (RFC 6455's sample key).
+    pub fn websocket_get(&self, authority: &str, path: &str) -> Request<Full<Bytes>> {
+        let mut request = self.get(authority, path);
+        let headers = request.headers_mut();
+        headers.insert("connection", "upgrade".parse().unwrap());
+        headers.insert("upgrade", "websocket".parse().unwrap());
+        headers.insert("sec-websocket-version", "13".parse().unwrap());
+        headers.insert(
+            "sec-websocket-key",
+            "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
+        );
+        request
+    }
+}
+
 /// Asks for a WebSocket upgrade of `/ws` on an HTTP/1.1 connection: the upgraded stream,
 /// or the status (or failure) that came instead.
 pub async fn upgrade(connection: &mut Connection, host: &str) -> Result<TokioIo<Upgraded>, String> {
-    let mut request = connection.get(host, "/ws");
-    let headers = request.headers_mut();
-    headers.insert("connection", "upgrade".parse().unwrap());
-    headers.insert("upgrade", "websocket".parse().unwrap());
-    headers.insert("sec-websocket-version", "13".parse().unwrap());
-    headers.insert(
-        "sec-websocket-key",
-        "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
-    );
+    let request = connection.websocket_get(host, "/ws");
     let response = connection
         .send_raw(request)
         .await
