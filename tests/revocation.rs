@@ -441,12 +441,18 @@ async fn ocsp_answer_with_next_update_is_cached_and_not_asked_again() {
     );
 }
 
-#[tokio::test]
-async fn ocsp_answer_from_a_delegated_signer_is_believed() {
+/// The client CA's responder signs with `signer` (a certificate and key PEM) and answers
+/// `revoked` or `good` for the client; the handshake must be refused with `reason`.
+async fn assert_ocsp_signer_judged(
+    name: &str,
+    signer: impl FnOnce(&Pki) -> (String, String),
+    revoked: bool,
+    reason: &str,
+) {
     let pki = Pki::new();
-    let revoked = pki.client("ocsp delegated");
-    let signer = ocsp_signer(&pki.client_ca, "delegated responder");
-    let index = index_line(revoked.der(), "ocsp delegated", true);
+    let client = pki.client(name);
+    let signer = signer(&pki);
+    let index = index_line(client.der(), name, revoked);
     let Some(responder) = openssl_responder(&pki.client_ca, Some(signer), &index, &[]) else {
         return;
     };
@@ -455,25 +461,22 @@ async fn ocsp_answer_from_a_delegated_signer_is_believed() {
         serde_json::json!({ "ocsp": "leaf", "ocspResponder": responder.ocsp.url() }),
     )
     .await;
-    assert_refused(&gateway, &options(&pki, &revoked), "revoked").await;
+    assert_refused(&gateway, &options(&pki, &client), reason).await;
+}
+
+#[tokio::test]
+async fn ocsp_answer_from_a_delegated_signer_is_believed() {
+    let delegated = |pki: &Pki| ocsp_signer(&pki.client_ca, "delegated responder");
+    assert_ocsp_signer_judged("ocsp delegated", delegated, true, "revoked").await;
 }
 
 #[tokio::test]
 async fn ocsp_answer_signed_by_another_ca_is_not_believed() {
-    let pki = Pki::new();
-    let client = pki.client("ocsp wrong signer");
-    let other = Ca::root("some other CA");
-    let signer = (other.pem.clone(), other.key.serialize_pem());
-    let index = index_line(client.der(), "ocsp wrong signer", false);
-    let Some(responder) = openssl_responder(&pki.client_ca, Some(signer), &index, &[]) else {
-        return;
+    let other = |_: &Pki| {
+        let other = Ca::root("some other CA");
+        (other.pem.clone(), other.key.serialize_pem())
     };
-    let gateway = gateway(
-        &pki,
-        serde_json::json!({ "ocsp": "leaf", "ocspResponder": responder.ocsp.url() }),
-    )
-    .await;
-    assert_refused(&gateway, &options(&pki, &client), "revocation_unknown").await;
+    assert_ocsp_signer_judged("ocsp wrong signer", other, false, "revocation_unknown").await;
 }
 
 #[tokio::test]
@@ -619,26 +622,6 @@ async fn ocsp_responder_down_is_served_with_on_unknown_allow() {
 
 // ---- resumption and HTTP/2 ----
 
-fn resuming_config(pki: &Pki, client: &Leaf, tls12: bool) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.server_ca.der.clone()).unwrap();
-    let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
-        &[&rustls::version::TLS12]
-    } else {
-        &[&rustls::version::TLS13]
-    };
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(versions)
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(client.chain.clone(), client.key_der())
-    .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
 /// One request on a fresh connection: how the handshake went and the response, if any.
 async fn visit(
     gateway: &Gateway,
@@ -664,7 +647,8 @@ async fn resumed_session_after_a_revocation_is_refused(tls12: bool) {
     let client = pki.client("resuming client");
     let (crls, settings) = refreshed_crl(&pki);
     let gateway = gateway(&pki, settings).await;
-    let config = resuming_config(&pki, &client, tls12);
+    let jar = Arc::new(common::sessions::TicketJar::default());
+    let config = common::sessions::resuming_client(&pki, &client, &jar, tls12);
     let (_, first) = visit(&gateway, &config).await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     let (control, second) = visit(&gateway, &config).await;

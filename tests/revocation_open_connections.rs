@@ -66,6 +66,24 @@ fn publish(pki: &Pki, good: &Leaf, revoked: &Leaf, source: Source) -> Option<Sou
 }
 
 /// Whether an HTTP/1.1 WebSocket upgrade from `options` is piped through to the app.
+/// A WebSocket through certgate for `client`, already carrying one echoed message; the
+/// connection is returned so that it stays open as long as the pipe.
+async fn open_websocket(
+    gateway: &Gateway,
+    pki: &Pki,
+    client: &Leaf,
+) -> (
+    Connection,
+    hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+) {
+    let mut connection = Connection::open(gateway.addr, &options(pki, client))
+        .await
+        .unwrap();
+    let mut io = upgrade(&mut connection, HOST).await.unwrap();
+    echo(&mut io, b"before the revocation").await;
+    (connection, io)
+}
+
 async fn upgraded(gateway: &Gateway, options: &ClientOptions) -> bool {
     let Ok(mut connection) = Connection::open(gateway.addr, options).await else {
         return false;
@@ -145,11 +163,7 @@ async fn open_websocket_is_closed_once_a_crl_refresh_revokes_its_certificate() {
     let (crls, settings) = refreshed_crl(&pki);
     let app = counting_upstream().await;
     let gateway = gateway_before(&pki, settings, app.addr).await;
-    let mut connection = Connection::open(gateway.addr, &options(&pki, &client))
-        .await
-        .unwrap();
-    let mut io = upgrade(&mut connection, HOST).await.unwrap();
-    echo(&mut io, b"before the revocation").await;
+    let (_connection, mut io) = open_websocket(&gateway, &pki, &client).await;
     assert_eq!(app.open_pipes(), 1);
 
     publish_revocation(&gateway, &crls, &pki, &client).await;
@@ -170,11 +184,7 @@ async fn open_websocket_is_closed_once_a_responder_reports_its_certificate_revok
     let app = counting_upstream().await;
     let settings = serde_json::json!({ "ocsp": "leaf", "ocspResponder": responder.ocsp.url() });
     let gateway = gateway_before(&pki, settings, app.addr).await;
-    let mut connection = Connection::open(gateway.addr, &options(&pki, &client))
-        .await
-        .unwrap();
-    let mut io = upgrade(&mut connection, HOST).await.unwrap();
-    echo(&mut io, b"before the revocation").await;
+    let (_connection, mut io) = open_websocket(&gateway, &pki, &client).await;
 
     responder
         .ocsp

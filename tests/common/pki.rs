@@ -102,7 +102,8 @@ impl Ca {
     }
 }
 
-fn ca_params(name: &str) -> CertificateParams {
+/// The parameters of a CA certificate valid from yesterday for a year, with a fresh serial.
+pub fn ca_params(name: &str) -> CertificateParams {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

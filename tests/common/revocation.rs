@@ -113,25 +113,10 @@ pub fn leaf(ca: &Ca, common_name: &str, published: &Published) -> Leaf {
     }
 }
 
-fn ca_params(name: &str) -> CertificateParams {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params.serial_number = Some(serial());
-    params.not_before = OffsetDateTime::now_utc() - time::Duration::days(1);
-    params.not_after = OffsetDateTime::now_utc() + time::Duration::days(365);
-    params
-}
-
 /// An intermediate CA under `root` that names where its own revocation is published.
 pub fn intermediate(root: &Ca, name: &str, published: &Published) -> Ca {
     let key = KeyPair::generate().unwrap();
-    let mut params = ca_params(name);
+    let mut params = super::pki::ca_params(name);
     publish(&mut params, published);
     let cert = params.signed_by(&key, &issuer(root)).unwrap();
     Ca {
@@ -447,8 +432,7 @@ impl CountingProxy {
                 let Ok(upstream) = StdStream::connect(target) else {
                     continue;
                 };
-                pipe(&downstream, &upstream);
-                pipe(&upstream, &downstream);
+                splice(&downstream, &upstream);
             }
         });
         Self { addr, connections }
@@ -461,6 +445,12 @@ impl CountingProxy {
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+}
+
+/// Copies bytes both ways between two sockets on threads of their own, until either side closes.
+pub fn splice(a: &StdStream, b: &StdStream) {
+    pipe(a, b);
+    pipe(b, a);
 }
 
 fn pipe(from: &StdStream, to: &StdStream) {

@@ -201,8 +201,7 @@ impl Gate {
                     let Ok(upstream) = StdStream::connect(target) else {
                         return;
                     };
-                    pipe(&downstream, &upstream);
-                    pipe(&upstream, &downstream);
+                    super::revocation::splice(&downstream, &upstream);
                 });
             }
         });
@@ -238,22 +237,4 @@ impl Gate {
         *lock.lock().unwrap() = true;
         opened.notify_all();
     }
-}
-
-fn pipe(from: &StdStream, to: &StdStream) {
-    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = to.shutdown(std::net::Shutdown::Write);
-    });
 }
