@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::hardening::tls_stream_from;
+use common::polling::scrape_until;
 use common::*;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt as _;
@@ -170,12 +171,17 @@ async fn pending_handshakes_are_capped_and_a_silent_client_is_cut_off_at_client_
         .await
         .unwrap();
     assert_eq!(reply.status, 200);
-    let text = scrape(gateway.admin.unwrap()).await;
+    // Each is counted by its connection's task just after the socket closes.
+    let timeouts = r#"certgate_handshake_failures_total{app="",reason="timeout"}"#;
+    let text = scrape_until(
+        gateway.admin.unwrap(),
+        100,
+        Duration::from_millis(50),
+        |text| metric(text, timeouts) >= 5.0,
+    )
+    .await;
     assert!(
-        metric(
-            &text,
-            r#"certgate_handshake_failures_total{app="",reason="timeout"}"#
-        ) >= 5.0,
+        metric(&text, timeouts) >= 5.0,
         "the silent connections were not counted as handshake timeouts"
     );
     gateway.stop().await;
