@@ -178,6 +178,7 @@ fn health(admin: std::net::SocketAddr) -> ExitCode {
 }
 
 fn demo(listen: std::net::SocketAddr) -> ExitCode {
+    start_memory_purging();
     block_on(async {
         let shutdown = shutdown_signal();
         match certgate::demo::run(listen, shutdown).await {
