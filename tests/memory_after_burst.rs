@@ -79,17 +79,10 @@ async fn start(pki: &Pki, upstream: SocketAddr) -> Binary {
         "accessLog": false,
         "limits": { "maxConnections": CONNECTIONS + 100 },
     });
-    dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
-    let mut child = process::Child::spawn(
-        &["--log-format", "json", "run", "--config", "certgate.json"],
-        dir.path(),
-        &[],
-    );
-    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains("\"serving\""));
-    let serving: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let (child, serving) = process::Child::run_config(dir.path(), &config, &[]);
     Binary {
         child,
-        addr: serving["listen"].as_str().unwrap().parse().unwrap(),
+        addr: serving.listen(),
         _dir: dir,
     }
 }
