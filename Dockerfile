@@ -10,6 +10,8 @@ WORKDIR /src
 # Dependencies first, with placeholder sources: this layer is rebuilt only when Cargo.toml or
 # Cargo.lock change, not on every source edit.
 COPY Cargo.toml Cargo.lock ./
+# Build-time settings (the allocator's purging defaults), needed from the first build on.
+COPY .cargo ./.cargo
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \

@@ -5,6 +5,7 @@
 #
 #   bench/run.sh [--rounds N] [--duration SECONDS] [--warmup SECONDS] [--idle-connections N]
 #                [--phases h1,h2,full,resumed,idle] [--nice N] [--results FILE] [--no-install]
+#                [--certgate BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ results=""
 install=1
 phases=h1,h2,full,resumed,idle
 nice=""
+certgate_binary=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
@@ -26,7 +28,8 @@ while [ $# -gt 0 ]; do
     --phases) phases="$2"; shift 2 ;;
     --nice) nice="$2"; shift 2 ;;
     --no-install) install=0; shift ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    --certgate) certgate_binary="$2"; shift 2 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -62,10 +65,18 @@ if [ "$fd_limit" != unlimited ] && [ "$fd_limit" -lt $((idle_connections + 1000)
   die "--idle-connections $idle_connections needs $((idle_connections + 1000)) open files; the limit is $fd_limit"
 fi
 
-log "building certgate and the load generator (release)"
-cargo build --release --locked --bin certgate --example loadgen >&2
 target_dir=${CARGO_TARGET_DIR:-target}
-certgate=$(realpath "$target_dir/release/certgate")
+if [ -n "$certgate_binary" ]; then
+  # A build made earlier, e.g. to compare two builds back to back.
+  [ -x "$certgate_binary" ] || die "--certgate $certgate_binary is not an executable file"
+  certgate=$(realpath "$certgate_binary")
+  log "building the load generator (release); certgate is $certgate"
+  cargo build --release --locked --example loadgen >&2
+else
+  log "building certgate and the load generator (release)"
+  cargo build --release --locked --bin certgate --example loadgen >&2
+  certgate=$(realpath "$target_dir/release/certgate")
+fi
 loadgen=$(realpath "$target_dir/release/examples/loadgen")
 
 # Everything started from here on (proxies, upstream, load generator) inherits the priority.

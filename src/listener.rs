@@ -121,7 +121,7 @@ impl Listener {
         // One deadline for the PROXY header, the ClientHello and the handshake.
         let deadline = tokio::time::Instant::now() + apps.timeouts.handshake;
         let client_addr = match &apps.proxy_protocol {
-            Some(proxy) => match proxy.accept(&mut tcp, peer_addr, deadline).await {
+            Some(proxy) => match Box::pin(proxy.accept(&mut tcp, peer_addr, deadline)).await {
                 Ok(client_addr) => client_addr,
                 Err(error) => {
                     self.proxy_refused(&error, peer_addr);
@@ -132,7 +132,10 @@ impl Listener {
         };
         tracing::Span::current().record("client.addr", tracing::field::display(client_addr));
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let accepted = match accept(tcp, &apps, left).await {
+        // The handshake's state (about 7 KiB: the ClientHello reader, rustls' handshake, their
+        // deadlines) lives on the heap until the handshake ends: kept inline, this task would
+        // carry its size for as long as the connection stays open.
+        let accepted = match Box::pin(accept(tcp, &apps, left)).await {
             Ok(accepted) => accepted,
             Err(error) => {
                 self.refused(&error, client_addr);
@@ -152,7 +155,7 @@ impl Listener {
         if let (None, Some(revocation), Some(chain)) =
             (&refusal, &app.config.revocation, peer_chain)
         {
-            if let Err(refused) = revocation.admit(chain).await {
+            if let Err(refused) = Box::pin(revocation.admit(chain)).await {
                 if app.config.reject_with == RejectWith::Http {
                     let leaf = chain.first().map_or(&[][..], |leaf| leaf.as_ref());
                     refusal = Some(proxy::refuse::RefusalPage::new(refused.to_policy(leaf)));

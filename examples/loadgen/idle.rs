@@ -1,5 +1,6 @@
 //! Memory with idle connections: the target's RSS after one request, then with `connections`
-//! open mTLS connections that each served one request and now sit idle.
+//! open mTLS connections that each served one request and now sit idle, then `closed_wait`
+//! after they all closed (how much of the burst's memory the target gave back).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ pub(crate) async fn run(
     connections: usize,
     parallel: usize,
     settle: Duration,
+    closed_wait: Duration,
     target: &TargetArgs,
 ) -> Result<Map<String, Value>, Error> {
     // One request first, so what every target sets up lazily is in the idle figure.
@@ -55,7 +57,16 @@ pub(crate) async fn run(
     if let Some(error) = first_error {
         figures.insert("first_error".into(), json!(error));
     }
-    drop(held);
+    for connection in held {
+        connection.close().await;
+    }
+    tokio::time::sleep(closed_wait).await;
+    let closed = rss_kib(&target.pids)?;
+    figures.insert(
+        "closed_wait_seconds".into(),
+        json!(closed_wait.as_secs_f64()),
+    );
+    figures.insert("rss_closed_mib".into(), json!(closed as f64 / 1024.0));
     Ok(figures)
 }
 

@@ -81,6 +81,9 @@ enum Command {
         /// Seconds to wait before each RSS reading.
         #[arg(long, default_value_t = 1.0)]
         settle: f64,
+        /// Seconds to wait after the connections closed before the last RSS reading.
+        #[arg(long, default_value_t = 10.0)]
+        closed_wait: f64,
     },
     /// Prints a free loopback TCP port per argument (asked from the kernel, then released).
     Ports {
@@ -217,15 +220,27 @@ async fn run(command: Command) -> Result<String, Error> {
             connections,
             parallel,
             settle,
+            closed_wait,
         } => {
             let settle = Duration::try_from_secs_f64(settle)
                 .map_err(|_| format!("--settle must be a number of seconds, not {settle}"))?;
+            let closed_wait = Duration::try_from_secs_f64(closed_wait).map_err(|_| {
+                format!("--closed-wait must be a number of seconds, not {closed_wait}")
+            })?;
             let client = Arc::new(client::Client::new(
                 &target,
                 client::Protocol::Http1,
                 false,
             )?);
-            let figures = idle::run(&client, connections, parallel.max(1), settle, &target).await?;
+            let figures = idle::run(
+                &client,
+                connections,
+                parallel.max(1),
+                settle,
+                closed_wait,
+                &target,
+            )
+            .await?;
             stats::line(&target, "idle", figures)
         }
         Command::Ports { count } => return free_ports(count),

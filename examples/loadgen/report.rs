@@ -179,6 +179,14 @@ fn rows(results: &Results<'_>) -> Vec<Row> {
             format: one_decimal,
             goal: goal(1.0, Peer::Named("nginx")),
         },
+        Row {
+            label: "RSS after they all closed MiB".into(),
+            phase: "idle",
+            field: "rss_closed_mib",
+            better: Better::Lower,
+            format: one_decimal,
+            goal: None,
+        },
     ]
 }
 

@@ -1,0 +1,139 @@
+//! Memory comes back after a burst (README "Memory after a burst"), measured on the real
+//! binary's `/proc/<pid>/status` with a generous bound, polled (never a timing):
+//! - after a few thousand mTLS connections (HTTP/1.1 and HTTP/2, one request each) were all
+//!   open at once and then closed, certgate's RSS returns near its idle level.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod common;
+mod process;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::hardening::rss_kib;
+use common::*;
+
+/// Connections held open at once: enough for a burst of tens of MiB, within a 4096-file limit.
+const CONNECTIONS: usize = 2_500;
+/// Connections being opened at once, as several clients would.
+const PARALLEL: usize = 16;
+/// How long RSS may take to come back; polled, so a quick return ends the wait at once.
+const GIVE_BACK_PATIENCE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rss_returns_near_idle_after_a_burst_of_connections_closes() {
+    require_open_files(CONNECTIONS + 500);
+    let pki = Pki::new();
+    let upstream = echo_upstream().await;
+    let binary = start(&pki, upstream).await;
+
+    // Warm up every lazily built part (both HTTP versions, the upstream pool), then let the
+    // allocator settle, and take the idle level.
+    let warm = burst(binary.addr, &pki, 2 * PARALLEL).await;
+    drop(warm);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = rss_kib(binary.child.id());
+
+    let held = burst(binary.addr, &pki, CONNECTIONS).await;
+    let peak = rss_kib(binary.child.id());
+    drop(held);
+    let growth = peak.saturating_sub(idle);
+    assert!(
+        growth > 20 * 1024,
+        "{CONNECTIONS} open connections grew RSS by only {growth} KiB: the burst is too small to \
+         show anything"
+    );
+
+    // Back within half of what the burst took (glibc malloc kept nearly all of it).
+    let bound = idle + growth / 2;
+    let deadline = tokio::time::Instant::now() + GIVE_BACK_PATIENCE;
+    let mut now = rss_kib(binary.child.id());
+    while now > bound && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        now = rss_kib(binary.child.id());
+    }
+    assert!(
+        now <= bound,
+        "RSS did not come back after the connections closed: idle {idle} KiB, with \
+         {CONNECTIONS} connections {peak} KiB, {GIVE_BACK_PATIENCE:?} after they closed {now} \
+         KiB (bound {bound} KiB)\n{}",
+        binary.child.transcript()
+    );
+}
+
+struct Binary {
+    child: process::Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+/// The certgate binary with one `require` app in front of `upstream`, access log off.
+async fn start(pki: &Pki, upstream: SocketAddr) -> Binary {
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let [require, _] = require_and_ignore(upstream);
+    let config = serde_json::json!({
+        "listen": "127.0.0.1:0",
+        "apps": [require],
+        "accessLog": false,
+        "limits": { "maxConnections": CONNECTIONS + 100 },
+    });
+    let (child, serving) = process::Child::run_config(dir.path(), &config, &[]);
+    Binary {
+        child,
+        addr: serving.listen(),
+        _dir: dir,
+    }
+}
+
+/// Opens `count` verified connections, `PARALLEL` at a time, every other one over HTTP/2,
+/// each after one request answered 200, and returns them still open.
+async fn burst(addr: SocketAddr, pki: &Pki, count: usize) -> Vec<Connection> {
+    let options = [false, true].map(|http2| {
+        ClientOptions::new(pki, "require.example.test")
+            .with_identity(pki.client("burst").identity())
+            .http2(http2)
+    });
+    let mut openers = tokio::task::JoinSet::new();
+    for opener in 0..PARALLEL {
+        let options = options.clone();
+        openers.spawn(async move {
+            let mut held = Vec::new();
+            for index in (opener..count).step_by(PARALLEL) {
+                let mut connection = Connection::open(addr, &options[index % 2])
+                    .await
+                    .unwrap_or_else(|e| panic!("connection {index} failed: {e:?}"));
+                let request = connection.get("require.example.test", "/burst");
+                let reply = connection.send(request).await.unwrap();
+                assert_eq!(reply.status, 200, "connection {index}");
+                held.push(connection);
+            }
+            held
+        });
+    }
+    let mut held = Vec::with_capacity(count);
+    while let Some(opened) = openers.join_next().await {
+        held.extend(opened.unwrap());
+    }
+    held
+}
+
+/// Fails with what to do when this process may not open `needed` files (each connection is
+/// a file in this process and in certgate, which inherits the limit).
+fn require_open_files(needed: usize) {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let soft = limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap();
+    if soft != "unlimited" {
+        let soft: usize = soft.parse().unwrap();
+        assert!(
+            soft >= needed,
+            "this test holds {CONNECTIONS} connections and needs {needed} open files, the limit \
+             is {soft}: raise it with `ulimit -n {needed}`"
+        );
+    }
+}
