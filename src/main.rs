@@ -93,6 +93,22 @@ fn start_memory_purging() {
     }
 }
 
+/// Raises the soft open-file limit to the hard one, as Go programs do at start and nginx's
+/// `worker_rlimit_nofile` does: every connection takes a descriptor and its upstream another, so
+/// the common soft default of 1024 would refuse connections long before `maxConnections`.
+fn raise_open_file_limit(config: &Config) {
+    let wanted = 2 * config.limits.max_connections + 64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < u64::try_from(wanted).unwrap_or(u64::MAX) => tracing::warn!(
+            open_files = limit,
+            wanted,
+            "the open-file limit is below twice limits.maxConnections; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower maxConnections"
+        ),
+        Ok(limit) => tracing::debug!(open_files = limit, "open-file limit"),
+        Err(error) => tracing::warn!(error = %error, "cannot raise the open-file limit"),
+    }
+}
+
 /// `check`: the summary line per app on stdout, findings on stderr; exit 64 on an error.
 fn check(args: &certgate::cli::RunArgs) -> ExitCode {
     match args.source().and_then(|source| Ok(source()?)) {
@@ -206,6 +222,7 @@ fn block_on(task: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 
 fn serve(config: &Config, source: certgate::ConfigSource) -> ExitCode {
     start_memory_purging();
+    raise_open_file_limit(config);
     block_on(async {
         let shutdown = shutdown_signal();
         let server = match Server::bind(config, Some(source)).await {
