@@ -28,23 +28,24 @@ pub mod explain;
 pub mod health;
 pub mod pki;
 
-// The daemon's machinery, private: what the binary and the tests use is re-exported below.
-mod accept;
-mod admin;
-mod apps;
+// The daemon's machinery, private, in data-flow order: what the binary and the tests use is
+// re-exported below.
+mod settings;
 mod config;
+mod server;
 mod drain;
-mod identity;
+mod reload;
+mod apps;
+mod accept;
 mod listener;
-mod metrics;
+mod proxy_protocol;
+mod tls;
+mod revocation;
+mod identity;
 mod policy;
 mod proxy;
-mod proxy_protocol;
-mod reload;
-mod revocation;
-mod server;
-mod settings;
-mod tls;
+mod admin;
+mod metrics;
 
 pub use crate::config::error::{AppError, ConfigError};
 pub use crate::config::model::{AppConfig, Config};
