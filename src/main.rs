@@ -64,12 +64,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the log thread gathers before one write to stderr.
+const LOG_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Logs go to stderr through a queue drained by a thread of their own, so a slow or blocked
 /// stderr (a full pipe, a stalled log shipper) never stalls a request; when the queue is full,
-/// lines are dropped rather than waited for.
+/// lines are dropped rather than waited for. The thread writes through a buffer that it flushes
+/// whenever the queue is empty: under load one write(2) carries many lines, and a line never
+/// waits for more to come.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let stderr = std::io::BufWriter::with_capacity(LOG_BUFFER_BYTES, std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking(stderr);
     // Colours only for a person at a terminal, never in files, `docker logs` or `kubectl logs`.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
