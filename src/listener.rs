@@ -3,8 +3,10 @@
 //! client leaves, the connection idles out, or shutdown drains it.
 
 mod admission;
+mod session;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,7 @@ use crate::proxy::context::ConnectionContext;
 use crate::proxy::header_limits::http2_header_list_limit;
 use crate::proxy::upstream::UPSTREAM_READ_BUFFER;
 use crate::proxy_protocol::ProxyHeaderError;
-use crate::settings::RejectWith;
+use crate::settings::{Limits, RejectWith, Timeouts};
 use crate::tls::accept::{AcceptError, accept};
 use crate::tls::policy::Refusal;
 
@@ -233,75 +235,57 @@ impl Listener {
             let context = context.clone();
             service_fn(move |request| proxy::handle(context.clone(), request))
         };
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        let mut http1 = builder.http1();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(timeouts.request_header)
-            .max_buf_size(limits.max_request_header_bytes);
-        // hyper parses up to 100 fields on the stack; any other count costs a heap allocation
-        // per request, so only a changed limit is set.
-        if limits.max_request_headers != HYPER_MAX_HEADERS {
-            http1.max_headers(limits.max_request_headers);
-        }
-        // Bounded buffering whatever the client does (README "Memory under attack"): each
-        // stream buffers at most one upstream chunk plus its send buffer.
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(http2_header_list_limit(&limits))
-            .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
-            .max_send_buf_size(UPSTREAM_READ_BUFFER);
-        let served = builder.serve_connection_with_upgrades(TokioIo::new(accepted.stream), service);
-        tokio::pin!(served);
+        let builder = http_builder(&timeouts, &limits);
         let idle = timeouts.idle;
-        // A deadline moved by activity, not a poll: the connection closes `idleMs` after its
-        // last request ended.
-        let idle_timer = tokio::time::sleep(idle);
-        tokio::pin!(idle_timer);
-        let mut closing = false;
+        let park_after = session::park_after(&timeouts);
+        let mut stream = accepted.stream;
+        let mut first = None;
+        // One hyper session per burst of requests: an HTTP/1.1 connection that goes quiet
+        // parks between them (README "Memory").
         loop {
-            tokio::select! {
-                result = served.as_mut() => {
-                    if let Err(error) = result {
-                        context.connection_ended(&*error);
-                        tracing::debug!(error = %error, "connection closed with an error");
-                    } else {
-                        tracing::debug!("connection closed");
+            let (io, returned) = session::SessionIo::new(stream, first.take(), context.clone());
+            // Boxed: a parked connection's task does not carry hyper's state inline.
+            let served =
+                Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service.clone()));
+            let ended = Session {
+                context: &context,
+                idle,
+                park_after,
+                client_addr,
+            }
+            .drive(served, &mut shutdown, revoked_later.as_mut())
+            .await;
+            let (Ended::Parked, Ok(back)) = (ended, returned.await) else {
+                return;
+            };
+            stream = back;
+            let waited = tokio::select! {
+                read = session::next_byte(&mut stream) => match read {
+                    Ok(Some(byte)) => Some(byte),
+                    Ok(None) => return,
+                    Err(error) => {
+                        tracing::debug!(error = %error, "parked connection closed with an error");
+                        return;
                     }
-                    break;
+                },
+                () = idle_expired(&context, idle) => {
+                    tracing::debug!("closing idle connection");
+                    None
                 }
-                () = context.close.notified(), if !closing => {
-                    closing = true;
-                    served.as_mut().graceful_shutdown();
+                () = context.close.notified() => None,
+                refused = revoked(revoked_later.as_mut()) => {
+                    revoked_warning(client_addr, &context, &refused);
+                    None
                 }
-                refused = revoked(revoked_later.as_mut()), if !closing => {
-                    tracing::warn!(
-                        client.addr = %client_addr,
-                        app = %context.app.config.name,
-                        failure = refused.reason.as_str(),
-                        detail = %refused.detail,
-                        "closing connection, revocation learned after the handshake"
-                    );
-                    closing = true;
-                    served.as_mut().graceful_shutdown();
-                }
-                _ = shutdown.wait_for(|stop| *stop), if !closing => {
-                    closing = true;
-                    served.as_mut().graceful_shutdown();
-                }
-                () = idle_timer.as_mut(), if !closing => {
-                    let now = tokio::time::Instant::now();
-                    match context.idle_deadline(idle) {
-                        Some(deadline) if deadline <= now => {
-                            tracing::debug!("closing idle connection");
-                            closing = true;
-                            served.as_mut().graceful_shutdown();
-                        }
-                        Some(deadline) => idle_timer.as_mut().reset(deadline),
-                        // Busy: the deadline is known once the last request ends.
-                        None => idle_timer.as_mut().reset(now + idle),
-                    }
+                _ = shutdown.wait_for(|stop| *stop) => None,
+            };
+            match waited {
+                Some(byte) => first = Some(byte),
+                None => {
+                    // close_notify, bounded: a client that reads nothing cannot hold the task.
+                    let close = tokio::io::AsyncWriteExt::shutdown(&mut stream);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                    return;
                 }
             }
         }
@@ -401,4 +385,169 @@ async fn revoked(
         Some(refused) => refused.wait().await,
         None => std::future::pending().await,
     }
+}
+
+/// The HTTP/1.1 and HTTP/2 settings every session of a connection is served with.
+fn http_builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut http1 = builder.http1();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.request_header)
+        .max_buf_size(limits.max_request_header_bytes);
+    // hyper parses up to 100 fields on the stack; any other count costs a heap allocation
+    // per request, so only a changed limit is set.
+    if limits.max_request_headers != HYPER_MAX_HEADERS {
+        http1.max_headers(limits.max_request_headers);
+    }
+    // Bounded buffering whatever the client does (README "Memory under attack"): each
+    // stream buffers at most one upstream chunk plus its send buffer.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(http2_header_list_limit(limits))
+        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+        .max_send_buf_size(UPSTREAM_READ_BUFFER);
+    builder
+}
+
+/// How a hyper session ended.
+enum Ended {
+    /// The connection is done: closed by either side, idled out, drained or refused.
+    Closed,
+    /// The session ended by parking; the connection stays open.
+    Parked,
+}
+
+/// What drives one hyper session of a connection.
+struct Session<'a> {
+    context: &'a Arc<ConnectionContext>,
+    idle: Duration,
+    park_after: Duration,
+    client_addr: SocketAddr,
+}
+
+impl Session<'_> {
+    /// Serves `served` until it ends, closing it gracefully on idle timeout, drain, shutdown
+    /// or a later revocation, and asking it to park once HTTP/1.1 has gone quiet.
+    async fn drive<F>(
+        &self,
+        mut served: Pin<Box<F>>,
+        shutdown: &mut watch::Receiver<bool>,
+        mut revoked_later: Option<&mut crate::revocation::Refused>,
+    ) -> Ended
+    where
+        F: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Graceful,
+    {
+        let context = self.context;
+        let (idle, park_after) = (self.idle, self.park_after);
+        // A deadline moved by activity, not a poll: the connection closes `idleMs` after its
+        // last request ended, and an HTTP/1.1 one parks `park_after` after it.
+        let idle_timer = tokio::time::sleep(idle.min(park_after));
+        tokio::pin!(idle_timer);
+        let mut closing = false;
+        let mut parking = false;
+        loop {
+            tokio::select! {
+                result = served.as_mut() => {
+                    return match result {
+                        Err(error) => {
+                            context.connection_ended(&*error);
+                            tracing::debug!(error = %error, "connection closed with an error");
+                            Ended::Closed
+                        }
+                        Ok(()) if parking && !closing => Ended::Parked,
+                        Ok(()) => {
+                            tracing::debug!("connection closed");
+                            Ended::Closed
+                        }
+                    };
+                }
+                () = context.close.notified(), if !closing => {
+                    closing = true;
+                    Graceful::shutdown(served.as_mut());
+                }
+                refused = revoked(revoked_later.as_deref_mut()), if !closing => {
+                    revoked_warning(self.client_addr, context, &refused);
+                    closing = true;
+                    Graceful::shutdown(served.as_mut());
+                }
+                _ = shutdown.wait_for(|stop| *stop), if !closing => {
+                    closing = true;
+                    Graceful::shutdown(served.as_mut());
+                }
+                () = idle_timer.as_mut(), if !closing => {
+                    let now = tokio::time::Instant::now();
+                    let park = context.park_deadline(park_after).filter(|_| !parking);
+                    match context.idle_deadline(idle) {
+                        Some(deadline) if deadline <= now => {
+                            tracing::debug!("closing idle connection");
+                            closing = true;
+                            Graceful::shutdown(served.as_mut());
+                        }
+                        Some(deadline) => match park {
+                            Some(park) if park <= now => {
+                                // The session ends at hyper's next read (with nothing left
+                                // to flush), which this loop polls for right away.
+                                parking = true;
+                                context.park();
+                                idle_timer.as_mut().reset(deadline);
+                            }
+                            Some(park) => idle_timer.as_mut().reset(park.min(deadline)),
+                            None => idle_timer.as_mut().reset(deadline),
+                        },
+                        // Busy: the deadline is known once the last request ends.
+                        None => {
+                            parking = false;
+                            context.unpark();
+                            idle_timer.as_mut().reset(now + idle.min(park_after));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// hyper's graceful shutdown, for whichever connection type a session is served with.
+trait Graceful {
+    fn shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, E, B> Graceful for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
+{
+    fn shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Resolves once the connection has been idle for `idle` (its last request ended that long
+/// ago).
+async fn idle_expired(context: &ConnectionContext, idle: Duration) {
+    let deadline = context
+        .idle_deadline(idle)
+        .unwrap_or_else(|| tokio::time::Instant::now() + idle);
+    tokio::time::sleep_until(deadline).await;
+}
+
+fn revoked_warning(
+    client_addr: SocketAddr,
+    context: &ConnectionContext,
+    refused: &crate::revocation::Refusal,
+) {
+    tracing::warn!(
+        client.addr = %client_addr,
+        app = %context.app.config.name,
+        failure = refused.reason.as_str(),
+        detail = %refused.detail,
+        "closing connection, revocation learned after the handshake"
+    );
 }

@@ -6,6 +6,7 @@
 //! app's metric handles, which authorization rules the client passes) is made once per
 //! connection; a request guard records every request's end.
 
+pub(crate) mod activity;
 pub(crate) mod admission;
 pub(crate) mod body;
 pub(crate) mod client;
@@ -83,6 +84,11 @@ pub(crate) async fn handle(
         }
     };
     guard.status = Some(response.status());
+    // A streamed body keeps the request in flight until it has been sent.
+    let response = response.map(|body| match body {
+        Either::Left(streamed) => Either::Left(streamed.in_flight(guard.in_flight.take())),
+        own => own,
+    });
     Ok(response)
 }
 
@@ -91,6 +97,8 @@ pub(crate) async fn handle(
 /// the stream or went away (hyper then drops the handler; status 499, as nginx logs it).
 struct RequestGuard {
     conn: Arc<ConnectionContext>,
+    /// The request in flight, until the handler ends or its streamed body takes it over.
+    in_flight: Option<activity::InFlight>,
     started: Instant,
     /// What the access line needs of the request; `None` when the access log is off.
     logged: Option<(Method, Uri)>,
@@ -109,13 +117,14 @@ const CLIENT_ABORTED_OUTCOME: &str = "client_aborted";
 
 impl RequestGuard {
     fn start(conn: Arc<ConnectionContext>, request: &Request<Incoming>) -> Self {
-        conn.activity.request_started();
+        let in_flight = conn.activity.start(request.version() != Version::HTTP_2);
         let logged = conn
             .apps
             .access_log
             .then(|| (request.method().clone(), request.uri().clone()));
         Self {
             conn,
+            in_flight: Some(in_flight),
             started: Instant::now(),
             logged,
             status: None,
@@ -128,7 +137,7 @@ impl RequestGuard {
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let conn = &self.conn;
-        conn.activity.request_ended();
+        self.in_flight.take();
         let elapsed = self.started.elapsed();
         let code = self.status.map_or(CLIENT_ABORTED, |status| status.as_u16());
         conn.app

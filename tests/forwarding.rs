@@ -338,6 +338,41 @@ async fn a_large_response_body_streams_back_whole() {
     fixture.gateway.stop().await;
 }
 
+/// A response that pauses longer than the park delay (README "Memory") is still in flight:
+/// the connection does not park under it, and serves its next request afterwards.
+#[tokio::test]
+async fn a_response_that_pauses_for_seconds_arrives_whole_and_the_connection_lives_on() {
+    let app = upstream(|_request| async {
+        let (tx, body) = ChannelBody::new(1);
+        tokio::spawn(async move {
+            for part in ["first ", "second ", "third"] {
+                if tx.send(Frame::data(Bytes::from(part))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+            }
+        });
+        Response::new(body)
+    })
+    .await;
+    let fixture = Fixture::start(app.addr, |_| {}).await;
+    for http2 in [false, true] {
+        let mut conn = fixture.connect(http2).await;
+        for round in 0..2 {
+            let request = conn.get(HOST, "/pauses");
+            let response = conn.send_raw(request).await.unwrap();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(
+                &body[..],
+                b"first second third",
+                "{} response {round}",
+                version_name(http2)
+            );
+        }
+    }
+    fixture.gateway.stop().await;
+}
+
 #[tokio::test]
 async fn the_request_body_reaches_the_upstream_before_the_client_finishes_it() {
     let first = Bytes::from(vec![b'a'; 16 * 1024]);

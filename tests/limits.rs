@@ -53,20 +53,8 @@ async fn slowloris_client_is_cut_off_after_request_header_timeout() {
     .await;
     let options = ClientOptions::new(&pki, "ignore.example.test");
     let mut tls = tls_stream(gateway.addr, &options).await.unwrap();
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: ignore.example.test\r\n")
-        .await
-        .unwrap();
-    // One header byte every 100 ms never completes the header block.
-    let trickle = async {
-        for _ in 0..200 {
-            if tls.write_all(b"x").await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    let cut_off = tokio::time::timeout(Duration::from_secs(15), trickle).await;
-    assert!(cut_off.is_ok(), "the trickling client was never cut off");
+    let cut_off = common::hardening::cut_off_while_trickling(&mut tls).await;
+    assert!(cut_off, "the trickling client was never cut off");
     gateway.stop().await;
 }
 

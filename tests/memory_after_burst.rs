@@ -1,7 +1,10 @@
-//! Memory comes back after a burst (README "Memory after a burst"), measured on the real
-//! binary's `/proc/<pid>/status` with a generous bound, polled (never a timing):
+//! Memory comes back after a burst (README "Memory after a burst") and idle HTTP/1.1
+//! connections hold little (README "Memory while idle"), measured on the real binary's
+//! `/proc/<pid>/status` with a generous bound, polled (never a timing):
 //! - after a few thousand mTLS connections (HTTP/1.1 and HTTP/2, one request each) were all
-//!   open at once and then closed, certgate's RSS returns near its idle level.
+//!   open at once and then closed, certgate's RSS returns near its idle level;
+//! - a few thousand idle HTTP/1.1 connections, one request each, cost a few KiB each once they
+//!   have parked, not the 30-odd KiB of hyper's buffers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -30,12 +33,12 @@ async fn rss_returns_near_idle_after_a_burst_of_connections_closes() {
 
     // Warm up every lazily built part (both HTTP versions, the upstream pool), then let the
     // allocator settle, and take the idle level.
-    let warm = burst(binary.addr, &pki, 2 * PARALLEL).await;
+    let warm = burst(binary.addr, &pki, 2 * PARALLEL, BOTH).await;
     drop(warm);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = rss_kib(binary.child.id());
 
-    let held = burst(binary.addr, &pki, CONNECTIONS).await;
+    let held = burst(binary.addr, &pki, CONNECTIONS, BOTH).await;
     let peak = rss_kib(binary.child.id());
     drop(held);
     let growth = peak.saturating_sub(idle);
@@ -62,6 +65,50 @@ async fn rss_returns_near_idle_after_a_burst_of_connections_closes() {
     );
 }
 
+/// What an idle HTTP/1.1 connection may cost once parked: its TLS state (rustls' connection and
+/// its 4 KiB record buffer), the task and certgate's own state, with room for allocator slack.
+/// Unparked, hyper's buffers alone made it 35-40 KiB.
+const PARKED_CONNECTION_KIB: u64 = 28;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http1_connections_hold_little_once_parked() {
+    require_open_files(CONNECTIONS + 500);
+    let pki = Pki::new();
+    let upstream = echo_upstream().await;
+    let binary = start(&pki, upstream).await;
+    let warm = burst(binary.addr, &pki, PARALLEL, HTTP1).await;
+    drop(warm);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = rss_kib(binary.child.id());
+
+    let held = burst(binary.addr, &pki, CONNECTIONS, HTTP1).await;
+    // Parked a second after their request; polled, so the wait ends as soon as they have.
+    let bound = idle + CONNECTIONS as u64 * PARKED_CONNECTION_KIB;
+    let deadline = tokio::time::Instant::now() + GIVE_BACK_PATIENCE;
+    let mut now = rss_kib(binary.child.id());
+    while now > bound && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        now = rss_kib(binary.child.id());
+    }
+    let each = now.saturating_sub(idle) / CONNECTIONS as u64;
+    assert!(
+        now <= bound,
+        "{CONNECTIONS} idle HTTP/1.1 connections cost {each} KiB each (idle {idle} KiB, now \
+         {now} KiB), over {PARKED_CONNECTION_KIB} KiB\n{}",
+        binary.child.transcript()
+    );
+    // Every one of them still serves.
+    for (index, mut connection) in held.into_iter().enumerate().step_by(97) {
+        let request = connection.get("require.example.test", "/again");
+        let reply = connection.send(request).await.unwrap();
+        assert_eq!(reply.status, 200, "connection {index} after parking");
+    }
+}
+
+/// Which HTTP versions a burst opens, by connection index.
+const BOTH: &[bool] = &[false, true];
+const HTTP1: &[bool] = &[false];
+
 struct Binary {
     child: process::Child,
     addr: SocketAddr,
@@ -87,21 +134,25 @@ async fn start(pki: &Pki, upstream: SocketAddr) -> Binary {
     }
 }
 
-/// Opens `count` verified connections, `PARALLEL` at a time, every other one over HTTP/2,
-/// each after one request answered 200, and returns them still open.
-async fn burst(addr: SocketAddr, pki: &Pki, count: usize) -> Vec<Connection> {
-    let options = [false, true].map(|http2| {
-        ClientOptions::new(pki, "require.example.test")
-            .with_identity(pki.client("burst").identity())
-            .http2(http2)
-    });
+/// Opens `count` verified connections, `PARALLEL` at a time, taking turns over `versions`
+/// (`true` for HTTP/2), each after one request answered 200, and returns them still open.
+async fn burst(addr: SocketAddr, pki: &Pki, count: usize, versions: &[bool]) -> Vec<Connection> {
+    let identity = pki.client("burst").identity();
+    let options: Vec<_> = versions
+        .iter()
+        .map(|&http2| {
+            ClientOptions::new(pki, "require.example.test")
+                .with_identity(identity.clone())
+                .http2(http2)
+        })
+        .collect();
     let mut openers = tokio::task::JoinSet::new();
     for opener in 0..PARALLEL {
         let options = options.clone();
         openers.spawn(async move {
             let mut held = Vec::new();
             for index in (opener..count).step_by(PARALLEL) {
-                let mut connection = Connection::open(addr, &options[index % 2])
+                let mut connection = Connection::open(addr, &options[index % options.len()])
                     .await
                     .unwrap_or_else(|e| panic!("connection {index} failed: {e:?}"));
                 let request = connection.get("require.example.test", "/burst");

@@ -14,27 +14,20 @@ mod process;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::apps::ignore_gateway;
 use common::polling::scrape_until;
 use common::*;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-async fn ignore_gateway(pki: &Pki, extra: serde_json::Value) -> Gateway {
-    let dir = TempDir::new();
-    pki.write(&dir);
-    let upstream = echo_upstream().await;
-    let ignore = app("ignore", &["ignore.example.test"], upstream, "ignore");
-    let mut config = serde_json::json!({ "admin": "127.0.0.1:0", "apps": [ignore] });
-    for (key, value) in extra.as_object().unwrap() {
-        config[key] = value.clone();
-    }
-    Gateway::start(dir, config).await
-}
-
 #[tokio::test]
 async fn cancelled_http2_stream_is_counted_and_the_connection_still_idles_out() {
     let pki = Pki::new();
-    let gateway = ignore_gateway(&pki, serde_json::json!({ "timeouts": { "idleMs": 500 } })).await;
+    let gateway = ignore_gateway(
+        &pki,
+        serde_json::json!({ "admin": "127.0.0.1:0", "timeouts": { "idleMs": 500 } }),
+    )
+    .await;
     let options = ClientOptions::new(&pki, "ignore.example.test").http2(true);
     let tls = tls_stream(gateway.addr, &options).await.unwrap();
     let (mut sender, connection) =

@@ -3,13 +3,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
+use super::activity::Activity;
 use super::admission::ConnectionPolicy;
 use super::client::VerifiedClient;
 use super::error::REQUEST_HEADER_TOO_LARGE;
@@ -54,7 +54,7 @@ pub(crate) struct ConnectionContext {
     /// revocation covers the client certificate.
     pub(super) standing: Option<Arc<Standing>>,
     /// Requests in flight and the last time one started or ended, for the idle timeout.
-    pub(super) activity: Activity,
+    pub(super) activity: Arc<Activity>,
 }
 
 impl ConnectionContext {
@@ -84,7 +84,7 @@ impl ConnectionContext {
             refusal: None,
             close: Notify::new(),
             standing: None,
-            activity: Activity::new(),
+            activity: Arc::new(Activity::new()),
         }
     }
 
@@ -108,6 +108,30 @@ impl ConnectionContext {
     /// flight.
     pub(crate) fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
         self.activity.idle_since().map(|since| since + idle)
+    }
+
+    /// When an HTTP/1.1 connection will have been idle for `after`, or `None` while a request
+    /// is in flight or when its last request came over HTTP/2 (README "Memory").
+    pub(crate) fn park_deadline(&self, after: Duration) -> Option<Instant> {
+        self.activity
+            .last_was_http1()
+            .then(|| self.idle_deadline(after))
+            .flatten()
+    }
+
+    /// Asks the connection's HTTP session to end at its next read, once nothing is in flight.
+    pub(crate) fn park(&self) {
+        self.activity.set_park(true);
+    }
+
+    /// Withdraws `park`, for a new session.
+    pub(crate) fn unpark(&self) {
+        self.activity.set_park(false);
+    }
+
+    /// Whether the session should end now: asked to park and no request in flight.
+    pub(crate) fn parks_now(&self) -> bool {
+        self.activity.parks_now()
     }
 
     /// The verified client's identity, if a certificate was presented.
@@ -141,47 +165,6 @@ impl ConnectionContext {
             outcome = REQUEST_HEADER_TOO_LARGE,
             "request"
         );
-    }
-}
-
-/// Requests in flight on a connection and when the last one started or ended.
-#[derive(Debug)]
-pub(super) struct Activity {
-    in_flight: AtomicUsize,
-    /// The time base of `last_ms`.
-    started: Instant,
-    /// Milliseconds after `started` when a request last started or ended.
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    pub(super) fn new() -> Self {
-        Self {
-            in_flight: AtomicUsize::new(0),
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    pub(super) fn request_started(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch();
-    }
-
-    pub(super) fn request_ended(&self) {
-        self.touch();
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    fn touch(&self) {
-        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(elapsed, Ordering::Relaxed);
-    }
-
-    /// Since when nothing has been in flight, or `None` while a request is.
-    pub(super) fn idle_since(&self) -> Option<Instant> {
-        (self.in_flight.load(Ordering::Relaxed) == 0)
-            .then(|| self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 

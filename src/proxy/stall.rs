@@ -15,6 +15,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::activity::InFlight;
 use super::gap::GapClock;
 use super::upstream::UpstreamBody;
 
@@ -40,6 +41,8 @@ pin_project_lite::pin_project! {
         timer: Sleep,
         clock: GapClock,
         report: Option<StallReport>,
+        // Keeps the request in flight until the body has been sent (and so dropped).
+        in_flight: Option<InFlight>,
     }
 }
 
@@ -66,7 +69,15 @@ impl ResponseBody {
             timer: tokio::time::sleep_until(Instant::now() + limit),
             clock: GapClock::new(limit),
             report: Some(report),
+            in_flight: None,
         }
+    }
+
+    /// Keeps `in_flight` until the body has been sent or abandoned.
+    #[must_use]
+    pub(crate) fn in_flight(mut self, in_flight: Option<InFlight>) -> Self {
+        self.in_flight = in_flight;
+        self
     }
 }
 

@@ -43,3 +43,10 @@ pub async fn ignore_app_config(
     }
     (dir, config)
 }
+
+/// certgate in-process with one `ignore` app in front of a new echo upstream, the top-level
+/// keys of `extra` added.
+pub async fn ignore_gateway(pki: &Pki, extra: serde_json::Value) -> super::Gateway {
+    let (dir, config) = ignore_app_config(pki, extra).await;
+    super::Gateway::start(dir, config).await
+}

@@ -147,3 +147,23 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|kib| kib.trim().parse().ok())
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
+
+/// Writes the start of a request header on `tls`, then one header byte every 100 ms, never
+/// ending it; whether certgate cut the connection off within 15 s (a paused clock makes that
+/// instant).
+pub async fn cut_off_while_trickling<S: tokio::io::AsyncWrite + Unpin>(tls: &mut S) -> bool {
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: ignore.example.test\r\n")
+        .await
+        .unwrap();
+    let trickle = async {
+        for _ in 0..200 {
+            if tls.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(15), trickle)
+        .await
+        .is_ok()
+}
