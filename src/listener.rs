@@ -172,10 +172,7 @@ impl Listener {
                         detail = %refused.detail,
                         "handshake refused"
                     );
-                    // close_notify, bounded: a client that reads nothing cannot hold the task.
-                    let mut stream = accepted.stream;
-                    let close = tokio::io::AsyncWriteExt::shutdown(&mut stream);
-                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                    close_notify(accepted.stream).await;
                     return;
                 }
             }
@@ -241,7 +238,7 @@ impl Listener {
         let mut stream = accepted.stream;
         let mut first = None;
         // One hyper session per burst of requests: an HTTP/1.1 connection that goes quiet
-        // parks between them (README "Memory").
+        // parks between them (README "Memory while idle").
         loop {
             let (io, returned) = session::SessionIo::new(stream, first.take(), context.clone());
             // Boxed: a parked connection's task does not carry hyper's state inline.
@@ -282,9 +279,7 @@ impl Listener {
             match waited {
                 Some(byte) => first = Some(byte),
                 None => {
-                    // close_notify, bounded: a client that reads nothing cannot hold the task.
-                    let close = tokio::io::AsyncWriteExt::shutdown(&mut stream);
-                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                    close_notify(stream).await;
                     return;
                 }
             }
@@ -550,4 +545,10 @@ fn revoked_warning(
         detail = %refused.detail,
         "closing connection, revocation learned after the handshake"
     );
+}
+
+/// Ends `stream` with a close_notify, bounded: a client that reads nothing cannot hold the task.
+async fn close_notify<S: tokio::io::AsyncWrite + Unpin>(mut stream: S) {
+    let close = tokio::io::AsyncWriteExt::shutdown(&mut stream);
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
 }
