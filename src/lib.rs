@@ -44,9 +44,11 @@ mod revocation;
 mod identity;
 mod policy;
 mod proxy;
+mod access_log;
 mod admin;
 mod metrics;
 
+pub use crate::access_log::install as install_access_log_writer;
 pub use crate::config::error::{AppError, ConfigError};
 pub use crate::config::model::{AppConfig, Config};
 pub use crate::proxy::upstream::worker_threads;

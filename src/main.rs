@@ -79,6 +79,9 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     // Colours only for a person at a terminal, never in files, `docker logs` or `kubectl logs`.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
+    if !ansi {
+        certgate::install_access_log_writer(writer.clone(), format == LogFormat::Json);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)

@@ -40,6 +40,7 @@ use self::context::ConnectionContext;
 use self::error::ProxyError;
 use self::gap::StallReason;
 use self::stall::{ResponseBody, StallReport};
+use crate::access_log::RequestFields;
 use crate::revocation::Standing;
 use crate::settings::Transport;
 use crate::tls::sni::{authority_host, normalize};
@@ -146,27 +147,18 @@ impl Drop for RequestGuard {
         let Some((method, uri)) = &self.logged else {
             return;
         };
-        let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        let hash = conn.identity().map_or("", |id| id.hash.as_str());
-        let sni = conn.sni.as_deref().unwrap_or("");
         let outcome = match self.status {
             Some(_) => self.outcome,
             None => Some(CLIENT_ABORTED_OUTCOME),
         };
-        tracing::info!(
-            client.addr = %conn.client_addr,
-            sni,
-            app = %conn.app.config.name,
-            client.hash = hash,
-            method = %method,
-            path = uri.path(),
-            status = code,
-            rule = self.rule.as_str(),
-            duration_ms,
-            upstream = %conn.app.config.upstream,
+        conn.log_request(&RequestFields {
+            method: Some(method),
+            path: Some(uri.path()),
+            status: code,
+            rule: Some(&self.rule),
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             outcome,
-            "request"
-        );
+        });
     }
 }
 

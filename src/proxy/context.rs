@@ -2,7 +2,7 @@
 //! the verified client and its headers, the connection's policy, and when it went idle.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -16,6 +16,7 @@ use super::error::REQUEST_HEADER_TOO_LARGE;
 use super::gap::StallReason;
 use super::stall::StallObserver;
 use super::{headers, refuse};
+use crate::access_log::{self, ConnectionFields, RequestFields};
 use crate::apps::{App, Apps};
 use crate::drain::Draining;
 use crate::identity::ClientIdentity;
@@ -55,6 +56,9 @@ pub(crate) struct ConnectionContext {
     pub(super) standing: Option<Arc<Standing>>,
     /// Requests in flight and the last time one started or ended, for the idle timeout.
     pub(super) activity: Arc<Activity>,
+    /// The connection's part of its access lines, rendered at its first logged request;
+    /// `None` inside when a field needs escaping.
+    access_line: OnceLock<Option<access_log::RenderedConnection>>,
 }
 
 impl ConnectionContext {
@@ -85,6 +89,7 @@ impl ConnectionContext {
             close: Notify::new(),
             standing: None,
             activity: Arc::new(Activity::new()),
+            access_line: OnceLock::new(),
         }
     }
 
@@ -154,17 +159,41 @@ impl ConnectionContext {
         if !self.apps.access_log {
             return;
         }
-        tracing::info!(
-            client.addr = %self.client_addr,
-            sni = self.sni.as_deref().unwrap_or(""),
-            app = %self.app.config.name,
-            client.hash = identity.map_or("", |id| id.hash.as_str()),
-            status = code,
-            duration_ms = 0u64,
-            upstream = %self.app.config.upstream,
-            outcome = REQUEST_HEADER_TOO_LARGE,
-            "request"
-        );
+        self.log_request(&RequestFields {
+            method: None,
+            path: None,
+            status: code,
+            rule: None,
+            duration_ms: 0,
+            outcome: Some(REQUEST_HEADER_TOO_LARGE),
+        });
+    }
+
+    /// Writes `request`'s access line: straight to the log writer when nothing needs
+    /// escaping, through tracing otherwise.
+    pub(super) fn log_request(&self, request: &RequestFields<'_>) {
+        if let Some(writer) = access_log::fast_writer() {
+            let rendered = self
+                .access_line
+                .get_or_init(|| writer.render_connection(&self.access_fields()));
+            if rendered
+                .as_ref()
+                .is_some_and(|rendered| writer.write(rendered, request))
+            {
+                return;
+            }
+        }
+        access_log::trace(&self.access_fields(), request);
+    }
+
+    fn access_fields(&self) -> ConnectionFields<'_> {
+        ConnectionFields {
+            client_addr: self.client_addr,
+            sni: self.sni.as_deref().unwrap_or(""),
+            app: &self.app.config.name,
+            hash: self.identity().map_or("", |id| id.hash.as_str()),
+            upstream: &self.app.config.upstream,
+        }
     }
 }
 
