@@ -2,8 +2,8 @@
 //! - an HTTP/2 stream the client cancels is counted and logged as 499 `client_aborted`, and
 //!   the connection still closes after `idleMs` of silence;
 //! - the idle deadline is counted from the end of the last request, not from a poll;
-//! - `accessLog: false` and `--no-access-log` turn the access line off; when on, it carries an
-//!   integer `duration_ms`;
+//! - `accessLog: false`, `--no-access-log` and `RUST_LOG` turn the access line off; when on,
+//!   it carries an integer `duration_ms`, and its plain form reads as README "Logs" shows;
 //! - a stderr nobody reads never stalls requests (logs go through a non-blocking writer).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
@@ -144,6 +144,72 @@ async fn access_log_line_has_integer_milliseconds() {
         first["duration_ms"].is_u64(),
         "duration_ms is not an integer: {first}"
     );
+}
+
+/// Starts the real binary with plain log lines and `env`; returns it, its folder and its
+/// listen address, read from the `serving` line.
+async fn spawn_plain(pki: &Pki, env: &[(&str, &str)]) -> (process::Child, TempDir, SocketAddr) {
+    let (dir, config) = common::apps::ignore_app_config(pki, serde_json::json!({})).await;
+    std::fs::write(
+        dir.path().join("certgate.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+    let mut child = process::Child::spawn(&["run", "--config", "certgate.json"], dir.path(), env);
+    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains(" serving "));
+    let serving = lines.last().unwrap();
+    let listen = serving
+        .split(' ')
+        .find_map(|field| field.strip_prefix("listen="))
+        .unwrap_or_else(|| panic!("no listen= in {serving}"));
+    (child, dir, listen.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_access_line_reads_as_the_readme_shows() {
+    let pki = Pki::new();
+    let (mut child, _dir, addr) = spawn_plain(&pki, &[("RUST_LOG", "info")]).await;
+    two_requests(&pki, addr).await;
+    let lines = child.wait_for_line(process::Stream::Stderr, |line| line.contains("/marker"));
+    let line = lines
+        .iter()
+        .find(|line| line.contains("path=\"/first\""))
+        .unwrap_or_else(|| panic!("no access line for /first:\n{}", child.transcript()));
+    // 2026-12-01T08:38:41.870016Z: a UTC timestamp with microseconds, then the level.
+    let (timestamp, rest) = line.split_at(27);
+    assert!(
+        timestamp.len() == 27 && timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T',
+        "{line}"
+    );
+    let rest = rest
+        .strip_prefix("  INFO certgate::proxy: request client.addr=127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected start: {line}"));
+    let (port, rest) = rest.split_once(' ').unwrap();
+    assert!(port.parse::<u16>().is_ok(), "{line}");
+    let rest = rest
+        .strip_prefix(
+            "sni=\"ignore.example.test\" app=ignore client.hash=\"\" method=GET path=\"/first\" status=200 rule=\"\" duration_ms=",
+        )
+        .unwrap_or_else(|| panic!("unexpected fields: {line}"));
+    let (duration, upstream) = rest.split_once(' ').unwrap();
+    assert!(duration.parse::<u64>().is_ok(), "{line}");
+    assert!(upstream.starts_with("upstream=http://127.0.0.1:"), "{line}");
+    assert!(!upstream.contains(' '), "{line}");
+    child.signal("TERM");
+    child.wait_exit();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_above_info_for_the_proxy_writes_no_request_lines() {
+    let pki = Pki::new();
+    let env = [("RUST_LOG", "info,certgate::proxy=warn")];
+    let (mut child, _dir, addr) = spawn_plain(&pki, &env).await;
+    two_requests(&pki, addr).await;
+    child.signal("TERM");
+    child.wait_exit();
+    let transcript = child.transcript();
+    assert!(transcript.contains("shutting down"), "{transcript}");
+    assert!(!transcript.contains("request client.addr"), "{transcript}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
