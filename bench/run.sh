@@ -287,11 +287,14 @@ fi
 certgate_config "$certgate_log_port" '' >"$work/certgate-log.json"
 "$certgate" check --config "$work/certgate-log.json" >/dev/null
 
-# The access log goes to a pipe, as under a process supervisor or a container runtime.
-mkfifo "$work/access-log"
-cat "$work/access-log" >/dev/null &
+# The access log goes to a pipe, as under a process supervisor or a container runtime. The
+# pipe has a folder of its own: certgate watches its config's folder for changes, and a
+# supervisor's pipe is not in it.
+mkdir "$work/log"
+mkfifo "$work/log/access-log"
+cat "$work/log/access-log" >/dev/null &
 started+=("$!")
-exec 3<>"$work/access-log" # keeps the pipe open while certgate-log restarts
+exec 3<>"$work/log/access-log" # keeps the pipe open while certgate-log restarts
 
 start() {
   case "$1" in
@@ -299,7 +302,7 @@ start() {
     nginx) spawn nginx nginx -e "$work/nginx/error.log" -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' ;;
     haproxy) spawn haproxy haproxy -db -f "$work/haproxy.cfg" 2>>"$work/haproxy.log" ;;
     certgate) spawn certgate "${certgate_quiet[@]}" "$certgate" run --config "$work/certgate.json" 2>>"$work/certgate.log" ;;
-    certgate-log) spawn certgate-log env -u RUST_LOG "$certgate" run --config "$work/certgate-log.json" 2>"$work/access-log" ;;
+    certgate-log) spawn certgate-log env -u RUST_LOG "$certgate" run --config "$work/certgate-log.json" 2>"$work/log/access-log" ;;
   esac
 }
 

@@ -53,7 +53,9 @@ pub(crate) async fn handle(
     let mut guard = RequestGuard::start(conn, &request);
     let forwarded = match &guard.conn.refusal {
         Some(page) => Ok(page.respond(&request)),
-        None => forward(&guard.conn, request).await,
+        // Boxed: hyper moves this handler's future (into a task of its own for HTTP/2), and
+        // with the upstream exchange inline it would be 3.4 KiB to copy each time, not 744 bytes.
+        None => Box::pin(forward(&guard.conn, request)).await,
     };
     let response = match forwarded {
         Ok(response) => response,

@@ -182,40 +182,21 @@ impl UpstreamClient {
         &self,
         request: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        // The rare and the large futures are boxed: every request's future is moved by hyper
+        // (into its task for HTTP/2), so whatever it holds inline is copied each time.
         if let Some(h2c) = &self.inner.h2c {
-            let response = h2c
-                .request(request)
+            let response = Box::pin(h2c.request(request))
                 .await
                 .map_err(|source| UpstreamError::H2c { source })?;
             return Ok(response.map(|body| UpstreamBody::new(body, None)));
         }
         let (mut sender, reused) = match self.checkout().await {
             Some(sender) => (sender, true),
-            None => (self.connect().await?, false),
+            None => (Box::pin(self.connect()).await?, false),
         };
-        let response = match sender.try_send_request(request).await {
-            Ok(response) => response,
-            // A pooled connection the app closed while it was idle: the request was not
-            // written, so it goes out again on a new connection.
-            Err(mut error) if reused => match error.take_message() {
-                Some(request) => {
-                    sender = self.connect().await?;
-                    sender
-                        .send_request(request)
-                        .await
-                        .map_err(|source| UpstreamError::Http { source })?
-                }
-                None => {
-                    return Err(UpstreamError::Http {
-                        source: error.into_error(),
-                    });
-                }
-            },
-            Err(error) => {
-                return Err(UpstreamError::Http {
-                    source: error.into_error(),
-                });
-            }
+        let (sender, response) = match sender.try_send_request(request).await {
+            Ok(response) => (sender, response),
+            Err(error) => Box::pin(self.resend(error, reused)).await?,
         };
         // A connection that switched protocols (WebSocket) is never reused.
         let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
@@ -224,6 +205,30 @@ impl UpstreamClient {
             pool: self.inner.clone(),
         });
         Ok(response.map(|body| UpstreamBody::new(body, checkin)))
+    }
+
+    /// After a failed send: a pooled connection the app closed while it was idle did not
+    /// write the request, so it goes out again on a new connection; any other failure is the
+    /// request's.
+    async fn resend(
+        &self,
+        mut error: hyper::client::conn::TrySendError<Request<RequestBody>>,
+        reused: bool,
+    ) -> Result<(http1::SendRequest<RequestBody>, Response<Incoming>), UpstreamError> {
+        let request = match error.take_message() {
+            Some(request) if reused => request,
+            _ => {
+                return Err(UpstreamError::Http {
+                    source: error.into_error(),
+                });
+            }
+        };
+        let mut sender = self.connect().await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|source| UpstreamError::Http { source })?;
+        Ok((sender, response))
     }
 
     /// The most recently used idle connection that is still open.
