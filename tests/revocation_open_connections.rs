@@ -4,7 +4,8 @@
 //!   reaches the app over HTTP/1.1, HTTP/2 or an HTTP/1.1 WebSocket upgrade, while a good
 //!   certificate's do (the control); with `rejectWith: "http"` the upgrade is answered 495;
 //! - an open WebSocket is closed once a CRL refresh revokes its certificate, and once a
-//!   responder reports its certificate revoked to another connection;
+//!   responder reports its certificate revoked to another connection; so is a parked
+//!   HTTP/1.1 connection (README "Memory while idle"), with a close_notify;
 //! - an OCSP `revoked` answer learned by one handshake closes the open HTTP/1.1 and HTTP/2
 //!   connections of that certificate before their next request is forwarded, and leaves
 //!   another certificate's connection open, as does a `revoked` answer once a cached `good`
@@ -24,6 +25,7 @@ use common::revocation::*;
 use common::revocation_app::*;
 use common::websocket::*;
 use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Where the revoked certificate's revocation is published.
 #[derive(Clone, Copy)]
@@ -172,6 +174,42 @@ async fn open_websocket_is_closed_once_a_crl_refresh_revokes_its_certificate() {
         "the WebSocket stayed open after its certificate was revoked"
     );
     app.wait_for_no_open_pipe().await;
+}
+
+#[tokio::test]
+async fn parked_connection_is_closed_once_a_crl_refresh_revokes_its_certificate() {
+    let pki = Pki::new();
+    let client = pki.client("revoked while parked");
+    let (crls, settings) = refreshed_crl(&pki);
+    let app = counting_upstream().await;
+    let gateway = gateway_before(&pki, settings, app.addr).await;
+    let mut tls = tls_stream(gateway.addr, &options(&pki, &client))
+        .await
+        .unwrap();
+    let request = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0_u8; 1024];
+        let read = tls.read(&mut buf).await.unwrap();
+        assert!(read > 0, "closed before the response");
+        head.extend_from_slice(&buf[..read]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Quiet for longer than the park delay (a second), the connection holds only TLS state.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    publish_revocation(&gateway, &crls, &pki, &client).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut rest)).await;
+    let read = read.expect("the parked connection stayed open after its certificate was revoked");
+    // rustls reports a close without a close_notify as an error.
+    assert!(read.is_ok(), "closed without a close_notify: {read:?}");
+    assert_eq!(app.requests(), 1);
 }
 
 #[tokio::test]
