@@ -2,7 +2,8 @@
 //! gives its HTTP buffers back and waits with nothing but its TLS state:
 //! - it serves its next request, on the same connection, after `requestHeaderMs` of quiet
 //!   (hyper alone would have closed it then);
-//! - the next request's header is still bounded by `requestHeaderMs`, from its first byte;
+//! - the next request's header is still bounded by `requestHeaderMs`, from its first byte, and
+//!   a header that pauses for longer than the park delay, within that bound, is served;
 //! - it still closes `idleMs` after its last request, with a close_notify, and at shutdown;
 //! - a response that pauses longer than the park delay arrives whole (in `forwarding.rs`).
 
@@ -59,6 +60,37 @@ async fn a_quiet_connection_serves_its_next_request_after_the_header_timeout() {
     for quiet in [0, 3_000, 10_000] {
         tokio::time::sleep(Duration::from_millis(quiet)).await;
         tls.write_all(REQUEST).await.unwrap();
+        let head = read_response(&mut tls).await;
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "after {quiet} ms of quiet: {head}"
+        );
+    }
+    gateway.stop().await;
+}
+
+/// On the real clock: a paused clock would jump to hyper's header deadline while the rest of
+/// the header is on its way over the socket.
+#[tokio::test]
+async fn a_header_that_pauses_longer_than_the_park_delay_is_still_served() {
+    let pki = Pki::new();
+    let gateway = gateway(
+        &pki,
+        serde_json::json!({ "requestHeaderMs": 10000, "idleMs": 60000 }),
+    )
+    .await;
+    let options = ClientOptions::new(&pki, "ignore.example.test");
+    let mut tls = tls_stream(gateway.addr, &options).await.unwrap();
+    tls.write_all(REQUEST).await.unwrap();
+    read_response(&mut tls).await;
+    let (start, rest) = REQUEST.split_at(20);
+    // Right after a response, then once the connection has parked: half a header, a pause
+    // longer than the park delay (a second), the other half.
+    for quiet in [0, 1_500] {
+        tokio::time::sleep(Duration::from_millis(quiet)).await;
+        tls.write_all(start).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        tls.write_all(rest).await.unwrap();
         let head = read_response(&mut tls).await;
         assert!(
             head.starts_with("HTTP/1.1 200"),

@@ -48,6 +48,9 @@ pub(super) struct SessionIo {
     flushed: bool,
     /// Set once hyper was told the input ended because the connection parks.
     parked: bool,
+    /// [`ConnectionContext::requests_ended`] when hyper last got bytes: while it has not moved
+    /// on, those bytes may be the start of a request, and the session does not park.
+    read_at: Option<u64>,
     handback: Option<oneshot::Sender<Tls>>,
 }
 
@@ -64,12 +67,21 @@ impl SessionIo {
         let io = Self {
             stream: Some(stream),
             first,
+            read_at: first.map(|_| context.requests_ended()),
             context,
             flushed: true,
             parked: false,
             handback: Some(handback),
         };
         (io, returned)
+    }
+
+    /// Whether hyper may hold part of a request: it got bytes and no request has ended since.
+    /// Parking then would lose them, so the session waits for the request (or for hyper's
+    /// header timeout). A pipelined request that arrived with the end of the one before it is
+    /// not seen here.
+    fn mid_request(&self) -> bool {
+        self.read_at == Some(self.context.requests_ended())
     }
 
     fn stream(&mut self) -> io::Result<Pin<&mut Tls>> {
@@ -91,12 +103,17 @@ impl AsyncRead for SessionIo {
             buf.put_slice(&[byte]);
             return Poll::Ready(Ok(()));
         }
-        if this.parked || (this.flushed && this.context.parks_now()) {
+        if this.parked || (this.flushed && this.context.parks_now() && !this.mid_request()) {
             // The end of input, to hyper: an idle session then ends without error.
             this.parked = true;
             return Poll::Ready(Ok(()));
         }
-        this.stream()?.poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = this.stream()?.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.read_at = Some(this.context.requests_ended());
+        }
+        read
     }
 }
 

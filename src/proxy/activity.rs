@@ -19,6 +19,8 @@ pub(crate) struct Activity {
     started: Instant,
     /// Milliseconds after `started` when a request last started or ended.
     last_ms: AtomicU64,
+    /// How many requests have ended.
+    ended: AtomicU64,
 }
 
 impl Activity {
@@ -29,6 +31,7 @@ impl Activity {
             park: AtomicBool::new(false),
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
         }
     }
 
@@ -59,6 +62,12 @@ impl Activity {
         self.park.store(park, Ordering::Relaxed);
     }
 
+    /// How many requests have ended: a read of the client's bytes that is not followed by a
+    /// change here may hold a request hyper has not finished reading.
+    pub(super) fn ended(&self) -> u64 {
+        self.ended.load(Ordering::Relaxed)
+    }
+
     /// Asked to park, and nothing in flight.
     pub(super) fn parks_now(&self) -> bool {
         self.park.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Relaxed) == 0
@@ -72,6 +81,7 @@ pub(crate) struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
+        self.0.ended.fetch_add(1, Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

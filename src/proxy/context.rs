@@ -139,6 +139,12 @@ impl ConnectionContext {
         self.activity.parks_now()
     }
 
+    /// How many of the connection's requests have ended, to tell whether bytes read from the
+    /// client were a whole request.
+    pub(crate) fn requests_ended(&self) -> u64 {
+        self.activity.ended()
+    }
+
     /// The verified client's identity, if a certificate was presented.
     pub(crate) fn identity(&self) -> Option<&ClientIdentity> {
         self.client.as_ref().map(|client| &client.identity)
