@@ -1,10 +1,12 @@
-//! Reload: on SIGHUP, or when the config file or any file it names changes (notify events,
-//! with a periodic poll as the fallback), read and validate everything, then swap the whole
-//! app set at once. Any error keeps the running config. Open connections keep theirs.
+//! Reload: on SIGHUP, or when the config file or any file it names changes (notify events
+//! that name one of those files, with a periodic poll as the fallback), read and validate
+//! everything, then swap the whole app set at once. Any error keeps the running config. Open
+//! connections keep theirs.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use notify::Watcher as _;
@@ -154,7 +156,8 @@ pub(crate) async fn watch(
     mut stop: watch::Receiver<bool>,
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut watcher = file_watcher(events_tx);
+    let names = Arc::new(Mutex::new(file_names(&files)));
+    let mut watcher = file_watcher(events_tx, names.clone());
     watch_folders(watcher.as_mut(), &files);
     let mut hangup = hangup_signal();
     let mut poll = tokio::time::interval(POLL_INTERVAL);
@@ -181,6 +184,9 @@ pub(crate) async fn watch(
         if let Ok(new_files) = reloader.reload().await {
             if new_files != files {
                 files = new_files;
+                if let Ok(mut names) = names.lock() {
+                    *names = file_names(&files);
+                }
                 watch_folders(watcher.as_mut(), &files);
                 seen = fingerprint(&files);
             }
@@ -203,9 +209,37 @@ fn fingerprint(files: &[PathBuf]) -> Fingerprint {
         .collect()
 }
 
-fn file_watcher(events: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+/// The names of `files`, which is what a folder's events are matched on.
+fn file_names(files: &[PathBuf]) -> BTreeSet<OsString> {
+    files
+        .iter()
+        .filter_map(|file| file.file_name().map(OsString::from))
+        .collect()
+}
+
+/// Whether an event in a watched folder may concern one of the files named `names`: it names
+/// one of them, or a Kubernetes volume's `..data` swap, or no path at all. Other files in the
+/// folder (a log written next to the config) do not wake the reload task.
+fn concerns(event: &notify::Event, names: &BTreeSet<OsString>) -> bool {
+    event.paths.is_empty()
+        || event
+            .paths
+            .iter()
+            .filter_map(|path| path.file_name())
+            .any(|name| names.contains(name) || name.as_encoded_bytes().starts_with(b".."))
+}
+
+fn file_watcher(
+    events: mpsc::UnboundedSender<()>,
+    names: Arc<Mutex<BTreeSet<OsString>>>,
+) -> Option<notify::RecommendedWatcher> {
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        let wakes = match &event {
+            // An error may mean lost events: look at the files.
+            Err(_) => true,
+            Ok(event) => names.lock().map_or(true, |names| concerns(event, &names)),
+        };
+        if wakes {
             let _ = events.send(());
         }
     });
@@ -267,6 +301,38 @@ mod tests {
             max_connections: 10_000,
             max_connections_per_client: None,
             max_pending_handshakes: 1_024,
+        }
+    }
+
+    #[test]
+    fn only_events_about_the_watched_files_wake_the_reload_task() {
+        let names = file_names(&[
+            PathBuf::from("config/certgate.json"),
+            PathBuf::from("/etc/certgate/tls/tls.crt"),
+        ]);
+        let event = |paths: &[&str]| {
+            let mut event = notify::Event::new(notify::EventKind::Any);
+            for path in paths {
+                event = event.add_path(PathBuf::from(path));
+            }
+            event
+        };
+        for wakes in [
+            &["config/certgate.json"][..],
+            &["config/certgate.json.tmp", "config/certgate.json"],
+            &["/etc/certgate/tls/tls.crt"],
+            &["/etc/certgate/tls/..data"],
+            &["/etc/certgate/tls/..2026_12_02_03_50_00.123"],
+            &[],
+        ] {
+            assert!(concerns(&event(wakes), &names), "{wakes:?} should wake it");
+        }
+        for quiet in [
+            &["config/access.log"][..],
+            &["config/certgate.json.swp"],
+            &["/etc/certgate/tls/notes.txt"],
+        ] {
+            assert!(!concerns(&event(quiet), &names), "{quiet:?} should not");
         }
     }
 
