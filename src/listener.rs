@@ -3,6 +3,7 @@
 //! client leaves, the connection idles out, or shutdown drains it.
 
 mod admission;
+pub(crate) mod balance;
 mod session;
 
 use std::net::SocketAddr;
@@ -29,6 +30,8 @@ use crate::proxy_protocol::ProxyHeaderError;
 use crate::settings::{Limits, RejectWith, Timeouts};
 use crate::tls::accept::{AcceptError, accept};
 use crate::tls::policy::Refusal;
+
+use self::balance::{HandedOff, Load, Worker};
 
 /// What the mTLS listener uses: the apps new connections are served under, the metrics, its
 /// connection slots and the drain flag.
@@ -65,11 +68,13 @@ impl Listener {
         }
     }
 
-    /// Accepts connections until `shutdown` turns true.
+    /// Accepts connections until `shutdown` turns true. On a worker thread, a connection
+    /// another worker has fewer of goes to that worker (`balance`).
     pub(crate) async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
+        worker: Option<Worker>,
     ) {
         let this = self;
         let admission = &this.admission;
@@ -82,11 +87,11 @@ impl Listener {
             let admitted = admission.admit(client_addr.ip()).and_then(|admitted| {
                 let permit = this.connections.clone().try_acquire_owned();
                 permit
-                    .map(|permit| (admitted, permit))
+                    .map(|permit| (permit, admitted))
                     .map_err(|_| ConnectionLimit::MaxConnections)
             });
-            let (admitted, permit) = match admitted {
-                Ok(pair) => pair,
+            let slots = match admitted {
+                Ok(slots) => slots,
                 Err(limit) => {
                     this.metrics.connection_refused_by(limit);
                     // Refuse promptly: closing now tells the client to retry elsewhere.
@@ -102,14 +107,85 @@ impl Listener {
                     continue;
                 }
             };
-            let _ = tcp.set_nodelay(true);
-            // `client.addr` is recorded once known: behind a balancer, from its PROXY header.
-            let span = tracing::debug_span!("connection", client.addr = tracing::field::Empty);
-            let task =
-                this.clone()
-                    .connection(tcp, client_addr, (permit, admitted), shutdown.clone());
-            tokio::spawn(task.instrument(span));
+            let Some(worker) = &worker else {
+                this.spawn_connection(tcp, client_addr, slots, None, &shutdown);
+                continue;
+            };
+            let (to, load) = worker.balance.assign(worker.index);
+            if to == worker.index {
+                this.spawn_connection(tcp, client_addr, slots, Some(load), &shutdown);
+                continue;
+            }
+            let tcp = match tcp.into_std() {
+                Ok(tcp) => tcp,
+                Err(error) => {
+                    tracing::debug!(client.addr = %client_addr, error = %error, "cannot hand the connection to another worker");
+                    continue;
+                }
+            };
+            let handed = HandedOff {
+                tcp,
+                client_addr,
+                slots,
+                load,
+            };
+            // Only a worker that has stopped refuses; then this one serves the connection.
+            if let Err(handed) = worker.balance.hand_off(to, handed) {
+                let load = worker.balance.count(worker.index);
+                this.adopt_one(HandedOff { load, ..handed }, &shutdown);
+            }
         }
+    }
+
+    /// Serves the connections other workers hand to this one, for as long as it runs.
+    pub(crate) async fn adopt(
+        self: Arc<Self>,
+        mut inbox: tokio::sync::mpsc::UnboundedReceiver<HandedOff>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        while let Some(handed) = inbox.recv().await {
+            self.adopt_one(handed, &shutdown);
+        }
+    }
+
+    fn adopt_one(self: &Arc<Self>, handed: HandedOff, shutdown: &watch::Receiver<bool>) {
+        let HandedOff {
+            tcp,
+            client_addr,
+            slots,
+            load,
+        } = handed;
+        match TcpStream::from_std(tcp) {
+            Ok(tcp) => self.spawn_connection(tcp, client_addr, slots, Some(load), shutdown),
+            Err(error) => {
+                tracing::debug!(client.addr = %client_addr, error = %error, "cannot take over the connection");
+            }
+        }
+    }
+
+    /// Serves one accepted connection in a task of its own on this thread, counted on it
+    /// (`load`) until it closes.
+    fn spawn_connection(
+        self: &Arc<Self>,
+        tcp: TcpStream,
+        client_addr: SocketAddr,
+        slots: (OwnedSemaphorePermit, admission::Admitted),
+        load: Option<Load>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let _ = tcp.set_nodelay(true);
+        // `client.addr` is recorded once known: behind a balancer, from its PROXY header.
+        let span = tracing::debug_span!("connection", client.addr = tracing::field::Empty);
+        let task = self
+            .clone()
+            .connection(tcp, client_addr, slots, shutdown.clone());
+        tokio::spawn(
+            async move {
+                let _load = load;
+                task.await;
+            }
+            .instrument(span),
+        );
     }
 
     async fn connection(

@@ -65,6 +65,11 @@ impl ConnectionLimit {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabel {
+    worker: usize,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -94,6 +99,7 @@ pub(crate) struct Metrics {
     not_after: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
     revocation: crate::revocation::metrics::Families,
     proxy_protocol_refusals: Family<ReasonLabel, Counter>,
+    worker_connections: Family<WorkerLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -205,6 +211,12 @@ impl Metrics {
                 reason: reason.as_str(),
             });
         }
+        let worker_connections = Family::<WorkerLabel, Gauge>::default();
+        registry.register(
+            "worker_connections",
+            "Open connections each worker thread serves, from accept to close",
+            worker_connections.clone(),
+        );
         // Refusals that happen before an app is chosen carry an empty app label.
         for reason in [
             FailureReason::UnknownSni,
@@ -233,7 +245,15 @@ impl Metrics {
             not_after,
             revocation,
             proxy_protocol_refusals,
+            worker_connections,
         }
+    }
+
+    /// The open-connection gauge of worker thread `index`.
+    pub(crate) fn worker_connections(&self, index: usize) -> Gauge {
+        self.worker_connections
+            .get_or_create(&WorkerLabel { worker: index })
+            .clone()
     }
 
     /// The revocation metric handles of an app (README "Revocation").

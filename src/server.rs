@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{Semaphore, watch};
 
 use crate::apps::{Apps, LiveApps};
 use crate::config::Config;
 use crate::drain::Draining;
 use crate::listener::Listener;
+use crate::listener::balance::{Balance, HandedOff, Worker};
 use crate::metrics::Metrics;
 use crate::reload::{ConfigSource, Reloader, RestartOnly};
 
@@ -118,19 +120,28 @@ impl Server {
         ));
         let (done_tx, done_rx) = watch::channel(false);
         let mut accepting = if self.worker_threads == 0 {
-            Accepting::Here(tokio::spawn(listener.serve(self.listener, stop_rx.clone())))
+            Accepting::Here(tokio::spawn(listener.serve(
+                self.listener,
+                stop_rx.clone(),
+                None,
+            )))
         } else {
             let socket = self
                 .listener
                 .into_std()
                 .map_err(|source| RunError::Worker { index: 0, source })?;
             let mut threads = Vec::with_capacity(self.worker_threads);
-            for index in 0..self.worker_threads {
+            let (balance, inboxes) = Balance::new(&self.metrics, self.worker_threads);
+            for (index, inbox) in inboxes.into_iter().enumerate() {
                 let socket = socket
                     .try_clone()
                     .map_err(|source| RunError::Worker { index, source })?;
                 let worker = worker(
-                    index,
+                    Worker {
+                        index,
+                        balance: balance.clone(),
+                    },
+                    inbox,
                     listener.clone(),
                     socket,
                     stop_rx.clone(),
@@ -202,10 +213,12 @@ enum Accepting {
     Threads(Vec<std::thread::JoinHandle<()>>),
 }
 
-/// Starts worker thread `index`: a single-threaded runtime that accepts on its copy of the
-/// listening socket until `stop`, then keeps serving its open connections until `done`.
+/// Starts a worker thread: a single-threaded runtime that accepts on its copy of the listening
+/// socket until `stop`, serves what it keeps and what other workers hand it (`inbox`), and
+/// then keeps serving its open connections until `done`.
 fn worker(
-    index: usize,
+    worker: Worker,
+    inbox: UnboundedReceiver<HandedOff>,
     listener: Arc<Listener>,
     socket: std::net::TcpListener,
     stop: watch::Receiver<bool>,
@@ -215,12 +228,13 @@ fn worker(
         .enable_all()
         .build()?;
     std::thread::Builder::new()
-        .name(format!("certgate-worker-{index}"))
+        .name(format!("certgate-worker-{}", worker.index))
         .spawn(move || {
-            crate::proxy::upstream::set_worker(index);
+            crate::proxy::upstream::set_worker(worker.index);
             runtime.block_on(async move {
+                tokio::spawn(listener.clone().adopt(inbox, stop.clone()));
                 match TcpListener::from_std(socket) {
-                    Ok(socket) => listener.serve(socket, stop).await,
+                    Ok(socket) => listener.serve(socket, stop, Some(worker)).await,
                     Err(error) => tracing::error!(error = %error, "worker thread cannot accept"),
                 }
                 let _ = done.wait_for(|done| *done).await;

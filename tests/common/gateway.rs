@@ -44,8 +44,18 @@ pub struct Gateway {
 
 impl Gateway {
     /// Writes `config` (its `listen` forced to 127.0.0.1:0) as `certgate.json` in `dir`,
-    /// loads it the way `certgate run --config` does, and serves it.
-    pub async fn start(dir: TempDir, mut config: serde_json::Value) -> Self {
+    /// loads it the way `certgate run --config` does, and serves it on the test's runtime.
+    pub async fn start(dir: TempDir, config: serde_json::Value) -> Self {
+        Self::start_with_workers(dir, config, 0).await
+    }
+
+    /// As `start`, served on `workers` threads of their own as `certgate run` does (0: on the
+    /// test's runtime).
+    pub async fn start_with_workers(
+        dir: TempDir,
+        mut config: serde_json::Value,
+        workers: usize,
+    ) -> Self {
         config["listen"] = "127.0.0.1:0".into();
         // No balancer in front: `stop` drains at once unless a test asks for a delay.
         if config["timeouts"]["drainDelayMs"].is_null() {
@@ -55,7 +65,10 @@ impl Gateway {
         let config = certgate::Config::load(&path)
             .unwrap_or_else(|e| panic!("config refused: {}", certgate::error_chain(&e)));
         let source: certgate::ConfigSource = Arc::new(move || certgate::Config::load(&path));
-        let server = certgate::Server::bind(&config, Some(source)).await.unwrap();
+        let server = certgate::Server::bind(&config, Some(source))
+            .await
+            .unwrap()
+            .with_worker_threads(workers);
         let addr = server.local_addr();
         let admin = server.admin_addr();
         let reloader = server.reloader();

@@ -1,0 +1,148 @@
+//! Spreads connections evenly over the worker threads. Every worker accepts on the same
+//! listening socket, and whichever the kernel wakes first takes what is queued: a burst of
+//! connections could land mostly on one thread while the other idles (one run of the benchmark
+//! had 44 of 50 keep-alive connections on one of two threads). So the worker that accepts a
+//! connection hands it to the worker with the fewest open connections, if that is another one,
+//! before its handshake; from then on that worker alone serves it, as HAProxy's threads do.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use super::admission::Admitted;
+use crate::metrics::Metrics;
+
+/// The open connections of every worker thread and the way to hand one a connection.
+#[derive(Debug)]
+pub(crate) struct Balance {
+    /// Open connections per worker (`certgate_worker_connections`).
+    load: Box<[Gauge]>,
+    inboxes: Box<[UnboundedSender<HandedOff>]>,
+}
+
+/// A worker thread's place in the balance.
+#[derive(Debug, Clone)]
+pub(crate) struct Worker {
+    pub index: usize,
+    pub balance: Arc<Balance>,
+}
+
+/// An accepted connection on its way to the worker that will serve it, with the slots it was
+/// admitted with.
+#[derive(Debug)]
+pub(crate) struct HandedOff {
+    pub(super) tcp: std::net::TcpStream,
+    pub(super) client_addr: SocketAddr,
+    pub(super) slots: (OwnedSemaphorePermit, Admitted),
+    pub(super) load: Load,
+}
+
+/// One open connection counted on its worker until dropped.
+#[derive(Debug)]
+pub(crate) struct Load(Gauge);
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Balance {
+    /// The balance of `workers` threads and each one's inbox of handed-off connections.
+    pub(crate) fn new(
+        metrics: &Metrics,
+        workers: usize,
+    ) -> (Arc<Self>, Vec<UnboundedReceiver<HandedOff>>) {
+        let (inboxes, receivers) = (0..workers)
+            .map(|_| unbounded_channel())
+            .unzip::<_, _, Vec<_>, _>();
+        let balance = Self {
+            load: (0..workers)
+                .map(|index| metrics.worker_connections(index))
+                .collect(),
+            inboxes: inboxes.into_boxed_slice(),
+        };
+        (Arc::new(balance), receivers)
+    }
+
+    /// Which worker serves a connection that worker `from` accepted: the one with the fewest
+    /// open connections, `from` itself on a tie. The connection is counted there at once, so
+    /// that the next one of a burst already sees it.
+    pub(crate) fn assign(&self, from: usize) -> (usize, Load) {
+        let mut chosen = from;
+        let mut least = self.load.get(from).map_or(i64::MAX, Gauge::get);
+        for (index, load) in self.load.iter().enumerate() {
+            let open = load.get();
+            if open < least {
+                chosen = index;
+                least = open;
+            }
+        }
+        (chosen, self.count(chosen))
+    }
+
+    /// Counts one more open connection on worker `index`.
+    pub(crate) fn count(&self, index: usize) -> Load {
+        let gauge = self.load[index % self.load.len()].clone();
+        gauge.inc();
+        Load(gauge)
+    }
+
+    /// Hands `connection` to worker `to`; gives it back if that worker no longer takes any.
+    pub(crate) fn hand_off(&self, to: usize, connection: HandedOff) -> Result<(), HandedOff> {
+        match self.inboxes.get(to) {
+            Some(inbox) => inbox.send(connection).map_err(|refused| refused.0),
+            None => Err(connection),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn balance(workers: usize) -> (Arc<Balance>, Vec<UnboundedReceiver<HandedOff>>) {
+        Balance::new(&Metrics::new(), workers)
+    }
+
+    fn open(balance: &Balance) -> Vec<i64> {
+        balance.load.iter().map(Gauge::get).collect()
+    }
+
+    #[test]
+    fn a_burst_accepted_by_one_worker_is_spread_over_all() {
+        let (balance, _inboxes) = balance(3);
+        let mut held = Vec::new();
+        for _ in 0..30 {
+            let (to, load) = balance.assign(0);
+            assert!(to < 3);
+            held.push(load);
+        }
+        assert_eq!(open(&balance), [10, 10, 10]);
+    }
+
+    #[test]
+    fn the_accepting_worker_keeps_the_connection_on_a_tie() {
+        let (balance, _inboxes) = balance(2);
+        let (to, _first) = balance.assign(1);
+        assert_eq!(to, 1);
+        let (to, _second) = balance.assign(1);
+        assert_eq!(to, 0, "worker 1 has one more than worker 0");
+    }
+
+    #[test]
+    fn a_closed_connection_is_no_longer_counted() {
+        let (balance, _inboxes) = balance(2);
+        let loads: Vec<Load> = (0..4).map(|_| balance.assign(0).1).collect();
+        assert_eq!(open(&balance), [2, 2]);
+        drop(loads);
+        assert_eq!(open(&balance), [0, 0]);
+        // Worker 1's connections closed first: the next ones go to it.
+        let _a = balance.count(0);
+        let (to, _b) = balance.assign(0);
+        assert_eq!(to, 1);
+    }
+}
