@@ -1,6 +1,7 @@
 //! The mTLS listener: accept loop with a connection limit and accept-error backoff, then one
-//! task per connection that runs the handshake and serves HTTP/1.1 or HTTP/2 on it until the
-//! client leaves, the connection idles out, or shutdown drains it.
+//! task per connection, on the worker thread with the fewest connections (`balance`), that
+//! runs the handshake and serves HTTP/1.1 or HTTP/2 on it until the client leaves, the
+//! connection idles out, or shutdown drains it.
 
 mod admission;
 pub(crate) mod balance;
