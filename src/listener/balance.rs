@@ -84,9 +84,15 @@ impl Balance {
         (chosen, self.count(chosen))
     }
 
-    /// Counts one more open connection on worker `index`.
+    /// Counts one more open connection on worker `index` (on the last worker if there is no
+    /// such worker, which `assign` never asks for).
     pub(crate) fn count(&self, index: usize) -> Load {
-        let gauge = self.load[index % self.load.len()].clone();
+        let gauge = self
+            .load
+            .get(index)
+            .or(self.load.last())
+            .cloned()
+            .unwrap_or_default();
         gauge.inc();
         Load(gauge)
     }
