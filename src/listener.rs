@@ -108,33 +108,45 @@ impl Listener {
                     continue;
                 }
             };
-            let Some(worker) = &worker else {
-                this.spawn_connection(tcp, client_addr, slots, None, &shutdown);
-                continue;
-            };
-            let (to, load) = worker.balance.assign(worker.index);
-            if to == worker.index {
-                this.spawn_connection(tcp, client_addr, slots, Some(load), &shutdown);
-                continue;
+            match &worker {
+                Some(worker) => this.place(worker, tcp, client_addr, slots, &shutdown),
+                None => this.spawn_connection(tcp, client_addr, slots, None, &shutdown),
             }
-            let tcp = match tcp.into_std() {
-                Ok(tcp) => tcp,
-                Err(error) => {
-                    tracing::debug!(client.addr = %client_addr, error = %error, "cannot hand the connection to another worker");
-                    continue;
-                }
-            };
-            let handed = HandedOff {
-                tcp,
-                client_addr,
-                slots,
-                load,
-            };
-            // Only a worker that has stopped refuses; then this one serves the connection.
-            if let Err(handed) = worker.balance.hand_off(to, handed) {
-                let load = worker.balance.count(worker.index);
-                this.adopt_one(HandedOff { load, ..handed }, &shutdown);
+        }
+    }
+
+    /// Serves a connection that `worker` accepted on the worker with the fewest connections:
+    /// here, or handed over to another one.
+    fn place(
+        self: &Arc<Self>,
+        worker: &Worker,
+        tcp: TcpStream,
+        client_addr: SocketAddr,
+        slots: (OwnedSemaphorePermit, admission::Admitted),
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let (to, load) = worker.balance.assign(worker.index);
+        if to == worker.index {
+            self.spawn_connection(tcp, client_addr, slots, Some(load), shutdown);
+            return;
+        }
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                tracing::debug!(client.addr = %client_addr, error = %error, "cannot hand the connection to another worker");
+                return;
             }
+        };
+        let handed = HandedOff {
+            tcp,
+            client_addr,
+            slots,
+            load,
+        };
+        // Only a worker whose thread has ended refuses; then this one serves the connection.
+        if let Err(handed) = worker.balance.hand_off(to, handed) {
+            let load = worker.balance.count(worker.index);
+            self.adopt_one(HandedOff { load, ..handed }, shutdown);
         }
     }
 

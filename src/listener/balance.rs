@@ -107,6 +107,7 @@ impl Balance {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
 
@@ -137,6 +138,33 @@ mod tests {
         assert_eq!(to, 1);
         let (to, _second) = balance.assign(1);
         assert_eq!(to, 0, "worker 1 has one more than worker 0");
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_has_ended_gives_the_connection_back() {
+        let (balance, mut inboxes) = balance(2);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (tcp, client_addr) = listener.accept().unwrap();
+        let admission =
+            super::super::admission::Admission::new(&crate::settings::Limits::default());
+        let admitted = admission.admit(client_addr.ip()).unwrap();
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        let (to, load) = balance.assign(0);
+        assert_eq!(to, 0);
+        let handed = HandedOff {
+            tcp,
+            client_addr,
+            slots: (permit, admitted),
+            load,
+        };
+        drop(inboxes.remove(1));
+        let back = balance.hand_off(1, handed).unwrap_err();
+        assert_eq!(back.client_addr, client_addr);
+        balance.hand_off(0, back).unwrap();
+        assert_eq!(inboxes[0].recv().await.unwrap().client_addr, client_addr);
     }
 
     #[test]
