@@ -17,9 +17,8 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::Method;
-use tracing_appender::non_blocking::NonBlocking;
-use tracing_subscriber::fmt::MakeWriter;
 
+use crate::log_queue::LogWriter;
 use crate::settings::Upstream;
 
 /// The log writer access lines bypass tracing to, when the binary installed one.
@@ -28,14 +27,14 @@ static WRITER: OnceLock<Writer> = OnceLock::new();
 /// Where fast lines go and in which format.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    sink: NonBlocking,
+    sink: LogWriter,
     json: bool,
 }
 
 /// Lets access lines skip tracing's formatter and go straight to `sink`, the writer the
 /// global subscriber writes to, in `json` or plain format. Only for a subscriber without
 /// colours, and only once: a second call changes nothing.
-pub fn install(sink: NonBlocking, json: bool) {
+pub fn install(sink: LogWriter, json: bool) {
     let _ = WRITER.set(Writer { sink, json });
 }
 
@@ -125,7 +124,7 @@ impl Writer {
                 return false;
             }
             // As tracing does: a full queue drops the line and counts it in the writer.
-            let _ = self.sink.make_writer().write_all(line.as_bytes());
+            let _ = (&self.sink).write_all(line.as_bytes());
             true
         })
     }
@@ -373,6 +372,8 @@ mod tests {
     use std::io;
     use std::sync::{Arc, Mutex};
 
+    use tracing_subscriber::fmt::MakeWriter;
+
     use super::*;
 
     /// A `MakeWriter` that keeps what tracing writes.
@@ -423,7 +424,7 @@ mod tests {
         connection: &ConnectionFields<'_>,
         request: &RequestFields<'_>,
     ) -> Option<String> {
-        let (sink, _guard) = tracing_appender::non_blocking(io::sink());
+        let (sink, _guard) = crate::log_queue::spawn(io::sink()).unwrap();
         let writer = Writer { sink, json };
         let rendered = writer.render_connection(connection)?;
         let mut line = String::new();

@@ -45,12 +45,14 @@ mod identity;
 mod policy;
 mod proxy;
 mod access_log;
+mod log_queue;
 mod admin;
 mod metrics;
 
 pub use crate::access_log::install as install_access_log_writer;
 pub use crate::config::error::{AppError, ConfigError};
 pub use crate::config::model::{AppConfig, Config};
+pub use crate::log_queue::{LogGuard, LogWriter, spawn as start_log_thread};
 pub use crate::proxy::upstream::worker_threads;
 pub use crate::reload::{ConfigSource, Reloader};
 pub use crate::revocation::{OcspMode, OnUnknown, Policy as RevocationPolicy};

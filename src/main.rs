@@ -35,8 +35,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    // Held until exit: dropping it flushes the log lines still queued.
-    let _log_writer = init_logging(cli.log_format);
+    // Held until exit: dropping it writes out the log lines still queued.
+    let _log_writer = match init_logging(cli.log_format) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("certgate: cannot start the log thread: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Explain(args) => explain(&args),
@@ -64,18 +70,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// What the log thread gathers before one write to stderr.
-const LOG_BUFFER_BYTES: usize = 64 * 1024;
-
-/// Logs go to stderr through a queue drained by a thread of their own, so a slow or blocked
-/// stderr (a full pipe, a stalled log shipper) never stalls a request; when the queue is full,
-/// lines are dropped rather than waited for. The thread writes through a buffer that it flushes
-/// whenever the queue is empty: under load one write(2) carries many lines, and a line never
-/// waits for more to come.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr through the log thread (`certgate::start_log_thread`), so a slow or blocked
+/// stderr never stalls a request.
+fn init_logging(format: LogFormat) -> std::io::Result<certgate::LogGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let stderr = std::io::BufWriter::with_capacity(LOG_BUFFER_BYTES, std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking(stderr);
+    let (writer, guard) = certgate::start_log_thread(std::io::stderr())?;
     // Colours only for a person at a terminal, never in files, `docker logs` or `kubectl logs`.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
@@ -90,7 +89,7 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    guard
+    Ok(guard)
 }
 
 /// Starts jemalloc's background purging thread, which returns pages unused for
