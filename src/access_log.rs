@@ -11,7 +11,6 @@
 //! `tests::fast_lines_are_the_bytes_tracing_writes` holds the two to the same bytes.
 
 use std::cell::{Cell, RefCell};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -45,6 +44,19 @@ pub(crate) fn fast_writer() -> Option<&'static Writer> {
     (tracing::enabled!(target: "certgate::proxy", tracing::Level::INFO)
         && tracing::Span::current().is_disabled())
     .then_some(writer)
+}
+
+/// Makes this worker thread gather its access lines and queue them together; it calls
+/// [`flush_this_thread`] whenever it runs out of work and before it ends.
+pub(crate) fn batch_this_thread() {
+    crate::log_queue::batch_this_thread();
+}
+
+/// Queues the access lines this thread has gathered.
+pub(crate) fn flush_this_thread() {
+    if let Some(writer) = WRITER.get() {
+        writer.sink.flush_this_thread();
+    }
 }
 
 /// What the access line says of the connection, the same for each of its requests.
@@ -123,8 +135,8 @@ impl Writer {
             if !self.render(line, now_micros(), connection, request) {
                 return false;
             }
-            // As tracing does: a full queue drops the line and counts it in the writer.
-            let _ = (&self.sink).write_all(line.as_bytes());
+            // As tracing does: a full queue drops the line.
+            self.sink.write_batched(line.as_bytes());
             true
         })
     }

@@ -7,14 +7,29 @@
 //! lines gather for [`LINGER`] before it looks again, without being woken for each. Under load
 //! that is a hundred wake-ups a second instead of one for every few lines (the sender's
 //! `futex` call and two context switches each), and one write(2) carries many lines.
+//!
+//! A worker thread that asks for it ([`batch_this_thread`]) gathers its access lines in a
+//! buffer of its own and queues them together: when the buffer is full, when the worker runs
+//! out of work ([`LogWriter::flush_this_thread`]), and before any other line it logs, so its
+//! lines keep their order. A line then costs a copy, not an allocation and a trip through the
+//! queue.
 
+use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Lines the queue holds; more are dropped until the thread catches up.
-const QUEUE_LINES: usize = 128_000;
+/// Bytes the queue holds (about 100,000 access lines); more lines are dropped until the thread
+/// catches up.
+const QUEUE_BYTES: usize = 32 * 1024 * 1024;
+/// What the queue counts for each message besides its bytes, so that many tiny lines are
+/// bounded too.
+const MESSAGE_OVERHEAD: usize = 64;
+/// A worker's batch of lines is queued once it holds this much.
+const BATCH_BYTES: usize = 16 * 1024;
 /// What the thread gathers before one write to its output.
 const BUFFER_BYTES: usize = 64 * 1024;
 /// How long the busy thread lets lines gather between two looks at the queue: the most a line
@@ -23,8 +38,21 @@ const LINGER: Duration = Duration::from_millis(10);
 /// How long dropping the [`LogGuard`] waits for the thread to write what is queued.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
+thread_local! {
+    /// Whether this thread batches its lines.
+    static BATCHING: Cell<bool> = const { Cell::new(false) };
+    /// The lines this thread has not queued yet.
+    static BATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Makes this thread gather its [`LogWriter::write_batched`] lines; it must then call
+/// [`LogWriter::flush_this_thread`] whenever it runs out of work and before it ends.
+pub(crate) fn batch_this_thread() {
+    BATCHING.set(true);
+}
+
 enum Message {
-    Line(Vec<u8>),
+    Lines(Vec<u8>),
     Shutdown,
 }
 
@@ -32,16 +60,58 @@ enum Message {
 /// line (tracing-subscriber writes a formatted event with one `write_all`).
 #[derive(Debug, Clone)]
 pub struct LogWriter {
-    queue: SyncSender<Message>,
+    queue: Sender<Message>,
+    /// Bytes queued and not yet written, with [`MESSAGE_OVERHEAD`] for each message.
+    queued: Arc<AtomicUsize>,
+}
+
+impl LogWriter {
+    /// Queues `lines`, or drops them when the queue is full (stderr is not keeping up) or the
+    /// log thread has ended (at exit).
+    fn queue(&self, lines: Vec<u8>) {
+        let cost = lines.len() + MESSAGE_OVERHEAD;
+        if self.queued.fetch_add(cost, Ordering::Relaxed) + cost > QUEUE_BYTES {
+            self.queued.fetch_sub(cost, Ordering::Relaxed);
+            return;
+        }
+        let _ = self.queue.send(Message::Lines(lines));
+    }
+
+    /// Writes one line: into this thread's batch when it batches, else straight to the queue.
+    pub(crate) fn write_batched(&self, line: &[u8]) {
+        if !BATCHING.get() {
+            self.queue(line.to_vec());
+            return;
+        }
+        let full = BATCH.with_borrow_mut(|batch| {
+            if batch.capacity() == 0 {
+                batch.reserve(BATCH_BYTES + 1024);
+            }
+            batch.extend_from_slice(line);
+            batch.len() >= BATCH_BYTES
+        });
+        if full {
+            self.flush_this_thread();
+        }
+    }
+
+    /// Queues this thread's batched lines.
+    pub(crate) fn flush_this_thread(&self) {
+        if !BATCHING.get() {
+            return;
+        }
+        if let Some(lines) =
+            BATCH.with_borrow_mut(|batch| (!batch.is_empty()).then(|| std::mem::take(batch)))
+        {
+            self.queue(lines);
+        }
+    }
 }
 
 impl Write for &LogWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.queue.try_send(Message::Line(buf.to_vec())) {
-            // Full: stderr is not keeping up; the line is dropped rather than waited for.
-            // Disconnected: the log thread has ended, at exit.
-            Ok(()) | Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Ok(buf.len()),
-        }
+        self.queue(buf.to_vec());
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -53,6 +123,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     type Writer = &'a LogWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
+        // This thread's batched lines go first: its lines stay in the order it logged them.
+        self.flush_this_thread();
         self
     }
 }
@@ -60,27 +132,15 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
 /// Held until exit: dropping it writes out what is still queued (waiting at most a second).
 #[derive(Debug)]
 pub struct LogGuard {
-    queue: SyncSender<Message>,
+    queue: Sender<Message>,
     finished: Receiver<()>,
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        let deadline = Instant::now() + SHUTDOWN_WAIT;
-        let mut message = Message::Shutdown;
-        loop {
-            match self.queue.try_send(message) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
-                    message = back;
-                    thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => return,
-            }
+        if self.queue.send(Message::Shutdown).is_ok() {
+            let _ = self.finished.recv_timeout(SHUTDOWN_WAIT);
         }
-        let _ = self
-            .finished
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
@@ -90,33 +150,38 @@ impl Drop for LogGuard {
 ///
 /// When the thread cannot be started.
 pub fn spawn<W: Write + Send + 'static>(out: W) -> io::Result<(LogWriter, LogGuard)> {
-    let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
+    let (queue, lines) = mpsc::channel();
     let (done, finished) = mpsc::channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let written = queued.clone();
     thread::Builder::new()
         .name("certgate-log".to_owned())
         .spawn(move || {
-            drain(&lines, &mut io::BufWriter::with_capacity(BUFFER_BYTES, out));
+            let mut out = io::BufWriter::with_capacity(BUFFER_BYTES, out);
+            drain(&lines, &mut out, &written);
             let _ = done.send(());
         })?;
     Ok((
         LogWriter {
             queue: queue.clone(),
+            queued,
         },
         LogGuard { queue, finished },
     ))
 }
 
-/// The log thread: writes lines until told to stop. A write error drops the line; the thread
+/// The log thread: writes lines until told to stop. A write error drops the lines; the thread
 /// goes on draining, so the queue never fills up behind an output that has gone away.
-fn drain<W: Write>(lines: &Receiver<Message>, out: &mut W) {
+fn drain<W: Write>(lines: &Receiver<Message>, out: &mut W, queued: &AtomicUsize) {
     // Quiet: wait to be woken by the next line.
     while let Ok(mut message) = lines.recv() {
         // Busy: write what has queued, flush, and look again after `LINGER`.
         loop {
             loop {
                 match message {
-                    Message::Line(line) => {
-                        let _ = out.write_all(&line);
+                    Message::Lines(bytes) => {
+                        let _ = out.write_all(&bytes);
+                        queued.fetch_sub(bytes.len() + MESSAGE_OVERHEAD, Ordering::Relaxed);
                     }
                     Message::Shutdown => {
                         let _ = out.flush();
@@ -144,7 +209,10 @@ fn drain<W: Write>(lines: &Receiver<Message>, out: &mut W) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-    use std::sync::{Arc, Condvar, Mutex};
+    use std::sync::{Condvar, Mutex};
+    use std::time::Instant;
+
+    use tracing_subscriber::fmt::MakeWriter as _;
 
     use super::*;
 
@@ -254,21 +322,55 @@ mod tests {
         let output = Output::blocked();
         let (writer, guard) = spawn(output.clone()).unwrap();
         // Returns although nothing is written: a blocking writer would hang here.
-        let sent = 2 * QUEUE_LINES;
+        let line = format!("{}\n", "x".repeat(1000));
+        let sent = 2 * QUEUE_BYTES / line.len();
         for i in 0..sent {
             (&writer)
-                .write_all(format!("line {i}\n").as_bytes())
+                .write_all(format!("{i:08} {line}").as_bytes())
                 .unwrap();
         }
         output.unblock();
         drop(guard);
         let (text, _) = output.written();
-        assert!(text.starts_with("line 0\n"), "{text:.40}");
+        assert!(text.starts_with("00000000 x"), "{text:.40}");
         let written = text.lines().count();
         assert!(
             written > 1000 && written < sent,
             "{written} of {sent} lines written"
         );
+    }
+
+    #[test]
+    fn a_batching_thread_queues_its_lines_together_and_in_order() {
+        let output = Output::default();
+        let (writer, _guard) = spawn(output.clone()).unwrap();
+        let (worker, seen) = (writer.clone(), output.clone());
+        thread::spawn(move || {
+            batch_this_thread();
+            worker.write_batched(b"access 1\n");
+            worker.write_batched(b"access 2\n");
+            // Another line of the same thread: the batch goes first.
+            worker.make_writer().write_all(b"warning\n").unwrap();
+            worker.write_batched(b"access 3\n");
+            // Held until the thread runs out of work.
+            thread::sleep(LINGER * 5);
+            assert_eq!(seen.written().0, "access 1\naccess 2\nwarning\n");
+            worker.flush_this_thread();
+            seen.wait_for(4);
+            // A full batch is queued without waiting for the thread to run out of work.
+            let line = format!("{}\n", "y".repeat(99));
+            let lines = BATCH_BYTES.div_ceil(line.len());
+            for _ in 0..lines {
+                worker.write_batched(line.as_bytes());
+            }
+            seen.wait_for(4 + lines);
+        })
+        .join()
+        .unwrap();
+        // Other threads do not batch.
+        writer.write_batched(b"elsewhere\n");
+        let text = output.wait_for(4 + BATCH_BYTES.div_ceil(100) + 1);
+        assert!(text.ends_with("elsewhere\n"), "{text}");
     }
 
     #[test]

@@ -226,11 +226,14 @@ fn worker(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // The access lines gathered while busy are queued once there is nothing else to do.
+        .on_thread_park(crate::access_log::flush_this_thread)
         .build()?;
     std::thread::Builder::new()
         .name(format!("certgate-worker-{}", worker.index))
         .spawn(move || {
             crate::proxy::upstream::set_worker(worker.index);
+            crate::access_log::batch_this_thread();
             runtime.block_on(async move {
                 tokio::spawn(listener.clone().adopt(inbox, stop.clone()));
                 match TcpListener::from_std(socket) {
@@ -240,6 +243,7 @@ fn worker(
                 let _ = done.wait_for(|done| *done).await;
             });
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            crate::access_log::flush_this_thread();
         })
 }
 
