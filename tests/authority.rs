@@ -11,7 +11,7 @@ mod common;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 
-use common::hardening::{counting_upstream, require_tool};
+use common::hardening::counting_upstream;
 use common::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -63,7 +63,7 @@ async fn malformed_ports_over_http1_get_400_and_never_reach_the_app() {
 
 #[tokio::test]
 async fn malformed_ports_over_http2_get_400_and_never_reach_the_app() {
-    if !require_tool("curl", "curl") {
+    if !common::tools::curl() {
         return;
     }
     let pki = Pki::new();

@@ -17,25 +17,6 @@ use tokio::net::TcpSocket;
 use super::serve::serve_each;
 use super::{ClientOptions, Failure, failure};
 
-/// Whether `program` can be run. Missing, it fails the test under CI (naming the package to
-/// install) and skips it, with a message, elsewhere.
-pub fn require_tool(program: &str, package: &str) -> bool {
-    let runs = std::process::Command::new(program)
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !runs {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{program} is missing: apt-get install {package}"
-        );
-        eprintln!("skipped: {program} is missing (apt-get install {package})");
-    }
-    runs
-}
-
 /// A TLS stream to certgate from `local` (e.g. 127.0.0.2, also loopback on Linux).
 pub async fn tls_stream_from(
     local: IpAddr,
