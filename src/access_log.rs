@@ -47,7 +47,8 @@ pub(crate) fn fast_writer() -> Option<&'static Writer> {
 }
 
 /// Makes this worker thread gather its access lines and queue them together; it calls
-/// [`flush_this_thread`] whenever it runs out of work and before it ends.
+/// [`flush_this_thread`] whenever it runs out of work and before it ends, and runs
+/// [`flush_batches`].
 pub(crate) fn batch_this_thread() {
     crate::log_queue::batch_this_thread();
 }
@@ -56,6 +57,15 @@ pub(crate) fn batch_this_thread() {
 pub(crate) fn flush_this_thread() {
     if let Some(writer) = WRITER.get() {
         writer.sink.flush_this_thread();
+    }
+}
+
+/// Queues this thread's access lines at the latest a few milliseconds after the first of a
+/// batch, also while the worker never runs out of work. Runs for the life of the worker.
+pub(crate) async fn flush_batches() {
+    loop {
+        crate::log_queue::batch_due().await;
+        flush_this_thread();
     }
 }
 

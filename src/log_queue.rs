@@ -10,8 +10,9 @@
 //!
 //! A worker thread that asks for it ([`batch_this_thread`]) gathers its access lines in a
 //! buffer of its own and queues them together: when the buffer is full, when the worker runs
-//! out of work ([`LogWriter::flush_this_thread`]), and before any other line it logs, so its
-//! lines keep their order. A line then costs a copy, not an allocation and a trip through the
+//! out of work ([`LogWriter::flush_this_thread`]), [`BATCH_WAIT`] after the batch's first line
+//! at the latest ([`batch_due`]), and before any other line it logs, so its lines keep their
+//! order. A line then costs a copy, not an allocation and a trip through the
 //! queue.
 
 use std::cell::{Cell, RefCell};
@@ -22,6 +23,8 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 /// Bytes the queue holds (about 100,000 access lines); more lines are dropped until the thread
 /// catches up.
 const QUEUE_BYTES: usize = 32 * 1024 * 1024;
@@ -30,6 +33,8 @@ const QUEUE_BYTES: usize = 32 * 1024 * 1024;
 const MESSAGE_OVERHEAD: usize = 64;
 /// A worker's batch of lines is queued once it holds this much.
 const BATCH_BYTES: usize = 16 * 1024;
+/// ... or this long after its first line, however busy the worker is.
+const BATCH_WAIT: Duration = Duration::from_millis(10);
 /// What the thread gathers before one write to its output.
 const BUFFER_BYTES: usize = 64 * 1024;
 /// How long the busy thread lets lines gather between two looks at the queue: the most a line
@@ -43,12 +48,23 @@ thread_local! {
     static BATCHING: Cell<bool> = const { Cell::new(false) };
     /// The lines this thread has not queued yet.
     static BATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Told when this thread's batch gets its first line.
+    static BATCH_STARTED: Arc<Notify> = Arc::new(Notify::new());
 }
 
 /// Makes this thread gather its [`LogWriter::write_batched`] lines; it must then call
-/// [`LogWriter::flush_this_thread`] whenever it runs out of work and before it ends.
+/// [`LogWriter::flush_this_thread`] whenever it runs out of work, once [`batch_due`] resolves,
+/// and before it ends.
 pub(crate) fn batch_this_thread() {
     BATCHING.set(true);
+}
+
+/// Resolves [`BATCH_WAIT`] after this thread's batch got its first line (or at once, if it has
+/// been that long). Polled on the batching thread, by a task of its own.
+pub(crate) async fn batch_due() {
+    let started = BATCH_STARTED.with(Arc::clone);
+    started.notified().await;
+    tokio::time::sleep(BATCH_WAIT).await;
 }
 
 enum Message {
@@ -83,13 +99,17 @@ impl LogWriter {
             self.queue(line.to_vec());
             return;
         }
-        let full = BATCH.with_borrow_mut(|batch| {
+        let (first, full) = BATCH.with_borrow_mut(|batch| {
             if batch.capacity() == 0 {
                 batch.reserve(BATCH_BYTES + 1024);
             }
+            let first = batch.is_empty();
             batch.extend_from_slice(line);
-            batch.len() >= BATCH_BYTES
+            (first, batch.len() >= BATCH_BYTES)
         });
+        if first {
+            BATCH_STARTED.with(|started| started.notify_one());
+        }
         if full {
             self.flush_this_thread();
         }
@@ -371,6 +391,31 @@ mod tests {
         writer.write_batched(b"elsewhere\n");
         let text = output.wait_for(4 + BATCH_BYTES.div_ceil(100) + 1);
         assert!(text.ends_with("elsewhere\n"), "{text}");
+    }
+
+    /// Waits for [`batch_due`], which must take exactly [`BATCH_WAIT`] (time is paused).
+    async fn assert_due_after_the_wait() {
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(BATCH_WAIT * 10, batch_due())
+            .await
+            .expect("the batch never came due");
+        assert_eq!(started.elapsed(), BATCH_WAIT);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_busy_thread_queues_its_first_line_after_the_batch_wait() {
+        let output = Output::default();
+        let (writer, _guard) = spawn(output.clone()).unwrap();
+        batch_this_thread();
+        writer.write_batched(b"access 1\n");
+        writer.write_batched(b"access 2\n");
+        // Nothing runs out of work here: only the wait queues the batch.
+        assert_due_after_the_wait().await;
+        writer.flush_this_thread();
+        assert_eq!(output.wait_for(2), "access 1\naccess 2\n");
+        // The next batch starts the wait again.
+        writer.write_batched(b"access 3\n");
+        assert_due_after_the_wait().await;
     }
 
     #[test]

@@ -236,6 +236,7 @@ fn worker(
             crate::access_log::batch_this_thread();
             runtime.block_on(async move {
                 tokio::spawn(listener.clone().adopt(inbox, stop.clone()));
+                tokio::spawn(crate::access_log::flush_batches());
                 match TcpListener::from_std(socket) {
                     Ok(socket) => listener.serve(socket, stop, Some(worker)).await,
                     Err(error) => tracing::error!(error = %error, "worker thread cannot accept"),
