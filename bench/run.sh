@@ -5,7 +5,7 @@
 #
 #   bench/run.sh [--rounds N] [--duration SECONDS] [--warmup SECONDS] [--idle-connections N]
 #                [--phases h1,h2,full,resumed,idle] [--nice N] [--results FILE] [--no-install]
-#                [--certgate BINARY]
+#                [--certgate BINARY] [--one-session]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,7 @@ install=1
 phases=h1,h2,full,resumed,idle
 nice=""
 certgate_binary=""
+detach=(setsid)
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
@@ -29,6 +30,7 @@ while [ $# -gt 0 ]; do
     --nice) nice="$2"; shift 2 ;;
     --no-install) install=0; shift ;;
     --certgate) certgate_binary="$2"; shift 2 ;;
+    --one-session) detach=(); shift ;;
     -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
@@ -127,11 +129,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Starts "$@" in the background and remembers it under the target name $1.
+# Starts "$@" in the background and remembers it under the target name $1. Each process gets a
+# session of its own, as separate services do: with the kernel's scheduling autogroups
+# (/proc/sys/kernel/sched_autogroup_enabled, on by default) a session is a scheduling group, and
+# processes of one group compete thread by thread, so a proxy's threads would queue behind the
+# load generator's and the upstream's (--one-session keeps them all in this script's session).
 spawn() {
   local name=$1
   shift
-  "$@" &
+  "${detach[@]}" "$@" &
   pid[$name]=$!
   started+=("$!")
 }
@@ -354,9 +360,9 @@ clk_tck=$(getconf CLK_TCK)
 measure() { # $1 = target, $2 = round, then the loadgen subcommand and its arguments
   local t=$1 round=$2
   shift 2
-  timeout 300 "$loadgen" "$1" --name "$t" --round "$round" --addr "127.0.0.1:${port[$t]}" \
+  "${detach[@]}" timeout 300 "$loadgen" "$1" --name "$t" --round "$round" --addr "127.0.0.1:${port[$t]}" \
     --ca "$pki/ca.pem" --cert "$pki/client.pem" --key "$pki/client.key" \
-    --pids "$(pids_of "$t")" --clk-tck "$clk_tck" "${@:2}" >>"$results" ||
+    --pids "$(pids_of "$t")" --upstream-pids "$(pids_of upstream)" --clk-tck "$clk_tck" "${@:2}" >>"$results" ||
     log "$t: loadgen $1 failed (round $round)"
 }
 

@@ -23,7 +23,7 @@ pub(crate) async fn run(
 ) -> Result<Map<String, Value>, Error> {
     let cpu = tokio::spawn({
         let target = target.clone();
-        async move { window.cpu_seconds(&target).await }
+        async move { window.cpu(&target).await }
     });
     let tasks: Vec<_> = (0..loops)
         .map(|_| tokio::spawn(handshake_loop(Arc::new(client.with_own_sessions()), window)))
@@ -32,8 +32,8 @@ pub(crate) async fn run(
     for task in tasks {
         tally.merge(task.await?);
     }
-    let cpu_seconds = cpu.await??;
-    Ok(tally.figures(&window, cpu_seconds))
+    let cpu = cpu.await??;
+    Ok(tally.figures(&window, &cpu))
 }
 
 async fn handshake_loop(client: Arc<Client>, window: Window) -> Tally {

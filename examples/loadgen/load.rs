@@ -29,7 +29,7 @@ pub(crate) async fn run(
     }
     let cpu = tokio::spawn({
         let target = target.clone();
-        async move { window.cpu_seconds(&target).await }
+        async move { window.cpu(&target).await }
     });
     let tasks: Vec<_> = handles
         .into_iter()
@@ -39,8 +39,8 @@ pub(crate) async fn run(
     for task in tasks {
         tally.merge(task.await?);
     }
-    let cpu_seconds = cpu.await??;
-    Ok(tally.figures(&window, cpu_seconds))
+    let cpu = cpu.await??;
+    Ok(tally.figures(&window, &cpu))
 }
 
 async fn request_loop(

@@ -124,6 +124,10 @@ struct TargetArgs {
     /// The proxy's processes, whose CPU time and RSS are read from /proc (comma-separated).
     #[arg(long, value_delimiter = ',', required = true)]
     pids: Vec<u32>,
+    /// The upstream's processes, whose CPU time is reported beside the proxy's
+    /// (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    upstream_pids: Vec<u32>,
     /// Clock ticks per second of /proc/PID/stat (`getconf CLK_TCK`).
     #[arg(long, default_value_t = 100)]
     clk_tck: u64,

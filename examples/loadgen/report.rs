@@ -1,6 +1,7 @@
 //! `report`: the medians over all rounds of every figure, per target, as one Markdown table
 //! with certgate's ratio to the best peer and the performance goals, then notes on errors and
-//! on how many "resumed" handshakes really resumed.
+//! on how many "resumed" handshakes really resumed, and where the machine's CPU time went per
+//! request.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,6 +17,8 @@ const CERTGATE: &str = "certgate";
 const CERTGATE_LOGGING: &str = "certgate-log";
 /// The peers, as named in the results and in the table.
 const PEERS: [(&str, &str); 2] = [("nginx", "nginx"), ("haproxy", "HAProxy")];
+/// The request phases, as named in the results and in the table.
+const PROTOCOLS: [(&str, &str); 2] = [("h1", "HTTP/1.1"), ("h2", "HTTP/2")];
 
 /// Which way is better for a figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,10 +72,11 @@ pub(crate) fn markdown(path: &Path) -> Result<String, Error> {
         PEERS[0].1, PEERS[1].1
     );
     let _ = writeln!(out, "|---|--:|--:|--:|--:|---|");
-    for row in rows(&results) {
-        out.push_str(&results.row(&row));
+    let rows = rows(&results);
+    for row in &rows {
+        out.push_str(&results.row(row));
     }
-    for (phase, protocol) in [("h1", "HTTP/1.1"), ("h2", "HTTP/2")] {
+    for (phase, protocol) in PROTOCOLS {
         for (field, figure) in [
             ("rate", "rps"),
             ("per_cpu_second", "requests per CPU-second"),
@@ -82,6 +86,7 @@ pub(crate) fn markdown(path: &Path) -> Result<String, Error> {
     }
     out.push('\n');
     out.push_str(&results.notes());
+    out.push_str(&results.cpu_per_request(&rows));
     Ok(out)
 }
 
@@ -362,6 +367,123 @@ impl<'a> Results<'a> {
     }
 }
 
+/// A share of a run's CPU time, in seconds, from its JSON line.
+type Share = fn(&Value) -> Option<f64>;
+
+/// The columns of the CPU table.
+const CPU_COLUMNS: [(&str, Share); 6] = [
+    ("proxy, user", |run| run["cpu_user_seconds"].as_f64()),
+    ("proxy, kernel", |run| run["cpu_system_seconds"].as_f64()),
+    ("upstream", |run| run["upstream_cpu_seconds"].as_f64()),
+    ("load generator", |run| run["loadgen_cpu_seconds"].as_f64()),
+    ("everything else", |run| {
+        let known = ["cpu_seconds", "upstream_cpu_seconds", "loadgen_cpu_seconds"]
+            .iter()
+            .map(|field| run[*field].as_f64())
+            .sum::<Option<f64>>()?;
+        Some((run["machine_busy_seconds"].as_f64()? - known).max(0.0))
+    }),
+    ("idle", |run| {
+        Some(run["machine_cpu_seconds"].as_f64()? - run["machine_busy_seconds"].as_f64()?)
+    }),
+];
+
+impl Results<'_> {
+    /// The median over the rounds of `share` of a run's CPU time divided by its requests, in
+    /// microseconds.
+    fn per_request(
+        &self,
+        target: &str,
+        phase: &str,
+        share: impl Fn(&Value) -> Option<f64>,
+    ) -> Option<f64> {
+        let runs = self.runs.get(&(target.to_owned(), phase.to_owned()))?;
+        median(
+            runs.iter()
+                .filter_map(|run| {
+                    let count = run["count"].as_f64().filter(|count| *count > 0.0)?;
+                    Some(share(run)? / count * 1e6)
+                })
+                .collect(),
+        )
+    }
+
+    /// Where the machine's CPU time went in the request phases, per request, and what that
+    /// leaves a proxy for each rps goal: on a machine the load generator and the upstream share,
+    /// their CPU time per request bounds the rate any proxy can reach.
+    fn cpu_per_request(&self, rows: &[Row]) -> String {
+        let targets = [(CERTGATE, "certgate")].into_iter().chain(PEERS);
+        let mut table = String::new();
+        for (phase, protocol) in PROTOCOLS {
+            for (name, shown) in targets.clone() {
+                let cells: Option<Vec<String>> = CPU_COLUMNS
+                    .iter()
+                    .map(|(_, share)| self.per_request(name, phase, share).map(one_decimal))
+                    .collect();
+                if let Some(cells) = cells {
+                    let _ = writeln!(table, "| {protocol}, {shown} | {} |", cells.join(" | "));
+                }
+            }
+        }
+        if table.is_empty() {
+            // Results from a load generator that did not read the machine's CPU time.
+            return String::new();
+        }
+        let cores = self.median("machine", "start", "cores").unwrap_or(1.0);
+        let mut out = format!(
+            "\nWhere the CPU time went in the request phases, in microseconds per request \
+             (medians over the rounds; {cores:.0} cores):\n\n| | {} |\n|---|{}\n{table}",
+            CPU_COLUMNS.map(|(label, _)| label).join(" | "),
+            "--:|".repeat(CPU_COLUMNS.len()),
+        );
+        for row in rows.iter().filter(|row| row.field == "rate") {
+            let (
+                Some(Goal {
+                    ratio,
+                    peer: Peer::Named(peer),
+                }),
+                Some((_, protocol)),
+            ) = (
+                row.goal,
+                PROTOCOLS.iter().find(|(phase, _)| *phase == row.phase),
+            )
+            else {
+                continue;
+            };
+            let figures = (
+                self.median(peer, row.phase, "rate"),
+                self.per_request(CERTGATE, row.phase, |run| {
+                    Some(run["machine_busy_seconds"].as_f64()? - run["cpu_seconds"].as_f64()?)
+                }),
+                self.per_request(CERTGATE, row.phase, |run| run["cpu_seconds"].as_f64()),
+                self.per_request(CERTGATE, row.phase, |run| {
+                    run["cpu_system_seconds"].as_f64()
+                }),
+            );
+            let (Some(rate), Some(others), Some(used), Some(kernel)) = figures else {
+                continue;
+            };
+            let goal = ratio * rate;
+            let budget = cores * 1e6 / goal - others;
+            let left = if budget > 0.0 {
+                format!("at most {budget:.1} µs of CPU per request")
+            } else {
+                "no CPU at all".to_owned()
+            };
+            let _ = writeln!(
+                out,
+                "\n{protocol} at {ratio:.2}× {}'s rps ({} rps) on {cores:.0} cores, with the \
+                 upstream, the load generator and everything else taking the {others:.1} µs per \
+                 request they took beside certgate and no core ever idle, leaves the proxy \
+                 {left}; certgate used {used:.1} µs, {kernel:.1} of them in the kernel.",
+                display(peer),
+                thousands(goal),
+            );
+        }
+        out
+    }
+}
+
 fn display(name: &str) -> &str {
     PEERS
         .iter()
@@ -404,4 +526,89 @@ fn one_decimal(value: f64) -> String {
 
 fn times(ratio: f64) -> String {
     format!("{ratio:.2}×")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use std::io::Write as _;
+
+    use serde_json::json;
+
+    use super::markdown;
+
+    /// One round of HTTP/1.1 against certgate and the two peers: 100,000 requests in 5 s on 2
+    /// cores, so 100 µs of machine time a request against certgate.
+    fn results() -> tempfile::NamedTempFile {
+        let run = |target: &str, count: u32, cpu: f64| {
+            json!({
+                "target": target, "round": 1, "phase": "h1", "count": count, "errors": 0,
+                "seconds": 5.0, "rate": f64::from(count) / 5.0, "cpu_seconds": cpu,
+                "per_cpu_second": f64::from(count) / cpu, "p99_ms": 1.0,
+                "cpu_user_seconds": 0.7, "cpu_system_seconds": cpu - 0.7,
+                "upstream_cpu_seconds": 0.6, "loadgen_cpu_seconds": 0.9,
+                "machine_busy_seconds": 9.0, "machine_cpu_seconds": 10.0,
+            })
+        };
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        for line in [
+            json!({"target": "machine", "phase": "start", "loadavg": 0.5, "cores": 2}),
+            run("certgate", 100_000, 1.5),
+            run("nginx", 50_000, 2.0),
+            run("haproxy", 40_000, 2.0),
+            json!({"target": "machine", "phase": "end", "loadavg": 1.5, "cores": 2}),
+        ] {
+            writeln!(file, "{line}").unwrap();
+        }
+        file
+    }
+
+    #[test]
+    fn the_cpu_table_splits_each_request_s_machine_time() {
+        let report = markdown(results().path()).unwrap();
+        // 0.7 s user, 0.8 s kernel, 0.6 s upstream, 0.9 s load generator, 9.0 s busy of 10.0 s,
+        // over 100,000 requests.
+        assert!(
+            report.contains("| HTTP/1.1, certgate | 7.0 | 8.0 | 6.0 | 9.0 | 60.0 | 10.0 |"),
+            "{report}"
+        );
+        assert!(
+            report.contains("| HTTP/1.1, nginx | 14.0 | 26.0 | 12.0 | 18.0 | 110.0 | 20.0 |"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn the_rps_goal_leaves_the_proxy_what_the_others_do_not_use() {
+        let report = markdown(results().path()).unwrap();
+        // 1.3 x nginx's 10,000 rps on 2 cores is 153.8 µs of machine time a request; everything
+        // but certgate took (9.0 - 1.5) s / 100,000 = 75 µs of it.
+        assert!(
+            report.contains(
+                "HTTP/1.1 at 1.30× nginx's rps (13,000 rps) on 2 cores, with the upstream, the \
+                 load generator and everything else taking the 75.0 µs per request they took \
+                 beside certgate and no core ever idle, leaves the proxy at most 78.8 µs of CPU \
+                 per request; certgate used 15.0 µs, 8.0 of them in the kernel."
+            ),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn results_without_cpu_figures_get_no_cpu_table() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "{}",
+            json!({"target": "certgate", "round": 1, "phase": "h1", "count": 10, "errors": 0,
+                   "seconds": 1.0, "rate": 10.0, "cpu_seconds": 0.5})
+        )
+        .unwrap();
+        let report = markdown(file.path()).unwrap();
+        assert!(
+            report.contains("| HTTP/1.1 keep-alive rps (50 conns) | 10 |"),
+            "{report}"
+        );
+        assert!(!report.contains("Where the CPU time went"), "{report}");
+    }
 }

@@ -1,5 +1,5 @@
-//! The measuring window, the proxy's CPU time and RSS from /proc, latency percentiles, and the
-//! JSON line each run prints.
+//! The measuring window, CPU times (the proxy's, the upstream's, the load generator's and the
+//! machine's) and RSS from /proc, latency percentiles, and the JSON line each run prints.
 
 use std::time::{Duration, Instant};
 
@@ -35,14 +35,73 @@ impl Window {
         Instant::now() >= self.end
     }
 
-    /// Reads the target's CPU time at the window's start and end, so the time spent outside
-    /// it (warm-up, connection set-up, the stop) is not counted.
-    pub(crate) async fn cpu_seconds(self, target: &TargetArgs) -> Result<f64, Error> {
+    /// Reads the CPU times of the target, the upstream, the load generator and the machine at
+    /// the window's start and end, so the time spent outside it (warm-up, connection set-up,
+    /// the stop) is not counted.
+    pub(crate) async fn cpu(self, target: &TargetArgs) -> Result<CpuUse, Error> {
         tokio::time::sleep_until(self.begin.into()).await;
-        let before = cpu_ticks(&target.pids)?;
+        let before = CpuSample::take(target)?;
         tokio::time::sleep_until(self.end.into()).await;
-        let after = cpu_ticks(&target.pids)?;
-        Ok(after.saturating_sub(before) as f64 / target.clk_tck.max(1) as f64)
+        let after = CpuSample::take(target)?;
+        Ok(after.since(&before, target.clk_tck.max(1)))
+    }
+}
+
+/// CPU time in clock ticks, read at one moment.
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    proxy: Ticks,
+    upstream: Ticks,
+    loadgen: Ticks,
+    /// Every CPU of the machine: busy, and in all (busy, idle and waiting for I/O).
+    machine_busy: u64,
+    machine_all: u64,
+}
+
+impl CpuSample {
+    fn take(target: &TargetArgs) -> Result<Self, Error> {
+        let (machine_busy, machine_all) = machine_ticks()?;
+        Ok(Self {
+            proxy: cpu_ticks(&target.pids)?,
+            upstream: cpu_ticks(&target.upstream_pids)?,
+            loadgen: cpu_ticks(&[std::process::id()])?,
+            machine_busy,
+            machine_all,
+        })
+    }
+
+    fn since(&self, before: &Self, clk_tck: u64) -> CpuUse {
+        let seconds =
+            |after: u64, before: u64| after.saturating_sub(before) as f64 / clk_tck as f64;
+        CpuUse {
+            proxy_user: seconds(self.proxy.user, before.proxy.user),
+            proxy_system: seconds(self.proxy.system, before.proxy.system),
+            upstream: seconds(self.upstream.total(), before.upstream.total()),
+            loadgen: seconds(self.loadgen.total(), before.loadgen.total()),
+            machine_busy: seconds(self.machine_busy, before.machine_busy),
+            machine_all: seconds(self.machine_all, before.machine_all),
+        }
+    }
+}
+
+/// What the CPUs did in a window, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuUse {
+    /// The target's processes, in user space and in the kernel.
+    proxy_user: f64,
+    proxy_system: f64,
+    /// The upstream's processes (none when the run was not told them).
+    upstream: f64,
+    /// This load generator.
+    loadgen: f64,
+    /// Every CPU of the machine: busy, and in all.
+    machine_busy: f64,
+    machine_all: f64,
+}
+
+impl CpuUse {
+    fn proxy(&self) -> f64 {
+        self.proxy_user + self.proxy_system
     }
 }
 
@@ -80,8 +139,9 @@ impl Tally {
         }
     }
 
-    /// The JSON figures of a rate measurement: count, rate, per CPU-second, percentiles.
-    pub(crate) fn figures(mut self, window: &Window, cpu_seconds: f64) -> Map<String, Value> {
+    /// The JSON figures of a rate measurement: count, rate, per CPU-second, percentiles, and
+    /// where the machine's CPU time went.
+    pub(crate) fn figures(mut self, window: &Window, cpu: &CpuUse) -> Map<String, Value> {
         let count = self.micros.len();
         let seconds = window.seconds();
         let mut figures = Map::new();
@@ -89,9 +149,20 @@ impl Tally {
         figures.insert("errors".into(), json!(self.errors));
         figures.insert("seconds".into(), json!(seconds));
         figures.insert("rate".into(), json!(count as f64 / seconds));
+        let cpu_seconds = cpu.proxy();
         figures.insert("cpu_seconds".into(), json!(cpu_seconds));
         if cpu_seconds > 0.0 {
             figures.insert("per_cpu_second".into(), json!(count as f64 / cpu_seconds));
+        }
+        for (field, seconds) in [
+            ("cpu_user_seconds", cpu.proxy_user),
+            ("cpu_system_seconds", cpu.proxy_system),
+            ("upstream_cpu_seconds", cpu.upstream),
+            ("loadgen_cpu_seconds", cpu.loadgen),
+            ("machine_busy_seconds", cpu.machine_busy),
+            ("machine_cpu_seconds", cpu.machine_all),
+        ] {
+            figures.insert(field.into(), json!(seconds));
         }
         figures.insert("p50_ms".into(), json!(percentile(&mut self.micros, 0.50)));
         figures.insert("p99_ms".into(), json!(percentile(&mut self.micros, 0.99)));
@@ -123,9 +194,21 @@ pub(crate) fn line(target: &TargetArgs, phase: &str, figures: Map<String, Value>
     Value::Object(line)
 }
 
-/// utime + stime of every process in `pids` (all threads included), in clock ticks.
-pub(crate) fn cpu_ticks(pids: &[u32]) -> Result<u64, Error> {
-    let mut total = 0;
+/// utime and stime of every process in `pids` (all threads included), in clock ticks.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ticks {
+    user: u64,
+    system: u64,
+}
+
+impl Ticks {
+    fn total(&self) -> u64 {
+        self.user + self.system
+    }
+}
+
+fn cpu_ticks(pids: &[u32]) -> Result<Ticks, Error> {
+    let mut total = Ticks::default();
     for pid in pids {
         let path = format!("/proc/{pid}/stat");
         let stat = std::fs::read_to_string(&path)
@@ -143,9 +226,35 @@ pub(crate) fn cpu_ticks(pids: &[u32]) -> Result<u64, Error> {
                 .ok_or_else(|| format!("{path} has too few fields"))?;
             Ok(field.parse::<u64>()?)
         };
-        total += ticks(11)? + ticks(12)?;
+        total.user += ticks(11)?;
+        total.system += ticks(12)?;
     }
     Ok(total)
+}
+
+/// The machine's CPU time from /proc/stat, in clock ticks: busy (everything but idle and
+/// waiting for I/O) and in all.
+fn machine_ticks() -> Result<(u64, u64), Error> {
+    let path = "/proc/stat";
+    let stat = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    Ok(busy_and_all(&stat).ok_or_else(|| format!("{path} has no readable \"cpu\" line"))?)
+}
+
+/// Busy and all ticks from the summary line of /proc/stat: `cpu  user nice system idle iowait
+/// irq softirq steal guest guest_nice`, where guest time is already counted in user.
+fn busy_and_all(stat: &str) -> Option<(u64, u64)> {
+    let rest = stat.lines().find_map(|line| line.strip_prefix("cpu "))?;
+    let ticks: Vec<u64> = rest
+        .split_whitespace()
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks[..] else {
+        return None;
+    };
+    let busy = user + nice + system + irq + softirq + steal;
+    Some((busy, busy + idle + iowait))
 }
 
 /// VmRSS of every process in `pids`, summed, in KiB.
@@ -170,4 +279,21 @@ pub(crate) fn rss_kib(pids: &[u32]) -> Result<u64, Error> {
         total += kib;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::busy_and_all;
+
+    #[test]
+    fn busy_and_all_ticks_come_from_the_summary_line_of_proc_stat() {
+        let stat = "cpu  5749 1 2148 1214446 264 2 25 6 100 0\n\
+                    cpu0 2483 0 750 608183 19 0 7 2 0 0\n\
+                    intr 1 2 3\n";
+        let busy = 5749 + 1 + 2148 + 2 + 25 + 6;
+        assert_eq!(busy_and_all(stat), Some((busy, busy + 1214446 + 264)));
+        assert_eq!(busy_and_all("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(busy_and_all("cpu  1 2 3\n"), None);
+        assert_eq!(busy_and_all("cpu  1 2 x 4 5 6 7 8\n"), None);
+    }
 }
