@@ -132,8 +132,11 @@ trap 'exit 130' INT TERM
 # Starts "$@" in the background and remembers it under the target name $1. Each process gets a
 # session of its own, as separate services do: with the kernel's scheduling autogroups
 # (/proc/sys/kernel/sched_autogroup_enabled, on by default) a session is a scheduling group, and
-# processes of one group compete thread by thread, so a proxy's threads would queue behind the
-# load generator's and the upstream's (--one-session keeps them all in this script's session).
+# in one session the threads of the proxy, the load generator and the upstream would compete one
+# by one, as no deployment of separate services does (--one-session keeps them all in this
+# script's session, to compare).
+# The script runs without job control, so a background child is not a process-group leader and
+# setsid(1) makes the new session without forking: $! stays the process measured.
 spawn() {
   local name=$1
   shift
