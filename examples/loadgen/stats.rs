@@ -283,7 +283,38 @@ pub(crate) fn rss_kib(pids: &[u32]) -> Result<u64, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::busy_and_all;
+    use std::time::Duration;
+
+    use super::{CpuUse, Tally, Window, busy_and_all};
+
+    #[test]
+    fn figures_carry_every_share_of_the_cpu_time() {
+        let tally = Tally {
+            micros: vec![1_000; 10],
+            ..Tally::default()
+        };
+        let cpu = CpuUse {
+            proxy_user: 0.25,
+            proxy_system: 0.5,
+            upstream: 0.125,
+            loadgen: 1.0,
+            machine_busy: 1.875,
+            machine_all: 2.0,
+        };
+        let figures = tally.figures(&Window::new(Duration::ZERO, Duration::from_secs(1)), &cpu);
+        for (field, seconds) in [
+            ("cpu_seconds", 0.75),
+            ("cpu_user_seconds", 0.25),
+            ("cpu_system_seconds", 0.5),
+            ("upstream_cpu_seconds", 0.125),
+            ("loadgen_cpu_seconds", 1.0),
+            ("machine_busy_seconds", 1.875),
+            ("machine_cpu_seconds", 2.0),
+        ] {
+            assert_eq!(figures[field].as_f64(), Some(seconds), "{field}");
+        }
+        assert_eq!(figures["per_cpu_second"].as_f64(), Some(10.0 / 0.75));
+    }
 
     #[test]
     fn busy_and_all_ticks_come_from_the_summary_line_of_proc_stat() {
