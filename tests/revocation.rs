@@ -967,7 +967,7 @@ fn bash(dir: &std::path::Path, script: &str) -> String {
 
 #[tokio::test]
 async fn readme_worked_openssl_ocsp_example_serves_then_refuses_a_revoked_client() {
-    if !require("openssl", "openssl") {
+    if !tools::openssl() {
         return;
     }
     let heading = "### A worked example with `openssl ocsp`";

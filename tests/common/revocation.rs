@@ -37,24 +37,6 @@ fn serial() -> SerialNumber {
     SerialNumber::from_slice(&n.to_be_bytes())
 }
 
-/// Fails under CI (where `.ci/run` installs openssl) and skips elsewhere when a tool is missing.
-pub fn require(program: &str, package: &str) -> bool {
-    let found = Command::new(program)
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "`{program}` is needed for this test: apt-get install {package}"
-        );
-        eprintln!("SKIPPED: `{program}` is not installed (apt-get install {package})");
-    }
-    found
-}
-
 /// Where a certificate says its revocation is published.
 #[derive(Default, Clone)]
 pub struct Published {

@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::revocation::{Answer, HttpFixture, OpensslOcsp, fresh_crl, index_line, require};
+use super::revocation::{Answer, HttpFixture, OpensslOcsp, fresh_crl, index_line};
+use super::tools;
 use super::{
     Ca, ClientOptions, Connection, Gateway, Leaf, Pki, TempDir, app, echo_upstream, metric, scrape,
 };
@@ -162,7 +163,7 @@ pub fn openssl_responder(
     index: &str,
     extra: &[&str],
 ) -> Option<Responder> {
-    if !require("openssl", "openssl") {
+    if !tools::openssl() {
         return None;
     }
     let dir = TempDir::new();
