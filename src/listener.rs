@@ -28,7 +28,7 @@ use crate::proxy::context::ConnectionContext;
 use crate::proxy::header_limits::http2_header_list_limit;
 use crate::proxy::upstream::UPSTREAM_READ_BUFFER;
 use crate::proxy_protocol::ProxyHeaderError;
-use crate::settings::{Limits, RejectWith, Timeouts};
+use crate::settings::{ClientCertMode, Limits, RejectWith, Timeouts};
 use crate::tls::accept::{AcceptError, accept};
 use crate::tls::policy::Refusal;
 
@@ -233,48 +233,43 @@ impl Listener {
         drop(admitted.handshake);
         let _client_slot = admitted.client;
         let app = accepted.app;
-        let peer_chain = accepted.stream.get_ref().1.peer_certificates();
-        let mut refusal = proxy::refuse::judge(&app.config, peer_chain);
+        let session = accepted.stream.get_ref().1;
+        let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        // A certificate an `ignore` app did not ask for is never used, whatever a session holds.
+        let peer_chain = session
+            .peer_certificates()
+            .filter(|_| app.config.mode != ClientCertMode::Ignore);
+        let sni = accepted.sni.as_deref().unwrap_or("");
+        let mut refusal = proxy::refuse::judge(&app.config, peer_chain, resumed);
         // Read before the check, so that a revocation learned during it is not missed.
         let generation = app.config.revocation.as_ref().map_or(0, |r| r.generation());
         // Revocation beyond crlFiles is decided here, before any request is read, for full
         // and resumed handshakes alike (README "Revocation").
+        let mut checked = None;
         if let (None, Some(revocation), Some(chain)) =
             (&refusal, &app.config.revocation, peer_chain)
         {
-            if let Err(refused) = Box::pin(revocation.admit(chain)).await {
-                if app.config.reject_with == RejectWith::Http {
+            match Box::pin(revocation.admit(chain)).await {
+                Ok(path) => checked = Some((revocation, path)),
+                Err(refused) => {
                     let leaf = chain.first().map_or(&[][..], |leaf| leaf.as_ref());
-                    refusal = Some(proxy::refuse::RefusalPage::new(refused.to_policy(leaf)));
-                } else {
-                    self.metrics
-                        .handshake_failed(&app.config.name, refused.reason);
-                    tracing::warn!(
-                        client.addr = %client_addr,
-                        sni = accepted.sni.as_deref().unwrap_or(""),
-                        app = %app.config.name,
-                        failure = refused.reason.as_str(),
-                        detail = %refused.detail,
-                        "handshake refused"
-                    );
-                    close_notify(accepted.stream).await;
-                    return;
+                    refusal = Some(Box::new(refused.to_policy(leaf)));
                 }
             }
         }
+        if let Some(refused) = &refusal {
+            let reject_with = app.config.reject_with;
+            self.refused_after_handshake(&app.config.name, sni, refused, reject_with, client_addr);
+            if app.config.reject_with == RejectWith::Tls {
+                close_notify(accepted.stream).await;
+                return;
+            }
+        }
+        let refusal = refusal.map(|refused| proxy::refuse::RefusalPage::new(*refused));
         // A revocation learned while the connection is open closes it, and any WebSocket
         // it upgraded to, before another request is forwarded (README "Revocation").
-        let standing = app
-            .config
-            .revocation
-            .as_ref()
-            .filter(|_| refusal.is_none())
-            .zip(peer_chain)
-            .map(|(revocation, chain)| revocation.watch(chain.to_vec(), generation));
+        let standing = checked.map(|(revocation, path)| revocation.watch(path, generation));
         let mut revoked_later = standing.as_ref().map(|standing| standing.refused());
-        if let Some(page) = &refusal {
-            self.refused_with_http(&app.config.name, &page.refusal, client_addr);
-        }
         let identity = match peer_chain.filter(|_| refusal.is_none()) {
             Some(chain) => {
                 match VerifiedClient::new(
@@ -294,7 +289,8 @@ impl Listener {
         };
         tracing::debug!(
             app = %app.config.name,
-            sni = accepted.sni.as_deref().unwrap_or(""),
+            sni,
+            resumed,
             client.hash = identity.as_ref().map_or("", |client| client.identity.hash.as_str()),
             "handshake complete"
         );
@@ -422,31 +418,40 @@ impl Listener {
         }
     }
 
-    /// A `rejectWith: "http"` refusal: counted and logged like a refused handshake, once per
-    /// connection; the connection then answers 495/496 itself.
-    fn refused_with_http(&self, app: &str, refusal: &Refusal, client_addr: SocketAddr) {
+    /// A certificate refused once the handshake is done: by the revocation check, by the
+    /// policy a resumed session is judged under, or with `rejectWith: "http"` (then the
+    /// connection answers 495/496 itself). Counted and logged like a refused handshake, once
+    /// per connection.
+    fn refused_after_handshake(
+        &self,
+        app: &str,
+        sni: &str,
+        refusal: &Refusal,
+        reject_with: RejectWith,
+        client_addr: SocketAddr,
+    ) {
         self.metrics.handshake_failed(app, refusal.reason);
-        match &refusal.presented {
-            Some(leaf) => tracing::warn!(
-                client.addr = %client_addr,
-                app,
-                failure = refusal.reason.as_str(),
-                client.subject = %leaf.subject,
-                client.issuer = %leaf.issuer,
-                client.serial = %leaf.serial,
-                client.hash = %leaf.hash,
-                detail = %refusal.detail,
-                reject_with = "http",
-                "certificate refused"
-            ),
-            None => tracing::warn!(
-                client.addr = %client_addr,
-                app,
-                failure = refusal.reason.as_str(),
-                detail = %refusal.detail,
-                reject_with = "http",
-                "certificate refused"
-            ),
+        let leaf = refusal.presented.clone().unwrap_or_default();
+        macro_rules! refused {
+            ($message:literal) => {
+                tracing::warn!(
+                    client.addr = %client_addr,
+                    sni,
+                    app,
+                    failure = refusal.reason.as_str(),
+                    client.subject = %leaf.subject,
+                    client.issuer = %leaf.issuer,
+                    client.serial = %leaf.serial,
+                    client.hash = %leaf.hash,
+                    detail = %refusal.detail,
+                    reject_with = reject_with.as_str(),
+                    $message
+                )
+            };
+        }
+        match reject_with {
+            RejectWith::Tls => refused!("handshake refused"),
+            RejectWith::Http => refused!("certificate refused"),
         }
     }
 }

@@ -17,7 +17,7 @@ mod refresh;
 mod standing;
 pub(crate) mod x509;
 
-pub(crate) use self::checker::Revocation;
+pub(crate) use self::checker::{Revocation, WithoutCa};
 pub(crate) use self::error::{LoadError, Refusal};
 pub use self::policy::{OcspMode, OnUnknown, Policy};
 pub(crate) use self::standing::{Refused, Standing};

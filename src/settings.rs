@@ -218,6 +218,11 @@ pub struct Trust {
     pub pins: Vec<[u8; 32]>,
     /// Forward any certificate within its validity period.
     pub allow_untrusted: bool,
+    /// The names (DER) of the CAs whose revocation the app checks, when it checks any: the
+    /// trusted CAs and the issuers of its CRLs. Under `allow_untrusted`, a leaf that names
+    /// one of them as its issuer but does not verify to it is refused, since its revocation
+    /// could not be checked.
+    pub checked_issuers: Vec<Vec<u8>>,
 }
 
 impl Trust {

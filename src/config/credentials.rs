@@ -14,7 +14,7 @@ use super::load::Loader;
 use super::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
 use super::values::revocation_policy;
 use crate::identity::parse_sha256;
-use crate::revocation::Revocation;
+use crate::revocation::{Revocation, WithoutCa};
 use crate::settings::{AllowList, ClientCertMode, Trust};
 
 impl Loader<'_> {
@@ -102,24 +102,6 @@ impl Loader<'_> {
             }
             crls.extend(loaded);
         }
-        // Beyond crlFiles, every CRL is checked after the handshake, by one checker.
-        let revocation = if revocation_policy.needs_checker() {
-            crls.clear();
-            let revocation = Revocation::load(
-                app,
-                revocation_policy,
-                &roots,
-                crl_sources,
-                self.provider.signature_verification_algorithms,
-            )
-            .map_err(|source| ConfigError::App {
-                app: app.to_owned(),
-                source: AppError::Revocation { source },
-            })?;
-            Some(Arc::new(revocation))
-        } else {
-            None
-        };
         let pins = file
             .allowed_hashes
             .iter()
@@ -133,11 +115,46 @@ impl Loader<'_> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Beyond crlFiles, every CRL is checked after the handshake, by one checker.
+        let revocation = if revocation_policy.needs_checker() {
+            crls.clear();
+            let revocation = Revocation::load(
+                app,
+                revocation_policy,
+                &roots,
+                WithoutCa {
+                    pins: pins.clone(),
+                    allow_untrusted: file.allow_untrusted,
+                },
+                crl_sources,
+                self.provider.signature_verification_algorithms,
+            )
+            .map_err(|source| ConfigError::App {
+                app: app.to_owned(),
+                source: AppError::Revocation { source },
+            })?;
+            Some(Arc::new(revocation))
+        } else {
+            None
+        };
+        // The CAs whose revocation this app checks, if it checks any: under allowUntrusted a
+        // leaf naming one of them as its issuer must verify to it.
+        let checked_issuers = match &revocation {
+            Some(revocation) => revocation.issuer_names(),
+            None if !crls.is_empty() => roots
+                .iter()
+                .map(|root| root.as_ref())
+                .chain(crls.iter().map(|crl| crl.as_ref()))
+                .filter_map(name_of)
+                .collect(),
+            None => Vec::new(),
+        };
         let trust = Trust {
             roots,
             crls,
             pins,
             allow_untrusted: file.allow_untrusted,
+            checked_issuers,
         };
         if trust.is_empty() {
             return Err(ConfigError::App {
@@ -305,4 +322,13 @@ impl Loader<'_> {
         let bytes = self.read(path)?;
         pem_items::<CertificateRevocationListDer<'static>>(&bytes, &full, CRL)
     }
+}
+
+/// The subject of a certificate or the issuer of a CRL, as DER.
+fn name_of(der: &[u8]) -> Option<Vec<u8>> {
+    if let Ok((_, certificate)) = x509_parser::parse_x509_certificate(der) {
+        return Some(certificate.subject().as_raw().to_vec());
+    }
+    let (_, crl) = x509_parser::parse_x509_crl(der).ok()?;
+    Some(crl.issuer().as_raw().to_vec())
 }

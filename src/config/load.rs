@@ -23,7 +23,7 @@ use crate::settings::{
 use crate::tls::policy::Policy;
 use crate::tls::server_config::Resumption;
 use crate::tls::sni::HostPattern;
-use crate::tls::ticket_keys::TicketKeys;
+use crate::tls::ticket_keys::{HandshakePolicy, TicketKeys};
 
 impl Config {
     /// Reads and validates a config file; relative paths in it are resolved against its folder.
@@ -264,8 +264,17 @@ impl<'a> Loader<'a> {
         let verifier = policy.as_ref().and_then(|policy| {
             crate::tls::client_auth::verifier(tls_mode, policy, reject_with, &self.provider)
         });
-        let (session_resumption, resumption) =
-            self.resumption(&name, mode, &trust, &allow, file)?;
+        let (session_resumption, resumption) = self.resumption(
+            &name,
+            &HandshakePolicy {
+                mode,
+                trust: &trust,
+                allow: &allow,
+                reject_with,
+                exclusion_paths: &request_policy.exclusion_paths,
+            },
+            file,
+        )?;
         let tls = crate::tls::server_config::build(
             self.provider.clone(),
             verifier,
@@ -300,9 +309,7 @@ impl<'a> Loader<'a> {
     fn resumption(
         &mut self,
         app: &str,
-        mode: ClientCertMode,
-        trust: &Trust,
-        allow: &AllowList,
+        handshake: &HandshakePolicy<'_>,
         file: &FileApp,
     ) -> Result<(SessionResumption, Resumption), ConfigError> {
         if file.session_resumption == Some(false) {
@@ -331,7 +338,7 @@ impl<'a> Loader<'a> {
                 keys
             }
         };
-        let fingerprint = crate::tls::ticket_keys::trust_fingerprint(mode, trust, allow);
+        let fingerprint = crate::tls::ticket_keys::trust_fingerprint(handshake);
         let ticketer =
             keys.ticketer(app, &fingerprint)
                 .map_err(|source| ConfigError::TicketKeys {

@@ -21,8 +21,6 @@ use crate::tls::policy::Refusal;
 pub(crate) struct RefusalPage {
     /// 495 or 496.
     pub status: StatusCode,
-    /// The refusal.
-    pub refusal: Refusal,
     text: Bytes,
     html: Bytes,
 }
@@ -72,7 +70,6 @@ impl RefusalPage {
         );
         Self {
             status,
-            refusal,
             text: Bytes::from(line + "\n"),
             html: Bytes::from(html),
         }
@@ -102,31 +99,35 @@ impl RefusalPage {
     }
 }
 
-/// For a `rejectWith: "http"` app, the page a connection answers with when its certificate
-/// (judged again here, so a resumed session is judged too) fails the policy, or when a
-/// `require` app got none; `None` otherwise and for every other app.
+/// The app's certificate policy run again once the handshake is done, where the verifier did
+/// not decide: on a resumed session (rustls resumes without asking the verifier, so the
+/// session is judged under the policy in force now) and on every connection of a
+/// `rejectWith: "http"` app (whose verifier lets every certificate through). A `require`
+/// app without exclusion paths refuses a session that carries no certificate. `None` when
+/// the connection may be served.
 pub(crate) fn judge(
     app: &AppConfig,
     chain: Option<&[CertificateDer<'static>]>,
-) -> Option<RefusalPage> {
-    if app.reject_with != RejectWith::Http {
+    resumed: bool,
+) -> Option<Box<Refusal>> {
+    if app.reject_with != RejectWith::Http && !resumed {
         return None;
     }
-    let refusal = match chain.and_then(|chain| chain.split_first()) {
+    match chain.and_then(|chain| chain.split_first()) {
+        // An `ignore` app has no policy: a certificate it did not ask for is never used.
         Some((leaf, intermediates)) => app
             .policy
             .as_ref()?
             .evaluate(leaf, intermediates, UnixTime::now())
-            .err()?,
+            .err(),
         // With exclusion paths a missing certificate is judged per request (proxy::admission).
         None if app.mode == ClientCertMode::Require
             && app.request_policy.exclusion_paths.is_empty() =>
         {
-            Box::new(Refusal::no_certificate())
+            Some(Box::new(Refusal::no_certificate()))
         }
-        None => return None,
-    };
-    Some(RefusalPage::new(*refusal))
+        None => None,
+    }
 }
 
 fn escape(text: &str) -> String {

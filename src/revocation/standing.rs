@@ -6,21 +6,18 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
-use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 
-use super::checker::Revocation;
+use super::checker::{Path, Revocation};
 use super::error::Refusal;
-use super::x509::Cert;
 
 /// One open connection's standing with its app's revocation sources; shared by the
 /// connection and the upgraded streams it hands over to.
 #[derive(Debug)]
 pub struct Standing {
     revocation: Arc<Revocation>,
-    chain: Vec<CertificateDer<'static>>,
-    /// The issuer path, found the first time a change needs it.
-    path: OnceLock<Option<Vec<Cert>>>,
+    /// Where the admission check looked: the same path is checked again.
+    path: Path,
     /// The generation of what is held that the chain was last checked against.
     seen: AtomicU64,
     refused: watch::Sender<Option<Arc<Refusal>>>,
@@ -34,17 +31,12 @@ pub struct Standing {
 pub struct Refused(watch::Receiver<Option<Arc<Refusal>>>);
 
 impl Revocation {
-    /// Watches the connection whose `chain` was admitted against what was held at
-    /// `generation` (read before the check, so a change during it is not missed).
-    pub fn watch(
-        self: &Arc<Self>,
-        chain: Vec<CertificateDer<'static>>,
-        generation: u64,
-    ) -> Arc<Standing> {
+    /// Watches the connection admitted along `path` against what was held at `generation`
+    /// (read before the check, so a change during it is not missed).
+    pub fn watch(self: &Arc<Self>, path: Path, generation: u64) -> Arc<Standing> {
         let standing = Arc::new(Standing {
             revocation: self.clone(),
-            chain,
-            path: OnceLock::new(),
+            path,
             seen: AtomicU64::new(generation),
             refused: watch::Sender::new(None),
             is_refused: AtomicBool::new(false),
@@ -83,13 +75,7 @@ impl Standing {
         if let Some(refusal) = self.refused.borrow().clone() {
             return Err(refusal);
         }
-        let path = self
-            .path
-            .get_or_init(|| self.revocation.issuer_path(&self.chain));
-        let verdict = match path {
-            Some(path) => self.revocation.check_held(path),
-            None => Ok(()),
-        };
+        let verdict = self.revocation.check_held(&self.path);
         self.seen.fetch_max(generation, Ordering::AcqRel);
         verdict.map_err(|refusal| {
             let refusal = Arc::new(refusal);

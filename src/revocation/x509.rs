@@ -1,20 +1,17 @@
 //! The certificate facts revocation needs, read with RustCrypto's `x509-cert`: names, serial,
-//! key, the CRL distribution points and OCSP responders a certificate names, the issuer path
-//! of a verified chain, and signature checks through rustls' crypto provider.
+//! key, the CRL distribution points and OCSP responders a certificate names, the path webpki
+//! verified for a chain, and signature checks through rustls' crypto provider.
 
 use std::time::Duration;
 
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use x509_cert::Certificate;
 use x509_cert::der::oid::db::rfc5280;
 use x509_cert::der::{Decode, Encode};
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{AuthorityInfoAccessSyntax, CrlDistributionPoints, ExtendedKeyUsage};
 use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
-
-/// Longest issuer path followed (leaf, intermediates, root).
-const MAX_PATH: usize = 8;
 
 /// A parsed certificate with the encodings revocation compares.
 #[derive(Debug, Clone)]
@@ -138,37 +135,60 @@ impl Cert {
     }
 }
 
-/// The issuer path of a client chain that webpki verified: the leaf, each issuer in turn
-/// (from what the client sent, then the trusted roots), ending at a root. `None` when no
-/// path reaches a root (a pinned or untrusted certificate: there is no CA to ask).
-pub(crate) fn issuer_path(
+/// A client chain's path to a trusted root as webpki builds and verifies it: the leaf, then
+/// the intermediates it used, issuer after issuer, and which of the app's roots ends it.
+/// Revocation is checked along this path and no other, so a decoy certificate the client
+/// adds (one that copies an intermediate's name and key but has another signer) is never
+/// mistaken for a link of the chain.
+#[derive(Debug, Clone)]
+pub struct VerifiedPath {
+    /// The leaf first, then each intermediate in turn (the root is not among them).
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The index of the root among the app's roots.
+    pub root: usize,
+}
+
+/// The path webpki verifies for `chain` (leaf first, then what the client sent) to one of
+/// `anchors`, for client authentication at `now`; webpki's error when there is none.
+pub(crate) fn verified_path(
     chain: &[CertificateDer<'_>],
-    roots: &[Cert],
+    anchors: &[TrustAnchor<'static>],
     algorithms: &WebPkiSupportedAlgorithms,
-) -> Option<Vec<Cert>> {
-    let mut sent = chain.iter().map(|der| Cert::parse(der));
-    let leaf = sent.next()??;
-    let intermediates: Vec<Cert> = sent.flatten().collect();
-    let mut path = vec![leaf];
-    while path.len() < MAX_PATH {
-        let current = path.last()?;
-        if let Some(root) = roots
-            .iter()
-            .find(|root| current.signed_by(root, algorithms))
-        {
-            path.push(root.clone());
-            return Some(path);
-        }
-        let next = intermediates
-            .iter()
-            .find(|candidate| {
-                current.signed_by(candidate, algorithms)
-                    && !path.iter().any(|seen| seen.subject == candidate.subject)
-            })?
-            .clone();
-        path.push(next);
-    }
-    None
+    now: UnixTime,
+) -> Result<VerifiedPath, webpki::Error> {
+    let (leaf, intermediates) = chain.split_first().ok_or(webpki::Error::BadDer)?;
+    let end_entity = webpki::EndEntityCert::try_from(leaf)?;
+    let path = end_entity.verify_for_usage(
+        algorithms.all,
+        anchors,
+        intermediates,
+        now,
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )?;
+    // The anchor webpki returns is one of `anchors`, borrowed: its address says which.
+    let root = anchors
+        .iter()
+        .position(|anchor| std::ptr::eq(anchor, path.anchor()))
+        .ok_or(webpki::Error::UnknownIssuer)?;
+    let mut certs = vec![leaf.clone().into_owned()];
+    certs.extend(
+        path.intermediate_certificates()
+            .map(|cert| cert.der().into_owned()),
+    );
+    Ok(VerifiedPath { certs, root })
+}
+
+/// The trust anchor of each root that webpki accepts as one, beside the root itself.
+pub(crate) fn anchors(roots: &[CertificateDer<'static>]) -> Vec<(Cert, TrustAnchor<'static>)> {
+    roots
+        .iter()
+        .filter_map(|der| {
+            let anchor = webpki::anchor_from_trusted_cert(der).ok()?.to_owned();
+            Some((Cert::parse(der)?, anchor))
+        })
+        .collect()
 }
 
 /// Verifies `signature` over `message` with `spki`, using the algorithm of the provider whose

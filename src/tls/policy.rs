@@ -216,6 +216,22 @@ impl Policy {
                 let reason = FailureReason::of(&error);
                 refuse(reason, describe(&error, &presented), error)
             })?;
+        if trust == TrustSource::Untrusted
+            && self
+                .trust
+                .checked_issuers
+                .iter()
+                .any(|name| name.as_slice() == leaf.issuer().as_raw())
+        {
+            return Err(refuse(
+                FailureReason::RevocationUnknown,
+                format!(
+                    "issuer {} is a CA whose revocation this app checks, but the chain the client sent does not verify to it, so the certificate's revocation cannot be checked; the client must send its intermediate certificates",
+                    presented.issuer
+                ),
+                CertificateError::UnknownRevocationStatus.into(),
+            ));
+        }
         let names = LeafNames::of(&leaf);
         if !self.allow.is_empty() && !permits(&self.allow, &names) {
             return Err(refuse(

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use rustls::server::ProducesTickets;
 use sha2::{Digest as _, Sha256};
 
-use crate::settings::{AllowList, ClientCertMode, Trust};
+use crate::settings::{AllowList, ClientCertMode, RejectWith, Trust};
 
 /// Bytes of secret in one shared key (a line of the key file, base64-decoded).
 pub(crate) const KEY_BYTES: usize = 32;
@@ -149,13 +149,33 @@ pub(crate) fn rotate_key_file(existing: &[u8]) -> Result<String, TicketKeyError>
     Ok(text)
 }
 
-/// What a session must not outlive: the app's mode, trust sources and allow-lists. Any change
-/// gives new per-app ticket keys, so sessions from before it get a full handshake.
-pub(crate) fn trust_fingerprint(
-    mode: ClientCertMode,
-    trust: &Trust,
-    allow: &AllowList,
-) -> [u8; 32] {
+/// What an app's handshake decides, all of which a session must not outlive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HandshakePolicy<'a> {
+    /// The client certificate mode.
+    pub mode: ClientCertMode,
+    /// The trust sources, with the CRLs webpki checks.
+    pub trust: &'a Trust,
+    /// The allow-lists.
+    pub allow: &'a AllowList,
+    /// How a refused certificate is answered.
+    pub reject_with: RejectWith,
+    /// The paths a `require` app serves without a certificate.
+    pub exclusion_paths: &'a [String],
+}
+
+/// A digest of the app's effective handshake policy: any change gives new per-app ticket
+/// keys, so sessions from before it get a full handshake. (Revocation beyond `crlFiles` is
+/// checked on every connection, resumed or not, and a resumed session is judged again under
+/// the policy in force: this keeps the two from ever meeting.)
+pub(crate) fn trust_fingerprint(policy: &HandshakePolicy<'_>) -> [u8; 32] {
+    let HandshakePolicy {
+        mode,
+        trust,
+        allow,
+        reject_with,
+        exclusion_paths,
+    } = *policy;
     let mut hash = Sha256::new();
     let mut field = |label: &str, value: &[u8]| {
         hash.update(label.as_bytes());
@@ -173,6 +193,9 @@ pub(crate) fn trust_fingerprint(
         field("pin", pin);
     }
     field("untrusted", &[u8::from(trust.allow_untrusted)]);
+    for name in &trust.checked_issuers {
+        field("checked_issuer", name);
+    }
     for subject in &allow.subjects {
         field("subject", subject.as_bytes());
     }
@@ -181,6 +204,10 @@ pub(crate) fn trust_fingerprint(
     }
     for uri in &allow.uri_sans {
         field("uri", uri.as_bytes());
+    }
+    field("reject_with", reject_with.as_str().as_bytes());
+    for path in exclusion_paths {
+        field("exclusion_path", path.as_bytes());
     }
     hash.finalize().into()
 }
@@ -402,25 +429,59 @@ mod tests {
     }
 
     #[test]
-    fn trust_fingerprint_changes_with_mode_and_trust() {
+    fn trust_fingerprint_changes_with_every_part_of_the_handshake_policy() {
         let trust = Trust::default();
         let allow = AllowList::default();
-        let require = trust_fingerprint(ClientCertMode::Require, &trust, &allow);
-        assert_ne!(
-            require,
-            trust_fingerprint(ClientCertMode::Ignore, &trust, &allow)
-        );
+        let base = HandshakePolicy {
+            mode: ClientCertMode::Require,
+            trust: &trust,
+            allow: &allow,
+            reject_with: RejectWith::Tls,
+            exclusion_paths: &[],
+        };
+        let require = trust_fingerprint(&base);
+        assert_eq!(require, trust_fingerprint(&base));
         let pinned = Trust {
             pins: vec![[1; 32]],
             ..Trust::default()
         };
-        assert_ne!(
-            require,
-            trust_fingerprint(ClientCertMode::Require, &pinned, &allow)
-        );
-        assert_eq!(
-            require,
-            trust_fingerprint(ClientCertMode::Require, &trust, &allow)
-        );
+        let untrusted = Trust {
+            allow_untrusted: true,
+            ..Trust::default()
+        };
+        let subjects = AllowList {
+            subjects: vec!["CN=ops".to_owned()],
+            ..AllowList::default()
+        };
+        let exempt = ["/health".to_owned()];
+        let changed = [
+            HandshakePolicy {
+                mode: ClientCertMode::Ignore,
+                ..base
+            },
+            HandshakePolicy {
+                trust: &pinned,
+                ..base
+            },
+            HandshakePolicy {
+                trust: &untrusted,
+                ..base
+            },
+            HandshakePolicy {
+                allow: &subjects,
+                ..base
+            },
+            HandshakePolicy {
+                reject_with: RejectWith::Http,
+                ..base
+            },
+            HandshakePolicy {
+                exclusion_paths: &exempt,
+                ..base
+            },
+        ];
+        for policy in changed {
+            assert_ne!(require, trust_fingerprint(&policy), "{policy:?}");
+        }
     }
 }
