@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use crate::config::{AppConfig, Config};
-use crate::metrics::Metrics;
 use crate::metrics::app::AppMetrics;
+use crate::metrics::{AppSeries, Metrics};
 use crate::policy::rate_limit::{MAX_KEYS, RateLimiter};
 use crate::proxy::upstream::UpstreamClient;
 use crate::proxy_protocol::ProxyProtocol;
@@ -56,7 +56,12 @@ impl Apps {
                     index,
                     config: app.clone(),
                     upstream: UpstreamClient::new(&app.upstream, &config.timeouts),
-                    metrics: metrics.register_app(app),
+                    metrics: metrics.register_app(&AppSeries {
+                        name: &app.name,
+                        server_chain: &app.server_chain,
+                        trust: &app.trust,
+                        request_policy: &app.request_policy,
+                    }),
                     rate_limiter: app
                         .request_policy
                         .rate_limit

@@ -38,6 +38,7 @@ mod reload;
 mod apps;
 mod accept;
 mod listener;
+mod connection;
 mod proxy_protocol;
 mod tls;
 mod revocation;

@@ -3,6 +3,7 @@
 
 pub(crate) mod app;
 pub(crate) mod label;
+pub(crate) mod revocation;
 
 use std::sync::atomic::AtomicI64;
 
@@ -14,10 +15,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use self::app::{AppMetrics, RequestLabels, RuleLabels, StallLabels};
-use self::label::AppLabel;
-use crate::config::AppConfig;
-use crate::proxy::gap::StallReason;
+use self::label::{AppLabel, StallReason};
+use crate::policy::AppPolicy;
 use crate::proxy_protocol::RefusalReason;
+use crate::settings::Trust;
 use crate::tls::FailureReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,7 +98,7 @@ pub(crate) struct Metrics {
     rate_limited: Family<AppLabel, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     not_after: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
-    revocation: crate::revocation::metrics::Families,
+    revocation: self::revocation::Families,
     proxy_protocol_refusals: Family<ReasonLabel, Counter>,
     worker_connections: Family<WorkerLabel, Gauge>,
 }
@@ -106,6 +107,19 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// What an app's series are made from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AppSeries<'a> {
+    /// The app's name, its `app` label.
+    pub name: &'a str,
+    /// The server certificate chain, leaf first.
+    pub server_chain: &'a [rustls_pki_types::CertificateDer<'static>],
+    /// The trusted CAs and CRLs whose expiry is exported.
+    pub trust: &'a Trust,
+    /// The rules and rate limit whose series exist at zero.
+    pub request_policy: &'a AppPolicy,
 }
 
 impl Metrics {
@@ -196,7 +210,7 @@ impl Metrics {
                 limit: limit.as_str(),
             });
         }
-        let revocation = crate::revocation::metrics::Families::register(&mut registry);
+        let revocation = self::revocation::Families::register(&mut registry);
         for result in ["success", "error"] {
             let _ = reloads.get_or_create(&ReloadLabels { result });
         }
@@ -257,7 +271,7 @@ impl Metrics {
     }
 
     /// The revocation metric handles of an app (README "Revocation").
-    pub(crate) fn revocation(&self, app: &str) -> crate::revocation::metrics::RevocationMetrics {
+    pub(crate) fn revocation(&self, app: &str) -> self::revocation::RevocationMetrics {
         let crl_not_after = self
             .not_after
             .get_or_create(&CertificateLabels {
@@ -279,10 +293,10 @@ impl Metrics {
 
     /// Creates every per-app series at zero, sets the app's certificate expiries, and
     /// returns the app's request handles.
-    pub(crate) fn register_app(&self, app: &AppConfig) -> AppMetrics {
+    pub(crate) fn register_app(&self, app: &AppSeries<'_>) -> AppMetrics {
         for reason in FailureReason::ALL {
             let _ = self.handshake_failures.get_or_create(&FailureLabels {
-                app: app.name.clone(),
+                app: app.name.to_owned(),
                 reason: reason.as_str(),
             });
         }
@@ -314,7 +328,7 @@ impl Metrics {
             if let Some(not_after) = not_after {
                 self.not_after
                     .get_or_create(&CertificateLabels {
-                        app: app.name.clone(),
+                        app: app.name.to_owned(),
                         kind,
                     })
                     .set(not_after);
@@ -332,16 +346,16 @@ impl Metrics {
             .chain(default)
         {
             let _ = self.authorization_denied.get_or_create(&RuleLabels {
-                app: app.name.clone(),
+                app: app.name.to_owned(),
                 rule: rule.to_owned(),
             });
         }
         if app.request_policy.rate_limit.is_some() {
             let _ = self.rate_limited.get_or_create(&AppLabel {
-                app: app.name.clone(),
+                app: app.name.to_owned(),
             });
         }
-        self.app(&app.name)
+        self.app(app.name)
     }
 
     /// The handles of one app's per-request series, resolved once so that a request only

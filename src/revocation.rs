@@ -10,7 +10,6 @@ mod coalesce;
 pub(crate) mod crl;
 mod error;
 pub(crate) mod fetch;
-pub(crate) mod metrics;
 pub(crate) mod ocsp;
 mod policy;
 mod refresh;

@@ -1,7 +1,6 @@
 //! TLS termination: pick the app from the ClientHello, then finish the handshake with that
 //! app's own rustls config and client-certificate verifier.
 
-pub(crate) mod accept;
 pub(crate) mod client_auth;
 pub mod pkcs12;
 pub(crate) mod policy;

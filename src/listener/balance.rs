@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use super::admission::Admitted;
+use crate::connection::admit::Admitted;
 use crate::metrics::Metrics;
 
 /// The open connections of every worker thread and the way to hand one a connection.
@@ -147,7 +147,7 @@ mod tests {
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (tcp, client_addr) = listener.accept().unwrap();
         let admission =
-            super::super::admission::Admission::new(&crate::settings::Limits::default());
+            crate::connection::admit::Admission::new(&crate::settings::Limits::default());
         let admitted = admission.admit(client_addr.ip()).unwrap();
         let permit = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()

@@ -13,7 +13,6 @@ use super::activity::Activity;
 use super::admission::ConnectionPolicy;
 use super::client::VerifiedClient;
 use super::error::REQUEST_HEADER_TOO_LARGE;
-use super::gap::StallReason;
 use super::stall::StallObserver;
 use super::{headers, refuse};
 use crate::access_log::{self, ConnectionFields, RequestFields};
@@ -21,6 +20,7 @@ use crate::apps::{App, Apps};
 use crate::drain::Draining;
 use crate::identity::ClientIdentity;
 use crate::metrics::app::ActiveConnection;
+use crate::metrics::label::StallReason;
 use crate::revocation::Standing;
 
 /// What a connection knows once its handshake is done; shared by all its requests.

@@ -7,29 +7,6 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-/// Why a request was cut off mid-body; the `outcome` in logs and the `reason` label of
-/// `certgate_stalled_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum StallReason {
-    /// The client sent no request-body bytes for `requestBodyIdleMs`.
-    RequestBodyIdle,
-    /// The app sent no response-body bytes for `upstreamIdleMs`.
-    UpstreamIdle,
-}
-
-impl StallReason {
-    /// Every reason, for metric series that exist at zero.
-    pub(crate) const ALL: [Self; 2] = [Self::RequestBodyIdle, Self::UpstreamIdle];
-
-    /// The name used in logs and metrics.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::RequestBodyIdle => "request_body_idle",
-            Self::UpstreamIdle => "upstream_idle",
-        }
-    }
-}
-
 /// The gap clock of one body: armed when the body starts waiting for its sender, disarmed by
 /// every frame that arrives.
 #[derive(Debug)]

@@ -7,12 +7,7 @@ use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 
-use rustls_pki_types::{CertificateDer, UnixTime};
-
 use super::body::ProxyBody;
-use crate::config::AppConfig;
-use crate::settings::ClientCertMode;
-use crate::settings::RejectWith;
 use crate::tls::FailureReason;
 use crate::tls::policy::Refusal;
 
@@ -96,37 +91,6 @@ impl RefusalPage {
             .headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
-    }
-}
-
-/// The app's certificate policy run again once the handshake is done, where the verifier did
-/// not decide: on a resumed session (rustls resumes without asking the verifier, so the
-/// session is judged under the policy in force now) and on every connection of a
-/// `rejectWith: "http"` app (whose verifier lets every certificate through). A `require`
-/// app without exclusion paths refuses a session that carries no certificate. `None` when
-/// the connection may be served.
-pub(crate) fn judge(
-    app: &AppConfig,
-    chain: Option<&[CertificateDer<'static>]>,
-    resumed: bool,
-) -> Option<Box<Refusal>> {
-    if app.reject_with != RejectWith::Http && !resumed {
-        return None;
-    }
-    match chain.and_then(|chain| chain.split_first()) {
-        // An `ignore` app has no policy: a certificate it did not ask for is never used.
-        Some((leaf, intermediates)) => app
-            .policy
-            .as_ref()?
-            .evaluate(leaf, intermediates, UnixTime::now())
-            .err(),
-        // With exclusion paths a missing certificate is judged per request (proxy::admission).
-        None if app.mode == ClientCertMode::Require
-            && app.request_policy.exclusion_paths.is_empty() =>
-        {
-            Some(Box::new(Refusal::no_certificate()))
-        }
-        None => None,
     }
 }
 

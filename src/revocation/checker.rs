@@ -16,10 +16,10 @@ use super::coalesce::{Coalesce, Joined};
 use super::crl::{self, CrlStatus, CrlStore, Entry, Origin};
 use super::error::{CHECK_TIMEOUT, LoadError, Refusal};
 use super::fetch::{self, Fetcher};
-use super::metrics::RevocationMetrics;
 use super::ocsp::{self, OcspError, OcspStatus};
 use super::policy::{OcspMode, OnUnknown, Policy};
 use super::x509::{self, Cert, VerifiedPath, unix_now};
+use crate::metrics::revocation::RevocationMetrics;
 use crate::tls::FailureReason;
 
 /// One app's revocation checker: its CRLs, its OCSP cache and its HTTP client.

@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 use super::checker::Revocation;
 use super::crl::{self, Crl, CrlError, Entry, Origin};
 use super::error::LoadError;
-use super::metrics::RevocationMetrics;
 use super::x509::{Cert, unix_now};
+use crate::metrics::revocation::RevocationMetrics;
 
 impl Revocation {
     /// Attaches the app's metrics and starts refreshing fetched CRLs in the background (once;

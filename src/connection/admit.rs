@@ -14,7 +14,7 @@ use crate::settings::Limits;
 
 /// The per-client and pending-handshake caps of one listener.
 #[derive(Debug)]
-pub(super) struct Admission {
+pub(crate) struct Admission {
     per_client: Option<usize>,
     clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
     pending: Arc<Semaphore>,
@@ -23,13 +23,13 @@ pub(super) struct Admission {
 /// What an admitted connection holds until it closes (`client`) or finishes its handshake
 /// (`handshake`).
 #[derive(Debug)]
-pub(super) struct Admitted {
-    pub(super) client: Option<ClientSlot>,
-    pub(super) handshake: OwnedSemaphorePermit,
+pub(crate) struct Admitted {
+    pub(crate) client: Option<ClientSlot>,
+    pub(crate) handshake: OwnedSemaphorePermit,
 }
 
 impl Admission {
-    pub(super) fn new(limits: &Limits) -> Self {
+    pub(crate) fn new(limits: &Limits) -> Self {
         Self {
             per_client: limits.max_connections_per_client,
             clients: Arc::default(),
@@ -38,7 +38,7 @@ impl Admission {
     }
 
     /// Admits a connection from `ip`, or names the limit that refuses it.
-    pub(super) fn admit(&self, ip: IpAddr) -> Result<Admitted, ConnectionLimit> {
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<Admitted, ConnectionLimit> {
         let client = match self.per_client {
             Some(cap) => Some(self.client_slot(ip, cap)?),
             None => None,
@@ -68,7 +68,7 @@ impl Admission {
 
 /// One open connection counted against its client's address; released on drop.
 #[derive(Debug)]
-pub(super) struct ClientSlot {
+pub(crate) struct ClientSlot {
     clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
     ip: IpAddr,
 }

@@ -12,10 +12,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::FailureReason;
-use super::policy::{self, Refusal};
-use super::sni::normalize;
 use crate::apps::{App, Apps};
+use crate::tls::FailureReason;
+use crate::tls::policy::{self, Refusal};
+use crate::tls::sni::normalize;
 
 /// A completed handshake: the stream and the app it belongs to.
 #[derive(Debug)]

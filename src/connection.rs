@@ -1,0 +1,253 @@
+//! One client connection from accept to close, its stages in the order they run: `admit` (the
+//! caps it holds a slot under), `handshake` (the PROXY header, the ClientHello and the app's
+//! TLS handshake, under one deadline), `verdict` (the app's policy judged again where the
+//! verifier did not decide, then revocation), the verified certificate parsed once (its
+//! headers made once, `proxy::client`), then `serve` (hyper sessions until the client leaves) with `park`
+//! (a quiet HTTP/1.1 connection gives hyper's buffers back between sessions). The listener
+//! accepts and places connections; the proxy handles each request.
+
+pub(crate) mod admit;
+pub(crate) mod handshake;
+mod park;
+mod serve;
+mod verdict;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+
+use crate::apps::LiveApps;
+use crate::drain::Draining;
+use crate::metrics::Metrics;
+use crate::proxy::client::VerifiedClient;
+use crate::proxy::context::ConnectionContext;
+use crate::proxy::refuse::RefusalPage;
+use crate::proxy_protocol::ProxyHeaderError;
+use crate::settings::RejectWith;
+use crate::tls::policy::Refusal;
+
+use self::admit::Admitted;
+use self::handshake::{AcceptError, accept};
+
+/// What every connection uses: the apps it is served under (loaded once, at its start), the
+/// metrics and the drain flag.
+#[derive(Debug)]
+pub(crate) struct Handles {
+    /// The running apps.
+    pub apps: LiveApps,
+    /// For handshake failures, refusals and everything the proxy counts.
+    pub metrics: Arc<Metrics>,
+    /// Handed to every connection.
+    pub draining: Draining,
+}
+
+/// What a connection holds until it closes: its `maxConnections` permit, its admission slots
+/// and `load`, its count on the worker thread that serves it.
+#[derive(Debug)]
+pub(crate) struct Slots<L> {
+    /// One of `limits.maxConnections`.
+    pub permit: OwnedSemaphorePermit,
+    /// The per-client slot, and the pending-handshake one until the handshake ends.
+    pub admitted: Admitted,
+    /// Dropped when the connection closes.
+    pub load: L,
+}
+
+impl Handles {
+    /// Runs one accepted connection to its end.
+    pub(crate) async fn run<L>(
+        self: Arc<Self>,
+        mut tcp: TcpStream,
+        peer_addr: SocketAddr,
+        slots: Slots<L>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let Slots {
+            permit,
+            admitted,
+            load: _load,
+        } = slots;
+        let apps = self.apps.load_full();
+        // One deadline for the PROXY header, the ClientHello and the handshake.
+        let deadline = tokio::time::Instant::now() + apps.timeouts.handshake;
+        let client_addr = match &apps.proxy_protocol {
+            Some(proxy) => match Box::pin(proxy.accept(&mut tcp, peer_addr, deadline)).await {
+                Ok(client_addr) => client_addr,
+                Err(error) => {
+                    self.proxy_refused(&error, peer_addr);
+                    return;
+                }
+            },
+            None => peer_addr,
+        };
+        tracing::Span::current().record("client.addr", tracing::field::display(client_addr));
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        // The handshake's state (about 7 KiB: the ClientHello reader, rustls' handshake, their
+        // deadlines) lives on the heap until the handshake ends: kept inline, this task would
+        // carry its size for as long as the connection stays open.
+        let accepted = match Box::pin(accept(tcp, &apps, left)).await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                self.refused(&error, client_addr);
+                return;
+            }
+        };
+        // Handshake over: its pending slot frees; the per-client slot lives with the connection.
+        drop(admitted.handshake);
+        let _client_slot = admitted.client;
+        let app = accepted.app;
+        let sni = accepted.sni.as_deref().unwrap_or("");
+        let session = accepted.stream.get_ref().1;
+        let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        let peer_chain = verdict::presented(&app, session);
+        let verdict = Box::pin(verdict::decide(&app, peer_chain, resumed)).await;
+        if let Some(refused) = &verdict.refusal {
+            let reject_with = app.config.reject_with;
+            self.refused_after_handshake(&app.config.name, sni, refused, reject_with, client_addr);
+            if reject_with == RejectWith::Tls {
+                serve::close_notify(accepted.stream).await;
+                return;
+            }
+        }
+        let refusal = verdict.refusal.map(|refused| RefusalPage::new(*refused));
+        let identity = match peer_chain.filter(|_| refusal.is_none()) {
+            Some(chain) => {
+                match VerifiedClient::new(
+                    chain,
+                    app.config.xfcc_fields,
+                    app.config.request_policy.formats,
+                    apps.limits.max_xfcc_bytes,
+                ) {
+                    Ok(identity) => Some(identity),
+                    Err(error) => {
+                        tracing::warn!(app = %app.config.name, error = %error, "closing connection");
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
+        tracing::debug!(
+            app = %app.config.name,
+            sni,
+            resumed,
+            client.hash = identity.as_ref().map_or("", |client| client.identity.hash.as_str()),
+            "handshake complete"
+        );
+        let (timeouts, limits) = (apps.timeouts, apps.limits);
+        // A revocation learned while the connection is open closes it, and any WebSocket
+        // it upgraded to, before another request is forwarded (README "Revocation").
+        let revoked_later = verdict.standing.as_ref().map(|standing| standing.refused());
+        let context = Arc::new(
+            ConnectionContext::new(
+                app,
+                apps,
+                self.draining.clone(),
+                permit,
+                client_addr,
+                accepted.sni,
+                identity,
+            )
+            .with_refusal(refusal)
+            .with_standing(verdict.standing),
+        );
+        serve::Sessions {
+            context,
+            timeouts,
+            limits,
+            client_addr,
+        }
+        .serve(accepted.stream, shutdown, revoked_later)
+        .await;
+    }
+
+    fn proxy_refused(&self, error: &ProxyHeaderError, peer_addr: SocketAddr) {
+        let reason = error.reason();
+        self.metrics.proxy_protocol_refused(reason);
+        tracing::warn!(
+            peer.addr = %peer_addr,
+            failure = reason.as_str(),
+            error = %crate::error_chain(error),
+            "connection refused before the handshake"
+        );
+    }
+
+    fn refused(&self, error: &AcceptError, client_addr: SocketAddr) {
+        let Some(reason) = error.reason() else {
+            tracing::debug!(client.addr = %client_addr, "connection closed before handshake");
+            return;
+        };
+        let app = error.app().map_or("", |app| app.config.name.as_str());
+        self.metrics.handshake_failed(app, reason);
+        let sni = error.sni().unwrap_or("");
+        let detail = error
+            .refusal()
+            .map_or("", |refusal| refusal.detail.as_str());
+        match error
+            .refusal()
+            .and_then(|refusal| refusal.presented.as_ref())
+        {
+            Some(leaf) => tracing::warn!(
+                client.addr = %client_addr,
+                sni,
+                app,
+                failure = reason.as_str(),
+                client.subject = %leaf.subject,
+                client.issuer = %leaf.issuer,
+                client.serial = %leaf.serial,
+                client.hash = %leaf.hash,
+                detail,
+                error = %crate::error_chain(error),
+                "handshake refused"
+            ),
+            None => tracing::warn!(
+                client.addr = %client_addr,
+                sni,
+                app,
+                failure = reason.as_str(),
+                detail,
+                error = %crate::error_chain(error),
+                "handshake refused"
+            ),
+        }
+    }
+
+    /// A certificate refused once the handshake is done: by the revocation check, by the
+    /// policy a resumed session is judged under, or with `rejectWith: "http"` (then the
+    /// connection answers 495/496 itself). Counted and logged like a refused handshake, once
+    /// per connection.
+    fn refused_after_handshake(
+        &self,
+        app: &str,
+        sni: &str,
+        refusal: &Refusal,
+        reject_with: RejectWith,
+        client_addr: SocketAddr,
+    ) {
+        self.metrics.handshake_failed(app, refusal.reason);
+        let leaf = refusal.presented.clone().unwrap_or_default();
+        macro_rules! refused {
+            ($message:literal) => {
+                tracing::warn!(
+                    client.addr = %client_addr,
+                    sni,
+                    app,
+                    failure = refusal.reason.as_str(),
+                    client.subject = %leaf.subject,
+                    client.issuer = %leaf.issuer,
+                    client.serial = %leaf.serial,
+                    client.hash = %leaf.hash,
+                    detail = %refusal.detail,
+                    reject_with = reject_with.as_str(),
+                    $message
+                )
+            };
+        }
+        match reject_with {
+            RejectWith::Tls => refused!("handshake refused"),
+            RejectWith::Http => refused!("certificate refused"),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Serving an established connection: one hyper session (HTTP/1.1 or HTTP/2) after another
+//! until the client leaves, the connection idles out, shutdown drains it or a revocation
+//! learned later refuses it. Between two sessions a quiet HTTP/1.1 connection is parked
+//! (`park`).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::sync::watch;
+
+use super::park::{self, SessionIo, Tls};
+use crate::proxy;
+use crate::proxy::context::ConnectionContext;
+use crate::proxy::header_limits::http2_header_list_limit;
+use crate::proxy::upstream::UPSTREAM_READ_BUFFER;
+use crate::revocation::{Refusal, Refused};
+use crate::settings::{Limits, Timeouts};
+
+/// A connection ready to serve requests, with what its sessions are served with.
+pub(super) struct Sessions {
+    pub context: Arc<ConnectionContext>,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub client_addr: SocketAddr,
+}
+
+impl Sessions {
+    /// Serves `stream` to its end: one hyper session per burst of requests, an HTTP/1.1
+    /// connection that goes quiet parking between them (README "Memory while idle").
+    pub(super) async fn serve(
+        self,
+        mut stream: Tls,
+        mut shutdown: watch::Receiver<bool>,
+        mut revoked_later: Option<Refused>,
+    ) {
+        let Self {
+            context,
+            timeouts,
+            limits,
+            client_addr,
+        } = self;
+        let service = {
+            let context = context.clone();
+            service_fn(move |request| proxy::handle(context.clone(), request))
+        };
+        let builder = http_builder(&timeouts, &limits);
+        let idle = timeouts.idle;
+        let park_after = park::park_after(&timeouts);
+        let mut first = None;
+        loop {
+            let (io, returned) = SessionIo::new(stream, first.take(), context.clone());
+            // Boxed: a parked connection's task does not carry hyper's state inline.
+            let served =
+                Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service.clone()));
+            let ended = Session {
+                context: &context,
+                idle,
+                park_after,
+                client_addr,
+            }
+            .drive(served, &mut shutdown, revoked_later.as_mut())
+            .await;
+            let (Ended::Parked, Ok(back)) = (ended, returned.await) else {
+                return;
+            };
+            stream = back;
+            let waited = tokio::select! {
+                read = park::next_byte(&mut stream) => match read {
+                    Ok(Some(byte)) => Some(byte),
+                    Ok(None) => return,
+                    Err(error) => {
+                        tracing::debug!(error = %error, "parked connection closed with an error");
+                        return;
+                    }
+                },
+                () = idle_expired(&context, idle) => {
+                    tracing::debug!("closing idle connection");
+                    None
+                }
+                () = context.close.notified() => None,
+                refused = revoked(revoked_later.as_mut()) => {
+                    revoked_warning(client_addr, &context, &refused);
+                    None
+                }
+                _ = shutdown.wait_for(|stop| *stop) => None,
+            };
+            match waited {
+                Some(byte) => first = Some(byte),
+                None => {
+                    close_notify(stream).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// hyper's own HTTP/1.1 header field limit, the default of `limits.maxRequestHeaders`.
+const HYPER_MAX_HEADERS: usize = 100;
+
+/// Streams one HTTP/2 connection may have open at once (nginx allows 128).
+const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// Resolves once a revocation learned after the handshake refuses the connection.
+async fn revoked(refused: Option<&mut Refused>) -> Arc<Refusal> {
+    match refused {
+        Some(refused) => refused.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The HTTP/1.1 and HTTP/2 settings every session of a connection is served with.
+fn http_builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut http1 = builder.http1();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.request_header)
+        .max_buf_size(limits.max_request_header_bytes);
+    // hyper parses up to 100 fields on the stack; any other count costs a heap allocation
+    // per request, so only a changed limit is set.
+    if limits.max_request_headers != HYPER_MAX_HEADERS {
+        http1.max_headers(limits.max_request_headers);
+    }
+    // Bounded buffering whatever the client does (README "Memory under attack"): each
+    // stream buffers at most one upstream chunk plus its send buffer.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(http2_header_list_limit(limits))
+        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+        .max_send_buf_size(UPSTREAM_READ_BUFFER);
+    builder
+}
+
+/// How a hyper session ended.
+enum Ended {
+    /// The connection is done: closed by either side, idled out, drained or refused.
+    Closed,
+    /// The session ended by parking; the connection stays open.
+    Parked,
+}
+
+/// What drives one hyper session of a connection.
+struct Session<'a> {
+    context: &'a Arc<ConnectionContext>,
+    idle: Duration,
+    park_after: Duration,
+    client_addr: SocketAddr,
+}
+
+impl Session<'_> {
+    /// Serves `served` until it ends, closing it gracefully on idle timeout, drain, shutdown
+    /// or a later revocation, and asking it to park once HTTP/1.1 has gone quiet.
+    async fn drive<F>(
+        &self,
+        mut served: Pin<Box<F>>,
+        shutdown: &mut watch::Receiver<bool>,
+        mut revoked_later: Option<&mut Refused>,
+    ) -> Ended
+    where
+        F: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Graceful,
+    {
+        let context = self.context;
+        let (idle, park_after) = (self.idle, self.park_after);
+        // A deadline moved by activity, not a poll: the connection closes `idleMs` after its
+        // last request ended, and an HTTP/1.1 one parks `park_after` after it.
+        let idle_timer = tokio::time::sleep(idle.min(park_after));
+        tokio::pin!(idle_timer);
+        let mut closing = false;
+        let mut parking = false;
+        loop {
+            tokio::select! {
+                result = served.as_mut() => {
+                    return match result {
+                        Err(error) => {
+                            context.connection_ended(&*error);
+                            tracing::debug!(error = %error, "connection closed with an error");
+                            Ended::Closed
+                        }
+                        Ok(()) if parking && !closing => Ended::Parked,
+                        Ok(()) => {
+                            tracing::debug!("connection closed");
+                            Ended::Closed
+                        }
+                    };
+                }
+                () = context.close.notified(), if !closing => {
+                    closing = true;
+                    Graceful::shutdown(served.as_mut());
+                }
+                refused = revoked(revoked_later.as_deref_mut()), if !closing => {
+                    revoked_warning(self.client_addr, context, &refused);
+                    closing = true;
+                    Graceful::shutdown(served.as_mut());
+                }
+                _ = shutdown.wait_for(|stop| *stop), if !closing => {
+                    closing = true;
+                    Graceful::shutdown(served.as_mut());
+                }
+                () = idle_timer.as_mut(), if !closing => {
+                    let now = tokio::time::Instant::now();
+                    let park = context.park_deadline(park_after).filter(|_| !parking);
+                    match context.idle_deadline(idle) {
+                        Some(deadline) if deadline <= now => {
+                            tracing::debug!("closing idle connection");
+                            closing = true;
+                            Graceful::shutdown(served.as_mut());
+                        }
+                        Some(deadline) => match park {
+                            Some(park) if park <= now => {
+                                // The session ends at hyper's next read (with nothing left
+                                // to flush), which this loop polls for right away.
+                                parking = true;
+                                context.park();
+                                idle_timer.as_mut().reset(deadline);
+                            }
+                            Some(park) => idle_timer.as_mut().reset(park.min(deadline)),
+                            None => idle_timer.as_mut().reset(deadline),
+                        },
+                        // Busy: the deadline is known once the last request ends.
+                        None => {
+                            parking = false;
+                            context.unpark();
+                            idle_timer.as_mut().reset(now + idle.min(park_after));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// hyper's graceful shutdown, for whichever connection type a session is served with.
+trait Graceful {
+    fn shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, E, B> Graceful for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
+{
+    fn shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Resolves once the connection has been idle for `idle` (its last request ended that long
+/// ago).
+async fn idle_expired(context: &ConnectionContext, idle: Duration) {
+    let deadline = context
+        .idle_deadline(idle)
+        .unwrap_or_else(|| tokio::time::Instant::now() + idle);
+    tokio::time::sleep_until(deadline).await;
+}
+
+fn revoked_warning(client_addr: SocketAddr, context: &ConnectionContext, refused: &Refusal) {
+    tracing::warn!(
+        client.addr = %client_addr,
+        app = %context.app.config.name,
+        failure = refused.reason.as_str(),
+        detail = %refused.detail,
+        "closing connection, revocation learned after the handshake"
+    );
+}
+
+/// Ends `stream` with a close_notify, bounded: a client that reads nothing cannot hold the task.
+pub(super) async fn close_notify<S: tokio::io::AsyncWrite + Unpin>(mut stream: S) {
+    let close = tokio::io::AsyncWriteExt::shutdown(&mut stream);
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+}

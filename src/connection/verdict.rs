@@ -1,0 +1,97 @@
+//! What an established connection may do, decided before any request is read: the app's
+//! policy judged again where the handshake's verifier did not decide, then revocation beyond
+//! `crlFiles` (README "Revocation"), for full and resumed handshakes alike.
+
+use std::sync::Arc;
+
+use rustls::ServerConnection;
+use rustls_pki_types::{CertificateDer, UnixTime};
+
+use crate::apps::App;
+use crate::config::AppConfig;
+use crate::revocation::Standing;
+use crate::settings::{ClientCertMode, RejectWith};
+use crate::tls::policy::Refusal;
+
+/// The verdict on a connection.
+#[derive(Debug)]
+pub(super) struct Verdict {
+    /// Why its certificate (or the lack of one) is refused, if it is.
+    pub refusal: Option<Box<Refusal>>,
+    /// Its standing with the app's revocation sources, once admitted by them: a revocation
+    /// learned while it is open refuses it.
+    pub standing: Option<Arc<Standing>>,
+}
+
+/// The chain the client presented, when the app asks for one: a certificate an `ignore` app
+/// did not ask for is never used, whatever a session holds.
+pub(super) fn presented<'a>(
+    app: &App,
+    session: &'a ServerConnection,
+) -> Option<&'a [CertificateDer<'static>]> {
+    session
+        .peer_certificates()
+        .filter(|_| app.config.mode != ClientCertMode::Ignore)
+}
+
+/// Judges `chain` under `app`'s policy where the verifier did not, then asks the app's
+/// revocation sources about it.
+pub(super) async fn decide(
+    app: &App,
+    chain: Option<&[CertificateDer<'static>]>,
+    resumed: bool,
+) -> Verdict {
+    let refusal = judge(&app.config, chain, resumed);
+    let (Some(revocation), Some(chain), None) = (&app.config.revocation, chain, &refusal) else {
+        return Verdict {
+            refusal,
+            standing: None,
+        };
+    };
+    // Read before the check, so that a revocation learned during it is not missed.
+    let generation = revocation.generation();
+    match revocation.admit(chain).await {
+        Ok(path) => Verdict {
+            refusal: None,
+            standing: Some(revocation.watch(path, generation)),
+        },
+        Err(refused) => {
+            let leaf = chain.first().map_or(&[][..], |leaf| leaf.as_ref());
+            Verdict {
+                refusal: Some(Box::new(refused.to_policy(leaf))),
+                standing: None,
+            }
+        }
+    }
+}
+
+/// The app's certificate policy run again once the handshake is done, where the verifier did
+/// not decide: on a resumed session (rustls resumes without asking the verifier, so the
+/// session is judged under the policy in force now) and on every connection of a
+/// `rejectWith: "http"` app (whose verifier lets every certificate through). A `require`
+/// app without exclusion paths refuses a session that carries no certificate. `None` when
+/// the connection may be served.
+fn judge(
+    app: &AppConfig,
+    chain: Option<&[CertificateDer<'static>]>,
+    resumed: bool,
+) -> Option<Box<Refusal>> {
+    if app.reject_with != RejectWith::Http && !resumed {
+        return None;
+    }
+    match chain.and_then(|chain| chain.split_first()) {
+        // An `ignore` app has no policy: a certificate it did not ask for is never used.
+        Some((leaf, intermediates)) => app
+            .policy
+            .as_ref()?
+            .evaluate(leaf, intermediates, UnixTime::now())
+            .err(),
+        // With exclusion paths a missing certificate is judged per request (proxy::admission).
+        None if app.mode == ClientCertMode::Require
+            && app.request_policy.exclusion_paths.is_empty() =>
+        {
+            Some(Box::new(Refusal::no_certificate()))
+        }
+        None => None,
+    }
+}
