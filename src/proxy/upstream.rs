@@ -153,8 +153,9 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends a request whose URI already names the upstream; waits for the response header,
-    /// at most `upstreamResponseMs` from the end of the request body.
+    /// Sends a request whose URI is in the form the app takes (origin-form for HTTP/1.1, the
+    /// client's authority for h2c); waits for the response header, at most
+    /// `upstreamResponseMs` from the end of the request body.
     pub(crate) async fn send(
         &self,
         request: Request<Incoming>,
