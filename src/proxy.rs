@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{HOST, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -197,10 +197,17 @@ async fn forward(
         Admission::Answer(response) => return Ok(response),
     };
 
+    let upstream = &conn.app.config.upstream;
+    let target = std::mem::take(request.uri_mut());
+    *request.uri_mut() = match upstream.transport {
+        Transport::Http1 => origin_form(target, normalized_target)?,
+        Transport::Http2 => h2c_form(target, normalized_target, &authority)?,
+    };
+
     let found = headers::scan(request.headers());
     let upgrade = found.hop_by_hop()
         && request.version() == Version::HTTP_11
-        && conn.app.config.upstream.transport == Transport::Http1
+        && upstream.transport == Transport::Http1
         && headers::is_upgrade(request.headers());
     let headers = request.headers_mut();
     if found.client_cert {
@@ -212,8 +219,16 @@ async fn forward(
     if found.hop_by_hop() {
         headers::remove_hop_by_hop(headers, upgrade);
     }
+    if upstream.transport == Transport::Http2 {
+        // RFC 9113 §8.3.1: `:authority` carries the client's authority, and a `Host` that
+        // differs from it makes the request malformed. Removed before certgate's own headers
+        // are added, so that they stay last.
+        headers.remove(HOST);
+    }
     headers::add_forwarded(headers, &conn.forwarded_for, &authority);
-    headers.insert(HOST, authority);
+    if upstream.transport == Transport::Http1 {
+        headers.insert(HOST, authority);
+    }
     if let Some(client) = &conn.client {
         let values = client.headers.as_ref().ok_or(ProxyError::XfccTooLarge)?;
         for (name, value) in values {
@@ -222,20 +237,6 @@ async fn forward(
     }
     conn.policy.set_verdict(headers);
 
-    let upstream = &conn.app.config.upstream;
-    // The target is rebuilt from its parts: the path and query move over as they are, unless
-    // the app's policy normalized the path.
-    let mut target = std::mem::take(request.uri_mut()).into_parts();
-    target.scheme = Some(Scheme::HTTP);
-    target.authority = Some(upstream.authority.clone());
-    if let Some(normalized) = normalized_target {
-        target.path_and_query =
-            Some(PathAndQuery::try_from(normalized).map_err(|_| bad("request target"))?);
-    }
-    if target.path_and_query.is_none() {
-        target.path_and_query = Some(PathAndQuery::from_static("/"));
-    }
-    *request.uri_mut() = Uri::from_parts(target).map_err(|_| bad("request target"))?;
     *request.version_mut() = match upstream.transport {
         Transport::Http1 => Version::HTTP_11,
         Transport::Http2 => Version::HTTP_2,
@@ -289,6 +290,44 @@ fn request_authority(request: &Request<Incoming>) -> Result<HeaderValue, ProxyEr
         }
         _ => Err(bad("missing Host")),
     }
+}
+
+/// The target an HTTP/1.1 app gets: origin-form (RFC 9112 §3.2.1), the path and query as the
+/// client sent them unless the app's policy normalized the path; `*` stays `*`. A target
+/// already in origin-form (nearly every HTTP/1.1 request) is handed on untouched.
+fn origin_form(target: Uri, normalized: Option<String>) -> Result<Uri, ProxyError> {
+    if let Some(normalized) = normalized {
+        let path = PathAndQuery::try_from(normalized).map_err(|_| bad("request target"))?;
+        return Ok(Uri::from(path));
+    }
+    if target.scheme().is_none()
+        && target.authority().is_none()
+        && target.path_and_query().is_some()
+    {
+        return Ok(target);
+    }
+    // Absolute-form (every HTTP/2 request, and HTTP/1.1 clients that send it) keeps only its
+    // path and query; authority-form has neither.
+    let path = target
+        .into_parts()
+        .path_and_query
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Ok(Uri::from(path))
+}
+
+/// The target an h2c app gets: `http`, the client's authority (which becomes `:authority`;
+/// the upstream client connects to the app whatever the URI names) and the path and query
+/// as `origin_form` passes them.
+fn h2c_form(
+    target: Uri,
+    normalized: Option<String>,
+    authority: &HeaderValue,
+) -> Result<Uri, ProxyError> {
+    let mut parts = origin_form(target, normalized)?.into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority =
+        Some(Authority::try_from(authority.as_bytes()).map_err(|_| bad("authority"))?);
+    Uri::from_parts(parts).map_err(|_| bad("request target"))
 }
 
 /// 400 for a malformed authority, 421 for one that belongs to another app. A host equal to
@@ -362,4 +401,43 @@ fn unix_now() -> i64 {
         .map_or(0, |elapsed| {
             i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    #[test]
+    fn an_origin_form_target_is_handed_on_without_a_copy() {
+        let target: Uri = "/a%2Fb?q=%E2%82%AC".parse().unwrap();
+        let bytes = target.path_and_query().unwrap().as_str().as_ptr();
+        let forwarded = origin_form(target, None).unwrap();
+        assert_eq!(forwarded, "/a%2Fb?q=%E2%82%AC");
+        assert_eq!(forwarded.path_and_query().unwrap().as_str().as_ptr(), bytes);
+    }
+
+    #[test]
+    fn an_absolute_form_target_keeps_only_its_path_and_query_uncopied() {
+        let target: Uri = "https://app.example.test:8443/a?b=1".parse().unwrap();
+        let bytes = target.path_and_query().unwrap().as_str().as_ptr();
+        let forwarded = origin_form(target, None).unwrap();
+        assert_eq!(forwarded.to_string(), "/a?b=1");
+        assert_eq!(forwarded.path_and_query().unwrap().as_str().as_ptr(), bytes);
+    }
+
+    #[test]
+    fn an_asterisk_target_stays_an_asterisk() {
+        let forwarded = origin_form(Uri::from_static("*"), None).unwrap();
+        assert_eq!(forwarded.to_string(), "*");
+    }
+
+    #[test]
+    fn an_h2c_target_names_the_client_authority() {
+        let target: Uri = "/a?b=1".parse().unwrap();
+        let authority = HeaderValue::from_static("app.example.test:8443");
+        let forwarded = h2c_form(target, None, &authority).unwrap();
+        assert_eq!(forwarded.to_string(), "http://app.example.test:8443/a?b=1");
+    }
 }

@@ -15,8 +15,9 @@
 //! - an HTTP/1.1 WebSocket upgrade gets 101 and the upgraded connection is piped both ways;
 //! - an unreachable app gets 502, one that closes or answers garbage 502, and a slow one 504,
 //!   each with a one-line `text/plain` body that does not reveal the upstream;
-//! - `ingress.transport: http2` speaks h2c to the app, the default speaks HTTP/1.1; gRPC-style
-//!   response trailers come back from an h2c app;
+//! - `ingress.transport: http2` speaks h2c to the app (the client's authority as `:authority`,
+//!   no `Host`), the default speaks HTTP/1.1; gRPC-style response trailers come back from an
+//!   h2c app;
 //! - upstream HTTP/1.1 connections are pooled: sequential requests reuse them;
 //! - an `Expect: 100-continue` upload arrives whole;
 //! - a client upload slower than `timeouts.upstreamResponseMs` is not answered 504 (the
@@ -722,7 +723,10 @@ async fn transport_http2_speaks_h2c_to_the_upstream() {
         let echo = reply.echo();
         assert_eq!(echo["version"], "HTTP/2.0", "{label}");
         assert_eq!(echo["path"], "/grpc?x=1", "{label}");
-        assert_eq!(reply.upstream_header("host"), [HOST], "{label}");
+        // RFC 9113 §8.3.1: the client's authority travels as `:authority`, with no `Host`
+        // beside it.
+        assert_eq!(echo["authority"], HOST, "{label}");
+        assert!(reply.upstream_header("host").is_empty(), "{label}");
         assert_eq!(echo["body_len"], 7, "{label}");
     }
     fixture.gateway.stop().await;

@@ -6,7 +6,9 @@
 //! HTTP/1.1 connections live in a pool of our own: a stack of idle connections that a request
 //! pops and that its response returns to once its body has been read to the end. It costs a
 //! lock and a pop per request, where a general-purpose pool keyed by scheme and authority
-//! hashes the key twice (README "Performance"). h2c multiplexes over hyper-util's client.
+//! hashes the key twice (README "Performance"). h2c multiplexes over hyper-util's client,
+//! whose request URIs name the client's authority (it becomes `:authority`) while every
+//! connection goes to the app.
 
 use std::io;
 use std::pin::Pin;
@@ -16,6 +18,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Uri;
+use http::uri::Authority;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
@@ -83,8 +87,9 @@ struct Inner {
     /// HTTP/1.1: idle connections, the most recently used last; one stack per worker thread,
     /// so a connection is used by the thread whose runtime drives it.
     idle: Box<[Mutex<Vec<IdleConnection>>]>,
-    /// h2c: hyper-util's client, which shares one connection between requests.
-    h2c: Option<Client<HttpConnector, RequestBody>>,
+    /// h2c: hyper-util's client, which shares one connection between the requests for one
+    /// authority.
+    h2c: Option<Client<AppConnector, RequestBody>>,
 }
 
 impl Inner {
@@ -129,7 +134,10 @@ impl UpstreamClient {
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
                 .http2_only(true)
-                .build(connector)
+                .build(AppConnector {
+                    inner: connector,
+                    app: upstream.authority.clone(),
+                })
         });
         Self {
             inner: Arc::new(Inner {
@@ -145,8 +153,9 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends a request whose URI already names the upstream; waits for the response header,
-    /// at most `upstreamResponseMs` from the end of the request body.
+    /// Sends a request whose URI is in the form the app takes (origin-form for HTTP/1.1, the
+    /// client's authority for h2c); waits for the response header, at most
+    /// `upstreamResponseMs` from the end of the request body.
     pub(crate) async fn send(
         &self,
         request: Request<Incoming>,
@@ -271,6 +280,36 @@ impl UpstreamClient {
             .await
             .map_err(|source| UpstreamError::Http { source })?;
         Ok(sender)
+    }
+}
+
+/// Connects h2c requests to the app, whatever authority their URI names.
+#[derive(Debug, Clone)]
+struct AppConnector {
+    inner: HttpConnector,
+    /// `host:port` of the app.
+    app: Authority,
+}
+
+impl tower_service::Service<Uri> for AppConnector {
+    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let mut parts = uri.into_parts();
+        parts.authority = Some(self.app.clone());
+        match Uri::from_parts(parts) {
+            Ok(app) => {
+                let connecting = self.inner.call(app);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+            Err(error) => Box::pin(std::future::ready(Err(error.into()))),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Shared test harness: a throwaway PKI made with rcgen, certgate started in-process on
 //! 127.0.0.1:0 from a JSON config, an echo upstream, a rustls + hyper client that can
-//! present any certificate, SNI, TLS version and HTTP version, scratch folders, an upstream
-//! that records every byte, and the external tools (openssl, curl, python3) tests drive.
+//! present any certificate, SNI, TLS version and HTTP version, scratch folders, upstreams
+//! that record every byte (one with no HTTP library, for HTTP/1.1 and h2c), and the external tools (openssl, curl, python3) tests drive.
 
 #![allow(
     dead_code,
@@ -17,11 +17,13 @@ pub mod drain;
 pub mod files;
 pub mod gateway;
 pub mod hardening;
+pub mod hpack;
 pub mod pki;
 pub mod polling;
 pub mod presenting;
 pub mod proxied;
 pub mod raw;
+pub mod raw_h2c;
 pub mod recording;
 pub mod revocation;
 pub mod revocation_app;

@@ -17,7 +17,8 @@ use sha2::Digest;
 /// - `/slow`: answers after 30 s; `/delay/<ms>`: after that many milliseconds;
 /// - `/ws`: accepts an upgrade and echoes bytes on the upgraded connection;
 /// - `/hop`: answers with hop-by-hop headers that must not reach the client;
-/// - anything else: JSON `{method, path, version, headers: [[name, value]…], body_len, body_sha256}`.
+/// - anything else: JSON `{method, path, authority, version, headers: [[name, value]…],
+///   body_len, body_sha256}` (`authority`: the target's, HTTP/2's `:authority`, else null).
 pub async fn echo_upstream() -> SocketAddr {
     serve_each(|tcp| async move {
         let service = hyper::service::service_fn(echo);
@@ -81,6 +82,7 @@ async fn echo(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, h
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
+    let authority = request.uri().authority().map(|a| a.to_string());
     let mut hasher = sha2::Sha256::new();
     let mut body_len = 0u64;
     let mut body = request.into_body();
@@ -93,6 +95,7 @@ async fn echo(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, h
     let json = serde_json::json!({
         "method": method,
         "path": full_path,
+        "authority": authority,
         "version": version,
         "headers": headers,
         "body_len": body_len,
