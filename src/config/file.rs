@@ -205,6 +205,9 @@ pub struct FileRevocation {
     pub on_unknown: Option<String>,
     /// Refresh fetched CRLs at least this often (default one hour).
     pub refresh_ms: Option<u64>,
+    /// How long after its thisUpdate a CRL or OCSP answer without nextUpdate is believed
+    /// (default a week).
+    pub max_age_ms: Option<u64>,
 }
 
 /// Which XFCC fields to send.
