@@ -6,7 +6,7 @@ pub(crate) mod authorization;
 pub(crate) mod path;
 pub(crate) mod rate_limit;
 
-use self::authorization::Authorization;
+use self::authorization::{Authorization, OtherMethods};
 use self::rate_limit::RateLimit;
 
 /// What an app decides per request beyond the TLS layer.
@@ -38,8 +38,21 @@ impl AppPolicy {
             ));
         }
         if self.authorization.is_configured() {
+            // Rules that pass unlisted methods on are named: they are the exception.
+            let passing_on: Vec<&str> = self
+                .authorization
+                .rules
+                .iter()
+                .filter(|rule| rule.other_methods == OtherMethods::Next)
+                .map(|rule| rule.label.as_str())
+                .collect();
+            let passing_on = if passing_on.is_empty() {
+                String::new()
+            } else {
+                format!(" (otherMethods next: {})", passing_on.join(","))
+            };
             parts.push(format!(
-                "authorization={} rules, default {}",
+                "authorization={} rules{passing_on}, default {}",
                 self.authorization.rules.len(),
                 if self.authorization.default_deny {
                     "deny"

@@ -51,6 +51,7 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let mut guard = RequestGuard::start(conn, &request);
+    let head = request.method() == Method::HEAD;
     let forwarded = match &guard.conn.refusal {
         Some(page) => Ok(page.respond(&request)),
         // Boxed: hyper moves this handler's future (into a task of its own for HTTP/2), and
@@ -87,9 +88,12 @@ pub(crate) async fn handle(
         }
     };
     guard.status = Some(response.status());
-    // A streamed body keeps the request in flight until it has been sent.
+    // A streamed body keeps the request in flight until it has been sent. certgate's own
+    // answer to a HEAD has no content (RFC 9110 section 9.3.2): hyper leaves it out over
+    // HTTP/1.1 but would send it over HTTP/2, where clients refuse it as a protocol error.
     let response = response.map(|body| match body {
         Either::Left(streamed) => Either::Left(streamed.in_flight(guard.in_flight.take())),
+        Either::Right(_) if head => Either::Right(http_body_util::Full::default()),
         own => own,
     });
     Ok(response)

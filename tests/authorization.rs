@@ -3,8 +3,10 @@
 //! Cases:
 //! - The issue's example (`/admin` GET/POST for `spiffe://corp/ops/*`, `/billing` for one
 //!   pinned hash, `/` for any verified client): first match wins, the SPIFFE prefix form, the
-//!   method filter (a DELETE falls through to the next rule), segment-boundary prefixes, and
-//!   normalization before matching (`/admin/../billing` is `/billing`).
+//!   method filter (a DELETE on `/admin` is refused by the `/admin` rule, for every client),
+//!   segment-boundary prefixes, and normalization before matching (`/admin/../billing` is
+//!   `/billing`).
+//! - `otherMethods: "next"`: a method the rule does not list falls through to the next rules.
 //! - A denial is 403 with a one-line body naming the rule, counted in
 //!   `certgate_authorization_denied_total{app,rule}` (present at zero before any traffic).
 //! - `defaultDeny`: a request no rule matches is 403 (`rule="default"`).
@@ -53,11 +55,16 @@ async fn setup() -> Setup {
     strict["authorization"] =
         json!([{ "pathPrefix": "/api", "allowedUriSans": ["spiffe://corp/ops/deployer"] }]);
     strict["defaultDeny"] = json!(true);
+    let mut passing = app_of_mode("passing", upstream, "require");
+    passing["authorization"] = json!([
+        { "pathPrefix": "/admin", "methods": ["GET"], "otherMethods": "next", "allowedUriSans": ["spiffe://corp/ops/*"] },
+        { "pathPrefix": "/", "allowAnyVerified": true }
+    ]);
     let mut accept = app_of_mode("accept", upstream, "accept");
     accept["authorization"] = json!([{ "pathPrefix": "/private", "allowAnyVerified": true }]);
     let gateway = Gateway::start(
         dir,
-        json!({ "admin": "127.0.0.1:0", "apps": [require, strict, accept] }),
+        json!({ "admin": "127.0.0.1:0", "apps": [require, strict, passing, accept] }),
     )
     .await;
     Setup {
@@ -101,7 +108,6 @@ async fn first_matching_rule_decides_with_spiffe_prefixes_methods_and_pins() {
         let allowed = [
             (&s.ops, "ops", "GET", "/admin/x"),
             (&s.ops, "ops", "POST", "/admin"),
-            (&s.web, "web", "DELETE", "/admin"),
             (&s.web, "web", "GET", "/administrator"),
             (&s.billing, "billing", "PUT", "/billing/invoices"),
             (&s.web, "web", "GET", "/"),
@@ -115,6 +121,8 @@ async fn first_matching_rule_decides_with_spiffe_prefixes_methods_and_pins() {
         let denied = [
             (&s.web, "web", "GET", "/admin", "0"),
             (&s.web, "web", "POST", "/admin/users", "0"),
+            (&s.web, "web", "DELETE", "/admin", "0"),
+            (&s.ops, "ops", "DELETE", "/admin", "0"),
             (&s.billing, "billing", "GET", "/admin", "0"),
             (&s.ops, "ops", "GET", "/billing", "1"),
             (&s.ops, "ops", "GET", "/admin/../billing", "1"),
@@ -134,19 +142,50 @@ async fn first_matching_rule_decides_with_spiffe_prefixes_methods_and_pins() {
         }
     }
     let text = scrape(s.gateway.admin.unwrap()).await;
-    // Per HTTP version: rule 0 four times, rule 1 twice.
+    // Per HTTP version: rule 0 six times, rule 1 twice.
     let denied = |rule: &str| {
         metric(
             &text,
             &format!(r#"certgate_authorization_denied_total{{app="require",rule="{rule}"}}"#),
         )
     };
-    assert_eq!(denied("0"), 8.0, "{text}");
+    assert_eq!(denied("0"), 12.0, "{text}");
     assert_eq!(denied("1"), 4.0, "{text}");
     assert!(
         text.contains(r#"certgate_authorization_denied_total{app="require",rule="2"} 0"#),
         "every rule's series exists at zero: {text}"
     );
+    s.gateway.stop().await;
+}
+
+#[tokio::test]
+async fn other_methods_next_passes_unlisted_methods_to_the_next_rule() {
+    let s = setup().await;
+    let host = "passing.example.test";
+    for http2 in [false, true] {
+        for method in ["DELETE", "PUT", "get"] {
+            let label = label(http2, "web", method, "/admin");
+            let reply = s.send(host, Some(&s.web), http2, method, "/admin").await;
+            assert_eq!(reply.status, 200, "{label}: {}", reply.text());
+            assert_eq!(reply.echo()["method"], method, "{label}");
+        }
+        for method in ["GET", "HEAD"] {
+            let reply = s.send(host, Some(&s.web), http2, method, "/admin").await;
+            assert_eq!(
+                reply.status,
+                403,
+                "{}",
+                label(http2, "web", method, "/admin")
+            );
+            let reply = s.send(host, Some(&s.ops), http2, method, "/admin").await;
+            assert_eq!(
+                reply.status,
+                200,
+                "{}",
+                label(http2, "ops", method, "/admin")
+            );
+        }
+    }
     s.gateway.stop().await;
 }
 

@@ -4,7 +4,8 @@
 //! naming the app and the key):
 //! - a path prefix that is a pattern (`*`, `?`, `;`), not absolute, or not normalized;
 //! - a rule that lets no one pass, an empty `methods`, a bad method, an empty entry, a `*` in
-//!   the middle of a URI SAN entry, a bad hash;
+//!   the middle of a URI SAN entry, a bad hash, an `otherMethods` that is not `deny`/`next`
+//!   or comes without `methods`;
 //! - an unknown key inside a rule and inside `rateLimit`;
 //! - a zero or negative rate, a zero burst;
 //! - an unknown format name;
@@ -129,6 +130,14 @@ fn rules_that_cannot_work_are_refused() {
             "not an HTTP method",
         ),
         (
+            json!({ "pathPrefix": "/x", "methods": ["GET"], "otherMethods": "allow", "allowAnyVerified": true }),
+            "authorization[1].otherMethods \"allow\" is not deny or next",
+        ),
+        (
+            json!({ "pathPrefix": "/x", "otherMethods": "next", "allowAnyVerified": true }),
+            "authorization[1].otherMethods needs methods",
+        ),
+        (
             json!({ "pathPrefix": "/x", "allowedSubjects": [""] }),
             "authorization[1].allowedSubjects holds an empty entry",
         ),
@@ -220,6 +229,7 @@ fn a_config_using_every_policy_key_passes_check() {
             "clientCertExclusionPaths": ["/public", "/healthz", "/.well-known/"],
             "authorization": [
                 { "pathPrefix": "/admin", "methods": ["GET", "post"], "allowedUriSans": ["spiffe://corp/ops/*"] },
+                { "pathPrefix": "/reports", "methods": ["GET"], "otherMethods": "next", "allowedUriSans": ["spiffe://corp/ops/*"] },
                 { "pathPrefix": "/billing", "allowedHashes": ["ab".repeat(32)], "allowedSubjects": ["CN=billing"], "allowedDnsSans": ["billing.corp.example"] },
                 { "pathPrefix": "/", "allowAnyVerified": true }
             ],
@@ -243,7 +253,7 @@ fn a_config_using_every_policy_key_passes_check() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
         lines[0].ends_with(
-            " exclusion-paths=/public,/healthz,/.well-known/ authorization=3 rules, default allow \
+            " exclusion-paths=/public,/healthz,/.well-known/ authorization=4 rules (otherMethods next: 1), default allow \
              rate-limit=50/s burst 100 formats=envoy,rfc9440,aws-alb,azure-app-service,verdict"
         ),
         "{stdout}"

@@ -1,7 +1,7 @@
 //! What `certgate check` reports beyond hard errors, and the RFC 4514 syntax check of
 //! `allowedSubjects`: a host the server certificate does not cover, a leaf certificate among the
-//! trusted CAs, a subject entry whose RDN order is worth a second look. Pure functions; the
-//! loader calls them with what it read.
+//! trusted CAs, a subject entry whose RDN order is worth a second look, a CRL file without
+//! nextUpdate. Pure functions; the loader calls them with what it read.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -274,6 +274,38 @@ fn slash_form(rdns: &[Vec<(String, String)>], as_written: bool) -> String {
             format!("/{}", attributes.join("+"))
         })
         .collect()
+}
+
+/// A CRL file without nextUpdate: it vouches until `stale_at` (thisUpdate + `maxAgeMs`) and
+/// must be replaced before then.
+pub(crate) fn crl_without_next_update(
+    app: &str,
+    source: &str,
+    stale_at: std::time::Duration,
+    now: std::time::Duration,
+) -> Finding {
+    let message = if stale_at < now {
+        format!(
+            "CRL {source} has no nextUpdate and is older than clientAuth.revocation.maxAgeMs: the certificates it covers are refused as revocation_unknown; replace it with a fresh CRL"
+        )
+    } else {
+        let until = i64::try_from(stale_at.as_secs())
+            .ok()
+            .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| format!("{} s after the epoch", stale_at.as_secs()));
+        format!(
+            "CRL {source} has no nextUpdate: it vouches until {until} (thisUpdate + clientAuth.revocation.maxAgeMs), then the certificates it covers are refused as revocation_unknown; replace it before then, or have the CA publish CRLs with a nextUpdate (RFC 5280 section 5.1.2.5)"
+        )
+    };
+    Finding {
+        severity: Severity::Warning,
+        app: app.to_owned(),
+        message,
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use super::load::Loader;
 use super::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
 use super::values::revocation_policy;
 use crate::identity::parse_sha256;
-use crate::revocation::{Revocation, WithoutCa};
+use crate::revocation::crl::{Crl, CrlError};
+use crate::revocation::{LoadError, Revocation, WithoutCa};
 use crate::settings::{AllowList, ClientCertMode, Trust};
 
 impl Loader<'_> {
@@ -102,6 +103,7 @@ impl Loader<'_> {
             }
             crls.extend(loaded);
         }
+        let without_next_update = self.crl_file_times(app, &crl_sources, &revocation_policy)?;
         let pins = file
             .allowed_hashes
             .iter()
@@ -115,8 +117,10 @@ impl Loader<'_> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        // Beyond crlFiles, every CRL is checked after the handshake, by one checker.
-        let revocation = if revocation_policy.needs_checker() {
+        // Beyond crlFiles, every CRL is checked after the handshake, by one checker; so are
+        // CRL files without nextUpdate, which webpki cannot read and which go stale
+        // `maxAgeMs` after their thisUpdate.
+        let revocation = if revocation_policy.needs_checker() || without_next_update {
             crls.clear();
             let revocation = Revocation::load(
                 app,
@@ -312,6 +316,46 @@ impl Loader<'_> {
             }
         }
         Ok(certificates)
+    }
+
+    /// Refuses a CRL file whose thisUpdate is in the future (beyond the clock skew) and
+    /// warns about each without nextUpdate; `true` when there is one. A file that does not
+    /// parse is left to webpki or the checker, which say why.
+    fn crl_file_times(
+        &mut self,
+        app: &str,
+        crl_files: &[(String, Vec<u8>)],
+        policy: &crate::revocation::Policy,
+    ) -> Result<bool, ConfigError> {
+        let now = crate::revocation::x509::unix_now();
+        let mut without_next_update = false;
+        for (source, bytes) in crl_files {
+            let Ok(crl) = Crl::parse(bytes) else {
+                continue;
+            };
+            let crl = crl.with_max_age(policy.max_age);
+            if crl.is_from_the_future(now) {
+                return Err(ConfigError::App {
+                    app: app.to_owned(),
+                    source: AppError::Revocation {
+                        source: LoadError::Crl {
+                            origin: source.clone(),
+                            source: CrlError::Future,
+                        },
+                    },
+                });
+            }
+            if crl.next_update.is_none() {
+                without_next_update = true;
+                self.findings.push(checks::crl_without_next_update(
+                    app,
+                    source,
+                    crl.stale_at(),
+                    now,
+                ));
+            }
+        }
+        Ok(without_next_update)
     }
 
     pub(super) fn crls(

@@ -203,6 +203,10 @@ pub enum AppError {
     UnknownOnUnknown { value: String },
     #[error("clientAuth.revocation.refreshMs must be at least 1000")]
     RefreshTooShort,
+    #[error(
+        "clientAuth.revocation.maxAgeMs must be at least 1000 (how long a CRL or OCSP answer without nextUpdate is believed; leave it out for a week)"
+    )]
+    MaxAgeTooShort,
     #[error("revocation")]
     Revocation {
         source: crate::revocation::LoadError,

@@ -78,8 +78,11 @@ pub struct FileApp {
 pub struct FileAuthorizationRule {
     /// Normalized path prefix, matched on segment boundaries.
     pub path_prefix: String,
-    /// Methods the rule applies to; every method when absent.
+    /// Methods the rule lets through; every method when absent.
     pub methods: Option<Vec<String>>,
+    /// A method not in `methods`: `deny` (default, 403 naming the rule) or `next` (the next
+    /// rules decide).
+    pub other_methods: Option<String>,
     /// RFC 4514 subject strings, matched exactly.
     #[serde(default)]
     pub allowed_subjects: Vec<String>,
@@ -202,6 +205,9 @@ pub struct FileRevocation {
     pub on_unknown: Option<String>,
     /// Refresh fetched CRLs at least this often (default one hour).
     pub refresh_ms: Option<u64>,
+    /// How long after its thisUpdate a CRL or OCSP answer without nextUpdate is believed
+    /// (default a week).
+    pub max_age_ms: Option<u64>,
 }
 
 /// Which XFCC fields to send.

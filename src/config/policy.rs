@@ -4,7 +4,7 @@
 use http::Method;
 
 use super::file::{FileApp, FileAuthorizationRule};
-use crate::policy::authorization::{Authorization, Principals, Rule, UriPattern};
+use crate::policy::authorization::{Authorization, OtherMethods, Principals, Rule, UriPattern};
 use crate::policy::path::{self, PrefixError};
 use crate::policy::rate_limit::RateLimit;
 use crate::policy::{AppPolicy, Formats};
@@ -29,6 +29,14 @@ pub enum PolicyError {
     EmptyMethods { index: usize },
     #[error("authorization[{index}].methods: {value:?} is not an HTTP method")]
     BadMethod { index: usize, value: String },
+    #[error(
+        "authorization[{index}].otherMethods {value:?} is not deny or next (deny: a method not in methods is refused; next: the next rules decide)"
+    )]
+    BadOtherMethods { index: usize, value: String },
+    #[error(
+        "authorization[{index}].otherMethods needs methods (without methods the rule covers every method): add methods or remove otherMethods"
+    )]
+    OtherMethodsWithoutMethods { index: usize },
     #[error("authorization[{index}].{field} holds an empty entry")]
     EmptyEntry { index: usize, field: &'static str },
     #[error(
@@ -152,6 +160,20 @@ fn authorization_rule(index: usize, file: &FileAuthorizationRule) -> Result<Rule
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
+    let other_methods = match file.other_methods.as_deref() {
+        None => OtherMethods::Deny,
+        Some(_) if file.methods.is_none() => {
+            return Err(PolicyError::OtherMethodsWithoutMethods { index });
+        }
+        Some(value) if value.eq_ignore_ascii_case("deny") => OtherMethods::Deny,
+        Some(value) if value.eq_ignore_ascii_case("next") => OtherMethods::Next,
+        Some(value) => {
+            return Err(PolicyError::BadOtherMethods {
+                index,
+                value: value.to_owned(),
+            });
+        }
+    };
     let non_empty = |field: &'static str, values: &[String]| {
         if values.iter().any(|value| value.trim().is_empty()) {
             Err(PolicyError::EmptyEntry { index, field })
@@ -201,6 +223,7 @@ fn authorization_rule(index: usize, file: &FileAuthorizationRule) -> Result<Rule
         denial: format!("forbidden by authorization rule {index} (pathPrefix {path_prefix})\n"),
         path_prefix,
         methods,
+        other_methods,
         who,
         label: index.to_string(),
     })

@@ -132,6 +132,16 @@ pub(super) fn revocation_policy(
         }
         Some(ms) => Duration::from_millis(ms),
     };
+    let max_age = match file.max_age_ms {
+        None => default.max_age,
+        Some(ms) if ms < 1000 => {
+            return Err(ConfigError::App {
+                app: app.to_owned(),
+                source: AppError::MaxAgeTooShort,
+            });
+        }
+        Some(ms) => Duration::from_millis(ms),
+    };
     Ok(RevocationPolicy {
         crl_urls: file
             .crl_urls
@@ -147,6 +157,7 @@ pub(super) fn revocation_policy(
             .transpose()?,
         on_unknown,
         refresh,
+        max_age,
     })
 }
 

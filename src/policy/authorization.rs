@@ -1,7 +1,8 @@
 //! Authorization by identity per route (README "Authorization"): an ordered list of rules,
 //! each a path prefix, optional methods and who may pass; the first rule that matches the
-//! request decides. Who passes each rule is worked out once per connection (`grants`), so a
-//! request only matches its path and method and reads one flag.
+//! request's path decides (a method the rule does not list is refused, unless the rule passes
+//! it on with `otherMethods: "next"`). Who passes each rule is worked out once per connection
+//! (`grants`), so a request only matches its path and method and reads one flag.
 
 use http::Method;
 
@@ -21,14 +22,27 @@ pub struct Authorization {
 pub struct Rule {
     /// Normalized path prefix, matched on segment boundaries.
     pub path_prefix: String,
-    /// Methods the rule applies to; empty for every method.
+    /// Methods the rule lets through; empty for every method. `GET` also covers `HEAD`.
     pub methods: Vec<Method>,
+    /// What a request under the prefix with a method not in `methods` gets.
+    pub other_methods: OtherMethods,
     /// Who may pass.
     pub who: Principals,
     /// The label used in metrics and logs: the rule's index in the list.
     pub label: String,
     /// The one-line body of the 403 this rule answers.
     pub denial: String,
+}
+
+/// `otherMethods`: what a rule does with a request under its prefix whose method it does not
+/// list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OtherMethods {
+    /// Refuse it, naming the rule (the default: listing methods never opens the others).
+    #[default]
+    Deny,
+    /// Pass it on to the next rules, as if this rule were not there.
+    Next,
 }
 
 /// Who may pass a rule; each list means what it means in `clientAuth`.
@@ -125,14 +139,19 @@ impl Authorization {
         )
     }
 
-    /// The first rule matching the request decides; no match falls back to `defaultDeny`.
-    /// `path` is a normalized path's `matched` form.
+    /// The first rule whose prefix covers the path decides: a method it does not list is
+    /// refused, or passed on to the next rules with `otherMethods: "next"`. No rule: the
+    /// `defaultDeny` fallback. `path` is a normalized path's `matched` form.
     pub fn decide<'a>(&'a self, grants: &Grants, method: &Method, path: &str) -> Decision<'a> {
         for (index, rule) in self.rules.iter().enumerate() {
-            if !path::under(path, &rule.path_prefix)
-                || !(rule.methods.is_empty() || rule.methods.contains(method))
-            {
+            if !path::under(path, &rule.path_prefix) {
                 continue;
+            }
+            if !rule.lists(method) {
+                match rule.other_methods {
+                    OtherMethods::Deny => return Decision::Deny(Some(rule)),
+                    OtherMethods::Next => continue,
+                }
             }
             return if grants.0.get(index).copied().unwrap_or(false) {
                 Decision::Allow
@@ -145,6 +164,18 @@ impl Authorization {
         } else {
             Decision::Allow
         }
+    }
+}
+
+impl Rule {
+    /// Whether the rule's `methods` include `method`. Methods are case-sensitive (RFC 9110
+    /// section 9.1): a request's `get` is an extension method, not `GET`. `GET` also covers
+    /// `HEAD`, which asks for the same resource without its body (RFC 9110 section 9.3.2), as
+    /// nginx's `limit_except GET` does.
+    pub fn lists(&self, method: &Method) -> bool {
+        self.methods.is_empty()
+            || self.methods.contains(method)
+            || (method == Method::HEAD && self.methods.contains(&Method::GET))
     }
 }
 
@@ -180,6 +211,7 @@ impl Principals {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
 
@@ -187,6 +219,7 @@ mod tests {
         Rule {
             path_prefix: prefix.to_owned(),
             methods: methods.to_vec(),
+            other_methods: OtherMethods::Deny,
             who,
             label: index.to_string(),
             denial: format!("forbidden by authorization rule {index}\n"),
@@ -275,11 +308,13 @@ mod tests {
             authz.decide(&web_grants, &Method::GET, "/admin/x"),
             Decision::Deny(Some(rule)) if rule.label == "0"
         ));
-        // DELETE is not in rule 0's methods: rule 2 decides.
-        assert_eq!(
-            authz.decide(&web_grants, &Method::DELETE, "/admin"),
-            Decision::Allow
-        );
+        // DELETE is not in rule 0's methods: rule 0 refuses it, for everyone.
+        for grants in [&web_grants, &ops_grants] {
+            assert!(matches!(
+                authz.decide(grants, &Method::DELETE, "/admin"),
+                Decision::Deny(Some(rule)) if rule.label == "0"
+            ));
+        }
         // `spiffe://corp/ops` itself is not under `spiffe://corp/ops/`.
         let bare = ["spiffe://corp/ops".to_owned()];
         let bare_grants = authz.grants(Some(client(&hash, &bare, &[])));
@@ -300,6 +335,59 @@ mod tests {
         assert_eq!(
             authz.decide(&web_grants, &Method::GET, "/billingx"),
             Decision::Allow
+        );
+    }
+
+    #[test]
+    fn methods_are_case_sensitive_and_get_covers_head() {
+        let authz = example();
+        let ops = ["spiffe://corp/ops/deployer".to_owned()];
+        let hash = [1; 32];
+        let grants = authz.grants(Some(client(&hash, &ops, &[])));
+        let lowercase = Method::from_bytes(b"get").unwrap();
+        let purge = Method::from_bytes(b"PURGE").unwrap();
+        let cases = [
+            (Method::GET, true),
+            (Method::HEAD, true),
+            (Method::POST, true),
+            (Method::PUT, false),
+            (Method::PATCH, false),
+            (Method::DELETE, false),
+            (Method::OPTIONS, false),
+            (lowercase, false),
+            (purge, false),
+        ];
+        for (method, allowed) in cases {
+            let decision = authz.decide(&grants, &method, "/admin/users");
+            assert_eq!(
+                decision == Decision::Allow,
+                allowed,
+                "{method}: {decision:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_methods_next_passes_unlisted_methods_to_the_next_rule() {
+        let mut authz = example();
+        authz.rules[0].other_methods = OtherMethods::Next;
+        let web = ["spiffe://corp/web/frontend".to_owned()];
+        let hash = [1; 32];
+        let grants = authz.grants(Some(client(&hash, &web, &[])));
+        assert_eq!(
+            authz.decide(&grants, &Method::DELETE, "/admin"),
+            Decision::Allow
+        );
+        assert!(matches!(
+            authz.decide(&grants, &Method::GET, "/admin"),
+            Decision::Deny(Some(rule)) if rule.label == "0"
+        ));
+        // Passed on to nothing: defaultDeny decides.
+        authz.rules.truncate(1);
+        authz.default_deny = true;
+        assert_eq!(
+            authz.decide(&grants, &Method::DELETE, "/admin"),
+            Decision::Deny(None)
         );
     }
 

@@ -130,7 +130,7 @@ impl Revocation {
                 source,
             })?;
             let crl = revocation.accept_crl(&origin, &bytes, None, true)?;
-            let due = crl::due_after(crl.next_update, now, revocation.policy.refresh);
+            let due = crl::due_after(crl.stale_at(), now, revocation.policy.refresh);
             revocation.crls.insert(Entry {
                 source: origin,
                 origin: Origin::Url,
@@ -446,7 +446,16 @@ impl Revocation {
     ) -> Result<OcspStatus, Arc<OcspError>> {
         let now = unix_now();
         let started = Instant::now();
-        let answer = ocsp::lookup(&self.fetcher, url, cert, issuer, now, &self.algorithms).await;
+        let answer = ocsp::lookup(
+            &self.fetcher,
+            url,
+            cert,
+            issuer,
+            now,
+            self.policy.max_age,
+            &self.algorithms,
+        )
+        .await;
         if let Some(metrics) = self.metrics.get() {
             metrics.ocsp_duration(started.elapsed().as_secs_f64());
         }

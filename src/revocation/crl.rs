@@ -1,6 +1,7 @@
 //! Certificate revocation lists from files and `http://` URLs (DER or PEM): parsed once,
 //! signature-checked against the CA that issued them before they are believed, and looked up
-//! by serial. The store keeps the last good CRL of each source until its nextUpdate.
+//! by serial. The store keeps the last good CRL of each source; it vouches until its
+//! nextUpdate or, without one, until `maxAgeMs` after its thisUpdate.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -12,6 +13,7 @@ use rustls_pki_types::pem::PemObject;
 use x509_cert::crl::CertificateList;
 use x509_cert::der::{Decode, Encode};
 
+use super::policy::{CLOCK_SKEW, DEFAULT_MAX_AGE};
 use super::x509::{Cert, trim_serial, verify_signature};
 
 /// Why bytes are not a usable CRL.
@@ -25,6 +27,15 @@ pub enum CrlError {
     Signature { issuer: String },
     #[error("it is past its nextUpdate")]
     Stale,
+    #[error(
+        "its thisUpdate is more than {} s in the future; check this machine's clock and the issuer's",
+        CLOCK_SKEW.as_secs()
+    )]
+    Future,
+    #[error(
+        "it has no nextUpdate and its thisUpdate is older than maxAgeMs allows ({max_age_secs} s); publish a fresh CRL"
+    )]
+    TooOld { max_age_secs: u64 },
     #[error("it is a delta CRL; certgate uses only complete CRLs")]
     Delta,
     #[error("it has a critical extension certgate does not know ({oid})")]
@@ -40,6 +51,8 @@ pub(crate) struct Crl {
     pub this_update: Duration,
     /// nextUpdate, since the Unix epoch, when the CRL has one.
     pub next_update: Option<Duration>,
+    /// How long after thisUpdate a CRL without nextUpdate vouches (`maxAgeMs`).
+    max_age: Duration,
     revoked: HashSet<Vec<u8>>,
     scope: Scope,
     parsed: CertificateList,
@@ -73,6 +86,7 @@ impl Crl {
             issuer: list.issuer.to_der().map_err(CrlError::Parse)?,
             this_update: list.this_update.to_unix_duration(),
             next_update: list.next_update.map(|time| time.to_unix_duration()),
+            max_age: DEFAULT_MAX_AGE,
             tbs: list.to_der().map_err(CrlError::Parse)?,
             revoked,
             scope,
@@ -109,9 +123,37 @@ impl Crl {
         good
     }
 
-    /// Whether the CRL may still be used at `now` (RFC 5280 section 5.1.2.5).
+    /// The same CRL, judged with the app's `maxAgeMs` instead of the default.
+    pub(crate) fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// When the CRL stops vouching: its nextUpdate (RFC 5280 section 5.1.2.5), or `maxAgeMs`
+    /// after its thisUpdate when it has none.
+    pub(crate) fn stale_at(&self) -> Duration {
+        self.next_update
+            .unwrap_or_else(|| self.this_update.saturating_add(self.max_age))
+    }
+
+    /// Whether the CRL may still be used at `now`.
     pub(crate) fn is_fresh(&self, now: Duration) -> bool {
-        self.next_update.is_none_or(|next| now <= next)
+        now <= self.stale_at()
+    }
+
+    /// Whether its thisUpdate lies ahead of `now` by more than the clock skew allowed.
+    pub(crate) fn is_from_the_future(&self, now: Duration) -> bool {
+        self.this_update > now + CLOCK_SKEW
+    }
+
+    /// Why a CRL that is not fresh cannot be used.
+    pub(crate) fn staleness(&self) -> CrlError {
+        match self.next_update {
+            Some(_) => CrlError::Stale,
+            None => CrlError::TooOld {
+                max_age_secs: self.max_age.as_secs(),
+            },
+        }
     }
 
     /// Whether the serial is listed.
@@ -272,18 +314,13 @@ impl CrlStore {
     }
 }
 
-/// When to fetch a source again: at least every `refresh`, and well before nextUpdate
-/// (at three quarters of the time left), never sooner than a second from now.
-pub(crate) fn due_after(
-    next_update: Option<Duration>,
-    now: Duration,
-    refresh: Duration,
-) -> Duration {
+/// When to fetch a source again: at least every `refresh`, and well before the CRL goes
+/// stale (`Crl::stale_at`: nextUpdate, or thisUpdate + `maxAgeMs`), at three quarters of
+/// the time left, never sooner than a second from now.
+pub(crate) fn due_after(stale_at: Duration, now: Duration, refresh: Duration) -> Duration {
     let mut wait = refresh;
-    if let Some(next) = next_update {
-        if next > now {
-            wait = wait.min((next - now) * 3 / 4);
-        }
+    if stale_at > now {
+        wait = wait.min((stale_at - now) * 3 / 4);
     }
     now + wait.max(Duration::from_secs(1))
 }
@@ -328,7 +365,9 @@ pub(crate) fn status(
     }
     if crls.iter().any(|(_, crl)| crl.is_fresh(now)) {
         CrlStatus::Good
-    } else {
+    } else if crls.iter().all(|(_, crl)| crl.next_update.is_some()) {
         CrlStatus::Unknown("the issuer's crl is past its nextUpdate")
+    } else {
+        CrlStatus::Unknown("the issuer's crl is past its nextUpdate or, without one, maxAgeMs")
     }
 }

@@ -1,7 +1,8 @@
 //! OCSP (RFC 6960): build an unsigned request for one certificate, POST it to the responder,
 //! and believe the answer only when it is signed by the issuer or by a responder the issuer
-//! delegated with the OCSP-signing EKU, names the certificate asked about, and is current.
-//! Answers with a nextUpdate are cached per (issuer key, serial) until then.
+//! delegated with the OCSP-signing EKU, names the certificate asked about, and is current:
+//! thisUpdate not in the future, and not past its nextUpdate or, without one, not older than
+//! `maxAgeMs`. Answers with a nextUpdate are cached per (issuer key, serial) until then.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -20,11 +21,8 @@ use x509_ocsp::{
 };
 
 use super::fetch::{FetchError, Fetcher};
+use super::policy::CLOCK_SKEW;
 use super::x509::{Cert, verify_signature};
-
-/// How far the responder's clock may be from ours (thisUpdate in the future, nextUpdate
-/// just passed), as OpenSSL's default `-validity_period`.
-const CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// Cached answers per app; past it, expired and then the soonest-expiring entries go.
 pub(crate) const CACHE_SIZE: usize = 4096;
 
@@ -63,6 +61,19 @@ pub(crate) enum OcspError {
     NoMatch { url: String },
     #[error("responder {url} sent an answer outside its thisUpdate/nextUpdate window")]
     Stale { url: String },
+    #[error(
+        "responder {url} sent an answer whose thisUpdate is more than {} s in the future (check this machine's clock and the responder's)",
+        CLOCK_SKEW.as_secs()
+    )]
+    Future { url: String },
+    #[error(
+        "responder {url} sent an answer without nextUpdate whose thisUpdate is {age_secs} s old, older than maxAgeMs allows ({max_age_secs} s)"
+    )]
+    TooOld {
+        url: String,
+        age_secs: u64,
+        max_age_secs: u64,
+    },
     #[error("cannot encode the OCSP request")]
     Encode(#[source] x509_cert::der::Error),
 }
@@ -149,13 +160,15 @@ impl Cache {
     }
 }
 
-/// Asks `url` about `cert` (issued by `issuer`) and verifies the answer.
+/// Asks `url` about `cert` (issued by `issuer`) and verifies the answer; one without
+/// nextUpdate is believed up to `max_age` after its thisUpdate.
 pub(crate) async fn lookup(
     fetcher: &Fetcher,
     url: &Uri,
     cert: &Cert,
     issuer: &Cert,
     now: Duration,
+    max_age: Duration,
     algorithms: &WebPkiSupportedAlgorithms,
 ) -> Result<Answer, OcspError> {
     let id = cert_id(cert, issuer).map_err(OcspError::Encode)?;
@@ -180,7 +193,7 @@ pub(crate) async fn lookup(
             url: url.to_string(),
             source,
         })?;
-    verify(&body, url, &id, issuer, now, algorithms)
+    verify(&body, url, &id, issuer, now, max_age, algorithms)
 }
 
 /// Checks a DER OCSP response for the certificate `id` names.
@@ -190,6 +203,7 @@ pub(crate) fn verify(
     id: &CertId,
     issuer: &Cert,
     now: Duration,
+    max_age: Duration,
     algorithms: &WebPkiSupportedAlgorithms,
 ) -> Result<Answer, OcspError> {
     let url = url.to_string();
@@ -251,8 +265,26 @@ pub(crate) fn verify(
     };
     let this_update = single.this_update.0.to_unix_duration();
     let next_update = single.next_update.map(|time| time.0.to_unix_duration());
-    if this_update > now + CLOCK_SKEW || next_update.is_some_and(|next| next + CLOCK_SKEW < now) {
-        return Err(OcspError::Stale { url });
+    if this_update > now + CLOCK_SKEW {
+        return Err(OcspError::Future { url });
+    }
+    match next_update {
+        Some(next) if next + CLOCK_SKEW < now => return Err(OcspError::Stale { url }),
+        // No nextUpdate: "newer information is always available" (RFC 6960 section
+        // 4.2.2.1), which says nothing of how old this answer may be; a replayed one must not
+        // vouch forever (OpenSSL's `-status_age`).
+        None if this_update
+            .saturating_add(max_age)
+            .saturating_add(CLOCK_SKEW)
+            < now =>
+        {
+            return Err(OcspError::TooOld {
+                url,
+                age_secs: now.saturating_sub(this_update).as_secs(),
+                max_age_secs: max_age.as_secs(),
+            });
+        }
+        _ => {}
     }
     let status = match single.cert_status {
         CertStatus::Good(_) => OcspStatus::Good,

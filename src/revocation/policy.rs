@@ -1,7 +1,16 @@
 //! The per-app revocation settings, validated (`clientAuth.revocation` in the config file):
-//! what to fetch, whether to ask OCSP, and what an unknown status does.
+//! what to fetch, whether to ask OCSP, what an unknown status does, and how old an answer
+//! without an end may be.
 
 use std::time::Duration;
+
+/// How far a CRL issuer's or OCSP responder's clock may be from ours (a thisUpdate in the
+/// future, an OCSP nextUpdate just passed), as OpenSSL's default `-validity_period`.
+pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// `maxAgeMs` when absent: a week, the longest the CA/Browser Forum lets a CRL or OCSP answer
+/// for a subscriber certificate run before its nextUpdate.
+pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 use http::Uri;
 
@@ -40,6 +49,8 @@ pub struct Policy {
     pub on_unknown: OnUnknown,
     /// Refresh CRLs at least this often.
     pub refresh: Duration,
+    /// How long after its thisUpdate a CRL or OCSP answer without nextUpdate stays usable.
+    pub max_age: Duration,
 }
 
 impl Default for Policy {
@@ -51,6 +62,7 @@ impl Default for Policy {
             ocsp_responder: None,
             on_unknown: OnUnknown::Refuse,
             refresh: Duration::from_secs(3600),
+            max_age: DEFAULT_MAX_AGE,
         }
     }
 }

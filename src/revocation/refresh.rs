@@ -58,7 +58,7 @@ impl Revocation {
             }
         };
         let due = match &crl {
-            Some(crl) => crl::due_after(crl.next_update, now, self.policy.refresh),
+            Some(crl) => crl::due_after(crl.stale_at(), now, self.policy.refresh),
             None => crl::retry_after(now, self.policy.refresh),
         };
         let added = crl.is_some();
@@ -87,7 +87,7 @@ impl Revocation {
             };
             match self.fetch_crl(&url, entry.crl.as_deref()).await {
                 Ok(crl) => {
-                    let due = crl::due_after(crl.next_update, unix_now(), self.policy.refresh);
+                    let due = crl::due_after(crl.stale_at(), unix_now(), self.policy.refresh);
                     self.crls.update(&entry.source, Some(Arc::new(crl)), due);
                     self.held_changed();
                 }
@@ -119,8 +119,8 @@ impl Revocation {
     }
 
     /// Parses a CRL and checks what can be checked before a chain is seen: a CRL from a
-    /// trusted root must verify against it, a fetched one must be current, and a refresh
-    /// never goes back to an older CRL.
+    /// trusted root must verify against it, none may come from the future, a fetched one
+    /// must be current, and a refresh never goes back to an older CRL.
     pub(super) fn accept_crl(
         &self,
         origin: &str,
@@ -132,7 +132,9 @@ impl Revocation {
             origin: origin.to_owned(),
             source,
         };
-        let crl = Crl::parse(bytes).map_err(error)?;
+        let crl = Crl::parse(bytes)
+            .map_err(error)?
+            .with_max_age(self.policy.max_age);
         let mut issuers = self.roots.iter().filter(|root| root.subject == crl.issuer);
         let from_root = issuers.clone().next().is_some();
         if from_root && !issuers.any(|root| crl.signed_by(root, &self.algorithms)) {
@@ -140,8 +142,12 @@ impl Revocation {
                 issuer: crl.issuer_text(),
             }));
         }
-        if fetched && !crl.is_fresh(unix_now()) {
-            return Err(error(CrlError::Stale));
+        let now = unix_now();
+        if crl.is_from_the_future(now) {
+            return Err(error(CrlError::Future));
+        }
+        if fetched && !crl.is_fresh(now) {
+            return Err(error(crl.staleness()));
         }
         if previous.is_some_and(|previous| {
             previous.issuer == crl.issuer && crl.this_update < previous.this_update
@@ -161,11 +167,14 @@ impl Revocation {
         let mut earliest: Option<i64> = None;
         for entry in self.crls.entries() {
             let Some(crl) = entry.crl else { continue };
-            let next = crl.next_update.map(seconds);
-            metrics.crl_held(&entry.source, seconds(crl.this_update), next);
-            if let Some(next) = next {
-                earliest = Some(earliest.map_or(next, |e| e.min(next)));
-            }
+            metrics.crl_held(
+                &entry.source,
+                seconds(crl.this_update),
+                crl.next_update.map(seconds),
+            );
+            // Without nextUpdate, the CRL stops vouching at thisUpdate + maxAgeMs.
+            let stale_at = seconds(crl.stale_at());
+            earliest = Some(earliest.map_or(stale_at, |e| e.min(stale_at)));
         }
         if let Some(earliest) = earliest {
             metrics.crl_not_after(earliest);
@@ -211,18 +220,14 @@ mod tests {
     fn crls_are_refreshed_before_next_update_and_at_least_every_refresh() {
         let now = Duration::from_secs(1_000_000);
         let hour = Duration::from_secs(3600);
-        // No nextUpdate: every refresh interval.
-        assert_eq!(due_after(None, now, hour), now + hour);
-        // nextUpdate in 40 minutes: at three quarters of that, before refreshMs.
+        // Stale in 40 minutes (nextUpdate, or thisUpdate + maxAgeMs): at three quarters of
+        // that, before refreshMs.
         let next = now + Duration::from_secs(2400);
-        assert_eq!(
-            due_after(Some(next), now, hour),
-            now + Duration::from_secs(1800)
-        );
+        assert_eq!(due_after(next, now, hour), now + Duration::from_secs(1800));
         // A far nextUpdate does not delay the refresh interval.
-        assert_eq!(due_after(Some(now + 48 * hour), now, hour), now + hour);
-        // Already past nextUpdate: the refresh interval (a fetch is what can fix it).
-        assert_eq!(due_after(Some(now - hour), now, hour), now + hour);
+        assert_eq!(due_after(now + 48 * hour, now, hour), now + hour);
+        // Already stale: the refresh interval (a fetch is what can fix it).
+        assert_eq!(due_after(now - hour, now, hour), now + hour);
         // Failures retry sooner, but never more often than every second.
         assert_eq!(retry_after(now, hour), now + Duration::from_secs(30));
         assert_eq!(

@@ -162,6 +162,48 @@ pub fn scoped_crl_der(
     params.signed_by(&issuer(ca)).unwrap().der().to_vec()
 }
 
+/// A DER CRL from `ca` listing `serials` with this thisUpdate and nextUpdate; `None`: no
+/// nextUpdate, which rcgen cannot write, so its CRL is re-encoded without one and signed again
+/// with the CA's key.
+pub fn crl_der_at(
+    ca: &Ca,
+    serials: &[&SerialNumber],
+    this_update: OffsetDateTime,
+    next_update: Option<OffsetDateTime>,
+) -> Vec<u8> {
+    let params = CertificateRevocationListParams {
+        this_update,
+        next_update: next_update.unwrap_or(this_update + time::Duration::days(1)),
+        crl_number: serial(),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|serial| rcgen::RevokedCertParams {
+                serial_number: (*serial).clone(),
+                revocation_time: this_update - time::Duration::minutes(5),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let der = params.signed_by(&issuer(ca)).unwrap().der().to_vec();
+    if next_update.is_some() {
+        return der;
+    }
+    let mut crl = x509_cert::crl::CertificateList::from_der(&der).unwrap();
+    crl.tbs_cert_list.next_update = None;
+    let signature = ca.key.sign(&crl.tbs_cert_list.to_der().unwrap()).unwrap();
+    crl.signature = x509_cert::der::asn1::BitString::from_bytes(&signature).unwrap();
+    let der = crl.to_der().unwrap();
+    let reread = x509_cert::crl::CertificateList::from_der(&der).unwrap();
+    assert!(
+        reread.tbs_cert_list.next_update.is_none(),
+        "the CRL has no nextUpdate"
+    );
+    der
+}
+
 /// A CRL that is fresh for a day.
 pub fn fresh_crl(ca: &Ca, serials: &[&SerialNumber]) -> Vec<u8> {
     crl_der(
@@ -469,6 +511,16 @@ pub fn stale_ocsp_answer(signer_name: &Ca) -> Handler {
 /// `good`, with thisUpdate and nextUpdate this many seconds from the time of the request
 /// (negative: in the past).
 pub fn ocsp_answer(signer_name: &Ca, revoked: bool, this_update: f64, next_update: f64) -> Handler {
+    ocsp_answer_at(signer_name, revoked, this_update, Some(next_update))
+}
+
+/// Like `ocsp_answer`; `next_update` `None` leaves nextUpdate out.
+pub fn ocsp_answer_at(
+    signer_name: &Ca,
+    revoked: bool,
+    this_update: f64,
+    next_update: Option<f64>,
+) -> Handler {
     let signer_key = KeyPair::from_pem(&signer_name.key.serialize_pem()).unwrap();
     let signer_der = signer_name.der.to_vec();
     Arc::new(move |request: &[u8]| {
@@ -506,7 +558,7 @@ pub fn ocsp_answer(signer_name: &Ca, revoked: bool, this_update: f64, next_updat
                 cert_id: asked,
                 cert_status: status,
                 this_update: at(this_update),
-                next_update: Some(at(next_update)),
+                next_update: next_update.map(at),
                 single_extensions: None,
             }],
             response_extensions: None,
