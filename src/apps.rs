@@ -9,10 +9,10 @@ use crate::config::{AppConfig, Config};
 use crate::metrics::app::AppMetrics;
 use crate::metrics::{AppSeries, Metrics};
 use crate::policy::rate_limit::{MAX_KEYS, RateLimiter};
-use crate::proxy::upstream::UpstreamClient;
 use crate::proxy_protocol::ProxyProtocol;
 use crate::settings::{Limits, Timeouts};
 use crate::tls::sni::HostMatcher;
+use crate::upstream::UpstreamClient;
 
 /// Every app and the matcher that picks one by name.
 #[derive(Debug)]

@@ -3,17 +3,19 @@
 //!
 //! The modules in data-flow order: a `config` is loaded and validated; the `server` binds
 //! and hands each stage its handles: `apps` (swapped whole by `reload`), the `drain` flag and
-//! the metrics; the `listener` accepts, `tls` picks the
-//! app by SNI and verifies the client, `identity` parses the verified certificate once, and
-//! `proxy` checks each request's authority and the app's `policy`, rewrites headers and
-//! forwards it upstream.
+//! the metrics. The `listener` accepts each connection and places it on a worker thread; the
+//! `connection` runs it, stage after stage: `admit`, `handshake` (with `proxy_protocol` first
+//! behind a balancer; `tls` picks the app by SNI and verifies the client), `verdict` (the
+//! app's policy after the handshake, then `revocation`), `identity` (the verified certificate
+//! parsed once), then `serve` and `park`. The `proxy` handles each request: its authority,
+//! the app's `policy`, the headers; the `upstream` client carries it to the app.
 //! `admin` serves health and `metrics` (`health` asks it, for probes); `pki` and `demo` are
-//! the first-run tools. With `proxy_protocol`, the listener reads a balancer's PROXY header
-//! before the handshake.
+//! the first-run tools.
 //!
 //! Dependencies point one way, down this list: `settings` (the validated values every stage
 //! reads) uses nothing else of certgate's, `config` builds them, and no module imports one
-//! that imports it back (`tests/module_graph.rs` fails on any cycle).
+//! that imports it back, neither file by file nor folder by folder (`tests/module_graph.rs`
+//! fails on either cycle).
 //!
 //! certgate runs on Unix only: it relies on Unix signals (SIGHUP, SIGTERM, SIGINT) and file
 //! modes.
@@ -45,6 +47,7 @@ mod revocation;
 mod identity;
 mod policy;
 mod proxy;
+mod upstream;
 mod access_log;
 mod log_queue;
 mod admin;
@@ -54,7 +57,6 @@ pub use crate::access_log::install as install_access_log_writer;
 pub use crate::config::error::{AppError, ConfigError};
 pub use crate::config::model::{AppConfig, Config};
 pub use crate::log_queue::{LogGuard, LogWriter, spawn as start_log_thread};
-pub use crate::proxy::upstream::worker_threads;
 pub use crate::reload::{ConfigSource, Reloader};
 pub use crate::revocation::{OcspMode, OnUnknown, Policy as RevocationPolicy};
 pub use crate::server::{RunError, Server};
@@ -62,6 +64,7 @@ pub use crate::settings::{ClientCertMode, Limits, SessionResumption, Timeouts};
 pub use crate::tls::FailureReason;
 pub use crate::tls::pkcs12::{self, Pkcs12Error};
 pub use crate::tls::ticket_keys::{TicketKeys, new_key_file};
+pub use crate::upstream::worker_threads;
 
 /// An error and all its sources, `: `-separated, for logs and the command line.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -13,13 +13,10 @@ pub(crate) mod client;
 pub(crate) mod context;
 pub(crate) mod error;
 pub(crate) mod formats;
-pub(crate) mod gap;
 pub(crate) mod header_limits;
 pub(crate) mod headers;
 pub(crate) mod refuse;
-pub(crate) mod request_body;
 pub(crate) mod stall;
-pub(crate) mod upstream;
 pub(crate) mod xfcc;
 
 use std::sync::Arc;

@@ -232,7 +232,7 @@ fn worker(
     std::thread::Builder::new()
         .name(format!("certgate-worker-{}", worker.index))
         .spawn(move || {
-            crate::proxy::upstream::set_worker(worker.index);
+            crate::upstream::set_worker(worker.index);
             crate::access_log::batch_this_thread();
             runtime.block_on(async move {
                 tokio::spawn(listener.clone().adopt(inbox, stop.clone()));

@@ -435,6 +435,83 @@ fn the_library_modules_import_each_other_without_a_cycle() {
     );
 }
 
+/// The top-level module a file belongs to: `src/proxy.rs` and everything under `src/proxy/`
+/// are `proxy`.
+fn folder_of(krate: &Crate, file: &Path) -> PathBuf {
+    let name = krate.name(file);
+    let relative = name.strip_prefix("src/").unwrap_or(&name);
+    let first = relative.split('/').next().unwrap_or(relative);
+    PathBuf::from(first.strip_suffix(".rs").unwrap_or(first))
+}
+
+#[test]
+fn the_top_level_modules_import_each_other_without_a_cycle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let krate = Crate::read(&src);
+    let folders: BTreeSet<PathBuf> = krate
+        .files
+        .iter()
+        .filter(|(_, module)| !module.is_empty())
+        .map(|(file, _)| folder_of(&krate, file))
+        .collect();
+    let mut links: BTreeMap<PathBuf, BTreeMap<PathBuf, BTreeSet<String>>> = BTreeMap::new();
+    for (file, module) in &krate.files {
+        if module.is_empty() {
+            continue;
+        }
+        let from = folder_of(&krate, file);
+        for path in krate.imports(file, module) {
+            let Some(target) = krate.file_of(&path) else {
+                continue;
+            };
+            let to = folder_of(&krate, target);
+            if krate.files[target].is_empty() || to == from {
+                continue;
+            }
+            links
+                .entry(from.clone())
+                .or_default()
+                .entry(to)
+                .or_default()
+                .insert(format!("{}: {}", krate.name(file), path.join("::")));
+        }
+    }
+    assert!(folders.len() > 10, "too few top-level modules: {folders:?}");
+    let edges: BTreeMap<&PathBuf, BTreeMap<&PathBuf, BTreeSet<String>>> = folders
+        .iter()
+        .map(|folder| {
+            let out = links
+                .get(folder)
+                .into_iter()
+                .flatten()
+                .filter_map(|(to, names)| Some((folders.get(to)?, names.clone())))
+                .collect();
+            (folder, out)
+        })
+        .collect();
+    let found = cycles(&edges);
+    let mut report = String::new();
+    for group in &found {
+        report.push_str(&format!("\ncycle of {} modules:\n", group.len()));
+        for from in group {
+            for (to, names) in &edges[from] {
+                if group.contains(to) {
+                    report.push_str(&format!(
+                        "  {} -> {}: {:?}\n",
+                        from.display(),
+                        to.display(),
+                        names
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "top-level modules of src/ import each other; move what they share into the lower one:{report}"
+    );
+}
+
 #[test]
 fn the_import_reader_sees_use_trees_super_paths_and_child_modules() {
     let code = strip(

@@ -17,9 +17,9 @@ use super::park::{self, SessionIo, Tls};
 use crate::proxy;
 use crate::proxy::context::ConnectionContext;
 use crate::proxy::header_limits::http2_header_list_limit;
-use crate::proxy::upstream::UPSTREAM_READ_BUFFER;
 use crate::revocation::{Refusal, Refused};
 use crate::settings::{Limits, Timeouts};
+use crate::upstream::UPSTREAM_READ_BUFFER;
 
 /// A connection ready to serve requests, with what its sessions are served with.
 pub(super) struct Sessions {

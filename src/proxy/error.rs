@@ -7,8 +7,8 @@ use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 
 use super::body::ProxyBody;
-use super::upstream::{SendError, UpstreamError};
 use crate::metrics::label::StallReason;
+use crate::upstream::{SendError, UpstreamError};
 
 /// Why certgate answered a request itself.
 #[derive(Debug, thiserror::Error)]

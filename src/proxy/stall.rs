@@ -16,8 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::activity::InFlight;
-use super::gap::GapClock;
-use super::upstream::UpstreamBody;
+use crate::upstream::UpstreamBody;
+use crate::upstream::gap::GapClock;
 
 /// A body cut off because its sender went quiet.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,9 @@
 //! whose request URIs name the client's authority (it becomes `:authority`) while every
 //! connection goes to the app.
 
+pub(crate) mod gap;
+pub(crate) mod request_body;
+
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -29,7 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody};
+use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody};
 use crate::settings::{Timeouts, Transport, Upstream};
 
 /// How long an unused pooled upstream connection is kept.
