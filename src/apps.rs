@@ -45,8 +45,9 @@ pub(crate) struct App {
 }
 
 impl Apps {
-    /// Builds the served apps of a config; their metric series exist (at zero) from here on.
-    pub(crate) fn new(config: &Config, metrics: &Metrics) -> Self {
+    /// Builds the served apps of a config for `workers` worker threads; their metric series
+    /// exist (at zero) from here on.
+    pub(crate) fn new(config: &Config, metrics: &Metrics, workers: usize) -> Self {
         let apps = config
             .apps
             .iter()
@@ -55,7 +56,7 @@ impl Apps {
                 Arc::new(App {
                     index,
                     config: app.clone(),
-                    upstream: UpstreamClient::new(&app.upstream, &config.timeouts),
+                    upstream: UpstreamClient::new(&app.upstream, &config.timeouts, workers),
                     metrics: metrics.register_app(&AppSeries {
                         name: &app.name,
                         server_chain: &app.server_chain,

@@ -68,7 +68,7 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
     tokio::spawn(serve_echo(upstream));
 
     let config = Config::from_file(demo_config(listen, upstream_addr)?, &certs)?;
-    let server = Server::bind(&config, None).await?;
+    let server = Server::bind(&config, None, 0).await?;
     print_tour(server.local_addr().port(), &certs);
     server.run(shutdown).await?;
     Ok(())

@@ -48,6 +48,7 @@ mod identity;
 mod policy;
 mod proxy;
 mod upstream;
+mod workers;
 mod access_log;
 mod log_queue;
 mod admin;
@@ -64,7 +65,7 @@ pub use crate::settings::{ClientCertMode, Limits, SessionResumption, Timeouts};
 pub use crate::tls::FailureReason;
 pub use crate::tls::pkcs12::{self, Pkcs12Error};
 pub use crate::tls::ticket_keys::{TicketKeys, new_key_file};
-pub use crate::upstream::worker_threads;
+pub use crate::workers::default_count as worker_threads;
 
 /// An error and all its sources, `: `-separated, for logs and the command line.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

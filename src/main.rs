@@ -233,8 +233,8 @@ fn serve(config: &Config, source: certgate::ConfigSource) -> ExitCode {
     raise_open_file_limit(config);
     block_on(async {
         let shutdown = shutdown_signal();
-        let server = match Server::bind(config, Some(source)).await {
-            Ok(server) => server.with_worker_threads(certgate::worker_threads()),
+        let server = match Server::bind(config, Some(source), certgate::worker_threads()).await {
+            Ok(server) => server,
             Err(error) => {
                 tracing::error!(error = %error_chain(&error), "cannot start");
                 return ExitCode::from(EXIT_RUNTIME);

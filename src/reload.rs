@@ -33,6 +33,8 @@ pub struct Reloader {
     source: Option<ConfigSource>,
     /// What can only change on restart, to warn when a reload asks for it.
     started_with: RestartOnly,
+    /// The worker threads the apps' per-thread state is made for.
+    workers: usize,
 }
 
 /// The settings a reload cannot change: the sockets are bound and the connection caps sized
@@ -108,12 +110,14 @@ impl Reloader {
         metrics: Arc<Metrics>,
         source: Option<ConfigSource>,
         started_with: RestartOnly,
+        workers: usize,
     ) -> Self {
         Self {
             apps,
             metrics,
             source,
             started_with,
+            workers,
         }
     }
 
@@ -142,7 +146,8 @@ impl Reloader {
         for setting in self.started_with.changed(&RestartOnly::of(&config)) {
             tracing::warn!(setting, "setting changed; it takes effect on restart");
         }
-        self.apps.store(Arc::new(Apps::new(&config, &self.metrics)));
+        self.apps
+            .store(Arc::new(Apps::new(&config, &self.metrics, self.workers)));
         self.metrics.reloaded(true);
         tracing::info!(apps = config.apps.len(), "configuration reloaded");
         Ok(config.files)

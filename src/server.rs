@@ -52,21 +52,35 @@ pub struct Server {
 
 impl Server {
     /// Binds the listeners of a validated config. With `source`, the config is reloaded on
-    /// SIGHUP and when any file it was read from changes.
-    pub async fn bind(config: &Config, source: Option<ConfigSource>) -> Result<Self, RunError> {
+    /// SIGHUP and when any file it was read from changes. Connections are served on
+    /// `worker_threads` threads of their own, each with a single-threaded runtime that accepts
+    /// from the shared socket and runs everything of the connections it accepted (TLS, HTTP,
+    /// the upstream connections they use): no task moves between threads and no wake-up
+    /// crosses them. With 0, they are served on the caller's runtime. Admin, reload and
+    /// signals stay on the caller's runtime.
+    pub async fn bind(
+        config: &Config,
+        source: Option<ConfigSource>,
+        worker_threads: usize,
+    ) -> Result<Self, RunError> {
         let listener = bind(config.listen).await?;
         let admin = match config.admin {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let apps: LiveApps = Arc::new(ArcSwap::from_pointee(Apps::new(config, &metrics)));
+        let apps: LiveApps = Arc::new(ArcSwap::from_pointee(Apps::new(
+            config,
+            &metrics,
+            worker_threads,
+        )));
         let max_connections = config.limits.max_connections;
         let reloader = Reloader::new(
             apps.clone(),
             metrics.clone(),
             source,
             RestartOnly::of(config),
+            worker_threads,
         );
         Ok(Self {
             listener,
@@ -78,17 +92,8 @@ impl Server {
             draining: Draining::default(),
             reloader,
             watched: config.files.clone(),
-            worker_threads: 0,
+            worker_threads,
         })
-    }
-
-    /// Serves connections on `threads` threads of their own, each with a single-threaded
-    /// runtime that accepts from the shared socket and runs everything of the connections it
-    /// accepted (TLS, HTTP, the upstream connections they use): no task moves between threads
-    /// and no wake-up crosses them. Admin, reload and signals stay on the caller's runtime.
-    pub fn with_worker_threads(mut self, threads: usize) -> Self {
-        self.worker_threads = threads;
-        self
     }
 
     /// The address the mTLS listener is bound to (useful with port 0).
@@ -232,7 +237,7 @@ fn worker(
     std::thread::Builder::new()
         .name(format!("certgate-worker-{}", worker.index))
         .spawn(move || {
-            crate::upstream::set_worker(worker.index);
+            crate::workers::enter(worker.index);
             crate::access_log::batch_this_thread();
             runtime.block_on(async move {
                 tokio::spawn(listener.clone().adopt(inbox, stop.clone()));

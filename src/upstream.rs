@@ -13,6 +13,7 @@
 pub(crate) mod gap;
 pub(crate) mod request_body;
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -34,6 +35,7 @@ use tokio::time::Instant;
 
 use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody};
 use crate::settings::{Timeouts, Transport, Upstream};
+use crate::workers::PerWorker;
 
 /// How long an unused pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -87,36 +89,39 @@ struct Inner {
     response_timeout: Duration,
     /// `requestBodyIdleMs`.
     body_idle: Duration,
-    /// HTTP/1.1: idle connections, the most recently used last; one stack per worker thread,
-    /// so a connection is used by the thread whose runtime drives it.
-    idle: Box<[Mutex<Vec<IdleConnection>>]>,
+    /// HTTP/1.1: idle connections, one pool per worker thread, so a connection is used by the
+    /// thread whose runtime drives it.
+    idle: PerWorker<Mutex<IdlePool>>,
+    /// Idle connections kept per pool.
+    max_idle: usize,
     /// h2c: hyper-util's client, which shares one connection between the requests for one
     /// authority.
     h2c: Option<Client<AppConnector, RequestBody>>,
 }
 
-impl Inner {
-    /// The idle stack of the calling worker thread.
-    fn stack(&self) -> &Mutex<Vec<IdleConnection>> {
-        let index = WORKER.get() % self.idle.len();
-        &self.idle[index]
+/// One worker's idle HTTP/1.1 connections: a request takes the most recently used one (the
+/// back), and those idle for `POOL_IDLE_TIMEOUT` are closed from the front, by a task that
+/// runs while the pool holds any.
+#[derive(Debug, Default)]
+struct IdlePool {
+    connections: VecDeque<IdleConnection>,
+    /// Whether the task that closes expired connections is running.
+    reaping: bool,
+}
+
+impl IdlePool {
+    /// Closes the connections idle since before `now - POOL_IDLE_TIMEOUT`; returns when the
+    /// oldest one left expires.
+    fn reap(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(oldest) = self.connections.front() {
+            let expires = oldest.since + POOL_IDLE_TIMEOUT;
+            if expires > now && !oldest.sender.is_closed() {
+                return Some(expires);
+            }
+            self.connections.pop_front();
+        }
+        None
     }
-}
-
-thread_local! {
-    /// Which worker thread this is (0 outside a worker, e.g. in tests).
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Marks the calling thread as worker `index` (of `worker_threads()`), so its requests use
-/// and refill their own idle stacks.
-pub(crate) fn set_worker(index: usize) {
-    WORKER.set(index);
-}
-
-/// How many worker threads `certgate run` serves connections on: one per core.
-pub fn worker_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 #[derive(Debug)]
@@ -125,9 +130,27 @@ struct IdleConnection {
     since: Instant,
 }
 
+/// Closes the expired connections of the calling worker's pool of `inner` until it is empty.
+async fn reap(inner: Arc<Inner>) {
+    loop {
+        let next = {
+            let Ok(mut pool) = inner.idle.mine().lock() else {
+                return;
+            };
+            let next = pool.reap(Instant::now());
+            pool.reaping = next.is_some();
+            next
+        };
+        match next {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => return,
+        }
+    }
+}
+
 impl UpstreamClient {
     /// A client for `upstream` with the configured timeouts.
-    pub(crate) fn new(upstream: &Upstream, timeouts: &Timeouts) -> Self {
+    pub(crate) fn new(upstream: &Upstream, timeouts: &Timeouts, workers: usize) -> Self {
         let h2c = (upstream.transport == Transport::Http2).then(|| {
             let mut connector = HttpConnector::new();
             connector.set_connect_timeout(Some(timeouts.upstream_connect));
@@ -148,9 +171,8 @@ impl UpstreamClient {
                 connect_timeout: timeouts.upstream_connect,
                 response_timeout: timeouts.upstream_response,
                 body_idle: timeouts.request_body_idle,
-                idle: (0..worker_threads())
-                    .map(|_| Mutex::new(Vec::new()))
-                    .collect(),
+                idle: PerWorker::new(workers, Mutex::default),
+                max_idle: POOL_MAX_IDLE,
                 h2c,
             }),
         }
@@ -247,8 +269,8 @@ impl UpstreamClient {
     async fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
         loop {
             let idle = {
-                let mut stack = self.inner.stack().lock().ok()?;
-                stack.pop()?
+                let mut pool = self.inner.idle.mine().lock().ok()?;
+                pool.connections.pop_back()?
             };
             if idle.since.elapsed() >= POOL_IDLE_TIMEOUT || idle.sender.is_closed() {
                 continue;
@@ -328,13 +350,19 @@ impl CheckIn {
         if self.sender.is_closed() {
             return;
         }
-        if let Ok(mut stack) = self.pool.stack().lock() {
-            if stack.len() < POOL_MAX_IDLE {
-                stack.push(IdleConnection {
-                    sender: self.sender,
-                    since: Instant::now(),
-                });
-            }
+        let Ok(mut pool) = self.pool.idle.mine().lock() else {
+            return;
+        };
+        if pool.connections.len() >= self.pool.max_idle {
+            return;
+        }
+        pool.connections.push_back(IdleConnection {
+            sender: self.sender,
+            since: Instant::now(),
+        });
+        if !pool.reaping {
+            pool.reaping = true;
+            tokio::spawn(reap(self.pool.clone()));
         }
     }
 }
@@ -394,5 +422,130 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+mod tests {
+    use std::time::Duration;
+
+    use hyper::client::conn::http1;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::AsyncReadExt as _;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// An HTTP/1.1 client connection to `listener`, and the app's end of it.
+    async fn connection(listener: &TcpListener) -> (http1::SendRequest<RequestBody>, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (app_end, _) = listener.accept().await.unwrap();
+        let (sender, connection) = http1::handshake(TokioIo::new(client)).await.unwrap();
+        tokio::spawn(connection);
+        (sender, app_end)
+    }
+
+    /// Whether the app sees its end of the connection closed within a few seconds.
+    async fn closed(app_end: &mut TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), app_end.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    fn ago(seconds: u64) -> Instant {
+        Instant::now()
+            .checked_sub(Duration::from_secs(seconds))
+            .unwrap()
+    }
+
+    fn client(max_idle: usize) -> UpstreamClient {
+        let upstream = Upstream {
+            authority: "127.0.0.1:9".parse().unwrap(),
+            transport: Transport::Http1,
+        };
+        let mut client = UpstreamClient::new(&upstream, &Timeouts::default(), 1);
+        Arc::get_mut(&mut client.inner).unwrap().max_idle = max_idle;
+        client
+    }
+
+    #[tokio::test]
+    async fn reaping_closes_connections_idle_past_the_timeout_from_the_bottom_of_the_pool() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut pool = IdlePool::default();
+        let mut app_ends = Vec::new();
+        for idle_for in [100, 95, 10] {
+            let (sender, app_end) = connection(&listener).await;
+            pool.connections.push_back(IdleConnection {
+                sender,
+                since: ago(idle_for),
+            });
+            app_ends.push(app_end);
+        }
+        let next = pool.reap(Instant::now()).unwrap();
+        assert_eq!(pool.connections.len(), 1, "the two expired ones go");
+        let expected = ago(10) + POOL_IDLE_TIMEOUT;
+        assert!(next <= expected && expected - next < Duration::from_secs(1));
+        assert!(closed(&mut app_ends[0]).await);
+        assert!(closed(&mut app_ends[1]).await);
+        let mut byte = [0u8; 1];
+        let still_open =
+            tokio::time::timeout(Duration::from_millis(200), app_ends[2].read(&mut byte)).await;
+        assert!(
+            still_open.is_err(),
+            "the connection in use 10 s ago stays open"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_reaper_empties_a_pool_whose_connections_all_expired_and_stops() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = client(POOL_MAX_IDLE);
+        let (sender, mut app_end) = connection(&listener).await;
+        {
+            let mut pool = client.inner.idle.mine().lock().unwrap();
+            pool.connections.push_back(IdleConnection {
+                sender,
+                since: ago(POOL_IDLE_TIMEOUT.as_secs() + 1),
+            });
+            pool.reaping = true;
+        }
+        reap(client.inner.clone()).await;
+        {
+            let pool = client.inner.idle.mine().lock().unwrap();
+            assert!(pool.connections.is_empty());
+            assert!(!pool.reaping, "a later check-in starts a new reaper");
+        }
+        assert!(closed(&mut app_end).await);
+    }
+
+    #[tokio::test]
+    async fn a_pool_keeps_at_most_max_idle_connections_and_starts_one_reaper() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = client(2);
+        let mut app_ends = Vec::new();
+        for _ in 0..3 {
+            let (sender, app_end) = connection(&listener).await;
+            CheckIn {
+                sender,
+                pool: client.inner.clone(),
+            }
+            .give_back();
+            app_ends.push(app_end);
+        }
+        {
+            let pool = client.inner.idle.mine().lock().unwrap();
+            assert_eq!(pool.connections.len(), 2);
+            assert!(pool.reaping);
+        }
+        assert!(
+            closed(&mut app_ends[2]).await,
+            "the one over the limit is closed"
+        );
     }
 }

@@ -65,10 +65,9 @@ impl Gateway {
         let config = certgate::Config::load(&path)
             .unwrap_or_else(|e| panic!("config refused: {}", certgate::error_chain(&e)));
         let source: certgate::ConfigSource = Arc::new(move || certgate::Config::load(&path));
-        let server = certgate::Server::bind(&config, Some(source))
+        let server = certgate::Server::bind(&config, Some(source), workers)
             .await
-            .unwrap()
-            .with_worker_threads(workers);
+            .unwrap();
         let addr = server.local_addr();
         let admin = server.admin_addr();
         let reloader = server.reloader();
