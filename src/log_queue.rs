@@ -17,9 +17,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -42,6 +42,17 @@ const BUFFER_BYTES: usize = 64 * 1024;
 const LINGER: Duration = Duration::from_millis(10);
 /// How long dropping the [`LogGuard`] waits for the thread to write what is queued.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
+
+/// The lines dropped by the process's log thread (the first one started), for
+/// `certgate_log_lines_dropped_total`.
+static PROCESS_DROPPED: OnceLock<Arc<AtomicU64>> = OnceLock::new();
+
+/// Log lines the process's log thread has dropped so far because its output did not keep up.
+pub(crate) fn dropped_lines() -> u64 {
+    PROCESS_DROPPED
+        .get()
+        .map_or(0, |dropped| dropped.load(Ordering::Relaxed))
+}
 
 thread_local! {
     /// Whether this thread batches its lines.
@@ -79,6 +90,8 @@ pub struct LogWriter {
     queue: Sender<Message>,
     /// Bytes queued and not yet written, with [`MESSAGE_OVERHEAD`] for each message.
     queued: Arc<AtomicUsize>,
+    /// Lines dropped because the queue was full or the thread had ended.
+    dropped: Arc<AtomicU64>,
 }
 
 impl LogWriter {
@@ -88,9 +101,24 @@ impl LogWriter {
         let cost = lines.len() + MESSAGE_OVERHEAD;
         if self.queued.fetch_add(cost, Ordering::Relaxed) + cost > QUEUE_BYTES {
             self.queued.fetch_sub(cost, Ordering::Relaxed);
+            self.count_dropped(&lines);
             return;
         }
-        let _ = self.queue.send(Message::Lines(lines));
+        if let Err(mpsc::SendError(Message::Lines(lines))) = self.queue.send(Message::Lines(lines))
+        {
+            self.count_dropped(&lines);
+        }
+    }
+
+    fn count_dropped(&self, lines: &[u8]) {
+        let count = lines.iter().filter(|byte| **byte == b'\n').count().max(1);
+        self.dropped
+            .fetch_add(u64::try_from(count).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Lines this writer has dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Writes one line: into this thread's batch when it batches, else straight to the queue.
@@ -174,6 +202,8 @@ pub fn spawn<W: Write + Send + 'static>(out: W) -> io::Result<(LogWriter, LogGua
     let (done, finished) = mpsc::channel();
     let queued = Arc::new(AtomicUsize::new(0));
     let written = queued.clone();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let _ = PROCESS_DROPPED.set(dropped.clone());
     thread::Builder::new()
         .name("certgate-log".to_owned())
         .spawn(move || {
@@ -185,6 +215,7 @@ pub fn spawn<W: Write + Send + 'static>(out: W) -> io::Result<(LogWriter, LogGua
         LogWriter {
             queue: queue.clone(),
             queued,
+            dropped,
         },
         LogGuard { queue, finished },
     ))
@@ -358,6 +389,11 @@ mod tests {
             written > 1000 && written < sent,
             "{written} of {sent} lines written"
         );
+        assert_eq!(
+            writer.dropped(),
+            u64::try_from(sent - written).unwrap(),
+            "every line not written is counted as dropped"
+        );
     }
 
     #[test]
@@ -431,7 +467,8 @@ mod tests {
         let (text, _) = output.written();
         assert_eq!(text.lines().count(), 1000);
         assert_eq!(text.lines().last(), Some("line 999"));
-        // After the thread has ended, a line is dropped without an error.
+        // After the thread has ended, a line is dropped without an error, and counted.
         (&writer).write_all(b"late\n").unwrap();
+        assert_eq!(writer.dropped(), 1);
     }
 }

@@ -5,7 +5,7 @@ pub(crate) mod app;
 pub(crate) mod label;
 pub(crate) mod revocation;
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -101,6 +101,8 @@ pub(crate) struct Metrics {
     revocation: self::revocation::Families,
     proxy_protocol_refusals: Family<ReasonLabel, Counter>,
     worker_connections: Family<WorkerLabel, Gauge>,
+    /// Set from the log thread's count whenever the metrics are read.
+    log_lines_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -225,6 +227,12 @@ impl Metrics {
                 reason: reason.as_str(),
             });
         }
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log output did not keep up",
+            log_lines_dropped.clone(),
+        );
         let worker_connections = Family::<WorkerLabel, Gauge>::default();
         registry.register(
             "worker_connections",
@@ -260,6 +268,7 @@ impl Metrics {
             revocation,
             proxy_protocol_refusals,
             worker_connections,
+            log_lines_dropped,
         }
     }
 
@@ -426,6 +435,9 @@ impl Metrics {
 
     /// The whole registry in the Prometheus/OpenMetrics text format.
     pub(crate) fn encode(&self) -> String {
+        self.log_lines_dropped
+            .inner()
+            .store(crate::log_queue::dropped_lines(), Ordering::Relaxed);
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

@@ -59,27 +59,33 @@ pub(crate) async fn handle(
         Ok(response) => response,
         Err(error) => {
             guard.outcome = error.outcome();
-            if matches!(error, ProxyError::RequestBodyTimeout) {
-                guard.conn.app.metrics.stalled(StallReason::RequestBodyIdle);
-            }
+            // What each error counts or logs besides its access line: one match, so a new
+            // error decides it too.
             match &error {
+                ProxyError::RequestBodyTimeout => {
+                    guard.conn.app.metrics.stalled(StallReason::RequestBodyIdle);
+                }
                 ProxyError::Denied { rule, .. } => {
                     guard.conn.app.metrics.authorization_denied(rule);
                     guard.rule.clone_from(rule);
                 }
                 ProxyError::RateLimited { .. } => guard.conn.app.metrics.rate_limited(),
-                _ => {}
-            }
-            if matches!(
-                error,
-                ProxyError::Upstream { .. } | ProxyError::UpstreamTimeout
-            ) {
-                tracing::warn!(
-                    app = %guard.conn.app.config.name,
-                    upstream = %guard.conn.app.config.upstream,
-                    error = %crate::error_chain(&error),
-                    "upstream request failed"
-                );
+                ProxyError::Upstream { .. } | ProxyError::UpstreamTimeout => {
+                    tracing::warn!(
+                        app = %guard.conn.app.config.name,
+                        upstream = %guard.conn.app.config.upstream,
+                        error = %crate::error_chain(&error),
+                        "upstream request failed"
+                    );
+                }
+                ProxyError::BadRequest { .. }
+                | ProxyError::CertificateRequired
+                | ProxyError::CertificateExpired
+                | ProxyError::CertificateRevoked
+                | ProxyError::Misdirected
+                | ProxyError::XfccTooLarge
+                | ProxyError::HeadersTooLarge
+                | ProxyError::Draining => {}
             }
             error.into_response()
         }

@@ -56,6 +56,7 @@ async fn every_series_exists_at_zero_before_any_traffic() {
         r#"certgate_reloads_total{result="success"} 0"#,
         r#"certgate_reloads_total{result="error"} 0"#,
         "certgate_request_duration_seconds_count 0",
+        "certgate_log_lines_dropped_total 0",
     ] {
         assert!(text.contains(series), "missing {series}");
     }
