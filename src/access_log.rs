@@ -315,55 +315,27 @@ fn push_timestamp(line: &mut String, micros: u64) {
     line.push('Z');
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.` of `second` since the epoch (years 1970 to 9999).
+/// `YYYY-MM-DDTHH:MM:SS.` of `second` since the epoch (years 1970 to 9999), by the `time`
+/// crate's calendar.
 fn second_prefix(second: u64) -> [u8; 20] {
-    let (year, month, day) = civil_date(second / 86_400);
-    let time = second % 86_400;
+    let at = i64::try_from(second)
+        .ok()
+        .and_then(|second| time::OffsetDateTime::from_unix_timestamp(second).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let text = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
     let mut prefix = [0u8; 20];
-    let mut put = |at: usize, value: u64, width: usize| {
-        let mut value = value;
-        for slot in prefix[at..at + width].iter_mut().rev() {
-            *slot = b'0' + u8::try_from(value % 10).unwrap_or(0);
-            value /= 10;
-        }
-    };
-    put(0, year, 4);
-    put(5, month, 2);
-    put(8, day, 2);
-    put(11, time / 3600, 2);
-    put(14, time / 60 % 60, 2);
-    put(17, time % 60, 2);
-    for (at, separator) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-    ] {
-        prefix[at] = separator;
+    if let Some(bytes) = text.as_bytes().get(..prefix.len()) {
+        prefix.copy_from_slice(bytes);
     }
     prefix
-}
-
-/// The proleptic Gregorian (year, month, day) of day `days` since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Logs the access line through tracing: the path for lines the fast one declines, and the

@@ -70,12 +70,6 @@ impl Apps {
                 })
             })
             .collect();
-        // Attach metrics to every app that checks revocation and start its CRL refresh.
-        for app in &config.apps {
-            if let Some(revocation) = &app.revocation {
-                revocation.start(metrics.revocation(&app.name));
-            }
-        }
         let matcher = HostMatcher::new(config.apps.iter().map(|app| app.hosts.as_slice()));
         Self {
             apps,
@@ -84,6 +78,16 @@ impl Apps {
             limits: config.limits,
             access_log: config.access_log,
             proxy_protocol: config.proxy_protocol.clone(),
+        }
+    }
+
+    /// Attaches each app's revocation metrics and starts its CRL refresh in the background
+    /// (the first time for a loaded config; its tasks end when the config is dropped).
+    pub(crate) fn start_revocation(&self, metrics: &Metrics) {
+        for app in &self.apps {
+            if let Some(revocation) = &app.config.revocation {
+                revocation.start(metrics.revocation(&app.config.name));
+            }
         }
     }
 

@@ -146,8 +146,9 @@ impl Reloader {
         for setting in self.started_with.changed(&RestartOnly::of(&config)) {
             tracing::warn!(setting, "setting changed; it takes effect on restart");
         }
-        self.apps
-            .store(Arc::new(Apps::new(&config, &self.metrics, self.workers)));
+        let apps = Apps::new(&config, &self.metrics, self.workers);
+        apps.start_revocation(&self.metrics);
+        self.apps.store(Arc::new(apps));
         self.metrics.reloaded(true);
         tracing::info!(apps = config.apps.len(), "configuration reloaded");
         Ok(config.files)

@@ -11,12 +11,14 @@ pub(crate) mod crl;
 mod error;
 pub(crate) mod fetch;
 pub(crate) mod ocsp;
+mod path;
 mod policy;
 mod refresh;
 mod standing;
 pub(crate) mod x509;
 
-pub(crate) use self::checker::{Revocation, WithoutCa};
+pub(crate) use self::checker::Revocation;
 pub(crate) use self::error::{LoadError, Refusal};
+pub(crate) use self::path::WithoutCa;
 pub use self::policy::{OcspMode, OnUnknown, Policy};
 pub(crate) use self::standing::{Refused, Standing};

@@ -69,11 +69,9 @@ impl Server {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let apps: LiveApps = Arc::new(ArcSwap::from_pointee(Apps::new(
-            config,
-            &metrics,
-            worker_threads,
-        )));
+        let apps = Apps::new(config, &metrics, worker_threads);
+        apps.start_revocation(&metrics);
+        let apps: LiveApps = Arc::new(ArcSwap::from_pointee(apps));
         let max_connections = config.limits.max_connections;
         let reloader = Reloader::new(
             apps.clone(),

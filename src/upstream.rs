@@ -3,21 +3,19 @@
 //! forwarded whole: a slow upload is the client's time, not the app's (as in Envoy), bounded by
 //! `requestBodyIdleMs` between the client's body bytes.
 //!
-//! HTTP/1.1 connections live in a pool of our own: a stack of idle connections that a request
-//! pops and that its response returns to once its body has been read to the end. It costs a
-//! lock and a pop per request, where a general-purpose pool keyed by scheme and authority
-//! hashes the key twice (README "Performance"). h2c multiplexes over hyper-util's client,
-//! whose request URIs name the client's authority (it becomes `:authority`) while every
-//! connection goes to the app.
+//! HTTP/1.1 connections live in pools of certgate's own (`pool`): a request takes an idle
+//! connection and its response gives it back once its body has been read to the end. h2c
+//! multiplexes over hyper-util's client, whose request URIs name the client's authority (it
+//! becomes `:authority`) while every connection goes to the app.
 
 pub(crate) mod gap;
+mod pool;
 pub(crate) mod request_body;
 
-use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,16 +29,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
+use self::pool::{CheckIn, Pools};
 use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody};
 use crate::settings::{Timeouts, Transport, Upstream};
-use crate::workers::PerWorker;
 
-/// How long an unused pooled upstream connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle HTTP/1.1 connections kept per app; more are closed when their response ends.
-const POOL_MAX_IDLE: usize = 1024;
+/// How long an unused h2c connection is kept.
+const H2C_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The most an upstream HTTP/1.1 connection buffers: the app's response header must fit, and
 /// a response body is read in chunks of at most this size, so a downstream client that stops
@@ -91,61 +86,10 @@ struct Inner {
     body_idle: Duration,
     /// HTTP/1.1: idle connections, one pool per worker thread, so a connection is used by the
     /// thread whose runtime drives it.
-    idle: PerWorker<Mutex<IdlePool>>,
-    /// Idle connections kept per pool.
-    max_idle: usize,
+    pools: Arc<Pools>,
     /// h2c: hyper-util's client, which shares one connection between the requests for one
     /// authority.
     h2c: Option<Client<AppConnector, RequestBody>>,
-}
-
-/// One worker's idle HTTP/1.1 connections: a request takes the most recently used one (the
-/// back), and those idle for `POOL_IDLE_TIMEOUT` are closed from the front, by a task that
-/// runs while the pool holds any.
-#[derive(Debug, Default)]
-struct IdlePool {
-    connections: VecDeque<IdleConnection>,
-    /// Whether the task that closes expired connections is running.
-    reaping: bool,
-}
-
-impl IdlePool {
-    /// Closes the connections idle since before `now - POOL_IDLE_TIMEOUT`; returns when the
-    /// oldest one left expires.
-    fn reap(&mut self, now: Instant) -> Option<Instant> {
-        while let Some(oldest) = self.connections.front() {
-            let expires = oldest.since + POOL_IDLE_TIMEOUT;
-            if expires > now && !oldest.sender.is_closed() {
-                return Some(expires);
-            }
-            self.connections.pop_front();
-        }
-        None
-    }
-}
-
-#[derive(Debug)]
-struct IdleConnection {
-    sender: http1::SendRequest<RequestBody>,
-    since: Instant,
-}
-
-/// Closes the expired connections of the calling worker's pool of `inner` until it is empty.
-async fn reap(inner: Arc<Inner>) {
-    loop {
-        let next = {
-            let Ok(mut pool) = inner.idle.mine().lock() else {
-                return;
-            };
-            let next = pool.reap(Instant::now());
-            pool.reaping = next.is_some();
-            next
-        };
-        match next {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => return,
-        }
-    }
 }
 
 impl UpstreamClient {
@@ -156,7 +100,7 @@ impl UpstreamClient {
             connector.set_connect_timeout(Some(timeouts.upstream_connect));
             connector.set_nodelay(true);
             Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_idle_timeout(H2C_IDLE_TIMEOUT)
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
                 .http2_only(true)
@@ -171,8 +115,7 @@ impl UpstreamClient {
                 connect_timeout: timeouts.upstream_connect,
                 response_timeout: timeouts.upstream_response,
                 body_idle: timeouts.request_body_idle,
-                idle: PerWorker::new(workers, Mutex::default),
-                max_idle: POOL_MAX_IDLE,
+                pools: Arc::new(Pools::new(workers)),
                 h2c,
             }),
         }
@@ -236,7 +179,7 @@ impl UpstreamClient {
         let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
         let checkin = reusable.then(|| CheckIn {
             sender,
-            pool: self.inner.clone(),
+            pools: self.inner.pools.clone(),
         });
         Ok(response.map(|body| UpstreamBody::new(body, checkin)))
     }
@@ -268,14 +211,7 @@ impl UpstreamClient {
     /// The most recently used idle connection that is still open.
     async fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
         loop {
-            let idle = {
-                let mut pool = self.inner.idle.mine().lock().ok()?;
-                pool.connections.pop_back()?
-            };
-            if idle.since.elapsed() >= POOL_IDLE_TIMEOUT || idle.sender.is_closed() {
-                continue;
-            }
-            let mut sender = idle.sender;
+            let mut sender = self.inner.pools.take()?;
             if sender.ready().await.is_ok() {
                 return Some(sender);
             }
@@ -339,34 +275,6 @@ impl tower_service::Service<Uri> for AppConnector {
 }
 
 /// A connection lent to one response: back to the pool when its body has been read whole.
-#[derive(Debug)]
-struct CheckIn {
-    sender: http1::SendRequest<RequestBody>,
-    pool: Arc<Inner>,
-}
-
-impl CheckIn {
-    fn give_back(self) {
-        if self.sender.is_closed() {
-            return;
-        }
-        let Ok(mut pool) = self.pool.idle.mine().lock() else {
-            return;
-        };
-        if pool.connections.len() >= self.pool.max_idle {
-            return;
-        }
-        pool.connections.push_back(IdleConnection {
-            sender: self.sender,
-            since: Instant::now(),
-        });
-        if !pool.reaping {
-            pool.reaping = true;
-            tokio::spawn(reap(self.pool.clone()));
-        }
-    }
-}
-
 /// An upstream response body; the connection goes back to the pool once it has been read to
 /// its end (a body dropped before that closes the connection instead).
 #[derive(Debug)]
@@ -422,130 +330,5 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
-mod tests {
-    use std::time::Duration;
-
-    use hyper::client::conn::http1;
-    use hyper_util::rt::TokioIo;
-    use tokio::io::AsyncReadExt as _;
-    use tokio::net::{TcpListener, TcpStream};
-    use tokio::time::Instant;
-
-    use super::*;
-
-    /// An HTTP/1.1 client connection to `listener`, and the app's end of it.
-    async fn connection(listener: &TcpListener) -> (http1::SendRequest<RequestBody>, TcpStream) {
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (app_end, _) = listener.accept().await.unwrap();
-        let (sender, connection) = http1::handshake(TokioIo::new(client)).await.unwrap();
-        tokio::spawn(connection);
-        (sender, app_end)
-    }
-
-    /// Whether the app sees its end of the connection closed within a few seconds.
-    async fn closed(app_end: &mut TcpStream) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(
-            tokio::time::timeout(Duration::from_secs(5), app_end.read(&mut byte)).await,
-            Ok(Ok(0) | Err(_))
-        )
-    }
-
-    fn ago(seconds: u64) -> Instant {
-        Instant::now()
-            .checked_sub(Duration::from_secs(seconds))
-            .unwrap()
-    }
-
-    fn client(max_idle: usize) -> UpstreamClient {
-        let upstream = Upstream {
-            authority: "127.0.0.1:9".parse().unwrap(),
-            transport: Transport::Http1,
-        };
-        let mut client = UpstreamClient::new(&upstream, &Timeouts::default(), 1);
-        Arc::get_mut(&mut client.inner).unwrap().max_idle = max_idle;
-        client
-    }
-
-    #[tokio::test]
-    async fn reaping_closes_connections_idle_past_the_timeout_from_the_bottom_of_the_pool() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut pool = IdlePool::default();
-        let mut app_ends = Vec::new();
-        for idle_for in [100, 95, 10] {
-            let (sender, app_end) = connection(&listener).await;
-            pool.connections.push_back(IdleConnection {
-                sender,
-                since: ago(idle_for),
-            });
-            app_ends.push(app_end);
-        }
-        let next = pool.reap(Instant::now()).unwrap();
-        assert_eq!(pool.connections.len(), 1, "the two expired ones go");
-        let expected = ago(10) + POOL_IDLE_TIMEOUT;
-        assert!(next <= expected && expected - next < Duration::from_secs(1));
-        assert!(closed(&mut app_ends[0]).await);
-        assert!(closed(&mut app_ends[1]).await);
-        let mut byte = [0u8; 1];
-        let still_open =
-            tokio::time::timeout(Duration::from_millis(200), app_ends[2].read(&mut byte)).await;
-        assert!(
-            still_open.is_err(),
-            "the connection in use 10 s ago stays open"
-        );
-    }
-
-    #[tokio::test]
-    async fn the_reaper_empties_a_pool_whose_connections_all_expired_and_stops() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = client(POOL_MAX_IDLE);
-        let (sender, mut app_end) = connection(&listener).await;
-        {
-            let mut pool = client.inner.idle.mine().lock().unwrap();
-            pool.connections.push_back(IdleConnection {
-                sender,
-                since: ago(POOL_IDLE_TIMEOUT.as_secs() + 1),
-            });
-            pool.reaping = true;
-        }
-        reap(client.inner.clone()).await;
-        {
-            let pool = client.inner.idle.mine().lock().unwrap();
-            assert!(pool.connections.is_empty());
-            assert!(!pool.reaping, "a later check-in starts a new reaper");
-        }
-        assert!(closed(&mut app_end).await);
-    }
-
-    #[tokio::test]
-    async fn a_pool_keeps_at_most_max_idle_connections_and_starts_one_reaper() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = client(2);
-        let mut app_ends = Vec::new();
-        for _ in 0..3 {
-            let (sender, app_end) = connection(&listener).await;
-            CheckIn {
-                sender,
-                pool: client.inner.clone(),
-            }
-            .give_back();
-            app_ends.push(app_end);
-        }
-        {
-            let pool = client.inner.idle.mine().lock().unwrap();
-            assert_eq!(pool.connections.len(), 2);
-            assert!(pool.reaping);
-        }
-        assert!(
-            closed(&mut app_ends[2]).await,
-            "the one over the limit is closed"
-        );
     }
 }

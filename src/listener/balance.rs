@@ -1,7 +1,6 @@
 //! Spreads connections evenly over the worker threads. Every worker accepts on the same
-//! listening socket, and whichever the kernel wakes first takes what is queued: a burst of
-//! connections could land mostly on one thread while the other idles (one run of the benchmark
-//! had 44 of 50 keep-alive connections on one of two threads). So the worker that accepts a
+//! listening socket, and whichever the kernel wakes first takes what is queued, so a burst of
+//! connections can land mostly on one thread while another idles. The worker that accepts a
 //! connection hands it to the worker with the fewest open connections, if that is another one,
 //! before its handshake; from then on that worker alone serves it, as HAProxy's threads do.
 

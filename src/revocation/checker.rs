@@ -8,8 +8,7 @@ use std::time::Instant;
 
 use http::Uri;
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
-use sha2::{Digest, Sha256};
+use rustls_pki_types::CertificateDer;
 use tokio::sync::Notify;
 
 use super::coalesce::{Coalesce, Joined};
@@ -17,8 +16,9 @@ use super::crl::{self, CrlStatus, CrlStore, Entry, Origin};
 use super::error::{CHECK_TIMEOUT, LoadError, Refusal};
 use super::fetch::{self, Fetcher};
 use super::ocsp::{self, OcspError, OcspStatus};
+use super::path::{Path, Paths, WithoutCa};
 use super::policy::{OcspMode, OnUnknown, Policy};
-use super::x509::{self, Cert, VerifiedPath, unix_now};
+use super::x509::{Cert, unix_now};
 use crate::metrics::revocation::RevocationMetrics;
 use crate::tls::FailureReason;
 
@@ -28,13 +28,8 @@ pub struct Revocation {
     pub(super) app: String,
     pub(super) policy: Policy,
     pub(super) uses_crls: bool,
-    pub(super) roots: Vec<Cert>,
-    /// `roots` as webpki's trust anchors, index for index.
-    anchors: Vec<TrustAnchor<'static>>,
-    /// Leaves admitted by their hash, which need no path to a CA.
-    pins: Vec<[u8; 32]>,
-    /// Whether `allowUntrusted` admits certificates no CA vouches for.
-    allow_untrusted: bool,
+    /// The roots, and where a chain is checked.
+    pub(super) paths: Paths,
     pub(super) crls: CrlStore,
     pub(super) ocsp_cache: ocsp::Cache,
     pub(super) fetcher: Fetcher,
@@ -50,26 +45,6 @@ pub struct Revocation {
     ocsp_lookups: Coalesce<ocsp::Key, Result<OcspStatus, Arc<OcspError>>>,
     /// Distribution point fetches in flight, per URL.
     pub(super) crl_fetches: Coalesce<String, ()>,
-}
-
-/// Where a connection's revocation is checked.
-#[derive(Debug, Clone)]
-pub enum Path {
-    /// Along the path webpki verified to a trusted root.
-    Verified(VerifiedPath),
-    /// Nowhere: a pinned leaf, or one `allowUntrusted` admitted, with no path to a trusted
-    /// root has no CA to ask.
-    NoCa,
-}
-
-/// Who besides a CA may admit a certificate: what decides whether a chain without a path to
-/// a trusted root has simply no CA to ask, or has lost its path (then its status is unknown).
-#[derive(Debug, Clone, Default)]
-pub struct WithoutCa {
-    /// SHA-256 of the pinned leaves (`allowedHashes`).
-    pub pins: Vec<[u8; 32]>,
-    /// `allowUntrusted`.
-    pub allow_untrusted: bool,
 }
 
 /// What one source said about one certificate.
@@ -90,16 +65,12 @@ impl Revocation {
         crl_files: Vec<(String, Vec<u8>)>,
         algorithms: WebPkiSupportedAlgorithms,
     ) -> Result<Self, LoadError> {
-        let (roots, anchors) = x509::anchors(roots).into_iter().unzip();
         let revocation = Self {
             app: app.to_owned(),
             uses_crls: !crl_files.is_empty()
                 || !policy.crl_urls.is_empty()
                 || policy.crl_from_certificates,
-            roots,
-            anchors,
-            pins: without_ca.pins,
-            allow_untrusted: without_ca.allow_untrusted,
+            paths: Paths::new(roots, without_ca, algorithms),
             crls: CrlStore::default(),
             ocsp_cache: ocsp::Cache::default(),
             fetcher: Fetcher::new(),
@@ -144,7 +115,7 @@ impl Revocation {
     /// The names (DER) of the CAs this checker can speak for: the trusted roots and the
     /// issuers of the CRLs it holds.
     pub fn issuer_names(&self) -> Vec<Vec<u8>> {
-        let roots = self.roots.iter().map(|root| root.subject.clone());
+        let roots = self.paths.roots.iter().map(|root| root.subject.clone());
         let crls = self
             .crls
             .entries()
@@ -182,7 +153,7 @@ impl Revocation {
     /// Decides whether a verified client chain may be served, and where to check it again
     /// while its connection stays open. Never takes longer than `CHECK_TIMEOUT`.
     pub async fn admit(&self, chain: &[CertificateDer<'_>]) -> Result<Path, Refusal> {
-        let (path, verdict) = match self.path(chain) {
+        let (path, verdict) = match self.paths.path(chain) {
             Ok(path) => {
                 let checked = tokio::time::timeout(CHECK_TIMEOUT, self.check(&path)).await;
                 let verdict = checked.unwrap_or_else(|_| {
@@ -231,44 +202,6 @@ impl Revocation {
         });
     }
 
-    /// Where `chain` is checked: along the path webpki verifies to a trusted root. Without
-    /// one, a pinned leaf or one `allowUntrusted` admits has no CA to ask; any other chain
-    /// was admitted by a CA and has lost its path, so its status is unknown (never good).
-    pub fn path(&self, chain: &[CertificateDer<'_>]) -> Result<Path, Refusal> {
-        let error =
-            match x509::verified_path(chain, &self.anchors, &self.algorithms, UnixTime::now()) {
-                Ok(path) => return Ok(Path::Verified(path)),
-                Err(error) => error,
-            };
-        let pinned = chain.first().is_some_and(|leaf| {
-            let hash: [u8; 32] = Sha256::digest(leaf).into();
-            self.pins.contains(&hash)
-        });
-        if pinned || self.allow_untrusted {
-            return Ok(Path::NoCa);
-        }
-        Err(Refusal {
-            reason: FailureReason::RevocationUnknown,
-            detail: format!(
-                "the chain does not verify to a trusted CA ({error}), so its revocation cannot be checked"
-            ),
-        })
-    }
-
-    /// The certificates of `path` with the root that ends it, or why they cannot be read.
-    fn certificates(&self, path: &VerifiedPath) -> Result<Vec<Cert>, Refusal> {
-        let root = self.roots.get(path.root).cloned();
-        path.certs
-            .iter()
-            .map(|der| Cert::parse(der))
-            .chain(std::iter::once(root))
-            .collect::<Option<Vec<Cert>>>()
-            .ok_or_else(|| Refusal {
-                reason: FailureReason::RevocationUnknown,
-                detail: "a certificate of the verified path cannot be read".to_owned(),
-            })
-    }
-
     /// The verdict for an admitted connection's `path` from what is held, without a fetch or
     /// a responder request: refused when a CRL now lists a certificate of it or a responder
     /// has since reported one revoked, or (apps without OCSP) when no CRL vouches for it any
@@ -277,7 +210,7 @@ impl Revocation {
         let Path::Verified(path) = path else {
             return Ok(());
         };
-        let verdict = self.certificates(path).and_then(|path| {
+        let verdict = self.paths.certificates(path).and_then(|path| {
             path.windows(2).enumerate().try_for_each(|(index, pair)| {
                 let [cert, issuer] = pair else { return Ok(()) };
                 verdict(cert, self.held_status(cert, issuer, index == 0))
@@ -308,7 +241,7 @@ impl Revocation {
                         .enable_all()
                         .build()
                         .map_err(|_| unknown_timeout())?;
-                    let path = self.path(chain)?;
+                    let path = self.paths.path(chain)?;
                     runtime.block_on(async {
                         tokio::time::timeout(CHECK_TIMEOUT, self.check(&path))
                             .await
@@ -333,7 +266,7 @@ impl Revocation {
         let Path::Verified(path) = path else {
             return Ok(());
         };
-        let path = self.certificates(path)?;
+        let path = self.paths.certificates(path)?;
         for (index, pair) in path.windows(2).enumerate() {
             let [cert, issuer] = pair else { continue };
             verdict(cert, self.status(cert, issuer, index == 0).await)?;

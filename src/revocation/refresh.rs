@@ -135,7 +135,11 @@ impl Revocation {
         let crl = Crl::parse(bytes)
             .map_err(error)?
             .with_max_age(self.policy.max_age);
-        let mut issuers = self.roots.iter().filter(|root| root.subject == crl.issuer);
+        let mut issuers = self
+            .paths
+            .roots
+            .iter()
+            .filter(|root| root.subject == crl.issuer);
         let from_root = issuers.clone().next().is_some();
         if from_root && !issuers.any(|root| crl.signed_by(root, &self.algorithms)) {
             return Err(error(CrlError::Signature {

@@ -8,8 +8,9 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use tokio::sync::watch;
 
-use super::checker::{Path, Revocation};
+use super::checker::Revocation;
 use super::error::Refusal;
+use super::path::Path;
 
 /// One open connection's standing with its app's revocation sources; shared by the
 /// connection and the upgraded streams it hands over to.
