@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::OwnedSemaphorePermit;
@@ -17,8 +18,10 @@ use crate::metrics::Metrics;
 /// The open connections of every worker thread and the way to hand one a connection.
 #[derive(Debug)]
 pub(crate) struct Balance {
-    /// Open connections per worker (`certgate_worker_connections`).
-    load: Box<[Gauge]>,
+    /// Open connections per worker: what `assign` decides by.
+    open: Box<[Arc<AtomicUsize>]>,
+    /// The same counts, exported as `certgate_worker_connections`.
+    gauges: Box<[Gauge]>,
     inboxes: Box<[UnboundedSender<HandedOff>]>,
 }
 
@@ -41,11 +44,15 @@ pub(crate) struct HandedOff {
 
 /// One open connection counted on its worker until dropped.
 #[derive(Debug)]
-pub(crate) struct Load(Gauge);
+pub(crate) struct Load {
+    open: Arc<AtomicUsize>,
+    gauge: Gauge,
+}
 
 impl Drop for Load {
     fn drop(&mut self) {
-        self.0.dec();
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
     }
 }
 
@@ -59,7 +66,8 @@ impl Balance {
             .map(|_| unbounded_channel())
             .unzip::<_, _, Vec<_>, _>();
         let balance = Self {
-            load: (0..workers)
+            open: (0..workers).map(|_| Arc::default()).collect(),
+            gauges: (0..workers)
                 .map(|index| metrics.worker_connections(index))
                 .collect(),
             inboxes: inboxes.into_boxed_slice(),
@@ -72,9 +80,12 @@ impl Balance {
     /// that the next one of a burst already sees it.
     pub(crate) fn assign(&self, from: usize) -> (usize, Load) {
         let mut chosen = from;
-        let mut least = self.load.get(from).map_or(i64::MAX, Gauge::get);
-        for (index, load) in self.load.iter().enumerate() {
-            let open = load.get();
+        let mut least = self
+            .open
+            .get(from)
+            .map_or(usize::MAX, |open| open.load(Ordering::Relaxed));
+        for (index, open) in self.open.iter().enumerate() {
+            let open = open.load(Ordering::Relaxed);
             if open < least {
                 chosen = index;
                 least = open;
@@ -86,14 +97,12 @@ impl Balance {
     /// Counts one more open connection on worker `index` (on the last worker if there is no
     /// such worker, which `assign` never asks for).
     pub(crate) fn count(&self, index: usize) -> Load {
-        let gauge = self
-            .load
-            .get(index)
-            .or(self.load.last())
-            .cloned()
-            .unwrap_or_default();
+        let index = index.min(self.open.len().saturating_sub(1));
+        let open: Arc<AtomicUsize> = self.open.get(index).cloned().unwrap_or_default();
+        let gauge = self.gauges.get(index).cloned().unwrap_or_default();
+        open.fetch_add(1, Ordering::Relaxed);
         gauge.inc();
-        Load(gauge)
+        Load { open, gauge }
     }
 
     /// Hands `connection` to worker `to`; gives it back if that worker no longer takes any.
@@ -114,8 +123,19 @@ mod tests {
         Balance::new(&Metrics::new(), workers)
     }
 
-    fn open(balance: &Balance) -> Vec<i64> {
-        balance.load.iter().map(Gauge::get).collect()
+    fn open(balance: &Balance) -> Vec<usize> {
+        let open: Vec<usize> = balance
+            .open
+            .iter()
+            .map(|open| open.load(Ordering::Relaxed))
+            .collect();
+        let exported: Vec<usize> = balance
+            .gauges
+            .iter()
+            .map(|gauge| usize::try_from(gauge.get()).unwrap())
+            .collect();
+        assert_eq!(open, exported, "the metric shows the balance's own counts");
+        open
     }
 
     #[test]
