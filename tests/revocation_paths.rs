@@ -10,8 +10,9 @@
 //!   `crlUrls`, CRL distribution points (`crlFromCertificates`) and OCSP (`openssl ocsp`);
 //! - controls: the same decoy chains of a leaf nobody revoked are served, so a refusal is the
 //!   revocation's and not the chain's;
-//! - open connections: a connection made with a decoy chain is closed once a CRL refresh or an
-//!   OCSP answer reports its leaf revoked;
+//! - open connections: a connection made with a decoy chain is closed once a refreshed CRL (from
+//!   `crlUrls` or a distribution point) or an OCSP answer reports its leaf revoked (`crlFiles`
+//!   only change with a reload, and open connections keep the config they started with);
 //! - `allowUntrusted`: a leaf of the trusted CA's intermediate sent without the intermediate
 //!   (or with only a decoy of it) is refused as `revocation_unknown` when the app checks that
 //!   CA's revocation, while a self-signed certificate is still forwarded.
@@ -430,4 +431,42 @@ async fn allow_untrusted_refuses_a_leaf_sent_without_the_intermediate_of_a_crl_f
     let revocation = serde_json::json!({ "crlFiles": ["int.crl", "root.crl"] });
     let gateway = untrusted_gateway(&hierarchy, revocation, &files).await;
     leaf_without_its_intermediate_is_refused(&gateway, &hierarchy, &revoked[0].1).await;
+}
+
+#[tokio::test]
+async fn open_connections_with_decoy_chains_close_once_a_distribution_point_revokes_the_leaf() {
+    // The URLs go into the certificates, so the servers start before the CRLs exist.
+    let root_crls = HttpFixture::start(Answer::Status(404));
+    let int_crls = HttpFixture::start(Answer::Status(404));
+    let at_root = Published {
+        crl: Some(root_crls.url("root.crl")),
+        ocsp: None,
+    };
+    let at_int = Published {
+        crl: Some(int_crls.url("int.crl")),
+        ocsp: None,
+    };
+    let hierarchy = Hierarchy::new(&at_root);
+    let leaves = hierarchy.leaves("distribution point later", &at_int);
+    root_crls.set(Answer::Body(fresh_crl(&hierarchy.pki.client_ca, &[])));
+    int_crls.set(Answer::Body(fresh_crl(&hierarchy.intermediate, &[])));
+    let gateway = gateway(
+        &hierarchy.pki,
+        serde_json::json!({ "crlFromCertificates": true, "refreshMs": 1000 }),
+    )
+    .await;
+    let mut connections = Vec::new();
+    for (shape, leaf) in &leaves {
+        connections.push(open(&gateway, &hierarchy, leaf, *shape).await);
+    }
+    let good_fetches = r#"certgate_crl_fetches_total{app="require",outcome="good"}"#;
+    let before = metric(&scrape(gateway.admin.unwrap()).await, good_fetches);
+    int_crls.set(Answer::Body(fresh_crl(
+        &hierarchy.intermediate,
+        &serials(&leaves),
+    )));
+    wait_for_metric(&gateway, good_fetches, before + 2.0).await;
+    for connection in &mut connections {
+        wait_until_closed(connection).await;
+    }
 }
