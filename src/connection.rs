@@ -1,10 +1,10 @@
 //! One client connection from accept to close, its stages in the order they run: `admit` (the
 //! caps it holds a slot under), `handshake` (the PROXY header, the ClientHello and the app's
 //! TLS handshake, under one deadline), `verdict` (the app's policy judged again where the
-//! verifier did not decide, then revocation), the verified certificate parsed once (its
-//! headers made once, `proxy::client`), then `serve` (hyper sessions until the client leaves) with `park`
-//! (a quiet HTTP/1.1 connection gives hyper's buffers back between sessions). The listener
-//! accepts and places connections; the proxy handles each request.
+//! verifier did not decide, then revocation), the verified certificate parsed once with its
+//! headers (`proxy::client`), then `serve` (hyper sessions until the client leaves) with
+//! `park` (a quiet HTTP/1.1 connection gives hyper's buffers back between sessions). The
+//! listener accepts and places connections; the proxy handles each request.
 
 pub(crate) mod admit;
 pub(crate) mod handshake;
