@@ -244,8 +244,18 @@ async fn decoy_chains_of_a_leaf_on_a_fetched_crl_are_refused() {
     every_shape_is_refused(&gateway, &hierarchy, &revoked, &good).await;
 }
 
-#[tokio::test]
-async fn decoy_chains_of_a_leaf_on_its_distribution_points_crl_are_refused() {
+/// A hierarchy whose certificates name distribution points: the intermediate the root's, its
+/// leaves (one per shape, named `name`) the intermediate's. Both CRLs list nothing yet.
+struct WithDistributionPoints {
+    hierarchy: Hierarchy,
+    leaves: Vec<(Shape, Leaf)>,
+    /// The intermediate's distribution point, for more leaves.
+    at_int: Published,
+    int_crls: HttpFixture,
+    _root_crls: HttpFixture,
+}
+
+fn with_distribution_points(name: &str) -> WithDistributionPoints {
     // The URLs go into the certificates, so the servers start before the CRLs exist.
     let root_crls = HttpFixture::start(Answer::Status(404));
     let int_crls = HttpFixture::start(Answer::Status(404));
@@ -258,19 +268,33 @@ async fn decoy_chains_of_a_leaf_on_its_distribution_points_crl_are_refused() {
         ocsp: None,
     };
     let hierarchy = Hierarchy::new(&at_root);
-    let revoked = hierarchy.leaves("distribution point", &at_int);
-    let good = leaf(&hierarchy.intermediate, "good", &at_int);
+    let leaves = hierarchy.leaves(name, &at_int);
     root_crls.set(Answer::Body(fresh_crl(&hierarchy.pki.client_ca, &[])));
-    int_crls.set(Answer::Body(fresh_crl(
+    int_crls.set(Answer::Body(fresh_crl(&hierarchy.intermediate, &[])));
+    WithDistributionPoints {
+        hierarchy,
+        leaves,
+        at_int,
+        int_crls,
+        _root_crls: root_crls,
+    }
+}
+
+#[tokio::test]
+async fn decoy_chains_of_a_leaf_on_its_distribution_points_crl_are_refused() {
+    let published = with_distribution_points("distribution point");
+    let hierarchy = &published.hierarchy;
+    let good = leaf(&hierarchy.intermediate, "good", &published.at_int);
+    published.int_crls.set(Answer::Body(fresh_crl(
         &hierarchy.intermediate,
-        &serials(&revoked),
+        &serials(&published.leaves),
     )));
     let gateway = gateway(
         &hierarchy.pki,
         serde_json::json!({ "crlFromCertificates": true }),
     )
     .await;
-    every_shape_is_refused(&gateway, &hierarchy, &revoked, &good).await;
+    every_shape_is_refused(&gateway, hierarchy, &published.leaves, &good).await;
 }
 
 #[tokio::test]
@@ -306,6 +330,30 @@ async fn open(gateway: &Gateway, hierarchy: &Hierarchy, leaf: &Leaf, shape: Shap
     connection
 }
 
+/// Opens a connection of each leaf with its decoy chain, publishes an intermediate's CRL
+/// listing them all, waits until certgate fetched it, and checks that every connection closes.
+async fn connections_close_once_listed(
+    gateway: &Gateway,
+    hierarchy: &Hierarchy,
+    leaves: &[(Shape, Leaf)],
+    int_crls: &HttpFixture,
+) {
+    let mut connections = Vec::new();
+    for (shape, leaf) in leaves {
+        connections.push(open(gateway, hierarchy, leaf, *shape).await);
+    }
+    let good_fetches = r#"certgate_crl_fetches_total{app="require",outcome="good"}"#;
+    let before = metric(&scrape(gateway.admin.unwrap()).await, good_fetches);
+    int_crls.set(Answer::Body(fresh_crl(
+        &hierarchy.intermediate,
+        &serials(leaves),
+    )));
+    wait_for_metric(gateway, good_fetches, before + 2.0).await;
+    for connection in &mut connections {
+        wait_until_closed(connection).await;
+    }
+}
+
 #[tokio::test]
 async fn open_connections_with_decoy_chains_close_once_a_crl_refresh_revokes_the_leaf() {
     let hierarchy = Hierarchy::new(&Published::default());
@@ -320,20 +368,7 @@ async fn open_connections_with_decoy_chains_close_once_a_crl_refresh_revokes_the
         }),
     )
     .await;
-    let mut connections = Vec::new();
-    for (shape, leaf) in &leaves {
-        connections.push(open(&gateway, &hierarchy, leaf, *shape).await);
-    }
-    let good_fetches = r#"certgate_crl_fetches_total{app="require",outcome="good"}"#;
-    let before = metric(&scrape(gateway.admin.unwrap()).await, good_fetches);
-    int_crls.set(Answer::Body(fresh_crl(
-        &hierarchy.intermediate,
-        &serials(&leaves),
-    )));
-    wait_for_metric(&gateway, good_fetches, before + 2.0).await;
-    for connection in &mut connections {
-        wait_until_closed(connection).await;
-    }
+    connections_close_once_listed(&gateway, &hierarchy, &leaves, &int_crls).await;
 }
 
 #[tokio::test]
@@ -435,38 +470,13 @@ async fn allow_untrusted_refuses_a_leaf_sent_without_the_intermediate_of_a_crl_f
 
 #[tokio::test]
 async fn open_connections_with_decoy_chains_close_once_a_distribution_point_revokes_the_leaf() {
-    // The URLs go into the certificates, so the servers start before the CRLs exist.
-    let root_crls = HttpFixture::start(Answer::Status(404));
-    let int_crls = HttpFixture::start(Answer::Status(404));
-    let at_root = Published {
-        crl: Some(root_crls.url("root.crl")),
-        ocsp: None,
-    };
-    let at_int = Published {
-        crl: Some(int_crls.url("int.crl")),
-        ocsp: None,
-    };
-    let hierarchy = Hierarchy::new(&at_root);
-    let leaves = hierarchy.leaves("distribution point later", &at_int);
-    root_crls.set(Answer::Body(fresh_crl(&hierarchy.pki.client_ca, &[])));
-    int_crls.set(Answer::Body(fresh_crl(&hierarchy.intermediate, &[])));
+    let published = with_distribution_points("distribution point later");
+    let (hierarchy, leaves, int_crls) =
+        (&published.hierarchy, &published.leaves, &published.int_crls);
     let gateway = gateway(
         &hierarchy.pki,
         serde_json::json!({ "crlFromCertificates": true, "refreshMs": 1000 }),
     )
     .await;
-    let mut connections = Vec::new();
-    for (shape, leaf) in &leaves {
-        connections.push(open(&gateway, &hierarchy, leaf, *shape).await);
-    }
-    let good_fetches = r#"certgate_crl_fetches_total{app="require",outcome="good"}"#;
-    let before = metric(&scrape(gateway.admin.unwrap()).await, good_fetches);
-    int_crls.set(Answer::Body(fresh_crl(
-        &hierarchy.intermediate,
-        &serials(&leaves),
-    )));
-    wait_for_metric(&gateway, good_fetches, before + 2.0).await;
-    for connection in &mut connections {
-        wait_until_closed(connection).await;
-    }
+    connections_close_once_listed(&gateway, hierarchy, leaves, int_crls).await;
 }
