@@ -70,8 +70,21 @@ impl Apps {
                 })
             })
             .collect();
-        // Attach metrics to every app that checks revocation and start its CRL refresh.
+        // Warn about apps whose certificate is not verified; attach metrics to every app
+        // that checks revocation and start its CRL refresh.
         for app in &config.apps {
+            if app
+                .upstream
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.insecure_skip_verify)
+            {
+                tracing::warn!(
+                    app = %app.name,
+                    upstream = %app.upstream,
+                    "upstreamTls.insecureSkipVerify is on: the app's certificate is not verified"
+                );
+            }
             if let Some(revocation) = &app.revocation {
                 revocation.start(metrics.revocation(&app.name));
             }

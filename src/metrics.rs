@@ -20,6 +20,7 @@ use crate::policy::AppPolicy;
 use crate::proxy_protocol::RefusalReason;
 use crate::settings::Trust;
 use crate::tls::FailureReason;
+use crate::tls::upstream::UpstreamTlsFailure;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
@@ -90,6 +91,7 @@ pub(crate) struct Metrics {
     connections_refused: Counter,
     connections_refused_by_limit: Family<LimitLabels, Counter>,
     stalled: Family<StallLabels, Counter>,
+    upstream_tls_failures: Family<StallLabels, Counter>,
     handshake_failures: Family<FailureLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     request_duration: Histogram,
@@ -131,6 +133,7 @@ impl Metrics {
         let connections_refused = Counter::default();
         let connections_refused_by_limit = Family::<LimitLabels, Counter>::default();
         let stalled = Family::<StallLabels, Counter>::default();
+        let upstream_tls_failures = Family::<StallLabels, Counter>::default();
         let handshake_failures = Family::<FailureLabels, Counter>::default();
         let requests = Family::<RequestLabels, Counter>::default();
         // 1 ms to ~33 s.
@@ -164,6 +167,11 @@ impl Metrics {
             "stalled_requests",
             "Requests cut off because the client's request body or the app's response body stalled",
             stalled.clone(),
+        );
+        registry.register(
+            "upstream_tls_failures",
+            "Requests answered 502 because TLS with the app failed, by reason",
+            upstream_tls_failures.clone(),
         );
         registry.register(
             "handshake_failures",
@@ -249,6 +257,7 @@ impl Metrics {
             connections_refused,
             connections_refused_by_limit,
             stalled,
+            upstream_tls_failures,
             handshake_failures,
             requests,
             request_duration,
@@ -381,8 +390,17 @@ impl Metrics {
                 })
                 .clone()
         });
+        let upstream_tls_failures = UpstreamTlsFailure::ALL.map(|reason| {
+            self.upstream_tls_failures
+                .get_or_create(&StallLabels {
+                    app: app.to_owned(),
+                    reason: reason.as_str(),
+                })
+                .clone()
+        });
         AppMetrics {
             stalled,
+            upstream_tls_failures,
             connections: self.connections.get_or_create(&label).clone(),
             connections_active: self.connections_active.get_or_create(&label).clone(),
             misdirected: self.misdirected.get_or_create(&label).clone(),

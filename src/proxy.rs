@@ -70,7 +70,20 @@ pub(crate) async fn handle(
                 ProxyError::RateLimited { .. } => guard.conn.app.metrics.rate_limited(),
                 _ => {}
             }
-            if matches!(
+            let tls_failure = match &error {
+                ProxyError::Upstream { source } => source.tls_failure(),
+                _ => None,
+            };
+            if let Some(reason) = tls_failure {
+                guard.conn.app.metrics.upstream_tls_failed(reason);
+                tracing::warn!(
+                    app = %guard.conn.app.config.name,
+                    upstream = %guard.conn.app.config.upstream,
+                    failure = reason.as_str(),
+                    error = %crate::error_chain(&error),
+                    "TLS with the upstream failed"
+                );
+            } else if matches!(
                 error,
                 ProxyError::Upstream { .. } | ProxyError::UpstreamTimeout
             ) {
