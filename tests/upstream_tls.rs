@@ -12,7 +12,8 @@
 //! - replacing certgate's client certificate and reloading fails no request, and the app sees
 //!   the new certificate afterwards;
 //! - `upstreamTls` on an http:// upstream, and https without caFiles, are refused;
-//! - the sidecar flags build the same app.
+//! - the sidecar flags build the same app;
+//! - the README's example app loads.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -707,5 +708,42 @@ fn the_sidecar_flags_make_an_https_app_with_a_client_certificate() {
             "upstream=https://127.0.0.1:8443 upstream-tls=1 CA,server-name=orders.internal,client-cert"
         ),
         "{stdout}"
+    );
+}
+
+#[test]
+fn the_readme_example_app_loads() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("\n## TLS to the app\n")
+        .nth(1)
+        .expect("README has a \"TLS to the app\" section");
+    let json = section
+        .split("```json\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .expect("the section shows an app as JSON");
+    let app: serde_json::Value = serde_json::from_str(json).unwrap();
+    let pki = Pki::new();
+    let (app_ca, _) = app_pki();
+    let certgate_leaf = Ca::root("certgate's client CA").issue(LeafSpec::client("certgate"));
+    let dir = TempDir::new();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    dir.write("certs/server.pem", &pki.server.pem);
+    dir.write("certs/server.key", pki.server.key.serialize_pem());
+    dir.write("certs/ca.pem", &pki.client_ca.pem);
+    dir.write("certs/app-ca.pem", &app_ca.pem);
+    dir.write("certs/certgate-client.pem", &certgate_leaf.pem);
+    dir.write(
+        "certs/certgate-client.key",
+        certgate_leaf.key.serialize_pem(),
+    );
+    let config = serde_json::json!({ "apps": [app] });
+    let path = dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
+    let config =
+        certgate::Config::load(&path).unwrap_or_else(|e| panic!("{}", certgate::error_chain(&e)));
+    assert_eq!(
+        config.apps[0].upstream.to_string(),
+        "https://orders.internal:8443"
     );
 }
