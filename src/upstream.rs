@@ -199,9 +199,15 @@ impl UpstreamClient {
         // The rare and the large futures are boxed: every request's future is moved by hyper
         // (into its task for HTTP/2), so whatever it holds inline is copied each time.
         if let Some(h2c) = &self.inner.h2c {
-            let response = Box::pin(h2c.request(request))
-                .await
-                .map_err(|source| UpstreamError::H2c { source })?;
+            let response = Box::pin(h2c.request(request)).await.map_err(|source| {
+                match self.inner.dialer.recent_alert() {
+                    Some(reason) => UpstreamError::Tls {
+                        reason,
+                        source: Box::new(source),
+                    },
+                    None => UpstreamError::H2c { source },
+                }
+            })?;
             return Ok(response.map(|body| UpstreamBody::new(body, None)));
         }
         let (mut sender, fresh) = match self.checkout().await {

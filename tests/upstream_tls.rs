@@ -2,9 +2,12 @@
 //! hyper apps in the test and a real `openssl s_server`:
 //! - an https app whose certificate verifies against `caFiles` is reached over HTTP/1.1 with
 //!   the configured `serverName` as SNI, and over HTTP/2 with `transport: http2`;
-//! - an app certificate from an unknown CA, without the server name, or expired: 502, the
-//!   reason counted in `certgate_upstream_tls_failures_total`; every reason is there at zero;
-//! - an app that requires a client certificate certgate does not send: 502, `client_cert_refused`;
+//! - an app certificate from an unknown CA (HTTP/1.1 and HTTP/2), without the server name,
+//!   expired or not valid yet, or a handshake that does not finish within `upstreamConnectMs`:
+//!   502, the reason counted in `certgate_upstream_tls_failures_total`; every reason is there
+//!   at zero;
+//! - an app that requires a client certificate certgate does not send: 502,
+//!   `client_cert_refused`, over HTTP/1.1 and HTTP/2;
 //! - certgate presents its client certificate to a rustls app and to `openssl s_server -Verify 1`;
 //! - an app that does not speak TLS, or speaks first, gets nothing but a ClientHello: no request
 //!   is ever written in plaintext;
@@ -243,17 +246,19 @@ async fn an_app_certificate_from_an_unknown_ca_is_a_502_counted_as_unknown_ca() 
     let (_, app_leaf) = app_pki();
     let other_ca = Ca::root("not the app's CA");
     let app = TlsApp::start(&app_leaf, None).await;
-    let gateway = gateway(
-        &pki,
-        format!("https://{}", app.addr),
-        serde_json::json!({ "caFiles": ["other-ca.pem"] }),
-        "http",
-        &[("other-ca.pem", other_ca.pem.clone())],
-    )
-    .await;
-    let reply = request(&gateway, &pki, false).await;
-    assert_refused_for(&gateway, &reply, "unknown_ca").await;
-    gateway.stop().await;
+    for transport in ["http", "http2"] {
+        let gateway = gateway(
+            &pki,
+            format!("https://{}", app.addr),
+            serde_json::json!({ "caFiles": ["other-ca.pem"] }),
+            transport,
+            &[("other-ca.pem", other_ca.pem.clone())],
+        )
+        .await;
+        let reply = request(&gateway, &pki, false).await;
+        assert_refused_for(&gateway, &reply, "unknown_ca").await;
+        gateway.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -299,10 +304,16 @@ async fn an_expired_app_certificate_is_a_502_counted_as_expired() {
 }
 
 #[tokio::test]
-async fn an_app_requiring_a_client_certificate_certgate_lacks_is_a_502_counted_as_refused() {
+async fn an_app_certificate_not_valid_yet_is_a_502_counted_as_not_yet_valid() {
     let pki = Pki::new();
-    let (app_ca, app_leaf) = app_pki();
-    let app = TlsApp::start(&app_leaf, Some(&Ca::root("app's client CA"))).await;
+    let app_ca = Ca::root("certgate test app CA");
+    let now = time::OffsetDateTime::now_utc();
+    let early = app_ca.issue(LeafSpec {
+        not_before: now + time::Duration::days(1),
+        not_after: now + time::Duration::days(30),
+        ..LeafSpec::server()
+    });
+    let app = TlsApp::start(&early, None).await;
     let gateway = gateway(
         &pki,
         format!("https://{}", app.addr),
@@ -312,7 +323,53 @@ async fn an_app_requiring_a_client_certificate_certgate_lacks_is_a_502_counted_a
     )
     .await;
     let reply = request(&gateway, &pki, false).await;
-    assert_refused_for(&gateway, &reply, "client_cert_refused").await;
+    assert_refused_for(&gateway, &reply, "not_yet_valid").await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_app_requiring_a_client_certificate_certgate_lacks_is_a_502_counted_as_refused() {
+    let pki = Pki::new();
+    let (app_ca, app_leaf) = app_pki();
+    let app = TlsApp::start(&app_leaf, Some(&Ca::root("app's client CA"))).await;
+    for transport in ["http", "http2"] {
+        let gateway = gateway(
+            &pki,
+            format!("https://{}", app.addr),
+            serde_json::json!({ "caFiles": ["app-ca.pem"] }),
+            transport,
+            &[("app-ca.pem", app_ca.pem.clone())],
+        )
+        .await;
+        let reply = request(&gateway, &pki, false).await;
+        assert_refused_for(&gateway, &reply, "client_cert_refused").await;
+        gateway.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_app_that_never_finishes_the_handshake_is_a_502_counted_as_timeout() {
+    let pki = Pki::new();
+    let (app_ca, _) = app_pki();
+    let addr = serve_each(|tcp| async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(tcp);
+    })
+    .await;
+    let dir = TempDir::new();
+    pki.write(&dir);
+    dir.write("app-ca.pem", &app_ca.pem);
+    let mut config = ignore_config(
+        format!("https://{addr}"),
+        serde_json::json!({ "caFiles": ["app-ca.pem"] }),
+        "http",
+    );
+    config["timeouts"] = serde_json::json!({ "upstreamConnectMs": 300 });
+    let gateway = Gateway::start(dir, config).await;
+    let started = std::time::Instant::now();
+    let reply = request(&gateway, &pki, false).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_refused_for(&gateway, &reply, "timeout").await;
     gateway.stop().await;
 }
 

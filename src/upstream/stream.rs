@@ -4,7 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,7 +29,14 @@ pub(crate) struct Dialer {
     tls: Option<Tls>,
     /// `upstreamConnectMs`: connect and handshake together.
     timeout: Duration,
+    /// The last alert any connection of this dialer met after its handshake, and when.
+    last_alert: Arc<Mutex<Option<(Instant, UpstreamTlsFailure)>>>,
 }
+
+/// How long after an alert an HTTP/2 request that fails is put down to it: hyper-util's
+/// client does not say which connection a request failed on, and the h2 crate keeps only the
+/// text of the I/O error that carried the alert.
+const ALERT_BLAME_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 struct Tls {
@@ -59,6 +66,22 @@ impl Dialer {
                 http2: upstream.transport == Transport::Http2,
             }),
             timeout,
+            last_alert: Arc::default(),
+        }
+    }
+
+    /// The alert a connection of this dialer met within the last moment, if any: what an
+    /// HTTP/2 request that failed just now is put down to.
+    pub(crate) fn recent_alert(&self) -> Option<UpstreamTlsFailure> {
+        let last = *self.last_alert.lock().ok()?;
+        last.filter(|(at, _)| at.elapsed() < ALERT_BLAME_WINDOW)
+            .map(|(_, reason)| reason)
+    }
+
+    fn alert(&self) -> Alert {
+        Alert {
+            connection: Arc::default(),
+            dialer: self.last_alert.clone(),
         }
     }
 
@@ -75,7 +98,7 @@ impl Dialer {
         let Some(tls) = &self.tls else {
             return Ok(AppStream {
                 inner: Inner::Plain(tcp),
-                alert: Alert::default(),
+                alert: self.alert(),
             });
         };
         let handshake = tls.connector.connect(tls.server_name.clone(), tcp);
@@ -107,7 +130,7 @@ impl Dialer {
         }
         Ok(AppStream {
             inner: Inner::Tls(Box::new(stream)),
-            alert: Alert::default(),
+            alert: self.alert(),
         })
     }
 }
@@ -126,19 +149,25 @@ enum Inner {
 }
 
 /// Remembers the first TLS failure met on a connection after its handshake (the app's alert),
-/// for the request that finds the connection closed.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Alert(Arc<OnceLock<UpstreamTlsFailure>>);
+/// for the request that finds the connection closed; the dialer remembers the last one too.
+#[derive(Debug, Clone)]
+pub(crate) struct Alert {
+    connection: Arc<OnceLock<UpstreamTlsFailure>>,
+    dialer: Arc<Mutex<Option<(Instant, UpstreamTlsFailure)>>>,
+}
 
 impl Alert {
-    /// The failure recorded, if any.
+    /// The failure recorded on this connection, if any.
     pub(crate) fn failure(&self) -> Option<UpstreamTlsFailure> {
-        self.0.get().copied()
+        self.connection.get().copied()
     }
 
     fn record(&self, error: &io::Error) {
         if let Some(reason) = UpstreamTlsFailure::find(error) {
-            let _ = self.0.set(reason);
+            let _ = self.connection.set(reason);
+            if let Ok(mut last) = self.dialer.lock() {
+                *last = Some((Instant::now(), reason));
+            }
         }
     }
 }
