@@ -14,7 +14,9 @@
 //! - `insecureSkipVerify` reaches an app whose CA is unknown, and `certgate check` flags it;
 //! - replacing certgate's client certificate and reloading fails no request, and the app sees
 //!   the new certificate afterwards;
-//! - `upstreamTls` on an http:// upstream, and https without caFiles, are refused;
+//! - `upstreamTls` on an http:// upstream, https without caFiles, caFiles with
+//!   insecureSkipVerify, a bad serverName, half a client certificate, a missing CA file and a
+//!   misspelled key are refused, naming the key or file;
 //! - the sidecar flags build the same app;
 //! - the README's example app loads.
 
@@ -686,10 +688,12 @@ async fn replacing_the_client_certificate_and_reloading_fails_no_request() {
 }
 
 #[test]
-fn upstream_tls_on_an_http_upstream_and_https_without_ca_files_are_refused() {
+fn upstream_tls_settings_that_cannot_work_are_refused_naming_the_key() {
     let dir = TempDir::new();
     let pki = Pki::new();
     pki.write(&dir);
+    dir.write("app-ca.pem", &app_pki().0.pem);
+    let https = || "https://127.0.0.1:8443".to_owned();
     let cases = [
         (
             ignore_config(
@@ -700,12 +704,48 @@ fn upstream_tls_on_an_http_upstream_and_https_without_ca_files_are_refused() {
             "not https://",
         ),
         (
+            ignore_config(https(), serde_json::Value::Null, "http"),
+            "no upstreamTls.caFiles",
+        ),
+        (
             ignore_config(
-                "https://127.0.0.1:8443".into(),
-                serde_json::Value::Null,
+                https(),
+                serde_json::json!({ "caFiles": ["app-ca.pem"], "insecureSkipVerify": true }),
                 "http",
             ),
-            "upstreamTls.caFiles",
+            "sets both upstreamTls.caFiles and upstreamTls.insecureSkipVerify",
+        ),
+        (
+            ignore_config(
+                https(),
+                serde_json::json!({ "caFiles": ["app-ca.pem"], "serverName": "not a name" }),
+                "http",
+            ),
+            "upstreamTls.serverName \"not a name\"",
+        ),
+        (
+            ignore_config(
+                https(),
+                serde_json::json!({ "caFiles": ["app-ca.pem"], "certFile": "server.pem" }),
+                "http",
+            ),
+            "upstreamTls needs certFile and keyFile",
+        ),
+        (
+            ignore_config(
+                https(),
+                serde_json::json!({ "caFiles": ["missing-ca.pem"] }),
+                "http",
+            ),
+            "missing-ca.pem",
+        ),
+        (
+            ignore_config(
+                https(),
+                serde_json::json!({ "caFiles": ["app-ca.pem"], "insecureSkipVerfy": true }),
+                "http",
+            ),
+            "unknown field `insecureSkipVerfy`",
         ),
     ];
     for (mut config, expected) in cases {
