@@ -60,6 +60,11 @@ impl Apps {
                     metrics: metrics.register_app(&AppSeries {
                         name: &app.name,
                         server_chain: &app.server_chain,
+                        upstream_client_chain: app
+                            .upstream
+                            .tls
+                            .as_ref()
+                            .map_or(&[], |tls| tls.client_chain.as_slice()),
                         trust: &app.trust,
                         request_policy: &app.request_policy,
                     }),

@@ -410,7 +410,7 @@ pub fn summary(app: &AppConfig) -> String {
             " upstream-tls={} CA,server-name={}{}",
             tls.ca_count,
             tls.server_name.to_str(),
-            if tls.client_certificate {
+            if !tls.client_chain.is_empty() {
                 ",client-cert"
             } else {
                 ""

@@ -118,6 +118,9 @@ pub(crate) struct AppSeries<'a> {
     pub name: &'a str,
     /// The server certificate chain, leaf first.
     pub server_chain: &'a [rustls_pki_types::CertificateDer<'static>],
+    /// The client certificate chain certgate presents to an `https://` app, leaf first
+    /// (empty when none).
+    pub upstream_client_chain: &'a [rustls_pki_types::CertificateDer<'static>],
     /// The trusted CAs and CRLs whose expiry is exported.
     pub trust: &'a Trust,
     /// The rules and rate limit whose series exist at zero.
@@ -210,7 +213,7 @@ impl Metrics {
         );
         registry.register(
             "certificate_not_after_seconds",
-            "Earliest expiry (Unix time) of an app's server certificate, client CAs, or CRL nextUpdate",
+            "Earliest expiry (Unix time) of an app's server certificate, client CAs, CRL nextUpdate, or the client certificate certgate presents to it",
             not_after.clone(),
         );
         for limit in ConnectionLimit::ALL {
@@ -323,6 +326,12 @@ impl Metrics {
                     .iter()
                     .filter_map(|c| certificate_not_after(c))
                     .min(),
+            ),
+            (
+                "upstream_client",
+                app.upstream_client_chain
+                    .first()
+                    .and_then(|c| certificate_not_after(c)),
             ),
             (
                 "crl",

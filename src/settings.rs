@@ -105,8 +105,9 @@ pub struct UpstreamTls {
     /// CA certificates the app's certificate is verified against (none when verification
     /// is skipped).
     pub ca_count: usize,
-    /// Whether certgate presents a client certificate to the app.
-    pub client_certificate: bool,
+    /// The client certificate chain certgate presents to the app, leaf first; empty when it
+    /// presents none.
+    pub client_chain: Vec<CertificateDer<'static>>,
     /// `insecureSkipVerify`: any certificate the app presents is accepted.
     pub insecure_skip_verify: bool,
 }

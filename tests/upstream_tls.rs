@@ -8,7 +8,8 @@
 //!   at zero;
 //! - an app that requires a client certificate certgate does not send: 502,
 //!   `client_cert_refused`, over HTTP/1.1 and HTTP/2;
-//! - certgate presents its client certificate to a rustls app and to `openssl s_server -Verify 1`;
+//! - certgate presents its client certificate to a rustls app and to `openssl s_server -Verify 1`,
+//!   and exports its expiry;
 //! - an app that does not speak TLS, or speaks first, gets nothing but a ClientHello: no request
 //!   is ever written in plaintext;
 //! - `insecureSkipVerify` reaches an app whose CA is unknown, and `certgate check` flags it;
@@ -429,6 +430,15 @@ async fn certgate_presents_its_client_certificate_to_an_app_that_requires_one() 
         .await;
         let reply = request(&gateway, &pki, http2).await;
         assert_eq!(reply.status, 200);
+        let text = scrape(gateway.admin.unwrap()).await;
+        let not_after = metric(
+            &text,
+            r#"certgate_certificate_not_after_seconds{app="ignore",kind="upstream_client"}"#,
+        );
+        // LeafSpec::client certificates expire in 30 days.
+        let days_left =
+            (not_after - time::OffsetDateTime::now_utc().unix_timestamp() as f64) / 86400.0;
+        assert!((29.0..=30.0).contains(&days_left), "{days_left} days left");
         let version = if http2 { "HTTP/2.0" } else { "HTTP/1.1" };
         assert_eq!(
             reply.body,

@@ -106,6 +106,10 @@ impl Loader<'_> {
         } else {
             None
         };
+        let client_chain = client
+            .as_ref()
+            .map(|(chain, _)| chain.clone())
+            .unwrap_or_default();
         let config = client_config(
             self.provider.clone(),
             trust,
@@ -117,7 +121,7 @@ impl Loader<'_> {
             server_name,
             config,
             ca_count,
-            client_certificate: presents,
+            client_chain,
             insecure_skip_verify: file.insecure_skip_verify,
         });
         Ok(())
