@@ -1,7 +1,7 @@
 //! The pooled client for one app's upstream: HTTP/1.1 keep-alive or HTTP/2, in cleartext or
-//! over TLS (`stream.rs` connects), connect and response-header timeouts. The response timeout starts once the request body has been
-//! forwarded whole: a slow upload is the client's time, not the app's (as in Envoy), bounded by
-//! `requestBodyIdleMs` between the client's body bytes.
+//! over TLS (`stream.rs` connects), connect and response-header timeouts. The response timeout
+//! starts once the request body has been forwarded whole: a slow upload is the client's time,
+//! not the app's (as in Envoy), bounded by `requestBodyIdleMs` between the client's body bytes.
 //!
 //! HTTP/1.1 connections live in a pool of our own: a stack of idle connections that a request
 //! pops and that its response returns to once its body has been read to the end. It costs a
@@ -78,7 +78,7 @@ struct Inner {
     idle: PerWorker<Mutex<IdlePool>>,
     /// Idle connections kept per pool.
     max_idle: usize,
-    /// h2c: hyper-util's client, which shares one connection between the requests for one
+    /// HTTP/2 (h2c, or h2 over TLS): hyper-util's client, which shares one connection between the requests for one
     /// authority.
     h2c: Option<Client<AppConnector, RequestBody>>,
 }

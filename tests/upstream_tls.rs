@@ -1,7 +1,8 @@
 //! TLS and mutual TLS from certgate to the app (README "TLS to the app"), against rustls +
 //! hyper apps in the test and a real `openssl s_server`:
 //! - an https app whose certificate verifies against `caFiles` is reached over HTTP/1.1 with
-//!   the configured `serverName` as SNI, and over HTTP/2 with `transport: http2`;
+//!   the configured `serverName` as SNI, and over HTTP/2 (`:scheme` https) with
+//!   `transport: http2`;
 //! - an app certificate from an unknown CA (HTTP/1.1 and HTTP/2), without the server name,
 //!   expired or not valid yet, or a handshake that does not finish within `upstreamConnectMs`:
 //!   502, the reason counted in `certgate_upstream_tls_failures_total`; every reason is there
@@ -57,7 +58,8 @@ struct Seen {
 }
 
 /// A rustls + hyper app on 127.0.0.1 presenting `leaf`, requiring a client certificate from
-/// `client_ca` when given; it answers `<HTTP version> <client certificate hash or none>`.
+/// `client_ca` when given; it answers `<HTTP version> <client certificate hash or none>`, and
+/// the request's scheme (HTTP/2's `:scheme`) in `x-scheme`.
 struct TlsApp {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -119,9 +121,12 @@ impl TlsApp {
                     let hash = record.client_hash.clone().unwrap_or_else(|| "none".into());
                     async move {
                         let body = format!("{:?} {hash}", request.version());
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                            body,
-                        ))))
+                        let scheme = request.uri().scheme_str().unwrap_or("none").to_owned();
+                        let mut response = Response::new(Full::new(Bytes::from(body)));
+                        response
+                            .headers_mut()
+                            .insert("x-scheme", scheme.parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(response)
                     }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -238,6 +243,7 @@ async fn an_https_app_is_reached_over_h2_when_the_transport_is_http2() {
         let reply = request(&gateway, &pki, http2).await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.body, "HTTP/2.0 none");
+        assert_eq!(reply.headers["x-scheme"], "https", ":scheme over TLS");
     }
     assert_eq!(app.seen()[0].sni.as_deref(), Some("localhost"));
     gateway.stop().await;
