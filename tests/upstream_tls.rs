@@ -9,8 +9,8 @@
 //!   at zero;
 //! - an app that requires a client certificate certgate does not send: 502,
 //!   `client_cert_refused`, over HTTP/1.1 and HTTP/2;
-//! - certgate presents its client certificate to a rustls app and to `openssl s_server -Verify 1`,
-//!   and exports its expiry;
+//! - certgate presents its client certificate to a rustls app (TLS 1.3, and TLS 1.2 only) and
+//!   to `openssl s_server -Verify 1`, and exports its expiry;
 //! - an app that does not speak TLS, or speaks first, gets nothing but a ClientHello: no request
 //!   is ever written in plaintext;
 //! - `insecureSkipVerify` reaches an app whose CA is unknown, and `certgate check` flags it;
@@ -67,9 +67,17 @@ struct TlsApp {
 
 impl TlsApp {
     async fn start(leaf: &Leaf, client_ca: Option<&Ca>) -> Self {
+        Self::start_with_versions(leaf, client_ca, rustls::DEFAULT_VERSIONS).await
+    }
+
+    async fn start_with_versions(
+        leaf: &Leaf,
+        client_ca: Option<&Ca>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Self {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap();
         let builder = match client_ca {
             Some(ca) => {
@@ -246,6 +254,40 @@ async fn an_https_app_is_reached_over_h2_when_the_transport_is_http2() {
         assert_eq!(reply.headers["x-scheme"], "https", ":scheme over TLS");
     }
     assert_eq!(app.seen()[0].sni.as_deref(), Some("localhost"));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_app_that_speaks_only_tls12_is_reached_with_certgates_client_certificate() {
+    let pki = Pki::new();
+    let (app_ca, app_leaf) = app_pki();
+    let certgate_ca = Ca::root("certgate's client CA");
+    let certgate_leaf = certgate_ca.issue(LeafSpec::client("certgate"));
+    let app =
+        TlsApp::start_with_versions(&app_leaf, Some(&certgate_ca), &[&rustls::version::TLS12])
+            .await;
+    let gateway = gateway(
+        &pki,
+        format!("https://{}", app.addr),
+        serde_json::json!({
+            "caFiles": ["app-ca.pem"],
+            "certFile": "certgate.pem",
+            "keyFile": "certgate.key",
+        }),
+        "http",
+        &[
+            ("app-ca.pem", app_ca.pem.clone()),
+            ("certgate.pem", certgate_leaf.pem.clone()),
+            ("certgate.key", certgate_leaf.key.serialize_pem()),
+        ],
+    )
+    .await;
+    let reply = request(&gateway, &pki, false).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.body,
+        format!("HTTP/1.1 {}", certgate_leaf.hash_hex()).as_str()
+    );
     gateway.stop().await;
 }
 
