@@ -24,6 +24,7 @@ pub(super) struct RuleLabels {
     pub(super) rule: String,
 }
 
+/// An app and a reason: the labels of stalled requests and of TLS failures with the app.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct StallLabels {
     pub(super) app: String,
