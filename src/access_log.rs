@@ -439,6 +439,7 @@ mod tests {
         let upstream = UPSTREAM.get_or_init(|| Upstream {
             authority: "127.0.0.1:8080".parse().unwrap(),
             transport: crate::settings::Transport::Http1,
+            tls: None,
         });
         ConnectionFields {
             client_addr: "[2001:db8::7]:51234".parse().unwrap(),

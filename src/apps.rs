@@ -60,6 +60,11 @@ impl Apps {
                     metrics: metrics.register_app(&AppSeries {
                         name: &app.name,
                         server_chain: &app.server_chain,
+                        upstream_client_chain: app
+                            .upstream
+                            .tls
+                            .as_ref()
+                            .map_or(&[], |tls| tls.client_chain.as_slice()),
                         trust: &app.trust,
                         request_policy: &app.request_policy,
                     }),
@@ -81,12 +86,27 @@ impl Apps {
         }
     }
 
-    /// Attaches each app's revocation metrics and starts its CRL refresh in the background
-    /// (the first time for a loaded config; its tasks end when the config is dropped).
-    pub(crate) fn start_revocation(&self, metrics: &Metrics) {
+    /// Starts serving these apps: warns about apps whose upstream certificate is not
+    /// verified, attaches each app's revocation metrics and starts its CRL refresh in the
+    /// background (the first time for a loaded config; its tasks end when the config is
+    /// dropped).
+    pub(crate) fn start(&self, metrics: &Metrics) {
         for app in &self.apps {
-            if let Some(revocation) = &app.config.revocation {
-                revocation.start(metrics.revocation(&app.config.name));
+            let config = &app.config;
+            if config
+                .upstream
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.insecure_skip_verify)
+            {
+                tracing::warn!(
+                    app = %config.name,
+                    upstream = %config.upstream,
+                    "upstreamTls.insecureSkipVerify is on: the app's certificate is not verified"
+                );
+            }
+            if let Some(revocation) = &config.revocation {
+                revocation.start(metrics.revocation(&config.name));
             }
         }
     }

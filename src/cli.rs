@@ -92,7 +92,7 @@ pub enum PkiCommand {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// JSON config file; excludes the sidecar flags.
-    #[arg(long, env = "CERTGATE_CONFIG", conflicts_with_all = ["upstream", "cert", "key", "client_ca", "crl", "allowed_hash", "allow_untrusted", "client_cert_mode", "allowed_subject", "allowed_dns_san", "allowed_uri_san", "forward_fields", "reject_with", "crl_url", "ocsp"])]
+    #[arg(long, env = "CERTGATE_CONFIG", conflicts_with_all = ["upstream", "cert", "key", "client_ca", "crl", "allowed_hash", "allow_untrusted", "client_cert_mode", "allowed_subject", "allowed_dns_san", "allowed_uri_san", "forward_fields", "reject_with", "crl_url", "ocsp", "upstream_ca", "upstream_server_name", "upstream_cert", "upstream_key", "upstream_insecure_skip_verify"])]
     pub config: Option<PathBuf>,
     /// Address of the mTLS listener (default 0.0.0.0:8443).
     #[arg(long, env = "CERTGATE_LISTEN")]
@@ -100,6 +100,8 @@ pub struct RunArgs {
     /// The app's base URL, e.g. http://127.0.0.1:8080.
     #[arg(long, env = "CERTGATE_UPSTREAM")]
     pub upstream: Option<String>,
+    #[command(flatten)]
+    pub upstream_tls: UpstreamTlsArgs,
     /// PEM server certificate chain, leaf first.
     #[arg(long, env = "CERTGATE_CERT")]
     pub cert: Option<PathBuf>,
@@ -123,6 +125,30 @@ pub struct RunArgs {
     /// Write no access line per request (overrides the config file's `accessLog`).
     #[arg(long, env = "CERTGATE_NO_ACCESS_LOG")]
     pub no_access_log: bool,
+}
+
+/// The sidecar's flags for TLS to an `https://` upstream (README "TLS to the app").
+#[derive(Debug, Clone, Default, Args)]
+pub struct UpstreamTlsArgs {
+    /// PEM bundle of the CAs that issue the app's certificate, for an https:// upstream (repeatable; comma-separated in the environment).
+    #[arg(
+        long = "upstream-ca",
+        env = "CERTGATE_UPSTREAM_CA",
+        value_delimiter = ','
+    )]
+    pub upstream_ca: Vec<PathBuf>,
+    /// The name the app's certificate must hold, sent as SNI (default: the upstream's host).
+    #[arg(long, env = "CERTGATE_UPSTREAM_SERVER_NAME")]
+    pub upstream_server_name: Option<String>,
+    /// PEM client certificate chain certgate presents to the app, leaf first.
+    #[arg(long, env = "CERTGATE_UPSTREAM_CERT", requires = "upstream_key")]
+    pub upstream_cert: Option<PathBuf>,
+    /// PEM private key of --upstream-cert.
+    #[arg(long, env = "CERTGATE_UPSTREAM_KEY", requires = "upstream_cert")]
+    pub upstream_key: Option<PathBuf>,
+    /// Accept any certificate the app presents (testing only; logged and flagged by check).
+    #[arg(long, env = "CERTGATE_UPSTREAM_INSECURE_SKIP_VERIFY")]
+    pub upstream_insecure_skip_verify: bool,
 }
 
 /// The sidecar's client-certificate policy flags, shared by `run`, `check` and `explain`.
@@ -302,6 +328,13 @@ impl RunArgs {
             apps: vec![FileApp {
                 name: "app".to_owned(),
                 upstream: self.upstream.clone(),
+                upstream_tls: crate::config::sidecar_upstream_tls(
+                    self.upstream_tls.upstream_ca.clone(),
+                    self.upstream_tls.upstream_server_name.clone(),
+                    self.upstream_tls.upstream_cert.clone(),
+                    self.upstream_tls.upstream_key.clone(),
+                    self.upstream_tls.upstream_insecure_skip_verify,
+                ),
                 server_certificate: FileServerCertificate {
                     cert_file: self.cert.clone(),
                     key_file: self.key.clone(),
@@ -370,8 +403,22 @@ pub fn summary(app: &AppConfig) -> String {
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
+    let upstream_tls = match &app.upstream.tls {
+        None => String::new(),
+        Some(tls) if tls.insecure_skip_verify => " upstream-tls=insecure-skip-verify".to_owned(),
+        Some(tls) => format!(
+            " upstream-tls={} CA,server-name={}{}",
+            tls.ca_count,
+            tls.server_name.to_str(),
+            if !tls.client_chain.is_empty() {
+                ",client-cert"
+            } else {
+                ""
+            }
+        ),
+    };
     format!(
-        "{name}: hosts={hosts} mode={mode} upstream={upstream} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}",
+        "{name}: hosts={hosts} mode={mode} upstream={upstream}{upstream_tls} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}",
         subjects = list(&app.allow.subjects),
         dns = list(&app.allow.dns_sans),
         uris = list(&app.allow.uri_sans),

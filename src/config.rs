@@ -11,8 +11,10 @@ mod load;
 pub(crate) mod model;
 mod pem_files;
 pub(crate) mod policy;
+mod upstream_tls;
 mod values;
 
 pub(crate) use self::error::{AppError, ConfigError, FLAG_KEYS};
 pub(crate) use self::load::{client_policy, forward_fields, pem_certificates};
 pub(crate) use self::model::{AppConfig, Config};
+pub(crate) use self::upstream_tls::sidecar_upstream_tls;

@@ -20,6 +20,7 @@ use crate::policy::AppPolicy;
 use crate::proxy_protocol::RefusalReason;
 use crate::settings::Trust;
 use crate::tls::FailureReason;
+use crate::tls::upstream::UpstreamTlsFailure;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
@@ -90,6 +91,7 @@ pub(crate) struct Metrics {
     connections_refused: Counter,
     connections_refused_by_limit: Family<LimitLabels, Counter>,
     stalled: Family<StallLabels, Counter>,
+    upstream_tls_failures: Family<StallLabels, Counter>,
     handshake_failures: Family<FailureLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     request_duration: Histogram,
@@ -118,6 +120,9 @@ pub(crate) struct AppSeries<'a> {
     pub name: &'a str,
     /// The server certificate chain, leaf first.
     pub server_chain: &'a [rustls_pki_types::CertificateDer<'static>],
+    /// The client certificate chain certgate presents to an `https://` app, leaf first
+    /// (empty when none).
+    pub upstream_client_chain: &'a [rustls_pki_types::CertificateDer<'static>],
     /// The trusted CAs and CRLs whose expiry is exported.
     pub trust: &'a Trust,
     /// The rules and rate limit whose series exist at zero.
@@ -133,6 +138,7 @@ impl Metrics {
         let connections_refused = Counter::default();
         let connections_refused_by_limit = Family::<LimitLabels, Counter>::default();
         let stalled = Family::<StallLabels, Counter>::default();
+        let upstream_tls_failures = Family::<StallLabels, Counter>::default();
         let handshake_failures = Family::<FailureLabels, Counter>::default();
         let requests = Family::<RequestLabels, Counter>::default();
         // 1 ms to ~33 s.
@@ -166,6 +172,11 @@ impl Metrics {
             "stalled_requests",
             "Requests cut off because the client's request body or the app's response body stalled",
             stalled.clone(),
+        );
+        registry.register(
+            "upstream_tls_failures",
+            "Requests answered 502 because TLS with the app failed, by reason",
+            upstream_tls_failures.clone(),
         );
         registry.register(
             "handshake_failures",
@@ -204,7 +215,7 @@ impl Metrics {
         );
         registry.register(
             "certificate_not_after_seconds",
-            "Earliest expiry (Unix time) of an app's server certificate, client CAs, or CRL nextUpdate",
+            "Earliest expiry (Unix time) of an app's server certificate, client CAs, CRL nextUpdate, or the client certificate certgate presents to it",
             not_after.clone(),
         );
         for limit in ConnectionLimit::ALL {
@@ -257,6 +268,7 @@ impl Metrics {
             connections_refused,
             connections_refused_by_limit,
             stalled,
+            upstream_tls_failures,
             handshake_failures,
             requests,
             request_duration,
@@ -325,6 +337,12 @@ impl Metrics {
                     .min(),
             ),
             (
+                "upstream_client",
+                app.upstream_client_chain
+                    .first()
+                    .and_then(|c| certificate_not_after(c)),
+            ),
+            (
                 "crl",
                 app.trust
                     .crls
@@ -390,8 +408,17 @@ impl Metrics {
                 })
                 .clone()
         });
+        let upstream_tls_failures = UpstreamTlsFailure::ALL.map(|reason| {
+            self.upstream_tls_failures
+                .get_or_create(&StallLabels {
+                    app: app.to_owned(),
+                    reason: reason.as_str(),
+                })
+                .clone()
+        });
         AppMetrics {
             stalled,
+            upstream_tls_failures,
             connections: self.connections.get_or_create(&label).clone(),
             connections_active: self.connections_active.get_or_create(&label).clone(),
             misdirected: self.misdirected.get_or_create(&label).clone(),

@@ -61,6 +61,14 @@ pub(crate) async fn handle(
             guard.outcome = error.outcome();
             // What each error counts or logs besides its access line: one match, so a new
             // error decides it too.
+            let upstream_failed = || {
+                tracing::warn!(
+                    app = %guard.conn.app.config.name,
+                    upstream = %guard.conn.app.config.upstream,
+                    error = %crate::error_chain(&error),
+                    "upstream request failed"
+                );
+            };
             match &error {
                 ProxyError::RequestBodyTimeout => {
                     guard.conn.app.metrics.stalled(StallReason::RequestBodyIdle);
@@ -70,14 +78,20 @@ pub(crate) async fn handle(
                     guard.rule.clone_from(rule);
                 }
                 ProxyError::RateLimited { .. } => guard.conn.app.metrics.rate_limited(),
-                ProxyError::Upstream { .. } | ProxyError::UpstreamTimeout => {
-                    tracing::warn!(
-                        app = %guard.conn.app.config.name,
-                        upstream = %guard.conn.app.config.upstream,
-                        error = %crate::error_chain(&error),
-                        "upstream request failed"
-                    );
-                }
+                ProxyError::Upstream { source } => match source.tls_failure() {
+                    Some(reason) => {
+                        guard.conn.app.metrics.upstream_tls_failed(reason);
+                        tracing::warn!(
+                            app = %guard.conn.app.config.name,
+                            upstream = %guard.conn.app.config.upstream,
+                            failure = reason.as_str(),
+                            error = %crate::error_chain(&error),
+                            "TLS with the upstream failed"
+                        );
+                    }
+                    None => upstream_failed(),
+                },
+                ProxyError::UpstreamTimeout => upstream_failed(),
                 ProxyError::BadRequest { .. }
                 | ProxyError::CertificateRequired
                 | ProxyError::CertificateExpired
@@ -208,7 +222,14 @@ async fn forward(
     let target = std::mem::take(request.uri_mut());
     *request.uri_mut() = match upstream.transport {
         Transport::Http1 => origin_form(target, normalized_target)?,
-        Transport::Http2 => h2c_form(target, normalized_target, &authority)?,
+        Transport::Http2 => {
+            // RFC 9113 §8.3.1: `:scheme` names the app's scheme, `https` over TLS.
+            let scheme = match upstream.tls {
+                Some(_) => Scheme::HTTPS,
+                None => Scheme::HTTP,
+            };
+            h2c_form(target, normalized_target, &authority, scheme)?
+        }
     };
 
     let found = headers::scan(request.headers());
@@ -322,16 +343,17 @@ fn origin_form(target: Uri, normalized: Option<String>) -> Result<Uri, ProxyErro
     Ok(Uri::from(path))
 }
 
-/// The target an h2c app gets: `http`, the client's authority (which becomes `:authority`;
-/// the upstream client connects to the app whatever the URI names) and the path and query
-/// as `origin_form` passes them.
+/// The target an HTTP/2 app gets: its scheme (`http` for h2c), the client's authority (which
+/// becomes `:authority`; the upstream client connects to the app whatever the URI names) and
+/// the path and query as `origin_form` passes them.
 fn h2c_form(
     target: Uri,
     normalized: Option<String>,
     authority: &HeaderValue,
+    scheme: Scheme,
 ) -> Result<Uri, ProxyError> {
     let mut parts = origin_form(target, normalized)?.into_parts();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(scheme);
     parts.authority =
         Some(Authority::try_from(authority.as_bytes()).map_err(|_| bad("authority"))?);
     Uri::from_parts(parts).map_err(|_| bad("request target"))
@@ -444,7 +466,7 @@ mod tests {
     fn an_h2c_target_names_the_client_authority() {
         let target: Uri = "/a?b=1".parse().unwrap();
         let authority = HeaderValue::from_static("app.example.test:8443");
-        let forwarded = h2c_form(target, None, &authority).unwrap();
+        let forwarded = h2c_form(target, None, &authority, Scheme::HTTP).unwrap();
         assert_eq!(forwarded.to_string(), "http://app.example.test:8443/a?b=1");
     }
 }

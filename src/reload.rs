@@ -147,7 +147,7 @@ impl Reloader {
             tracing::warn!(setting, "setting changed; it takes effect on restart");
         }
         let apps = Apps::new(&config, &self.metrics, self.workers);
-        apps.start_revocation(&self.metrics);
+        apps.start(&self.metrics);
         self.apps.store(Arc::new(apps));
         self.metrics.reloaded(true);
         tracing::info!(apps = config.apps.len(), "configuration reloaded");

@@ -70,7 +70,7 @@ impl Server {
         };
         let metrics = Arc::new(Metrics::new());
         let apps = Apps::new(config, &metrics, worker_threads);
-        apps.start_revocation(&metrics);
+        apps.start(&metrics);
         let apps: LiveApps = Arc::new(ArcSwap::from_pointee(apps));
         let max_connections = config.limits.max_connections;
         let reloader = Reloader::new(

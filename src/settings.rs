@@ -77,19 +77,39 @@ impl std::str::FromStr for ClientCertMode {
     }
 }
 
-/// The app's upstream: an `http://` authority and the protocol spoken to it.
+/// The app's upstream: an `http://` or `https://` authority and the protocol spoken to it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// `host:port` of the app.
     pub authority: http::uri::Authority,
-    /// HTTP/1.1 or h2c.
+    /// HTTP/1.1 or HTTP/2 (h2c, or h2 over TLS).
     pub transport: Transport,
+    /// TLS to the app, for an `https://` upstream.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}", self.authority)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority)
     }
+}
+
+/// How certgate speaks TLS to an `https://` upstream (README "TLS to the app").
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The name the app's certificate must hold, also sent as SNI when it is a DNS name.
+    pub server_name: rustls_pki_types::ServerName<'static>,
+    /// Roots, ALPN and the client certificate certgate presents, if any.
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// CA certificates the app's certificate is verified against (none when verification
+    /// is skipped).
+    pub ca_count: usize,
+    /// The client certificate chain certgate presents to the app, leaf first; empty when it
+    /// presents none.
+    pub client_chain: Vec<CertificateDer<'static>>,
+    /// `insecureSkipVerify`: any certificate the app presents is accepted.
+    pub insecure_skip_verify: bool,
 }
 
 /// The protocol spoken to the upstream.

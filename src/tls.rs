@@ -7,6 +7,7 @@ pub(crate) mod policy;
 pub(crate) mod server_config;
 pub(crate) mod sni;
 pub(crate) mod ticket_keys;
+pub(crate) mod upstream;
 
 use std::fmt;
 

@@ -1,18 +1,19 @@
-//! The pooled client for one app's upstream: HTTP/1.1 keep-alive or h2c, connect and
-//! response-header timeouts. The response timeout starts once the request body has been
-//! forwarded whole: a slow upload is the client's time, not the app's (as in Envoy), bounded by
-//! `requestBodyIdleMs` between the client's body bytes.
+//! The pooled client for one app's upstream: HTTP/1.1 keep-alive or HTTP/2, in cleartext or
+//! over TLS (`stream.rs` connects), connect and response-header timeouts. The response timeout
+//! starts once the request body has been forwarded whole: a slow upload is the client's time,
+//! not the app's (as in Envoy), bounded by `requestBodyIdleMs` between the client's body bytes.
 //!
 //! HTTP/1.1 connections live in pools of certgate's own (`pool`): a request takes an idle
-//! connection and its response gives it back once its body has been read to the end. h2c
+//! connection and its response gives it back once its body has been read to the end. HTTP/2
 //! multiplexes over hyper-util's client, whose request URIs name the client's authority (it
 //! becomes `:authority`) while every connection goes to the app.
 
+mod error;
 pub(crate) mod gap;
 mod pool;
 pub(crate) mod request_body;
+mod stream;
 
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,41 +22,25 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Uri;
-use http::uri::Authority;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
+pub(crate) use self::error::UpstreamError;
 use self::pool::{CheckIn, Pools};
 use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody};
+use self::stream::{AppStream, Dialer};
 use crate::settings::{Timeouts, Transport, Upstream};
 
-/// How long an unused h2c connection is kept.
-const H2C_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long an unused HTTP/2 connection is kept.
+const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The most an upstream HTTP/1.1 connection buffers: the app's response header must fit, and
 /// a response body is read in chunks of at most this size, so a downstream client that stops
 /// reading holds at most about twice this per request (README "Memory under attack").
 pub(crate) const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
-
-/// Why a request to the upstream failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum UpstreamError {
-    #[error("cannot connect to the upstream")]
-    Connect { source: io::Error },
-    #[error("connecting to the upstream timed out")]
-    ConnectTimeout,
-    #[error("HTTP exchange with the upstream failed")]
-    Http { source: hyper::Error },
-    #[error("h2c exchange with the upstream failed")]
-    H2c {
-        source: hyper_util::client::legacy::Error,
-    },
-}
 
 /// How sending a request ended without a response; `ProxyError` maps each to its status.
 #[derive(Debug)]
@@ -78,41 +63,36 @@ pub(crate) struct UpstreamClient {
 
 #[derive(Debug)]
 struct Inner {
-    /// `host:port` to connect to.
-    authority: String,
-    connect_timeout: Duration,
+    /// Connects to the app, with TLS for an `https://` upstream.
+    dialer: Dialer,
     response_timeout: Duration,
     /// `requestBodyIdleMs`.
     body_idle: Duration,
     /// HTTP/1.1: idle connections, one pool per worker thread, so a connection is used by the
     /// thread whose runtime drives it.
     pools: Arc<Pools>,
-    /// h2c: hyper-util's client, which shares one connection between the requests for one
-    /// authority.
+    /// HTTP/2 (h2c, or h2 over TLS): hyper-util's client, which shares one connection between
+    /// the requests for one authority.
     h2c: Option<Client<AppConnector, RequestBody>>,
 }
 
 impl UpstreamClient {
     /// A client for `upstream` with the configured timeouts.
     pub(crate) fn new(upstream: &Upstream, timeouts: &Timeouts, workers: usize) -> Self {
+        let dialer = Dialer::new(upstream, timeouts.upstream_connect);
         let h2c = (upstream.transport == Transport::Http2).then(|| {
-            let mut connector = HttpConnector::new();
-            connector.set_connect_timeout(Some(timeouts.upstream_connect));
-            connector.set_nodelay(true);
             Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(H2C_IDLE_TIMEOUT)
+                .pool_idle_timeout(H2_IDLE_TIMEOUT)
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
                 .http2_only(true)
                 .build(AppConnector {
-                    inner: connector,
-                    app: upstream.authority.clone(),
+                    dialer: dialer.clone(),
                 })
         });
         Self {
             inner: Arc::new(Inner {
-                authority: upstream.authority.to_string(),
-                connect_timeout: timeouts.upstream_connect,
+                dialer,
                 response_timeout: timeouts.upstream_response,
                 body_idle: timeouts.request_body_idle,
                 pools: Arc::new(Pools::new(workers)),
@@ -162,18 +142,41 @@ impl UpstreamClient {
         // The rare and the large futures are boxed: every request's future is moved by hyper
         // (into its task for HTTP/2), so whatever it holds inline is copied each time.
         if let Some(h2c) = &self.inner.h2c {
-            let response = Box::pin(h2c.request(request))
-                .await
-                .map_err(|source| UpstreamError::H2c { source })?;
+            let response = Box::pin(h2c.request(request)).await.map_err(|source| {
+                match self.inner.dialer.recent_alert() {
+                    Some(reason) => UpstreamError::Tls {
+                        reason,
+                        source: Box::new(source),
+                    },
+                    None => UpstreamError::H2c { source },
+                }
+            })?;
             return Ok(response.map(|body| UpstreamBody::new(body, None)));
         }
-        let (mut sender, reused) = match self.checkout().await {
-            Some(sender) => (sender, true),
-            None => (Box::pin(self.connect()).await?, false),
+        let (mut sender, fresh) = match self.checkout().await {
+            Some(sender) => (sender, None),
+            None => {
+                let (sender, alert) = Box::pin(self.connect()).await?;
+                (sender, Some(alert))
+            }
         };
         let (sender, response) = match sender.try_send_request(request).await {
             Ok(response) => (sender, response),
-            Err(error) => Box::pin(self.resend(error, reused)).await?,
+            Err(error) => match fresh {
+                // The app alerted right after the handshake (a refused client certificate,
+                // under TLS 1.3), whichever way hyper saw the connection end.
+                Some(alert) => {
+                    let error = error.into_error();
+                    return Err(match alert.failure() {
+                        Some(reason) => UpstreamError::Tls {
+                            reason,
+                            source: Box::new(error),
+                        },
+                        None => UpstreamError::Http { source: error },
+                    });
+                }
+                None => Box::pin(self.resend(error)).await?,
+            },
         };
         // A connection that switched protocols (WebSocket) is never reused.
         let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
@@ -190,21 +193,24 @@ impl UpstreamClient {
     async fn resend(
         &self,
         mut error: hyper::client::conn::TrySendError<Request<RequestBody>>,
-        reused: bool,
     ) -> Result<(http1::SendRequest<RequestBody>, Response<Incoming>), UpstreamError> {
-        let request = match error.take_message() {
-            Some(request) if reused => request,
-            _ => {
-                return Err(UpstreamError::Http {
-                    source: error.into_error(),
-                });
-            }
+        let Some(request) = error.take_message() else {
+            return Err(UpstreamError::Http {
+                source: error.into_error(),
+            });
         };
-        let mut sender = self.connect().await?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|source| UpstreamError::Http { source })?;
+        let (mut sender, alert) = self.connect().await?;
+        let response =
+            sender
+                .send_request(request)
+                .await
+                .map_err(|source| match alert.failure() {
+                    Some(reason) => UpstreamError::Tls {
+                        reason,
+                        source: Box::new(source),
+                    },
+                    None => UpstreamError::Http { source },
+                })?;
         Ok((sender, response))
     }
 
@@ -218,17 +224,15 @@ impl UpstreamClient {
         }
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
-        let connect = TcpStream::connect(self.inner.authority.as_str());
-        let tcp = match tokio::time::timeout(self.inner.connect_timeout, connect).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(source)) => return Err(UpstreamError::Connect { source }),
-            Err(_) => return Err(UpstreamError::ConnectTimeout),
-        };
-        let _ = tcp.set_nodelay(true);
+    /// A new HTTP/1.1 connection, and what records an alert the app sends on it.
+    async fn connect(
+        &self,
+    ) -> Result<(http1::SendRequest<RequestBody>, stream::Alert), UpstreamError> {
+        let stream = self.inner.dialer.dial().await?;
+        let alert = stream.alert();
         let (mut sender, connection) = http1::Builder::new()
             .max_buf_size(UPSTREAM_READ_BUFFER)
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|source| UpstreamError::Http { source })?;
         tokio::spawn(async move {
@@ -240,37 +244,29 @@ impl UpstreamClient {
             .ready()
             .await
             .map_err(|source| UpstreamError::Http { source })?;
-        Ok(sender)
+        Ok((sender, alert))
     }
 }
 
-/// Connects h2c requests to the app, whatever authority their URI names.
+/// Connects HTTP/2 requests to the app (h2c, or h2 over TLS), whatever authority their URI
+/// names.
 #[derive(Debug, Clone)]
 struct AppConnector {
-    inner: HttpConnector,
-    /// `host:port` of the app.
-    app: Authority,
+    dialer: Dialer,
 }
 
 impl tower_service::Service<Uri> for AppConnector {
-    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Response = TokioIo<AppStream>;
+    type Error = UpstreamError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let mut parts = uri.into_parts();
-        parts.authority = Some(self.app.clone());
-        match Uri::from_parts(parts) {
-            Ok(app) => {
-                let connecting = self.inner.call(app);
-                Box::pin(async move { connecting.await.map_err(Into::into) })
-            }
-            Err(error) => Box::pin(std::future::ready(Err(error.into()))),
-        }
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let dialer = self.dialer.clone();
+        Box::pin(async move { dialer.dial().await.map(TokioIo::new) })
     }
 }
 

@@ -206,10 +206,20 @@ impl Loader<'_> {
         app: &str,
         file: &FileServerCertificate,
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConfigError> {
-        let shape_error = || ConfigError::App {
+        self.certificate_and_key(file, || ConfigError::App {
             app: app.to_owned(),
             source: AppError::ServerCertificateShape,
-        };
+        })
+    }
+
+    /// A certificate chain and its key from PEM files or a PKCS#12 archive (a server
+    /// certificate, or the client certificate certgate presents to an app); `shape_error`
+    /// when the fields given make neither.
+    pub(super) fn certificate_and_key(
+        &mut self,
+        file: &FileServerCertificate,
+        shape_error: impl Fn() -> ConfigError,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConfigError> {
         let (chain, key) = match file {
             FileServerCertificate {
                 cert_file: Some(cert_file),

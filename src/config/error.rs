@@ -22,6 +22,11 @@ pub(crate) struct Keys {
     pub(super) client_auth: &'static str,
     pub(super) no_trust_advice: &'static str,
     pub(super) ignored_advice: &'static str,
+    pub(super) upstream_tls: &'static str,
+    pub(super) upstream_ca: &'static str,
+    pub(super) upstream_server_name: &'static str,
+    pub(super) upstream_insecure: &'static str,
+    pub(super) upstream_client_certificate: &'static str,
 }
 
 /// The config file's keys.
@@ -36,6 +41,11 @@ pub(crate) const FILE_KEYS: Keys = Keys {
     client_auth: "clientAuth settings",
     no_trust_advice: "set trustedCaFiles, allowedHashes or allowUntrusted",
     ignored_advice: "remove them or pick require/accept",
+    upstream_tls: "upstreamTls",
+    upstream_ca: "upstreamTls.caFiles",
+    upstream_server_name: "upstreamTls.serverName",
+    upstream_insecure: "upstreamTls.insecureSkipVerify",
+    upstream_client_certificate: "upstreamTls needs certFile and keyFile, or pkcs12File with passwordFile or passwordEnv",
 };
 
 /// The sidecar's flags.
@@ -50,6 +60,11 @@ pub(crate) const FLAG_KEYS: Keys = Keys {
     client_auth: "client-certificate flags",
     no_trust_advice: "pass --client-ca, --allowed-hash or --allow-untrusted",
     ignored_advice: "remove them or pass --client-cert-mode require (or accept)",
+    upstream_tls: "--upstream-ca, --upstream-server-name, --upstream-cert, --upstream-key and --upstream-insecure-skip-verify",
+    upstream_ca: "--upstream-ca",
+    upstream_server_name: "--upstream-server-name",
+    upstream_insecure: "--upstream-insecure-skip-verify",
+    upstream_client_certificate: "--upstream-cert and --upstream-key go together",
 };
 
 /// hyper's HTTP/1.1 read buffer cannot be smaller than this.
@@ -171,8 +186,27 @@ pub enum AppError {
     Host { source: InvalidHost },
     #[error("has neither upstream nor ingress.targetPort")]
     MissingUpstream,
-    #[error("upstream {value:?} must be http://host:port with no path")]
+    #[error("upstream {value:?} must be http://host:port or https://host:port with no path")]
     BadUpstream { value: String },
+    #[error(
+        "sets {what} but its upstream is not https://: write the upstream as https://host:port"
+    )]
+    UpstreamTlsWithoutHttps { what: &'static str },
+    #[error(
+        "has an https:// upstream but no {ca}: name the PEM bundle of the CA that issued the app's certificate (certgate never uses system roots)"
+    )]
+    UpstreamWithoutCa { ca: &'static str },
+    #[error("sets both {ca} and {insecure}: remove one")]
+    UpstreamCaAndInsecure {
+        ca: &'static str,
+        insecure: &'static str,
+    },
+    #[error("{key} {value:?} is not a DNS name or IP address")]
+    BadServerName { key: &'static str, value: String },
+    #[error("{advice}")]
+    UpstreamClientCertificateShape { advice: &'static str },
+    #[error("cannot build the TLS configuration for the upstream")]
+    UpstreamTls { source: rustls::Error },
     #[error("unknown ingress.transport {value:?} (expected auto, http or http2)")]
     UnknownTransport { value: String },
     #[error("unknown {key} {value:?} (expected require, accept or ignore)")]

@@ -39,8 +39,10 @@ pub struct FileApp {
     /// Exact host names or `*.domain` wildcards; none makes this the catch-all app.
     #[serde(default)]
     pub hosts: Vec<String>,
-    /// Upstream base URL, `http://host:port`.
+    /// Upstream base URL, `http://host:port` or `https://host:port`.
     pub upstream: Option<String>,
+    /// How an `https://` upstream is verified, and the certificate certgate presents to it.
+    pub upstream_tls: Option<FileUpstreamTls>,
     /// The certificate this app presents.
     pub server_certificate: FileServerCertificate,
     /// Container Apps style ingress settings.
@@ -141,6 +143,31 @@ pub struct FileServerCertificate {
     pub password_file: Option<PathBuf>,
     /// Environment variable holding the PKCS#12 password.
     pub password_env: Option<String>,
+}
+
+/// TLS to an `https://` upstream (README "TLS to the app").
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileUpstreamTls {
+    /// PEM bundles of the CAs that issue the app's certificate (required unless
+    /// `insecureSkipVerify`; system roots are never used).
+    #[serde(default)]
+    pub ca_files: Vec<PathBuf>,
+    /// The name the app's certificate must hold, sent as SNI; the upstream host when absent.
+    pub server_name: Option<String>,
+    /// PEM certificate chain certgate presents to the app, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `certFile`.
+    pub key_file: Option<PathBuf>,
+    /// PKCS#12 archive holding certgate's client key and chain.
+    pub pkcs12_file: Option<PathBuf>,
+    /// File holding the PKCS#12 password.
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the PKCS#12 password.
+    pub password_env: Option<String>,
+    /// Accept any certificate the app presents (testing only; `certgate check` flags it).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 /// Mirrors the ARM `properties.configuration.ingress` object of Container Apps.

@@ -15,7 +15,9 @@ use super::file::{FileApp, FileClientAuth, FileConfig, FileSessionTickets};
 use super::model::{AppConfig, Config};
 use super::pem_files::{CERTIFICATE, pem_items};
 use super::policy::{self};
-use super::values::{DEFAULT_LISTEN, address, limits, timeouts, upstream, xfcc_fields};
+use super::values::{
+    DEFAULT_LISTEN, address, limits, timeouts, upstream, upstream_is_https, xfcc_fields,
+};
 use crate::proxy_protocol::ProxyProtocol;
 use crate::settings::{
     AllowList, ClientCertMode, RejectWith, SessionResumption, Trust, XfccFields,
@@ -193,7 +195,13 @@ impl<'a> Loader<'a> {
                 app: name.clone(),
                 source: AppError::Host { source },
             })?;
-        let upstream = upstream(&name, file)?;
+        let mut upstream = upstream(&name, file)?;
+        self.upstream_tls(
+            &name,
+            upstream_is_https(file),
+            file.upstream_tls.as_ref(),
+            &mut upstream,
+        )?;
         let mode = match &file.ingress.client_certificate_mode {
             Some(value) => value.parse().map_err(|_| ConfigError::App {
                 app: name.clone(),

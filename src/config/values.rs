@@ -12,6 +12,8 @@ use crate::settings::{Limits, Timeouts, Transport, Upstream, XfccFields};
 /// Where the mTLS listener binds when the config names no `listen`.
 pub(super) const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 
+/// The upstream URL and transport; TLS is left to the loader, which reads `upstreamTls`
+/// when the scheme is `https`.
 pub(super) fn upstream(app: &str, file: &FileApp) -> Result<Upstream, ConfigError> {
     let transport = match file
         .ingress
@@ -49,7 +51,8 @@ pub(super) fn upstream(app: &str, file: &FileApp) -> Result<Upstream, ConfigErro
     };
     let uri: http::Uri = value.parse().map_err(|_| bad())?;
     let path_is_root = matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/"));
-    let (Some("http"), Some(authority), true) = (uri.scheme_str(), uri.authority(), path_is_root)
+    let (Some(scheme @ ("http" | "https")), Some(authority), true) =
+        (uri.scheme_str(), uri.authority(), path_is_root)
     else {
         return Err(bad());
     };
@@ -60,6 +63,7 @@ pub(super) fn upstream(app: &str, file: &FileApp) -> Result<Upstream, ConfigErro
         Some(0) => return Err(bad()),
         Some(port) => port,
         None if explicit_port => return Err(bad()),
+        None if scheme == "https" => 443,
         None => 80,
     };
     if authority.as_str().contains('@') || value.contains('#') {
@@ -70,6 +74,16 @@ pub(super) fn upstream(app: &str, file: &FileApp) -> Result<Upstream, ConfigErro
             .parse()
             .map_err(|_| bad())?,
         transport,
+        tls: None,
+    })
+}
+
+/// Whether an upstream URL (already checked by `upstream`) asks for TLS.
+pub(super) fn upstream_is_https(file: &FileApp) -> bool {
+    file.upstream.as_deref().is_some_and(|value| {
+        value
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
     })
 }
 

@@ -9,6 +9,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use super::label::AppLabel;
 use super::label::StallReason;
+use crate::tls::upstream::UpstreamTlsFailure;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct RequestLabels {
@@ -23,6 +24,7 @@ pub(super) struct RuleLabels {
     pub(super) rule: String,
 }
 
+/// An app and a reason: the labels of stalled requests and of TLS failures with the app.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct StallLabels {
     pub(super) app: String,
@@ -40,6 +42,8 @@ pub(crate) struct AppMetrics {
     pub(super) rate_limited: Family<AppLabel, Counter>,
     /// `certgate_stalled_requests_total`, in `StallReason::ALL` order.
     pub(super) stalled: [Counter; 2],
+    /// `certgate_upstream_tls_failures_total`, in `UpstreamTlsFailure::ALL` order.
+    pub(super) upstream_tls_failures: [Counter; UpstreamTlsFailure::ALL.len()],
     /// `code="200"` for `client_cert="none"` and `"verified"`: nearly every request.
     pub(super) ok: [Counter; 2],
     pub(super) requests: Family<RequestLabels, Counter>,
@@ -63,6 +67,15 @@ impl AppMetrics {
             StallReason::UpstreamIdle => 1,
         };
         self.stalled[index].inc();
+    }
+
+    /// TLS with the app failed for `reason`.
+    pub(crate) fn upstream_tls_failed(&self, reason: UpstreamTlsFailure) {
+        if let Some(index) = UpstreamTlsFailure::ALL.iter().position(|r| *r == reason) {
+            if let Some(counter) = self.upstream_tls_failures.get(index) {
+                counter.inc();
+            }
+        }
     }
 
     /// A request was answered (or abandoned, with the status the access log gives it).

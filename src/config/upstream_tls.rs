@@ -1,0 +1,152 @@
+//! `upstreamTls` read into the TLS certgate speaks to an `https://` app: the CAs its
+//! certificate is verified against, the name it must hold, and the client certificate
+//! certgate presents. Every file goes through the loader, so a reload follows their changes.
+
+use rustls_pki_types::ServerName;
+
+use super::checks::{self, Severity};
+use super::error::{AppError, ConfigError};
+use super::file::{FileServerCertificate, FileUpstreamTls};
+use super::load::Loader;
+use crate::settings::{Transport, Upstream, UpstreamTls};
+use crate::tls::upstream::{ServerTrust, client_config};
+
+impl Loader<'_> {
+    /// Adds TLS to an `https://` upstream; refuses `upstreamTls` on an `http://` one.
+    pub(super) fn upstream_tls(
+        &mut self,
+        app: &str,
+        https: bool,
+        file: Option<&FileUpstreamTls>,
+        upstream: &mut Upstream,
+    ) -> Result<(), ConfigError> {
+        let error = |source| ConfigError::App {
+            app: app.to_owned(),
+            source,
+        };
+        let file = match (https, file) {
+            (false, None) => return Ok(()),
+            (false, Some(_)) => {
+                return Err(error(AppError::UpstreamTlsWithoutHttps {
+                    what: self.keys.upstream_tls,
+                }));
+            }
+            (true, file) => file,
+        };
+        let default = FileUpstreamTls::default();
+        let file = file.unwrap_or(&default);
+        let trust = match (file.ca_files.is_empty(), file.insecure_skip_verify) {
+            (true, false) => {
+                return Err(error(AppError::UpstreamWithoutCa {
+                    ca: self.keys.upstream_ca,
+                }));
+            }
+            (false, true) => {
+                return Err(error(AppError::UpstreamCaAndInsecure {
+                    ca: self.keys.upstream_ca,
+                    insecure: self.keys.upstream_insecure,
+                }));
+            }
+            (true, true) => {
+                self.findings.push(checks::Finding {
+                    severity: Severity::Warning,
+                    app: app.to_owned(),
+                    message: format!(
+                        "{} is on: certgate accepts any certificate the app presents, so anyone who can reach the app's address can read the requests and client identities sent to it; set {} instead",
+                        self.keys.upstream_insecure, self.keys.upstream_ca
+                    ),
+                });
+                ServerTrust::SkipVerify
+            }
+            (false, false) => {
+                let mut roots = Vec::new();
+                for path in &file.ca_files {
+                    roots.extend(self.certificates(path)?);
+                }
+                ServerTrust::Roots(roots)
+            }
+        };
+        let ca_count = match &trust {
+            ServerTrust::Roots(roots) => roots.len(),
+            ServerTrust::SkipVerify => 0,
+        };
+        let name = match &file.server_name {
+            Some(name) => name.clone(),
+            // `[::1]` names the IPv6 address `::1`.
+            None => upstream
+                .authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+        };
+        let server_name = ServerName::try_from(name.clone()).map_err(|_| {
+            error(AppError::BadServerName {
+                key: self.keys.upstream_server_name,
+                value: name,
+            })
+        })?;
+        let client = FileServerCertificate {
+            cert_file: file.cert_file.clone(),
+            key_file: file.key_file.clone(),
+            pkcs12_file: file.pkcs12_file.clone(),
+            password_file: file.password_file.clone(),
+            password_env: file.password_env.clone(),
+        };
+        let presents = client.cert_file.is_some()
+            || client.key_file.is_some()
+            || client.pkcs12_file.is_some()
+            || client.password_file.is_some()
+            || client.password_env.is_some();
+        let client = if presents {
+            let advice = self.keys.upstream_client_certificate;
+            Some(self.certificate_and_key(&client, || {
+                error(AppError::UpstreamClientCertificateShape { advice })
+            })?)
+        } else {
+            None
+        };
+        let client_chain = client
+            .as_ref()
+            .map(|(chain, _)| chain.clone())
+            .unwrap_or_default();
+        let config = client_config(
+            self.provider.clone(),
+            trust,
+            client,
+            upstream.transport == Transport::Http2,
+        )
+        .map_err(|source| error(AppError::UpstreamTls { source }))?;
+        upstream.tls = Some(UpstreamTls {
+            server_name,
+            config,
+            ca_count,
+            client_chain,
+            insecure_skip_verify: file.insecure_skip_verify,
+        });
+        Ok(())
+    }
+}
+
+/// The `upstreamTls` the sidecar's flags describe, if any flag is given.
+pub(crate) fn sidecar_upstream_tls(
+    ca_files: Vec<std::path::PathBuf>,
+    server_name: Option<String>,
+    cert_file: Option<std::path::PathBuf>,
+    key_file: Option<std::path::PathBuf>,
+    insecure_skip_verify: bool,
+) -> Option<FileUpstreamTls> {
+    let any = !ca_files.is_empty()
+        || server_name.is_some()
+        || cert_file.is_some()
+        || key_file.is_some()
+        || insecure_skip_verify;
+    any.then_some(FileUpstreamTls {
+        ca_files,
+        server_name,
+        cert_file,
+        key_file,
+        insecure_skip_verify,
+        ..FileUpstreamTls::default()
+    })
+}
