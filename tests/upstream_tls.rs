@@ -208,6 +208,29 @@ async fn assert_refused_for(gateway: &Gateway, reply: &Reply, reason: &str) {
     assert_eq!(failures(&text, reason), 1.0, "{reason} counted");
 }
 
+/// Starts a gateway whose app is the https app at `addr` with `upstream_tls` (and `files`),
+/// and asserts that a request gets certgate's 502 counted as `reason`.
+async fn assert_app_refused(
+    pki: &Pki,
+    addr: SocketAddr,
+    upstream_tls: serde_json::Value,
+    transport: &str,
+    files: &[(&str, String)],
+    reason: &str,
+) {
+    let gateway = gateway(
+        pki,
+        format!("https://{addr}"),
+        upstream_tls,
+        transport,
+        files,
+    )
+    .await;
+    let reply = request(&gateway, pki, false).await;
+    assert_refused_for(&gateway, &reply, reason).await;
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn an_https_app_is_reached_over_http1_with_the_server_name_as_sni() {
     let pki = Pki::new();
@@ -298,17 +321,15 @@ async fn an_app_certificate_from_an_unknown_ca_is_a_502_counted_as_unknown_ca() 
     let other_ca = Ca::root("not the app's CA");
     let app = TlsApp::start(&app_leaf, None).await;
     for transport in ["http", "http2"] {
-        let gateway = gateway(
+        assert_app_refused(
             &pki,
-            format!("https://{}", app.addr),
+            app.addr,
             serde_json::json!({ "caFiles": ["other-ca.pem"] }),
             transport,
             &[("other-ca.pem", other_ca.pem.clone())],
+            "unknown_ca",
         )
         .await;
-        let reply = request(&gateway, &pki, false).await;
-        assert_refused_for(&gateway, &reply, "unknown_ca").await;
-        gateway.stop().await;
     }
 }
 
@@ -317,17 +338,15 @@ async fn an_app_certificate_without_the_server_name_is_a_502_counted_as_name_mis
     let pki = Pki::new();
     let (app_ca, app_leaf) = app_pki();
     let app = TlsApp::start(&app_leaf, None).await;
-    let gateway = gateway(
+    assert_app_refused(
         &pki,
-        format!("https://{}", app.addr),
+        app.addr,
         serde_json::json!({ "caFiles": ["app-ca.pem"], "serverName": "orders.internal" }),
         "http",
         &[("app-ca.pem", app_ca.pem.clone())],
+        "name_mismatch",
     )
     .await;
-    let reply = request(&gateway, &pki, false).await;
-    assert_refused_for(&gateway, &reply, "name_mismatch").await;
-    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -341,17 +360,15 @@ async fn an_expired_app_certificate_is_a_502_counted_as_expired() {
         ..LeafSpec::server()
     });
     let app = TlsApp::start(&expired, None).await;
-    let gateway = gateway(
+    assert_app_refused(
         &pki,
-        format!("https://{}", app.addr),
+        app.addr,
         serde_json::json!({ "caFiles": ["app-ca.pem"] }),
         "http",
         &[("app-ca.pem", app_ca.pem.clone())],
+        "expired",
     )
     .await;
-    let reply = request(&gateway, &pki, false).await;
-    assert_refused_for(&gateway, &reply, "expired").await;
-    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -365,17 +382,15 @@ async fn an_app_certificate_not_valid_yet_is_a_502_counted_as_not_yet_valid() {
         ..LeafSpec::server()
     });
     let app = TlsApp::start(&early, None).await;
-    let gateway = gateway(
+    assert_app_refused(
         &pki,
-        format!("https://{}", app.addr),
+        app.addr,
         serde_json::json!({ "caFiles": ["app-ca.pem"] }),
         "http",
         &[("app-ca.pem", app_ca.pem.clone())],
+        "not_yet_valid",
     )
     .await;
-    let reply = request(&gateway, &pki, false).await;
-    assert_refused_for(&gateway, &reply, "not_yet_valid").await;
-    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -384,17 +399,15 @@ async fn an_app_requiring_a_client_certificate_certgate_lacks_is_a_502_counted_a
     let (app_ca, app_leaf) = app_pki();
     let app = TlsApp::start(&app_leaf, Some(&Ca::root("app's client CA"))).await;
     for transport in ["http", "http2"] {
-        let gateway = gateway(
+        assert_app_refused(
             &pki,
-            format!("https://{}", app.addr),
+            app.addr,
             serde_json::json!({ "caFiles": ["app-ca.pem"] }),
             transport,
             &[("app-ca.pem", app_ca.pem.clone())],
+            "client_cert_refused",
         )
         .await;
-        let reply = request(&gateway, &pki, false).await;
-        assert_refused_for(&gateway, &reply, "client_cert_refused").await;
-        gateway.stop().await;
     }
 }
 
