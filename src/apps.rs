@@ -10,7 +10,7 @@ use crate::metrics::app::AppMetrics;
 use crate::metrics::{AppSeries, Metrics};
 use crate::policy::rate_limit::{MAX_KEYS, RateLimiter};
 use crate::proxy_protocol::ProxyProtocol;
-use crate::settings::{Limits, Timeouts};
+use crate::settings::{Limits, Timeouts, UpstreamVerify};
 use crate::tls::sni::HostMatcher;
 use crate::upstream::UpstreamClient;
 
@@ -97,7 +97,7 @@ impl Apps {
                 .upstream
                 .tls
                 .as_ref()
-                .is_some_and(|tls| tls.insecure_skip_verify)
+                .is_some_and(|tls| tls.verify == UpstreamVerify::Skip)
             {
                 tracing::warn!(
                     app = %config.name,

@@ -12,6 +12,7 @@ use crate::config::file::{
 };
 use crate::config::{AppConfig, Config, ConfigError};
 use crate::reload::ConfigSource;
+use crate::settings::UpstreamVerify;
 
 /// certgate: mutual-TLS ingress that forwards verified client certificates to HTTP apps.
 #[derive(Debug, Parser)]
@@ -130,7 +131,7 @@ pub struct RunArgs {
 /// The sidecar's flags for TLS to an `https://` upstream (README "TLS to the app").
 #[derive(Debug, Clone, Default, Args)]
 pub struct UpstreamTlsArgs {
-    /// PEM bundle of the CAs that issue the app's certificate, for an https:// upstream (repeatable; comma-separated in the environment).
+    /// PEM bundle of the CAs that issue the app's certificate, for an https:// upstream (repeatable; comma-separated in the environment; default the system's CAs).
     #[arg(
         long = "upstream-ca",
         env = "CERTGATE_UPSTREAM_CA",
@@ -405,10 +406,13 @@ pub fn summary(app: &AppConfig) -> String {
     .collect();
     let upstream_tls = match &app.upstream.tls {
         None => String::new(),
-        Some(tls) if tls.insecure_skip_verify => " upstream-tls=insecure-skip-verify".to_owned(),
         Some(tls) => format!(
-            " upstream-tls={} CA,server-name={}{}",
-            tls.ca_count,
+            " upstream-tls={},server-name={}{}",
+            match tls.verify {
+                UpstreamVerify::CaFiles(count) => format!("{count} CA"),
+                UpstreamVerify::System(count) => format!("system {count} CA"),
+                UpstreamVerify::Skip => "insecure-skip-verify".to_owned(),
+            },
             tls.server_name.to_str(),
             if !tls.client_chain.is_empty() {
                 ",client-cert"

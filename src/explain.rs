@@ -1,6 +1,7 @@
 //! `certgate explain`: runs an app's policy (`tls::policy`, the code the handshake runs) on a
 //! certificate file and says why it passes or not: the verdict, the leaf as certgate reads it,
-//! the trust decision per CA, pin and CRL, the allow-list decision, and the XFCC it would get.
+//! the trust decision per CA, pin and CRL, the allow-list decision, the XFCC it would get and
+//! how the request would reach the app.
 
 mod sections;
 mod target;
@@ -13,7 +14,9 @@ use crate::cli::{ExplainArgs, ExplainFormat};
 use crate::identity::LeafNames;
 use crate::tls::policy::Presented;
 
-use self::sections::{allow_section, certificate_section, rfc3339, trust_section};
+use self::sections::{
+    allow_section, certificate_section, rfc3339, trust_section, upstream_section,
+};
 pub use self::target::{ExplainError, Target};
 use self::target::{parse_time, target};
 
@@ -127,6 +130,7 @@ pub fn explain(target: &Target, chain: &[CertificateDer<'static>], at: UnixTime)
         "allow": allow,
         "revocation": revocation,
         "xfcc": xfcc,
+        "upstream": target.upstream.as_ref().map(upstream_section),
     });
     Explanation { accepted, json }
 }

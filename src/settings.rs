@@ -102,14 +102,22 @@ pub struct UpstreamTls {
     pub server_name: rustls_pki_types::ServerName<'static>,
     /// Roots, ALPN and the client certificate certgate presents, if any.
     pub config: std::sync::Arc<rustls::ClientConfig>,
-    /// CA certificates the app's certificate is verified against (none when verification
-    /// is skipped).
-    pub ca_count: usize,
+    /// What the app's certificate is verified against.
+    pub verify: UpstreamVerify,
     /// The client certificate chain certgate presents to the app, leaf first; empty when it
     /// presents none.
     pub client_chain: Vec<CertificateDer<'static>>,
+}
+
+/// What an `https://` app's certificate is verified against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamVerify {
+    /// The CA certificates of `upstreamTls.caFiles`, this many.
+    CaFiles(usize),
+    /// The system's CA certificates (no `caFiles`), this many usable ones.
+    System(usize),
     /// `insecureSkipVerify`: any certificate the app presents is accepted.
-    pub insecure_skip_verify: bool,
+    Skip,
 }
 
 /// The protocol spoken to the upstream.

@@ -16,15 +16,18 @@
 //! - `insecureSkipVerify` reaches an app whose CA is unknown, and `certgate check` flags it;
 //! - replacing certgate's client certificate and reloading fails no request, and the app sees
 //!   the new certificate afterwards;
-//! - `upstreamTls` on an http:// upstream, https without caFiles, caFiles with
-//!   insecureSkipVerify, a bad serverName, half a client certificate, a missing CA file and a
+//! - without `caFiles` the app's certificate is verified against the system's CAs
+//!   (`SSL_CERT_FILE`, as OpenSSL reads it): the app's own CA reaches it, another CA is a 502
+//!   `unknown_ca`, `check` shows them, and no usable system CA refuses the config;
+//! - `upstreamTls` on an http:// upstream, caFiles with insecureSkipVerify, a bad serverName, half a client certificate, a missing CA file and a
 //!   misspelled key are refused, naming the key or file;
 //! - the sidecar flags build the same app;
-//! - the README's example app loads.
+//! - the README's example app loads, and `explain` shows how it is reached.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
+mod process;
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -676,6 +679,94 @@ async fn insecure_skip_verify_reaches_an_app_whose_ca_is_unknown_and_check_flags
     gateway.stop().await;
 }
 
+/// `certgate` run as a process with `SSL_CERT_FILE` naming `ca_file` (and no `SSL_CERT_DIR`),
+/// in front of the https app at `app`, with no `caFiles`; returns the child and its addresses.
+fn run_with_system_cas(
+    dir: &TempDir,
+    app: SocketAddr,
+    ca_file: &str,
+) -> (process::Child, process::serving::Serving) {
+    let mut config = ignore_config(
+        format!("https://{app}"),
+        serde_json::json!({ "serverName": "localhost" }),
+        "http",
+    );
+    config["listen"] = "127.0.0.1:0".into();
+    dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
+    let mut child = process::Child::spawn(
+        &process::serving::RUN_CONFIG,
+        dir.path(),
+        &[("SSL_CERT_FILE", ca_file), ("SSL_CERT_DIR", "")],
+    );
+    let serving = child.wait_serving();
+    (child, serving)
+}
+
+#[tokio::test]
+async fn without_ca_files_the_app_certificate_is_verified_against_the_system_cas() {
+    let pki = Pki::new();
+    let (app_ca, app_leaf) = app_pki();
+    let app = TlsApp::start(&app_leaf, None).await;
+    let dir = TempDir::new();
+    pki.write(&dir);
+    dir.write("app-ca.pem", &app_ca.pem);
+    dir.write("other-ca.pem", &Ca::root("another CA").pem);
+    dir.write("no-certificates.pem", "not a certificate\n");
+    let options = ClientOptions::new(&pki, IGNORE_HOST);
+
+    // The system's CAs hold the app's CA: reached, and `check` says what it verifies against.
+    let (child, serving) = run_with_system_cas(&dir, app.addr, "app-ca.pem");
+    let reply = get(serving.listen(), &options, IGNORE_HOST, "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", child.transcript());
+    assert_eq!(app.seen()[0].sni.as_deref(), Some("localhost"));
+    drop(child);
+    let output = Command::new(CERTGATE)
+        .args(["check", "--config", "certgate.json"])
+        .current_dir(dir.path())
+        .env("SSL_CERT_FILE", "app-ca.pem")
+        .env("SSL_CERT_DIR", "")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout.contains("upstream-tls=system 1 CA,server-name=localhost"),
+        "{stdout}"
+    );
+
+    // They do not: certgate's 502, counted as unknown_ca; nothing reaches the app.
+    let (child, serving) = run_with_system_cas(&dir, app.addr, "other-ca.pem");
+    let reply = get(serving.listen(), &options, IGNORE_HOST, "/")
+        .await
+        .unwrap();
+    assert_certgate_error(&reply, http::StatusCode::BAD_GATEWAY, "unknown_ca");
+    let text = scrape(serving.admin()).await;
+    assert_eq!(failures(&text, "unknown_ca"), 1.0, "{}", child.transcript());
+    assert_eq!(app.seen().len(), 1, "no second connection completed");
+    drop(child);
+
+    // No usable system CA: refused before anything binds, saying what to do.
+    for ca_file in ["no-certificates.pem", "missing.pem"] {
+        let output = Command::new(CERTGATE)
+            .args(["check", "--config", "certgate.json"])
+            .current_dir(dir.path())
+            .env("SSL_CERT_FILE", ca_file)
+            .env("SSL_CERT_DIR", "")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{stderr}");
+        assert!(
+            stderr.contains("no upstreamTls.caFiles")
+                && stderr.contains("system's CA certificates cannot be used")
+                && stderr.contains("ca-certificates"),
+            "{stderr}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_the_client_certificate_and_reloading_fails_no_request() {
     let pki = Pki::new();
@@ -775,10 +866,6 @@ fn upstream_tls_settings_that_cannot_work_are_refused_naming_the_key() {
             "not https://",
         ),
         (
-            ignore_config(https(), serde_json::Value::Null, "http"),
-            "no upstreamTls.caFiles",
-        ),
-        (
             ignore_config(
                 https(),
                 serde_json::json!({ "caFiles": ["app-ca.pem"], "insecureSkipVerify": true }),
@@ -819,13 +906,7 @@ fn upstream_tls_settings_that_cannot_work_are_refused_naming_the_key() {
             "unknown field `insecureSkipVerfy`",
         ),
     ];
-    for (mut config, expected) in cases {
-        if config["apps"][0]["upstreamTls"].is_null() {
-            config["apps"][0]
-                .as_object_mut()
-                .unwrap()
-                .remove("upstreamTls");
-        }
+    for (config, expected) in cases {
         let path = dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
         let error = certgate::Config::load(&path).unwrap_err();
         let message = certgate::error_chain(&error);
@@ -913,5 +994,42 @@ fn the_readme_example_app_loads() {
     assert_eq!(
         config.apps[0].upstream.to_string(),
         "https://orders.internal:8443"
+    );
+
+    // `explain` says how a request it admits reaches the app.
+    dir.write("alice.pem", &pki.client("alice").pem);
+    let explain = |format: &str| {
+        let output = Command::new(CERTGATE)
+            .current_dir(dir.path())
+            .args(["explain", "--config", "certgate.json", "--app", "orders"])
+            .args(["--format", format, "alice.pem"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&explain("json")).unwrap();
+    assert_eq!(
+        json["upstream"],
+        serde_json::json!({
+            "address": "https://orders.internal:8443",
+            "transport": "http1",
+            "tls": {
+                "verify": "ca_files",
+                "cas": 1,
+                "server_name": "orders.internal",
+                "client_certificate": {
+                    "subject": "CN=certgate",
+                    "not_after": json["upstream"]["tls"]["client_certificate"]["not_after"],
+                },
+            },
+        })
+    );
+    let text = explain("text");
+    assert!(
+        text.contains(
+            "upstream\n  address:    https://orders.internal:8443 (HTTP/1.1)\n  verified:   against 1 CA(s) of upstreamTls.caFiles\n  name:       orders.internal\n  client certificate: CN=certgate, valid to "
+        ),
+        "{text}"
     );
 }

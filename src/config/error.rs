@@ -193,9 +193,9 @@ pub enum AppError {
     )]
     UpstreamTlsWithoutHttps { what: &'static str },
     #[error(
-        "has an https:// upstream but no {ca}: name the PEM bundle of the CA that issued the app's certificate (certgate never uses system roots)"
+        "has an https:// upstream and no {ca}, and the system's CA certificates cannot be used ({why}; from SSL_CERT_FILE and SSL_CERT_DIR when set, else the distribution's bundle): name the PEM bundle of the CA that issued the app's certificate in {ca}, or install the system's CA certificates (e.g. apt-get install ca-certificates)"
     )]
-    UpstreamWithoutCa { ca: &'static str },
+    UpstreamWithoutCa { ca: &'static str, why: String },
     #[error("sets both {ca} and {insecure}: remove one")]
     UpstreamCaAndInsecure {
         ca: &'static str,

@@ -149,8 +149,8 @@ pub struct FileServerCertificate {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileUpstreamTls {
-    /// PEM bundles of the CAs that issue the app's certificate (required unless
-    /// `insecureSkipVerify`; system roots are never used).
+    /// PEM bundles of the CAs that issue the app's certificate; the system's CAs when empty
+    /// (and not `insecureSkipVerify`).
     #[serde(default)]
     pub ca_files: Vec<PathBuf>,
     /// The name the app's certificate must hold, sent as SNI; the upstream host when absent.

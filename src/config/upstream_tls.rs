@@ -8,7 +8,7 @@ use super::checks::{self, Severity};
 use super::error::{AppError, ConfigError};
 use super::file::{FileServerCertificate, FileUpstreamTls};
 use super::load::Loader;
-use crate::settings::{Transport, Upstream, UpstreamTls};
+use crate::settings::{Transport, Upstream, UpstreamTls, UpstreamVerify};
 use crate::tls::upstream::{ServerTrust, client_config};
 
 impl Loader<'_> {
@@ -36,11 +36,12 @@ impl Loader<'_> {
         let default = FileUpstreamTls::default();
         let file = file.unwrap_or(&default);
         let trust = match (file.ca_files.is_empty(), file.insecure_skip_verify) {
-            (true, false) => {
-                return Err(error(AppError::UpstreamWithoutCa {
+            (true, false) => ServerTrust::System(system_roots().map_err(|why| {
+                error(AppError::UpstreamWithoutCa {
                     ca: self.keys.upstream_ca,
-                }));
-            }
+                    why,
+                })
+            })?),
             (false, true) => {
                 return Err(error(AppError::UpstreamCaAndInsecure {
                     ca: self.keys.upstream_ca,
@@ -63,12 +64,13 @@ impl Loader<'_> {
                 for path in &file.ca_files {
                     roots.extend(self.certificates(path)?);
                 }
-                ServerTrust::Roots(roots)
+                ServerTrust::CaFiles(roots)
             }
         };
-        let ca_count = match &trust {
-            ServerTrust::Roots(roots) => roots.len(),
-            ServerTrust::SkipVerify => 0,
+        let verify = match &trust {
+            ServerTrust::CaFiles(roots) => UpstreamVerify::CaFiles(roots.len()),
+            ServerTrust::System(store) => UpstreamVerify::System(store.len()),
+            ServerTrust::SkipVerify => UpstreamVerify::Skip,
         };
         let name = match &file.server_name {
             Some(name) => name.clone(),
@@ -120,12 +122,31 @@ impl Loader<'_> {
         upstream.tls = Some(UpstreamTls {
             server_name,
             config,
-            ca_count,
+            verify,
             client_chain,
-            insecure_skip_verify: file.insecure_skip_verify,
         });
         Ok(())
     }
+}
+
+/// The system's CA certificates that rustls can use, found as OpenSSL finds them
+/// (`SSL_CERT_FILE` and `SSL_CERT_DIR` when set, else the distribution's bundle), or why
+/// there are none.
+fn system_roots() -> Result<rustls::RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut store = rustls::RootCertStore::empty();
+    let (_, unusable) = store.add_parsable_certificates(found.certs);
+    if !store.is_empty() {
+        return Ok(store);
+    }
+    let mut why: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+    if unusable > 0 {
+        why.push(format!("{unusable} certificates rustls cannot use"));
+    }
+    if why.is_empty() {
+        why.push("none found".to_owned());
+    }
+    Err(why.join("; "))
 }
 
 /// The `upstreamTls` the sidecar's flags describe, if any flag is given.

@@ -7,7 +7,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::public_key::PublicKey;
 
 use crate::identity::{LeafNames, rfc4514};
-use crate::settings::AllowList;
+use crate::settings::{AllowList, Transport, Upstream, UpstreamVerify};
 use crate::tls::policy::{Presented, describe};
 use crate::tls::sni::normalize;
 
@@ -249,6 +249,43 @@ fn list_or_none(items: &[&String]) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// How a request the certificate passes for reaches the app: its address and protocol, and for
+/// an `https://` upstream what the app's certificate is verified against, the name it must
+/// hold and the client certificate certgate presents.
+pub(super) fn upstream_section(upstream: &Upstream) -> Value {
+    let tls = upstream.tls.as_ref().map(|tls| {
+        let (verify, cas) = match tls.verify {
+            UpstreamVerify::CaFiles(count) => ("ca_files", count),
+            UpstreamVerify::System(count) => ("system", count),
+            UpstreamVerify::Skip => ("insecure_skip_verify", 0),
+        };
+        let client = tls
+            .client_chain
+            .first()
+            .map(|der| match x509_parser::parse_x509_certificate(der) {
+                Ok((_, leaf)) => json!({
+                    "subject": rfc4514(leaf.subject()),
+                    "not_after": rfc3339(leaf.validity().not_after.timestamp()),
+                }),
+                Err(_) => json!({ "subject": null, "not_after": null }),
+            });
+        json!({
+            "verify": verify,
+            "cas": cas,
+            "server_name": tls.server_name.to_str(),
+            "client_certificate": client,
+        })
+    });
+    json!({
+        "address": upstream.to_string(),
+        "transport": match upstream.transport {
+            Transport::Http1 => "http1",
+            Transport::Http2 => "http2",
+        },
+        "tls": tls,
+    })
 }
 
 pub(super) fn rfc3339(secs: i64) -> String {

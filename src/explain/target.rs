@@ -8,7 +8,7 @@ use rustls_pki_types::UnixTime;
 
 use crate::cli::ExplainArgs;
 use crate::config::{AppError, Config, ConfigError, FLAG_KEYS};
-use crate::settings::{ClientCertMode, XfccFields};
+use crate::settings::{ClientCertMode, Upstream, XfccFields};
 use crate::tls::policy::Policy;
 use crate::tls::sni::{HostMatcher, normalize};
 
@@ -50,6 +50,8 @@ pub struct Target {
     pub fields: XfccFields,
     /// Its revocation checker beyond `crlFiles`, when configured (README "Revocation").
     pub revocation: Option<Arc<crate::revocation::Revocation>>,
+    /// Where its requests go, from a config file (the sidecar's explain has no upstream).
+    pub upstream: Option<Upstream>,
 }
 
 pub(super) fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
@@ -80,6 +82,7 @@ pub(super) fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
             policy: Arc::new(policy),
             fields,
             revocation: None,
+            upstream: None,
         });
     };
     let config = Config::load(path)?;
@@ -121,6 +124,7 @@ pub(super) fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         policy: policy.clone(),
         fields: app.xfcc_fields,
         revocation: app.revocation.clone(),
+        upstream: Some(app.upstream.clone()),
     })
 }
 

@@ -143,5 +143,40 @@ pub(super) fn text(json: &Value) -> String {
         Some(value) => out.push_str(&format!("  {value}\n")),
         None => out.push_str("  (none: the certificate is refused)\n"),
     }
+    let upstream = &json["upstream"];
+    if !upstream.is_null() {
+        out.push_str("\nupstream\n");
+        out.push_str(&format!(
+            "  address:    {} ({})\n",
+            s(&upstream["address"]),
+            if upstream["transport"] == "http2" {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            }
+        ));
+        let tls = &upstream["tls"];
+        if !tls.is_null() {
+            let verified = match tls["verify"].as_str() {
+                Some("ca_files") => {
+                    format!("against {} CA(s) of upstreamTls.caFiles", s(&tls["cas"]))
+                }
+                Some("system") => format!("against the system's {} CA(s)", s(&tls["cas"])),
+                _ => "NOT VERIFIED (upstreamTls.insecureSkipVerify)".to_owned(),
+            };
+            out.push_str(&format!("  verified:   {verified}\n"));
+            out.push_str(&format!("  name:       {}\n", s(&tls["server_name"])));
+            let client = &tls["client_certificate"];
+            if client.is_null() {
+                out.push_str("  client certificate: none\n");
+            } else {
+                out.push_str(&format!(
+                    "  client certificate: {}, valid to {}\n",
+                    s(&client["subject"]),
+                    s(&client["not_after"])
+                ));
+            }
+        }
+    }
     out
 }

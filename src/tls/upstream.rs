@@ -14,7 +14,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 #[derive(Debug)]
 pub(crate) enum ServerTrust {
     /// Verified against these CAs (`upstreamTls.caFiles`), for the configured name.
-    Roots(Vec<CertificateDer<'static>>),
+    CaFiles(Vec<CertificateDer<'static>>),
+    /// Verified against the system's CAs (no `caFiles`), for the configured name.
+    System(RootCertStore),
     /// `insecureSkipVerify`: any certificate; the handshake signature is still checked.
     SkipVerify,
 }
@@ -30,13 +32,14 @@ pub(crate) fn client_config(
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
     let builder = match trust {
-        ServerTrust::Roots(roots) => {
+        ServerTrust::CaFiles(roots) => {
             let mut store = RootCertStore::empty();
             for root in roots {
                 store.add(root)?;
             }
             builder.with_root_certificates(store)
         }
+        ServerTrust::System(store) => builder.with_root_certificates(store),
         ServerTrust::SkipVerify => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(SkipVerify { provider })),
@@ -57,7 +60,8 @@ pub(crate) fn client_config(
 /// `certgate_upstream_tls_failures_total` (README "TLS to the app").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum UpstreamTlsFailure {
-    /// The app's certificate is not issued by a CA in `upstreamTls.caFiles`.
+    /// The app's certificate is not issued by a CA it is verified against (`upstreamTls.caFiles`,
+    /// or the system's CAs without them).
     UnknownCa,
     /// The app's certificate does not hold the upstream host or `upstreamTls.serverName`.
     NameMismatch,
