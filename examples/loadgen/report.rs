@@ -145,6 +145,30 @@ fn rows(results: &Results<'_>) -> Vec<Row> {
             goal: goal(1.0, Peer::Best),
         },
         Row {
+            label: "HTTPS to the app: h1 rps (50 conns)".into(),
+            phase: "https",
+            field: "rate",
+            better: Better::Higher,
+            format: thousands,
+            goal: None,
+        },
+        Row {
+            label: "HTTPS to the app: h1 requests per proxy-CPU-second".into(),
+            phase: "https",
+            field: "per_cpu_second",
+            better: Better::Higher,
+            format: thousands,
+            goal: None,
+        },
+        Row {
+            label: "HTTPS to the app: h1 p99 ms".into(),
+            phase: "https",
+            field: "p99_ms",
+            better: Better::Lower,
+            format: two_decimals,
+            goal: None,
+        },
+        Row {
             label: "full handshakes/s (16 loops, no resumption)".into(),
             phase: "full",
             field: "rate",
@@ -533,35 +557,45 @@ fn times(ratio: f64) -> String {
 mod tests {
     use std::io::Write as _;
 
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::markdown;
 
+    /// One round of a request phase against `target`: `count` requests in 5 s on 2 cores, 9 s
+    /// of the machine's 10 busy, `cpu` s of them the proxy's.
+    fn run(target: &str, phase: &str, count: u32, cpu: f64, p99: f64) -> Value {
+        json!({
+            "target": target, "round": 1, "phase": phase, "count": count, "errors": 0,
+            "seconds": 5.0, "rate": f64::from(count) / 5.0, "cpu_seconds": cpu,
+            "per_cpu_second": f64::from(count) / cpu, "p99_ms": p99,
+            "cpu_user_seconds": 0.7, "cpu_system_seconds": cpu - 0.7,
+            "upstream_cpu_seconds": 0.6, "loadgen_cpu_seconds": 0.9,
+            "machine_busy_seconds": 9.0, "machine_cpu_seconds": 10.0,
+        })
+    }
+
     /// One round of HTTP/1.1 against certgate and the two peers: 100,000 requests in 5 s on 2
     /// cores against certgate, so 100 µs of machine time a request, and `nginx` requests
-    /// against nginx.
-    fn results(nginx: u32) -> tempfile::NamedTempFile {
-        let run = |target: &str, count: u32, cpu: f64| {
-            json!({
-                "target": target, "round": 1, "phase": "h1", "count": count, "errors": 0,
-                "seconds": 5.0, "rate": f64::from(count) / 5.0, "cpu_seconds": cpu,
-                "per_cpu_second": f64::from(count) / cpu, "p99_ms": 1.0,
-                "cpu_user_seconds": 0.7, "cpu_system_seconds": cpu - 0.7,
-                "upstream_cpu_seconds": 0.6, "loadgen_cpu_seconds": 0.9,
-                "machine_busy_seconds": 9.0, "machine_cpu_seconds": 10.0,
-            })
-        };
+    /// against nginx; then `more` lines.
+    fn results_with(nginx: u32, more: &[Value]) -> tempfile::NamedTempFile {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         for line in [
             json!({"target": "machine", "phase": "start", "loadavg": 0.5, "cores": 2}),
-            run("certgate", 100_000, 1.5),
-            run("nginx", nginx, 2.0),
-            run("haproxy", 40_000, 2.0),
-            json!({"target": "machine", "phase": "end", "loadavg": 1.5, "cores": 2}),
-        ] {
+            run("certgate", "h1", 100_000, 1.5, 1.0),
+            run("nginx", "h1", nginx, 2.0, 1.0),
+            run("haproxy", "h1", 40_000, 2.0, 1.0),
+        ]
+        .iter()
+        .chain(more)
+        .chain([&json!({"target": "machine", "phase": "end", "loadavg": 1.5, "cores": 2})])
+        {
             writeln!(file, "{line}").unwrap();
         }
         file
+    }
+
+    fn results(nginx: u32) -> tempfile::NamedTempFile {
+        results_with(nginx, &[])
     }
 
     #[test]
@@ -622,5 +656,39 @@ mod tests {
             "{report}"
         );
         assert!(!report.contains("Where the CPU time went"), "{report}");
+    }
+
+    #[test]
+    fn the_https_rows_are_there_when_the_phase_ran() {
+        let without = markdown(results(50_000).path()).unwrap();
+        assert!(!without.contains("HTTPS to the app"), "{without}");
+        let report = markdown(
+            results_with(
+                50_000,
+                &[
+                    run("certgate", "https", 60_000, 1.5, 2.0),
+                    run("nginx", "https", 40_000, 2.0, 2.5),
+                ],
+            )
+            .path(),
+        )
+        .unwrap();
+        assert!(
+            report.contains(
+                "| HTTPS to the app: h1 rps (50 conns) | 12,000 | 8,000 | — | 1.50× |  |"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains(
+                "| HTTPS to the app: h1 requests per proxy-CPU-second | 40,000 | 20,000 | — | \
+                 2.00× |  |"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains("| HTTPS to the app: h1 p99 ms | 2.00 | 2.50 | — | 0.80× |  |"),
+            "{report}"
+        );
     }
 }
