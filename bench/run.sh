@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # certgate's side-by-side benchmark (README "Performance"): certgate, nginx and HAProxy do the
 # same mTLS job in front of one nginx upstream, on loopback only; every phase runs against every
-# target, interleaved over several rounds; one Markdown table of medians is printed at the end.
+# target, interleaved over several rounds; one Markdown table of medians is printed at the end
+# (and one of certgate against another certgate build with --baseline).
 #
 #   bench/run.sh [--rounds N] [--duration SECONDS] [--warmup SECONDS] [--idle-connections N]
 #                [--phases h1,h2,https,full,resumed,idle] [--nice N] [--results FILE]
-#                [--no-install] [--certgate BINARY] [--one-session]
+#                [--no-install] [--certgate BINARY] [--baseline BINARY] [--one-session]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,7 @@ install=1
 phases=h1,h2,https,full,resumed,idle
 nice=""
 certgate_binary=""
+baseline_binary=""
 detach=(setsid)
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,8 +32,9 @@ while [ $# -gt 0 ]; do
     --nice) nice="$2"; shift 2 ;;
     --no-install) install=0; shift ;;
     --certgate) certgate_binary="$2"; shift 2 ;;
+    --baseline) baseline_binary="$2"; shift 2 ;;
     --one-session) detach=(); shift ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -80,6 +83,12 @@ else
   certgate=$(realpath "$target_dir/release/certgate")
 fi
 loadgen=$(realpath "$target_dir/release/examples/loadgen")
+if [ -n "$baseline_binary" ]; then
+  # Another certgate build, typically an older commit's, measured beside this one.
+  [ -x "$baseline_binary" ] || die "--baseline $baseline_binary is not an executable file"
+  baseline=$(realpath "$baseline_binary")
+  log "baseline is $baseline"
+fi
 
 # Everything started from here on (proxies, upstream, load generator) inherits the priority.
 if [ -n "$nice" ]; then
@@ -151,9 +160,9 @@ pids_of() {
   { echo "$main"; ps -o pid= --ppid "$main"; } | tr -d ' ' | grep -v '^$' | paste -sd, -
 }
 
-read -r upstream_port upstream_tls_port nginx_port haproxy_port certgate_port certgate_log_port \
-  <<<"$("$loadgen" ports 6)"
-declare -A port=([nginx]=$nginx_port [haproxy]=$haproxy_port [certgate]=$certgate_port [certgate-log]=$certgate_log_port)
+read -r upstream_port upstream_tls_port nginx_port haproxy_port certgate_port certgate_log_port baseline_port \
+  <<<"$("$loadgen" ports 7)"
+declare -A port=([nginx]=$nginx_port [haproxy]=$haproxy_port [certgate]=$certgate_port [certgate-log]=$certgate_log_port [baseline]=$baseline_port)
 # The host name (SNI and Host) each proxy routes to the TLS upstream by, for the https phase. The
 # bench server certificate lists it by name: OpenSSL and webpki refuse its *.localhost wildcard
 # (a wildcard directly above a one-label name).
@@ -379,7 +388,7 @@ EOF
 EOF
 }
 
-declare -A binary=([certgate]=$certgate [certgate-log]=$certgate)
+declare -A binary=([certgate]=$certgate [certgate-log]=$certgate [baseline]=${baseline:-})
 declare -A quiet # certgate builds whose access log goes off with RUST_LOG=warn
 declare -A skip  # "target:phase" -> 1 for a phase the target cannot do
 declare -A with_https_app # certgate build -> 1 when its config has the https app
@@ -416,6 +425,7 @@ configure_certgate() { # $1 = target
   die "$t: certgate check refuses the benchmark's config"
 }
 configure_certgate certgate
+[ -z "${baseline:-}" ] || configure_certgate baseline
 certgate_config "$certgate_log_port" "${with_https_app[certgate]}" 0 >"$work/certgate-log.json"
 "$certgate" check --config "$work/certgate-log.json" >/dev/null
 
@@ -434,7 +444,7 @@ start() {
     upstream) spawn upstream nginx -e "$work/upstream/error.log" -p "$work/upstream" -c "$work/upstream/nginx.conf" -g 'daemon off;' ;;
     nginx) spawn nginx nginx -e "$work/nginx/error.log" -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' ;;
     haproxy) spawn haproxy haproxy -db -f "$work/haproxy.cfg" 2>>"$work/haproxy.log" ;;
-    certgate)
+    certgate | baseline)
       if [ -n "${quiet[$1]:-}" ]; then quiet_env=(RUST_LOG=warn); fi
       spawn "$1" env "${quiet_env[@]}" "${binary[$1]}" run --config "$work/$1.json" 2>>"$work/$1.log"
       ;;
@@ -490,13 +500,14 @@ route_works() { # $1 = target, $2 = host name, $3 = scheme of the upstream serve
 }
 
 all_targets=(certgate certgate-log nginx haproxy)
+[ -z "${baseline:-}" ] || all_targets=(certgate baseline certgate-log nginx haproxy)
 start upstream
 wait_ready upstream
 for t in "${all_targets[@]}"; do start "$t"; done
 for t in "${all_targets[@]}"; do wait_ready "$t"; done
 
 # Every target does the job, and every target of the https phase does it over TLS to the app as
-# well.
+# well; a baseline that cannot sits that phase out.
 for t in "${all_targets[@]}"; do
   route_works "$t" localhost http || die "$t $problem"
   log "$t forwards ${xfcc%%$'\n'*} and refuses clients without a certificate"
@@ -505,8 +516,14 @@ if has_phase https; then
   for t in "${all_targets[@]}"; do
     [ "$t" = certgate-log ] && continue
     [ -z "${skip[$t:https]:-}" ] || continue
-    route_works "$t" "$tls_name" https || die "$t ($tls_name) $problem"
-    log "$t ($tls_name) forwards ${xfcc%%$'\n'*} over mutual TLS (${via#* }) to the app and refuses clients without a certificate"
+    if route_works "$t" "$tls_name" https; then
+      log "$t ($tls_name) forwards ${xfcc%%$'\n'*} over mutual TLS (${via#* }) to the app and refuses clients without a certificate"
+    elif [ "$t" = baseline ]; then
+      skip[$t:https]=1
+      log "$t ($tls_name) $problem; it sits out the https phase"
+    else
+      die "$t ($tls_name) $problem"
+    fi
   done
 fi
 # Whether target $2 runs phase $1: it was asked for, and the target can do it.
@@ -564,4 +581,5 @@ done
 machine end
 log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 log "versions: $("$certgate" --version), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -n1 | cut -d' ' -f1-3)"
+[ -z "${baseline:-}" ] || log "baseline: $("$baseline" --version)"
 "$loadgen" report "$results"
