@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # certgate's side-by-side benchmark (README "Performance"): certgate, nginx and HAProxy do the
 # same mTLS job in front of one nginx upstream, on loopback only; every phase runs against every
-# target, interleaved over several rounds; one Markdown table of medians is printed at the end.
+# target, interleaved over several rounds; one Markdown table of medians is printed at the end
+# (and one of certgate against another certgate build with --baseline).
 #
 #   bench/run.sh [--rounds N] [--duration SECONDS] [--warmup SECONDS] [--idle-connections N]
-#                [--phases h1,h2,full,resumed,idle] [--nice N] [--results FILE] [--no-install]
-#                [--certgate BINARY] [--one-session]
+#                [--phases h1,h2,https,full,resumed,idle] [--nice N] [--results FILE]
+#                [--no-install] [--certgate BINARY] [--baseline BINARY] [--one-session]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,9 +16,10 @@ warmup=1
 idle_connections=10000
 results=""
 install=1
-phases=h1,h2,full,resumed,idle
+phases=h1,h2,https,full,resumed,idle
 nice=""
 certgate_binary=""
+baseline_binary=""
 detach=(setsid)
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,8 +32,9 @@ while [ $# -gt 0 ]; do
     --nice) nice="$2"; shift 2 ;;
     --no-install) install=0; shift ;;
     --certgate) certgate_binary="$2"; shift 2 ;;
+    --baseline) baseline_binary="$2"; shift 2 ;;
     --one-session) detach=(); shift ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -40,7 +43,7 @@ log() { echo "bench: $*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
 
 for phase in ${phases//,/ }; do
-  case "$phase" in h1|h2|full|resumed|idle) ;; *) echo "unknown phase: $phase (h1, h2, full, resumed, idle)" >&2; exit 64 ;; esac
+  case "$phase" in h1|h2|https|full|resumed|idle) ;; *) echo "unknown phase: $phase (h1, h2, https, full, resumed, idle)" >&2; exit 64 ;; esac
 done
 has_phase() { [[ ",$phases," == *",$1,"* ]]; }
 
@@ -80,6 +83,12 @@ else
   certgate=$(realpath "$target_dir/release/certgate")
 fi
 loadgen=$(realpath "$target_dir/release/examples/loadgen")
+if [ -n "$baseline_binary" ]; then
+  # Another certgate build, typically an older commit's, measured beside this one.
+  [ -x "$baseline_binary" ] || die "--baseline $baseline_binary is not an executable file"
+  baseline=$(realpath "$baseline_binary")
+  log "baseline is $baseline"
+fi
 
 # Everything started from here on (proxies, upstream, load generator) inherits the priority.
 if [ -n "$nice" ]; then
@@ -151,15 +160,22 @@ pids_of() {
   { echo "$main"; ps -o pid= --ppid "$main"; } | tr -d ' ' | grep -v '^$' | paste -sd, -
 }
 
-read -r upstream_port nginx_port haproxy_port certgate_port certgate_log_port <<<"$("$loadgen" ports 5)"
-declare -A port=([nginx]=$nginx_port [haproxy]=$haproxy_port [certgate]=$certgate_port [certgate-log]=$certgate_log_port)
+read -r upstream_port upstream_tls_port nginx_port haproxy_port certgate_port certgate_log_port baseline_port \
+  <<<"$("$loadgen" ports 7)"
+declare -A port=([nginx]=$nginx_port [haproxy]=$haproxy_port [certgate]=$certgate_port [certgate-log]=$certgate_log_port [baseline]=$baseline_port)
+# The host name (SNI and Host) each proxy routes to the TLS upstream by, for the https phase. The
+# bench server certificate lists it by name: OpenSSL and webpki refuse its *.localhost wildcard
+# (a wildcard directly above a one-label name).
+tls_name=require.localhost
 
 # --- PKI: EC P-256 CA, server and client ------------------------------------------------------
 "$certgate" pki init "$work/pki" >/dev/null
 pki="$work/pki"
 cat "$pki/server.pem" "$pki/server.key" >"$pki/haproxy.pem"
+# HAProxy's client certificate to the TLS upstream: certificate and key in one file.
+cat "$pki/client.pem" "$pki/client.key" >"$pki/client-with-key.pem"
 
-# --- the upstream: nginx answering a small fixed body --------------------------------------------
+# --- the upstream: nginx answering a small fixed body, in plain HTTP and over mutual TLS ----------
 nginx_prelude() { # $1 = prefix folder
   mkdir -p "$1/tmp"
   cat <<EOF
@@ -169,6 +185,17 @@ EOF
 }
 nginx_temp_paths() {
   for kind in client_body proxy fastcgi uwsgi scgi; do echo "  ${kind}_temp_path $1/tmp/$kind;"; done
+}
+# The locations of both upstream servers.
+upstream_locations() {
+  cat <<EOF
+    default_type text/plain;
+    # For the checks that every proxy adds the header and reaches the server it should; the
+    # benchmark requests /.
+    location = /xfcc { return 200 "\$http_x_forwarded_client_cert\n"; }
+    location = /via { return 200 "\$scheme \$ssl_protocol\n"; }
+    location / { return 200 "hello from the upstream\n"; }
+EOF
 }
 
 mkdir -p "$work/upstream"
@@ -184,10 +211,18 @@ $(nginx_temp_paths "$work/upstream")
   keepalive_timeout 300s;
   server {
     listen 127.0.0.1:$upstream_port;
-    default_type text/plain;
-    # For the check that every proxy adds the header; the benchmark requests /.
-    location = /xfcc { return 200 "\$http_x_forwarded_client_cert\n"; }
-    location / { return 200 "hello from the upstream\n"; }
+$(upstream_locations)
+  }
+  # For the https phase: the same over TLS with the bench server certificate, and a client
+  # certificate from the bench CA required.
+  server {
+    listen 127.0.0.1:$upstream_tls_port ssl;
+    ssl_certificate $pki/server.pem;
+    ssl_certificate_key $pki/server.key;
+    ssl_client_certificate $pki/ca.pem;
+    ssl_verify_client on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+$(upstream_locations)
   }
 }
 EOF
@@ -195,6 +230,31 @@ EOF
 
 # --- nginx doing certgate's job -------------------------------------------------------------------
 worker_connections=$((idle_connections + 2000))
+# The mTLS settings of both of nginx's servers.
+nginx_mtls() {
+  cat <<EOF
+    listen 127.0.0.1:$nginx_port ssl http2;
+    ssl_certificate $pki/server.pem;
+    ssl_certificate_key $pki/server.key;
+    ssl_client_certificate $pki/ca.pem;
+    ssl_verify_client on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+EOF
+}
+# The headers both of nginx's routes send to the upstream.
+nginx_proxy_headers() {
+  cat <<EOF
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
+      # nginx's only built-in certificate hash is SHA-1.
+      proxy_set_header X-Forwarded-Client-Cert "Hash=\$ssl_client_fingerprint";
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Host \$http_host;
+      proxy_set_header X-Forwarded-Proto https;
+EOF
+}
 mkdir -p "$work/nginx"
 {
   nginx_prelude "$work/nginx"
@@ -212,24 +272,37 @@ $(nginx_temp_paths "$work/nginx")
     keepalive_requests 1000000;
     keepalive_timeout 300s;
   }
+  upstream app_tls {
+    server 127.0.0.1:$upstream_tls_port;
+    keepalive 64;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+  }
   server {
-    listen 127.0.0.1:$nginx_port ssl http2;
-    ssl_certificate $pki/server.pem;
-    ssl_certificate_key $pki/server.key;
-    ssl_client_certificate $pki/ca.pem;
-    ssl_verify_client on;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m;
+$(nginx_mtls)
     location / {
       proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$http_host;
-      # nginx's only built-in certificate hash is SHA-1.
-      proxy_set_header X-Forwarded-Client-Cert "Hash=\$ssl_client_fingerprint";
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Host \$http_host;
-      proxy_set_header X-Forwarded-Proto https;
+$(nginx_proxy_headers)
+    }
+  }
+  # The https route: the upstream's TLS server, verified against the bench CA as localhost, with
+  # the bench client certificate.
+  server {
+$(nginx_mtls)
+    server_name $tls_name;
+    location / {
+      proxy_pass https://app_tls;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $pki/ca.pem;
+      proxy_ssl_name localhost;
+      proxy_ssl_server_name on;
+      proxy_ssl_certificate $pki/client.pem;
+      proxy_ssl_certificate_key $pki/client.key;
+      proxy_ssl_session_reuse on;
+      # nginx 1.22 offers TLS 1.0 to 1.2 to an upstream by default; certgate and HAProxy offer
+      # 1.2 and 1.3.
+      proxy_ssl_protocols TLSv1.2 TLSv1.3;
+$(nginx_proxy_headers)
     }
   }
 }
@@ -258,14 +331,44 @@ frontend mtls
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   http-request set-header X-Forwarded-Proto https
   option forwardfor
+  use_backend app_tls if { ssl_fc_sni -i $tls_name }
   default_backend app
 backend app
   http-reuse always
   server app 127.0.0.1:$upstream_port
+# The https route: the upstream's TLS server, verified against the bench CA as localhost (the SNI
+# sent is the name checked), with the bench client certificate.
+backend app_tls
+  http-reuse always
+  server app 127.0.0.1:$upstream_tls_port ssl verify required ca-file $pki/ca.pem crt $pki/client-with-key.pem sni str(localhost)
 EOF
 
-# --- certgate: one require app, access log off (and a second one with it on) ------------------------
-certgate_config() { # $1 = port, $2 = extra top-level JSON members
+# --- certgate: the require app and its https twin, access log off (and the same with it on) -------
+certgate_config() { # $1 = port, $2 = 1 for the https app, $3 = 1 for "accessLog": false
+  local tls_app="" access_log=""
+  if [ "$2" = 1 ]; then
+    tls_app=$(
+      cat <<EOF
+,
+    {
+      "name": "bench-tls",
+      "hosts": ["$tls_name"],
+      "upstream": "https://127.0.0.1:$upstream_tls_port",
+      "upstreamTls": {
+        "caFiles": ["$pki/ca.pem"],
+        "serverName": "localhost",
+        "certFile": "$pki/client.pem",
+        "keyFile": "$pki/client.key"
+      },
+      "serverCertificate": { "certFile": "$pki/server.pem", "keyFile": "$pki/server.key" },
+      "ingress": { "clientCertificateMode": "require" },
+      "clientAuth": { "trustedCaFiles": ["$pki/ca.pem"] },
+      "forwardClientCert": { "fields": ["Hash"] }
+    }
+EOF
+    )
+  fi
+  if [ "$3" = 1 ]; then access_log=', "accessLog": false'; fi
   cat <<EOF
 {
   "listen": "127.0.0.1:$1",
@@ -277,23 +380,53 @@ certgate_config() { # $1 = port, $2 = extra top-level JSON members
       "ingress": { "clientCertificateMode": "require" },
       "clientAuth": { "trustedCaFiles": ["$pki/ca.pem"] },
       "forwardClientCert": { "fields": ["Hash"] }
-    }
+    }$tls_app
   ],
   "timeouts": { "idleMs": 300000, "shutdownGraceMs": 2000 },
-  "limits": { "maxConnections": $maxconn }$2
+  "limits": { "maxConnections": $maxconn }$access_log
 }
 EOF
 }
-certgate_config "$certgate_port" ', "accessLog": false' >"$work/certgate.json"
-certgate_quiet=()
-if "$certgate" check --config "$work/certgate.json" >/dev/null 2>&1; then
-  log "certgate: access log off with \"accessLog\": false"
-else
-  log "certgate: this version has no \"accessLog\" key; access log off with RUST_LOG=warn"
-  certgate_config "$certgate_port" '' >"$work/certgate.json"
-  certgate_quiet=(env RUST_LOG=warn)
-fi
-certgate_config "$certgate_log_port" '' >"$work/certgate-log.json"
+
+declare -A binary=([certgate]=$certgate [certgate-log]=$certgate [baseline]=${baseline:-})
+declare -A quiet # certgate builds whose access log goes off with RUST_LOG=warn
+declare -A skip  # "target:phase" -> 1 for a phase the target cannot do
+declare -A with_https_app # certgate build -> 1 when its config has the https app
+
+# Writes the config of certgate build $1 with as much of the benchmark's config as its `check`
+# accepts. A build that refuses the https app (it predates "upstreamTls") runs without it and
+# sits out the https phase; one that refuses "accessLog" turns its access log off with
+# RUST_LOG=warn.
+configure_certgate() { # $1 = target
+  local t=$1 with_https with_access_log refused
+  for with_access_log in 1 0; do
+    for with_https in 1 0; do
+      certgate_config "${port[$t]}" "$with_https" "$with_access_log" >"$work/$t.json"
+      if "${binary[$t]}" check --config "$work/$t.json" >"$work/$t.check" 2>&1; then
+        with_https_app[$t]=$with_https
+        if [ "$with_access_log" = 1 ]; then
+          log "$t: access log off with \"accessLog\": false"
+        else
+          log "$t: this version has no \"accessLog\" key; access log off with RUST_LOG=warn"
+          quiet[$t]=1
+        fi
+        if [ "$with_https" = 0 ]; then
+          skip[$t:https]=1
+          refused=$(grep -m1 . "$work/$t.refused")
+          has_phase https && log "$t: this version refuses the https app (${refused%%, expected*}); it sits out the https phase"
+        fi
+        return 0
+      fi
+      # With the https app left out next, this says why it was refused.
+      mv "$work/$t.check" "$work/$t.refused"
+    done
+  done
+  cat "$work/$t.check" >&2
+  die "$t: certgate check refuses the benchmark's config"
+}
+configure_certgate certgate
+[ -z "${baseline:-}" ] || configure_certgate baseline
+certgate_config "$certgate_log_port" "${with_https_app[certgate]}" 0 >"$work/certgate-log.json"
 "$certgate" check --config "$work/certgate-log.json" >/dev/null
 
 # The access log goes to a pipe, as under a process supervisor or a container runtime. The
@@ -306,11 +439,15 @@ started+=("$!")
 exec 3<>"$work/log/access-log" # keeps the pipe open while certgate-log restarts
 
 start() {
+  local quiet_env=()
   case "$1" in
     upstream) spawn upstream nginx -e "$work/upstream/error.log" -p "$work/upstream" -c "$work/upstream/nginx.conf" -g 'daemon off;' ;;
     nginx) spawn nginx nginx -e "$work/nginx/error.log" -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' ;;
     haproxy) spawn haproxy haproxy -db -f "$work/haproxy.cfg" 2>>"$work/haproxy.log" ;;
-    certgate) spawn certgate "${certgate_quiet[@]}" "$certgate" run --config "$work/certgate.json" 2>>"$work/certgate.log" ;;
+    certgate | baseline)
+      if [ -n "${quiet[$1]:-}" ]; then quiet_env=(RUST_LOG=warn); fi
+      spawn "$1" env "${quiet_env[@]}" "${binary[$1]}" run --config "$work/$1.json" 2>>"$work/$1.log"
+      ;;
     certgate-log) spawn certgate-log env -u RUST_LOG "$certgate" run --config "$work/certgate-log.json" 2>"$work/log/access-log" ;;
   esac
 }
@@ -321,10 +458,10 @@ restart() {
   wait_ready "$1"
 }
 
-curl_target() { # $1 = target, then curl arguments
-  local p=${port[$1]}
-  shift
-  curl -sS --max-time 5 --resolve "localhost:$p:127.0.0.1" --cacert "$pki/ca.pem" "$@" "https://localhost:$p/xfcc"
+curl_target() { # $1 = target, $2 = host name, $3 = path, then curl arguments
+  local p=${port[$1]} name=$2 path=$3
+  shift 3
+  curl -sS --max-time 5 --resolve "$name:$p:127.0.0.1" --cacert "$pki/ca.pem" "$@" "https://$name:$p$path"
 }
 
 wait_ready() {
@@ -332,7 +469,7 @@ wait_ready() {
     if [ "$1" = upstream ]; then
       curl -sf --max-time 1 "http://127.0.0.1:$upstream_port/" >/dev/null 2>&1 && return 0
     else
-      curl_target "$1" --cert "$pki/client.pem" --key "$pki/client.key" -f >/dev/null 2>&1 && return 0
+      curl_target "$1" localhost /xfcc --cert "$pki/client.pem" --key "$pki/client.key" -f >/dev/null 2>&1 && return 0
     fi
     kill -0 "${pid[$1]}" 2>/dev/null || break
     sleep 0.1
@@ -341,19 +478,56 @@ wait_ready() {
   die "$1 did not start"
 }
 
+# Whether target $1's route for host name $2 does the job: the upstream's server for $3 (http or
+# https) sees the certificate hash, and no certificate, no entry. Sets $xfcc to what the upstream
+# saw and $via to the scheme and TLS version it was reached by, or $problem to what went wrong.
+route_works() { # $1 = target, $2 = host name, $3 = scheme of the upstream server
+  local with_cert=(--cert "$pki/client.pem" --key "$pki/client.key" -f)
+  if ! xfcc=$(curl_target "$1" "$2" /xfcc "${with_cert[@]}" 2>&1); then
+    problem="failed a request with a client certificate: $xfcc"
+    return 1
+  fi
+  case "$xfcc" in Hash=*) ;; *) problem="did not forward X-Forwarded-Client-Cert (upstream saw: '$xfcc')"; return 1 ;; esac
+  via=$(curl_target "$1" "$2" /via "${with_cert[@]}" 2>&1) || true
+  if [ "${via%% *}" != "$3" ]; then
+    problem="did not reach the upstream's $3 server (upstream saw: '$via')"
+    return 1
+  fi
+  if curl_target "$1" "$2" /xfcc -f >/dev/null 2>&1; then
+    problem="served a client without a certificate"
+    return 1
+  fi
+}
+
 all_targets=(certgate certgate-log nginx haproxy)
+[ -z "${baseline:-}" ] || all_targets=(certgate baseline certgate-log nginx haproxy)
 start upstream
 wait_ready upstream
 for t in "${all_targets[@]}"; do start "$t"; done
 for t in "${all_targets[@]}"; do wait_ready "$t"; done
 
-# Every target does the job: the upstream sees the certificate hash, and no certificate, no entry.
+# Every target does the job, and every target of the https phase does it over TLS to the app as
+# well; a baseline that cannot sits that phase out.
 for t in "${all_targets[@]}"; do
-  xfcc=$(curl_target "$t" --cert "$pki/client.pem" --key "$pki/client.key" -f)
-  case "$xfcc" in Hash=*) ;; *) die "$t did not forward X-Forwarded-Client-Cert (upstream saw: '$xfcc')" ;; esac
-  if curl_target "$t" -f >/dev/null 2>&1; then die "$t served a client without a certificate"; fi
+  route_works "$t" localhost http || die "$t $problem"
   log "$t forwards ${xfcc%%$'\n'*} and refuses clients without a certificate"
 done
+if has_phase https; then
+  for t in "${all_targets[@]}"; do
+    [ "$t" = certgate-log ] && continue
+    [ -z "${skip[$t:https]:-}" ] || continue
+    if route_works "$t" "$tls_name" https; then
+      log "$t ($tls_name) forwards ${xfcc%%$'\n'*} over mutual TLS (${via#* }) to the app and refuses clients without a certificate"
+    elif [ "$t" = baseline ]; then
+      skip[$t:https]=1
+      log "$t ($tls_name) $problem; it sits out the https phase"
+    else
+      die "$t ($tls_name) $problem"
+    fi
+  done
+fi
+# Whether target $2 runs phase $1: it was asked for, and the target can do it.
+runs() { has_phase "$1" && [ -z "${skip[$2:$1]:-}" ]; }
 
 # --- the rounds -----------------------------------------------------------------------------------
 results=${results:-"$work/results.jsonl"}
@@ -387,6 +561,11 @@ for round in $(seq "$rounds"); do
   done
   for t in "${order[@]}"; do
     [ "$t" = certgate-log ] && continue
+    runs https "$t" &&
+      measure "$t" "$round" h1 "${window[@]}" --connections 50 --phase https --server-name "$tls_name"
+  done
+  for t in "${order[@]}"; do
+    [ "$t" = certgate-log ] && continue
     has_phase full && measure "$t" "$round" handshakes "${window[@]}" --loops 16
     has_phase resumed && measure "$t" "$round" handshakes "${window[@]}" --loops 16 --resume
   done
@@ -402,4 +581,5 @@ done
 machine end
 log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 log "versions: $("$certgate" --version), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -n1 | cut -d' ' -f1-3)"
+[ -z "${baseline:-}" ] || log "baseline: $("$baseline" --version)"
 "$loadgen" report "$results"

@@ -40,6 +40,10 @@ enum Command {
         /// Connections, each with one request in flight.
         #[arg(long, default_value_t = 50)]
         connections: usize,
+        /// Name of the phase in the results, e.g. https for the proxy's route to an app it
+        /// reaches over TLS.
+        #[arg(long, default_value = "h1")]
+        phase: String,
     },
     /// HTTP/2: several streams per connection, each sends one request after the other.
     H2 {
@@ -188,10 +192,11 @@ async fn run(command: Command) -> Result<String, Error> {
             target,
             window,
             connections,
+            phase,
         } => {
             let client = Arc::new(client::Client::new(&target, client::Protocol::Http1, true)?);
             let figures = load::run(&client, connections, 1, window.window()?, &target).await?;
-            stats::line(&target, "h1", figures)
+            stats::line(&target, &phase, figures)
         }
         Command::H2 {
             target,

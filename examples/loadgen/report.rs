@@ -1,6 +1,7 @@
 //! `report`: the medians over all rounds of every figure, per target, as one Markdown table
-//! with certgate's ratio to the best peer and the performance goals, then notes on errors and
-//! on how many "resumed" handshakes really resumed, and where the machine's CPU time went per
+//! with certgate's ratio to the best peer and the performance goals; when the run had a
+//! baseline build, a second table with certgate's change from it; then notes on errors and on
+//! how many "resumed" handshakes really resumed, and where the machine's CPU time went per
 //! request.
 
 use std::collections::BTreeMap;
@@ -15,6 +16,11 @@ use crate::Error;
 const CERTGATE: &str = "certgate";
 /// certgate with its default access log on; only its cost is reported.
 const CERTGATE_LOGGING: &str = "certgate-log";
+/// Another certgate build with certgate's config (`bench/run.sh --baseline`); only compared
+/// with certgate.
+const BASELINE: &str = "baseline";
+/// How much worse than the baseline, in percent, certgate may be before a row is flagged.
+const BASELINE_TOLERANCE: f64 = 3.0;
 /// The peers, as named in the results and in the table.
 const PEERS: [(&str, &str); 2] = [("nginx", "nginx"), ("haproxy", "HAProxy")];
 /// The request phases, as named in the results and in the table.
@@ -85,6 +91,7 @@ pub(crate) fn markdown(path: &Path) -> Result<String, Error> {
         }
     }
     out.push('\n');
+    out.push_str(&results.baseline(&rows));
     out.push_str(&results.notes());
     out.push_str(&results.cpu_per_request(&rows));
     Ok(out)
@@ -143,6 +150,30 @@ fn rows(results: &Results<'_>) -> Vec<Row> {
             better: Better::Lower,
             format: two_decimals,
             goal: goal(1.0, Peer::Best),
+        },
+        Row {
+            label: "HTTPS to the app: h1 rps (50 conns)".into(),
+            phase: "https",
+            field: "rate",
+            better: Better::Higher,
+            format: thousands,
+            goal: None,
+        },
+        Row {
+            label: "HTTPS to the app: h1 requests per proxy-CPU-second".into(),
+            phase: "https",
+            field: "per_cpu_second",
+            better: Better::Higher,
+            format: thousands,
+            goal: None,
+        },
+        Row {
+            label: "HTTPS to the app: h1 p99 ms".into(),
+            phase: "https",
+            field: "p99_ms",
+            better: Better::Lower,
+            format: two_decimals,
+            goal: None,
         },
         Row {
             label: "full handshakes/s (16 loops, no resumption)".into(),
@@ -226,6 +257,14 @@ impl<'a> Results<'a> {
         median(self.values(target, phase, field))
     }
 
+    /// Whether the main table has `row`: certgate or a peer ran its phase.
+    fn shown(&self, row: &Row) -> bool {
+        [CERTGATE]
+            .into_iter()
+            .chain(PEERS.map(|(name, _)| name))
+            .any(|target| self.median(target, row.phase, row.field).is_some())
+    }
+
     fn row(&self, row: &Row) -> String {
         let value = |target: &str| self.median(target, row.phase, row.field);
         let ours = value(CERTGATE);
@@ -238,7 +277,7 @@ impl<'a> Results<'a> {
                 Better::Higher => a.max(b),
                 Better::Lower => a.min(b),
             });
-        if ours.is_none() && best.is_none() {
+        if !self.shown(row) {
             // A phase this run left out (`--phases`).
             return String::new();
         }
@@ -300,6 +339,48 @@ impl<'a> Results<'a> {
         )
     }
 
+    /// certgate's median beside the baseline's for each row of the main table, and the change
+    /// in percent, negative where certgate is worse; empty when the run had no baseline.
+    fn baseline(&self, rows: &[Row]) -> String {
+        if !self.runs.keys().any(|(target, _)| target == BASELINE) {
+            return String::new();
+        }
+        let mut out = format!(
+            "certgate against the baseline, another certgate build run with the same config in \
+             the same rounds (`--baseline`): medians, and certgate's change from the baseline, \
+             negative where certgate is worse (for p99 and RSS, where its figure is higher), \
+             flagged beyond {BASELINE_TOLERANCE:.0}%.\n\n\
+             | | certgate | baseline | change | |\n|---|--:|--:|--:|---|\n"
+        );
+        for row in rows.iter().filter(|row| self.shown(row)) {
+            let value = |target: &str| self.median(target, row.phase, row.field);
+            let (ours, theirs) = (value(CERTGATE), value(BASELINE));
+            let cell = |figure: Option<f64>| figure.map_or_else(|| "—".to_owned(), row.format);
+            let change = ours.zip(theirs).filter(|(_, theirs)| *theirs > 0.0).map(
+                |(ours, theirs)| match row.better {
+                    Better::Higher => (ours / theirs - 1.0) * 100.0,
+                    Better::Lower => (1.0 - ours / theirs) * 100.0,
+                },
+            );
+            let flag = match change {
+                Some(change) if change < -BASELINE_TOLERANCE => {
+                    format!("**worse by more than {BASELINE_TOLERANCE:.0}%**")
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {flag} |",
+                row.label,
+                cell(ours),
+                cell(theirs),
+                change.map_or_else(|| "—".to_owned(), |change| format!("{change:+.1}%")),
+            );
+        }
+        out.push('\n');
+        out
+    }
+
     /// Rounds, errors, and how many handshakes of the resumed phase really resumed.
     fn notes(&self) -> String {
         let mut notes = String::new();
@@ -333,7 +414,11 @@ impl<'a> Results<'a> {
             );
         }
         let mut resumed = Vec::new();
-        for (name, shown) in [(CERTGATE, "certgate")].into_iter().chain(PEERS) {
+        for (name, shown) in [(CERTGATE, "certgate")]
+            .into_iter()
+            .chain(PEERS)
+            .chain([(BASELINE, "baseline")])
+        {
             let done: f64 = self.values(name, "resumed", "count").iter().sum();
             let did: f64 = self.values(name, "resumed", "resumed").iter().sum();
             if done > 0.0 {
@@ -533,35 +618,51 @@ fn times(ratio: f64) -> String {
 mod tests {
     use std::io::Write as _;
 
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::markdown;
 
+    /// One round of a request phase against `target`: `count` requests in 5 s on 2 cores, 9 s
+    /// of the machine's 10 busy, `cpu` s of them the proxy's.
+    fn run(target: &str, phase: &str, count: u32, cpu: f64, p99: f64) -> Value {
+        json!({
+            "target": target, "round": 1, "phase": phase, "count": count, "errors": 0,
+            "seconds": 5.0, "rate": f64::from(count) / 5.0, "cpu_seconds": cpu,
+            "per_cpu_second": f64::from(count) / cpu, "p99_ms": p99,
+            "cpu_user_seconds": 0.7, "cpu_system_seconds": cpu - 0.7,
+            "upstream_cpu_seconds": 0.6, "loadgen_cpu_seconds": 0.9,
+            "machine_busy_seconds": 9.0, "machine_cpu_seconds": 10.0,
+        })
+    }
+
     /// One round of HTTP/1.1 against certgate and the two peers: 100,000 requests in 5 s on 2
     /// cores against certgate, so 100 µs of machine time a request, and `nginx` requests
-    /// against nginx.
-    fn results(nginx: u32) -> tempfile::NamedTempFile {
-        let run = |target: &str, count: u32, cpu: f64| {
-            json!({
-                "target": target, "round": 1, "phase": "h1", "count": count, "errors": 0,
-                "seconds": 5.0, "rate": f64::from(count) / 5.0, "cpu_seconds": cpu,
-                "per_cpu_second": f64::from(count) / cpu, "p99_ms": 1.0,
-                "cpu_user_seconds": 0.7, "cpu_system_seconds": cpu - 0.7,
-                "upstream_cpu_seconds": 0.6, "loadgen_cpu_seconds": 0.9,
-                "machine_busy_seconds": 9.0, "machine_cpu_seconds": 10.0,
-            })
-        };
+    /// against nginx; then `more` lines.
+    fn results_with(nginx: u32, more: &[Value]) -> tempfile::NamedTempFile {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         for line in [
             json!({"target": "machine", "phase": "start", "loadavg": 0.5, "cores": 2}),
-            run("certgate", 100_000, 1.5),
-            run("nginx", nginx, 2.0),
-            run("haproxy", 40_000, 2.0),
-            json!({"target": "machine", "phase": "end", "loadavg": 1.5, "cores": 2}),
-        ] {
+            run("certgate", "h1", 100_000, 1.5, 1.0),
+            run("nginx", "h1", nginx, 2.0, 1.0),
+            run("haproxy", "h1", 40_000, 2.0, 1.0),
+        ]
+        .iter()
+        .chain(more)
+        .chain([&json!({"target": "machine", "phase": "end", "loadavg": 1.5, "cores": 2})])
+        {
             writeln!(file, "{line}").unwrap();
         }
         file
+    }
+
+    fn results(nginx: u32) -> tempfile::NamedTempFile {
+        results_with(nginx, &[])
+    }
+
+    /// A baseline build's round of HTTP/1.1 beside `results(50_000)`: 110,000 requests with
+    /// 1.62 s of CPU and a p99 of 1.25 ms, against certgate's 100,000 with 1.5 s and 1.0 ms.
+    fn baseline_h1() -> Value {
+        run("baseline", "h1", 110_000, 1.62, 1.25)
     }
 
     #[test]
@@ -622,5 +723,112 @@ mod tests {
             "{report}"
         );
         assert!(!report.contains("Where the CPU time went"), "{report}");
+    }
+
+    #[test]
+    fn the_https_rows_are_there_when_the_phase_ran() {
+        let without = markdown(results(50_000).path()).unwrap();
+        assert!(!without.contains("HTTPS to the app"), "{without}");
+        let report = markdown(
+            results_with(
+                50_000,
+                &[
+                    run("certgate", "https", 60_000, 1.5, 2.0),
+                    run("nginx", "https", 40_000, 2.0, 2.5),
+                ],
+            )
+            .path(),
+        )
+        .unwrap();
+        assert!(
+            report.contains(
+                "| HTTPS to the app: h1 rps (50 conns) | 12,000 | 8,000 | — | 1.50× |  |"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains(
+                "| HTTPS to the app: h1 requests per proxy-CPU-second | 40,000 | 20,000 | — | \
+                 2.00× |  |"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains("| HTTPS to the app: h1 p99 ms | 2.00 | 2.50 | — | 0.80× |  |"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_baseline_gets_a_second_table_negative_where_certgate_is_worse() {
+        let report = markdown(results_with(50_000, &[baseline_h1()]).path()).unwrap();
+        assert!(
+            report.contains(
+                "certgate against the baseline, another certgate build run with the same config \
+                 in the same rounds (`--baseline`): medians, and certgate's change from the \
+                 baseline, negative where certgate is worse (for p99 and RSS, where its figure is \
+                 higher), flagged beyond 3%.\n\n| | certgate | baseline | change | |\n"
+            ),
+            "{report}"
+        );
+        // 20,000 rps against 22,000: 9.1% fewer.
+        assert!(
+            report.contains(
+                "| HTTP/1.1 keep-alive rps (50 conns) | 20,000 | 22,000 | -9.1% | \
+                 **worse by more than 3%** |"
+            ),
+            "{report}"
+        );
+        // 66,667 requests per CPU-second against 67,901: 1.8% fewer, within the tolerance.
+        assert!(
+            report.contains("| h1 requests per proxy-CPU-second | 66,667 | 67,901 | -1.8% |  |"),
+            "{report}"
+        );
+        // Lower is better: a p99 of 1.00 ms against 1.25 is 20% better.
+        assert!(
+            report.contains("| h1 p99 ms | 1.00 | 1.25 | +20.0% |  |"),
+            "{report}"
+        );
+        // The main table is the same; the phases nobody ran have no row in either table.
+        assert!(
+            report.contains("| HTTP/1.1 keep-alive rps (50 conns) | 20,000 | 10,000 | 8,000 |"),
+            "{report}"
+        );
+        assert!(!report.contains("HTTP/2 rps"), "{report}");
+    }
+
+    #[test]
+    fn a_phase_the_baseline_sat_out_has_no_change() {
+        let report = markdown(
+            results_with(
+                50_000,
+                &[
+                    baseline_h1(),
+                    run("certgate", "https", 60_000, 1.5, 2.0),
+                    run("nginx", "https", 40_000, 2.0, 2.5),
+                ],
+            )
+            .path(),
+        )
+        .unwrap();
+        assert!(
+            report.contains("| HTTPS to the app: h1 rps (50 conns) | 12,000 | — | — |  |"),
+            "{report}"
+        );
+        assert!(
+            report.contains("| HTTPS to the app: h1 p99 ms | 2.00 | — | — |  |"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn without_a_baseline_the_report_has_only_its_own_tables() {
+        let without = markdown(results(50_000).path()).unwrap();
+        let with = markdown(results_with(50_000, &[baseline_h1()]).path()).unwrap();
+        assert!(!without.contains("baseline"), "{without}");
+        // The baseline's table and the blank line after it are all that differs.
+        let start = with.find("certgate against the baseline").unwrap();
+        let end = start + with[start..].find("|\n\n").unwrap() + "|\n\n".len();
+        assert_eq!(format!("{}{}", &with[..start], &with[end..]), without);
     }
 }
