@@ -102,7 +102,7 @@ impl Handles {
         let session = accepted.stream.get_ref().1;
         let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let peer_chain = verdict::presented(&app, session);
-        let verdict = Box::pin(verdict::decide(&app, peer_chain, accepted.judged)).await;
+        let verdict = Box::pin(verdict::decide(&app, peer_chain, resumed)).await;
         if let Some(refused) = &verdict.refusal {
             let reject_with = app.config.reject_with;
             self.refused_after_handshake(&app.config.name, sni, refused, reject_with, client_addr);
@@ -112,15 +112,22 @@ impl Handles {
             }
         }
         let refusal = verdict.refusal.map(|refused| RefusalPage::new(*refused));
-        let identity = match (peer_chain, verdict.identity) {
-            (Some(chain), Some(identity)) if refusal.is_none() => Some(VerifiedClient::new(
-                chain,
-                identity,
-                app.config.xfcc_fields,
-                app.config.request_policy.formats,
-                apps.limits.max_xfcc_bytes,
-            )),
-            _ => None,
+        let identity = match peer_chain.filter(|_| refusal.is_none()) {
+            Some(chain) => {
+                match VerifiedClient::new(
+                    chain,
+                    app.config.xfcc_fields,
+                    app.config.request_policy.formats,
+                    apps.limits.max_xfcc_bytes,
+                ) {
+                    Ok(identity) => Some(identity),
+                    Err(error) => {
+                        tracing::warn!(app = %app.config.name, error = %error, "closing connection");
+                        return;
+                    }
+                }
+            }
+            None => None,
         };
         tracing::debug!(
             app = %app.config.name,

@@ -1,16 +1,14 @@
-//! The client's certificate as the policy read it, once per connection: its hash, names,
-//! issuer, serial and validity.
+//! The client's verified certificate, parsed once per connection: its hash, names and expiry.
 //! The certificate headers built from it live with the proxy (`proxy::xfcc`).
 
+use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
-use x509_parser::certificate::{Validity, X509Certificate};
+use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::x509::X509Name;
 
-/// A client certificate that passed the app's policy, as the policy read it: its hash, names,
-/// issuer, serial and validity. Made from the one parse of the leaf, during the handshake (or,
-/// for a resumed session, when the session is judged again).
-#[derive(Debug, Clone)]
+/// A client that presented a certificate that passed the app's policy.
+#[derive(Debug)]
 pub(crate) struct ClientIdentity {
     /// SHA-256 of the leaf, lowercase hex.
     pub hash: String,
@@ -18,31 +16,37 @@ pub(crate) struct ClientIdentity {
     pub hash_bytes: [u8; 32],
     /// The leaf's subject and SANs, for authorization.
     pub names: LeafNames,
-    /// The issuer, RFC 4514.
-    pub issuer: String,
-    /// The serial number's bytes, as encoded.
-    pub serial: Vec<u8>,
-    /// The leaf's validity period.
-    pub validity: Validity,
+    /// End of the leaf's validity, in seconds since the Unix epoch.
+    pub not_after: i64,
 }
 
+/// Why a verified chain could not be turned into an identity (should not happen: the
+/// verifier parsed the same leaf).
+#[derive(Debug, thiserror::Error)]
+#[error("the verified client certificate cannot be parsed")]
+pub(crate) struct IdentityError;
+
 impl ClientIdentity {
-    /// Reads the facts of a parsed leaf whose DER is `der`.
-    pub(crate) fn of(der: &[u8], leaf: &X509Certificate<'_>) -> Self {
-        let hash_bytes: [u8; 32] = Sha256::digest(der).into();
-        Self {
+    /// Parses the leaf of the chain the client sent (leaf first); the parsed leaf is returned
+    /// too, for the certificate headers built from it.
+    pub(crate) fn parse<'a>(
+        chain: &'a [CertificateDer<'a>],
+    ) -> Result<(Self, X509Certificate<'a>), IdentityError> {
+        let leaf_der = chain.first().ok_or(IdentityError)?;
+        let (_, leaf) = x509_parser::parse_x509_certificate(leaf_der).map_err(|_| IdentityError)?;
+        let hash_bytes: [u8; 32] = Sha256::digest(leaf_der).into();
+        let identity = Self {
             hash: hex::encode(hash_bytes),
             hash_bytes,
-            names: LeafNames::of(leaf),
-            issuer: rfc4514(leaf.issuer()),
-            serial: leaf.raw_serial().to_vec(),
-            validity: leaf.validity().clone(),
-        }
+            names: LeafNames::of(&leaf),
+            not_after: leaf.validity().not_after.timestamp(),
+        };
+        Ok((identity, leaf))
     }
 
     /// Whether the leaf has expired by `now` (seconds since the Unix epoch).
     pub(crate) fn expired_at(&self, now: i64) -> bool {
-        now > self.validity.not_after.timestamp()
+        now > self.not_after
     }
 }
 

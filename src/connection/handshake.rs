@@ -14,7 +14,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::apps::{App, Apps};
 use crate::tls::FailureReason;
-use crate::tls::policy::{self, Judged, Refusal};
+use crate::tls::policy::{self, Refusal};
 use crate::tls::sni::normalize;
 
 /// A completed handshake: the stream and the app it belongs to.
@@ -26,9 +26,6 @@ pub(crate) struct Accepted<IO> {
     pub app: Arc<App>,
     /// The normalized SNI, when the client sent one.
     pub sni: Option<String>,
-    /// What the app's verifier decided about the client's certificate, when it was asked
-    /// (a full handshake with a certificate; never for a resumed session).
-    pub judged: Option<Judged>,
 }
 
 /// Why a connection did not complete its handshake.
@@ -228,27 +225,22 @@ where
         return Err(AcceptError::UnknownSni { sni });
     };
     *app_out = Some(app.clone());
-    let (result, judged) =
+    let (result, refusal) =
         policy::watch(start.into_stream(app.config.tls.clone()).into_fallible()).await;
     match result {
-        Ok(stream) => Ok(Accepted {
-            stream,
-            app,
-            sni,
-            judged,
-        }),
+        Ok(stream) => Ok(Accepted { stream, app, sni }),
         Err((source, io)) => {
             linger_close(io).await;
             let reason = source
                 .get_ref()
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
                 .map_or(FailureReason::Protocol, FailureReason::of);
-            let refusal = match judged {
-                Some(Judged::Refused(refusal)) => Some(refusal),
+            let refusal = match refusal {
+                Some(refusal) => Some(refusal),
                 None if reason == FailureReason::NoCertificate => {
                     Some(Box::new(Refusal::no_certificate()))
                 }
-                Some(Judged::Passed(_)) | None => None,
+                None => None,
             };
             Err(AcceptError::Handshake {
                 sni,

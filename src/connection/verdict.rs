@@ -9,18 +9,15 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::apps::App;
 use crate::config::AppConfig;
-use crate::identity::ClientIdentity;
 use crate::revocation::Standing;
-use crate::settings::ClientCertMode;
-use crate::tls::policy::{Judged, Refusal};
+use crate::settings::{ClientCertMode, RejectWith};
+use crate::tls::policy::Refusal;
 
 /// The verdict on a connection.
 #[derive(Debug)]
 pub(super) struct Verdict {
     /// Why its certificate (or the lack of one) is refused, if it is.
     pub refusal: Option<Box<Refusal>>,
-    /// Its certificate as the policy read it, when one passed.
-    pub identity: Option<ClientIdentity>,
     /// Its standing with the app's revocation sources, once admitted by them: a revocation
     /// learned while it is open refuses it.
     pub standing: Option<Arc<Standing>>,
@@ -37,27 +34,17 @@ pub(super) fn presented<'a>(
         .filter(|_| app.config.mode != ClientCertMode::Ignore)
 }
 
-/// Judges `chain` under `app`'s policy where the verifier did not (`judged` is what it
-/// decided, if it was asked), then asks the app's revocation sources about it.
+/// Judges `chain` under `app`'s policy where the verifier did not, then asks the app's
+/// revocation sources about it.
 pub(super) async fn decide(
     app: &App,
     chain: Option<&[CertificateDer<'static>]>,
-    judged: Option<Judged>,
+    resumed: bool,
 ) -> Verdict {
-    let identity = match judge(&app.config, chain, judged) {
-        Ok(identity) => identity,
-        Err(refusal) => {
-            return Verdict {
-                refusal: Some(refusal),
-                identity: None,
-                standing: None,
-            };
-        }
-    };
-    let (Some(revocation), Some(chain)) = (&app.config.revocation, chain) else {
+    let refusal = judge(&app.config, chain, resumed);
+    let (Some(revocation), Some(chain), None) = (&app.config.revocation, chain, &refusal) else {
         return Verdict {
-            refusal: None,
-            identity,
+            refusal,
             standing: None,
         };
     };
@@ -66,50 +53,45 @@ pub(super) async fn decide(
     match revocation.admit(chain).await {
         Ok(path) => Verdict {
             refusal: None,
-            identity,
             standing: Some(revocation.watch(path, generation)),
         },
         Err(refused) => {
             let leaf = chain.first().map_or(&[][..], |leaf| leaf.as_ref());
             Verdict {
                 refusal: Some(Box::new(refused.to_policy(leaf))),
-                identity: None,
                 standing: None,
             }
         }
     }
 }
 
-/// The app's certificate policy on the connection's chain: what the handshake's verifier
-/// decided when it was asked (a full handshake; under `rejectWith: "http"` it lets a refused
-/// certificate through and the refusal is answered here), else the policy in force now (a
-/// resumed session: rustls resumes without asking the verifier). A `require` app without
-/// exclusion paths refuses a session that carries no certificate. The certificate as the
-/// policy read it when it passed.
+/// The app's certificate policy run again once the handshake is done, where the verifier did
+/// not decide: on a resumed session (rustls resumes without asking the verifier, so the
+/// session is judged under the policy in force now) and on every connection of a
+/// `rejectWith: "http"` app (whose verifier lets every certificate through). A `require`
+/// app without exclusion paths refuses a session that carries no certificate. `None` when
+/// the connection may be served.
 fn judge(
     app: &AppConfig,
     chain: Option<&[CertificateDer<'static>]>,
-    judged: Option<Judged>,
-) -> Result<Option<ClientIdentity>, Box<Refusal>> {
-    let Some((leaf, intermediates)) = chain.and_then(|chain| chain.split_first()) else {
-        // With exclusion paths a missing certificate is judged per request (proxy::admission).
-        return if app.mode == ClientCertMode::Require
-            && app.request_policy.exclusion_paths.is_empty()
-        {
-            Err(Box::new(Refusal::no_certificate()))
-        } else {
-            Ok(None)
-        };
-    };
-    // An `ignore` app has no policy (and `presented` gives it no chain).
-    let Some(policy) = &app.policy else {
-        return Ok(None);
-    };
-    match judged {
-        Some(Judged::Passed(identity)) => Ok(Some(*identity)),
-        Some(Judged::Refused(refusal)) => Err(refusal),
-        None => policy
+    resumed: bool,
+) -> Option<Box<Refusal>> {
+    if app.reject_with != RejectWith::Http && !resumed {
+        return None;
+    }
+    match chain.and_then(|chain| chain.split_first()) {
+        // An `ignore` app has no policy: a certificate it did not ask for is never used.
+        Some((leaf, intermediates)) => app
+            .policy
+            .as_ref()?
             .evaluate(leaf, intermediates, UnixTime::now())
-            .map(|passed| Some(passed.identity)),
+            .err(),
+        // With exclusion paths a missing certificate is judged per request (proxy::admission).
+        None if app.mode == ClientCertMode::Require
+            && app.request_policy.exclusion_paths.is_empty() =>
+        {
+            Some(Box::new(Refusal::no_certificate()))
+        }
+        None => None,
     }
 }

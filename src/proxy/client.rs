@@ -5,7 +5,7 @@ use http::{HeaderName, HeaderValue};
 use rustls_pki_types::CertificateDer;
 
 use super::{formats, headers, xfcc};
-use crate::identity::ClientIdentity;
+use crate::identity::{ClientIdentity, IdentityError};
 use crate::policy::Formats;
 use crate::settings::XfccFields;
 
@@ -20,16 +20,15 @@ pub(crate) struct VerifiedClient {
 }
 
 impl VerifiedClient {
-    /// Builds the header values of the app's `formats` (the verdict excepted: it depends on no
-    /// certificate) for the chain the client sent (leaf first), whose leaf the policy read as
-    /// `identity`.
+    /// Parses the chain the client sent (leaf first) and builds the header values of the
+    /// app's `formats` (the verdict excepted: it depends on no certificate).
     pub(crate) fn new(
         chain: &[CertificateDer<'_>],
-        identity: ClientIdentity,
         fields: XfccFields,
         formats: Formats,
         max_xfcc_bytes: usize,
-    ) -> Self {
+    ) -> Result<Self, IdentityError> {
+        let (identity, leaf) = ClientIdentity::parse(chain)?;
         let mut all = Vec::new();
         let mut fits = true;
         if formats.envoy {
@@ -44,13 +43,13 @@ impl VerifiedClient {
                 None => fits = false,
             }
         }
-        match formats::build(chain, &identity, formats, max_xfcc_bytes) {
+        match formats::build(chain, &leaf, formats, max_xfcc_bytes) {
             Some(others) => all.extend(others),
             None => fits = false,
         }
-        Self {
+        Ok(Self {
             identity,
             headers: fits.then_some(all),
-        }
+        })
     }
 }

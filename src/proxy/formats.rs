@@ -9,10 +9,11 @@ use base64::Engine as _;
 use http::header::{HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rustls_pki_types::CertificateDer;
+use x509_parser::certificate::X509Certificate;
 use x509_parser::time::ASN1Time;
 
 use super::xfcc;
-use crate::identity::ClientIdentity;
+use crate::identity::rfc4514;
 use crate::policy::Formats;
 
 /// RFC 9440 section 2.2: the leaf as a Structured Field Byte Sequence.
@@ -71,7 +72,7 @@ fn is_known(name: &str) -> bool {
 /// first), or `None` when one value would exceed `max_bytes`.
 pub(crate) fn build(
     chain: &[CertificateDer<'_>],
-    leaf: &ClientIdentity,
+    leaf: &X509Certificate<'_>,
     formats: Formats,
     max_bytes: usize,
 ) -> Option<Vec<(HeaderName, HeaderValue)>> {
@@ -86,15 +87,15 @@ pub(crate) fn build(
         }
     }
     if formats.aws_alb {
-        headers.push((AMZN_SERIAL, serial_hex(&leaf.serial)));
-        headers.push((AMZN_ISSUER, leaf.issuer.clone()));
-        headers.push((AMZN_SUBJECT, leaf.names.subject.clone()));
+        headers.push((AMZN_SERIAL, serial_hex(leaf.raw_serial())));
+        headers.push((AMZN_ISSUER, rfc4514(leaf.issuer())));
+        headers.push((AMZN_SUBJECT, rfc4514(leaf.subject())));
         headers.push((
             AMZN_VALIDITY,
             format!(
                 "NotBefore={};NotAfter={}",
-                iso8601(&leaf.validity.not_before),
-                iso8601(&leaf.validity.not_after)
+                iso8601(&leaf.validity().not_before),
+                iso8601(&leaf.validity().not_after)
             ),
         ));
         headers.push((

@@ -11,7 +11,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::FailureReason;
-use super::policy::{self, Judged, Policy, Presented, Refusal};
+use super::policy::{self, Policy, Presented, Refusal};
 use crate::settings::{ClientCertMode, RejectWith};
 
 /// The verifier for an app, or `None` in `ignore` mode. With `RejectWith::Http` a certificate
@@ -76,7 +76,7 @@ impl PolicyVerifier {
                     presented: Some(presented),
                     error: error.clone(),
                 }));
-            policy::record(Judged::Refused(refusal));
+            policy::record(refusal);
         }
         result
     }
@@ -106,19 +106,13 @@ impl ClientCertVerifier for PolicyVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         match self.policy.evaluate(end_entity, intermediates, now) {
-            Ok(passed) => {
-                policy::record(Judged::Passed(Box::new(passed.identity)));
-                Ok(ClientCertVerified::assertion())
-            }
-            // The handshake completes; the connection takes the refusal and answers every
-            // request itself.
-            Err(refusal) if self.reject_with == RejectWith::Http => {
-                policy::record(Judged::Refused(refusal));
-                Ok(ClientCertVerified::assertion())
-            }
+            Ok(_) => Ok(ClientCertVerified::assertion()),
+            // The connection evaluates the policy again once the handshake is done (so a
+            // resumed session is judged too) and answers every request itself.
+            Err(_) if self.reject_with == RejectWith::Http => Ok(ClientCertVerified::assertion()),
             Err(refusal) => {
                 let error = refusal.error.clone();
-                policy::record(Judged::Refused(refusal));
+                policy::record(refusal);
                 Err(error)
             }
         }

@@ -12,11 +12,12 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{CertificateError, RootCertStore};
 use rustls_pki_types::{CertificateDer, UnixTime};
+use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Version};
 
 use super::FailureReason;
-use crate::identity::{ClientIdentity, LeafNames};
+use crate::identity::{LeafNames, rfc4514};
 use crate::settings::{AllowList, Trust};
 
 /// One app's policy for presented certificates (modes aside: `evaluate` only runs when a
@@ -58,8 +59,6 @@ pub struct Passed {
     pub trust: TrustSource,
     /// The leaf, for logs.
     pub presented: Presented,
-    /// The leaf as the connection uses it (hash, names, headers).
-    pub(crate) identity: ClientIdentity,
 }
 
 /// The few facts about a presented leaf that a refusal names (never the whole certificate).
@@ -78,7 +77,12 @@ pub struct Presented {
 impl Presented {
     /// Reads the facts of a parsed leaf.
     pub fn of(der: &[u8], leaf: &X509Certificate<'_>) -> Self {
-        Self::from(&ClientIdentity::of(der, leaf))
+        Self {
+            subject: rfc4514(leaf.subject()),
+            issuer: rfc4514(leaf.issuer()),
+            serial: leaf.raw_serial_as_string(),
+            hash: crate::identity::hash_hex(der),
+        }
     }
 
     /// For a leaf that does not even parse: only its hash.
@@ -86,17 +90,6 @@ impl Presented {
         Self {
             hash: crate::identity::hash_hex(der),
             ..Self::default()
-        }
-    }
-}
-
-impl From<&ClientIdentity> for Presented {
-    fn from(identity: &ClientIdentity) -> Self {
-        Self {
-            subject: identity.names.subject.clone(),
-            issuer: identity.issuer.clone(),
-            serial: x509_parser::utils::format_serial(&identity.serial),
-            hash: identity.hash.clone(),
         }
     }
 }
@@ -181,8 +174,7 @@ impl Policy {
                 }));
             }
         };
-        let identity = ClientIdentity::of(end_entity, &leaf);
-        let presented = Presented::from(&identity);
+        let presented = Presented::of(end_entity, &leaf);
         let refuse = |reason, detail: String, error: rustls::Error| {
             Box::new(Refusal {
                 reason,
@@ -219,7 +211,7 @@ impl Policy {
             ));
         }
         let trust = self
-            .trusted_by(end_entity, intermediates, &identity.hash_bytes, now)
+            .trusted_by(end_entity, intermediates, now)
             .map_err(|error| {
                 let reason = FailureReason::of(&error);
                 refuse(reason, describe(&error, &presented), error)
@@ -240,18 +232,15 @@ impl Policy {
                 CertificateError::UnknownRevocationStatus.into(),
             ));
         }
-        if !self.allow.is_empty() && !permits(&self.allow, &identity.names) {
+        let names = LeafNames::of(&leaf);
+        if !self.allow.is_empty() && !permits(&self.allow, &names) {
             return Err(refuse(
                 FailureReason::NotAllowed,
-                not_allowed_detail(&identity.names),
+                not_allowed_detail(&names),
                 CertificateError::ApplicationVerificationFailure.into(),
             ));
         }
-        Ok(Passed {
-            trust,
-            presented,
-            identity,
-        })
+        Ok(Passed { trust, presented })
     }
 
     /// Step 3 of the README's list: a pin, a CA chain, or `allowUntrusted`.
@@ -259,10 +248,10 @@ impl Policy {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        hash: &[u8; 32],
         now: UnixTime,
     ) -> Result<TrustSource, rustls::Error> {
-        if self.trust.pins.contains(hash) {
+        let hash: [u8; 32] = Sha256::digest(end_entity).into();
+        if self.trust.pins.contains(&hash) {
             return Ok(TrustSource::Pin);
         }
         match &self.webpki {
@@ -421,38 +410,28 @@ pub(crate) fn describe(error: &rustls::Error, presented: &Presented) -> String {
     }
 }
 
-/// What the verifier decided about the chain of one handshake.
-#[derive(Debug)]
-pub(crate) enum Judged {
-    /// It passed: the leaf as the policy read it, so the connection never parses it again.
-    Passed(Box<ClientIdentity>),
-    /// It was refused, and why (rustls itself only carries the alert).
-    Refused(Box<Refusal>),
-}
-
 tokio::task_local! {
-    static JUDGED: RefCell<Option<Judged>>;
+    static LAST_REFUSAL: RefCell<Option<Box<Refusal>>>;
 }
 
-/// Runs a handshake and returns its output with what the verifier decided during it: the log
-/// line of a refusal names the certificate and says why, and a connection that passed uses
-/// the verifier's reading of its leaf.
-pub(crate) async fn watch<F: Future>(handshake: F) -> (F::Output, Option<Judged>) {
-    JUDGED
+/// Runs a handshake and returns its output with the refusal the verifier recorded during it,
+/// so the log line can name the certificate and say why (rustls only carries the alert).
+pub(crate) async fn watch<F: Future>(handshake: F) -> (F::Output, Option<Box<Refusal>>) {
+    LAST_REFUSAL
         .scope(RefCell::new(None), async {
             let output = handshake.await;
-            let judged = JUDGED
+            let refusal = LAST_REFUSAL
                 .try_with(|slot| slot.borrow_mut().take())
                 .ok()
                 .flatten();
-            (output, judged)
+            (output, refusal)
         })
         .await
 }
 
-/// Records a verdict for `watch` (a later one replaces it); does nothing outside it.
-pub(crate) fn record(judged: Judged) {
-    let _ = JUDGED.try_with(|slot| *slot.borrow_mut() = Some(judged));
+/// Records a refusal for `watch`; does nothing outside it.
+pub(crate) fn record(refusal: Box<Refusal>) {
+    let _ = LAST_REFUSAL.try_with(|slot| *slot.borrow_mut() = Some(refusal));
 }
 
 /// Whether the leaf matches an allow-list entry; a name only ever matches an entry of its own
