@@ -3,6 +3,7 @@
 
 pub(crate) mod app;
 pub(crate) mod label;
+mod register;
 pub(crate) mod revocation;
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -14,13 +15,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use self::app::{AppMetrics, RequestLabels, RuleLabels, StallLabels};
-use self::label::{AppLabel, StallReason};
+use self::app::{RequestLabels, RuleLabels, StallLabels};
+use self::label::AppLabel;
 use crate::policy::AppPolicy;
 use crate::proxy_protocol::RefusalReason;
 use crate::settings::Trust;
 use crate::tls::FailureReason;
-use crate::tls::upstream::UpstreamTlsFailure;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
@@ -312,125 +312,6 @@ impl Metrics {
             .inc();
     }
 
-    /// Creates every per-app series at zero, sets the app's certificate expiries, and
-    /// returns the app's request handles.
-    pub(crate) fn register_app(&self, app: &AppSeries<'_>) -> AppMetrics {
-        for reason in FailureReason::ALL {
-            let _ = self.handshake_failures.get_or_create(&FailureLabels {
-                app: app.name.to_owned(),
-                reason: reason.as_str(),
-            });
-        }
-        let expiries = [
-            (
-                "server",
-                app.server_chain
-                    .first()
-                    .and_then(|c| certificate_not_after(c)),
-            ),
-            (
-                "client_ca",
-                app.trust
-                    .roots
-                    .iter()
-                    .filter_map(|c| certificate_not_after(c))
-                    .min(),
-            ),
-            (
-                "upstream_client",
-                app.upstream_client_chain
-                    .first()
-                    .and_then(|c| certificate_not_after(c)),
-            ),
-            (
-                "crl",
-                app.trust
-                    .crls
-                    .iter()
-                    .filter_map(|c| crl_next_update(c))
-                    .min(),
-            ),
-        ];
-        for (kind, not_after) in expiries {
-            if let Some(not_after) = not_after {
-                self.not_after
-                    .get_or_create(&CertificateLabels {
-                        app: app.name.to_owned(),
-                        kind,
-                    })
-                    .set(not_after);
-            }
-        }
-        // The policy series exist at zero only for apps that can increment them.
-        let rules = &app.request_policy.authorization;
-        let default = rules
-            .default_deny
-            .then_some(crate::policy::authorization::DEFAULT_RULE_LABEL);
-        for rule in rules
-            .rules
-            .iter()
-            .map(|rule| rule.label.as_str())
-            .chain(default)
-        {
-            let _ = self.authorization_denied.get_or_create(&RuleLabels {
-                app: app.name.to_owned(),
-                rule: rule.to_owned(),
-            });
-        }
-        if app.request_policy.rate_limit.is_some() {
-            let _ = self.rate_limited.get_or_create(&AppLabel {
-                app: app.name.to_owned(),
-            });
-        }
-        self.app(app.name)
-    }
-
-    /// The handles of one app's per-request series, resolved once so that a request only
-    /// increments counters (no label lookup, no allocation).
-    fn app(&self, app: &str) -> AppMetrics {
-        let label = AppLabel {
-            app: app.to_owned(),
-        };
-        let ok = ["none", "verified"].map(|client_cert| {
-            self.requests
-                .get_or_create(&RequestLabels {
-                    app: app.to_owned(),
-                    client_cert,
-                    code: 200,
-                })
-                .clone()
-        });
-        let stalled = StallReason::ALL.map(|reason| {
-            self.stalled
-                .get_or_create(&StallLabels {
-                    app: app.to_owned(),
-                    reason: reason.as_str(),
-                })
-                .clone()
-        });
-        let upstream_tls_failures = UpstreamTlsFailure::ALL.map(|reason| {
-            self.upstream_tls_failures
-                .get_or_create(&StallLabels {
-                    app: app.to_owned(),
-                    reason: reason.as_str(),
-                })
-                .clone()
-        });
-        AppMetrics {
-            stalled,
-            upstream_tls_failures,
-            connections: self.connections.get_or_create(&label).clone(),
-            connections_active: self.connections_active.get_or_create(&label).clone(),
-            misdirected: self.misdirected.get_or_create(&label).clone(),
-            authorization_denied: self.authorization_denied.clone(),
-            rate_limited: self.rate_limited.clone(),
-            ok,
-            requests: self.requests.clone(),
-            request_duration: self.request_duration.clone(),
-            app: label.app,
-        }
-    }
-
     /// A connection was closed at accept because `limit` was reached.
     pub(crate) fn connection_refused_by(&self, limit: ConnectionLimit) {
         self.connections_refused.inc();
@@ -470,14 +351,4 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
-}
-
-fn certificate_not_after(der: &[u8]) -> Option<i64> {
-    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(certificate.validity().not_after.timestamp())
-}
-
-fn crl_next_update(der: &[u8]) -> Option<i64> {
-    let (_, crl) = x509_parser::parse_x509_crl(der).ok()?;
-    crl.next_update().map(|time| time.timestamp())
 }
