@@ -301,14 +301,17 @@ impl RunArgs {
         if self.config.is_none() && !sidecar_flags {
             return Err(UsageError::MissingSidecarFlags);
         }
-        let args = self.clone();
-        Ok(Arc::new(move || args.load()))
+        let args = Arc::new(self.clone());
+        Ok(Arc::new(move || {
+            let args = args.clone();
+            Box::pin(async move { args.load().await })
+        }))
     }
 
-    fn load(&self) -> Result<Config, ConfigError> {
+    async fn load(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::from_flags(self.sidecar_file(), Path::new(""))?,
+            Some(path) => Config::load(path).await?,
+            None => Config::from_flags(self.sidecar_file(), Path::new("")).await?,
         };
         // With --config, --listen and --admin override the file.
         if let Some(listen) = &self.listen {

@@ -67,7 +67,7 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
     let upstream_addr = upstream.local_addr().map_err(DemoError::Upstream)?;
     tokio::spawn(serve_echo(upstream));
 
-    let config = Config::from_file(demo_config(listen, upstream_addr)?, &certs)?;
+    let config = Config::from_file(demo_config(listen, upstream_addr)?, &certs).await?;
     let server = Server::bind(&config, None, 0).await?;
     print_tour(server.local_addr().port(), &certs);
     server.run(shutdown).await?;

@@ -31,8 +31,8 @@ pub struct Explanation {
 }
 
 /// Resolves the arguments into a target, a chain and a time, and explains.
-pub fn run(args: &ExplainArgs) -> Result<Explanation, ExplainError> {
-    let target = target(args)?;
+pub async fn run(args: &ExplainArgs) -> Result<Explanation, ExplainError> {
+    let target = target(args).await?;
     let mut chain = crate::config::pem_certificates(&args.certificate)?;
     if let Some(path) = &args.chain {
         chain.extend(crate::config::pem_certificates(path)?);
@@ -46,7 +46,7 @@ pub fn run(args: &ExplainArgs) -> Result<Explanation, ExplainError> {
         Some(value) => parse_time(value)?,
         None => UnixTime::now(),
     };
-    Ok(explain(&target, &chain, at))
+    Ok(explain(&target, &chain, at).await)
 }
 
 /// Prints an explanation in the chosen format.
@@ -62,7 +62,11 @@ pub fn render(explanation: &Explanation, format: ExplainFormat) -> String {
 }
 
 /// Judges `chain` (leaf first) under `target` at `at`.
-pub fn explain(target: &Target, chain: &[CertificateDer<'static>], at: UnixTime) -> Explanation {
+pub async fn explain(
+    target: &Target,
+    chain: &[CertificateDer<'static>],
+    at: UnixTime,
+) -> Explanation {
     let Some((leaf_der, intermediates)) = chain.split_first() else {
         return Explanation {
             accepted: false,
@@ -73,7 +77,7 @@ pub fn explain(target: &Target, chain: &[CertificateDer<'static>], at: UnixTime)
     // Revocation beyond crlFiles, asked now (CRLs as held, OCSP over the network) exactly as
     // a connection would be after its handshake.
     let revocation = match (&target.revocation, &verdict) {
-        (Some(revocation), Ok(_)) => match revocation.decide_blocking(chain) {
+        (Some(revocation), Ok(_)) => match revocation.decide(chain).await {
             Ok(allowed_unknown) => json!({
                 "decision": if allowed_unknown { "unknown, allowed by onUnknown" } else { "good" },
                 "checks": revocation.describe(),

@@ -54,19 +54,13 @@ fn main() -> ExitCode {
         }) => ticket_keys(&file, force, rotate),
         Command::Health { admin } => health(admin),
         Command::Demo { listen } => demo(listen),
-        Command::Run(args) => {
-            let loaded = args.source().and_then(|source| {
-                let config = source()?;
-                Ok((config, source))
-            });
-            match loaded {
-                Ok((config, source)) => serve(&config, source),
-                Err(error) => {
-                    eprintln!("certgate: {}", error_chain(&error));
-                    ExitCode::from(EXIT_USAGE)
-                }
+        Command::Run(args) => match args.source() {
+            Ok(source) => serve(source),
+            Err(error) => {
+                eprintln!("certgate: {}", error_chain(&error));
+                ExitCode::from(EXIT_USAGE)
             }
-        }
+        },
     }
 }
 
@@ -117,45 +111,56 @@ fn raise_open_file_limit(config: &Config) {
     }
 }
 
-/// `check`: the summary line per app on stdout, findings on stderr; exit 64 on an error.
+/// `check`: the summary line per app on stdout, findings on stderr; exit 64 on an error
+/// (`crlUrls` are fetched as `run` fetches them).
 fn check(args: &certgate::cli::RunArgs) -> ExitCode {
-    match args.source().and_then(|source| Ok(source()?)) {
-        Ok(config) => {
-            for app in &config.apps {
-                println!("{}", certgate::cli::summary(app));
-            }
-            for finding in &config.findings {
-                eprintln!("certgate: {finding}");
-            }
-            if config.has_error_findings() {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
+    let source = match args.source() {
+        Ok(source) => source,
         Err(error) => {
             eprintln!("certgate: {}", error_chain(&error));
-            ExitCode::from(EXIT_USAGE)
+            return ExitCode::from(EXIT_USAGE);
         }
-    }
+    };
+    block_on(async move {
+        let config = match source().await {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("certgate: {}", error_chain(&error));
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        for app in &config.apps {
+            println!("{}", certgate::cli::summary(app));
+        }
+        for finding in &config.findings {
+            eprintln!("certgate: {finding}");
+        }
+        if config.has_error_findings() {
+            ExitCode::from(EXIT_USAGE)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
 }
 
 /// `explain`: exit 0 when the certificate would be accepted, 1 when refused, 64 on bad usage.
 fn explain(args: &certgate::cli::ExplainArgs) -> ExitCode {
-    match certgate::explain::run(args) {
-        Ok(explanation) => {
-            print!("{}", certgate::explain::render(&explanation, args.format));
-            if explanation.accepted {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_REFUSED)
+    block_on(async {
+        match certgate::explain::run(args).await {
+            Ok(explanation) => {
+                print!("{}", certgate::explain::render(&explanation, args.format));
+                if explanation.accepted {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_REFUSED)
+                }
+            }
+            Err(error) => {
+                eprintln!("certgate: {}", error_chain(&error));
+                ExitCode::from(EXIT_USAGE)
             }
         }
-        Err(error) => {
-            eprintln!("certgate: {}", error_chain(&error));
-            ExitCode::from(EXIT_USAGE)
-        }
-    }
+    })
 }
 
 fn pki_init(dir: &std::path::Path, force: bool) -> ExitCode {
@@ -228,12 +233,20 @@ fn block_on(task: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-fn serve(config: &Config, source: certgate::ConfigSource) -> ExitCode {
+/// Loads the config (exit 64 when it is refused), then serves it until SIGTERM or SIGINT.
+fn serve(source: certgate::ConfigSource) -> ExitCode {
     start_memory_purging();
-    raise_open_file_limit(config);
     block_on(async {
+        let config = match source().await {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("certgate: {}", error_chain(&error));
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        raise_open_file_limit(&config);
         let shutdown = shutdown_signal();
-        let server = match Server::bind(config, Some(source), certgate::worker_threads()).await {
+        let server = match Server::bind(&config, Some(source), certgate::worker_threads()).await {
             Ok(server) => server,
             Err(error) => {
                 tracing::error!(error = %error_chain(&error), "cannot start");

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +19,9 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 
 /// Produces a fresh, fully validated config: the config file, or the sidecar flags.
-pub type ConfigSource = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+pub type ConfigSource = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Config, ConfigError>> + Send>> + Send + Sync,
+>;
 
 /// How often files are checked when no event arrives (network filesystems, Kubernetes
 /// secret volumes that swap a symlink, platforms without notify).
@@ -130,8 +134,11 @@ impl Reloader {
     /// from. On error nothing changes and `certgate_reloads_total{result="error"}` counts it.
     pub async fn reload(&self) -> Result<Vec<PathBuf>, ReloadError> {
         let source = self.source.clone().ok_or(ReloadError::NoSource)?;
-        // File reads and key parsing block; keep them off the async workers.
-        let loaded = match tokio::task::spawn_blocking(move || source()).await {
+        // File reads and key parsing block; keep them off the async workers (the CRL fetches
+        // still run on the runtime).
+        let runtime = tokio::runtime::Handle::current();
+        let load = move || runtime.block_on(source());
+        let loaded = match tokio::task::spawn_blocking(load).await {
             Ok(loaded) => loaded.map_err(ReloadError::Invalid),
             Err(_) => Err(ReloadError::Aborted),
         };

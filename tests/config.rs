@@ -160,7 +160,7 @@ impl Setup {
 /// Asserts that the config file at `path` is refused by `Config::load` and by
 /// `certgate check` (exit 64), each error naming every one of `needles`.
 fn assert_refused(path: &Path, needles: &[&str]) {
-    let error = match certgate::Config::load(path) {
+    let error = match common::load_config(path) {
         Ok(config) => panic!("Config::load accepted it ({} apps)", config.apps.len()),
         Err(error) => certgate::error_chain(&error),
     };
@@ -445,7 +445,7 @@ fn client_certificate_mode_is_case_insensitive() {
     setup.app("payments")["ingress"]["clientCertificateMode"] = "Require".into();
     setup.app("portal")["ingress"]["clientCertificateMode"] = "ACCEPT".into();
     setup.app("public")["ingress"]["clientCertificateMode"] = "Ignore".into();
-    let config = certgate::Config::load(&setup.write())
+    let config = common::load_config(&setup.write())
         .unwrap_or_else(|e| panic!("refused: {}", certgate::error_chain(&e)));
     let modes: Vec<&str> = config.apps.iter().map(|app| app.mode.as_str()).collect();
     assert_eq!(modes, ["require", "accept", "ignore"]);
@@ -524,7 +524,7 @@ fn relative_paths_are_resolved_against_the_config_folder_in_process() {
         "the test must run from another folder"
     );
     assert!(!cwd.join("server.pem").exists() && !cwd.join("client-ca.pem").exists());
-    let config = certgate::Config::load(&path)
+    let config = common::load_config(&path)
         .unwrap_or_else(|e| panic!("refused: {}", certgate::error_chain(&e)));
     assert_eq!(config.apps.len(), 3);
     for name in ["server.pem", "server.key", "client-ca.pem"] {

@@ -97,7 +97,7 @@ fn make_server_p12(root: &Path) -> bool {
 }
 
 fn load(path: &Path) -> Config {
-    Config::load(path).unwrap_or_else(|e| {
+    common::load_config(path).unwrap_or_else(|e| {
         panic!(
             "{} was refused: {}",
             path.display(),
@@ -624,7 +624,7 @@ fn pkcs12_with_a_wrong_password_is_refused() {
         "certgate.json",
         serde_json::to_vec(&serde_json::json!({ "apps": [app] })).unwrap(),
     );
-    let error = Config::load(&path).expect_err("a wrong PKCS#12 password must be refused");
+    let error = common::load_config(&path).expect_err("a wrong PKCS#12 password must be refused");
     let chain = certgate::error_chain(&error);
     assert!(chain.contains("wrong password"), "{chain}");
     assert!(chain.contains("server.p12"), "{chain}");
@@ -644,7 +644,7 @@ fn pkcs12_with_an_unset_password_env_names_the_variable() {
     let mut config = serde_json::json!({ "apps": [app] });
     config["apps"][0]["clientAuth"] = serde_json::json!({ "trustedCaFiles": ["certs/ca.pem"] });
     let path = dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
-    let error = Config::load(&path).expect_err("an unset passwordEnv must be refused");
+    let error = common::load_config(&path).expect_err("an unset passwordEnv must be refused");
     let chain = certgate::error_chain(&error);
     assert!(chain.contains(&variable), "{chain}");
 }

@@ -39,7 +39,7 @@ fn absent_keys_take_their_defaults() {
     let dir = TempDir::new();
     pki.write(&dir);
     let path = write_config(&dir, serde_json::json!({}), serde_json::json!({}));
-    let config = certgate::Config::load(&path).unwrap();
+    let config = common::load_config(&path).unwrap();
     assert_eq!(config.timeouts.client_hello, Duration::from_millis(5_000));
     assert_eq!(
         config.timeouts.request_body_idle,
@@ -61,7 +61,7 @@ fn an_unset_client_hello_deadline_follows_a_shorter_handshake_deadline() {
         serde_json::json!({ "handshakeMs": 2000 }),
         serde_json::json!({}),
     );
-    let config = certgate::Config::load(&path).unwrap();
+    let config = common::load_config(&path).unwrap();
     assert_eq!(config.timeouts.client_hello, Duration::from_millis(2_000));
 }
 

@@ -66,7 +66,7 @@ fn assert_refused(changes: Value, ignore_changes: Value, needles: &[&str]) {
     let dir = TempDir::new();
     pki.write(&dir);
     let path = config(&dir, changes.clone(), ignore_changes);
-    let error = match certgate::Config::load(&path) {
+    let error = match common::load_config(&path) {
         Ok(_) => panic!("accepted: {changes}"),
         Err(error) => certgate::error_chain(&error),
     };

@@ -109,7 +109,7 @@ fn the_config_reference_example_loads() {
         .unwrap();
     let path = dir.write("certgate.json", json);
     let config =
-        certgate::Config::load(&path).unwrap_or_else(|e| panic!("{}", certgate::error_chain(&e)));
+        common::load_config(&path).unwrap_or_else(|e| panic!("{}", certgate::error_chain(&e)));
     assert_eq!(config.apps.len(), 1);
     assert_eq!(config.apps[0].name, "payments");
 }

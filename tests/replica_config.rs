@@ -15,7 +15,6 @@ mod process;
 use std::process::Command;
 use std::time::Duration;
 
-use certgate::Config;
 use certgate::SessionResumption;
 use common::*;
 use serde_json::{Value, json};
@@ -34,7 +33,7 @@ fn base(dir: &TempDir) -> Value {
 /// which must agree on failing.
 fn refused(dir: &TempDir, config: &Value) -> String {
     let path = dir.write("certgate.json", serde_json::to_vec(config).unwrap());
-    let error = match Config::load(&path) {
+    let error = match common::load_config(&path) {
         Ok(_) => panic!("config was accepted: {config}"),
         Err(error) => certgate::error_chain(&error),
     };
@@ -138,7 +137,7 @@ fn check_prints_each_apps_resumption_and_drain_delay_takes_zero() {
     config["timeouts"] = json!({ "drainDelayMs": 0 });
     let path = dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
 
-    let loaded = Config::load(&path).unwrap();
+    let loaded = common::load_config(&path).unwrap();
     assert_eq!(loaded.timeouts.drain_delay, Duration::ZERO);
     let resumption: Vec<&SessionResumption> = loaded
         .apps
@@ -180,7 +179,7 @@ fn check_prints_each_apps_resumption_and_drain_delay_takes_zero() {
 
     let defaults = base(&dir);
     let path = dir.write("defaults.json", serde_json::to_vec(&defaults).unwrap());
-    let loaded = Config::load(&path).unwrap();
+    let loaded = common::load_config(&path).unwrap();
     assert_eq!(loaded.timeouts.drain_delay, Duration::from_millis(5000));
     assert!(loaded.proxy_protocol.is_none());
     assert_eq!(

@@ -6,6 +6,7 @@
 //!   (`revocation_unknown`), as is a leaf whose CRL is a partition for other certificates,
 //!   or served with `onUnknown: "allow"` (counted);
 //! - at start, a CRL URL that is down, wrongly signed or stale is a config error naming it;
+//!   one that two apps list is fetched once, for both;
 //! - refresh: a revocation published later is picked up, and closes an open connection of
 //!   that certificate; a failing refresh keeps the last good CRL; the fetches and the CRL's
 //!   dates are in the metrics;
@@ -169,8 +170,33 @@ async fn on_unknown_allow_still_refuses_a_revoked_leaf() {
 #[tokio::test]
 async fn crl_url_that_is_down_at_start_is_a_config_error_naming_it() {
     let url = format!("http://127.0.0.1:{}/gone.crl", free_port());
-    let error = refused_config(&Pki::new(), serde_json::json!({ "crlUrls": [url] }));
+    let error = refused_config(&Pki::new(), serde_json::json!({ "crlUrls": [url] })).await;
     assert!(error.contains(&url), "{error}");
+}
+
+#[tokio::test]
+async fn a_crl_url_two_apps_list_is_fetched_once_for_both() {
+    let pki = Pki::new();
+    let revoked = pki.client("revoked in both apps");
+    let crls = crl_server(&pki.client_ca, &[&revoked.serial]);
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let mut apps = Vec::new();
+    for name in ["first", "second"] {
+        let mut app = common::apps::app_of_mode(name, "127.0.0.1:9".parse().unwrap(), "require");
+        app["clientAuth"]["revocation"] = serde_json::json!({ "crlUrls": [crls.url("ca.crl")] });
+        apps.push(app);
+    }
+    let config = serde_json::json!({ "apps": apps });
+    let path = dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
+    let config = certgate::Config::load(&path)
+        .await
+        .unwrap_or_else(|e| panic!("{}", certgate::error_chain(&e)));
+    assert_eq!(crls.requests(), 1);
+    for app in &config.apps {
+        let line = certgate::cli::summary(app);
+        assert!(line.contains("revocation: 1 CRL"), "{line}");
+    }
 }
 
 #[tokio::test]
@@ -181,7 +207,8 @@ async fn crl_signed_by_another_key_is_a_config_error() {
     let error = refused_config(
         &Pki::new(),
         serde_json::json!({ "crlUrls": [crls.url("ca.crl")] }),
-    );
+    )
+    .await;
     assert!(error.contains("signature"), "{error}");
 }
 
@@ -194,7 +221,7 @@ async fn crl_past_its_next_update_at_start_is_a_config_error() {
         OffsetDateTime::now_utc() - time::Duration::minutes(5),
     );
     let crls = HttpFixture::start(Answer::Body(stale));
-    let error = refused_config(&pki, serde_json::json!({ "crlUrls": [crls.url("ca.crl")] }));
+    let error = refused_config(&pki, serde_json::json!({ "crlUrls": [crls.url("ca.crl")] })).await;
     assert!(error.contains("nextUpdate"), "{error}");
 }
 
@@ -743,7 +770,7 @@ fn load_for(pki: &Pki, client_auth: serde_json::Value) -> Result<certgate::Confi
         "certgate.json",
         serde_json::to_vec(&serde_json::json!({ "apps": [app] })).unwrap(),
     );
-    certgate::Config::load(&path).map_err(|e| certgate::error_chain(&e))
+    common::load_config(&path).map_err(|e| certgate::error_chain(&e))
 }
 
 #[test]
@@ -818,8 +845,8 @@ fn check_summary_describes_the_revocation_sources() {
     );
 }
 
-#[test]
-fn explain_shows_the_revocation_decision_and_its_source() {
+#[tokio::test]
+async fn explain_shows_the_revocation_decision_and_its_source() {
     use clap::Parser as _;
     let pki = Pki::new();
     let good = pki.client("explained good");
@@ -832,7 +859,7 @@ fn explain_shows_the_revocation_decision_and_its_source() {
         serde_json::json!({ "crlUrls": [crls.url("ca.crl")] }),
     );
     let path = dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
-    let explain = |leaf: &Leaf, name: &str| {
+    let args = |leaf: &Leaf, name: &str| {
         let cert = dir.write(name, leaf.chain_pem());
         let cli = certgate::cli::Cli::try_parse_from([
             "certgate",
@@ -849,12 +876,13 @@ fn explain_shows_the_revocation_decision_and_its_source() {
         let certgate::cli::Command::Explain(args) = cli.command else {
             panic!("not explain");
         };
-        certgate::explain::run(&args).unwrap()
+        args
     };
-    let accepted = explain(&good, "good.pem");
+    let explain = |args| async move { certgate::explain::run(&args).await.unwrap() };
+    let accepted = explain(args(&good, "good.pem")).await;
     assert!(accepted.accepted, "{}", accepted.json);
     assert_eq!(accepted.json["revocation"]["decision"], "good");
-    let refused = explain(&revoked, "revoked.pem");
+    let refused = explain(args(&revoked, "revoked.pem")).await;
     assert!(!refused.accepted);
     assert_eq!(refused.json["reason"], "revoked");
     assert_eq!(refused.json["revocation"]["decision"], "revoked");
@@ -892,8 +920,8 @@ async fn crl_files_under_revocation_work_like_the_old_key() {
     assert_refused(&gateway, &options(&pki, &client), "revoked").await;
 }
 
-#[test]
-fn sidecar_flags_add_crl_urls_and_ocsp() {
+#[tokio::test]
+async fn sidecar_flags_add_crl_urls_and_ocsp() {
     use clap::Parser as _;
     let pki = Pki::new();
     let dir = TempDir::new();
@@ -920,7 +948,7 @@ fn sidecar_flags_add_crl_urls_and_ocsp() {
     let certgate::cli::Command::Run(args) = cli.command else {
         panic!("not run");
     };
-    let config = (args.source().unwrap())().unwrap();
+    let config = (args.source().unwrap())().await.unwrap();
     let policy = config.apps[0].revocation.as_ref().unwrap().policy().clone();
     assert_eq!(policy.ocsp, certgate::OcspMode::Chain);
     assert_eq!(policy.crl_urls.len(), 1);

@@ -130,7 +130,7 @@ async fn a_fetched_crl_without_next_update_older_than_max_age_is_a_config_error(
     let pki = Pki::new();
     let old = crl_der_at(&pki.client_ca, &[], ago(8.0 * DAY), None);
     let crls = HttpFixture::start(Answer::Body(old));
-    let error = refused_config(&pki, json!({ "crlUrls": [crls.url("ca.crl")] }));
+    let error = refused_config(&pki, json!({ "crlUrls": [crls.url("ca.crl")] })).await;
     assert!(
         error.contains("no nextUpdate") && error.contains("maxAgeMs"),
         "{error}"
@@ -140,7 +140,8 @@ async fn a_fetched_crl_without_next_update_older_than_max_age_is_a_config_error(
     let error = refused_config(
         &pki,
         json!({ "crlUrls": [crls.url("ca.crl")], "maxAgeMs": 3_600_000 }),
-    );
+    )
+    .await;
     assert!(error.contains("maxAgeMs"), "{error}");
 }
 
@@ -151,7 +152,7 @@ async fn a_fetched_crl_from_the_future_is_a_config_error() {
     for next_update in [Some(ahead + time::Duration::days(1)), None] {
         let crl = crl_der_at(&pki.client_ca, &[], ahead, next_update);
         let crls = HttpFixture::start(Answer::Body(crl));
-        let error = refused_config(&pki, json!({ "crlUrls": [crls.url("ca.crl")] }));
+        let error = refused_config(&pki, json!({ "crlUrls": [crls.url("ca.crl")] })).await;
         assert!(error.contains("in the future"), "{error}");
     }
 }
@@ -236,7 +237,9 @@ async fn a_crl_file_from_the_future_is_a_config_error() {
         pki.write(&dir);
         let crl = crl_der_at(&pki.client_ca, &[], ahead, next_update);
         dir.write("ca.crl.pem", pem_crl(&crl));
-        let error = try_load(&dir, json!({ "crlFiles": ["ca.crl.pem"] })).unwrap_err();
+        let error = try_load(&dir, json!({ "crlFiles": ["ca.crl.pem"] }))
+            .await
+            .unwrap_err();
         assert!(
             error.contains("ca.crl.pem") && error.contains("in the future"),
             "{error}"
@@ -244,8 +247,8 @@ async fn a_crl_file_from_the_future_is_a_config_error() {
     }
 }
 
-#[test]
-fn check_warns_about_a_crl_file_without_next_update() {
+#[tokio::test]
+async fn check_warns_about_a_crl_file_without_next_update() {
     let pki = Pki::new();
     let cases = [
         (ago(HOUR), "it vouches until"),
@@ -286,15 +289,15 @@ fn check_warns_about_a_crl_file_without_next_update() {
     let dir = TempDir::new();
     pki.write(&dir);
     dir.write("ca.crl.pem", pem_crl(&fresh_crl(&pki.client_ca, &[])));
-    let error = try_load(&dir, json!({ "crlFiles": ["ca.crl.pem"] }));
+    let error = try_load(&dir, json!({ "crlFiles": ["ca.crl.pem"] })).await;
     assert!(error.is_ok(), "{error:?}");
 }
 
 // ---- config ----
 
-#[test]
-fn max_age_ms_below_a_second_is_refused_naming_the_key() {
-    let error = refused_config(&Pki::new(), json!({ "crlFiles": [], "maxAgeMs": 999 }));
+#[tokio::test]
+async fn max_age_ms_below_a_second_is_refused_naming_the_key() {
+    let error = refused_config(&Pki::new(), json!({ "crlFiles": [], "maxAgeMs": 999 })).await;
     assert!(error.contains("\"require\""), "{error}");
     assert!(
         error.contains("clientAuth.revocation.maxAgeMs must be at least 1000"),

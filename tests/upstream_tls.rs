@@ -908,7 +908,7 @@ fn upstream_tls_settings_that_cannot_work_are_refused_naming_the_key() {
     ];
     for (config, expected) in cases {
         let path = dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
-        let error = certgate::Config::load(&path).unwrap_err();
+        let error = common::load_config(&path).unwrap_err();
         let message = certgate::error_chain(&error);
         assert!(message.contains(expected), "{message}");
     }
@@ -990,7 +990,7 @@ fn the_readme_example_app_loads() {
     let config = serde_json::json!({ "apps": [app] });
     let path = dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
     let config =
-        certgate::Config::load(&path).unwrap_or_else(|e| panic!("{}", certgate::error_chain(&e)));
+        common::load_config(&path).unwrap_or_else(|e| panic!("{}", certgate::error_chain(&e)));
     assert_eq!(
         config.apps[0].upstream.to_string(),
         "https://orders.internal:8443"

@@ -131,6 +131,7 @@ impl Loader<'_> {
                     allow_untrusted: file.allow_untrusted,
                 },
                 crl_sources,
+                &mut self.fetched,
                 self.provider.signature_verification_algorithms,
             )
             .map_err(|source| ConfigError::App {

@@ -1,11 +1,12 @@
-//! Reading a config file or the sidecar flags into a validated `Config`: every file named is
-//! read once, every certificate parsed and every app's rustls config built, so a `Config` that
-//! exists can be served.
+//! Reading a config file or the sidecar flags into a validated `Config`: every `crlUrls`
+//! entry fetched (first, all at once), every file named read once, every certificate parsed
+//! and every app's rustls config built, so a `Config` that exists can be served.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use http::Uri;
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::CertificateDer;
 
@@ -16,9 +17,11 @@ use super::model::{AppConfig, Config};
 use super::pem_files::{CERTIFICATE, pem_items};
 use super::policy::{self};
 use super::values::{
-    DEFAULT_LISTEN, address, limits, timeouts, upstream, upstream_is_https, xfcc_fields,
+    DEFAULT_LISTEN, address, limits, revocation_policy, timeouts, upstream, upstream_is_https,
+    xfcc_fields,
 };
 use crate::proxy_protocol::ProxyProtocol;
+use crate::revocation::fetch::{self, Fetched};
 use crate::settings::{
     AllowList, ClientCertMode, RejectWith, SessionResumption, Trust, XfccFields,
 };
@@ -28,8 +31,9 @@ use crate::tls::sni::HostPattern;
 use crate::tls::ticket_keys::{HandshakePolicy, TicketKeys};
 
 impl Config {
-    /// Reads and validates a config file; relative paths in it are resolved against its folder.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    /// Reads and validates a config file, fetching its `crlUrls` on the caller's runtime;
+    /// relative paths in it are resolved against its folder.
+    pub async fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = read(path)?;
         let file: FileConfig =
             serde_json::from_slice(&text).map_err(|source| ConfigError::Json {
@@ -37,24 +41,32 @@ impl Config {
                 source,
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config = Self::from_file(file, base)?;
+        let mut config = Self::from_file(file, base).await?;
         config.files.insert(0, path.to_owned());
         Ok(config)
     }
 
     /// Validates a file model (from a config file or built from sidecar flags); relative paths
     /// are resolved against `base`.
-    pub fn from_file(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
-        Self::from_model(file, base, FILE_KEYS)
+    pub async fn from_file(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
+        let fetched = fetch::get_all(crl_urls(&file)).await;
+        Self::from_model(file, base, FILE_KEYS, fetched)
     }
 
     /// Like `from_file`, for a model built from the sidecar's flags: errors name the flags.
-    pub fn from_flags(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
-        Self::from_model(file, base, FLAG_KEYS)
+    pub async fn from_flags(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
+        let fetched = fetch::get_all(crl_urls(&file)).await;
+        Self::from_model(file, base, FLAG_KEYS, fetched)
     }
 
-    fn from_model(file: FileConfig, base: &Path, keys: Keys) -> Result<Self, ConfigError> {
+    fn from_model(
+        file: FileConfig,
+        base: &Path,
+        keys: Keys,
+        fetched: Fetched,
+    ) -> Result<Self, ConfigError> {
         let mut loader = Loader::new(base, keys);
+        loader.fetched = fetched;
         loader.session_tickets = file.session_tickets.as_ref();
         if file.apps.is_empty() {
             return Err(ConfigError::NoApps);
@@ -133,7 +145,8 @@ impl Config {
 }
 
 /// The trust sources and allow-lists of `clientAuth` alone (no server certificate, no app),
-/// for `certgate explain`'s sidecar form; relative paths are resolved against `base`.
+/// for `certgate explain`'s sidecar form (whose flags list no `crlUrls`); relative paths are
+/// resolved against `base`.
 pub(crate) fn client_policy(
     file: &FileClientAuth,
     mode: ClientCertMode,
@@ -142,6 +155,19 @@ pub(crate) fn client_policy(
 ) -> Result<(Trust, AllowList), ConfigError> {
     let (trust, allow, _revocation) = Loader::new(base, keys).client_auth("app", mode, file)?;
     Ok((trust, allow))
+}
+
+/// Every app's `crlUrls`, fetched before anything is built since an app's policy needs its
+/// CRLs' issuers.
+/// An app whose revocation settings do not validate lists none here; it is refused when it is
+/// built.
+fn crl_urls(file: &FileConfig) -> Vec<Uri> {
+    file.apps
+        .iter()
+        .filter_map(|app| app.client_auth.revocation.as_ref())
+        .filter_map(|revocation| revocation_policy("", revocation).ok())
+        .flat_map(|policy| policy.crl_urls)
+        .collect()
 }
 
 /// Every certificate of a PEM file, leaf first, without judging them (for `certgate explain`,
@@ -166,6 +192,8 @@ pub(super) struct Loader<'a> {
     pub(super) session_tickets: Option<&'a FileSessionTickets>,
     /// Key files read so far (several apps usually share one).
     pub(super) ticket_keys: HashMap<PathBuf, TicketKeys>,
+    /// What the apps' `crlUrls` gave, fetched before loading.
+    pub(super) fetched: Fetched,
 }
 
 impl<'a> Loader<'a> {
@@ -178,6 +206,7 @@ impl<'a> Loader<'a> {
             findings: Vec::new(),
             session_tickets: None,
             ticket_keys: HashMap::new(),
+            fetched: Fetched::new(),
         }
     }
 

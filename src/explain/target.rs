@@ -54,7 +54,7 @@ pub struct Target {
     pub upstream: Option<Upstream>,
 }
 
-pub(super) fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
+pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
     let Some(path) = &args.config else {
         let mode = match &args.client_auth.client_cert_mode {
             Some(value) => value.parse().map_err(|_| ConfigError::UnknownMode {
@@ -85,7 +85,7 @@ pub(super) fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
             upstream: None,
         });
     };
-    let config = Config::load(path)?;
+    let config = Config::load(path).await?;
     let app = match (&args.app, &args.host) {
         (Some(name), _) => config
             .apps

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use super::coalesce::{Coalesce, Joined};
 use super::crl::{self, CrlStatus, CrlStore, Entry, Origin};
 use super::error::{CHECK_TIMEOUT, LoadError, Refusal};
-use super::fetch::{self, Fetcher};
+use super::fetch::{self, Fetched, Fetcher};
 use super::ocsp::{self, OcspError, OcspStatus};
 use super::path::{Path, Paths, WithoutCa};
 use super::policy::{OcspMode, OnUnknown, Policy};
@@ -55,14 +55,15 @@ enum Status {
 }
 
 impl Revocation {
-    /// Reads `crl_files` (given as source name and bytes) and fetches `policy.crl_urls`; a CRL
-    /// issued by one of `roots` must verify against it. Blocks while fetching.
+    /// Reads `crl_files` (given as source name and bytes) and the CRLs fetched from
+    /// `policy.crl_urls` (in `fetched`); a CRL issued by one of `roots` must verify against it.
     pub fn load(
         app: &str,
         policy: Policy,
         roots: &[CertificateDer<'static>],
         without_ca: WithoutCa,
         crl_files: Vec<(String, Vec<u8>)>,
+        fetched: &mut Fetched,
         algorithms: WebPkiSupportedAlgorithms,
     ) -> Result<Self, LoadError> {
         let revocation = Self {
@@ -93,10 +94,9 @@ impl Revocation {
             });
         }
         let now = unix_now();
-        let urls = revocation.policy.crl_urls.clone();
-        for (url, fetched) in urls.iter().zip(fetch::get_all_blocking(&urls)) {
+        for url in &revocation.policy.crl_urls {
             let origin = url.to_string();
-            let bytes = fetched.map_err(|source| LoadError::Fetch {
+            let bytes = fetch::take(fetched, url).map_err(|source| LoadError::Fetch {
                 url: origin.clone(),
                 source,
             })?;
@@ -153,38 +153,57 @@ impl Revocation {
     /// Decides whether a verified client chain may be served, and where to check it again
     /// while its connection stays open. Never takes longer than `CHECK_TIMEOUT`.
     pub async fn admit(&self, chain: &[CertificateDer<'_>]) -> Result<Path, Refusal> {
-        let (path, verdict) = match self.paths.path(chain) {
+        let (path, verdict) = self.judge(chain).await;
+        if let Some(unknown) = verdict? {
+            if let Some(metrics) = self.metrics.get() {
+                metrics.unknown_allowed();
+            }
+            tracing::warn!(
+                app = %self.app,
+                failure = FailureReason::RevocationUnknown.as_str(),
+                error = %unknown.detail,
+                "revocation status unknown, allowed by onUnknown"
+            );
+        }
+        Ok(path)
+    }
+
+    /// The decision for `chain` as a connection would get it after its handshake (for
+    /// `certgate explain`); `Ok(true)` when the status is unknown and `onUnknown` allows it.
+    pub async fn decide(&self, chain: &[CertificateDer<'_>]) -> Result<bool, Refusal> {
+        Ok(self.judge(chain).await.1?.is_some())
+    }
+
+    /// The path `chain` takes and its verdict: `Ok(None)` when good, `Ok(Some(unknown))`
+    /// when the status is unknown and `onUnknown` allows it.
+    async fn judge(
+        &self,
+        chain: &[CertificateDer<'_>],
+    ) -> (Path, Result<Option<Refusal>, Refusal>) {
+        let (path, checked) = match self.paths.path(chain) {
             Ok(path) => {
                 let checked = tokio::time::timeout(CHECK_TIMEOUT, self.check(&path)).await;
-                let verdict = checked.unwrap_or_else(|_| {
+                let checked = checked.unwrap_or_else(|_| {
                     Err(Refusal {
                         reason: FailureReason::RevocationUnknown,
                         detail: "the revocation check timed out".to_owned(),
                     })
                 });
-                (path, verdict)
+                (path, checked)
             }
             Err(refusal) => (Path::NoCa, Err(refusal)),
         };
-        match verdict {
-            Ok(()) => Ok(path),
+        let verdict = match checked {
+            Ok(()) => Ok(None),
             Err(refusal)
                 if refusal.reason == FailureReason::RevocationUnknown
                     && self.policy.on_unknown == OnUnknown::Allow =>
             {
-                if let Some(metrics) = self.metrics.get() {
-                    metrics.unknown_allowed();
-                }
-                tracing::warn!(
-                    app = %self.app,
-                    failure = FailureReason::RevocationUnknown.as_str(),
-                    error = %refusal.detail,
-                    "revocation status unknown, allowed by onUnknown"
-                );
-                Ok(path)
+                Ok(Some(refusal))
             }
             Err(refusal) => Err(refusal),
-        }
+        };
+        (path, verdict)
     }
 
     /// Counts changes to what is held (CRLs added or replaced, revocations reported by a
@@ -224,41 +243,6 @@ impl Revocation {
                 Ok(())
             }
             verdict => verdict,
-        }
-    }
-
-    /// The decision for `chain` from synchronous code (`certgate explain`), on a thread and
-    /// runtime of its own; `Ok(true)` when the status is unknown and `onUnknown` allows it.
-    pub fn decide_blocking(&self, chain: &[CertificateDer<'static>]) -> Result<bool, Refusal> {
-        let unknown_timeout = || Refusal {
-            reason: FailureReason::RevocationUnknown,
-            detail: "the revocation check could not run".to_owned(),
-        };
-        let decided = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map_err(|_| unknown_timeout())?;
-                    let path = self.paths.path(chain)?;
-                    runtime.block_on(async {
-                        tokio::time::timeout(CHECK_TIMEOUT, self.check(&path))
-                            .await
-                            .unwrap_or_else(|_| Err(unknown_timeout()))
-                    })
-                })
-                .join()
-        });
-        match decided.unwrap_or_else(|_| Err(unknown_timeout())) {
-            Ok(()) => Ok(false),
-            Err(refusal)
-                if refusal.reason == FailureReason::RevocationUnknown
-                    && self.policy.on_unknown == OnUnknown::Allow =>
-            {
-                Ok(true)
-            }
-            Err(refusal) => Err(refusal),
         }
     }
 

@@ -2,6 +2,8 @@
 //! a size cap. Plain `http://` only: CRLs and OCSP responses are signed, and a TLS client to
 //! fetch them would itself need revocation checking (RFC 5280 section 8, RFC 6960 appendix A).
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,8 +34,8 @@ pub enum FetchError {
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot build the request")]
     Build(#[source] http::Error),
-    #[error("cannot start a runtime to fetch")]
-    Runtime(#[source] std::io::Error),
+    #[error("the fetch stopped before it finished")]
+    Stopped,
 }
 
 /// A small HTTP/1.1 client; responders often close after each answer, so nothing is pooled.
@@ -106,48 +108,34 @@ impl Fetcher {
     }
 }
 
-/// Fetches every URL at once from synchronous code (config loading), on a thread of its own
-/// so it works whether or not the caller runs inside an async runtime.
-pub(crate) fn get_all_blocking(urls: &[Uri]) -> Vec<Result<Bytes, FetchError>> {
-    let urls = urls.to_vec();
-    let count = urls.len();
-    let fetched = std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(FetchError::Runtime)?;
-                Ok::<_, FetchError>(runtime.block_on(async move {
-                    let fetcher = Fetcher::new();
-                    let mut tasks = Vec::with_capacity(urls.len());
-                    for url in urls {
-                        let fetcher = fetcher.clone();
-                        tasks.push(tokio::spawn(async move { fetcher.get(&url).await }));
-                    }
-                    let mut results = Vec::with_capacity(tasks.len());
-                    for task in tasks {
-                        results.push(task.await.unwrap_or(Err(FetchError::Timeout)));
-                    }
-                    results
-                }))
-            })
-            .join()
-    });
-    match fetched {
-        Ok(Ok(results)) => results,
-        Ok(Err(error)) => {
-            let message = error.to_string();
-            (0..count)
-                .map(|_| Err(FetchError::Runtime(std::io::Error::other(message.clone()))))
-                .collect()
+/// What fetching each of the config's `crlUrls` gave, by URL.
+pub(crate) type Fetched = HashMap<Uri, Result<Bytes, FetchError>>;
+
+/// Fetches every URL at once (each once, however many apps list it), on the caller's runtime.
+pub(crate) async fn get_all(urls: impl IntoIterator<Item = Uri>) -> Fetched {
+    let fetcher = Fetcher::new();
+    let mut fetches = HashMap::new();
+    for url in urls {
+        if let Entry::Vacant(slot) = fetches.entry(url) {
+            let (fetcher, url) = (fetcher.clone(), slot.key().clone());
+            slot.insert(tokio::spawn(async move { fetcher.get(&url).await }));
         }
-        Err(_) => (0..count)
-            .map(|_| {
-                Err(FetchError::Runtime(std::io::Error::other(
-                    "the fetch thread stopped",
-                )))
-            })
-            .collect(),
+    }
+    let mut fetched = HashMap::with_capacity(fetches.len());
+    for (url, fetch) in fetches {
+        fetched.insert(url, fetch.await.unwrap_or(Err(FetchError::Stopped)));
+    }
+    fetched
+}
+
+/// What `fetched` holds for `url`: the bytes, shared by every app that lists it, or the
+/// error (taken: loading stops at the first).
+pub(crate) fn take(fetched: &mut Fetched, url: &Uri) -> Result<Bytes, FetchError> {
+    match fetched.get(url) {
+        Some(Ok(bytes)) => Ok(bytes.clone()),
+        _ => Err(fetched
+            .remove(url)
+            .and_then(Result::err)
+            .unwrap_or(FetchError::Stopped)),
     }
 }

@@ -63,8 +63,12 @@ impl Gateway {
         }
         let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
         let config = certgate::Config::load(&path)
+            .await
             .unwrap_or_else(|e| panic!("config refused: {}", certgate::error_chain(&e)));
-        let source: certgate::ConfigSource = Arc::new(move || certgate::Config::load(&path));
+        let source: certgate::ConfigSource = Arc::new(move || {
+            let path = path.clone();
+            Box::pin(async move { certgate::Config::load(&path).await })
+        });
         let server = certgate::Server::bind(&config, Some(source), workers)
             .await
             .unwrap();
@@ -125,4 +129,14 @@ pub fn metric(text: &str, series: &str) -> f64 {
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// `Config::load` for a synchronous test, on a runtime of its own (loading fetches the
+/// `crlUrls` on the caller's runtime).
+pub fn load_config(path: &std::path::Path) -> Result<certgate::Config, certgate::ConfigError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the test")
+        .block_on(certgate::Config::load(path))
 }

@@ -41,19 +41,21 @@ pub fn config(upstream: SocketAddr, revocation: serde_json::Value) -> serde_json
 }
 
 /// Loads the config `gateway` would serve; the error chain when it is refused.
-pub fn try_load(dir: &TempDir, revocation: serde_json::Value) -> Result<(), String> {
+pub async fn try_load(dir: &TempDir, revocation: serde_json::Value) -> Result<(), String> {
     let config = config("127.0.0.1:9".parse().unwrap(), revocation);
     let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
     certgate::Config::load(&path)
+        .await
         .map(|_| ())
         .map_err(|error| certgate::error_chain(&error))
 }
 
 /// The error chain of a config with `revocation` that must be refused.
-pub fn refused_config(pki: &Pki, revocation: serde_json::Value) -> String {
+pub async fn refused_config(pki: &Pki, revocation: serde_json::Value) -> String {
     let dir = TempDir::new();
     pki.write(&dir);
     try_load(&dir, revocation.clone())
+        .await
         .err()
         .unwrap_or_else(|| panic!("a config with {revocation} was accepted"))
 }
