@@ -25,11 +25,12 @@ use crate::proxy::client::VerifiedClient;
 use crate::proxy::context::ConnectionContext;
 use crate::proxy::refuse::RefusalPage;
 use crate::proxy_protocol::ProxyHeaderError;
+use crate::revocation::Refused;
 use crate::settings::RejectWith;
 use crate::tls::policy::Refusal;
 
-use self::admit::Admitted;
-use self::handshake::{AcceptError, accept};
+use self::admit::{Admitted, ClientSlot};
+use self::handshake::{AcceptError, Accepted, accept};
 
 /// What every connection uses: the apps it is served under (loaded once, at its start), the
 /// metrics and the drain flag.
@@ -55,11 +56,20 @@ pub(crate) struct Slots<L> {
     pub load: L,
 }
 
+/// A connection past its handshake and verdict, ready to serve.
+struct Established {
+    sessions: serve::Sessions,
+    stream: park::Tls,
+    revoked_later: Option<Refused>,
+    /// Its slot among the client's connections, held until it closes.
+    client_slot: Option<ClientSlot>,
+}
+
 impl Handles {
     /// Runs one accepted connection to its end.
     pub(crate) async fn run<L>(
         self: Arc<Self>,
-        mut tcp: TcpStream,
+        tcp: TcpStream,
         peer_addr: SocketAddr,
         slots: Slots<L>,
         shutdown: watch::Receiver<bool>,
@@ -69,6 +79,30 @@ impl Handles {
             admitted,
             load: _load,
         } = slots;
+        // Established in a future of its own: what the handshake and the verdict borrowed
+        // (the TLS stream above all, 1.2 KiB) would otherwise keep its room in this task for
+        // as long as the connection stays open, beside the serving future's own.
+        let Some(Established {
+            sessions,
+            stream,
+            revoked_later,
+            client_slot: _client_slot,
+        }) = self.establish(tcp, peer_addr, permit, admitted).await
+        else {
+            return;
+        };
+        sessions.serve(stream, shutdown, revoked_later).await;
+    }
+
+    /// The PROXY header, the handshake, the verdict and the client's identity: the
+    /// connection ready to serve, or `None` once it was refused or closed.
+    async fn establish(
+        &self,
+        mut tcp: TcpStream,
+        peer_addr: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        admitted: Admitted,
+    ) -> Option<Established> {
         let apps = self.apps.load_full();
         // One deadline for the PROXY header, the ClientHello and the handshake.
         let deadline = tokio::time::Instant::now() + apps.timeouts.handshake;
@@ -77,7 +111,7 @@ impl Handles {
                 Ok(client_addr) => client_addr,
                 Err(error) => {
                     self.proxy_refused(&error, peer_addr);
-                    return;
+                    return None;
                 }
             },
             None => peer_addr,
@@ -85,30 +119,33 @@ impl Handles {
         tracing::Span::current().record("client.addr", tracing::field::display(client_addr));
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         // The handshake's state (about 7 KiB: the ClientHello reader, rustls' handshake, their
-        // deadlines) lives on the heap until the handshake ends: kept inline, this task would
-        // carry its size for as long as the connection stays open.
-        let accepted = match Box::pin(accept(tcp, &apps, left)).await {
+        // deadlines) lives on the heap until the handshake ends.
+        let Accepted { stream, app, sni } = match Box::pin(accept(tcp, &apps, left)).await {
             Ok(accepted) => accepted,
             Err(error) => {
                 self.refused(&error, client_addr);
-                return;
+                return None;
             }
         };
         // Handshake over: its pending slot frees; the per-client slot lives with the connection.
         drop(admitted.handshake);
-        let _client_slot = admitted.client;
-        let app = accepted.app;
-        let sni = accepted.sni.as_deref().unwrap_or("");
-        let session = accepted.stream.get_ref().1;
+        let sni_name = sni.as_deref().unwrap_or("");
+        let session = stream.get_ref().1;
         let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let peer_chain = verdict::presented(&app, session);
         let verdict = Box::pin(verdict::decide(&app, peer_chain, resumed)).await;
         if let Some(refused) = &verdict.refusal {
             let reject_with = app.config.reject_with;
-            self.refused_after_handshake(&app.config.name, sni, refused, reject_with, client_addr);
+            self.refused_after_handshake(
+                &app.config.name,
+                sni_name,
+                refused,
+                reject_with,
+                client_addr,
+            );
             if reject_with == RejectWith::Tls {
-                serve::close_notify(accepted.stream).await;
-                return;
+                serve::close_notify(stream).await;
+                return None;
             }
         }
         let refusal = verdict.refusal.map(|refused| RefusalPage::new(*refused));
@@ -123,7 +160,7 @@ impl Handles {
                     Ok(identity) => Some(identity),
                     Err(error) => {
                         tracing::warn!(app = %app.config.name, error = %error, "closing connection");
-                        return;
+                        return None;
                     }
                 }
             }
@@ -131,7 +168,7 @@ impl Handles {
         };
         tracing::debug!(
             app = %app.config.name,
-            sni,
+            sni = sni_name,
             resumed,
             client.hash = identity.as_ref().map_or("", |client| client.identity.hash.as_str()),
             "handshake complete"
@@ -147,20 +184,23 @@ impl Handles {
                 self.draining.clone(),
                 permit,
                 client_addr,
-                accepted.sni,
+                sni,
                 identity,
             )
             .with_refusal(refusal)
             .with_standing(verdict.standing),
         );
-        serve::Sessions {
-            context,
-            timeouts,
-            limits,
-            client_addr,
-        }
-        .serve(accepted.stream, shutdown, revoked_later)
-        .await;
+        Some(Established {
+            sessions: serve::Sessions {
+                context,
+                timeouts,
+                limits,
+                client_addr,
+            },
+            stream,
+            revoked_later,
+            client_slot: admitted.client,
+        })
     }
 
     fn proxy_refused(&self, error: &ProxyHeaderError, peer_addr: SocketAddr) {
