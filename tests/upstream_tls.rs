@@ -35,132 +35,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
-use sha2::Digest;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use common::apps::IGNORE_HOST;
 use common::serve::serve_each;
+use common::tls_app::*;
 use common::tools;
 use common::*;
 
 const CERTGATE: &str = env!("CARGO_BIN_EXE_certgate");
-
-/// What a test app saw of one connection.
-#[derive(Debug, Clone, Default)]
-struct Seen {
-    sni: Option<String>,
-    /// SHA-256 of the client certificate certgate presented, hex.
-    client_hash: Option<String>,
-}
-
-/// A rustls + hyper app on 127.0.0.1 presenting `leaf`, requiring a client certificate from
-/// `client_ca` when given; it answers `<HTTP version> <client certificate hash or none>`, and
-/// the request's scheme (HTTP/2's `:scheme`) in `x-scheme`.
-struct TlsApp {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl TlsApp {
-    async fn start(leaf: &Leaf, client_ca: Option<&Ca>) -> Self {
-        Self::start_with_versions(leaf, client_ca, rustls::DEFAULT_VERSIONS).await
-    }
-
-    async fn start_with_versions(
-        leaf: &Leaf,
-        client_ca: Option<&Ca>,
-        versions: &[&'static rustls::SupportedProtocolVersion],
-    ) -> Self {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(versions)
-            .unwrap();
-        let builder = match client_ca {
-            Some(ca) => {
-                let mut roots = RootCertStore::empty();
-                roots.add(ca.der.clone()).unwrap();
-                builder.with_client_cert_verifier(
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .build()
-                        .unwrap(),
-                )
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let mut config = builder
-            .with_single_cert(leaf.chain.clone(), leaf.key_der())
-            .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let recorded = seen.clone();
-        let addr = serve_each(move |tcp| {
-            let acceptor = acceptor.clone();
-            let seen = recorded.clone();
-            async move {
-                let tls = match acceptor.accept(tcp).into_fallible().await {
-                    Ok(tls) => tls,
-                    // Read what certgate still sends until it closes, so the alert reaches it
-                    // rather than a reset.
-                    Err((_, mut tcp)) => {
-                        let mut sink = Vec::new();
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(5),
-                            tcp.read_to_end(&mut sink),
-                        )
-                        .await;
-                        return;
-                    }
-                };
-                let (_, connection) = tls.get_ref();
-                let record = Seen {
-                    sni: connection.server_name().map(str::to_owned),
-                    client_hash: connection
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .map(|leaf| hex(&sha2::Sha256::digest(leaf))),
-                };
-                seen.lock().unwrap().push(record.clone());
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let hash = record.client_hash.clone().unwrap_or_else(|| "none".into());
-                    async move {
-                        let body = format!("{:?} {hash}", request.version());
-                        let scheme = request.uri().scheme_str().unwrap_or("none").to_owned();
-                        let mut response = Response::new(Full::new(Bytes::from(body)));
-                        response
-                            .headers_mut()
-                            .insert("x-scheme", scheme.parse().unwrap());
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            }
-        })
-        .await;
-        Self { addr, seen }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-/// The app's own CA and a certificate from it for `127.0.0.1`, `localhost` and
-/// `*.example.test`.
-fn app_pki() -> (Ca, Leaf) {
-    let ca = Ca::root("certgate test app CA");
-    let leaf = ca.issue(LeafSpec::server());
-    (ca, leaf)
-}
 
 /// certgate with one `ignore` app at [`IGNORE_HOST`] in front of `upstream`, with
 /// `upstream_tls` and `files` (name, contents) written beside the config.

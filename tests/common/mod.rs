@@ -30,6 +30,7 @@ pub mod revocation_app;
 pub mod serve;
 pub mod sessions;
 pub mod stdin;
+pub mod tls_app;
 pub mod tools;
 pub mod upstream;
 pub mod websocket;
