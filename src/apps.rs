@@ -1,9 +1,11 @@
-//! The running set of apps built from a `Config`: the host matcher, each app's config and
-//! upstream client and metric handles, and the timeouts and limits they are served with. A
-//! connection takes one snapshot at accept time and keeps it, so a reload (which builds a new
-//! `Apps`) never changes the policy of an open connection.
+//! The running set of apps built from a `Config` (one generation): the host matcher, each
+//! app's config and upstream client and metric handles, and the timeouts and limits they are
+//! served with. A connection is served under the generation it was accepted under; a reload
+//! builds the next one and retires this one: its connections finish what is in flight and
+//! close, and its upstream clients dial no more (README "Reload").
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::config::{AppConfig, Config};
 use crate::metrics::app::AppMetrics;
@@ -27,6 +29,12 @@ pub(crate) struct Apps {
     pub access_log: bool,
     /// The PROXY protocol check new connections go through, when enabled.
     pub proxy_protocol: Option<Arc<ProxyProtocol>>,
+    /// Counts the configs served since start: 0 for the first, one more with each reload.
+    pub generation: u64,
+    /// Raised once a reload replaced this generation.
+    retired: AtomicBool,
+    /// Connections of this generation past their handshake.
+    open: AtomicUsize,
 }
 
 /// One app as served.
@@ -45,9 +53,9 @@ pub(crate) struct App {
 }
 
 impl Apps {
-    /// Builds the served apps of a config for `workers` worker threads; their metric series
-    /// exist (at zero) from here on.
-    pub(crate) fn new(config: &Config, metrics: &Metrics, workers: usize) -> Self {
+    /// Builds generation `generation` of the served apps, from `config`, for `workers` worker
+    /// threads; their metric series exist (at zero) from here on.
+    pub(crate) fn new(config: &Config, metrics: &Metrics, workers: usize, generation: u64) -> Self {
         let apps = config
             .apps
             .iter()
@@ -83,7 +91,37 @@ impl Apps {
             limits: config.limits,
             access_log: config.access_log,
             proxy_protocol: config.proxy_protocol.clone(),
+            generation,
+            retired: AtomicBool::new(false),
+            open: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether a reload replaced this generation: one atomic load, read by every request.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Marks this generation replaced, and returns how many of its connections are open
+    /// (each is told to close through the server's close signal).
+    pub(crate) fn retire(&self) -> usize {
+        self.retired.store(true, Ordering::Release);
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Counts a connection of this generation as open, until `closed`.
+    pub(crate) fn opened(&self) {
+        self.open.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A connection counted by `opened` has closed.
+    pub(crate) fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The app called `name`, if this generation has one.
+    pub(crate) fn named(&self, name: &str) -> Option<&Arc<App>> {
+        self.apps.iter().find(|app| app.config.name == name)
     }
 
     /// Starts serving these apps: warns about apps whose upstream certificate is not

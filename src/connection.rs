@@ -19,10 +19,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::apps::LiveApps;
-use crate::drain::Draining;
+use crate::drain::{CloseSignal, Draining};
 use crate::metrics::Metrics;
 use crate::proxy::client::VerifiedClient;
-use crate::proxy::context::ConnectionContext;
+use crate::proxy::context::{ConnectionContext, Signals};
 use crate::proxy::refuse::RefusalPage;
 use crate::proxy_protocol::ProxyHeaderError;
 use crate::revocation::Refused;
@@ -72,7 +72,7 @@ impl Handles {
         tcp: TcpStream,
         peer_addr: SocketAddr,
         slots: Slots<L>,
-        shutdown: watch::Receiver<bool>,
+        close: watch::Receiver<CloseSignal>,
     ) {
         let Slots {
             permit,
@@ -87,11 +87,13 @@ impl Handles {
             stream,
             revoked_later,
             client_slot: _client_slot,
-        }) = self.establish(tcp, peer_addr, permit, admitted).await
+        }) = self
+            .establish(tcp, peer_addr, permit, admitted, &close)
+            .await
         else {
             return;
         };
-        sessions.serve(stream, shutdown, revoked_later).await;
+        sessions.serve(stream, close, revoked_later).await;
     }
 
     /// The PROXY header, the handshake, the verdict and the client's identity: the
@@ -102,6 +104,7 @@ impl Handles {
         peer_addr: SocketAddr,
         permit: OwnedSemaphorePermit,
         admitted: Admitted,
+        close: &watch::Receiver<CloseSignal>,
     ) -> Option<Established> {
         let apps = self.apps.load_full();
         // One deadline for the PROXY header, the ClientHello and the handshake.
@@ -129,11 +132,28 @@ impl Handles {
         };
         // Handshake over: its pending slot frees; the per-client slot lives with the connection.
         drop(admitted.handshake);
+        // A reload during the handshake: the connection is served under the newest config,
+        // its certificate judged again by it as a resumed session's is (README "Reload").
+        let handshake_under_replaced = apps.is_retired();
+        let (apps, app) = if handshake_under_replaced {
+            let newest = self.apps.load_full();
+            match newest.resolve(sni.as_deref()) {
+                Some(now) if now.config.name == app.config.name => (newest, now),
+                _ => {
+                    tracing::debug!(app = %app.config.name, "closing connection, a reload moved its host");
+                    serve::close_notify(stream).await;
+                    return None;
+                }
+            }
+        } else {
+            (apps, app)
+        };
         let sni_name = sni.as_deref().unwrap_or("");
         let session = stream.get_ref().1;
         let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let peer_chain = verdict::presented(&app, session);
-        let verdict = Box::pin(verdict::decide(&app, peer_chain, resumed)).await;
+        let judged_again = resumed || handshake_under_replaced;
+        let verdict = Box::pin(verdict::decide(&app, peer_chain, judged_again)).await;
         if let Some(refused) = &verdict.refusal {
             let reject_with = app.config.reject_with;
             self.refused_after_handshake(
@@ -181,7 +201,11 @@ impl Handles {
             ConnectionContext::new(
                 app,
                 apps,
-                self.draining.clone(),
+                Signals {
+                    draining: self.draining.clone(),
+                    live: self.apps.clone(),
+                    close: close.clone(),
+                },
                 permit,
                 client_addr,
                 sni,

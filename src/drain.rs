@@ -38,3 +38,40 @@ impl Draining {
         self.0.draining.store(true, Ordering::Relaxed);
     }
 }
+
+/// What the server tells open connections, through one `watch` channel: that shutdown has
+/// begun, or that a reload replaced the config (the generation) they were accepted under.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CloseSignal {
+    /// Shutdown's drain has started: accepting stops and connections close.
+    pub shutdown: bool,
+    /// The generation new connections are served under; connections of an older one close.
+    pub generation: u64,
+    /// The newest config's `timeouts.reloadGraceMs`.
+    pub reload_grace: std::time::Duration,
+}
+
+/// Why a connection must close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Close {
+    /// Shutdown: finish what is in flight, bounded by `shutdownGraceMs` for the whole server.
+    Shutdown,
+    /// A reload replaced the connection's config: finish what is in flight, for at most
+    /// `grace` (zero: cut at once).
+    Reloaded { grace: std::time::Duration },
+}
+
+impl CloseSignal {
+    /// Whether a connection accepted under `generation` must close, and why.
+    pub(crate) fn closes(&self, generation: u64) -> Option<Close> {
+        if self.shutdown {
+            Some(Close::Shutdown)
+        } else if self.generation != generation {
+            Some(Close::Reloaded {
+                grace: self.reload_grace,
+            })
+        } else {
+            None
+        }
+    }
+}

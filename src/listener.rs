@@ -15,7 +15,7 @@ use tracing::Instrument as _;
 use crate::apps::LiveApps;
 use crate::connection::admit::{Admission, Admitted};
 use crate::connection::{Handles, Slots};
-use crate::drain::Draining;
+use crate::drain::{CloseSignal, Draining};
 use crate::metrics::{ConnectionLimit, Metrics};
 
 use self::balance::{HandedOff, Load, Worker};
@@ -58,7 +58,7 @@ impl Listener {
     pub(crate) async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
-        mut shutdown: watch::Receiver<bool>,
+        mut shutdown: watch::Receiver<CloseSignal>,
         worker: Option<Worker>,
     ) {
         let this = self;
@@ -67,7 +67,7 @@ impl Listener {
         loop {
             let (tcp, client_addr) = tokio::select! {
                 accepted = crate::accept::next(&listener, "mtls") => accepted,
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = shutdown.wait_for(|signal| signal.shutdown) => return,
             };
             let admitted = admission.admit(client_addr.ip()).and_then(|admitted| {
                 let permit = this.connections.clone().try_acquire_owned();
@@ -107,7 +107,7 @@ impl Listener {
         tcp: TcpStream,
         client_addr: SocketAddr,
         slots: (OwnedSemaphorePermit, Admitted),
-        shutdown: &watch::Receiver<bool>,
+        shutdown: &watch::Receiver<CloseSignal>,
     ) {
         let (to, load) = worker.balance.assign(worker.index);
         if to == worker.index {
@@ -138,14 +138,14 @@ impl Listener {
     pub(crate) async fn adopt(
         self: Arc<Self>,
         mut inbox: tokio::sync::mpsc::UnboundedReceiver<HandedOff>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<CloseSignal>,
     ) {
         while let Some(handed) = inbox.recv().await {
             self.adopt_one(handed, &shutdown);
         }
     }
 
-    fn adopt_one(self: &Arc<Self>, handed: HandedOff, shutdown: &watch::Receiver<bool>) {
+    fn adopt_one(self: &Arc<Self>, handed: HandedOff, shutdown: &watch::Receiver<CloseSignal>) {
         let HandedOff {
             tcp,
             client_addr,
@@ -168,7 +168,7 @@ impl Listener {
         client_addr: SocketAddr,
         slots: (OwnedSemaphorePermit, Admitted),
         load: Option<Load>,
-        shutdown: &watch::Receiver<bool>,
+        shutdown: &watch::Receiver<CloseSignal>,
     ) {
         let _ = tcp.set_nodelay(true);
         // `client.addr` is recorded once known: behind a balancer, from its PROXY header.

@@ -99,6 +99,7 @@ pub(crate) struct Metrics {
     authorization_denied: Family<RuleLabels, Counter>,
     rate_limited: Family<AppLabel, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    reload_closed: Counter,
     not_after: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
     revocation: self::revocation::Families,
     proxy_protocol_refusals: Family<ReasonLabel, Counter>,
@@ -147,6 +148,7 @@ impl Metrics {
         let authorization_denied = Family::<RuleLabels, Counter>::default();
         let rate_limited = Family::<AppLabel, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
+        let reload_closed = Counter::default();
         let not_after = Family::<CertificateLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "connections",
@@ -214,6 +216,11 @@ impl Metrics {
             reloads.clone(),
         );
         registry.register(
+            "reload_closed_connections",
+            "Open connections told to close because a reload replaced the configuration they were opened under",
+            reload_closed.clone(),
+        );
+        registry.register(
             "certificate_not_after_seconds",
             "Earliest expiry (Unix time) of an app's server certificate, client CAs, CRL nextUpdate, or the client certificate certgate presents to it",
             not_after.clone(),
@@ -276,6 +283,7 @@ impl Metrics {
             authorization_denied,
             rate_limited,
             reloads,
+            reload_closed,
             not_after,
             revocation,
             proxy_protocol_refusals,
@@ -339,6 +347,12 @@ impl Metrics {
                 result: if success { "success" } else { "error" },
             })
             .inc();
+    }
+
+    /// A reload told `connections` open connections of the replaced config to close.
+    pub(crate) fn reload_closed(&self, connections: usize) {
+        self.reload_closed
+            .inc_by(u64::try_from(connections).unwrap_or(u64::MAX));
     }
 
     /// The whole registry in the Prometheus/OpenMetrics text format.

@@ -19,6 +19,7 @@ pub(crate) mod refuse;
 pub(crate) mod stall;
 pub(crate) mod xfcc;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,10 +38,12 @@ use self::context::ConnectionContext;
 use self::error::ProxyError;
 use self::stall::{ResponseBody, StallReport};
 use crate::access_log::RequestFields;
+use crate::drain::{Close, CloseSignal};
 use crate::metrics::label::StallReason;
 use crate::revocation::Standing;
 use crate::settings::Transport;
 use crate::tls::sni::{authority_host, normalize};
+use crate::upstream::UpstreamClient;
 
 /// Serves one request; never fails (errors become responses).
 pub(crate) async fn handle(
@@ -189,9 +192,16 @@ async fn forward(
     conn: &Arc<ConnectionContext>,
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    if conn.draining.is_draining() {
+    if conn.signals.draining.is_draining() {
         conn.close.notify_one();
         return Err(ProxyError::Draining);
+    }
+    // One atomic load while the connection's config is current. After a reload, a request
+    // that still starts here (read before the connection saw the reload) is the last one:
+    // it is answered with `Connection: close` (or, over HTTP/2, after GOAWAY).
+    let retired = conn.apps.is_retired();
+    if retired {
+        conn.close.notify_one();
     }
     if let Some(identity) = conn.identity() {
         if identity.expired_at(unix_now()) {
@@ -271,7 +281,7 @@ async fn forward(
     };
 
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let mut response = conn.app.upstream.send(request).await?;
+    let mut response = upstream_client(conn, retired).send(request).await?;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match downstream_upgrade {
         Some(downstream) if switching => {
@@ -281,8 +291,12 @@ async fn forward(
                 downstream,
                 upstream,
                 idle,
-                conn.permit.clone(),
-                conn.standing.clone(),
+                Piped {
+                    _permit: conn.permit.clone(),
+                    standing: conn.standing.clone(),
+                    close: conn.signals.close.clone(),
+                    generation: conn.generation(),
+                },
             ));
         }
         _ => {}
@@ -296,6 +310,22 @@ async fn forward(
     };
     let idle = conn.apps.timeouts.upstream_idle;
     Ok(response.map(|body| Either::Left(ResponseBody::new(body, idle, report))))
+}
+
+/// The client a request is sent with: its app's, or once a reload retired the connection's
+/// generation (which dials no more), the same app's in the newest one, when it still speaks
+/// the same protocol to the app; its upstream settings are the ones the reload put in force.
+fn upstream_client(conn: &ConnectionContext, retired: bool) -> Cow<'_, UpstreamClient> {
+    if !retired {
+        return Cow::Borrowed(&conn.app.upstream);
+    }
+    let newest = conn.signals.live.load();
+    match newest.named(&conn.app.config.name) {
+        Some(app) if app.config.upstream.transport == conn.app.config.upstream.transport => {
+            Cow::Owned(app.upstream.clone())
+        }
+        _ => Cow::Borrowed(&conn.app.upstream),
+    }
 }
 
 /// The request's authority: `:authority` (HTTP/2) or the single `Host` header (HTTP/1.1),
@@ -376,15 +406,25 @@ fn check_authority(conn: &ConnectionContext, authority: &HeaderValue) -> Result<
     }
 }
 
-/// Pipes an upgraded connection both ways until both sides close, it idles out, or a later
-/// revocation refuses its client certificate; holding `_permit` keeps it counted (and waited
-/// for by the drain) until then.
+/// What an upgraded connection holds and watches while it is piped.
+struct Piped {
+    /// Keeps it counted (and waited for by the drain) until it closes.
+    _permit: Arc<OwnedSemaphorePermit>,
+    /// Closes it once a later revocation refuses its client certificate.
+    standing: Option<Arc<Standing>>,
+    /// Cuts it `timeouts.reloadGraceMs` after a reload replaced its connection's config.
+    close: tokio::sync::watch::Receiver<CloseSignal>,
+    generation: u64,
+}
+
+/// Pipes an upgraded connection both ways until both sides close, it idles out, a later
+/// revocation refuses its client certificate, or the grace after a reload that replaced its
+/// config is over.
 async fn pipe_upgraded(
     downstream: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     idle: Duration,
-    _permit: Arc<OwnedSemaphorePermit>,
-    standing: Option<Arc<Standing>>,
+    piped: Piped,
 ) {
     let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
         Ok(pair) => pair,
@@ -395,11 +435,31 @@ async fn pipe_upgraded(
     };
     let mut downstream = TokioIo::new(downstream);
     let mut upstream = TokioIo::new(upstream);
+    let Piped {
+        _permit,
+        standing,
+        mut close,
+        generation,
+    } = piped;
     // The pipe keeps the standing (and so its re-checks) alive after the connection's HTTP
     // task has handed the stream over and ended.
     let revoked = async {
         match standing.as_ref().map(|standing| standing.refused()) {
             Some(mut refused) => refused.wait().await,
+            None => std::future::pending().await,
+        }
+    };
+    let reloaded = async {
+        let closes = |signal: &CloseSignal| match signal.closes(generation) {
+            Some(Close::Reloaded { grace }) => Some(grace),
+            Some(Close::Shutdown) | None => None,
+        };
+        let grace = match close.wait_for(|signal| closes(signal).is_some()).await {
+            Ok(signal) => closes(&signal),
+            Err(_) => None,
+        };
+        match grace {
+            Some(grace) => tokio::time::sleep(grace).await,
             None => std::future::pending().await,
         }
     };
@@ -416,6 +476,9 @@ async fn pipe_upgraded(
                 detail = %refusal.detail,
                 "closing upgraded connection, revocation learned after the handshake"
             );
+        }
+        () = reloaded => {
+            tracing::info!("closing upgraded connection, the reload grace is over");
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Reload: on SIGHUP, or when the config file or any file it names changes (notify events
 //! that name one of those files, with a periodic poll as the fallback), read and validate
-//! everything, then swap the whole app set at once. Any error keeps the running config. Open
-//! connections keep theirs.
+//! everything, then swap the whole app set at once. Any error keeps the running config. The
+//! replaced config is retired: its open connections are told to close once what is in flight
+//! is done (cut after `timeouts.reloadGraceMs`), and its upstream clients dial no more.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -16,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::apps::{Apps, LiveApps};
 use crate::config::{Config, ConfigError};
+use crate::drain::CloseSignal;
 use crate::metrics::Metrics;
 
 /// Produces a fresh, fully validated config: the config file, or the sidecar flags.
@@ -39,6 +41,10 @@ pub struct Reloader {
     started_with: RestartOnly,
     /// The worker threads the apps' per-thread state is made for.
     workers: usize,
+    /// Tells the replaced config's connections to close.
+    close: Arc<watch::Sender<CloseSignal>>,
+    /// Serializes reloads, so that generations are numbered and retired in order.
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The settings a reload cannot change: the sockets are bound and the connection caps sized
@@ -115,6 +121,7 @@ impl Reloader {
         source: Option<ConfigSource>,
         started_with: RestartOnly,
         workers: usize,
+        close: Arc<watch::Sender<CloseSignal>>,
     ) -> Self {
         Self {
             apps,
@@ -122,6 +129,8 @@ impl Reloader {
             source,
             started_with,
             workers,
+            close,
+            reloading: Arc::default(),
         }
     }
 
@@ -134,6 +143,7 @@ impl Reloader {
     /// from. On error nothing changes and `certgate_reloads_total{result="error"}` counts it.
     pub async fn reload(&self) -> Result<Vec<PathBuf>, ReloadError> {
         let source = self.source.clone().ok_or(ReloadError::NoSource)?;
+        let _one_at_a_time = self.reloading.lock().await;
         // File reads and key parsing block; keep them off the async workers (the CRL fetches
         // still run on the runtime).
         let runtime = tokio::runtime::Handle::current();
@@ -153,11 +163,25 @@ impl Reloader {
         for setting in self.started_with.changed(&RestartOnly::of(&config)) {
             tracing::warn!(setting, "setting changed; it takes effect on restart");
         }
-        let apps = Apps::new(&config, &self.metrics, self.workers);
+        let generation = self.apps.load().generation + 1;
+        let apps = Apps::new(&config, &self.metrics, self.workers, generation);
         apps.start(&self.metrics);
-        self.apps.store(Arc::new(apps));
+        let replaced = self.apps.swap(Arc::new(apps));
+        // Retired before the signal goes out: a request that starts on one of its connections
+        // from here on sees it (README "Reload").
+        let closing = replaced.retire();
+        self.close.send_modify(|signal| {
+            signal.generation = generation;
+            signal.reload_grace = config.timeouts.reload_grace;
+        });
         self.metrics.reloaded(true);
-        tracing::info!(apps = config.apps.len(), "configuration reloaded");
+        self.metrics.reload_closed(closing);
+        tracing::info!(
+            apps = config.apps.len(),
+            generation,
+            closing,
+            "configuration reloaded, connections of the previous one told to close"
+        );
         Ok(config.files)
     }
 }
@@ -166,7 +190,7 @@ impl Reloader {
 pub(crate) async fn watch(
     reloader: Reloader,
     mut files: Vec<PathBuf>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<CloseSignal>,
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let names = Arc::new(Mutex::new(file_names(&files)));
@@ -177,7 +201,7 @@ pub(crate) async fn watch(
     let mut seen = fingerprint(&files);
     loop {
         let forced = tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
+            _ = stop.wait_for(|signal| signal.shutdown) => return,
             () = recv_hangup(&mut hangup) => true,
             Some(()) = events.recv() => false,
             _ = poll.tick() => false,

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::apps::{Apps, LiveApps};
 use crate::config::Config;
-use crate::drain::Draining;
+use crate::drain::{CloseSignal, Draining};
 use crate::listener::Listener;
 use crate::listener::balance::{Balance, HandedOff, Worker};
 use crate::metrics::Metrics;
@@ -44,6 +44,8 @@ pub struct Server {
     connections: Arc<Semaphore>,
     max_connections: usize,
     draining: Draining,
+    /// Tells open connections that shutdown began or that a reload replaced their config.
+    close: Arc<watch::Sender<CloseSignal>>,
     reloader: Reloader,
     watched: Vec<std::path::PathBuf>,
     /// Threads that accept and serve connections; 0 serves them on the caller's runtime.
@@ -69,16 +71,22 @@ impl Server {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let apps = Apps::new(config, &metrics, worker_threads);
+        let apps = Apps::new(config, &metrics, worker_threads, 0);
         apps.start(&metrics);
         let apps: LiveApps = Arc::new(ArcSwap::from_pointee(apps));
         let max_connections = config.limits.max_connections;
+        let close = Arc::new(watch::Sender::new(CloseSignal {
+            shutdown: false,
+            generation: 0,
+            reload_grace: config.timeouts.reload_grace,
+        }));
         let reloader = Reloader::new(
             apps.clone(),
             metrics.clone(),
             source,
             RestartOnly::of(config),
             worker_threads,
+            close.clone(),
         );
         Ok(Self {
             listener,
@@ -88,6 +96,7 @@ impl Server {
             connections: Arc::new(Semaphore::new(max_connections)),
             max_connections,
             draining: Draining::default(),
+            close,
             reloader,
             watched: config.files.clone(),
             worker_threads,
@@ -114,7 +123,7 @@ impl Server {
     /// this replica out), then accepting stops, idle connections close and in-flight requests
     /// finish, for at most `timeouts.shutdownGraceMs`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_rx = self.close.subscribe();
         let listener = Arc::new(Listener::new(
             self.apps.clone(),
             self.metrics.clone(),
@@ -180,7 +189,7 @@ impl Server {
         }
         tracing::info!("shutting down: draining connections");
         self.draining.start();
-        let _ = stop_tx.send(true);
+        self.close.send_modify(|signal| signal.shutdown = true);
         if let Accepting::Here(accept_loop) = &mut accepting {
             let _ = accept_loop.await;
         }
@@ -224,7 +233,7 @@ fn worker(
     inbox: UnboundedReceiver<HandedOff>,
     listener: Arc<Listener>,
     socket: std::net::TcpListener,
-    stop: watch::Receiver<bool>,
+    stop: watch::Receiver<CloseSignal>,
     mut done: watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()

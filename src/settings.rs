@@ -179,6 +179,9 @@ pub struct Timeouts {
     pub drain_delay: Duration,
     /// Draining on shutdown.
     pub shutdown_grace: Duration,
+    /// After a reload, how long requests and upgraded connections of the replaced config may
+    /// still run before they are cut (may be zero: cut at once).
+    pub reload_grace: Duration,
 }
 
 impl Default for Timeouts {
@@ -194,6 +197,7 @@ impl Default for Timeouts {
             upstream_idle: Duration::from_millis(60_000),
             drain_delay: Duration::from_millis(5_000),
             shutdown_grace: Duration::from_millis(30_000),
+            reload_grace: Duration::from_millis(30_000),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! - clients sending continuously while the CA bundle and the server certificate are swapped
 //!   dozens of times, by reload call (what SIGHUP runs) and by file change: no failed request;
 //! - a broken file keeps the running config and counts `result="error"`;
-//! - open connections keep the config they started with; new ones get the new one;
+//! - open connections close once a reload replaced their config; new ones get the new one;
 //! - a real SIGHUP reloads;
 //! - a Kubernetes Secret update (the kubelet's `..data` symlink swap) is picked up by itself.
 
@@ -18,6 +18,7 @@ use common::*;
 
 const RELOAD_OK: &str = r#"certgate_reloads_total{result="success"}"#;
 const RELOAD_ERROR: &str = r#"certgate_reloads_total{result="error"}"#;
+const CLOSED_BY_RELOAD: &str = "certgate_reload_closed_connections_total";
 
 /// Writes through a temporary file and `rename`, as atomic writers and Kubernetes do.
 fn write_atomically(dir: &TempDir, name: &str, contents: &str) {
@@ -70,10 +71,12 @@ async fn swapping_ca_bundle_and_server_certificate_under_load_fails_no_request()
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
+    let reopened = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut clients = Vec::new();
     for worker in 0..4 {
         let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
+        let reopened = reopened.clone();
         let options = options.clone().http2(worker % 2 == 1);
         let addr = gateway.addr;
         clients.push(tokio::spawn(async move {
@@ -83,12 +86,32 @@ async fn swapping_ca_bundle_and_server_certificate_under_load_fails_no_request()
                 let result = if worker < 2 {
                     get(addr, &options, "require.example.test", "/load").await
                 } else {
-                    if kept.is_none() {
-                        kept = Some(Connection::open(addr, &options).await.unwrap());
+                    // A reload closes kept connections between requests: like curl and
+                    // browsers, a client reconnects when its kept connection was closed
+                    // before a request went out (RFC 9112 section 9.3.1 also lets it retry
+                    // an idempotent request the closing connection never answered).
+                    let mut result = None;
+                    for _ in 0..2 {
+                        if kept.as_ref().is_none_or(|conn| !conn.is_open()) {
+                            if kept.is_some() {
+                                reopened.fetch_add(1, Ordering::Relaxed);
+                            }
+                            kept = Some(Connection::open(addr, &options).await.unwrap());
+                        }
+                        let conn = kept.as_mut().unwrap();
+                        let request = conn.get("require.example.test", "/load");
+                        let sent = conn.send(request).await;
+                        let closed_unanswered = sent
+                            .as_ref()
+                            .is_err_and(|failure| failure.closed_unanswered());
+                        result = Some(sent);
+                        if !closed_unanswered {
+                            break;
+                        }
+                        reopened.fetch_add(1, Ordering::Relaxed);
+                        kept = None;
                     }
-                    let conn = kept.as_mut().unwrap();
-                    let request = conn.get("require.example.test", "/load");
-                    conn.send(request).await
+                    result.unwrap()
                 };
                 sent.fetch_add(1, Ordering::Relaxed);
                 match result {
@@ -97,7 +120,10 @@ async fn swapping_ca_bundle_and_server_certificate_under_load_fails_no_request()
                         .lock()
                         .unwrap()
                         .push(format!("status {}", reply.status)),
-                    Err(failure) => failures.lock().unwrap().push(failure.message),
+                    Err(failure) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("worker {worker}: {}", failure.message)),
                 }
             }
         }));
@@ -146,6 +172,12 @@ async fn swapping_ca_bundle_and_server_certificate_under_load_fails_no_request()
         "too few requests to mean anything"
     );
     assert!(metric(&scrape(admin).await, RELOAD_OK) >= 30.0);
+    // The kept connections were closed by the reloads, between requests.
+    assert!(
+        reopened.load(Ordering::Relaxed) >= 10,
+        "the reloads closed no kept connection"
+    );
+    assert!(metric(&scrape(admin).await, CLOSED_BY_RELOAD) >= 10.0);
 
     // The last swap installed `other_server` (round 29 is odd) and was left to the watcher:
     // new connections soon present it.
@@ -207,7 +239,7 @@ async fn broken_ca_file_keeps_the_running_config_and_counts_an_error() {
 }
 
 #[tokio::test]
-async fn open_connections_keep_their_config_and_new_ones_get_the_new_one() {
+async fn open_connections_close_after_a_reload_and_new_ones_get_the_new_config() {
     let pki = Pki::new();
     let upstream = echo_upstream().await;
     let gateway = reload_gateway(&pki, upstream).await;
@@ -230,9 +262,14 @@ async fn open_connections_keep_their_config_and_new_ones_get_the_new_one() {
         refused.is_err(),
         "a new connection was served under the old trust"
     );
-    let request = open.get("require.example.test", "/after");
-    let reply = open.send(request).await.unwrap();
-    assert_eq!(reply.status, 200, "the open connection lost its config");
+    let Sender::Http1(sender) = &mut open.sender else {
+        unreachable!("an HTTP/1.1 connection")
+    };
+    let closed = tokio::time::timeout(Duration::from_secs(5), sender.ready()).await;
+    assert!(
+        matches!(closed, Ok(Err(_))),
+        "the open connection stayed open under the replaced trust"
+    );
     gateway.stop().await;
 }
 

@@ -272,6 +272,9 @@ pub struct FileTimeouts {
     pub drain_delay_ms: Option<u64>,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace_ms: Option<u64>,
+    /// Time requests and upgraded connections of a replaced config get to finish after a
+    /// reload; 0 cuts them at once.
+    pub reload_grace_ms: Option<u64>,
 }
 
 /// Resource limits.

@@ -285,6 +285,10 @@ pub(super) fn timeouts(file: &FileTimeouts) -> Result<Timeouts, ConfigError> {
             file.shutdown_grace_ms,
             default.shutdown_grace,
         )?,
+        // Zero is allowed: what the replaced config still runs is cut at once.
+        reload_grace: file
+            .reload_grace_ms
+            .map_or(default.reload_grace, Duration::from_millis),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Serving an established connection: one hyper session (HTTP/1.1 or HTTP/2) after another
-//! until the client leaves, the connection idles out, shutdown drains it or a revocation
-//! learned later refuses it. Between two sessions a quiet HTTP/1.1 connection is parked
+//! until the client leaves, the connection idles out, shutdown drains it, a reload replaces
+//! its config (what is in flight finishes, cut after `timeouts.reloadGraceMs`) or a
+//! revocation learned later refuses it. Between two sessions a quiet HTTP/1.1 connection is parked
 //! (`park`).
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use hyper_util::server::conn::auto;
 use tokio::sync::watch;
 
 use super::park::{self, SessionIo, Tls};
+use crate::drain::{Close, CloseSignal};
 use crate::proxy;
 use crate::proxy::context::ConnectionContext;
 use crate::proxy::header_limits::http2_header_list_limit;
@@ -35,7 +37,7 @@ impl Sessions {
     pub(super) async fn serve(
         self,
         mut stream: Tls,
-        mut shutdown: watch::Receiver<bool>,
+        mut close: watch::Receiver<CloseSignal>,
         mut revoked_later: Option<Refused>,
     ) {
         let Self {
@@ -51,6 +53,7 @@ impl Sessions {
         let builder = http_builder(&timeouts, &limits);
         let idle = timeouts.idle;
         let park_after = park::park_after(&timeouts);
+        let generation = context.generation();
         let mut first = None;
         loop {
             let (io, returned) = SessionIo::new(stream, first.take(), context.clone());
@@ -63,7 +66,7 @@ impl Sessions {
                 park_after,
                 client_addr,
             }
-            .drive(served, &mut shutdown, revoked_later.as_mut())
+            .drive(served, &mut close, revoked_later.as_mut())
             .await;
             let (Ended::Parked, Ok(back)) = (ended, returned.await) else {
                 return;
@@ -87,7 +90,7 @@ impl Sessions {
                     revoked_warning(client_addr, &context, &refused);
                     None
                 }
-                _ = shutdown.wait_for(|stop| *stop) => None,
+                _ = close.wait_for(|signal| signal.closes(generation).is_some()) => None,
             };
             match waited {
                 Some(byte) => first = Some(byte),
@@ -102,6 +105,10 @@ impl Sessions {
 
 /// hyper's own HTTP/1.1 header field limit, the default of `limits.maxRequestHeaders`.
 const HYPER_MAX_HEADERS: usize = 100;
+
+/// How long a connection that has not started a request when a reload replaces its config
+/// waits for its first one (sent before the client could know of the reload) before it closes.
+const FIRST_REQUEST_AFTER_RELOAD: Duration = Duration::from_secs(1);
 
 /// Streams one HTTP/2 connection may have open at once (nginx allows 128).
 const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
@@ -155,12 +162,13 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// Serves `served` until it ends, closing it gracefully on idle timeout, drain, shutdown
-    /// or a later revocation, and asking it to park once HTTP/1.1 has gone quiet.
+    /// Serves `served` until it ends, closing it gracefully on idle timeout, drain, shutdown,
+    /// a reload (cut once its grace is over) or a later revocation, and asking it to park
+    /// once HTTP/1.1 has gone quiet.
     async fn drive<F>(
         &self,
         mut served: Pin<Box<F>>,
-        shutdown: &mut watch::Receiver<bool>,
+        close: &mut watch::Receiver<CloseSignal>,
         mut revoked_later: Option<&mut Refused>,
     ) -> Ended
     where
@@ -172,10 +180,18 @@ impl Session<'_> {
         // last request ended, and an HTTP/1.1 one parks `park_after` after it.
         let idle_timer = tokio::time::sleep(idle.min(park_after));
         tokio::pin!(idle_timer);
+        let generation = context.generation();
         let mut closing = false;
+        // Once a reload replaced the connection's config: the grace its requests get.
+        let mut reloaded: Option<Duration> = None;
+        // After a reload: the idle timer has become the end of the grace.
+        let mut cut_at_timer = false;
         let mut parking = false;
         loop {
             tokio::select! {
+                // The session first: a request already received is read (and answered, with
+                // `Connection: close` when closing) before a reason to close is acted on.
+                biased;
                 result = served.as_mut() => {
                     return match result {
                         Err(error) => {
@@ -192,6 +208,11 @@ impl Session<'_> {
                 }
                 () = context.close.notified(), if !closing => {
                     closing = true;
+                    if let Some(grace) = reloaded {
+                        // The first request after a reload started: it ends the connection.
+                        cut_at_timer = true;
+                        idle_timer.as_mut().reset(tokio::time::Instant::now() + grace);
+                    }
                     Graceful::shutdown(served.as_mut());
                 }
                 refused = revoked(revoked_later.as_deref_mut()), if !closing => {
@@ -199,11 +220,46 @@ impl Session<'_> {
                     closing = true;
                     Graceful::shutdown(served.as_mut());
                 }
-                _ = shutdown.wait_for(|stop| *stop), if !closing => {
-                    closing = true;
-                    Graceful::shutdown(served.as_mut());
+                signal = close.wait_for(|signal| signal.closes(generation).is_some()), if !closing && reloaded.is_none() => {
+                    // A closed channel means the server is gone: as for shutdown.
+                    let why = signal.ok().and_then(|signal| signal.closes(generation));
+                    let now = tokio::time::Instant::now();
+                    match why {
+                        Some(Close::Reloaded { grace }) if grace.is_zero() => {
+                            tracing::debug!("closing connection, its config was replaced");
+                            return Ended::Closed;
+                        }
+                        Some(Close::Reloaded { grace }) if context.awaits_first_request() => {
+                            // Its handshake ended before the reload, so its first request is
+                            // on its way: served, with `Connection: close`, if it starts soon.
+                            reloaded = Some(grace);
+                            idle_timer.as_mut().reset(now + FIRST_REQUEST_AFTER_RELOAD.min(grace));
+                        }
+                        Some(Close::Reloaded { grace }) => {
+                            tracing::debug!("closing connection once in-flight requests end, its config was replaced");
+                            reloaded = Some(grace);
+                            closing = true;
+                            cut_at_timer = true;
+                            idle_timer.as_mut().reset(now + grace);
+                            Graceful::shutdown(served.as_mut());
+                        }
+                        Some(Close::Shutdown) | None => {
+                            closing = true;
+                            Graceful::shutdown(served.as_mut());
+                        }
+                    }
                 }
-                () = idle_timer.as_mut(), if !closing => {
+                () = idle_timer.as_mut(), if !closing || cut_at_timer => {
+                    if cut_at_timer {
+                        tracing::debug!("reload grace over, cutting the connection");
+                        return Ended::Closed;
+                    }
+                    if reloaded.is_some() {
+                        tracing::debug!("closing connection, no request since its config was replaced");
+                        closing = true;
+                        Graceful::shutdown(served.as_mut());
+                        continue;
+                    }
                     let now = tokio::time::Instant::now();
                     let park = context.park_deadline(park_after).filter(|_| !parking);
                     match context.idle_deadline(idle) {

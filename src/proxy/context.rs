@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::HeaderValue;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
 use super::activity::Activity;
@@ -16,12 +16,25 @@ use super::error::REQUEST_HEADER_TOO_LARGE;
 use super::stall::StallObserver;
 use super::{headers, refuse};
 use crate::access_log::{self, ConnectionFields, RequestFields};
-use crate::apps::{App, Apps};
-use crate::drain::Draining;
+use crate::apps::{App, Apps, LiveApps};
+use crate::drain::{CloseSignal, Draining};
 use crate::identity::ClientIdentity;
 use crate::metrics::app::ActiveConnection;
 use crate::metrics::label::StallReason;
 use crate::revocation::Standing;
+
+/// What tells an open connection to stop: shutdown's drain, and a reload that replaced the
+/// apps it was accepted under.
+#[derive(Debug, Clone)]
+pub(crate) struct Signals {
+    /// Raised when shutdown begins.
+    pub draining: Draining,
+    /// The apps new connections are served under: a request that starts after a reload is
+    /// sent with the newest generation's upstream client when its app's upstream is unchanged.
+    pub live: LiveApps,
+    /// Shutdown, or a reload that retired the connection's generation.
+    pub close: watch::Receiver<CloseSignal>,
+}
 
 /// What a connection knows once its handshake is done; shared by all its requests.
 #[derive(Debug)]
@@ -30,8 +43,8 @@ pub(crate) struct ConnectionContext {
     pub app: Arc<App>,
     /// The apps this connection was accepted under, for the authority check.
     pub(super) apps: Arc<Apps>,
-    /// Raised when shutdown begins.
-    pub(super) draining: Draining,
+    /// The drain flag and what tells the connection that a reload replaced its apps.
+    pub(crate) signals: Signals,
     /// The connection's slot under `limits.maxConnections`, held by upgraded streams too.
     pub(super) permit: Arc<OwnedSemaphorePermit>,
     /// Keeps the connection counted in `certgate_connections_active`.
@@ -66,7 +79,7 @@ impl ConnectionContext {
     pub(crate) fn new(
         app: Arc<App>,
         apps: Arc<Apps>,
-        draining: Draining,
+        signals: Signals,
         permit: OwnedSemaphorePermit,
         client_addr: SocketAddr,
         sni: Option<String>,
@@ -74,11 +87,12 @@ impl ConnectionContext {
     ) -> Self {
         let identity = client.as_ref().map(|client| &client.identity);
         let policy = ConnectionPolicy::new(&app, identity, client_addr.ip());
+        apps.opened();
         Self {
             _active: app.metrics.connection_opened(),
             app,
             apps,
-            draining,
+            signals,
             permit: Arc::new(permit),
             client_addr,
             forwarded_for: headers::forwarded_for(client_addr.ip()),
@@ -109,6 +123,11 @@ impl ConnectionContext {
         self
     }
 
+    /// The generation of apps the connection was accepted under.
+    pub(crate) fn generation(&self) -> u64 {
+        self.apps.generation
+    }
+
     /// When the connection will have been idle for `idle`, or `None` while a request is in
     /// flight.
     pub(crate) fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
@@ -122,6 +141,11 @@ impl ConnectionContext {
             .last_was_http1()
             .then(|| self.idle_deadline(after))
             .flatten()
+    }
+
+    /// Whether the connection has not started a request yet.
+    pub(crate) fn awaits_first_request(&self) -> bool {
+        self.activity.ended() == 0 && self.activity.idle_since().is_some()
     }
 
     /// Asks the connection's HTTP session to end at its next read, once nothing is in flight.
@@ -200,6 +224,12 @@ impl ConnectionContext {
             hash: self.identity().map_or("", |id| id.hash.as_str()),
             upstream: &self.app.config.upstream,
         }
+    }
+}
+
+impl Drop for ConnectionContext {
+    fn drop(&mut self) {
+        self.apps.closed();
     }
 }
 

@@ -94,12 +94,27 @@ pub struct Failure {
     /// The TLS alert the server sent, when one arrived.
     pub alert: Option<AlertDescription>,
     pub message: String,
+    /// The connection was closed (or the stream refused) before any response byte: a
+    /// client may send an idempotent request again on a new connection (RFC 9112 section
+    /// 9.3.1, RFC 9113 section 8.7).
+    unanswered: bool,
+}
+
+impl Failure {
+    /// Whether the request went unanswered because its connection closed or refused it.
+    pub fn closed_unanswered(&self) -> bool {
+        self.unanswered
+    }
 }
 
 pub fn failure(error: &(dyn std::error::Error + 'static)) -> Failure {
     let mut alert = None;
+    let mut unanswered = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            unanswered |= hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed();
+        }
         if let Some(rustls::Error::AlertReceived(a)) = e.downcast_ref::<rustls::Error>() {
             alert = Some(*a);
         }
@@ -122,7 +137,16 @@ pub fn failure(error: &(dyn std::error::Error + 'static)) -> Failure {
             .collect();
         ALERTS.iter().copied().find(|a| format!("{a:?}") == name)
     });
-    Failure { alert, message }
+    // HTTP/2: a stream refused, or left out by GOAWAY's last stream ID, was not processed
+    // (RFC 9113 sections 6.8 and 8.7).
+    unanswered |= message.contains("refused stream")
+        || message.contains("REFUSED_STREAM")
+        || message.contains("connection error received: not a result of an error");
+    Failure {
+        alert,
+        message,
+        unanswered,
+    }
 }
 
 const ALERTS: [AlertDescription; 9] = [
@@ -191,6 +215,14 @@ impl Reply {
 }
 
 impl Connection {
+    /// Whether the connection can still carry a request (certgate has not closed it).
+    pub fn is_open(&self) -> bool {
+        match &self.sender {
+            Sender::Http1(sender) => !sender.is_closed(),
+            Sender::Http2(sender) => !sender.is_closed(),
+        }
+    }
+
     pub async fn open(addr: SocketAddr, options: &ClientOptions) -> Result<Self, Failure> {
         Self::over(tls_stream(addr, options).await?, options).await
     }

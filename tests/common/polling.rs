@@ -24,3 +24,14 @@ pub async fn scrape_until(
     }
     text
 }
+
+/// Checks `done` every 25 ms until it holds, for at most 5 seconds; whether it held.
+pub async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    done()
+}
