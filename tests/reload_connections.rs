@@ -85,8 +85,10 @@ async fn gateway(pki: &Pki, apps: serde_json::Value, timeouts: serde_json::Value
     .await
 }
 
-/// Rewrites the gateway's config with `apps` and reloads it, as SIGHUP does.
-async fn reload_with(gateway: &Gateway, apps: serde_json::Value, timeouts: serde_json::Value) {
+/// Rewrites the gateway's config with `apps` and `timeouts` and reloads it, as SIGHUP does.
+async fn reload_with(gateway: &Gateway, apps: serde_json::Value, mut timeouts: serde_json::Value) {
+    // As `Gateway::start` does: no balancer in front, so `stop` drains at once.
+    timeouts["drainDelayMs"] = 0.into();
     let config = json!({
         "listen": "127.0.0.1:0",
         "admin": "127.0.0.1:0",
