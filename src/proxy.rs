@@ -275,7 +275,11 @@ async fn forward(
     };
 
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let mut response = conn.app.upstream.send(request).await?;
+    let mut response = conn
+        .app
+        .upstream
+        .send(request, headers::clean_trailers)
+        .await?;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match downstream_upgrade {
         Some(downstream) if switching => {

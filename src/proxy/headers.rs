@@ -123,6 +123,23 @@ pub(crate) fn strip_client_cert_headers(headers: &mut HeaderMap) -> usize {
     removed
 }
 
+/// Cleans a request's trailer section as its header section is cleaned: every certificate
+/// header in every spelling, and every hop-by-hop field, `TE` included (a trailer section
+/// carries no connection options). Runs only for a trailer frame, never for data; returns how
+/// many fields were removed.
+pub(crate) fn clean_trailers(trailers: &mut HeaderMap) -> usize {
+    let found = scan(trailers);
+    let before = trailers.len();
+    if found.client_cert {
+        strip_client_cert_headers(trailers);
+    }
+    if found.hop_by_hop() {
+        remove_hop_by_hop(trailers, false);
+        trailers.remove(TE);
+    }
+    before - trailers.len()
+}
+
 /// Whether an HTTP/1.1 request asks for a protocol upgrade (`Connection: upgrade` plus an
 /// `Upgrade` header).
 pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -268,6 +285,29 @@ mod tests {
         let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["x-app", "x-original-urls", "x-rewrite"]);
+    }
+
+    #[test]
+    fn trailers_lose_certificate_and_hop_by_hop_fields() {
+        let mut trailers = HeaderMap::new();
+        trailers.append("grpc-status", HeaderValue::from_static("0"));
+        trailers.append(
+            "x_forwarded_client_cert",
+            HeaderValue::from_static("Hash=f"),
+        );
+        trailers.append("client-cert", HeaderValue::from_static(":Zm9v:"));
+        trailers.append("x-client-verify", HeaderValue::from_static("SUCCESS"));
+        trailers.append("x-amzn-mtls-clientcert", HeaderValue::from_static("f"));
+        trailers.append(CONNECTION, HeaderValue::from_static("x-named"));
+        trailers.append("x-named", HeaderValue::from_static("1"));
+        trailers.append(TE, HeaderValue::from_static("trailers"));
+        trailers.append(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert_eq!(clean_trailers(&mut trailers), 8);
+        assert_eq!(
+            trailers.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+            ["grpc-status"]
+        );
+        assert_eq!(clean_trailers(&mut trailers), 0);
     }
 
     #[test]
