@@ -252,6 +252,10 @@ async fn forward(
         let spoofed = headers::strip_client_cert_headers(headers);
         tracing::debug!(client.addr = %conn.client_addr, spoofed, "removed client-sent certificate headers");
     }
+    if found.path_override && conn.app.config.request_policy.inspects_path() {
+        let removed = headers::strip_path_override_headers(headers);
+        tracing::debug!(client.addr = %conn.client_addr, removed, "removed path-override headers");
+    }
     // Hop-by-hop removal comes before certgate's own headers: a client naming them in
     // `Connection` must not be able to remove them.
     if found.hop_by_hop() {
@@ -281,7 +285,9 @@ async fn forward(
     };
 
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let mut response = upstream_client(conn, retired).send(request).await?;
+    let mut response = upstream_client(conn, retired)
+        .send(request, headers::clean_trailers)
+        .await?;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match downstream_upgrade {
         Some(downstream) if switching => {

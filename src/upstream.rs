@@ -30,7 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 pub(crate) use self::error::UpstreamError;
 use self::pool::{CheckIn, Pools};
-use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody};
+use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody, TrailerFilter};
 use self::stream::{AppStream, Dialer};
 use crate::settings::{Timeouts, Transport, Upstream};
 
@@ -103,13 +103,15 @@ impl UpstreamClient {
 
     /// Sends a request whose URI is in the form the app takes (origin-form for HTTP/1.1, the
     /// client's authority for h2c); waits for the response header, at most
-    /// `upstreamResponseMs` from the end of the request body.
+    /// `upstreamResponseMs` from the end of the request body. A trailer section of the
+    /// request goes through `clean_trailers` first.
     pub(crate) async fn send(
         &self,
         request: Request<Incoming>,
+        clean_trailers: TrailerFilter,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, body) = request.into_parts();
-        let (body, body_sent) = RequestBody::new(body, self.inner.body_idle);
+        let (body, body_sent) = RequestBody::new(body, self.inner.body_idle, clean_trailers);
         let client_failed = body.client_failed.clone();
         // Who failed decides the status: a client that broke off or stalled its upload is not
         // the app's fault, though the upstream request fails with it (and the upstream

@@ -9,7 +9,8 @@
 //!   one that does not arrive within the handshake deadline;
 //! - without `proxyProtocol`, a header is not read (the connection fails as bad TLS);
 //! - the real binary's access line names the carried address in `client.addr`;
-//! - the rate limit of certificate-less clients is keyed on the carried address.
+//! - the rate limit of certificate-less clients is keyed on the carried address: a v2
+//!   `::ffff:6.6.6.6` shares the bucket of a v1 `6.6.6.6`, and IPv6 clients share one per /64.
 //!
 //! HAProxy in front, as the real balancer, is in `tests/haproxy.rs`.
 
@@ -337,6 +338,69 @@ async fn the_rate_limit_is_keyed_on_the_carried_address() {
         status_from("203.0.113.8").await,
         200,
         "another client, its own bucket"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_keys_a_mapped_address_as_ipv4_and_ipv6_clients_by_their_64() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let mut ignore = app(
+        "ignore",
+        &["ignore.example.test"],
+        echo_upstream().await,
+        "ignore",
+    );
+    // One request, then a refill so slow no test ever sees it.
+    ignore["rateLimit"] = serde_json::json!({ "requestsPerSecond": 0.001, "burst": 1 });
+    let gateway = Gateway::start(
+        dir,
+        serde_json::json!({
+            "proxyProtocol": { "trustedSources": ["127.0.0.1/32"] },
+            "apps": [ignore],
+        }),
+    )
+    .await;
+    let options = ClientOptions::new(&pki, "ignore.example.test");
+    let status_after = |header: Vec<u8>| {
+        let options = options.clone();
+        let addr = gateway.addr;
+        async move {
+            let tcp = tcp_from(None, addr).await.unwrap();
+            let mut conn = Connection::open_on(tcp, &header, &options).await.unwrap();
+            let request = conn.get("ignore.example.test", "/");
+            conn.send(request).await.unwrap().status.as_u16()
+        }
+    };
+    let v2 = |client: &str| {
+        let client: SocketAddr = format!("[{client}]:40000").parse().unwrap();
+        let balancer: SocketAddr = "[2001:db8:ffff::1]:443".parse().unwrap();
+        ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+            ppp::v2::Protocol::Stream,
+            (client, balancer),
+        )
+        .build()
+        .unwrap()
+    };
+    assert_eq!(status_after(v2("::ffff:6.6.6.6")).await, 200);
+    assert_eq!(
+        status_after(b"PROXY TCP4 6.6.6.6 192.0.2.1 40000 443\r\n".to_vec()).await,
+        429,
+        "6.6.6.6 is the client ::ffff:6.6.6.6 was: its bucket is empty"
+    );
+    assert_eq!(status_after(v2("2001:db8:1:2::1")).await, 200);
+    assert_eq!(
+        status_after(v2("2001:db8:1:2:ffff::9")).await,
+        429,
+        "another address of the same /64 draws from the same bucket"
+    );
+    assert_eq!(
+        status_after(v2("2001:db8:1:3::1")).await,
+        200,
+        "another /64, its own bucket"
     );
     gateway.stop().await;
 }

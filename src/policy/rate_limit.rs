@@ -1,9 +1,10 @@
 //! Rate limiting per client identity (README "Rate limiting"): one token bucket per client
-//! certificate hash, or per client address for requests without a certificate, in a table of
-//! bounded size. Time is tokio's clock, so tests drive it with a paused clock.
+//! certificate hash, or per client address (IPv6: per /64) for requests without a
+//! certificate, in a table of bounded size. Time is tokio's clock, so tests drive it with a
+//! paused clock.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,9 +28,31 @@ pub(crate) const MAX_KEYS: usize = 100_000;
 pub(crate) enum Key {
     /// SHA-256 of the client's leaf certificate.
     Certificate([u8; 32]),
-    /// The client's address, for connections without a certificate.
+    /// The client's address, for connections without a certificate, as `Key::address` makes
+    /// it.
     Address(IpAddr),
 }
+
+impl Key {
+    /// The bucket of a client without a certificate. An IPv4-mapped IPv6 address
+    /// (`::ffff:6.6.6.6`, as a dual-stack socket or a PROXY v2 header may carry it) is the
+    /// IPv4 client it maps, and an IPv6 client is keyed by its /64: that is what one
+    /// subscriber or host is given, so keying by /128 would let it rotate through 2^64
+    /// buckets.
+    pub(crate) fn address(client: IpAddr) -> Self {
+        let client = match client {
+            IpAddr::V4(_) => client,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & IPV6_PREFIX_64)),
+            },
+        };
+        Self::Address(client)
+    }
+}
+
+/// The network bits of an IPv6 /64.
+const IPV6_PREFIX_64: u128 = u128::MAX << 64;
 
 /// The token buckets of one app.
 #[derive(Debug)]
@@ -170,6 +193,48 @@ mod tests {
         assert!(limiter.check(address(1)).is_err());
         assert_eq!(limiter.check(address(2)), Ok(()));
         assert_eq!(limiter.check(Key::Certificate([1; 32])), Ok(()));
+    }
+
+    fn key_of(address: &str) -> Key {
+        Key::address(address.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])))
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_keyed_as_its_ipv4_address() {
+        assert_eq!(key_of("::ffff:6.6.6.6"), key_of("6.6.6.6"));
+        assert_eq!(key_of("6.6.6.6"), Key::Address(IpAddr::from([6, 6, 6, 6])));
+        assert_ne!(key_of("::ffff:6.6.6.7"), key_of("6.6.6.6"));
+        // IPv4-compatible (`::6.6.6.6`, deprecated) is an IPv6 address like any other.
+        assert_ne!(key_of("::6.6.6.6"), key_of("6.6.6.6"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        assert_eq!(
+            key_of("2001:db8:1:2::1"),
+            key_of("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_eq!(key_of("2001:db8:1:2:abcd::9"), key_of("2001:db8:1:2::"));
+        assert_ne!(key_of("2001:db8:1:2::1"), key_of("2001:db8:1:3::1"));
+        assert_eq!(
+            key_of("2001:db8:1:2:3:4:5:6"),
+            Key::Address("2001:db8:1:2::".parse().unwrap_or(IpAddr::from([0; 4])))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_bucket_for_a_mapped_address_and_its_ipv4_and_for_a_64() {
+        let limiter = RateLimiter::new(TEN_PER_SECOND, MAX_KEYS);
+        for address in ["6.6.6.6", "::ffff:6.6.6.6", "6.6.6.6"] {
+            assert_eq!(limiter.check(key_of(address)), Ok(()), "{address}");
+        }
+        assert!(limiter.check(key_of("::ffff:6.6.6.6")).is_err());
+        for address in ["2001:db8::1", "2001:db8::2", "2001:db8::ffff"] {
+            assert_eq!(limiter.check(key_of(address)), Ok(()), "{address}");
+        }
+        assert!(limiter.check(key_of("2001:db8::3")).is_err());
+        assert_eq!(limiter.check(key_of("2001:db8:0:1::1")), Ok(()));
+        assert_eq!(limiter.len(), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -64,7 +64,7 @@ impl ConnectionPolicy {
         Self {
             verified: identity.is_some(),
             grants,
-            rate_key: identity.map_or(Key::Address(client), |id| Key::Certificate(id.hash_bytes)),
+            rate_key: identity.map_or(Key::address(client), |id| Key::Certificate(id.hash_bytes)),
             verdict: policy
                 .formats
                 .verdict

@@ -1,5 +1,6 @@
 //! Header rewriting on the way through: client-sent certificate headers stripped, hop-by-hop headers removed
-//! (RFC 9110 section 7.6.1), `X-Forwarded-*` added.
+//! (RFC 9110 section 7.6.1), path-override headers removed where a path policy applies,
+//! `X-Forwarded-*` added.
 
 use std::net::IpAddr;
 
@@ -40,6 +41,8 @@ pub(crate) struct Found {
     /// A header read as a certificate header of some format (XFCC, RFC 9440, ALB, Azure, the
     /// verdict) in some spelling.
     pub client_cert: bool,
+    /// A path-override header (`X-Original-URL`, `X-Rewrite-URL`) in some spelling.
+    pub path_override: bool,
     /// Bit `i` set: `HOP_BY_HOP[i]` is present.
     hop_by_hop: u16,
 }
@@ -63,9 +66,44 @@ pub(crate) fn scan(headers: &HeaderMap) -> Found {
             found.hop_by_hop |= 1 << index;
         } else if super::formats::is_client_cert_header(name.as_str()) {
             found.client_cert = true;
+        } else if is_path_override(name.as_str()) {
+            found.path_override = true;
         }
     }
     found
+}
+
+/// Removes every path-override header (`X-Original-URL`, `X-Rewrite-URL`; any case, `_` for
+/// `-`, any number of copies); returns how many were removed. IIS (URL Rewrite, ARR) and
+/// Symfony- or Zend-style frameworks serve the path these name instead of the request's, so
+/// on an app whose exclusion paths or authorization rules judged the request's path, a
+/// `/public` request could be served as `/admin`.
+pub(crate) fn strip_path_override_headers(headers: &mut HeaderMap) -> usize {
+    let mut removed = 0;
+    while let Some(name) = headers
+        .keys()
+        .find(|name| is_path_override(name.as_str()))
+        .cloned()
+    {
+        removed += headers.get_all(&name).iter().count();
+        headers.remove(&name);
+    }
+    removed
+}
+
+/// Whether `name` (lowercase, as every `HeaderName` is) reads as `x-original-url` or
+/// `x-rewrite-url` once `_` is read as `-` (CGI and PHP turn both into the same variable).
+/// Compared byte by byte, without allocating: it runs on header names of every request.
+fn is_path_override(name: &str) -> bool {
+    let name = name.as_bytes();
+    let reads_as = |known: &[u8]| {
+        name.len() == known.len()
+            && name
+                .iter()
+                .zip(known)
+                .all(|(&byte, &expected)| byte == expected || (byte == b'_' && expected == b'-'))
+    };
+    reads_as(b"x-original-url") || reads_as(b"x-rewrite-url")
 }
 
 /// Removes every header that is or would be read as a certificate header of any format
@@ -83,6 +121,23 @@ pub(crate) fn strip_client_cert_headers(headers: &mut HeaderMap) -> usize {
         headers.remove(&name);
     }
     removed
+}
+
+/// Cleans a request's trailer section as its header section is cleaned: every certificate
+/// header in every spelling, and every hop-by-hop field, `TE` included (a trailer section
+/// carries no connection options). Runs only for a trailer frame, never for data; returns how
+/// many fields were removed.
+pub(crate) fn clean_trailers(trailers: &mut HeaderMap) -> usize {
+    let found = scan(trailers);
+    let before = trailers.len();
+    if found.client_cert {
+        strip_client_cert_headers(trailers);
+    }
+    if found.hop_by_hop() {
+        remove_hop_by_hop(trailers, false);
+        trailers.remove(TE);
+    }
+    before - trailers.len()
 }
 
 /// Whether an HTTP/1.1 request asks for a protocol upgrade (`Connection: upgrade` plus an
@@ -178,6 +233,8 @@ fn tokens<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> impl Iterato
 }
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
     use super::*;
 
     #[test]
@@ -201,6 +258,56 @@ mod tests {
             headers.insert(name, HeaderValue::from_static("x"));
             assert!(scan(&headers).hop_by_hop(), "{name}");
         }
+    }
+
+    #[test]
+    fn path_override_headers_are_found_and_stripped_in_every_spelling() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-app", HeaderValue::from_static("1"));
+        headers.insert("x-original-urls", HeaderValue::from_static("keep"));
+        headers.insert("x-rewrite", HeaderValue::from_static("keep"));
+        assert!(!scan(&headers).path_override);
+        for name in [
+            "X-Original-URL",
+            "x_original_url",
+            "x-original_url",
+            "X-Rewrite-URL",
+            "x_rewrite_url",
+        ] {
+            headers.append(
+                HeaderName::try_from(name).unwrap(),
+                HeaderValue::from_static("/admin"),
+            );
+        }
+        headers.append("x-original-url", HeaderValue::from_static("/admin"));
+        assert!(scan(&headers).path_override);
+        assert_eq!(strip_path_override_headers(&mut headers), 6);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-app", "x-original-urls", "x-rewrite"]);
+    }
+
+    #[test]
+    fn trailers_lose_certificate_and_hop_by_hop_fields() {
+        let mut trailers = HeaderMap::new();
+        trailers.append("grpc-status", HeaderValue::from_static("0"));
+        trailers.append(
+            "x_forwarded_client_cert",
+            HeaderValue::from_static("Hash=f"),
+        );
+        trailers.append("client-cert", HeaderValue::from_static(":Zm9v:"));
+        trailers.append("x-client-verify", HeaderValue::from_static("SUCCESS"));
+        trailers.append("x-amzn-mtls-clientcert", HeaderValue::from_static("f"));
+        trailers.append(CONNECTION, HeaderValue::from_static("x-named"));
+        trailers.append("x-named", HeaderValue::from_static("1"));
+        trailers.append(TE, HeaderValue::from_static("trailers"));
+        trailers.append(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert_eq!(clean_trailers(&mut trailers), 8);
+        assert_eq!(
+            trailers.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+            ["grpc-status"]
+        );
+        assert_eq!(clean_trailers(&mut trailers), 0);
     }
 
     #[test]

@@ -31,13 +31,8 @@ impl HostPattern {
             Some(domain) => (Self::Wildcard(domain.to_owned()), domain),
             None => (Self::Exact(name.clone()), name.as_str()),
         };
-        let valid = !domain.is_empty()
-            && domain.split('.').all(|label| {
-                !label.is_empty()
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
+        // `domain` has lost its one trailing dot already: a second one is an empty label.
+        let valid = !domain.ends_with('.') && is_dns_name(domain.as_bytes());
         if valid { Ok(pattern) } else { Err(invalid()) }
     }
 }
@@ -101,8 +96,10 @@ impl HostMatcher {
 
 /// The host of a request authority (`Host` or `:authority`), without its port and without
 /// the brackets of an IPv6 literal, not yet normalized. `None` when the value is not
-/// `host[:port]`: the port is 1 to 5 ASCII digits with a value from 1 to 65535, an IPv6
-/// literal is bracketed, and there is no userinfo, space or control character.
+/// `host[:port]`: the host is DNS labels (`is_dns_name`, which IPv4 literals are too) or a
+/// bracketed IPv6 literal, and the port is 1 to 5 ASCII digits with a value from 1 to 65535.
+/// Anything else (a comma, `;`, `%`, `!`, userinfo, an empty label) is refused: an app that
+/// picks its site from the forwarded host must see the very name that was routed.
 pub(crate) fn authority_host(authority: &[u8]) -> Option<&str> {
     let authority = std::str::from_utf8(authority).ok()?;
     let (host, port) = match authority.strip_prefix('[') {
@@ -126,11 +123,28 @@ pub(crate) fn authority_host(authority: &[u8]) -> Option<&str> {
             return None;
         }
     }
-    let reg_name = authority.starts_with('[')
-        || host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
-    (!host.is_empty() && reg_name).then_some(host)
+    let valid = authority.starts_with('[') || is_dns_name(host.as_bytes());
+    valid.then_some(host)
+}
+
+/// Whether `name` is DNS labels: letters, digits, `-` and `_`, no empty label, at most one
+/// trailing dot. One pass, no allocation: it runs on every request.
+fn is_dns_name(name: &[u8]) -> bool {
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    let mut label_empty = true;
+    for &byte in name {
+        if byte == b'.' {
+            if label_empty {
+                return false;
+            }
+            label_empty = true;
+        } else if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            label_empty = false;
+        } else {
+            return false;
+        }
+    }
+    !label_empty
 }
 
 #[cfg(test)]
@@ -176,6 +190,54 @@ mod tests {
         assert_eq!(authority_host(b"a.test:65535"), Some("a.test"));
         assert_eq!(authority_host(b"[::1]:8443"), Some("::1"));
         assert_eq!(authority_host(b"[::1]"), Some("::1"));
+    }
+
+    /// The authority grammar (README "Routing"), one row per case: DNS labels or a bracketed
+    /// IPv6 literal, an optional decimal port, nothing else.
+    #[test]
+    fn authority_grammar_table() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("a.test", Some("a.test")),
+            ("A.Test", Some("A.Test")),
+            ("a.test.", Some("a.test.")),
+            ("a.test.:8443", Some("a.test.")),
+            ("localhost", Some("localhost")),
+            ("x-1_y.a.test", Some("x-1_y.a.test")),
+            ("127.0.0.1", Some("127.0.0.1")),
+            ("127.0.0.1:8443", Some("127.0.0.1")),
+            ("[::1]", Some("::1")),
+            ("[2001:db8::7]:443", Some("2001:db8::7")),
+            ("[::ffff:6.6.6.6]", Some("::ffff:6.6.6.6")),
+            ("x,a.test", None),
+            ("a.test,b.test", None),
+            ("a.test, b.test", None),
+            ("a.test..", None),
+            ("a..test", None),
+            (".a.test", None),
+            (".", None),
+            ("..", None),
+            ("a.test%2e", None),
+            ("a.test;x", None),
+            ("a.test!", None),
+            ("a.test~", None),
+            ("a.test$", None),
+            ("a.test&b", None),
+            ("a.test'", None),
+            ("a(b)", None),
+            ("a*b", None),
+            ("a+b", None),
+            ("a=b", None),
+            ("a/b", None),
+            ("a\\b", None),
+            ("é.test", None),
+            ("a.test:8443,b.test", None),
+            ("[fe80::1%25eth0]", None),
+            ("[v1.x]", None),
+            ("[::1]:443,b.test", None),
+        ];
+        for (authority, host) in table {
+            assert_eq!(authority_host(authority.as_bytes()), *host, "{authority:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The client's request body on its way to the app: it says when it has been read whole (so
-//! `upstreamResponseMs` starts then), whether the client broke it off, and cuts it off after
-//! `requestBodyIdleMs` without a byte.
+//! `upstreamResponseMs` starts then), whether the client broke it off, cuts it off after
+//! `requestBodyIdleMs` without a byte, and cleans its trailers as the request's headers are
+//! cleaned.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,11 +10,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::gap::GapClock;
+
+/// Cleans a trailer section in place and says how many fields it removed; the proxy's
+/// header rules, handed down so that this stage need not know them.
+pub(crate) type TrailerFilter = fn(&mut HeaderMap) -> usize;
 
 /// `RequestBody::client_failed`: the client did not fail.
 pub(super) const CLIENT_OK: u8 = 0;
@@ -33,6 +39,8 @@ pub(crate) struct RequestBody {
     /// Made on the first wait for the client: requests without a body never need it. Boxed
     /// because hyper's client needs an `Unpin` body.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Run on the trailer frame, if one comes.
+    clean_trailers: TrailerFilter,
 }
 
 /// Why a request body did not reach the app whole.
@@ -47,7 +55,11 @@ pub(crate) enum RequestBodyError {
 impl RequestBody {
     /// The body, and a receiver that fires when it has been read whole; `None` for an empty
     /// body (e.g. a GET), which is complete from the start and may never be polled.
-    pub(super) fn new(inner: Incoming, idle: Duration) -> (Self, Option<oneshot::Receiver<()>>) {
+    pub(super) fn new(
+        inner: Incoming,
+        idle: Duration,
+        clean_trailers: TrailerFilter,
+    ) -> (Self, Option<oneshot::Receiver<()>>) {
         let client_failed = Arc::new(AtomicU8::new(CLIENT_OK));
         let clock = GapClock::new(idle);
         if inner.is_end_stream() {
@@ -57,6 +69,7 @@ impl RequestBody {
                 client_failed,
                 clock,
                 timer: None,
+                clean_trailers,
             };
             return (body, None);
         }
@@ -67,6 +80,7 @@ impl RequestBody {
             client_failed,
             clock,
             timer: None,
+            clean_trailers,
         };
         (body, Some(receiver))
     }
@@ -104,7 +118,14 @@ impl Body for RequestBody {
                 this.report_sent();
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Ok(mut frame))) => {
+                // Only a trailer frame pays for this: a data frame is one enum check.
+                if let Some(trailers) = frame.trailers_mut() {
+                    let removed = (this.clean_trailers)(trailers);
+                    if removed > 0 {
+                        tracing::debug!(removed, "removed certificate and hop-by-hop trailers");
+                    }
+                }
                 this.clock.frame();
                 this.report_if_done();
                 Poll::Ready(Some(Ok(frame)))
