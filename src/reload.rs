@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use crate::apps::{Apps, LiveApps};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
+use crate::revocation::Memory;
 
 /// Produces a fresh, fully validated config: the config file, or the sidecar flags.
 pub type ConfigSource = Arc<
@@ -34,6 +35,8 @@ const SETTLE: Duration = Duration::from_millis(100);
 pub struct Reloader {
     apps: LiveApps,
     metrics: Arc<Metrics>,
+    /// What revocation learned, handed to every generation.
+    memory: Arc<Memory>,
     source: Option<ConfigSource>,
     /// What can only change on restart, to warn when a reload asks for it.
     started_with: RestartOnly,
@@ -112,6 +115,7 @@ impl Reloader {
     pub(crate) fn new(
         apps: LiveApps,
         metrics: Arc<Metrics>,
+        memory: Arc<Memory>,
         source: Option<ConfigSource>,
         started_with: RestartOnly,
         workers: usize,
@@ -119,6 +123,7 @@ impl Reloader {
         Self {
             apps,
             metrics,
+            memory,
             source,
             started_with,
             workers,
@@ -154,7 +159,7 @@ impl Reloader {
             tracing::warn!(setting, "setting changed; it takes effect on restart");
         }
         let apps = Apps::new(&config, &self.metrics, self.workers);
-        apps.start(&self.metrics);
+        apps.start(&self.metrics, &self.memory);
         self.apps.store(Arc::new(apps));
         self.metrics.reloaded(true);
         tracing::info!(apps = config.apps.len(), "configuration reloaded");

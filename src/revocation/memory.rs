@@ -1,0 +1,130 @@
+//! What revocation has learned, kept for the whole process rather than for one config
+//! generation: the certificates responders reported revoked, the newest CRL of each source,
+//! and the count of changes that every open connection's standing follows, so that what any
+//! generation learns reaches the open connections of all of them.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use super::crl::Crl;
+use super::ocsp::{self, Key};
+use super::x509::Cert;
+
+/// Certificates remembered as reported revoked; past it, the oldest is forgotten first.
+pub(crate) const REMEMBERED_REVOKED: usize = 16384;
+/// CRL sources remembered; past it, a new source is not remembered (its own generation still
+/// holds and uses it).
+pub(crate) const REMEMBERED_CRLS: usize = 4096;
+
+/// What revocation has learned, shared by every config generation of a server.
+#[derive(Debug)]
+pub struct Memory {
+    /// Bumped whenever a CRL is added or replaced or a responder reports a certificate
+    /// revoked, whatever generation learned it, so every open connection is checked again.
+    changes: watch::Sender<u64>,
+    /// The last value sent on `changes`, read by every request of an open connection.
+    generation: AtomicU64,
+    /// Every certificate a responder reported revoked, by (issuer key, serial).
+    revoked: Mutex<Revoked>,
+    /// The newest CRL of each source (file or URL) any generation holds, by issuer (DER of
+    /// the name) and source.
+    crls: Mutex<Crls>,
+}
+
+#[derive(Debug, Default)]
+struct Crls {
+    by_issuer: HashMap<Vec<u8>, HashMap<String, Arc<Crl>>>,
+    count: usize,
+}
+
+#[derive(Debug, Default)]
+struct Revoked {
+    keys: HashSet<Key>,
+    order: VecDeque<Key>,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Self {
+            changes: watch::Sender::new(0),
+            generation: AtomicU64::new(0),
+            revoked: Mutex::default(),
+            crls: Mutex::default(),
+        }
+    }
+}
+
+impl Memory {
+    /// Counts changes to what is learned; an open connection checked at one count need not
+    /// be checked again until it moves.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Follows the count of changes.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Records a change: every open connection is checked again.
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|generation| {
+            *generation += 1;
+            self.generation.store(*generation, Ordering::Release);
+        });
+    }
+
+    /// Records that a responder reported the certificate revoked; `false` when it was known.
+    pub(crate) fn learn_revoked(&self, cert: &Cert, issuer: &Cert) -> bool {
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        let key = ocsp::key(cert, issuer);
+        if !revoked.keys.insert(key.clone()) {
+            return false;
+        }
+        revoked.order.push_back(key);
+        while revoked.order.len() > REMEMBERED_REVOKED {
+            if let Some(oldest) = revoked.order.pop_front() {
+                revoked.keys.remove(&oldest);
+            }
+        }
+        true
+    }
+
+    /// Whether a responder reported the certificate revoked (revocation is permanent).
+    pub(crate) fn known_revoked(&self, cert: &Cert, issuer: &Cert) -> bool {
+        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.keys.contains(&ocsp::key(cert, issuer))
+    }
+
+    /// Keeps `crl` from `source` unless the same or a newer one of its issuer is held from there;
+    /// `true` when it is new. It counts for a certificate only once it verifies with the key
+    /// of that certificate's issuer, like any other CRL.
+    pub(crate) fn remember_crl(&self, source: &str, crl: &Arc<Crl>) -> bool {
+        let mut crls = self.crls.lock().unwrap_or_else(|e| e.into_inner());
+        let full = crls.count >= REMEMBERED_CRLS;
+        let sources = crls.by_issuer.entry(crl.issuer.clone()).or_default();
+        let new = match sources.get(source) {
+            Some(held) => held.this_update <= crl.this_update && !held.same_list(crl),
+            None => !full,
+        };
+        let added = new && sources.insert(source.to_owned(), crl.clone()).is_none();
+        if added {
+            crls.count += 1;
+        }
+        new
+    }
+
+    /// Every CRL remembered from `issuer_subject` (DER of the name), with its source.
+    pub(crate) fn crls_for(&self, issuer_subject: &[u8]) -> Vec<(String, Arc<Crl>)> {
+        let crls = self.crls.lock().unwrap_or_else(|e| e.into_inner());
+        crls.by_issuer
+            .get(issuer_subject)
+            .into_iter()
+            .flatten()
+            .map(|(source, crl)| (source.clone(), crl.clone()))
+            .collect()
+    }
+}
