@@ -128,3 +128,77 @@ impl Memory {
             .collect()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use std::sync::Arc;
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+        KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
+    };
+    use time::{Duration, OffsetDateTime};
+
+    use super::{Crl, Memory};
+
+    /// A CRL of `issuer` listing `serials`, issued `age` ago.
+    fn crl(issuer: &Issuer<'_, KeyPair>, serials: &[u64], age: Duration) -> Arc<Crl> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - age,
+            next_update: now + Duration::days(1),
+            crl_number: SerialNumber::from(1_u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(*serial),
+                    revocation_time: now - Duration::days(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let der = params.signed_by(issuer).unwrap();
+        Arc::new(Crl::parse(der.der().as_ref()).unwrap())
+    }
+
+    fn ca() -> Issuer<'static, KeyPair> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        Issuer::new(params, KeyPair::generate().unwrap())
+    }
+
+    #[test]
+    fn a_crl_is_remembered_unless_the_same_or_a_newer_one_of_its_source_is_held() {
+        let (memory, ca) = (Memory::default(), ca());
+        let first = crl(&ca, &[], Duration::hours(2));
+        assert!(memory.remember_crl("ca.crl", &first));
+        assert!(!memory.remember_crl("ca.crl", &first), "the same CRL again");
+        let newer = crl(&ca, &[7], Duration::hours(1));
+        assert!(memory.remember_crl("ca.crl", &newer));
+        let older = crl(&ca, &[], Duration::hours(3));
+        assert!(!memory.remember_crl("ca.crl", &older), "an older CRL");
+        assert!(memory.remember_crl("other.crl", &older), "another source");
+        let mut held = memory.crls_for(&newer.issuer);
+        held.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(held.len(), 2);
+        assert!(held[0].1.same_list(&newer));
+        assert!(held[1].1.same_list(&older));
+        assert!(memory.crls_for(b"another issuer").is_empty());
+    }
+
+    #[test]
+    fn a_change_moves_the_count_every_subscriber_follows() {
+        let memory = Memory::default();
+        let mut changes = memory.subscribe();
+        assert_eq!(memory.generation(), 0);
+        memory.changed();
+        assert_eq!(memory.generation(), 1);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(*changes.borrow_and_update(), 1);
+    }
+}
