@@ -100,8 +100,9 @@ impl Revocation {
 
     /// A watcher for an app with `crlFiles` alone, which webpki checks during the handshake:
     /// it judges nothing at the handshake, and refuses an open connection only when a CRL
-    /// learned since (by any generation) lists a certificate of its chain. A file webpki
-    /// would not read is left out here too.
+    /// learned since (by any generation) lists a certificate of its chain. A file a checker
+    /// would refuse (wrongly signed by a root, from the future) is left out: webpki judges
+    /// it at the handshake, as before.
     pub fn watching(
         app: &str,
         policy: Policy,
