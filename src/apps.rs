@@ -93,6 +93,7 @@ impl Apps {
     /// in the background (the first time for a loaded config; its tasks end when the config
     /// is dropped).
     pub(crate) fn start(&self, metrics: &Metrics, memory: &Arc<Memory>) {
+        let epoch = memory.next_epoch();
         for app in &self.apps {
             let config = &app.config;
             if config
@@ -108,7 +109,7 @@ impl Apps {
                 );
             }
             if let Some(revocation) = &config.revocation {
-                revocation.start(memory, || metrics.revocation(&config.name));
+                revocation.start(memory, epoch, || metrics.revocation(&config.name));
             }
         }
     }

@@ -40,8 +40,9 @@ pub struct Revocation {
     pub(super) algorithms: WebPkiSupportedAlgorithms,
     pub(super) metrics: OnceLock<RevocationMetrics>,
     pub(super) wake: Arc<Notify>,
-    /// What the server learned, whatever generation learned it (attached by `start`).
-    pub(super) memory: OnceLock<Arc<Memory>>,
+    /// What the server learned, whatever generation learned it, and this generation's
+    /// epoch there (attached by `start`).
+    pub(super) memory: OnceLock<(Arc<Memory>, u64)>,
     /// OCSP lookups in flight, per (issuer, serial).
     ocsp_lookups: Coalesce<ocsp::Key, Result<OcspStatus, Arc<OcspError>>>,
     /// Distribution point fetches in flight, per URL.
@@ -270,7 +271,20 @@ impl Revocation {
     /// What the server learned: the `Memory` attached by `start`, or one of its own for a
     /// checker that serves no connection (`certgate explain`).
     pub(super) fn memory(&self) -> &Arc<Memory> {
-        self.memory.get_or_init(Arc::default)
+        &self.joined().0
+    }
+
+    /// This generation's epoch in `memory`.
+    pub(super) fn epoch(&self) -> u64 {
+        self.joined().1
+    }
+
+    fn joined(&self) -> &(Arc<Memory>, u64) {
+        self.memory.get_or_init(|| {
+            let memory = Arc::new(Memory::default());
+            let epoch = memory.next_epoch();
+            (memory, epoch)
+        })
     }
 
     /// Records a change to what is held: the open connections of every generation are
@@ -282,7 +296,7 @@ impl Revocation {
     /// Records a CRL added to or replaced in the store: remembered for every generation,
     /// and the open connections of every generation are checked again.
     pub(super) fn crl_changed(&self, source: &str, crl: &Arc<crl::Crl>) {
-        self.memory().remember_crl(source, crl);
+        self.memory().remember_crl(source, crl, self.epoch());
         self.held_changed();
     }
 
@@ -333,7 +347,8 @@ impl Revocation {
 
     /// `status` from what is held and learned: a responder that vouched for the certificate
     /// at the handshake is not asked again, only a revocation a responder reported since
-    /// counts; the CRLs are this checker's and the newest any generation holds.
+    /// counts; the CRLs are this checker's and the newest this generation or a later one
+    /// holds.
     fn held_status(&self, cert: &Cert, issuer: &Cert, is_leaf: bool) -> Status {
         let ask_ocsp = self.asks_ocsp(is_leaf);
         let memory = self.memory();
@@ -344,7 +359,7 @@ impl Revocation {
             return Status::Good;
         }
         let mut crls = self.crls.for_issuer(&issuer.subject);
-        crls.extend(memory.crls_for(&issuer.subject));
+        crls.extend(memory.crls_for(&issuer.subject, self.epoch()));
         match crl::status_among(crls, cert, issuer, unix_now(), &self.algorithms) {
             CrlStatus::Good => Status::Good,
             CrlStatus::Revoked(source) => Status::Revoked(format!("the crl from {source}")),

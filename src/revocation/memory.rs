@@ -1,7 +1,8 @@
 //! What revocation has learned, kept for the whole process rather than for one config
 //! generation: the certificates responders reported revoked, the newest CRL of each source,
 //! and the count of changes that every open connection's standing follows, so that what any
-//! generation learns reaches the open connections of all of them.
+//! generation learns reaches the open connections of all of them. A generation sees the CRLs
+//! remembered by itself and by later ones: a CRL file a reload dropped stops counting.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,13 +33,18 @@ pub struct Memory {
     /// The newest CRL of each source (file or URL) any generation holds, by issuer (DER of
     /// the name) and source.
     crls: Mutex<Crls>,
+    /// The last number given to a generation.
+    epochs: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct Crls {
-    by_issuer: HashMap<Vec<u8>, HashMap<String, Arc<Crl>>>,
+    by_issuer: HashMap<Vec<u8>, HashMap<String, Remembered>>,
     count: usize,
 }
+
+/// A CRL and the newest generation (its epoch) that remembered it.
+type Remembered = (Arc<Crl>, u64);
 
 #[derive(Debug, Default)]
 struct Revoked {
@@ -53,11 +59,17 @@ impl Default for Memory {
             generation: AtomicU64::new(0),
             revoked: Mutex::default(),
             crls: Mutex::default(),
+            epochs: AtomicU64::new(0),
         }
     }
 }
 
 impl Memory {
+    /// A number for a config generation that starts, higher than every earlier one's.
+    pub(crate) fn next_epoch(&self) -> u64 {
+        self.epochs.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
     /// Counts changes to what is learned; an open connection checked at one count need not
     /// be checked again until it moves.
     pub(crate) fn generation(&self) -> u64 {
@@ -99,32 +111,42 @@ impl Memory {
         revoked.keys.contains(&ocsp::key(cert, issuer))
     }
 
-    /// Keeps `crl` from `source` unless the same or a newer one of its issuer is held from there;
-    /// `true` when it is new. It counts for a certificate only once it verifies with the key
-    /// of that certificate's issuer, like any other CRL.
-    pub(crate) fn remember_crl(&self, source: &str, crl: &Arc<Crl>) -> bool {
+    /// Keeps `crl` from `source`, as held by the generation of `epoch`, unless the same or a
+    /// newer one of its issuer is held from there; `true` when it is new. It counts for a
+    /// certificate only once it verifies with the key of that certificate's issuer, like any
+    /// other CRL.
+    pub(crate) fn remember_crl(&self, source: &str, crl: &Arc<Crl>, epoch: u64) -> bool {
         let mut crls = self.crls.lock().unwrap_or_else(|e| e.into_inner());
         let full = crls.count >= REMEMBERED_CRLS;
         let sources = crls.by_issuer.entry(crl.issuer.clone()).or_default();
-        let new = match sources.get(source) {
-            Some(held) => held.this_update <= crl.this_update && !held.same_list(crl),
+        let new = match sources.get_mut(source) {
+            Some((held, held_epoch)) if held.same_list(crl) => {
+                *held_epoch = (*held_epoch).max(epoch);
+                false
+            }
+            Some((held, _)) => held.this_update <= crl.this_update,
             None => !full,
         };
-        let added = new && sources.insert(source.to_owned(), crl.clone()).is_none();
+        let added = new
+            && sources
+                .insert(source.to_owned(), (crl.clone(), epoch))
+                .is_none();
         if added {
             crls.count += 1;
         }
         new
     }
 
-    /// Every CRL remembered from `issuer_subject` (DER of the name), with its source.
-    pub(crate) fn crls_for(&self, issuer_subject: &[u8]) -> Vec<(String, Arc<Crl>)> {
+    /// Every CRL from `issuer_subject` (DER of the name) remembered by the generation of
+    /// `epoch` or a later one, with its source.
+    pub(crate) fn crls_for(&self, issuer_subject: &[u8], epoch: u64) -> Vec<(String, Arc<Crl>)> {
         let crls = self.crls.lock().unwrap_or_else(|e| e.into_inner());
         crls.by_issuer
             .get(issuer_subject)
             .into_iter()
             .flatten()
-            .map(|(source, crl)| (source.clone(), crl.clone()))
+            .filter(|(_, (_, remembered))| *remembered >= epoch)
+            .map(|(source, (crl, _))| (source.clone(), crl.clone()))
             .collect()
     }
 }
@@ -176,19 +198,49 @@ mod tests {
     fn a_crl_is_remembered_unless_the_same_or_a_newer_one_of_its_source_is_held() {
         let (memory, ca) = (Memory::default(), ca());
         let first = crl(&ca, &[], Duration::hours(2));
-        assert!(memory.remember_crl("ca.crl", &first));
-        assert!(!memory.remember_crl("ca.crl", &first), "the same CRL again");
+        assert!(memory.remember_crl("ca.crl", &first, 1));
+        assert!(
+            !memory.remember_crl("ca.crl", &first, 1),
+            "the same CRL again"
+        );
         let newer = crl(&ca, &[7], Duration::hours(1));
-        assert!(memory.remember_crl("ca.crl", &newer));
+        assert!(memory.remember_crl("ca.crl", &newer, 1));
         let older = crl(&ca, &[], Duration::hours(3));
-        assert!(!memory.remember_crl("ca.crl", &older), "an older CRL");
-        assert!(memory.remember_crl("other.crl", &older), "another source");
-        let mut held = memory.crls_for(&newer.issuer);
+        assert!(!memory.remember_crl("ca.crl", &older, 1), "an older CRL");
+        assert!(
+            memory.remember_crl("other.crl", &older, 1),
+            "another source"
+        );
+        let mut held = memory.crls_for(&newer.issuer, 1);
         held.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(held.len(), 2);
         assert!(held[0].1.same_list(&newer));
         assert!(held[1].1.same_list(&older));
-        assert!(memory.crls_for(b"another issuer").is_empty());
+        assert!(memory.crls_for(b"another issuer", 1).is_empty());
+    }
+
+    #[test]
+    fn a_generation_sees_the_crls_remembered_by_itself_and_later_ones() {
+        let (memory, ca) = (Memory::default(), ca());
+        let (old, new) = (memory.next_epoch(), memory.next_epoch());
+        assert!(new > old);
+        let dropped = crl(&ca, &[7], Duration::hours(1));
+        memory.remember_crl("dropped.crl", &dropped, old);
+        let kept = crl(&ca, &[], Duration::hours(1));
+        memory.remember_crl("kept.crl", &kept, old);
+        // The new generation holds the same `kept.crl`, not `dropped.crl`.
+        assert!(!memory.remember_crl("kept.crl", &kept, new));
+        let sources = |epoch| {
+            let mut sources: Vec<String> = memory
+                .crls_for(&kept.issuer, epoch)
+                .into_iter()
+                .map(|(source, _)| source)
+                .collect();
+            sources.sort();
+            sources
+        };
+        assert_eq!(sources(old), ["dropped.crl", "kept.crl"]);
+        assert_eq!(sources(new), ["kept.crl"]);
     }
 
     #[test]

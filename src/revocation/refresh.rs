@@ -18,22 +18,24 @@ use crate::metrics::revocation::RevocationMetrics;
 
 impl Revocation {
     /// Joins the server's `memory` (what every generation learns, and the changes every
-    /// open connection follows), hands it the CRLs loaded with this config, attaches the
-    /// app's metrics (a checker's; a watcher of `crlFiles` has none) and starts refreshing
-    /// fetched CRLs in the background. Once; later calls do nothing. The refresh task ends
-    /// when the config is dropped.
+    /// open connection follows) as part of the generation numbered `epoch` there
+    /// (`Memory::next_epoch`), hands it the CRLs loaded with this config, attaches the app's
+    /// metrics (a checker's; a watcher of `crlFiles` has none) and starts refreshing fetched
+    /// CRLs in the background. Once; later calls do nothing. The refresh task ends when the
+    /// config is dropped.
     pub fn start(
         self: &Arc<Self>,
         memory: &Arc<Memory>,
+        epoch: u64,
         metrics: impl FnOnce() -> RevocationMetrics,
     ) {
-        if self.memory.set(memory.clone()).is_err() {
+        if self.memory.set((memory.clone(), epoch)).is_err() {
             return;
         }
         let mut learned = false;
         for entry in self.crls.entries() {
             if let Some(crl) = &entry.crl {
-                learned |= memory.remember_crl(&entry.source, crl);
+                learned |= memory.remember_crl(&entry.source, crl, epoch);
             }
         }
         // The open connections of older generations are checked against these CRLs too.
