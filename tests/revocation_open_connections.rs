@@ -12,9 +12,10 @@
 //!   one expired (for every connection admitted on it);
 //! - what revocation learns reaches the connections of every config generation: after a
 //!   reload (of an unchanged config), a responder's `revoked` answer to a new handshake closes
-//!   a WebSocket opened before it; a `crlFiles` CRL rewritten to list a certificate (the file
-//!   watch reloads) refuses its new handshakes and closes its WebSocket opened before; another
-//!   certificate's WebSocket stays open in both (the control);
+//!   a WebSocket opened before it; so does a `crlUrls` CRL the reload fetched; a `crlFiles`
+//!   CRL rewritten to list a certificate (the file watch reloads) refuses its new handshakes
+//!   and closes its WebSocket opened before; another certificate's WebSocket stays open in
+//!   each (the control);
 //! - concurrent handshakes with a cold cache make one responder request, and fetch a
 //!   distribution point once; on a hung responder they share one request and each gives up
 //!   at the timeout.
@@ -271,6 +272,28 @@ async fn responder_revocation_learned_after_a_reload_closes_a_websocket_opened_b
         closed_by_certgate(&mut io).await,
         "the WebSocket of the generation before the reload stayed open after its certificate was reported revoked"
     );
+    still_piped(&mut other_io).await;
+}
+
+#[tokio::test]
+async fn crl_fetched_by_a_reload_closes_a_websocket_opened_before_it() {
+    let pki = Pki::new();
+    let (client, other) = (pki.client("listed at the reload"), pki.client("other"));
+    let crls = crl_server(&pki.client_ca, &[]);
+    let app = counting_upstream().await;
+    // Refreshed only hourly: the new generation's fetch at load is what learns the CRL.
+    let settings = serde_json::json!({ "crlUrls": [crls.url("ca.crl")] });
+    let gateway = gateway_before(&pki, settings, app.addr).await;
+    let (_connection, mut io) = open_websocket(&gateway, &pki, &client).await;
+    let (_other_connection, mut other_io) = open_websocket(&gateway, &pki, &other).await;
+
+    crls.set(Answer::Body(fresh_crl(&pki.client_ca, &[&client.serial])));
+    gateway.reloader.reload().await.unwrap();
+    assert!(
+        closed_by_certgate(&mut io).await,
+        "the WebSocket of the generation before the reload stayed open after the CRL the reload fetched listed its certificate"
+    );
+    assert_refused(&gateway, &options(&pki, &client), "revoked").await;
     still_piped(&mut other_io).await;
 }
 
