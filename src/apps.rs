@@ -12,6 +12,7 @@ use crate::metrics::app::AppMetrics;
 use crate::metrics::{AppSeries, Metrics};
 use crate::policy::rate_limit::{MAX_KEYS, RateLimiter};
 use crate::proxy_protocol::ProxyProtocol;
+use crate::revocation::Memory;
 use crate::settings::{Limits, Timeouts, UpstreamVerify};
 use crate::tls::sni::HostMatcher;
 use crate::upstream::UpstreamClient;
@@ -125,10 +126,12 @@ impl Apps {
     }
 
     /// Starts serving these apps: warns about apps whose upstream certificate is not
-    /// verified, attaches each app's revocation metrics and starts its CRL refresh in the
-    /// background (the first time for a loaded config; its tasks end when the config is
-    /// dropped).
-    pub(crate) fn start(&self, metrics: &Metrics) {
+    /// verified, joins each app's revocation to the server's `memory` of what revocation
+    /// learned (shared by every generation), attaches its metrics and starts its CRL refresh
+    /// in the background (the first time for a loaded config; its tasks end when the config
+    /// is dropped).
+    pub(crate) fn start(&self, metrics: &Metrics, memory: &Arc<Memory>) {
+        let epoch = memory.next_epoch();
         for app in &self.apps {
             let config = &app.config;
             if config
@@ -144,7 +147,7 @@ impl Apps {
                 );
             }
             if let Some(revocation) = &config.revocation {
-                revocation.start(metrics.revocation(&config.name));
+                revocation.start(memory, epoch, || metrics.revocation(&config.name));
             }
         }
     }

@@ -439,6 +439,7 @@ pub fn summary(app: &AppConfig) -> String {
         revocation = app
             .revocation
             .as_ref()
+            .filter(|revocation| revocation.checks_after_handshake())
             .map(|revocation| format!(", revocation: {}", revocation.describe()))
             .unwrap_or_default(),
         pins = app.trust.pins.len(),

@@ -19,6 +19,7 @@ use crate::apps::{Apps, LiveApps};
 use crate::config::{Config, ConfigError};
 use crate::drain::CloseSignal;
 use crate::metrics::Metrics;
+use crate::revocation::Memory;
 
 /// Produces a fresh, fully validated config: the config file, or the sidecar flags.
 pub type ConfigSource = Arc<
@@ -36,6 +37,8 @@ const SETTLE: Duration = Duration::from_millis(100);
 pub struct Reloader {
     apps: LiveApps,
     metrics: Arc<Metrics>,
+    /// What revocation learned, handed to every generation.
+    memory: Arc<Memory>,
     source: Option<ConfigSource>,
     /// What can only change on restart, to warn when a reload asks for it.
     started_with: RestartOnly,
@@ -118,6 +121,7 @@ impl Reloader {
     pub(crate) fn new(
         apps: LiveApps,
         metrics: Arc<Metrics>,
+        memory: Arc<Memory>,
         source: Option<ConfigSource>,
         started_with: RestartOnly,
         workers: usize,
@@ -126,6 +130,7 @@ impl Reloader {
         Self {
             apps,
             metrics,
+            memory,
             source,
             started_with,
             workers,
@@ -165,7 +170,7 @@ impl Reloader {
         }
         let generation = self.apps.load().generation + 1;
         let apps = Apps::new(&config, &self.metrics, self.workers, generation);
-        apps.start(&self.metrics);
+        apps.start(&self.metrics, &self.memory);
         let replaced = self.apps.swap(Arc::new(apps));
         // Retired before the signal goes out: a request that starts on one of its connections
         // from here on sees it (README "Reload").

@@ -3,13 +3,15 @@
 //! the leaf or the whole chain. rustls verifiers are synchronous, so this runs right after the
 //! handshake, in the connection's own task and before any request is read: a slow responder
 //! only ever delays its own connection. Resumed sessions go through it too. Open connections
-//! (and the WebSockets they upgraded to) are closed when a later revocation covers them.
+//! (and the WebSockets they upgraded to) are closed when a later revocation covers them,
+//! whatever config generation learned it and whatever generation they were made in.
 
 mod checker;
 mod coalesce;
 pub(crate) mod crl;
 mod error;
 pub(crate) mod fetch;
+mod memory;
 pub(crate) mod ocsp;
 mod path;
 mod policy;
@@ -19,6 +21,7 @@ pub(crate) mod x509;
 
 pub(crate) use self::checker::Revocation;
 pub(crate) use self::error::{LoadError, Refusal};
+pub(crate) use self::memory::Memory;
 pub(crate) use self::path::WithoutCa;
 pub use self::policy::{OcspMode, OnUnknown, Policy};
 pub(crate) use self::standing::{Refused, Standing};

@@ -18,6 +18,7 @@ use crate::listener::Listener;
 use crate::listener::balance::{Balance, HandedOff, Worker};
 use crate::metrics::Metrics;
 use crate::reload::{ConfigSource, Reloader, RestartOnly};
+use crate::revocation::Memory;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +72,10 @@ impl Server {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
+        // What revocation learns outlives each config generation: every one shares it.
+        let memory = Arc::new(Memory::default());
         let apps = Apps::new(config, &metrics, worker_threads, 0);
-        apps.start(&metrics);
+        apps.start(&metrics, &memory);
         let apps: LiveApps = Arc::new(ArcSwap::from_pointee(apps));
         let max_connections = config.limits.max_connections;
         let close = Arc::new(watch::Sender::new(CloseSignal {
@@ -83,6 +86,7 @@ impl Server {
         let reloader = Reloader::new(
             apps.clone(),
             metrics.clone(),
+            memory,
             source,
             RestartOnly::of(config),
             worker_threads,

@@ -10,6 +10,12 @@
 //!   connections of that certificate before their next request is forwarded, and leaves
 //!   another certificate's connection open, as does a `revoked` answer once a cached `good`
 //!   one expired (for every connection admitted on it);
+//! - what revocation learns reaches the connections of every config generation: after a
+//!   reload (of an unchanged config), a responder's `revoked` answer to a new handshake closes
+//!   a WebSocket opened before it; so does a `crlUrls` CRL the reload fetched; a `crlFiles`
+//!   CRL rewritten to list a certificate (the file watch reloads) refuses its new handshakes
+//!   and closes its WebSocket opened before; another certificate's WebSocket stays open in
+//!   each (the control);
 //! - concurrent handshakes with a cold cache make one responder request, and fetch a
 //!   distribution point once; on a hung responder they share one request and each gives up
 //!   at the timeout.
@@ -21,6 +27,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::polling::scrape_until;
 use common::revocation::*;
 use common::revocation_app::*;
 use common::websocket::*;
@@ -234,6 +241,103 @@ async fn open_websocket_is_closed_once_a_responder_reports_its_certificate_revok
         "the WebSocket stayed open after its certificate was reported revoked"
     );
     app.wait_for_no_open_pipe().await;
+}
+
+/// Whether `io` still pipes both ways.
+async fn still_piped(io: &mut hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) {
+    echo(io, b"after the revocation of another certificate").await;
+}
+
+#[tokio::test]
+async fn responder_revocation_learned_after_a_reload_closes_a_websocket_opened_before_it() {
+    let pki = Pki::new();
+    let (client, other) = (pki.client("revoked after a reload"), pki.client("other"));
+    let entries = [(&client, "client", false), (&other, "other", false)];
+    let Some(mut responder) = responder(&pki, &entries, &[]) else {
+        return;
+    };
+    let app = counting_upstream().await;
+    let settings = serde_json::json!({ "ocsp": "leaf", "ocspResponder": responder.ocsp.url() });
+    let gateway = gateway_before(&pki, settings, app.addr).await;
+    let (_connection, mut io) = open_websocket(&gateway, &pki, &client).await;
+    let (_other_connection, mut other_io) = open_websocket(&gateway, &pki, &other).await;
+
+    // The same config again: a new generation, with a checker of its own.
+    gateway.reloader.reload().await.unwrap();
+    let index = index_line(client.der(), "client", true) + &index_line(other.der(), "other", false);
+    responder.ocsp.write_index(&index);
+    // A handshake under the new generation learns the revocation.
+    assert_refused(&gateway, &options(&pki, &client), "revoked").await;
+    assert!(
+        closed_by_certgate(&mut io).await,
+        "the WebSocket of the generation before the reload stayed open after its certificate was reported revoked"
+    );
+    still_piped(&mut other_io).await;
+}
+
+#[tokio::test]
+async fn crl_fetched_by_a_reload_closes_a_websocket_opened_before_it() {
+    let pki = Pki::new();
+    let (client, other) = (pki.client("listed at the reload"), pki.client("other"));
+    let crls = crl_server(&pki.client_ca, &[]);
+    let app = counting_upstream().await;
+    // Refreshed only hourly: the new generation's fetch at load is what learns the CRL.
+    let settings = serde_json::json!({ "crlUrls": [crls.url("ca.crl")] });
+    let gateway = gateway_before(&pki, settings, app.addr).await;
+    let (_connection, mut io) = open_websocket(&gateway, &pki, &client).await;
+    let (_other_connection, mut other_io) = open_websocket(&gateway, &pki, &other).await;
+
+    crls.set(Answer::Body(fresh_crl(&pki.client_ca, &[&client.serial])));
+    gateway.reloader.reload().await.unwrap();
+    assert!(
+        closed_by_certgate(&mut io).await,
+        "the WebSocket of the generation before the reload stayed open after the CRL the reload fetched listed its certificate"
+    );
+    assert_refused(&gateway, &options(&pki, &client), "revoked").await;
+    still_piped(&mut other_io).await;
+}
+
+#[tokio::test]
+async fn crl_file_rewritten_to_list_a_certificate_closes_its_websocket_opened_before_the_reload() {
+    let pki = Pki::new();
+    let (client, other) = (pki.client("listed by the new file"), pki.client("other"));
+    let in_a_day = || time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let dir = TempDir::new();
+    pki.write(&dir);
+    dir.write("ca.crl", pki.client_ca.crl(&[], in_a_day()));
+    let app = counting_upstream().await;
+    let mut config = config(app.addr, serde_json::json!({}));
+    // `crlFiles` alone: webpki checks it during the handshake.
+    config["apps"][0]["clientAuth"] = serde_json::json!({
+        "trustedCaFiles": ["client-ca.pem"],
+        "crlFiles": ["ca.crl"],
+    });
+    let gateway = Gateway::start(dir, config).await;
+    let (_connection, mut io) = open_websocket(&gateway, &pki, &client).await;
+    let (_other_connection, mut other_io) = open_websocket(&gateway, &pki, &other).await;
+
+    gateway
+        .dir
+        .write("ca.crl", pki.client_ca.crl(&[&client], in_a_day()));
+    let reloaded = r#"certgate_reloads_total{result="success"}"#;
+    let text = scrape_until(
+        gateway.admin.unwrap(),
+        300,
+        Duration::from_millis(50),
+        |text| metric(text, reloaded) >= 1.0,
+    )
+    .await;
+    assert_eq!(
+        metric(&text, reloaded),
+        1.0,
+        "the file watch did not reload"
+    );
+    assert_refused(&gateway, &options(&pki, &client), "revoked").await;
+    assert!(
+        closed_by_certgate(&mut io).await,
+        "the WebSocket of the generation before the reload stayed open after the new CRL listed its certificate"
+    );
+    still_piped(&mut other_io).await;
 }
 
 async fn ocsp_revocation_closes_open_connections_of_that_certificate(http2: bool) {

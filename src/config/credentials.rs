@@ -139,20 +139,34 @@ impl Loader<'_> {
                 source: AppError::Revocation { source },
             })?;
             Some(Arc::new(revocation))
+        } else if !crl_sources.is_empty() {
+            // webpki checks `crlFiles` alone during the handshake; the watcher closes open
+            // connections when a CRL learned since, by any generation, lists their chain.
+            Some(Arc::new(Revocation::watching(
+                app,
+                revocation_policy,
+                &roots,
+                WithoutCa {
+                    pins: pins.clone(),
+                    allow_untrusted: file.allow_untrusted,
+                },
+                crl_sources,
+                self.provider.signature_verification_algorithms,
+            )))
         } else {
             None
         };
         // The CAs whose revocation this app checks, if it checks any: under allowUntrusted a
         // leaf naming one of them as its issuer must verify to it.
         let checked_issuers = match &revocation {
-            Some(revocation) => revocation.issuer_names(),
-            None if !crls.is_empty() => roots
+            Some(revocation) if revocation.checks_after_handshake() => revocation.issuer_names(),
+            _ if !crls.is_empty() => roots
                 .iter()
                 .map(|root| root.as_ref())
                 .chain(crls.iter().map(|crl| crl.as_ref()))
                 .filter_map(name_of)
                 .collect(),
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         let trust = Trust {
             roots,

@@ -123,7 +123,11 @@ pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         mode: app.mode,
         policy: policy.clone(),
         fields: app.xfcc_fields,
-        revocation: app.revocation.clone(),
+        // A watcher of `crlFiles` alone judges nothing: `policy` runs webpki's check.
+        revocation: app
+            .revocation
+            .clone()
+            .filter(|revocation| revocation.checks_after_handshake()),
         upstream: Some(app.upstream.clone()),
     })
 }

@@ -1,8 +1,8 @@
 //! One app's revocation checker: the CRLs and OCSP answers it holds, the verdict for a
 //! verified chain (bounded by `CHECK_TIMEOUT`, with concurrent lookups of one certificate
-//! coalesced), and the verdict from what is held alone, for open connections.
+//! coalesced), and the verdict from what is held and what the server's `Memory` learned, for
+//! open connections.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use super::coalesce::{Coalesce, Joined};
 use super::crl::{self, CrlStatus, CrlStore, Entry, Origin};
 use super::error::{CHECK_TIMEOUT, LoadError, Refusal};
 use super::fetch::{self, Fetched, Fetcher};
+use super::memory::Memory;
 use super::ocsp::{self, OcspError, OcspStatus};
 use super::path::{Path, Paths, WithoutCa};
 use super::policy::{OcspMode, OnUnknown, Policy};
@@ -28,6 +29,9 @@ pub struct Revocation {
     pub(super) app: String,
     pub(super) policy: Policy,
     pub(super) uses_crls: bool,
+    /// Whether it judges chains after the handshake; `false` when webpki judged them during
+    /// the handshake (`crlFiles` alone) and this only watches open connections.
+    pub(super) after_handshake: bool,
     /// The roots, and where a chain is checked.
     pub(super) paths: Paths,
     pub(super) crls: CrlStore,
@@ -36,11 +40,9 @@ pub struct Revocation {
     pub(super) algorithms: WebPkiSupportedAlgorithms,
     pub(super) metrics: OnceLock<RevocationMetrics>,
     pub(super) wake: Arc<Notify>,
-    /// Bumped whenever a CRL is added or replaced or a responder reports a certificate
-    /// revoked, so open connections are checked again.
-    pub(super) changes: tokio::sync::watch::Sender<u64>,
-    /// The last value sent on `changes`, read by every request of an open connection.
-    generation: AtomicU64,
+    /// What the server learned, whatever generation learned it, and this generation's
+    /// epoch there (attached by `start`).
+    pub(super) memory: OnceLock<(Arc<Memory>, u64)>,
     /// OCSP lookups in flight, per (issuer, serial).
     ocsp_lookups: Coalesce<ocsp::Key, Result<OcspStatus, Arc<OcspError>>>,
     /// Distribution point fetches in flight, per URL.
@@ -66,24 +68,9 @@ impl Revocation {
         fetched: &mut Fetched,
         algorithms: WebPkiSupportedAlgorithms,
     ) -> Result<Self, LoadError> {
-        let revocation = Self {
-            app: app.to_owned(),
-            uses_crls: !crl_files.is_empty()
-                || !policy.crl_urls.is_empty()
-                || policy.crl_from_certificates,
-            paths: Paths::new(roots, without_ca, algorithms),
-            crls: CrlStore::default(),
-            ocsp_cache: ocsp::Cache::default(),
-            fetcher: Fetcher::new(),
-            algorithms,
-            metrics: OnceLock::new(),
-            wake: Arc::new(Notify::new()),
-            changes: tokio::sync::watch::Sender::new(0),
-            generation: AtomicU64::new(0),
-            ocsp_lookups: Coalesce::default(),
-            crl_fetches: Coalesce::default(),
-            policy,
-        };
+        let uses_crls =
+            !crl_files.is_empty() || !policy.crl_urls.is_empty() || policy.crl_from_certificates;
+        let revocation = Self::new(app, policy, roots, without_ca, algorithms, uses_crls, true);
         for (origin, bytes) in crl_files {
             let crl = revocation.accept_crl(&origin, &bytes, None, false)?;
             revocation.crls.insert(Entry {
@@ -110,6 +97,67 @@ impl Revocation {
             });
         }
         Ok(revocation)
+    }
+
+    /// A watcher for an app with `crlFiles` alone, which webpki checks during the handshake:
+    /// it judges nothing at the handshake, and refuses an open connection only when a CRL
+    /// learned since (by any generation) lists a certificate of its chain. A file a checker
+    /// would refuse (wrongly signed by a root, from the future) is left out: webpki judges
+    /// it at the handshake, as before.
+    pub fn watching(
+        app: &str,
+        policy: Policy,
+        roots: &[CertificateDer<'static>],
+        without_ca: WithoutCa,
+        crl_files: Vec<(String, Vec<u8>)>,
+        algorithms: WebPkiSupportedAlgorithms,
+    ) -> Self {
+        let revocation = Self::new(app, policy, roots, without_ca, algorithms, true, false);
+        for (origin, bytes) in crl_files {
+            let Ok(crl) = revocation.accept_crl(&origin, &bytes, None, false) else {
+                continue;
+            };
+            revocation.crls.insert(Entry {
+                source: origin,
+                origin: Origin::File,
+                crl: Some(Arc::new(crl)),
+                due: None,
+            });
+        }
+        revocation
+    }
+
+    fn new(
+        app: &str,
+        policy: Policy,
+        roots: &[CertificateDer<'static>],
+        without_ca: WithoutCa,
+        algorithms: WebPkiSupportedAlgorithms,
+        uses_crls: bool,
+        after_handshake: bool,
+    ) -> Self {
+        Self {
+            app: app.to_owned(),
+            uses_crls,
+            after_handshake,
+            paths: Paths::new(roots, without_ca, algorithms),
+            crls: CrlStore::default(),
+            ocsp_cache: ocsp::Cache::default(),
+            fetcher: Fetcher::new(),
+            algorithms,
+            metrics: OnceLock::new(),
+            wake: Arc::new(Notify::new()),
+            memory: OnceLock::new(),
+            ocsp_lookups: Coalesce::default(),
+            crl_fetches: Coalesce::default(),
+            policy,
+        }
+    }
+
+    /// Whether it judges chains after the handshake (anything beyond `crlFiles`, or a CRL
+    /// file without nextUpdate); `false` for a watcher of `crlFiles` alone.
+    pub fn checks_after_handshake(&self) -> bool {
+        self.after_handshake
     }
 
     /// The names (DER) of the CAs this checker can speak for: the trusted roots and the
@@ -153,6 +201,10 @@ impl Revocation {
     /// Decides whether a verified client chain may be served, and where to check it again
     /// while its connection stays open. Never takes longer than `CHECK_TIMEOUT`.
     pub async fn admit(&self, chain: &[CertificateDer<'_>]) -> Result<Path, Refusal> {
+        if !self.after_handshake {
+            // webpki judged the chain; a path lost since is webpki's to refuse, not this one's.
+            return Ok(self.paths.path(chain).unwrap_or(Path::NoCa));
+        }
         let (path, verdict) = self.judge(chain).await;
         if let Some(unknown) = verdict? {
             if let Some(metrics) = self.metrics.get() {
@@ -171,6 +223,9 @@ impl Revocation {
     /// The decision for `chain` as a connection would get it after its handshake (for
     /// `certgate explain`); `Ok(true)` when the status is unknown and `onUnknown` allows it.
     pub async fn decide(&self, chain: &[CertificateDer<'_>]) -> Result<bool, Refusal> {
+        if !self.after_handshake {
+            return Ok(false);
+        }
         Ok(self.judge(chain).await.1?.is_some())
     }
 
@@ -206,25 +261,49 @@ impl Revocation {
         (path, verdict)
     }
 
-    /// Counts changes to what is held (CRLs added or replaced, revocations reported by a
-    /// responder); an open connection checked at one count need not be checked again until
-    /// it moves.
+    /// Counts changes to what is held or learned (CRLs added or replaced, revocations
+    /// reported by a responder), by any generation; an open connection checked at one count
+    /// need not be checked again until it moves.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.memory().generation()
     }
 
-    /// Records a change to what is held: open connections are checked again.
+    /// What the server learned: the `Memory` attached by `start`, or one of its own for a
+    /// checker that serves no connection (`certgate explain`).
+    pub(super) fn memory(&self) -> &Arc<Memory> {
+        &self.joined().0
+    }
+
+    /// This generation's epoch in `memory`.
+    pub(super) fn epoch(&self) -> u64 {
+        self.joined().1
+    }
+
+    fn joined(&self) -> &(Arc<Memory>, u64) {
+        self.memory.get_or_init(|| {
+            let memory = Arc::new(Memory::default());
+            let epoch = memory.next_epoch();
+            (memory, epoch)
+        })
+    }
+
+    /// Records a change to what is held: the open connections of every generation are
+    /// checked again.
     pub(super) fn held_changed(&self) {
-        self.changes.send_modify(|generation| {
-            *generation += 1;
-            self.generation.store(*generation, Ordering::Release);
-        });
+        self.memory().changed();
     }
 
-    /// The verdict for an admitted connection's `path` from what is held, without a fetch or
-    /// a responder request: refused when a CRL now lists a certificate of it or a responder
-    /// has since reported one revoked, or (apps without OCSP) when no CRL vouches for it any
-    /// more and `onUnknown` refuses.
+    /// Records a CRL added to or replaced in the store: remembered for every generation,
+    /// and the open connections of every generation are checked again.
+    pub(super) fn crl_changed(&self, source: &str, crl: &Arc<crl::Crl>) {
+        self.memory().remember_crl(source, crl, self.epoch());
+        self.held_changed();
+    }
+
+    /// The verdict for an admitted connection's `path` from what is held and what any
+    /// generation learned, without a fetch or a responder request: refused when a CRL now
+    /// lists a certificate of it or a responder has since reported one revoked, or (apps
+    /// without OCSP) when no CRL vouches for it any more and `onUnknown` refuses.
     pub(super) fn check_held(&self, path: &Path) -> Result<(), Refusal> {
         let Path::Verified(path) = path else {
             return Ok(());
@@ -238,7 +317,7 @@ impl Revocation {
         match verdict {
             Err(refusal)
                 if refusal.reason == FailureReason::RevocationUnknown
-                    && self.policy.on_unknown == OnUnknown::Allow =>
+                    && (self.policy.on_unknown == OnUnknown::Allow || !self.after_handshake) =>
             {
                 Ok(())
             }
@@ -266,17 +345,22 @@ impl Revocation {
         }
     }
 
-    /// `status` from what is held: a responder that vouched for the certificate at the
-    /// handshake is not asked again, only a revocation it reported since counts.
+    /// `status` from what is held and learned: a responder that vouched for the certificate
+    /// at the handshake is not asked again, only a revocation a responder reported since
+    /// counts; the CRLs are this checker's and the newest this generation or a later one
+    /// holds.
     fn held_status(&self, cert: &Cert, issuer: &Cert, is_leaf: bool) -> Status {
         let ask_ocsp = self.asks_ocsp(is_leaf);
-        if ask_ocsp && self.ocsp_cache.known_revoked(cert, issuer) {
+        let memory = self.memory();
+        if ask_ocsp && memory.known_revoked(cert, issuer) {
             return Status::Revoked(self.revoked_by_responder(cert));
         }
         if !self.uses_crls {
             return Status::Good;
         }
-        match crl::status(&self.crls, cert, issuer, unix_now(), &self.algorithms) {
+        let mut crls = self.crls.for_issuer(&issuer.subject);
+        crls.extend(memory.crls_for(&issuer.subject, self.epoch()));
+        match crl::status_among(crls, cert, issuer, unix_now(), &self.algorithms) {
             CrlStatus::Good => Status::Good,
             CrlStatus::Revoked(source) => Status::Revoked(format!("the crl from {source}")),
             CrlStatus::Unknown(_) if ask_ocsp => Status::Good,
@@ -333,7 +417,7 @@ impl Revocation {
     /// The answer for `cert`: a revocation reported before, a cached answer, or one lookup
     /// shared by every connection that asks at the same time.
     async fn ocsp_status(&self, cert: &Cert, issuer: &Cert) -> Result<OcspStatus, Arc<OcspError>> {
-        if self.ocsp_cache.known_revoked(cert, issuer) {
+        if self.memory().known_revoked(cert, issuer) {
             self.count_ocsp("cache_hit");
             return Ok(OcspStatus::Revoked);
         }
@@ -395,8 +479,9 @@ impl Revocation {
         {
             self.ocsp_cache.put(cert, issuer, answer.status, until, now);
         }
-        // Open connections of a certificate reported revoked are closed (README "Revocation").
-        if answer.status == OcspStatus::Revoked && self.ocsp_cache.learn_revoked(cert, issuer) {
+        // Open connections of a certificate reported revoked are closed, whatever generation
+        // they were made in (README "Revocation").
+        if answer.status == OcspStatus::Revoked && self.memory().learn_revoked(cert, issuer) {
             self.held_changed();
         }
         Ok(answer.status)

@@ -156,6 +156,11 @@ impl Crl {
         }
     }
 
+    /// Whether `other` is the same list, signed or not (thisUpdate included).
+    pub(crate) fn same_list(&self, other: &Crl) -> bool {
+        self.tbs == other.tbs
+    }
+
     /// Whether the serial is listed.
     pub(crate) fn lists(&self, serial: &[u8]) -> bool {
         self.revoked.contains(serial)
@@ -351,8 +356,25 @@ pub(crate) fn status(
     now: Duration,
     algorithms: &WebPkiSupportedAlgorithms,
 ) -> CrlStatus {
-    let crls: Vec<(String, Arc<Crl>)> = store
-        .for_issuer(&issuer.subject)
+    status_among(
+        store.for_issuer(&issuer.subject),
+        cert,
+        issuer,
+        now,
+        algorithms,
+    )
+}
+
+/// Looks `cert` up in `crls` (with their sources): those that speak for it and verify with
+/// the key of `issuer` count.
+pub(crate) fn status_among(
+    crls: Vec<(String, Arc<Crl>)>,
+    cert: &Cert,
+    issuer: &Cert,
+    now: Duration,
+    algorithms: &WebPkiSupportedAlgorithms,
+) -> CrlStatus {
+    let crls: Vec<(String, Arc<Crl>)> = crls
         .into_iter()
         .filter(|(_, crl)| crl.covers(cert) && crl.signed_by(issuer, algorithms))
         .collect();

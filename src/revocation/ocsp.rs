@@ -4,7 +4,7 @@
 //! thisUpdate not in the future, and not past its nextUpdate or, without one, not older than
 //! `maxAgeMs`. Answers with a nextUpdate are cached per (issuer key, serial) until then.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -88,44 +88,15 @@ pub(crate) struct Answer {
 /// Cache key: SHA-1 of the issuer's key and the serial, as in the CertID.
 pub(crate) type Key = (Vec<u8>, Vec<u8>);
 
-/// Answers per (issuer, serial), each until its nextUpdate, bounded in count; and every
-/// certificate a responder reported revoked, kept (bounded, oldest forgotten first) so that
-/// open connections of that certificate can be closed.
+/// Answers per (issuer, serial), each until its nextUpdate, bounded in count. (The
+/// certificates a responder reported revoked are remembered beside every generation, in
+/// `Memory`.)
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
     answers: Mutex<HashMap<Key, (OcspStatus, Duration)>>,
-    revoked: Mutex<Revoked>,
-}
-
-#[derive(Debug, Default)]
-struct Revoked {
-    keys: HashSet<Key>,
-    order: VecDeque<Key>,
 }
 
 impl Cache {
-    /// Records that a responder reported the certificate revoked; `false` when it was known.
-    pub(crate) fn learn_revoked(&self, cert: &Cert, issuer: &Cert) -> bool {
-        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-        let key = key(cert, issuer);
-        if !revoked.keys.insert(key.clone()) {
-            return false;
-        }
-        revoked.order.push_back(key);
-        while revoked.order.len() > CACHE_SIZE {
-            if let Some(oldest) = revoked.order.pop_front() {
-                revoked.keys.remove(&oldest);
-            }
-        }
-        true
-    }
-
-    /// Whether a responder reported the certificate revoked (revocation is permanent).
-    pub(crate) fn known_revoked(&self, cert: &Cert, issuer: &Cert) -> bool {
-        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-        revoked.keys.contains(&key(cert, issuer))
-    }
-
     /// A cached answer that is still current.
     pub(crate) fn get(&self, cert: &Cert, issuer: &Cert, now: Duration) -> Option<OcspStatus> {
         let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,6 +1,7 @@
 //! Keeping CRLs fresh: distribution points fetched the first time a certificate names them,
 //! every fetched source refreshed before its nextUpdate and at least every `refreshMs` by one
-//! background task per app, and the CRL gauges set from what is held.
+//! background task per app, and the CRL gauges set from what is held. Every CRL held is also
+//! remembered in the server's `Memory`, for the open connections of other generations.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -11,16 +12,40 @@ use tokio::sync::Notify;
 use super::checker::Revocation;
 use super::crl::{self, Crl, CrlError, Entry, Origin};
 use super::error::LoadError;
+use super::memory::Memory;
 use super::x509::{Cert, unix_now};
 use crate::metrics::revocation::RevocationMetrics;
 
 impl Revocation {
-    /// Attaches the app's metrics and starts refreshing fetched CRLs in the background (once;
-    /// later calls do nothing). The refresh task ends when the config is dropped.
-    pub fn start(self: &Arc<Self>, metrics: RevocationMetrics) {
-        if self.metrics.set(metrics).is_err() {
+    /// Joins the server's `memory` (what every generation learns, and the changes every
+    /// open connection follows) as part of the generation numbered `epoch` there
+    /// (`Memory::next_epoch`), hands it the CRLs loaded with this config, attaches the app's
+    /// metrics (a checker's; a watcher of `crlFiles` has none) and starts refreshing fetched
+    /// CRLs in the background. Once; later calls do nothing. The refresh task ends when the
+    /// config is dropped.
+    pub fn start(
+        self: &Arc<Self>,
+        memory: &Arc<Memory>,
+        epoch: u64,
+        metrics: impl FnOnce() -> RevocationMetrics,
+    ) {
+        if self.memory.set((memory.clone(), epoch)).is_err() {
             return;
         }
+        let mut learned = false;
+        for entry in self.crls.entries() {
+            if let Some(crl) = &entry.crl {
+                learned |= memory.remember_crl(&entry.source, crl, epoch);
+            }
+        }
+        // The open connections of older generations are checked against these CRLs too.
+        if learned {
+            memory.changed();
+        }
+        if !self.after_handshake {
+            return;
+        }
+        let _ = self.metrics.set(metrics());
         self.publish();
         if !self.uses_crls {
             return;
@@ -61,15 +86,14 @@ impl Revocation {
             Some(crl) => crl::due_after(crl.stale_at(), now, self.policy.refresh),
             None => crl::retry_after(now, self.policy.refresh),
         };
-        let added = crl.is_some();
         self.crls.insert(Entry {
             source: origin.to_owned(),
             origin: Origin::DistributionPoint,
-            crl,
+            crl: crl.clone(),
             due: Some(due),
         });
-        if added {
-            self.held_changed();
+        if let Some(crl) = &crl {
+            self.crl_changed(origin, crl);
         }
         self.publish();
         self.wake.notify_one();
@@ -88,8 +112,9 @@ impl Revocation {
             match self.fetch_crl(&url, entry.crl.as_deref()).await {
                 Ok(crl) => {
                     let due = crl::due_after(crl.stale_at(), unix_now(), self.policy.refresh);
-                    self.crls.update(&entry.source, Some(Arc::new(crl)), due);
-                    self.held_changed();
+                    let crl = Arc::new(crl);
+                    self.crls.update(&entry.source, Some(crl.clone()), due);
+                    self.crl_changed(&entry.source, &crl);
                 }
                 Err(error) => {
                     tracing::warn!(app = %self.app, error = %crate::error_chain(&error), "crl refresh failed, keeping the last good crl");

@@ -1,7 +1,8 @@
-//! An admitted connection's standing: whenever what its app holds changes (a CRL added or
-//! replaced, a responder reporting a certificate revoked), its chain is checked again from
-//! what is held, by a task of its own and before the connection's next request is forwarded.
-//! Once refused, the connection and every WebSocket piped from it are closed.
+//! An admitted connection's standing: whenever what any generation holds changes (a CRL
+//! added or replaced, a responder reporting a certificate revoked), its chain is checked again
+//! from what is held and learned, by a task of its own and before the connection's next
+//! request is forwarded. Once refused, the connection and every WebSocket piped from it are
+//! closed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -10,6 +11,7 @@ use tokio::sync::watch;
 
 use super::checker::Revocation;
 use super::error::Refusal;
+use super::memory::Memory;
 use super::path::Path;
 
 /// One open connection's standing with its app's revocation sources; shared by the
@@ -17,6 +19,8 @@ use super::path::Path;
 #[derive(Debug)]
 pub struct Standing {
     revocation: Arc<Revocation>,
+    /// What the server learned; its count of changes is read by every request.
+    memory: Arc<Memory>,
     /// Where the admission check looked: the same path is checked again.
     path: Path,
     /// The generation of what is held that the chain was last checked against.
@@ -35,8 +39,11 @@ impl Revocation {
     /// Watches the connection admitted along `path` against what was held at `generation`
     /// (read before the check, so a change during it is not missed).
     pub fn watch(self: &Arc<Self>, path: Path, generation: u64) -> Arc<Standing> {
+        let memory = self.memory().clone();
+        let changes = memory.subscribe();
         let standing = Arc::new(Standing {
             revocation: self.clone(),
+            memory,
             path,
             seen: AtomicU64::new(generation),
             refused: watch::Sender::new(None),
@@ -46,7 +53,7 @@ impl Revocation {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let task = runtime.spawn(watch_changes(
                 Arc::downgrade(&standing),
-                self.changes.subscribe(),
+                changes,
                 generation,
             ));
             let _ = standing.watcher.set(Watcher(task));
@@ -62,7 +69,7 @@ impl Standing {
         if self.is_refused.load(Ordering::Acquire) {
             return false;
         }
-        let generation = self.revocation.generation();
+        let generation = self.memory.generation();
         generation == self.seen.load(Ordering::Acquire) || self.check(generation).is_ok()
     }
 
