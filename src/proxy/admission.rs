@@ -57,6 +57,7 @@ impl ConnectionPolicy {
         let policy = &app.config.request_policy;
         let grants = policy.authorization.grants(identity.map(|id| Client {
             hash: &id.hash_bytes,
+            vouched_for: id.trust.is_vouched_for(),
             subject: &id.names.subject,
             dns_sans: &id.names.dns,
             uri_sans: &id.names.uris,

@@ -5,7 +5,7 @@ use http::{HeaderName, HeaderValue};
 use rustls_pki_types::CertificateDer;
 
 use super::{formats, headers, xfcc};
-use crate::identity::{ClientIdentity, IdentityError};
+use crate::identity::{ClientIdentity, IdentityError, TrustSource};
 use crate::policy::Formats;
 use crate::settings::XfccFields;
 
@@ -20,15 +20,17 @@ pub(crate) struct VerifiedClient {
 }
 
 impl VerifiedClient {
-    /// Parses the chain the client sent (leaf first) and builds the header values of the
-    /// app's `formats` (the verdict excepted: it depends on no certificate).
+    /// Parses the chain the client sent (leaf first), which `trust` admitted, and builds the
+    /// header values of the app's `formats` (the verdict excepted: it depends on no
+    /// certificate).
     pub(crate) fn new(
         chain: &[CertificateDer<'_>],
+        trust: TrustSource,
         fields: XfccFields,
         formats: Formats,
         max_xfcc_bytes: usize,
     ) -> Result<Self, IdentityError> {
-        let (identity, leaf) = ClientIdentity::parse(chain)?;
+        let (identity, leaf) = ClientIdentity::parse(chain, trust)?;
         let mut all = Vec::new();
         let mut fits = true;
         if formats.envoy {
