@@ -9,11 +9,11 @@ use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response};
 
 use super::body::ProxyBody;
+use super::client::VerifiedClient;
 use super::error::ProxyError;
 use super::formats;
 use super::refuse::RefusalPage;
 use crate::apps::App;
-use crate::identity::ClientIdentity;
 use crate::policy::authorization::{Client, DEFAULT_DENIAL, DEFAULT_RULE_LABEL, Decision, Grants};
 use crate::policy::path;
 use crate::policy::rate_limit::{Key, retry_after_seconds};
@@ -53,8 +53,9 @@ pub(crate) enum Admission {
 
 impl ConnectionPolicy {
     /// Evaluates the app's policy for a connection's client once.
-    pub(crate) fn new(app: &App, identity: Option<&ClientIdentity>, client: IpAddr) -> Self {
+    pub(crate) fn new(app: &App, client: Option<&VerifiedClient>, address: IpAddr) -> Self {
         let policy = &app.config.request_policy;
+        let identity = client.map(|client| &client.identity);
         let grants = policy.authorization.grants(identity.map(|id| Client {
             hash: &id.hash_bytes,
             vouched_for: id.trust.is_vouched_for(),
@@ -65,11 +66,12 @@ impl ConnectionPolicy {
         Self {
             verified: identity.is_some(),
             grants,
-            rate_key: identity.map_or(Key::Address(client), |id| Key::Certificate(id.hash_bytes)),
-            verdict: policy
-                .formats
-                .verdict
-                .then(|| formats::verdict(identity.is_some())),
+            rate_key: identity.map_or(Key::Address(address), |id| Key::Certificate(id.hash_bytes)),
+            verdict: policy.formats.verdict.then(|| {
+                client.map_or_else(formats::no_certificate_verdict, |client| {
+                    client.verdict.clone()
+                })
+            }),
             certificate_required: (identity.is_none()
                 && app.config.mode == ClientCertMode::Require
                 && app.config.reject_with == RejectWith::Http

@@ -17,12 +17,14 @@ pub(crate) struct VerifiedClient {
     pub identity: ClientIdentity,
     /// The header values, or `None` when one exceeds `limits.maxXfccBytes`.
     pub headers: Option<Vec<(HeaderName, HeaderValue)>>,
+    /// `X-Client-Verify` for this certificate, for apps with the `verdict` format.
+    pub verdict: HeaderValue,
 }
 
 impl VerifiedClient {
     /// Parses the chain the client sent (leaf first), which `trust` admitted, and builds the
-    /// header values of the app's `formats` (the verdict excepted: it depends on no
-    /// certificate).
+    /// header values of the app's `formats` (the verdict apart: it is sent on every request,
+    /// with or without a certificate).
     pub(crate) fn new(
         chain: &[CertificateDer<'_>],
         trust: TrustSource,
@@ -45,11 +47,12 @@ impl VerifiedClient {
                 None => fits = false,
             }
         }
-        match formats::build(chain, &leaf, formats, max_xfcc_bytes) {
+        match formats::build(chain, &leaf, trust, formats, max_xfcc_bytes) {
             Some(others) => all.extend(others),
             None => fits = false,
         }
         Ok(Self {
+            verdict: formats::verdict(chain, &leaf, trust),
             identity,
             headers: fits.then_some(all),
         })
