@@ -14,6 +14,8 @@
 //!   self-signed leaf, a leaf of an unknown CA alone, with its self-signed root, with only its
 //!   intermediate); `aws-alb` sends its verify-mode headers for the first and only its
 //!   passthrough header (the whole chain) for the others.
+//! - Rate limit: two self-signed certificates from one address draw from that address's
+//!   bucket; a CA-issued certificate keeps a bucket of its own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -240,4 +242,40 @@ fn alb_encode(text: &str) -> String {
         }
     }
     out
+}
+
+#[tokio::test]
+async fn untrusted_clients_are_rate_limited_by_address_whatever_certificate_they_present() {
+    let pki = Pki::new();
+    let issued = pki.client_ca.issue(alice());
+    let gateway = untrusted_gateway(&pki, echo_upstream().await, |app| {
+        // One request per 1000 s: no bucket refills during the test.
+        app["rateLimit"] = json!({ "requestsPerSecond": 0.001, "burst": 2 });
+    })
+    .await;
+    for (index, status) in [(0, 200), (1, 200), (2, 429)] {
+        let fresh = Leaf::self_signed(LeafSpec::client(&format!("fresh {index}")));
+        let reply = send_target(
+            gateway.addr,
+            &options(&pki, &fresh, index % 2 == 1),
+            HOST,
+            "GET",
+            "/",
+        )
+        .await;
+        assert_eq!(reply.status, status, "self-signed certificate {index}");
+    }
+    let reply = send_target(
+        gateway.addr,
+        &options(&pki, &issued, false),
+        HOST,
+        "GET",
+        "/",
+    )
+    .await;
+    assert_eq!(
+        reply.status, 200,
+        "a CA-issued certificate has a bucket of its own"
+    );
+    gateway.stop().await;
 }

@@ -14,6 +14,7 @@ use super::error::ProxyError;
 use super::formats;
 use super::refuse::RefusalPage;
 use crate::apps::App;
+use crate::identity::ClientIdentity;
 use crate::policy::authorization::{Client, DEFAULT_DENIAL, DEFAULT_RULE_LABEL, Decision, Grants};
 use crate::policy::path;
 use crate::policy::rate_limit::{Key, retry_after_seconds};
@@ -66,7 +67,7 @@ impl ConnectionPolicy {
         Self {
             verified: identity.is_some(),
             grants,
-            rate_key: identity.map_or(Key::Address(address), |id| Key::Certificate(id.hash_bytes)),
+            rate_key: rate_key(identity, address),
             verdict: policy.formats.verdict.then(|| {
                 client.map_or_else(formats::no_certificate_verdict, |client| {
                     client.verdict.clone()
@@ -143,5 +144,15 @@ impl ConnectionPolicy {
         if let Some(verdict) = &self.verdict {
             headers.insert(formats::CLIENT_VERIFY, verdict.clone());
         }
+    }
+}
+
+/// The bucket a client draws from: its certificate's when a CA or a pin vouches for it, its
+/// address otherwise (no certificate, or one only `allowUntrusted` admitted: anyone can make a
+/// fresh one for every request).
+fn rate_key(identity: Option<&ClientIdentity>, address: IpAddr) -> Key {
+    match identity {
+        Some(id) if id.trust.is_vouched_for() => Key::Certificate(id.hash_bytes),
+        _ => Key::Address(address),
     }
 }
