@@ -180,7 +180,7 @@ impl Revocation {
         &self,
         chain: &[CertificateDer<'_>],
     ) -> (Path, Result<Option<Refusal>, Refusal>) {
-        let (path, checked) = match self.paths.path(chain) {
+        let (path, checked) = match self.paths.path(chain, &self.policy) {
             Ok(path) => {
                 let checked = tokio::time::timeout(CHECK_TIMEOUT, self.check(&path)).await;
                 let checked = checked.unwrap_or_else(|_| {
