@@ -123,7 +123,12 @@ impl Handles {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         // The handshake's state (about 7 KiB: the ClientHello reader, rustls' handshake, their
         // deadlines) lives on the heap until the handshake ends.
-        let Accepted { stream, app, sni } = match Box::pin(accept(tcp, &apps, left)).await {
+        let Accepted {
+            stream,
+            app,
+            sni,
+            trust,
+        } = match Box::pin(accept(tcp, &apps, left)).await {
             Ok(accepted) => accepted,
             Err(error) => {
                 self.refused(&error, client_addr);
@@ -153,7 +158,7 @@ impl Handles {
         let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let peer_chain = verdict::presented(&app, session);
         let judged_again = resumed || handshake_under_replaced;
-        let verdict = Box::pin(verdict::decide(&app, peer_chain, judged_again)).await;
+        let verdict = Box::pin(verdict::decide(&app, peer_chain, judged_again, trust)).await;
         if let Some(refused) = &verdict.refusal {
             let reject_with = app.config.reject_with;
             self.refused_after_handshake(
@@ -169,10 +174,11 @@ impl Handles {
             }
         }
         let refusal = verdict.refusal.map(|refused| RefusalPage::new(*refused));
-        let identity = match peer_chain.filter(|_| refusal.is_none()) {
-            Some(chain) => {
+        let identity = match peer_chain.zip(verdict.trust).filter(|_| refusal.is_none()) {
+            Some((chain, trust)) => {
                 match VerifiedClient::new(
                     chain,
+                    trust,
                     app.config.xfcc_fields,
                     app.config.request_policy.formats,
                     apps.limits.max_xfcc_bytes,

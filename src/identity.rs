@@ -18,6 +18,39 @@ pub(crate) struct ClientIdentity {
     pub names: LeafNames,
     /// End of the leaf's validity, in seconds since the Unix epoch.
     pub not_after: i64,
+    /// What admitted the certificate: only a CA or a pin vouches for its names.
+    pub trust: TrustSource,
+}
+
+/// Which trust source admitted a certificate, decided once per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustSource {
+    /// The chain verifies to a trusted CA.
+    Ca,
+    /// The leaf's SHA-256 is pinned (`allowedHashes`).
+    Pin,
+    /// `allowUntrusted` admitted a certificate nobody vouches for: anyone can make one with
+    /// any names, so its names prove nothing.
+    Untrusted,
+}
+
+impl TrustSource {
+    /// The name used in `explain` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ca => "ca",
+            Self::Pin => "pin",
+            Self::Untrusted => "allow_untrusted",
+        }
+    }
+
+    /// Whether a CA or a pin vouches for the certificate (not `allowUntrusted` alone).
+    pub fn is_vouched_for(self) -> bool {
+        match self {
+            Self::Ca | Self::Pin => true,
+            Self::Untrusted => false,
+        }
+    }
 }
 
 /// Why a verified chain could not be turned into an identity (should not happen: the
@@ -27,10 +60,11 @@ pub(crate) struct ClientIdentity {
 pub(crate) struct IdentityError;
 
 impl ClientIdentity {
-    /// Parses the leaf of the chain the client sent (leaf first); the parsed leaf is returned
-    /// too, for the certificate headers built from it.
+    /// Parses the leaf of the chain the client sent (leaf first), admitted by `trust`; the
+    /// parsed leaf is returned too, for the certificate headers built from it.
     pub(crate) fn parse<'a>(
         chain: &'a [CertificateDer<'a>],
+        trust: TrustSource,
     ) -> Result<(Self, X509Certificate<'a>), IdentityError> {
         let leaf_der = chain.first().ok_or(IdentityError)?;
         let (_, leaf) = x509_parser::parse_x509_certificate(leaf_der).map_err(|_| IdentityError)?;
@@ -40,6 +74,7 @@ impl ClientIdentity {
             hash_bytes,
             names: LeafNames::of(&leaf),
             not_after: leaf.validity().not_after.timestamp(),
+            trust,
         };
         Ok((identity, leaf))
     }

@@ -6,7 +6,9 @@
 //!   form; a valid entry listing CN last: a warning about the RDN order;
 //! - `admin` equal to or overlapping `listen`: an error, exit 64;
 //! - `check --upstream … --cert … --key … --client-ca …` validates the sidecar flags;
-//! - the summary line per app shows its allow-lists, forwarded fields and `rejectWith`.
+//! - the summary line per app shows its allow-lists, forwarded fields and `rejectWith`;
+//! - an `allowUntrusted` app with name-based authorization entries or allow-lists: a warning per
+//!   rule and one for the allow-lists, and none for a rule of pins alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -196,5 +198,28 @@ fn the_summary_line_shows_allow_lists_and_forwarded_fields() {
             "reject-with=tls",
         ],
         &[],
+    );
+}
+
+#[test]
+fn allow_untrusted_with_rules_by_name_is_a_warning() {
+    let (stdout, stderr) = check_app(0, |_, app| {
+        app["clientAuth"]["allowUntrusted"] = json!(true);
+        app["clientAuth"]["allowedUriSans"] = json!(["spiffe://corp/ops/alice"]);
+        app["authorization"] = json!([
+            { "pathPrefix": "/admin", "allowedUriSans": ["spiffe://corp/ops/*"] },
+            { "pathPrefix": "/pinned", "allowedHashes": ["ab".repeat(32)] },
+            { "pathPrefix": "/", "allowAnyVerified": true }
+        ]);
+    });
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert_says(
+        &stderr,
+        &[
+            "warning: app \"payments\": clientAuth.allowedUriSans is set with allowUntrusted",
+            "warning: app \"payments\": authorization[0] admits clients by allowedUriSans on an app with allowUntrusted",
+            "warning: app \"payments\": authorization[2] admits clients by allowAnyVerified on an app with allowUntrusted",
+        ],
+        &["authorization[1]"],
     );
 }

@@ -15,7 +15,9 @@
 //!   only change with a reload, and open connections keep the config they started with);
 //! - `allowUntrusted`: a leaf of the trusted CA's intermediate sent without the intermediate
 //!   (or with only a decoy of it) is refused as `revocation_unknown` when the app checks that
-//!   CA's revocation, while a self-signed certificate is still forwarded.
+//!   CA's revocation (`crlFiles`, `crlUrls`), or when the leaf names a source the app asks (its
+//!   OCSP responder, its distribution point) or `ocspResponder` is set, while a self-signed
+//!   certificate is still forwarded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -466,6 +468,59 @@ async fn allow_untrusted_refuses_a_leaf_sent_without_the_intermediate_of_a_crl_f
     let revocation = serde_json::json!({ "crlFiles": ["int.crl", "root.crl"] });
     let gateway = untrusted_gateway(&hierarchy, revocation, &files).await;
     leaf_without_its_intermediate_is_refused(&gateway, &hierarchy, &revoked[0].1).await;
+}
+
+#[tokio::test]
+async fn allow_untrusted_refuses_a_leaf_sent_without_the_intermediate_its_ocsp_responder_answers_for()
+ {
+    let hierarchy = Hierarchy::new(&Published::default());
+    let Some(mut responder) = openssl_responder(&hierarchy.intermediate, None, "", &[]) else {
+        return;
+    };
+    let at_responder = Published {
+        crl: None,
+        ocsp: Some(responder.ocsp.url()),
+    };
+    let revoked = leaf(&hierarchy.intermediate, "untrusted ocsp", &at_responder);
+    responder
+        .ocsp
+        .write_index(&index_line(revoked.der(), "untrusted ocsp", true));
+    let revocation = serde_json::json!({ "ocsp": "leaf" });
+    let gateway = untrusted_gateway(&hierarchy, revocation, &[]).await;
+    leaf_without_its_intermediate_is_refused(&gateway, &hierarchy, &revoked).await;
+}
+
+#[tokio::test]
+async fn allow_untrusted_refuses_a_leaf_sent_without_the_intermediate_under_an_ocsp_responder_setting()
+ {
+    let hierarchy = Hierarchy::new(&Published::default());
+    let Some(mut responder) = openssl_responder(&hierarchy.intermediate, None, "", &[]) else {
+        return;
+    };
+    let revoked = leaf(
+        &hierarchy.intermediate,
+        "untrusted ocsp",
+        &Published::default(),
+    );
+    responder
+        .ocsp
+        .write_index(&index_line(revoked.der(), "untrusted ocsp", true));
+    let revocation = serde_json::json!({ "ocsp": "leaf", "ocspResponder": responder.ocsp.url() });
+    let gateway = untrusted_gateway(&hierarchy, revocation, &[]).await;
+    leaf_without_its_intermediate_is_refused(&gateway, &hierarchy, &revoked).await;
+}
+
+#[tokio::test]
+async fn allow_untrusted_refuses_a_leaf_sent_without_the_intermediate_of_its_distribution_point() {
+    let published = with_distribution_points("untrusted distribution point");
+    let hierarchy = &published.hierarchy;
+    published.int_crls.set(Answer::Body(fresh_crl(
+        &hierarchy.intermediate,
+        &serials(&published.leaves),
+    )));
+    let revocation = serde_json::json!({ "crlFromCertificates": true });
+    let gateway = untrusted_gateway(hierarchy, revocation, &[]).await;
+    leaf_without_its_intermediate_is_refused(&gateway, hierarchy, &published.leaves[0].1).await;
 }
 
 #[tokio::test]

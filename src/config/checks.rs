@@ -1,7 +1,8 @@
 //! What `certgate check` reports beyond hard errors, and the RFC 4514 syntax check of
 //! `allowedSubjects`: a host the server certificate does not cover, a leaf certificate among the
 //! trusted CAs, a subject entry whose RDN order is worth a second look, a CRL file without
-//! nextUpdate. Pure functions; the loader calls them with what it read.
+//! nextUpdate, names that an `allowUntrusted` certificate can never satisfy. Pure functions;
+//! the loader calls them with what it read.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -9,6 +10,8 @@ use std::path::Path;
 
 use x509_parser::extensions::GeneralName;
 
+use crate::policy::authorization::Authorization;
+use crate::settings::{AllowList, Trust};
 use crate::tls::sni::HostPattern;
 
 /// How serious a finding is: `check` exits 64 on an error, and only warns otherwise.
@@ -120,6 +123,64 @@ pub(crate) fn non_ca(app: &str, path: &Path, number: usize, der: &[u8]) -> Optio
             crate::identity::rfc4514(certificate.subject())
         ),
     })
+}
+
+/// Warnings for an `allowUntrusted` app whose rules admit clients by name: a certificate only
+/// `allowUntrusted` admits is never admitted by its names (anyone can make one with any name),
+/// so such a rule admits only CA-issued or pinned certificates, which may not be what was meant.
+pub(crate) fn untrusted_names(
+    app: &str,
+    trust: &Trust,
+    allow: &AllowList,
+    authorization: &Authorization,
+) -> Vec<Finding> {
+    if !trust.allow_untrusted {
+        return Vec::new();
+    }
+    let warn = |message: String| Finding {
+        severity: Severity::Warning,
+        app: app.to_owned(),
+        message,
+    };
+    let mut findings = Vec::new();
+    let lists = [
+        ("allowedSubjects", !allow.subjects.is_empty()),
+        ("allowedDnsSans", !allow.dns_sans.is_empty()),
+        ("allowedUriSans", !allow.uri_sans.is_empty()),
+    ];
+    let set: Vec<&str> = lists
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(key, _)| *key)
+        .collect();
+    if !set.is_empty() {
+        findings.push(warn(format!(
+            "clientAuth.{} is set with allowUntrusted: a certificate that only allowUntrusted admits is refused as not_allowed, since anyone can put any name in one; admit such clients by allowedHashes or a trusted CA, or remove allowUntrusted",
+            set.join(", clientAuth.")
+        )));
+    }
+    for (index, rule) in authorization.rules.iter().enumerate() {
+        let who = &rule.who;
+        let keys = [
+            ("allowedSubjects", !who.subjects.is_empty()),
+            ("allowedDnsSans", !who.dns_sans.is_empty()),
+            ("allowedUriSans", !who.uri_sans.is_empty()),
+            ("allowAnyVerified", who.any_verified),
+        ];
+        let named: Vec<&str> = keys
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(key, _)| *key)
+            .collect();
+        if named.is_empty() {
+            continue;
+        }
+        findings.push(warn(format!(
+            "authorization[{index}] admits clients by {} on an app with allowUntrusted: a certificate that only allowUntrusted admits never passes these entries, since anyone can put any name in one; only allowedHashes admits it",
+            named.join(", ")
+        )));
+    }
+    findings
 }
 
 /// Whether two listeners would collide: the same port on the same address, or on any address

@@ -267,6 +267,12 @@ impl<'a> Loader<'a> {
             app: name.clone(),
             source: AppError::Policy { source },
         })?;
+        self.findings.extend(checks::untrusted_names(
+            &name,
+            &trust,
+            &allow,
+            &request_policy.authorization,
+        ));
         let (server_chain, key) = self.server_certificate(&name, &file.server_certificate)?;
         if let (Some(leaf), Some(cert_file)) = (
             server_chain.first(),

@@ -14,7 +14,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::apps::{App, Apps};
 use crate::tls::FailureReason;
-use crate::tls::policy::{self, Refusal};
+use crate::tls::policy::{self, Refusal, TrustSource};
 use crate::tls::sni::normalize;
 
 /// A completed handshake: the stream and the app it belongs to.
@@ -26,6 +26,9 @@ pub(crate) struct Accepted<IO> {
     pub app: Arc<App>,
     /// The normalized SNI, when the client sent one.
     pub sni: Option<String>,
+    /// What admitted the client's certificate, when the verifier passed one (not on a
+    /// resumed session: rustls resumes without asking the verifier).
+    pub trust: Option<TrustSource>,
 }
 
 /// Why a connection did not complete its handshake.
@@ -225,10 +228,16 @@ where
         return Err(AcceptError::UnknownSni { sni });
     };
     *app_out = Some(app.clone());
-    let (result, refusal) =
+    let (result, watched) =
         policy::watch(start.into_stream(app.config.tls.clone()).into_fallible()).await;
+    let refusal = watched.refusal;
     match result {
-        Ok(stream) => Ok(Accepted { stream, app, sni }),
+        Ok(stream) => Ok(Accepted {
+            stream,
+            app,
+            sni,
+            trust: watched.trust,
+        }),
         Err((source, io)) => {
             linger_close(io).await;
             let reason = source

@@ -11,7 +11,7 @@ use crate::apps::App;
 use crate::config::AppConfig;
 use crate::revocation::Standing;
 use crate::settings::{ClientCertMode, RejectWith};
-use crate::tls::policy::Refusal;
+use crate::tls::policy::{Refusal, TrustSource};
 
 /// The verdict on a connection.
 #[derive(Debug)]
@@ -21,6 +21,8 @@ pub(super) struct Verdict {
     /// Its standing with the app's revocation sources, once admitted by them: a revocation
     /// learned while it is open refuses it.
     pub standing: Option<Arc<Standing>>,
+    /// What admitted its certificate, when it presented one that may be served.
+    pub trust: Option<TrustSource>,
 }
 
 /// The chain the client presented, when the app asks for one: a certificate an `ignore` app
@@ -34,18 +36,24 @@ pub(super) fn presented<'a>(
         .filter(|_| app.config.mode != ClientCertMode::Ignore)
 }
 
-/// Judges `chain` under `app`'s policy where the verifier did not, then asks the app's
-/// revocation sources about it.
+/// Judges `chain` under `app`'s policy where the verifier did not (`trust` is what the
+/// verifier recorded, if it passed the certificate), then asks the app's revocation sources
+/// about it.
 pub(super) async fn decide(
     app: &App,
     chain: Option<&[CertificateDer<'static>]>,
     resumed: bool,
+    trust: Option<TrustSource>,
 ) -> Verdict {
-    let refusal = judge(&app.config, chain, resumed);
+    let (refusal, trust) = match judge(&app.config, chain, resumed, trust) {
+        Ok(trust) => (None, trust),
+        Err(refusal) => (Some(refusal), None),
+    };
     let (Some(revocation), Some(chain), None) = (&app.config.revocation, chain, &refusal) else {
         return Verdict {
             refusal,
             standing: None,
+            trust,
         };
     };
     // Read before the check, so that a revocation learned during it is not missed.
@@ -54,12 +62,14 @@ pub(super) async fn decide(
         Ok(path) => Verdict {
             refusal: None,
             standing: Some(revocation.watch(path, generation)),
+            trust,
         },
         Err(refused) => {
             let leaf = chain.first().map_or(&[][..], |leaf| leaf.as_ref());
             Verdict {
                 refusal: Some(Box::new(refused.to_policy(leaf))),
                 standing: None,
+                trust: None,
             }
         }
     }
@@ -69,29 +79,37 @@ pub(super) async fn decide(
 /// not decide: on a resumed session (rustls resumes without asking the verifier, so the
 /// session is judged under the policy in force now) and on every connection of a
 /// `rejectWith: "http"` app (whose verifier lets every certificate through). A `require`
-/// app without exclusion paths refuses a session that carries no certificate. `None` when
-/// the connection may be served.
+/// app without exclusion paths refuses a session that carries no certificate. What admitted
+/// the certificate when it may be served (`None`: no certificate), or why it may not.
 fn judge(
     app: &AppConfig,
     chain: Option<&[CertificateDer<'static>]>,
     resumed: bool,
-) -> Option<Box<Refusal>> {
-    if app.reject_with != RejectWith::Http && !resumed {
-        return None;
-    }
+    handshake_trust: Option<TrustSource>,
+) -> Result<Option<TrustSource>, Box<Refusal>> {
+    let verifier_decided = app.reject_with != RejectWith::Http && !resumed;
     match chain.and_then(|chain| chain.split_first()) {
-        // An `ignore` app has no policy: a certificate it did not ask for is never used.
-        Some((leaf, intermediates)) => app
-            .policy
-            .as_ref()?
-            .evaluate(leaf, intermediates, UnixTime::now())
-            .err(),
+        Some((leaf, intermediates)) => {
+            // An `ignore` app has no policy: a certificate it did not ask for is never used.
+            let Some(policy) = app.policy.as_ref() else {
+                return Ok(None);
+            };
+            match handshake_trust.filter(|_| verifier_decided) {
+                Some(trust) => Ok(Some(trust)),
+                // Judged again; or the verifier left no record, and the policy decides here
+                // rather than guess where the certificate's trust came from.
+                None => policy
+                    .evaluate(leaf, intermediates, UnixTime::now())
+                    .map(|passed| Some(passed.trust)),
+            }
+        }
         // With exclusion paths a missing certificate is judged per request (proxy::admission).
-        None if app.mode == ClientCertMode::Require
+        None if !verifier_decided
+            && app.mode == ClientCertMode::Require
             && app.request_policy.exclusion_paths.is_empty() =>
         {
-            Some(Box::new(Refusal::no_certificate()))
+            Err(Box::new(Refusal::no_certificate()))
         }
-        None => None,
+        None => Ok(None),
     }
 }

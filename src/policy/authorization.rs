@@ -96,6 +96,9 @@ impl UriPattern {
 pub struct Client<'a> {
     /// SHA-256 of the leaf.
     pub hash: &'a [u8; 32],
+    /// Whether a CA or a pin vouches for the certificate; without (`allowUntrusted` alone)
+    /// only a pin of its hash admits it, since anyone can make one with any names.
+    pub vouched_for: bool,
     /// RFC 4514 subject.
     pub subject: &'a str,
     /// DNS SANs as in the certificate.
@@ -189,10 +192,16 @@ impl Principals {
             && self.hashes.is_empty()
     }
 
-    /// Whether a verified client passes; names only ever match entries of their own type.
+    /// Whether a client passes; names only ever match entries of their own type, and only
+    /// a pin (`allowedHashes`) admits a certificate nobody vouches for.
     pub fn admits(&self, client: Client<'_>) -> bool {
+        if self.hashes.contains(client.hash) {
+            return true;
+        }
+        if !client.vouched_for {
+            return false;
+        }
         self.any_verified
-            || self.hashes.contains(client.hash)
             || self
                 .subjects
                 .iter()
@@ -239,6 +248,7 @@ mod tests {
     fn client<'a>(hash: &'a [u8; 32], uris: &'a [String], dns: &'a [String]) -> Client<'a> {
         Client {
             hash,
+            vouched_for: true,
             subject: "CN=svc,O=corp",
             dns_sans: dns,
             uri_sans: uris,
@@ -434,5 +444,39 @@ mod tests {
         let mut other = client(&hash, &uris, &[]);
         other.subject = "CN=other";
         assert!(!uri_only.admits(other));
+    }
+
+    #[test]
+    fn a_certificate_nobody_vouches_for_passes_only_a_pin_of_its_hash() {
+        let hash = [7u8; 32];
+        let sans = ["spiffe://corp/ops/alice".to_owned()];
+        let dns = ["svc.corp.example".to_owned()];
+        let untrusted = Client {
+            vouched_for: false,
+            ..client(&hash, &sans, &dns)
+        };
+        for who in [
+            Principals {
+                any_verified: true,
+                ..Principals::default()
+            },
+            Principals {
+                subjects: vec!["CN=svc,O=corp".into()],
+                ..Principals::default()
+            },
+            Principals {
+                dns_sans: vec!["svc.corp.example".into()],
+                ..Principals::default()
+            },
+            uris(&["spiffe://corp/ops/alice"]),
+        ] {
+            assert!(who.admits(client(&hash, &sans, &dns)), "{who:?}");
+            assert!(!who.admits(untrusted), "{who:?}");
+        }
+        let pinned = Principals {
+            hashes: vec![hash],
+            ..Principals::default()
+        };
+        assert!(pinned.admits(untrusted));
     }
 }

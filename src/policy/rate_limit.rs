@@ -1,6 +1,6 @@
 //! Rate limiting per client identity (README "Rate limiting"): one token bucket per client
-//! certificate hash, or per client address (IPv6: per /64) for requests without a
-//! certificate, in a table of bounded size. Time is tokio's clock, so tests drive it with a
+//! certificate hash when a CA or a pin vouches for it, or per client address (IPv6: per /64)
+//! for requests without such a certificate, in a table of bounded size. Time is tokio's clock, so tests drive it with a
 //! paused clock.
 
 use std::collections::HashMap;
@@ -28,8 +28,8 @@ pub(crate) const MAX_KEYS: usize = 100_000;
 pub(crate) enum Key {
     /// SHA-256 of the client's leaf certificate.
     Certificate([u8; 32]),
-    /// The client's address, for connections without a certificate, as `Key::address` makes
-    /// it.
+    /// The client's address, for connections without a certificate a CA or a pin vouches
+    /// for, as `Key::address` makes it.
     Address(IpAddr),
 }
 

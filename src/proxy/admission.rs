@@ -9,6 +9,7 @@ use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response};
 
 use super::body::ProxyBody;
+use super::client::VerifiedClient;
 use super::error::ProxyError;
 use super::formats;
 use super::refuse::RefusalPage;
@@ -53,10 +54,12 @@ pub(crate) enum Admission {
 
 impl ConnectionPolicy {
     /// Evaluates the app's policy for a connection's client once.
-    pub(crate) fn new(app: &App, identity: Option<&ClientIdentity>, client: IpAddr) -> Self {
+    pub(crate) fn new(app: &App, client: Option<&VerifiedClient>, address: IpAddr) -> Self {
         let policy = &app.config.request_policy;
+        let identity = client.map(|client| &client.identity);
         let grants = policy.authorization.grants(identity.map(|id| Client {
             hash: &id.hash_bytes,
+            vouched_for: id.trust.is_vouched_for(),
             subject: &id.names.subject,
             dns_sans: &id.names.dns,
             uri_sans: &id.names.uris,
@@ -64,11 +67,12 @@ impl ConnectionPolicy {
         Self {
             verified: identity.is_some(),
             grants,
-            rate_key: identity.map_or(Key::address(client), |id| Key::Certificate(id.hash_bytes)),
-            verdict: policy
-                .formats
-                .verdict
-                .then(|| formats::verdict(identity.is_some())),
+            rate_key: rate_key(identity, address),
+            verdict: policy.formats.verdict.then(|| {
+                client.map_or_else(formats::no_certificate_verdict, |client| {
+                    client.verdict.clone()
+                })
+            }),
             certificate_required: (identity.is_none()
                 && app.config.mode == ClientCertMode::Require
                 && app.config.reject_with == RejectWith::Http
@@ -140,5 +144,15 @@ impl ConnectionPolicy {
         if let Some(verdict) = &self.verdict {
             headers.insert(formats::CLIENT_VERIFY, verdict.clone());
         }
+    }
+}
+
+/// The bucket a client draws from: its certificate's when a CA or a pin vouches for it, its
+/// address otherwise (no certificate, or one only `allowUntrusted` admitted: anyone can make a
+/// fresh one for every request).
+fn rate_key(identity: Option<&ClientIdentity>, address: IpAddr) -> Key {
+    match identity {
+        Some(id) if id.trust.is_vouched_for() => Key::Certificate(id.hash_bytes),
+        _ => Key::address(address),
     }
 }

@@ -5,7 +5,7 @@ use http::{HeaderName, HeaderValue};
 use rustls_pki_types::CertificateDer;
 
 use super::{formats, headers, xfcc};
-use crate::identity::{ClientIdentity, IdentityError};
+use crate::identity::{ClientIdentity, IdentityError, TrustSource};
 use crate::policy::Formats;
 use crate::settings::XfccFields;
 
@@ -17,18 +17,22 @@ pub(crate) struct VerifiedClient {
     pub identity: ClientIdentity,
     /// The header values, or `None` when one exceeds `limits.maxXfccBytes`.
     pub headers: Option<Vec<(HeaderName, HeaderValue)>>,
+    /// `X-Client-Verify` for this certificate, for apps with the `verdict` format.
+    pub verdict: HeaderValue,
 }
 
 impl VerifiedClient {
-    /// Parses the chain the client sent (leaf first) and builds the header values of the
-    /// app's `formats` (the verdict excepted: it depends on no certificate).
+    /// Parses the chain the client sent (leaf first), which `trust` admitted, and builds the
+    /// header values of the app's `formats` (the verdict apart: it is sent on every request,
+    /// with or without a certificate).
     pub(crate) fn new(
         chain: &[CertificateDer<'_>],
+        trust: TrustSource,
         fields: XfccFields,
         formats: Formats,
         max_xfcc_bytes: usize,
     ) -> Result<Self, IdentityError> {
-        let (identity, leaf) = ClientIdentity::parse(chain)?;
+        let (identity, leaf) = ClientIdentity::parse(chain, trust)?;
         let mut all = Vec::new();
         let mut fits = true;
         if formats.envoy {
@@ -43,11 +47,12 @@ impl VerifiedClient {
                 None => fits = false,
             }
         }
-        match formats::build(chain, &leaf, formats, max_xfcc_bytes) {
+        match formats::build(chain, &leaf, trust, formats, max_xfcc_bytes) {
             Some(others) => all.extend(others),
             None => fits = false,
         }
         Ok(Self {
+            verdict: formats::verdict(chain, &leaf, trust),
             identity,
             headers: fits.then_some(all),
         })

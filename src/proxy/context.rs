@@ -85,8 +85,7 @@ impl ConnectionContext {
         sni: Option<String>,
         client: Option<VerifiedClient>,
     ) -> Self {
-        let identity = client.as_ref().map(|client| &client.identity);
-        let policy = ConnectionPolicy::new(&app, identity, client_addr.ip());
+        let policy = ConnectionPolicy::new(&app, client.as_ref(), client_addr.ip());
         apps.opened();
         Self {
             _active: app.metrics.connection_opened(),

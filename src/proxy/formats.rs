@@ -13,7 +13,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::time::ASN1Time;
 
 use super::xfcc;
-use crate::identity::rfc4514;
+use crate::identity::{TrustSource, rfc4514};
 use crate::policy::Formats;
 
 /// RFC 9440 section 2.2: the leaf as a Structured Field Byte Sequence.
@@ -35,11 +35,14 @@ pub(crate) const AMZN_VALIDITY: HeaderName =
 pub(crate) const AMZN_LEAF: HeaderName = HeaderName::from_static("x-amzn-mtls-clientcert-leaf");
 /// Azure App Service: the leaf's DER in base64.
 pub(crate) const ARR_CLIENT_CERT: HeaderName = HeaderName::from_static("x-arr-clientcert");
-/// The verdict: `SUCCESS` with a verified certificate, `NONE` without one.
+/// ALB's passthrough mode: the whole chain as URL-encoded PEM, sent for a certificate nobody
+/// vouches for (ALB verifies nothing in that mode either).
+pub(crate) const AMZN_CHAIN: HeaderName = HeaderName::from_static("x-amzn-mtls-clientcert");
+/// The verdict: `SUCCESS` with a verified certificate, `FAILED:reason` with one only
+/// `allowUntrusted` admitted, `NONE` without one.
 pub(crate) const CLIENT_VERIFY: HeaderName = HeaderName::from_static("x-client-verify");
 
-/// ALB's passthrough-mode header (the whole chain); certgate never sets it, but an app written
-/// for ALB may read it, so it is stripped like the others.
+/// Every ALB header starts with it (the passthrough one is exactly it).
 const AMZN_PREFIX: &str = "x-amzn-mtls-clientcert";
 
 /// Whether a (lowercase) header name is, or reads as once `_` is taken for `-`, a header of
@@ -68,16 +71,26 @@ fn is_known(name: &str) -> bool {
     ) || name.starts_with(AMZN_PREFIX)
 }
 
-/// The headers of `formats` other than XFCC and the verdict for a verified chain (leaf
-/// first), or `None` when one value would exceed `max_bytes`.
+/// The headers of `formats` other than XFCC and the verdict for a chain (leaf first) that
+/// `trust` admitted, or `None` when one value would exceed `max_bytes`.
 pub(crate) fn build(
     chain: &[CertificateDer<'_>],
     leaf: &X509Certificate<'_>,
+    trust: TrustSource,
     formats: Formats,
     max_bytes: usize,
 ) -> Option<Vec<(HeaderName, HeaderValue)>> {
     let mut headers = Vec::new();
     let leaf_der = chain.first()?;
+    if formats.aws_alb && !trust.is_vouched_for() {
+        // ALB's verify-mode headers mean "verified": a certificate nobody vouches for gets
+        // what ALB sends when it verifies nothing (passthrough mode), the whole chain.
+        let pems: String = chain.iter().map(|cert| xfcc::pem(cert)).collect();
+        headers.push((
+            AMZN_CHAIN,
+            utf8_percent_encode(&pems, ALB_URL_ENCODE).collect(),
+        ));
+    }
     if formats.rfc9440 {
         headers.push((CLIENT_CERT, byte_sequence(leaf_der)));
         let rest: Vec<String> = chain[1..].iter().map(|c| byte_sequence(c)).collect();
@@ -86,7 +99,7 @@ pub(crate) fn build(
             headers.push((CLIENT_CERT_CHAIN, rest.join(", ")));
         }
     }
-    if formats.aws_alb {
+    if formats.aws_alb && trust.is_vouched_for() {
         headers.push((AMZN_SERIAL, serial_hex(leaf.raw_serial())));
         headers.push((AMZN_ISSUER, rfc4514(leaf.issuer())));
         headers.push((AMZN_SUBJECT, rfc4514(leaf.subject())));
@@ -124,9 +137,41 @@ pub(crate) fn build(
         .collect()
 }
 
-/// The verdict value for a connection.
-pub(crate) fn verdict(verified: bool) -> HeaderValue {
-    HeaderValue::from_static(if verified { "SUCCESS" } else { "NONE" })
+/// The verdict without a certificate: `NONE`, as nginx's `$ssl_client_verify`.
+pub(crate) fn no_certificate_verdict() -> HeaderValue {
+    HeaderValue::from_static("NONE")
+}
+
+/// The verdict for a chain (leaf first) that `trust` admitted: `SUCCESS` when a CA or a pin
+/// vouches for it; with `allowUntrusted` alone, `FAILED:` and the reason OpenSSL gives for
+/// such a chain, as nginx's `$ssl_client_verify` does under `ssl_verify_client optional_no_ca`.
+pub(crate) fn verdict(
+    chain: &[CertificateDer<'_>],
+    leaf: &X509Certificate<'_>,
+    trust: TrustSource,
+) -> HeaderValue {
+    if trust.is_vouched_for() {
+        return HeaderValue::from_static("SUCCESS");
+    }
+    HeaderValue::from_static(match chain.last() {
+        Some(last) if chain.len() > 1 => match x509_parser::parse_x509_certificate(last) {
+            // X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN (19)
+            Ok((_, last)) if self_issued(&last) => {
+                "FAILED:self-signed certificate in certificate chain"
+            }
+            // X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY (20)
+            _ => "FAILED:unable to get local issuer certificate",
+        },
+        // X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT (18)
+        _ if self_issued(leaf) => "FAILED:self-signed certificate",
+        // X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE (21)
+        _ => "FAILED:unable to verify the first certificate",
+    })
+}
+
+/// Whether a certificate names itself as its issuer.
+fn self_issued(certificate: &X509Certificate<'_>) -> bool {
+    certificate.subject().as_raw() == certificate.issuer().as_raw()
 }
 
 /// ALB's URL-encoding of the leaf PEM: Python's `quote` with `+=/` safe, so every byte but

@@ -203,7 +203,7 @@ impl Revocation {
     pub async fn admit(&self, chain: &[CertificateDer<'_>]) -> Result<Path, Refusal> {
         if !self.after_handshake {
             // webpki judged the chain; a path lost since is webpki's to refuse, not this one's.
-            return Ok(self.paths.path(chain).unwrap_or(Path::NoCa));
+            return Ok(self.paths.path(chain, &self.policy).unwrap_or(Path::NoCa));
         }
         let (path, verdict) = self.judge(chain).await;
         if let Some(unknown) = verdict? {
@@ -235,7 +235,7 @@ impl Revocation {
         &self,
         chain: &[CertificateDer<'_>],
     ) -> (Path, Result<Option<Refusal>, Refusal>) {
-        let (path, checked) = match self.paths.path(chain) {
+        let (path, checked) = match self.paths.path(chain, &self.policy) {
             Ok(path) => {
                 let checked = tokio::time::timeout(CHECK_TIMEOUT, self.check(&path)).await;
                 let checked = checked.unwrap_or_else(|_| {

@@ -7,6 +7,7 @@ use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use sha2::{Digest, Sha256};
 
 use super::error::Refusal;
+use super::policy::{OcspMode, Policy};
 use super::x509::{self, Cert, VerifiedPath};
 use crate::tls::FailureReason;
 
@@ -57,9 +58,16 @@ impl Paths {
     }
 
     /// Where `chain` is checked: along the path webpki verifies to a trusted root. Without
-    /// one, a pinned leaf or one `allowUntrusted` admits has no CA to ask; any other chain
-    /// was admitted by a CA and has lost its path, so its status is unknown (never good).
-    pub(super) fn path(&self, chain: &[CertificateDer<'_>]) -> Result<Path, Refusal> {
+    /// one, a pinned leaf has no CA to ask, nor has one `allowUntrusted` admits unless it
+    /// names a revocation source the app's `policy` asks (its OCSP responder, its CRL
+    /// distribution points): then it left out the chain that source needs, and its status is
+    /// unknown. Any other chain was admitted by a CA and has lost its path, so its status is
+    /// unknown (never good).
+    pub(super) fn path(
+        &self,
+        chain: &[CertificateDer<'_>],
+        policy: &Policy,
+    ) -> Result<Path, Refusal> {
         let error =
             match x509::verified_path(chain, &self.anchors, &self.algorithms, UnixTime::now()) {
                 Ok(path) => return Ok(Path::Verified(path)),
@@ -69,8 +77,20 @@ impl Paths {
             let hash: [u8; 32] = Sha256::digest(leaf).into();
             self.without_ca.pins.contains(&hash)
         });
-        if pinned || self.without_ca.allow_untrusted {
+        if pinned {
             return Ok(Path::NoCa);
+        }
+        if self.without_ca.allow_untrusted {
+            let leaf = chain.first().and_then(|leaf| Cert::parse(leaf));
+            let Some(source) = leaf.and_then(|leaf| unchecked_source(&leaf, policy)) else {
+                return Ok(Path::NoCa);
+            };
+            return Err(Refusal {
+                reason: FailureReason::RevocationUnknown,
+                detail: format!(
+                    "the certificate names {source}, but the chain the client sent does not verify to a trusted CA ({error}), so its revocation cannot be checked; the client must send its intermediate certificates"
+                ),
+            });
         }
         Err(Refusal {
             reason: FailureReason::RevocationUnknown,
@@ -93,4 +113,25 @@ impl Paths {
                 detail: "a certificate of the verified path cannot be read".to_owned(),
             })
     }
+}
+
+/// The revocation source `policy` would ask about `leaf` if it had a path to a trusted CA:
+/// its OCSP responder (or, with `ocspResponder`, any leaf that names another issuer, since
+/// that responder answers for the app's CAs), or its CRL distribution points. A self-signed
+/// leaf that names none is simply not checked.
+fn unchecked_source(leaf: &Cert, policy: &Policy) -> Option<String> {
+    if policy.ocsp != OcspMode::Off {
+        if let Some(url) = leaf.ocsp_urls().first() {
+            return Some(format!("the OCSP responder {url}"));
+        }
+        if policy.ocsp_responder.is_some() && leaf.issuer != leaf.subject {
+            return Some("an issuer the app's ocspResponder may answer for".to_owned());
+        }
+    }
+    if !policy.crl_from_certificates {
+        return None;
+    }
+    leaf.crl_urls()
+        .first()
+        .map(|url| format!("the CRL distribution point {url}"))
 }

@@ -106,7 +106,10 @@ impl ClientCertVerifier for PolicyVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         match self.policy.evaluate(end_entity, intermediates, now) {
-            Ok(_) => Ok(ClientCertVerified::assertion()),
+            Ok(passed) => {
+                policy::record_trust(passed.trust);
+                Ok(ClientCertVerified::assertion())
+            }
             // The connection evaluates the policy again once the handshake is done (so a
             // resumed session is judged too) and answers every request itself.
             Err(_) if self.reject_with == RejectWith::Http => Ok(ClientCertVerified::assertion()),

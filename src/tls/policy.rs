@@ -17,6 +17,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Version};
 
 use super::FailureReason;
+pub(crate) use crate::identity::TrustSource;
 use crate::identity::{LeafNames, rfc4514};
 use crate::settings::{AllowList, Trust};
 
@@ -28,28 +29,6 @@ pub struct Policy {
     trust: Trust,
     allow: AllowList,
     provider: Arc<CryptoProvider>,
-}
-
-/// Which trust source admitted a certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrustSource {
-    /// The chain verifies to a trusted CA.
-    Ca,
-    /// The leaf's SHA-256 is pinned.
-    Pin,
-    /// `allowUntrusted` admitted a certificate nobody vouches for.
-    Untrusted,
-}
-
-impl TrustSource {
-    /// The name used in `explain` output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ca => "ca",
-            Self::Pin => "pin",
-            Self::Untrusted => "allow_untrusted",
-        }
-    }
 }
 
 /// A certificate that passed.
@@ -233,6 +212,15 @@ impl Policy {
             ));
         }
         let names = LeafNames::of(&leaf);
+        // Anyone can make a certificate with any names: under allowUntrusted alone they prove
+        // nothing, so they never satisfy an allow-list (README "Decisions").
+        if !self.allow.is_empty() && !trust.is_vouched_for() {
+            return Err(refuse(
+                FailureReason::NotAllowed,
+                UNTRUSTED_NAMES.to_owned(),
+                CertificateError::ApplicationVerificationFailure.into(),
+            ));
+        }
         if !self.allow.is_empty() && !permits(&self.allow, &names) {
             return Err(refuse(
                 FailureReason::NotAllowed,
@@ -356,6 +344,8 @@ const P256: &str = "1.2.840.10045.3.1.7";
 const P384: &str = "1.3.132.0.34";
 const P521: &str = "1.3.132.0.35";
 
+const UNTRUSTED_NAMES: &str = "the certificate is admitted only by allowUntrusted, so its names are not vouched for and cannot match allowedSubjects, allowedDnsSans or allowedUriSans; have it issued by a trusted CA or pin it in allowedHashes";
+
 fn not_allowed_detail(names: &LeafNames) -> String {
     let mut detail = format!(
         "subject {} is not in allowedSubjects",
@@ -411,27 +401,40 @@ pub(crate) fn describe(error: &rustls::Error, presented: &Presented) -> String {
 }
 
 tokio::task_local! {
-    static LAST_REFUSAL: RefCell<Option<Box<Refusal>>>;
+    static HANDSHAKE: RefCell<Watched>;
 }
 
-/// Runs a handshake and returns its output with the refusal the verifier recorded during it,
-/// so the log line can name the certificate and say why (rustls only carries the alert).
-pub(crate) async fn watch<F: Future>(handshake: F) -> (F::Output, Option<Box<Refusal>>) {
-    LAST_REFUSAL
-        .scope(RefCell::new(None), async {
+/// What the verifier decided during a handshake.
+#[derive(Debug, Default)]
+pub(crate) struct Watched {
+    /// The refusal, so the log line can name the certificate and say why (rustls only
+    /// carries the alert).
+    pub refusal: Option<Box<Refusal>>,
+    /// What admitted the certificate, when the policy passed it.
+    pub trust: Option<TrustSource>,
+}
+
+/// Runs a handshake and returns its output with what the verifier decided during it.
+pub(crate) async fn watch<F: Future>(handshake: F) -> (F::Output, Watched) {
+    HANDSHAKE
+        .scope(RefCell::new(Watched::default()), async {
             let output = handshake.await;
-            let refusal = LAST_REFUSAL
-                .try_with(|slot| slot.borrow_mut().take())
-                .ok()
-                .flatten();
-            (output, refusal)
+            let watched = HANDSHAKE
+                .try_with(|slot| std::mem::take(&mut *slot.borrow_mut()))
+                .unwrap_or_default();
+            (output, watched)
         })
         .await
 }
 
 /// Records a refusal for `watch`; does nothing outside it.
 pub(crate) fn record(refusal: Box<Refusal>) {
-    let _ = LAST_REFUSAL.try_with(|slot| *slot.borrow_mut() = Some(refusal));
+    let _ = HANDSHAKE.try_with(|slot| slot.borrow_mut().refusal = Some(refusal));
+}
+
+/// Records what admitted a certificate for `watch`; does nothing outside it.
+pub(crate) fn record_trust(trust: TrustSource) {
+    let _ = HANDSHAKE.try_with(|slot| slot.borrow_mut().trust = Some(trust));
 }
 
 /// Whether the leaf matches an allow-list entry; a name only ever matches an entry of its own
