@@ -188,14 +188,16 @@ fn attribute_text(tag: u32, data: &[u8]) -> Option<String> {
                 .chunks_exact(2)
                 .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
                 .collect();
-            (data.len() % 2 == 0).then(|| String::from_utf16(&units).ok())?
+            data.len()
+                .is_multiple_of(2)
+                .then(|| String::from_utf16(&units).ok())?
         }
         // UniversalString: UTF-32BE.
         28 => data
             .chunks_exact(4)
             .map(|quad| char::from_u32(u32::from_be_bytes([quad[0], quad[1], quad[2], quad[3]])))
             .collect::<Option<String>>()
-            .filter(|_| data.len() % 4 == 0),
+            .filter(|_| data.len().is_multiple_of(4)),
         _ => None,
     }
 }

@@ -203,11 +203,11 @@ async fn forward(
     if retired {
         conn.close.notify_one();
     }
-    if let Some(identity) = conn.identity() {
-        if identity.expired_at(unix_now()) {
-            conn.close.notify_one();
-            return Err(ProxyError::CertificateExpired);
-        }
+    if let Some(identity) = conn.identity()
+        && identity.expired_at(unix_now())
+    {
+        conn.close.notify_one();
+        return Err(ProxyError::CertificateExpired);
     }
     if conn
         .standing

@@ -223,15 +223,15 @@ pub(crate) async fn watch(
         }
         // After an error too: the same broken files are not retried until they change again.
         seen = current;
-        if let Ok(new_files) = reloader.reload().await {
-            if new_files != files {
-                files = new_files;
-                if let Ok(mut names) = names.lock() {
-                    *names = file_names(&files);
-                }
-                watch_folders(watcher.as_mut(), &files);
-                seen = fingerprint(&files);
+        if let Ok(new_files) = reloader.reload().await
+            && new_files != files
+        {
+            files = new_files;
+            if let Ok(mut names) = names.lock() {
+                *names = file_names(&files);
             }
+            watch_folders(watcher.as_mut(), &files);
+            seen = fingerprint(&files);
         }
     }
 }

@@ -80,13 +80,13 @@ impl Config {
             if apps.iter().any(|other| other.name == app.name) {
                 return Err(ConfigError::DuplicateName { name: app.name });
             }
-            if app.hosts.is_empty() {
-                if let Some(first) = catch_all.replace(app.name.clone()) {
-                    return Err(ConfigError::DuplicateCatchAll {
-                        first,
-                        second: app.name,
-                    });
-                }
+            if app.hosts.is_empty()
+                && let Some(first) = catch_all.replace(app.name.clone())
+            {
+                return Err(ConfigError::DuplicateCatchAll {
+                    first,
+                    second: app.name,
+                });
             }
             for host in &app.hosts {
                 if let Some(first) = hosts.insert(host.to_string(), app.name.clone()) {

@@ -71,10 +71,10 @@ impl AppMetrics {
 
     /// TLS with the app failed for `reason`.
     pub(crate) fn upstream_tls_failed(&self, reason: UpstreamTlsFailure) {
-        if let Some(index) = UpstreamTlsFailure::ALL.iter().position(|r| *r == reason) {
-            if let Some(counter) = self.upstream_tls_failures.get(index) {
-                counter.inc();
-            }
+        if let Some(index) = UpstreamTlsFailure::ALL.iter().position(|r| *r == reason)
+            && let Some(counter) = self.upstream_tls_failures.get(index)
+        {
+            counter.inc();
         }
     }
 

@@ -66,10 +66,10 @@ impl<K: Eq + Hash + Clone, V: Clone> Coalesce<K, V> {
                     return Joined::Led(value);
                 }
                 Err(mut waiting) => {
-                    if let Ok(value) = waiting.wait_for(Option::is_some).await {
-                        if let Some(value) = value.clone() {
-                            return Joined::Followed(value);
-                        }
+                    if let Ok(value) = waiting.wait_for(Option::is_some).await
+                        && let Some(value) = value.clone()
+                    {
+                        return Joined::Followed(value);
                     }
                     // The connection doing the lookup went away: take it over.
                 }

@@ -230,13 +230,11 @@ fn classify(der: &[u8], err: P12Error) -> Pkcs12Error {
             | P12Error::DerError(_)
             | P12Error::Pkcs5Error(_)
     );
-    if may_be_unsupported {
-        if let Some((purpose, oid)) = first_unsupported(&algorithms(&pfx)) {
-            return Pkcs12Error::UnsupportedAlgorithm {
-                purpose,
-                algorithm: describe(oid),
-            };
-        }
+    if may_be_unsupported && let Some((purpose, oid)) = first_unsupported(&algorithms(&pfx)) {
+        return Pkcs12Error::UnsupportedAlgorithm {
+            purpose,
+            algorithm: describe(oid),
+        };
     }
     let decryption = matches!(err, P12Error::UnpadError | P12Error::Pkcs5Error(_));
     // Without a MAC the password is only checked by decrypting, and a wrong one yields
