@@ -56,7 +56,12 @@ impl Apps {
                 Arc::new(App {
                     index,
                     config: app.clone(),
-                    upstream: UpstreamClient::new(&app.upstream, &config.timeouts, workers),
+                    upstream: UpstreamClient::new(
+                        &app.upstream,
+                        &config.timeouts,
+                        config.limits.max_upstream_connections_per_app,
+                        workers,
+                    ),
                     metrics: metrics.register_app(&AppSeries {
                         name: &app.name,
                         server_chain: &app.server_chain,

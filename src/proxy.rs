@@ -91,7 +91,7 @@ pub(crate) async fn handle(
                     }
                     None => upstream_failed(),
                 },
-                ProxyError::UpstreamTimeout => upstream_failed(),
+                ProxyError::UpstreamTimeout | ProxyError::UpstreamSaturated => upstream_failed(),
                 ProxyError::BadRequest { .. }
                 | ProxyError::CertificateRequired
                 | ProxyError::CertificateExpired
@@ -99,7 +99,8 @@ pub(crate) async fn handle(
                 | ProxyError::Misdirected
                 | ProxyError::XfccTooLarge
                 | ProxyError::HeadersTooLarge
-                | ProxyError::Draining => {}
+                | ProxyError::Draining
+                | ProxyError::UpstreamRetired => {}
             }
             error.into_response()
         }

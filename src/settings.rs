@@ -213,6 +213,8 @@ pub struct Limits {
     pub max_connections_per_client: Option<usize>,
     /// Connections still in their TLS handshake.
     pub max_pending_handshakes: usize,
+    /// Open connections to one app's upstream (pooled, in use and HTTP/2 alike).
+    pub max_upstream_connections_per_app: usize,
 }
 
 impl Default for Limits {
@@ -224,6 +226,7 @@ impl Default for Limits {
             max_request_headers: 100,
             max_connections_per_client: None,
             max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+            max_upstream_connections_per_app: 1_024,
         }
     }
 }

@@ -5,14 +5,20 @@
 //!
 //! HTTP/1.1 connections live in pools of certgate's own (`pool`): a request takes an idle
 //! connection and its response gives it back once its body has been read to the end. HTTP/2
-//! multiplexes over hyper-util's client, whose request URIs name the client's authority (it
-//! becomes `:authority`) while every connection goes to the app.
+//! multiplexes the requests of a worker thread over one connection (`h2`), whatever authority
+//! each names: connections are the app's, never keyed by what the client sent. Every
+//! connection holds a slot of `limits.maxUpstreamConnectionsPerApp` (`limit`) until it
+//! closes; a reload retires the client (`retire`).
 
 mod error;
 pub(crate) mod gap;
+mod h2;
+mod limit;
 mod pool;
 pub(crate) mod request_body;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,21 +27,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Uri;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
 
 pub(crate) use self::error::UpstreamError;
+use self::h2::{H2Connection, H2Pools};
+use self::limit::{Connections, Slot, Waited};
 use self::pool::{CheckIn, Pools};
 use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody};
-use self::stream::{AppStream, Dialer};
+use self::stream::Dialer;
 use crate::settings::{Timeouts, Transport, Upstream};
-
-/// How long an unused HTTP/2 connection is kept.
-const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The most an upstream HTTP/1.1 connection buffers: the app's response header must fit, and
 /// a response body is read in chunks of at most this size, so a downstream client that stops
@@ -51,6 +55,11 @@ pub(crate) enum SendError {
     ClientStalled,
     /// The app's response header did not come within `upstreamResponseMs`.
     Timeout,
+    /// No connection to the app came free within `upstreamConnectMs`
+    /// (`limits.maxUpstreamConnectionsPerApp`).
+    Saturated,
+    /// The request needed a new connection of a client a reload retired.
+    Retired,
     /// The exchange with the app failed.
     Failed(UpstreamError),
 }
@@ -65,39 +74,58 @@ pub(crate) struct UpstreamClient {
 struct Inner {
     /// Connects to the app, with TLS for an `https://` upstream.
     dialer: Dialer,
+    /// `upstreamConnectMs`: also how long a request waits for a connection slot.
+    connect_timeout: Duration,
     response_timeout: Duration,
     /// `requestBodyIdleMs`.
     body_idle: Duration,
+    /// The bound on open connections, and whether a reload retired this client.
+    connections: Arc<Connections>,
     /// HTTP/1.1: idle connections, one pool per worker thread, so a connection is used by the
     /// thread whose runtime drives it.
     pools: Arc<Pools>,
-    /// HTTP/2 (h2c, or h2 over TLS): hyper-util's client, which shares one connection between
-    /// the requests for one authority.
-    h2c: Option<Client<AppConnector, RequestBody>>,
+    /// HTTP/2 (h2c, or h2 over TLS): a connection per worker thread, shared by its requests
+    /// whatever authority they name.
+    h2: Option<Arc<H2Pools>>,
 }
 
 impl UpstreamClient {
-    /// A client for `upstream` with the configured timeouts.
-    pub(crate) fn new(upstream: &Upstream, timeouts: &Timeouts, workers: usize) -> Self {
-        let dialer = Dialer::new(upstream, timeouts.upstream_connect);
-        let h2c = (upstream.transport == Transport::Http2).then(|| {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(H2_IDLE_TIMEOUT)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .http2_only(true)
-                .build(AppConnector {
-                    dialer: dialer.clone(),
-                })
-        });
+    /// A client for `upstream` with the configured timeouts and at most `max_connections`
+    /// connections open.
+    pub(crate) fn new(
+        upstream: &Upstream,
+        timeouts: &Timeouts,
+        max_connections: usize,
+        workers: usize,
+    ) -> Self {
+        let connections = Arc::new(Connections::new(max_connections));
         Self {
             inner: Arc::new(Inner {
-                dialer,
+                dialer: Dialer::new(upstream, timeouts.upstream_connect),
+                connect_timeout: timeouts.upstream_connect,
                 response_timeout: timeouts.upstream_response,
                 body_idle: timeouts.request_body_idle,
-                pools: Arc::new(Pools::new(workers)),
-                h2c,
+                pools: Arc::new(Pools::new(workers, connections.clone())),
+                h2: (upstream.transport == Transport::Http2)
+                    .then(|| Arc::new(H2Pools::new(workers))),
+                connections,
             }),
+        }
+    }
+
+    /// Retires the client (its config generation was replaced): it never dials again, so a
+    /// request that needs a new connection fails at once; its idle HTTP/1.1 connections
+    /// close now, its HTTP/2 connections once their open streams end, and the connections of
+    /// requests in flight close when their exchange is over instead of going back to a pool.
+    #[allow(
+        dead_code,
+        reason = "called by the reload, once it retires a replaced generation"
+    )]
+    pub(crate) fn retire(&self) {
+        self.inner.connections.retire();
+        self.inner.pools.close_idle();
+        if let Some(h2) = &self.inner.h2 {
+            h2.close_all();
         }
     }
 
@@ -114,10 +142,12 @@ impl UpstreamClient {
         // Who failed decides the status: a client that broke off or stalled its upload is not
         // the app's fault, though the upstream request fails with it (and the upstream
         // connection, its request unfinished, is closed rather than reused).
-        let classify = |source| match client_failed.load(Ordering::Relaxed) {
-            CLIENT_BROKE_OFF => SendError::ClientBrokeOff,
-            CLIENT_STALLED => SendError::ClientStalled,
-            _ => SendError::Failed(source),
+        let classify = |source| match (source, client_failed.load(Ordering::Relaxed)) {
+            (UpstreamError::Saturated, _) => SendError::Saturated,
+            (UpstreamError::Retired, _) => SendError::Retired,
+            (_, CLIENT_BROKE_OFF) => SendError::ClientBrokeOff,
+            (_, CLIENT_STALLED) => SendError::ClientStalled,
+            (source, _) => SendError::Failed(source),
         };
         let request = Request::from_parts(parts, body);
         let response = self.exchange(request);
@@ -141,24 +171,12 @@ impl UpstreamClient {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // The rare and the large futures are boxed: every request's future is moved by hyper
         // (into its task for HTTP/2), so whatever it holds inline is copied each time.
-        if let Some(h2c) = &self.inner.h2c {
-            let response = Box::pin(h2c.request(request)).await.map_err(|source| {
-                match self.inner.dialer.recent_alert() {
-                    Some(reason) => UpstreamError::Tls {
-                        reason,
-                        source: Box::new(source),
-                    },
-                    None => UpstreamError::H2c { source },
-                }
-            })?;
-            return Ok(response.map(|body| UpstreamBody::new(body, None)));
+        if let Some(h2) = &self.inner.h2 {
+            return Box::pin(self.exchange_h2(h2, request)).await;
         }
         let (mut sender, fresh) = match self.checkout().await {
             Some(sender) => (sender, None),
-            None => {
-                let (sender, alert) = Box::pin(self.connect()).await?;
-                (sender, Some(alert))
-            }
+            None => Box::pin(self.http1_connection()).await?,
         };
         let (sender, response) = match sender.try_send_request(request).await {
             Ok(response) => (sender, response),
@@ -184,12 +202,12 @@ impl UpstreamClient {
             sender,
             pools: self.inner.pools.clone(),
         });
-        Ok(response.map(|body| UpstreamBody::new(body, checkin)))
+        Ok(response.map(|body| UpstreamBody::new(body, Lease::Http1(checkin))))
     }
 
     /// After a failed send: a pooled connection the app closed while it was idle did not
-    /// write the request, so it goes out again on a new connection; any other failure is the
-    /// request's.
+    /// write the request, so it goes out again on another connection; any other failure is
+    /// the request's.
     async fn resend(
         &self,
         mut error: hyper::client::conn::TrySendError<Request<RequestBody>>,
@@ -199,22 +217,20 @@ impl UpstreamClient {
                 source: error.into_error(),
             });
         };
-        let (mut sender, alert) = self.connect().await?;
-        let response =
-            sender
-                .send_request(request)
-                .await
-                .map_err(|source| match alert.failure() {
-                    Some(reason) => UpstreamError::Tls {
-                        reason,
-                        source: Box::new(source),
-                    },
-                    None => UpstreamError::Http { source },
-                })?;
+        let (mut sender, alert) = self.http1_connection().await?;
+        let response = sender.send_request(request).await.map_err(|source| {
+            match alert.as_ref().and_then(stream::Alert::failure) {
+                Some(reason) => UpstreamError::Tls {
+                    reason,
+                    source: Box::new(source),
+                },
+                None => UpstreamError::Http { source },
+            }
+        })?;
         Ok((sender, response))
     }
 
-    /// The most recently used idle connection that is still open.
+    /// The most recently used idle connection of this worker that is still open.
     async fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
         loop {
             let mut sender = self.inner.pools.take()?;
@@ -224,11 +240,43 @@ impl UpstreamClient {
         }
     }
 
-    /// A new HTTP/1.1 connection, and what records an alert the app sends on it.
+    /// A new HTTP/1.1 connection and what records an alert the app sends on it, or, when
+    /// every slot is taken, an idle connection that comes back first (then without alert).
+    async fn http1_connection(
+        &self,
+    ) -> Result<(http1::SendRequest<RequestBody>, Option<stream::Alert>), UpstreamError> {
+        let slot = match self.inner.connections.try_slot()? {
+            Some(slot) => slot,
+            None => {
+                let deadline = Instant::now() + self.inner.connect_timeout;
+                loop {
+                    let pools = &self.inner.pools;
+                    match self
+                        .inner
+                        .connections
+                        .wait(deadline, || pools.take_any())
+                        .await?
+                    {
+                        Waited::Slot(slot) => break slot,
+                        Waited::Connection(mut sender) => {
+                            if sender.ready().await.is_ok() {
+                                return Ok((sender, None));
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let (sender, alert) = self.connect(slot).await?;
+        Ok((sender, Some(alert)))
+    }
+
+    /// A new HTTP/1.1 connection in `slot`, and what records an alert the app sends on it.
     async fn connect(
         &self,
+        slot: Slot,
     ) -> Result<(http1::SendRequest<RequestBody>, stream::Alert), UpstreamError> {
-        let stream = self.inner.dialer.dial().await?;
+        let stream = self.inner.dialer.dial(slot).await?;
         let alert = stream.alert();
         let (mut sender, connection) = http1::Builder::new()
             .max_buf_size(UPSTREAM_READ_BUFFER)
@@ -246,42 +294,137 @@ impl UpstreamClient {
             .map_err(|source| UpstreamError::Http { source })?;
         Ok((sender, alert))
     }
-}
 
-/// Connects HTTP/2 requests to the app (h2c, or h2 over TLS), whatever authority their URI
-/// names.
-#[derive(Debug, Clone)]
-struct AppConnector {
-    dialer: Dialer,
-}
-
-impl tower_service::Service<Uri> for AppConnector {
-    type Response = TokioIo<AppStream>;
-    type Error = UpstreamError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    /// Sends an HTTP/2 request on this worker's connection to the app; a connection that
+    /// closed before it took the request is replaced once.
+    async fn exchange_h2(
+        &self,
+        h2: &Arc<H2Pools>,
+        request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let mut connection = self.h2_connection(h2).await?;
+        let stream = connection.stream();
+        let response = match connection.sender.try_send_request(request).await {
+            Ok(response) => (response, stream),
+            Err(mut error) => match error.take_message() {
+                // Not sent: the connection closed (the app's GOAWAY, or idle) meanwhile.
+                Some(request) if connection.sender.is_closed() => {
+                    drop(stream);
+                    connection = self.h2_connection(h2).await?;
+                    let stream = connection.stream();
+                    match connection.sender.send_request(request).await {
+                        Ok(response) => (response, stream),
+                        Err(source) => return Err(self.h2_failure(&connection, source)),
+                    }
+                }
+                _ => return Err(self.h2_failure(&connection, error.into_error())),
+            },
+        };
+        let (response, stream) = response;
+        Ok(response.map(|body| UpstreamBody::new(body, Lease::Http2(stream))))
     }
 
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let dialer = self.dialer.clone();
-        Box::pin(async move { dialer.dial().await.map(TokioIo::new) })
+    /// Why an HTTP/2 exchange failed: the app's alert on its connection (or on another one
+    /// just now), or the HTTP/2 error.
+    fn h2_failure(&self, connection: &H2Connection, source: hyper::Error) -> UpstreamError {
+        match connection
+            .alert
+            .failure()
+            .or_else(|| self.inner.dialer.recent_alert())
+        {
+            Some(reason) => UpstreamError::Tls {
+                reason,
+                source: Box::new(source),
+            },
+            None => UpstreamError::H2c { source },
+        }
+    }
+
+    /// This worker's HTTP/2 connection, dialed if it has none; when every slot is taken,
+    /// another worker's connection, or the first slot or connection that comes free.
+    async fn h2_connection(&self, h2: &Arc<H2Pools>) -> Result<H2Connection, UpstreamError> {
+        h2.connection(|| async {
+            let slot = match self.inner.connections.try_slot()? {
+                Some(slot) => slot,
+                None => {
+                    let deadline = Instant::now() + self.inner.connect_timeout;
+                    match self.inner.connections.wait(deadline, || h2.any()).await? {
+                        Waited::Slot(slot) => slot,
+                        Waited::Connection(connection) => return Ok(connection),
+                    }
+                }
+            };
+            let connection = self.connect_h2(h2, slot).await?;
+            self.inner.connections.connection_usable();
+            Ok(connection)
+        })
+        .await
+    }
+
+    /// A new HTTP/2 connection in `slot`, driven by this worker until it closes; let go once
+    /// idle for `H2_IDLE_TIMEOUT`.
+    async fn connect_h2(
+        &self,
+        h2: &Arc<H2Pools>,
+        slot: Slot,
+    ) -> Result<H2Connection, UpstreamError> {
+        let stream = self.inner.dialer.dial(slot).await?;
+        let alert = stream.alert();
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| UpstreamError::H2c { source })?;
+        let connection_handle = H2Connection::new(sender, alert);
+        let usage = connection_handle.usage();
+        let pools = h2.clone();
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                result = &mut connection => {
+                    if let Err(error) = result {
+                        tracing::debug!(error = %error, "upstream connection closed with an error");
+                    }
+                    return;
+                }
+                () = usage.idle_expired() => pools.forget_idle(&usage),
+            }
+            // No handle is left: hyper ends the connection.
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error, "upstream connection closed with an error");
+            }
+        });
+        Ok(connection_handle)
     }
 }
 
-/// A connection lent to one response: back to the pool when its body has been read whole.
-/// An upstream response body; the connection goes back to the pool once it has been read to
-/// its end (a body dropped before that closes the connection instead).
+/// An upstream response body; an HTTP/1.1 connection goes back to the pool once it has been
+/// read to its end (a body dropped before that closes the connection instead), an HTTP/2
+/// stream counts as open until the body is dropped.
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
     inner: Incoming,
     checkin: Option<CheckIn>,
+    _stream: Option<h2::Stream>,
+}
+
+/// What a response holds of its connection.
+enum Lease {
+    Http1(Option<CheckIn>),
+    Http2(h2::Stream),
 }
 
 impl UpstreamBody {
-    fn new(inner: Incoming, checkin: Option<CheckIn>) -> Self {
-        let mut body = Self { inner, checkin };
+    fn new(inner: Incoming, lease: Lease) -> Self {
+        let (checkin, stream) = match lease {
+            Lease::Http1(checkin) => (checkin, None),
+            Lease::Http2(stream) => (None, Some(stream)),
+        };
+        let mut body = Self {
+            inner,
+            checkin,
+            _stream: stream,
+        };
         // An empty body (204, 304, a HEAD) may never be polled.
         body.give_back_if_done();
         body

@@ -49,6 +49,7 @@ fn absent_keys_take_their_defaults() {
     assert_eq!(config.limits.max_request_headers, 100);
     assert_eq!(config.limits.max_connections_per_client, None);
     assert_eq!(config.limits.max_pending_handshakes, 1024);
+    assert_eq!(config.limits.max_upstream_connections_per_app, 1024);
 }
 
 #[test]
@@ -74,7 +75,7 @@ fn check_accepts_every_hardening_setting() {
         &dir,
         serde_json::json!({ "clientHelloMs": 1000, "requestBodyIdleMs": 2000, "upstreamIdleMs": 3000 }),
         serde_json::json!({ "maxConnectionsPerClient": 10, "maxPendingHandshakes": 20,
-                            "maxRequestHeaders": 50 }),
+                            "maxRequestHeaders": 50, "maxUpstreamConnectionsPerApp": 8 }),
     );
     let (code, transcript) = check(&dir);
     assert_eq!(code, Some(0), "{transcript}");
@@ -118,6 +119,11 @@ fn check_refuses_bad_hardening_settings_naming_the_key() {
             serde_json::json!({}),
             serde_json::json!({ "maxPendingHandshakes": 0 }),
             "limits.maxPendingHandshakes",
+        ),
+        (
+            serde_json::json!({}),
+            serde_json::json!({ "maxUpstreamConnectionsPerApp": 0 }),
+            "limits.maxUpstreamConnectionsPerApp",
         ),
         (
             serde_json::json!({}),

@@ -329,6 +329,11 @@ pub(super) fn limits(file: &FileLimits) -> Result<Limits, ConfigError> {
             file.max_pending_handshakes,
             default.max_pending_handshakes,
         )?,
+        max_upstream_connections_per_app: positive(
+            "limits.maxUpstreamConnectionsPerApp",
+            file.max_upstream_connections_per_app,
+            default.max_upstream_connections_per_app,
+        )?,
     };
     if limits.max_request_header_bytes < MIN_REQUEST_HEADER_BYTES {
         return Err(ConfigError::HeaderLimitTooSmall);

@@ -2,6 +2,7 @@
 //! HTTP; and which TLS failure, if any, it was.
 
 use std::io;
+use std::sync::Arc;
 
 use crate::tls::upstream::UpstreamTlsFailure;
 
@@ -20,9 +21,16 @@ pub(crate) enum UpstreamError {
     #[error("HTTP exchange with the upstream failed")]
     Http { source: hyper::Error },
     #[error("HTTP/2 exchange with the upstream failed")]
-    H2c {
-        source: hyper_util::client::legacy::Error,
-    },
+    H2c { source: hyper::Error },
+    /// The one dial that the requests waiting for an HTTP/2 connection shared failed.
+    #[error(transparent)]
+    Shared(Arc<UpstreamError>),
+    #[error(
+        "no upstream connection came free within timeouts.upstreamConnectMs (limits.maxUpstreamConnectionsPerApp)"
+    )]
+    Saturated,
+    #[error("the upstream client was retired by a reload")]
+    Retired,
 }
 
 impl UpstreamError {
@@ -31,18 +39,9 @@ impl UpstreamError {
     pub(crate) fn tls_failure(&self) -> Option<UpstreamTlsFailure> {
         match self {
             Self::Tls { reason, .. } => Some(*reason),
-            Self::Connect { .. } | Self::ConnectTimeout => None,
-            Self::Http { source } => UpstreamTlsFailure::find(source),
-            Self::H2c { source } => {
-                let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source);
-                while let Some(error) = next {
-                    if let Some(upstream) = error.downcast_ref::<UpstreamError>() {
-                        return upstream.tls_failure();
-                    }
-                    next = error.source();
-                }
-                UpstreamTlsFailure::find(source)
-            }
+            Self::Connect { .. } | Self::ConnectTimeout | Self::Saturated | Self::Retired => None,
+            Self::Http { source } | Self::H2c { source } => UpstreamTlsFailure::find(source),
+            Self::Shared(source) => source.tls_failure(),
         }
     }
 }

@@ -1,0 +1,194 @@
+//! The HTTP/2 connections to one app (h2c, or h2 over TLS): one per worker thread, shared by
+//! the requests of that thread whatever authority each names (it only becomes `:authority`),
+//! dialed once by the first request that needs it while the others wait for that dial. A
+//! connection without open streams for `H2_IDLE_TIMEOUT` is let go: with no handle left,
+//! hyper closes it.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::client::conn::http2;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use super::error::UpstreamError;
+use super::request_body::RequestBody;
+use super::stream::Alert;
+use crate::workers::PerWorker;
+
+/// How long an unused HTTP/2 connection is kept.
+pub(super) const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The result of one dial, shared by the requests that waited for it.
+type Dial = OnceCell<Result<H2Connection, Arc<UpstreamError>>>;
+
+/// One app's HTTP/2 connections, one slot per worker thread.
+#[derive(Debug)]
+pub(super) struct H2Pools {
+    slots: PerWorker<Mutex<Option<Arc<Dial>>>>,
+}
+
+/// A handle on an open HTTP/2 connection.
+#[derive(Debug, Clone)]
+pub(super) struct H2Connection {
+    pub sender: http2::SendRequest<RequestBody>,
+    /// What records an alert the app sends on it.
+    pub alert: Alert,
+    usage: Arc<Usage>,
+}
+
+/// Open streams of one connection, and since when it has had none.
+#[derive(Debug)]
+pub(super) struct Usage {
+    streams: AtomicUsize,
+    /// Milliseconds from `opened` to the moment the last stream ended.
+    idle_since: AtomicU64,
+    opened: Instant,
+}
+
+/// One request's stream on a connection: counted open until dropped.
+#[derive(Debug)]
+pub(super) struct Stream {
+    usage: Arc<Usage>,
+}
+
+impl H2Pools {
+    pub(super) fn new(workers: usize) -> Self {
+        Self {
+            slots: PerWorker::new(workers, Mutex::default),
+        }
+    }
+
+    /// The calling worker's connection, dialed by `dial` (once, for all the requests that ask
+    /// meanwhile) when it has none open; `dial` is not called when `retired` says so.
+    pub(super) async fn connection<F>(
+        &self,
+        dial: impl FnOnce() -> F,
+    ) -> Result<H2Connection, UpstreamError>
+    where
+        F: Future<Output = Result<H2Connection, UpstreamError>>,
+    {
+        let pending = {
+            let Ok(mut slot) = self.slots.mine().lock() else {
+                return Err(UpstreamError::Retired);
+            };
+            match &*slot {
+                Some(dial) if !ended(dial) => dial.clone(),
+                _ => {
+                    let dial = Arc::new(Dial::new());
+                    *slot = Some(dial.clone());
+                    dial
+                }
+            }
+        };
+        let result = pending
+            .get_or_init(|| async { dial().await.map_err(Arc::new) })
+            .await;
+        match result {
+            Ok(connection) => Ok(connection.clone()),
+            Err(error) => {
+                self.forget(|dial| Arc::ptr_eq(dial, &pending));
+                Err(UpstreamError::Shared(error.clone()))
+            }
+        }
+    }
+
+    /// Any worker's open connection: for a request that finds no slot free to dial its own.
+    pub(super) fn any(&self) -> Option<H2Connection> {
+        self.slots.all().iter().find_map(|slot| {
+            let slot = slot.lock().ok()?;
+            let connection = slot.as_ref()?.get()?.as_ref().ok()?;
+            (!connection.sender.is_closed()).then(|| connection.clone())
+        })
+    }
+
+    /// Lets go of the calling worker's connection if it is the one `usage` counts.
+    pub(super) fn forget_idle(&self, usage: &Arc<Usage>) {
+        self.forget(|dial| {
+            matches!(dial.get(), Some(Ok(connection)) if Arc::ptr_eq(&connection.usage, usage))
+        });
+    }
+
+    /// Lets go of every worker's connection: each closes once its open streams end.
+    pub(super) fn close_all(&self) {
+        for slot in self.slots.all() {
+            if let Ok(mut slot) = slot.lock() {
+                slot.take();
+            }
+        }
+    }
+
+    fn forget(&self, which: impl Fn(&Arc<Dial>) -> bool) {
+        if let Ok(mut slot) = self.slots.mine().lock() {
+            if slot.as_ref().is_some_and(which) {
+                slot.take();
+            }
+        }
+    }
+}
+
+/// Whether a dial failed or its connection has closed: the next request dials anew.
+fn ended(dial: &Dial) -> bool {
+    match dial.get() {
+        None => false,
+        Some(Ok(connection)) => connection.sender.is_closed(),
+        Some(Err(_)) => true,
+    }
+}
+
+impl H2Connection {
+    /// A handle on a connection just opened, and what tells when it has been idle too long.
+    pub(super) fn new(sender: http2::SendRequest<RequestBody>, alert: Alert) -> Self {
+        Self {
+            sender,
+            alert,
+            usage: Arc::new(Usage {
+                streams: AtomicUsize::new(0),
+                idle_since: AtomicU64::new(0),
+                opened: Instant::now(),
+            }),
+        }
+    }
+
+    pub(super) fn usage(&self) -> Arc<Usage> {
+        self.usage.clone()
+    }
+
+    /// Counts a stream open until the returned guard drops.
+    pub(super) fn stream(&self) -> Stream {
+        self.usage.streams.fetch_add(1, Ordering::AcqRel);
+        Stream {
+            usage: self.usage.clone(),
+        }
+    }
+}
+
+impl Usage {
+    /// Returns once the connection has had no open stream for `H2_IDLE_TIMEOUT`.
+    pub(super) async fn idle_expired(&self) {
+        loop {
+            let idle_from = if self.streams.load(Ordering::Acquire) > 0 {
+                Instant::now()
+            } else {
+                self.opened + Duration::from_millis(self.idle_since.load(Ordering::Acquire))
+            };
+            let expires = idle_from + H2_IDLE_TIMEOUT;
+            if expires <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(expires).await;
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.usage.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let since = self.usage.opened.elapsed().as_millis();
+            self.usage
+                .idle_since
+                .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Release);
+        }
+    }
+}
