@@ -233,8 +233,9 @@ impl Default for Limits {
 
 /// The ClientHello deadline when `handshakeMs` is not shorter.
 pub(crate) const DEFAULT_CLIENT_HELLO_MS: u64 = 5_000;
-/// Connections in their handshake at once, by default: a flood of clients that never finish
-/// their handshake holds at most this many slots (README "Limits under attack").
+/// Connections in their handshake at once, by default (and never more than half of
+/// `maxConnections` by default): a flood of clients that never finish their handshake holds at
+/// most this many slots (README "Limits under attack").
 pub(crate) const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1_024;
 
 /// Where trust in a presented certificate can come from; at least one source is set for
