@@ -142,13 +142,14 @@ impl UpstreamClient {
         // Who failed decides the status: a client that broke off or stalled its upload is not
         // the app's fault, though the upstream request fails with it (and the upstream
         // connection, its request unfinished, is closed rather than reused).
-        let classify = |source| match (source, client_failed.load(Ordering::Relaxed)) {
-            (UpstreamError::Saturated, _) => SendError::Saturated,
-            (UpstreamError::Retired, _) => SendError::Retired,
-            (_, CLIENT_BROKE_OFF) => SendError::ClientBrokeOff,
-            (_, CLIENT_STALLED) => SendError::ClientStalled,
-            (source, _) => SendError::Failed(source),
-        };
+        let classify =
+            |source: UpstreamError| match (source.cause(), client_failed.load(Ordering::Relaxed)) {
+                (UpstreamError::Saturated, _) => SendError::Saturated,
+                (UpstreamError::Retired, _) => SendError::Retired,
+                (_, CLIENT_BROKE_OFF) => SendError::ClientBrokeOff,
+                (_, CLIENT_STALLED) => SendError::ClientStalled,
+                _ => SendError::Failed(source),
+            };
         let request = Request::from_parts(parts, body);
         let response = self.exchange(request);
         tokio::pin!(response);

@@ -34,6 +34,14 @@ pub(crate) enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The error itself, or the one a shared dial failed with.
+    pub(crate) fn cause(&self) -> &Self {
+        match self {
+            Self::Shared(source) => source.cause(),
+            other => other,
+        }
+    }
+
     /// Why TLS with the app failed, when it did: at the handshake, or by an alert the app
     /// sent right after it (TLS 1.3 apps refuse a client certificate only then).
     pub(crate) fn tls_failure(&self) -> Option<UpstreamTlsFailure> {

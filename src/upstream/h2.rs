@@ -5,7 +5,7 @@
 //! hyper closes it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper::client::conn::http2;
@@ -70,9 +70,12 @@ impl H2Pools {
         F: Future<Output = Result<H2Connection, UpstreamError>>,
     {
         let pending = {
-            let Ok(mut slot) = self.slots.mine().lock() else {
-                return Err(UpstreamError::Retired);
-            };
+            // A poisoned lock only means a panic elsewhere mid-update of a plain slot.
+            let mut slot = self
+                .slots
+                .mine()
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             match &*slot {
                 Some(dial) if !ended(dial) => dial.clone(),
                 _ => {

@@ -23,9 +23,13 @@ const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
 /// An HTTP/1.1 client for the app at `app`, on one worker.
 fn client(app: SocketAddr) -> UpstreamClient {
+    client_over(app, Transport::Http1)
+}
+
+fn client_over(app: SocketAddr, transport: Transport) -> UpstreamClient {
     let upstream = Upstream {
         authority: app.to_string().parse().unwrap(),
-        transport: Transport::Http1,
+        transport,
         tls: None,
     };
     UpstreamClient::new(&upstream, &Timeouts::default(), 8, 1)
@@ -158,4 +162,22 @@ async fn an_exchange_in_flight_when_retired_completes_and_its_connection_closes(
         "the connection closes instead of going back to the pool"
     );
     assert!(client.inner.pools.take_any().is_none());
+}
+
+#[tokio::test]
+async fn a_retired_http2_client_fails_a_request_that_needs_a_dial_as_retired() {
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    let client = client_over(app_addr, Transport::Http2);
+    let (front, failures) = front(client.clone()).await;
+    client.retire();
+
+    assert_eq!(get(front).await, "failed");
+    assert_eq!(
+        *failures.lock().unwrap(),
+        [format!("{:?}", SendError::Retired)]
+    );
+    let probe = TcpStream::connect(app_addr).await.unwrap();
+    let (_, peer) = app.accept().await.unwrap();
+    assert_eq!(peer, probe.local_addr().unwrap());
 }
