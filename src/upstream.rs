@@ -28,13 +28,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http1;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 pub(crate) use self::error::UpstreamError;
-use self::h2::{H2Connection, H2Pools};
+use self::h2::H2Pools;
 use self::limit::{Connections, Slot, Waited};
 use self::pool::{CheckIn, Pools};
 use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody};
@@ -294,108 +294,6 @@ impl UpstreamClient {
             .await
             .map_err(|source| UpstreamError::Http { source })?;
         Ok((sender, alert))
-    }
-
-    /// Sends an HTTP/2 request on this worker's connection to the app; a connection that
-    /// closed before it took the request is replaced once.
-    async fn exchange_h2(
-        &self,
-        h2: &Arc<H2Pools>,
-        request: Request<RequestBody>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let mut connection = self.h2_connection(h2).await?;
-        let stream = connection.stream();
-        let response = match connection.sender.try_send_request(request).await {
-            Ok(response) => (response, stream),
-            Err(mut error) => match error.take_message() {
-                // Not sent: the connection closed (the app's GOAWAY, or idle) meanwhile.
-                Some(request) if connection.sender.is_closed() => {
-                    drop(stream);
-                    connection = self.h2_connection(h2).await?;
-                    let stream = connection.stream();
-                    match connection.sender.send_request(request).await {
-                        Ok(response) => (response, stream),
-                        Err(source) => return Err(self.h2_failure(&connection, source)),
-                    }
-                }
-                _ => return Err(self.h2_failure(&connection, error.into_error())),
-            },
-        };
-        let (response, stream) = response;
-        Ok(response.map(|body| UpstreamBody::new(body, Lease::Http2(stream))))
-    }
-
-    /// Why an HTTP/2 exchange failed: the app's alert on its connection (or on another one
-    /// just now), or the HTTP/2 error.
-    fn h2_failure(&self, connection: &H2Connection, source: hyper::Error) -> UpstreamError {
-        match connection
-            .alert
-            .failure()
-            .or_else(|| self.inner.dialer.recent_alert())
-        {
-            Some(reason) => UpstreamError::Tls {
-                reason,
-                source: Box::new(source),
-            },
-            None => UpstreamError::H2c { source },
-        }
-    }
-
-    /// This worker's HTTP/2 connection, dialed if it has none; when every slot is taken,
-    /// another worker's connection, or the first slot or connection that comes free.
-    async fn h2_connection(&self, h2: &Arc<H2Pools>) -> Result<H2Connection, UpstreamError> {
-        h2.connection(|| async {
-            let slot = match self.inner.connections.try_slot()? {
-                Some(slot) => slot,
-                None => {
-                    let deadline = Instant::now() + self.inner.connect_timeout;
-                    match self.inner.connections.wait(deadline, || h2.any()).await? {
-                        Waited::Slot(slot) => slot,
-                        Waited::Connection(connection) => return Ok(connection),
-                    }
-                }
-            };
-            let connection = self.connect_h2(h2, slot).await?;
-            self.inner.connections.connection_usable();
-            Ok(connection)
-        })
-        .await
-    }
-
-    /// A new HTTP/2 connection in `slot`, driven by this worker until it closes; let go once
-    /// idle for `H2_IDLE_TIMEOUT`.
-    async fn connect_h2(
-        &self,
-        h2: &Arc<H2Pools>,
-        slot: Slot,
-    ) -> Result<H2Connection, UpstreamError> {
-        let stream = self.inner.dialer.dial(slot).await?;
-        let alert = stream.alert();
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| UpstreamError::H2c { source })?;
-        let connection_handle = H2Connection::new(sender, alert);
-        let usage = connection_handle.usage();
-        let pools = h2.clone();
-        tokio::spawn(async move {
-            tokio::pin!(connection);
-            tokio::select! {
-                result = &mut connection => {
-                    if let Err(error) = result {
-                        tracing::debug!(error = %error, "upstream connection closed with an error");
-                    }
-                    return;
-                }
-                () = usage.idle_expired() => pools.forget_idle(&usage),
-            }
-            // No handle is left: hyper ends the connection.
-            if let Err(error) = connection.await {
-                tracing::debug!(error = %error, "upstream connection closed with an error");
-            }
-        });
-        Ok(connection_handle)
     }
 }
 

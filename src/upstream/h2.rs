@@ -1,20 +1,24 @@
-//! The HTTP/2 connections to one app (h2c, or h2 over TLS): one per worker thread, shared by
-//! the requests of that thread whatever authority each names (it only becomes `:authority`),
-//! dialed once by the first request that needs it while the others wait for that dial. A
-//! connection without open streams for `H2_IDLE_TIMEOUT` is let go: with no handle left,
-//! hyper closes it.
+//! HTTP/2 to one app (h2c, or h2 over TLS): the exchange, and the connections, one per worker
+//! thread, shared by the requests of that thread whatever authority each names (it only
+//! becomes `:authority`), dialed once by the first request that needs it while the others wait
+//! for that dial. A connection without open streams for `H2_IDLE_TIMEOUT` is let go: with no
+//! handle left, hyper closes it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper::client::conn::http2;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::error::UpstreamError;
+use super::limit::{Slot, Waited};
 use super::request_body::RequestBody;
 use super::stream::Alert;
+use super::{Lease, UpstreamBody, UpstreamClient};
 use crate::workers::PerWorker;
 
 /// How long an unused HTTP/2 connection is kept.
@@ -51,6 +55,110 @@ pub(super) struct Usage {
 #[derive(Debug)]
 pub(super) struct Stream {
     usage: Arc<Usage>,
+}
+
+impl UpstreamClient {
+    /// Sends an HTTP/2 request on this worker's connection to the app; a connection that
+    /// closed before it took the request is replaced once.
+    pub(super) async fn exchange_h2(
+        &self,
+        h2: &Arc<H2Pools>,
+        request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let mut connection = self.h2_connection(h2).await?;
+        let stream = connection.stream();
+        let response = match connection.sender.try_send_request(request).await {
+            Ok(response) => (response, stream),
+            Err(mut error) => match error.take_message() {
+                // Not sent: the connection closed (the app's GOAWAY, or idle) meanwhile.
+                Some(request) if connection.sender.is_closed() => {
+                    drop(stream);
+                    connection = self.h2_connection(h2).await?;
+                    let stream = connection.stream();
+                    match connection.sender.send_request(request).await {
+                        Ok(response) => (response, stream),
+                        Err(source) => return Err(self.h2_failure(&connection, source)),
+                    }
+                }
+                _ => return Err(self.h2_failure(&connection, error.into_error())),
+            },
+        };
+        let (response, stream) = response;
+        Ok(response.map(|body| UpstreamBody::new(body, Lease::Http2(stream))))
+    }
+
+    /// Why an HTTP/2 exchange failed: the app's alert on its connection (or on another one
+    /// just now), or the HTTP/2 error.
+    fn h2_failure(&self, connection: &H2Connection, source: hyper::Error) -> UpstreamError {
+        match connection
+            .alert
+            .failure()
+            .or_else(|| self.inner.dialer.recent_alert())
+        {
+            Some(reason) => UpstreamError::Tls {
+                reason,
+                source: Box::new(source),
+            },
+            None => UpstreamError::H2c { source },
+        }
+    }
+
+    /// This worker's HTTP/2 connection, dialed if it has none; when every slot is taken,
+    /// another worker's connection, or the first slot or connection that comes free.
+    async fn h2_connection(&self, h2: &Arc<H2Pools>) -> Result<H2Connection, UpstreamError> {
+        h2.connection(|| async {
+            let slot = match self.inner.connections.try_slot()? {
+                Some(slot) => slot,
+                None => {
+                    let deadline = Instant::now() + self.inner.connect_timeout;
+                    match self.inner.connections.wait(deadline, || h2.any()).await? {
+                        Waited::Slot(slot) => slot,
+                        Waited::Connection(connection) => return Ok(connection),
+                    }
+                }
+            };
+            let connection = self.connect_h2(h2, slot).await?;
+            self.inner.connections.connection_usable();
+            Ok(connection)
+        })
+        .await
+    }
+
+    /// A new HTTP/2 connection in `slot`, driven by this worker until it closes; let go once
+    /// idle for `H2_IDLE_TIMEOUT`.
+    async fn connect_h2(
+        &self,
+        h2: &Arc<H2Pools>,
+        slot: Slot,
+    ) -> Result<H2Connection, UpstreamError> {
+        let stream = self.inner.dialer.dial(slot).await?;
+        let alert = stream.alert();
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| UpstreamError::H2c { source })?;
+        let connection_handle = H2Connection::new(sender, alert);
+        let usage = connection_handle.usage();
+        let pools = h2.clone();
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                result = &mut connection => {
+                    if let Err(error) = result {
+                        tracing::debug!(error = %error, "upstream connection closed with an error");
+                    }
+                    return;
+                }
+                () = usage.idle_expired() => pools.forget_idle(&usage),
+            }
+            // No handle is left: hyper ends the connection.
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error, "upstream connection closed with an error");
+            }
+        });
+        Ok(connection_handle)
+    }
 }
 
 impl H2Pools {
