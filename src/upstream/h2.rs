@@ -214,11 +214,18 @@ impl H2Pools {
         })
     }
 
-    /// Lets go of the calling worker's connection if it is the one `usage` counts.
+    /// Lets go of the connection `usage` counts, in every worker's slot that holds it (a
+    /// worker that found no slot free may hold another's).
     pub(super) fn forget_idle(&self, usage: &Arc<Usage>) {
-        self.forget(|dial| {
-            matches!(dial.get(), Some(Ok(connection)) if Arc::ptr_eq(&connection.usage, usage))
-        });
+        for slot in self.slots.all() {
+            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            let idle = slot.as_ref().and_then(|dial| dial.get()).is_some_and(
+                |dialed| matches!(dialed, Ok(connection) if Arc::ptr_eq(&connection.usage, usage)),
+            );
+            if idle {
+                slot.take();
+            }
+        }
     }
 
     /// Lets go of every worker's connection: each closes once its open streams end.
