@@ -65,7 +65,12 @@ impl Apps {
                 Arc::new(App {
                     index,
                     config: app.clone(),
-                    upstream: UpstreamClient::new(&app.upstream, &config.timeouts, workers),
+                    upstream: UpstreamClient::new(
+                        &app.upstream,
+                        &config.timeouts,
+                        config.limits.max_upstream_connections_per_app,
+                        workers,
+                    ),
                     metrics: metrics.register_app(&AppSeries {
                         name: &app.name,
                         server_chain: &app.server_chain,
@@ -103,10 +108,20 @@ impl Apps {
         self.retired.load(Ordering::Acquire)
     }
 
-    /// Marks this generation replaced, and returns how many of its connections are open
-    /// (each is told to close through the server's close signal).
-    pub(crate) fn retire(&self) -> usize {
+    /// Marks this generation replaced by `newest`: its upstream clients dial no more and close
+    /// their idle connections; what its open connections still send goes through the same
+    /// app's client in `newest` (with the upstream settings now in force) when the app is
+    /// there and speaks the same protocol to its upstream. Returns how many of its connections
+    /// are open (each is told to close through the server's close signal).
+    pub(crate) fn retire(&self, newest: &Apps) -> usize {
         self.retired.store(true, Ordering::Release);
+        for app in &self.apps {
+            let successor = newest
+                .named(&app.config.name)
+                .filter(|next| next.config.upstream.transport == app.config.upstream.transport)
+                .map(|next| next.upstream.clone());
+            app.upstream.retire(successor);
+        }
         self.open.load(Ordering::Acquire)
     }
 

@@ -209,7 +209,6 @@ impl Handles {
                 apps,
                 Signals {
                     draining: self.draining.clone(),
-                    live: self.apps.clone(),
                     close: close.clone(),
                 },
                 permit,

@@ -19,7 +19,6 @@ pub(crate) mod refuse;
 pub(crate) mod stall;
 pub(crate) mod xfcc;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,7 +42,6 @@ use crate::metrics::label::StallReason;
 use crate::revocation::Standing;
 use crate::settings::Transport;
 use crate::tls::sni::{authority_host, normalize};
-use crate::upstream::UpstreamClient;
 
 /// Serves one request; never fails (errors become responses).
 pub(crate) async fn handle(
@@ -94,7 +92,7 @@ pub(crate) async fn handle(
                     }
                     None => upstream_failed(),
                 },
-                ProxyError::UpstreamTimeout => upstream_failed(),
+                ProxyError::UpstreamTimeout | ProxyError::UpstreamSaturated => upstream_failed(),
                 ProxyError::BadRequest { .. }
                 | ProxyError::CertificateRequired
                 | ProxyError::CertificateExpired
@@ -102,7 +100,8 @@ pub(crate) async fn handle(
                 | ProxyError::Misdirected
                 | ProxyError::XfccTooLarge
                 | ProxyError::HeadersTooLarge
-                | ProxyError::Draining => {}
+                | ProxyError::Draining
+                | ProxyError::UpstreamRetired => {}
             }
             error.into_response()
         }
@@ -199,8 +198,7 @@ async fn forward(
     // One atomic load while the connection's config is current. After a reload, a request
     // that still starts here (read before the connection saw the reload) is the last one:
     // it is answered with `Connection: close` (or, over HTTP/2, after GOAWAY).
-    let retired = conn.apps.is_retired();
-    if retired {
+    if conn.apps.is_retired() {
         conn.close.notify_one();
     }
     if let Some(identity) = conn.identity()
@@ -285,7 +283,9 @@ async fn forward(
     };
 
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let mut response = upstream_client(conn, retired)
+    let mut response = conn
+        .app
+        .upstream
         .send(request, headers::clean_trailers)
         .await?;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -316,22 +316,6 @@ async fn forward(
     };
     let idle = conn.apps.timeouts.upstream_idle;
     Ok(response.map(|body| Either::Left(ResponseBody::new(body, idle, report))))
-}
-
-/// The client a request is sent with: its app's, or once a reload retired the connection's
-/// generation (which dials no more), the same app's in the newest one, when it still speaks
-/// the same protocol to the app; its upstream settings are the ones the reload put in force.
-fn upstream_client(conn: &ConnectionContext, retired: bool) -> Cow<'_, UpstreamClient> {
-    if !retired {
-        return Cow::Borrowed(&conn.app.upstream);
-    }
-    let newest = conn.signals.live.load();
-    match newest.named(&conn.app.config.name) {
-        Some(app) if app.config.upstream.transport == conn.app.config.upstream.transport => {
-            Cow::Owned(app.upstream.clone())
-        }
-        _ => Cow::Borrowed(&conn.app.upstream),
-    }
 }
 
 /// The request's authority: `:authority` (HTTP/2) or the single `Host` header (HTTP/1.1),

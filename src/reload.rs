@@ -171,10 +171,11 @@ impl Reloader {
         let generation = self.apps.load().generation + 1;
         let apps = Apps::new(&config, &self.metrics, self.workers, generation);
         apps.start(&self.metrics, &self.memory);
-        let replaced = self.apps.swap(Arc::new(apps));
+        let apps = Arc::new(apps);
+        let replaced = self.apps.swap(apps.clone());
         // Retired before the signal goes out: a request that starts on one of its connections
         // from here on sees it (README "Reload").
-        let closing = replaced.retire();
+        let closing = replaced.retire(&apps);
         self.close.send_modify(|signal| {
             signal.generation = generation;
             signal.reload_grace = config.timeouts.reload_grace;

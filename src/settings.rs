@@ -217,6 +217,8 @@ pub struct Limits {
     pub max_connections_per_client: Option<usize>,
     /// Connections still in their TLS handshake.
     pub max_pending_handshakes: usize,
+    /// Open connections to one app's upstream (pooled, in use and HTTP/2 alike).
+    pub max_upstream_connections_per_app: usize,
 }
 
 impl Default for Limits {
@@ -228,14 +230,16 @@ impl Default for Limits {
             max_request_headers: 100,
             max_connections_per_client: None,
             max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+            max_upstream_connections_per_app: 1_024,
         }
     }
 }
 
 /// The ClientHello deadline when `handshakeMs` is not shorter.
 pub(crate) const DEFAULT_CLIENT_HELLO_MS: u64 = 5_000;
-/// Connections in their handshake at once, by default: a flood of clients that never finish
-/// their handshake holds at most this many slots (README "Limits under attack").
+/// Connections in their handshake at once, by default (and never more than half of
+/// `maxConnections` by default): a flood of clients that never finish their handshake holds at
+/// most this many slots (README "Limits under attack").
 pub(crate) const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1_024;
 
 /// Where trust in a presented certificate can come from; at least one source is set for

@@ -5,14 +5,20 @@
 //!
 //! HTTP/1.1 connections live in pools of certgate's own (`pool`): a request takes an idle
 //! connection and its response gives it back once its body has been read to the end. HTTP/2
-//! multiplexes over hyper-util's client, whose request URIs name the client's authority (it
-//! becomes `:authority`) while every connection goes to the app.
+//! multiplexes the requests of a worker thread over one connection (`h2`), whatever authority
+//! each names: connections are the app's, never keyed by what the client sent. Every
+//! connection holds a slot of `limits.maxUpstreamConnectionsPerApp` (`limit`) until it
+//! closes; a reload retires the client (`retire`).
 
 mod error;
 pub(crate) mod gap;
+mod h2;
+mod limit;
 mod pool;
 pub(crate) mod request_body;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,21 +27,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Uri;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
 
 pub(crate) use self::error::UpstreamError;
+use self::h2::H2Pools;
+use self::limit::{Connections, Slot, Waited};
 use self::pool::{CheckIn, Pools};
 use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody, TrailerFilter};
-use self::stream::{AppStream, Dialer};
+use self::stream::Dialer;
 use crate::settings::{Timeouts, Transport, Upstream};
-
-/// How long an unused HTTP/2 connection is kept.
-const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The most an upstream HTTP/1.1 connection buffers: the app's response header must fit, and
 /// a response body is read in chunks of at most this size, so a downstream client that stops
@@ -51,6 +55,11 @@ pub(crate) enum SendError {
     ClientStalled,
     /// The app's response header did not come within `upstreamResponseMs`.
     Timeout,
+    /// No connection to the app came free within `upstreamConnectMs`
+    /// (`limits.maxUpstreamConnectionsPerApp`).
+    Saturated,
+    /// The request needed a new connection of a client a reload retired.
+    Retired,
     /// The exchange with the app failed.
     Failed(UpstreamError),
 }
@@ -65,39 +74,63 @@ pub(crate) struct UpstreamClient {
 struct Inner {
     /// Connects to the app, with TLS for an `https://` upstream.
     dialer: Dialer,
+    /// `upstreamConnectMs`: also how long a request waits for a connection slot.
+    connect_timeout: Duration,
     response_timeout: Duration,
     /// `requestBodyIdleMs`.
     body_idle: Duration,
+    /// The bound on open connections, and whether a reload retired this client.
+    connections: Arc<Connections>,
     /// HTTP/1.1: idle connections, one pool per worker thread, so a connection is used by the
     /// thread whose runtime drives it.
     pools: Arc<Pools>,
-    /// HTTP/2 (h2c, or h2 over TLS): hyper-util's client, which shares one connection between
-    /// the requests for one authority.
-    h2c: Option<Client<AppConnector, RequestBody>>,
+    /// HTTP/2 (h2c, or h2 over TLS): a connection per worker thread, shared by its requests
+    /// whatever authority they name.
+    h2: Option<Arc<H2Pools>>,
+    /// Once retired: the same app's client in the config that replaced this one, which sends
+    /// what would need a new connection here.
+    successor: std::sync::OnceLock<UpstreamClient>,
 }
 
 impl UpstreamClient {
-    /// A client for `upstream` with the configured timeouts.
-    pub(crate) fn new(upstream: &Upstream, timeouts: &Timeouts, workers: usize) -> Self {
-        let dialer = Dialer::new(upstream, timeouts.upstream_connect);
-        let h2c = (upstream.transport == Transport::Http2).then(|| {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(H2_IDLE_TIMEOUT)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .http2_only(true)
-                .build(AppConnector {
-                    dialer: dialer.clone(),
-                })
-        });
+    /// A client for `upstream` with the configured timeouts and at most `max_connections`
+    /// connections open.
+    pub(crate) fn new(
+        upstream: &Upstream,
+        timeouts: &Timeouts,
+        max_connections: usize,
+        workers: usize,
+    ) -> Self {
+        let connections = Arc::new(Connections::new(max_connections));
         Self {
             inner: Arc::new(Inner {
-                dialer,
+                dialer: Dialer::new(upstream, timeouts.upstream_connect),
+                connect_timeout: timeouts.upstream_connect,
                 response_timeout: timeouts.upstream_response,
                 body_idle: timeouts.request_body_idle,
-                pools: Arc::new(Pools::new(workers)),
-                h2c,
+                pools: Arc::new(Pools::new(workers, connections.clone())),
+                h2: (upstream.transport == Transport::Http2)
+                    .then(|| Arc::new(H2Pools::new(workers))),
+                connections,
+                successor: std::sync::OnceLock::new(),
             }),
+        }
+    }
+
+    /// Retires the client (its config generation was replaced): it never dials again; a
+    /// request that needs a new connection goes to `successor` (the same app's client in the
+    /// newer config, speaking the same protocol), or fails at once without one. Its idle
+    /// HTTP/1.1 connections close now, its HTTP/2 connections once their open streams end,
+    /// and the connections of requests in flight close when their exchange is over instead
+    /// of going back to a pool.
+    pub(crate) fn retire(&self, successor: Option<UpstreamClient>) {
+        if let Some(successor) = successor {
+            let _ = self.inner.successor.set(successor);
+        }
+        self.inner.connections.retire();
+        self.inner.pools.close_idle();
+        if let Some(h2) = &self.inner.h2 {
+            h2.close_all();
         }
     }
 
@@ -116,11 +149,14 @@ impl UpstreamClient {
         // Who failed decides the status: a client that broke off or stalled its upload is not
         // the app's fault, though the upstream request fails with it (and the upstream
         // connection, its request unfinished, is closed rather than reused).
-        let classify = |source| match client_failed.load(Ordering::Relaxed) {
-            CLIENT_BROKE_OFF => SendError::ClientBrokeOff,
-            CLIENT_STALLED => SendError::ClientStalled,
-            _ => SendError::Failed(source),
-        };
+        let classify =
+            |source: UpstreamError| match (source.cause(), client_failed.load(Ordering::Relaxed)) {
+                (UpstreamError::Saturated, _) => SendError::Saturated,
+                (UpstreamError::Retired, _) => SendError::Retired,
+                (_, CLIENT_BROKE_OFF) => SendError::ClientBrokeOff,
+                (_, CLIENT_STALLED) => SendError::ClientStalled,
+                _ => SendError::Failed(source),
+            };
         let request = Request::from_parts(parts, body);
         let response = self.exchange(request);
         tokio::pin!(response);
@@ -137,30 +173,38 @@ impl UpstreamClient {
         }
     }
 
+    /// The client that sends this one's requests once a reload retired it.
+    fn successor(&self) -> Option<&UpstreamClient> {
+        self.inner
+            .connections
+            .is_retired()
+            .then(|| self.inner.successor.get())
+            .flatten()
+    }
+
     async fn exchange(
         &self,
         request: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // The rare and the large futures are boxed: every request's future is moved by hyper
         // (into its task for HTTP/2), so whatever it holds inline is copied each time.
-        if let Some(h2c) = &self.inner.h2c {
-            let response = Box::pin(h2c.request(request)).await.map_err(|source| {
-                match self.inner.dialer.recent_alert() {
-                    Some(reason) => UpstreamError::Tls {
-                        reason,
-                        source: Box::new(source),
-                    },
-                    None => UpstreamError::H2c { source },
-                }
-            })?;
-            return Ok(response.map(|body| UpstreamBody::new(body, None)));
+        if let Some(successor) = self.successor() {
+            return Box::pin(successor.exchange(request)).await;
+        }
+        if let Some(h2) = &self.inner.h2 {
+            return Box::pin(self.exchange_h2(h2, request)).await;
         }
         let (mut sender, fresh) = match self.checkout().await {
             Some(sender) => (sender, None),
-            None => {
-                let (sender, alert) = Box::pin(self.connect()).await?;
-                (sender, Some(alert))
-            }
+            None => match Box::pin(self.http1_connection()).await {
+                Ok(dialed) => dialed,
+                // Retired while this request waited for a connection.
+                Err(UpstreamError::Retired) => match self.successor() {
+                    Some(successor) => return Box::pin(successor.exchange(request)).await,
+                    None => return Err(UpstreamError::Retired),
+                },
+                Err(error) => return Err(error),
+            },
         };
         let (sender, response) = match sender.try_send_request(request).await {
             Ok(response) => (sender, response),
@@ -186,12 +230,12 @@ impl UpstreamClient {
             sender,
             pools: self.inner.pools.clone(),
         });
-        Ok(response.map(|body| UpstreamBody::new(body, checkin)))
+        Ok(response.map(|body| UpstreamBody::new(body, Lease::Http1(checkin))))
     }
 
     /// After a failed send: a pooled connection the app closed while it was idle did not
-    /// write the request, so it goes out again on a new connection; any other failure is the
-    /// request's.
+    /// write the request, so it goes out again on another connection; any other failure is
+    /// the request's.
     async fn resend(
         &self,
         mut error: hyper::client::conn::TrySendError<Request<RequestBody>>,
@@ -201,22 +245,20 @@ impl UpstreamClient {
                 source: error.into_error(),
             });
         };
-        let (mut sender, alert) = self.connect().await?;
-        let response =
-            sender
-                .send_request(request)
-                .await
-                .map_err(|source| match alert.failure() {
-                    Some(reason) => UpstreamError::Tls {
-                        reason,
-                        source: Box::new(source),
-                    },
-                    None => UpstreamError::Http { source },
-                })?;
+        let (mut sender, alert) = self.http1_connection().await?;
+        let response = sender.send_request(request).await.map_err(|source| {
+            match alert.as_ref().and_then(stream::Alert::failure) {
+                Some(reason) => UpstreamError::Tls {
+                    reason,
+                    source: Box::new(source),
+                },
+                None => UpstreamError::Http { source },
+            }
+        })?;
         Ok((sender, response))
     }
 
-    /// The most recently used idle connection that is still open.
+    /// The most recently used idle connection of this worker that is still open.
     async fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
         loop {
             let mut sender = self.inner.pools.take()?;
@@ -226,11 +268,43 @@ impl UpstreamClient {
         }
     }
 
-    /// A new HTTP/1.1 connection, and what records an alert the app sends on it.
+    /// A new HTTP/1.1 connection and what records an alert the app sends on it, or, when
+    /// every slot is taken, an idle connection that comes back first (then without alert).
+    async fn http1_connection(
+        &self,
+    ) -> Result<(http1::SendRequest<RequestBody>, Option<stream::Alert>), UpstreamError> {
+        let slot = match self.inner.connections.try_slot()? {
+            Some(slot) => slot,
+            None => {
+                let deadline = Instant::now() + self.inner.connect_timeout;
+                loop {
+                    let pools = &self.inner.pools;
+                    match self
+                        .inner
+                        .connections
+                        .wait(deadline, || pools.take_any())
+                        .await?
+                    {
+                        Waited::Slot(slot) => break slot,
+                        Waited::Connection(mut sender) => {
+                            if sender.ready().await.is_ok() {
+                                return Ok((sender, None));
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let (sender, alert) = self.connect(slot).await?;
+        Ok((sender, Some(alert)))
+    }
+
+    /// A new HTTP/1.1 connection in `slot`, and what records an alert the app sends on it.
     async fn connect(
         &self,
+        slot: Slot,
     ) -> Result<(http1::SendRequest<RequestBody>, stream::Alert), UpstreamError> {
-        let stream = self.inner.dialer.dial().await?;
+        let stream = self.inner.dialer.dial(slot).await?;
         let alert = stream.alert();
         let (mut sender, connection) = http1::Builder::new()
             .max_buf_size(UPSTREAM_READ_BUFFER)
@@ -250,40 +324,33 @@ impl UpstreamClient {
     }
 }
 
-/// Connects HTTP/2 requests to the app (h2c, or h2 over TLS), whatever authority their URI
-/// names.
-#[derive(Debug, Clone)]
-struct AppConnector {
-    dialer: Dialer,
-}
-
-impl tower_service::Service<Uri> for AppConnector {
-    type Response = TokioIo<AppStream>;
-    type Error = UpstreamError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let dialer = self.dialer.clone();
-        Box::pin(async move { dialer.dial().await.map(TokioIo::new) })
-    }
-}
-
-/// A connection lent to one response: back to the pool when its body has been read whole.
-/// An upstream response body; the connection goes back to the pool once it has been read to
-/// its end (a body dropped before that closes the connection instead).
+/// An upstream response body; an HTTP/1.1 connection goes back to the pool once it has been
+/// read to its end (a body dropped before that closes the connection instead), an HTTP/2
+/// stream counts as open until the body is dropped.
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
     inner: Incoming,
     checkin: Option<CheckIn>,
+    _stream: Option<h2::Stream>,
+}
+
+/// What a response holds of its connection.
+enum Lease {
+    Http1(Option<CheckIn>),
+    Http2(h2::Stream),
 }
 
 impl UpstreamBody {
-    fn new(inner: Incoming, checkin: Option<CheckIn>) -> Self {
-        let mut body = Self { inner, checkin };
+    fn new(inner: Incoming, lease: Lease) -> Self {
+        let (checkin, stream) = match lease {
+            Lease::Http1(checkin) => (checkin, None),
+            Lease::Http2(stream) => (None, Some(stream)),
+        };
+        let mut body = Self {
+            inner,
+            checkin,
+            _stream: stream,
+        };
         // An empty body (204, 304, a HEAD) may never be polled.
         body.give_back_if_done();
         body

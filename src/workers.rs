@@ -47,6 +47,11 @@ impl<T> PerWorker<T> {
         // index is always in range; the first slot only serves a thread that is none of them.
         self.slots.get(index).unwrap_or(&self.slots[0])
     }
+
+    /// Every worker thread's value.
+    pub(crate) fn all(&self) -> &[T] {
+        &self.slots
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,9 @@
 //!   against maxConnections 200, cannot keep a verified client on 127.0.0.2 from being served:
 //!   40 of 40 requests on fresh mTLS connections are answered, and the refusals are counted by
 //!   their limit;
+//! - with maxConnections 200 and maxPendingHandshakes unset (half of it, 100), a client without
+//!   a certificate that reconnects as fast as it is refused, from 127.0.0.1, cannot keep a
+//!   verified client on 127.0.0.2 from being served: 40 of 40 requests are answered;
 //! - connections still in their handshake are capped by maxPendingHandshakes (refused and
 //!   counted beyond it) while established connections are served, and a silent client is cut
 //!   off at clientHelloMs, which frees its slot for the next client.
@@ -134,9 +137,14 @@ async fn pending_handshakes_are_capped_and_a_silent_client_is_cut_off_at_client_
     let request = established.get("require.example.test", "/");
     assert_eq!(established.send(request).await.unwrap().status, 200);
 
+    // From five addresses: one address holds at most half of the pending slots.
     let mut silent = Vec::new();
-    for _ in 0..5 {
-        silent.push(TcpStream::connect(gateway.addr).await.unwrap());
+    for host in 11..16 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, host], 0)))
+            .unwrap();
+        silent.push(socket.connect(gateway.addr).await.unwrap());
     }
     // All pending slots are taken: a sixth connection is closed at once.
     let mut refused = false;
@@ -188,5 +196,60 @@ async fn pending_handshakes_are_capped_and_a_silent_client_is_cut_off_at_client_
         metric(&text, timeouts) >= 5.0,
         "the silent connections were not counted as handshake timeouts"
     );
+    gateway.stop().await;
+}
+
+/// Connects from 127.0.0.1 again and again and handshakes without a certificate, each
+/// connection held until certgate refuses and closes it.
+fn certificate_less_flood(addr: SocketAddr, pki: &Pki, tasks: usize, stop: Arc<AtomicBool>) {
+    let options = Arc::new(ClientOptions::new(pki, "require.example.test"));
+    for _ in 0..tasks {
+        let (stop, options) = (stop.clone(), options.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                // Refused at accept, or by the handshake; under TLS 1.3 the refusal is an alert
+                // read after the client's side of the handshake is done.
+                if let Ok(mut tls) = tls_stream(addr, &options).await {
+                    let mut buf = [0u8; 64];
+                    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await;
+                }
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_less_flood_leaves_a_small_max_connections_to_verified_clients() {
+    let pki = Pki::new();
+    let gateway = gateway(
+        &pki,
+        serde_json::json!({ "limits": { "maxConnections": 200 } }),
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    certificate_less_flood(gateway.addr, &pki, 300, stop.clone());
+    // The flood fills what it can.
+    let refused = r#"certgate_connections_refused_by_limit_total{limit="maxPendingHandshakes"}"#;
+    scrape_until(
+        gateway.admin.unwrap(),
+        100,
+        Duration::from_millis(50),
+        |text| metric(text, refused) > 0.0,
+    )
+    .await;
+
+    let client = pki.client("verified client");
+    let options = ClientOptions::new(&pki, "require.example.test").with_identity(client.identity());
+    let mut answered = 0;
+    let mut errors = Vec::new();
+    for _ in 0..40 {
+        match good_request(gateway.addr, &options).await {
+            Ok(200) => answered += 1,
+            Ok(status) => errors.push(format!("status {status}")),
+            Err(error) => errors.push(error),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(answered, 40, "verified client starved: {errors:?}");
     gateway.stop().await;
 }

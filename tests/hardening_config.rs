@@ -2,7 +2,9 @@
 //! - every new key is read with its default when absent;
 //! - `certgate check` accepts a config that sets them all, and refuses (exit 64, naming the
 //!   key) a zero value, a `clientHelloMs` longer than `handshakeMs`, and a misspelled key;
-//! - an unset `clientHelloMs` follows a shorter `handshakeMs` down.
+//! - an unset `clientHelloMs` follows a shorter `handshakeMs` down;
+//! - an unset `maxPendingHandshakes` is at most half of `maxConnections`, and `check` warns
+//!   about one set to `maxConnections` or more (no slot left for verified clients).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -49,6 +51,7 @@ fn absent_keys_take_their_defaults() {
     assert_eq!(config.limits.max_request_headers, 100);
     assert_eq!(config.limits.max_connections_per_client, None);
     assert_eq!(config.limits.max_pending_handshakes, 1024);
+    assert_eq!(config.limits.max_upstream_connections_per_app, 1024);
 }
 
 #[test]
@@ -74,7 +77,7 @@ fn check_accepts_every_hardening_setting() {
         &dir,
         serde_json::json!({ "clientHelloMs": 1000, "requestBodyIdleMs": 2000, "upstreamIdleMs": 3000 }),
         serde_json::json!({ "maxConnectionsPerClient": 10, "maxPendingHandshakes": 20,
-                            "maxRequestHeaders": 50 }),
+                            "maxRequestHeaders": 50, "maxUpstreamConnectionsPerApp": 8 }),
     );
     let (code, transcript) = check(&dir);
     assert_eq!(code, Some(0), "{transcript}");
@@ -121,6 +124,11 @@ fn check_refuses_bad_hardening_settings_naming_the_key() {
         ),
         (
             serde_json::json!({}),
+            serde_json::json!({ "maxUpstreamConnectionsPerApp": 0 }),
+            "limits.maxUpstreamConnectionsPerApp",
+        ),
+        (
+            serde_json::json!({}),
             serde_json::json!({ "maxPendingHandshake": 5 }),
             "maxPendingHandshake",
         ),
@@ -133,4 +141,52 @@ fn check_refuses_bad_hardening_settings_naming_the_key() {
         assert_eq!(code, Some(64), "{key}: {transcript}");
         assert!(transcript.contains(key), "{key} not named: {transcript}");
     }
+}
+
+#[test]
+fn an_unset_pending_handshake_cap_is_at_most_half_of_max_connections() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    for (limits, pending) in [
+        (serde_json::json!({ "maxConnections": 200 }), 100),
+        (serde_json::json!({ "maxConnections": 10000 }), 1024),
+        (
+            serde_json::json!({ "maxConnections": 200, "maxPendingHandshakes": 150 }),
+            150,
+        ),
+    ] {
+        let path = write_config(&dir, serde_json::json!({}), limits.clone());
+        let config = common::load_config(&path).unwrap();
+        assert_eq!(config.limits.max_pending_handshakes, pending, "{limits}");
+    }
+}
+
+#[test]
+fn check_warns_about_a_pending_handshake_cap_that_leaves_no_slot_for_verified_clients() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    write_config(
+        &dir,
+        serde_json::json!({}),
+        serde_json::json!({ "maxConnections": 200, "maxPendingHandshakes": 200 }),
+    );
+    let (code, transcript) = check(&dir);
+    assert_eq!(code, Some(0), "a warning only: {transcript}");
+    assert!(
+        transcript.contains(
+            "warning: limits.maxPendingHandshakes (200) is not below limits.maxConnections (200)"
+        ),
+        "{transcript}"
+    );
+
+    write_config(
+        &dir,
+        serde_json::json!({}),
+        serde_json::json!({ "maxConnections": 200, "maxPendingHandshakes": 199 }),
+    );
+    let (code, transcript) = check(&dir);
+    assert_eq!(code, Some(0), "{transcript}");
+    assert!(!transcript.contains("maxPendingHandshakes"), "{transcript}");
 }

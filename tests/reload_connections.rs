@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::polling::eventually;
+use common::polling::until;
 use common::serve::serve_each;
 use common::tls_app;
 use common::websocket::*;
@@ -430,7 +430,11 @@ async fn a_replaced_config_closes_its_idle_upstream_connections_and_dials_no_mor
     reload_with(&gateway, json!([require_app(elsewhere.addr)]), json!({})).await;
     assert!(closed_by_certgate_soon(&mut open).await);
     assert!(
-        eventually(|| app.open.load(Ordering::SeqCst) == 0).await,
+        until(200, Duration::from_millis(25), || app
+            .open
+            .load(Ordering::SeqCst)
+            == 0)
+        .await,
         "the replaced config kept its idle upstream connection"
     );
     let reply = get(gateway.addr, &options, "gated.example.test", "/")

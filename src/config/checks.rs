@@ -1,8 +1,9 @@
 //! What `certgate check` reports beyond hard errors, and the RFC 4514 syntax check of
 //! `allowedSubjects`: a host the server certificate does not cover, a leaf certificate among the
 //! trusted CAs, a subject entry whose RDN order is worth a second look, a CRL file without
-//! nextUpdate, names that an `allowUntrusted` certificate can never satisfy. Pure functions;
-//! the loader calls them with what it read.
+//! nextUpdate, names that an `allowUntrusted` certificate can never satisfy, a pending-handshake
+//! cap that leaves no slot for verified clients. Pure functions; the loader calls them with what
+//! it read.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -23,12 +24,12 @@ pub enum Severity {
     Error,
 }
 
-/// One finding about an app.
+/// One finding about an app, or about the whole config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// Warning or error.
     pub severity: Severity,
-    /// The app it is about.
+    /// The app it is about; empty for a finding about the whole config.
     pub app: String,
     /// What is wrong and what to do, in words.
     pub message: String,
@@ -40,8 +41,31 @@ impl fmt::Display for Finding {
             Severity::Warning => "warning",
             Severity::Error => "error",
         };
+        if self.app.is_empty() {
+            return write!(f, "{label}: {}", self.message);
+        }
         write!(f, "{label}: app {:?}: {}", self.app, self.message)
     }
+}
+
+/// A warning when an explicit `maxPendingHandshakes` leaves no connection slot for verified
+/// clients: connections still in their handshake could then hold all of `maxConnections`.
+pub(crate) fn pending_handshakes(
+    explicit: Option<usize>,
+    max_connections: usize,
+) -> Option<Finding> {
+    let pending = explicit.filter(|&pending| pending >= max_connections)?;
+    Some(Finding {
+        severity: Severity::Warning,
+        app: String::new(),
+        message: format!(
+            "limits.maxPendingHandshakes ({pending}) is not below limits.maxConnections \
+             ({max_connections}): clients that never finish a handshake can hold every \
+             connection slot and starve verified clients; set it to at most half of \
+             maxConnections, or leave it out (the default is half of maxConnections, at most \
+             1024)"
+        ),
+    })
 }
 
 /// Hosts of an app that its server certificate does not cover. An exact host is an error

@@ -293,4 +293,7 @@ pub struct FileLimits {
     pub max_connections_per_client: Option<usize>,
     /// Connections still in their TLS handshake.
     pub max_pending_handshakes: Option<usize>,
+    /// Open connections to one app's upstream; past it a request waits up to
+    /// `upstreamConnectMs` for one, then gets 503.
+    pub max_upstream_connections_per_app: Option<usize>,
 }

@@ -72,6 +72,10 @@ impl Config {
             return Err(ConfigError::NoApps);
         }
         let limits = limits(&file.limits)?;
+        loader.findings.extend(checks::pending_handshakes(
+            file.limits.max_pending_handshakes,
+            limits.max_connections,
+        ));
         let mut apps: Vec<Arc<AppConfig>> = Vec::with_capacity(file.apps.len());
         let mut hosts: HashMap<String, String> = HashMap::new();
         let mut catch_all: Option<String> = None;

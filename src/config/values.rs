@@ -7,7 +7,9 @@ use std::time::Duration;
 use super::error::{AppError, ConfigError, MIN_REQUEST_HEADER_BYTES};
 use super::file::{FileApp, FileLimits, FileRevocation, FileTimeouts};
 use crate::revocation::{OcspMode, OnUnknown, Policy as RevocationPolicy};
-use crate::settings::{Limits, Timeouts, Transport, Upstream, XfccFields};
+use crate::settings::{
+    DEFAULT_MAX_PENDING_HANDSHAKES, Limits, Timeouts, Transport, Upstream, XfccFields,
+};
 
 /// Where the mTLS listener binds when the config names no `listen`.
 pub(super) const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
@@ -292,6 +294,14 @@ pub(super) fn timeouts(file: &FileTimeouts) -> Result<Timeouts, ConfigError> {
     })
 }
 
+/// `maxPendingHandshakes` when it is not set: at most half of `maxConnections`, so clients
+/// that never finish a handshake leave the other half to verified connections.
+fn default_pending_handshakes(max_connections: usize) -> usize {
+    DEFAULT_MAX_PENDING_HANDSHAKES
+        .min(max_connections / 2)
+        .max(1)
+}
+
 pub(super) fn limits(file: &FileLimits) -> Result<Limits, ConfigError> {
     let default = Limits::default();
     let positive = |field, value: Option<usize>, default| match value {
@@ -331,7 +341,12 @@ pub(super) fn limits(file: &FileLimits) -> Result<Limits, ConfigError> {
         max_pending_handshakes: positive(
             "limits.maxPendingHandshakes",
             file.max_pending_handshakes,
-            default.max_pending_handshakes,
+            default_pending_handshakes(file.max_connections.unwrap_or(default.max_connections)),
+        )?,
+        max_upstream_connections_per_app: positive(
+            "limits.maxUpstreamConnectionsPerApp",
+            file.max_upstream_connections_per_app,
+            default.max_upstream_connections_per_app,
         )?,
     };
     if limits.max_request_header_bytes < MIN_REQUEST_HEADER_BYTES {

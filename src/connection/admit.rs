@@ -1,7 +1,8 @@
 //! Who gets a connection slot at accept, besides `maxConnections`: at most
 //! `maxConnectionsPerClient` open connections from one IP address (nginx `limit_conn`) and at
-//! most `maxPendingHandshakes` connections still in their handshake, so a flood of clients that
-//! never finish a handshake cannot take the slots verified clients need.
+//! most `maxPendingHandshakes` connections still in their handshake, at most half of them from
+//! one address, so a flood of clients that never finish a handshake cannot take the slots
+//! verified clients need, neither the connection slots nor the pending ones.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,6 +19,9 @@ pub(crate) struct Admission {
     per_client: Option<usize>,
     clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
     pending: Arc<Semaphore>,
+    /// Pending handshakes by client address, at most `pending_share` each.
+    pending_by_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    pending_share: usize,
 }
 
 /// What an admitted connection holds until it closes (`client`) or finishes its handshake
@@ -25,7 +29,15 @@ pub(crate) struct Admission {
 #[derive(Debug)]
 pub(crate) struct Admitted {
     pub(crate) client: Option<ClientSlot>,
-    pub(crate) handshake: OwnedSemaphorePermit,
+    /// Boxed: it travels with the connection when a worker hands it to another.
+    pub(crate) handshake: Box<HandshakeSlot>,
+}
+
+/// A connection's place among the pending handshakes; released on drop.
+#[derive(Debug)]
+pub(crate) struct HandshakeSlot {
+    _permit: OwnedSemaphorePermit,
+    _client: ClientSlot,
 }
 
 impl Admission {
@@ -34,39 +46,52 @@ impl Admission {
             per_client: limits.max_connections_per_client,
             clients: Arc::default(),
             pending: Arc::new(Semaphore::new(limits.max_pending_handshakes)),
+            pending_by_client: Arc::default(),
+            // Half, so that one address flooding handshakes leaves the other half to others.
+            pending_share: (limits.max_pending_handshakes / 2).max(1),
         }
     }
 
     /// Admits a connection from `ip`, or names the limit that refuses it.
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<Admitted, ConnectionLimit> {
         let client = match self.per_client {
-            Some(cap) => Some(self.client_slot(ip, cap)?),
+            Some(cap) => Some(slot(&self.clients, ip, cap).ok_or(ConnectionLimit::PerClient)?),
             None => None,
         };
-        let handshake = self
+        let pending_client = slot(&self.pending_by_client, ip, self.pending_share)
+            .ok_or(ConnectionLimit::PendingHandshakes)?;
+        let permit = self
             .pending
             .clone()
             .try_acquire_owned()
             .map_err(|_| ConnectionLimit::PendingHandshakes)?;
-        Ok(Admitted { client, handshake })
-    }
-
-    fn client_slot(&self, ip: IpAddr, cap: usize) -> Result<ClientSlot, ConnectionLimit> {
-        // A poisoned lock only means a panic elsewhere mid-update of a plain counter map.
-        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        let open = clients.entry(ip).or_insert(0);
-        if *open >= cap {
-            return Err(ConnectionLimit::PerClient);
-        }
-        *open += 1;
-        Ok(ClientSlot {
-            clients: self.clients.clone(),
-            ip,
+        Ok(Admitted {
+            client,
+            handshake: Box::new(HandshakeSlot {
+                _permit: permit,
+                _client: pending_client,
+            }),
         })
     }
 }
 
-/// One open connection counted against its client's address; released on drop.
+/// One more for `ip` in `counts`, unless it already has `cap`.
+fn slot(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, cap: usize) -> Option<ClientSlot> {
+    // A poisoned lock only means a panic elsewhere mid-update of a plain counter map.
+    let mut clients = counts.lock().unwrap_or_else(PoisonError::into_inner);
+    let open = clients.entry(ip).or_insert(0);
+    if *open >= cap {
+        return None;
+    }
+    *open += 1;
+    Some(ClientSlot {
+        clients: counts.clone(),
+        ip,
+    })
+}
+
+/// One connection (open, or in its handshake) counted against its client's address; released
+/// on drop.
 #[derive(Debug)]
 pub(crate) struct ClientSlot {
     clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -122,11 +147,30 @@ mod tests {
             panic!("first connection refused");
         };
         assert_eq!(
-            admission.admit(ip).err(),
+            admission.admit(IpAddr::from([127, 0, 0, 2])).err(),
             Some(ConnectionLimit::PendingHandshakes)
         );
         // The handshake finished: the connection stays, its pending slot is free.
         drop(first.handshake);
         assert!(admission.admit(ip).is_ok());
+    }
+
+    #[test]
+    fn one_address_holds_at_most_half_of_the_pending_handshakes() {
+        let admission = Admission::new(&limits(None, 4));
+        let flood = IpAddr::from([127, 0, 0, 1]);
+        let held: Vec<_> = (0..2).map(|_| admission.admit(flood)).collect();
+        assert!(held.iter().all(Result::is_ok));
+        assert_eq!(
+            admission.admit(flood).err(),
+            Some(ConnectionLimit::PendingHandshakes)
+        );
+        let other = IpAddr::from([127, 0, 0, 2]);
+        assert!(
+            admission.admit(other).is_ok(),
+            "the other half is left to others"
+        );
+        drop(held);
+        assert!(admission.admit(flood).is_ok());
     }
 }

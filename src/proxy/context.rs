@@ -16,7 +16,7 @@ use super::error::REQUEST_HEADER_TOO_LARGE;
 use super::stall::StallObserver;
 use super::{headers, refuse};
 use crate::access_log::{self, ConnectionFields, RequestFields};
-use crate::apps::{App, Apps, LiveApps};
+use crate::apps::{App, Apps};
 use crate::drain::{CloseSignal, Draining};
 use crate::identity::ClientIdentity;
 use crate::metrics::app::ActiveConnection;
@@ -29,9 +29,6 @@ use crate::revocation::Standing;
 pub(crate) struct Signals {
     /// Raised when shutdown begins.
     pub draining: Draining,
-    /// The apps new connections are served under: a request that starts after a reload is
-    /// sent with the newest generation's upstream client when its app's upstream is unchanged.
-    pub live: LiveApps,
     /// Shutdown, or a reload that retired the connection's generation.
     pub close: watch::Receiver<CloseSignal>,
 }

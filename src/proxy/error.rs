@@ -1,5 +1,6 @@
 //! Everything that stops a request from reaching the app, and the one status each maps to:
-//! downstream faults are 4xx, upstream faults 502/504, draining 503.
+//! downstream faults are 4xx, upstream faults 502/504, draining, a saturated or retired
+//! upstream client 503.
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -46,6 +47,10 @@ pub(crate) enum ProxyError {
     UpstreamTimeout,
     #[error("draining for shutdown")]
     Draining,
+    #[error("no upstream connection came free within timeouts.upstreamConnectMs")]
+    UpstreamSaturated,
+    #[error("the request needed a new upstream connection after a reload")]
+    UpstreamRetired,
 }
 
 impl From<SendError> for ProxyError {
@@ -58,6 +63,8 @@ impl From<SendError> for ProxyError {
             },
             SendError::ClientStalled => Self::RequestBodyTimeout,
             SendError::Timeout => Self::UpstreamTimeout,
+            SendError::Saturated => Self::UpstreamSaturated,
+            SendError::Retired => Self::UpstreamRetired,
             SendError::Failed(source) => Self::Upstream { source },
         }
     }
@@ -81,6 +88,8 @@ impl ProxyError {
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamSaturated => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamRetired => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -101,6 +110,8 @@ impl ProxyError {
             Self::Upstream { .. } => "bad gateway\n",
             Self::UpstreamTimeout => "gateway timeout\n",
             Self::Draining => "service unavailable: shutting down\n",
+            Self::UpstreamSaturated => "service unavailable: the app is busy\n",
+            Self::UpstreamRetired => "service unavailable: configuration reloaded, retry\n",
         }
     }
 
@@ -109,6 +120,8 @@ impl ProxyError {
         match self {
             Self::RequestBodyTimeout => Some(StallReason::RequestBodyIdle.as_str()),
             Self::HeadersTooLarge => Some(REQUEST_HEADER_TOO_LARGE),
+            Self::UpstreamSaturated => Some(UPSTREAM_CONNECTION_LIMIT),
+            Self::UpstreamRetired => Some(RELOADED),
             Self::BadRequest { .. }
             | Self::CertificateRequired
             | Self::Denied { .. }
@@ -144,6 +157,12 @@ impl ProxyError {
 
 /// The `outcome` of a request refused for its header's size or field count.
 pub(crate) const REQUEST_HEADER_TOO_LARGE: &str = "request_header_too_large";
+/// The `outcome` of a request that found no upstream connection free within
+/// `upstreamConnectMs` (`limits.maxUpstreamConnectionsPerApp`).
+const UPSTREAM_CONNECTION_LIMIT: &str = "upstream_connection_limit";
+/// The `outcome` of a request that needed a new upstream connection of a config a reload
+/// replaced.
+const RELOADED: &str = "reloaded";
 
 /// A `text/plain` response with a static body.
 pub(crate) fn plain_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
@@ -158,4 +177,26 @@ fn text_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saturated_or_retired_upstream_client_is_a_503_with_its_own_outcome() {
+        let saturated = ProxyError::from(SendError::Saturated);
+        assert_eq!(
+            (saturated.status(), saturated.outcome()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("upstream_connection_limit")
+            )
+        );
+        let retired = ProxyError::from(SendError::Retired);
+        assert_eq!(
+            (retired.status(), retired.outcome()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("reloaded"))
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! HTTP; and which TLS failure, if any, it was.
 
 use std::io;
+use std::sync::Arc;
 
 use crate::tls::upstream::UpstreamTlsFailure;
 
@@ -20,29 +21,35 @@ pub(crate) enum UpstreamError {
     #[error("HTTP exchange with the upstream failed")]
     Http { source: hyper::Error },
     #[error("HTTP/2 exchange with the upstream failed")]
-    H2c {
-        source: hyper_util::client::legacy::Error,
-    },
+    H2c { source: hyper::Error },
+    /// The one dial that the requests waiting for an HTTP/2 connection shared failed.
+    #[error(transparent)]
+    Shared(Arc<UpstreamError>),
+    #[error(
+        "no upstream connection came free within timeouts.upstreamConnectMs (limits.maxUpstreamConnectionsPerApp)"
+    )]
+    Saturated,
+    #[error("the upstream client was retired by a reload")]
+    Retired,
 }
 
 impl UpstreamError {
+    /// The error itself, or the one a shared dial failed with.
+    pub(crate) fn cause(&self) -> &Self {
+        match self {
+            Self::Shared(source) => source.cause(),
+            other => other,
+        }
+    }
+
     /// Why TLS with the app failed, when it did: at the handshake, or by an alert the app
     /// sent right after it (TLS 1.3 apps refuse a client certificate only then).
     pub(crate) fn tls_failure(&self) -> Option<UpstreamTlsFailure> {
         match self {
             Self::Tls { reason, .. } => Some(*reason),
-            Self::Connect { .. } | Self::ConnectTimeout => None,
-            Self::Http { source } => UpstreamTlsFailure::find(source),
-            Self::H2c { source } => {
-                let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source);
-                while let Some(error) = next {
-                    if let Some(upstream) = error.downcast_ref::<UpstreamError>() {
-                        return upstream.tls_failure();
-                    }
-                    next = error.source();
-                }
-                UpstreamTlsFailure::find(source)
-            }
+            Self::Connect { .. } | Self::ConnectTimeout | Self::Saturated | Self::Retired => None,
+            Self::Http { source } | Self::H2c { source } => UpstreamTlsFailure::find(source),
+            Self::Shared(source) => source.tls_failure(),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use hyper::client::conn::http1;
 use tokio::time::Instant;
 
+use super::limit::Connections;
 use super::request_body::RequestBody;
 use crate::workers::PerWorker;
 
@@ -28,6 +29,9 @@ const POOL_MAX_IDLE: usize = 1024;
 pub(super) struct Pools {
     pools: PerWorker<Mutex<IdlePool>>,
     max_idle: usize,
+    /// The app's connection slots: a connection given back wakes a request waiting for one,
+    /// and a retired client keeps none.
+    connections: Arc<Connections>,
 }
 
 /// A connection whose response is being read; it goes back to its pool with `give_back`.
@@ -53,14 +57,15 @@ struct IdleConnection {
 
 impl Pools {
     /// Empty pools for `workers` worker threads.
-    pub(super) fn new(workers: usize) -> Self {
-        Self::with_limit(workers, POOL_MAX_IDLE)
+    pub(super) fn new(workers: usize, connections: Arc<Connections>) -> Self {
+        Self::with_limit(workers, POOL_MAX_IDLE, connections)
     }
 
-    fn with_limit(workers: usize, max_idle: usize) -> Self {
+    fn with_limit(workers: usize, max_idle: usize, connections: Arc<Connections>) -> Self {
         Self {
             pools: PerWorker::new(workers, Mutex::default),
             max_idle,
+            connections,
         }
     }
 
@@ -75,29 +80,59 @@ impl Pools {
         }
         None
     }
+
+    /// An idle connection from any worker's pool: for a request that finds no slot free to
+    /// dial its own (it is driven by the thread that made it, wherever it is used).
+    pub(super) fn take_any(&self) -> Option<http1::SendRequest<RequestBody>> {
+        self.pools.all().iter().find_map(|pool| {
+            let mut pool = pool.lock().ok()?;
+            while let Some(idle) = pool.connections.pop_back() {
+                if idle.since.elapsed() < POOL_IDLE_TIMEOUT && !idle.sender.is_closed() {
+                    return Some(idle.sender);
+                }
+            }
+            None
+        })
+    }
+
+    /// Closes every idle connection, in every worker's pool.
+    pub(super) fn close_idle(&self) {
+        for pool in self.pools.all() {
+            if let Ok(mut pool) = pool.lock() {
+                pool.connections.clear();
+            }
+        }
+    }
 }
 
 impl CheckIn {
-    /// Puts the connection back into the calling worker's pool, unless it is closed or the
-    /// pool is full (then it closes), and starts the pool's reaper if it is not running.
+    /// Puts the connection back into the calling worker's pool, unless it is closed, the
+    /// pool is full or the client retired (then it closes), and starts the pool's reaper if
+    /// it is not running.
     pub(super) fn give_back(self) {
         if self.sender.is_closed() {
             return;
         }
-        let Ok(mut pool) = self.pools.pools.mine().lock() else {
-            return;
-        };
-        if pool.connections.len() >= self.pools.max_idle {
-            return;
+        {
+            let Ok(mut pool) = self.pools.pools.mine().lock() else {
+                return;
+            };
+            // Read under the pool's lock: `retire` sets the flag before it empties the
+            // pools, so a connection is either emptied out with them or never put back.
+            if pool.connections.len() >= self.pools.max_idle || self.pools.connections.is_retired()
+            {
+                return;
+            }
+            pool.connections.push_back(IdleConnection {
+                sender: self.sender,
+                since: Instant::now(),
+            });
+            if !pool.reaping {
+                pool.reaping = true;
+                tokio::spawn(reap(self.pools.clone()));
+            }
         }
-        pool.connections.push_back(IdleConnection {
-            sender: self.sender,
-            since: Instant::now(),
-        });
-        if !pool.reaping {
-            pool.reaping = true;
-            tokio::spawn(reap(self.pools.clone()));
-        }
+        self.pools.connections.connection_usable();
     }
 }
 
@@ -204,7 +239,7 @@ mod tests {
     #[tokio::test]
     async fn the_reaper_empties_a_pool_whose_connections_all_expired_and_stops() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pools = Arc::new(Pools::new(1));
+        let pools = Arc::new(Pools::new(1, Arc::new(Connections::new(8))));
         let (sender, mut app_end) = connection(&listener).await;
         {
             let mut pool = pools.pools.mine().lock().unwrap();
@@ -226,7 +261,7 @@ mod tests {
     #[tokio::test]
     async fn a_pool_keeps_at_most_max_idle_connections_and_starts_one_reaper() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pools = Arc::new(Pools::with_limit(1, 2));
+        let pools = Arc::new(Pools::with_limit(1, 2, Arc::new(Connections::new(8))));
         let mut app_ends = Vec::new();
         for _ in 0..3 {
             let (sender, app_end) = connection(&listener).await;
@@ -251,7 +286,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_takes_the_most_recently_used_connection_and_skips_expired_ones() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pools = Pools::new(1);
+        let pools = Pools::new(1, Arc::new(Connections::new(8)));
         let (older, _older_end) = connection(&listener).await;
         let (newer, _newer_end) = connection(&listener).await;
         let (expired, _expired_end) = connection(&listener).await;

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -17,6 +16,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::error::UpstreamError;
+use super::limit::Slot;
 use crate::settings::{Transport, Upstream};
 use crate::tls::upstream::UpstreamTlsFailure;
 
@@ -33,9 +33,9 @@ pub(crate) struct Dialer {
     last_alert: Arc<Mutex<Option<(Instant, UpstreamTlsFailure)>>>,
 }
 
-/// How long after an alert an HTTP/2 request that fails is put down to it: hyper-util's
-/// client does not say which connection a request failed on, and the h2 crate keeps only the
-/// text of the I/O error that carried the alert.
+/// How long after an alert an HTTP/2 request that fails is put down to it, when its own
+/// connection recorded none: the h2 crate keeps only the text of the I/O error that carried
+/// the alert.
 const ALERT_BLAME_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
@@ -85,8 +85,9 @@ impl Dialer {
         }
     }
 
-    /// A new connection to the app, its TLS handshake (if any) complete and verified.
-    pub(crate) async fn dial(&self) -> Result<AppStream, UpstreamError> {
+    /// A new connection to the app, its TLS handshake (if any) complete and verified; it
+    /// holds `slot` until it closes.
+    pub(crate) async fn dial(&self, slot: Slot) -> Result<AppStream, UpstreamError> {
         let deadline = Instant::now() + self.timeout;
         let connect = TcpStream::connect(&*self.authority);
         let tcp = match tokio::time::timeout_at(deadline, connect).await {
@@ -99,6 +100,7 @@ impl Dialer {
             return Ok(AppStream {
                 inner: Inner::Plain(tcp),
                 alert: self.alert(),
+                _slot: slot,
             });
         };
         let handshake = tls.connector.connect(tls.server_name.clone(), tcp);
@@ -131,6 +133,7 @@ impl Dialer {
         Ok(AppStream {
             inner: Inner::Tls(Box::new(stream)),
             alert: self.alert(),
+            _slot: slot,
         })
     }
 }
@@ -140,6 +143,9 @@ impl Dialer {
 pub(crate) struct AppStream {
     inner: Inner,
     alert: Alert,
+    /// Counts the connection against `limits.maxUpstreamConnectionsPerApp` until the socket
+    /// is dropped, upgraded connections (WebSocket) included.
+    _slot: Slot,
 }
 
 #[derive(Debug)]
@@ -248,18 +254,6 @@ impl AsyncWrite for AppStream {
         match &mut self.get_mut().inner {
             Inner::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             Inner::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-impl Connection for AppStream {
-    fn connected(&self) -> Connected {
-        let connected = Connected::new();
-        match &self.inner {
-            Inner::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                connected.negotiated_h2()
-            }
-            Inner::Plain(_) | Inner::Tls(_) => connected,
         }
     }
 }

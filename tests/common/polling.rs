@@ -1,5 +1,6 @@
 //! Waiting, bounded, for `/metrics` to show what a test expects: counters are updated by the
-//! connection's task a moment after the client sees its answer.
+//! connection's task a moment after the client sees its answer; and for any other condition a
+//! test can check (what an app it runs has seen).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,13 +26,14 @@ pub async fn scrape_until(
     text
 }
 
-/// Checks `done` every 25 ms until it holds, for at most 5 seconds; whether it held.
-pub async fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..200 {
+/// Checks `done` until it holds, at most `tries` times with `every` between two checks; whether
+/// it held.
+pub async fn until(tries: usize, every: Duration, done: impl Fn() -> bool) -> bool {
+    for _ in 1..tries {
         if done() {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(every).await;
     }
     done()
 }

@@ -1,0 +1,205 @@
+//! Retiring a client, against a local TCP listener as the app: its idle connection closes, a
+//! request that needs a dial fails without the app seeing a connection (or goes through the
+//! client that replaced it), and an exchange in flight completes and then closes its
+//! connection.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{SendError, UpstreamClient};
+use crate::settings::{Timeouts, Transport, Upstream};
+
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+/// An HTTP/1.1 client for the app at `app`, on one worker.
+fn client(app: SocketAddr) -> UpstreamClient {
+    client_over(app, Transport::Http1)
+}
+
+fn client_over(app: SocketAddr, transport: Transport) -> UpstreamClient {
+    let upstream = Upstream {
+        authority: app.to_string().parse().unwrap(),
+        transport,
+        tls: None,
+    };
+    UpstreamClient::new(&upstream, &Timeouts::default(), 8, 1)
+}
+
+/// A server that sends every request it receives through `client`: the request body an
+/// upstream client takes is hyper's own. What a failed send returned is kept in `failures`.
+async fn front(client: UpstreamClient) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let recorded = failures.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let client = client.clone();
+            let recorded = recorded.clone();
+            let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+                let client = client.clone();
+                let recorded = recorded.clone();
+                async move {
+                    let body = match client.send(request, |_| 0).await {
+                        Ok(response) => response.into_body().collect().await.unwrap().to_bytes(),
+                        Err(error) => {
+                            recorded.lock().unwrap().push(format!("{error:?}"));
+                            Bytes::from_static(b"failed")
+                        }
+                    };
+                    Ok::<_, Infallible>(http::Response::new(Full::new(body)))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service),
+            );
+        }
+    });
+    (addr, failures)
+}
+
+/// One GET through `front`; the body certgate's side answered with.
+async fn get(front: SocketAddr) -> Bytes {
+    let tcp = TcpStream::connect(front).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::builder()
+        .uri("/")
+        .header(http::header::HOST, "app.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+/// Reads one request head from the app's end of a connection.
+async fn read_request(app_end: &mut TcpStream) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            app_end.read(&mut byte).await.unwrap(),
+            1,
+            "request cut short"
+        );
+        head.push(byte[0]);
+    }
+}
+
+/// Whether the app sees its end of the connection closed (EOF or reset) within a few seconds.
+async fn closed(app_end: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), app_end.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn retiring_closes_the_idle_connections() {
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = client(app.local_addr().unwrap());
+    let (front, _) = front(client.clone()).await;
+    let request = tokio::spawn(get(front));
+    let (mut app_end, _) = app.accept().await.unwrap();
+    read_request(&mut app_end).await;
+    app_end.write_all(RESPONSE).await.unwrap();
+    assert_eq!(request.await.unwrap(), "ok");
+
+    client.retire(None);
+    assert!(closed(&mut app_end).await, "the idle connection is closed");
+}
+
+#[tokio::test]
+async fn a_retired_client_fails_a_request_that_needs_a_dial_without_connecting() {
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    let client = client(app_addr);
+    let (front, failures) = front(client.clone()).await;
+    client.retire(None);
+
+    assert_eq!(get(front).await, "failed");
+    let failures = failures.lock().unwrap().clone();
+    assert_eq!(failures.len(), 1);
+    assert!(
+        failures[0] == format!("{:?}", SendError::Retired),
+        "{failures:?}"
+    );
+    // The first connection the app accepts is the probe's: certgate made none.
+    let probe = TcpStream::connect(app_addr).await.unwrap();
+    let (_, peer) = app.accept().await.unwrap();
+    assert_eq!(peer, probe.local_addr().unwrap());
+}
+
+#[tokio::test]
+async fn an_exchange_in_flight_when_retired_completes_and_its_connection_closes() {
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = client(app.local_addr().unwrap());
+    let (front, _) = front(client.clone()).await;
+    let request = tokio::spawn(get(front));
+    let (mut app_end, _) = app.accept().await.unwrap();
+    read_request(&mut app_end).await;
+
+    client.retire(None);
+    app_end.write_all(RESPONSE).await.unwrap();
+    assert_eq!(request.await.unwrap(), "ok", "the exchange completes");
+    assert!(
+        closed(&mut app_end).await,
+        "the connection closes instead of going back to the pool"
+    );
+    assert!(client.inner.pools.take_any().is_none());
+}
+
+#[tokio::test]
+async fn a_retired_http2_client_fails_a_request_that_needs_a_dial_as_retired() {
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    let client = client_over(app_addr, Transport::Http2);
+    let (front, failures) = front(client.clone()).await;
+    client.retire(None);
+
+    assert_eq!(get(front).await, "failed");
+    assert_eq!(
+        *failures.lock().unwrap(),
+        [format!("{:?}", SendError::Retired)]
+    );
+    let probe = TcpStream::connect(app_addr).await.unwrap();
+    let (_, peer) = app.accept().await.unwrap();
+    assert_eq!(peer, probe.local_addr().unwrap());
+}
+
+#[tokio::test]
+async fn a_retired_client_sends_what_needs_a_dial_through_its_successor() {
+    let old_app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_addr = old_app.local_addr().unwrap();
+    let new_app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = client(old_addr);
+    let (front, failures) = front(client.clone()).await;
+    client.retire(Some(self::client(new_app.local_addr().unwrap())));
+
+    let request = tokio::spawn(get(front));
+    let (mut app_end, _) = new_app.accept().await.unwrap();
+    read_request(&mut app_end).await;
+    app_end.write_all(RESPONSE).await.unwrap();
+    assert_eq!(request.await.unwrap(), "ok");
+    assert!(failures.lock().unwrap().is_empty());
+    // The first connection the old app accepts is the probe's: the retired client made none.
+    let probe = TcpStream::connect(old_addr).await.unwrap();
+    let (_, peer) = old_app.accept().await.unwrap();
+    assert_eq!(peer, probe.local_addr().unwrap());
+}
