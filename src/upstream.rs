@@ -357,10 +357,10 @@ impl UpstreamBody {
     }
 
     fn give_back_if_done(&mut self) {
-        if self.inner.is_end_stream() {
-            if let Some(checkin) = self.checkin.take() {
-                checkin.give_back();
-            }
+        if self.inner.is_end_stream()
+            && let Some(checkin) = self.checkin.take()
+        {
+            checkin.give_back();
         }
     }
 }

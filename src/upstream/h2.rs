@@ -238,10 +238,10 @@ impl H2Pools {
     }
 
     fn forget(&self, which: impl Fn(&Arc<Dial>) -> bool) {
-        if let Ok(mut slot) = self.slots.mine().lock() {
-            if slot.as_ref().is_some_and(which) {
-                slot.take();
-            }
+        if let Ok(mut slot) = self.slots.mine().lock()
+            && slot.as_ref().is_some_and(which)
+        {
+            slot.take();
         }
     }
 }

@@ -118,12 +118,11 @@ pub fn failure(error: &(dyn std::error::Error + 'static)) -> Failure {
         if let Some(rustls::Error::AlertReceived(a)) = e.downcast_ref::<rustls::Error>() {
             alert = Some(*a);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(rustls::Error::AlertReceived(a)) =
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(rustls::Error::AlertReceived(a)) =
                 io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
-            {
-                alert = Some(*a);
-            }
+        {
+            alert = Some(*a);
         }
         source = e.source();
     }
