@@ -34,7 +34,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 pub(crate) use self::error::UpstreamError;
-use self::h2::H2Pools;
+use self::h2::{Dialing, H2Pools};
 use self::limit::{Connections, Slot, Waited};
 use self::pool::{CheckIn, Pools};
 use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody, TrailerFilter};
@@ -192,7 +192,13 @@ impl UpstreamClient {
             return Box::pin(successor.exchange(request)).await;
         }
         if let Some(h2) = &self.inner.h2 {
-            return Box::pin(self.exchange_h2(h2, request)).await;
+            let dialing = Dialing {
+                dialer: &self.inner.dialer,
+                connections: &self.inner.connections,
+                connect_timeout: self.inner.connect_timeout,
+            };
+            let (response, stream) = Box::pin(dialing.exchange_h2(h2, request)).await?;
+            return Ok(response.map(|body| UpstreamBody::new(body, Lease::Http2(stream))));
         }
         let (mut sender, fresh) = match self.checkout().await {
             Some(sender) => (sender, None),

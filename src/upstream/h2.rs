@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -15,10 +16,11 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::error::UpstreamError;
+use super::limit::Connections;
 use super::limit::{Slot, Waited};
 use super::request_body::RequestBody;
 use super::stream::Alert;
-use super::{Lease, UpstreamBody, UpstreamClient};
+use super::stream::Dialer;
 use crate::workers::PerWorker;
 
 /// How long an unused HTTP/2 connection is kept.
@@ -57,14 +59,25 @@ pub(super) struct Stream {
     usage: Arc<Usage>,
 }
 
-impl UpstreamClient {
+/// What dialing a new HTTP/2 connection to the app uses: the app's client lends it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Dialing<'a> {
+    pub dialer: &'a Dialer,
+    /// The app's bound on open connections, and whether its client was retired.
+    pub connections: &'a Connections,
+    /// `upstreamConnectMs`: also how long a request waits for a connection slot.
+    pub connect_timeout: Duration,
+}
+
+impl Dialing<'_> {
     /// Sends an HTTP/2 request on this worker's connection to the app; a connection that
-    /// closed before it took the request is replaced once.
+    /// closed before it took the request is replaced once. The response comes with its
+    /// stream, counted open until the response body is done.
     pub(super) async fn exchange_h2(
         &self,
         h2: &Arc<H2Pools>,
         request: Request<RequestBody>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<(Response<Incoming>, Stream), UpstreamError> {
         let mut connection = self.h2_connection(h2).await?;
         let stream = connection.stream();
         let response = match connection.sender.try_send_request(request).await {
@@ -83,8 +96,7 @@ impl UpstreamClient {
                 _ => return Err(self.h2_failure(&connection, error.into_error())),
             },
         };
-        let (response, stream) = response;
-        Ok(response.map(|body| UpstreamBody::new(body, Lease::Http2(stream))))
+        Ok(response)
     }
 
     /// Why an HTTP/2 exchange failed: the app's alert on its connection (or on another one
@@ -93,7 +105,7 @@ impl UpstreamClient {
         match connection
             .alert
             .failure()
-            .or_else(|| self.inner.dialer.recent_alert())
+            .or_else(|| self.dialer.recent_alert())
         {
             Some(reason) => UpstreamError::Tls {
                 reason,
@@ -107,18 +119,18 @@ impl UpstreamClient {
     /// another worker's connection, or the first slot or connection that comes free.
     async fn h2_connection(&self, h2: &Arc<H2Pools>) -> Result<H2Connection, UpstreamError> {
         h2.connection(|| async {
-            let slot = match self.inner.connections.try_slot()? {
+            let slot = match self.connections.try_slot()? {
                 Some(slot) => slot,
                 None => {
-                    let deadline = Instant::now() + self.inner.connect_timeout;
-                    match self.inner.connections.wait(deadline, || h2.any()).await? {
+                    let deadline = Instant::now() + self.connect_timeout;
+                    match self.connections.wait(deadline, || h2.any()).await? {
                         Waited::Slot(slot) => slot,
                         Waited::Connection(connection) => return Ok(connection),
                     }
                 }
             };
             let connection = self.connect_h2(h2, slot).await?;
-            self.inner.connections.connection_usable();
+            self.connections.connection_usable();
             Ok(connection)
         })
         .await
@@ -131,7 +143,7 @@ impl UpstreamClient {
         h2: &Arc<H2Pools>,
         slot: Slot,
     ) -> Result<H2Connection, UpstreamError> {
-        let stream = self.inner.dialer.dial(slot).await?;
+        let stream = self.dialer.dial(slot).await?;
         let alert = stream.alert();
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
