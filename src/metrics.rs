@@ -94,7 +94,7 @@ pub(crate) struct Metrics {
     upstream_tls_failures: Family<StallLabels, Counter>,
     handshake_failures: Family<FailureLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
-    request_duration: Histogram,
+    request_duration: Family<AppLabel, Histogram, fn() -> Histogram>,
     misdirected: Family<AppLabel, Counter>,
     authorization_denied: Family<RuleLabels, Counter>,
     rate_limited: Family<AppLabel, Counter>,
@@ -112,6 +112,11 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A request-duration histogram: 1 ms to ~33 s.
+fn request_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 /// What an app's series are made from.
@@ -142,8 +147,10 @@ impl Metrics {
         let upstream_tls_failures = Family::<StallLabels, Counter>::default();
         let handshake_failures = Family::<FailureLabels, Counter>::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        // 1 ms to ~33 s.
-        let request_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let request_duration =
+            Family::<AppLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                request_duration_histogram,
+            );
         let misdirected = Family::<AppLabel, Counter>::default();
         let authorization_denied = Family::<RuleLabels, Counter>::default();
         let rate_limited = Family::<AppLabel, Counter>::default();
@@ -192,7 +199,7 @@ impl Metrics {
         );
         registry.register(
             "request_duration_seconds",
-            "Time from request to response header",
+            "Time from request to response header, by app",
             request_duration.clone(),
         );
         registry.register(

@@ -123,7 +123,7 @@ impl Metrics {
             rate_limited: self.rate_limited.clone(),
             ok,
             requests: self.requests.clone(),
-            request_duration: self.request_duration.clone(),
+            request_duration: self.request_duration.get_or_create(&label).clone(),
             app: label.app,
         }
     }
