@@ -90,8 +90,17 @@ pub async fn refusals(gateway: &Gateway, reason: &str) -> f64 {
 pub async fn assert_refused(gateway: &Gateway, options: &ClientOptions, reason: &str) {
     let before = refusals(gateway, reason).await;
     assert!(!served(gateway, options).await, "a request reached the app");
+    // The refusal is counted by the connection's task a moment after the client sees it.
+    let series = format!(r#"certgate_handshake_failures_total{{app="require",reason="{reason}"}}"#);
+    let text = super::polling::scrape_until(
+        gateway.admin.unwrap(),
+        100,
+        std::time::Duration::from_millis(20),
+        |text| metric(text, &series) > before,
+    )
+    .await;
     assert_eq!(
-        refusals(gateway, reason).await,
+        metric(&text, &series),
         before + 1.0,
         "not refused as {reason}"
     );
