@@ -119,6 +119,11 @@ struct Tightening {
     refused_with: Option<StatusCode>,
 }
 
+/// A client of the `require` app with a certificate from its trusted CA.
+fn alice(pki: &Pki) -> ClientOptions {
+    ClientOptions::new(pki, "gated.example.test").with_identity(pki.client("alice").identity())
+}
+
 fn require_app(upstream: SocketAddr) -> serde_json::Value {
     let mut app = app("gated", &["gated.example.test"], upstream, "require");
     app["clientAuth"] = json!({ "trustedCaFiles": ["client-ca.pem"] });
@@ -246,8 +251,7 @@ async fn an_unchanged_reload_closes_idle_connections_and_counts_them() {
     let app = slow_app(Duration::ZERO).await;
     let gateway = gateway(&pki, json!([require_app(app.addr)]), json!({})).await;
     let admin = gateway.admin.unwrap();
-    let options = ClientOptions::new(&pki, "gated.example.test")
-        .with_identity(pki.client("alice").identity());
+    let options = alice(&pki);
     let mut h1 = Connection::open(gateway.addr, &options).await.unwrap();
     let mut h2 = Connection::open(gateway.addr, &options.clone().http2(true))
         .await
@@ -275,8 +279,7 @@ async fn a_request_in_flight_finishes_with_connection_close_over_http1() {
     let pki = Pki::new();
     let app = slow_app(Duration::from_millis(800)).await;
     let gateway = gateway(&pki, json!([require_app(app.addr)]), json!({})).await;
-    let options = ClientOptions::new(&pki, "gated.example.test")
-        .with_identity(pki.client("alice").identity());
+    let options = alice(&pki);
     let mut open = Connection::open(gateway.addr, &options).await.unwrap();
     let request = open.get("gated.example.test", "/slow");
     let in_flight = tokio::spawn(async move {
@@ -303,9 +306,7 @@ async fn http2_streams_in_flight_finish_and_the_connection_gets_goaway() {
     let pki = Pki::new();
     let app = slow_app(Duration::from_millis(800)).await;
     let gateway = gateway(&pki, json!([require_app(app.addr)]), json!({})).await;
-    let options = ClientOptions::new(&pki, "gated.example.test")
-        .with_identity(pki.client("alice").identity())
-        .http2(true);
+    let options = alice(&pki).http2(true);
     let open = Connection::open(gateway.addr, &options).await.unwrap();
     let Sender::Http2(sender) = &open.sender else {
         unreachable!("an HTTP/2 connection")
@@ -342,8 +343,7 @@ async fn a_websocket_runs_until_the_reload_grace_then_is_cut() {
     let upstream = counting_upstream().await;
     let grace = json!({ "reloadGraceMs": 1500 });
     let gateway = gateway(&pki, json!([require_app(upstream.addr)]), grace.clone()).await;
-    let options = ClientOptions::new(&pki, "gated.example.test")
-        .with_identity(pki.client("alice").identity());
+    let options = alice(&pki);
     let mut connection = Connection::open(gateway.addr, &options).await.unwrap();
     let mut websocket = upgrade(&mut connection, "gated.example.test")
         .await
@@ -367,8 +367,7 @@ async fn a_zero_reload_grace_cuts_a_websocket_at_once() {
     let pki = Pki::new();
     let upstream = counting_upstream().await;
     let gateway = gateway(&pki, json!([require_app(upstream.addr)]), json!({})).await;
-    let options = ClientOptions::new(&pki, "gated.example.test")
-        .with_identity(pki.client("alice").identity());
+    let options = alice(&pki);
     let mut connection = Connection::open(gateway.addr, &options).await.unwrap();
     let mut websocket = upgrade(&mut connection, "gated.example.test")
         .await
@@ -391,8 +390,7 @@ async fn a_replaced_config_closes_its_idle_upstream_connections_and_dials_no_mor
     let pki = Pki::new();
     let app = slow_app(Duration::ZERO).await;
     let gateway = gateway(&pki, json!([require_app(app.addr)]), json!({})).await;
-    let options = ClientOptions::new(&pki, "gated.example.test")
-        .with_identity(pki.client("alice").identity());
+    let options = alice(&pki);
     let mut open = Connection::open(gateway.addr, &options).await.unwrap();
     let request = open.get("gated.example.test", "/");
     assert_eq!(open.send(request).await.unwrap().status, 200);
