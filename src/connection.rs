@@ -22,7 +22,7 @@ use crate::apps::LiveApps;
 use crate::drain::{CloseSignal, Draining};
 use crate::metrics::Metrics;
 use crate::proxy::client::VerifiedClient;
-use crate::proxy::context::{ConnectionContext, Signals};
+use crate::proxy::context::{ConnectionContext, Downstream, Lifecycle, Route, Signals};
 use crate::proxy::refuse::RefusalPage;
 use crate::proxy_protocol::ProxyHeaderError;
 use crate::revocation::Refused;
@@ -203,22 +203,21 @@ impl Handles {
         // A revocation learned while the connection is open closes it, and any WebSocket
         // it upgraded to, before another request is forwarded (README "Revocation").
         let revoked_later = verdict.standing.as_ref().map(|standing| standing.refused());
-        let context = Arc::new(
-            ConnectionContext::new(
-                app,
-                apps,
-                Signals {
-                    draining: self.draining.clone(),
-                    close: close.clone(),
-                },
-                permit,
-                client_addr,
-                sni,
-                identity,
-            )
-            .with_refusal(refusal)
-            .with_standing(verdict.standing),
+        let lifecycle = Lifecycle::new(
+            &app,
+            permit,
+            Signals {
+                draining: self.draining.clone(),
+                close: close.clone(),
+            },
+            verdict.standing,
         );
+        let downstream = Downstream::new(&app, client_addr, sni, identity, refusal);
+        let context = Arc::new(ConnectionContext::new(
+            Route { app, apps },
+            downstream,
+            lifecycle,
+        ));
         Some(Established {
             sessions: serve::Sessions {
                 context,

@@ -7,8 +7,9 @@
 //! `connection` runs it, stage after stage: `admit`, `handshake` (with `proxy_protocol` first
 //! behind a balancer; `tls` picks the app by SNI and verifies the client), `verdict` (the
 //! app's policy after the handshake, then `revocation`), `identity` (the verified certificate
-//! parsed once), then `serve` and `park`. The `proxy` handles each request: its authority,
-//! the app's `policy`, the headers; the `upstream` client carries it to the app.
+//! parsed once), then `serve` and `park`. The `proxy` passes each request through its
+//! stages (the connection's checks, the authority, the app's `policy`, the rewrite, the
+//! certificate headers); the `upstream` client carries it to the app.
 //! `admin` serves health and `metrics` (`health` asks it, for probes); `pki` and `demo` are
 //! the first-run tools.
 //!

@@ -85,7 +85,7 @@ impl Sessions {
                     tracing::debug!("closing idle connection");
                     None
                 }
-                () = context.close.notified() => None,
+                () = context.close().notified() => None,
                 refused = revoked(revoked_later.as_mut()) => {
                     revoked_warning(client_addr, &context, &refused);
                     None
@@ -206,7 +206,7 @@ impl Session<'_> {
                         }
                     };
                 }
-                () = context.close.notified(), if !closing => {
+                () = context.close().notified(), if !closing => {
                     closing = true;
                     if let Some(grace) = reloaded {
                         // The first request after a reload started: it ends the connection.
@@ -324,7 +324,7 @@ async fn idle_expired(context: &ConnectionContext, idle: Duration) {
 fn revoked_warning(client_addr: SocketAddr, context: &ConnectionContext, refused: &Refusal) {
     tracing::warn!(
         client.addr = %client_addr,
-        app = %context.app.config.name,
+        app = %context.app().config.name,
         failure = refused.reason.as_str(),
         detail = %refused.detail,
         "closing connection, revocation learned after the handshake"

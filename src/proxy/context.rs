@@ -1,5 +1,8 @@
-//! What a connection knows once its handshake is done, shared by all its requests: the app,
-//! the verified client and its headers, the connection's policy, and when it went idle.
+//! What a connection knows once its handshake is done, shared by all its requests, in three
+//! parts by what each is for: the `Route` (the app and the apps it was chosen from), the
+//! `Downstream` client (address, verified certificate, the header values and policy answers
+//! made once for it) and the connection's `Lifecycle` (its slot, activity, standing and what
+//! tells it to close). Each request stage takes only the part it reads.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -23,6 +26,67 @@ use crate::metrics::app::ActiveConnection;
 use crate::metrics::label::StallReason;
 use crate::revocation::Standing;
 
+/// What a connection knows once its handshake is done; shared by all its requests.
+#[derive(Debug)]
+pub(crate) struct ConnectionContext {
+    /// Where its requests go.
+    pub route: Route,
+    /// Who sent them.
+    pub downstream: Downstream,
+    /// What keeps the connection counted and what tells it to close.
+    pub lifecycle: Lifecycle,
+    /// The connection's part of its access lines, rendered at its first logged request;
+    /// `None` inside when a field needs escaping.
+    access_line: OnceLock<Option<access_log::RenderedConnection>>,
+}
+
+/// Where a connection's requests go: the app its handshake picked, and the apps (the
+/// generation of the config) it was picked from, with their limits and timeouts.
+#[derive(Debug)]
+pub(crate) struct Route {
+    /// The app chosen by SNI.
+    pub app: Arc<App>,
+    /// The apps this connection was accepted under, for the authority check.
+    pub apps: Arc<Apps>,
+}
+
+/// The client at the other end of a connection, and what its requests carry because of it:
+/// made once at the handshake, read by every request.
+#[derive(Debug)]
+pub(crate) struct Downstream {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// `addr` as an `X-Forwarded-For` element.
+    pub forwarded_for: HeaderValue,
+    /// The normalized SNI, if any.
+    pub sni: Option<String>,
+    /// The verified client and its certificate headers, if a certificate was presented.
+    pub verified: Option<VerifiedClient>,
+    /// The app's policy as it applies to this client.
+    pub policy: ConnectionPolicy,
+    /// With `rejectWith: "http"`, the refusal every request of this connection is answered
+    /// with (nothing reaches the app).
+    pub refusal: Option<refuse::RefusalPage>,
+}
+
+/// What keeps a connection counted while it is open, and what tells it to close.
+#[derive(Debug)]
+pub(crate) struct Lifecycle {
+    /// The connection's slot under `limits.maxConnections`, held by upgraded streams too.
+    pub permit: Arc<OwnedSemaphorePermit>,
+    /// Keeps the connection counted in `certgate_connections_active`.
+    _active: ActiveConnection,
+    /// Requests in flight and the last time one started or ended, for the idle timeout.
+    pub activity: Arc<Activity>,
+    /// The drain flag and what tells the connection that a reload replaced its apps.
+    pub signals: Signals,
+    /// Notified when the connection must close after the current response.
+    pub close: Notify,
+    /// With revocation checking: closes the connection and its WebSockets once a later
+    /// revocation covers the client certificate.
+    pub standing: Option<Arc<Standing>>,
+}
+
 /// What tells an open connection to stop: shutdown's drain, and a reload that replaced the
 /// apps it was accepted under.
 #[derive(Debug, Clone)]
@@ -33,107 +97,94 @@ pub(crate) struct Signals {
     pub close: watch::Receiver<CloseSignal>,
 }
 
-/// What a connection knows once its handshake is done; shared by all its requests.
-#[derive(Debug)]
-pub(crate) struct ConnectionContext {
-    /// The app chosen by SNI.
-    pub app: Arc<App>,
-    /// The apps this connection was accepted under, for the authority check.
-    pub(super) apps: Arc<Apps>,
-    /// The drain flag and what tells the connection that a reload replaced its apps.
-    pub(crate) signals: Signals,
-    /// The connection's slot under `limits.maxConnections`, held by upgraded streams too.
-    pub(super) permit: Arc<OwnedSemaphorePermit>,
-    /// Keeps the connection counted in `certgate_connections_active`.
-    pub(super) _active: ActiveConnection,
-    /// The downstream client's address.
-    pub(super) client_addr: SocketAddr,
-    /// `client_addr` as an `X-Forwarded-For` element.
-    pub(super) forwarded_for: HeaderValue,
-    /// The normalized SNI, if any.
-    pub(super) sni: Option<String>,
-    /// The verified client and its certificate headers, if a certificate was presented.
-    pub(super) client: Option<VerifiedClient>,
-    /// With `rejectWith: "http"`, the refusal every request of this connection is answered
-    /// with (nothing reaches the app).
-    pub(super) refusal: Option<refuse::RefusalPage>,
-    /// The app's policy as it applies to this connection's client.
-    pub(super) policy: ConnectionPolicy,
-    /// Notified when the connection must close after the current response.
-    pub close: Notify,
-    /// With revocation checking: closes the connection and its WebSockets once a later
-    /// revocation covers the client certificate.
-    pub(super) standing: Option<Arc<Standing>>,
-    /// Requests in flight and the last time one started or ended, for the idle timeout.
-    pub(super) activity: Arc<Activity>,
-    /// The connection's part of its access lines, rendered at its first logged request;
-    /// `None` inside when a field needs escaping.
-    access_line: OnceLock<Option<access_log::RenderedConnection>>,
+impl Downstream {
+    /// The client at `addr` as `app` sees it: `verified` when it presented a certificate the
+    /// app's policy admitted, `refusal` with `rejectWith: "http"` when the policy refused it.
+    pub(crate) fn new(
+        app: &App,
+        addr: SocketAddr,
+        sni: Option<String>,
+        verified: Option<VerifiedClient>,
+        refusal: Option<refuse::RefusalPage>,
+    ) -> Self {
+        Self {
+            policy: ConnectionPolicy::new(app, verified.as_ref(), addr.ip()),
+            forwarded_for: headers::forwarded_for(addr.ip()),
+            addr,
+            sni,
+            verified,
+            refusal,
+        }
+    }
+
+    /// The verified client's identity, if a certificate was presented.
+    pub(crate) fn identity(&self) -> Option<&ClientIdentity> {
+        self.verified.as_ref().map(|client| &client.identity)
+    }
+}
+
+impl Lifecycle {
+    /// A connection of `app` holding `permit`, watched by `standing` when its certificate's
+    /// revocation is checked.
+    pub(crate) fn new(
+        app: &App,
+        permit: OwnedSemaphorePermit,
+        signals: Signals,
+        standing: Option<Arc<Standing>>,
+    ) -> Self {
+        Self {
+            permit: Arc::new(permit),
+            _active: app.metrics.connection_opened(),
+            activity: Arc::new(Activity::new()),
+            signals,
+            close: Notify::new(),
+            standing,
+        }
+    }
 }
 
 impl ConnectionContext {
-    /// The context of a connection whose handshake picked `app` from `apps`.
-    pub(crate) fn new(
-        app: Arc<App>,
-        apps: Arc<Apps>,
-        signals: Signals,
-        permit: OwnedSemaphorePermit,
-        client_addr: SocketAddr,
-        sni: Option<String>,
-        client: Option<VerifiedClient>,
-    ) -> Self {
-        let policy = ConnectionPolicy::new(&app, client.as_ref(), client_addr.ip());
-        apps.opened();
+    /// The context of a connection whose handshake picked `route`; counted open in its
+    /// generation of apps until dropped.
+    pub(crate) fn new(route: Route, downstream: Downstream, lifecycle: Lifecycle) -> Self {
+        route.apps.opened();
         Self {
-            _active: app.metrics.connection_opened(),
-            app,
-            apps,
-            signals,
-            permit: Arc::new(permit),
-            client_addr,
-            forwarded_for: headers::forwarded_for(client_addr.ip()),
-            sni,
-            policy,
-            client,
-            refusal: None,
-            close: Notify::new(),
-            standing: None,
-            activity: Arc::new(Activity::new()),
+            route,
+            downstream,
+            lifecycle,
             access_line: OnceLock::new(),
         }
     }
 
-    /// With `rejectWith: "http"`: every request on this connection is answered with `refusal`
-    /// and nothing reaches the app.
-    #[must_use]
-    pub(crate) fn with_refusal(mut self, refusal: Option<refuse::RefusalPage>) -> Self {
-        self.refusal = refusal;
-        self
+    /// The app chosen by SNI.
+    pub(crate) fn app(&self) -> &Arc<App> {
+        &self.route.app
     }
 
-    /// With revocation checking: the connection's standing, checked before each request is
-    /// forwarded and watched by every WebSocket piped from it.
-    #[must_use]
-    pub(crate) fn with_standing(mut self, standing: Option<Arc<Standing>>) -> Self {
-        self.standing = standing;
-        self
+    /// Notified when the connection must close after the current response.
+    pub(crate) fn close(&self) -> &Notify {
+        &self.lifecycle.close
     }
 
     /// The generation of apps the connection was accepted under.
     pub(crate) fn generation(&self) -> u64 {
-        self.apps.generation
+        self.route.apps.generation
     }
 
     /// When the connection will have been idle for `idle`, or `None` while a request is in
     /// flight.
     pub(crate) fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
-        self.activity.idle_since().map(|since| since + idle)
+        self.lifecycle
+            .activity
+            .idle_since()
+            .map(|since| since + idle)
     }
 
     /// When an HTTP/1.1 connection will have been idle for `after`, or `None` while a request
     /// is in flight or when its last request came over HTTP/2 (README "Memory while idle").
     pub(crate) fn park_deadline(&self, after: Duration) -> Option<Instant> {
-        self.activity
+        self.lifecycle
+            .activity
             .last_was_http1()
             .then(|| self.idle_deadline(after))
             .flatten()
@@ -141,33 +192,29 @@ impl ConnectionContext {
 
     /// Whether the connection has not started a request yet.
     pub(crate) fn awaits_first_request(&self) -> bool {
-        self.activity.ended() == 0 && self.activity.idle_since().is_some()
+        let activity = &self.lifecycle.activity;
+        activity.ended() == 0 && activity.idle_since().is_some()
     }
 
     /// Asks the connection's HTTP session to end at its next read, once nothing is in flight.
     pub(crate) fn park(&self) {
-        self.activity.set_park(true);
+        self.lifecycle.activity.set_park(true);
     }
 
     /// Withdraws `park`, for a new session.
     pub(crate) fn unpark(&self) {
-        self.activity.set_park(false);
+        self.lifecycle.activity.set_park(false);
     }
 
     /// Whether the session should end now: asked to park and no request in flight.
     pub(crate) fn parks_now(&self) -> bool {
-        self.activity.parks_now()
+        self.lifecycle.activity.parks_now()
     }
 
     /// How many of the connection's requests have ended, to tell whether bytes read from the
     /// client were a whole request.
     pub(crate) fn requests_ended(&self) -> u64 {
-        self.activity.ended()
-    }
-
-    /// The verified client's identity, if a certificate was presented.
-    pub(crate) fn identity(&self) -> Option<&ClientIdentity> {
-        self.client.as_ref().map(|client| &client.identity)
+        self.lifecycle.activity.ended()
     }
 
     /// Logs and counts the request head hyper refused with 431 when `error` (what ended the
@@ -180,9 +227,9 @@ impl ConnectionContext {
             return;
         }
         let code = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.as_u16();
-        let identity = self.identity();
-        self.app.metrics.request_done(identity.is_some(), code, 0.0);
-        if !self.apps.access_log {
+        let verified = self.downstream.verified.is_some();
+        self.route.app.metrics.request_done(verified, code, 0.0);
+        if !self.route.apps.access_log {
             return;
         }
         self.log_request(&RequestFields {
@@ -213,19 +260,20 @@ impl ConnectionContext {
     }
 
     fn access_fields(&self) -> ConnectionFields<'_> {
+        let downstream = &self.downstream;
         ConnectionFields {
-            client_addr: self.client_addr,
-            sni: self.sni.as_deref().unwrap_or(""),
-            app: &self.app.config.name,
-            hash: self.identity().map_or("", |id| id.hash.as_str()),
-            upstream: &self.app.config.upstream,
+            client_addr: downstream.addr,
+            sni: downstream.sni.as_deref().unwrap_or(""),
+            app: &self.route.app.config.name,
+            hash: downstream.identity().map_or("", |id| id.hash.as_str()),
+            upstream: &self.route.app.config.upstream,
         }
     }
 }
 
 impl Drop for ConnectionContext {
     fn drop(&mut self) {
-        self.apps.closed();
+        self.route.apps.closed();
     }
 }
 
