@@ -18,16 +18,16 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
-use crate::apps::LiveApps;
+use crate::apps::{App, Apps, LiveApps};
 use crate::drain::{CloseSignal, Draining};
 use crate::metrics::Metrics;
 use crate::proxy::client::VerifiedClient;
 use crate::proxy::context::{ConnectionContext, Downstream, Lifecycle, Route, Signals};
 use crate::proxy::refuse::RefusalPage;
 use crate::proxy_protocol::ProxyHeaderError;
-use crate::revocation::Refused;
+use crate::revocation::{Refused, Standing};
 use crate::settings::RejectWith;
-use crate::tls::policy::Refusal;
+use crate::tls::policy::{Refusal, TrustSource};
 
 use self::admit::{Admitted, ClientSlot};
 use self::handshake::{AcceptError, Accepted, accept};
@@ -65,6 +65,34 @@ struct Established {
     client_slot: Option<ClientSlot>,
 }
 
+/// What the verdict on a handshake needs to know of it.
+struct Judgement<'a> {
+    client_addr: SocketAddr,
+    sni: &'a str,
+    resumed: bool,
+    /// Resumed, or completed under a config a reload replaced: the verifier's word is not
+    /// the current policy's.
+    judged_again: bool,
+    /// What the verifier recorded, if it passed the certificate.
+    trust: Option<TrustSource>,
+}
+
+/// A connection whose certificate (or lack of one) may be served.
+struct Judged {
+    verified: Option<VerifiedClient>,
+    /// With `rejectWith: "http"`, the page its requests are answered with.
+    refusal: Option<RefusalPage>,
+    standing: Option<Arc<Standing>>,
+}
+
+/// How a connection refused after its handshake ends.
+enum Ending {
+    /// With a TLS close_notify.
+    CloseNotify,
+    /// At once.
+    Close,
+}
+
 impl Handles {
     /// Runs one accepted connection to its end.
     pub(crate) async fn run<L>(
@@ -100,14 +128,83 @@ impl Handles {
     /// connection ready to serve, or `None` once it was refused or closed.
     async fn establish(
         &self,
-        mut tcp: TcpStream,
+        tcp: TcpStream,
         peer_addr: SocketAddr,
         permit: OwnedSemaphorePermit,
         admitted: Admitted,
         close: &watch::Receiver<CloseSignal>,
     ) -> Option<Established> {
         let apps = self.apps.load_full();
-        // One deadline for the PROXY header, the ClientHello and the handshake.
+        let (client_addr, accepted) = self.shake_hands(tcp, peer_addr, &apps).await?;
+        // Handshake over: its pending slot frees; the per-client slot lives with the connection.
+        drop(admitted.handshake);
+        let Accepted {
+            stream,
+            app,
+            sni,
+            trust,
+        } = accepted;
+        // A reload during the handshake: the connection is served under the newest config,
+        // its certificate judged again by it as a resumed session's is (README "Reload").
+        let handshake_under_replaced = apps.is_retired();
+        let Some(route) = self.route(apps, app, sni.as_deref(), handshake_under_replaced) else {
+            serve::close_notify(stream).await;
+            return None;
+        };
+        let session = stream.get_ref().1;
+        let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        let judged = Judgement {
+            client_addr,
+            sni: sni.as_deref().unwrap_or(""),
+            resumed,
+            judged_again: resumed || handshake_under_replaced,
+            trust,
+        };
+        let Judged {
+            verified,
+            refusal,
+            standing,
+        } = match self.judge(&route, session, judged).await {
+            Ok(judged) => judged,
+            Err(Ending::CloseNotify) => {
+                serve::close_notify(stream).await;
+                return None;
+            }
+            Err(Ending::Close) => return None,
+        };
+        let (timeouts, limits) = (route.apps.timeouts, route.apps.limits);
+        // A revocation learned while the connection is open closes it, and any WebSocket
+        // it upgraded to, before another request is forwarded (README "Revocation").
+        let revoked_later = standing.as_ref().map(|standing| standing.refused());
+        let signals = Signals {
+            draining: self.draining.clone(),
+            close: close.clone(),
+        };
+        let lifecycle = Lifecycle::new(&route.app, permit, signals, standing);
+        let downstream = Downstream::new(&route.app, client_addr, sni, verified, refusal);
+        let context = Arc::new(ConnectionContext::new(route, downstream, lifecycle));
+        Some(Established {
+            sessions: serve::Sessions {
+                context,
+                timeouts,
+                limits,
+                client_addr,
+            },
+            stream,
+            revoked_later,
+            client_slot: admitted.client,
+        })
+    }
+
+    /// The PROXY header (behind a balancer), the ClientHello and the app's TLS handshake,
+    /// under one deadline: the client's address and the accepted connection, or `None` once
+    /// either was refused.
+    async fn shake_hands(
+        &self,
+        mut tcp: TcpStream,
+        peer_addr: SocketAddr,
+        apps: &Apps,
+    ) -> Option<(SocketAddr, Accepted<TcpStream>)> {
         let deadline = tokio::time::Instant::now() + apps.timeouts.handshake;
         let client_addr = match &apps.proxy_protocol {
             Some(proxy) => match Box::pin(proxy.accept(&mut tcp, peer_addr, deadline)).await {
@@ -123,111 +220,100 @@ impl Handles {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         // The handshake's state (about 7 KiB: the ClientHello reader, rustls' handshake, their
         // deadlines) lives on the heap until the handshake ends.
-        let Accepted {
-            stream,
-            app,
-            sni,
-            trust,
-        } = match Box::pin(accept(tcp, &apps, left)).await {
-            Ok(accepted) => accepted,
+        match Box::pin(accept(tcp, apps, left)).await {
+            Ok(accepted) => Some((client_addr, accepted)),
             Err(error) => {
                 self.refused(&error, client_addr);
-                return None;
+                None
             }
-        };
-        // Handshake over: its pending slot frees; the per-client slot lives with the connection.
-        drop(admitted.handshake);
-        // A reload during the handshake: the connection is served under the newest config,
-        // its certificate judged again by it as a resumed session's is (README "Reload").
-        let handshake_under_replaced = apps.is_retired();
-        let (apps, app) = if handshake_under_replaced {
-            let newest = self.apps.load_full();
-            match newest.resolve(sni.as_deref()) {
-                Some(now) if now.config.name == app.config.name => (newest, now),
-                _ => {
-                    tracing::debug!(app = %app.config.name, "closing connection, a reload moved its host");
-                    serve::close_notify(stream).await;
-                    return None;
-                }
+        }
+    }
+
+    /// The connection's route: `app` of `apps`, or when a reload retired `apps` during the
+    /// handshake (`replaced`, read once so that the verdict knows it too), the same app of
+    /// the newest config; `None` when the newest config serves the SNI with another app (or
+    /// none).
+    fn route(
+        &self,
+        apps: Arc<Apps>,
+        app: Arc<App>,
+        sni: Option<&str>,
+        replaced: bool,
+    ) -> Option<Route> {
+        if !replaced {
+            return Some(Route { app, apps });
+        }
+        let newest = self.apps.load_full();
+        match newest.resolve(sni) {
+            Some(now) if now.config.name == app.config.name => Some(Route {
+                app: now,
+                apps: newest,
+            }),
+            _ => {
+                tracing::debug!(app = %app.config.name, "closing connection, a reload moved its host");
+                None
             }
-        } else {
-            (apps, app)
-        };
-        let sni_name = sni.as_deref().unwrap_or("");
-        let session = stream.get_ref().1;
-        let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-        let peer_chain = verdict::presented(&app, session);
-        let judged_again = resumed || handshake_under_replaced;
-        let verdict = Box::pin(verdict::decide(&app, peer_chain, judged_again, trust)).await;
+        }
+    }
+
+    /// The verdict on the handshake's certificate and, when it may be served, the verified
+    /// client with its certificate headers; refusals are counted and logged here.
+    async fn judge(
+        &self,
+        route: &Route,
+        session: &rustls::ServerConnection,
+        judgement: Judgement<'_>,
+    ) -> Result<Judged, Ending> {
+        let app = &route.app;
+        let peer_chain = verdict::presented(app, session);
+        let verdict = Box::pin(verdict::decide(
+            app,
+            peer_chain,
+            judgement.judged_again,
+            judgement.trust,
+        ))
+        .await;
         if let Some(refused) = &verdict.refusal {
             let reject_with = app.config.reject_with;
             self.refused_after_handshake(
                 &app.config.name,
-                sni_name,
+                judgement.sni,
                 refused,
                 reject_with,
-                client_addr,
+                judgement.client_addr,
             );
             if reject_with == RejectWith::Tls {
-                serve::close_notify(stream).await;
-                return None;
+                return Err(Ending::CloseNotify);
             }
         }
         let refusal = verdict.refusal.map(|refused| RefusalPage::new(*refused));
-        let identity = match peer_chain.zip(verdict.trust).filter(|_| refusal.is_none()) {
-            Some((chain, trust)) => {
-                match VerifiedClient::new(
+        let verified = match peer_chain.zip(verdict.trust).filter(|_| refusal.is_none()) {
+            Some((chain, trust)) => Some(
+                VerifiedClient::new(
                     chain,
                     trust,
                     app.config.xfcc_fields,
                     app.config.request_policy.formats,
-                    apps.limits.max_xfcc_bytes,
-                ) {
-                    Ok(identity) => Some(identity),
-                    Err(error) => {
-                        tracing::warn!(app = %app.config.name, error = %error, "closing connection");
-                        return None;
-                    }
-                }
-            }
+                    route.apps.limits.max_xfcc_bytes,
+                )
+                .map_err(|error| {
+                    tracing::warn!(app = %app.config.name, error = %error, "closing connection");
+                    Ending::Close
+                })?,
+            ),
             None => None,
         };
         tracing::debug!(
             app = %app.config.name,
-            sni = sni_name,
-            resumed,
-            client.hash = identity.as_ref().map_or("", |client| client.identity.hash.as_str()),
+            sni = judgement.sni,
+            resumed = judgement.resumed,
+            client.hash = verified.as_ref().map_or("", |client| client.identity.hash.as_str()),
             "handshake complete"
         );
-        let (timeouts, limits) = (apps.timeouts, apps.limits);
-        // A revocation learned while the connection is open closes it, and any WebSocket
-        // it upgraded to, before another request is forwarded (README "Revocation").
-        let revoked_later = verdict.standing.as_ref().map(|standing| standing.refused());
-        let lifecycle = Lifecycle::new(
-            &app,
-            permit,
-            Signals {
-                draining: self.draining.clone(),
-                close: close.clone(),
-            },
-            verdict.standing,
-        );
-        let downstream = Downstream::new(&app, client_addr, sni, identity, refusal);
-        let context = Arc::new(ConnectionContext::new(
-            Route { app, apps },
-            downstream,
-            lifecycle,
-        ));
-        Some(Established {
-            sessions: serve::Sessions {
-                context,
-                timeouts,
-                limits,
-                client_addr,
-            },
-            stream,
-            revoked_later,
-            client_slot: admitted.client,
+        Ok(Judged {
+            verified,
+            refusal,
+            standing: verdict.standing,
         })
     }
 

@@ -13,6 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use super::park::{self, SessionIo, Tls};
 use crate::drain::{Close, CloseSignal};
@@ -175,119 +176,173 @@ impl Session<'_> {
         F: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Graceful,
     {
         let context = self.context;
-        let (idle, park_after) = (self.idle, self.park_after);
         // A deadline moved by activity, not a poll: the connection closes `idleMs` after its
         // last request ended, and an HTTP/1.1 one parks `park_after` after it.
-        let idle_timer = tokio::time::sleep(idle.min(park_after));
-        tokio::pin!(idle_timer);
+        let timer = tokio::time::sleep(self.idle.min(self.park_after));
+        tokio::pin!(timer);
         let generation = context.generation();
-        let mut closing = false;
-        // Once a reload replaced the connection's config: the grace its requests get.
-        let mut reloaded: Option<Duration> = None;
-        // After a reload: the idle timer has become the end of the grace.
-        let mut cut_at_timer = false;
-        let mut parking = false;
+        let mut winding = Winding::default();
         loop {
-            tokio::select! {
+            let step = tokio::select! {
                 // The session first: a request already received is read (and answered, with
                 // `Connection: close` when closing) before a reason to close is acted on.
                 biased;
-                result = served.as_mut() => {
-                    return match result {
-                        Err(error) => {
-                            context.connection_ended(&*error);
-                            tracing::debug!(error = %error, "connection closed with an error");
-                            Ended::Closed
-                        }
-                        Ok(()) if parking && !closing => Ended::Parked,
-                        Ok(()) => {
-                            tracing::debug!("connection closed");
-                            Ended::Closed
-                        }
-                    };
+                result = served.as_mut() => return winding.ended(context, result),
+                () = context.close().notified(), if !winding.closing => {
+                    winding.close_asked(timer.as_mut())
                 }
-                () = context.close().notified(), if !closing => {
-                    closing = true;
-                    if let Some(grace) = reloaded {
-                        // The first request after a reload started: it ends the connection.
-                        cut_at_timer = true;
-                        idle_timer.as_mut().reset(tokio::time::Instant::now() + grace);
-                    }
-                    Graceful::shutdown(served.as_mut());
-                }
-                refused = revoked(revoked_later.as_deref_mut()), if !closing => {
+                refused = revoked(revoked_later.as_deref_mut()), if !winding.closing => {
                     revoked_warning(self.client_addr, context, &refused);
-                    closing = true;
-                    Graceful::shutdown(served.as_mut());
+                    Step::Shutdown
                 }
-                signal = close.wait_for(|signal| signal.closes(generation).is_some()), if !closing && reloaded.is_none() => {
+                signal = close.wait_for(|signal| signal.closes(generation).is_some()),
+                    if !winding.closing && winding.reloaded.is_none() =>
+                {
                     // A closed channel means the server is gone: as for shutdown.
                     let why = signal.ok().and_then(|signal| signal.closes(generation));
-                    let now = tokio::time::Instant::now();
-                    match why {
-                        Some(Close::Reloaded { grace }) if grace.is_zero() => {
-                            tracing::debug!("closing connection, its config was replaced");
-                            return Ended::Closed;
-                        }
-                        Some(Close::Reloaded { grace }) if context.awaits_first_request() => {
-                            // Its handshake ended before the reload, so its first request is
-                            // on its way: served, with `Connection: close`, if it starts soon.
-                            reloaded = Some(grace);
-                            idle_timer.as_mut().reset(now + FIRST_REQUEST_AFTER_RELOAD.min(grace));
-                        }
-                        Some(Close::Reloaded { grace }) => {
-                            tracing::debug!("closing connection once in-flight requests end, its config was replaced");
-                            reloaded = Some(grace);
-                            closing = true;
-                            cut_at_timer = true;
-                            idle_timer.as_mut().reset(now + grace);
-                            Graceful::shutdown(served.as_mut());
-                        }
-                        Some(Close::Shutdown) | None => {
-                            closing = true;
-                            Graceful::shutdown(served.as_mut());
-                        }
-                    }
+                    winding.signalled(why, context.awaits_first_request(), timer.as_mut())
                 }
-                () = idle_timer.as_mut(), if !closing || cut_at_timer => {
-                    if cut_at_timer {
-                        tracing::debug!("reload grace over, cutting the connection");
-                        return Ended::Closed;
-                    }
-                    if reloaded.is_some() {
-                        tracing::debug!("closing connection, no request since its config was replaced");
-                        closing = true;
-                        Graceful::shutdown(served.as_mut());
-                        continue;
-                    }
-                    let now = tokio::time::Instant::now();
-                    let park = context.park_deadline(park_after).filter(|_| !parking);
-                    match context.idle_deadline(idle) {
-                        Some(deadline) if deadline <= now => {
-                            tracing::debug!("closing idle connection");
-                            closing = true;
-                            Graceful::shutdown(served.as_mut());
-                        }
-                        Some(deadline) => match park {
-                            Some(park) if park <= now => {
-                                // The session ends at hyper's next read (with nothing left
-                                // to flush), which this loop polls for right away.
-                                parking = true;
-                                context.park();
-                                idle_timer.as_mut().reset(deadline);
-                            }
-                            Some(park) => idle_timer.as_mut().reset(park.min(deadline)),
-                            None => idle_timer.as_mut().reset(deadline),
-                        },
-                        // Busy: the deadline is known once the last request ends.
-                        None => {
-                            parking = false;
-                            context.unpark();
-                            idle_timer.as_mut().reset(now + idle.min(park_after));
-                        }
-                    }
+                () = timer.as_mut(), if !winding.closing || winding.cut_at_timer => {
+                    self.timer_fired(&mut winding, timer.as_mut())
                 }
+            };
+            match step {
+                Step::Continue => {}
+                Step::Shutdown => {
+                    winding.closing = true;
+                    Graceful::shutdown(served.as_mut());
+                }
+                Step::End => return Ended::Closed,
             }
+        }
+    }
+
+    /// The idle timer went off: close an idle connection, park a quiet HTTP/1.1 one, end the
+    /// reload grace, or set the timer to the next of these.
+    fn timer_fired(&self, winding: &mut Winding, timer: Pin<&mut Sleep>) -> Step {
+        let context = self.context;
+        if winding.cut_at_timer {
+            tracing::debug!("reload grace over, cutting the connection");
+            return Step::End;
+        }
+        if winding.reloaded.is_some() {
+            tracing::debug!("closing connection, no request since its config was replaced");
+            return Step::Shutdown;
+        }
+        let now = tokio::time::Instant::now();
+        let park = context
+            .park_deadline(self.park_after)
+            .filter(|_| !winding.parking);
+        match context.idle_deadline(self.idle) {
+            Some(deadline) if deadline <= now => {
+                tracing::debug!("closing idle connection");
+                return Step::Shutdown;
+            }
+            Some(deadline) => match park {
+                Some(park) if park <= now => {
+                    // The session ends at hyper's next read (with nothing left to flush),
+                    // which the drive loop polls for right away.
+                    winding.parking = true;
+                    context.park();
+                    timer.reset(deadline);
+                }
+                Some(park) => timer.reset(park.min(deadline)),
+                None => timer.reset(deadline),
+            },
+            // Busy: the deadline is known once the last request ends.
+            None => {
+                winding.parking = false;
+                context.unpark();
+                timer.reset(now + self.idle.min(self.park_after));
+            }
+        }
+        Step::Continue
+    }
+}
+
+/// Where a session is on its way to its end.
+#[derive(Debug, Default)]
+struct Winding {
+    /// Asked to close gracefully: what is in flight finishes, nothing new starts.
+    closing: bool,
+    /// Once a reload replaced the connection's config: the grace its requests get.
+    reloaded: Option<Duration>,
+    /// After a reload: the idle timer has become the end of the grace.
+    cut_at_timer: bool,
+    /// Asked to park once nothing is in flight.
+    parking: bool,
+}
+
+/// What the drive loop does next.
+enum Step {
+    Continue,
+    /// Close gracefully.
+    Shutdown,
+    /// Cut the connection now.
+    End,
+}
+
+impl Winding {
+    /// How the session's end is reported.
+    fn ended(
+        &self,
+        context: &ConnectionContext,
+        result: Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Ended {
+        match result {
+            Err(error) => {
+                context.connection_ended(&*error);
+                tracing::debug!(error = %error, "connection closed with an error");
+                Ended::Closed
+            }
+            Ok(()) if self.parking && !self.closing => Ended::Parked,
+            Ok(()) => {
+                tracing::debug!("connection closed");
+                Ended::Closed
+            }
+        }
+    }
+
+    /// The proxy asked the connection to close after the current response.
+    fn close_asked(&mut self, timer: Pin<&mut Sleep>) -> Step {
+        if let Some(grace) = self.reloaded {
+            // The first request after a reload started: it ends the connection.
+            self.cut_at_timer = true;
+            timer.reset(tokio::time::Instant::now() + grace);
+        }
+        Step::Shutdown
+    }
+
+    /// Shutdown, or a reload that replaced the connection's config (`why`).
+    fn signalled(
+        &mut self,
+        why: Option<Close>,
+        awaits_first_request: bool,
+        timer: Pin<&mut Sleep>,
+    ) -> Step {
+        let now = tokio::time::Instant::now();
+        match why {
+            Some(Close::Reloaded { grace }) if grace.is_zero() => {
+                tracing::debug!("closing connection, its config was replaced");
+                Step::End
+            }
+            Some(Close::Reloaded { grace }) if awaits_first_request => {
+                // Its handshake ended before the reload, so its first request is on its way:
+                // served, with `Connection: close`, if it starts soon.
+                self.reloaded = Some(grace);
+                timer.reset(now + FIRST_REQUEST_AFTER_RELOAD.min(grace));
+                Step::Continue
+            }
+            Some(Close::Reloaded { grace }) => {
+                tracing::debug!(
+                    "closing connection once in-flight requests end, its config was replaced"
+                );
+                self.reloaded = Some(grace);
+                self.cut_at_timer = true;
+                timer.reset(now + grace);
+                Step::Shutdown
+            }
+            Some(Close::Shutdown) | None => Step::Shutdown,
         }
     }
 }
