@@ -146,29 +146,12 @@ impl Server {
                 .listener
                 .into_std()
                 .map_err(|source| RunError::Worker { index: 0, source })?;
-            let mut threads = Vec::with_capacity(self.worker_threads);
-            let (balance, inboxes) = Balance::new(&self.metrics, self.worker_threads);
-            for (index, inbox) in inboxes.into_iter().enumerate() {
-                let socket = socket
-                    .try_clone()
-                    .map_err(|source| RunError::Worker { index, source })?;
-                let worker = worker(
-                    Worker {
-                        index,
-                        balance: balance.clone(),
-                    },
-                    inbox,
-                    listener.clone(),
-                    socket,
-                    stop_rx.clone(),
-                    done_rx.clone(),
-                )
-                .map_err(|source| RunError::Worker { index, source })?;
-                threads.push(worker);
-            }
-            // Only the workers' copies stay open: once they stop accepting, the port refuses.
-            drop(socket);
-            Accepting::Threads(threads)
+            let threads = Threads {
+                count: self.worker_threads,
+                stop: stop_rx.clone(),
+                done: done_rx,
+            };
+            threads.start(&self.metrics, &listener, socket)?
         };
         let admin = self.admin.map(|admin| {
             tokio::spawn(crate::admin::serve(
@@ -182,6 +165,78 @@ impl Server {
             .has_source()
             .then(|| tokio::spawn(crate::reload::watch(self.reloader, self.watched, stop_rx)));
         shutdown.await;
+        let stopping = Stopping {
+            apps: self.apps,
+            draining: self.draining,
+            close: self.close,
+            connections: self.connections,
+            max_connections: self.max_connections,
+        };
+        stopping.drain(&mut accepting).await;
+        for task in [admin, watcher].into_iter().flatten() {
+            task.abort();
+        }
+        // The worker runtimes end here, closing what is left of their connections.
+        let _ = done_tx.send(true);
+        accepting_ended(accepting).await;
+        Ok(())
+    }
+}
+
+/// The worker threads to start, and what tells them to stop accepting and to end.
+struct Threads {
+    count: usize,
+    stop: watch::Receiver<CloseSignal>,
+    done: watch::Receiver<bool>,
+}
+
+impl Threads {
+    /// Starts the worker threads, each accepting from its copy of `socket`.
+    fn start(
+        self,
+        metrics: &Metrics,
+        listener: &Arc<Listener>,
+        socket: std::net::TcpListener,
+    ) -> Result<Accepting, RunError> {
+        let mut threads = Vec::with_capacity(self.count);
+        let (balance, inboxes) = Balance::new(metrics, self.count);
+        for (index, inbox) in inboxes.into_iter().enumerate() {
+            let socket = socket
+                .try_clone()
+                .map_err(|source| RunError::Worker { index, source })?;
+            let worker = worker(
+                Worker {
+                    index,
+                    balance: balance.clone(),
+                },
+                inbox,
+                listener.clone(),
+                socket,
+                self.stop.clone(),
+                self.done.clone(),
+            )
+            .map_err(|source| RunError::Worker { index, source })?;
+            threads.push(worker);
+        }
+        // Only the workers' copies stay open: once they stop accepting, the port refuses.
+        drop(socket);
+        Ok(Accepting::Threads(threads))
+    }
+}
+
+/// What the drain after shutdown uses.
+struct Stopping {
+    apps: LiveApps,
+    draining: Draining,
+    close: Arc<watch::Sender<CloseSignal>>,
+    connections: Arc<Semaphore>,
+    max_connections: usize,
+}
+
+impl Stopping {
+    /// Not ready at once, still accepting for the drain delay; then accepting stops, idle
+    /// connections close and in-flight requests finish, for at most the shutdown grace.
+    async fn drain(&self, accepting: &mut Accepting) {
         self.draining.withdraw();
         let delay = self.apps.load().timeouts.drain_delay;
         if !delay.is_zero() {
@@ -194,7 +249,7 @@ impl Server {
         tracing::info!("shutting down: draining connections");
         self.draining.start();
         self.close.send_modify(|signal| signal.shutdown = true);
-        if let Accepting::Here(accept_loop) = &mut accepting {
+        if let Accepting::Here(accept_loop) = accepting {
             let _ = accept_loop.await;
         }
         let grace = self.apps.load().timeouts.shutdown_grace;
@@ -204,20 +259,18 @@ impl Server {
             Ok(_) => tracing::info!("all connections closed"),
             Err(_) => tracing::warn!("shutdown grace period over, closing remaining connections"),
         }
-        for task in [admin, watcher].into_iter().flatten() {
-            task.abort();
-        }
-        // The worker runtimes end here, closing what is left of their connections.
-        let _ = done_tx.send(true);
-        if let Accepting::Threads(threads) = accepting {
-            let _ = tokio::task::spawn_blocking(move || {
-                for thread in threads {
-                    let _ = thread.join();
-                }
-            })
-            .await;
-        }
-        Ok(())
+    }
+}
+
+/// Waits for the worker threads (whose runtimes were told to end) to finish.
+async fn accepting_ended(accepting: Accepting) {
+    if let Accepting::Threads(threads) = accepting {
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
     }
 }
 

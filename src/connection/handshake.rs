@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use rustls::server::Acceptor;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, StartHandshake};
 
 use crate::apps::{App, Apps};
 use crate::tls::FailureReason;
@@ -185,15 +185,47 @@ async fn handshake<IO>(
 where
     IO: AsyncRead + AsyncWrite + Peek + Unpin,
 {
-    // The ClientHello has a deadline of its own, shorter than the handshake's: a client that
-    // connects and sends nothing gives its slot back sooner (README "Limits under attack").
-    let client_hello_deadline = tokio::time::Instant::now() + apps.timeouts.client_hello;
+    let start = client_hello(io, apps.timeouts.client_hello).await?;
+    let sni = start.client_hello().server_name().map(normalize);
+    *sni_out = sni.clone();
+    let Some(app) = apps.resolve(sni.as_deref()) else {
+        let mut io = start.io;
+        // Best effort: the client is refused whether or not the alert arrives.
+        let _ = io.write_all(&UNRECOGNIZED_NAME_ALERT).await;
+        linger_close(io).await;
+        return Err(AcceptError::UnknownSni { sni });
+    };
+    *app_out = Some(app.clone());
+    let (result, watched) =
+        policy::watch(start.into_stream(app.config.tls.clone()).into_fallible()).await;
+    match result {
+        Ok(stream) => Ok(Accepted {
+            stream,
+            app,
+            sni,
+            trust: watched.trust,
+        }),
+        Err((source, io)) => {
+            linger_close(io).await;
+            Err(refused(source, watched.refusal, sni, app))
+        }
+    }
+}
+
+/// Reads the ClientHello within `timeout`, which is shorter than the handshake's: a client
+/// that connects and sends nothing gives its slot back sooner (README "Limits under
+/// attack"). A client that speaks plain HTTP is answered so, and refused.
+async fn client_hello<IO>(io: IO, timeout: Duration) -> Result<StartHandshake<IO>, AcceptError>
+where
+    IO: AsyncRead + AsyncWrite + Peek + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
     let timed_out = |_| AcceptError::Timeout {
         sni: None,
         app: None,
     };
     let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout_at(client_hello_deadline, io.peek(&mut first))
+    let peeked = tokio::time::timeout_at(deadline, io.peek(&mut first))
         .await
         .map_err(timed_out)?;
     match peeked {
@@ -211,53 +243,37 @@ where
         Err(source) => return Err(AcceptError::ClientHello { source }),
     }
     let client_hello = LazyConfigAcceptor::new(Acceptor::default(), io);
-    let start = tokio::time::timeout_at(client_hello_deadline, client_hello)
+    tokio::time::timeout_at(deadline, client_hello)
         .await
         .map_err(timed_out)?
         .map_err(|source| match source.kind() {
             io::ErrorKind::UnexpectedEof => AcceptError::Closed,
             _ => AcceptError::ClientHello { source },
-        })?;
-    let sni = start.client_hello().server_name().map(normalize);
-    *sni_out = sni.clone();
-    let Some(app) = apps.resolve(sni.as_deref()) else {
-        let mut io = start.io;
-        // Best effort: the client is refused whether or not the alert arrives.
-        let _ = io.write_all(&UNRECOGNIZED_NAME_ALERT).await;
-        linger_close(io).await;
-        return Err(AcceptError::UnknownSni { sni });
+        })
+}
+
+/// The error of a handshake that failed with `source`, with the refusal the verifier
+/// recorded (or, without one, the missing certificate rustls refused).
+fn refused(
+    source: io::Error,
+    refusal: Option<Box<Refusal>>,
+    sni: Option<String>,
+    app: Arc<App>,
+) -> AcceptError {
+    let reason = source
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .map_or(FailureReason::Protocol, FailureReason::of);
+    let refusal = match refusal {
+        Some(refusal) => Some(refusal),
+        None if reason == FailureReason::NoCertificate => Some(Box::new(Refusal::no_certificate())),
+        None => None,
     };
-    *app_out = Some(app.clone());
-    let (result, watched) =
-        policy::watch(start.into_stream(app.config.tls.clone()).into_fallible()).await;
-    let refusal = watched.refusal;
-    match result {
-        Ok(stream) => Ok(Accepted {
-            stream,
-            app,
-            sni,
-            trust: watched.trust,
-        }),
-        Err((source, io)) => {
-            linger_close(io).await;
-            let reason = source
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                .map_or(FailureReason::Protocol, FailureReason::of);
-            let refusal = match refusal {
-                Some(refusal) => Some(refusal),
-                None if reason == FailureReason::NoCertificate => {
-                    Some(Box::new(Refusal::no_certificate()))
-                }
-                None => None,
-            };
-            Err(AcceptError::Handshake {
-                sni,
-                app,
-                reason: refusal.as_ref().map_or(reason, |refusal| refusal.reason),
-                refusal,
-                source,
-            })
-        }
+    AcceptError::Handshake {
+        sni,
+        app,
+        reason: refusal.as_ref().map_or(reason, |refusal| refusal.reason),
+        refusal,
+        source,
     }
 }

@@ -178,53 +178,13 @@ pub(crate) fn verify(
     algorithms: &WebPkiSupportedAlgorithms,
 ) -> Result<Answer, OcspError> {
     let url = url.to_string();
-    let decode = |source| OcspError::Decode {
+    let basic = basic_response(body, &url)?;
+    let data = &basic.tbs_response_data;
+    let tbs = data.to_der().map_err(|source| OcspError::Decode {
         url: url.clone(),
         source,
-    };
-    let response = OcspResponse::from_der(body).map_err(decode)?;
-    if response.response_status != OcspResponseStatus::Successful {
-        return Err(OcspError::Status {
-            url,
-            status: response.response_status,
-        });
-    }
-    let Some(bytes) = response
-        .response_bytes
-        .filter(|bytes| bytes.response_type == rfc6960::ID_PKIX_OCSP_BASIC)
-    else {
-        return Err(OcspError::NotBasic { url });
-    };
-    let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).map_err(decode)?;
-    let data = &basic.tbs_response_data;
-    let tbs = data.to_der().map_err(decode)?;
-    let signed_with = |signer: &Cert| {
-        verify_signature(
-            algorithms,
-            signer.spki(),
-            &basic.signature_algorithm,
-            &tbs,
-            basic.signature.raw_bytes(),
-        )
-    };
-    // RFC 6960 section 4.2.2.2: the issuer itself, or a certificate the issuer signed with
-    // the OCSP-signing EKU (a certificate from elsewhere signing proves nothing).
-    let by_issuer = names(&data.responder_id, issuer) && signed_with(issuer);
-    let by_delegate = || {
-        basic
-            .certs
-            .iter()
-            .flatten()
-            .filter_map(|certificate| Cert::parse(&certificate.to_der().ok()?))
-            .any(|delegate| {
-                names(&data.responder_id, &delegate)
-                    && delegate.has_ocsp_signing_eku()
-                    && delegate.signed_by(issuer, algorithms)
-                    && delegate.valid_at(now)
-                    && signed_with(&delegate)
-            })
-    };
-    if !by_issuer && !by_delegate() {
+    })?;
+    if !signed_by_responder(&basic, &tbs, issuer, now, algorithms) {
         return Err(OcspError::Signer { url });
     }
     let Some(single) = data
@@ -236,27 +196,7 @@ pub(crate) fn verify(
     };
     let this_update = single.this_update.0.to_unix_duration();
     let next_update = single.next_update.map(|time| time.0.to_unix_duration());
-    if this_update > now + CLOCK_SKEW {
-        return Err(OcspError::Future { url });
-    }
-    match next_update {
-        Some(next) if next + CLOCK_SKEW < now => return Err(OcspError::Stale { url }),
-        // No nextUpdate: "newer information is always available" (RFC 6960 section
-        // 4.2.2.1), which says nothing of how old this answer may be; a replayed one must not
-        // vouch forever (OpenSSL's `-status_age`).
-        None if this_update
-            .saturating_add(max_age)
-            .saturating_add(CLOCK_SKEW)
-            < now =>
-        {
-            return Err(OcspError::TooOld {
-                url,
-                age_secs: now.saturating_sub(this_update).as_secs(),
-                max_age_secs: max_age.as_secs(),
-            });
-        }
-        _ => {}
-    }
+    fresh(this_update, next_update, now, max_age, url)?;
     let status = match single.cert_status {
         CertStatus::Good(_) => OcspStatus::Good,
         CertStatus::Revoked(_) => OcspStatus::Revoked,
@@ -266,6 +206,97 @@ pub(crate) fn verify(
         status,
         next_update,
     })
+}
+
+/// The basic response inside a successful OCSP response.
+fn basic_response(body: &[u8], url: &str) -> Result<BasicOcspResponse, OcspError> {
+    let decode = |source| OcspError::Decode {
+        url: url.to_owned(),
+        source,
+    };
+    let response = OcspResponse::from_der(body).map_err(decode)?;
+    if response.response_status != OcspResponseStatus::Successful {
+        return Err(OcspError::Status {
+            url: url.to_owned(),
+            status: response.response_status,
+        });
+    }
+    let Some(bytes) = response
+        .response_bytes
+        .filter(|bytes| bytes.response_type == rfc6960::ID_PKIX_OCSP_BASIC)
+    else {
+        return Err(OcspError::NotBasic {
+            url: url.to_owned(),
+        });
+    };
+    BasicOcspResponse::from_der(bytes.response.as_bytes()).map_err(decode)
+}
+
+/// Whether the response is signed by whom RFC 6960 section 4.2.2.2 allows: the issuer
+/// itself, or a certificate the issuer signed with the OCSP-signing EKU (a certificate from
+/// elsewhere signing proves nothing).
+fn signed_by_responder(
+    basic: &BasicOcspResponse,
+    tbs: &[u8],
+    issuer: &Cert,
+    now: Duration,
+    algorithms: &WebPkiSupportedAlgorithms,
+) -> bool {
+    let data = &basic.tbs_response_data;
+    let signed_with = |signer: &Cert| {
+        verify_signature(
+            algorithms,
+            signer.spki(),
+            &basic.signature_algorithm,
+            tbs,
+            basic.signature.raw_bytes(),
+        )
+    };
+    let by_issuer = names(&data.responder_id, issuer) && signed_with(issuer);
+    by_issuer
+        || basic
+            .certs
+            .iter()
+            .flatten()
+            .filter_map(|certificate| Cert::parse(&certificate.to_der().ok()?))
+            .any(|delegate| {
+                names(&data.responder_id, &delegate)
+                    && delegate.has_ocsp_signing_eku()
+                    && delegate.signed_by(issuer, algorithms)
+                    && delegate.valid_at(now)
+                    && signed_with(&delegate)
+            })
+}
+
+/// Whether an answer made at `this_update`, valid until `next_update`, may be used `now`.
+fn fresh(
+    this_update: Duration,
+    next_update: Option<Duration>,
+    now: Duration,
+    max_age: Duration,
+    url: String,
+) -> Result<(), OcspError> {
+    if this_update > now + CLOCK_SKEW {
+        return Err(OcspError::Future { url });
+    }
+    match next_update {
+        Some(next) if next + CLOCK_SKEW < now => Err(OcspError::Stale { url }),
+        // No nextUpdate: "newer information is always available" (RFC 6960 section
+        // 4.2.2.1), which says nothing of how old this answer may be; a replayed one must not
+        // vouch forever (OpenSSL's `-status_age`).
+        None if this_update
+            .saturating_add(max_age)
+            .saturating_add(CLOCK_SKEW)
+            < now =>
+        {
+            Err(OcspError::TooOld {
+                url,
+                age_secs: now.saturating_sub(this_update).as_secs(),
+                max_age_secs: max_age.as_secs(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The CertID of RFC 6960 section 4.1.1, with SHA-1 as RFC 5019 requires of every responder.

@@ -119,19 +119,7 @@ pub fn load(
         });
     }
 
-    // Distinct certificates, in archive order, each with its localKeyId.
-    let mut bags: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
-    for bag in &archive.certs {
-        let der = bag.cert.as_der();
-        let key_id = bag.local_key_id.as_deref();
-        match bags.iter_mut().find(|(seen, _)| *seen == der) {
-            Some((_, seen_id)) => *seen_id = seen_id.or(key_id),
-            None => bags.push((der, key_id)),
-        }
-    }
-    if bags.is_empty() {
-        return Err(Pkcs12Error::NoCertificate);
-    }
+    let bags = distinct_certificates(&archive.certs)?;
     let certs = bags
         .iter()
         .enumerate()
@@ -186,6 +174,28 @@ pub fn load(
         }),
         Err(source) => Err(Pkcs12Error::Rejected { source }),
     }
+}
+
+/// A certificate of the archive (DER) and its localKeyId.
+type CertificateBag<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// The archive's distinct certificates, in archive order, each with its localKeyId.
+fn distinct_certificates(
+    certs: &[p12_keystore::CertificateBag],
+) -> Result<Vec<CertificateBag<'_>>, Pkcs12Error> {
+    let mut bags: Vec<CertificateBag<'_>> = Vec::new();
+    for bag in certs {
+        let der = bag.cert.as_der();
+        let key_id = bag.local_key_id.as_deref();
+        match bags.iter_mut().find(|(seen, _)| *seen == der) {
+            Some((_, seen_id)) => *seen_id = seen_id.or(key_id),
+            None => bags.push((der, key_id)),
+        }
+    }
+    if bags.is_empty() {
+        return Err(Pkcs12Error::NoCertificate);
+    }
+    Ok(bags)
 }
 
 /// Indices of `certs` starting at `leaf`, then each issuer found by subject name, then the rest.

@@ -170,25 +170,8 @@ impl Policy {
             ));
         }
         // Validity first, for every trust source: pins and allowUntrusted have no CA to ask.
-        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let validity = leaf.validity();
-        if now_secs < validity.not_before.timestamp() {
-            return Err(refuse(
-                FailureReason::NotYetValid,
-                format!(
-                    "the certificate is not valid before {}",
-                    validity.not_before
-                ),
-                CertificateError::NotValidYet.into(),
-            ));
-        }
-        if now_secs > validity.not_after.timestamp() {
-            return Err(refuse(
-                FailureReason::Expired,
-                format!("the certificate expired at {}", validity.not_after),
-                CertificateError::Expired.into(),
-            ));
-        }
+        check_validity(&leaf, now)
+            .map_err(|(reason, detail, error)| refuse(reason, detail, error))?;
         let trust = self
             .trusted_by(end_entity, intermediates, now)
             .map_err(|error| {
@@ -211,24 +194,38 @@ impl Policy {
                 CertificateError::UnknownRevocationStatus.into(),
             ));
         }
-        let names = LeafNames::of(&leaf);
+        self.check_allowed(trust, &leaf)
+            .map_err(|(reason, detail, error)| refuse(reason, detail, error))?;
+        Ok(Passed { trust, presented })
+    }
+
+    /// The allow-lists, when the app has any: only a certificate a CA or a pin vouches for
+    /// can pass them, and only with a listed name.
+    fn check_allowed(
+        &self,
+        trust: TrustSource,
+        leaf: &X509Certificate<'_>,
+    ) -> Result<(), (FailureReason, String, rustls::Error)> {
+        if self.allow.is_empty() {
+            return Ok(());
+        }
+        let not_allowed = |detail| {
+            (
+                FailureReason::NotAllowed,
+                detail,
+                CertificateError::ApplicationVerificationFailure.into(),
+            )
+        };
         // Anyone can make a certificate with any names: under allowUntrusted alone they prove
         // nothing, so they never satisfy an allow-list (README "Decisions").
-        if !self.allow.is_empty() && !trust.is_vouched_for() {
-            return Err(refuse(
-                FailureReason::NotAllowed,
-                UNTRUSTED_NAMES.to_owned(),
-                CertificateError::ApplicationVerificationFailure.into(),
-            ));
+        if !trust.is_vouched_for() {
+            return Err(not_allowed(UNTRUSTED_NAMES.to_owned()));
         }
-        if !self.allow.is_empty() && !permits(&self.allow, &names) {
-            return Err(refuse(
-                FailureReason::NotAllowed,
-                not_allowed_detail(&names),
-                CertificateError::ApplicationVerificationFailure.into(),
-            ));
+        let names = LeafNames::of(leaf);
+        if !permits(&self.allow, &names) {
+            return Err(not_allowed(not_allowed_detail(&names)));
         }
-        Ok(Passed { trust, presented })
+        Ok(())
     }
 
     /// Step 3 of the README's list: a pin, a CA chain, or `allowUntrusted`.
@@ -298,6 +295,33 @@ fn webpki_verifier(
             .enforce_revocation_expiration();
     }
     builder.build()
+}
+
+/// Whether `leaf` is valid at `now`.
+fn check_validity(
+    leaf: &X509Certificate<'_>,
+    now: UnixTime,
+) -> Result<(), (FailureReason, String, rustls::Error)> {
+    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let validity = leaf.validity();
+    if now_secs < validity.not_before.timestamp() {
+        return Err((
+            FailureReason::NotYetValid,
+            format!(
+                "the certificate is not valid before {}",
+                validity.not_before
+            ),
+            CertificateError::NotValidYet.into(),
+        ));
+    }
+    if now_secs > validity.not_after.timestamp() {
+        return Err((
+            FailureReason::Expired,
+            format!("the certificate expired at {}", validity.not_after),
+            CertificateError::Expired.into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Why webpki cannot use this leaf at all, if it cannot: the version, the key algorithm.
