@@ -209,6 +209,9 @@ pub fn spawn<W: Write + Send + 'static>(out: W) -> io::Result<(LogWriter, LogGua
         .spawn(move || {
             let mut out = io::BufWriter::with_capacity(BUFFER_BYTES, out);
             drain(&lines, &mut out, &written);
+            // Closed before the guard hears of the end: a line sent after it is refused, and
+            // so counted as dropped, instead of queued where nothing reads it.
+            drop(lines);
             let _ = done.send(());
         })?;
     Ok((
