@@ -1,12 +1,12 @@
-//! One client connection from accept to close, its stages in the order they run: `admit` (the
-//! caps it holds a slot under), `handshake` (the PROXY header, the ClientHello and the app's
-//! TLS handshake, under one deadline), `verdict` (the app's policy judged again where the
-//! verifier did not decide, then revocation), the verified certificate parsed once with its
-//! headers (`proxy::client`), then `serve` (hyper sessions until the client leaves) with
-//! `park` (a quiet HTTP/1.1 connection gives hyper's buffers back between sessions). The
-//! listener accepts and places connections; the proxy handles each request.
+//! One client connection from accept to close, its stages in the order they run: `caps` (the
+//! per-client and pending-handshake slots it holds), `handshake` (the PROXY header, the
+//! ClientHello and the app's TLS handshake, under one deadline), `verdict` (the app's policy
+//! judged again where the verifier did not decide, then revocation), the verified certificate
+//! parsed once with its headers (`proxy::client`), then `serve` (hyper sessions until the
+//! client leaves) with `park` (a quiet HTTP/1.1 connection gives hyper's buffers back between
+//! sessions). The listener accepts and places connections; the proxy handles each request.
 
-pub(crate) mod admit;
+pub(crate) mod caps;
 pub(crate) mod handshake;
 mod park;
 mod serve;
@@ -29,8 +29,8 @@ use crate::revocation::{Refused, Standing};
 use crate::settings::RejectWith;
 use crate::tls::policy::{Refusal, TrustSource};
 
-use self::admit::{Admitted, ClientSlot};
-use self::handshake::{AcceptError, Accepted, accept};
+use self::caps::{CapSlots, ClientSlot};
+use self::handshake::{Completed, HandshakeError, complete};
 
 /// What every connection uses: the apps it is served under (loaded once, at its start), the
 /// metrics and the drain flag.
@@ -44,14 +44,14 @@ pub(crate) struct Handles {
     pub draining: Draining,
 }
 
-/// What a connection holds until it closes: its `maxConnections` permit, its admission slots
+/// What a connection holds until it closes: its `maxConnections` permit, its caps slots
 /// and `load`, its count on the worker thread that serves it.
 #[derive(Debug)]
 pub(crate) struct Slots<L> {
     /// One of `limits.maxConnections`.
     pub permit: OwnedSemaphorePermit,
     /// The per-client slot, and the pending-handshake one until the handshake ends.
-    pub admitted: Admitted,
+    pub held: CapSlots,
     /// Dropped when the connection closes.
     pub load: L,
 }
@@ -104,7 +104,7 @@ impl Handles {
     ) {
         let Slots {
             permit,
-            admitted,
+            held,
             load: _load,
         } = slots;
         // Established in a future of its own: what the handshake and the verdict borrowed
@@ -115,9 +115,7 @@ impl Handles {
             stream,
             revoked_later,
             client_slot: _client_slot,
-        }) = self
-            .establish(tcp, peer_addr, permit, admitted, &close)
-            .await
+        }) = self.establish(tcp, peer_addr, permit, held, &close).await
         else {
             return;
         };
@@ -131,14 +129,14 @@ impl Handles {
         tcp: TcpStream,
         peer_addr: SocketAddr,
         permit: OwnedSemaphorePermit,
-        admitted: Admitted,
+        held: CapSlots,
         close: &watch::Receiver<CloseSignal>,
     ) -> Option<Established> {
         let apps = self.apps.load_full();
         let (client_addr, accepted) = self.shake_hands(tcp, peer_addr, &apps).await?;
         // Handshake over: its pending slot frees; the per-client slot lives with the connection.
-        drop(admitted.handshake);
-        let Accepted {
+        drop(held.handshake);
+        let Completed {
             stream,
             app,
             sni,
@@ -192,7 +190,7 @@ impl Handles {
             },
             stream,
             revoked_later,
-            client_slot: admitted.client,
+            client_slot: held.client,
         })
     }
 
@@ -204,7 +202,7 @@ impl Handles {
         mut tcp: TcpStream,
         peer_addr: SocketAddr,
         apps: &Apps,
-    ) -> Option<(SocketAddr, Accepted<TcpStream>)> {
+    ) -> Option<(SocketAddr, Completed<TcpStream>)> {
         let deadline = tokio::time::Instant::now() + apps.timeouts.handshake;
         let client_addr = match &apps.proxy_protocol {
             Some(proxy) => match Box::pin(proxy.accept(&mut tcp, peer_addr, deadline)).await {
@@ -220,7 +218,7 @@ impl Handles {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         // The handshake's state (about 7 KiB: the ClientHello reader, rustls' handshake, their
         // deadlines) lives on the heap until the handshake ends.
-        match Box::pin(accept(tcp, apps, left)).await {
+        match Box::pin(complete(tcp, apps, left)).await {
             Ok(accepted) => Some((client_addr, accepted)),
             Err(error) => {
                 self.refused(&error, client_addr);
@@ -328,7 +326,7 @@ impl Handles {
         );
     }
 
-    fn refused(&self, error: &AcceptError, client_addr: SocketAddr) {
+    fn refused(&self, error: &HandshakeError, client_addr: SocketAddr) {
         let Some(reason) = error.reason() else {
             tracing::debug!(client.addr = %client_addr, "connection closed before handshake");
             return;

@@ -4,7 +4,7 @@
 //! The modules in data-flow order: a `config` is loaded and validated; the `server` binds
 //! and hands each stage its handles: `apps` (swapped whole by `reload`), the `drain` flag and
 //! the metrics. The `listener` accepts each connection and places it on a worker thread; the
-//! `connection` runs it, stage after stage: `admit`, `handshake` (with `proxy_protocol` first
+//! `connection` runs it, stage after stage: `caps`, `handshake` (with `proxy_protocol` first
 //! behind a balancer; `tls` picks the app by SNI and verifies the client), `verdict` (the
 //! app's policy after the handshake, then `revocation`), `identity` (the verified certificate
 //! parsed once), then `serve` and `park`. The `proxy` passes each request through its

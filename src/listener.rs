@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument as _;
 
 use crate::apps::LiveApps;
-use crate::connection::admit::{Admission, Admitted};
+use crate::connection::caps::{CapSlots, Caps};
 use crate::connection::{Handles, Slots};
 use crate::drain::{CloseSignal, Draining};
 use crate::metrics::{ConnectionLimit, Metrics};
@@ -30,7 +30,7 @@ pub(crate) struct Listener {
     pub connections: Arc<Semaphore>,
     /// The per-client and pending-handshake caps, shared by every accept loop; like
     /// `maxConnections`, they take effect on restart.
-    admission: Admission,
+    caps: Caps,
 }
 
 impl Listener {
@@ -41,7 +41,7 @@ impl Listener {
         connections: Arc<Semaphore>,
         draining: Draining,
     ) -> Self {
-        let admission = Admission::new(&apps.load().limits);
+        let caps = Caps::new(&apps.load().limits);
         Self {
             handles: Arc::new(Handles {
                 apps,
@@ -49,7 +49,7 @@ impl Listener {
                 draining,
             }),
             connections,
-            admission,
+            caps,
         }
     }
 
@@ -62,20 +62,20 @@ impl Listener {
         worker: Option<Worker>,
     ) {
         let this = self;
-        let admission = &this.admission;
+        let caps = &this.caps;
         let mut last_limit_log: Option<Instant> = None;
         loop {
             let (tcp, client_addr) = tokio::select! {
                 accepted = crate::accept::next(&listener, "mtls") => accepted,
                 _ = shutdown.wait_for(|signal| signal.shutdown) => return,
             };
-            let admitted = admission.admit(client_addr.ip()).and_then(|admitted| {
+            let held = caps.take(client_addr.ip()).and_then(|held| {
                 let permit = this.connections.clone().try_acquire_owned();
                 permit
-                    .map(|permit| (permit, admitted))
+                    .map(|permit| (permit, held))
                     .map_err(|_| ConnectionLimit::MaxConnections)
             });
-            let slots = match admitted {
+            let slots = match held {
                 Ok(slots) => slots,
                 Err(limit) => {
                     this.handles.metrics.connection_refused_by(limit);
@@ -106,7 +106,7 @@ impl Listener {
         worker: &Worker,
         tcp: TcpStream,
         client_addr: SocketAddr,
-        slots: (OwnedSemaphorePermit, Admitted),
+        slots: (OwnedSemaphorePermit, CapSlots),
         shutdown: &watch::Receiver<CloseSignal>,
     ) {
         let (to, load) = worker.balance.assign(worker.index);
@@ -166,7 +166,7 @@ impl Listener {
         self: &Arc<Self>,
         tcp: TcpStream,
         client_addr: SocketAddr,
-        slots: (OwnedSemaphorePermit, Admitted),
+        slots: (OwnedSemaphorePermit, CapSlots),
         load: Option<Load>,
         shutdown: &watch::Receiver<CloseSignal>,
     ) {
@@ -175,12 +175,8 @@ impl Listener {
         let span = tracing::debug_span!("connection", client.addr = tracing::field::Empty);
         // The load goes into the connection's own future: an `async` block around it would
         // hold the future twice (captured, then awaited), about 6 KiB more per connection.
-        let (permit, admitted) = slots;
-        let slots = Slots {
-            permit,
-            admitted,
-            load,
-        };
+        let (permit, held) = slots;
+        let slots = Slots { permit, held, load };
         let task = self
             .handles
             .clone()

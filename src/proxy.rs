@@ -2,8 +2,8 @@
 //! the connection's `checks` (draining, reloaded, certificate expired or revoked), the HTTP/2
 //! `header_limits`, the `authority` (400/421), the app's `admission` (exclusion paths,
 //! authorization, rate limit), the `rewrite` for the app (target, hop-by-hop, `Host`,
-//! `X-Forwarded-*`), the `certificate_headers`, and `send` (the app's response streamed back,
-//! upgrades piped). What does not change between requests (the certificate header values,
+//! `X-Forwarded-*`) with the `certificate_headers` around it (the client's removed before,
+//! certgate's own set after), and `send` (the app's response streamed back, upgrades piped). What does not change between requests (the certificate header values,
 //! the client address header, the app's metric handles, which authorization rules the client
 //! passes) is made once per connection (`context`); a request guard records every request's
 //! end.
@@ -33,7 +33,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use self::admission::Admission;
+use self::admission::Admitted;
 use self::body::ProxyBody;
 use self::context::ConnectionContext;
 use self::error::ProxyError;
@@ -213,11 +213,12 @@ async fn forward(
         header_limits::check_http2(&request, &route.apps.limits)?;
     }
     let authority = authority::check(&request, downstream.sni.as_deref(), route)?;
-    let target = match downstream.policy.admit(&route.app, &request)? {
-        Admission::Forward(target) => target,
-        Admission::Answer(response) => return Ok(response),
+    let target = match downstream.admission.admit(&route.app, &request)? {
+        Admitted::Forward(target) => target,
+        Admitted::Answer(response) => return Ok(response),
     };
     let found = headers::scan(request.headers());
+    certificate_headers::remove_client_sent(request.headers_mut(), found.client_cert, downstream);
     let config = &route.app.config;
     let upgrade = rewrite::request(
         &mut request,
@@ -228,7 +229,7 @@ async fn forward(
         config.request_policy.inspects_path(),
         downstream,
     )?;
-    certificate_headers::set(request.headers_mut(), found.client_cert, downstream)?;
+    certificate_headers::set(request.headers_mut(), downstream)?;
     let report = StallReport {
         observer: route.app.clone(),
         client_addr: downstream.addr,

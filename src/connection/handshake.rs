@@ -19,7 +19,7 @@ use crate::tls::sni::normalize;
 
 /// A completed handshake: the stream and the app it belongs to.
 #[derive(Debug)]
-pub(crate) struct Accepted<IO> {
+pub(crate) struct Completed<IO> {
     /// The TLS stream, ready for HTTP.
     pub stream: TlsStream<IO>,
     /// The app chosen by SNI.
@@ -33,7 +33,7 @@ pub(crate) struct Accepted<IO> {
 
 /// Why a connection did not complete its handshake.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum AcceptError {
+pub(crate) enum HandshakeError {
     /// The client closed the connection before sending a ClientHello (e.g. a TCP probe).
     #[error("connection closed before the ClientHello")]
     Closed,
@@ -64,7 +64,7 @@ pub(crate) enum AcceptError {
     },
 }
 
-impl AcceptError {
+impl HandshakeError {
     /// The failure reason for logs and metrics; `None` for an ordinary close.
     pub(crate) fn reason(&self) -> Option<FailureReason> {
         match self {
@@ -159,11 +159,11 @@ Connection: close\r\n\
 this port speaks HTTPS (TLS): use an https:// URL instead of http://\n";
 
 /// Runs the whole server handshake for one connection.
-pub(crate) async fn accept<IO>(
+pub(crate) async fn complete<IO>(
     io: IO,
     apps: &Apps,
     deadline: Duration,
-) -> Result<Accepted<IO>, AcceptError>
+) -> Result<Completed<IO>, HandshakeError>
 where
     IO: AsyncRead + AsyncWrite + Peek + Unpin,
 {
@@ -172,7 +172,7 @@ where
     let handshake = handshake(io, apps, &mut sni, &mut app);
     match tokio::time::timeout(deadline, handshake).await {
         Ok(result) => result,
-        Err(_) => Err(AcceptError::Timeout { sni, app }),
+        Err(_) => Err(HandshakeError::Timeout { sni, app }),
     }
 }
 
@@ -181,7 +181,7 @@ async fn handshake<IO>(
     apps: &Apps,
     sni_out: &mut Option<String>,
     app_out: &mut Option<Arc<App>>,
-) -> Result<Accepted<IO>, AcceptError>
+) -> Result<Completed<IO>, HandshakeError>
 where
     IO: AsyncRead + AsyncWrite + Peek + Unpin,
 {
@@ -193,13 +193,13 @@ where
         // Best effort: the client is refused whether or not the alert arrives.
         let _ = io.write_all(&UNRECOGNIZED_NAME_ALERT).await;
         linger_close(io).await;
-        return Err(AcceptError::UnknownSni { sni });
+        return Err(HandshakeError::UnknownSni { sni });
     };
     *app_out = Some(app.clone());
     let (result, watched) =
         policy::watch(start.into_stream(app.config.tls.clone()).into_fallible()).await;
     match result {
-        Ok(stream) => Ok(Accepted {
+        Ok(stream) => Ok(Completed {
             stream,
             app,
             sni,
@@ -215,12 +215,12 @@ where
 /// Reads the ClientHello within `timeout`, which is shorter than the handshake's: a client
 /// that connects and sends nothing gives its slot back sooner (README "Limits under
 /// attack"). A client that speaks plain HTTP is answered so, and refused.
-async fn client_hello<IO>(io: IO, timeout: Duration) -> Result<StartHandshake<IO>, AcceptError>
+async fn client_hello<IO>(io: IO, timeout: Duration) -> Result<StartHandshake<IO>, HandshakeError>
 where
     IO: AsyncRead + AsyncWrite + Peek + Unpin,
 {
     let deadline = tokio::time::Instant::now() + timeout;
-    let timed_out = |_| AcceptError::Timeout {
+    let timed_out = |_| HandshakeError::Timeout {
         sni: None,
         app: None,
     };
@@ -229,7 +229,7 @@ where
         .await
         .map_err(timed_out)?;
     match peeked {
-        Ok(0) => return Err(AcceptError::Closed),
+        Ok(0) => return Err(HandshakeError::Closed),
         // A TLS connection starts with a handshake record (RFC 8446 section 5.1, type 22); an
         // HTTP request starts with a method in capital letters.
         Ok(_) if first[0].is_ascii_uppercase() => {
@@ -237,18 +237,18 @@ where
             // Best effort: the client is refused whether or not the answer arrives.
             let _ = io.write_all(PLAIN_HTTP_RESPONSE).await;
             linger_close(io).await;
-            return Err(AcceptError::PlainHttp);
+            return Err(HandshakeError::PlainHttp);
         }
         Ok(_) => {}
-        Err(source) => return Err(AcceptError::ClientHello { source }),
+        Err(source) => return Err(HandshakeError::ClientHello { source }),
     }
     let client_hello = LazyConfigAcceptor::new(Acceptor::default(), io);
     tokio::time::timeout_at(deadline, client_hello)
         .await
         .map_err(timed_out)?
         .map_err(|source| match source.kind() {
-            io::ErrorKind::UnexpectedEof => AcceptError::Closed,
-            _ => AcceptError::ClientHello { source },
+            io::ErrorKind::UnexpectedEof => HandshakeError::Closed,
+            _ => HandshakeError::ClientHello { source },
         })
 }
 
@@ -259,7 +259,7 @@ fn refused(
     refusal: Option<Box<Refusal>>,
     sni: Option<String>,
     app: Arc<App>,
-) -> AcceptError {
+) -> HandshakeError {
     let reason = source
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
@@ -269,7 +269,7 @@ fn refused(
         None if reason == FailureReason::NoCertificate => Some(Box::new(Refusal::no_certificate())),
         None => None,
     };
-    AcceptError::Handshake {
+    HandshakeError::Handshake {
         sni,
         app,
         reason: refusal.as_ref().map_or(reason, |refusal| refusal.reason),

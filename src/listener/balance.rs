@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use crate::connection::admit::Admitted;
+use crate::connection::caps::CapSlots;
 use crate::metrics::Metrics;
 
 /// The open connections of every worker thread and the way to hand one a connection.
@@ -32,13 +32,13 @@ pub(crate) struct Worker {
     pub balance: Arc<Balance>,
 }
 
-/// An accepted connection on its way to the worker that will serve it, with the slots it was
-/// admitted with.
+/// An accepted connection on its way to the worker that will serve it, with the slots it
+/// holds.
 #[derive(Debug)]
 pub(crate) struct HandedOff {
     pub(super) tcp: std::net::TcpStream,
     pub(super) client_addr: SocketAddr,
-    pub(super) slots: (OwnedSemaphorePermit, Admitted),
+    pub(super) slots: (OwnedSemaphorePermit, CapSlots),
     pub(super) load: Load,
 }
 
@@ -165,9 +165,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (tcp, client_addr) = listener.accept().unwrap();
-        let admission =
-            crate::connection::admit::Admission::new(&crate::settings::Limits::default());
-        let admitted = admission.admit(client_addr.ip()).unwrap();
+        let caps = crate::connection::caps::Caps::new(&crate::settings::Limits::default());
+        let held = caps.take(client_addr.ip()).unwrap();
         let permit = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .unwrap();
@@ -176,7 +175,7 @@ mod tests {
         let handed = HandedOff {
             tcp,
             client_addr,
-            slots: (permit, admitted),
+            slots: (permit, held),
             load,
         };
         drop(inboxes.remove(1));

@@ -1,17 +1,15 @@
 //! Whether a request may reach the app (README "Paths without a certificate", "Authorization",
 //! "Rate limiting"): what depends on the client is worked out once per connection
-//! (`ConnectionPolicy::new`); per request only the path is normalized and looked up, and only
+//! (`Admission::new`); per request only the path is normalized and looked up, and only
 //! on apps that configure a path policy.
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response};
 
 use super::body::ProxyBody;
 use super::client::VerifiedClient;
 use super::error::ProxyError;
-use super::formats;
 use super::refuse::RefusalPage;
 use crate::apps::App;
 use crate::identity::ClientIdentity;
@@ -24,15 +22,13 @@ use crate::tls::policy::Refusal;
 
 /// What a connection's client means to its app's policy, computed at the handshake.
 #[derive(Debug)]
-pub(crate) struct ConnectionPolicy {
+pub(crate) struct Admission {
     /// Whether a certificate passed the app's policy on this connection.
     verified: bool,
     /// Which authorization rules this client passes.
     grants: Grants,
     /// The bucket this client draws from.
     rate_key: Key,
-    /// `X-Client-Verify`, when the `verdict` format is on.
-    verdict: Option<HeaderValue>,
     /// With `rejectWith: "http"`, the 496 page for a request outside the exclusion paths of a
     /// `require` app that came without a certificate.
     certificate_required: Option<RefusalPage>,
@@ -44,7 +40,7 @@ pub(crate) struct ConnectionPolicy {
     clippy::large_enum_variant,
     reason = "returned once per request and moved, never stored; boxing would allocate"
 )]
-pub(crate) enum Admission {
+pub(crate) enum Admitted {
     /// Forward it, with the normalized target (path and query) when it differs from the
     /// request's.
     Forward(Option<String>),
@@ -52,7 +48,7 @@ pub(crate) enum Admission {
     Answer(Response<ProxyBody>),
 }
 
-impl ConnectionPolicy {
+impl Admission {
     /// Evaluates the app's policy for a connection's client once.
     pub(crate) fn new(app: &App, client: Option<&VerifiedClient>, address: IpAddr) -> Self {
         let policy = &app.config.request_policy;
@@ -68,11 +64,6 @@ impl ConnectionPolicy {
             verified: identity.is_some(),
             grants,
             rate_key: rate_key(identity, address),
-            verdict: policy.formats.verdict.then(|| {
-                client.map_or_else(formats::no_certificate_verdict, |client| {
-                    client.verdict.clone()
-                })
-            }),
             certificate_required: (identity.is_none()
                 && app.config.mode == ClientCertMode::Require
                 && app.config.reject_with == RejectWith::Http
@@ -82,11 +73,7 @@ impl ConnectionPolicy {
     }
 
     /// Checks a request against the app's policy.
-    pub(crate) fn admit<B>(
-        &self,
-        app: &App,
-        request: &Request<B>,
-    ) -> Result<Admission, ProxyError> {
+    pub(crate) fn admit<B>(&self, app: &App, request: &Request<B>) -> Result<Admitted, ProxyError> {
         let policy = &app.config.request_policy;
         let (method, uri) = (request.method(), request.uri());
         let mut rewritten = None;
@@ -97,7 +84,7 @@ impl ConnectionPolicy {
             if !policy.is_excluded(&normalized.matched) {
                 if app.config.mode == ClientCertMode::Require && !self.verified {
                     return match &self.certificate_required {
-                        Some(page) => Ok(Admission::Answer(page.respond(request))),
+                        Some(page) => Ok(Admitted::Answer(page.respond(request))),
                         None => Err(ProxyError::CertificateRequired),
                     };
                 }
@@ -136,14 +123,7 @@ impl ConnectionPolicy {
                     retry_after_seconds: retry_after_seconds(wait),
                 })?;
         }
-        Ok(Admission::Forward(rewritten))
-    }
-
-    /// Sets the verdict header, when configured.
-    pub(crate) fn set_verdict(&self, headers: &mut HeaderMap) {
-        if let Some(verdict) = &self.verdict {
-            headers.insert(formats::CLIENT_VERIFY, verdict.clone());
-        }
+        Ok(Admitted::Forward(rewritten))
     }
 }
 

@@ -13,11 +13,11 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
 use super::activity::Activity;
-use super::admission::ConnectionPolicy;
+use super::admission::Admission;
 use super::client::VerifiedClient;
 use super::error::REQUEST_HEADER_TOO_LARGE;
 use super::stall::StallObserver;
-use super::{headers, refuse};
+use super::{formats, headers, refuse};
 use crate::access_log::{self, ConnectionFields, RequestFields};
 use crate::apps::{App, Apps};
 use crate::drain::{CloseSignal, Draining};
@@ -62,8 +62,10 @@ pub(crate) struct Downstream {
     pub sni: Option<String>,
     /// The verified client and its certificate headers, if a certificate was presented.
     pub verified: Option<VerifiedClient>,
-    /// The app's policy as it applies to this client.
-    pub policy: ConnectionPolicy,
+    /// The app's request policy as it applies to this client.
+    pub admission: Admission,
+    /// `X-Client-Verify`, when the app has the `verdict` format.
+    pub verdict: Option<HeaderValue>,
     /// With `rejectWith: "http"`, the refusal every request of this connection is answered
     /// with (nothing reaches the app).
     pub refusal: Option<refuse::RefusalPage>,
@@ -107,8 +109,16 @@ impl Downstream {
         verified: Option<VerifiedClient>,
         refusal: Option<refuse::RefusalPage>,
     ) -> Self {
+        let verdict = app.config.request_policy.formats.verdict.then(|| {
+            verified
+                .as_ref()
+                .map_or_else(formats::no_certificate_verdict, |client| {
+                    client.verdict.clone()
+                })
+        });
         Self {
-            policy: ConnectionPolicy::new(app, verified.as_ref(), addr.ip()),
+            admission: Admission::new(app, verified.as_ref(), addr.ip()),
+            verdict,
             forwarded_for: headers::forwarded_for(addr.ip()),
             addr,
             sni,

@@ -15,7 +15,7 @@ use crate::settings::Limits;
 
 /// The per-client and pending-handshake caps of one listener.
 #[derive(Debug)]
-pub(crate) struct Admission {
+pub(crate) struct Caps {
     per_client: Option<usize>,
     clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
     pending: Arc<Semaphore>,
@@ -24,10 +24,10 @@ pub(crate) struct Admission {
     pending_share: usize,
 }
 
-/// What an admitted connection holds until it closes (`client`) or finishes its handshake
+/// What a connection holds of the caps until it closes (`client`) or finishes its handshake
 /// (`handshake`).
 #[derive(Debug)]
-pub(crate) struct Admitted {
+pub(crate) struct CapSlots {
     pub(crate) client: Option<ClientSlot>,
     /// Boxed: it travels with the connection when a worker hands it to another.
     pub(crate) handshake: Box<HandshakeSlot>,
@@ -40,7 +40,7 @@ pub(crate) struct HandshakeSlot {
     _client: ClientSlot,
 }
 
-impl Admission {
+impl Caps {
     pub(crate) fn new(limits: &Limits) -> Self {
         Self {
             per_client: limits.max_connections_per_client,
@@ -52,8 +52,8 @@ impl Admission {
         }
     }
 
-    /// Admits a connection from `ip`, or names the limit that refuses it.
-    pub(crate) fn admit(&self, ip: IpAddr) -> Result<Admitted, ConnectionLimit> {
+    /// Takes the slots of a connection from `ip`, or names the limit that refuses it.
+    pub(crate) fn take(&self, ip: IpAddr) -> Result<CapSlots, ConnectionLimit> {
         let client = match self.per_client {
             Some(cap) => Some(slot(&self.clients, ip, cap).ok_or(ConnectionLimit::PerClient)?),
             None => None,
@@ -65,7 +65,7 @@ impl Admission {
             .clone()
             .try_acquire_owned()
             .map_err(|_| ConnectionLimit::PendingHandshakes)?;
-        Ok(Admitted {
+        Ok(CapSlots {
             client,
             handshake: Box::new(HandshakeSlot {
                 _permit: permit,
@@ -124,53 +124,47 @@ mod tests {
 
     #[test]
     fn one_address_gets_at_most_its_cap_and_others_are_unaffected() {
-        let admission = Admission::new(&limits(Some(2), 100));
+        let caps = Caps::new(&limits(Some(2), 100));
         let a = IpAddr::from([127, 0, 0, 1]);
         let b = IpAddr::from([127, 0, 0, 2]);
-        let first = admission.admit(a);
-        let second = admission.admit(a);
+        let first = caps.take(a);
+        let second = caps.take(a);
         assert!(first.is_ok() && second.is_ok());
-        assert_eq!(admission.admit(a).err(), Some(ConnectionLimit::PerClient));
-        assert!(admission.admit(b).is_ok());
+        assert_eq!(caps.take(a).err(), Some(ConnectionLimit::PerClient));
+        assert!(caps.take(b).is_ok());
         drop(first);
-        assert!(
-            admission.admit(a).is_ok(),
-            "a closed connection frees its slot"
-        );
+        assert!(caps.take(a).is_ok(), "a closed connection frees its slot");
     }
 
     #[test]
     fn pending_handshakes_are_capped_until_a_handshake_ends() {
-        let admission = Admission::new(&limits(None, 1));
+        let caps = Caps::new(&limits(None, 1));
         let ip = IpAddr::from([127, 0, 0, 1]);
-        let Ok(first) = admission.admit(ip) else {
+        let Ok(first) = caps.take(ip) else {
             panic!("first connection refused");
         };
         assert_eq!(
-            admission.admit(IpAddr::from([127, 0, 0, 2])).err(),
+            caps.take(IpAddr::from([127, 0, 0, 2])).err(),
             Some(ConnectionLimit::PendingHandshakes)
         );
         // The handshake finished: the connection stays, its pending slot is free.
         drop(first.handshake);
-        assert!(admission.admit(ip).is_ok());
+        assert!(caps.take(ip).is_ok());
     }
 
     #[test]
     fn one_address_holds_at_most_half_of_the_pending_handshakes() {
-        let admission = Admission::new(&limits(None, 4));
+        let caps = Caps::new(&limits(None, 4));
         let flood = IpAddr::from([127, 0, 0, 1]);
-        let held: Vec<_> = (0..2).map(|_| admission.admit(flood)).collect();
+        let held: Vec<_> = (0..2).map(|_| caps.take(flood)).collect();
         assert!(held.iter().all(Result::is_ok));
         assert_eq!(
-            admission.admit(flood).err(),
+            caps.take(flood).err(),
             Some(ConnectionLimit::PendingHandshakes)
         );
         let other = IpAddr::from([127, 0, 0, 2]);
-        assert!(
-            admission.admit(other).is_ok(),
-            "the other half is left to others"
-        );
+        assert!(caps.take(other).is_ok(), "the other half is left to others");
         drop(held);
-        assert!(admission.admit(flood).is_ok());
+        assert!(caps.take(flood).is_ok());
     }
 }
