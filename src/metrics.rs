@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use self::app::{RequestLabels, RuleLabels, StallLabels};
 use self::label::AppLabel;
@@ -114,6 +114,16 @@ impl Default for Metrics {
     }
 }
 
+/// A metric (or family) made and registered under `name`, described by `help`.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 /// A request-duration histogram: 1 ms to ~33 s.
 fn request_duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -139,163 +149,131 @@ impl Metrics {
     /// Registers every metric family.
     pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("certgate");
-        let connections = Family::<AppLabel, Counter>::default();
-        let connections_active = Family::<AppLabel, Gauge>::default();
-        let connections_refused = Counter::default();
-        let connections_refused_by_limit = Family::<LimitLabels, Counter>::default();
-        let stalled = Family::<StallLabels, Counter>::default();
-        let upstream_tls_failures = Family::<StallLabels, Counter>::default();
-        let handshake_failures = Family::<FailureLabels, Counter>::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        let request_duration =
-            Family::<AppLabel, Histogram, fn() -> Histogram>::new_with_constructor(
-                request_duration_histogram,
-            );
-        let misdirected = Family::<AppLabel, Counter>::default();
-        let authorization_denied = Family::<RuleLabels, Counter>::default();
-        let rate_limited = Family::<AppLabel, Counter>::default();
-        let reloads = Family::<ReloadLabels, Counter>::default();
-        let reload_closed = Counter::default();
-        let not_after = Family::<CertificateLabels, Gauge<i64, AtomicI64>>::default();
-        registry.register(
-            "connections",
-            "Connections that completed the TLS handshake",
-            connections.clone(),
-        );
-        registry.register(
-            "connections_active",
-            "Open connections past the handshake",
-            connections_active.clone(),
-        );
-        registry.register(
-            "connections_refused",
-            "Connections closed at accept because a connection limit was reached",
-            connections_refused.clone(),
-        );
-        registry.register(
-            "connections_refused_by_limit",
-            "Connections closed at accept, by the limit that refused them",
-            connections_refused_by_limit.clone(),
-        );
-        registry.register(
-            "stalled_requests",
-            "Requests cut off because the client's request body or the app's response body stalled",
-            stalled.clone(),
-        );
-        registry.register(
-            "upstream_tls_failures",
-            "Requests answered 502 because TLS with the app failed, by reason",
-            upstream_tls_failures.clone(),
-        );
-        registry.register(
-            "handshake_failures",
-            "Refused handshakes by reason",
-            handshake_failures.clone(),
-        );
-        registry.register(
-            "requests",
-            "Requests answered, by client certificate and status code",
-            requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from request to response header, by app",
-            request_duration.clone(),
-        );
-        registry.register(
-            "misdirected_requests",
-            "Requests answered 421 because their authority belongs to another app",
-            misdirected.clone(),
-        );
-        registry.register(
-            "authorization_denied",
-            "Requests answered 403 by an authorization rule (rule = its index, or default)",
-            authorization_denied.clone(),
-        );
-        registry.register(
-            "rate_limited_requests",
-            "Requests answered 429 over the app's rateLimit",
-            rate_limited.clone(),
-        );
-        registry.register(
-            "reloads",
-            "Configuration reloads by result",
-            reloads.clone(),
-        );
-        registry.register(
-            "reload_closed_connections",
-            "Open connections told to close because a reload replaced the configuration they were opened under",
-            reload_closed.clone(),
-        );
-        registry.register(
-            "certificate_not_after_seconds",
-            "Earliest expiry (Unix time) of an app's server certificate, client CAs, CRL nextUpdate, or the client certificate certgate presents to it",
-            not_after.clone(),
-        );
+        let r = &mut registry;
+        let metrics = Self {
+            connections: registered(
+                r,
+                "connections",
+                "Connections that completed the TLS handshake",
+            ),
+            connections_active: registered(
+                r,
+                "connections_active",
+                "Open connections past the handshake",
+            ),
+            connections_refused: registered(
+                r,
+                "connections_refused",
+                "Connections closed at accept because a connection limit was reached",
+            ),
+            connections_refused_by_limit: registered(
+                r,
+                "connections_refused_by_limit",
+                "Connections closed at accept, by the limit that refused them",
+            ),
+            stalled: registered(
+                r,
+                "stalled_requests",
+                "Requests cut off because the client's request body or the app's response body stalled",
+            ),
+            upstream_tls_failures: registered(
+                r,
+                "upstream_tls_failures",
+                "Requests answered 502 because TLS with the app failed, by reason",
+            ),
+            handshake_failures: registered(r, "handshake_failures", "Refused handshakes by reason"),
+            requests: registered(
+                r,
+                "requests",
+                "Requests answered, by client certificate and status code",
+            ),
+            request_duration: {
+                let family = Family::<AppLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                    request_duration_histogram,
+                );
+                r.register(
+                    "request_duration_seconds",
+                    "Time from request to response header, by app",
+                    family.clone(),
+                );
+                family
+            },
+            misdirected: registered(
+                r,
+                "misdirected_requests",
+                "Requests answered 421 because their authority belongs to another app",
+            ),
+            authorization_denied: registered(
+                r,
+                "authorization_denied",
+                "Requests answered 403 by an authorization rule (rule = its index, or default)",
+            ),
+            rate_limited: registered(
+                r,
+                "rate_limited_requests",
+                "Requests answered 429 over the app's rateLimit",
+            ),
+            reloads: registered(r, "reloads", "Configuration reloads by result"),
+            reload_closed: registered(
+                r,
+                "reload_closed_connections",
+                "Open connections told to close because a reload replaced the configuration they were opened under",
+            ),
+            not_after: registered(
+                r,
+                "certificate_not_after_seconds",
+                "Earliest expiry (Unix time) of an app's server certificate, client CAs, CRL nextUpdate, or the client certificate certgate presents to it",
+            ),
+            revocation: self::revocation::Families::register(r),
+            proxy_protocol_refusals: registered(
+                r,
+                "proxy_protocol_refusals",
+                "Connections refused before the handshake for a missing or bad PROXY protocol header, or an untrusted source",
+            ),
+            log_lines_dropped: registered(
+                r,
+                "log_lines_dropped",
+                "Log lines dropped because the log output did not keep up",
+            ),
+            worker_connections: registered(
+                r,
+                "worker_connections",
+                "Open connections each worker thread serves, from accept to close",
+            ),
+            registry,
+        };
+        metrics.start_at_zero();
+        metrics
+    }
+
+    /// The series that exist before anything happens, at zero, so that a dashboard or alert
+    /// sees them from the start.
+    fn start_at_zero(&self) {
         for limit in ConnectionLimit::ALL {
-            let _ = connections_refused_by_limit.get_or_create(&LimitLabels {
-                limit: limit.as_str(),
-            });
+            let _ = self
+                .connections_refused_by_limit
+                .get_or_create(&LimitLabels {
+                    limit: limit.as_str(),
+                });
         }
-        let revocation = self::revocation::Families::register(&mut registry);
         for result in ["success", "error"] {
-            let _ = reloads.get_or_create(&ReloadLabels { result });
+            let _ = self.reloads.get_or_create(&ReloadLabels { result });
         }
-        let proxy_protocol_refusals = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "proxy_protocol_refusals",
-            "Connections refused before the handshake for a missing or bad PROXY protocol header, or an untrusted source",
-            proxy_protocol_refusals.clone(),
-        );
         for reason in RefusalReason::ALL {
-            let _ = proxy_protocol_refusals.get_or_create(&ReasonLabel {
+            let _ = self.proxy_protocol_refusals.get_or_create(&ReasonLabel {
                 reason: reason.as_str(),
             });
         }
-        let log_lines_dropped = Counter::default();
-        registry.register(
-            "log_lines_dropped",
-            "Log lines dropped because the log output did not keep up",
-            log_lines_dropped.clone(),
-        );
-        let worker_connections = Family::<WorkerLabel, Gauge>::default();
-        registry.register(
-            "worker_connections",
-            "Open connections each worker thread serves, from accept to close",
-            worker_connections.clone(),
-        );
         // Refusals that happen before an app is chosen carry an empty app label.
         for reason in [
             FailureReason::UnknownSni,
             FailureReason::Timeout,
             FailureReason::Protocol,
         ] {
-            let _ = handshake_failures.get_or_create(&FailureLabels {
+            let _ = self.handshake_failures.get_or_create(&FailureLabels {
                 app: String::new(),
                 reason: reason.as_str(),
             });
-        }
-        Self {
-            registry,
-            connections,
-            connections_active,
-            connections_refused,
-            connections_refused_by_limit,
-            stalled,
-            upstream_tls_failures,
-            handshake_failures,
-            requests,
-            request_duration,
-            misdirected,
-            authorization_denied,
-            rate_limited,
-            reloads,
-            reload_closed,
-            not_after,
-            revocation,
-            proxy_protocol_refusals,
-            worker_connections,
-            log_lines_dropped,
         }
     }
 
