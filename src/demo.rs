@@ -40,8 +40,11 @@ pub enum DemoError {
     Run(#[from] RunError),
 }
 
-/// Runs the demo until `shutdown` completes.
-pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Result<(), DemoError> {
+/// Runs the demo until `shutdown` completes, stopping as it says (see [`crate::Stop`]).
+pub async fn run<S: Into<crate::Stop>>(
+    listen: SocketAddr,
+    shutdown: impl Future<Output = S>,
+) -> Result<(), DemoError> {
     let certs = PathBuf::from(CERTS_DIR);
     let missing: Vec<&str> = crate::pki::FILES
         .iter()

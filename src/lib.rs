@@ -61,7 +61,7 @@ pub use crate::config::model::{AppConfig, Config};
 pub use crate::log_queue::{LogGuard, LogWriter, spawn as start_log_thread};
 pub use crate::reload::{ConfigSource, Reloader};
 pub use crate::revocation::{OcspMode, OnUnknown, Policy as RevocationPolicy};
-pub use crate::server::{RunError, Server};
+pub use crate::server::{RunError, Server, Stop};
 pub use crate::settings::{ClientCertMode, Limits, SessionResumption, Timeouts};
 pub use crate::tls::FailureReason;
 pub use crate::tls::pkcs12::{self, Pkcs12Error};

@@ -1,11 +1,13 @@
 //! The binary edge: parse the command line, set up logging, load the config (exit 64 before
 //! anything binds), serve until SIGTERM or Ctrl-C, drain, exit.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError};
 
 use certgate::Config;
 use certgate::cli::{Cli, Command, LogFormat, PkiCommand};
-use certgate::{Server, error_chain};
+use certgate::{Server, Stop, error_chain};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -21,6 +23,10 @@ const EXIT_USAGE: u8 = 64;
 const EXIT_RUNTIME: u8 = 1;
 /// `explain`: the certificate would be refused.
 const EXIT_REFUSED: u8 = 1;
+/// Ended at once by a second SIGINT or SIGTERM: 128 + the signal's number, as a shell
+/// reports a process the signal ended.
+const EXIT_SIGINT: i32 = 130;
+const EXIT_SIGTERM: i32 = 143;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -35,15 +41,29 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    // Held until exit: dropping it writes out the log lines still queued.
-    let _log_writer = match init_logging(cli.log_format) {
-        Ok(guard) => guard,
+    match init_logging(cli.log_format) {
+        Ok(guard) => *log_guard() = Some(guard),
         Err(error) => {
             eprintln!("certgate: cannot start the log thread: {error}");
             return ExitCode::from(EXIT_RUNTIME);
         }
-    };
-    match cli.command {
+    }
+    let code = run(cli.command);
+    // Writes out the log lines still queued.
+    log_guard().take();
+    code
+}
+
+/// The log thread's guard, held until exit (or until a second signal ends certgate at once):
+/// dropping it writes out the lines still queued.
+static LOG_GUARD: Mutex<Option<certgate::LogGuard>> = Mutex::new(None);
+
+fn log_guard() -> std::sync::MutexGuard<'static, Option<certgate::LogGuard>> {
+    LOG_GUARD.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn run(command: Command) -> ExitCode {
+    match command {
         Command::Check(args) => check(&args),
         Command::Explain(args) => explain(&args),
         Command::Pki(PkiCommand::Init { dir, force }) => pki_init(&dir, force),
@@ -270,21 +290,41 @@ fn serve(source: certgate::ConfigSource) -> ExitCode {
     })
 }
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called,
-/// not when the future is first polled, so a signal that arrives while certgate is still
-/// starting (after it printed that it is ready) is not lost to the default action.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+/// Completes on SIGTERM or SIGINT (Ctrl-C), saying how to stop: SIGINT at a terminal (stdin
+/// is a TTY) skips the drain delay, since no load balancer is watching; SIGTERM keeps it. A
+/// second SIGINT or SIGTERM ends certgate at once, without draining. The handlers are
+/// installed when this is called, not when the future is first polled, so a signal that
+/// arrives while certgate is still starting (after it printed that it is ready) is not lost
+/// to the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = Stop> {
     use tokio::signal::unix::{SignalKind, signal};
     let interrupt = signal(SignalKind::interrupt());
     let terminate = signal(SignalKind::terminate());
+    let at_terminal = std::io::stdin().is_terminal();
     async move {
         let (Ok(mut interrupt), Ok(mut terminate)) = (interrupt, terminate) else {
             // Without handlers the signals keep their default action: the process ends.
             return std::future::pending().await;
         };
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
+        let stop = tokio::select! {
+            _ = interrupt.recv() => match at_terminal {
+                true => Stop::SkipDrainDelay,
+                false => Stop::Drain,
+            },
+            _ = terminate.recv() => Stop::Drain,
+        };
+        tokio::spawn(async move {
+            let (name, code) = tokio::select! {
+                _ = interrupt.recv() => ("SIGINT", EXIT_SIGINT),
+                _ = terminate.recv() => ("SIGTERM", EXIT_SIGTERM),
+            };
+            tracing::warn!(
+                signal = name,
+                "second signal: stopping at once, without draining"
+            );
+            log_guard().take();
+            std::process::exit(code);
+        });
+        stop
     }
 }

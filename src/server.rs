@@ -126,7 +126,13 @@ impl Server {
     /// listener keeps accepting and serving for `timeouts.drainDelayMs` (while balancers take
     /// this replica out), then accepting stops, idle connections close and in-flight requests
     /// finish, for at most `timeouts.shutdownGraceMs`.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    ///
+    /// `shutdown` says how to stop: `()` or [`Stop::Drain`] keeps the drain delay,
+    /// [`Stop::SkipDrainDelay`] drains at once.
+    pub async fn run<S: Into<Stop>>(
+        self,
+        shutdown: impl Future<Output = S>,
+    ) -> Result<(), RunError> {
         let stop_rx = self.close.subscribe();
         let listener = Arc::new(Listener::new(
             self.apps.clone(),
@@ -164,7 +170,7 @@ impl Server {
             .reloader
             .has_source()
             .then(|| tokio::spawn(crate::reload::watch(self.reloader, self.watched, stop_rx)));
-        shutdown.await;
+        let stop = shutdown.await.into();
         let stopping = Stopping {
             apps: self.apps,
             draining: self.draining,
@@ -172,7 +178,7 @@ impl Server {
             connections: self.connections,
             max_connections: self.max_connections,
         };
-        stopping.drain(&mut accepting).await;
+        stopping.drain(stop, &mut accepting).await;
         for task in [admin, watcher].into_iter().flatten() {
             task.abort();
         }
@@ -180,6 +186,23 @@ impl Server {
         let _ = done_tx.send(true);
         accepting_ended(accepting).await;
         Ok(())
+    }
+}
+
+/// How a shutdown asks [`Server::run`] to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stop {
+    /// Not ready at once, still accepting for `timeouts.drainDelayMs` (while balancers take
+    /// this replica out), then drain.
+    #[default]
+    Drain,
+    /// Drain without the delay: no balancer is watching (Ctrl-C at a terminal).
+    SkipDrainDelay,
+}
+
+impl From<()> for Stop {
+    fn from((): ()) -> Self {
+        Self::Drain
     }
 }
 
@@ -236,10 +259,12 @@ struct Stopping {
 impl Stopping {
     /// Not ready at once, still accepting for the drain delay; then accepting stops, idle
     /// connections close and in-flight requests finish, for at most the shutdown grace.
-    async fn drain(&self, accepting: &mut Accepting) {
+    async fn drain(&self, stop: Stop, accepting: &mut Accepting) {
         self.draining.withdraw();
         let delay = self.apps.load().timeouts.drain_delay;
-        if !delay.is_zero() {
+        if !delay.is_zero() && stop == Stop::SkipDrainDelay {
+            tracing::info!("shutting down: interrupted at a terminal, skipping the drain delay");
+        } else if !delay.is_zero() {
             tracing::info!(
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "shutting down: not ready, still accepting for the drain delay"

@@ -109,3 +109,64 @@ async fn health_exits_zero_when_ready_and_one_while_draining_or_unreachable() {
         "{stderr}"
     );
 }
+
+/// A config whose drain delay no test waits out: a stop that keeps it would hang the test.
+async fn long_drain_delay(pki: &Pki) -> (TempDir, serde_json::Value) {
+    let extra = serde_json::json!({ "timeouts": { "drainDelayMs": 600_000 } });
+    ignore_app_config(pki, extra).await
+}
+
+const DRAIN_DELAY_LINE: &str = "still accepting for the drain delay";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_at_a_terminal_skips_the_drain_delay() {
+    let pki = Pki::new();
+    let (dir, config) = long_drain_delay(&pki).await;
+    let (mut child, _) = process::Child::run_config_at_terminal(dir.path(), &config);
+    child.signal("INT");
+    let status = child.wait_exit();
+    let transcript = child.transcript();
+    assert!(
+        status.success(),
+        "exit status {status}; output:\n{transcript}"
+    );
+    assert!(
+        transcript.contains("skipping the drain delay") && !transcript.contains(DRAIN_DELAY_LINE),
+        "{transcript}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_at_a_terminal_keeps_the_drain_delay_and_a_second_one_stops_at_once() {
+    let pki = Pki::new();
+    let (dir, config) = long_drain_delay(&pki).await;
+    let (mut child, _) = process::Child::run_config_at_terminal(dir.path(), &config);
+    child.signal("TERM");
+    child.wait_for_line(process::Stream::Stderr, |line| {
+        line.contains(DRAIN_DELAY_LINE)
+    });
+    child.signal("TERM");
+    let status = child.wait_exit();
+    assert_eq!(status.code(), Some(143), "{}", child.transcript());
+    assert!(child.transcript().contains("second signal"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_without_a_terminal_keeps_the_drain_delay_and_a_second_one_stops_at_once() {
+    let pki = Pki::new();
+    let (dir, config) = long_drain_delay(&pki).await;
+    let (mut child, _) = process::Child::run_config(dir.path(), &config, &[]);
+    child.signal("INT");
+    child.wait_for_line(process::Stream::Stderr, |line| {
+        line.contains(DRAIN_DELAY_LINE)
+    });
+    child.signal("INT");
+    let status = child.wait_exit();
+    assert_eq!(status.code(), Some(130), "{}", child.transcript());
+    // The log line said why, written out before the exit.
+    assert!(
+        child.transcript().contains("second signal"),
+        "{}",
+        child.transcript()
+    );
+}

@@ -44,19 +44,39 @@ impl Child {
     /// Starts `certgate args…` in `dir` with `env` added, colours off, stdout and stderr captured.
     pub fn spawn(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(BIN);
+        command.args(args).stdin(Stdio::null());
+        Self::start(command, args, dir, env)
+    }
+
+    /// As `spawn`, with stdin a terminal, as when a person starts certgate by hand: python3
+    /// opens a pseudo-terminal, makes it stdin and replaces itself with certgate (same pid),
+    /// which inherits the terminal's other end too (a terminal without one is hung up).
+    pub fn spawn_at_terminal(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Self {
+        const AT_TERMINAL: &str = "import os, pty, sys\n\
+            other_end, terminal = pty.openpty()\n\
+            os.set_inheritable(other_end, True)\n\
+            os.dup2(terminal, 0)\n\
+            os.execv(sys.argv[1], sys.argv[1:])";
+        let mut command = Command::new("python3");
+        command.args(["-c", AT_TERMINAL, BIN]).args(args);
+        Self::start(command, args, dir, env)
+    }
+
+    fn start(mut command: Command, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Self {
         command
-            .args(args)
             .current_dir(dir)
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (name, value) in env {
             command.env(name, value);
         }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        let mut child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {:?}: {e} (python3 starts it at a terminal: apt-get install python3)",
+                command.get_program()
+            )
+        });
         let (tx, lines) = channel();
         let transcript = Arc::new(Mutex::new(String::new()));
         let stdout = child.stdout.take().unwrap();

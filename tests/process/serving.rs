@@ -37,6 +37,20 @@ impl Child {
     /// Writes `config` to `certgate.json` in `dir`, starts `certgate` there with
     /// [`RUN_CONFIG`] then `args`, and waits for it to serve.
     pub fn run_config(dir: &Path, config: &serde_json::Value, args: &[&str]) -> (Self, Serving) {
+        Self::run_config_with(false, dir, config, args)
+    }
+
+    /// As `run_config`, with stdin a terminal ([`Child::spawn_at_terminal`]).
+    pub fn run_config_at_terminal(dir: &Path, config: &serde_json::Value) -> (Self, Serving) {
+        Self::run_config_with(true, dir, config, &[])
+    }
+
+    fn run_config_with(
+        at_terminal: bool,
+        dir: &Path,
+        config: &serde_json::Value,
+        args: &[&str],
+    ) -> (Self, Serving) {
         std::fs::write(
             dir.join("certgate.json"),
             serde_json::to_vec(config).unwrap(),
@@ -44,7 +58,10 @@ impl Child {
         .unwrap();
         let mut argv = RUN_CONFIG.to_vec();
         argv.extend_from_slice(args);
-        let mut child = Self::spawn(&argv, dir, &[]);
+        let mut child = match at_terminal {
+            true => Self::spawn_at_terminal(&argv, dir, &[]),
+            false => Self::spawn(&argv, dir, &[]),
+        };
         let serving = child.wait_serving();
         (child, serving)
     }
