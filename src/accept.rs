@@ -2,17 +2,27 @@
 //! echo app): an error that belongs to one connection (refused, aborted or reset before it was
 //! accepted) is skipped; any other (out of file descriptors, out of memory) is logged and
 //! accepting pauses for a second, so a full descriptor table never spins a core and the
-//! connections being served can close and free descriptors.
+//! connections being served can close and free descriptors. The first time descriptors run
+//! out, the line says what to do.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
 /// How long accepting pauses after an error that is not the connection's own.
 const BACKOFF: Duration = Duration::from_secs(1);
+
+/// `EMFILE` and `ENFILE` on Linux and the BSDs.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// Whether the log has said what to do about running out of file descriptors: once is enough.
+static TOLD_OPEN_FILES: AtomicBool = AtomicBool::new(false);
 
 /// The next connection of `listener`; `name` says which listener in the log line.
 pub(crate) async fn next(listener: &TcpListener, name: &'static str) -> (TcpStream, SocketAddr) {
@@ -27,12 +37,25 @@ async fn retrying<T, F: Future<Output = io::Result<T>>>(
         match accept().await {
             Ok(accepted) => return accepted,
             Err(error) if connection_error(&error) => {}
+            Err(error) if out_of_descriptors(&error) && !TOLD_OPEN_FILES.swap(true, Relaxed) => {
+                tracing::error!(
+                    listener = name,
+                    error = %error,
+                    "accept failed, out of file descriptors, backing off; raise the open-file limit (ulimit -Hn, systemd LimitNOFILE=, docker run --ulimit nofile=) or lower limits.maxConnections"
+                );
+                tokio::time::sleep(BACKOFF).await;
+            }
             Err(error) => {
                 tracing::error!(listener = name, error = %error, "accept failed, backing off");
                 tokio::time::sleep(BACKOFF).await;
             }
         }
     }
+}
+
+/// Whether the process or the system ran out of file descriptors (`EMFILE`, `ENFILE`).
+fn out_of_descriptors(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(EMFILE | ENFILE))
 }
 
 /// Whether the error ended one pending connection rather than the listener's ability to accept.

@@ -121,10 +121,12 @@ fn start_memory_purging() {
 fn raise_open_file_limit(config: &Config) {
     let wanted = 2 * config.limits.max_connections + 64;
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) if limit < u64::try_from(wanted).unwrap_or(u64::MAX) => tracing::warn!(
+        // Said, not warned: most deployments never come near `maxConnections`, and running
+        // out of descriptors is warned about, with what to do, when it happens.
+        Ok(limit) if limit < u64::try_from(wanted).unwrap_or(u64::MAX) => tracing::info!(
             open_files = limit,
             wanted,
-            "the open-file limit is below twice limits.maxConnections; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower maxConnections"
+            "the open-file limit is below twice limits.maxConnections: certgate says what to do if it runs out"
         ),
         Ok(limit) => tracing::debug!(open_files = limit, "open-file limit"),
         Err(error) => tracing::warn!(error = %error, "cannot raise the open-file limit"),

@@ -4,11 +4,14 @@
 //!   slot frees;
 //! - an idle kept-alive connection is closed after idleMs;
 //! - a client certificate that expires during a kept-alive connection gets 403 on its next
-//!   request, and the connection is closed.
+//!   request, and the connection is closed;
+//! - an open-file limit below twice maxConnections is said at start, not warned; running out
+//!   of descriptors is warned about with what to do, once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
+mod process;
 
 use std::time::Duration;
 
@@ -146,4 +149,45 @@ async fn certificate_expiring_during_a_connection_gets_403_and_a_close() {
         "the connection stayed open after the 403"
     );
     gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_says_what_to_do_once() {
+    let pki = Pki::new();
+    let (dir, config) = common::apps::ignore_app_config(&pki, serde_json::json!({})).await;
+    std::fs::write(
+        dir.path().join("certgate.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+    let mut child =
+        process::Child::spawn_with_open_files(64, &process::serving::RUN_CONFIG, dir.path());
+    let serving = child.wait_serving();
+    let started = child.transcript();
+    assert!(
+        started.contains("the open-file limit is below twice limits.maxConnections")
+            && !started.contains("\"WARN\""),
+        "the low limit is said at start, not warned about:\n{started}"
+    );
+
+    // Connections the kernel completes and certgate accepts until its descriptors run out;
+    // each holds one while it waits for a ClientHello.
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        held.push(
+            tokio::net::TcpStream::connect(serving.listen())
+                .await
+                .unwrap(),
+        );
+    }
+    let out = "out of file descriptors";
+    child.wait_for_line(process::Stream::Stderr, |line| line.contains(out));
+    // The next failed accept, a second later, is logged without the advice.
+    child.wait_for_line(process::Stream::Stderr, |line| {
+        line.contains("accept failed") && !line.contains(out)
+    });
+    let transcript = child.transcript();
+    assert_eq!(transcript.matches(out).count(), 1, "{transcript}");
+    assert!(transcript.contains("LimitNOFILE"), "{transcript}");
+    drop(held);
 }

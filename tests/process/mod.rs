@@ -57,8 +57,24 @@ impl Child {
             os.set_inheritable(other_end, True)\n\
             os.dup2(terminal, 0)\n\
             os.execv(sys.argv[1], sys.argv[1:])";
-        let mut command = Command::new("python3");
-        command.args(["-c", AT_TERMINAL, BIN]).args(args);
+        Self::spawn_wrapped(&["python3", "-c", AT_TERMINAL], args, dir, env)
+    }
+
+    /// As `spawn`, with at most `limit` open files (soft and hard limit, set by `sh`).
+    pub fn spawn_with_open_files(limit: u32, args: &[&str], dir: &Path) -> Self {
+        let script = format!("ulimit -n {limit} && exec \"$0\" \"$@\"");
+        Self::spawn_wrapped(&["sh", "-c", &script], args, dir, &[])
+    }
+
+    /// Starts `wrapper… certgate args…`, where the wrapper ends by running certgate in its own
+    /// place (same pid, so signals reach certgate).
+    fn spawn_wrapped(wrapper: &[&str], args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .arg(BIN)
+            .args(args)
+            .stdin(Stdio::null());
         Self::start(command, args, dir, env)
     }
 
@@ -73,7 +89,7 @@ impl Child {
         }
         let mut child = command.spawn().unwrap_or_else(|e| {
             panic!(
-                "cannot start {:?}: {e} (python3 starts it at a terminal: apt-get install python3)",
+                "cannot start {:?}: {e} (python3 starts certgate at a terminal: apt-get install python3)",
                 command.get_program()
             )
         });
