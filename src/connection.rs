@@ -334,9 +334,7 @@ impl Handles {
         let app = error.app().map_or("", |app| app.config.name.as_str());
         self.metrics.handshake_failed(app, reason);
         let sni = error.sni().unwrap_or("");
-        let detail = error
-            .refusal()
-            .map_or("", |refusal| refusal.detail.as_str());
+        let detail = error.detail();
         match error
             .refusal()
             .and_then(|refusal| refusal.presented.as_ref())

@@ -32,6 +32,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
+mod process;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -640,4 +641,30 @@ async fn an_exact_host_wins_over_a_wildcard_in_both_sni_and_host() {
     }
     assert_eq!(routes.seen["exact"].paths(), ["/exact", "/exact"]);
     assert_eq!(routes.seen["wild"].paths(), ["/wild", "/wild"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_server_name_is_logged_with_what_to_do() {
+    let pki = Pki::new();
+    let (dir, config) = common::apps::ignore_app_config(&pki, serde_json::json!({})).await;
+    let (mut child, serving) = process::Child::run_config(dir.path(), &config, &[]);
+    for (sni, says) in [
+        (
+            None,
+            "the client sent no server name (SNI), as when it connects by IP address",
+        ),
+        (
+            Some("unknown.example.test"),
+            "no app lists this name in its hosts and there is no app without hosts",
+        ),
+    ] {
+        let mut options = ClientOptions::new(&pki, "unused");
+        options.sni = sni.map(str::to_owned);
+        assert!(Connection::open(serving.listen(), &options).await.is_err());
+        let lines = child.wait_for_line(process::Stream::Stderr, |line| {
+            line.contains("\"failure\":\"unknown_sni\"")
+        });
+        let line = lines.last().unwrap();
+        assert!(line.contains(says), "SNI {sni:?}: {line}");
+    }
 }

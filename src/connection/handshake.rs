@@ -95,6 +95,20 @@ impl HandshakeError {
         }
     }
 
+    /// What the log line's `detail` says: the policy's refusal, or for a server name no app
+    /// serves, what to do about it.
+    pub(crate) fn detail(&self) -> &str {
+        match self {
+            Self::Handshake {
+                refusal: Some(refusal),
+                ..
+            } => &refusal.detail,
+            Self::UnknownSni { sni: None } => NO_SNI_HINT,
+            Self::UnknownSni { sni: Some(_) } => UNKNOWN_SNI_HINT,
+            _ => "",
+        }
+    }
+
     /// The SNI the client sent, if it got that far.
     pub(crate) fn sni(&self) -> Option<&str> {
         match self {
@@ -105,6 +119,11 @@ impl HandshakeError {
         }
     }
 }
+
+/// Why a ClientHello without a server name found no app, and what to do.
+const NO_SNI_HINT: &str = "the client sent no server name (SNI), as when it connects by IP address; connect by a name one of the apps' hosts lists, or serve such clients with an app without hosts (the catch-all)";
+/// What to do about a server name no app serves.
+const UNKNOWN_SNI_HINT: &str = "no app lists this name in its hosts and there is no app without hosts (the catch-all); add the name to an app's hosts";
 
 /// A fatal `unrecognized_name` alert (RFC 8446 section 6.2), as a plaintext TLS record.
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
