@@ -34,8 +34,9 @@ use crate::common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::polling::{poll_blocking, tries_within};
 use common::*;
 use serde_json::{Value, json};
 
@@ -60,21 +61,18 @@ fn certgate() -> Command {
 fn run_to_exit(mut command: Command) -> Output {
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().expect("spawn certgate");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "certgate was still running after 60 s; stderr:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let every = Duration::from_millis(20);
+    let tries = tries_within(Duration::from_secs(60), every);
+    let exited = poll_blocking(tries, every, || child.try_wait().unwrap(), Option::is_some);
+    if exited.is_none() {
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        panic!(
+            "certgate was still running after 60 s; stderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
+    child.wait_with_output().unwrap()
 }
 
 /// Runs `command` to its end and asserts that it exited with `code`; its stderr.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::apps::{IGNORE_HOST, ignore_app_config};
 use common::drain::{in_flight, readyz, until_refused};
+use common::polling::poll;
 use common::*;
 
 #[tokio::test]
@@ -48,14 +49,13 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let in_flight = in_flight(conn, "/delay/2000").await;
     child.signal("TERM");
 
-    let mut draining = None;
-    for _ in 0..100 {
-        draining = readyz(admin).await;
-        if draining.as_deref() == Some("HTTP/1.1 503 Service Unavailable") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let draining = poll(
+        100,
+        Duration::from_millis(10),
+        async || readyz(admin).await,
+        |ready| ready.as_deref() == Some("HTTP/1.1 503 Service Unavailable"),
+    )
+    .await;
     assert_eq!(
         draining.as_deref(),
         Some("HTTP/1.1 503 Service Unavailable")

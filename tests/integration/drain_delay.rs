@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::apps::{IGNORE_HOST, ignore_app_config};
 use common::drain::{in_flight, readyz_status, until_refused};
+use common::polling::poll;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,14 +34,13 @@ async fn connections_made_during_the_drain_delay_are_served_then_refused() {
     let in_flight = in_flight(slow, "/delay/6000").await;
 
     let stopping = tokio::spawn(gateway.stop());
-    let mut ready = readyz_status(admin).await;
-    for _ in 0..500 {
-        if ready == Some(503) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        ready = readyz_status(admin).await;
-    }
+    let ready = poll(
+        500,
+        Duration::from_millis(10),
+        async || readyz_status(admin).await,
+        |&ready| ready == Some(503),
+    )
+    .await;
     assert_eq!(ready, Some(503), "/readyz did not turn 503 at once");
 
     // During the delay: a new connection is accepted and served, and so is a new request on
@@ -87,14 +87,13 @@ async fn health_exits_zero_when_ready_and_one_while_draining_or_unreachable() {
     assert_eq!(ready.status.code(), Some(0), "{ready:?}");
 
     child.signal("TERM");
-    let mut draining = health(&admin);
-    for _ in 0..500 {
-        if draining.status.code() != Some(0) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-        draining = health(&admin);
-    }
+    let draining = poll(
+        500,
+        Duration::from_millis(10),
+        async || health(&admin),
+        |draining| draining.status.code() != Some(0),
+    )
+    .await;
     assert_eq!(draining.status.code(), Some(1), "{draining:?}");
     let stderr = String::from_utf8_lossy(&draining.stderr);
     assert!(stderr.contains("/readyz answered 503"), "{stderr}");

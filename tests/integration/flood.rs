@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::hardening::tls_stream_from;
-use common::polling::scrape_until;
+use common::polling::{scrape_until, until_async};
 use common::*;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt as _;
@@ -147,20 +147,15 @@ async fn pending_handshakes_are_capped_and_a_silent_client_is_cut_off_at_client_
         silent.push(socket.connect(gateway.addr).await.unwrap());
     }
     // All pending slots are taken: a sixth connection is closed at once.
-    let mut refused = false;
-    for _ in 0..50 {
-        let text = scrape(gateway.admin.unwrap()).await;
-        if metric(
-            &text,
-            r#"certgate_connections_refused_by_limit_total{limit="maxPendingHandshakes"}"#,
-        ) > 0.0
-        {
-            refused = true;
-            break;
+    let series = r#"certgate_connections_refused_by_limit_total{limit="maxPendingHandshakes"}"#;
+    let refused = until_async(50, Duration::from_millis(20), async || {
+        let refused = metric(&scrape(gateway.admin.unwrap()).await, series) > 0.0;
+        if !refused {
+            let _ = Connection::open(gateway.addr, &options).await;
         }
-        let _ = Connection::open(gateway.addr, &options).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        refused
+    })
+    .await;
     assert!(
         refused,
         "no connection was refused over maxPendingHandshakes"

@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::polling::{scrape_until, until_async};
 use common::proxied::tcp_from;
 use common::*;
 
@@ -66,16 +67,15 @@ async fn haproxy(dir: &TempDir, backend: SocketAddr) -> Haproxy {
         .spawn()
         .unwrap();
     let mut haproxy = Haproxy { child, addr };
-    for _ in 0..1000 {
+    let listening = until_async(1000, Duration::from_millis(20), async || {
         if let Some(status) = haproxy.child.try_wait().unwrap() {
             panic!("haproxy exited at start: {status}");
         }
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return haproxy;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("haproxy did not listen on {addr}");
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    assert!(listening, "haproxy did not listen on {addr}");
+    haproxy
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,19 +114,15 @@ async fn haproxy_send_proxy_v2_carries_the_client_address_through_mutual_tls() {
     // Around the balancer: 127.0.0.2 is not a trusted source.
     let tcp = tcp_from(Some(client_ip), gateway.addr).await.unwrap();
     assert!(Connection::open_on(tcp, b"", &options).await.is_err());
-    let mut refused = 0.0;
-    for _ in 0..500 {
-        let text = scrape(gateway.admin.unwrap()).await;
-        refused = metric(
-            &text,
-            r#"certgate_proxy_protocol_refusals_total{reason="untrusted_source"}"#,
-        );
-        if refused >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(refused, 1.0);
+    let series = r#"certgate_proxy_protocol_refusals_total{reason="untrusted_source"}"#;
+    let text = scrape_until(
+        gateway.admin.unwrap(),
+        500,
+        Duration::from_millis(10),
+        |text| metric(text, series) >= 1.0,
+    )
+    .await;
+    assert_eq!(metric(&text, series), 1.0);
     drop(haproxy);
     gateway.stop().await;
 }

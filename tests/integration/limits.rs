@@ -12,6 +12,7 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::polling::find;
 use common::*;
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -82,14 +83,11 @@ async fn connections_over_the_limit_are_refused_until_a_slot_frees() {
     assert_eq!(refused, 1.0, "the refusal was not counted");
 
     drop(second);
-    let mut served = None;
-    for _ in 0..100 {
-        if let Ok(reply) = get(gateway.addr, &options, "ignore.example.test", "/").await {
-            served = Some(reply.status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let served = find(100, Duration::from_millis(20), async || {
+        let reply = get(gateway.addr, &options, "ignore.example.test", "/").await;
+        reply.ok().map(|reply| reply.status)
+    })
+    .await;
     assert_eq!(
         served,
         Some(http::StatusCode::OK),

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::hardening::rss_kib;
+use common::polling::{poll, tries_within};
 use common::*;
 
 /// Connections held open at once: enough for a burst of tens of MiB, within a 4096-file limit.
@@ -50,12 +51,7 @@ async fn rss_returns_near_idle_after_a_burst_of_connections_closes() {
 
     // Back within half of what the burst took (glibc malloc kept nearly all of it).
     let bound = idle + growth / 2;
-    let deadline = tokio::time::Instant::now() + GIVE_BACK_PATIENCE;
-    let mut now = rss_kib(binary.child.id());
-    while now > bound && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        now = rss_kib(binary.child.id());
-    }
+    let now = binary.rss_until(|now| now <= bound).await;
     assert!(
         now <= bound,
         "RSS did not come back after the connections closed: idle {idle} KiB, with \
@@ -84,12 +80,7 @@ async fn idle_http1_connections_hold_little_once_parked() {
     let held = burst(binary.addr, &pki, CONNECTIONS, HTTP1).await;
     // Parked a second after their request; polled, so the wait ends as soon as they have.
     let bound = idle + CONNECTIONS as u64 * PARKED_CONNECTION_KIB;
-    let deadline = tokio::time::Instant::now() + GIVE_BACK_PATIENCE;
-    let mut now = rss_kib(binary.child.id());
-    while now > bound && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        now = rss_kib(binary.child.id());
-    }
+    let now = binary.rss_until(|now| now <= bound).await;
     let each = now.saturating_sub(idle) / CONNECTIONS as u64;
     assert!(
         now <= bound,
@@ -113,6 +104,17 @@ struct Binary {
     child: process::Child,
     addr: SocketAddr,
     _dir: TempDir,
+}
+
+impl Binary {
+    /// certgate's RSS in KiB, read every half second until `done` holds for it, at most
+    /// `GIVE_BACK_PATIENCE`; the last one read.
+    async fn rss_until(&self, done: impl Fn(u64) -> bool) -> u64 {
+        let every = Duration::from_millis(500);
+        let tries = tries_within(GIVE_BACK_PATIENCE, every) + 1;
+        let pid = self.child.id();
+        poll(tries, every, async || rss_kib(pid), |&now| done(now)).await
+    }
 }
 
 /// The certgate binary with one `require` app in front of `upstream`, access log off.

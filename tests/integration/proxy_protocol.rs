@@ -22,6 +22,7 @@ use crate::process;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::polling::poll;
 use common::proxied::tcp_from;
 use common::*;
 use tokio::io::AsyncWriteExt as _;
@@ -86,13 +87,14 @@ async fn refusals(setup: &Setup, reason: &str) -> f64 {
 /// Waits (bounded) until the refusal counter for `reason` reaches `count`: the refusal is
 /// counted by the connection's task, a moment after the client sees the close.
 async fn expect_refusals(setup: &Setup, reason: &str, count: f64) {
-    for _ in 0..500 {
-        if refusals(setup, reason).await >= count {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(refusals(setup, reason).await, count, "reason {reason}");
+    let counted = poll(
+        500,
+        Duration::from_millis(10),
+        async || refusals(setup, reason).await,
+        |&counted| counted >= count,
+    )
+    .await;
+    assert_eq!(counted, count, "reason {reason}");
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use crate::common;
 
 use std::sync::Arc;
 
+use common::polling::scrape_until;
 use common::presenting::{get_to_end, presenting_client};
 use common::recording::{Recording, recording_upstream};
 use common::{Ca, ClientOptions, Connection, Gateway, Leaf, LeafSpec, Pki, TempDir, app};
@@ -235,15 +236,12 @@ async fn plain_http_to_the_tls_port_gets_a_400_saying_it_speaks_tls() {
     drop(tcp);
     // The refusal is counted once certgate has closed its side; wait for it (bounded).
     let series = r#"certgate_handshake_failures_total{app="",reason="protocol"}"#;
-    let mut counted = 0.0;
-    for _ in 0..200 {
-        counted = common::metric(&common::scrape(gateway.admin.unwrap()).await, series);
-        if counted > 0.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert_eq!(counted, 1.0);
+    let every = std::time::Duration::from_millis(25);
+    let text = scrape_until(gateway.admin.unwrap(), 200, every, |text| {
+        common::metric(text, series) > 0.0
+    })
+    .await;
+    assert_eq!(common::metric(&text, series), 1.0);
     gateway.stop().await;
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::polling::until;
+use common::polling::{poll, scrape_until, until};
 use common::*;
 
 const RELOAD_OK: &str = r#"certgate_reloads_total{result="success"}"#;
@@ -55,13 +55,9 @@ async fn reload_gateway(pki: &Pki, upstream: std::net::SocketAddr) -> Gateway {
 
 /// Waits (bounded) until `series` in the metrics reaches `at_least`.
 async fn wait_for_metric(admin: std::net::SocketAddr, series: &str, at_least: f64) {
-    for _ in 0..200 {
-        if metric_value(&scrape(admin).await, series).is_some_and(|value| value >= at_least) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{series} never reached {at_least}");
+    let reached = |text: &str| metric_value(text, series).is_some_and(|value| value >= at_least);
+    let text = scrape_until(admin, 200, Duration::from_millis(50), reached).await;
+    assert!(reached(&text), "{series} never reached {at_least}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,23 +183,23 @@ async fn swapping_ca_bundle_and_server_certificate_under_load_fails_no_request()
 
     // The last swap installed `other_server` (round 29 is odd) and was left to the watcher:
     // new connections soon present it.
-    let mut presented = None;
-    for _ in 0..100 {
-        let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(client_config(&pki, &client)))
-            .connect("require.example.test".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
-        presented = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .map(|chain| chain[0].clone());
-        if presented.as_ref() == Some(&other_server.chain[0]) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let presented = poll(
+        100,
+        Duration::from_millis(50),
+        async || {
+            let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(client_config(&pki, &client)))
+                .connect("require.example.test".try_into().unwrap(), tcp)
+                .await
+                .unwrap();
+            tls.get_ref()
+                .1
+                .peer_certificates()
+                .map(|chain| chain[0].clone())
+        },
+        |presented| presented.as_ref() == Some(&other_server.chain[0]),
+    )
+    .await;
     assert_eq!(presented.as_ref(), Some(&other_server.chain[0]));
     gateway.stop().await;
 }

@@ -12,10 +12,10 @@ use crate::common;
 use crate::process;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::apps::ignore_gateway;
-use common::polling::scrape_until;
+use common::polling::{find, scrape_until, tries_within};
 use common::*;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -238,17 +238,10 @@ async fn a_stderr_nobody_reads_never_stalls_requests() {
         .unwrap();
     // stdout and stderr are pipes this test never reads, so the "serving" line cannot tell
     // the address: read the port the child listens on from /proc.
-    let started = Instant::now();
-    let addr = loop {
-        if let Some(port) = listening_port(child.id()) {
-            break SocketAddr::from(([127, 0, 0, 1], port));
-        }
-        assert!(
-            started.elapsed() < process::PATIENCE,
-            "certgate never listened"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let every = Duration::from_millis(50);
+    let tries = tries_within(process::PATIENCE, every);
+    let port = find(tries, every, async || listening_port(child.id())).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port.expect("certgate never listened")));
     let options = ClientOptions::new(&pki, "ignore.example.test");
     let mut conn = Connection::open(addr, &options).await.unwrap();
     // Each request logs several debug and info lines: far more than a pipe buffer (64 KiB)

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::hardening::stalling_upstream;
+use common::polling::poll;
 use common::*;
 use http_body_util::BodyExt as _;
 use hyper::body::Frame;
@@ -49,14 +50,13 @@ async fn stalled(gateway: &Gateway, reason: &str) -> f64 {
 
 /// Waits until the counter of `reason` reaches `want` (the guard counts as the request ends).
 async fn assert_stalled(gateway: &Gateway, reason: &str, want: f64) {
-    let mut seen = 0.0;
-    for _ in 0..200 {
-        seen = stalled(gateway, reason).await;
-        if seen >= want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let seen = poll(
+        200,
+        Duration::from_millis(25),
+        async || stalled(gateway, reason).await,
+        |&seen| seen >= want,
+    )
+    .await;
     assert_eq!(
         seen, want,
         "certgate_stalled_requests_total{{reason={reason}}}"

@@ -38,6 +38,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use common::apps::IGNORE_HOST;
+use common::polling::until_async;
 use common::serve::serve_each;
 use common::tls_app::*;
 use common::tools;
@@ -434,17 +435,12 @@ async fn openssl_s_server_requiring_a_client_certificate_receives_certgates() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut listening = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let listening = until_async(100, Duration::from_millis(50), async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
-        {
-            listening = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     assert!(listening, "openssl s_server did not start");
     let gateway = gateway(
         &pki,

@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::task::JoinHandle;
 
 use super::apps::IGNORE_HOST;
+use super::polling::until_async;
 use super::{Connection, Failure, Reply};
 
 /// The status line `/readyz` answers on `admin`; `None` when nothing answers.
@@ -34,13 +35,10 @@ pub async fn readyz_status(admin: SocketAddr) -> Option<u16> {
 /// Tries a TCP connection to `addr` every 10 ms, at most `tries` times; true once one is
 /// refused.
 pub async fn until_refused(addr: SocketAddr, tries: usize) -> bool {
-    for _ in 0..tries {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+    until_async(tries, Duration::from_millis(10), async || {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await
 }
 
 /// Sends `GET path` to [`IGNORE_HOST`] on `conn` in a task of its own and waits 300 ms, so

@@ -26,6 +26,7 @@ use time::OffsetDateTime;
 use x509_cert::der::asn1::Ia5String;
 use x509_cert::der::{Decode, Encode};
 
+use super::polling::{poll_blocking, until};
 use super::{Ca, Leaf};
 
 static SERIAL: AtomicU64 = AtomicU64::new(1);
@@ -294,13 +295,12 @@ impl HttpFixture {
 
     /// Waits (bounded) until at least `count` requests arrived.
     pub async fn wait_for_requests(&self, count: usize) {
-        for _ in 0..300 {
-            if self.requests() >= count {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("expected {count} requests, saw {}", self.requests());
+        let arrived = until(300, Duration::from_millis(50), || self.requests() >= count).await;
+        assert!(
+            arrived,
+            "expected {count} requests, saw {}",
+            self.requests()
+        );
     }
 }
 
@@ -387,14 +387,14 @@ impl OpensslOcsp {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = self.index.parent().unwrap().to_owned();
-        for _ in 0..50 {
-            if let Some(restarted) = spawn_ocsp(&dir, self.port, &self.args) {
-                *self = restarted;
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("openssl ocsp did not restart on port {}", self.port);
+        let (port, args) = (self.port, self.args.clone());
+        let restarted = poll_blocking(
+            50,
+            Duration::from_millis(100),
+            || spawn_ocsp(&dir, port, &args),
+            Option::is_some,
+        );
+        *self = restarted.unwrap_or_else(|| panic!("openssl ocsp did not restart on port {port}"));
     }
 }
 
@@ -411,24 +411,36 @@ fn spawn_ocsp(dir: &Path, port: u16, args: &[String]) -> Option<OpensslOcsp> {
         .stderr(Stdio::null())
         .spawn()
         .expect("cannot start openssl ocsp");
-    for _ in 0..200 {
-        let listening = std::fs::read_to_string(&log).unwrap_or_default();
-        if listening.contains("ACCEPT") {
-            return Some(OpensslOcsp {
-                child,
-                port,
-                index: dir.join("index.txt"),
-                args: args.to_vec(),
-            });
+    // Listening (`Some(true)`), gone (`Some(false)`), or neither yet.
+    let started = poll_blocking(
+        200,
+        Duration::from_millis(50),
+        || {
+            if std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("ACCEPT")
+            {
+                Some(true)
+            } else {
+                child.try_wait().unwrap().map(|_| false)
+            }
+        },
+        Option::is_some,
+    );
+    match started {
+        Some(true) => Some(OpensslOcsp {
+            child,
+            port,
+            index: dir.join("index.txt"),
+            args: args.to_vec(),
+        }),
+        Some(false) => None,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
         }
-        if child.try_wait().unwrap().is_some() {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 impl Drop for OpensslOcsp {

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::polling::{scrape_until, until_async};
 use super::revocation::{Answer, HttpFixture, OpensslOcsp, fresh_crl, index_line};
 use super::tools;
 use super::{
@@ -120,13 +121,15 @@ pub async fn assert_refused(gateway: &Gateway, options: &ClientOptions, reason: 
 }
 
 pub async fn wait_for_metric(gateway: &Gateway, series: &str, at_least: f64) {
-    for _ in 0..300 {
-        if metric(&scrape(gateway.admin.unwrap()).await, series) >= at_least {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{series} never reached {at_least}");
+    let admin = gateway.admin.unwrap();
+    let text = scrape_until(admin, 300, Duration::from_millis(50), |text| {
+        metric(text, series) >= at_least
+    })
+    .await;
+    assert!(
+        metric(&text, series) >= at_least,
+        "{series} never reached {at_least}"
+    );
 }
 
 /// A CRL server for `ca` listing `revoked`.
@@ -151,16 +154,19 @@ pub async fn publish_revocation(gateway: &Gateway, crls: &HttpFixture, pki: &Pki
 
 /// Sends requests on `connection` until one fails; panics if it keeps serving.
 pub async fn wait_until_closed(connection: &mut Connection) {
-    for _ in 0..100 {
+    let closed = until_async(100, Duration::from_millis(50), async || {
         let request = connection.get(HOST, "/");
         match connection.send(request).await {
-            Err(_) => return,
-            Ok(reply) if reply.status == 403 => {}
-            Ok(reply) => assert_eq!(reply.status, 200, "{:?}", reply.body),
+            Err(_) => true,
+            Ok(reply) if reply.status == 403 => false,
+            Ok(reply) => {
+                assert_eq!(reply.status, 200, "{:?}", reply.body);
+                false
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the connection kept serving a revoked certificate");
+    })
+    .await;
+    assert!(closed, "the connection kept serving a revoked certificate");
 }
 
 /// An `openssl ocsp` responder and the folder of its files.

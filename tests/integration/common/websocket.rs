@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 use super::Connection;
+use super::polling::until;
 
 /// An app that counts what reaches it.
 pub struct CountingUpstream {
@@ -45,13 +46,8 @@ impl CountingUpstream {
 
     /// Waits (bounded) until no upgraded connection is open at the app.
     pub async fn wait_for_no_open_pipe(&self) {
-        for _ in 0..300 {
-            if self.open_pipes() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("an upgraded connection stayed open at the app");
+        let closed = until(300, Duration::from_millis(50), || self.open_pipes() == 0).await;
+        assert!(closed, "an upgraded connection stayed open at the app");
     }
 }
 
@@ -221,13 +217,15 @@ impl Gate {
 
     /// Waits (bounded) until at least `count` connections arrived.
     pub async fn wait_for_connections(&self, count: usize) {
-        for _ in 0..300 {
-            if self.connections() >= count {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("expected {count} connections, saw {}", self.connections());
+        let arrived = until(300, Duration::from_millis(50), || {
+            self.connections() >= count
+        })
+        .await;
+        assert!(
+            arrived,
+            "expected {count} connections, saw {}",
+            self.connections()
+        );
     }
 
     /// Lets every held and later connection through.

@@ -7,6 +7,8 @@
 )]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
+use crate::common::polling::{poll_blocking, tries_within};
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -124,19 +126,20 @@ impl Child {
 
     /// Waits for the child to exit, at most `PATIENCE`.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let every = Duration::from_millis(50);
+        let exited = poll_blocking(
+            tries_within(PATIENCE, every),
+            every,
+            || self.child.try_wait().unwrap(),
+            Option::is_some,
+        );
+        exited.unwrap_or_else(|| {
+            panic!(
                 "{} did not exit within {PATIENCE:?}; output:\n{}",
                 self.what,
                 self.transcript()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            )
+        })
     }
 }
 
