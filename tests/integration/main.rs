@@ -2,8 +2,9 @@
 //! helpers (`common`, and `process` for the real binary) compile once and the suite links once.
 //! Each module opens with the list of cases it covers. Tests run concurrently in this one
 //! process, so nothing here changes process-wide state (environment, working directory,
-//! signals) that another test could see; memory is measured on a `certgate` child process,
-//! never on this one.
+//! signals) that another test could see, but for the open-file limit `memory_after_burst`
+//! raises to the hard limit, which only helps the others; memory is measured on a `certgate`
+//! child process, never on this one.
 
 mod common;
 mod process;
