@@ -15,8 +15,8 @@
 //!
 //! Dependencies point one way, down this list: `settings` (the validated values every stage
 //! reads) uses nothing else of certgate's, `config` builds them, and no module imports one
-//! that imports it back, neither file by file nor folder by folder (`tests/module_graph.rs`
-//! fails on either cycle).
+//! that imports it back, neither file by file nor folder by folder
+//! (`tests/integration/module_graph.rs` fails on either cycle).
 //!
 //! certgate runs on Unix only: it relies on Unix signals (SIGHUP, SIGTERM, SIGINT) and file
 //! modes.
