@@ -138,7 +138,7 @@ impl Handles {
         // Handshake over: its pending slot frees; the per-client slot lives with the connection.
         drop(admitted.handshake);
         // A reload during the handshake: the connection is served under the newest config,
-        // its certificate judged again by it as a resumed session's is (README "Reload").
+        // its certificate judged again by it as a resumed session's is (docs/operations.md "Reload").
         let handshake_under_replaced = apps.is_retired();
         let (apps, app) = if handshake_under_replaced {
             let newest = self.apps.load_full();
@@ -201,7 +201,7 @@ impl Handles {
         );
         let (timeouts, limits) = (apps.timeouts, apps.limits);
         // A revocation learned while the connection is open closes it, and any WebSocket
-        // it upgraded to, before another request is forwarded (README "Revocation").
+        // it upgraded to, before another request is forwarded (docs/revocation.md).
         let revoked_later = verdict.standing.as_ref().map(|standing| standing.refused());
         let context = Arc::new(
             ConnectionContext::new(

@@ -216,7 +216,7 @@ async fn forward(
         return Err(ProxyError::CertificateRevoked);
     }
     if request.version() == Version::HTTP_2 {
-        // HTTP/1.1 heads are bounded by hyper itself (README "Limits under attack").
+        // HTTP/1.1 heads are bounded by hyper itself (docs/operations.md "Limits under attack").
         header_limits::check_http2(&request, &conn.apps.limits)?;
     }
     let authority = request_authority(&request)?;
@@ -319,8 +319,7 @@ async fn forward(
 }
 
 /// The request's authority: `:authority` (HTTP/2) or the single `Host` header (HTTP/1.1),
-/// which must agree with each other and with an absolute-form target (README "What each mode
-/// does", routing).
+/// which must agree with each other and with an absolute-form target (docs/modes.md "Routing").
 fn request_authority(request: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
     let mut hosts = request.headers().get_all(HOST).iter();
     let host = hosts.next();

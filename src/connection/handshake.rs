@@ -186,7 +186,7 @@ where
     IO: AsyncRead + AsyncWrite + Peek + Unpin,
 {
     // The ClientHello has a deadline of its own, shorter than the handshake's: a client that
-    // connects and sends nothing gives its slot back sooner (README "Limits under attack").
+    // connects and sends nothing gives its slot back sooner (docs/operations.md "Limits under attack").
     let client_hello_deadline = tokio::time::Instant::now() + apps.timeouts.client_hello;
     let timed_out = |_| AcceptError::Timeout {
         sni: None,

@@ -213,7 +213,7 @@ impl Policy {
         }
         let names = LeafNames::of(&leaf);
         // Anyone can make a certificate with any names: under allowUntrusted alone they prove
-        // nothing, so they never satisfy an allow-list (README "Decisions").
+        // nothing, so they never satisfy an allow-list (docs/decisions.md).
         if !self.allow.is_empty() && !trust.is_vouched_for() {
             return Err(refuse(
                 FailureReason::NotAllowed,
@@ -231,7 +231,7 @@ impl Policy {
         Ok(Passed { trust, presented })
     }
 
-    /// Step 3 of the README's list: a pin, a CA chain, or `allowUntrusted`.
+    /// Step 3 of the list in docs/modes.md: a pin, a CA chain, or `allowUntrusted`.
     fn trusted_by(
         &self,
         end_entity: &CertificateDer<'_>,
