@@ -1,5 +1,5 @@
 //! The Kubernetes manifests (`deploy/kubernetes/`, and the sidecar example in
-//! `config/kubernetes/`), README "Running many replicas":
+//! `config/kubernetes/`), docs/replicas.md:
 //! - every manifest validates against the Kubernetes schemas (`kubernetes-validate --strict`,
 //!   offline), and so does the command docs/kubernetes.md shows for it;
 //! - the pieces fit: the Service, PodDisruptionBudget and HorizontalPodAutoscaler select the
@@ -255,7 +255,7 @@ async fn the_ingress_deployment_runs_certgate_with_its_files_mounted_as_kubernet
     });
     let root = TempDir::new();
 
-    // What each volume holds: the ConfigMap's data, and the Secrets README's commands make.
+    // What each volume holds: the ConfigMap's data, and the Secrets docs/replicas.md's commands make.
     let secrets: HashMap<&str, Vec<(String, Vec<u8>)>> = HashMap::from([
         (
             "certgate-tls",
