@@ -1,7 +1,7 @@
 # certgate container image: `docker build -t certgate .`
 #
 # The default command serves /etc/certgate/certgate.json (mount it, and the files it names);
-# for sidecar mode pass `run` and the CERTGATE_* environment variables instead (README,
+# for sidecar mode pass `run` and the CERTGATE_* environment variables instead (docs/kubernetes.md,
 # "Container").
 
 FROM rust:1-bookworm AS build

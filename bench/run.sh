@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# certgate's side-by-side benchmark (README "Performance"): certgate, nginx and HAProxy do the
+# certgate's side-by-side benchmark (docs/performance.md): certgate, nginx and HAProxy do the
 # same mTLS job in front of one nginx upstream, on loopback only; every phase runs against every
 # target, interleaved over several rounds; one Markdown table of medians is printed at the end
 # (and one of certgate against another certgate build with --baseline).

@@ -2,7 +2,7 @@
 //! app's config and upstream client and metric handles, and the timeouts and limits they are
 //! served with. A connection is served under the generation it was accepted under; a reload
 //! builds the next one and retires this one: its connections finish what is in flight and
-//! close, and its upstream clients dial no more (README "Reload").
+//! close, and its upstream clients dial no more (docs/operations.md "Reload").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -128,7 +128,7 @@ pub struct RunArgs {
     pub no_access_log: bool,
 }
 
-/// The sidecar's flags for TLS to an `https://` upstream (README "TLS to the app").
+/// The sidecar's flags for TLS to an `https://` upstream (docs/upstream-tls.md).
 #[derive(Debug, Clone, Default, Args)]
 pub struct UpstreamTlsArgs {
     /// PEM bundle of the CAs that issue the app's certificate, for an https:// upstream (repeatable; comma-separated in the environment; default the system's CAs).

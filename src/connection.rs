@@ -143,7 +143,7 @@ impl Handles {
             trust,
         } = accepted;
         // A reload during the handshake: the connection is served under the newest config,
-        // its certificate judged again by it as a resumed session's is (README "Reload").
+        // its certificate judged again by it as a resumed session's is (docs/operations.md "Reload").
         let handshake_under_replaced = apps.is_retired();
         let Some(route) = self.route(apps, app, sni.as_deref(), handshake_under_replaced) else {
             serve::close_notify(stream).await;
@@ -172,7 +172,7 @@ impl Handles {
         };
         let (timeouts, limits) = (route.apps.timeouts, route.apps.limits);
         // A revocation learned while the connection is open closes it, and any WebSocket
-        // it upgraded to, before another request is forwarded (README "Revocation").
+        // it upgraded to, before another request is forwarded (docs/revocation.md).
         let revoked_later = standing.as_ref().map(|standing| standing.refused());
         let signals = Signals {
             draining: self.draining.clone(),

@@ -1,4 +1,4 @@
-//! Prometheus metrics (README "Metrics"). Every series an operator alerts on exists at zero
+//! Prometheus metrics (docs/operations.md "Metrics"). Every series an operator alerts on exists at zero
 //! from the start, so a rate or an absence alert works before the first failure.
 
 pub(crate) mod app;
@@ -38,7 +38,7 @@ struct LimitLabels {
     limit: &'static str,
 }
 
-/// Which accept-time limit refused a connection (README "Limits under attack").
+/// Which accept-time limit refused a connection (docs/operations.md "Limits under attack").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ConnectionLimit {
     /// `limits.maxConnections`.
@@ -284,7 +284,7 @@ impl Metrics {
             .clone()
     }
 
-    /// The revocation metric handles of an app (README "Revocation").
+    /// The revocation metric handles of an app (docs/revocation.md).
     pub(crate) fn revocation(&self, app: &str) -> self::revocation::RevocationMetrics {
         let crl_not_after = self
             .not_after

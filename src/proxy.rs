@@ -209,7 +209,7 @@ async fn forward(
     } = &**conn;
     checks::connection(route, lifecycle, downstream.identity())?;
     if request.version() == Version::HTTP_2 {
-        // HTTP/1.1 heads are bounded by hyper itself (README "Limits under attack").
+        // HTTP/1.1 heads are bounded by hyper itself (docs/operations.md "Limits under attack").
         header_limits::check_http2(&request, &route.apps.limits)?;
     }
     let authority = authority::check(&request, downstream.sni.as_deref(), route)?;

@@ -51,7 +51,7 @@ pub struct Reloader {
 }
 
 /// The settings a reload cannot change: the sockets are bound and the connection caps sized
-/// at start (README "Reload").
+/// at start (docs/operations.md "Reload").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RestartOnly {
     listen: std::net::SocketAddr,
@@ -174,7 +174,7 @@ impl Reloader {
         let apps = Arc::new(apps);
         let replaced = self.apps.swap(apps.clone());
         // Retired before the signal goes out: a request that starts on one of its connections
-        // from here on sees it (README "Reload").
+        // from here on sees it (docs/operations.md "Reload").
         let closing = replaced.retire(&apps);
         self.close.send_modify(|signal| {
             signal.generation = generation;

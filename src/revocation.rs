@@ -1,4 +1,4 @@
-//! Revocation that stays fresh (README "Revocation"): CRLs fetched from `crlUrls` and from the
+//! Revocation that stays fresh (docs/revocation.md): CRLs fetched from `crlUrls` and from the
 //! distribution points of the certificates seen, refreshed in the background, and OCSP for
 //! the leaf or the whole chain. rustls verifiers are synchronous, so this runs right after the
 //! handshake, in the connection's own task and before any request is read: a slow responder

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 
-/// How an app's TLS sessions resume (README "Running many replicas").
+/// How an app's TLS sessions resume (docs/replicas.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionResumption {
     /// `sessionResumption: false`: every connection makes a full handshake.
@@ -95,7 +95,7 @@ impl std::fmt::Display for Upstream {
     }
 }
 
-/// How certgate speaks TLS to an `https://` upstream (README "TLS to the app").
+/// How certgate speaks TLS to an `https://` upstream (docs/upstream-tls.md).
 #[derive(Debug, Clone)]
 pub struct UpstreamTls {
     /// The name the app's certificate must hold, also sent as SNI when it is a DNS name.
@@ -156,7 +156,7 @@ impl Default for XfccFields {
     }
 }
 
-/// Timeouts (README "Config reference").
+/// Timeouts (docs/config.md "Config reference").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// ClientHello plus handshake.
@@ -202,7 +202,7 @@ impl Default for Timeouts {
     }
 }
 
-/// Resource limits (README "Config reference").
+/// Resource limits (docs/config.md "Config reference").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Open downstream connections at once.
@@ -239,7 +239,7 @@ impl Default for Limits {
 pub(crate) const DEFAULT_CLIENT_HELLO_MS: u64 = 5_000;
 /// Connections in their handshake at once, by default (and never more than half of
 /// `maxConnections` by default): a flood of clients that never finish their handshake holds at
-/// most this many slots (README "Limits under attack").
+/// most this many slots (docs/operations.md "Limits under attack").
 pub(crate) const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1_024;
 
 /// Where trust in a presented certificate can come from; at least one source is set for

@@ -43,7 +43,7 @@ use crate::settings::{Timeouts, Transport, Upstream};
 
 /// The most an upstream HTTP/1.1 connection buffers: the app's response header must fit, and
 /// a response body is read in chunks of at most this size, so a downstream client that stops
-/// reading holds at most about twice this per request (README "Memory under attack").
+/// reading holds at most about twice this per request (docs/operations.md "Memory under attack").
 pub(crate) const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
 
 /// How sending a request ended without a response; `ProxyError` maps each to its status.

@@ -1,8 +1,8 @@
-//! The load generator of certgate's side-by-side benchmark (`bench/run.sh`, README
-//! "Performance"). It drives any mTLS proxy with a client certificate, the same way for every
+//! The load generator of certgate's side-by-side benchmark (`bench/run.sh`,
+//! docs/performance.md). It drives any mTLS proxy with a client certificate, the same way for every
 //! target: HTTP/1.1 keep-alive, HTTP/2 streams, full and resumed handshakes, and idle
 //! connections while it reads the proxy's memory. Each run prints one JSON line; `report` turns
-//! those lines into the README's Markdown table.
+//! those lines into the Markdown table of docs/performance.md.
 
 mod client;
 mod handshakes;

@@ -145,7 +145,7 @@ pub struct FileServerCertificate {
     pub password_env: Option<String>,
 }
 
-/// TLS to an `https://` upstream (README "TLS to the app").
+/// TLS to an `https://` upstream (docs/upstream-tls.md).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileUpstreamTls {
@@ -211,7 +211,7 @@ pub struct FileClientAuth {
     pub revocation: Option<FileRevocation>,
 }
 
-/// `clientAuth.revocation` (README "Revocation").
+/// `clientAuth.revocation` (docs/revocation.md).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileRevocation {
@@ -248,7 +248,7 @@ pub struct FileForwardClientCert {
     pub formats: Option<Vec<String>>,
 }
 
-/// Timeouts in milliseconds (the README's "Config reference" has the defaults).
+/// Timeouts in milliseconds (docs/config.md "Config reference" has the defaults).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileTimeouts {

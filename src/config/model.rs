@@ -36,7 +36,7 @@ pub struct Config {
     pub proxy_protocol: Option<Arc<ProxyProtocol>>,
     /// Every file read to build this config (the config file first, when there is one).
     pub files: Vec<PathBuf>,
-    /// What `certgate check` reports beyond hard errors (README "Checking a config").
+    /// What `certgate check` reports beyond hard errors (docs/config.md "Checking a config").
     pub findings: Vec<Finding>,
 }
 

@@ -232,7 +232,7 @@ where
 }
 
 /// Reads the ClientHello within `timeout`, which is shorter than the handshake's: a client
-/// that connects and sends nothing gives its slot back sooner (README "Limits under
+/// that connects and sends nothing gives its slot back sooner (docs/operations.md "Limits under
 /// attack"). A client that speaks plain HTTP is answered so, and refused.
 async fn client_hello<IO>(io: IO, timeout: Duration) -> Result<StartHandshake<IO>, HandshakeError>
 where

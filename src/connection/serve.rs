@@ -34,7 +34,7 @@ pub(super) struct Sessions {
 
 impl Sessions {
     /// Serves `stream` to its end: one hyper session per burst of requests, an HTTP/1.1
-    /// connection that goes quiet parking between them (README "Memory while idle").
+    /// connection that goes quiet parking between them (docs/operations.md "Memory while idle").
     pub(super) async fn serve(
         self,
         mut stream: Tls,
@@ -135,7 +135,7 @@ fn http_builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExec
     if limits.max_request_headers != HYPER_MAX_HEADERS {
         http1.max_headers(limits.max_request_headers);
     }
-    // Bounded buffering whatever the client does (README "Memory under attack"): each
+    // Bounded buffering whatever the client does (docs/operations.md "Memory under attack"): each
     // stream buffers at most one upstream chunk plus its send buffer.
     builder
         .http2()

@@ -1,6 +1,6 @@
 //! What an established connection may do, decided before any request is read: the app's
 //! policy judged again where the handshake's verifier did not decide, then revocation beyond
-//! `crlFiles` (README "Revocation"), for full and resumed handshakes alike.
+//! `crlFiles` (docs/revocation.md), for full and resumed handshakes alike.
 
 use std::sync::Arc;
 

@@ -48,7 +48,7 @@ pub struct Target {
     pub policy: Arc<Policy>,
     /// The XFCC fields it forwards.
     pub fields: XfccFields,
-    /// Its revocation checker beyond `crlFiles`, when configured (README "Revocation").
+    /// Its revocation checker beyond `crlFiles`, when configured (docs/revocation.md).
     pub revocation: Option<Arc<crate::revocation::Revocation>>,
     /// Where its requests go, from a config file (the sidecar's explain has no upstream).
     pub upstream: Option<Upstream>,

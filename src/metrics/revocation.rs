@@ -1,4 +1,4 @@
-//! Revocation metrics (README "Revocation"): CRL fetches and OCSP lookups by outcome, OCSP
+//! Revocation metrics (docs/revocation.md): CRL fetches and OCSP lookups by outcome, OCSP
 //! latency, the thisUpdate and nextUpdate of each CRL source, and unknown statuses let through.
 
 use std::sync::atomic::AtomicI64;

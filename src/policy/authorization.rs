@@ -1,4 +1,4 @@
-//! Authorization by identity per route (README "Authorization"): an ordered list of rules,
+//! Authorization by identity per route (docs/policy.md "Authorization"): an ordered list of rules,
 //! each a path prefix, optional methods and who may pass; the first rule that matches the
 //! request's path decides (a method the rule does not list is refused, unless the rule passes
 //! it on with `otherMethods: "next"`). Who passes each rule is worked out once per connection

@@ -1,4 +1,4 @@
-//! The path normalizer that exclusion paths and authorization rules match on (README "Paths
+//! The path normalizer that exclusion paths and authorization rules match on (docs/policy.md "Paths
 //! without a certificate"): unreserved percent-escapes decoded, `.`/`..` resolved, repeated
 //! `/` collapsed, `;` parameters set aside; encoded `/`, `\` and NUL refused.
 

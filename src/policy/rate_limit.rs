@@ -1,4 +1,4 @@
-//! Rate limiting per client identity (README "Rate limiting"): one token bucket per client
+//! Rate limiting per client identity (docs/policy.md "Rate limiting"): one token bucket per client
 //! certificate hash when a CA or a pin vouches for it, or per client address (IPv6: per /64)
 //! for requests without such a certificate, in a table of bounded size. Time is tokio's clock, so tests drive it with a
 //! paused clock.

@@ -1,4 +1,4 @@
-//! Whether a request may reach the app (README "Paths without a certificate", "Authorization",
+//! Whether a request may reach the app (docs/policy.md "Paths without a certificate", "Authorization",
 //! "Rate limiting"): what depends on the client is worked out once per connection
 //! (`Admission::new`); per request only the path is normalized and looked up, and only
 //! on apps that configure a path policy.

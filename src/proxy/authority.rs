@@ -1,7 +1,7 @@
 //! The request's authority: `:authority` (HTTP/2) or the single `Host` header (HTTP/1.1),
 //! which must agree with each other and with an absolute-form target, must be a host (DNS
 //! labels or an IP literal, optional port), and must belong to the connection's app: 400 for
-//! a malformed one, 421 for one another app serves (README "What each mode does", routing).
+//! a malformed one, 421 for one another app serves (docs/modes.md "Routing").
 
 use http::header::{HOST, HeaderValue};
 use http::{Request, Version};

@@ -191,7 +191,7 @@ impl ConnectionContext {
     }
 
     /// When an HTTP/1.1 connection will have been idle for `after`, or `None` while a request
-    /// is in flight or when its last request came over HTTP/2 (README "Memory while idle").
+    /// is in flight or when its last request came over HTTP/2 (docs/operations.md "Memory while idle").
     pub(crate) fn park_deadline(&self, after: Duration) -> Option<Instant> {
         self.lifecycle
             .activity

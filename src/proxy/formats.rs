@@ -1,4 +1,4 @@
-//! The client-certificate headers of other proxies, for apps that already parse them (README
+//! The client-certificate headers of other proxies, for apps that already parse them (docs/headers.md
 //! "Certificate header formats"): RFC 9440, AWS ALB's verify mode, Azure App Service and a
 //! verification verdict. Values are built once per connection; every name of every format is
 //! recognized here so that client-sent copies are stripped whatever is configured.

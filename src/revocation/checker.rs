@@ -480,7 +480,7 @@ impl Revocation {
             self.ocsp_cache.put(cert, issuer, answer.status, until, now);
         }
         // Open connections of a certificate reported revoked are closed, whatever generation
-        // they were made in (README "Revocation").
+        // they were made in (docs/revocation.md).
         if answer.status == OcspStatus::Revoked && self.memory().learn_revoked(cert, issuer) {
             self.held_changed();
         }

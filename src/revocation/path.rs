@@ -1,5 +1,5 @@
 //! Where a connection's revocation is checked: along the path webpki verified from the
-//! client's leaf to a trusted root (README "Revocation", "Which chain is checked"), or nowhere
+//! client's leaf to a trusted root (docs/revocation.md "Which chain is checked"), or nowhere
 //! for a pinned or `allowUntrusted` certificate that has no such path.
 
 use rustls::crypto::WebPkiSupportedAlgorithms;

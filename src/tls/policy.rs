@@ -217,7 +217,7 @@ impl Policy {
             )
         };
         // Anyone can make a certificate with any names: under allowUntrusted alone they prove
-        // nothing, so they never satisfy an allow-list (README "Decisions").
+        // nothing, so they never satisfy an allow-list (docs/decisions.md).
         if !trust.is_vouched_for() {
             return Err(not_allowed(UNTRUSTED_NAMES.to_owned()));
         }
@@ -228,7 +228,7 @@ impl Policy {
         Ok(())
     }
 
-    /// Step 3 of the README's list: a pin, a CA chain, or `allowUntrusted`.
+    /// Step 3 of the list in docs/modes.md: a pin, a CA chain, or `allowUntrusted`.
     fn trusted_by(
         &self,
         end_entity: &CertificateDer<'_>,

@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(authority_host(b"[::1]"), Some("::1"));
     }
 
-    /// The authority grammar (README "Routing"), one row per case: DNS labels or a bracketed
+    /// The authority grammar (docs/modes.md "Routing"), one row per case: DNS labels or a bracketed
     /// IPv6 literal, an optional decimal port, nothing else.
     #[test]
     fn authority_grammar_table() {

@@ -57,7 +57,7 @@ pub(crate) fn client_config(
 }
 
 /// Why a TLS handshake with an app failed: the fixed set used in logs and in
-/// `certgate_upstream_tls_failures_total` (README "TLS to the app").
+/// `certgate_upstream_tls_failures_total` (docs/upstream-tls.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum UpstreamTlsFailure {
     /// The app's certificate is not issued by a CA it is verified against (`upstreamTls.caFiles`,

@@ -5,8 +5,8 @@
 //! any, so none outlives its time wherever it sits, with or without traffic.
 //!
 //! A pool of certgate's own rather than hyper-util's: it costs a lock and a pop per request,
-//! where a general-purpose pool keyed by scheme and authority hashes the key twice (README
-//! "Performance").
+//! where a general-purpose pool keyed by scheme and authority hashes the key twice
+//! (docs/performance.md).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,5 @@
 //! Every request that reached certgate gets exactly one access line and one count, however it
-//! ended (README "Logs"), checked on the real binary's JSON log and its /metrics:
+//! ended (docs/operations.md "Logs"), checked on the real binary's JSON log and its /metrics:
 //! - HTTP/1.1: the client closes its connection while the app is slow to answer (499);
 //! - HTTP/2: the client resets the stream (RST_STREAM) while the app is slow (499);
 //! - HTTP/2: the client closes the whole connection with a stream open (499);

@@ -1,4 +1,4 @@
-//! Malformed ports in the request's authority (README "Routing"): the port must be 1 to 5 ASCII
+//! Malformed ports in the request's authority (docs/modes.md "Routing"): the port must be 1 to 5 ASCII
 //! digits with a value from 1 to 65535, IPv6 literals in brackets, nothing else.
 //! - over HTTP/1.1, `Host: name:99999`, `:abc`, `:0x1bb`, `:+443`, `:0` and `:` get 400;
 //! - over HTTP/2 (curl turns `Host` into `:authority`), the same authorities get 400;
@@ -128,7 +128,7 @@ fn curl_http2(
     tokio::task::spawn_blocking(move || command.output().expect("run curl"))
 }
 
-/// Authorities that are not `host[:port]` with a host name or IP literal (README "Routing").
+/// Authorities that are not `host[:port]` with a host name or IP literal (docs/modes.md "Routing").
 const NOT_HOST_NAMES: [&str; 10] = [
     "x,a.test",
     "a.test,x",

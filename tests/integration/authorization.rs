@@ -1,4 +1,4 @@
-//! README "Authorization": ordered rules per app, over HTTP/1.1 and HTTP/2.
+//! docs/policy.md "Authorization": ordered rules per app, over HTTP/1.1 and HTTP/2.
 //!
 //! Cases:
 //! - The example (`/admin` GET/POST for `spiffe://corp/ops/*`, `/billing` for one

@@ -1,4 +1,4 @@
-//! README "Authorization" and "Logs": the real binary's JSON access line of a request an
+//! docs/policy.md "Authorization" and docs/operations.md "Logs": the real binary's JSON access line of a request an
 //! authorization rule refused names the rule in `rule`; an allowed request's `rule` is empty.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]

@@ -1,5 +1,5 @@
 //! Connections are spread evenly over the worker threads, whichever thread accepts them
-//! (README "Performance"): a burst of connections ends up the same number on each worker,
+//! (docs/performance.md): a burst of connections ends up the same number on each worker,
 //! `certgate_worker_connections` says so, and a connection handed to another worker is served
 //! there like any other.
 

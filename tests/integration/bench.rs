@@ -1,8 +1,8 @@
-//! The benchmark of README "Performance" is runnable as documented, without running it (it
+//! The benchmark of docs/performance.md is runnable as documented, without running it (it
 //! installs packages and takes minutes; no timing is ever asserted):
 //! - `bench/run.sh` is valid bash and prints its usage;
-//! - every `bench/run.sh` command in the README uses only options the script accepts, and
-//!   every option of the script is in the README's option table.
+//! - every `bench/run.sh` command in docs/performance.md uses only options the script accepts,
+//!   and every option of the script is in its option table.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -31,15 +31,9 @@ fn script_options() -> Vec<String> {
     options
 }
 
-/// README's "Performance" section.
+/// docs/performance.md, the benchmark's page.
 fn performance_section() -> String {
-    let readme = std::fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
-    let start = readme
-        .find("\n## Performance\n")
-        .expect("README has a Performance section");
-    let rest = &readme[start + 1..];
-    let end = rest[3..].find("\n## ").map_or(rest.len(), |end| end + 3);
-    rest[..end].to_owned()
+    std::fs::read_to_string(Path::new(REPO).join("docs/performance.md")).unwrap()
 }
 
 #[test]
@@ -83,7 +77,7 @@ fn the_readme_documents_exactly_the_options_of_the_benchmark_script() {
             if word.starts_with("--") {
                 assert!(
                     options.iter().any(|option| option == word),
-                    "README runs bench/run.sh with {word}, which the script does not accept"
+                    "docs/performance.md runs bench/run.sh with {word}, which the script does not accept"
                 );
             }
         }
@@ -91,7 +85,7 @@ fn the_readme_documents_exactly_the_options_of_the_benchmark_script() {
     for option in options.iter().filter(|option| *option != "--help") {
         assert!(
             section.contains(&format!("`{option}")),
-            "README \"Performance\" does not document {option}"
+            "docs/performance.md does not document {option}"
         );
     }
 }

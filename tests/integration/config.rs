@@ -1,4 +1,4 @@
-//! Config loading, README "Sidecar" and "Config reference". Every failure mode is checked twice: through
+//! Config loading, docs/sidecar.md and docs/config.md "Config reference". Every failure mode is checked twice: through
 //! `certgate::Config::load`, and through the real binary's `certgate check --config`
 //! (exit 64, stderr naming the file or the problem):
 //! - a missing, empty, whitespace-only, unreadable or unparsable config file;

@@ -1,4 +1,4 @@
-//! What the app receives, byte for byte (RFC 9112 §3.2.1, README "Decisions"): certgate in
+//! What the app receives, byte for byte (RFC 9112 §3.2.1, docs/decisions.md): certgate in
 //! front of raw-socket apps that record the exact bytes (HTTP/1.1) or the exact decoded
 //! header block (h2c), with no HTTP library on the app side to tidy the target.
 //! - an HTTP/1.1 GET reaches the app in origin-form, with `Host` unchanged and the forwarded

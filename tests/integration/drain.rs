@@ -1,4 +1,4 @@
-//! Graceful drain (README "Operations"): after shutdown begins, a slow in-flight request still
+//! Graceful drain (docs/operations.md): after shutdown begins, a slow in-flight request still
 //! completes with 200, new connections are refused, `/readyz` answers 503, and the real
 //! binary exits 0 on SIGTERM.
 

@@ -1,4 +1,4 @@
-//! A drain that loses nothing (README "Drain"): after shutdown begins, `/readyz` answers 503 at
+//! A drain that loses nothing (docs/operations.md "Drain"): after shutdown begins, `/readyz` answers 503 at
 //! once while the listener keeps accepting and serving for `timeouts.drainDelayMs`; new
 //! connections made during the delay are served, after it they are refused, and in-flight
 //! requests finish. `certgate health` follows `/readyz`: exit 0 when ready, 1 while draining or

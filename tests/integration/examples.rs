@@ -222,7 +222,7 @@ fn pkcs12_example_presents_the_server_certificate() {
 fn check_prints_one_line_per_app_of_the_ingress_example() {
     let (dir, path) = layout("ingress.json");
     // The dev server certificate covers only localhost names; check would say so for each
-    // of the example's hosts (README "Checking a config").
+    // of the example's hosts (docs/config.md "Checking a config").
     let key = rcgen::KeyPair::generate().unwrap();
     let hosts = [
         "payments.example.com",

@@ -1,4 +1,4 @@
-//! README "Paths without a certificate": `clientCertExclusionPaths` on a `require` app, over
+//! docs/policy.md "Paths without a certificate": `clientCertExclusionPaths` on a `require` app, over
 //! HTTP/1.1 (raw request bytes, so targets reach certgate verbatim) and HTTP/2.
 //!
 //! Cases:

@@ -1,4 +1,4 @@
-//! Cert-less floods do not starve verified clients (README "Limits under attack"):
+//! Cert-less floods do not starve verified clients (docs/operations.md "Limits under attack"):
 //! - an attacker on 127.0.0.1 that reconnects as fast as it can and never sends a ClientHello,
 //!   against maxConnections 200, cannot keep a verified client on 127.0.0.2 from being served:
 //!   40 of 40 requests on fresh mTLS connections are answered, and the refusals are counted by

@@ -1,4 +1,4 @@
-//! README "Certificate header formats": `forwardClientCert.formats`, each header checked
+//! docs/headers.md "Certificate header formats": `forwardClientCert.formats`, each header checked
 //! against a value computed independently of certgate, by `openssl x509` (DER, serial,
 //! RFC 2253 names, dates) and Python's standard library (base64, `urllib.parse.quote` with
 //! `+=/` safe as ALB documents, ISO 8601), over HTTP/1.1 and HTTP/2.

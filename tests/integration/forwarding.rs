@@ -1,4 +1,4 @@
-//! Forwarding, README "Forwarding" (and the limits of "Config reference" it enforces):
+//! Forwarding, docs/forwarding.md (and the limits of "Config reference" it enforces):
 //! - a 64 MiB request body sent as a stream arrives whole at the app (HTTP/1.1 and HTTP/2);
 //! - a 64 MiB response body streams back whole (HTTP/1.1 and HTTP/2);
 //! - the request body reaches the app before the client has finished sending it, and the
@@ -339,7 +339,7 @@ async fn a_large_response_body_streams_back_whole() {
     fixture.gateway.stop().await;
 }
 
-/// A response that pauses longer than the park delay (README "Memory") is still in flight:
+/// A response that pauses longer than the park delay (docs/operations.md "Memory while idle") is still in flight:
 /// the connection does not park under it, and serves its next request afterwards.
 #[tokio::test]
 async fn a_response_that_pauses_for_seconds_arrives_whole_and_the_connection_lives_on() {

@@ -1,5 +1,5 @@
-//! HAProxy as the real L4 balancer in front of certgate (`send-proxy-v2`), README "Running many
-//! replicas": a client on 127.0.0.2 reaches certgate through HAProxy on 127.0.0.1; certgate
+//! HAProxy as the real L4 balancer in front of certgate (`send-proxy-v2`),
+//! docs/replicas.md: a client on 127.0.0.2 reaches certgate through HAProxy on 127.0.0.1; certgate
 //! trusts only 127.0.0.1, verifies the client certificate end to end (HAProxy passes TLS
 //! through), and the app sees the client's own address in `X-Forwarded-For`. The same client
 //! going around HAProxy is refused as an untrusted source.

@@ -1,4 +1,4 @@
-//! The hardening settings in the config file and `certgate check` (README "Config reference"):
+//! The hardening settings in the config file and `certgate check` (docs/config.md "Config reference"):
 //! - every new key is read with its default when absent;
 //! - `certgate check` accepts a config that sets them all, and refuses (exit 64, naming the
 //!   key) a zero value, a `clientHelloMs` longer than `handshakeMs`, and a misspelled key;

@@ -1,4 +1,4 @@
-//! Request header limits on both HTTP versions (README "Limits under attack"):
+//! Request header limits on both HTTP versions (docs/operations.md "Limits under attack"):
 //! - more than limits.maxRequestHeaders fields gets 431 over HTTP/1.1 and HTTP/2;
 //! - a header block over limits.maxRequestHeaderBytes (70 KB against 64 KiB) gets 431 over
 //!   HTTP/1.1 and, on its stream only, over HTTP/2: the HTTP/2 connection serves on;

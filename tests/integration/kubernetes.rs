@@ -1,7 +1,7 @@
 //! The Kubernetes manifests (`deploy/kubernetes/`, and the sidecar example in
-//! `config/kubernetes/`), README "Running many replicas":
+//! `config/kubernetes/`), docs/replicas.md:
 //! - every manifest validates against the Kubernetes schemas (`kubernetes-validate --strict`,
-//!   offline);
+//!   offline), and so does the command docs/kubernetes.md shows for it;
 //! - the pieces fit: the Service, PodDisruptionBudget and HorizontalPodAutoscaler select the
 //!   Deployment's pods; the pod is non-root with a read-only root file system; probes use the
 //!   admin port; `terminationGracePeriodSeconds` exceeds drain delay plus grace;
@@ -104,6 +104,33 @@ fn every_manifest_validates_against_the_kubernetes_schemas() {
             path.display(),
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_documented_validation_command_validates_every_manifest() {
+    if !yaml_tools() {
+        return;
+    }
+    let page = std::fs::read_to_string(repo("docs/kubernetes.md")).unwrap();
+    let command = page
+        .lines()
+        .find(|line| line.starts_with("python3 -m kubernetes_validate "))
+        .expect("docs/kubernetes.md shows how to validate the manifests offline");
+    let output = Command::new("sh")
+        .args(["-e", "-c", command])
+        .current_dir(repo(""))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{command}\n{printed}");
+    for path in manifests() {
+        let name = path.strip_prefix(repo("")).unwrap().display().to_string();
+        assert!(
+            printed.contains(&format!("{name} passed")),
+            "{command} does not validate {name}:\n{printed}"
         );
     }
 }
@@ -228,7 +255,7 @@ async fn the_ingress_deployment_runs_certgate_with_its_files_mounted_as_kubernet
     });
     let root = TempDir::new();
 
-    // What each volume holds: the ConfigMap's data, and the Secrets README's commands make.
+    // What each volume holds: the ConfigMap's data, and the Secrets docs/replicas.md's commands make.
     let secrets: HashMap<&str, Vec<(String, Vec<u8>)>> = HashMap::from([
         (
             "certgate-tls",

@@ -1,4 +1,4 @@
-//! Limits and timeouts (README "What each mode does" and "Config reference"):
+//! Limits and timeouts (docs/modes.md and docs/config.md "Config reference"):
 //! - a client that trickles its request header (slowloris) is cut off after requestHeaderMs;
 //! - connections over maxConnections are refused promptly and counted, and served again once a
 //!   slot frees;

@@ -20,6 +20,7 @@ mod config;
 mod conformance;
 mod curl;
 mod demo;
+mod doc_links;
 mod drain;
 mod drain_delay;
 mod examples;

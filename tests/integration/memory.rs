@@ -1,4 +1,4 @@
-//! Memory stays bounded (README "Memory under attack"), measured on the real binary's
+//! Memory stays bounded (docs/operations.md "Memory under attack"), measured on the real binary's
 //! `/proc/<pid>/status` with a generous bound (never a timing):
 //! - an HTTP/2 client that opens streams to an endless response and never opens its
 //!   flow-control window makes certgate buffer a bounded amount, not a copy of each body.

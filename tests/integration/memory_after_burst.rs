@@ -1,5 +1,5 @@
-//! Memory comes back after a burst (README "Memory after a burst") and idle HTTP/1.1
-//! connections hold little (README "Memory while idle"), measured on the real binary's
+//! Memory comes back after a burst (docs/operations.md "Memory after a burst") and idle HTTP/1.1
+//! connections hold little (docs/operations.md "Memory while idle"), measured on the real binary's
 //! `/proc/<pid>/status` with a generous bound, polled (never a timing):
 //! - after a few thousand mTLS connections (HTTP/1.1 and HTTP/2, one request each) were all
 //!   open at once and then closed, certgate's RSS returns near its idle level;

@@ -1,4 +1,4 @@
-//! Admin endpoints and metrics (README "Metrics"): every series at zero before traffic,
+//! Admin endpoints and metrics (docs/operations.md "Metrics"): every series at zero before traffic,
 //! refused handshakes counted by reason (scraped before and after a matrix of refusals),
 //! requests by client certificate and code, 421s, certificate expiry gauges, /readyz.
 

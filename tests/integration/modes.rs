@@ -1,4 +1,4 @@
-//! The client-certificate mode matrix of the README's "What each mode does": {require, accept, ignore} × {no cert,
+//! The client-certificate mode matrix of docs/modes.md: {require, accept, ignore} × {no cert,
 //! CA-issued, other CA, expired, not yet valid, serverAuth-only EKU, self-signed pinned,
 //! self-signed not pinned, revoked by CRL, CRL past nextUpdate, allow-list hit, allow-list
 //! miss} × {TLS 1.2, TLS 1.3} × {HTTP/1.1, HTTP/2}.

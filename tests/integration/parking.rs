@@ -1,4 +1,4 @@
-//! Parking (README "Memory"): an HTTP/1.1 connection with no request in flight for a second
+//! Parking (docs/operations.md "Memory while idle"): an HTTP/1.1 connection with no request in flight for a second
 //! gives its HTTP buffers back and waits with nothing but its TLS state:
 //! - it serves its next request, on the same connection, after `requestHeaderMs` of quiet
 //!   (hyper alone would have closed it then);

@@ -1,4 +1,4 @@
-//! Path-override headers (README "Path normalization"): `X-Original-URL` and `X-Rewrite-URL`,
+//! Path-override headers (docs/policy.md "Path normalization"): `X-Original-URL` and `X-Rewrite-URL`,
 //! in any case and with `_` for `-`, are removed on apps with a path policy, since IIS- and
 //! Symfony-style apps serve the path they name instead of the one certgate judged. On the
 //! wire, with the raw-socket app recording every byte:

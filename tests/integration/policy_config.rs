@@ -1,4 +1,4 @@
-//! README "Config reference" for the policy keys: `clientCertExclusionPaths`,
+//! docs/config.md "Config reference" for the policy keys: `clientCertExclusionPaths`,
 //! `authorization`, `defaultDeny`, `rateLimit`, `forwardClientCert.formats`. Each refusal is
 //! checked through `Config::load` and the real binary's `certgate check` (exit 64, the error
 //! naming the app and the key):

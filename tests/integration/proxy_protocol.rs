@@ -1,4 +1,4 @@
-//! PROXY protocol on the mTLS listener (README "Running many replicas"), with a real client
+//! PROXY protocol on the mTLS listener (docs/replicas.md), with a real client
 //! that writes the header before its TLS handshake:
 //! - a v1 header (hand-built bytes) and a v2 header (written with the ppp crate, IPv6, with an
 //!   unknown TLV) from a trusted source: the carried address is the client address in

@@ -1,4 +1,4 @@
-//! README "Rate limiting": `rateLimit` per client identity, over HTTP/1.1 and HTTP/2, on a
+//! docs/policy.md "Rate limiting": `rateLimit` per client identity, over HTTP/1.1 and HTTP/2, on a
 //! paused tokio clock (time moves only when a test advances it, so no test sleeps). The rate
 //! is one request per 1000 s, so no timer the runtime may jump to refills a bucket by itself.
 //!

@@ -1,13 +1,14 @@
-//! The README's runnable snippets run, so they cannot rot:
-//! - the demo commands under "Try it in one minute" are exactly the ones `certgate demo`
-//!   prints (tests/integration/demo.rs runs those with curl), and each refusal names both the TLS alert and
-//!   certgate's reason;
-//! - the `certgate explain` walk-through under "Why was my certificate refused?" prints what the
-//!   README shows, against a fresh `pki init`;
-//! - the config reference example loads;
-//! - the `certgate check` output shown for `config/ingress.json` is what check prints (with a
-//!   server certificate that covers the example's hosts);
-//! - the Python XFCC reader reads a real header certgate sent (python3 + `cryptography`).
+//! The runnable snippets of the README and docs/ run, so they cannot rot:
+//! - the demo commands under the README's "Try it in one minute" are exactly the ones
+//!   `certgate demo` prints (tests/integration/demo.rs runs those with curl), and each refusal names both
+//!   the TLS alert and certgate's reason;
+//! - the `certgate explain` walk-through under the README's "Why was my certificate refused?"
+//!   prints what the README shows, against a fresh `pki init`;
+//! - the config reference example of docs/config.md loads;
+//! - the `certgate check` output docs/config.md shows for `config/ingress.json` is what check
+//!   prints (with a server certificate that covers the example's hosts);
+//! - the Python XFCC reader of docs/headers.md reads a real header certgate sent (python3 +
+//!   `cryptography`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -20,15 +21,29 @@ use std::process::Command;
 use common::stdin::output_with_stdin;
 use common::{ClientOptions, Gateway, Pki, TempDir, app, tools};
 
-const README: &str = include_str!("../../README.md");
+/// A page of the documentation: its path and its text.
+type Page = (&'static str, &'static str);
 
-/// The text of the README section under `heading`, up to the next heading of the same level.
-fn section(heading: &str) -> &'static str {
-    let start = README
+const README: Page = (
+    "README.md",
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")),
+);
+const CONFIG: Page = (
+    "docs/config.md",
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.md")),
+);
+const HEADERS: Page = (
+    "docs/headers.md",
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/headers.md")),
+);
+
+/// The text of the section of `page` under `heading`, up to the next heading of the same level.
+fn section((name, text): Page, heading: &str) -> &'static str {
+    let start = text
         .find(&format!("\n{heading}\n"))
-        .unwrap_or_else(|| panic!("no {heading:?} in the README"));
+        .unwrap_or_else(|| panic!("no {heading:?} in {name}"));
     let level = heading.split(' ').next().unwrap();
-    let body = &README[start + heading.len() + 2..];
+    let body = &text[start + heading.len() + 2..];
     let end = body.find(&format!("\n{level} ")).unwrap_or(body.len());
     &body[..end]
 }
@@ -52,7 +67,7 @@ fn the_demo_commands_in_the_readme_are_the_ones_the_demo_prints() {
     let tour = certgate::demo::tour(8443, Path::new("certs"));
     let printed: Vec<&str> = tour.lines().collect();
     let mut checked = 0;
-    for block in blocks(section("## Try it in one minute"), "sh") {
+    for block in blocks(section(README, "## Try it in one minute"), "sh") {
         for line in block.lines().filter(|line| !line.trim().is_empty()) {
             assert!(
                 printed.contains(&line),
@@ -79,7 +94,7 @@ fn the_demo_commands_in_the_readme_are_the_ones_the_demo_prints() {
 fn the_explain_walkthrough_prints_what_the_readme_shows() {
     let dir = TempDir::new();
     certgate::pki::init(&dir.path().join("certs"), false).unwrap();
-    let why = section("## Why was my certificate refused?");
+    let why = section(README, "## Why was my certificate refused?");
     let command = blocks(why, "sh").into_iter().next().unwrap();
     let words: Vec<&str> = command.split_whitespace().collect();
     assert_eq!(&words[..2], ["certgate", "explain"], "{command}");
@@ -103,7 +118,7 @@ fn the_explain_walkthrough_prints_what_the_readme_shows() {
 fn the_config_reference_example_loads() {
     let dir = TempDir::new();
     certgate::pki::init(&dir.path().join("certs"), false).unwrap();
-    let json = blocks(section("### Config reference"), "json")
+    let json = blocks(section(CONFIG, "## Config reference"), "json")
         .into_iter()
         .next()
         .unwrap();
@@ -162,7 +177,7 @@ fn the_check_output_shown_is_what_check_prints_for_the_ingress_example() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let shown = blocks(section("### Checking a config"), "text")
+    let shown = blocks(section(CONFIG, "## Checking a config"), "text")
         .into_iter()
         .next()
         .unwrap();
@@ -173,7 +188,7 @@ fn the_check_output_shown_is_what_check_prints_for_the_ingress_example() {
         let stable = readme.split("server-cert-expires=").next().unwrap();
         assert!(
             line.starts_with(stable),
-            "README {readme:?}\nprinted {line:?}"
+            "docs/config.md {readme:?}\nprinted {line:?}"
         );
     }
 }
@@ -190,7 +205,7 @@ async fn the_python_xfcc_reader_reads_a_header_certgate_sent() {
     if !has_cryptography {
         assert!(
             std::env::var_os("CI").is_none(),
-            "the README's Python snippet needs `cryptography`: pip install cryptography"
+            "the Python snippet of docs/headers.md needs `cryptography`: pip install cryptography"
         );
         eprintln!("SKIPPED: python3 has no `cryptography` (pip install cryptography)");
         return;
@@ -210,7 +225,7 @@ async fn the_python_xfcc_reader_reads_a_header_certgate_sent() {
     let xfcc = reply.xfcc().unwrap();
     gateway.stop().await;
 
-    let snippet = blocks(section("## X-Forwarded-Client-Cert"), "python")
+    let snippet = blocks(section(HEADERS, "## X-Forwarded-Client-Cert"), "python")
         .into_iter()
         .next()
         .unwrap();
@@ -223,7 +238,7 @@ async fn the_python_xfcc_reader_reads_a_header_certgate_sent() {
     );
     assert!(
         output.status.success(),
-        "the README's Python failed: {}",
+        "the Python of docs/headers.md failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "CN=alice");

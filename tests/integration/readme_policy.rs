@@ -1,4 +1,4 @@
-//! The README's "Per-request policy" example app, loaded as written (only its upstream pointed
+//! The "Per-request policy" example app of docs/policy.md, loaded as written (only its upstream pointed
 //! at the echo app) and exercised over HTTP/1.1 and HTTP/2:
 //! - `/healthz` without a certificate is served, `/admin` without one is 403;
 //! - an ops SPIFFE client may GET `/admin`, `CN=billing` may reach `/billing`, others may not;
@@ -19,11 +19,11 @@ use serde_json::json;
 
 fn readme_example() -> serde_json::Value {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/policy.md")).unwrap();
     let section = readme
-        .split("## Per-request policy")
+        .split("# Per-request policy")
         .nth(1)
-        .expect("README has a Per-request policy section");
+        .expect("docs/policy.md has a Per-request policy section");
     let block = section
         .split("```json\n")
         .nth(1)

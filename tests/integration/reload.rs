@@ -1,4 +1,4 @@
-//! Hot reload (README "Operations"):
+//! Hot reload (docs/operations.md):
 //! - clients sending continuously while the CA bundle and the server certificate are swapped
 //!   dozens of times, by reload call (what SIGHUP runs) and by file change: no failed request;
 //! - a broken file keeps the running config and counts `result="error"`;

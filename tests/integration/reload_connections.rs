@@ -1,4 +1,4 @@
-//! Open connections across a reload (README "Reload"): a reload retires the config the
+//! Open connections across a reload (docs/operations.md "Reload"): a reload retires the config the
 //! connections were opened under, so a tightened policy never waits for a client to
 //! reconnect. Cases:
 //! - each tightening change (mode `ignore` -> `require`, trust moved to another CA, a serial

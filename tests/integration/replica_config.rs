@@ -1,4 +1,4 @@
-//! The replica settings in the config (README "Running many replicas"), through
+//! The replica settings in the config (docs/replicas.md), through
 //! `Config::load` and the real `certgate check` (exit 64, stderr naming the problem):
 //! - `sessionTickets.keyFile` that is missing, empty, not base64, of the wrong key length;
 //!   an unknown key inside `sessionTickets` or `proxyProtocol`;

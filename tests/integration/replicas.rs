@@ -1,11 +1,11 @@
-//! Replicas sharing one session ticket key file (README "Running many replicas"), each a real
+//! Replicas sharing one session ticket key file (docs/replicas.md), each a real
 //! `certgate run` process:
 //! - a session made on one replica resumes on the other, over TLS 1.3 and TLS 1.2;
 //! - after a rotation (a new key prepended) old tickets still resume, until their key is
 //!   dropped from the file;
 //! - a ticket from one app never resumes under another app of the other replica;
 //! - `certgate pki ticket-keys` writes a key file that refuses to be overwritten;
-//! - the README's local rotation example runs as written.
+//! - the local rotation example of docs/replicas.md runs as written.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -242,9 +242,9 @@ fn pki_ticket_keys_writes_a_private_key_file_and_refuses_to_overwrite_it() {
 #[test]
 fn readme_local_rotation_example_runs() {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/replicas.md")).unwrap();
     let section = readme
-        .split("## Running many replicas")
+        .split("# Running many replicas")
         .nth(1)
         .expect("a Running many replicas section");
     let block = section

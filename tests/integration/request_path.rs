@@ -1,9 +1,9 @@
-//! The request path's bookkeeping (README "Logs" and "Metrics"):
+//! The request path's bookkeeping (docs/operations.md "Logs" and "Metrics"):
 //! - an HTTP/2 stream the client cancels is counted and logged as 499 `client_aborted`, and
 //!   the connection still closes after `idleMs` of silence;
 //! - the idle deadline is counted from the end of the last request, not from a poll;
 //! - `accessLog: false`, `--no-access-log` and `RUST_LOG` turn the access line off; when on,
-//!   it carries an integer `duration_ms`, and its plain form reads as README "Logs" shows;
+//!   it carries an integer `duration_ms`, and its plain form reads as docs/operations.md "Logs" shows;
 //! - a stderr nobody reads never stalls requests (logs go through a non-blocking writer).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]

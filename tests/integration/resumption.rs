@@ -1,4 +1,4 @@
-//! TLS session resumption stays inside one app and one version of its trust (README "What each mode does";
+//! TLS session resumption stays inside one app and one version of its trust (docs/modes.md;
 //! nginx CVE-2025-23419 is the bug this prevents):
 //! - a session ticket from an `ignore` app offered under a `require` app's SNI gets a full
 //!   handshake (and the client certificate is verified), over TLS 1.3 and TLS 1.2;

@@ -1,5 +1,5 @@
-//! A TLS session made under one policy never carries its verdict into a stricter one (README
-//! "What each mode does", "Shared session tickets"). For each change below, over TLS 1.3 and
+//! A TLS session made under one policy never carries its verdict into a stricter one
+//! (docs/modes.md, docs/replicas.md "Shared session tickets"). For each change below, over TLS 1.3 and
 //! TLS 1.2, with process ticket keys (new on every reload) and with shared ones
 //! (`sessionTickets.keyFile`): a session is made under the old config and shown to resume
 //! there (with shared keys, across a reload that changes nothing, too); after a reload with

@@ -1,4 +1,4 @@
-//! Revocation that stays fresh (README "Revocation"), against real responders: CRLs served
+//! Revocation that stays fresh (docs/revocation.md), against real responders: CRLs served
 //! over HTTP by a fixture that can change, fail or lie, and `openssl ocsp` with an index the
 //! tests edit. Cases:
 //! - CRL URL: a leaf not listed is served, a listed leaf is refused (`revoked`), an
@@ -21,7 +21,7 @@
 //!   TLS 1.2); HTTP/2 clients are refused like HTTP/1.1 ones; `rejectWith: "http"` answers 495;
 //! - `certgate explain` shows the revocation decision and its source;
 //! - config: the schema's keys, the `crlFiles` alias, bad values refused; the sidecar's
-//!   `--crl-url` and `--ocsp`; the README's worked `openssl ocsp` example.
+//!   `--crl-url` and `--ocsp`; the worked `openssl ocsp` example of docs/revocation.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -958,19 +958,22 @@ async fn sidecar_flags_add_crl_urls_and_ocsp() {
     );
 }
 
-// ---- the README's worked example ----
+// ---- the worked example of docs/revocation.md ----
 
-/// The first fenced block of `kind` after `heading` in the README.
+/// The first fenced block of `kind` after `heading` in docs/revocation.md.
 fn readme_block(heading: &str, kind: &str) -> String {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = &readme[readme.find(heading).expect("README section missing")..];
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/revocation.md"))
+            .unwrap();
+    let section = &readme[readme
+        .find(heading)
+        .expect("docs/revocation.md section missing")..];
     let fence = format!("```{kind}\n");
     let body = &section[section.find(&fence).unwrap() + fence.len()..];
     body[..body.find("```").unwrap()].to_owned()
 }
 
-/// Kills the responder the README's script started in the background.
+/// Kills the responder the example's script started in the background.
 struct Background(std::path::PathBuf);
 
 impl Drop for Background {
@@ -998,7 +1001,7 @@ async fn readme_worked_openssl_ocsp_example_serves_then_refuses_a_revoked_client
     if !tools::openssl() {
         return;
     }
-    let heading = "### A worked example with `openssl ocsp`";
+    let heading = "## A worked example with `openssl ocsp`";
     let dir = TempDir::new();
     let port = free_port().to_string();
     // The background responder writes to a file (so the script's output closes) and is
@@ -1065,7 +1068,7 @@ async fn readme_worked_openssl_ocsp_example_serves_then_refuses_a_revoked_client
         "the good client was refused"
     );
 
-    // What the README says to do to revoke: flip V to R with a date, restart the responder.
+    // What the example says to do to revoke: flip V to R with a date, restart the responder.
     bash(
         dir.path(),
         &format!(

@@ -1,4 +1,4 @@
-//! README "Revocation", answers with no end: `clientAuth.revocation.maxAgeMs` bounds how long
+//! docs/revocation.md, answers with no end: `clientAuth.revocation.maxAgeMs` bounds how long
 //! a CRL or OCSP answer without nextUpdate is believed, counted from its thisUpdate, and a
 //! thisUpdate in the future (beyond the 300 s clock skew) is refused. Cases:
 //! - OCSP: `openssl ocsp` without `-ndays`/`-nmin` (no nextUpdate) is believed when fresh

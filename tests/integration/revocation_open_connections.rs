@@ -1,11 +1,11 @@
-//! Revocation and what is already open or in flight (README "Revocation"), counted at the
+//! Revocation and what is already open or in flight (docs/revocation.md), counted at the
 //! app, the responder and the CRL server. Cases:
 //! - no request from a revoked certificate (on a fetched CRL, or reported by `openssl ocsp`)
 //!   reaches the app over HTTP/1.1, HTTP/2 or an HTTP/1.1 WebSocket upgrade, while a good
 //!   certificate's do (the control); with `rejectWith: "http"` the upgrade is answered 495;
 //! - an open WebSocket is closed once a CRL refresh revokes its certificate, and once a
 //!   responder reports its certificate revoked to another connection; so is a parked
-//!   HTTP/1.1 connection (README "Memory while idle"), with a close_notify;
+//!   HTTP/1.1 connection (docs/operations.md "Memory while idle"), with a close_notify;
 //! - an OCSP `revoked` answer learned by one handshake closes the open HTTP/1.1 and HTTP/2
 //!   connections of that certificate before their next request is forwarded, and leaves
 //!   another certificate's connection open, as does a `revoked` answer once a cached `good`

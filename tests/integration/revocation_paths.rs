@@ -1,5 +1,5 @@
 //! Revocation is checked along the path webpki verified, never along one of certgate's own
-//! (README "Revocation"). A client under an intermediate sends its revoked leaf with decoys:
+//! (docs/revocation.md). A client under an intermediate sends its revoked leaf with decoys:
 //! certificates that copy the intermediate's name and public key but are signed by the
 //! client's own CA. Each chain shape is refused as `revoked` for every source, at the
 //! handshake and, once a revocation is learned later, on an open connection:

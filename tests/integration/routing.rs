@@ -1,4 +1,4 @@
-//! README "What each mode does" (routing): the app is chosen by the ClientHello's SNI, and every request's authority
+//! docs/modes.md (routing): the app is chosen by the ClientHello's SNI, and every request's authority
 //! (`Host` or `:authority`) must select that same app, or certgate answers 421 itself.
 //!
 //! Cases:

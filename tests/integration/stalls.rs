@@ -1,4 +1,4 @@
-//! Stalled bodies are bounded (README "Limits under attack"):
+//! Stalled bodies are bounded (docs/operations.md "Limits under attack"):
 //! - a request body that stops arriving is answered 408 after requestBodyIdleMs, over HTTP/1.1
 //!   and HTTP/2, and counted as `request_body_idle`; a trickle that keeps arriving is served;
 //! - an HTTP/2 request whose declared body never comes gets 408 as well;

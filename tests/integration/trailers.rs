@@ -1,4 +1,4 @@
-//! Request trailers (README "Forwarding"): they go through the stripping headers go through.
+//! Request trailers (docs/forwarding.md): they go through the stripping headers go through.
 //! Every certificate header in every spelling (`x-forwarded-client-cert`, `client-cert`,
 //! `x-client-verify: SUCCESS`, ALB and Azure names, `_` for `-`) and every hop-by-hop field is
 //! removed from a trailer section; other trailers reach the app.

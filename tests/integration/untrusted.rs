@@ -1,4 +1,4 @@
-//! README "allowUntrusted": a certificate only `allowUntrusted` admits is forwarded, but its
+//! docs/modes.md "What an untrusted certificate gets": a certificate only `allowUntrusted` admits is forwarded, but its
 //! names vouch for nothing, since anyone can make one. Over HTTP/1.1 and HTTP/2.
 //!
 //! Cases:

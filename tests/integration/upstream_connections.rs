@@ -1,5 +1,5 @@
 //! Upstream connections belong to the app, never to what a client sent, and are bounded per
-//! app (README "Forwarding", `limits.maxUpstreamConnectionsPerApp`):
+//! app (docs/forwarding.md, `limits.maxUpstreamConnectionsPerApp`):
 //! - 100 requests on one client connection, each naming another port in its authority, reach
 //!   the app over one upstream connection: h2c, h2 over TLS and HTTP/1.1 alike, and the app
 //!   sees each request's own authority;

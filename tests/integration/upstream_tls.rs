@@ -1,4 +1,4 @@
-//! TLS and mutual TLS from certgate to the app (README "TLS to the app"), against rustls +
+//! TLS and mutual TLS from certgate to the app (docs/upstream-tls.md), against rustls +
 //! hyper apps in the test and a real `openssl s_server`:
 //! - an https app whose certificate verifies against `caFiles` is reached over HTTP/1.1 with
 //!   the configured `serverName` as SNI, and over HTTP/2 (`:scheme` https) with
@@ -22,7 +22,7 @@
 //! - `upstreamTls` on an http:// upstream, caFiles with insecureSkipVerify, a bad serverName, half a client certificate, a missing CA file and a
 //!   misspelled key are refused, naming the key or file;
 //! - the sidecar flags build the same app;
-//! - the README's example app loads, and `explain` shows how it is reached.
+//! - the example app of docs/upstream-tls.md loads, and `explain` shows how it is reached.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -841,11 +841,11 @@ fn the_sidecar_flags_make_an_https_app_with_a_client_certificate() {
 
 #[test]
 fn the_readme_example_app_loads() {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/upstream-tls.md"));
     let section = readme
-        .split("\n## TLS to the app\n")
+        .split("# TLS to the app\n")
         .nth(1)
-        .expect("README has a \"TLS to the app\" section");
+        .expect("docs/upstream-tls.md has a \"TLS to the app\" section");
     let json = section
         .split("```json\n")
         .nth(1)

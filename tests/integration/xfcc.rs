@@ -1,9 +1,9 @@
-//! README "X-Forwarded-Client-Cert": the `X-Forwarded-Client-Cert` header certgate sets, checked against values
+//! docs/headers.md "X-Forwarded-Client-Cert": the `X-Forwarded-Client-Cert` header certgate sets, checked against values
 //! built here independently of certgate (SHA-256 of the DER, the harness's `pem_of`, and a
 //! reference URL-encoder and XFCC parser written in this file).
 //!
 //! Cases:
-//! - The reference encoder and parser reproduce the README's own examples.
+//! - The reference encoder and parser reproduce the examples of docs/headers.md.
 //! - Golden: a CA-issued client's XFCC is exactly `Hash=<hex>;Cert="<enc>";Chain="<enc>"`, in
 //!   `require` and `accept`, TLS 1.2 and 1.3, HTTP/1.1 and HTTP/2, on every request of a
 //!   connection.
@@ -56,7 +56,7 @@ fn envoy_encode(text: &str) -> String {
     out
 }
 
-/// The XFCC value README "X-Forwarded-Client-Cert" prescribes for a chain the client sent (leaf first).
+/// The XFCC value docs/headers.md "X-Forwarded-Client-Cert" prescribes for a chain the client sent (leaf first).
 fn expected_xfcc(chain: &[CertificateDer<'_>]) -> String {
     let hash = hex(&sha2::Sha256::digest(&chain[0]));
     let cert = envoy_encode(&pem_of(&chain[0]));

@@ -328,7 +328,7 @@ pub async fn tls_stream(
 }
 
 /// Asserts that certgate answered `reply` itself with `status`: a `text/plain` body of one
-/// non-empty line (README "Forwarding").
+/// non-empty line (docs/forwarding.md).
 pub fn assert_certgate_error(reply: &Reply, status: StatusCode, label: &str) {
     assert_eq!(reply.status, status, "{label}: body {:?}", reply.body);
     let content_type = reply
