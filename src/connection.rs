@@ -25,7 +25,7 @@ use crate::proxy::client::VerifiedClient;
 use crate::proxy::context::{ConnectionContext, Downstream, Lifecycle, Route, Signals};
 use crate::proxy::refuse::RefusalPage;
 use crate::proxy_protocol::ProxyHeaderError;
-use crate::revocation::{Refused, Standing};
+use crate::revocation::{RevokedLater, Standing};
 use crate::settings::RejectWith;
 use crate::tls::policy::{Refusal, TrustSource};
 
@@ -60,7 +60,7 @@ pub(crate) struct Slots<L> {
 struct Established {
     sessions: serve::Sessions,
     stream: park::Tls,
-    revoked_later: Option<Refused>,
+    revoked_later: Option<RevokedLater>,
     /// Its slot among the client's connections, held until it closes.
     client_slot: Option<ClientSlot>,
 }

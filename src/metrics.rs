@@ -18,7 +18,7 @@ use prometheus_client::registry::{Metric, Registry};
 use self::app::{RequestLabels, RuleLabels, StallLabels};
 use self::label::AppLabel;
 use crate::policy::AppPolicy;
-use crate::proxy_protocol::RefusalReason;
+use crate::proxy_protocol::ProxyHeaderFailure;
 use crate::settings::Trust;
 use crate::tls::FailureReason;
 
@@ -259,7 +259,7 @@ impl Metrics {
         for result in ["success", "error"] {
             let _ = self.reloads.get_or_create(&ReloadLabels { result });
         }
-        for reason in RefusalReason::ALL {
+        for reason in ProxyHeaderFailure::ALL {
             let _ = self.proxy_protocol_refusals.get_or_create(&ReasonLabel {
                 reason: reason.as_str(),
             });
@@ -297,7 +297,7 @@ impl Metrics {
     }
 
     /// A connection was refused before its handshake by the PROXY protocol check.
-    pub(crate) fn proxy_protocol_refused(&self, reason: RefusalReason) {
+    pub(crate) fn proxy_protocol_refused(&self, reason: ProxyHeaderFailure) {
         self.proxy_protocol_refusals
             .get_or_create(&ReasonLabel {
                 reason: reason.as_str(),

@@ -105,7 +105,7 @@ pub enum ProxyHeaderError {
 
 /// Why a connection was refused, as logs and `certgate_proxy_protocol_refusals_total` name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RefusalReason {
+pub enum ProxyHeaderFailure {
     Untrusted,
     Missing,
     Malformed,
@@ -114,7 +114,7 @@ pub enum RefusalReason {
     Timeout,
 }
 
-impl RefusalReason {
+impl ProxyHeaderFailure {
     /// Every reason, for metrics that must exist at zero before any traffic.
     pub const ALL: [Self; 6] = [
         Self::Untrusted,
@@ -138,7 +138,7 @@ impl RefusalReason {
     }
 }
 
-impl fmt::Display for RefusalReason {
+impl fmt::Display for ProxyHeaderFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -146,14 +146,14 @@ impl fmt::Display for RefusalReason {
 
 impl ProxyHeaderError {
     /// The reason for logs and metrics.
-    pub fn reason(&self) -> RefusalReason {
+    pub fn reason(&self) -> ProxyHeaderFailure {
         match self {
-            Self::Untrusted => RefusalReason::Untrusted,
-            Self::Missing => RefusalReason::Missing,
-            Self::MalformedV1 { .. } | Self::MalformedV2 { .. } => RefusalReason::Malformed,
-            Self::V1TooLong | Self::V2TooLarge { .. } => RefusalReason::TooLarge,
-            Self::Truncated | Self::Io { .. } => RefusalReason::Truncated,
-            Self::Timeout => RefusalReason::Timeout,
+            Self::Untrusted => ProxyHeaderFailure::Untrusted,
+            Self::Missing => ProxyHeaderFailure::Missing,
+            Self::MalformedV1 { .. } | Self::MalformedV2 { .. } => ProxyHeaderFailure::Malformed,
+            Self::V1TooLong | Self::V2TooLarge { .. } => ProxyHeaderFailure::TooLarge,
+            Self::Truncated | Self::Io { .. } => ProxyHeaderFailure::Truncated,
+            Self::Timeout => ProxyHeaderFailure::Timeout,
         }
     }
 }
@@ -375,36 +375,39 @@ mod tests {
         };
         assert_eq!(
             reason(parse(b"\x16\x03\x01\x02\x00").await),
-            RefusalReason::Missing
+            ProxyHeaderFailure::Missing
         );
         assert_eq!(
             reason(parse(b"PROXY TCP4 203.0.113.7 10.0.0.1 12345").await),
-            RefusalReason::Truncated
+            ProxyHeaderFailure::Truncated
         );
         assert_eq!(
             reason(parse(b"PROXY TCP4 not-an-ip 10.0.0.1 1 2\r\n").await),
-            RefusalReason::Malformed
+            ProxyHeaderFailure::Malformed
         );
-        assert_eq!(reason(parse(&[b'P'; 200]).await), RefusalReason::TooLarge);
+        assert_eq!(
+            reason(parse(&[b'P'; 200]).await),
+            ProxyHeaderFailure::TooLarge
+        );
         let truncated = v2(0x21, 0x11, &V4_ADDRESSES);
         assert_eq!(
             reason(parse(&truncated[..truncated.len() - 1]).await),
-            RefusalReason::Truncated
+            ProxyHeaderFailure::Truncated
         );
         // A TLV whose length runs past the header.
         let mut payload = V4_ADDRESSES.to_vec();
         payload.extend_from_slice(&[0xee, 0x00, 0x09, 1]);
         assert_eq!(
             reason(parse(&v2(0x21, 0x11, &payload)).await),
-            RefusalReason::Malformed
+            ProxyHeaderFailure::Malformed
         );
         // Version 3.
         assert_eq!(
             reason(parse(&v2(0x31, 0x11, &V4_ADDRESSES)).await),
-            RefusalReason::Malformed
+            ProxyHeaderFailure::Malformed
         );
         let huge = v2(0x21, 0x11, &vec![0; V2_MAX_PAYLOAD_BYTES + 1]);
-        assert_eq!(reason(parse(&huge).await), RefusalReason::TooLarge);
+        assert_eq!(reason(parse(&huge).await), ProxyHeaderFailure::TooLarge);
     }
 
     #[test]

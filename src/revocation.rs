@@ -20,8 +20,8 @@ mod standing;
 pub(crate) mod x509;
 
 pub(crate) use self::checker::Revocation;
-pub(crate) use self::error::{LoadError, Refusal};
+pub(crate) use self::error::{LoadError, RevocationFailure};
 pub(crate) use self::memory::Memory;
 pub(crate) use self::path::WithoutCa;
 pub use self::policy::{OcspMode, OnUnknown, Policy};
-pub(crate) use self::standing::{Refused, Standing};
+pub(crate) use self::standing::{RevokedLater, Standing};

@@ -20,7 +20,7 @@ use crate::drain::{Close, CloseSignal};
 use crate::proxy;
 use crate::proxy::context::ConnectionContext;
 use crate::proxy::header_limits::http2_header_list_limit;
-use crate::revocation::{Refusal, Refused};
+use crate::revocation::{RevocationFailure, RevokedLater};
 use crate::settings::{Limits, Timeouts};
 use crate::upstream::UPSTREAM_READ_BUFFER;
 
@@ -39,7 +39,7 @@ impl Sessions {
         self,
         mut stream: Tls,
         mut close: watch::Receiver<CloseSignal>,
-        mut revoked_later: Option<Refused>,
+        mut revoked_later: Option<RevokedLater>,
     ) {
         let Self {
             context,
@@ -115,7 +115,7 @@ const FIRST_REQUEST_AFTER_RELOAD: Duration = Duration::from_secs(1);
 const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// Resolves once a revocation learned after the handshake refuses the connection.
-async fn revoked(refused: Option<&mut Refused>) -> Arc<Refusal> {
+async fn revoked(refused: Option<&mut RevokedLater>) -> Arc<RevocationFailure> {
     match refused {
         Some(refused) => refused.wait().await,
         None => std::future::pending().await,
@@ -170,7 +170,7 @@ impl Session<'_> {
         &self,
         mut served: Pin<Box<F>>,
         close: &mut watch::Receiver<CloseSignal>,
-        mut revoked_later: Option<&mut Refused>,
+        mut revoked_later: Option<&mut RevokedLater>,
     ) -> Ended
     where
         F: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Graceful,
@@ -376,7 +376,11 @@ async fn idle_expired(context: &ConnectionContext, idle: Duration) {
     tokio::time::sleep_until(deadline).await;
 }
 
-fn revoked_warning(client_addr: SocketAddr, context: &ConnectionContext, refused: &Refusal) {
+fn revoked_warning(
+    client_addr: SocketAddr,
+    context: &ConnectionContext,
+    refused: &RevocationFailure,
+) {
     tracing::warn!(
         client.addr = %client_addr,
         app = %context.app().config.name,

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use super::coalesce::{Coalesce, Joined};
 use super::crl::{self, CrlStatus, CrlStore, Entry, Origin};
-use super::error::{CHECK_TIMEOUT, LoadError, Refusal};
+use super::error::{CHECK_TIMEOUT, LoadError, RevocationFailure};
 use super::fetch::{self, Fetched, Fetcher};
 use super::memory::Memory;
 use super::ocsp::{self, OcspError, OcspStatus};
@@ -200,7 +200,7 @@ impl Revocation {
 
     /// Decides whether a verified client chain may be served, and where to check it again
     /// while its connection stays open. Never takes longer than `CHECK_TIMEOUT`.
-    pub async fn admit(&self, chain: &[CertificateDer<'_>]) -> Result<Path, Refusal> {
+    pub async fn admit(&self, chain: &[CertificateDer<'_>]) -> Result<Path, RevocationFailure> {
         if !self.after_handshake {
             // webpki judged the chain; a path lost since is webpki's to refuse, not this one's.
             return Ok(self.paths.path(chain, &self.policy).unwrap_or(Path::NoCa));
@@ -222,7 +222,7 @@ impl Revocation {
 
     /// The decision for `chain` as a connection would get it after its handshake (for
     /// `certgate explain`); `Ok(true)` when the status is unknown and `onUnknown` allows it.
-    pub async fn decide(&self, chain: &[CertificateDer<'_>]) -> Result<bool, Refusal> {
+    pub async fn decide(&self, chain: &[CertificateDer<'_>]) -> Result<bool, RevocationFailure> {
         if !self.after_handshake {
             return Ok(false);
         }
@@ -234,12 +234,12 @@ impl Revocation {
     async fn judge(
         &self,
         chain: &[CertificateDer<'_>],
-    ) -> (Path, Result<Option<Refusal>, Refusal>) {
+    ) -> (Path, Result<Option<RevocationFailure>, RevocationFailure>) {
         let (path, checked) = match self.paths.path(chain, &self.policy) {
             Ok(path) => {
                 let checked = tokio::time::timeout(CHECK_TIMEOUT, self.check(&path)).await;
                 let checked = checked.unwrap_or_else(|_| {
-                    Err(Refusal {
+                    Err(RevocationFailure {
                         reason: FailureReason::RevocationUnknown,
                         detail: "the revocation check timed out".to_owned(),
                     })
@@ -304,7 +304,7 @@ impl Revocation {
     /// generation learned, without a fetch or a responder request: refused when a CRL now
     /// lists a certificate of it or a responder has since reported one revoked, or (apps
     /// without OCSP) when no CRL vouches for it any more and `onUnknown` refuses.
-    pub(super) fn check_held(&self, path: &Path) -> Result<(), Refusal> {
+    pub(super) fn check_held(&self, path: &Path) -> Result<(), RevocationFailure> {
         let Path::Verified(path) = path else {
             return Ok(());
         };
@@ -325,7 +325,7 @@ impl Revocation {
         }
     }
 
-    async fn check(&self, path: &Path) -> Result<(), Refusal> {
+    async fn check(&self, path: &Path) -> Result<(), RevocationFailure> {
         let Path::Verified(path) = path else {
             return Ok(());
         };
@@ -503,10 +503,10 @@ impl Revocation {
 }
 
 /// The refusal, if any, that `status` of `cert` makes.
-fn verdict(cert: &Cert, status: Status) -> Result<(), Refusal> {
+fn verdict(cert: &Cert, status: Status) -> Result<(), RevocationFailure> {
     match status {
         Status::Good => Ok(()),
-        Status::Revoked(source) => Err(Refusal {
+        Status::Revoked(source) => Err(RevocationFailure {
             reason: FailureReason::Revoked,
             detail: format!(
                 "{source} lists certificate {} ({}) as revoked",
@@ -514,7 +514,7 @@ fn verdict(cert: &Cert, status: Status) -> Result<(), Refusal> {
                 cert.subject_text()
             ),
         }),
-        Status::Unknown(cause) => Err(Refusal {
+        Status::Unknown(cause) => Err(RevocationFailure {
             reason: FailureReason::RevocationUnknown,
             detail: format!(
                 "revocation status of certificate {} ({}) is unknown: {cause}",

@@ -25,14 +25,14 @@ pub enum LoadError {
 /// A refused connection: the reason for logs and metrics and what was found.
 #[derive(Debug, thiserror::Error)]
 #[error("{detail}")]
-pub struct Refusal {
+pub struct RevocationFailure {
     /// `revoked` or `revocation_unknown`.
     pub reason: FailureReason,
     /// What was revoked or why the status is unknown.
     pub detail: String,
 }
 
-impl Refusal {
+impl RevocationFailure {
     /// The same refusal in the policy's terms, for a `rejectWith: "http"` answer page.
     pub fn to_policy(&self, leaf: &[u8]) -> crate::tls::policy::Refusal {
         let presented = x509_parser::parse_x509_certificate(leaf)

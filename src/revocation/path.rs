@@ -6,7 +6,7 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use sha2::{Digest, Sha256};
 
-use super::error::Refusal;
+use super::error::RevocationFailure;
 use super::policy::{OcspMode, Policy};
 use super::x509::{self, Cert, VerifiedPath};
 use crate::tls::FailureReason;
@@ -67,7 +67,7 @@ impl Paths {
         &self,
         chain: &[CertificateDer<'_>],
         policy: &Policy,
-    ) -> Result<Path, Refusal> {
+    ) -> Result<Path, RevocationFailure> {
         let error =
             match x509::verified_path(chain, &self.anchors, &self.algorithms, UnixTime::now()) {
                 Ok(path) => return Ok(Path::Verified(path)),
@@ -85,14 +85,14 @@ impl Paths {
             let Some(source) = leaf.and_then(|leaf| unchecked_source(&leaf, policy)) else {
                 return Ok(Path::NoCa);
             };
-            return Err(Refusal {
+            return Err(RevocationFailure {
                 reason: FailureReason::RevocationUnknown,
                 detail: format!(
                     "the certificate names {source}, but the chain the client sent does not verify to a trusted CA ({error}), so its revocation cannot be checked; the client must send its intermediate certificates"
                 ),
             });
         }
-        Err(Refusal {
+        Err(RevocationFailure {
             reason: FailureReason::RevocationUnknown,
             detail: format!(
                 "the chain does not verify to a trusted CA ({error}), so its revocation cannot be checked"
@@ -101,14 +101,14 @@ impl Paths {
     }
 
     /// The certificates of `path` with the root that ends it, or why they cannot be read.
-    pub(super) fn certificates(&self, path: &VerifiedPath) -> Result<Vec<Cert>, Refusal> {
+    pub(super) fn certificates(&self, path: &VerifiedPath) -> Result<Vec<Cert>, RevocationFailure> {
         let root = self.roots.get(path.root).cloned();
         path.certs
             .iter()
             .map(|der| Cert::parse(der))
             .chain(std::iter::once(root))
             .collect::<Option<Vec<Cert>>>()
-            .ok_or_else(|| Refusal {
+            .ok_or_else(|| RevocationFailure {
                 reason: FailureReason::RevocationUnknown,
                 detail: "a certificate of the verified path cannot be read".to_owned(),
             })

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use tokio::sync::watch;
 
 use super::checker::Revocation;
-use super::error::Refusal;
+use super::error::RevocationFailure;
 use super::memory::Memory;
 use super::path::Path;
 
@@ -25,7 +25,7 @@ pub struct Standing {
     path: Path,
     /// The generation of what is held that the chain was last checked against.
     seen: AtomicU64,
-    refused: watch::Sender<Option<Arc<Refusal>>>,
+    refused: watch::Sender<Option<Arc<RevocationFailure>>>,
     /// Whether `refused` holds a refusal, for the request path.
     is_refused: AtomicBool,
     watcher: OnceLock<Watcher>,
@@ -33,7 +33,7 @@ pub struct Standing {
 
 /// Waits for a connection to be refused.
 #[derive(Debug)]
-pub struct Refused(watch::Receiver<Option<Arc<Refusal>>>);
+pub struct RevokedLater(watch::Receiver<Option<Arc<RevocationFailure>>>);
 
 impl Revocation {
     /// Watches the connection admitted along `path` against what was held at `generation`
@@ -74,12 +74,12 @@ impl Standing {
     }
 
     /// Resolves once the connection is refused.
-    pub fn refused(&self) -> Refused {
-        Refused(self.refused.subscribe())
+    pub fn refused(&self) -> RevokedLater {
+        RevokedLater(self.refused.subscribe())
     }
 
     /// Checks the chain against what is held at `generation`; a refusal sticks.
-    fn check(&self, generation: u64) -> Result<(), Arc<Refusal>> {
+    fn check(&self, generation: u64) -> Result<(), Arc<RevocationFailure>> {
         if let Some(refusal) = self.refused.borrow().clone() {
             return Err(refusal);
         }
@@ -100,9 +100,9 @@ impl Standing {
     }
 }
 
-impl Refused {
+impl RevokedLater {
     /// The refusal, once there is one; never resolves while the connection stands.
-    pub async fn wait(&mut self) -> Arc<Refusal> {
+    pub async fn wait(&mut self) -> Arc<RevocationFailure> {
         let refusal = match self.0.wait_for(Option::is_some).await {
             Ok(refusal) => refusal.clone(),
             // The standing is gone with its connection: nothing will refuse it any more.
