@@ -23,7 +23,7 @@ use super::values::{
 use crate::proxy_protocol::ProxyProtocol;
 use crate::revocation::fetch::{self, Fetched};
 use crate::settings::{
-    AllowList, ClientCertMode, RejectWith, SessionResumption, Trust, XfccFields,
+    AllowList, ClientCertMode, Named, RejectWith, SessionResumption, Trust, XfccField, XfccFields,
 };
 use crate::tls::policy::Policy;
 use crate::tls::server_config::Resumption;
@@ -181,7 +181,9 @@ pub(crate) fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static
 }
 
 /// `--forward-fields` as XFCC fields.
-pub(crate) fn forward_fields(names: Option<&[String]>) -> Result<XfccFields, ConfigError> {
+pub(crate) fn forward_fields(
+    names: Option<&[Named<XfccField>]>,
+) -> Result<XfccFields, ConfigError> {
     xfcc_fields("app", FLAG_KEYS.fields, names)
 }
 
@@ -236,11 +238,11 @@ impl<'a> Loader<'a> {
             &mut upstream,
         )?;
         let mode = match &file.ingress.client_certificate_mode {
-            Some(value) => value.parse().map_err(|_| ConfigError::App {
+            Some(value) => value.known().map_err(|value| ConfigError::App {
                 app: name.clone(),
                 source: AppError::Mode {
                     key: self.keys.mode,
-                    value: value.clone(),
+                    value: value.to_owned(),
                 },
             })?,
             None => ClientCertMode::Require,
@@ -251,21 +253,15 @@ impl<'a> Loader<'a> {
             self.keys.fields,
             file.forward_client_cert.fields.as_deref(),
         )?;
-        let reject_with = match file.reject_with.as_deref().map(str::to_ascii_lowercase) {
+        let reject_with = match &file.reject_with {
             None => RejectWith::Tls,
-            Some(value) => match value.as_str() {
-                "tls" => RejectWith::Tls,
-                "http" => RejectWith::Http,
-                _ => {
-                    return Err(ConfigError::App {
-                        app: name,
-                        source: AppError::UnknownRejectWith {
-                            key: self.keys.reject_with,
-                            value,
-                        },
-                    });
-                }
-            },
+            Some(value) => value.known().map_err(|value| ConfigError::App {
+                app: name.clone(),
+                source: AppError::UnknownRejectWith {
+                    key: self.keys.reject_with,
+                    value: value.to_ascii_lowercase(),
+                },
+            })?,
         };
         let request_policy = policy::app_policy(file, mode).map_err(|source| ConfigError::App {
             app: name.clone(),
