@@ -12,7 +12,7 @@ use crate::config::file::{
 };
 use crate::config::{AppConfig, Config, ConfigError};
 use crate::reload::ConfigSource;
-use crate::settings::UpstreamVerify;
+use crate::settings::{ClientCertMode, Named, OcspMode, RejectWith, UpstreamVerify, XfccField};
 
 /// certgate: mutual-TLS ingress that forwards verified client certificates to HTTP apps.
 #[derive(Debug, Parser)]
@@ -113,13 +113,13 @@ pub struct RunArgs {
     pub client_auth: ClientAuthArgs,
     /// How a refused client certificate is answered: tls (an alert, default) or http (495/496).
     #[arg(long, env = "CERTGATE_REJECT_WITH")]
-    pub reject_with: Option<String>,
+    pub reject_with: Option<Named<RejectWith>>,
     /// http:// URL of a CRL, fetched at start and refreshed in the background (repeatable; comma-separated in the environment).
     #[arg(long = "crl-url", env = "CERTGATE_CRL_URL", value_delimiter = ',')]
     pub crl_url: Vec<String>,
     /// OCSP for the client's leaf certificate or its whole chain: leaf or chain.
-    #[arg(long, env = "CERTGATE_OCSP", value_parser = ["leaf", "chain"])]
-    pub ocsp: Option<String>,
+    #[arg(long, env = "CERTGATE_OCSP", value_enum)]
+    pub ocsp: Option<OcspMode>,
     /// Address of the admin listener (health, readiness, metrics); off unless set.
     #[arg(long, env = "CERTGATE_ADMIN")]
     pub admin: Option<String>,
@@ -201,7 +201,7 @@ pub struct ClientAuthArgs {
     pub forward_fields: Vec<String>,
     /// require, accept or ignore (default require).
     #[arg(long, env = "CERTGATE_CLIENT_CERT_MODE")]
-    pub client_cert_mode: Option<String>,
+    pub client_cert_mode: Option<Named<ClientCertMode>>,
 }
 
 impl ClientAuthArgs {
@@ -235,12 +235,13 @@ impl ClientAuthArgs {
     }
 
     /// `--forward-fields`, when given.
-    pub fn forward_fields(&self) -> Option<Vec<String>> {
-        let fields: Vec<String> = self
+    pub fn forward_fields(&self) -> Option<Vec<Named<XfccField>>> {
+        let fields: Vec<Named<XfccField>> = self
             .forward_fields
             .iter()
-            .map(|field| field.trim().to_owned())
+            .map(|field| field.trim())
             .filter(|field| !field.is_empty())
+            .map(Named::parse)
             .collect();
         (!fields.is_empty()).then_some(fields)
     }
@@ -281,6 +282,21 @@ pub enum ExplainFormat {
     Text,
     /// One JSON object.
     Json,
+}
+
+/// `--ocsp`: `leaf` or `chain` (leaving the flag out is `off`).
+impl ValueEnum for OcspMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Leaf, Self::Chain]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            Self::Off => None,
+            Self::Leaf => Some(clap::builder::PossibleValue::new("leaf")),
+            Self::Chain => Some(clap::builder::PossibleValue::new("chain")),
+        }
+    }
 }
 
 /// Why `run`'s arguments do not make a config.
@@ -352,7 +368,7 @@ impl RunArgs {
                     revocation: (!self.crl_url.is_empty() || self.ocsp.is_some()).then(|| {
                         FileRevocation {
                             crl_urls: self.crl_url.clone(),
-                            ocsp: self.ocsp.clone(),
+                            ocsp: self.ocsp.map(Named::Known),
                             ..FileRevocation::default()
                         }
                     }),

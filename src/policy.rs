@@ -1,6 +1,6 @@
 //! Per-app request policy, validated: paths served without a certificate, authorization rules,
-//! the rate limit and the certificate header formats. A leaf module: the config loader builds
-//! these types, the listener and the proxy read them.
+//! the rate limit and the certificate header formats. Below everything but `settings`: the
+//! config loader builds these types, the listener and the proxy read them.
 
 pub(crate) mod authorization;
 pub(crate) mod path;
@@ -8,6 +8,7 @@ pub(crate) mod rate_limit;
 
 use self::authorization::{Authorization, OtherMethods};
 use self::rate_limit::RateLimit;
+use crate::settings::ByName;
 
 /// What an app decides per request beyond the TLS layer.
 #[derive(Debug, Clone, Default)]
@@ -130,16 +131,39 @@ impl Formats {
         verdict: false,
     };
 
-    /// Turns on the format with this config name; `false` for an unknown name.
-    pub fn enable(&mut self, name: &str) -> bool {
-        match name.to_ascii_lowercase().as_str() {
-            "envoy" => self.envoy = true,
-            "rfc9440" => self.rfc9440 = true,
-            "aws-alb" => self.aws_alb = true,
-            "azure-app-service" => self.azure_app_service = true,
-            "verdict" => self.verdict = true,
-            _ => return false,
+    /// Turns on `format`.
+    pub fn enable(&mut self, format: Format) {
+        match format {
+            Format::Envoy => self.envoy = true,
+            Format::Rfc9440 => self.rfc9440 = true,
+            Format::AwsAlb => self.aws_alb = true,
+            Format::AzureAppService => self.azure_app_service = true,
+            Format::Verdict => self.verdict = true,
         }
-        true
     }
+}
+
+/// One name of `forwardClientCert.formats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `envoy`.
+    Envoy,
+    /// `rfc9440`.
+    Rfc9440,
+    /// `aws-alb`.
+    AwsAlb,
+    /// `azure-app-service`.
+    AzureAppService,
+    /// `verdict`.
+    Verdict,
+}
+
+impl ByName for Format {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("envoy", Self::Envoy),
+        ("rfc9440", Self::Rfc9440),
+        ("aws-alb", Self::AwsAlb),
+        ("azure-app-service", Self::AzureAppService),
+        ("verdict", Self::Verdict),
+    ];
 }

@@ -32,6 +32,61 @@ impl SessionResumption {
     }
 }
 
+/// A setting written by name in configs and flags, in any letter case (`clientCertificateMode`,
+/// `rejectWith`, `ingress.transport`, ...).
+pub trait ByName: Copy + 'static {
+    /// Every accepted name and the value it stands for; several names may stand for one value.
+    const NAMES: &'static [(&'static str, Self)];
+
+    /// The value `name` stands for, ignoring ASCII letter case.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            .map(|&(_, value)| value)
+    }
+}
+
+/// A config or flag value meant to name a `T`: the value, or the text as written when it names
+/// none, which the loader refuses naming the app and the key (so the error says where it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named<T> {
+    /// One of `T`'s names.
+    Known(T),
+    /// No name of `T`, as written.
+    Unknown(String),
+}
+
+impl<T: ByName> Named<T> {
+    /// `text` read as one of `T`'s names.
+    pub fn parse(text: &str) -> Self {
+        T::from_name(text).map_or_else(|| Self::Unknown(text.to_owned()), Self::Known)
+    }
+
+    /// The value, or the text that names none.
+    pub fn known(&self) -> Result<T, &str> {
+        match self {
+            Self::Known(value) => Ok(*value),
+            Self::Unknown(text) => Err(text),
+        }
+    }
+}
+
+impl<T: ByName> std::str::FromStr for Named<T> {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self::parse(text))
+    }
+}
+
+impl<'de, T: ByName> serde::Deserialize<'de> for Named<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(Self::parse(&text))
+    }
+}
+
 /// The Container Apps `clientCertificateMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientCertMode {
@@ -54,27 +109,12 @@ impl ClientCertMode {
     }
 }
 
-/// A `clientCertificateMode` that is none of `require`, `accept` or `ignore`.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown mode {value:?} (expected require, accept or ignore)")]
-pub struct UnknownMode {
-    /// The value as written.
-    pub value: String,
-}
-
-impl std::str::FromStr for ClientCertMode {
-    type Err = UnknownMode;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value.to_ascii_lowercase().as_str() {
-            "require" => Ok(Self::Require),
-            "accept" => Ok(Self::Accept),
-            "ignore" => Ok(Self::Ignore),
-            _ => Err(UnknownMode {
-                value: value.to_owned(),
-            }),
-        }
-    }
+impl ByName for ClientCertMode {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("require", Self::Require),
+        ("accept", Self::Accept),
+        ("ignore", Self::Ignore),
+    ];
 }
 
 /// The app's upstream: an `http://` or `https://` authority and the protocol spoken to it.
@@ -127,6 +167,43 @@ pub enum Transport {
     Http1,
     /// HTTP/2 over cleartext with prior knowledge (gRPC apps).
     Http2,
+}
+
+impl ByName for Transport {
+    /// `ingress.transport`: `auto` and `http` both speak HTTP/1.1.
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("auto", Self::Http1),
+        ("http", Self::Http1),
+        ("http2", Self::Http2),
+    ];
+}
+
+/// One name of `forwardClientCert.fields` (`--forward-fields`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XfccField {
+    /// `Hash`, always sent, as Envoy does.
+    Hash,
+    /// `Cert`.
+    Cert,
+    /// `Chain`.
+    Chain,
+    /// `Subject`.
+    Subject,
+    /// `URI`.
+    Uri,
+    /// `DNS`.
+    Dns,
+}
+
+impl ByName for XfccField {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("hash", Self::Hash),
+        ("cert", Self::Cert),
+        ("chain", Self::Chain),
+        ("subject", Self::Subject),
+        ("uri", Self::Uri),
+        ("dns", Self::Dns),
+    ];
 }
 
 /// The optional XFCC fields (`Hash`, `Cert` and `Chain` are chosen the same way).
@@ -296,6 +373,10 @@ pub enum RejectWith {
     Http,
 }
 
+impl ByName for RejectWith {
+    const NAMES: &'static [(&'static str, Self)] = &[("tls", Self::Tls), ("http", Self::Http)];
+}
+
 impl RejectWith {
     /// The value as written in configs.
     pub fn as_str(self) -> &'static str {
@@ -306,20 +387,109 @@ impl RejectWith {
     }
 }
 
+/// `maxAgeMs` when absent: a week, the longest the CA/Browser Forum lets a CRL or OCSP answer
+/// for a subscriber certificate run before its nextUpdate.
+pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `clientAuth.revocation.ocsp` (`--ocsp`, which takes `leaf` or `chain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OcspMode {
+    /// No OCSP.
+    Off,
+    /// Ask about the leaf only.
+    Leaf,
+    /// Ask about every certificate of the chain but the root.
+    Chain,
+}
+
+impl ByName for OcspMode {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("off", Self::Off),
+        ("leaf", Self::Leaf),
+        ("chain", Self::Chain),
+    ];
+}
+
+/// `clientAuth.revocation.onUnknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnknown {
+    /// Refuse a certificate whose status cannot be established (`revocation_unknown`).
+    Refuse,
+    /// Let it through, counted and logged at warn.
+    Allow,
+}
+
+impl ByName for OnUnknown {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("refuse", Self::Refuse), ("allow", Self::Allow)];
+}
+
+/// Validated `clientAuth.revocation` settings (besides `crlFiles`).
+#[derive(Debug, Clone)]
+pub struct RevocationPolicy {
+    /// CRLs fetched at load and refreshed in the background.
+    pub crl_urls: Vec<http::Uri>,
+    /// Also fetch the CRL distribution points of the certificates seen.
+    pub crl_from_certificates: bool,
+    /// OCSP mode.
+    pub ocsp: OcspMode,
+    /// Responder used instead of the certificates' AIA.
+    pub ocsp_responder: Option<http::Uri>,
+    /// What an unknown status does.
+    pub on_unknown: OnUnknown,
+    /// Refresh CRLs at least this often.
+    pub refresh: Duration,
+    /// How long after its thisUpdate a CRL or OCSP answer without nextUpdate stays usable.
+    pub max_age: Duration,
+}
+
+impl Default for RevocationPolicy {
+    fn default() -> Self {
+        Self {
+            crl_urls: Vec::new(),
+            crl_from_certificates: false,
+            ocsp: OcspMode::Off,
+            ocsp_responder: None,
+            on_unknown: OnUnknown::Refuse,
+            refresh: Duration::from_secs(3600),
+            max_age: DEFAULT_MAX_AGE,
+        }
+    }
+}
+
+impl RevocationPolicy {
+    /// Whether checking needs more than webpki does with `crlFiles` at the handshake.
+    pub fn needs_checker(&self) -> bool {
+        !self.crl_urls.is_empty()
+            || self.crl_from_certificates
+            || self.ocsp != OcspMode::Off
+            || self.on_unknown == OnUnknown::Allow
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
 
     #[test]
     fn client_certificate_mode_is_case_insensitive() {
         assert_eq!(
-            "REQUIRE".parse::<ClientCertMode>().ok(),
+            ClientCertMode::from_name("REQUIRE"),
             Some(ClientCertMode::Require)
         );
         assert_eq!(
-            "Accept".parse::<ClientCertMode>().ok(),
+            ClientCertMode::from_name("Accept"),
             Some(ClientCertMode::Accept)
         );
-        assert!("optional".parse::<ClientCertMode>().is_err());
+        assert_eq!(ClientCertMode::from_name("optional"), None);
+    }
+
+    #[test]
+    fn a_name_no_value_has_is_kept_as_written() {
+        let parsed: Named<Transport> = serde_json::from_str("\"HTTP2\"").unwrap();
+        assert_eq!(parsed, Named::Known(Transport::Http2));
+        let parsed: Named<Transport> = serde_json::from_str("\"Http3\"").unwrap();
+        assert_eq!(parsed.known(), Err("Http3"));
     }
 }

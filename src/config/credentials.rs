@@ -8,7 +8,7 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use super::checks::{self, Finding, Severity};
-use super::error::{AppError, ConfigError};
+use super::error::{AppError, AppFailure, ConfigError};
 use super::file::{FileClientAuth, FileServerCertificate};
 use super::load::Loader;
 use super::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
@@ -24,7 +24,7 @@ impl Loader<'_> {
         app: &str,
         mode: ClientCertMode,
         file: &FileClientAuth,
-    ) -> Result<(Trust, AllowList, Option<Arc<Revocation>>), ConfigError> {
+    ) -> Result<(Trust, AllowList, Option<Arc<Revocation>>), AppFailure> {
         let configured = !file.trusted_ca_files.is_empty()
             || !file.crl_files.is_empty()
             || file.revocation.is_some()
@@ -35,13 +35,11 @@ impl Loader<'_> {
             || !file.allowed_uri_sans.is_empty();
         if mode == ClientCertMode::Ignore {
             if configured {
-                return Err(ConfigError::App {
-                    app: app.to_owned(),
-                    source: AppError::ClientAuthIgnored {
-                        what: self.keys.client_auth,
-                        advice: self.keys.ignored_advice,
-                    },
-                });
+                return Err(AppError::ClientAuthIgnored {
+                    what: self.keys.client_auth,
+                    advice: self.keys.ignored_advice,
+                }
+                .into());
             }
             return Ok((Trust::default(), AllowList::default(), None));
         }
@@ -54,20 +52,15 @@ impl Loader<'_> {
             .cloned()
             .collect();
         if file.revocation.is_some() && file.trusted_ca_files.is_empty() {
-            return Err(ConfigError::App {
-                app: app.to_owned(),
-                source: AppError::RevocationWithoutCa,
-            });
+            return Err(AppError::RevocationWithoutCa.into());
         }
-        let revocation_policy = revocation_policy(app, &file_revocation)?;
+        let revocation_policy = revocation_policy(&file_revocation)?;
         if !crl_files.is_empty() && file.trusted_ca_files.is_empty() {
-            return Err(ConfigError::App {
-                app: app.to_owned(),
-                source: AppError::CrlWithoutCa {
-                    crl: self.keys.crl,
-                    ca: self.keys.trusted_ca,
-                },
-            });
+            return Err(AppError::CrlWithoutCa {
+                crl: self.keys.crl,
+                ca: self.keys.trusted_ca,
+            }
+            .into());
         }
         let mut roots = Vec::new();
         for path in &file.trusted_ca_files {
@@ -108,12 +101,9 @@ impl Loader<'_> {
             .allowed_hashes
             .iter()
             .map(|value| {
-                parse_sha256(value).ok_or_else(|| ConfigError::App {
-                    app: app.to_owned(),
-                    source: AppError::BadHash {
-                        key: self.keys.hashes,
-                        value: value.clone(),
-                    },
+                parse_sha256(value).ok_or_else(|| AppError::BadHash {
+                    key: self.keys.hashes,
+                    value: value.clone(),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -134,10 +124,7 @@ impl Loader<'_> {
                 &mut self.fetched,
                 self.provider.signature_verification_algorithms,
             )
-            .map_err(|source| ConfigError::App {
-                app: app.to_owned(),
-                source: AppError::Revocation { source },
-            })?;
+            .map_err(|source| AppError::Revocation { source })?;
             Some(Arc::new(revocation))
         } else if !crl_sources.is_empty() {
             // webpki checks `crlFiles` alone during the handshake; the watcher closes open
@@ -176,13 +163,11 @@ impl Loader<'_> {
             checked_issuers,
         };
         if trust.is_empty() {
-            return Err(ConfigError::App {
-                app: app.to_owned(),
-                source: AppError::NoTrustSource {
-                    mode: mode.as_str(),
-                    advice: self.keys.no_trust_advice,
-                },
-            });
+            return Err(AppError::NoTrustSource {
+                mode: mode.as_str(),
+                advice: self.keys.no_trust_advice,
+            }
+            .into());
         }
         for entry in &file.allowed_subjects {
             match checks::subject_entry(entry) {
@@ -193,14 +178,12 @@ impl Loader<'_> {
                     message: warning,
                 }),
                 Err(error) => {
-                    return Err(ConfigError::App {
-                        app: app.to_owned(),
-                        source: AppError::BadSubject {
-                            key: self.keys.subjects,
-                            value: entry.clone(),
-                            suggestion: error.suggestion,
-                        },
-                    });
+                    return Err(AppError::BadSubject {
+                        key: self.keys.subjects,
+                        value: entry.clone(),
+                        suggestion: error.suggestion,
+                    }
+                    .into());
                 }
             }
         }
@@ -218,13 +201,9 @@ impl Loader<'_> {
 
     pub(super) fn server_certificate(
         &mut self,
-        app: &str,
         file: &FileServerCertificate,
-    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConfigError> {
-        self.certificate_and_key(file, || ConfigError::App {
-            app: app.to_owned(),
-            source: AppError::ServerCertificateShape,
-        })
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), AppFailure> {
+        self.certificate_and_key(file, || AppError::ServerCertificateShape)
     }
 
     /// A certificate chain and its key from PEM files or a PKCS#12 archive (a server
@@ -233,8 +212,8 @@ impl Loader<'_> {
     pub(super) fn certificate_and_key(
         &mut self,
         file: &FileServerCertificate,
-        shape_error: impl Fn() -> ConfigError,
-    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConfigError> {
+        shape_error: impl Fn() -> AppError,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), AppFailure> {
         let (chain, key) = match file {
             FileServerCertificate {
                 cert_file: Some(cert_file),
@@ -283,13 +262,15 @@ impl Loader<'_> {
                         return Err(ConfigError::KeyMismatch {
                             cert_file: self.resolve(cert_file),
                             key_file: key_path,
-                        });
+                        }
+                        .into());
                     }
                     Err(source) => {
                         return Err(ConfigError::BadKey {
                             path: key_path,
                             source,
-                        });
+                        }
+                        .into());
                     }
                 }
                 (chain, key)
@@ -310,7 +291,7 @@ impl Loader<'_> {
                     }
                     (None, Some(name)) => std::env::var(name)
                         .map_err(|_| ConfigError::MissingPasswordEnv { name: name.clone() })?,
-                    _ => return Err(shape_error()),
+                    _ => return Err(shape_error().into()),
                 };
                 let der = self.read(pkcs12_file)?;
                 crate::tls::pkcs12::load(&der, &password).map_err(|source| ConfigError::Pkcs12 {
@@ -318,7 +299,7 @@ impl Loader<'_> {
                     source,
                 })?
             }
-            _ => return Err(shape_error()),
+            _ => return Err(shape_error().into()),
         };
         Ok((chain, key))
     }
@@ -351,7 +332,7 @@ impl Loader<'_> {
         app: &str,
         crl_files: &[(String, Vec<u8>)],
         policy: &crate::revocation::Policy,
-    ) -> Result<bool, ConfigError> {
+    ) -> Result<bool, AppError> {
         let now = crate::revocation::x509::unix_now();
         let mut without_next_update = false;
         for (source, bytes) in crl_files {
@@ -360,13 +341,10 @@ impl Loader<'_> {
             };
             let crl = crl.with_max_age(policy.max_age);
             if crl.is_from_the_future(now) {
-                return Err(ConfigError::App {
-                    app: app.to_owned(),
-                    source: AppError::Revocation {
-                        source: LoadError::Crl {
-                            origin: source.clone(),
-                            source: CrlError::Future,
-                        },
+                return Err(AppError::Revocation {
+                    source: LoadError::Crl {
+                        origin: source.clone(),
+                        source: CrlError::Future,
                     },
                 });
             }

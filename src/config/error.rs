@@ -179,6 +179,41 @@ pub enum ConfigError {
     App { app: String, source: AppError },
 }
 
+/// What went wrong while one app was loaded: something about the app, named once where the
+/// app is loaded (`in_app`), or about a file it names, whose path already says where.
+#[derive(Debug)]
+pub(super) enum AppFailure {
+    /// The app's own settings.
+    App(AppError),
+    /// A file it names.
+    File(ConfigError),
+}
+
+impl From<AppError> for AppFailure {
+    fn from(error: AppError) -> Self {
+        Self::App(error)
+    }
+}
+
+impl From<ConfigError> for AppFailure {
+    fn from(error: ConfigError) -> Self {
+        Self::File(error)
+    }
+}
+
+impl AppFailure {
+    /// The failure as a `ConfigError`, naming `app` when it is about the app's settings.
+    pub(super) fn in_app(self, app: &str) -> ConfigError {
+        match self {
+            Self::App(source) => ConfigError::App {
+                app: app.to_owned(),
+                source,
+            },
+            Self::File(error) => error,
+        }
+    }
+}
+
 /// What is wrong with one app of a config; `ConfigError::App` names the app.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {

@@ -1,10 +1,18 @@
 //! The JSON config file as written by people: a plain serde mirror with no logic.
 //! Every struct refuses unknown keys, so a misspelled key is an error, never a silently
-//! ignored (and so weakened) setting. `config.rs` turns this into validated types.
+//! ignored (and so weakened) setting; a setting that names a value (`rejectWith`, `ocsp`, ...)
+//! is read by name in any letter case, and a name that is no value's is refused by the loader,
+//! which names the app. `config.rs` turns this into validated types.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+use crate::policy::Format;
+use crate::policy::authorization::OtherMethods;
+use crate::settings::{
+    ClientCertMode, Named, OcspMode, OnUnknown, RejectWith, Transport, XfccField,
+};
 
 /// The whole config file.
 #[derive(Debug, Default, Deserialize)]
@@ -56,7 +64,7 @@ pub struct FileApp {
     pub forward_client_cert: FileForwardClientCert,
     /// How a refused client certificate is answered: `tls` (an alert, the default) or `http`
     /// (the handshake completes and every request gets 495/496; nothing reaches the app).
-    pub reject_with: Option<String>,
+    pub reject_with: Option<Named<RejectWith>>,
     /// Path prefixes served with or without a client certificate.
     #[serde(default)]
     pub client_cert_exclusion_paths: Vec<String>,
@@ -84,7 +92,7 @@ pub struct FileAuthorizationRule {
     pub methods: Option<Vec<String>>,
     /// A method not in `methods`: `deny` (default, 403 naming the rule) or `next` (the next
     /// rules decide).
-    pub other_methods: Option<String>,
+    pub other_methods: Option<Named<OtherMethods>>,
     /// RFC 4514 subject strings, matched exactly.
     #[serde(default)]
     pub allowed_subjects: Vec<String>,
@@ -175,11 +183,11 @@ pub struct FileUpstreamTls {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileIngress {
     /// `require`, `accept` or `ignore`, any letter case; `require` when absent.
-    pub client_certificate_mode: Option<String>,
+    pub client_certificate_mode: Option<Named<ClientCertMode>>,
     /// Shorthand for upstream `http://127.0.0.1:<port>`.
     pub target_port: Option<u16>,
     /// `auto` or `http` (HTTP/1.1 upstream) or `http2` (h2c prior knowledge).
-    pub transport: Option<String>,
+    pub transport: Option<Named<Transport>>,
 }
 
 /// Trust sources and allow-lists for client certificates.
@@ -225,11 +233,11 @@ pub struct FileRevocation {
     #[serde(default)]
     pub crl_from_certificates: bool,
     /// `off` (default), `leaf` or `chain`.
-    pub ocsp: Option<String>,
+    pub ocsp: Option<Named<OcspMode>>,
     /// OCSP responder URL used instead of the certificates' Authority Information Access.
     pub ocsp_responder: Option<String>,
     /// `refuse` (default) or `allow` a certificate whose status cannot be established.
-    pub on_unknown: Option<String>,
+    pub on_unknown: Option<Named<OnUnknown>>,
     /// Refresh fetched CRLs at least this often (default one hour).
     pub refresh_ms: Option<u64>,
     /// How long after its thisUpdate a CRL or OCSP answer without nextUpdate is believed
@@ -242,10 +250,10 @@ pub struct FileRevocation {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileForwardClientCert {
     /// Any of `Hash`, `Cert`, `Chain`, `Subject`, `URI`, `DNS`; `Hash`, `Cert`, `Chain` when absent.
-    pub fields: Option<Vec<String>>,
+    pub fields: Option<Vec<Named<XfccField>>>,
     /// Header formats: `envoy`, `rfc9440`, `aws-alb`, `azure-app-service`, `verdict`;
     /// `["envoy"]` when absent.
-    pub formats: Option<Vec<String>>,
+    pub formats: Option<Vec<Named<Format>>>,
 }
 
 /// Timeouts in milliseconds (docs/config.md "Config reference" has the defaults).

@@ -11,7 +11,7 @@ use rustls::crypto::CryptoProvider;
 use rustls_pki_types::CertificateDer;
 
 use super::checks::{self, Finding, Severity};
-use super::error::{AppError, ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
+use super::error::{AppError, AppFailure, ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
 use super::file::{FileApp, FileClientAuth, FileConfig, FileSessionTickets};
 use super::model::{AppConfig, Config};
 use super::pem_files::{CERTIFICATE, pem_items};
@@ -23,7 +23,7 @@ use super::values::{
 use crate::proxy_protocol::ProxyProtocol;
 use crate::revocation::fetch::{self, Fetched};
 use crate::settings::{
-    AllowList, ClientCertMode, RejectWith, SessionResumption, Trust, XfccFields,
+    AllowList, ClientCertMode, Named, RejectWith, SessionResumption, Trust, XfccField, XfccFields,
 };
 use crate::tls::policy::Policy;
 use crate::tls::server_config::Resumption;
@@ -157,7 +157,9 @@ pub(crate) fn client_policy(
     base: &Path,
     keys: Keys,
 ) -> Result<(Trust, AllowList), ConfigError> {
-    let (trust, allow, _revocation) = Loader::new(base, keys).client_auth("app", mode, file)?;
+    let (trust, allow, _revocation) = Loader::new(base, keys)
+        .client_auth("app", mode, file)
+        .map_err(|failure| failure.in_app("app"))?;
     Ok((trust, allow))
 }
 
@@ -169,7 +171,7 @@ fn crl_urls(file: &FileConfig) -> Vec<Uri> {
     file.apps
         .iter()
         .filter_map(|app| app.client_auth.revocation.as_ref())
-        .filter_map(|revocation| revocation_policy("", revocation).ok())
+        .filter_map(|revocation| revocation_policy(revocation).ok())
         .flat_map(|policy| policy.crl_urls)
         .collect()
 }
@@ -181,8 +183,10 @@ pub(crate) fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static
 }
 
 /// `--forward-fields` as XFCC fields.
-pub(crate) fn forward_fields(names: Option<&[String]>) -> Result<XfccFields, ConfigError> {
-    xfcc_fields("app", FLAG_KEYS.fields, names)
+pub(crate) fn forward_fields(
+    names: Option<&[Named<XfccField>]>,
+) -> Result<XfccFields, ConfigError> {
+    xfcc_fields(FLAG_KEYS.fields, names).map_err(|source| AppFailure::from(source).in_app("app"))
 }
 
 /// Reads files relative to the config's folder and remembers each one read.
@@ -219,16 +223,19 @@ impl<'a> Loader<'a> {
         if name.is_empty() {
             return Err(ConfigError::EmptyName);
         }
+        self.named_app(name.clone(), file)
+            .map_err(|failure| failure.in_app(&name))
+    }
+
+    /// The app called `name`; a failure is named after it by `app`.
+    fn named_app(&mut self, name: String, file: &FileApp) -> Result<AppConfig, AppFailure> {
         let hosts = file
             .hosts
             .iter()
             .map(|host| HostPattern::parse(host))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| ConfigError::App {
-                app: name.clone(),
-                source: AppError::Host { source },
-            })?;
-        let mut upstream = upstream(&name, file)?;
+            .map_err(|source| AppError::Host { source })?;
+        let mut upstream = upstream(file)?;
         self.upstream_tls(
             &name,
             upstream_is_https(file),
@@ -236,48 +243,31 @@ impl<'a> Loader<'a> {
             &mut upstream,
         )?;
         let mode = match &file.ingress.client_certificate_mode {
-            Some(value) => value.parse().map_err(|_| ConfigError::App {
-                app: name.clone(),
-                source: AppError::Mode {
-                    key: self.keys.mode,
-                    value: value.clone(),
-                },
+            Some(value) => value.known().map_err(|value| AppError::Mode {
+                key: self.keys.mode,
+                value: value.to_owned(),
             })?,
             None => ClientCertMode::Require,
         };
         let (trust, allow, revocation) = self.client_auth(&name, mode, &file.client_auth)?;
-        let xfcc_fields = xfcc_fields(
-            &name,
-            self.keys.fields,
-            file.forward_client_cert.fields.as_deref(),
-        )?;
-        let reject_with = match file.reject_with.as_deref().map(str::to_ascii_lowercase) {
+        let xfcc_fields =
+            xfcc_fields(self.keys.fields, file.forward_client_cert.fields.as_deref())?;
+        let reject_with = match &file.reject_with {
             None => RejectWith::Tls,
-            Some(value) => match value.as_str() {
-                "tls" => RejectWith::Tls,
-                "http" => RejectWith::Http,
-                _ => {
-                    return Err(ConfigError::App {
-                        app: name,
-                        source: AppError::UnknownRejectWith {
-                            key: self.keys.reject_with,
-                            value,
-                        },
-                    });
-                }
-            },
+            Some(value) => value.known().map_err(|value| AppError::UnknownRejectWith {
+                key: self.keys.reject_with,
+                value: value.to_ascii_lowercase(),
+            })?,
         };
-        let request_policy = policy::app_policy(file, mode).map_err(|source| ConfigError::App {
-            app: name.clone(),
-            source: AppError::Policy { source },
-        })?;
+        let request_policy =
+            policy::app_policy(file, mode).map_err(|source| AppError::Policy { source })?;
         self.findings.extend(checks::untrusted_names(
             &name,
             &trust,
             &allow,
             &request_policy.authorization,
         ));
-        let (server_chain, key) = self.server_certificate(&name, &file.server_certificate)?;
+        let (server_chain, key) = self.server_certificate(&file.server_certificate)?;
         if let (Some(leaf), Some(cert_file)) = (
             server_chain.first(),
             file.server_certificate
@@ -292,12 +282,8 @@ impl<'a> Loader<'a> {
         let policy = match mode {
             ClientCertMode::Ignore => None,
             ClientCertMode::Require | ClientCertMode::Accept => Some(Arc::new(
-                Policy::new(trust.clone(), allow.clone(), &self.provider).map_err(|source| {
-                    ConfigError::App {
-                        app: name.clone(),
-                        source: AppError::Verifier { source },
-                    }
-                })?,
+                Policy::new(trust.clone(), allow.clone(), &self.provider)
+                    .map_err(|source| AppError::Verifier { source })?,
             )),
         };
         // With exclusion paths a `require` app asks for a certificate without demanding one at
@@ -329,10 +315,7 @@ impl<'a> Loader<'a> {
             key,
             resumption,
         )
-        .map_err(|source| ConfigError::App {
-            app: name.clone(),
-            source: AppError::Tls { source },
-        })?;
+        .map_err(|source| AppError::Tls { source })?;
         Ok(AppConfig {
             name,
             hosts,
@@ -358,13 +341,10 @@ impl<'a> Loader<'a> {
         app: &str,
         handshake: &HandshakePolicy<'_>,
         file: &FileApp,
-    ) -> Result<(SessionResumption, Resumption), ConfigError> {
+    ) -> Result<(SessionResumption, Resumption), AppFailure> {
         if file.session_resumption == Some(false) {
             if file.session_tickets.is_some() {
-                return Err(ConfigError::App {
-                    app: app.to_owned(),
-                    source: AppError::TicketsWithoutResumption,
-                });
+                return Err(AppError::TicketsWithoutResumption.into());
             }
             return Ok((SessionResumption::Off, Resumption::Off));
         }

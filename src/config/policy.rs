@@ -110,11 +110,10 @@ pub(super) fn app_policy(file: &FileApp, mode: ClientCertMode) -> Result<AppPoli
         Some(names) => {
             let mut formats = Formats::NONE;
             for name in names {
-                if !formats.enable(name) {
-                    return Err(PolicyError::UnknownFormat {
-                        value: name.clone(),
-                    });
-                }
+                let format = name.known().map_err(|value| PolicyError::UnknownFormat {
+                    value: value.to_owned(),
+                })?;
+                formats.enable(format);
             }
             formats
         }
@@ -160,19 +159,17 @@ fn authorization_rule(index: usize, file: &FileAuthorizationRule) -> Result<Rule
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let other_methods = match file.other_methods.as_deref() {
+    let other_methods = match &file.other_methods {
         None => OtherMethods::Deny,
         Some(_) if file.methods.is_none() => {
             return Err(PolicyError::OtherMethodsWithoutMethods { index });
         }
-        Some(value) if value.eq_ignore_ascii_case("deny") => OtherMethods::Deny,
-        Some(value) if value.eq_ignore_ascii_case("next") => OtherMethods::Next,
-        Some(value) => {
-            return Err(PolicyError::BadOtherMethods {
+        Some(value) => value
+            .known()
+            .map_err(|value| PolicyError::BadOtherMethods {
                 index,
                 value: value.to_owned(),
-            });
-        }
+            })?,
     };
     let non_empty = |field: &'static str, values: &[String]| {
         if values.iter().any(|value| value.trim().is_empty()) {

@@ -5,7 +5,7 @@
 use rustls_pki_types::ServerName;
 
 use super::checks::{self, Severity};
-use super::error::{AppError, ConfigError};
+use super::error::{AppError, AppFailure};
 use super::file::{FileServerCertificate, FileUpstreamTls};
 use super::load::Loader;
 use crate::settings::{Transport, Upstream, UpstreamTls, UpstreamVerify};
@@ -19,34 +19,32 @@ impl Loader<'_> {
         https: bool,
         file: Option<&FileUpstreamTls>,
         upstream: &mut Upstream,
-    ) -> Result<(), ConfigError> {
-        let error = |source| ConfigError::App {
-            app: app.to_owned(),
-            source,
-        };
+    ) -> Result<(), AppFailure> {
         let file = match (https, file) {
             (false, None) => return Ok(()),
             (false, Some(_)) => {
-                return Err(error(AppError::UpstreamTlsWithoutHttps {
+                return Err(AppError::UpstreamTlsWithoutHttps {
                     what: self.keys.upstream_tls,
-                }));
+                }
+                .into());
             }
             (true, file) => file,
         };
         let default = FileUpstreamTls::default();
         let file = file.unwrap_or(&default);
         let trust = match (file.ca_files.is_empty(), file.insecure_skip_verify) {
-            (true, false) => ServerTrust::System(system_roots().map_err(|why| {
-                error(AppError::UpstreamWithoutCa {
+            (true, false) => {
+                ServerTrust::System(system_roots().map_err(|why| AppError::UpstreamWithoutCa {
                     ca: self.keys.upstream_ca,
                     why,
-                })
-            })?),
+                })?)
+            }
             (false, true) => {
-                return Err(error(AppError::UpstreamCaAndInsecure {
+                return Err(AppError::UpstreamCaAndInsecure {
                     ca: self.keys.upstream_ca,
                     insecure: self.keys.upstream_insecure,
-                }));
+                }
+                .into());
             }
             (true, true) => {
                 self.findings.push(checks::Finding {
@@ -82,12 +80,11 @@ impl Loader<'_> {
                 .trim_end_matches(']')
                 .to_owned(),
         };
-        let server_name = ServerName::try_from(name.clone()).map_err(|_| {
-            error(AppError::BadServerName {
+        let server_name =
+            ServerName::try_from(name.clone()).map_err(|_| AppError::BadServerName {
                 key: self.keys.upstream_server_name,
                 value: name,
-            })
-        })?;
+            })?;
         let client = FileServerCertificate {
             cert_file: file.cert_file.clone(),
             key_file: file.key_file.clone(),
@@ -103,7 +100,7 @@ impl Loader<'_> {
         let client = if presents {
             let advice = self.keys.upstream_client_certificate;
             Some(self.certificate_and_key(&client, || {
-                error(AppError::UpstreamClientCertificateShape { advice })
+                AppError::UpstreamClientCertificateShape { advice }
             })?)
         } else {
             None
@@ -118,7 +115,7 @@ impl Loader<'_> {
             client,
             upstream.transport == Transport::Http2,
         )
-        .map_err(|source| error(AppError::UpstreamTls { source }))?;
+        .map_err(|source| AppError::UpstreamTls { source })?;
         upstream.tls = Some(UpstreamTls {
             server_name,
             config,

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::error::{AppError, ConfigError, MIN_REQUEST_HEADER_BYTES};
 use super::file::{FileApp, FileLimits, FileRevocation, FileTimeouts};
-use crate::revocation::{OcspMode, OnUnknown, Policy as RevocationPolicy};
 use crate::settings::{
-    DEFAULT_MAX_PENDING_HANDSHAKES, Limits, Timeouts, Transport, Upstream, XfccFields,
+    DEFAULT_MAX_PENDING_HANDSHAKES, Limits, Named, OcspMode, OnUnknown, RevocationPolicy, Timeouts,
+    Transport, Upstream, XfccField, XfccFields,
 };
 
 /// Where the mTLS listener binds when the config names no `listen`.
@@ -16,40 +16,20 @@ pub(super) const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 
 /// The upstream URL and transport; TLS is left to the loader, which reads `upstreamTls`
 /// when the scheme is `https`.
-pub(super) fn upstream(app: &str, file: &FileApp) -> Result<Upstream, ConfigError> {
-    let transport = match file
-        .ingress
-        .transport
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-    {
+pub(super) fn upstream(file: &FileApp) -> Result<Upstream, AppError> {
+    let transport = match &file.ingress.transport {
         None => Transport::Http1,
-        Some(value) => match value.as_str() {
-            "auto" | "http" => Transport::Http1,
-            "http2" => Transport::Http2,
-            _ => {
-                return Err(ConfigError::App {
-                    app: app.to_owned(),
-                    source: AppError::UnknownTransport { value },
-                });
-            }
-        },
+        Some(value) => value.known().map_err(|value| AppError::UnknownTransport {
+            value: value.to_ascii_lowercase(),
+        })?,
     };
     let value = match (&file.upstream, file.ingress.target_port) {
         (Some(upstream), _) => upstream.clone(),
         (None, Some(port)) => format!("http://127.0.0.1:{port}"),
-        (None, None) => {
-            return Err(ConfigError::App {
-                app: app.to_owned(),
-                source: AppError::MissingUpstream,
-            });
-        }
+        (None, None) => return Err(AppError::MissingUpstream),
     };
-    let bad = || ConfigError::App {
-        app: app.to_owned(),
-        source: AppError::BadUpstream {
-            value: value.clone(),
-        },
+    let bad = || AppError::BadUpstream {
+        value: value.clone(),
     };
     let uri: http::Uri = value.parse().map_err(|_| bad())?;
     let path_is_root = matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/"));
@@ -89,17 +69,11 @@ pub(super) fn upstream_is_https(file: &FileApp) -> bool {
     })
 }
 
-pub(super) fn revocation_policy(
-    app: &str,
-    file: &FileRevocation,
-) -> Result<RevocationPolicy, ConfigError> {
+pub(super) fn revocation_policy(file: &FileRevocation) -> Result<RevocationPolicy, AppError> {
     let url = |field: &'static str, value: &str| {
-        let bad = || ConfigError::App {
-            app: app.to_owned(),
-            source: AppError::BadRevocationUrl {
-                field,
-                value: value.to_owned(),
-            },
+        let bad = || AppError::BadRevocationUrl {
+            field,
+            value: value.to_owned(),
         };
         let uri: http::Uri = value.parse().map_err(|_| bad())?;
         match (uri.scheme_str(), uri.authority()) {
@@ -108,54 +82,26 @@ pub(super) fn revocation_policy(
         }
     };
     let default = RevocationPolicy::default();
-    let ocsp = match file.ocsp.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("off") => OcspMode::Off,
-        Some("leaf") => OcspMode::Leaf,
-        Some("chain") => OcspMode::Chain,
-        Some(_) => {
-            return Err(ConfigError::App {
-                app: app.to_owned(),
-                source: AppError::UnknownOcspMode {
-                    value: file.ocsp.clone().unwrap_or_default(),
-                },
-            });
-        }
+    let ocsp = match &file.ocsp {
+        None => OcspMode::Off,
+        Some(value) => value.known().map_err(|value| AppError::UnknownOcspMode {
+            value: value.to_owned(),
+        })?,
     };
-    let on_unknown = match file
-        .on_unknown
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("refuse") => OnUnknown::Refuse,
-        Some("allow") => OnUnknown::Allow,
-        Some(_) => {
-            return Err(ConfigError::App {
-                app: app.to_owned(),
-                source: AppError::UnknownOnUnknown {
-                    value: file.on_unknown.clone().unwrap_or_default(),
-                },
-            });
-        }
+    let on_unknown = match &file.on_unknown {
+        None => OnUnknown::Refuse,
+        Some(value) => value.known().map_err(|value| AppError::UnknownOnUnknown {
+            value: value.to_owned(),
+        })?,
     };
     let refresh = match file.refresh_ms {
         None => default.refresh,
-        Some(ms) if ms < 1000 => {
-            return Err(ConfigError::App {
-                app: app.to_owned(),
-                source: AppError::RefreshTooShort,
-            });
-        }
+        Some(ms) if ms < 1000 => return Err(AppError::RefreshTooShort),
         Some(ms) => Duration::from_millis(ms),
     };
     let max_age = match file.max_age_ms {
         None => default.max_age,
-        Some(ms) if ms < 1000 => {
-            return Err(ConfigError::App {
-                app: app.to_owned(),
-                source: AppError::MaxAgeTooShort,
-            });
-        }
+        Some(ms) if ms < 1000 => return Err(AppError::MaxAgeTooShort),
         Some(ms) => Duration::from_millis(ms),
     };
     Ok(RevocationPolicy {
@@ -178,10 +124,9 @@ pub(super) fn revocation_policy(
 }
 
 pub(super) fn xfcc_fields(
-    app: &str,
     key: &'static str,
-    names: Option<&[String]>,
-) -> Result<XfccFields, ConfigError> {
+    names: Option<&[Named<XfccField>]>,
+) -> Result<XfccFields, AppError> {
     let Some(names) = names else {
         return Ok(XfccFields::default());
     };
@@ -193,21 +138,18 @@ pub(super) fn xfcc_fields(
         dns: false,
     };
     for name in names {
-        match name.to_ascii_lowercase().as_str() {
+        match name.known() {
             // The hash is always sent, as Envoy does.
-            "hash" => {}
-            "cert" => fields.cert = true,
-            "chain" => fields.chain = true,
-            "subject" => fields.subject = true,
-            "uri" => fields.uri = true,
-            "dns" => fields.dns = true,
-            _ => {
-                return Err(ConfigError::App {
-                    app: app.to_owned(),
-                    source: AppError::UnknownXfccField {
-                        key,
-                        value: name.clone(),
-                    },
+            Ok(XfccField::Hash) => {}
+            Ok(XfccField::Cert) => fields.cert = true,
+            Ok(XfccField::Chain) => fields.chain = true,
+            Ok(XfccField::Subject) => fields.subject = true,
+            Ok(XfccField::Uri) => fields.uri = true,
+            Ok(XfccField::Dns) => fields.dns = true,
+            Err(value) => {
+                return Err(AppError::UnknownXfccField {
+                    key,
+                    value: value.to_owned(),
                 });
             }
         }

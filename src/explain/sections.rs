@@ -1,8 +1,7 @@
-//! The sections of an explanation as JSON: the leaf as certgate reads it, the trust decision
-//! per CA, pin and CRL, and the allow-list decision.
+//! The sections of an explanation, worked out: the leaf as certgate reads it, the trust
+//! decision per CA, pin and CRL, the allow-list decision and the way to the app.
 
 use rustls_pki_types::{CertificateDer, UnixTime};
-use serde_json::{Value, json};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::public_key::PublicKey;
 
@@ -11,30 +10,38 @@ use crate::settings::{AllowList, Transport, Upstream, UpstreamVerify};
 use crate::tls::policy::{Presented, describe};
 use crate::tls::sni::normalize;
 
+use super::report::{
+    AllowEntry, AllowSection, CaResult, Certificate, CertificateSection, ClientCertificate,
+    Closest, CrlFacts, Protocol, TrustSection, UpstreamSection, UpstreamTlsSection,
+    VerifiedAgainst,
+};
 use super::target::Target;
 
 pub(super) fn certificate_section(
     leaf: Option<&X509Certificate<'_>>,
     presented: &Presented,
     names: &LeafNames,
-) -> Value {
+) -> CertificateSection {
     let Some(leaf) = leaf else {
-        return json!({ "sha256": presented.hash, "parsed": false });
+        return CertificateSection::Unparsed {
+            sha256: presented.hash.clone(),
+            parsed: false,
+        };
     };
     let validity = leaf.validity();
-    json!({
-        "subject": presented.subject,
-        "issuer": presented.issuer,
-        "serial": presented.serial,
-        "not_before": rfc3339(validity.not_before.timestamp()),
-        "not_after": rfc3339(validity.not_after.timestamp()),
-        "key_type": key_type(leaf),
-        "ekus": ekus(leaf),
-        "dns_sans": names.dns,
-        "uri_sans": names.uris,
-        "version": leaf.version().0 + 1,
-        "sha256": presented.hash,
-    })
+    CertificateSection::Parsed(Box::new(Certificate {
+        subject: presented.subject.clone(),
+        issuer: presented.issuer.clone(),
+        serial: presented.serial.clone(),
+        not_before: rfc3339(validity.not_before.timestamp()),
+        not_after: rfc3339(validity.not_after.timestamp()),
+        key_type: key_type(leaf),
+        ekus: ekus(leaf),
+        dns_sans: names.dns.clone(),
+        uri_sans: names.uris.clone(),
+        version: leaf.version().0 + 1,
+        sha256: presented.hash.clone(),
+    }))
 }
 
 fn key_type(leaf: &X509Certificate<'_>) -> String {
@@ -87,11 +94,11 @@ pub(super) fn trust_section(
     at: UnixTime,
     presented: &Presented,
     verdict: &Result<crate::tls::policy::Passed, Box<crate::tls::policy::Refusal>>,
-) -> Value {
+) -> TrustSection {
     let trust = target.policy.trust();
     let hash = presented.hash.as_str();
     let pinned = trust.pins.iter().any(|pin| hex::encode(pin) == hash);
-    let cas: Vec<Value> = trust
+    let cas: Vec<CaResult> = trust
         .roots
         .iter()
         .zip(target.policy.per_ca(leaf, intermediates, at))
@@ -100,7 +107,11 @@ pub(super) fn trust_section(
                 .map(|(_, ca)| rfc4514(ca.subject()))
                 .unwrap_or_default();
             match result {
-                Ok(()) => json!({ "subject": subject, "result": "vouches", "detail": "the chain verifies to this CA with the clientAuth EKU" }),
+                Ok(()) => CaResult {
+                    subject,
+                    result: "vouches",
+                    detail: "the chain verifies to this CA with the clientAuth EKU".to_owned(),
+                },
                 Err(error) => {
                     let detail = if intermediates.is_empty()
                         && !presented.issuer.is_empty()
@@ -114,13 +125,17 @@ pub(super) fn trust_section(
                     } else {
                         describe(&error, presented)
                     };
-                    json!({ "subject": subject, "result": "refuses", "detail": detail })
+                    CaResult {
+                        subject,
+                        result: "refuses",
+                        detail,
+                    }
                 }
             }
         })
         .collect();
     let now = i64::try_from(at.as_secs()).unwrap_or(i64::MAX);
-    let crls: Vec<Value> = trust
+    let crls: Vec<CrlFacts> = trust
         .crls
         .iter()
         .filter_map(|crl| {
@@ -130,71 +145,79 @@ pub(super) fn trust_section(
                 && crl
                     .iter_revoked_certificates()
                     .any(|entry| entry.raw_serial_as_string() == presented.serial);
-            Some(json!({
-                "issuer": rfc4514(crl.issuer()),
-                "next_update": next_update.map(rfc3339),
-                "expired": next_update.is_some_and(|next| next < now),
-                "revokes_certificate": revoked,
-            }))
+            Some(CrlFacts {
+                issuer: rfc4514(crl.issuer()),
+                next_update: next_update.map(rfc3339),
+                expired: next_update.is_some_and(|next| next < now),
+                revokes_certificate: revoked,
+            })
         })
         .collect();
-    let decision = match verdict {
-        Ok(passed) => json!(passed.trust.as_str()),
-        Err(_) => Value::Null,
-    };
-    json!({
-        "decision": decision,
-        "pinned": pinned,
-        "pins": trust.pins.len(),
-        "allow_untrusted": trust.allow_untrusted,
-        "cas": cas,
-        "crls": crls,
-    })
+    TrustSection {
+        decision: verdict.as_ref().ok().map(|passed| passed.trust.as_str()),
+        pinned,
+        pins: trust.pins.len(),
+        allow_untrusted: trust.allow_untrusted,
+        cas,
+        crls,
+    }
 }
 
-pub(super) fn allow_section(allow: &AllowList, names: &LeafNames) -> Value {
+pub(super) fn allow_section(allow: &AllowList, names: &LeafNames) -> AllowSection {
     if allow.is_empty() {
-        return json!({ "configured": false, "matched": null, "closest": [] });
+        return AllowSection {
+            configured: false,
+            matched: None,
+            closest: Vec::new(),
+        };
     }
+    let entry = |list, entry: &str| AllowEntry {
+        list,
+        entry: entry.to_owned(),
+    };
     let matched = if allow.subjects.contains(&names.subject) {
-        Some(json!({ "list": "allowedSubjects", "entry": names.subject }))
+        Some(entry("allowedSubjects", &names.subject))
     } else if let Some(dns) = names
         .dns
         .iter()
         .find(|dns| allow.dns_sans.contains(&normalize(dns)))
     {
-        Some(json!({ "list": "allowedDnsSans", "entry": normalize(dns) }))
+        Some(entry("allowedDnsSans", &normalize(dns)))
     } else {
         names
             .uris
             .iter()
             .find(|uri| allow.uri_sans.contains(uri))
-            .map(|uri| json!({ "list": "allowedUriSans", "entry": uri }))
+            .map(|uri| entry("allowedUriSans", uri))
     };
     let mut closest = Vec::new();
     if matched.is_none() {
         closest = closest_subjects(&allow.subjects, &names.subject);
         for entry in &allow.dns_sans {
-            closest.push(json!({
-                "list": "allowedDnsSans",
-                "entry": entry,
-                "why": format!("the certificate's DNS SANs are [{}]", names.dns.join(", ")),
-            }));
+            closest.push(Closest {
+                list: "allowedDnsSans",
+                entry: entry.clone(),
+                why: format!("the certificate's DNS SANs are [{}]", names.dns.join(", ")),
+            });
         }
         for entry in &allow.uri_sans {
-            closest.push(json!({
-                "list": "allowedUriSans",
-                "entry": entry,
-                "why": format!("the certificate's URI SANs are [{}]", names.uris.join(", ")),
-            }));
+            closest.push(Closest {
+                list: "allowedUriSans",
+                entry: entry.clone(),
+                why: format!("the certificate's URI SANs are [{}]", names.uris.join(", ")),
+            });
         }
     }
-    json!({ "configured": true, "matched": matched, "closest": closest })
+    AllowSection {
+        configured: true,
+        matched,
+        closest,
+    }
 }
 
 /// The subject entries sharing the most attributes with the certificate's subject, with what
 /// differs; the RDN-order trap is named as such.
-fn closest_subjects(entries: &[String], subject: &str) -> Vec<Value> {
+fn closest_subjects(entries: &[String], subject: &str) -> Vec<Closest> {
     let attributes = |text: &str| -> Vec<String> {
         let mut parts: Vec<String> = crate::config::checks::parse_rfc4514(text)
             .unwrap_or_default()
@@ -234,7 +257,11 @@ fn closest_subjects(entries: &[String], subject: &str) -> Vec<Value> {
                     list_or_none(&extra)
                 )
             };
-            json!({ "list": "allowedSubjects", "entry": entry, "why": why })
+            Closest {
+                list: "allowedSubjects",
+                entry: entry.clone(),
+                why,
+            }
         })
         .collect()
 }
@@ -254,38 +281,41 @@ fn list_or_none(items: &[&String]) -> String {
 /// How a request the certificate passes for reaches the app: its address and protocol, and for
 /// an `https://` upstream what the app's certificate is verified against, the name it must
 /// hold and the client certificate certgate presents.
-pub(super) fn upstream_section(upstream: &Upstream) -> Value {
+pub(super) fn upstream_section(upstream: &Upstream) -> UpstreamSection {
     let tls = upstream.tls.as_ref().map(|tls| {
         let (verify, cas) = match tls.verify {
-            UpstreamVerify::CaFiles(count) => ("ca_files", count),
-            UpstreamVerify::System(count) => ("system", count),
-            UpstreamVerify::Skip => ("insecure_skip_verify", 0),
+            UpstreamVerify::CaFiles(count) => (VerifiedAgainst::CaFiles, count),
+            UpstreamVerify::System(count) => (VerifiedAgainst::System, count),
+            UpstreamVerify::Skip => (VerifiedAgainst::InsecureSkipVerify, 0),
         };
         let client = tls
             .client_chain
             .first()
             .map(|der| match x509_parser::parse_x509_certificate(der) {
-                Ok((_, leaf)) => json!({
-                    "subject": rfc4514(leaf.subject()),
-                    "not_after": rfc3339(leaf.validity().not_after.timestamp()),
-                }),
-                Err(_) => json!({ "subject": null, "not_after": null }),
+                Ok((_, leaf)) => ClientCertificate {
+                    subject: Some(rfc4514(leaf.subject())),
+                    not_after: Some(rfc3339(leaf.validity().not_after.timestamp())),
+                },
+                Err(_) => ClientCertificate {
+                    subject: None,
+                    not_after: None,
+                },
             });
-        json!({
-            "verify": verify,
-            "cas": cas,
-            "server_name": tls.server_name.to_str(),
-            "client_certificate": client,
-        })
+        UpstreamTlsSection {
+            verify,
+            cas,
+            server_name: tls.server_name.to_str().into_owned(),
+            client_certificate: client,
+        }
     });
-    json!({
-        "address": upstream.to_string(),
-        "transport": match upstream.transport {
-            Transport::Http1 => "http1",
-            Transport::Http2 => "http2",
+    UpstreamSection {
+        address: upstream.to_string(),
+        transport: match upstream.transport {
+            Transport::Http1 => Protocol::Http1,
+            Transport::Http2 => Protocol::Http2,
         },
-        "tls": tls,
-    })
+        tls,
+    }
 }
 
 pub(super) fn rfc3339(secs: i64) -> String {

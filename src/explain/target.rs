@@ -57,9 +57,9 @@ pub struct Target {
 pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
     let Some(path) = &args.config else {
         let mode = match &args.client_auth.client_cert_mode {
-            Some(value) => value.parse().map_err(|_| ConfigError::UnknownMode {
+            Some(value) => value.known().map_err(|value| ConfigError::UnknownMode {
                 key: "--client-cert-mode",
-                value: value.clone(),
+                value: value.to_owned(),
             })?,
             None => ClientCertMode::Require,
         };

@@ -1,182 +1,175 @@
-//! The text form of an explanation, rendered from its JSON.
+//! The text form of an explanation, rendered field by field from the same structs `--format
+//! json` prints.
 
-use serde_json::Value;
+use std::fmt::Write as _;
+
+use super::report::{
+    CertificateSection, Explanation, Protocol, TrustSection, UpstreamSection, VerifiedAgainst,
+};
 
 /// The text form: the verdict first, then one section per decision.
-pub(super) fn text(json: &Value) -> String {
-    let s = |value: &Value| match value {
-        Value::String(text) => text.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
+pub(super) fn text(explanation: &Explanation) -> String {
+    let mut out = String::new();
+    if explanation.accepted {
+        out.push_str("verdict: accepted\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "verdict: refused: {}",
+            explanation.reason.unwrap_or_default()
+        );
+        let _ = writeln!(
+            out,
+            "detail:  {}",
+            explanation.detail.as_deref().unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "app:     {} (mode {}), judged at {}",
+        explanation.app, explanation.mode, explanation.at
+    );
+    certificate(&mut out, &explanation.certificate);
+    let revocation = &explanation.revocation;
+    out.push_str("\nrevocation\n");
+    let _ = writeln!(out, "  decision:   {}", revocation.decision);
+    if let Some(checks) = &revocation.checks {
+        let _ = writeln!(out, "  checks:     {checks}");
+    }
+    if let Some(detail) = &revocation.detail {
+        let _ = writeln!(out, "  detail:     {detail}");
+    }
+    trust(&mut out, &explanation.trust);
+    let allow = &explanation.allow;
+    out.push_str("\nallow-lists\n");
+    if !allow.configured {
+        out.push_str("  none configured: every trusted certificate is admitted\n");
+    } else if let Some(matched) = &allow.matched {
+        let _ = writeln!(out, "  matched {} entry {}", matched.list, matched.entry);
+    } else {
+        out.push_str("  no entry matches; the closest:\n");
+        for entry in &allow.closest {
+            let _ = writeln!(out, "  {} {:?}: {}", entry.list, entry.entry, entry.why);
+        }
+    }
+    out.push_str("\nX-Forwarded-Client-Cert\n");
+    match &explanation.xfcc {
+        Some(value) => {
+            let _ = writeln!(out, "  {value}");
+        }
+        None => out.push_str("  (none: the certificate is refused)\n"),
+    }
+    if let Some(upstream) = &explanation.upstream {
+        self::upstream(&mut out, upstream);
+    }
+    out
+}
+
+fn certificate(out: &mut String, certificate: &CertificateSection) {
+    out.push_str("\ncertificate\n");
+    let leaf = match certificate {
+        CertificateSection::Unparsed { sha256, .. } => {
+            let _ = write!(out, "  (not readable as X.509)\n  sha256:     {sha256}\n");
+            return;
+        }
+        CertificateSection::Parsed(leaf) => leaf,
     };
-    let list = |value: &Value| {
-        let items: Vec<String> = value
-            .as_array()
-            .map(|items| items.iter().map(s).collect())
-            .unwrap_or_default();
+    let list = |items: &[String]| {
         if items.is_empty() {
             "(none)".to_owned()
         } else {
             items.join(", ")
         }
     };
-    let mut out = String::new();
-    match json["verdict"].as_str() {
-        Some("accepted") => out.push_str("verdict: accepted\n"),
-        _ => {
-            out.push_str(&format!("verdict: refused: {}\n", s(&json["reason"])));
-            out.push_str(&format!("detail:  {}\n", s(&json["detail"])));
-        }
-    }
-    out.push_str(&format!(
-        "app:     {} (mode {}), judged at {}\n",
-        s(&json["app"]),
-        s(&json["mode"]),
-        s(&json["at"])
-    ));
-    let cert = &json["certificate"];
-    out.push_str("\ncertificate\n");
-    if cert["subject"].is_null() {
-        out.push_str(&format!(
-            "  (not readable as X.509)\n  sha256:     {}\n",
-            s(&cert["sha256"])
-        ));
-    } else {
-        out.push_str(&format!(
-            "  subject:    {}   <- the string to put in allowedSubjects\n",
-            s(&cert["subject"])
-        ));
-        out.push_str(&format!("  issuer:     {}\n", s(&cert["issuer"])));
-        out.push_str(&format!("  serial:     {}\n", s(&cert["serial"])));
-        out.push_str(&format!(
-            "  valid:      {} to {}\n",
-            s(&cert["not_before"]),
-            s(&cert["not_after"])
-        ));
-        out.push_str(&format!("  key:        {}\n", s(&cert["key_type"])));
-        out.push_str(&format!("  EKUs:       {}\n", list(&cert["ekus"])));
-        out.push_str(&format!("  DNS SANs:   {}\n", list(&cert["dns_sans"])));
-        out.push_str(&format!("  URI SANs:   {}\n", list(&cert["uri_sans"])));
-        out.push_str(&format!("  version:    X.509 v{}\n", s(&cert["version"])));
-        out.push_str(&format!("  sha256:     {}\n", s(&cert["sha256"])));
-    }
-    let revocation = &json["revocation"];
-    out.push_str("\nrevocation\n");
-    out.push_str(&format!("  decision:   {}\n", s(&revocation["decision"])));
-    if !revocation["checks"].is_null() {
-        out.push_str(&format!("  checks:     {}\n", s(&revocation["checks"])));
-    }
-    if !revocation["detail"].is_null() {
-        out.push_str(&format!("  detail:     {}\n", s(&revocation["detail"])));
-    }
-    let trust = &json["trust"];
+    let _ = writeln!(
+        out,
+        "  subject:    {}   <- the string to put in allowedSubjects",
+        leaf.subject
+    );
+    let _ = writeln!(out, "  issuer:     {}", leaf.issuer);
+    let _ = writeln!(out, "  serial:     {}", leaf.serial);
+    let _ = writeln!(
+        out,
+        "  valid:      {} to {}",
+        leaf.not_before, leaf.not_after
+    );
+    let _ = writeln!(out, "  key:        {}", leaf.key_type);
+    let _ = writeln!(out, "  EKUs:       {}", list(&leaf.ekus));
+    let _ = writeln!(out, "  DNS SANs:   {}", list(&leaf.dns_sans));
+    let _ = writeln!(out, "  URI SANs:   {}", list(&leaf.uri_sans));
+    let _ = writeln!(out, "  version:    X.509 v{}", leaf.version);
+    let _ = writeln!(out, "  sha256:     {}", leaf.sha256);
+}
+
+fn trust(out: &mut String, trust: &TrustSection) {
     out.push_str("\ntrust\n");
-    out.push_str(&format!(
-        "  decision:   {}\n",
-        trust["decision"].as_str().unwrap_or("not trusted")
-    ));
-    out.push_str(&format!(
-        "  pinned:     {} ({} pin(s) configured)\n",
-        if trust["pinned"].as_bool() == Some(true) {
-            "yes"
-        } else {
-            "no"
-        },
-        s(&trust["pins"])
-    ));
-    for ca in trust["cas"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "  CA {}: {}: {}\n",
-            s(&ca["subject"]),
-            s(&ca["result"]),
-            s(&ca["detail"])
-        ));
+    let _ = writeln!(
+        out,
+        "  decision:   {}",
+        trust.decision.unwrap_or("not trusted")
+    );
+    let _ = writeln!(
+        out,
+        "  pinned:     {} ({} pin(s) configured)",
+        if trust.pinned { "yes" } else { "no" },
+        trust.pins
+    );
+    for ca in &trust.cas {
+        let _ = writeln!(out, "  CA {}: {}: {}", ca.subject, ca.result, ca.detail);
     }
-    for crl in trust["crls"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "  CRL of {}: next update {}{}{}\n",
-            s(&crl["issuer"]),
-            s(&crl["next_update"]),
-            if crl["expired"].as_bool() == Some(true) {
-                ", EXPIRED"
-            } else {
-                ""
-            },
-            if crl["revokes_certificate"].as_bool() == Some(true) {
+    for crl in &trust.crls {
+        let _ = writeln!(
+            out,
+            "  CRL of {}: next update {}{}{}",
+            crl.issuer,
+            crl.next_update.as_deref().unwrap_or_default(),
+            if crl.expired { ", EXPIRED" } else { "" },
+            if crl.revokes_certificate {
                 ", REVOKES this certificate"
             } else {
                 ""
             }
-        ));
+        );
     }
-    out.push_str(&format!(
-        "  allowUntrusted: {}\n",
-        if trust["allow_untrusted"].as_bool() == Some(true) {
-            "on"
-        } else {
-            "off"
+    let _ = writeln!(
+        out,
+        "  allowUntrusted: {}",
+        if trust.allow_untrusted { "on" } else { "off" }
+    );
+}
+
+fn upstream(out: &mut String, upstream: &UpstreamSection) {
+    out.push_str("\nupstream\n");
+    let _ = writeln!(
+        out,
+        "  address:    {} ({})",
+        upstream.address,
+        match upstream.transport {
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
         }
-    ));
-    let allow = &json["allow"];
-    out.push_str("\nallow-lists\n");
-    if allow["configured"].as_bool() != Some(true) {
-        out.push_str("  none configured: every trusted certificate is admitted\n");
-    } else if !allow["matched"].is_null() {
-        out.push_str(&format!(
-            "  matched {} entry {}\n",
-            s(&allow["matched"]["list"]),
-            s(&allow["matched"]["entry"])
-        ));
-    } else {
-        out.push_str("  no entry matches; the closest:\n");
-        for entry in allow["closest"].as_array().into_iter().flatten() {
-            out.push_str(&format!(
-                "  {} {:?}: {}\n",
-                s(&entry["list"]),
-                s(&entry["entry"]),
-                s(&entry["why"])
-            ));
+    );
+    let Some(tls) = &upstream.tls else {
+        return;
+    };
+    let verified = match tls.verify {
+        VerifiedAgainst::CaFiles => format!("against {} CA(s) of upstreamTls.caFiles", tls.cas),
+        VerifiedAgainst::System => format!("against the system's {} CA(s)", tls.cas),
+        VerifiedAgainst::InsecureSkipVerify => {
+            "NOT VERIFIED (upstreamTls.insecureSkipVerify)".to_owned()
         }
-    }
-    out.push_str("\nX-Forwarded-Client-Cert\n");
-    match json["xfcc"].as_str() {
-        Some(value) => out.push_str(&format!("  {value}\n")),
-        None => out.push_str("  (none: the certificate is refused)\n"),
-    }
-    let upstream = &json["upstream"];
-    if !upstream.is_null() {
-        out.push_str("\nupstream\n");
-        out.push_str(&format!(
-            "  address:    {} ({})\n",
-            s(&upstream["address"]),
-            if upstream["transport"] == "http2" {
-                "HTTP/2"
-            } else {
-                "HTTP/1.1"
-            }
-        ));
-        let tls = &upstream["tls"];
-        if !tls.is_null() {
-            let verified = match tls["verify"].as_str() {
-                Some("ca_files") => {
-                    format!("against {} CA(s) of upstreamTls.caFiles", s(&tls["cas"]))
-                }
-                Some("system") => format!("against the system's {} CA(s)", s(&tls["cas"])),
-                _ => "NOT VERIFIED (upstreamTls.insecureSkipVerify)".to_owned(),
-            };
-            out.push_str(&format!("  verified:   {verified}\n"));
-            out.push_str(&format!("  name:       {}\n", s(&tls["server_name"])));
-            let client = &tls["client_certificate"];
-            if client.is_null() {
-                out.push_str("  client certificate: none\n");
-            } else {
-                out.push_str(&format!(
-                    "  client certificate: {}, valid to {}\n",
-                    s(&client["subject"]),
-                    s(&client["not_after"])
-                ));
-            }
+    };
+    let _ = writeln!(out, "  verified:   {verified}");
+    let _ = writeln!(out, "  name:       {}", tls.server_name);
+    match &tls.client_certificate {
+        None => out.push_str("  client certificate: none\n"),
+        Some(client) => {
+            let _ = writeln!(
+                out,
+                "  client certificate: {}, valid to {}",
+                client.subject.as_deref().unwrap_or_default(),
+                client.not_after.as_deref().unwrap_or_default()
+            );
         }
     }
-    out
 }

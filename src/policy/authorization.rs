@@ -7,6 +7,7 @@
 use http::Method;
 
 use super::path;
+use crate::settings::ByName;
 
 /// The ordered rules of an app and what happens when none matches.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +44,10 @@ pub enum OtherMethods {
     Deny,
     /// Pass it on to the next rules, as if this rule were not there.
     Next,
+}
+
+impl ByName for OtherMethods {
+    const NAMES: &'static [(&'static str, Self)] = &[("deny", Self::Deny), ("next", Self::Next)];
 }
 
 /// Who may pass a rule; each list means what it means in `clientAuth`.

@@ -880,21 +880,22 @@ async fn explain_shows_the_revocation_decision_and_its_source() {
     };
     let explain = |args| async move { certgate::explain::run(&args).await.unwrap() };
     let accepted = explain(args(&good, "good.pem")).await;
-    assert!(accepted.accepted, "{}", accepted.json);
-    assert_eq!(accepted.json["revocation"]["decision"], "good");
+    assert!(accepted.accepted, "{accepted:?}");
+    assert_eq!(accepted.revocation.decision, "good");
     let refused = explain(args(&revoked, "revoked.pem")).await;
     assert!(!refused.accepted);
-    assert_eq!(refused.json["reason"], "revoked");
-    assert_eq!(refused.json["revocation"]["decision"], "revoked");
-    let detail = refused.json["revocation"]["detail"].as_str().unwrap();
+    assert_eq!(refused.reason, Some("revoked"));
+    assert_eq!(refused.revocation.decision, "revoked");
+    let detail = refused.revocation.detail.as_deref().unwrap();
     assert!(detail.contains(&crls.url("ca.crl")), "{detail}");
     assert!(
-        refused.json["revocation"]["checks"]
-            .as_str()
+        refused
+            .revocation
+            .checks
+            .as_deref()
             .unwrap()
             .contains("1 CRL"),
-        "{}",
-        refused.json
+        "{refused:?}"
     );
 }
 

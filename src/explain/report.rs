@@ -1,0 +1,219 @@
+//! What `certgate explain` reports, as typed structs: `--format json` prints them as they
+//! serialize and the text form renders them field by field, so both say the same.
+
+use serde::Serialize;
+
+/// The result: the verdict and everything that led to it; `--format json` prints it as it
+/// serializes, the text form is rendered from the same fields.
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    /// True when the certificate passes.
+    #[serde(skip)]
+    pub accepted: bool,
+    /// `accepted` or `refused`.
+    pub verdict: &'static str,
+    /// Why it is refused, as in logs and metrics.
+    pub reason: Option<&'static str>,
+    /// What is wrong, in words.
+    pub detail: Option<String>,
+    /// The app judged.
+    pub app: String,
+    /// Its mode.
+    pub mode: &'static str,
+    /// The time judged at, RFC 3339.
+    pub at: String,
+    /// The leaf as certgate reads it.
+    pub certificate: CertificateSection,
+    /// The trust decision per CA, pin and CRL.
+    pub trust: TrustSection,
+    /// The allow-list decision.
+    pub allow: AllowSection,
+    /// Revocation beyond `crlFiles`.
+    pub revocation: RevocationSection,
+    /// The X-Forwarded-Client-Cert value the app would get, when accepted.
+    pub xfcc: Option<String>,
+    /// How the request would reach the app (from a config file).
+    pub upstream: Option<UpstreamSection>,
+}
+
+/// What revocation checking said.
+#[derive(Debug, Serialize)]
+pub struct RevocationSection {
+    /// The decision, or why there was none.
+    pub decision: &'static str,
+    /// What is wrong, when refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// What the checker checks, when the app has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<String>,
+}
+
+/// The leaf as certgate reads it.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum CertificateSection {
+    /// A leaf that parses as X.509.
+    Parsed(Box<Certificate>),
+    /// A leaf that does not.
+    Unparsed {
+        /// SHA-256 of its DER, lowercase hex.
+        sha256: String,
+        /// Always `false`.
+        parsed: bool,
+    },
+}
+
+/// What a parsed leaf says.
+#[derive(Debug, Serialize)]
+pub struct Certificate {
+    /// Subject, RFC 4514, as `allowedSubjects` compares it.
+    pub subject: String,
+    /// Issuer, RFC 4514.
+    pub issuer: String,
+    /// Serial number, colon-separated hex.
+    pub serial: String,
+    /// Start of validity, RFC 3339.
+    pub not_before: String,
+    /// End of validity, RFC 3339.
+    pub not_after: String,
+    /// Key algorithm and size or curve.
+    pub key_type: String,
+    /// Extended key usages.
+    pub ekus: Vec<String>,
+    /// DNS SANs.
+    pub dns_sans: Vec<String>,
+    /// URI SANs.
+    pub uri_sans: Vec<String>,
+    /// X.509 version (3 for v3).
+    pub version: u32,
+    /// SHA-256 of the DER, lowercase hex.
+    pub sha256: String,
+}
+
+/// The trust decision per CA, pin and CRL.
+#[derive(Debug, Serialize)]
+pub struct TrustSection {
+    /// How the certificate is trusted, when it passes.
+    pub decision: Option<&'static str>,
+    /// Whether its hash is pinned.
+    pub pinned: bool,
+    /// How many pins the app has.
+    pub pins: usize,
+    /// Whether the app allows untrusted certificates.
+    pub allow_untrusted: bool,
+    /// What each trusted CA says.
+    pub cas: Vec<CaResult>,
+    /// The CRLs checked during the handshake.
+    pub crls: Vec<CrlFacts>,
+}
+
+/// What one trusted CA says about the chain.
+#[derive(Debug, Serialize)]
+pub struct CaResult {
+    /// The CA's subject, RFC 4514.
+    pub subject: String,
+    /// `vouches` or `refuses`.
+    pub result: &'static str,
+    /// Why.
+    pub detail: String,
+}
+
+/// One CRL and what it says about the certificate.
+#[derive(Debug, Serialize)]
+pub struct CrlFacts {
+    /// The CRL's issuer, RFC 4514.
+    pub issuer: String,
+    /// Its nextUpdate, RFC 3339, when it has one.
+    pub next_update: Option<String>,
+    /// Whether its nextUpdate has passed.
+    pub expired: bool,
+    /// Whether it lists the certificate.
+    pub revokes_certificate: bool,
+}
+
+/// The allow-list decision.
+#[derive(Debug, Serialize)]
+pub struct AllowSection {
+    /// Whether the app has any allow-list.
+    pub configured: bool,
+    /// The entry the certificate matched.
+    pub matched: Option<AllowEntry>,
+    /// When none matched, the entries closest to the certificate, with what differs.
+    pub closest: Vec<Closest>,
+}
+
+/// One allow-list entry.
+#[derive(Debug, Serialize)]
+pub struct AllowEntry {
+    /// The list (`allowedSubjects`, `allowedDnsSans`, `allowedUriSans`).
+    pub list: &'static str,
+    /// The entry.
+    pub entry: String,
+}
+
+/// An entry the certificate did not match, and why.
+#[derive(Debug, Serialize)]
+pub struct Closest {
+    /// The list.
+    pub list: &'static str,
+    /// The entry.
+    pub entry: String,
+    /// What differs.
+    pub why: String,
+}
+
+/// How a request the certificate passes for reaches the app.
+#[derive(Debug, Serialize)]
+pub struct UpstreamSection {
+    /// `http://host:port` or `https://host:port`.
+    pub address: String,
+    /// The protocol spoken to the app.
+    pub transport: Protocol,
+    /// TLS to an `https://` app.
+    pub tls: Option<UpstreamTlsSection>,
+}
+
+/// What an `https://` app's certificate is verified against and what certgate presents.
+#[derive(Debug, Serialize)]
+pub struct UpstreamTlsSection {
+    /// What the app's certificate is verified against.
+    pub verify: VerifiedAgainst,
+    /// How many CAs it is verified against.
+    pub cas: usize,
+    /// The name the app's certificate must hold.
+    pub server_name: String,
+    /// The client certificate certgate presents, if any.
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// The protocol spoken to the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+/// What an `https://` app's certificate is verified against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifiedAgainst {
+    /// The CAs of `upstreamTls.caFiles`.
+    CaFiles,
+    /// The system's CAs.
+    System,
+    /// Nothing (`upstreamTls.insecureSkipVerify`).
+    InsecureSkipVerify,
+}
+
+/// The client certificate certgate presents to an app.
+#[derive(Debug, Serialize)]
+pub struct ClientCertificate {
+    /// Its subject, RFC 4514 (`None` when it does not parse).
+    pub subject: Option<String>,
+    /// Its end of validity, RFC 3339.
+    pub not_after: Option<String>,
+}
