@@ -68,13 +68,17 @@ pub enum Command {
 /// `certgate pki …`.
 #[derive(Debug, Subcommand)]
 pub enum PkiCommand {
-    /// Write a development CA, server and client certificates into DIR.
+    /// Write a development CA, server and client certificates into DIR; a whole PKI already
+    /// there (the demo's) is kept, with --host its server certificate issued again.
     Init {
         /// Folder to write into (created if missing).
         dir: PathBuf,
-        /// Overwrite files that already exist.
+        /// Make a new PKI, overwriting files that already exist.
         #[arg(long)]
         force: bool,
+        /// A name (or IP address) the server certificate must also cover; repeatable.
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
     },
     /// Write a session ticket key file (sessionTickets.keyFile) holding one fresh key.
     TicketKeys {

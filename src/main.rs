@@ -66,7 +66,7 @@ fn run(command: Command) -> ExitCode {
     match command {
         Command::Check(args) => check(&args),
         Command::Explain(args) => explain(&args),
-        Command::Pki(PkiCommand::Init { dir, force }) => pki_init(&dir, force),
+        Command::Pki(PkiCommand::Init { dir, force, hosts }) => pki_init(&dir, force, &hosts),
         Command::Pki(PkiCommand::TicketKeys {
             file,
             force,
@@ -185,22 +185,36 @@ fn explain(args: &certgate::cli::ExplainArgs) -> ExitCode {
     })
 }
 
-fn pki_init(dir: &std::path::Path, force: bool) -> ExitCode {
-    match certgate::pki::init(dir, force) {
-        Ok(written) => {
+fn pki_init(dir: &std::path::Path, force: bool, hosts: &[String]) -> ExitCode {
+    use certgate::pki::Initialized;
+    match certgate::pki::init_for_hosts(dir, force, hosts) {
+        Ok(Initialized::Written(written) | Initialized::Reissued(written)) => {
             for path in written {
                 println!("wrote {}", path.display());
             }
+            ExitCode::SUCCESS
+        }
+        Ok(Initialized::Kept) => {
+            println!(
+                "kept the development PKI in {}: every file is there (--host NAME issues its server certificate again with NAME, --force makes a new PKI)",
+                dir.display()
+            );
             ExitCode::SUCCESS
         }
         Err(error) => pki_failed(&error),
     }
 }
 
-/// A file that already exists is a usage error (pass --force); anything else is a runtime one.
+/// A file that already exists, a partial PKI or a bad --host is a usage error; anything else
+/// is a runtime one.
 fn pki_failed(error: &certgate::pki::PkiError) -> ExitCode {
     eprintln!("certgate: {}", error_chain(error));
-    if matches!(error, certgate::pki::PkiError::Exists { .. }) {
+    if matches!(
+        error,
+        certgate::pki::PkiError::Exists { .. }
+            | certgate::pki::PkiError::Incomplete { .. }
+            | certgate::pki::PkiError::BadHost { .. }
+    ) {
         ExitCode::from(EXIT_USAGE)
     } else {
         ExitCode::from(EXIT_RUNTIME)

@@ -28,7 +28,7 @@ use time::{Duration, OffsetDateTime};
 mod certificates;
 
 pub use certificates::FILES;
-use certificates::{CA, CLIENT_COMMON_NAME, LEAVES, Signer, Spec};
+use certificates::{CA, CLIENT_COMMON_NAME, LEAVES, SERVER, Signer, Spec};
 
 /// Number of characters in the generated `client.p12.password`.
 const P12_PASSWORD_LEN: usize = 24;
@@ -81,6 +81,29 @@ pub enum PkiError {
     Random {
         /// What the random bytes were for.
         what: &'static str,
+    },
+    /// Some of the development PKI's files exist and others do not.
+    #[error("{} holds an incomplete development PKI (missing {missing}); make a new one with --force", dir.display())]
+    Incomplete {
+        /// The folder.
+        dir: PathBuf,
+        /// The first missing file.
+        missing: &'static str,
+    },
+    /// A `--host` that is neither a DNS name nor an IP address.
+    #[error("--host {host:?} is not a DNS name or an IP address")]
+    BadHost {
+        /// The name as given.
+        host: String,
+    },
+    /// The existing CA could not be read to sign a new server certificate.
+    #[error("cannot read the development CA {} to sign the server certificate", path.display())]
+    Ca {
+        /// `ca.pem` or `ca.key`.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: rcgen::Error,
     },
     /// A session ticket key file could not be made or rotated.
     #[error("cannot use session ticket key file {}", path.display())]
@@ -153,16 +176,19 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<PathBuf>, PkiError> {
         }
     }
 
-    let outputs = generate()?;
+    write_all(dir, &generate(&[])?, force)
+}
 
+/// Writes `outputs` into `dir` (created if missing), replacing files with `replace`.
+fn write_all(dir: &Path, outputs: &[Output], replace: bool) -> Result<Vec<PathBuf>, PkiError> {
     fs::create_dir_all(dir).map_err(|source| PkiError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
     let mut written = Vec::with_capacity(outputs.len());
-    for output in &outputs {
+    for output in outputs {
         let path = dir.join(output.name);
-        write_file(&path, &output.contents, output.secret, force).map_err(|source| {
+        write_file(&path, &output.contents, output.secret, replace).map_err(|source| {
             PkiError::Io {
                 path: path.clone(),
                 source,
@@ -171,6 +197,60 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<PathBuf>, PkiError> {
         written.push(path);
     }
     Ok(written)
+}
+
+/// What [`init_for_hosts`] did.
+#[derive(Debug)]
+pub enum Initialized {
+    /// Made a new development PKI: the files written.
+    Written(Vec<PathBuf>),
+    /// The folder already holds a whole development PKI, kept as it is.
+    Kept,
+    /// The folder already holds a whole development PKI; its server certificate and key were
+    /// issued again by its CA, for the default names and the hosts asked for.
+    Reissued(Vec<PathBuf>),
+}
+
+/// `certgate pki init DIR [--host NAME]... [--force]`: like [`init`], with `hosts` (DNS
+/// names or IP addresses) added to the server certificate, and a folder that already holds a
+/// whole development PKI (the demo's) kept rather than refused: without `hosts` it is left
+/// as it is, with them only its server certificate is issued again, by the same CA, so the
+/// client certificates and every trust in `ca.pem` stay valid. A folder holding part of a
+/// PKI is refused; `force` makes a new one whatever is there.
+pub fn init_for_hosts(dir: &Path, force: bool, hosts: &[String]) -> Result<Initialized, PkiError> {
+    let hosts = hosts
+        .iter()
+        .map(|host| SanType::try_from(Host::parse(host)?))
+        .collect::<Result<Vec<_>, PkiError>>()?;
+    if force {
+        return write_all(dir, &generate(&hosts)?, true).map(Initialized::Written);
+    }
+    let mut missing = None;
+    let mut present = false;
+    for (name, _) in FILES {
+        match fs::symlink_metadata(dir.join(name)) {
+            Ok(_) => present = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => missing = missing.or(Some(*name)),
+            Err(source) => {
+                return Err(PkiError::Io {
+                    path: dir.join(name),
+                    source,
+                });
+            }
+        }
+    }
+    match (present, missing) {
+        (false, _) => write_all(dir, &generate(&hosts)?, false).map(Initialized::Written),
+        (true, Some(missing)) => Err(PkiError::Incomplete {
+            dir: dir.to_path_buf(),
+            missing,
+        }),
+        (true, None) if hosts.is_empty() => Ok(Initialized::Kept),
+        (true, None) => {
+            let outputs = reissue_server(dir, &hosts)?;
+            write_all(dir, &outputs, true).map(Initialized::Reissued)
+        }
+    }
 }
 
 /// Creates `path` with `contents`; mode 0600 if `secret`, else 0644 (before umask).
@@ -195,8 +275,9 @@ fn write_file(path: &Path, contents: &[u8], secret: bool, replace: bool) -> io::
     file.sync_all()
 }
 
-/// Generates every output in memory, in the order of [`FILES`].
-fn generate() -> Result<Vec<Output>, PkiError> {
+/// Generates every output in memory, in the order of [`FILES`], with `hosts` added to the
+/// server certificate's names.
+fn generate(hosts: &[SanType]) -> Result<Vec<Output>, PkiError> {
     let now = OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .unwrap_or_else(|_| OffsetDateTime::now_utc());
@@ -217,7 +298,10 @@ fn generate() -> Result<Vec<Output>, PkiError> {
 
     for spec in &LEAVES {
         let key = new_key(spec.what)?;
-        let params = spec.params(not_before)?;
+        let mut params = spec.params(not_before)?;
+        if spec.what == SERVER.what {
+            params.subject_alt_names.extend_from_slice(hosts);
+        }
         let cert = match spec.signer {
             Signer::Itself => params.self_signed(&key),
             Signer::DevelopmentCa => params.signed_by(&key, &ca),
@@ -232,6 +316,88 @@ fn generate() -> Result<Vec<Output>, PkiError> {
         outputs.extend(spec.outputs(&pem, &key, Some(archive))?);
     }
     Ok(outputs)
+}
+
+/// The server certificate and key issued again by the CA in `dir`, for the default names and
+/// `hosts`.
+fn reissue_server(dir: &Path, hosts: &[SanType]) -> Result<Vec<Output>, PkiError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        fs::read_to_string(&path).map_err(|source| PkiError::Io { path, source })
+    };
+    let (ca_pem, ca_key) = (read(CA.cert_file.0)?, read(CA.key_file.0)?);
+    let ca_error = |name: &str| {
+        let path = dir.join(name);
+        move |source| PkiError::Ca { path, source }
+    };
+    let key = KeyPair::from_pem(&ca_key).map_err(ca_error(CA.key_file.0))?;
+    let ca = Issuer::from_ca_cert_pem(&ca_pem, key).map_err(ca_error(CA.cert_file.0))?;
+    let not_before = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc())
+        - BACKDATE;
+    let key = new_key(SERVER.what)?;
+    let mut params = SERVER.params(not_before)?;
+    params.subject_alt_names.extend_from_slice(hosts);
+    let cert = params
+        .signed_by(&key, &ca)
+        .map_err(generate_err(SERVER.what))?;
+    let mut pem = cert.pem();
+    pem.push_str(&ca_pem);
+    SERVER.outputs(&pem, &key, None)
+}
+
+/// A `--host`: an IP address or a DNS name.
+enum Host {
+    Ip(std::net::IpAddr),
+    Dns(String),
+}
+
+impl Host {
+    fn parse(host: &str) -> Result<Self, PkiError> {
+        let bad = || PkiError::BadHost {
+            host: host.to_owned(),
+        };
+        if let Ok(ip) = host.parse() {
+            return Ok(Self::Ip(ip));
+        }
+        let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        let mut labels = name.split('.');
+        let first_ok = labels
+            .next()
+            .is_some_and(|first| first == "*" || label_ok(first));
+        if first_ok && labels.all(label_ok) && name.len() <= 253 {
+            Ok(Self::Dns(name))
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+impl TryFrom<Host> for SanType {
+    type Error = PkiError;
+
+    fn try_from(host: Host) -> Result<Self, PkiError> {
+        match host {
+            Host::Ip(ip) => Ok(SanType::IpAddress(ip)),
+            Host::Dns(name) => {
+                let san = name
+                    .clone()
+                    .try_into()
+                    .map_err(|_| PkiError::BadHost { host: name })?;
+                Ok(SanType::DnsName(san))
+            }
+        }
+    }
 }
 
 impl Spec {

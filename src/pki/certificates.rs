@@ -63,98 +63,105 @@ pub(super) const CA: Spec = Spec {
 };
 
 /// The leaf certificates, in the order written.
-pub(super) const LEAVES: [Spec; 4] = [
-    Spec {
-        what: "server certificate",
-        common_name: "localhost",
-        eku: Some(ExtendedKeyUsagePurpose::ServerAuth),
-        signer: Signer::DevelopmentCa,
-        // OpenSSL and webpki refuse a wildcard directly above a one-label name, so the demo's
-        // hosts are listed as well.
-        dns: &[
-            "localhost",
-            "*.localhost",
-            "require.localhost",
-            "accept.localhost",
-            "ignore.localhost",
-        ],
-        uris: &[],
-        ips: &[
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ],
-        cert_file: (
-            "server.pem",
-            "server certificate chain (leaf, then CA) for localhost, *.localhost, {require,accept,ignore}.localhost, 127.0.0.1, ::1 (serverAuth)",
+pub(super) const LEAVES: [Spec; 4] = [SERVER, CLIENT, SELF_SIGNED_CLIENT, UNTRUSTED_CLIENT];
+
+/// The server certificate (`pki init --host` adds names to it).
+pub(super) const SERVER: Spec = Spec {
+    what: "server certificate",
+    common_name: "localhost",
+    eku: Some(ExtendedKeyUsagePurpose::ServerAuth),
+    signer: Signer::DevelopmentCa,
+    // OpenSSL and webpki refuse a wildcard directly above a one-label name, so the demo's
+    // hosts are listed as well.
+    dns: &[
+        "localhost",
+        "*.localhost",
+        "require.localhost",
+        "accept.localhost",
+        "ignore.localhost",
+    ],
+    uris: &[],
+    ips: &[
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ],
+    cert_file: (
+        "server.pem",
+        "server certificate chain (leaf, then CA) for localhost, *.localhost, {require,accept,ignore}.localhost, 127.0.0.1, ::1 (serverAuth)",
+    ),
+    chain: true,
+    key_file: ("server.key", "server private key (PKCS#8 PEM, mode 0600)"),
+    archive: None,
+};
+
+/// The client certificate the development CA issues.
+const CLIENT: Spec = Spec {
+    what: "client certificate",
+    common_name: CLIENT_COMMON_NAME,
+    eku: Some(ExtendedKeyUsagePurpose::ClientAuth),
+    signer: Signer::DevelopmentCa,
+    dns: &["client.localhost"],
+    uris: &["spiffe://certgate.localhost/dev-client"],
+    ips: &[],
+    cert_file: (
+        "client.pem",
+        "client certificate CN=certgate-dev-client, SANs client.localhost and spiffe://certgate.localhost/dev-client (clientAuth)",
+    ),
+    chain: false,
+    key_file: ("client.key", "client private key (PKCS#8 PEM, mode 0600)"),
+    archive: Some([
+        (
+            "client.p12",
+            "client certificate, key and CA certificate as PKCS#12 (AES-256-CBC, SHA-256 MAC; mode 0600)",
         ),
-        chain: true,
-        key_file: ("server.key", "server private key (PKCS#8 PEM, mode 0600)"),
-        archive: None,
-    },
-    Spec {
-        what: "client certificate",
-        common_name: CLIENT_COMMON_NAME,
-        eku: Some(ExtendedKeyUsagePurpose::ClientAuth),
-        signer: Signer::DevelopmentCa,
-        dns: &["client.localhost"],
-        uris: &["spiffe://certgate.localhost/dev-client"],
-        ips: &[],
-        cert_file: (
-            "client.pem",
-            "client certificate CN=certgate-dev-client, SANs client.localhost and spiffe://certgate.localhost/dev-client (clientAuth)",
+        (
+            "client.p12.password",
+            "password of client.p12: 24 alphanumeric characters, no trailing newline (mode 0600)",
         ),
-        chain: false,
-        key_file: ("client.key", "client private key (PKCS#8 PEM, mode 0600)"),
-        archive: Some([
-            (
-                "client.p12",
-                "client certificate, key and CA certificate as PKCS#12 (AES-256-CBC, SHA-256 MAC; mode 0600)",
-            ),
-            (
-                "client.p12.password",
-                "password of client.p12: 24 alphanumeric characters, no trailing newline (mode 0600)",
-            ),
-        ]),
-    },
-    Spec {
-        what: "self-signed client certificate",
-        common_name: "certgate-self-signed-client",
-        eku: Some(ExtendedKeyUsagePurpose::ClientAuth),
-        signer: Signer::Itself,
-        dns: &["self-signed-client.localhost"],
-        uris: &["spiffe://certgate.localhost/self-signed-client"],
-        ips: &[],
-        cert_file: (
-            "self-signed-client.pem",
-            "self-signed client certificate (clientAuth) that certgate must reject",
-        ),
-        chain: false,
-        key_file: (
-            "self-signed-client.key",
-            "private key of self-signed-client.pem (PKCS#8 PEM, mode 0600)",
-        ),
-        archive: None,
-    },
-    Spec {
-        what: "untrusted client certificate",
-        common_name: "certgate-untrusted-client",
-        eku: Some(ExtendedKeyUsagePurpose::ClientAuth),
-        signer: Signer::ThrowawayCa,
-        dns: &["untrusted-client.localhost"],
-        uris: &["spiffe://certgate.localhost/untrusted-client"],
-        ips: &[],
-        cert_file: (
-            "untrusted-client.pem",
-            "client certificate (clientAuth) issued by a throwaway CA that is not written; certgate must reject it",
-        ),
-        chain: false,
-        key_file: (
-            "untrusted-client.key",
-            "private key of untrusted-client.pem (PKCS#8 PEM, mode 0600)",
-        ),
-        archive: None,
-    },
-];
+    ]),
+};
+
+/// A client certificate that signs itself.
+const SELF_SIGNED_CLIENT: Spec = Spec {
+    what: "self-signed client certificate",
+    common_name: "certgate-self-signed-client",
+    eku: Some(ExtendedKeyUsagePurpose::ClientAuth),
+    signer: Signer::Itself,
+    dns: &["self-signed-client.localhost"],
+    uris: &["spiffe://certgate.localhost/self-signed-client"],
+    ips: &[],
+    cert_file: (
+        "self-signed-client.pem",
+        "self-signed client certificate (clientAuth) that certgate must reject",
+    ),
+    chain: false,
+    key_file: (
+        "self-signed-client.key",
+        "private key of self-signed-client.pem (PKCS#8 PEM, mode 0600)",
+    ),
+    archive: None,
+};
+
+/// A client certificate of a CA that is never written.
+const UNTRUSTED_CLIENT: Spec = Spec {
+    what: "untrusted client certificate",
+    common_name: "certgate-untrusted-client",
+    eku: Some(ExtendedKeyUsagePurpose::ClientAuth),
+    signer: Signer::ThrowawayCa,
+    dns: &["untrusted-client.localhost"],
+    uris: &["spiffe://certgate.localhost/untrusted-client"],
+    ips: &[],
+    cert_file: (
+        "untrusted-client.pem",
+        "client certificate (clientAuth) issued by a throwaway CA that is not written; certgate must reject it",
+    ),
+    chain: false,
+    key_file: (
+        "untrusted-client.key",
+        "private key of untrusted-client.pem (PKCS#8 PEM, mode 0600)",
+    ),
+    archive: None,
+};
 
 /// How many files `init` writes.
 const FILE_COUNT: usize = {

@@ -1,9 +1,12 @@
 //! Tests `certgate::pki::init`: files, modes, chains, EKUs, SANs, validity, overwrite rules and
-//! that OpenSSL 3 reads `client.p12` without `-legacy`.
+//! that OpenSSL 3 reads `client.p12` without `-legacy`; and `certgate pki init`: a whole PKI
+//! already there (the demo's) is kept, `--host` issues its server certificate again for the
+//! user's names with the same CA, a partial PKI or a bad name is refused (exit 64).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use crate::common;
+use crate::process::cli::{assert_says, certgate, exited};
 
 use common::{TempDir, tools};
 use std::fs;
@@ -575,4 +578,101 @@ fn client_p12_is_readable_by_openssl_3_without_legacy() {
         .expect("a key in openssl output")
         .expect("parse extracted key");
     assert_key_matches(vec![one_cert(&dir.join("client.pem"))], extracted);
+}
+
+/// `server.pem`'s chain as webpki verifies it for `name` against `ca.pem` in `dir`.
+fn serves(dir: &Path, name: ServerName<'static>) -> Result<(), rustls::Error> {
+    let chain = certs(&dir.join("server.pem"));
+    server_verifier(&one_cert(&dir.join("ca.pem")))
+        .verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
+        .map(|_| ())
+}
+
+#[test]
+fn pki_init_keeps_a_whole_pki_already_there_and_exits_zero() {
+    let tmp = init_pki();
+    let dir = pki_dir(&tmp);
+    let before = fs::read(dir.join("server.pem")).unwrap();
+    let (stdout, _) = exited(&certgate(&["pki", "init", "pki"], tmp.path(), &[]), 0);
+    assert_says(
+        &stdout,
+        &["kept the development PKI in pki", "--host NAME"],
+        &["wrote"],
+    );
+    assert_eq!(fs::read(dir.join("server.pem")).unwrap(), before);
+}
+
+#[test]
+fn pki_init_with_hosts_issues_the_server_certificate_again_for_them() {
+    let tmp = init_pki();
+    let dir = pki_dir(&tmp);
+    let billing = || ServerName::try_from("billing.localhost").unwrap();
+    // What a user meets first: `*.localhost` does not cover `billing.localhost` for webpki.
+    assert!(serves(&dir, billing()).is_err());
+    let kept: Vec<_> = ["ca.pem", "ca.key", "client.pem", "client.p12"]
+        .map(|name| fs::read(dir.join(name)).unwrap())
+        .into();
+
+    let args = [
+        "pki",
+        "init",
+        "pki",
+        "--host",
+        "billing.localhost",
+        "--host",
+        "10.1.2.3",
+    ];
+    let (stdout, _) = exited(&certgate(&args, tmp.path(), &[]), 0);
+    assert_says(
+        &stdout,
+        &["wrote pki/server.pem", "wrote pki/server.key"],
+        &["client"],
+    );
+
+    serves(&dir, billing()).expect("the new server certificate serves billing.localhost");
+    let ip = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+    serves(&dir, ServerName::IpAddress(ip.into())).expect("and 10.1.2.3");
+    serves(&dir, ServerName::try_from("require.localhost").unwrap()).expect("and the demo's");
+    let now: Vec<_> = ["ca.pem", "ca.key", "client.pem", "client.p12"]
+        .map(|name| fs::read(dir.join(name)).unwrap())
+        .into();
+    assert_eq!(
+        now, kept,
+        "the CA and the client certificates stay as they were"
+    );
+    assert_key_matches(certs(&dir.join("server.pem")), key(&dir.join("server.key")));
+    assert_eq!(mode(&dir.join("server.key")), 0o600);
+}
+
+#[test]
+fn pki_init_with_hosts_in_a_new_folder_makes_a_pki_that_serves_them() {
+    let tmp = TempDir::new();
+    let args = ["pki", "init", "fresh", "--host", "api.example.test"];
+    exited(&certgate(&args, tmp.path(), &[]), 0);
+    let dir = tmp.path().join("fresh");
+    serves(&dir, ServerName::try_from("api.example.test").unwrap()).unwrap();
+    serves(&dir, ServerName::try_from("localhost").unwrap()).unwrap();
+}
+
+#[test]
+fn pki_init_refuses_a_partial_pki_and_a_bad_host() {
+    let tmp = init_pki();
+    let dir = pki_dir(&tmp);
+    let args = ["pki", "init", "pki", "--host", "bad_name!"];
+    let (_, stderr) = exited(&certgate(&args, tmp.path(), &[]), 64);
+    assert_says(
+        &stderr,
+        &["--host \"bad_name!\" is not a DNS name or an IP address"],
+        &[],
+    );
+    fs::remove_file(dir.join("client.key")).unwrap();
+    let (_, stderr) = exited(&certgate(&["pki", "init", "pki"], tmp.path(), &[]), 64);
+    assert_says(
+        &stderr,
+        &[
+            "holds an incomplete development PKI (missing client.key)",
+            "--force",
+        ],
+        &[],
+    );
 }

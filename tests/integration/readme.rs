@@ -6,7 +6,8 @@
 //!   prints what the README shows, against a fresh `pki init`;
 //! - the config reference example of docs/config.md loads;
 //! - the `certgate check` output docs/config.md shows for `config/ingress.json` is what check
-//!   prints (with a server certificate that covers the example's hosts);
+//!   prints: refused with the demo's PKI, passed once the walk-through's `pki init --host`
+//!   line has issued the server certificate for the example's hosts;
 //! - the Python XFCC reader of docs/headers.md reads a real header certgate sent (python3 +
 //!   `cryptography`).
 
@@ -129,20 +130,27 @@ fn the_config_reference_example_loads() {
     assert_eq!(config.apps[0].name, "payments");
 }
 
-/// A server certificate for `config/ingress.json`'s hosts, replacing the dev one.
-fn cover_ingress_hosts(certs: &Path) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec![
-        "payments.example.com".to_owned(),
-        "*.pay.example.com".to_owned(),
-        "*.partners.example.com".to_owned(),
-        "www.example.com".to_owned(),
-        "example.com".to_owned(),
-    ])
-    .unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    std::fs::write(certs.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(certs.join("server.key"), key.serialize_pem()).unwrap();
+/// Runs `line` (a command of the docs, starting with `certgate`) with `sh` in `dir`, the
+/// binary under test first on PATH; panics unless it exits 0.
+fn run_documented(line: &str, dir: &Path) {
+    let bin = Path::new(process::BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("sh")
+        .args(["-c", line])
+        .env("PATH", path)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{line}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -168,7 +176,14 @@ fn the_check_output_shown_is_what_check_prints_for_the_ingress_example() {
         stderr.contains("host payments.example.com is not covered"),
         "{stderr}"
     );
-    cover_ingress_hosts(&certs);
+    // The walk-through's own `pki init`, after the demo made the PKI: it keeps it and issues
+    // the server certificate again for the example's hosts.
+    let walk_through = blocks(CONFIG.1, "sh").into_iter().next().unwrap();
+    let init = walk_through
+        .lines()
+        .find(|line| line.starts_with("certgate pki init certs --host"))
+        .expect("docs/config.md's walk-through names the hosts for pki init");
+    run_documented(init, dir.path());
     let output = check();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
