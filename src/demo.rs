@@ -72,7 +72,7 @@ pub async fn run<S: Into<crate::Stop>>(
 
     let config = Config::from_file(demo_config(listen, upstream_addr)?, &certs).await?;
     let server = Server::bind(&config, None, 0).await?;
-    print_tour(server.local_addr().port(), &certs);
+    print_tour(server.local_addr().port(), &certs, &program());
     server.run(shutdown).await?;
     Ok(())
 }
@@ -107,8 +107,9 @@ fn demo_config(listen: SocketAddr, upstream: SocketAddr) -> Result<FileConfig, C
 }
 
 /// The tour the demo prints: a curl command per case, each refusal with the TLS alert the
-/// client sees and the reason certgate logs (README "Try it in one minute" shows the same).
-pub fn tour(port: u16, certs: &Path) -> String {
+/// client sees and the reason certgate logs (README "Try it in one minute" shows the same);
+/// `program` is how the printed certgate commands start.
+pub fn tour(port: u16, certs: &Path, program: &str) -> String {
     let dir = certs.display();
     let ca = format!("--cacert {dir}/ca.pem");
     let pem = format!("--cert {dir}/client.pem --key {dir}/client.key");
@@ -126,7 +127,7 @@ pub fn tour(port: u16, certs: &Path) -> String {
          #   curl shows the TLS alert \"unknown ca\"; certgate logs failure=unknown_issuer\n\
          curl {ca} --cert {dir}/untrusted-client.pem --key {dir}/untrusted-client.key {require}\n\
          #   certgate explain says why, with the same check the handshake runs:\n\
-         certgate explain --client-ca {dir}/ca.pem {dir}/untrusted-client.pem\n\
+         {program} explain --client-ca {dir}/ca.pem {dir}/untrusted-client.pem\n\
          \n# accept: served either way; X-Forwarded-Client-Cert only when a certificate was sent\n\
          curl {ca} {accept}\n\
          curl {ca} {pem} {accept}\n\
@@ -140,11 +141,42 @@ pub fn tour(port: u16, certs: &Path) -> String {
     )
 }
 
-fn print_tour(port: u16, certs: &Path) {
+fn print_tour(port: u16, certs: &Path, program: &str) {
+    let install = match program {
+        "certgate" => "",
+        _ => "(certgate is not on PATH: `cargo install --path . --locked` puts it there)\n",
+    };
     println!(
-        "\ncertgate demo is serving on 127.0.0.1:{port}. The echo app answers with the request it got.\n\n{}\nPress Ctrl-C to stop.",
-        tour(port, certs)
+        "\ncertgate demo is serving on 127.0.0.1:{port}. The echo app answers with the request it got.\n\n{}\n{install}Press Ctrl-C to stop.",
+        tour(port, certs, program)
     );
+}
+
+/// How to run this binary from where the demo was started: `certgate` when that name on
+/// PATH is this binary, else its path (relative when it is below the current folder, as
+/// `target/release/certgate` is after `cargo run --release`).
+fn program() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "certgate".to_owned();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .filter_map(|dir| std::fs::canonicalize(dir.join("certgate")).ok())
+            .next()
+            .is_some_and(|found| found == exe)
+    });
+    if on_path {
+        return "certgate".to_owned();
+    }
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    let path = relative.unwrap_or(exe).display().to_string();
+    if path.contains(|c: char| c.is_whitespace() || c == '\'') {
+        format!("'{}'", path.replace('\'', "'\\''"))
+    } else {
+        path
+    }
 }
 
 /// Serves the echo app: every request is answered with its method, path and headers as

@@ -355,3 +355,53 @@ fn a_second_demo_reuses_the_existing_certs() {
         .collect();
     assert!(before == after, "the second demo changed files in certs/");
 }
+
+/// The printed `explain` line of a demo started in `dir` with `env`, after running it there
+/// with `sh` (with the same `env`): what it started with, and explain's exit code.
+fn run_printed_explain(dir: &Path, env: &[(&str, &str)]) -> (String, Option<i32>) {
+    let mut demo = Child::spawn(&["demo", "--listen", "127.0.0.1:0"], dir, env);
+    let tour = demo.wait_for_line(Stream::Stdout, |line| line.contains(READY));
+    stop_demo(demo);
+    let line = tour
+        .iter()
+        .find(|line| line.contains(" explain --client-ca "))
+        .unwrap_or_else(|| panic!("no explain command in:\n{}", tour.join("\n")))
+        .clone();
+    let mut sh = Command::new("sh");
+    sh.args(["-c", &line]).current_dir(dir);
+    for (name, value) in env {
+        sh.env(name, value);
+    }
+    let output = sh.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("unknown_issuer"),
+        "{line}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let program = line.split(" explain ").next().unwrap().to_owned();
+    (program, output.status.code())
+}
+
+#[test]
+fn the_demo_prints_certgate_commands_that_run_from_where_it_was_started() {
+    // Not on PATH (as after `cargo run --release -- demo`): the binary's own path, which runs.
+    let dir = TempDir::new();
+    let (program, code) = run_printed_explain(dir.path(), &[]);
+    assert_eq!(
+        program,
+        process::BIN,
+        "the binary is not below the test folder"
+    );
+    assert_eq!(code, Some(1), "explain refuses the untrusted client");
+
+    // On PATH (after `cargo install`): plain `certgate`.
+    let dir = TempDir::new();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(process::BIN, bin.join("certgate")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let (program, code) = run_printed_explain(dir.path(), &[("PATH", &path)]);
+    assert_eq!(program, "certgate");
+    assert_eq!(code, Some(1));
+}

@@ -65,7 +65,7 @@ fn blocks(text: &str, language: &str) -> Vec<String> {
 
 #[test]
 fn the_demo_commands_in_the_readme_are_the_ones_the_demo_prints() {
-    let tour = certgate::demo::tour(8443, Path::new("certs"));
+    let tour = certgate::demo::tour(8443, Path::new("certs"), "certgate");
     let printed: Vec<&str> = tour.lines().collect();
     let mut checked = 0;
     for block in blocks(section(README, "## Try it in one minute"), "sh") {
