@@ -308,9 +308,16 @@ fn split_unescaped(text: &str, separator: char) -> Vec<String> {
     parts
 }
 
-/// A guess at what an invalid entry meant, as RFC 4514.
+/// A guess at what an invalid entry meant, as RFC 4514, for what people paste: OpenSSL's
+/// `-subject` output (3.x by default: `O = Acme, CN = alice`; 1.x: `/O=Acme/CN=alice`; either
+/// after `subject=`), both of which list the RDNs in the certificate's order, top-down, while
+/// RFC 4514 lists them bottom-up; or an RFC 4514 string with spaces after its commas.
 fn suggest_rfc4514(entry: &str) -> Option<String> {
     let trimmed = entry.trim();
+    let trimmed = trimmed.strip_prefix("subject=").unwrap_or(trimmed).trim();
+    // OpenSSL 3's default name format (`sep_comma_plus_space`, `space_eq`) is the only one
+    // that puts spaces around `=`.
+    let openssl_default = trimmed.contains(" = ");
     let candidate = if let Some(slash) = trimmed.strip_prefix('/') {
         // OpenSSL's -subj form lists the RDNs top-down; RFC 4514 lists them bottom-up.
         let mut rdns: Vec<String> = split_unescaped(slash, '/')
@@ -321,8 +328,11 @@ fn suggest_rfc4514(entry: &str) -> Option<String> {
         rdns.reverse();
         rdns.join(",")
     } else {
-        split_unescaped(trimmed, ',')
-            .iter()
+        let mut rdns = split_unescaped(trimmed, ',');
+        if openssl_default {
+            rdns.reverse();
+        }
+        rdns.iter()
             .map(|rdn| {
                 split_unescaped(rdn, '+')
                     .iter()
@@ -408,6 +418,26 @@ mod tests {
     fn spaces_after_commas_are_refused_with_the_compact_form() {
         let error = subject_entry("CN=alice, O=Acme").unwrap_err();
         assert_eq!(error.suggestion.as_deref(), Some("CN=alice,O=Acme"));
+    }
+
+    #[test]
+    fn openssl_3_default_subject_output_is_refused_with_the_order_that_matches() {
+        for pasted in [
+            "O = certgate (development only), CN = certgate-dev-client",
+            "subject=O = certgate (development only), CN = certgate-dev-client",
+        ] {
+            let error = subject_entry(pasted).unwrap_err();
+            assert_eq!(
+                error.suggestion.as_deref(),
+                Some("CN=certgate-dev-client,O=certgate (development only)"),
+                "{pasted}"
+            );
+        }
+        let error = subject_entry("C = DE, O = Acme + OU = Ops, CN = alice").unwrap_err();
+        assert_eq!(
+            error.suggestion.as_deref(),
+            Some("CN=alice,O=Acme+OU=Ops,C=DE")
+        );
     }
 
     #[test]

@@ -223,3 +223,81 @@ fn allow_untrusted_with_rules_by_name_is_a_warning() {
         &["authorization[1]"],
     );
 }
+
+/// The entry check suggests for a refused `allowedSubjects` value, from its error line.
+fn suggested_subject(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("most specific RDN first: "))
+        .unwrap_or_else(|| panic!("no suggestion in {stderr}"));
+    line.split("most specific RDN first: ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pasted_openssl_subject_leads_to_an_entry_that_admits_that_certificate() {
+    if !common::tools::openssl() || !common::tools::curl() {
+        return;
+    }
+    let upstream = common::echo_upstream().await;
+    // OpenSSL 3's default output, RFC 2253 (already RFC 4514), and the `/O=…/CN=…` form.
+    for nameopt in [None, Some("RFC2253"), Some("compat")] {
+        let dir = TempDir::new();
+        certgate::pki::init(dir.path(), false).unwrap();
+        let mut args = vec!["x509", "-in", "client.pem", "-noout", "-subject"];
+        args.extend(nameopt.iter().flat_map(|nameopt| ["-nameopt", nameopt]));
+        let printed = common::tools::run_openssl(dir.path(), &args).stdout;
+        let pasted = String::from_utf8(printed).unwrap();
+        let pasted = pasted.trim().strip_prefix("subject=").unwrap().to_owned();
+        let config = |entry: &str| {
+            let mut require = app("require", &["require.localhost"], upstream, "require");
+            require["clientAuth"] =
+                json!({ "trustedCaFiles": ["ca.pem"], "allowedSubjects": [entry] });
+            json!({ "listen": "127.0.0.1:0", "apps": [require] })
+        };
+        let write = |config: &Value| dir.write("certgate.json", config.to_string());
+        write(&config(&pasted));
+        let output = check(&["--config", "certgate.json"], dir.path());
+        let entry = match output.status.code() {
+            Some(0) => pasted.clone(),
+            _ => suggested_subject(&String::from_utf8_lossy(&output.stderr)),
+        };
+        write(&config(&entry));
+        exited(&check(&["--config", "certgate.json"], dir.path()), 0);
+
+        let (path, config) = (dir.path().to_owned(), config(&entry));
+        let gateway = common::Gateway::start(dir, config).await;
+        let resolve = format!("require.localhost:{}:127.0.0.1", gateway.addr.port());
+        let url = format!("https://require.localhost:{}/", gateway.addr.port());
+        let curl = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--resolve",
+                &resolve,
+            ])
+            .args([
+                "--cacert",
+                "ca.pem",
+                "--cert",
+                "client.pem",
+                "--key",
+                "client.key",
+                &url,
+            ])
+            .current_dir(&path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&curl.stdout),
+            "200",
+            "pasted {pasted:?} (-nameopt {nameopt:?}), entry {entry:?}"
+        );
+    }
+}
