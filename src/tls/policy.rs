@@ -176,7 +176,15 @@ impl Policy {
             .trusted_by(end_entity, intermediates, now)
             .map_err(|error| {
                 let reason = FailureReason::of(&error);
-                refuse(reason, describe(&error, &presented), error)
+                let detail = match &error {
+                    rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+                        if intermediates.is_empty() && !self.is_a_root(leaf.issuer().as_raw()) =>
+                    {
+                        missing_intermediate(&presented)
+                    }
+                    _ => describe(&error, &presented),
+                };
+                refuse(reason, detail, error)
             })?;
         if trust == TrustSource::Untrusted
             && self
@@ -226,6 +234,14 @@ impl Policy {
             return Err(not_allowed(not_allowed_detail(&names)));
         }
         Ok(())
+    }
+
+    /// Whether `name` (DER) is the subject of one of the app's CAs.
+    fn is_a_root(&self, name: &[u8]) -> bool {
+        self.trust.roots.iter().any(|root| {
+            x509_parser::parse_x509_certificate(root)
+                .is_ok_and(|(_, root)| root.subject().as_raw() == name)
+        })
     }
 
     /// Step 3 of the list in docs/modes.md: a pin, a CA chain, or `allowUntrusted`.
@@ -395,6 +411,15 @@ fn not_allowed_detail(names: &LeafNames) -> String {
 }
 
 /// A sentence for a trust failure raised by webpki or by the policy.
+/// The detail of the most common mTLS failure: a client that sent only its leaf, issued by an
+/// intermediate CA the app does not hold, so the chain cannot be built to one of its CAs.
+fn missing_intermediate(presented: &Presented) -> String {
+    format!(
+        "the client sent only its own certificate, and its issuer {} is not one of this app's CAs: no intermediate CA certificate was sent; the client must send the chain after its certificate (with curl: the intermediate PEMs after the certificate in the --cert file; with certgate explain: --chain FILE)",
+        presented.issuer
+    )
+}
+
 pub(crate) fn describe(error: &rustls::Error, presented: &Presented) -> String {
     use rustls::CertificateError as Cert;
     let rustls::Error::InvalidCertificate(cert) = error else {

@@ -587,3 +587,27 @@ fn explain_usage_errors_exit_64_and_say_what_to_do() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_leaf_sent_without_its_intermediate_is_explained_and_chain_passes_it() {
+    let pki = Pki::new();
+    let intermediate = pki.client_ca.intermediate("certgate test intermediate");
+    let client = intermediate.issue(LeafSpec::client("leaf of an intermediate"));
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let leaf = dir.write("leaf.pem", common::pem_of(client.der()));
+    let chain = dir.write("intermediate.pem", common::pem_of(&client.chain[1]));
+    let ca = dir.path().join("client-ca.pem");
+    let (ca, leaf) = (ca.to_str().unwrap(), leaf.to_str().unwrap());
+
+    let alone = explain(&["--client-ca", ca, leaf]);
+    let text = String::from_utf8_lossy(&alone.stdout);
+    assert_eq!(alone.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("no intermediate CA certificate was sent") && text.contains("--chain FILE"),
+        "{text}"
+    );
+    let with_chain = explain(&["--client-ca", ca, leaf, "--chain", chain.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&with_chain.stdout);
+    assert_eq!(with_chain.status.code(), Some(0), "{text}");
+}

@@ -286,3 +286,32 @@ async fn a_resumed_session_of_a_refused_certificate_is_refused_again() {
     assert!(recording.bytes().is_empty(), "bytes reached the app");
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_sends_only_its_leaf_is_told_the_intermediate_is_missing() {
+    let pki = Pki::new();
+    let intermediate = pki.client_ca.intermediate("certgate test intermediate");
+    let client = intermediate.issue(LeafSpec::client("leaf of an intermediate"));
+    let (gateway, recording) = gateway(&pki, "http", "require").await;
+    let leaf_only = common::client::Identity {
+        chain: vec![client.der().clone()],
+        key: Arc::new(client.key_der()),
+    };
+    let options = ClientOptions::new(&pki, HOST).with_identity(leaf_only);
+    for reply in two_requests(&gateway, &options, "*/*").await {
+        assert_eq!(reply.status.as_u16(), 495);
+        let body = String::from_utf8_lossy(&reply.body);
+        assert!(
+            body.contains("no intermediate CA certificate was sent")
+                && body.contains("certgate test intermediate")
+                && body.contains("--cert file"),
+            "{body}"
+        );
+    }
+    assert_eq!(recording.connections(), 0, "a connection reached the app");
+    // With its intermediate after it, the same certificate is served.
+    let options = ClientOptions::new(&pki, HOST).with_identity(client.identity());
+    for reply in two_requests(&gateway, &options, "*/*").await {
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+}
