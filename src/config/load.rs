@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::Uri;
 use rustls::crypto::CryptoProvider;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::checks::{self, Finding, Severity};
 use super::error::{AppError, AppFailure, ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
@@ -189,6 +189,14 @@ pub(crate) fn forward_fields(
     xfcc_fields(FLAG_KEYS.fields, names).map_err(|source| AppFailure::from(source).in_app("app"))
 }
 
+/// What an app's handshake is served with: the policy presented certificates are judged by
+/// (none in `ignore` mode), the resumption setting, and the rustls config.
+struct ServerTls {
+    policy: Option<Arc<Policy>>,
+    session_resumption: SessionResumption,
+    tls: Arc<rustls::ServerConfig>,
+}
+
 /// Reads files relative to the config's folder and remembers each one read.
 pub(super) struct Loader<'a> {
     pub(super) base: &'a Path,
@@ -267,37 +275,12 @@ impl<'a> Loader<'a> {
             &allow,
             &request_policy.authorization,
         ));
-        let (server_chain, key) = self.server_certificate(&file.server_certificate)?;
-        if let (Some(leaf), Some(cert_file)) = (
-            server_chain.first(),
-            file.server_certificate
-                .cert_file
-                .as_ref()
-                .or(file.server_certificate.pkcs12_file.as_ref()),
-        ) {
-            let cert_file = self.resolve(cert_file);
-            self.findings
-                .extend(checks::host_coverage(&name, &hosts, leaf, &cert_file));
-        }
-        let policy = match mode {
-            ClientCertMode::Ignore => None,
-            ClientCertMode::Require | ClientCertMode::Accept => Some(Arc::new(
-                Policy::new(trust.clone(), allow.clone(), &self.provider)
-                    .map_err(|source| AppError::Verifier { source })?,
-            )),
-        };
-        // With exclusion paths a `require` app asks for a certificate without demanding one at
-        // the handshake; the proxy then refuses certificate-less requests outside those paths.
-        let tls_mode =
-            if mode == ClientCertMode::Require && !request_policy.exclusion_paths.is_empty() {
-                ClientCertMode::Accept
-            } else {
-                mode
-            };
-        let verifier = policy.as_ref().and_then(|policy| {
-            crate::tls::client_auth::verifier(tls_mode, policy, reject_with, &self.provider)
-        });
-        let (session_resumption, resumption) = self.resumption(
+        let (server_chain, key) = self.app_server_certificate(&name, &hosts, file)?;
+        let ServerTls {
+            policy,
+            session_resumption,
+            tls,
+        } = self.server_tls(
             &name,
             &HandshakePolicy {
                 mode,
@@ -307,15 +290,8 @@ impl<'a> Loader<'a> {
                 exclusion_paths: &request_policy.exclusion_paths,
             },
             file,
+            (server_chain.clone(), key),
         )?;
-        let tls = crate::tls::server_config::build(
-            self.provider.clone(),
-            verifier,
-            server_chain.clone(),
-            key,
-            resumption,
-        )
-        .map_err(|source| AppError::Tls { source })?;
         Ok(AppConfig {
             name,
             hosts,
@@ -331,6 +307,81 @@ impl<'a> Loader<'a> {
             session_resumption,
             tls,
             revocation,
+        })
+    }
+
+    /// The app's server certificate and key; a finding for each host its leaf does not cover.
+    fn app_server_certificate(
+        &mut self,
+        name: &str,
+        hosts: &[HostPattern],
+        file: &FileApp,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), AppFailure> {
+        let (server_chain, key) = self.server_certificate(&file.server_certificate)?;
+        if let (Some(leaf), Some(cert_file)) = (
+            server_chain.first(),
+            file.server_certificate
+                .cert_file
+                .as_ref()
+                .or(file.server_certificate.pkcs12_file.as_ref()),
+        ) {
+            let cert_file = self.resolve(cert_file);
+            self.findings
+                .extend(checks::host_coverage(name, hosts, leaf, &cert_file));
+        }
+        Ok((server_chain, key))
+    }
+
+    /// The policy presented certificates are judged by (none in `ignore` mode), the app's
+    /// resumption setting and its rustls config, presenting `server` (chain and key).
+    fn server_tls(
+        &mut self,
+        app: &str,
+        handshake: &HandshakePolicy<'_>,
+        file: &FileApp,
+        server: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    ) -> Result<ServerTls, AppFailure> {
+        let mode = handshake.mode;
+        let policy = match mode {
+            ClientCertMode::Ignore => None,
+            ClientCertMode::Require | ClientCertMode::Accept => Some(Arc::new(
+                Policy::new(
+                    handshake.trust.clone(),
+                    handshake.allow.clone(),
+                    &self.provider,
+                )
+                .map_err(|source| AppError::Verifier { source })?,
+            )),
+        };
+        // With exclusion paths a `require` app asks for a certificate without demanding one at
+        // the handshake; the proxy then refuses certificate-less requests outside those paths.
+        let tls_mode = if mode == ClientCertMode::Require && !handshake.exclusion_paths.is_empty() {
+            ClientCertMode::Accept
+        } else {
+            mode
+        };
+        let verifier = policy.as_ref().and_then(|policy| {
+            crate::tls::client_auth::verifier(
+                tls_mode,
+                policy,
+                handshake.reject_with,
+                &self.provider,
+            )
+        });
+        let (session_resumption, resumption) = self.resumption(app, handshake, file)?;
+        let (server_chain, key) = server;
+        let tls = crate::tls::server_config::build(
+            self.provider.clone(),
+            verifier,
+            server_chain,
+            key,
+            resumption,
+        )
+        .map_err(|source| AppError::Tls { source })?;
+        Ok(ServerTls {
+            policy,
+            session_resumption,
+            tls,
         })
     }
 
