@@ -2,7 +2,6 @@
 //! pins and allow-lists, PEM or PKCS#12 server certificates and session ticket keys.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -11,31 +10,26 @@ use super::checks::{self, Finding, Severity};
 use super::error::{AppError, AppFailure, ConfigError};
 use super::file::{FileClientAuth, FileServerCertificate};
 use super::load::Loader;
+use super::model::RevocationSettings;
 use super::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
 use super::values::revocation_policy;
 use crate::identity::parse_sha256;
+use crate::revocation::LoadError;
 use crate::revocation::crl::{Crl, CrlError};
-use crate::revocation::{LoadError, Revocation, WithoutCa};
 use crate::settings::{AllowList, ClientCertMode, Trust};
 
 /// A CRL as read, with the name it is known by.
 type CrlSource = (String, Vec<u8>);
 
-/// What an app's revocation checker is built from.
-struct RevocationInputs<'a> {
-    policy: crate::revocation::Policy,
-    roots: &'a [CertificateDer<'static>],
-    without_ca: WithoutCa,
-    crl_sources: Vec<CrlSource>,
-}
-
 impl Loader<'_> {
+    /// The trust sources, allow-lists and revocation settings of `clientAuth`; all empty in
+    /// `ignore` mode, which refuses any of them.
     pub(super) fn client_auth(
         &mut self,
         app: &str,
         mode: ClientCertMode,
         file: &FileClientAuth,
-    ) -> Result<(Trust, AllowList, Option<Arc<Revocation>>), AppFailure> {
+    ) -> Result<(Trust, AllowList, RevocationSettings), AppFailure> {
         if mode == ClientCertMode::Ignore {
             if configured(file) {
                 return Err(AppError::ClientAuthIgnored {
@@ -44,12 +38,17 @@ impl Loader<'_> {
                 }
                 .into());
             }
-            return Ok((Trust::default(), AllowList::default(), None));
+            let revocation = RevocationSettings {
+                policy: crate::settings::RevocationPolicy::default(),
+                crl_files: Vec::new(),
+                after_handshake: false,
+            };
+            return Ok((Trust::default(), AllowList::default(), revocation));
         }
-        let (crl_files, revocation_policy) = self.revocation_settings(file)?;
+        let (crl_paths, revocation_policy) = self.revocation_settings(file)?;
         let roots = self.trust_anchors(app, &file.trusted_ca_files)?;
-        let (mut crls, crl_sources) = self.crl_files(&crl_files)?;
-        let without_next_update = self.crl_file_times(app, &crl_sources, &revocation_policy)?;
+        let (mut crls, crl_files) = self.crl_files(&crl_paths)?;
+        let without_next_update = self.crl_file_times(app, &crl_files, &revocation_policy)?;
         let pins = file
             .allowed_hashes
             .iter()
@@ -60,10 +59,6 @@ impl Loader<'_> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let without_ca = WithoutCa {
-            pins: pins.clone(),
-            allow_untrusted: file.allow_untrusted,
-        };
         // Beyond crlFiles, every CRL is checked after the handshake, by one checker; so are
         // CRL files without nextUpdate, which webpki cannot read and which go stale
         // `maxAgeMs` after their thisUpdate.
@@ -71,23 +66,12 @@ impl Loader<'_> {
         if after_handshake {
             crls.clear();
         }
-        let revocation = self.revocation(
-            app,
-            after_handshake,
-            RevocationInputs {
-                policy: revocation_policy,
-                roots: &roots,
-                without_ca,
-                crl_sources,
-            },
-        )?;
-        let checked_issuers = checked_issuers(revocation.as_deref(), &roots, &crls);
         let trust = Trust {
             roots,
             crls,
             pins,
             allow_untrusted: file.allow_untrusted,
-            checked_issuers,
+            checked_issuers: Vec::new(),
         };
         if trust.is_empty() {
             return Err(AppError::NoTrustSource {
@@ -97,50 +81,12 @@ impl Loader<'_> {
             .into());
         }
         let allow = self.allow_list(app, file)?;
+        let revocation = RevocationSettings {
+            policy: revocation_policy,
+            crl_files,
+            after_handshake,
+        };
         Ok((trust, allow, revocation))
-    }
-
-    /// The app's revocation checker: one that checks after the handshake (fetching what it
-    /// needs now), or one that only watches for CRLs learned since listing open connections'
-    /// chains, when there are CRL files; none without any.
-    fn revocation(
-        &mut self,
-        app: &str,
-        after_handshake: bool,
-        inputs: RevocationInputs<'_>,
-    ) -> Result<Option<Arc<Revocation>>, AppFailure> {
-        let RevocationInputs {
-            policy,
-            roots,
-            without_ca,
-            crl_sources,
-        } = inputs;
-        if after_handshake {
-            let revocation = Revocation::load(
-                app,
-                policy,
-                roots,
-                without_ca,
-                crl_sources,
-                &mut self.fetched,
-                self.provider.signature_verification_algorithms,
-            )
-            .map_err(|source| AppError::Revocation { source })?;
-            Ok(Some(Arc::new(revocation)))
-        } else if !crl_sources.is_empty() {
-            // webpki checks `crlFiles` alone during the handshake; the watcher closes open
-            // connections when a CRL learned since, by any generation, lists their chain.
-            Ok(Some(Arc::new(Revocation::watching(
-                app,
-                policy,
-                roots,
-                without_ca,
-                crl_sources,
-                self.provider.signature_verification_algorithms,
-            ))))
-        } else {
-            Ok(None)
-        }
     }
 
     /// Every CRL file (`clientAuth.crlFiles` is an alias of `clientAuth.revocation.crlFiles`)
@@ -438,32 +384,4 @@ fn configured(file: &FileClientAuth) -> bool {
         || !file.allowed_subjects.is_empty()
         || !file.allowed_dns_sans.is_empty()
         || !file.allowed_uri_sans.is_empty()
-}
-
-/// The CAs whose revocation an app checks, if it checks any: under allowUntrusted a leaf
-/// naming one of them as its issuer must verify to it.
-fn checked_issuers(
-    revocation: Option<&Revocation>,
-    roots: &[CertificateDer<'static>],
-    crls: &[CertificateRevocationListDer<'static>],
-) -> Vec<Vec<u8>> {
-    match revocation {
-        Some(revocation) if revocation.checks_after_handshake() => revocation.issuer_names(),
-        _ if !crls.is_empty() => roots
-            .iter()
-            .map(|root| root.as_ref())
-            .chain(crls.iter().map(|crl| crl.as_ref()))
-            .filter_map(name_of)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// The subject of a certificate or the issuer of a CRL, as DER.
-fn name_of(der: &[u8]) -> Option<Vec<u8>> {
-    if let Ok((_, certificate)) = x509_parser::parse_x509_certificate(der) {
-        return Some(certificate.subject().as_raw().to_vec());
-    }
-    let (_, crl) = x509_parser::parse_x509_crl(der).ok()?;
-    Some(crl.issuer().as_raw().to_vec())
 }
