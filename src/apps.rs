@@ -1,21 +1,26 @@
-//! The running set of apps built from a `Config` (one generation): the host matcher, each
-//! app's config and upstream client and metric handles, and the timeouts and limits they are
-//! served with. A connection is served under the generation it was accepted under; a reload
-//! builds the next one and retires this one: its connections finish what is in flight and
-//! close, and its upstream clients dial no more (docs/operations.md "Reload").
+//! The running set of apps built from a loaded config (one generation, `build.rs`): the host
+//! matcher, each app's config, rustls config, checker, upstream client and metric handles, and
+//! the timeouts and limits they are served with. A connection is served under the generation
+//! it was accepted under; a reload builds the next one and retires this one: its connections
+//! finish what is in flight and close, and its upstream clients dial no more
+//! (docs/operations.md "Reload").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::config::{AppConfig, Config};
+use self::build::LoadedConfig;
+use crate::config::AppConfig;
 use crate::metrics::app::AppMetrics;
 use crate::metrics::{AppSeries, Metrics};
 use crate::policy::rate_limit::{MAX_KEYS, RateLimiter};
 use crate::proxy_protocol::ProxyProtocol;
-use crate::revocation::Memory;
+use crate::revocation::{Memory, Revocation};
 use crate::settings::{Limits, Timeouts, UpstreamVerify};
+use crate::tls::policy::Policy;
 use crate::tls::sni::HostMatcher;
 use crate::upstream::UpstreamClient;
+
+pub(crate) mod build;
 
 /// Every app and the matcher that picks one by name.
 #[derive(Debug)]
@@ -43,8 +48,14 @@ pub(crate) struct Apps {
 pub(crate) struct App {
     /// Position in `Apps`; two apps are the same app when their indices match.
     pub index: usize,
-    /// The validated app config, including its rustls config.
+    /// The validated app config.
     pub config: Arc<AppConfig>,
+    /// The policy presented certificates are judged by (`None` in `ignore` mode).
+    pub policy: Option<Arc<Policy>>,
+    /// This app's own rustls config: its verifier, session cache and ticket keys.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Its revocation checker or `crlFiles` watcher, when configured.
+    pub revocation: Option<Arc<Revocation>>,
     /// The pooled client for this app's upstream.
     pub upstream: UpstreamClient,
     /// This app's metric handles.
@@ -54,17 +65,27 @@ pub(crate) struct App {
 }
 
 impl Apps {
-    /// Builds generation `generation` of the served apps, from `config`, for `workers` worker
+    /// Builds generation `generation` of the served apps, from `loaded`, for `workers` worker
     /// threads; their metric series exist (at zero) from here on.
-    pub(crate) fn new(config: &Config, metrics: &Metrics, workers: usize, generation: u64) -> Self {
-        let apps = config
+    pub(crate) fn new(
+        loaded: &LoadedConfig,
+        metrics: &Metrics,
+        workers: usize,
+        generation: u64,
+    ) -> Self {
+        let config = &loaded.config;
+        let apps = loaded
             .apps
             .iter()
             .enumerate()
-            .map(|(index, app)| {
+            .map(|(index, live)| {
+                let app = &live.config;
                 Arc::new(App {
                     index,
                     config: app.clone(),
+                    policy: live.policy.clone(),
+                    tls: live.tls.clone(),
+                    revocation: live.revocation.clone(),
                     upstream: UpstreamClient::new(
                         &app.upstream,
                         &config.timeouts,
@@ -161,7 +182,7 @@ impl Apps {
                     "upstreamTls.insecureSkipVerify is on: the app's certificate is not verified"
                 );
             }
-            if let Some(revocation) = &config.revocation {
+            if let Some(revocation) = &app.revocation {
                 revocation.start(memory, epoch, || metrics.revocation(&config.name));
             }
         }

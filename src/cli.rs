@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::apps::build::{LoadedApp, LoadedConfig};
 use crate::config::file::{
     FileApp, FileClientAuth, FileConfig, FileForwardClientCert, FileIngress, FileRevocation,
     FileServerCertificate,
 };
-use crate::config::{AppConfig, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::reload::ConfigSource;
 use crate::settings::{ClientCertMode, Named, OcspMode, RejectWith, UpstreamVerify, XfccField};
 
@@ -328,10 +329,10 @@ impl RunArgs {
         }))
     }
 
-    async fn load(&self) -> Result<Config, ConfigError> {
+    async fn load(&self) -> Result<LoadedConfig, ConfigError> {
         let mut config = match &self.config {
-            Some(path) => Config::load(path).await?,
-            None => Config::from_flags(self.sidecar_file(), Path::new("")).await?,
+            Some(path) => Config::load(path)?,
+            None => Config::from_flags(self.sidecar_file(), Path::new(""))?,
         };
         // With --config, --listen and --admin override the file.
         if let Some(listen) = &self.listen {
@@ -344,7 +345,7 @@ impl RunArgs {
             config.access_log = false;
         }
         config.check_listeners()?;
-        Ok(config)
+        LoadedConfig::build(config).await
     }
 
     fn sidecar_file(&self) -> FileConfig {
@@ -398,7 +399,8 @@ fn address(field: &'static str, value: &str) -> Result<std::net::SocketAddr, Con
 }
 
 /// One line describing an app, as `certgate check` prints it.
-pub fn summary(app: &AppConfig) -> String {
+pub fn summary(loaded: &LoadedApp) -> String {
+    let app = &loaded.config;
     let hosts = if app.hosts.is_empty() {
         "* (catch-all)".to_owned()
     } else {
@@ -456,7 +458,7 @@ pub fn summary(app: &AppConfig) -> String {
         upstream = app.upstream,
         cas = app.trust.roots.len(),
         crls = app.trust.crls.len(),
-        revocation = app
+        revocation = loaded
             .revocation
             .as_ref()
             .filter(|revocation| revocation.checks_after_handshake())

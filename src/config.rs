@@ -1,7 +1,7 @@
 //! Config loading: the JSON file model (`file.rs`) or the sidecar flags become the validated
-//! `Config` (`model.rs`); `load.rs` reads every file named once, parses every certificate and
-//! builds every app's rustls config, so a `Config` that exists can be served; any problem is a
-//! `ConfigError` (`error.rs`).
+//! `Config` (`model.rs`); `load.rs` reads every file named once and parses every certificate,
+//! key and CRL file, so a `Config` that exists holds valid values only (what the apps are
+//! served with is built from it with the apps); any problem is a `ConfigError` (`error.rs`).
 
 pub(crate) mod checks;
 mod credentials;
@@ -14,7 +14,7 @@ pub(crate) mod policy;
 mod upstream_tls;
 mod values;
 
-pub(crate) use self::error::{AppError, ConfigError, FLAG_KEYS};
+pub(crate) use self::error::{AppError, AppFailure, ConfigError, FLAG_KEYS};
 pub(crate) use self::load::{client_policy, forward_fields, pem_certificates};
-pub(crate) use self::model::{AppConfig, Config};
+pub(crate) use self::model::{AppConfig, Config, RevocationSettings};
 pub(crate) use self::upstream_tls::sidecar_upstream_tls;

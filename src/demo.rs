@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::apps::build::LoadedConfig;
 use crate::config::file::FileConfig;
 use crate::config::{Config, ConfigError};
 use crate::{RunError, Server};
@@ -70,7 +71,8 @@ pub async fn run<S: Into<crate::Stop>>(
     let upstream_addr = upstream.local_addr().map_err(DemoError::Upstream)?;
     tokio::spawn(serve_echo(upstream));
 
-    let config = Config::from_file(demo_config(listen, upstream_addr)?, &certs).await?;
+    let config = Config::from_file(demo_config(listen, upstream_addr)?, &certs)?;
+    let config = LoadedConfig::build(config).await?;
     let server = Server::bind(&config, None, 0).await?;
     print_tour(server.local_addr().port(), &certs, &program());
     server.run(shutdown).await?;

@@ -154,10 +154,10 @@ fn check(args: &certgate::cli::RunArgs) -> ExitCode {
         for app in &config.apps {
             println!("{}", certgate::cli::summary(app));
         }
-        for finding in &config.findings {
+        for finding in &config.config.findings {
             eprintln!("certgate: {finding}");
         }
-        if config.has_error_findings() {
+        if config.config.has_error_findings() {
             ExitCode::from(EXIT_USAGE)
         } else {
             ExitCode::SUCCESS
@@ -280,7 +280,7 @@ fn serve(source: certgate::ConfigSource) -> ExitCode {
                 return ExitCode::from(EXIT_USAGE);
             }
         };
-        raise_open_file_limit(&config);
+        raise_open_file_limit(&config.config);
         let shutdown = shutdown_signal();
         let server = match Server::bind(&config, Some(source), certgate::worker_threads()).await {
             Ok(server) => server,

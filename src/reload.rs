@@ -15,15 +15,19 @@ use std::time::{Duration, SystemTime};
 use notify::Watcher as _;
 use tokio::sync::{mpsc, watch};
 
+use crate::apps::build::LoadedConfig;
 use crate::apps::{Apps, LiveApps};
 use crate::config::{Config, ConfigError};
 use crate::drain::CloseSignal;
 use crate::metrics::Metrics;
 use crate::revocation::Memory;
 
-/// Produces a fresh, fully validated config: the config file, or the sidecar flags.
+/// Produces a fresh, fully validated config with its apps built: the config file, or the
+/// sidecar flags.
 pub type ConfigSource = Arc<
-    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Config, ConfigError>> + Send>> + Send + Sync,
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<LoadedConfig, ConfigError>> + Send>>
+        + Send
+        + Sync,
 >;
 
 /// How often files are checked when no event arrives (network filesystems, Kubernetes
@@ -157,19 +161,20 @@ impl Reloader {
             Ok(loaded) => loaded.map_err(ReloadError::Invalid),
             Err(_) => Err(ReloadError::Aborted),
         };
-        let config = match loaded {
-            Ok(config) => config,
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
             Err(error) => {
                 self.metrics.reloaded(false);
                 tracing::error!(error = %crate::error_chain(&error), "reload failed");
                 return Err(error);
             }
         };
-        for setting in self.started_with.changed(&RestartOnly::of(&config)) {
+        let config = &loaded.config;
+        for setting in self.started_with.changed(&RestartOnly::of(config)) {
             tracing::warn!(setting, "setting changed; it takes effect on restart");
         }
         let generation = self.apps.load().generation + 1;
-        let apps = Apps::new(&config, &self.metrics, self.workers, generation);
+        let apps = Apps::new(&loaded, &self.metrics, self.workers, generation);
         apps.start(&self.metrics, &self.memory);
         let apps = Arc::new(apps);
         let replaced = self.apps.swap(apps.clone());
@@ -188,7 +193,7 @@ impl Reloader {
             closing,
             "configuration reloaded, connections of the previous one told to close"
         );
-        Ok(config.files)
+        Ok(loaded.config.files)
     }
 }
 

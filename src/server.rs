@@ -11,8 +11,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{Semaphore, watch};
 
+use crate::apps::build::LoadedConfig;
 use crate::apps::{Apps, LiveApps};
-use crate::config::Config;
 use crate::drain::{CloseSignal, Draining};
 use crate::listener::Listener;
 use crate::listener::balance::{Balance, HandedOff, Worker};
@@ -54,7 +54,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listeners of a validated config. With `source`, the config is reloaded on
+    /// Binds the listeners of a loaded config. With `source`, the config is reloaded on
     /// SIGHUP and when any file it was read from changes. Connections are served on
     /// `worker_threads` threads of their own, each with a single-threaded runtime that accepts
     /// from the shared socket and runs everything of the connections it accepted (TLS, HTTP,
@@ -62,10 +62,11 @@ impl Server {
     /// crosses them. With 0, they are served on the caller's runtime. Admin, reload and
     /// signals stay on the caller's runtime.
     pub async fn bind(
-        config: &Config,
+        loaded: &LoadedConfig,
         source: Option<ConfigSource>,
         worker_threads: usize,
     ) -> Result<Self, RunError> {
+        let config = &loaded.config;
         let listener = bind(config.listen).await?;
         let admin = match config.admin {
             Some(addr) => Some(bind(addr).await?),
@@ -74,7 +75,7 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         // What revocation learns outlives each config generation: every one shares it.
         let memory = Arc::new(Memory::default());
-        let apps = Apps::new(config, &metrics, worker_threads, 0);
+        let apps = Apps::new(loaded, &metrics, worker_threads, 0);
         apps.start(&metrics, &memory);
         let apps: LiveApps = Arc::new(ArcSwap::from_pointee(apps));
         let max_connections = config.limits.max_connections;

@@ -2,7 +2,6 @@
 //! pins and allow-lists, PEM or PKCS#12 server certificates and session ticket keys.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -11,39 +10,91 @@ use super::checks::{self, Finding, Severity};
 use super::error::{AppError, AppFailure, ConfigError};
 use super::file::{FileClientAuth, FileServerCertificate};
 use super::load::Loader;
+use super::model::RevocationSettings;
 use super::pem_files::{CERTIFICATE, CRL, contains, pem_items, pem_problem};
 use super::values::revocation_policy;
 use crate::identity::parse_sha256;
+use crate::revocation::LoadError;
 use crate::revocation::crl::{Crl, CrlError};
-use crate::revocation::{LoadError, Revocation, WithoutCa};
 use crate::settings::{AllowList, ClientCertMode, Trust};
 
+/// A CRL as read, with the name it is known by.
+type CrlSource = (String, Vec<u8>);
+
 impl Loader<'_> {
+    /// The trust sources, allow-lists and revocation settings of `clientAuth`; all empty in
+    /// `ignore` mode, which refuses any of them.
     pub(super) fn client_auth(
         &mut self,
         app: &str,
         mode: ClientCertMode,
         file: &FileClientAuth,
-    ) -> Result<(Trust, AllowList, Option<Arc<Revocation>>), AppFailure> {
-        let configured = !file.trusted_ca_files.is_empty()
-            || !file.crl_files.is_empty()
-            || file.revocation.is_some()
-            || !file.allowed_hashes.is_empty()
-            || file.allow_untrusted
-            || !file.allowed_subjects.is_empty()
-            || !file.allowed_dns_sans.is_empty()
-            || !file.allowed_uri_sans.is_empty();
+    ) -> Result<(Trust, AllowList, RevocationSettings), AppFailure> {
         if mode == ClientCertMode::Ignore {
-            if configured {
+            if configured(file) {
                 return Err(AppError::ClientAuthIgnored {
                     what: self.keys.client_auth,
                     advice: self.keys.ignored_advice,
                 }
                 .into());
             }
-            return Ok((Trust::default(), AllowList::default(), None));
+            let revocation = RevocationSettings {
+                policy: crate::settings::RevocationPolicy::default(),
+                crl_files: Vec::new(),
+                after_handshake: false,
+            };
+            return Ok((Trust::default(), AllowList::default(), revocation));
         }
-        // `clientAuth.crlFiles` is an alias of `clientAuth.revocation.crlFiles`.
+        let (crl_paths, revocation_policy) = self.revocation_settings(file)?;
+        let roots = self.trust_anchors(app, &file.trusted_ca_files)?;
+        let (mut crls, crl_files) = self.crl_files(&crl_paths)?;
+        let without_next_update = self.crl_file_times(app, &crl_files, &revocation_policy)?;
+        let pins = file
+            .allowed_hashes
+            .iter()
+            .map(|value| {
+                parse_sha256(value).ok_or_else(|| AppError::BadHash {
+                    key: self.keys.hashes,
+                    value: value.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Beyond crlFiles, every CRL is checked after the handshake, by one checker; so are
+        // CRL files without nextUpdate, which webpki cannot read and which go stale
+        // `maxAgeMs` after their thisUpdate.
+        let after_handshake = revocation_policy.needs_checker() || without_next_update;
+        if after_handshake {
+            crls.clear();
+        }
+        let trust = Trust {
+            roots,
+            crls,
+            pins,
+            allow_untrusted: file.allow_untrusted,
+            checked_issuers: Vec::new(),
+        };
+        if trust.is_empty() {
+            return Err(AppError::NoTrustSource {
+                mode: mode.as_str(),
+                advice: self.keys.no_trust_advice,
+            }
+            .into());
+        }
+        let allow = self.allow_list(app, file)?;
+        let revocation = RevocationSettings {
+            policy: revocation_policy,
+            crl_files,
+            after_handshake,
+        };
+        Ok((trust, allow, revocation))
+    }
+
+    /// Every CRL file (`clientAuth.crlFiles` is an alias of `clientAuth.revocation.crlFiles`)
+    /// and the validated revocation settings; both need CAs to check against.
+    fn revocation_settings(
+        &self,
+        file: &FileClientAuth,
+    ) -> Result<(Vec<PathBuf>, crate::revocation::Policy), AppFailure> {
         let file_revocation = file.revocation.clone().unwrap_or_default();
         let crl_files: Vec<PathBuf> = file
             .crl_files
@@ -62,8 +113,18 @@ impl Loader<'_> {
             }
             .into());
         }
+        Ok((crl_files, revocation_policy))
+    }
+
+    /// The CAs of `trustedCaFiles`, each checked to be usable as a trust anchor (a finding
+    /// for one that is not marked a CA).
+    fn trust_anchors(
+        &mut self,
+        app: &str,
+        paths: &[PathBuf],
+    ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
         let mut roots = Vec::new();
-        for path in &file.trusted_ca_files {
+        for path in paths {
             let certificates = self.certificates(path)?;
             for (index, certificate) in certificates.iter().enumerate() {
                 crate::tls::client_auth::check_trust_anchor(certificate).map_err(|source| {
@@ -81,9 +142,18 @@ impl Loader<'_> {
             }
             roots.extend(certificates);
         }
+        Ok(roots)
+    }
+
+    /// Every CRL of the CRL files, and each with the name it is known by (its file, and
+    /// `#n` after the file's first).
+    fn crl_files(
+        &mut self,
+        paths: &[PathBuf],
+    ) -> Result<(Vec<CertificateRevocationListDer<'static>>, Vec<CrlSource>), ConfigError> {
         let mut crls = Vec::new();
         let mut crl_sources = Vec::new();
-        for path in &crl_files {
+        for path in paths {
             let loaded = self.crls(path)?;
             let name = self.resolve(path).display().to_string();
             for (index, crl) in loaded.iter().enumerate() {
@@ -96,79 +166,11 @@ impl Loader<'_> {
             }
             crls.extend(loaded);
         }
-        let without_next_update = self.crl_file_times(app, &crl_sources, &revocation_policy)?;
-        let pins = file
-            .allowed_hashes
-            .iter()
-            .map(|value| {
-                parse_sha256(value).ok_or_else(|| AppError::BadHash {
-                    key: self.keys.hashes,
-                    value: value.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        // Beyond crlFiles, every CRL is checked after the handshake, by one checker; so are
-        // CRL files without nextUpdate, which webpki cannot read and which go stale
-        // `maxAgeMs` after their thisUpdate.
-        let revocation = if revocation_policy.needs_checker() || without_next_update {
-            crls.clear();
-            let revocation = Revocation::load(
-                app,
-                revocation_policy,
-                &roots,
-                WithoutCa {
-                    pins: pins.clone(),
-                    allow_untrusted: file.allow_untrusted,
-                },
-                crl_sources,
-                &mut self.fetched,
-                self.provider.signature_verification_algorithms,
-            )
-            .map_err(|source| AppError::Revocation { source })?;
-            Some(Arc::new(revocation))
-        } else if !crl_sources.is_empty() {
-            // webpki checks `crlFiles` alone during the handshake; the watcher closes open
-            // connections when a CRL learned since, by any generation, lists their chain.
-            Some(Arc::new(Revocation::watching(
-                app,
-                revocation_policy,
-                &roots,
-                WithoutCa {
-                    pins: pins.clone(),
-                    allow_untrusted: file.allow_untrusted,
-                },
-                crl_sources,
-                self.provider.signature_verification_algorithms,
-            )))
-        } else {
-            None
-        };
-        // The CAs whose revocation this app checks, if it checks any: under allowUntrusted a
-        // leaf naming one of them as its issuer must verify to it.
-        let checked_issuers = match &revocation {
-            Some(revocation) if revocation.checks_after_handshake() => revocation.issuer_names(),
-            _ if !crls.is_empty() => roots
-                .iter()
-                .map(|root| root.as_ref())
-                .chain(crls.iter().map(|crl| crl.as_ref()))
-                .filter_map(name_of)
-                .collect(),
-            _ => Vec::new(),
-        };
-        let trust = Trust {
-            roots,
-            crls,
-            pins,
-            allow_untrusted: file.allow_untrusted,
-            checked_issuers,
-        };
-        if trust.is_empty() {
-            return Err(AppError::NoTrustSource {
-                mode: mode.as_str(),
-                advice: self.keys.no_trust_advice,
-            }
-            .into());
-        }
+        Ok((crls, crl_sources))
+    }
+
+    /// The allow-lists, each subject entry checked (a finding for a suspicious one).
+    fn allow_list(&mut self, app: &str, file: &FileClientAuth) -> Result<AllowList, AppFailure> {
         for entry in &file.allowed_subjects {
             match checks::subject_entry(entry) {
                 Ok(None) => {}
@@ -187,7 +189,7 @@ impl Loader<'_> {
                 }
             }
         }
-        let allow = AllowList {
+        Ok(AllowList {
             subjects: file.allowed_subjects.clone(),
             dns_sans: file
                 .allowed_dns_sans
@@ -195,8 +197,7 @@ impl Loader<'_> {
                 .map(|name| crate::tls::sni::normalize(name))
                 .collect(),
             uri_sans: file.allowed_uri_sans.clone(),
-        };
-        Ok((trust, allow, revocation))
+        })
     }
 
     pub(super) fn server_certificate(
@@ -214,67 +215,14 @@ impl Loader<'_> {
         file: &FileServerCertificate,
         shape_error: impl Fn() -> AppError,
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), AppFailure> {
-        let (chain, key) = match file {
+        match file {
             FileServerCertificate {
                 cert_file: Some(cert_file),
                 key_file: Some(key_file),
                 pkcs12_file: None,
                 password_file: None,
                 password_env: None,
-            } => {
-                let chain = self.certificates(cert_file)?;
-                let key_path = self.resolve(key_file);
-                let key_bytes = self.read(key_file)?;
-                let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|source| {
-                    let encrypted = contains(&key_bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
-                        || contains(&key_bytes, b"Proc-Type: 4,ENCRYPTED");
-                    match source {
-                        _ if encrypted => ConfigError::EncryptedKey {
-                            path: key_path.clone(),
-                        },
-                        pem::Error::NoItemsFound if key_bytes.first() == Some(&0x30) => {
-                            ConfigError::Der {
-                                path: key_path.clone(),
-                                what: "private key",
-                                tool: "openssl pkey",
-                            }
-                        }
-                        pem::Error::NoItemsFound => ConfigError::NoPemItem {
-                            path: key_path.clone(),
-                            what: "private key",
-                            label: "PRIVATE KEY",
-                        },
-                        source => ConfigError::Pem {
-                            path: key_path.clone(),
-                            what: "private key",
-                            number: 1,
-                            problem: pem_problem(&source),
-                        },
-                    }
-                })?;
-                match rustls::sign::CertifiedKey::from_der(
-                    chain.clone(),
-                    key.clone_key(),
-                    &self.provider,
-                ) {
-                    Ok(_) => {}
-                    Err(rustls::Error::InconsistentKeys(_)) => {
-                        return Err(ConfigError::KeyMismatch {
-                            cert_file: self.resolve(cert_file),
-                            key_file: key_path,
-                        }
-                        .into());
-                    }
-                    Err(source) => {
-                        return Err(ConfigError::BadKey {
-                            path: key_path,
-                            source,
-                        }
-                        .into());
-                    }
-                }
-                (chain, key)
-            }
+            } => self.pem_certificate_and_key(cert_file, key_file),
             FileServerCertificate {
                 cert_file: None,
                 key_file: None,
@@ -294,14 +242,40 @@ impl Loader<'_> {
                     _ => return Err(shape_error().into()),
                 };
                 let der = self.read(pkcs12_file)?;
-                crate::tls::pkcs12::load(&der, &password).map_err(|source| ConfigError::Pkcs12 {
-                    path: self.resolve(pkcs12_file),
-                    source,
-                })?
+                let loaded = crate::tls::pkcs12::load(&der, &password).map_err(|source| {
+                    ConfigError::Pkcs12 {
+                        path: self.resolve(pkcs12_file),
+                        source,
+                    }
+                })?;
+                Ok(loaded)
             }
-            _ => return Err(shape_error().into()),
-        };
-        Ok((chain, key))
+            _ => Err(shape_error().into()),
+        }
+    }
+
+    /// A PEM certificate chain and the PEM private key that goes with it.
+    fn pem_certificate_and_key(
+        &mut self,
+        cert_file: &Path,
+        key_file: &Path,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), AppFailure> {
+        let chain = self.certificates(cert_file)?;
+        let key_path = self.resolve(key_file);
+        let key = private_key(&self.read(key_file)?, &key_path)?;
+        match rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &self.provider) {
+            Ok(_) => Ok((chain, key)),
+            Err(rustls::Error::InconsistentKeys(_)) => Err(ConfigError::KeyMismatch {
+                cert_file: self.resolve(cert_file),
+                key_file: key_path,
+            }
+            .into()),
+            Err(source) => Err(ConfigError::BadKey {
+                path: key_path,
+                source,
+            }
+            .into()),
+        }
     }
 
     /// Every certificate of a PEM bundle, each checked to parse as X.509.
@@ -371,11 +345,43 @@ impl Loader<'_> {
     }
 }
 
-/// The subject of a certificate or the issuer of a CRL, as DER.
-fn name_of(der: &[u8]) -> Option<Vec<u8>> {
-    if let Ok((_, certificate)) = x509_parser::parse_x509_certificate(der) {
-        return Some(certificate.subject().as_raw().to_vec());
-    }
-    let (_, crl) = x509_parser::parse_x509_crl(der).ok()?;
-    Some(crl.issuer().as_raw().to_vec())
+/// The private key of a PEM key file read from `path`, or why there is none.
+fn private_key(key_bytes: &[u8], key_path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    PrivateKeyDer::from_pem_slice(key_bytes).map_err(|source| {
+        let encrypted = contains(key_bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+            || contains(key_bytes, b"Proc-Type: 4,ENCRYPTED");
+        match source {
+            _ if encrypted => ConfigError::EncryptedKey {
+                path: key_path.to_owned(),
+            },
+            pem::Error::NoItemsFound if key_bytes.first() == Some(&0x30) => ConfigError::Der {
+                path: key_path.to_owned(),
+                what: "private key",
+                tool: "openssl pkey",
+            },
+            pem::Error::NoItemsFound => ConfigError::NoPemItem {
+                path: key_path.to_owned(),
+                what: "private key",
+                label: "PRIVATE KEY",
+            },
+            source => ConfigError::Pem {
+                path: key_path.to_owned(),
+                what: "private key",
+                number: 1,
+                problem: pem_problem(&source),
+            },
+        }
+    })
+}
+
+/// Whether `clientAuth` sets anything (refused in `ignore` mode).
+fn configured(file: &FileClientAuth) -> bool {
+    !file.trusted_ca_files.is_empty()
+        || !file.crl_files.is_empty()
+        || file.revocation.is_some()
+        || !file.allowed_hashes.is_empty()
+        || file.allow_untrusted
+        || !file.allowed_subjects.is_empty()
+        || !file.allowed_dns_sans.is_empty()
+        || !file.allowed_uri_sans.is_empty()
 }

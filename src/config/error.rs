@@ -182,7 +182,7 @@ pub enum ConfigError {
 /// What went wrong while one app was loaded: something about the app, named once where the
 /// app is loaded (`in_app`), or about a file it names, whose path already says where.
 #[derive(Debug)]
-pub(super) enum AppFailure {
+pub(crate) enum AppFailure {
     /// The app's own settings.
     App(AppError),
     /// A file it names.
@@ -203,7 +203,7 @@ impl From<ConfigError> for AppFailure {
 
 impl AppFailure {
     /// The failure as a `ConfigError`, naming `app` when it is about the app's settings.
-    pub(super) fn in_app(self, app: &str) -> ConfigError {
+    pub(crate) fn in_app(self, app: &str) -> ConfigError {
         match self {
             Self::App(source) => ConfigError::App {
                 app: app.to_owned(),

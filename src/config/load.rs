@@ -1,39 +1,34 @@
-//! Reading a config file or the sidecar flags into a validated `Config`: every `crlUrls`
-//! entry fetched (first, all at once), every file named read once, every certificate parsed
-//! and every app's rustls config built, so a `Config` that exists can be served.
+//! Reading a config file or the sidecar flags into a validated `Config`: every file named
+//! read once, every certificate, key and CRL file parsed and checked. What the apps are served
+//! with (fetched CRLs, checkers, rustls configs) is built from it with the apps.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use http::Uri;
 use rustls::crypto::CryptoProvider;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::checks::{self, Finding, Severity};
 use super::error::{AppError, AppFailure, ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
 use super::file::{FileApp, FileClientAuth, FileConfig, FileSessionTickets};
-use super::model::{AppConfig, Config};
+use super::model::{AppConfig, Config, RevocationSettings};
 use super::pem_files::{CERTIFICATE, pem_items};
 use super::policy::{self};
 use super::values::{
-    DEFAULT_LISTEN, address, limits, revocation_policy, timeouts, upstream, upstream_is_https,
-    xfcc_fields,
+    DEFAULT_LISTEN, address, limits, timeouts, upstream, upstream_is_https, xfcc_fields,
 };
 use crate::proxy_protocol::ProxyProtocol;
-use crate::revocation::fetch::{self, Fetched};
 use crate::settings::{
     AllowList, ClientCertMode, Named, RejectWith, SessionResumption, Trust, XfccField, XfccFields,
 };
-use crate::tls::policy::Policy;
-use crate::tls::server_config::Resumption;
 use crate::tls::sni::HostPattern;
-use crate::tls::ticket_keys::{HandshakePolicy, TicketKeys};
+use crate::tls::ticket_keys::TicketKeys;
 
 impl Config {
-    /// Reads and validates a config file, fetching its `crlUrls` on the caller's runtime;
-    /// relative paths in it are resolved against its folder.
-    pub async fn load(path: &Path) -> Result<Self, ConfigError> {
+    /// Reads and validates a config file; relative paths in it are resolved against its
+    /// folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = read(path)?;
         let file: FileConfig =
             serde_json::from_slice(&text).map_err(|source| ConfigError::Json {
@@ -41,32 +36,24 @@ impl Config {
                 source,
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config = Self::from_file(file, base).await?;
+        let mut config = Self::from_file(file, base)?;
         config.files.insert(0, path.to_owned());
         Ok(config)
     }
 
     /// Validates a file model (from a config file or built from sidecar flags); relative paths
     /// are resolved against `base`.
-    pub async fn from_file(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
-        let fetched = fetch::get_all(crl_urls(&file)).await;
-        Self::from_model(file, base, FILE_KEYS, fetched)
+    pub fn from_file(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
+        Self::from_model(file, base, FILE_KEYS)
     }
 
     /// Like `from_file`, for a model built from the sidecar's flags: errors name the flags.
-    pub async fn from_flags(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
-        let fetched = fetch::get_all(crl_urls(&file)).await;
-        Self::from_model(file, base, FLAG_KEYS, fetched)
+    pub fn from_flags(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
+        Self::from_model(file, base, FLAG_KEYS)
     }
 
-    fn from_model(
-        file: FileConfig,
-        base: &Path,
-        keys: Keys,
-        fetched: Fetched,
-    ) -> Result<Self, ConfigError> {
+    fn from_model(file: FileConfig, base: &Path, keys: Keys) -> Result<Self, ConfigError> {
         let mut loader = Loader::new(base, keys);
-        loader.fetched = fetched;
         loader.session_tickets = file.session_tickets.as_ref();
         if file.apps.is_empty() {
             return Err(ConfigError::NoApps);
@@ -148,32 +135,18 @@ impl Config {
     }
 }
 
-/// The trust sources and allow-lists of `clientAuth` alone (no server certificate, no app),
-/// for `certgate explain`'s sidecar form (whose flags list no `crlUrls`); relative paths are
-/// resolved against `base`.
+/// The trust sources, allow-lists and revocation settings of `clientAuth` alone (no server
+/// certificate, no app), for `certgate explain`'s sidecar form (whose flags list no
+/// `crlUrls`); relative paths are resolved against `base`.
 pub(crate) fn client_policy(
     file: &FileClientAuth,
     mode: ClientCertMode,
     base: &Path,
     keys: Keys,
-) -> Result<(Trust, AllowList), ConfigError> {
-    let (trust, allow, _revocation) = Loader::new(base, keys)
+) -> Result<(Trust, AllowList, RevocationSettings), ConfigError> {
+    Loader::new(base, keys)
         .client_auth("app", mode, file)
-        .map_err(|failure| failure.in_app("app"))?;
-    Ok((trust, allow))
-}
-
-/// Every app's `crlUrls`, fetched before anything is built since an app's policy needs its
-/// CRLs' issuers.
-/// An app whose revocation settings do not validate lists none here; it is refused when it is
-/// built.
-fn crl_urls(file: &FileConfig) -> Vec<Uri> {
-    file.apps
-        .iter()
-        .filter_map(|app| app.client_auth.revocation.as_ref())
-        .filter_map(|revocation| revocation_policy(revocation).ok())
-        .flat_map(|policy| policy.crl_urls)
-        .collect()
+        .map_err(|failure| failure.in_app("app"))
 }
 
 /// Every certificate of a PEM file, leaf first, without judging them (for `certgate explain`,
@@ -200,8 +173,6 @@ pub(super) struct Loader<'a> {
     pub(super) session_tickets: Option<&'a FileSessionTickets>,
     /// Key files read so far (several apps usually share one).
     pub(super) ticket_keys: HashMap<PathBuf, TicketKeys>,
-    /// What the apps' `crlUrls` gave, fetched before loading.
-    pub(super) fetched: Fetched,
 }
 
 impl<'a> Loader<'a> {
@@ -214,7 +185,6 @@ impl<'a> Loader<'a> {
             findings: Vec::new(),
             session_tickets: None,
             ticket_keys: HashMap::new(),
-            fetched: Fetched::new(),
         }
     }
 
@@ -267,6 +237,33 @@ impl<'a> Loader<'a> {
             &allow,
             &request_policy.authorization,
         ));
+        let (server_chain, server_key) = self.app_server_certificate(&name, &hosts, file)?;
+        let (session_resumption, ticket_keys) = self.resumption(file)?;
+        Ok(AppConfig {
+            name,
+            hosts,
+            upstream,
+            mode,
+            trust,
+            allow,
+            reject_with,
+            xfcc_fields,
+            request_policy,
+            server_chain,
+            server_key,
+            session_resumption,
+            ticket_keys,
+            revocation,
+        })
+    }
+
+    /// The app's server certificate and key; a finding for each host its leaf does not cover.
+    fn app_server_certificate(
+        &mut self,
+        name: &str,
+        hosts: &[HostPattern],
+        file: &FileApp,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), AppFailure> {
         let (server_chain, key) = self.server_certificate(&file.server_certificate)?;
         if let (Some(leaf), Some(cert_file)) = (
             server_chain.first(),
@@ -277,79 +274,26 @@ impl<'a> Loader<'a> {
         ) {
             let cert_file = self.resolve(cert_file);
             self.findings
-                .extend(checks::host_coverage(&name, &hosts, leaf, &cert_file));
+                .extend(checks::host_coverage(name, hosts, leaf, &cert_file));
         }
-        let policy = match mode {
-            ClientCertMode::Ignore => None,
-            ClientCertMode::Require | ClientCertMode::Accept => Some(Arc::new(
-                Policy::new(trust.clone(), allow.clone(), &self.provider)
-                    .map_err(|source| AppError::Verifier { source })?,
-            )),
-        };
-        // With exclusion paths a `require` app asks for a certificate without demanding one at
-        // the handshake; the proxy then refuses certificate-less requests outside those paths.
-        let tls_mode =
-            if mode == ClientCertMode::Require && !request_policy.exclusion_paths.is_empty() {
-                ClientCertMode::Accept
-            } else {
-                mode
-            };
-        let verifier = policy.as_ref().and_then(|policy| {
-            crate::tls::client_auth::verifier(tls_mode, policy, reject_with, &self.provider)
-        });
-        let (session_resumption, resumption) = self.resumption(
-            &name,
-            &HandshakePolicy {
-                mode,
-                trust: &trust,
-                allow: &allow,
-                reject_with,
-                exclusion_paths: &request_policy.exclusion_paths,
-            },
-            file,
-        )?;
-        let tls = crate::tls::server_config::build(
-            self.provider.clone(),
-            verifier,
-            server_chain.clone(),
-            key,
-            resumption,
-        )
-        .map_err(|source| AppError::Tls { source })?;
-        Ok(AppConfig {
-            name,
-            hosts,
-            upstream,
-            mode,
-            trust,
-            allow,
-            policy,
-            reject_with,
-            xfcc_fields,
-            request_policy,
-            server_chain,
-            session_resumption,
-            tls,
-            revocation,
-        })
+        Ok((server_chain, key))
     }
 
-    /// The app's resumption setting and the rustls side of it: off, process keys, or keys
-    /// derived from the shared key file for this app's name and trust.
+    /// The app's resumption setting, and the shared keys read from its key file when it has
+    /// one (rustls's ticketer is derived from them, this app's name and trust, where the apps
+    /// are built).
     fn resumption(
         &mut self,
-        app: &str,
-        handshake: &HandshakePolicy<'_>,
         file: &FileApp,
-    ) -> Result<(SessionResumption, Resumption), AppFailure> {
+    ) -> Result<(SessionResumption, Option<TicketKeys>), AppFailure> {
         if file.session_resumption == Some(false) {
             if file.session_tickets.is_some() {
                 return Err(AppError::TicketsWithoutResumption.into());
             }
-            return Ok((SessionResumption::Off, Resumption::Off));
+            return Ok((SessionResumption::Off, None));
         }
         let Some(tickets) = file.session_tickets.as_ref().or(self.session_tickets) else {
-            return Ok((SessionResumption::ProcessKeys, Resumption::ProcessKeys));
+            return Ok((SessionResumption::ProcessKeys, None));
         };
         let path = self.resolve(&tickets.key_file);
         let keys = match self.ticket_keys.get(&path) {
@@ -365,17 +309,7 @@ impl<'a> Loader<'a> {
                 keys
             }
         };
-        let fingerprint = crate::tls::ticket_keys::trust_fingerprint(handshake);
-        let ticketer =
-            keys.ticketer(app, &fingerprint)
-                .map_err(|source| ConfigError::TicketKeys {
-                    path: path.clone(),
-                    source,
-                })?;
-        Ok((
-            SessionResumption::SharedKeys { key_file: path },
-            Resumption::SharedKeys(ticketer),
-        ))
+        Ok((SessionResumption::SharedKeys { key_file: path }, Some(keys)))
     }
 
     pub(super) fn resolve(&self, path: &Path) -> PathBuf {

@@ -4,18 +4,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::checks::Finding;
 use crate::policy::AppPolicy;
 use crate::proxy_protocol::ProxyProtocol;
-use crate::revocation::Revocation;
 use crate::settings::{
-    AllowList, ClientCertMode, Limits, RejectWith, SessionResumption, Timeouts, Trust, Upstream,
-    XfccFields,
+    AllowList, ClientCertMode, Limits, RejectWith, RevocationPolicy, SessionResumption, Timeouts,
+    Trust, Upstream, XfccFields,
 };
-use crate::tls::policy::Policy;
 use crate::tls::sni::HostPattern;
+use crate::tls::ticket_keys::TicketKeys;
 
 /// A validated configuration: everything needed to serve, nothing left to check.
 #[derive(Debug)]
@@ -40,7 +39,8 @@ pub struct Config {
     pub findings: Vec<Finding>,
 }
 
-/// One app: where it is reached, what it presents, whom it lets in, where it forwards.
+/// One app: where it is reached, what it presents, whom it lets in, where it forwards. What
+/// it is served with (its checker, policy and rustls config) is built from it with the apps.
 #[derive(Debug)]
 pub struct AppConfig {
     /// Unique name, used in logs and metrics.
@@ -51,13 +51,11 @@ pub struct AppConfig {
     pub upstream: Upstream,
     /// Client-certificate mode.
     pub mode: ClientCertMode,
-    /// Trust sources for presented certificates (empty in `ignore` mode).
+    /// Trust sources for presented certificates (empty in `ignore` mode); `checked_issuers`
+    /// is filled where the apps are built, since it names the issuers of fetched CRLs.
     pub trust: Trust,
     /// Allow-lists applied to trusted certificates.
     pub allow: AllowList,
-    /// The policy presented certificates are judged by (`None` in `ignore` mode); the
-    /// handshake and `certgate explain` both call it.
-    pub policy: Option<Arc<Policy>>,
     /// How a refused certificate reaches the client.
     pub reject_with: RejectWith,
     /// Which XFCC fields are sent.
@@ -66,11 +64,27 @@ pub struct AppConfig {
     pub request_policy: AppPolicy,
     /// The server certificate chain, leaf first.
     pub server_chain: Vec<CertificateDer<'static>>,
+    /// The server certificate's private key, checked to match the chain's leaf.
+    pub server_key: PrivateKeyDer<'static>,
     /// How this app's TLS sessions resume.
     pub session_resumption: SessionResumption,
-    /// This app's own rustls config: its verifier, session cache and ticket keys.
-    pub tls: Arc<rustls::ServerConfig>,
-    /// Revocation checked after the handshake (CRL URLs, distribution points, OCSP), when
-    /// configured; `crlFiles` alone are checked by the verifier during the handshake.
-    pub revocation: Option<Arc<Revocation>>,
+    /// The shared ticket keys read from the key file, under `SessionResumption::SharedKeys`.
+    pub ticket_keys: Option<TicketKeys>,
+    /// What the app's revocation checking is built from.
+    pub revocation: RevocationSettings,
+}
+
+/// An app's revocation settings, validated: the checker itself is built with the apps.
+#[derive(Debug)]
+pub struct RevocationSettings {
+    /// `clientAuth.revocation` (the defaults without one).
+    pub policy: RevocationPolicy,
+    /// Every CRL of the CRL files, with the name it is known by (its file, and `#n` after the
+    /// file's first).
+    pub crl_files: Vec<(String, Vec<u8>)>,
+    /// Whether CRLs are checked after the handshake, by one checker: beyond `crlFiles`, and
+    /// for CRL files without nextUpdate, which webpki cannot read. Else webpki checks the CRL
+    /// files (`trust.crls`) during the handshake, and a watcher closes open connections when a
+    /// CRL learned since lists their chain.
+    pub after_handshake: bool,
 }

@@ -142,6 +142,26 @@ fn authorization_rule(index: usize, file: &FileAuthorizationRule) -> Result<Rule
         format!("authorization[{index}].pathPrefix"),
         &file.path_prefix,
     )?;
+    let (methods, other_methods) = rule_methods(index, file)?;
+    let who = rule_principals(index, file)?;
+    if who.is_empty() {
+        return Err(PolicyError::EmptyRule { index });
+    }
+    Ok(Rule {
+        denial: format!("forbidden by authorization rule {index} (pathPrefix {path_prefix})\n"),
+        path_prefix,
+        methods,
+        other_methods,
+        who,
+        label: index.to_string(),
+    })
+}
+
+/// A rule's `methods` and what `otherMethods` does with the rest.
+fn rule_methods(
+    index: usize,
+    file: &FileAuthorizationRule,
+) -> Result<(Vec<Method>, OtherMethods), PolicyError> {
     let methods = match &file.methods {
         None => Vec::new(),
         Some(names) if names.is_empty() => return Err(PolicyError::EmptyMethods { index }),
@@ -171,6 +191,11 @@ fn authorization_rule(index: usize, file: &FileAuthorizationRule) -> Result<Rule
                 value: value.to_owned(),
             })?,
     };
+    Ok((methods, other_methods))
+}
+
+/// Whom a rule lets in: its allow-lists, each entry checked.
+fn rule_principals(index: usize, file: &FileAuthorizationRule) -> Result<Principals, PolicyError> {
     let non_empty = |field: &'static str, values: &[String]| {
         if values.iter().any(|value| value.trim().is_empty()) {
             Err(PolicyError::EmptyEntry { index, field })
@@ -202,7 +227,7 @@ fn authorization_rule(index: usize, file: &FileAuthorizationRule) -> Result<Rule
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let who = Principals {
+    Ok(Principals {
         subjects: file.allowed_subjects.clone(),
         dns_sans: file
             .allowed_dns_sans
@@ -212,16 +237,5 @@ fn authorization_rule(index: usize, file: &FileAuthorizationRule) -> Result<Rule
         uri_sans,
         hashes,
         any_verified: file.allow_any_verified,
-    };
-    if who.is_empty() {
-        return Err(PolicyError::EmptyRule { index });
-    }
-    Ok(Rule {
-        denial: format!("forbidden by authorization rule {index} (pathPrefix {path_prefix})\n"),
-        path_prefix,
-        methods,
-        other_methods,
-        who,
-        label: index.to_string(),
     })
 }

@@ -2,7 +2,7 @@
 //! certificate is verified against, the name it must hold, and the client certificate
 //! certgate presents. Every file goes through the loader, so a reload follows their changes.
 
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use super::checks::{self, Severity};
 use super::error::{AppError, AppFailure};
@@ -32,39 +32,7 @@ impl Loader<'_> {
         };
         let default = FileUpstreamTls::default();
         let file = file.unwrap_or(&default);
-        let trust = match (file.ca_files.is_empty(), file.insecure_skip_verify) {
-            (true, false) => {
-                ServerTrust::System(system_roots().map_err(|why| AppError::UpstreamWithoutCa {
-                    ca: self.keys.upstream_ca,
-                    why,
-                })?)
-            }
-            (false, true) => {
-                return Err(AppError::UpstreamCaAndInsecure {
-                    ca: self.keys.upstream_ca,
-                    insecure: self.keys.upstream_insecure,
-                }
-                .into());
-            }
-            (true, true) => {
-                self.findings.push(checks::Finding {
-                    severity: Severity::Warning,
-                    app: app.to_owned(),
-                    message: format!(
-                        "{} is on: certgate accepts any certificate the app presents, so anyone who can reach the app's address can read the requests and client identities sent to it; set {} instead",
-                        self.keys.upstream_insecure, self.keys.upstream_ca
-                    ),
-                });
-                ServerTrust::SkipVerify
-            }
-            (false, false) => {
-                let mut roots = Vec::new();
-                for path in &file.ca_files {
-                    roots.extend(self.certificates(path)?);
-                }
-                ServerTrust::CaFiles(roots)
-            }
-        };
+        let trust = self.upstream_server_trust(app, file)?;
         let verify = match &trust {
             ServerTrust::CaFiles(roots) => UpstreamVerify::CaFiles(roots.len()),
             ServerTrust::System(store) => UpstreamVerify::System(store.len()),
@@ -85,26 +53,7 @@ impl Loader<'_> {
                 key: self.keys.upstream_server_name,
                 value: name,
             })?;
-        let client = FileServerCertificate {
-            cert_file: file.cert_file.clone(),
-            key_file: file.key_file.clone(),
-            pkcs12_file: file.pkcs12_file.clone(),
-            password_file: file.password_file.clone(),
-            password_env: file.password_env.clone(),
-        };
-        let presents = client.cert_file.is_some()
-            || client.key_file.is_some()
-            || client.pkcs12_file.is_some()
-            || client.password_file.is_some()
-            || client.password_env.is_some();
-        let client = if presents {
-            let advice = self.keys.upstream_client_certificate;
-            Some(self.certificate_and_key(&client, || {
-                AppError::UpstreamClientCertificateShape { advice }
-            })?)
-        } else {
-            None
-        };
+        let client = self.upstream_client_certificate(file)?;
         let client_chain = client
             .as_ref()
             .map(|(chain, _)| chain.clone())
@@ -123,6 +72,77 @@ impl Loader<'_> {
             client_chain,
         });
         Ok(())
+    }
+
+    /// What the app's certificate is verified against: `caFiles`, the system's CAs, or
+    /// nothing under `insecureSkipVerify` (a warning).
+    fn upstream_server_trust(
+        &mut self,
+        app: &str,
+        file: &FileUpstreamTls,
+    ) -> Result<ServerTrust, AppFailure> {
+        Ok(
+            match (file.ca_files.is_empty(), file.insecure_skip_verify) {
+                (true, false) => ServerTrust::System(system_roots().map_err(|why| {
+                    AppError::UpstreamWithoutCa {
+                        ca: self.keys.upstream_ca,
+                        why,
+                    }
+                })?),
+                (false, true) => {
+                    return Err(AppError::UpstreamCaAndInsecure {
+                        ca: self.keys.upstream_ca,
+                        insecure: self.keys.upstream_insecure,
+                    }
+                    .into());
+                }
+                (true, true) => {
+                    self.findings.push(checks::Finding {
+                    severity: Severity::Warning,
+                    app: app.to_owned(),
+                    message: format!(
+                        "{} is on: certgate accepts any certificate the app presents, so anyone who can reach the app's address can read the requests and client identities sent to it; set {} instead",
+                        self.keys.upstream_insecure, self.keys.upstream_ca
+                    ),
+                });
+                    ServerTrust::SkipVerify
+                }
+                (false, false) => {
+                    let mut roots = Vec::new();
+                    for path in &file.ca_files {
+                        roots.extend(self.certificates(path)?);
+                    }
+                    ServerTrust::CaFiles(roots)
+                }
+            },
+        )
+    }
+
+    /// The client certificate certgate presents to the app, when `upstreamTls` names one.
+    fn upstream_client_certificate(
+        &mut self,
+        file: &FileUpstreamTls,
+    ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, AppFailure> {
+        let client = FileServerCertificate {
+            cert_file: file.cert_file.clone(),
+            key_file: file.key_file.clone(),
+            pkcs12_file: file.pkcs12_file.clone(),
+            password_file: file.password_file.clone(),
+            password_env: file.password_env.clone(),
+        };
+        let presents = client.cert_file.is_some()
+            || client.key_file.is_some()
+            || client.pkcs12_file.is_some()
+            || client.password_file.is_some()
+            || client.password_env.is_some();
+        if !presents {
+            return Ok(None);
+        }
+        let advice = self.keys.upstream_client_certificate;
+        let client = self.certificate_and_key(&client, || {
+            AppError::UpstreamClientCertificateShape { advice }
+        })?;
+        Ok(Some(client))
     }
 }
 

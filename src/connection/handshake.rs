@@ -215,8 +215,7 @@ where
         return Err(HandshakeError::UnknownSni { sni });
     };
     *app_out = Some(app.clone());
-    let (result, watched) =
-        policy::watch(start.into_stream(app.config.tls.clone()).into_fallible()).await;
+    let (result, watched) = policy::watch(start.into_stream(app.tls.clone()).into_fallible()).await;
     match result {
         Ok(stream) => Ok(Completed {
             stream,

@@ -11,7 +11,7 @@ use crate::apps::App;
 use crate::config::AppConfig;
 use crate::revocation::Standing;
 use crate::settings::{ClientCertMode, RejectWith};
-use crate::tls::policy::{Refusal, TrustSource};
+use crate::tls::policy::{Policy, Refusal, TrustSource};
 
 /// The verdict on a connection.
 #[derive(Debug)]
@@ -45,11 +45,11 @@ pub(super) async fn decide(
     resumed: bool,
     trust: Option<TrustSource>,
 ) -> Verdict {
-    let (refusal, trust) = match judge(&app.config, chain, resumed, trust) {
+    let (refusal, trust) = match judge(&app.config, app.policy.as_ref(), chain, resumed, trust) {
         Ok(trust) => (None, trust),
         Err(refusal) => (Some(refusal), None),
     };
-    let (Some(revocation), Some(chain), None) = (&app.config.revocation, chain, &refusal) else {
+    let (Some(revocation), Some(chain), None) = (&app.revocation, chain, &refusal) else {
         return Verdict {
             refusal,
             standing: None,
@@ -83,6 +83,7 @@ pub(super) async fn decide(
 /// the certificate when it may be served (`None`: no certificate), or why it may not.
 fn judge(
     app: &AppConfig,
+    policy: Option<&Arc<Policy>>,
     chain: Option<&[CertificateDer<'static>]>,
     resumed: bool,
     handshake_trust: Option<TrustSource>,
@@ -91,7 +92,7 @@ fn judge(
     match chain.and_then(|chain| chain.split_first()) {
         Some((leaf, intermediates)) => {
             // An `ignore` app has no policy: a certificate it did not ask for is never used.
-            let Some(policy) = app.policy.as_ref() else {
+            let Some(policy) = policy else {
                 return Ok(None);
             };
             match handshake_trust.filter(|_| verifier_decided) {

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use rustls_pki_types::UnixTime;
 
+use crate::apps::build::LoadedConfig;
 use crate::cli::ExplainArgs;
-use crate::config::{AppError, Config, ConfigError, FLAG_KEYS};
+use crate::config::{AppError, ConfigError, FLAG_KEYS};
 use crate::settings::{ClientCertMode, Upstream, XfccFields};
 use crate::tls::policy::Policy;
 use crate::tls::sni::{HostMatcher, normalize};
@@ -56,41 +57,15 @@ pub struct Target {
 
 pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
     let Some(path) = &args.config else {
-        let mode = match &args.client_auth.client_cert_mode {
-            Some(value) => value.known().map_err(|value| ConfigError::UnknownMode {
-                key: "--client-cert-mode",
-                value: value.to_owned(),
-            })?,
-            None => ClientCertMode::Require,
-        };
-        if mode == ClientCertMode::Ignore {
-            return Err(ExplainError::IgnoreMode {
-                app: "app".to_owned(),
-            });
-        }
-        let file = args.client_auth.file_model();
-        let (trust, allow) = crate::config::client_policy(&file, mode, Path::new(""), FLAG_KEYS)?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let policy = Policy::new(trust, allow, &provider).map_err(|source| ConfigError::App {
-            app: "app".to_owned(),
-            source: AppError::Verifier { source },
-        })?;
-        let fields = crate::config::forward_fields(args.client_auth.forward_fields().as_deref())?;
-        return Ok(Target {
-            name: "app".to_owned(),
-            mode,
-            policy: Arc::new(policy),
-            fields,
-            revocation: None,
-            upstream: None,
-        });
+        return sidecar_target(args);
     };
-    let config = Config::load(path).await?;
-    let app = match (&args.app, &args.host) {
-        (Some(name), _) => config
+    let loaded = LoadedConfig::load(path).await?;
+    let config = &loaded.config;
+    let loaded_app = match (&args.app, &args.host) {
+        (Some(name), _) => loaded
             .apps
             .iter()
-            .find(|app| app.name == *name)
+            .find(|app| app.config.name == *name)
             .ok_or_else(|| ExplainError::NoSuchApp {
                 path: path.clone(),
                 name: name.clone(),
@@ -105,7 +80,7 @@ pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
             let matcher = HostMatcher::new(config.apps.iter().map(|app| app.hosts.as_slice()));
             matcher
                 .resolve(Some(&normalize(host)))
-                .and_then(|index| config.apps.get(index))
+                .and_then(|index| loaded.apps.get(index))
                 .ok_or_else(|| ExplainError::NoAppForHost {
                     path: path.clone(),
                     host: host.clone(),
@@ -113,7 +88,8 @@ pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         }
         (None, None) => return Err(ExplainError::NoAppChosen),
     };
-    let Some(policy) = &app.policy else {
+    let app = &loaded_app.config;
+    let Some(policy) = &loaded_app.policy else {
         return Err(ExplainError::IgnoreMode {
             app: app.name.clone(),
         });
@@ -124,11 +100,45 @@ pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         policy: policy.clone(),
         fields: app.xfcc_fields,
         // A watcher of `crlFiles` alone judges nothing: `policy` runs webpki's check.
-        revocation: app
+        revocation: loaded_app
             .revocation
             .clone()
             .filter(|revocation| revocation.checks_after_handshake()),
         upstream: Some(app.upstream.clone()),
+    })
+}
+
+/// The sidecar's one app, from the `clientAuth` flags alone.
+fn sidecar_target(args: &ExplainArgs) -> Result<Target, ExplainError> {
+    let mode = match &args.client_auth.client_cert_mode {
+        Some(value) => value.known().map_err(|value| ConfigError::UnknownMode {
+            key: "--client-cert-mode",
+            value: value.to_owned(),
+        })?,
+        None => ClientCertMode::Require,
+    };
+    if mode == ClientCertMode::Ignore {
+        return Err(ExplainError::IgnoreMode {
+            app: "app".to_owned(),
+        });
+    }
+    let file = args.client_auth.file_model();
+    let (trust, allow, revocation) =
+        crate::config::client_policy(&file, mode, Path::new(""), FLAG_KEYS)?;
+    let trust = crate::apps::build::client_trust("app", &trust, &revocation)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let policy = Policy::new(trust, allow, &provider).map_err(|source| ConfigError::App {
+        app: "app".to_owned(),
+        source: AppError::Verifier { source },
+    })?;
+    let fields = crate::config::forward_fields(args.client_auth.forward_fields().as_deref())?;
+    Ok(Target {
+        name: "app".to_owned(),
+        mode,
+        policy: Arc::new(policy),
+        fields,
+        revocation: None,
+        upstream: None,
     })
 }
 

@@ -189,7 +189,7 @@ async fn a_crl_url_two_apps_list_is_fetched_once_for_both() {
     }
     let config = serde_json::json!({ "apps": apps });
     let path = dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
-    let config = certgate::Config::load(&path)
+    let config = certgate::LoadedConfig::load(&path)
         .await
         .unwrap_or_else(|e| panic!("{}", certgate::error_chain(&e)));
     assert_eq!(crls.requests(), 1);
@@ -752,11 +752,11 @@ async fn http2_client_with_a_revoked_leaf_is_refused() {
 
 // ---- config ----
 
-fn load(client_auth: serde_json::Value) -> Result<certgate::Config, String> {
+fn load(client_auth: serde_json::Value) -> Result<certgate::LoadedConfig, String> {
     load_for(&Pki::new(), client_auth)
 }
 
-fn load_for(pki: &Pki, client_auth: serde_json::Value) -> Result<certgate::Config, String> {
+fn load_for(pki: &Pki, client_auth: serde_json::Value) -> Result<certgate::LoadedConfig, String> {
     let dir = TempDir::new();
     pki.write(&dir);
     let mut app = app(
@@ -770,7 +770,7 @@ fn load_for(pki: &Pki, client_auth: serde_json::Value) -> Result<certgate::Confi
         "certgate.json",
         serde_json::to_vec(&serde_json::json!({ "apps": [app] })).unwrap(),
     );
-    common::load_config(&path).map_err(|e| certgate::error_chain(&e))
+    common::load_generation(&path).map_err(|e| certgate::error_chain(&e))
 }
 
 #[test]

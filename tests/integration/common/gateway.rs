@@ -62,12 +62,12 @@ impl Gateway {
             config["timeouts"]["drainDelayMs"] = 0.into();
         }
         let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
-        let config = certgate::Config::load(&path)
+        let config = certgate::LoadedConfig::load(&path)
             .await
             .unwrap_or_else(|e| panic!("config refused: {}", certgate::error_chain(&e)));
         let source: certgate::ConfigSource = Arc::new(move || {
             let path = path.clone();
-            Box::pin(async move { certgate::Config::load(&path).await })
+            Box::pin(async move { certgate::LoadedConfig::load(&path).await })
         });
         let server = certgate::Server::bind(&config, Some(source), workers)
             .await
@@ -131,12 +131,19 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
-/// `Config::load` for a synchronous test, on a runtime of its own (loading fetches the
-/// `crlUrls` on the caller's runtime).
+/// The validated config of `load_generation`: refused when `certgate run` would refuse it.
 pub fn load_config(path: &std::path::Path) -> Result<certgate::Config, certgate::ConfigError> {
+    load_generation(path).map(|loaded| loaded.config)
+}
+
+/// `LoadedConfig::load` for a synchronous test, on a runtime of its own (loading fetches the
+/// `crlUrls` on the caller's runtime).
+pub fn load_generation(
+    path: &std::path::Path,
+) -> Result<certgate::LoadedConfig, certgate::ConfigError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime for the test")
-        .block_on(certgate::Config::load(path))
+        .block_on(certgate::LoadedConfig::load(path))
 }

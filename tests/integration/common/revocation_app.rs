@@ -58,7 +58,7 @@ pub fn config(upstream: SocketAddr, revocation: serde_json::Value) -> serde_json
 pub async fn try_load(dir: &TempDir, revocation: serde_json::Value) -> Result<(), String> {
     let config = config("127.0.0.1:9".parse().unwrap(), revocation);
     let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
-    certgate::Config::load(&path)
+    certgate::LoadedConfig::load(&path)
         .await
         .map(|_| ())
         .map_err(|error| certgate::error_chain(&error))
