@@ -12,11 +12,11 @@ use self::build::LoadedConfig;
 use crate::config::AppConfig;
 use crate::metrics::app::AppMetrics;
 use crate::metrics::{AppSeries, Metrics};
-use crate::policy::rate_limit::{MAX_KEYS, RateLimiter};
 use crate::proxy_protocol::ProxyProtocol;
+use crate::request_policy::rate_limit::{MAX_KEYS, RateLimiter};
 use crate::revocation::{Memory, Revocation};
 use crate::settings::{Limits, Timeouts, UpstreamVerify};
-use crate::tls::policy::Policy;
+use crate::tls::client_policy::ClientPolicy;
 use crate::tls::sni::HostMatcher;
 use crate::upstream::UpstreamClient;
 
@@ -51,7 +51,7 @@ pub(crate) struct App {
     /// The validated app config.
     pub config: Arc<AppConfig>,
     /// The policy presented certificates are judged by (`None` in `ignore` mode).
-    pub policy: Option<Arc<Policy>>,
+    pub policy: Option<Arc<ClientPolicy>>,
     /// This app's own rustls config: its verifier, session cache and ticket keys.
     pub tls: Arc<rustls::ServerConfig>,
     /// Its revocation checker or `crlFiles` watcher, when configured.

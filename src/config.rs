@@ -10,7 +10,7 @@ pub(crate) mod file;
 mod load;
 pub(crate) mod model;
 mod pem_files;
-pub(crate) mod policy;
+pub(crate) mod request_policy;
 mod upstream_tls;
 mod values;
 

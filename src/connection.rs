@@ -27,7 +27,7 @@ use crate::proxy::refuse::RefusalPage;
 use crate::proxy_protocol::ProxyHeaderError;
 use crate::revocation::{RevokedLater, Standing};
 use crate::settings::RejectWith;
-use crate::tls::policy::{Refusal, TrustSource};
+use crate::tls::client_policy::{Refusal, TrustSource};
 
 use self::caps::{CapSlots, ClientSlot};
 use self::handshake::{Completed, HandshakeError, complete};

@@ -12,7 +12,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::cli::{ExplainArgs, ExplainFormat};
 use crate::identity::LeafNames;
-use crate::tls::policy::Presented;
+use crate::tls::client_policy::Presented;
 
 pub use self::report::Explanation;
 use self::report::RevocationSection;

@@ -8,7 +8,7 @@
 //! behind a balancer; `tls` picks the app by SNI and verifies the client), `verdict` (the
 //! app's policy after the handshake, then `revocation`), `identity` (the verified certificate
 //! parsed once), then `serve` and `park`. The `proxy` passes each request through its
-//! stages (the connection's checks, the authority, the app's `policy`, the rewrite, the
+//! stages (the connection's checks, the authority, the app's `request_policy`, the rewrite, the
 //! certificate headers); the `upstream` client carries it to the app.
 //! `admin` serves health and `metrics` (`health` asks it, for probes); `pki` and `demo` are
 //! the first-run tools.
@@ -46,7 +46,7 @@ mod proxy_protocol;
 mod tls;
 mod revocation;
 mod identity;
-mod policy;
+mod request_policy;
 mod proxy;
 mod upstream;
 mod workers;
@@ -61,7 +61,7 @@ pub use crate::config::error::{AppError, ConfigError};
 pub use crate::config::model::{AppConfig, Config};
 pub use crate::log_queue::{LogGuard, LogWriter, spawn as start_log_thread};
 pub use crate::reload::{ConfigSource, Reloader};
-pub use crate::revocation::{OcspMode, OnUnknown, Policy as RevocationPolicy};
+pub use crate::revocation::{OcspMode, OnUnknown, RevocationPolicy};
 pub use crate::server::{RunError, Server, Stop};
 pub use crate::settings::{ClientCertMode, Limits, SessionResumption, Timeouts};
 pub use crate::tls::FailureReason;

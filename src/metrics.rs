@@ -17,8 +17,8 @@ use prometheus_client::registry::{Metric, Registry};
 
 use self::app::{RequestLabels, RuleLabels, StallLabels};
 use self::label::AppLabel;
-use crate::policy::AppPolicy;
 use crate::proxy_protocol::ProxyHeaderFailure;
+use crate::request_policy::RequestPolicy;
 use crate::settings::Trust;
 use crate::tls::FailureReason;
 
@@ -142,7 +142,7 @@ pub(crate) struct AppSeries<'a> {
     /// The trusted CAs and CRLs whose expiry is exported.
     pub trust: &'a Trust,
     /// The rules and rate limit whose series exist at zero.
-    pub request_policy: &'a AppPolicy,
+    pub request_policy: &'a RequestPolicy,
 }
 
 impl Metrics {

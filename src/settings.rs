@@ -387,6 +387,10 @@ impl RejectWith {
     }
 }
 
+/// How far a CRL issuer's or OCSP responder's clock may be from ours (a thisUpdate in the
+/// future, an OCSP nextUpdate just passed), as OpenSSL's default `-validity_period`.
+pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
 /// `maxAgeMs` when absent: a week, the longest the CA/Browser Forum lets a CRL or OCSP answer
 /// for a subscriber certificate run before its nextUpdate.
 pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);

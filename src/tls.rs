@@ -3,7 +3,7 @@
 
 pub(crate) mod client_auth;
 pub mod pkcs12;
-pub(crate) mod policy;
+pub(crate) mod client_policy;
 pub(crate) mod server_config;
 pub(crate) mod sni;
 pub(crate) mod ticket_keys;

@@ -13,7 +13,7 @@ use crate::config::{AppConfig, AppError, AppFailure, Config, ConfigError, Revoca
 use crate::revocation::fetch::{self, Fetched};
 use crate::revocation::{Revocation, WithoutCa};
 use crate::settings::{ClientCertMode, SessionResumption, Trust};
-use crate::tls::policy::Policy;
+use crate::tls::client_policy::ClientPolicy;
 use crate::tls::server_config::Resumption;
 use crate::tls::ticket_keys::HandshakePolicy;
 
@@ -33,7 +33,7 @@ pub struct LoadedApp {
     pub config: Arc<AppConfig>,
     /// The policy presented certificates are judged by (`None` in `ignore` mode); the
     /// handshake and `certgate explain` both call it.
-    pub policy: Option<Arc<Policy>>,
+    pub policy: Option<Arc<ClientPolicy>>,
     /// This app's own rustls config: its verifier, session cache and ticket keys.
     pub tls: Arc<rustls::ServerConfig>,
     /// Revocation checked after the handshake (CRL URLs, distribution points, OCSP), when
@@ -91,7 +91,7 @@ impl LoadedApp {
         let policy = match config.mode {
             ClientCertMode::Ignore => None,
             ClientCertMode::Require | ClientCertMode::Accept => Some(Arc::new(
-                Policy::new(trust.clone(), config.allow.clone(), provider)
+                ClientPolicy::new(trust.clone(), config.allow.clone(), provider)
                     .map_err(|source| AppError::Verifier { source })?,
             )),
         };
@@ -192,7 +192,7 @@ fn checked_trust(trust: &Trust, revocation: Option<&Revocation>) -> Trust {
 fn server_config(
     app: &AppConfig,
     handshake: &HandshakePolicy<'_>,
-    policy: Option<&Arc<Policy>>,
+    policy: Option<&Arc<ClientPolicy>>,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<rustls::ServerConfig>, AppFailure> {
     // With exclusion paths a `require` app asks for a certificate without demanding one at

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use x509_parser::extensions::GeneralName;
 
-use crate::policy::authorization::Authorization;
+use crate::request_policy::authorization::Authorization;
 use crate::settings::{AllowList, Trust};
 use crate::tls::sni::HostPattern;
 

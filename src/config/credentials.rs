@@ -94,7 +94,7 @@ impl Loader<'_> {
     fn revocation_settings(
         &self,
         file: &FileClientAuth,
-    ) -> Result<(Vec<PathBuf>, crate::revocation::Policy), AppFailure> {
+    ) -> Result<(Vec<PathBuf>, crate::settings::RevocationPolicy), AppFailure> {
         let file_revocation = file.revocation.clone().unwrap_or_default();
         let crl_files: Vec<PathBuf> = file
             .crl_files
@@ -305,7 +305,7 @@ impl Loader<'_> {
         &mut self,
         app: &str,
         crl_files: &[(String, Vec<u8>)],
-        policy: &crate::revocation::Policy,
+        policy: &crate::settings::RevocationPolicy,
     ) -> Result<bool, AppError> {
         let now = crate::revocation::x509::unix_now();
         let mut without_next_update = false;

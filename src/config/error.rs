@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::policy::PolicyError;
+use super::request_policy::PolicyError;
 use crate::proxy_protocol::TrustedSourceError;
 use crate::tls::sni::InvalidHost;
 use crate::tls::ticket_keys::TicketKeyError;

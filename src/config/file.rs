@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::policy::Format;
-use crate::policy::authorization::OtherMethods;
+use crate::request_policy::Format;
+use crate::request_policy::authorization::OtherMethods;
 use crate::settings::{
     ClientCertMode, Named, OcspMode, OnUnknown, RejectWith, Transport, XfccField,
 };

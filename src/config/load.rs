@@ -14,7 +14,7 @@ use super::error::{AppError, AppFailure, ConfigError, FILE_KEYS, FLAG_KEYS, Keys
 use super::file::{FileApp, FileClientAuth, FileConfig, FileSessionTickets};
 use super::model::{AppConfig, Config, RevocationSettings};
 use super::pem_files::{CERTIFICATE, pem_items};
-use super::policy::{self};
+use super::request_policy::{self};
 use super::values::{
     DEFAULT_LISTEN, address, limits, timeouts, upstream, upstream_is_https, xfcc_fields,
 };
@@ -230,7 +230,7 @@ impl<'a> Loader<'a> {
             })?,
         };
         let request_policy =
-            policy::app_policy(file, mode).map_err(|source| AppError::Policy { source })?;
+            request_policy::app_policy(file, mode).map_err(|source| AppError::Policy { source })?;
         self.findings.extend(checks::untrusted_names(
             &name,
             &trust,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::checks::Finding;
-use crate::policy::AppPolicy;
 use crate::proxy_protocol::ProxyProtocol;
+use crate::request_policy::RequestPolicy;
 use crate::settings::{
     AllowList, ClientCertMode, Limits, RejectWith, RevocationPolicy, SessionResumption, Timeouts,
     Trust, Upstream, XfccFields,
@@ -61,7 +61,7 @@ pub struct AppConfig {
     /// Which XFCC fields are sent.
     pub xfcc_fields: XfccFields,
     /// Exclusion paths, authorization, rate limit and header formats.
-    pub request_policy: AppPolicy,
+    pub request_policy: RequestPolicy,
     /// The server certificate chain, leaf first.
     pub server_chain: Vec<CertificateDer<'static>>,
     /// The server certificate's private key, checked to match the chain's leaf.

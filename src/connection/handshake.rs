@@ -14,7 +14,7 @@ use tokio_rustls::{LazyConfigAcceptor, StartHandshake};
 
 use crate::apps::{App, Apps};
 use crate::tls::FailureReason;
-use crate::tls::policy::{self, Refusal, TrustSource};
+use crate::tls::client_policy::{self, Refusal, TrustSource};
 use crate::tls::sni::normalize;
 
 /// A completed handshake: the stream and the app it belongs to.
@@ -215,7 +215,8 @@ where
         return Err(HandshakeError::UnknownSni { sni });
     };
     *app_out = Some(app.clone());
-    let (result, watched) = policy::watch(start.into_stream(app.tls.clone()).into_fallible()).await;
+    let (result, watched) =
+        client_policy::watch(start.into_stream(app.tls.clone()).into_fallible()).await;
     match result {
         Ok(stream) => Ok(Completed {
             stream,

@@ -11,7 +11,7 @@ use crate::apps::App;
 use crate::config::AppConfig;
 use crate::revocation::Standing;
 use crate::settings::{ClientCertMode, RejectWith};
-use crate::tls::policy::{Policy, Refusal, TrustSource};
+use crate::tls::client_policy::{ClientPolicy, Refusal, TrustSource};
 
 /// The verdict on a connection.
 #[derive(Debug)]
@@ -83,7 +83,7 @@ pub(super) async fn decide(
 /// the certificate when it may be served (`None`: no certificate), or why it may not.
 fn judge(
     app: &AppConfig,
-    policy: Option<&Arc<Policy>>,
+    policy: Option<&Arc<ClientPolicy>>,
     chain: Option<&[CertificateDer<'static>]>,
     resumed: bool,
     handshake_trust: Option<TrustSource>,

@@ -7,7 +7,7 @@ use x509_parser::public_key::PublicKey;
 
 use crate::identity::{LeafNames, rfc4514};
 use crate::settings::{AllowList, Transport, Upstream, UpstreamVerify};
-use crate::tls::policy::{Presented, describe};
+use crate::tls::client_policy::{Presented, describe};
 use crate::tls::sni::normalize;
 
 use super::report::{
@@ -49,7 +49,7 @@ fn key_type(leaf: &X509Certificate<'_>) -> String {
     match key.parsed() {
         Ok(PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
         Ok(PublicKey::EC(_)) => {
-            let curve = crate::tls::policy::curve_oid(key);
+            let curve = crate::tls::client_policy::curve_oid(key);
             match curve.as_str() {
                 "1.2.840.10045.3.1.7" => "ECDSA P-256".to_owned(),
                 "1.3.132.0.34" => "ECDSA P-384".to_owned(),
@@ -93,7 +93,7 @@ pub(super) fn trust_section(
     intermediates: &[CertificateDer<'_>],
     at: UnixTime,
     presented: &Presented,
-    verdict: &Result<crate::tls::policy::Passed, Box<crate::tls::policy::Refusal>>,
+    verdict: &Result<crate::tls::client_policy::Passed, Box<crate::tls::client_policy::Refusal>>,
 ) -> TrustSection {
     let trust = target.policy.trust();
     let hash = presented.hash.as_str();

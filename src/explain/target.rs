@@ -10,7 +10,7 @@ use crate::apps::build::LoadedConfig;
 use crate::cli::ExplainArgs;
 use crate::config::{AppError, ConfigError, FLAG_KEYS};
 use crate::settings::{ClientCertMode, Upstream, XfccFields};
-use crate::tls::policy::Policy;
+use crate::tls::client_policy::ClientPolicy;
 use crate::tls::sni::{HostMatcher, normalize};
 
 /// Why `explain` could not judge the certificate (exit 64).
@@ -46,7 +46,7 @@ pub struct Target {
     /// Its mode.
     pub mode: ClientCertMode,
     /// Its policy, shared with the handshake.
-    pub policy: Arc<Policy>,
+    pub policy: Arc<ClientPolicy>,
     /// The XFCC fields it forwards.
     pub fields: XfccFields,
     /// Its revocation checker beyond `crlFiles`, when configured (docs/revocation.md).
@@ -127,7 +127,7 @@ fn sidecar_target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         crate::config::client_policy(&file, mode, Path::new(""), FLAG_KEYS)?;
     let trust = crate::apps::build::client_trust("app", &trust, &revocation)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let policy = Policy::new(trust, allow, &provider).map_err(|source| ConfigError::App {
+    let policy = ClientPolicy::new(trust, allow, &provider).map_err(|source| ConfigError::App {
         app: "app".to_owned(),
         source: AppError::Verifier { source },
     })?;

@@ -62,7 +62,7 @@ impl Metrics {
         let rules = &app.request_policy.authorization;
         let default = rules
             .default_deny
-            .then_some(crate::policy::authorization::DEFAULT_RULE_LABEL);
+            .then_some(crate::request_policy::authorization::DEFAULT_RULE_LABEL);
         for rule in rules
             .rules
             .iter()

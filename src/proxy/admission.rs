@@ -13,12 +13,14 @@ use super::error::ProxyError;
 use super::refuse::RefusalPage;
 use crate::apps::App;
 use crate::identity::ClientIdentity;
-use crate::policy::authorization::{Client, DEFAULT_DENIAL, DEFAULT_RULE_LABEL, Decision, Grants};
-use crate::policy::path;
-use crate::policy::rate_limit::{Key, retry_after_seconds};
+use crate::request_policy::authorization::{
+    Client, DEFAULT_DENIAL, DEFAULT_RULE_LABEL, Decision, Grants,
+};
+use crate::request_policy::path;
+use crate::request_policy::rate_limit::{Key, retry_after_seconds};
 use crate::settings::ClientCertMode;
 use crate::settings::RejectWith;
-use crate::tls::policy::Refusal;
+use crate::tls::client_policy::Refusal;
 
 /// What a connection's client means to its app's policy, computed at the handshake.
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use rustls_pki_types::CertificateDer;
 
 use super::{formats, headers, xfcc};
 use crate::identity::{ClientIdentity, IdentityError, TrustSource};
-use crate::policy::Formats;
+use crate::request_policy::Formats;
 use crate::settings::XfccFields;
 
 /// A verified client as its connection's requests use it: the identity and the certificate

@@ -14,7 +14,7 @@ use x509_parser::time::ASN1Time;
 
 use super::xfcc;
 use crate::identity::{TrustSource, rfc4514};
-use crate::policy::Formats;
+use crate::request_policy::Formats;
 
 /// RFC 9440 section 2.2: the leaf as a Structured Field Byte Sequence.
 pub(crate) const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");

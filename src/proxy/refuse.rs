@@ -9,7 +9,7 @@ use http_body_util::{Either, Full};
 
 use super::body::ProxyBody;
 use crate::tls::FailureReason;
-use crate::tls::policy::Refusal;
+use crate::tls::client_policy::Refusal;
 
 /// The answers of one refused connection, built once when the connection starts.
 #[derive(Debug, Clone)]

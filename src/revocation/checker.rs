@@ -18,16 +18,16 @@ use super::fetch::{self, Fetched, Fetcher};
 use super::memory::Memory;
 use super::ocsp::{self, OcspError, OcspStatus};
 use super::path::{Path, Paths, WithoutCa};
-use super::policy::{OcspMode, OnUnknown, Policy};
 use super::x509::{Cert, unix_now};
 use crate::metrics::revocation::RevocationMetrics;
+use crate::settings::{OcspMode, OnUnknown, RevocationPolicy};
 use crate::tls::FailureReason;
 
 /// One app's revocation checker: its CRLs, its OCSP cache and its HTTP client.
 #[derive(Debug)]
 pub struct Revocation {
     pub(super) app: String,
-    pub(super) policy: Policy,
+    pub(super) policy: RevocationPolicy,
     pub(super) uses_crls: bool,
     /// Whether it judges chains after the handshake; `false` when webpki judged them during
     /// the handshake (`crlFiles` alone) and this only watches open connections.
@@ -61,7 +61,7 @@ impl Revocation {
     /// `policy.crl_urls` (in `fetched`); a CRL issued by one of `roots` must verify against it.
     pub fn load(
         app: &str,
-        policy: Policy,
+        policy: RevocationPolicy,
         roots: &[CertificateDer<'static>],
         without_ca: WithoutCa,
         crl_files: Vec<(String, Vec<u8>)>,
@@ -106,7 +106,7 @@ impl Revocation {
     /// it at the handshake, as before.
     pub fn watching(
         app: &str,
-        policy: Policy,
+        policy: RevocationPolicy,
         roots: &[CertificateDer<'static>],
         without_ca: WithoutCa,
         crl_files: Vec<(String, Vec<u8>)>,
@@ -129,7 +129,7 @@ impl Revocation {
 
     fn new(
         app: &str,
-        policy: Policy,
+        policy: RevocationPolicy,
         roots: &[CertificateDer<'static>],
         without_ca: WithoutCa,
         algorithms: WebPkiSupportedAlgorithms,
@@ -173,7 +173,7 @@ impl Revocation {
     }
 
     /// The settings.
-    pub fn policy(&self) -> &Policy {
+    pub fn policy(&self) -> &RevocationPolicy {
         &self.policy
     }
 

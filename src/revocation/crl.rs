@@ -13,8 +13,9 @@ use rustls_pki_types::pem::PemObject;
 use x509_cert::crl::CertificateList;
 use x509_cert::der::{Decode, Encode};
 
-use super::policy::{CLOCK_SKEW, DEFAULT_MAX_AGE};
 use super::x509::{Cert, trim_serial, verify_signature};
+use crate::settings::CLOCK_SKEW;
+use crate::settings::DEFAULT_MAX_AGE;
 
 /// Why bytes are not a usable CRL.
 #[derive(Debug, thiserror::Error)]

@@ -34,15 +34,15 @@ pub struct RevocationFailure {
 
 impl RevocationFailure {
     /// The same refusal in the policy's terms, for a `rejectWith: "http"` answer page.
-    pub fn to_policy(&self, leaf: &[u8]) -> crate::tls::policy::Refusal {
+    pub fn to_policy(&self, leaf: &[u8]) -> crate::tls::client_policy::Refusal {
         let presented = x509_parser::parse_x509_certificate(leaf)
             .ok()
-            .map(|(_, cert)| crate::tls::policy::Presented::of(leaf, &cert));
+            .map(|(_, cert)| crate::tls::client_policy::Presented::of(leaf, &cert));
         let error = match self.reason {
             FailureReason::Revoked => rustls::CertificateError::Revoked,
             _ => rustls::CertificateError::UnknownRevocationStatus,
         };
-        crate::tls::policy::Refusal {
+        crate::tls::client_policy::Refusal {
             reason: self.reason,
             detail: self.detail.clone(),
             presented,

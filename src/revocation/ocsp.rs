@@ -21,8 +21,8 @@ use x509_ocsp::{
 };
 
 use super::fetch::{FetchError, Fetcher};
-use super::policy::CLOCK_SKEW;
 use super::x509::{Cert, verify_signature};
+use crate::settings::CLOCK_SKEW;
 /// Cached answers per app; past it, expired and then the soonest-expiring entries go.
 pub(crate) const CACHE_SIZE: usize = 4096;
 

@@ -7,8 +7,8 @@ use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use sha2::{Digest, Sha256};
 
 use super::error::RevocationFailure;
-use super::policy::{OcspMode, Policy};
 use super::x509::{self, Cert, VerifiedPath};
+use crate::settings::{OcspMode, RevocationPolicy};
 use crate::tls::FailureReason;
 
 /// Where a connection's revocation is checked.
@@ -66,7 +66,7 @@ impl Paths {
     pub(super) fn path(
         &self,
         chain: &[CertificateDer<'_>],
-        policy: &Policy,
+        policy: &RevocationPolicy,
     ) -> Result<Path, RevocationFailure> {
         let error =
             match x509::verified_path(chain, &self.anchors, &self.algorithms, UnixTime::now()) {
@@ -119,7 +119,7 @@ impl Paths {
 /// its OCSP responder (or, with `ocspResponder`, any leaf that names another issuer, since
 /// that responder answers for the app's CAs), or its CRL distribution points. A self-signed
 /// leaf that names none is simply not checked.
-fn unchecked_source(leaf: &Cert, policy: &Policy) -> Option<String> {
+fn unchecked_source(leaf: &Cert, policy: &RevocationPolicy) -> Option<String> {
     if policy.ocsp != OcspMode::Off {
         if let Some(url) = leaf.ocsp_urls().first() {
             return Some(format!("the OCSP responder {url}"));

@@ -1,4 +1,4 @@
-//! An app's client-certificate policy (`policy.rs`) as a rustls verifier. Proof of possession is
+//! An app's client-certificate policy (`client_policy.rs`) as a rustls verifier. Proof of possession is
 //! checked by rustls through our signature methods in every trust setting; every refusal is
 //! recorded with its reason and detail for the handshake's log line.
 
@@ -11,7 +11,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::FailureReason;
-use super::policy::{self, Policy, Presented, Refusal};
+use super::client_policy::{self, ClientPolicy, Presented, Refusal};
 use crate::settings::{ClientCertMode, RejectWith};
 
 /// The verifier for an app, or `None` in `ignore` mode. With `RejectWith::Http` a certificate
@@ -19,7 +19,7 @@ use crate::settings::{ClientCertMode, RejectWith};
 /// same) and the connection answers 495; a missing one answers 496.
 pub(crate) fn verifier(
     mode: ClientCertMode,
-    policy: &Arc<Policy>,
+    policy: &Arc<ClientPolicy>,
     reject_with: RejectWith,
     provider: &Arc<CryptoProvider>,
 ) -> Option<Arc<dyn ClientCertVerifier>> {
@@ -45,7 +45,7 @@ pub(crate) fn check_trust_anchor(
 
 #[derive(Debug)]
 struct PolicyVerifier {
-    policy: Arc<Policy>,
+    policy: Arc<ClientPolicy>,
     mandatory: bool,
     reject_with: RejectWith,
     algorithms: WebPkiSupportedAlgorithms,
@@ -76,7 +76,7 @@ impl PolicyVerifier {
                     presented: Some(presented),
                     error: error.clone(),
                 }));
-            policy::record(refusal);
+            client_policy::record(refusal);
         }
         result
     }
@@ -107,7 +107,7 @@ impl ClientCertVerifier for PolicyVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         match self.policy.evaluate(end_entity, intermediates, now) {
             Ok(passed) => {
-                policy::record_trust(passed.trust);
+                client_policy::record_trust(passed.trust);
                 Ok(ClientCertVerified::assertion())
             }
             // The connection evaluates the policy again once the handshake is done (so a
@@ -115,7 +115,7 @@ impl ClientCertVerifier for PolicyVerifier {
             Err(_) if self.reject_with == RejectWith::Http => Ok(ClientCertVerified::assertion()),
             Err(refusal) => {
                 let error = refusal.error.clone();
-                policy::record(refusal);
+                client_policy::record(refusal);
                 Err(error)
             }
         }

@@ -9,7 +9,7 @@
 //! - Keys are isolated: another certificate, and clients without a certificate (keyed by
 //!   address), each have their own bucket.
 //! - `certgate_rate_limited_requests_total{app}` counts the 429s (present at zero before).
-//! - The eviction bound is unit-tested in `src/policy/rate_limit.rs` (a table of 100 000 keys
+//! - The eviction bound is unit-tested in `src/request_policy/rate_limit.rs` (a table of 100 000 keys
 //!   is not built over sockets).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]

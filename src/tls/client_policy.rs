@@ -1,4 +1,4 @@
-//! An app's client-certificate policy as one function, `Policy::evaluate`: the leaf is
+//! An app's client-certificate policy as one function, `ClientPolicy::evaluate`: the leaf is
 //! readable, inside its validity period, trusted (CA chain, pin or `allowUntrusted`) and on the
 //! allow-lists. The handshake verifier, `rejectWith: "http"` connections and `certgate
 //! explain` all call it, so each refusal has the same reason and detail wherever it is seen.
@@ -24,7 +24,7 @@ use crate::settings::{AllowList, Trust};
 /// One app's policy for presented certificates (modes aside: `evaluate` only runs when a
 /// certificate was presented).
 #[derive(Debug)]
-pub struct Policy {
+pub struct ClientPolicy {
     webpki: Option<Arc<dyn ClientCertVerifier>>,
     trust: Trust,
     allow: AllowList,
@@ -99,7 +99,7 @@ impl Refusal {
     }
 }
 
-impl Policy {
+impl ClientPolicy {
     /// Builds the policy; fails when the CA verifier cannot be built (an empty root store).
     pub fn new(
         trust: Trust,

@@ -12,7 +12,7 @@ use crate::settings::ByName;
 
 /// What an app decides per request beyond the TLS layer.
 #[derive(Debug, Clone, Default)]
-pub struct AppPolicy {
+pub struct RequestPolicy {
     /// Normalized prefixes served with or without a certificate (`clientCertExclusionPaths`).
     pub exclusion_paths: Vec<String>,
     /// Authorization rules and `defaultDeny`.
@@ -23,7 +23,7 @@ pub struct AppPolicy {
     pub formats: Formats,
 }
 
-impl AppPolicy {
+impl RequestPolicy {
     /// Whether requests' paths must be normalized and matched (costs nothing otherwise).
     pub fn inspects_path(&self) -> bool {
         !self.exclusion_paths.is_empty() || self.authorization.is_configured()

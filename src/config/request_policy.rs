@@ -4,10 +4,12 @@
 use http::Method;
 
 use super::file::{FileApp, FileAuthorizationRule};
-use crate::policy::authorization::{Authorization, OtherMethods, Principals, Rule, UriPattern};
-use crate::policy::path::{self, PrefixError};
-use crate::policy::rate_limit::RateLimit;
-use crate::policy::{AppPolicy, Formats};
+use crate::request_policy::authorization::{
+    Authorization, OtherMethods, Principals, Rule, UriPattern,
+};
+use crate::request_policy::path::{self, PrefixError};
+use crate::request_policy::rate_limit::RateLimit;
+use crate::request_policy::{Formats, RequestPolicy};
 use crate::settings::ClientCertMode;
 
 /// Why an app's policy was refused; `ConfigError::Policy` names the app.
@@ -62,7 +64,10 @@ pub enum PolicyError {
 }
 
 /// The validated policy of one app.
-pub(super) fn app_policy(file: &FileApp, mode: ClientCertMode) -> Result<AppPolicy, PolicyError> {
+pub(super) fn app_policy(
+    file: &FileApp,
+    mode: ClientCertMode,
+) -> Result<RequestPolicy, PolicyError> {
     if mode == ClientCertMode::Ignore {
         if !file.client_cert_exclusion_paths.is_empty() {
             return Err(PolicyError::IgnoreMode {
@@ -118,7 +123,7 @@ pub(super) fn app_policy(file: &FileApp, mode: ClientCertMode) -> Result<AppPoli
             formats
         }
     };
-    Ok(AppPolicy {
+    Ok(RequestPolicy {
         exclusion_paths,
         authorization: Authorization {
             rules,
