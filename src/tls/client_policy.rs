@@ -411,12 +411,13 @@ fn not_allowed_detail(names: &LeafNames) -> String {
 }
 
 /// A sentence for a trust failure raised by webpki or by the policy.
-/// The detail of the most common mTLS failure: a client that sent only its leaf, issued by an
+/// The detail of a refusal of a lone certificate whose issuer is not one of the app's CAs:
+/// most often the most common mTLS failure, a client that sends only its leaf, issued by an
 /// intermediate CA the app does not hold, so the chain cannot be built to one of its CAs.
 fn missing_intermediate(presented: &Presented) -> String {
+    let issuer = &presented.issuer;
     format!(
-        "the client sent only its own certificate, and its issuer {} is not one of this app's CAs: no intermediate CA certificate was sent; the client must send the chain after its certificate (with curl: the intermediate PEMs after the certificate in the --cert file; with certgate explain: --chain FILE)",
-        presented.issuer
+        "issuer {issuer} is not one of this app's CAs, and the client sent no intermediate CA certificate: if that issuer is an intermediate CA under one of them, the client must send it after its certificate (with curl: the intermediate PEMs after the certificate in the --cert file; with certgate explain: --chain FILE); if not, no CA of this app vouches for it"
     )
 }
 

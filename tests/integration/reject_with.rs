@@ -302,7 +302,7 @@ async fn a_client_that_sends_only_its_leaf_is_told_the_intermediate_is_missing()
         assert_eq!(reply.status.as_u16(), 495);
         let body = String::from_utf8_lossy(&reply.body);
         assert!(
-            body.contains("no intermediate CA certificate was sent")
+            body.contains("the client sent no intermediate CA certificate")
                 && body.contains("certgate test intermediate")
                 && body.contains("--cert file"),
             "{body}"
