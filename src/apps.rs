@@ -88,6 +88,7 @@ impl Apps {
                     revocation: live.revocation.clone(),
                     upstream: UpstreamClient::new(
                         &app.upstream,
+                        live.upstream_tls.clone(),
                         &config.timeouts,
                         config.limits.max_upstream_connections_per_app,
                         workers,
@@ -99,7 +100,7 @@ impl Apps {
                             .upstream
                             .tls
                             .as_ref()
-                            .map_or(&[], |tls| tls.client_chain.as_slice()),
+                            .map_or(&[], |tls| tls.client_chain()),
                         trust: &app.trust,
                         request_policy: &app.request_policy,
                     }),
@@ -174,7 +175,7 @@ impl Apps {
                 .upstream
                 .tls
                 .as_ref()
-                .is_some_and(|tls| tls.verify == UpstreamVerify::Skip)
+                .is_some_and(|tls| matches!(tls.verify, UpstreamVerify::Skip))
             {
                 tracing::warn!(
                     app = %config.name,

@@ -433,13 +433,13 @@ pub fn summary(loaded: &LoadedApp) -> String {
         None => String::new(),
         Some(tls) => format!(
             " upstream-tls={},server-name={}{}",
-            match tls.verify {
-                UpstreamVerify::CaFiles(count) => format!("{count} CA"),
-                UpstreamVerify::System(count) => format!("system {count} CA"),
+            match &tls.verify {
+                UpstreamVerify::CaFiles(roots) => format!("{} CA", roots.len()),
+                UpstreamVerify::System(store) => format!("system {} CA", store.len()),
                 UpstreamVerify::Skip => "insecure-skip-verify".to_owned(),
             },
             tls.server_name.to_str(),
-            if !tls.client_chain.is_empty() {
+            if tls.client.is_some() {
                 ",client-cert"
             } else {
                 ""

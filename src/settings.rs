@@ -135,29 +135,57 @@ impl std::fmt::Display for Upstream {
     }
 }
 
-/// How certgate speaks TLS to an `https://` upstream (docs/upstream-tls.md).
+/// How certgate speaks TLS to an `https://` upstream (docs/upstream-tls.md); the rustls
+/// config is built from it with the app's other live objects.
 #[derive(Debug, Clone)]
 pub struct UpstreamTls {
     /// The name the app's certificate must hold, also sent as SNI when it is a DNS name.
     pub server_name: rustls_pki_types::ServerName<'static>,
-    /// Roots, ALPN and the client certificate certgate presents, if any.
-    pub config: std::sync::Arc<rustls::ClientConfig>,
     /// What the app's certificate is verified against.
     pub verify: UpstreamVerify,
+    /// The client certificate certgate presents to the app, if any.
+    pub client: Option<UpstreamClientCertificate>,
+}
+
+impl UpstreamTls {
     /// The client certificate chain certgate presents to the app, leaf first; empty when it
     /// presents none.
-    pub client_chain: Vec<CertificateDer<'static>>,
+    pub fn client_chain(&self) -> &[CertificateDer<'static>] {
+        self.client.as_ref().map_or(&[], |client| &client.chain)
+    }
+}
+
+/// The certificate and key certgate presents to an `https://` app (`upstreamTls.certFile`
+/// and `keyFile`, or `pkcs12File`).
+#[derive(Debug, Clone)]
+pub struct UpstreamClientCertificate {
+    /// The chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: std::sync::Arc<rustls_pki_types::PrivateKeyDer<'static>>,
 }
 
 /// What an `https://` app's certificate is verified against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum UpstreamVerify {
-    /// The CA certificates of `upstreamTls.caFiles`, this many.
-    CaFiles(usize),
-    /// The system's CA certificates (no `caFiles`), this many usable ones.
-    System(usize),
-    /// `insecureSkipVerify`: any certificate the app presents is accepted.
+    /// The CA certificates of `upstreamTls.caFiles`.
+    CaFiles(Vec<CertificateDer<'static>>),
+    /// The system's CA certificates (no `caFiles`) that rustls can use.
+    System(rustls::RootCertStore),
+    /// `insecureSkipVerify`: any certificate the app presents is accepted; the handshake
+    /// signature is still checked.
     Skip,
+}
+
+impl UpstreamVerify {
+    /// How many CA certificates the app's certificate is verified against.
+    pub fn count(&self) -> usize {
+        match self {
+            Self::CaFiles(roots) => roots.len(),
+            Self::System(store) => store.len(),
+            Self::Skip => 0,
+        }
+    }
 }
 
 /// The protocol spoken to the upstream.

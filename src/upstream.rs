@@ -40,6 +40,7 @@ use self::pool::{CheckIn, Pools};
 use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody, TrailerFilter};
 use self::stream::Dialer;
 use crate::settings::{Timeouts, Transport, Upstream};
+use crate::tls::upstream::AppTls;
 
 /// The most an upstream HTTP/1.1 connection buffers: the app's response header must fit, and
 /// a response body is read in chunks of at most this size, so a downstream client that stops
@@ -93,10 +94,11 @@ struct Inner {
 }
 
 impl UpstreamClient {
-    /// A client for `upstream` with the configured timeouts and at most `max_connections`
-    /// connections open.
+    /// A client for `upstream` (speaking `tls` to an `https://` one) with the configured
+    /// timeouts and at most `max_connections` connections open.
     pub(crate) fn new(
         upstream: &Upstream,
+        tls: Option<AppTls>,
         timeouts: &Timeouts,
         max_connections: usize,
         workers: usize,
@@ -104,7 +106,7 @@ impl UpstreamClient {
         let connections = Arc::new(Connections::new(max_connections));
         Self {
             inner: Arc::new(Inner {
-                dialer: Dialer::new(upstream, timeouts.upstream_connect),
+                dialer: Dialer::new(upstream, tls, timeouts.upstream_connect),
                 connect_timeout: timeouts.upstream_connect,
                 response_timeout: timeouts.upstream_response,
                 body_idle: timeouts.request_body_idle,

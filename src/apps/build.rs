@@ -12,10 +12,11 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use crate::config::{AppConfig, AppError, AppFailure, Config, ConfigError, RevocationSettings};
 use crate::revocation::fetch::{self, Fetched};
 use crate::revocation::{Revocation, WithoutCa};
-use crate::settings::{ClientCertMode, SessionResumption, Trust};
+use crate::settings::{ClientCertMode, SessionResumption, Transport, Trust};
 use crate::tls::client_policy::ClientPolicy;
 use crate::tls::server_config::Resumption;
 use crate::tls::ticket_keys::HandshakePolicy;
+use crate::tls::upstream::AppTls;
 
 /// A validated config and what its apps are served with: a generation as loaded.
 #[derive(Debug)]
@@ -40,6 +41,8 @@ pub struct LoadedApp {
     /// configured; `crlFiles` alone are checked by the verifier during the handshake, and
     /// watched here for CRLs learned since that list an open connection's chain.
     pub revocation: Option<Arc<Revocation>>,
+    /// What certgate speaks TLS to an `https://` app with.
+    pub upstream_tls: Option<AppTls>,
 }
 
 impl LoadedConfig {
@@ -103,11 +106,19 @@ impl LoadedApp {
             exclusion_paths: &config.request_policy.exclusion_paths,
         };
         let tls = server_config(&config, &handshake, policy.as_ref(), provider)?;
+        let upstream = &config.upstream;
+        let upstream_tls = upstream
+            .tls
+            .as_ref()
+            .map(|tls| AppTls::new(provider, tls, upstream.transport == Transport::Http2))
+            .transpose()
+            .map_err(|source| AppError::UpstreamTls { source })?;
         Ok(Self {
             config,
             policy,
             tls,
             revocation,
+            upstream_tls,
         })
     }
 }

@@ -1,15 +1,15 @@
-//! `upstreamTls` read into the TLS certgate speaks to an `https://` app: the CAs its
-//! certificate is verified against, the name it must hold, and the client certificate
-//! certgate presents. Every file goes through the loader, so a reload follows their changes.
+//! `upstreamTls` read into what certgate's TLS to an `https://` app is built from: the CAs
+//! its certificate is verified against, the name it must hold, and the client certificate
+//! certgate presents (the rustls config itself is built in `apps::build`). Every file goes
+//! through the loader, so a reload follows their changes.
 
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 
 use super::checks::{self, Severity};
 use super::error::{AppError, AppFailure};
 use super::file::{FileServerCertificate, FileUpstreamTls};
 use super::load::Loader;
-use crate::settings::{Transport, Upstream, UpstreamTls, UpstreamVerify};
-use crate::tls::upstream::{ServerTrust, client_config};
+use crate::settings::{Upstream, UpstreamClientCertificate, UpstreamTls, UpstreamVerify};
 
 impl Loader<'_> {
     /// Adds TLS to an `https://` upstream; refuses `upstreamTls` on an `http://` one.
@@ -32,12 +32,7 @@ impl Loader<'_> {
         };
         let default = FileUpstreamTls::default();
         let file = file.unwrap_or(&default);
-        let trust = self.upstream_server_trust(app, file)?;
-        let verify = match &trust {
-            ServerTrust::CaFiles(roots) => UpstreamVerify::CaFiles(roots.len()),
-            ServerTrust::System(store) => UpstreamVerify::System(store.len()),
-            ServerTrust::SkipVerify => UpstreamVerify::Skip,
-        };
+        let verify = self.upstream_server_trust(app, file)?;
         let name = match &file.server_name {
             Some(name) => name.clone(),
             // `[::1]` names the IPv6 address `::1`.
@@ -54,22 +49,10 @@ impl Loader<'_> {
                 value: name,
             })?;
         let client = self.upstream_client_certificate(file)?;
-        let client_chain = client
-            .as_ref()
-            .map(|(chain, _)| chain.clone())
-            .unwrap_or_default();
-        let config = client_config(
-            self.provider.clone(),
-            trust,
-            client,
-            upstream.transport == Transport::Http2,
-        )
-        .map_err(|source| AppError::UpstreamTls { source })?;
         upstream.tls = Some(UpstreamTls {
             server_name,
-            config,
             verify,
-            client_chain,
+            client,
         });
         Ok(())
     }
@@ -80,10 +63,10 @@ impl Loader<'_> {
         &mut self,
         app: &str,
         file: &FileUpstreamTls,
-    ) -> Result<ServerTrust, AppFailure> {
+    ) -> Result<UpstreamVerify, AppFailure> {
         Ok(
             match (file.ca_files.is_empty(), file.insecure_skip_verify) {
-                (true, false) => ServerTrust::System(system_roots().map_err(|why| {
+                (true, false) => UpstreamVerify::System(system_roots().map_err(|why| {
                     AppError::UpstreamWithoutCa {
                         ca: self.keys.upstream_ca,
                         why,
@@ -105,14 +88,14 @@ impl Loader<'_> {
                         self.keys.upstream_insecure, self.keys.upstream_ca
                     ),
                 });
-                    ServerTrust::SkipVerify
+                    UpstreamVerify::Skip
                 }
                 (false, false) => {
                     let mut roots = Vec::new();
                     for path in &file.ca_files {
                         roots.extend(self.certificates(path)?);
                     }
-                    ServerTrust::CaFiles(roots)
+                    UpstreamVerify::CaFiles(roots)
                 }
             },
         )
@@ -122,7 +105,7 @@ impl Loader<'_> {
     fn upstream_client_certificate(
         &mut self,
         file: &FileUpstreamTls,
-    ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, AppFailure> {
+    ) -> Result<Option<UpstreamClientCertificate>, AppFailure> {
         let client = FileServerCertificate {
             cert_file: file.cert_file.clone(),
             key_file: file.key_file.clone(),
@@ -139,10 +122,13 @@ impl Loader<'_> {
             return Ok(None);
         }
         let advice = self.keys.upstream_client_certificate;
-        let client = self.certificate_and_key(&client, || {
+        let (chain, key) = self.certificate_and_key(&client, || {
             AppError::UpstreamClientCertificateShape { advice }
         })?;
-        Ok(Some(client))
+        Ok(Some(UpstreamClientCertificate {
+            chain,
+            key: std::sync::Arc::new(key),
+        }))
     }
 }
 

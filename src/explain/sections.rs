@@ -283,24 +283,25 @@ fn list_or_none(items: &[&String]) -> String {
 /// hold and the client certificate certgate presents.
 pub(super) fn upstream_section(upstream: &Upstream) -> UpstreamSection {
     let tls = upstream.tls.as_ref().map(|tls| {
-        let (verify, cas) = match tls.verify {
-            UpstreamVerify::CaFiles(count) => (VerifiedAgainst::CaFiles, count),
-            UpstreamVerify::System(count) => (VerifiedAgainst::System, count),
-            UpstreamVerify::Skip => (VerifiedAgainst::InsecureSkipVerify, 0),
+        let verify = match tls.verify {
+            UpstreamVerify::CaFiles(_) => VerifiedAgainst::CaFiles,
+            UpstreamVerify::System(_) => VerifiedAgainst::System,
+            UpstreamVerify::Skip => VerifiedAgainst::InsecureSkipVerify,
         };
-        let client = tls
-            .client_chain
-            .first()
-            .map(|der| match x509_parser::parse_x509_certificate(der) {
-                Ok((_, leaf)) => ClientCertificate {
-                    subject: Some(rfc4514(leaf.subject())),
-                    not_after: Some(rfc3339(leaf.validity().not_after.timestamp())),
-                },
-                Err(_) => ClientCertificate {
-                    subject: None,
-                    not_after: None,
-                },
-            });
+        let cas = tls.verify.count();
+        let client =
+            tls.client_chain()
+                .first()
+                .map(|der| match x509_parser::parse_x509_certificate(der) {
+                    Ok((_, leaf)) => ClientCertificate {
+                        subject: Some(rfc4514(leaf.subject())),
+                        not_after: Some(rfc3339(leaf.validity().not_after.timestamp())),
+                    },
+                    Err(_) => ClientCertificate {
+                        subject: None,
+                        not_after: None,
+                    },
+                });
         UpstreamTlsSection {
             verify,
             cas,

@@ -8,44 +8,63 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-/// How the app's certificate is judged.
-#[derive(Debug)]
-pub(crate) enum ServerTrust {
-    /// Verified against these CAs (`upstreamTls.caFiles`), for the configured name.
-    CaFiles(Vec<CertificateDer<'static>>),
-    /// Verified against the system's CAs (no `caFiles`), for the configured name.
-    System(RootCertStore),
-    /// `insecureSkipVerify`: any certificate; the handshake signature is still checked.
-    SkipVerify,
+use crate::settings::{UpstreamTls, UpstreamVerify};
+
+/// What certgate speaks TLS to an `https://` app with: the rustls config and the name the
+/// app's certificate must hold.
+#[derive(Debug, Clone)]
+pub struct AppTls {
+    /// Roots, ALPN and the client certificate certgate presents, if any.
+    pub config: Arc<ClientConfig>,
+    /// The name the app's certificate must hold, also sent as SNI when it is a DNS name.
+    pub server_name: ServerName<'static>,
 }
 
-/// Builds the `ClientConfig` for one app: TLS 1.2 and 1.3, ALPN `h2` for HTTP/2 and
-/// `http/1.1` otherwise, and `client` as certgate's own certificate when given.
-pub(crate) fn client_config(
-    provider: Arc<CryptoProvider>,
-    trust: ServerTrust,
-    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+impl AppTls {
+    /// Builds the TLS for one app from `tls`, with ALPN `h2` when `http2`.
+    pub(crate) fn new(
+        provider: &Arc<CryptoProvider>,
+        tls: &UpstreamTls,
+        http2: bool,
+    ) -> Result<Self, rustls::Error> {
+        Ok(Self {
+            config: client_config(provider, tls, http2)?,
+            server_name: tls.server_name.clone(),
+        })
+    }
+}
+
+/// Builds the `ClientConfig` for one app: TLS 1.2 and 1.3, what `tls` verifies the app's
+/// certificate against and the certificate certgate presents, ALPN `h2` for HTTP/2 and
+/// `http/1.1` otherwise.
+fn client_config(
+    provider: &Arc<CryptoProvider>,
+    tls: &UpstreamTls,
     http2: bool,
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let builder = match trust {
-        ServerTrust::CaFiles(roots) => {
+    let builder = match &tls.verify {
+        UpstreamVerify::CaFiles(roots) => {
             let mut store = RootCertStore::empty();
             for root in roots {
-                store.add(root)?;
+                store.add(root.clone())?;
             }
             builder.with_root_certificates(store)
         }
-        ServerTrust::System(store) => builder.with_root_certificates(store),
-        ServerTrust::SkipVerify => builder
+        UpstreamVerify::System(store) => builder.with_root_certificates(store.clone()),
+        UpstreamVerify::Skip => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipVerify { provider })),
+            .with_custom_certificate_verifier(Arc::new(SkipVerify {
+                provider: provider.clone(),
+            })),
     };
-    let mut config = match client {
-        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+    let mut config = match &tls.client {
+        Some(client) => {
+            builder.with_client_auth_cert(client.chain.clone(), client.key.clone_key())?
+        }
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = if http2 {

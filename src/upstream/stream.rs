@@ -18,7 +18,7 @@ use tokio_rustls::client::TlsStream;
 use super::error::UpstreamError;
 use super::limit::Slot;
 use crate::settings::{Transport, Upstream};
-use crate::tls::upstream::UpstreamTlsFailure;
+use crate::tls::upstream::{AppTls, UpstreamTlsFailure};
 
 /// Opens connections to one app.
 #[derive(Debug, Clone)]
@@ -56,13 +56,14 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Dialer {
-    /// A dialer for `upstream`, with `timeout` for connect and handshake together.
-    pub(crate) fn new(upstream: &Upstream, timeout: Duration) -> Self {
+    /// A dialer for `upstream`, speaking `tls` to an `https://` one, with `timeout` for
+    /// connect and handshake together.
+    pub(crate) fn new(upstream: &Upstream, tls: Option<AppTls>, timeout: Duration) -> Self {
         Self {
             authority: upstream.authority.as_str().into(),
-            tls: upstream.tls.as_ref().map(|tls| Tls {
-                connector: TlsConnector::from(tls.config.clone()),
-                server_name: tls.server_name.clone(),
+            tls: tls.map(|tls| Tls {
+                connector: TlsConnector::from(tls.config),
+                server_name: tls.server_name,
                 http2: upstream.transport == Transport::Http2,
             }),
             timeout,
