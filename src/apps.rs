@@ -102,6 +102,7 @@ impl Apps {
                             .as_ref()
                             .map_or(&[], |tls| tls.client_chain()),
                         trust: &app.trust,
+                        domain_leaves: &domain_leaves(app),
                         request_policy: &app.request_policy,
                     }),
                     rate_limiter: app
@@ -204,3 +205,14 @@ impl Apps {
 
 /// The apps new connections are served under; a reload swaps the whole set at once.
 pub(crate) type LiveApps = Arc<arc_swap::ArcSwap<Apps>>;
+
+/// The leaf certificate served for each of the app's custom domains with one of its own.
+fn domain_leaves(app: &AppConfig) -> Vec<(String, rustls_pki_types::CertificateDer<'static>)> {
+    app.custom_domains
+        .iter()
+        .filter_map(|domain| {
+            let (_, keyed) = domain.certificate.as_ref()?;
+            Some((domain.host.to_string(), keyed.chain.first()?.clone()))
+        })
+        .collect()
+}

@@ -429,6 +429,19 @@ pub fn summary(loaded: &LoadedApp) -> String {
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
+    let domains = app
+        .custom_domains
+        .iter()
+        .map(|domain| match &domain.certificate {
+            Some((entry, _)) => format!("{} certificates.{entry}", domain.host),
+            None => format!("{} serverCertificate", domain.host),
+        })
+        .collect::<Vec<_>>();
+    let domains = if domains.is_empty() {
+        String::new()
+    } else {
+        format!(" custom-domains={}", list(&domains))
+    };
     let upstream_tls = match &app.upstream.tls {
         None => String::new(),
         Some(tls) => format!(
@@ -447,7 +460,7 @@ pub fn summary(loaded: &LoadedApp) -> String {
         ),
     };
     format!(
-        "{name}: hosts={hosts} mode={mode} upstream={upstream}{upstream_tls} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}",
+        "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}",
         subjects = list(&app.allow.subjects),
         dns = list(&app.allow.dns_sans),
         uris = list(&app.allow.uri_sans),

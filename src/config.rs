@@ -5,6 +5,7 @@
 
 pub(crate) mod checks;
 mod credentials;
+mod custom_domains;
 pub(crate) mod error;
 pub(crate) mod file;
 mod load;

@@ -82,6 +82,12 @@ struct CertificateLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DomainLabels {
+    app: String,
+    domain: String,
+}
+
 /// All of certgate's metrics and the registry that exposes them.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -101,6 +107,7 @@ pub(crate) struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     reload_closed: Counter,
     not_after: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
+    domain_not_after: Family<DomainLabels, Gauge<i64, AtomicI64>>,
     revocation: self::revocation::Families,
     proxy_protocol_refusals: Family<ReasonLabel, Counter>,
     worker_connections: Family<WorkerLabel, Gauge>,
@@ -141,6 +148,8 @@ pub(crate) struct AppSeries<'a> {
     pub upstream_client_chain: &'a [rustls_pki_types::CertificateDer<'static>],
     /// The trusted CAs and CRLs whose expiry is exported.
     pub trust: &'a Trust,
+    /// The leaf certificate served for each custom domain with a certificate of its own.
+    pub domain_leaves: &'a [(String, rustls_pki_types::CertificateDer<'static>)],
     /// The rules and rate limit whose series exist at zero.
     pub request_policy: &'a RequestPolicy,
 }
@@ -223,6 +232,11 @@ impl Metrics {
                 r,
                 "certificate_not_after_seconds",
                 "Earliest expiry (Unix time) of an app's server certificate, client CAs, CRL nextUpdate, or the client certificate certgate presents to it",
+            ),
+            domain_not_after: registered(
+                r,
+                "custom_domain_not_after_seconds",
+                "Expiry (Unix time) of the certificate an app serves for a custom domain of its own",
             ),
             revocation: self::revocation::Families::register(r),
             proxy_protocol_refusals: registered(

@@ -144,7 +144,7 @@ pub struct UpstreamTls {
     /// What the app's certificate is verified against.
     pub verify: UpstreamVerify,
     /// The client certificate certgate presents to the app, if any.
-    pub client: Option<UpstreamClientCertificate>,
+    pub client: Option<KeyedChain>,
 }
 
 impl UpstreamTls {
@@ -155,14 +155,33 @@ impl UpstreamTls {
     }
 }
 
-/// The certificate and key certgate presents to an `https://` app (`upstreamTls.certFile`
-/// and `keyFile`, or `pkcs12File`).
+/// A certificate chain and the key of its leaf, checked to match: one that certgate presents
+/// (to an `https://` app, or for a custom domain).
 #[derive(Debug, Clone)]
-pub struct UpstreamClientCertificate {
+pub struct KeyedChain {
     /// The chain, leaf first.
     pub chain: Vec<CertificateDer<'static>>,
     /// The leaf's private key.
     pub key: std::sync::Arc<rustls_pki_types::PrivateKeyDer<'static>>,
+}
+
+/// `ingress.customDomains[].bindingType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingType {
+    /// The domain is served with the certificate `certificateId` names.
+    SniEnabled,
+    /// The domain is served with the app's own server certificate.
+    Disabled,
+    /// A certificate Azure manages: certgate has none to serve.
+    Auto,
+}
+
+impl ByName for BindingType {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("SniEnabled", Self::SniEnabled),
+        ("Disabled", Self::Disabled),
+        ("Auto", Self::Auto),
+    ];
 }
 
 /// What an `https://` app's certificate is verified against.

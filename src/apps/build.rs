@@ -12,7 +12,7 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use crate::config::{AppConfig, AppError, AppFailure, Config, ConfigError, RevocationSettings};
 use crate::revocation::fetch::{self, Fetched};
 use crate::revocation::{Revocation, WithoutCa};
-use crate::settings::{ClientCertMode, SessionResumption, Transport, Trust};
+use crate::settings::{ClientCertMode, KeyedChain, SessionResumption, Transport, Trust};
 use crate::tls::client_policy::ClientPolicy;
 use crate::tls::server_config::Resumption;
 use crate::tls::ticket_keys::HandshakePolicy;
@@ -233,11 +233,22 @@ fn server_config(
             Resumption::ProcessKeys
         }
     };
+    let domains = app
+        .custom_domains
+        .iter()
+        .filter_map(|domain| {
+            let (_, keyed) = domain.certificate.as_ref()?;
+            Some((domain.host.clone(), keyed.clone()))
+        })
+        .collect::<Vec<_>>();
     crate::tls::server_config::build(
         provider.clone(),
         verifier,
-        app.server_chain.clone(),
-        app.server_key.clone_key(),
+        KeyedChain {
+            chain: app.server_chain.clone(),
+            key: Arc::new(app.server_key.clone_key()),
+        },
+        &domains,
         resumption,
     )
     .map_err(|source| AppError::Tls { source }.into())

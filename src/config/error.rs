@@ -299,6 +299,31 @@ pub enum AppError {
         "serverCertificate needs certFile and keyFile, or pkcs12File with passwordFile or passwordEnv"
     )]
     ServerCertificateShape,
+    #[error(
+        "certificates.{entry} needs certFile and keyFile, or pkcs12File with passwordFile or passwordEnv"
+    )]
+    DomainCertificateShape { entry: String },
+    #[error(
+        "unknown ingress.customDomains bindingType {value:?} for {name:?} (expected SniEnabled or Disabled)"
+    )]
+    UnknownBindingType { name: String, value: String },
+    #[error(
+        "ingress.customDomains {name:?} has bindingType Auto, a certificate Azure manages, which certgate cannot obtain: put the certificate and key in the top-level certificates object and name that entry in certificateId with bindingType SniEnabled, or set bindingType Disabled to serve the app's serverCertificate"
+    )]
+    ManagedCertificate { name: String },
+    #[error(
+        "ingress.customDomains {name:?} has bindingType SniEnabled but no certificateId: name an entry of the top-level certificates object, or set bindingType Disabled to serve the app's serverCertificate"
+    )]
+    DomainWithoutCertificate { name: String },
+    #[error(
+        "ingress.customDomains {name:?} names certificate {entry:?} (certificateId {id:?}), which the top-level certificates object does not hold ({known}): add it there with certFile and keyFile, or pkcs12File"
+    )]
+    UnknownCertificate {
+        name: String,
+        id: String,
+        entry: String,
+        known: String,
+    },
     #[error(transparent)]
     Policy { source: PolicyError },
     #[error("cannot build the client certificate verifier")]

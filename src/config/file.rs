@@ -4,6 +4,7 @@
 //! is read by name in any letter case, and a name that is no value's is refused by the loader,
 //! which names the app. `config.rs` turns this into validated types.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -11,7 +12,7 @@ use serde::Deserialize;
 use crate::request_policy::Format;
 use crate::request_policy::authorization::OtherMethods;
 use crate::settings::{
-    ClientCertMode, Named, OcspMode, OnUnknown, RejectWith, Transport, XfccField,
+    BindingType, ClientCertMode, Named, OcspMode, OnUnknown, RejectWith, Transport, XfccField,
 };
 
 /// The whole config file.
@@ -36,6 +37,10 @@ pub struct FileConfig {
     pub session_tickets: Option<FileSessionTickets>,
     /// PROXY protocol on the mTLS listener; off when absent.
     pub proxy_protocol: Option<FileProxyProtocol>,
+    /// Server certificates by name, for `ingress.customDomains` (the last segment of a
+    /// `certificateId` names one).
+    #[serde(default)]
+    pub certificates: BTreeMap<String, FileServerCertificate>,
 }
 
 /// One app behind certgate.
@@ -188,6 +193,23 @@ pub struct FileIngress {
     pub target_port: Option<u16>,
     /// `auto` or `http` (HTTP/1.1 upstream) or `http2` (h2c prior knowledge).
     pub transport: Option<Named<Transport>>,
+    /// More host names for the app, each with its certificate; `null` as none.
+    pub custom_domains: Option<Vec<FileCustomDomain>>,
+}
+
+/// One entry of `ingress.customDomains`, as Azure exports it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileCustomDomain {
+    /// The host name.
+    pub name: String,
+    /// `SniEnabled` (the certificate `certificateId` names), `Disabled` (the app's own
+    /// server certificate) or `Auto` (Azure-managed: refused); `SniEnabled` when a
+    /// `certificateId` is given, else `Disabled`.
+    pub binding_type: Option<Named<BindingType>>,
+    /// An Azure resource id or a bare name: its last `/`-separated segment names an entry of
+    /// the top-level `certificates`.
+    pub certificate_id: Option<String>,
 }
 
 /// Trust sources and allow-lists for client certificates.

@@ -2,7 +2,7 @@
 //! read once, every certificate, key and CRL file parsed and checked. What the apps are served
 //! with (fetched CRLs, checkers, rustls configs) is built from it with the apps.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::checks::{self, Finding, Severity};
 use super::error::{AppError, AppFailure, ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
-use super::file::{FileApp, FileClientAuth, FileConfig, FileSessionTickets};
+use super::file::{FileApp, FileClientAuth, FileConfig, FileServerCertificate, FileSessionTickets};
 use super::model::{AppConfig, Config, RevocationSettings};
 use super::pem_files::{CERTIFICATE, pem_items};
 use super::request_policy::{self};
@@ -20,7 +20,8 @@ use super::values::{
 };
 use crate::proxy_protocol::ProxyProtocol;
 use crate::settings::{
-    AllowList, ClientCertMode, Named, RejectWith, SessionResumption, Trust, XfccField, XfccFields,
+    AllowList, ClientCertMode, KeyedChain, Named, RejectWith, SessionResumption, Trust, XfccField,
+    XfccFields,
 };
 use crate::tls::sni::HostPattern;
 use crate::tls::ticket_keys::TicketKeys;
@@ -55,6 +56,7 @@ impl Config {
     fn from_model(file: FileConfig, base: &Path, keys: Keys) -> Result<Self, ConfigError> {
         let mut loader = Loader::new(base, keys);
         loader.session_tickets = file.session_tickets.as_ref();
+        loader.certificates = &file.certificates;
         if file.apps.is_empty() {
             return Err(ConfigError::NoApps);
         }
@@ -173,7 +175,14 @@ pub(super) struct Loader<'a> {
     pub(super) session_tickets: Option<&'a FileSessionTickets>,
     /// Key files read so far (several apps usually share one).
     pub(super) ticket_keys: HashMap<PathBuf, TicketKeys>,
+    /// The top-level `certificates`, which custom domains name.
+    pub(super) certificates: &'a BTreeMap<String, FileServerCertificate>,
+    /// The entries of `certificates` read so far.
+    pub(super) domain_certificates: HashMap<String, KeyedChain>,
 }
+
+/// `certificates` of a model without that object.
+static NO_CERTIFICATES: BTreeMap<String, FileServerCertificate> = BTreeMap::new();
 
 impl<'a> Loader<'a> {
     pub(super) fn new(base: &'a Path, keys: Keys) -> Self {
@@ -185,6 +194,8 @@ impl<'a> Loader<'a> {
             findings: Vec::new(),
             session_tickets: None,
             ticket_keys: HashMap::new(),
+            certificates: &NO_CERTIFICATES,
+            domain_certificates: HashMap::new(),
         }
     }
 
@@ -199,12 +210,23 @@ impl<'a> Loader<'a> {
 
     /// The app called `name`; a failure is named after it by `app`.
     fn named_app(&mut self, name: String, file: &FileApp) -> Result<AppConfig, AppFailure> {
-        let hosts = file
+        let mut hosts = file
             .hosts
             .iter()
             .map(|host| HostPattern::parse(host))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| AppError::Host { source })?;
+        let custom_domains = self.custom_domains(
+            &name,
+            file.ingress.custom_domains.as_deref().unwrap_or_default(),
+        )?;
+        // A domain without a certificate of its own is served with the app's.
+        hosts.extend(
+            custom_domains
+                .iter()
+                .filter(|domain| domain.certificate.is_none())
+                .map(|domain| domain.host.clone()),
+        );
         let mut upstream = upstream(file)?;
         self.upstream_tls(
             &name,
@@ -238,6 +260,12 @@ impl<'a> Loader<'a> {
             &request_policy.authorization,
         ));
         let (server_chain, server_key) = self.app_server_certificate(&name, &hosts, file)?;
+        hosts.extend(
+            custom_domains
+                .iter()
+                .filter(|domain| domain.certificate.is_some())
+                .map(|domain| domain.host.clone()),
+        );
         let (session_resumption, ticket_keys) = self.resumption(file)?;
         Ok(AppConfig {
             name,
@@ -254,6 +282,7 @@ impl<'a> Loader<'a> {
             session_resumption,
             ticket_keys,
             revocation,
+            custom_domains,
         })
     }
 

@@ -10,8 +10,8 @@ use super::checks::Finding;
 use crate::proxy_protocol::ProxyProtocol;
 use crate::request_policy::RequestPolicy;
 use crate::settings::{
-    AllowList, ClientCertMode, Limits, RejectWith, RevocationPolicy, SessionResumption, Timeouts,
-    Trust, Upstream, XfccFields,
+    AllowList, ClientCertMode, KeyedChain, Limits, RejectWith, RevocationPolicy, SessionResumption,
+    Timeouts, Trust, Upstream, XfccFields,
 };
 use crate::tls::sni::HostPattern;
 use crate::tls::ticket_keys::TicketKeys;
@@ -72,6 +72,18 @@ pub struct AppConfig {
     pub ticket_keys: Option<TicketKeys>,
     /// What the app's revocation checking is built from.
     pub revocation: RevocationSettings,
+    /// Host names served beside `hosts` (which lists them too), each with its certificate.
+    pub custom_domains: Vec<CustomDomain>,
+}
+
+/// A host name served for an app beside its `hosts` (`ingress.customDomains`).
+#[derive(Debug, Clone)]
+pub struct CustomDomain {
+    /// The name, normalized.
+    pub host: HostPattern,
+    /// The certificate served for it, and the name of its entry in `certificates`; `None`
+    /// under `bindingType: "Disabled"`, where the app's own server certificate is served.
+    pub certificate: Option<(String, KeyedChain)>,
 }
 
 /// An app's revocation settings, validated: the checker itself is built with the apps.

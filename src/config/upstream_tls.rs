@@ -9,7 +9,7 @@ use super::checks::{self, Severity};
 use super::error::{AppError, AppFailure};
 use super::file::{FileServerCertificate, FileUpstreamTls};
 use super::load::Loader;
-use crate::settings::{Upstream, UpstreamClientCertificate, UpstreamTls, UpstreamVerify};
+use crate::settings::{KeyedChain, Upstream, UpstreamTls, UpstreamVerify};
 
 impl Loader<'_> {
     /// Adds TLS to an `https://` upstream; refuses `upstreamTls` on an `http://` one.
@@ -105,7 +105,7 @@ impl Loader<'_> {
     fn upstream_client_certificate(
         &mut self,
         file: &FileUpstreamTls,
-    ) -> Result<Option<UpstreamClientCertificate>, AppFailure> {
+    ) -> Result<Option<KeyedChain>, AppFailure> {
         let client = FileServerCertificate {
             cert_file: file.cert_file.clone(),
             key_file: file.key_file.clone(),
@@ -125,7 +125,7 @@ impl Loader<'_> {
         let (chain, key) = self.certificate_and_key(&client, || {
             AppError::UpstreamClientCertificateShape { advice }
         })?;
-        Ok(Some(UpstreamClientCertificate {
+        Ok(Some(KeyedChain {
             chain,
             key: std::sync::Arc::new(key),
         }))

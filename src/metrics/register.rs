@@ -4,7 +4,7 @@
 
 use super::app::{AppMetrics, RequestLabels, RuleLabels, StallLabels};
 use super::label::{AppLabel, StallReason};
-use super::{AppSeries, CertificateLabels, FailureLabels, Metrics};
+use super::{AppSeries, CertificateLabels, DomainLabels, FailureLabels, Metrics};
 use crate::tls::FailureReason;
 use crate::tls::upstream::UpstreamTlsFailure;
 
@@ -48,6 +48,16 @@ impl Metrics {
                     .min(),
             ),
         ];
+        for (domain, leaf) in app.domain_leaves {
+            if let Some(not_after) = certificate_not_after(leaf) {
+                self.domain_not_after
+                    .get_or_create(&DomainLabels {
+                        app: app.name.to_owned(),
+                        domain: domain.clone(),
+                    })
+                    .set(not_after);
+            }
+        }
         for (kind, not_after) in expiries {
             if let Some(not_after) = not_after {
                 self.not_after

@@ -37,6 +37,20 @@ impl HostPattern {
     }
 }
 
+impl HostPattern {
+    /// Whether `name` (a server name as sent, any letter case) is this host, or one label
+    /// under this wildcard's domain.
+    pub(crate) fn matches(&self, name: &str) -> bool {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        match self {
+            Self::Exact(host) => host.eq_ignore_ascii_case(name),
+            Self::Wildcard(domain) => name.split_once('.').is_some_and(|(label, rest)| {
+                !label.is_empty() && domain.eq_ignore_ascii_case(rest)
+            }),
+        }
+    }
+}
+
 impl fmt::Display for HostPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

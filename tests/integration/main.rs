@@ -19,6 +19,7 @@ mod check_findings;
 mod config;
 mod conformance;
 mod curl;
+mod custom_domains;
 mod demo;
 mod doc_links;
 mod drain;
