@@ -48,6 +48,7 @@ mod pki;
 mod policy_config;
 mod proxy_protocol;
 mod rate_limit;
+mod reading_order;
 mod readme;
 mod readme_policy;
 mod reject_with;
