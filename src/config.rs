@@ -4,6 +4,7 @@
 //! served with is built from it with the apps); any problem is a `ConfigError` (`error.rs`).
 
 pub(crate) mod checks;
+mod cors;
 mod credentials;
 pub(crate) mod error;
 pub(crate) mod file;
