@@ -18,6 +18,7 @@ mod bench;
 mod check_findings;
 mod config;
 mod conformance;
+mod cors;
 mod curl;
 mod demo;
 mod doc_links;
