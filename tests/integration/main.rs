@@ -19,6 +19,7 @@ mod check_findings;
 mod config;
 mod conformance;
 mod cors;
+mod cors_browser;
 mod curl;
 mod demo;
 mod doc_links;
