@@ -22,6 +22,7 @@
 //!   rules refuse the request, never its preflight;
 //! - `certgate_cors_preflights_total{app,result}` counts them, at zero before any;
 //! - a reload applies a changed policy;
+//! - the example app of docs/cors.md loads, with its policy;
 //! - `check` prints the policy, refuses `allowCredentials` with a `*` origin and an origin with
 //!   a path, and warns about `exposeHeaders: ["*"]` with credentials; `explain` shows it.
 
@@ -761,5 +762,26 @@ fn explain_shows_the_policy_and_who_gets_preflights_answered() {
             "origins:     https://portal.example.test",
         ],
         &[],
+    );
+}
+
+#[test]
+fn the_documented_example_loads_with_its_policy() {
+    let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cors.md"));
+    let start = doc.find("```json\n").unwrap() + "```json\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let example: Value = serde_json::from_str(&doc[start..end]).unwrap();
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let config = json!({ "apps": [example] });
+    let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
+    let config = load_config(&path).unwrap_or_else(|e| panic!("{}", certgate::error_chain(&e)));
+    let described = config.apps[0].request_policy.describe();
+    assert!(
+        described.contains(
+            "cors=origins https://portal.example.com, methods GET,POST,PUT, headers content-type,x-trace, expose x-request-id, max-age 600s, credentials yes"
+        ),
+        "{described}"
     );
 }
