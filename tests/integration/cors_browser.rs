@@ -10,7 +10,9 @@
 //!   (not allowed) is blocked after its preflight and never reaches the app;
 //! - an app whose policy lists another origin: blocked;
 //! - an app with `*`: readable without credentials, blocked with `credentials: "include"`
-//!   (browsers refuse a `*` answer to a credentialed request), a preflighted `PATCH` readable.
+//!   (browsers refuse a `*` answer to a credentialed request), a preflighted `PATCH` readable;
+//! - an `accept` app, which asks for a certificate the browser has none of: a preflighted,
+//!   credentialed `PUT` is readable.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -36,7 +38,7 @@ const PAGE: &str = r#"<!doctype html>
 <html><body><pre id="out">running</pre><script>
 const base = (host) => `https://${host}:PORT`;
 const allowed = base("allowed.example.test"), refused = base("refused.example.test"),
-      star = base("star.example.test");
+      star = base("star.example.test"), accepting = base("accepting.example.test");
 const cases = [
   ["allowed", allowed + "/plain", {}],
   ["allowed_credentials", allowed + "/credentials", { credentials: "include" }],
@@ -46,6 +48,7 @@ const cases = [
   ["star", star + "/star", {}],
   ["star_credentials", star + "/star-credentials", { credentials: "include" }],
   ["star_preflight", star + "/patch", { method: "PATCH", headers: { "X-Any": "1" } }],
+  ["accepting_preflight", accepting + "/accepting", { method: "PUT", headers: { "X-Trace": "1" }, credentials: "include" }],
 ];
 (async () => {
   const results = {};
@@ -132,7 +135,12 @@ async fn a_page_on_another_origin_reads_only_what_the_policy_allows() {
     star["ingress"]["corsPolicy"] = json!({
         "allowedOrigins": ["*"], "allowedMethods": ["*"], "allowedHeaders": ["*"]
     });
-    let gateway = Gateway::start(dir, json!({ "apps": [allowed, refused, star] })).await;
+    // An `accept` app asks for a certificate the browser does not have: the preflight and the
+    // request go on without one.
+    let mut accepting = app("accepting", &["accepting.example.test"], upstream, "accept");
+    accepting["clientAuth"] = json!({ "trustedCaFiles": ["client-ca.pem"] });
+    accepting["ingress"]["corsPolicy"] = allowed["ingress"]["corsPolicy"].clone();
+    let gateway = Gateway::start(dir, json!({ "apps": [allowed, refused, star, accepting] })).await;
     *page.lock().unwrap() = Bytes::from(PAGE.replace("PORT", &gateway.addr.port().to_string()));
 
     // Chromium on Linux trusts the CAs of the NSS database under $HOME.
@@ -171,6 +179,7 @@ async fn a_page_on_another_origin_reads_only_what_the_policy_allows() {
     read("allowed_preflight", "/put");
     read("star", "/star");
     read("star_preflight", "/patch");
+    read("accepting_preflight", "/accepting");
     for name in ["refused_method", "refused_origin", "star_credentials"] {
         assert_eq!(results[name], "blocked", "{name}: {results:#}");
     }
