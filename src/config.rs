@@ -4,6 +4,7 @@
 //! served with is built from it with the apps); any problem is a `ConfigError` (`error.rs`).
 
 pub(crate) mod checks;
+mod cors;
 mod credentials;
 mod custom_domains;
 pub(crate) mod error;

@@ -134,5 +134,6 @@ pub async fn explain(
         revocation,
         xfcc,
         upstream: target.upstream.as_ref().map(upstream_section),
+        cors: target.cors.clone(),
     }
 }

@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
-use self::app::{RequestLabels, RuleLabels, StallLabels};
+use self::app::{PreflightLabels, RequestLabels, RuleLabels, StallLabels};
 use self::label::AppLabel;
 use crate::proxy_protocol::ProxyHeaderFailure;
 use crate::request_policy::RequestPolicy;
@@ -104,6 +104,7 @@ pub(crate) struct Metrics {
     misdirected: Family<AppLabel, Counter>,
     authorization_denied: Family<RuleLabels, Counter>,
     rate_limited: Family<AppLabel, Counter>,
+    cors_preflights: Family<PreflightLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     reload_closed: Counter,
     not_after: Family<CertificateLabels, Gauge<i64, AtomicI64>>,
@@ -221,6 +222,11 @@ impl Metrics {
                 r,
                 "rate_limited_requests",
                 "Requests answered 429 over the app's rateLimit",
+            ),
+            cors_preflights: registered(
+                r,
+                "cors_preflights",
+                "CORS preflights certgate answered itself, by result (allowed, refused)",
             ),
             reloads: registered(r, "reloads", "Configuration reloads by result"),
             reload_closed: registered(

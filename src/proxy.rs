@@ -1,6 +1,7 @@
 //! The per-connection HTTP service. Each request passes named stages, in order (`forward`):
 //! the connection's `checks` (draining, reloaded, certificate expired or revoked), the HTTP/2
-//! `header_limits`, the `authority` (400/421), the app's `admission` (exclusion paths,
+//! `header_limits`, the `authority` (400/421), `cors` (preflights answered, the response's
+//! CORS headers chosen), the app's `admission` (exclusion paths,
 //! authorization, rate limit), the `rewrite` for the app (target, hop-by-hop, `Host`,
 //! `X-Forwarded-*`) with the `certificate_headers` around it (the client's removed before,
 //! certgate's own set after), and `send` (the app's response streamed back, upgrades piped). What does not change between requests (the certificate header values,
@@ -16,6 +17,7 @@ pub(crate) mod certificate_headers;
 pub(crate) mod checks;
 pub(crate) mod client;
 pub(crate) mod context;
+pub(crate) mod cors;
 pub(crate) mod error;
 pub(crate) mod formats;
 pub(crate) mod header_limits;
@@ -36,6 +38,7 @@ use tokio::time::Instant;
 use self::admission::Admitted;
 use self::body::ProxyBody;
 use self::context::ConnectionContext;
+use self::cors::{Cors, Exposure};
 use self::error::ProxyError;
 use self::stall::StallReport;
 use crate::access_log::RequestFields;
@@ -48,20 +51,24 @@ pub(crate) async fn handle(
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let mut guard = RequestGuard::start(conn, &request);
     let head = request.method() == Method::HEAD;
+    let mut exposure = Exposure::default();
     let forwarded = match &guard.conn.downstream.refusal {
         // `rejectWith: "http"` refused the connection's certificate: nothing is forwarded.
         Some(page) => Ok(page.respond(&request)),
         // Boxed: hyper moves this handler's future (into a task of its own for HTTP/2), and
         // with the upstream exchange inline it would be 3.4 KiB to copy each time, not 744 bytes.
-        None => Box::pin(forward(&guard.conn, request)).await,
+        None => Box::pin(forward(&guard.conn, request, &mut exposure)).await,
     };
-    let response = match forwarded {
+    let mut response = match forwarded {
         Ok(response) => response,
         Err(error) => {
             guard.failed(&error);
             error.into_response()
         }
     };
+    // The app's answer and certgate's own answers after the CORS stage alike, so that the
+    // calling page can read a 403 or a 502 too.
+    exposure.apply(response.headers_mut());
     guard.status = Some(response.status());
     // A streamed body keeps the request in flight until it has been sent. certgate's own
     // answer to a HEAD has no content (RFC 9110 section 9.3.2): hyper leaves it out over
@@ -197,9 +204,11 @@ impl Drop for RequestGuard {
 
 /// The request's stages, in order. Each takes only what it reads and either passes the
 /// request on or ends it with an answer or an error; a new concern is a new stage here.
+/// `exposure` receives the CORS headers the response gets, whatever answers the request.
 async fn forward(
     conn: &Arc<ConnectionContext>,
     mut request: Request<Incoming>,
+    exposure: &mut Exposure,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let ConnectionContext {
         route,
@@ -213,6 +222,12 @@ async fn forward(
         header_limits::check_http2(&request, &route.apps.limits)?;
     }
     let authority = authority::check(&request, downstream.sni.as_deref(), route)?;
+    // Before admission, as Envoy's CORS filter runs before its authorization filters: a
+    // preflight carries no credentials (docs/cors.md).
+    *exposure = match cors::request(&route.app, &request) {
+        Cors::Answer(preflight) => return Ok(preflight),
+        Cors::Expose(exposure) => exposure,
+    };
     let target = match downstream.admission.admit(&route.app, &request)? {
         Admitted::Forward(target) => target,
         Admitted::Answer(response) => return Ok(response),

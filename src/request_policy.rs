@@ -1,12 +1,16 @@
 //! Per-app request policy, validated: paths served without a certificate, authorization rules,
-//! the rate limit and the certificate header formats. Below everything but `settings`: the
+//! the rate limit, the certificate header formats and the cross-origin policy. Below everything but `settings`: the
 //! config loader builds these types, the listener and the proxy read them.
 
 pub(crate) mod authorization;
+pub(crate) mod cors;
 pub(crate) mod path;
 pub(crate) mod rate_limit;
 
+use std::sync::Arc;
+
 use self::authorization::{Authorization, OtherMethods};
+use self::cors::CorsPolicy;
 use self::rate_limit::RateLimit;
 use crate::settings::ByName;
 
@@ -21,6 +25,8 @@ pub struct RequestPolicy {
     pub rate_limit: Option<RateLimit>,
     /// Which certificate headers are sent upstream.
     pub formats: Formats,
+    /// `ingress.corsPolicy`, when set.
+    pub cors: Option<Arc<CorsPolicy>>,
 }
 
 impl RequestPolicy {
@@ -82,6 +88,9 @@ impl RequestPolicy {
                 .map(|(_, n)| *n)
                 .collect();
             parts.push(format!("formats={}", on.join(",")));
+        }
+        if let Some(cors) = &self.cors {
+            parts.push(format!("cors={}", cors.describe()));
         }
         parts.iter().map(|part| format!(" {part}")).collect()
     }

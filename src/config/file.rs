@@ -195,6 +195,8 @@ pub struct FileIngress {
     pub transport: Option<Named<Transport>>,
     /// More host names for the app, each with its certificate; `null` as none.
     pub custom_domains: Option<Vec<FileCustomDomain>>,
+    /// Cross-origin requests from browsers (docs/cors.md); off when absent or `null`.
+    pub cors_policy: Option<FileCorsPolicy>,
 }
 
 /// One entry of `ingress.customDomains`, as Azure exports it.
@@ -210,6 +212,25 @@ pub struct FileCustomDomain {
     /// An Azure resource id or a bare name: its last `/`-separated segment names an entry of
     /// the top-level `certificates`.
     pub certificate_id: Option<String>,
+}
+
+/// `ingress.corsPolicy`, as Container Apps prints it; a list may be `null`, as Azure prints
+/// an unset one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileCorsPolicy {
+    /// Origins (`scheme://host[:port]`) whose pages may read the app's answers, or `*`.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Methods a preflight may ask for, or `*`.
+    pub allowed_methods: Option<Vec<String>>,
+    /// Request headers a preflight may ask for, or `*`.
+    pub allowed_headers: Option<Vec<String>>,
+    /// Response headers the page's script may read, or `*`.
+    pub expose_headers: Option<Vec<String>>,
+    /// Seconds a browser may cache a preflight's answer.
+    pub max_age: Option<i64>,
+    /// Whether pages may send credentials (cookies, client certificates) and read the answer.
+    pub allow_credentials: Option<bool>,
 }
 
 /// Trust sources and allow-lists for client certificates.

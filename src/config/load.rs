@@ -253,6 +253,9 @@ impl<'a> Loader<'a> {
         };
         let request_policy =
             request_policy::app_policy(file, mode).map_err(|source| AppError::Policy { source })?;
+        if let Some(cors) = &request_policy.cors {
+            self.findings.extend(super::cors::findings(&name, cors));
+        }
         self.findings.extend(checks::untrusted_names(
             &name,
             &trust,

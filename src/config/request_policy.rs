@@ -1,8 +1,11 @@
 //! Validates an app's request policy from the file model: exclusion paths, authorization
-//! rules, `defaultDeny`, `rateLimit` and `forwardClientCert.formats`.
+//! rules, `defaultDeny`, `rateLimit`, `forwardClientCert.formats` and `ingress.corsPolicy`.
+
+use std::sync::Arc;
 
 use http::Method;
 
+use super::cors::{CorsError, cors_policy};
 use super::file::{FileApp, FileAuthorizationRule};
 use crate::request_policy::authorization::{
     Authorization, OtherMethods, Principals, Rule, UriPattern,
@@ -61,6 +64,11 @@ pub enum PolicyError {
         "unknown forwardClientCert format {value:?} (expected envoy, rfc9440, aws-alb, azure-app-service or verdict)"
     )]
     UnknownFormat { value: String },
+    #[error(transparent)]
+    Cors {
+        #[from]
+        source: CorsError,
+    },
 }
 
 /// The validated policy of one app.
@@ -131,6 +139,13 @@ pub(super) fn app_policy(
         },
         rate_limit,
         formats,
+        cors: file
+            .ingress
+            .cors_policy
+            .as_ref()
+            .map(cors_policy)
+            .transpose()?
+            .map(Arc::new),
     })
 }
 

@@ -34,6 +34,28 @@ pub struct Explanation {
     pub xfcc: Option<String>,
     /// How the request would reach the app (from a config file).
     pub upstream: Option<UpstreamSection>,
+    /// The app's `ingress.corsPolicy`, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsSection>,
+}
+
+/// An app's `ingress.corsPolicy` and how its preflights are answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct CorsSection {
+    /// `*`, or the origins, comma-separated.
+    pub allowed_origins: String,
+    /// `*`, `none`, or the methods.
+    pub allowed_methods: String,
+    /// `*`, `none`, or the request headers.
+    pub allowed_headers: String,
+    /// `*`, `none`, or the response headers a page may read.
+    pub expose_headers: String,
+    /// Seconds a preflight's answer may be cached, when set.
+    pub max_age: Option<u64>,
+    /// Whether credentialed requests may read the answer.
+    pub allow_credentials: bool,
+    /// Who can get a preflight answered, given the app's mode.
+    pub preflights: &'static str,
 }
 
 /// What revocation checking said.

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use rustls_pki_types::UnixTime;
 
+use super::report::CorsSection;
 use crate::apps::build::LoadedConfig;
 use crate::cli::ExplainArgs;
-use crate::config::{AppError, ConfigError, FLAG_KEYS};
+use crate::config::{AppConfig, AppError, ConfigError, FLAG_KEYS};
+use crate::request_policy::cors::Origins;
 use crate::settings::{ClientCertMode, Upstream, XfccFields};
 use crate::tls::client_policy::ClientPolicy;
 use crate::tls::sni::{HostMatcher, normalize};
@@ -53,6 +55,8 @@ pub struct Target {
     pub revocation: Option<Arc<crate::revocation::Revocation>>,
     /// Where its requests go, from a config file (the sidecar's explain has no upstream).
     pub upstream: Option<Upstream>,
+    /// Its `ingress.corsPolicy`, from a config file.
+    pub cors: Option<CorsSection>,
 }
 
 pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
@@ -105,6 +109,7 @@ pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
             .clone()
             .filter(|revocation| revocation.checks_after_handshake()),
         upstream: Some(app.upstream.clone()),
+        cors: cors_section(app),
     })
 }
 
@@ -139,6 +144,35 @@ fn sidecar_target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         fields,
         revocation: None,
         upstream: None,
+        cors: None,
+    })
+}
+
+/// The app's CORS policy as `explain` shows it, and whether a preflight without a
+/// certificate gets past the handshake (docs/cors.md "Preflights and client certificates").
+fn cors_section(app: &AppConfig) -> Option<CorsSection> {
+    let cors = app.request_policy.cors.as_deref()?;
+    let demands_certificate =
+        app.mode == ClientCertMode::Require && app.request_policy.exclusion_paths.is_empty();
+    Some(CorsSection {
+        allowed_origins: match &cors.origins {
+            Origins::Any => "*".to_owned(),
+            Origins::Exact(origins) => origins.join(","),
+        },
+        allowed_methods: cors.methods.describe(),
+        allowed_headers: cors.headers.describe(),
+        expose_headers: cors.expose.describe(),
+        max_age: cors.max_age,
+        allow_credentials: cors.credentials,
+        preflights: if demands_certificate {
+            "answered by certgate before the certificate requirement and authorization, but \
+             this require app demands a certificate at the handshake: browsers that send none \
+             on a preflight (Firefox, Safari) get no answer; a clientCertExclusionPaths entry \
+             makes the handshake ask without demanding"
+        } else {
+            "answered by certgate before the certificate requirement and authorization, with \
+             or without a certificate"
+        },
     })
 }
 

@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use super::report::{
-    CertificateSection, Explanation, Protocol, TrustSection, UpstreamSection, VerifiedAgainst,
+    CertificateSection, CorsSection, Explanation, Protocol, TrustSection, UpstreamSection,
+    VerifiedAgainst,
 };
 
 /// The text form: the verdict first, then one section per decision.
@@ -62,7 +63,30 @@ pub(super) fn text(explanation: &Explanation) -> String {
     if let Some(upstream) = &explanation.upstream {
         self::upstream(&mut out, upstream);
     }
+    if let Some(cors) = &explanation.cors {
+        self::cors(&mut out, cors);
+    }
     out
+}
+
+fn cors(out: &mut String, cors: &CorsSection) {
+    out.push_str("\ncors (ingress.corsPolicy)\n");
+    let _ = writeln!(out, "  origins:     {}", cors.allowed_origins);
+    let _ = writeln!(out, "  methods:     {}", cors.allowed_methods);
+    let _ = writeln!(out, "  headers:     {}", cors.allowed_headers);
+    let _ = writeln!(out, "  expose:      {}", cors.expose_headers);
+    match cors.max_age {
+        Some(seconds) => {
+            let _ = writeln!(out, "  max-age:     {seconds}s");
+        }
+        None => out.push_str("  max-age:     unset (the browser's default)\n"),
+    }
+    let _ = writeln!(
+        out,
+        "  credentials: {}",
+        if cors.allow_credentials { "yes" } else { "no" }
+    );
+    let _ = writeln!(out, "  preflights:  {}", cors.preflights);
 }
 
 fn certificate(out: &mut String, certificate: &CertificateSection) {

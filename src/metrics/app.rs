@@ -31,6 +31,13 @@ pub(super) struct StallLabels {
     pub(super) reason: &'static str,
 }
 
+/// An app and the result of a CORS preflight (`allowed` or `refused`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PreflightLabels {
+    pub(super) app: String,
+    pub(super) result: &'static str,
+}
+
 /// One app's request and connection series (cheap to clone: every field is a shared handle).
 #[derive(Debug, Clone)]
 pub(crate) struct AppMetrics {
@@ -40,6 +47,8 @@ pub(crate) struct AppMetrics {
     pub(super) misdirected: Counter,
     pub(super) authorization_denied: Family<RuleLabels, Counter>,
     pub(super) rate_limited: Family<AppLabel, Counter>,
+    /// `certgate_cors_preflights_total`, `[refused, allowed]`, for an app with `corsPolicy`.
+    pub(super) cors_preflights: Option<[Counter; 2]>,
     /// `certgate_stalled_requests_total`, in `StallReason::ALL` order.
     pub(super) stalled: [Counter; 2],
     /// `certgate_upstream_tls_failures_total`, in `UpstreamTlsFailure::ALL` order.
@@ -105,6 +114,13 @@ impl AppMetrics {
                 rule: rule.to_owned(),
             })
             .inc();
+    }
+
+    /// certgate answered a CORS preflight, allowing it or not.
+    pub(crate) fn cors_preflight(&self, allowed: bool) {
+        if let Some(counters) = &self.cors_preflights {
+            counters[usize::from(allowed)].inc();
+        }
     }
 
     /// A request was over the app's rate limit.

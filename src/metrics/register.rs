@@ -2,7 +2,7 @@
 //! alerts see the app before its first request), its certificate expiries set, and the handles
 //! its requests increment resolved once.
 
-use super::app::{AppMetrics, RequestLabels, RuleLabels, StallLabels};
+use super::app::{AppMetrics, PreflightLabels, RequestLabels, RuleLabels, StallLabels};
 use super::label::{AppLabel, StallReason};
 use super::{AppSeries, CertificateLabels, DomainLabels, FailureLabels, Metrics};
 use crate::tls::FailureReason;
@@ -89,12 +89,12 @@ impl Metrics {
                 app: app.name.to_owned(),
             });
         }
-        self.app(app.name)
+        self.app(app.name, app.request_policy.cors.is_some())
     }
 
     /// The handles of one app's per-request series, resolved once so that a request only
     /// increments counters (no label lookup, no allocation).
-    fn app(&self, app: &str) -> AppMetrics {
+    fn app(&self, app: &str, cors: bool) -> AppMetrics {
         let label = AppLabel {
             app: app.to_owned(),
         };
@@ -131,6 +131,17 @@ impl Metrics {
             misdirected: self.misdirected.get_or_create(&label).clone(),
             authorization_denied: self.authorization_denied.clone(),
             rate_limited: self.rate_limited.clone(),
+            // The preflight series exist at zero only for apps that answer preflights.
+            cors_preflights: cors.then(|| {
+                ["refused", "allowed"].map(|result| {
+                    self.cors_preflights
+                        .get_or_create(&PreflightLabels {
+                            app: app.to_owned(),
+                            result,
+                        })
+                        .clone()
+                })
+            }),
             ok,
             requests: self.requests.clone(),
             request_duration: self.request_duration.get_or_create(&label).clone(),

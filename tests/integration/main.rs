@@ -18,6 +18,8 @@ mod bench;
 mod check_findings;
 mod config;
 mod conformance;
+mod cors;
+mod cors_browser;
 mod curl;
 mod custom_domains;
 mod demo;

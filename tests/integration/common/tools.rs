@@ -1,4 +1,4 @@
-//! External tools a test drives (openssl, curl, python3): present, or the test is skipped with
+//! External tools a test drives (openssl, curl, python3, chromium): present, or the test is skipped with
 //! a message, except under CI (`CI` set), where a missing tool fails the test with the command
 //! that installs it. A missing tool never lets a test pass silently.
 
@@ -70,4 +70,25 @@ pub fn available_with(program: &str, args: &[&str], install: &str) -> bool {
         );
     }
     runs
+}
+
+/// The Chromium browser and NSS's `certutil`, for tests that run a page in a real browser
+/// (`.ci/run` installs both).
+pub fn chromium() -> bool {
+    let install = "apt-get install chromium libnss3-tools";
+    available("chromium", "--version", install) && installed("certutil", install)
+}
+
+/// Whether `program` can be started at all (for tools with no argument that exits 0); false
+/// (test skipped) when it cannot and `CI` is unset; panics under CI with `install` as the advice.
+pub fn installed(program: &str, install: &str) -> bool {
+    let starts = Command::new(program)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !starts {
+        missing(&format!("`{program}` (it cannot be started)"), install);
+    }
+    starts
 }
