@@ -1,5 +1,6 @@
 //! The validated config: what `load` builds and every stage reads.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct Config {
     pub proxy_protocol: Option<Arc<ProxyProtocol>>,
     /// Every file read to build this config (the config file first, when there is one).
     pub files: Vec<PathBuf>,
+    /// The SHA-256 of each file read, as read: a reload names the files whose content changed.
+    pub file_digests: FileDigests,
     /// What `certgate check` reports beyond hard errors (docs/config.md "Checking a config").
     pub findings: Vec<Finding>,
 }
@@ -72,7 +75,13 @@ pub struct AppConfig {
     pub ticket_keys: Option<TicketKeys>,
     /// What the app's revocation checking is built from.
     pub revocation: RevocationSettings,
+    /// SHA-256 of the app's settings as written and of every file it loaded (path and
+    /// content): a reload calls the app changed when this differs.
+    pub fingerprint: [u8; 32],
 }
+
+/// The SHA-256 of each file a config was read from, by path.
+pub type FileDigests = BTreeMap<PathBuf, [u8; 32]>;
 
 /// An app's revocation settings, validated: the checker itself is built with the apps.
 #[derive(Debug)]
