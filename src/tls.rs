@@ -109,3 +109,15 @@ impl fmt::Display for FailureReason {
         f.write_str(self.as_str())
     }
 }
+
+/// `secs` since the Unix epoch as RFC 3339 (`2026-12-07T04:47:44Z`); the number itself when
+/// it is out of range.
+pub(crate) fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}

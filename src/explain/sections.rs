@@ -8,6 +8,7 @@ use x509_parser::public_key::PublicKey;
 use crate::identity::{LeafNames, rfc4514};
 use crate::settings::{AllowList, Transport, Upstream, UpstreamVerify};
 use crate::tls::client_policy::{Presented, describe};
+use crate::tls::rfc3339;
 use crate::tls::sni::normalize;
 
 use super::report::{
@@ -316,14 +317,4 @@ pub(super) fn upstream_section(upstream: &Upstream) -> UpstreamSection {
         },
         tls,
     }
-}
-
-pub(super) fn rfc3339(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
 }

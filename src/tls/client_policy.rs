@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Version};
 
-use super::FailureReason;
+use super::{FailureReason, rfc3339};
 pub(crate) use crate::identity::TrustSource;
 use crate::identity::{LeafNames, rfc4514};
 use crate::settings::{AllowList, Trust};
@@ -325,7 +325,7 @@ fn check_validity(
             FailureReason::NotYetValid,
             format!(
                 "the certificate is not valid before {}",
-                validity.not_before
+                rfc3339(validity.not_before.timestamp())
             ),
             CertificateError::NotValidYet.into(),
         ));
@@ -333,7 +333,10 @@ fn check_validity(
     if now_secs > validity.not_after.timestamp() {
         return Err((
             FailureReason::Expired,
-            format!("the certificate expired at {}", validity.not_after),
+            format!(
+                "the certificate expired at {}",
+                rfc3339(validity.not_after.timestamp())
+            ),
             CertificateError::Expired.into(),
         ));
     }
@@ -445,9 +448,24 @@ pub(crate) fn describe(error: &rustls::Error, presented: &Presented) -> String {
             "the certificate's extended key usage does not include clientAuth".to_owned()
         }
         Cert::BadSignature => "a signature in the chain does not verify".to_owned(),
+        // rustls words these with Unix seconds; people read RFC 3339.
+        Cert::ExpiredContext { time, not_after } => format!(
+            "a certificate of the chain expired at {} (judged at {})",
+            unix_rfc3339(*not_after),
+            unix_rfc3339(*time)
+        ),
+        Cert::NotValidYetContext { time, not_before } => format!(
+            "a certificate of the chain is not valid before {} (judged at {})",
+            unix_rfc3339(*not_before),
+            unix_rfc3339(*time)
+        ),
         Cert::Other(other) => format!("webpki refuses the chain: {other}"),
         other => format!("webpki refuses the chain: {other}"),
     }
+}
+
+fn unix_rfc3339(time: UnixTime) -> String {
+    rfc3339(i64::try_from(time.as_secs()).unwrap_or(i64::MAX))
 }
 
 tokio::task_local! {

@@ -9,7 +9,8 @@
 //! - `--host` picks the app as SNI would; the sidecar form takes the policy flags;
 //! - usage errors exit 64; the text form leads with the verdict;
 //! - the `handshake refused` warn line carries the subject (as certgate writes it), issuer,
-//!   serial, hash and detail.
+//!   serial, hash and detail;
+//! - times are RFC 3339, also for an expired intermediate (rustls words it in Unix seconds).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -109,6 +110,20 @@ fn assert_explained_refusal(
     json
 }
 
+/// `t` as explain writes times: RFC 3339, whole seconds.
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Whether `text` is an RFC 3339 time with whole seconds in UTC, as explain writes them.
+fn is_rfc3339(text: &str) -> bool {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .is_ok_and(|t| rfc3339(t) == text)
+}
+
 fn serial_of(leaf: &Leaf) -> String {
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.der()).unwrap();
     parsed.raw_serial_as_string()
@@ -133,12 +148,6 @@ fn a_passing_certificate_is_explained_field_by_field() {
     assert_eq!(cert["subject"], "CN=alice");
     assert_eq!(cert["issuer"], "CN=certgate test client CA");
     assert_eq!(cert["serial"], serial_of(&alice));
-    let rfc3339 = |t: OffsetDateTime| {
-        t.replace_nanosecond(0)
-            .unwrap()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap()
-    };
     assert_eq!(cert["not_before"], rfc3339(spec.not_before));
     assert_eq!(cert["not_after"], rfc3339(spec.not_after));
     assert_eq!(cert["key_type"], "ECDSA P-256");
@@ -205,8 +214,41 @@ fn an_expired_certificate_is_explained() {
     let mut spec = LeafSpec::client("late");
     spec.not_before = OffsetDateTime::now_utc() - time::Duration::days(30);
     spec.not_after = OffsetDateTime::now_utc() - time::Duration::days(1);
-    let late = pki.client_ca.issue(spec);
-    assert_explained_refusal(&pki, json!({}), None, &late, "expired", "expired at");
+    let late = pki.client_ca.issue(spec.clone());
+    let expired_at = format!("expired at {}", rfc3339(spec.not_after));
+    assert_explained_refusal(&pki, json!({}), None, &late, "expired", &expired_at);
+}
+
+#[test]
+fn an_expired_intermediate_is_explained_with_rfc3339_times() {
+    let pki = Pki::new();
+    let (dir, config) = setup(&pki, json!({}));
+    let mut params = common::ca_params("expired intermediate");
+    params.not_before = OffsetDateTime::now_utc() - time::Duration::days(30);
+    params.not_after = OffsetDateTime::now_utc() - time::Duration::days(2);
+    let key = KeyPair::generate().unwrap();
+    let issuer = Issuer::from_params(&pki.client_ca.params, &pki.client_ca.key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let intermediate = Ca {
+        sent_after_leaf: vec![cert.der().clone()],
+        der: cert.der().clone(),
+        pem: cert.pem(),
+        params,
+        key,
+    };
+    let mut spec = LeafSpec::client("under an expired intermediate");
+    spec.not_before = OffsetDateTime::now_utc() - time::Duration::days(10);
+    let leaf = intermediate.issue(spec);
+    let (code, json) = explain_json(&dir, &config, &leaf, &[]);
+    assert_refused(&json, code, "expired", "expired at");
+    let detail = json["detail"].as_str().unwrap();
+    let at = detail
+        .split("expired at ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap();
+    assert!(is_rfc3339(at), "{detail}");
+    assert!(!detail.contains("UNIX"), "{detail}");
 }
 
 #[test]
