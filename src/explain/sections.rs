@@ -7,7 +7,7 @@ use x509_parser::public_key::PublicKey;
 
 use crate::identity::{LeafNames, rfc4514};
 use crate::settings::{AllowList, Transport, Upstream, UpstreamVerify};
-use crate::tls::client_policy::{Presented, describe};
+use crate::tls::client_policy::{Presented, crl_entry, describe};
 use crate::tls::rfc3339;
 use crate::tls::sni::normalize;
 
@@ -136,21 +136,25 @@ pub(super) fn trust_section(
         })
         .collect();
     let now = i64::try_from(at.as_secs()).unwrap_or(i64::MAX);
+    let parsed_leaf = x509_parser::parse_x509_certificate(leaf)
+        .ok()
+        .map(|(_, leaf)| leaf);
     let crls: Vec<CrlFacts> = trust
         .crls
         .iter()
-        .filter_map(|crl| {
+        .enumerate()
+        .filter_map(|(index, crl)| {
             let (_, crl) = x509_parser::parse_x509_crl(crl).ok()?;
             let next_update = crl.next_update().map(|t| t.timestamp());
-            let revoked = rfc4514(crl.issuer()) == presented.issuer
-                && crl
-                    .iter_revoked_certificates()
-                    .any(|entry| entry.raw_serial_as_string() == presented.serial);
+            let revoked = parsed_leaf.as_ref().and_then(|leaf| crl_entry(&crl, leaf));
             Some(CrlFacts {
                 issuer: rfc4514(crl.issuer()),
+                source: trust.crl_names.get(index).cloned(),
                 next_update: next_update.map(rfc3339),
                 expired: next_update.is_some_and(|next| next < now),
-                revokes_certificate: revoked,
+                revokes_certificate: revoked.is_some(),
+                revocation_time: revoked.map(|revoked| rfc3339(revoked.time)),
+                revocation_reason: revoked.map(|revoked| revoked.reason_name()),
             })
         })
         .collect();

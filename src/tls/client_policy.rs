@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Version};
 
-use super::{FailureReason, rfc3339};
+use super::{FailureReason, RevokedAt, rfc3339};
 pub(crate) use crate::identity::TrustSource;
 use crate::identity::{LeafNames, rfc4514};
 use crate::settings::{AllowList, Trust};
@@ -182,6 +182,9 @@ impl ClientPolicy {
                     {
                         missing_intermediate(&presented)
                     }
+                    rustls::Error::InvalidCertificate(CertificateError::Revoked) => self
+                        .revoked_by_crl(end_entity, intermediates)
+                        .unwrap_or_else(|| describe(&error, &presented)),
                     _ => describe(&error, &presented),
                 };
                 refuse(reason, detail, error)
@@ -234,6 +237,43 @@ impl ClientPolicy {
             return Err(not_allowed(not_allowed_detail(&names)));
         }
         Ok(())
+    }
+
+    /// Which of the app's CRLs lists a certificate of the chain, and when and why its entry
+    /// says it was revoked, in the words of the revocation checker's refusals: webpki says
+    /// only that something is revoked.
+    fn revoked_by_crl(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Option<String> {
+        let chain: Vec<X509Certificate<'_>> = std::iter::once(end_entity)
+            .chain(intermediates)
+            .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
+            .map(|(_, certificate)| certificate)
+            .collect();
+        self.trust.crls.iter().enumerate().find_map(|(index, crl)| {
+            let (_, crl) = x509_parser::parse_x509_crl(crl).ok()?;
+            let (certificate, revoked) = chain.iter().find_map(|certificate| {
+                let entry = crl_entry(&crl, certificate)?;
+                Some((certificate, entry))
+            })?;
+            let name = self
+                .trust
+                .crl_names
+                .get(index)
+                .map_or("a configured CRL file", String::as_str);
+            let serial: String = certificate
+                .raw_serial()
+                .iter()
+                .skip_while(|byte| **byte == 0)
+                .map(|byte| format!("{byte:02X}"))
+                .collect();
+            Some(format!(
+                "the crl from {name} lists certificate {serial} ({}) as revoked {revoked}",
+                rfc4514(certificate.subject())
+            ))
+        })
     }
 
     /// Whether `name` (DER) is the subject of one of the app's CAs.
@@ -293,6 +333,23 @@ impl ClientPolicy {
             })
             .collect()
     }
+}
+
+/// When and why `crl` says `certificate` was revoked, when it lists it: an entry with its
+/// serial in a CRL of its issuer.
+pub(crate) fn crl_entry(
+    crl: &x509_parser::revocation_list::CertificateRevocationList<'_>,
+    certificate: &X509Certificate<'_>,
+) -> Option<RevokedAt> {
+    if crl.issuer().as_raw() != certificate.issuer().as_raw() {
+        return None;
+    }
+    crl.iter_revoked_certificates()
+        .find(|entry| entry.raw_serial() == certificate.raw_serial())
+        .map(|entry| RevokedAt {
+            time: entry.revocation_date.timestamp(),
+            reason: entry.reason_code().map(|(_, code)| code.0),
+        })
 }
 
 fn webpki_verifier(

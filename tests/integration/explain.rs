@@ -2,14 +2,15 @@
 //! - a passing certificate: exit 0 and every JSON field (verdict, leaf facts, trust decision,
 //!   allow-lists, the exact XFCC);
 //! - each refusal reason a certificate can have: `unknown_issuer` (with "different issuer"),
-//!   `expired`, `not_yet_valid` (also via `--at`), `revoked` (naming the CRL), `crl_expired`,
+//!   `expired`, `not_yet_valid` (also via `--at`), `revoked` (naming the CRL file, the entry's
+//!   revocation time and reason), `crl_expired`,
 //!   `bad_eku`, `bad_signature`, `not_allowed`, `unsupported_certificate` (an X.509 v1
 //!   certificate made by `openssl x509 -req`): exit 1, reason and detail;
 //! - the RFC 4514 order trap (`-subj "/CN=alice/O=Acme"` against `CN=alice,O=Acme`) is named;
 //! - `--host` picks the app as SNI would; the sidecar form takes the policy flags;
 //! - usage errors exit 64; the text form leads with the verdict;
 //! - the `handshake refused` warn line carries the subject (as certgate writes it), issuer,
-//!   serial, hash and detail;
+//!   serial, hash and detail; for a revoked certificate the CRL file, when and why;
 //! - times are RFC 3339, also for an expired intermediate (rustls words it in Unix seconds).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
@@ -285,8 +286,59 @@ fn a_revoked_certificate_names_the_crl_that_revokes_it() {
     let json = assert_explained_refusal(&pki, crls, Some(crl), &alice, "revoked", "revoked");
     let crl = &json["trust"]["crls"][0];
     assert_eq!(crl["issuer"], "CN=certgate test client CA");
+    assert!(
+        crl["source"].as_str().unwrap().ends_with("client-ca.crl"),
+        "{crl}"
+    );
     assert_eq!(crl["revokes_certificate"], true);
     assert_eq!(crl["expired"], false);
+    // The CRL entry's revocationDate and reasonCode.
+    let since = crl["revocation_time"].as_str().unwrap();
+    assert!(is_rfc3339(since), "{crl}");
+    assert_eq!(crl["revocation_reason"], "keyCompromise");
+    let detail = json["detail"].as_str().unwrap();
+    let serial = serial_of(&alice).replace(':', "").to_uppercase();
+    let serial = serial.trim_start_matches("00");
+    assert!(detail.starts_with("the crl from "), "{detail}");
+    assert!(
+        detail.contains(&format!(
+            "client-ca.crl lists certificate {serial} (CN=alice) as revoked since {since} (keyCompromise)"
+        )),
+        "{detail}"
+    );
+}
+
+#[test]
+fn the_handshake_refusal_line_says_which_crl_revoked_the_certificate_when_and_why() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let alice = pki.client("alice");
+    dir.write(
+        "client-ca.crl",
+        pki.client_ca.crl(
+            &[&alice],
+            OffsetDateTime::now_utc() + time::Duration::days(1),
+        ),
+    );
+    let (mut child, addr) = sidecar(&dir, &["--crl", "client-ca.crl"]);
+    let options = common::ClientOptions::new(&pki, "localhost").with_identity(alice.identity());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let result = runtime.block_on(common::get(addr, &options, "localhost", "/"));
+    assert!(result.is_err(), "alice must be refused");
+    let (_, refused) = refusal_line(&mut child);
+    assert_eq!(refused["failure"], "revoked", "{refused}");
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("the crl from client-ca.crl lists certificate"),
+        "{detail}"
+    );
+    let since = detail
+        .split("as revoked since ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(" (keyCompromise)"))
+        .unwrap_or_else(|| panic!("no time and reason in {detail:?}"));
+    assert!(is_rfc3339(since), "{detail}");
 }
 
 #[test]
