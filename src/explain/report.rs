@@ -96,6 +96,11 @@ pub struct Certificate {
 pub struct TrustSection {
     /// How the certificate is trusted, when it passes.
     pub decision: Option<&'static str>,
+    /// What is true of its trust, in words: the decision when it passes; when it is refused,
+    /// whether it still chains to a trusted CA (or is pinned, or allowed untrusted) and what
+    /// refuses it (e.g. "chains to a trusted CA, but expired at 2026-01-01T00:00:00Z"), or
+    /// "not trusted".
+    pub summary: String,
     /// Whether its hash is pinned.
     pub pinned: bool,
     /// How many pins the app has.

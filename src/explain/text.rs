@@ -103,11 +103,7 @@ fn certificate(out: &mut String, certificate: &CertificateSection) {
 
 fn trust(out: &mut String, trust: &TrustSection) {
     out.push_str("\ntrust\n");
-    let _ = writeln!(
-        out,
-        "  decision:   {}",
-        trust.decision.unwrap_or("not trusted")
-    );
+    let _ = writeln!(out, "  decision:   {}", trust.summary);
     let _ = writeln!(
         out,
         "  pinned:     {} ({} pin(s) configured)",

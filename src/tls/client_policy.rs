@@ -312,6 +312,18 @@ impl ClientPolicy {
         }
     }
 
+    /// What vouches for the chain at `now` (a pin, a CA with the app's CRLs, or
+    /// `allowUntrusted`), the leaf's validity and the allow-lists aside: for `explain`, which
+    /// says whether a refused certificate still chains to a trusted CA.
+    pub fn trusted_at(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<TrustSource, rustls::Error> {
+        self.trusted_by(end_entity, intermediates, now)
+    }
+
     /// For each trusted CA on its own, what webpki says about the chain (with the app's CRLs):
     /// `Ok` when that CA alone would vouch for it. For `explain`.
     pub fn per_ca(

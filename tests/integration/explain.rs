@@ -11,6 +11,8 @@
 //! - usage errors exit 64; the text form leads with the verdict;
 //! - the `handshake refused` warn line carries the subject (as certgate writes it), issuer,
 //!   serial, hash and detail; for a revoked certificate the CRL file, when and why;
+//! - the trust decision of an expired or revoked certificate from a trusted CA says it chains
+//!   to that CA and what refuses it (text and JSON), one from an unknown CA "not trusted";
 //! - times are RFC 3339, also for an expired intermediate (rustls words it in Unix seconds).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
@@ -204,6 +206,7 @@ fn an_unknown_issuer_is_explained_as_a_different_issuer() {
         "CN=stranger CA",
     );
     assert_eq!(json["trust"]["decision"], Value::Null);
+    assert_eq!(json["trust"]["summary"], "not trusted");
     assert_eq!(json["trust"]["cas"][0]["result"], "refuses");
     let why = json["trust"]["cas"][0]["detail"].as_str().unwrap();
     assert!(why.contains("different issuer"), "{why}");
@@ -217,7 +220,57 @@ fn an_expired_certificate_is_explained() {
     spec.not_after = OffsetDateTime::now_utc() - time::Duration::days(1);
     let late = pki.client_ca.issue(spec.clone());
     let expired_at = format!("expired at {}", rfc3339(spec.not_after));
-    assert_explained_refusal(&pki, json!({}), None, &late, "expired", &expired_at);
+    let json = assert_explained_refusal(&pki, json!({}), None, &late, "expired", &expired_at);
+    // Its CA still vouches for it: it is expired, not untrusted.
+    assert_eq!(json["trust"]["decision"], Value::Null);
+    assert_eq!(
+        json["trust"]["summary"],
+        format!("chains to a trusted CA, but {expired_at}")
+    );
+}
+
+#[test]
+fn an_expired_certificate_from_an_unknown_ca_is_not_trusted() {
+    let pki = Pki::new();
+    let mut spec = LeafSpec::client("late stranger");
+    spec.not_before = OffsetDateTime::now_utc() - time::Duration::days(30);
+    spec.not_after = OffsetDateTime::now_utc() - time::Duration::days(1);
+    let late = Ca::root("stranger CA").issue(spec);
+    let json = assert_explained_refusal(&pki, json!({}), None, &late, "expired", "expired at");
+    assert_eq!(json["trust"]["summary"], "not trusted");
+}
+
+#[test]
+fn the_text_form_says_an_expired_certificate_still_chains_to_a_trusted_ca() {
+    let pki = Pki::new();
+    let (dir, config) = setup(&pki, json!({}));
+    let mut spec = LeafSpec::client("late");
+    spec.not_before = OffsetDateTime::now_utc() - time::Duration::days(30);
+    spec.not_after = OffsetDateTime::now_utc() - time::Duration::days(1);
+    let late = dir.write("late.pem", pki.client_ca.issue(spec.clone()).pem);
+    let output = explain(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--app",
+        "require",
+        late.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let expired_at = rfc3339(spec.not_after);
+    assert!(
+        text.contains(&format!(
+            "detail:  the certificate expired at {expired_at}\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "decision:   chains to a trusted CA, but expired at {expired_at}\n"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("not trusted"), "{text}");
 }
 
 #[test]
@@ -305,6 +358,11 @@ fn a_revoked_certificate_names_the_crl_that_revokes_it() {
             "client-ca.crl lists certificate {serial} (CN=alice) as revoked since {since} (keyCompromise)"
         )),
         "{detail}"
+    );
+    assert_eq!(json["trust"]["decision"], Value::Null);
+    assert_eq!(
+        json["trust"]["summary"],
+        format!("chains to a trusted CA, but revoked: {detail}")
     );
 }
 

@@ -22,7 +22,7 @@
 //! - `certgate explain` shows the revocation decision and its source;
 //! - a revocation names its source, the revocation time and the reason (a CRL entry's
 //!   revocationDate and reasonCode, an OCSP answer's revocationTime and revocationReason) on
-//!   the 495 page and in `explain`;
+//!   the 495 page and in `explain`, whose trust decision says the chain is still trusted;
 //! - config: the schema's keys, the `crlFiles` alias, bad values refused; the sidecar's
 //!   `--crl-url` and `--ocsp`; the worked `openssl ocsp` example of docs/revocation.md.
 
@@ -894,6 +894,10 @@ async fn explain_shows_the_revocation_decision_and_its_source() {
     // The CRL entry's revocationDate and reasonCode (the fixture revokes for key compromise).
     assert!(detail.contains("as revoked since "), "{detail}");
     assert!(detail.ends_with(" (keyCompromise)"), "{detail}");
+    assert_eq!(
+        refused.trust.summary,
+        format!("chains to a trusted CA, but revoked: {detail}")
+    );
     assert!(
         refused
             .revocation
@@ -1152,6 +1156,10 @@ async fn an_ocsp_revocation_names_the_responder_when_and_why_on_the_495_page_and
     let detail = explained.revocation.detail.as_deref().unwrap();
     assert!(detail.starts_with(&responder_at), "{detail}");
     assert!(detail.ends_with(revoked), "{detail}");
+    assert_eq!(
+        explained.trust.summary,
+        format!("chains to a trusted CA, but revoked: {detail}")
+    );
 
     let gateway = Gateway::start(dir, config).await;
     let reply = get(gateway.addr, &options(&pki, &client), HOST, "/")
