@@ -261,13 +261,15 @@ pub(crate) async fn watch(
     mut files: Vec<PathBuf>,
     mut stop: watch::Receiver<CloseSignal>,
 ) {
+    // The first look comes before the watch starts: a write between the two is then seen as
+    // a change (by its event or by the poll) rather than taken as the starting state.
+    let mut seen = fingerprint(&files);
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let names = Arc::new(Mutex::new(file_names(&files)));
     let mut watcher = file_watcher(events_tx, names.clone());
     watch_folders(watcher.as_mut(), &files);
     let mut hangup = hangup_signal();
     let mut poll = tokio::time::interval(POLL_INTERVAL);
-    let mut seen = fingerprint(&files);
     loop {
         let forced = tokio::select! {
             _ = stop.wait_for(|signal| signal.shutdown) => return,
