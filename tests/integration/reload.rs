@@ -455,6 +455,16 @@ async fn the_reload_line_names_the_apps_added_removed_and_changed_and_the_files_
         serde_json::json!({ "listen": "127.0.0.1:0", "apps": apps })
     };
     let (mut child, _) = process::Child::run_config(dir.path(), &config(&["a", "b", "c"]), &[]);
+    // The reload task takes its first look at the files before it installs its SIGHUP
+    // handler: a write before that look would be taken as the starting state.
+    assert!(
+        until(400, Duration::from_millis(25), || catches_sighup(
+            child.id()
+        ))
+        .await,
+        "certgate's reload task did not start\n{}",
+        child.transcript()
+    );
 
     // One change of each kind: `a` goes, `d` comes, `c`'s CA file is rewritten, `b` stays.
     write_atomically(&dir, "c-ca.pem", &Ca::root("rotated client CA").pem);
