@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use self::build::LoadedConfig;
-use crate::config::AppConfig;
+use crate::config::{AppConfig, FileDigests};
 use crate::metrics::app::AppMetrics;
 use crate::metrics::{AppSeries, Metrics};
 use crate::proxy_protocol::ProxyProtocol;
@@ -37,6 +37,9 @@ pub(crate) struct Apps {
     pub proxy_protocol: Option<Arc<ProxyProtocol>>,
     /// Counts the configs served since start: 0 for the first, one more with each reload.
     pub generation: u64,
+    /// The files this config was read from, with the SHA-256 of each as read, so that the
+    /// next reload can name the files that changed.
+    pub files: FileDigests,
     /// Raised once a reload replaced this generation.
     retired: AtomicBool,
     /// Connections of this generation past their handshake.
@@ -121,6 +124,7 @@ impl Apps {
             access_log: config.access_log,
             proxy_protocol: config.proxy_protocol.clone(),
             generation,
+            files: config.file_digests.clone(),
             retired: AtomicBool::new(false),
             open: AtomicUsize::new(0),
         }
@@ -156,6 +160,11 @@ impl Apps {
     /// A connection counted by `opened` has closed.
     pub(crate) fn closed(&self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The configs of the apps, in config order.
+    pub(crate) fn configs(&self) -> impl Iterator<Item = &AppConfig> {
+        self.apps.iter().map(|app| app.config.as_ref())
     }
 
     /// The app called `name`, if this generation has one.

@@ -18,5 +18,5 @@ mod values;
 
 pub(crate) use self::error::{AppError, AppFailure, ConfigError, FLAG_KEYS};
 pub(crate) use self::load::{client_policy, forward_fields, pem_certificates};
-pub(crate) use self::model::{AppConfig, Config, RevocationSettings};
+pub(crate) use self::model::{AppConfig, Config, FileDigests, RevocationSettings};
 pub(crate) use self::upstream_tls::sidecar_upstream_tls;

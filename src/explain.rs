@@ -16,11 +16,10 @@ use crate::tls::client_policy::Presented;
 
 pub use self::report::Explanation;
 use self::report::RevocationSection;
-use self::sections::{
-    allow_section, certificate_section, rfc3339, trust_section, upstream_section,
-};
+use self::sections::{allow_section, certificate_section, trust_section, upstream_section};
 pub use self::target::{ExplainError, Target};
 use self::target::{parse_time, target};
+use crate::tls::rfc3339;
 
 /// Resolves the arguments into a target, a chain and a time, and explains.
 pub async fn run(args: &ExplainArgs) -> Result<Explanation, ExplainError> {

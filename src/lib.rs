@@ -58,7 +58,7 @@ mod metrics;
 pub use crate::access_log::install as install_access_log_writer;
 pub use crate::apps::build::{LoadedApp, LoadedConfig};
 pub use crate::config::error::{AppError, ConfigError};
-pub use crate::config::model::{AppConfig, Config};
+pub use crate::config::model::{AppConfig, Config, FileDigests};
 pub use crate::log_queue::{LogGuard, LogWriter, spawn as start_log_thread};
 pub use crate::reload::{ConfigSource, Reloader};
 pub use crate::revocation::{OcspMode, OnUnknown, RevocationPolicy};

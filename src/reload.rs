@@ -4,7 +4,7 @@
 //! replaced config is retired: its open connections are told to close once what is in flight
 //! is done (cut after `timeouts.reloadGraceMs`), and its upstream clients dial no more.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -187,13 +187,71 @@ impl Reloader {
         });
         self.metrics.reloaded(true);
         self.metrics.reload_closed(closing);
+        let changes = Changes::between(&replaced, &apps);
         tracing::info!(
             apps = config.apps.len(),
+            added = changes.added.as_deref().map(tracing::field::display),
+            removed = changes.removed.as_deref().map(tracing::field::display),
+            changed = changes.changed.as_deref().map(tracing::field::display),
+            files_changed = changes.files.as_deref().map(tracing::field::display),
             generation,
             closing,
             "configuration reloaded, connections of the previous one told to close"
         );
         Ok(loaded.config.files)
+    }
+}
+
+/// What a reload changed, each a comma-separated list for the log line, `None` when empty:
+/// the apps added, removed and changed (their settings or a file they load), and the files
+/// read by both configs whose content changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Changes {
+    added: Option<String>,
+    removed: Option<String>,
+    changed: Option<String>,
+    files: Option<String>,
+}
+
+impl Changes {
+    fn between(old: &Apps, new: &Apps) -> Self {
+        let fingerprints = |apps: &Apps| -> BTreeMap<String, [u8; 32]> {
+            apps.configs()
+                .map(|app| (app.name.clone(), app.fingerprint))
+                .collect()
+        };
+        let (before, after) = (fingerprints(old), fingerprints(new));
+        let list = |names: Vec<String>| (!names.is_empty()).then(|| names.join(","));
+        let files = old
+            .files
+            .iter()
+            .filter(|(path, digest)| new.files.get(*path).is_some_and(|now| now != *digest))
+            .map(|(path, _)| path.display().to_string())
+            .collect();
+        Self {
+            added: list(
+                after
+                    .keys()
+                    .filter(|name| !before.contains_key(*name))
+                    .cloned()
+                    .collect(),
+            ),
+            removed: list(
+                before
+                    .keys()
+                    .filter(|name| !after.contains_key(*name))
+                    .cloned()
+                    .collect(),
+            ),
+            changed: list(
+                after
+                    .iter()
+                    .filter(|(name, print)| before.get(*name).is_some_and(|old| old != *print))
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            ),
+            files: list(files),
+        }
     }
 }
 
@@ -203,13 +261,15 @@ pub(crate) async fn watch(
     mut files: Vec<PathBuf>,
     mut stop: watch::Receiver<CloseSignal>,
 ) {
+    // The first look comes before the watch starts: a write between the two is then seen as
+    // a change (by its event or by the poll) rather than taken as the starting state.
+    let mut seen = fingerprint(&files);
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let names = Arc::new(Mutex::new(file_names(&files)));
     let mut watcher = file_watcher(events_tx, names.clone());
     watch_folders(watcher.as_mut(), &files);
     let mut hangup = hangup_signal();
     let mut poll = tokio::time::interval(POLL_INTERVAL);
-    let mut seen = fingerprint(&files);
     loop {
         let forced = tokio::select! {
             _ = stop.wait_for(|signal| signal.shutdown) => return,

@@ -374,6 +374,9 @@ pub struct Trust {
     pub roots: Vec<CertificateDer<'static>>,
     /// CRLs checked against every certificate of a CA-verified chain.
     pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// The name each of `crls` is known by (its file, and `#n` after the file's first), in
+    /// the same order, for refusals that say which CRL revokes a certificate.
+    pub crl_names: Vec<String>,
     /// SHA-256 hashes of pinned leaf certificates.
     pub pins: Vec<[u8; 32]>,
     /// Forward any certificate within its validity period.

@@ -109,3 +109,52 @@ impl fmt::Display for FailureReason {
         f.write_str(self.as_str())
     }
 }
+
+/// When and why a certificate was revoked, as a CRL entry (revocationDate, reasonCode) or an
+/// OCSP answer (revocationTime, revocationReason) says; displayed as `since <RFC 3339>
+/// (<reason>)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RevokedAt {
+    /// The revocation time, seconds since the Unix epoch.
+    pub(crate) time: i64,
+    /// The CRLReason code (RFC 5280 section 5.3.1), when one is given.
+    pub(crate) reason: Option<u8>,
+}
+
+impl RevokedAt {
+    /// The reason's name as RFC 5280 spells it (`keyCompromise`), or why there is none.
+    pub(crate) fn reason_name(&self) -> &'static str {
+        match self.reason {
+            None => "no reason given",
+            Some(0) => "unspecified",
+            Some(1) => "keyCompromise",
+            Some(2) => "cACompromise",
+            Some(3) => "affiliationChanged",
+            Some(4) => "superseded",
+            Some(5) => "cessationOfOperation",
+            Some(6) => "certificateHold",
+            Some(8) => "removeFromCRL",
+            Some(9) => "privilegeWithdrawn",
+            Some(10) => "aACompromise",
+            Some(_) => "an unknown reason code",
+        }
+    }
+}
+
+impl fmt::Display for RevokedAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "since {} ({})", rfc3339(self.time), self.reason_name())
+    }
+}
+
+/// `secs` since the Unix epoch as RFC 3339 (`2026-12-07T04:47:44Z`); the number itself when
+/// it is out of range.
+pub(crate) fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}

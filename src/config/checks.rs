@@ -106,16 +106,44 @@ pub(crate) fn host_coverage(
                     Severity::Warning,
                 ),
             };
-            (!covered).then(|| Finding {
+            if covered {
+                return None;
+            }
+            let mut message = format!(
+                "host {host} is not covered by the server certificate in {} (its DNS SANs: {listed}); clients will refuse the server",
+                cert_file.display()
+            );
+            match single_label_wildcard(&sans, host) {
+                Some(wildcard) => message.push_str(&format!(
+                    ": its {wildcard} stands directly above a single label, and OpenSSL and webpki (curl, browsers, rustls clients) never match such a wildcard, as they refuse *.com; issue a certificate that names {host} itself, e.g. `certgate pki init DIR --host {host}` for a development PKI"
+                )),
+                None => message.push_str(&format!(
+                    ": issue a certificate with {host} in its subjectAltName"
+                )),
+            }
+            Some(Finding {
                 severity,
                 app: app.to_owned(),
-                message: format!(
-                    "host {host} is not covered by the server certificate in {} (its DNS SANs: {listed}); clients will refuse the server: issue a certificate with {host} in its subjectAltName",
-                    cert_file.display()
-                ),
+                message,
             })
         })
         .collect()
+}
+
+/// The SAN among `sans` that would cover `host` if wildcards were allowed directly above a
+/// single label (`*.localhost` for `billing.localhost`): webpki and OpenSSL refuse those, as
+/// they refuse a wildcard over a public suffix (`*.com`).
+fn single_label_wildcard<'a>(sans: &'a [String], host: &HostPattern) -> Option<&'a str> {
+    let HostPattern::Exact(name) = host else {
+        return None;
+    };
+    let (label, rest) = name.split_once('.')?;
+    sans.iter()
+        .find(|san| {
+            san.strip_prefix("*.")
+                .is_some_and(|domain| !label.is_empty() && domain == rest && !domain.contains('.'))
+        })
+        .map(String::as_str)
 }
 
 /// RFC 6125 as webpki applies it: an exact match, or `*.` + a domain of at least two labels

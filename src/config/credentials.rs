@@ -66,9 +66,14 @@ impl Loader<'_> {
         if after_handshake {
             crls.clear();
         }
+        let crl_names = match after_handshake {
+            true => Vec::new(),
+            false => crl_files.iter().map(|(name, _)| name.clone()).collect(),
+        };
         let trust = Trust {
             roots,
             crls,
+            crl_names,
             pins,
             allow_untrusted: file.allow_untrusted,
             checked_issuers: Vec::new(),

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest as _, Sha256};
 
 use super::checks::{self, Finding, Severity};
 use super::error::{AppError, AppFailure, ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
 use super::file::{FileApp, FileClientAuth, FileConfig, FileServerCertificate, FileSessionTickets};
-use super::model::{AppConfig, Config, RevocationSettings};
+use super::model::{AppConfig, Config, FileDigests, RevocationSettings};
 use super::pem_files::{CERTIFICATE, pem_items};
 use super::request_policy::{self};
 use super::values::{
@@ -31,6 +32,7 @@ impl Config {
     /// folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = read(path)?;
+        let digest = Sha256::digest(&text).into();
         let file: FileConfig =
             serde_json::from_slice(&text).map_err(|source| ConfigError::Json {
                 path: path.to_owned(),
@@ -39,6 +41,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut config = Self::from_file(file, base)?;
         config.files.insert(0, path.to_owned());
+        config.file_digests.insert(path.to_owned(), digest);
         Ok(config)
     }
 
@@ -110,6 +113,7 @@ impl Config {
                 .transpose()
                 .map_err(|source| ConfigError::TrustedSources { source })?,
             files: loader.files,
+            file_digests: loader.digests,
             findings: loader.findings,
         };
         config.check_listeners()?;
@@ -168,6 +172,10 @@ pub(crate) fn forward_fields(
 pub(super) struct Loader<'a> {
     pub(super) base: &'a Path,
     pub(super) files: Vec<PathBuf>,
+    /// The SHA-256 of each file read.
+    pub(super) digests: FileDigests,
+    /// The files the app being read has loaded so far (for its fingerprint).
+    app_files: Vec<PathBuf>,
     pub(super) provider: Arc<CryptoProvider>,
     pub(super) keys: Keys,
     pub(super) findings: Vec<Finding>,
@@ -189,6 +197,8 @@ impl<'a> Loader<'a> {
         Self {
             base,
             files: Vec::new(),
+            digests: FileDigests::new(),
+            app_files: Vec::new(),
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             keys,
             findings: Vec::new(),
@@ -204,8 +214,27 @@ impl<'a> Loader<'a> {
         if name.is_empty() {
             return Err(ConfigError::EmptyName);
         }
-        self.named_app(name.clone(), file)
-            .map_err(|failure| failure.in_app(&name))
+        self.app_files.clear();
+        let mut app = self
+            .named_app(name.clone(), file)
+            .map_err(|failure| failure.in_app(&name))?;
+        app.fingerprint = self.fingerprint(file);
+        Ok(app)
+    }
+
+    /// SHA-256 of the app's settings as written (their debug form, which holds every key) and
+    /// of the path and content of each file it loaded.
+    fn fingerprint(&self, file: &FileApp) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(format!("{file:?}").as_bytes());
+        for path in &self.app_files {
+            hasher.update(path.as_os_str().as_encoded_bytes());
+            hasher.update([0u8]);
+            if let Some(digest) = self.digests.get(path) {
+                hasher.update(digest);
+            }
+        }
+        hasher.finalize().into()
     }
 
     /// The app called `name`; a failure is named after it by `app`.
@@ -286,6 +315,7 @@ impl<'a> Loader<'a> {
             ticket_keys,
             revocation,
             custom_domains,
+            fingerprint: [0; 32],
         })
     }
 
@@ -329,7 +359,11 @@ impl<'a> Loader<'a> {
         };
         let path = self.resolve(&tickets.key_file);
         let keys = match self.ticket_keys.get(&path) {
-            Some(keys) => keys.clone(),
+            Some(keys) => {
+                // Read once for every app that shares it; still part of this app's files.
+                self.app_files.push(path.clone());
+                keys.clone()
+            }
             None => {
                 let keys = TicketKeys::parse(&self.read(&tickets.key_file)?).map_err(|source| {
                     ConfigError::TicketKeys {
@@ -351,6 +385,9 @@ impl<'a> Loader<'a> {
     pub(super) fn read(&mut self, path: &Path) -> Result<Vec<u8>, ConfigError> {
         let full = self.resolve(path);
         let bytes = read(&full)?;
+        self.digests
+            .insert(full.clone(), Sha256::digest(&bytes).into());
+        self.app_files.push(full.clone());
         self.files.push(full);
         Ok(bytes)
     }

@@ -1,5 +1,6 @@
 //! The validated config: what `load` builds and every stage reads.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct Config {
     pub proxy_protocol: Option<Arc<ProxyProtocol>>,
     /// Every file read to build this config (the config file first, when there is one).
     pub files: Vec<PathBuf>,
+    /// The SHA-256 of each file read, as read: a reload names the files whose content changed.
+    pub file_digests: FileDigests,
     /// What `certgate check` reports beyond hard errors (docs/config.md "Checking a config").
     pub findings: Vec<Finding>,
 }
@@ -74,6 +77,9 @@ pub struct AppConfig {
     pub revocation: RevocationSettings,
     /// Host names served beside `hosts` (which lists them too), each with its certificate.
     pub custom_domains: Vec<CustomDomain>,
+    /// SHA-256 of the app's settings as written and of every file it loaded (path and
+    /// content): a reload calls the app changed when this differs.
+    pub fingerprint: [u8; 32],
 }
 
 /// A host name served for an app beside its `hosts` (`ingress.customDomains`).
@@ -85,6 +91,9 @@ pub struct CustomDomain {
     /// under `bindingType: "Disabled"`, where the app's own server certificate is served.
     pub certificate: Option<(String, KeyedChain)>,
 }
+
+/// The SHA-256 of each file a config was read from, by path.
+pub type FileDigests = BTreeMap<PathBuf, [u8; 32]>;
 
 /// An app's revocation settings, validated: the checker itself is built with the apps.
 #[derive(Debug)]

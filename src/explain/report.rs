@@ -118,6 +118,11 @@ pub struct Certificate {
 pub struct TrustSection {
     /// How the certificate is trusted, when it passes.
     pub decision: Option<&'static str>,
+    /// What is true of its trust, in words: the decision when it passes; when it is refused,
+    /// whether it still chains to a trusted CA (or is pinned, or allowed untrusted) and what
+    /// refuses it (e.g. "chains to a trusted CA, but expired at 2026-01-01T00:00:00Z"), or
+    /// "not trusted".
+    pub summary: String,
     /// Whether its hash is pinned.
     pub pinned: bool,
     /// How many pins the app has.
@@ -146,12 +151,19 @@ pub struct CaResult {
 pub struct CrlFacts {
     /// The CRL's issuer, RFC 4514.
     pub issuer: String,
+    /// The file it was read from (`#n` after the file's first CRL).
+    pub source: Option<String>,
     /// Its nextUpdate, RFC 3339, when it has one.
     pub next_update: Option<String>,
     /// Whether its nextUpdate has passed.
     pub expired: bool,
     /// Whether it lists the certificate.
     pub revokes_certificate: bool,
+    /// When it lists the certificate: its entry's revocationDate, RFC 3339.
+    pub revocation_time: Option<String>,
+    /// When it lists the certificate: its entry's reasonCode as RFC 5280 names it
+    /// (`keyCompromise`), or `no reason given`.
+    pub revocation_reason: Option<&'static str>,
 }
 
 /// The allow-list decision.

@@ -5,9 +5,12 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::public_key::PublicKey;
 
+use crate::identity::TrustSource;
 use crate::identity::{LeafNames, rfc4514};
 use crate::settings::{AllowList, Transport, Upstream, UpstreamVerify};
-use crate::tls::client_policy::{Presented, describe};
+use crate::tls::FailureReason;
+use crate::tls::client_policy::{Presented, Refusal, crl_entry, describe};
+use crate::tls::rfc3339;
 use crate::tls::sni::normalize;
 
 use super::report::{
@@ -135,32 +138,104 @@ pub(super) fn trust_section(
         })
         .collect();
     let now = i64::try_from(at.as_secs()).unwrap_or(i64::MAX);
+    let parsed_leaf = x509_parser::parse_x509_certificate(leaf)
+        .ok()
+        .map(|(_, leaf)| leaf);
     let crls: Vec<CrlFacts> = trust
         .crls
         .iter()
-        .filter_map(|crl| {
+        .enumerate()
+        .filter_map(|(index, crl)| {
             let (_, crl) = x509_parser::parse_x509_crl(crl).ok()?;
             let next_update = crl.next_update().map(|t| t.timestamp());
-            let revoked = rfc4514(crl.issuer()) == presented.issuer
-                && crl
-                    .iter_revoked_certificates()
-                    .any(|entry| entry.raw_serial_as_string() == presented.serial);
+            let revoked = parsed_leaf.as_ref().and_then(|leaf| crl_entry(&crl, leaf));
             Some(CrlFacts {
                 issuer: rfc4514(crl.issuer()),
+                source: trust.crl_names.get(index).cloned(),
                 next_update: next_update.map(rfc3339),
                 expired: next_update.is_some_and(|next| next < now),
-                revokes_certificate: revoked,
+                revokes_certificate: revoked.is_some(),
+                revocation_time: revoked.map(|revoked| rfc3339(revoked.time)),
+                revocation_reason: revoked.map(|revoked| revoked.reason_name()),
             })
         })
         .collect();
+    let summary = match verdict {
+        Ok(passed) => passed.trust.as_str().to_owned(),
+        Err(refusal) => refused_trust(
+            target,
+            leaf,
+            intermediates,
+            at,
+            parsed_leaf.as_ref(),
+            refusal,
+        ),
+    };
     TrustSection {
         decision: verdict.as_ref().ok().map(|passed| passed.trust.as_str()),
+        summary,
         pinned,
         pins: trust.pins.len(),
         allow_untrusted: trust.allow_untrusted,
         cas,
         crls,
     }
+}
+
+/// What is true of a refused certificate's trust: what still vouches for its chain (checked
+/// at a moment inside its validity period when it is outside it) and what refuses it, or "not
+/// trusted" when nothing vouches for it.
+fn refused_trust(
+    target: &Target,
+    leaf: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    at: UnixTime,
+    parsed: Option<&X509Certificate<'_>>,
+    refusal: &Refusal,
+) -> String {
+    let validity = parsed.map(|leaf| {
+        let validity = leaf.validity();
+        (
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        )
+    });
+    let now = i64::try_from(at.as_secs()).unwrap_or(i64::MAX);
+    // An expired or not yet valid leaf is judged at the nearest moment it is valid, so that
+    // its chain is judged rather than its dates again.
+    let judged_at = match (refusal.reason, validity) {
+        (FailureReason::Expired, Some((_, not_after))) => not_after.min(now),
+        (FailureReason::NotYetValid, Some((not_before, _))) => not_before.max(now),
+        _ => now,
+    };
+    let judged_at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(judged_at).unwrap_or_default(),
+    ));
+    let vouched = match target.policy.trusted_at(leaf, intermediates, judged_at) {
+        Ok(TrustSource::Ca) => "chains to a trusted CA",
+        Ok(TrustSource::Pin) => "pinned in allowedHashes",
+        Ok(TrustSource::Untrusted) => "admitted by allowUntrusted (no CA vouches for it)",
+        // webpki checks revocation once it has built a path to a trusted CA.
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) => {
+            "chains to a trusted CA"
+        }
+        Err(_) => return "not trusted".to_owned(),
+    };
+    let but = match (refusal.reason, validity) {
+        (FailureReason::Expired, Some((_, not_after))) => {
+            format!("expired at {}", rfc3339(not_after))
+        }
+        (FailureReason::NotYetValid, Some((not_before, _))) => {
+            format!("not valid before {}", rfc3339(not_before))
+        }
+        (FailureReason::Revoked, _) => format!("revoked: {}", refusal.detail),
+        (FailureReason::RevocationUnknown, _) => {
+            format!("its revocation status is unknown: {}", refusal.detail)
+        }
+        (FailureReason::NotAllowed, _) => "on no allow-list".to_owned(),
+        (reason, _) => format!("refused ({}): {}", reason.as_str(), refusal.detail),
+    };
+    format!("{vouched}, but {but}")
 }
 
 pub(super) fn allow_section(allow: &AllowList, names: &LeafNames) -> AllowSection {
@@ -317,14 +392,4 @@ pub(super) fn upstream_section(upstream: &Upstream) -> UpstreamSection {
         },
         tls,
     }
-}
-
-pub(super) fn rfc3339(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
 }

@@ -127,11 +127,7 @@ fn certificate(out: &mut String, certificate: &CertificateSection) {
 
 fn trust(out: &mut String, trust: &TrustSection) {
     out.push_str("\ntrust\n");
-    let _ = writeln!(
-        out,
-        "  decision:   {}",
-        trust.decision.unwrap_or("not trusted")
-    );
+    let _ = writeln!(out, "  decision:   {}", trust.summary);
     let _ = writeln!(
         out,
         "  pinned:     {} ({} pin(s) configured)",
@@ -142,17 +138,24 @@ fn trust(out: &mut String, trust: &TrustSection) {
         let _ = writeln!(out, "  CA {}: {}: {}", ca.subject, ca.result, ca.detail);
     }
     for crl in &trust.crls {
+        let source = crl
+            .source
+            .as_ref()
+            .map(|source| format!(" ({source})"))
+            .unwrap_or_default();
+        let revokes = match (&crl.revocation_time, crl.revocation_reason) {
+            (Some(time), Some(reason)) => {
+                format!(", REVOKES this certificate since {time} ({reason})")
+            }
+            _ if crl.revokes_certificate => ", REVOKES this certificate".to_owned(),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  CRL of {}: next update {}{}{}",
+            "  CRL of {}{source}: next update {}{}{revokes}",
             crl.issuer,
             crl.next_update.as_deref().unwrap_or_default(),
             if crl.expired { ", EXPIRED" } else { "" },
-            if crl.revokes_certificate {
-                ", REVOKES this certificate"
-            } else {
-                ""
-            }
         );
     }
     let _ = writeln!(

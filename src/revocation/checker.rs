@@ -21,7 +21,7 @@ use super::path::{Path, Paths, WithoutCa};
 use super::x509::{Cert, unix_now};
 use crate::metrics::revocation::RevocationMetrics;
 use crate::settings::{OcspMode, OnUnknown, RevocationPolicy};
-use crate::tls::FailureReason;
+use crate::tls::{FailureReason, RevokedAt};
 
 /// One app's revocation checker: its CRLs, its OCSP cache and its HTTP client.
 #[derive(Debug)]
@@ -52,7 +52,8 @@ pub struct Revocation {
 /// What one source said about one certificate.
 enum Status {
     Good,
-    Revoked(String),
+    /// The source, and when and why it says the certificate was revoked.
+    Revoked(String, RevokedAt),
     Unknown(String),
 }
 
@@ -352,8 +353,8 @@ impl Revocation {
     fn held_status(&self, cert: &Cert, issuer: &Cert, is_leaf: bool) -> Status {
         let ask_ocsp = self.asks_ocsp(is_leaf);
         let memory = self.memory();
-        if ask_ocsp && memory.known_revoked(cert, issuer) {
-            return Status::Revoked(self.revoked_by_responder(cert));
+        if ask_ocsp && let Some(revoked) = memory.known_revoked(cert, issuer) {
+            return Status::Revoked(self.revoked_by_responder(cert), revoked);
         }
         if !self.uses_crls {
             return Status::Good;
@@ -362,7 +363,9 @@ impl Revocation {
         crls.extend(memory.crls_for(&issuer.subject, self.epoch()));
         match crl::status_among(crls, cert, issuer, unix_now(), &self.algorithms) {
             CrlStatus::Good => Status::Good,
-            CrlStatus::Revoked(source) => Status::Revoked(format!("the crl from {source}")),
+            CrlStatus::Revoked(source, revoked) => {
+                Status::Revoked(format!("the crl from {source}"), revoked)
+            }
             CrlStatus::Unknown(_) if ask_ocsp => Status::Good,
             CrlStatus::Unknown(cause) => Status::Unknown(cause.to_owned()),
         }
@@ -389,8 +392,8 @@ impl Revocation {
             }
             match crl::status(&self.crls, cert, issuer, unix_now(), &self.algorithms) {
                 CrlStatus::Good => good = true,
-                CrlStatus::Revoked(source) => {
-                    return Status::Revoked(format!("the crl from {source}"));
+                CrlStatus::Revoked(source, revoked) => {
+                    return Status::Revoked(format!("the crl from {source}"), revoked);
                 }
                 CrlStatus::Unknown(cause) => unknown.push(cause.to_owned()),
             }
@@ -398,8 +401,8 @@ impl Revocation {
         if ask_ocsp {
             match self.ocsp_status(cert, issuer).await {
                 Ok(OcspStatus::Good) => good = true,
-                Ok(OcspStatus::Revoked) => {
-                    return Status::Revoked(self.revoked_by_responder(cert));
+                Ok(OcspStatus::Revoked(revoked)) => {
+                    return Status::Revoked(self.revoked_by_responder(cert), revoked);
                 }
                 Ok(OcspStatus::Unknown) => {
                     unknown.push("the ocsp responder does not know it".to_owned());
@@ -417,9 +420,9 @@ impl Revocation {
     /// The answer for `cert`: a revocation reported before, a cached answer, or one lookup
     /// shared by every connection that asks at the same time.
     async fn ocsp_status(&self, cert: &Cert, issuer: &Cert) -> Result<OcspStatus, Arc<OcspError>> {
-        if self.memory().known_revoked(cert, issuer) {
+        if let Some(revoked) = self.memory().known_revoked(cert, issuer) {
             self.count_ocsp("cache_hit");
-            return Ok(OcspStatus::Revoked);
+            return Ok(OcspStatus::Revoked(revoked));
         }
         if let Some(status) = self.ocsp_cache.get(cert, issuer, unix_now()) {
             self.count_ocsp("cache_hit");
@@ -469,19 +472,21 @@ impl Revocation {
         };
         self.count_ocsp(match answer.status {
             OcspStatus::Good => "good",
-            OcspStatus::Revoked => "revoked",
+            OcspStatus::Revoked(_) => "revoked",
             OcspStatus::Unknown => "unknown",
         });
         // Without a nextUpdate the responder says newer information is always available
         // (RFC 6960 section 4.2.2.1): such answers are not kept.
-        if let (Some(until), OcspStatus::Good | OcspStatus::Revoked) =
+        if let (Some(until), OcspStatus::Good | OcspStatus::Revoked(_)) =
             (answer.next_update, answer.status)
         {
             self.ocsp_cache.put(cert, issuer, answer.status, until, now);
         }
         // Open connections of a certificate reported revoked are closed, whatever generation
         // they were made in (docs/revocation.md).
-        if answer.status == OcspStatus::Revoked && self.memory().learn_revoked(cert, issuer) {
+        if let OcspStatus::Revoked(revoked) = answer.status
+            && self.memory().learn_revoked(cert, issuer, revoked)
+        {
             self.held_changed();
         }
         Ok(answer.status)
@@ -506,10 +511,10 @@ impl Revocation {
 fn verdict(cert: &Cert, status: Status) -> Result<(), RevocationFailure> {
     match status {
         Status::Good => Ok(()),
-        Status::Revoked(source) => Err(RevocationFailure {
+        Status::Revoked(source, revoked) => Err(RevocationFailure {
             reason: FailureReason::Revoked,
             detail: format!(
-                "{source} lists certificate {} ({}) as revoked",
+                "{source} lists certificate {} ({}) as revoked {revoked}",
                 cert.serial_hex(),
                 cert.subject_text()
             ),

@@ -3,19 +3,22 @@
 //! by serial. The store keeps the last good CRL of each source; it vouches until its
 //! nextUpdate or, without one, until `maxAgeMs` after its thisUpdate.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls_pki_types::CertificateRevocationListDer;
 use rustls_pki_types::pem::PemObject;
-use x509_cert::crl::CertificateList;
+use x509_cert::crl::{CertificateList, RevokedCert};
+use x509_cert::der::oid::db::rfc5280::ID_CE_CRL_REASONS;
 use x509_cert::der::{Decode, Encode};
+use x509_cert::ext::pkix::CrlReason;
 
 use super::x509::{Cert, trim_serial, verify_signature};
 use crate::settings::CLOCK_SKEW;
 use crate::settings::DEFAULT_MAX_AGE;
+use crate::tls::RevokedAt;
 
 /// Why bytes are not a usable CRL.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +57,8 @@ pub(crate) struct Crl {
     pub next_update: Option<Duration>,
     /// How long after thisUpdate a CRL without nextUpdate vouches (`maxAgeMs`).
     max_age: Duration,
-    revoked: HashSet<Vec<u8>>,
+    /// The serials it lists, with when and why each was revoked.
+    revoked: HashMap<Vec<u8>, RevokedAt>,
     scope: Scope,
     parsed: CertificateList,
     tbs: Vec<u8>,
@@ -81,7 +85,12 @@ impl Crl {
             .revoked_certificates
             .iter()
             .flatten()
-            .map(|entry| trim_serial(entry.serial_number.as_bytes()))
+            .map(|entry| {
+                (
+                    trim_serial(entry.serial_number.as_bytes()),
+                    revoked_at(entry),
+                )
+            })
             .collect();
         Ok(Self {
             issuer: list.issuer.to_der().map_err(CrlError::Parse)?,
@@ -162,9 +171,9 @@ impl Crl {
         self.tbs == other.tbs
     }
 
-    /// Whether the serial is listed.
-    pub(crate) fn lists(&self, serial: &[u8]) -> bool {
-        self.revoked.contains(serial)
+    /// When and why the serial was revoked, when it is listed.
+    pub(crate) fn lists(&self, serial: &[u8]) -> Option<RevokedAt> {
+        self.revoked.get(serial).copied()
     }
 
     /// Whether this CRL speaks for `cert` (RFC 5280 section 6.3.3 (b)): a CRL scoped by an
@@ -338,13 +347,29 @@ pub(crate) fn retry_after(now: Duration, refresh: Duration) -> Duration {
         .max(Duration::from_secs(1))
 }
 
+/// When and why a CRL entry says its certificate was revoked: its revocationDate and, when
+/// the entry has one, its reasonCode extension.
+fn revoked_at(entry: &RevokedCert) -> RevokedAt {
+    let reason = entry
+        .crl_entry_extensions
+        .iter()
+        .flatten()
+        .find(|extension| extension.extn_id == ID_CE_CRL_REASONS)
+        .and_then(|extension| CrlReason::from_der(extension.extn_value.as_bytes()).ok())
+        .map(|reason| reason as u8);
+    RevokedAt {
+        time: i64::try_from(entry.revocation_date.to_unix_duration().as_secs()).unwrap_or(i64::MAX),
+        reason,
+    }
+}
+
 /// What the CRLs say about one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CrlStatus {
     /// A fresh CRL from the issuer does not list it.
     Good,
-    /// A CRL from the issuer lists it (its source).
-    Revoked(String),
+    /// A CRL from the issuer lists it (its source, and when and why its entry says).
+    Revoked(String, RevokedAt),
     /// No fresh, correctly signed CRL from the issuer is held.
     Unknown(&'static str),
 }
@@ -383,8 +408,11 @@ pub(crate) fn status_among(
         return CrlStatus::Unknown("no crl from the issuer");
     }
     // A revocation is believed even from a stale CRL: revocation is permanent.
-    if let Some((source, _)) = crls.iter().find(|(_, crl)| crl.lists(&cert.serial)) {
-        return CrlStatus::Revoked(source.clone());
+    if let Some((source, revoked)) = crls
+        .iter()
+        .find_map(|(source, crl)| Some((source, crl.lists(&cert.serial)?)))
+    {
+        return CrlStatus::Revoked(source.clone(), revoked);
     }
     if crls.iter().any(|(_, crl)| crl.is_fresh(now)) {
         CrlStatus::Good

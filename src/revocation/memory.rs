@@ -4,7 +4,7 @@
 //! generation learns reaches the open connections of all of them. A generation sees the CRLs
 //! remembered by itself and by later ones: a CRL file a reload dropped stops counting.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::crl::Crl;
 use super::ocsp::{self, Key};
 use super::x509::Cert;
+use crate::tls::RevokedAt;
 
 /// Certificates remembered as reported revoked; past it, the oldest is forgotten first.
 pub(crate) const REMEMBERED_REVOKED: usize = 16384;
@@ -48,7 +49,8 @@ type Remembered = (Arc<Crl>, u64);
 
 #[derive(Debug, Default)]
 struct Revoked {
-    keys: HashSet<Key>,
+    /// When and why each was revoked, as the responder said.
+    keys: HashMap<Key, RevokedAt>,
     order: VecDeque<Key>,
 }
 
@@ -90,10 +92,10 @@ impl Memory {
     }
 
     /// Records that a responder reported the certificate revoked; `false` when it was known.
-    pub(crate) fn learn_revoked(&self, cert: &Cert, issuer: &Cert) -> bool {
+    pub(crate) fn learn_revoked(&self, cert: &Cert, issuer: &Cert, at: RevokedAt) -> bool {
         let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
         let key = ocsp::key(cert, issuer);
-        if !revoked.keys.insert(key.clone()) {
+        if revoked.keys.insert(key.clone(), at).is_some() {
             return false;
         }
         revoked.order.push_back(key);
@@ -105,10 +107,11 @@ impl Memory {
         true
     }
 
-    /// Whether a responder reported the certificate revoked (revocation is permanent).
-    pub(crate) fn known_revoked(&self, cert: &Cert, issuer: &Cert) -> bool {
+    /// When and why a responder reported the certificate revoked, if one did (revocation is
+    /// permanent).
+    pub(crate) fn known_revoked(&self, cert: &Cert, issuer: &Cert) -> Option<RevokedAt> {
         let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-        revoked.keys.contains(&ocsp::key(cert, issuer))
+        revoked.keys.get(&ocsp::key(cert, issuer)).copied()
     }
 
     /// Keeps `crl` from `source`, as held by the generation of `epoch`, unless the same or a

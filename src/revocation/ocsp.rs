@@ -23,6 +23,7 @@ use x509_ocsp::{
 use super::fetch::{FetchError, Fetcher};
 use super::x509::{Cert, verify_signature};
 use crate::settings::CLOCK_SKEW;
+use crate::tls::RevokedAt;
 /// Cached answers per app; past it, expired and then the soonest-expiring entries go.
 pub(crate) const CACHE_SIZE: usize = 4096;
 
@@ -30,7 +31,8 @@ pub(crate) const CACHE_SIZE: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OcspStatus {
     Good,
-    Revoked,
+    /// With the answer's revocationTime and revocationReason.
+    Revoked(RevokedAt),
     Unknown,
 }
 
@@ -199,7 +201,11 @@ pub(crate) fn verify(
     fresh(this_update, next_update, now, max_age, url)?;
     let status = match single.cert_status {
         CertStatus::Good(_) => OcspStatus::Good,
-        CertStatus::Revoked(_) => OcspStatus::Revoked,
+        CertStatus::Revoked(info) => OcspStatus::Revoked(RevokedAt {
+            time: i64::try_from(info.revocation_time.0.to_unix_duration().as_secs())
+                .unwrap_or(i64::MAX),
+            reason: info.revocation_reason.map(|reason| reason as u8),
+        }),
         CertStatus::Unknown(_) => OcspStatus::Unknown,
     };
     Ok(Answer {

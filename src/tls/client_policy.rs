@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Version};
 
-use super::FailureReason;
+use super::{FailureReason, RevokedAt, rfc3339};
 pub(crate) use crate::identity::TrustSource;
 use crate::identity::{LeafNames, rfc4514};
 use crate::settings::{AllowList, Trust};
@@ -182,6 +182,9 @@ impl ClientPolicy {
                     {
                         missing_intermediate(&presented)
                     }
+                    rustls::Error::InvalidCertificate(CertificateError::Revoked) => self
+                        .revoked_by_crl(end_entity, intermediates)
+                        .unwrap_or_else(|| describe(&error, &presented)),
                     _ => describe(&error, &presented),
                 };
                 refuse(reason, detail, error)
@@ -236,6 +239,43 @@ impl ClientPolicy {
         Ok(())
     }
 
+    /// Which of the app's CRLs lists a certificate of the chain, and when and why its entry
+    /// says it was revoked, in the words of the revocation checker's refusals: webpki says
+    /// only that something is revoked.
+    fn revoked_by_crl(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Option<String> {
+        let chain: Vec<X509Certificate<'_>> = std::iter::once(end_entity)
+            .chain(intermediates)
+            .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
+            .map(|(_, certificate)| certificate)
+            .collect();
+        self.trust.crls.iter().enumerate().find_map(|(index, crl)| {
+            let (_, crl) = x509_parser::parse_x509_crl(crl).ok()?;
+            let (certificate, revoked) = chain.iter().find_map(|certificate| {
+                let entry = crl_entry(&crl, certificate)?;
+                Some((certificate, entry))
+            })?;
+            let name = self
+                .trust
+                .crl_names
+                .get(index)
+                .map_or("a configured CRL file", String::as_str);
+            let serial: String = certificate
+                .raw_serial()
+                .iter()
+                .skip_while(|byte| **byte == 0)
+                .map(|byte| format!("{byte:02X}"))
+                .collect();
+            Some(format!(
+                "the crl from {name} lists certificate {serial} ({}) as revoked {revoked}",
+                rfc4514(certificate.subject())
+            ))
+        })
+    }
+
     /// Whether `name` (DER) is the subject of one of the app's CAs.
     fn is_a_root(&self, name: &[u8]) -> bool {
         self.trust.roots.iter().any(|root| {
@@ -272,6 +312,18 @@ impl ClientPolicy {
         }
     }
 
+    /// What vouches for the chain at `now` (a pin, a CA with the app's CRLs, or
+    /// `allowUntrusted`), the leaf's validity and the allow-lists aside: for `explain`, which
+    /// says whether a refused certificate still chains to a trusted CA.
+    pub fn trusted_at(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<TrustSource, rustls::Error> {
+        self.trusted_by(end_entity, intermediates, now)
+    }
+
     /// For each trusted CA on its own, what webpki says about the chain (with the app's CRLs):
     /// `Ok` when that CA alone would vouch for it. For `explain`.
     pub fn per_ca(
@@ -293,6 +345,23 @@ impl ClientPolicy {
             })
             .collect()
     }
+}
+
+/// When and why `crl` says `certificate` was revoked, when it lists it: an entry with its
+/// serial in a CRL of its issuer.
+pub(crate) fn crl_entry(
+    crl: &x509_parser::revocation_list::CertificateRevocationList<'_>,
+    certificate: &X509Certificate<'_>,
+) -> Option<RevokedAt> {
+    if crl.issuer().as_raw() != certificate.issuer().as_raw() {
+        return None;
+    }
+    crl.iter_revoked_certificates()
+        .find(|entry| entry.raw_serial() == certificate.raw_serial())
+        .map(|entry| RevokedAt {
+            time: entry.revocation_date.timestamp(),
+            reason: entry.reason_code().map(|(_, code)| code.0),
+        })
 }
 
 fn webpki_verifier(
@@ -325,7 +394,7 @@ fn check_validity(
             FailureReason::NotYetValid,
             format!(
                 "the certificate is not valid before {}",
-                validity.not_before
+                rfc3339(validity.not_before.timestamp())
             ),
             CertificateError::NotValidYet.into(),
         ));
@@ -333,7 +402,10 @@ fn check_validity(
     if now_secs > validity.not_after.timestamp() {
         return Err((
             FailureReason::Expired,
-            format!("the certificate expired at {}", validity.not_after),
+            format!(
+                "the certificate expired at {}",
+                rfc3339(validity.not_after.timestamp())
+            ),
             CertificateError::Expired.into(),
         ));
     }
@@ -445,9 +517,24 @@ pub(crate) fn describe(error: &rustls::Error, presented: &Presented) -> String {
             "the certificate's extended key usage does not include clientAuth".to_owned()
         }
         Cert::BadSignature => "a signature in the chain does not verify".to_owned(),
+        // rustls words these with Unix seconds; people read RFC 3339.
+        Cert::ExpiredContext { time, not_after } => format!(
+            "a certificate of the chain expired at {} (judged at {})",
+            unix_rfc3339(*not_after),
+            unix_rfc3339(*time)
+        ),
+        Cert::NotValidYetContext { time, not_before } => format!(
+            "a certificate of the chain is not valid before {} (judged at {})",
+            unix_rfc3339(*not_before),
+            unix_rfc3339(*time)
+        ),
         Cert::Other(other) => format!("webpki refuses the chain: {other}"),
         other => format!("webpki refuses the chain: {other}"),
     }
+}
+
+fn unix_rfc3339(time: UnixTime) -> String {
+    rfc3339(i64::try_from(time.as_secs()).unwrap_or(i64::MAX))
 }
 
 tokio::task_local! {

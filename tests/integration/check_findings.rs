@@ -1,6 +1,8 @@
 //! `certgate check` catches what would otherwise fail later, and has a sidecar form:
 //! - an exact host the server certificate does not cover: an error (exit 64);
 //! - a wildcard host it does not cover: a warning (exit 0);
+//! - a host under a single-label wildcard (`billing.localhost`, `*.localhost`): the error says
+//!   clients never match such a wildcard and names the `pki init --host` command;
 //! - a leaf (non-CA) certificate in `trustedCaFiles`: a warning naming the file;
 //! - an `allowedSubjects` entry in OpenSSL's `/CN=a/O=b` form: an error showing the RFC 4514
 //!   form; a valid entry listing CN last: a warning about the RDN order;
@@ -64,6 +66,34 @@ fn an_exact_host_the_server_certificate_does_not_cover_is_an_error() {
             "*.example.test",
         ],
         &[],
+    );
+}
+
+#[test]
+fn a_host_under_a_single_label_wildcard_says_why_it_is_not_covered_and_what_to_do() {
+    let dir = TempDir::new();
+    // `pki init` lists `*.localhost`, which no client matches `billing.localhost` against.
+    certgate::pki::init(dir.path(), false).unwrap();
+    let mut billing = app(
+        "billing",
+        &["billing.localhost"],
+        "127.0.0.1:8080".parse().unwrap(),
+        "require",
+    );
+    billing["clientAuth"] = json!({ "trustedCaFiles": ["ca.pem"] });
+    let config = json!({ "listen": "127.0.0.1:8443", "apps": [billing] });
+    dir.write("certgate.json", config.to_string());
+    let (_, stderr) = exited(&check(&["--config", "certgate.json"], dir.path()), 64);
+    assert_says(
+        &stderr,
+        &[
+            "error: app \"billing\": host billing.localhost is not covered by the server certificate",
+            "its *.localhost stands directly above a single label",
+            "OpenSSL and webpki",
+            "*.com",
+            "certgate pki init DIR --host billing.localhost",
+        ],
+        &["in its subjectAltName"],
     );
 }
 

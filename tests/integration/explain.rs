@@ -2,14 +2,18 @@
 //! - a passing certificate: exit 0 and every JSON field (verdict, leaf facts, trust decision,
 //!   allow-lists, the exact XFCC);
 //! - each refusal reason a certificate can have: `unknown_issuer` (with "different issuer"),
-//!   `expired`, `not_yet_valid` (also via `--at`), `revoked` (naming the CRL), `crl_expired`,
+//!   `expired`, `not_yet_valid` (also via `--at`), `revoked` (naming the CRL file, the entry's
+//!   revocation time and reason), `crl_expired`,
 //!   `bad_eku`, `bad_signature`, `not_allowed`, `unsupported_certificate` (an X.509 v1
 //!   certificate made by `openssl x509 -req`): exit 1, reason and detail;
 //! - the RFC 4514 order trap (`-subj "/CN=alice/O=Acme"` against `CN=alice,O=Acme`) is named;
 //! - `--host` picks the app as SNI would; the sidecar form takes the policy flags;
 //! - usage errors exit 64; the text form leads with the verdict;
 //! - the `handshake refused` warn line carries the subject (as certgate writes it), issuer,
-//!   serial, hash and detail.
+//!   serial, hash and detail; for a revoked certificate the CRL file, when and why;
+//! - the trust decision of an expired or revoked certificate from a trusted CA says it chains
+//!   to that CA and what refuses it (text and JSON), one from an unknown CA "not trusted";
+//! - times are RFC 3339, also for an expired intermediate (rustls words it in Unix seconds).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -109,6 +113,20 @@ fn assert_explained_refusal(
     json
 }
 
+/// `t` as explain writes times: RFC 3339, whole seconds.
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Whether `text` is an RFC 3339 time with whole seconds in UTC, as explain writes them.
+fn is_rfc3339(text: &str) -> bool {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .is_ok_and(|t| rfc3339(t) == text)
+}
+
 fn serial_of(leaf: &Leaf) -> String {
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.der()).unwrap();
     parsed.raw_serial_as_string()
@@ -133,12 +151,6 @@ fn a_passing_certificate_is_explained_field_by_field() {
     assert_eq!(cert["subject"], "CN=alice");
     assert_eq!(cert["issuer"], "CN=certgate test client CA");
     assert_eq!(cert["serial"], serial_of(&alice));
-    let rfc3339 = |t: OffsetDateTime| {
-        t.replace_nanosecond(0)
-            .unwrap()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap()
-    };
     assert_eq!(cert["not_before"], rfc3339(spec.not_before));
     assert_eq!(cert["not_after"], rfc3339(spec.not_after));
     assert_eq!(cert["key_type"], "ECDSA P-256");
@@ -194,6 +206,7 @@ fn an_unknown_issuer_is_explained_as_a_different_issuer() {
         "CN=stranger CA",
     );
     assert_eq!(json["trust"]["decision"], Value::Null);
+    assert_eq!(json["trust"]["summary"], "not trusted");
     assert_eq!(json["trust"]["cas"][0]["result"], "refuses");
     let why = json["trust"]["cas"][0]["detail"].as_str().unwrap();
     assert!(why.contains("different issuer"), "{why}");
@@ -205,8 +218,91 @@ fn an_expired_certificate_is_explained() {
     let mut spec = LeafSpec::client("late");
     spec.not_before = OffsetDateTime::now_utc() - time::Duration::days(30);
     spec.not_after = OffsetDateTime::now_utc() - time::Duration::days(1);
-    let late = pki.client_ca.issue(spec);
-    assert_explained_refusal(&pki, json!({}), None, &late, "expired", "expired at");
+    let late = pki.client_ca.issue(spec.clone());
+    let expired_at = format!("expired at {}", rfc3339(spec.not_after));
+    let json = assert_explained_refusal(&pki, json!({}), None, &late, "expired", &expired_at);
+    // Its CA still vouches for it: it is expired, not untrusted.
+    assert_eq!(json["trust"]["decision"], Value::Null);
+    assert_eq!(
+        json["trust"]["summary"],
+        format!("chains to a trusted CA, but {expired_at}")
+    );
+}
+
+#[test]
+fn an_expired_certificate_from_an_unknown_ca_is_not_trusted() {
+    let pki = Pki::new();
+    let mut spec = LeafSpec::client("late stranger");
+    spec.not_before = OffsetDateTime::now_utc() - time::Duration::days(30);
+    spec.not_after = OffsetDateTime::now_utc() - time::Duration::days(1);
+    let late = Ca::root("stranger CA").issue(spec);
+    let json = assert_explained_refusal(&pki, json!({}), None, &late, "expired", "expired at");
+    assert_eq!(json["trust"]["summary"], "not trusted");
+}
+
+#[test]
+fn the_text_form_says_an_expired_certificate_still_chains_to_a_trusted_ca() {
+    let pki = Pki::new();
+    let (dir, config) = setup(&pki, json!({}));
+    let mut spec = LeafSpec::client("late");
+    spec.not_before = OffsetDateTime::now_utc() - time::Duration::days(30);
+    spec.not_after = OffsetDateTime::now_utc() - time::Duration::days(1);
+    let late = dir.write("late.pem", pki.client_ca.issue(spec.clone()).pem);
+    let output = explain(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--app",
+        "require",
+        late.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let expired_at = rfc3339(spec.not_after);
+    assert!(
+        text.contains(&format!(
+            "detail:  the certificate expired at {expired_at}\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "decision:   chains to a trusted CA, but expired at {expired_at}\n"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("not trusted"), "{text}");
+}
+
+#[test]
+fn an_expired_intermediate_is_explained_with_rfc3339_times() {
+    let pki = Pki::new();
+    let (dir, config) = setup(&pki, json!({}));
+    let mut params = common::ca_params("expired intermediate");
+    params.not_before = OffsetDateTime::now_utc() - time::Duration::days(30);
+    params.not_after = OffsetDateTime::now_utc() - time::Duration::days(2);
+    let key = KeyPair::generate().unwrap();
+    let issuer = Issuer::from_params(&pki.client_ca.params, &pki.client_ca.key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let intermediate = Ca {
+        sent_after_leaf: vec![cert.der().clone()],
+        der: cert.der().clone(),
+        pem: cert.pem(),
+        params,
+        key,
+    };
+    let mut spec = LeafSpec::client("under an expired intermediate");
+    spec.not_before = OffsetDateTime::now_utc() - time::Duration::days(10);
+    let leaf = intermediate.issue(spec);
+    let (code, json) = explain_json(&dir, &config, &leaf, &[]);
+    assert_refused(&json, code, "expired", "expired at");
+    let detail = json["detail"].as_str().unwrap();
+    let at = detail
+        .split("expired at ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap();
+    assert!(is_rfc3339(at), "{detail}");
+    assert!(!detail.contains("UNIX"), "{detail}");
 }
 
 #[test]
@@ -243,8 +339,64 @@ fn a_revoked_certificate_names_the_crl_that_revokes_it() {
     let json = assert_explained_refusal(&pki, crls, Some(crl), &alice, "revoked", "revoked");
     let crl = &json["trust"]["crls"][0];
     assert_eq!(crl["issuer"], "CN=certgate test client CA");
+    assert!(
+        crl["source"].as_str().unwrap().ends_with("client-ca.crl"),
+        "{crl}"
+    );
     assert_eq!(crl["revokes_certificate"], true);
     assert_eq!(crl["expired"], false);
+    // The CRL entry's revocationDate and reasonCode.
+    let since = crl["revocation_time"].as_str().unwrap();
+    assert!(is_rfc3339(since), "{crl}");
+    assert_eq!(crl["revocation_reason"], "keyCompromise");
+    let detail = json["detail"].as_str().unwrap();
+    let serial = serial_of(&alice).replace(':', "").to_uppercase();
+    let serial = serial.trim_start_matches("00");
+    assert!(detail.starts_with("the crl from "), "{detail}");
+    assert!(
+        detail.contains(&format!(
+            "client-ca.crl lists certificate {serial} (CN=alice) as revoked since {since} (keyCompromise)"
+        )),
+        "{detail}"
+    );
+    assert_eq!(json["trust"]["decision"], Value::Null);
+    assert_eq!(
+        json["trust"]["summary"],
+        format!("chains to a trusted CA, but revoked: {detail}")
+    );
+}
+
+#[test]
+fn the_handshake_refusal_line_says_which_crl_revoked_the_certificate_when_and_why() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let alice = pki.client("alice");
+    dir.write(
+        "client-ca.crl",
+        pki.client_ca.crl(
+            &[&alice],
+            OffsetDateTime::now_utc() + time::Duration::days(1),
+        ),
+    );
+    let (mut child, addr) = sidecar(&dir, &["--crl", "client-ca.crl"]);
+    let options = common::ClientOptions::new(&pki, "localhost").with_identity(alice.identity());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let result = runtime.block_on(common::get(addr, &options, "localhost", "/"));
+    assert!(result.is_err(), "alice must be refused");
+    let (_, refused) = refusal_line(&mut child);
+    assert_eq!(refused["failure"], "revoked", "{refused}");
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("the crl from client-ca.crl lists certificate"),
+        "{detail}"
+    );
+    let since = detail
+        .split("as revoked since ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(" (keyCompromise)"))
+        .unwrap_or_else(|| panic!("no time and reason in {detail:?}"));
+    assert!(is_rfc3339(since), "{detail}");
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //! - a broken file keeps the running config and counts `result="error"`;
 //! - open connections close once a reload replaced their config; new ones get the new one;
 //! - a real SIGHUP reloads (the binary's: this process runs other tests' gateways);
-//! - a Kubernetes Secret update (the kubelet's `..data` symlink swap) is picked up by itself.
+//! - a Kubernetes Secret update (the kubelet's `..data` symlink swap) is picked up by itself;
+//! - the reload line names the apps added, removed and changed (a rewritten CA file changes
+//!   the app that loads it) and the files whose content changed, and no unchanged app.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -384,4 +386,114 @@ async fn kubernetes_secret_update_is_picked_up_without_a_restart() {
         .unwrap();
     assert_eq!(reply.status, 200);
     gateway.stop().await;
+}
+
+/// The `configuration reloaded` lines of `child` (JSON) until `done` holds for the lines so far.
+fn reload_lines(
+    child: &mut process::Child,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut reloads = Vec::new();
+    while !done(&reloads) {
+        let lines = child.wait_for_line(process::Stream::Stderr, |line| {
+            line.contains("configuration reloaded") || line.contains("reload failed")
+        });
+        let line: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+        assert!(
+            line["message"]
+                .as_str()
+                .unwrap()
+                .contains("configuration reloaded"),
+            "{line}"
+        );
+        reloads.push(line);
+    }
+    reloads
+}
+
+/// The names a list field of the reload lines holds, over every line.
+fn listed(reloads: &[serde_json::Value], field: &str) -> std::collections::BTreeSet<String> {
+    reloads
+        .iter()
+        .filter_map(|line| line[field].as_str())
+        .flat_map(|list| list.split(','))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_reload_line_names_the_apps_added_removed_and_changed_and_the_files_that_changed() {
+    let pki = Pki::new();
+    let upstream = echo_upstream().await;
+    let dir = TempDir::new();
+    pki.write(&dir);
+    dir.write("c-ca.pem", &pki.client_ca.pem);
+    let trusting = |name: &str, ca: &str| {
+        let mut entry = app(
+            name,
+            &[&format!("{name}.example.test")],
+            upstream,
+            "require",
+        );
+        entry["clientAuth"] = serde_json::json!({ "trustedCaFiles": [ca] });
+        entry
+    };
+    let config = |names: &[&str]| {
+        let apps: Vec<serde_json::Value> = names
+            .iter()
+            .map(|name| {
+                trusting(
+                    name,
+                    if *name == "c" {
+                        "c-ca.pem"
+                    } else {
+                        "client-ca.pem"
+                    },
+                )
+            })
+            .collect();
+        serde_json::json!({ "listen": "127.0.0.1:0", "apps": apps })
+    };
+    let (mut child, _) = process::Child::run_config(dir.path(), &config(&["a", "b", "c"]), &[]);
+    // The reload task takes its first look at the files before it installs its SIGHUP
+    // handler: a write before that look would be taken as the starting state.
+    assert!(
+        until(400, Duration::from_millis(25), || catches_sighup(
+            child.id()
+        ))
+        .await,
+        "certgate's reload task did not start\n{}",
+        child.transcript()
+    );
+
+    // One change of each kind: `a` goes, `d` comes, `c`'s CA file is rewritten, `b` stays.
+    write_atomically(&dir, "c-ca.pem", &Ca::root("rotated client CA").pem);
+    write_atomically(&dir, "certgate.json", &config(&["b", "c", "d"]).to_string());
+    // The watcher may see the two writes in one reload or in two: the lines together say it.
+    let complete = |reloads: &[serde_json::Value]| {
+        listed(reloads, "changed").contains("c") && listed(reloads, "added").contains("d")
+    };
+    let reloads = reload_lines(&mut child, complete);
+    assert_eq!(reloads.last().unwrap()["apps"], 3, "{reloads:?}");
+    let names = |list: &[&str]| list.iter().map(|name| name.to_string()).collect();
+    assert_eq!(listed(&reloads, "added"), names(&["d"]), "{reloads:?}");
+    assert_eq!(listed(&reloads, "removed"), names(&["a"]), "{reloads:?}");
+    assert_eq!(listed(&reloads, "changed"), names(&["c"]), "{reloads:?}");
+    let files = listed(&reloads, "files_changed");
+    let file_names: std::collections::BTreeSet<String> = files
+        .iter()
+        .map(|path| {
+            let path = std::path::Path::new(path);
+            path.file_name().unwrap().to_string_lossy().into_owned()
+        })
+        .collect();
+    assert_eq!(
+        file_names,
+        names(&["c-ca.pem", "certgate.json"]),
+        "{reloads:?}"
+    );
+    for line in &reloads {
+        assert!(line["generation"].as_u64().is_some(), "{line}");
+        assert!(line["closing"].as_u64().is_some(), "{line}");
+    }
 }

@@ -20,6 +20,9 @@
 //! - a revocation learned after a first handshake refuses the resumed session (TLS 1.3 and
 //!   TLS 1.2); HTTP/2 clients are refused like HTTP/1.1 ones; `rejectWith: "http"` answers 495;
 //! - `certgate explain` shows the revocation decision and its source;
+//! - a revocation names its source, the revocation time and the reason (a CRL entry's
+//!   revocationDate and reasonCode, an OCSP answer's revocationTime and revocationReason) on
+//!   the 495 page and in `explain`, whose trust decision says the chain is still trusted;
 //! - config: the schema's keys, the `crlFiles` alias, bad values refused; the sidecar's
 //!   `--crl-url` and `--ocsp`; the worked `openssl ocsp` example of docs/revocation.md.
 
@@ -888,6 +891,13 @@ async fn explain_shows_the_revocation_decision_and_its_source() {
     assert_eq!(refused.revocation.decision, "revoked");
     let detail = refused.revocation.detail.as_deref().unwrap();
     assert!(detail.contains(&crls.url("ca.crl")), "{detail}");
+    // The CRL entry's revocationDate and reasonCode (the fixture revokes for key compromise).
+    assert!(detail.contains("as revoked since "), "{detail}");
+    assert!(detail.ends_with(" (keyCompromise)"), "{detail}");
+    assert_eq!(
+        refused.trust.summary,
+        format!("chains to a trusted CA, but revoked: {detail}")
+    );
     assert!(
         refused
             .revocation
@@ -1090,4 +1100,74 @@ async fn readme_worked_openssl_ocsp_example_serves_then_refuses_a_revoked_client
         1.0,
         "{text}"
     );
+}
+
+/// `certgate explain --config CONFIG --app require --format json CERT`, run in this process.
+async fn explain_in_process(
+    config: &std::path::Path,
+    cert: &std::path::Path,
+) -> certgate::explain::Explanation {
+    use clap::Parser as _;
+    let cli = certgate::cli::Cli::try_parse_from([
+        "certgate",
+        "explain",
+        "--config",
+        config.to_str().unwrap(),
+        "--app",
+        "require",
+        "--format",
+        "json",
+        cert.to_str().unwrap(),
+    ])
+    .unwrap();
+    let certgate::cli::Command::Explain(args) = cli.command else {
+        panic!("not explain");
+    };
+    certgate::explain::run(&args).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_ocsp_revocation_names_the_responder_when_and_why_on_the_495_page_and_in_explain() {
+    let pki = Pki::new();
+    let client = pki.client("ocsp revoked for key compromise");
+    // `openssl ocsp` answers with the revocation time and reason of its index line.
+    let index = index_line(client.der(), "ocsp revoked for key compromise", true)
+        .replace("240101000000Z", "240101000000Z,keyCompromise");
+    let Some(responder) = openssl_responder(&pki.client_ca, None, &index, &[]) else {
+        return;
+    };
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let mut config = config(
+        echo_upstream().await,
+        serde_json::json!({ "ocsp": "leaf", "ocspResponder": responder.ocsp.url() }),
+    );
+    config["apps"][0]["rejectWith"] = "http".into();
+    let responder_at = format!(
+        "the ocsp responder http://127.0.0.1:{}",
+        responder.ocsp.port
+    );
+    let revoked = "as revoked since 2024-01-01T00:00:00Z (keyCompromise)";
+
+    let path = dir.write("certgate.json", serde_json::to_vec(&config).unwrap());
+    let cert = dir.write("revoked.pem", client.chain_pem());
+    let explained = explain_in_process(&path, &cert).await;
+    assert_eq!(explained.reason, Some("revoked"), "{explained:?}");
+    let detail = explained.revocation.detail.as_deref().unwrap();
+    assert!(detail.starts_with(&responder_at), "{detail}");
+    assert!(detail.ends_with(revoked), "{detail}");
+    assert_eq!(
+        explained.trust.summary,
+        format!("chains to a trusted CA, but revoked: {detail}")
+    );
+
+    let gateway = Gateway::start(dir, config).await;
+    let reply = get(gateway.addr, &options(&pki, &client), HOST, "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status.as_u16(), 495, "{:?}", reply.body);
+    let body = String::from_utf8_lossy(&reply.body);
+    assert!(body.contains(&responder_at), "{body}");
+    assert!(body.contains(revoked), "{body}");
+    assert!(!body.contains("\"method\""), "{body}");
 }
