@@ -74,8 +74,11 @@ impl Loader<'_> {
         id: &str,
     ) -> Result<(String, KeyedChain), AppFailure> {
         let entry = id.rsplit('/').next().unwrap_or(id).to_owned();
-        if let Some(keyed) = self.domain_certificates.get(&entry) {
-            return Ok((entry, keyed.clone()));
+        if let Some((keyed, files)) = self.domain_certificates.get(&entry) {
+            // Read once for every domain that names it; still part of this app's files.
+            let (keyed, files) = (keyed.clone(), files.clone());
+            self.app_files.extend(files);
+            return Ok((entry, keyed));
         }
         let certificates = self.certificates;
         let Some(file) = certificates.get(&entry) else {
@@ -95,13 +98,15 @@ impl Loader<'_> {
         let shape = || AppError::DomainCertificateShape {
             entry: entry.clone(),
         };
+        let first_file = self.app_files.len();
         let (chain, key) = self.certificate_and_key(file, shape)?;
+        let files = self.app_files[first_file..].to_vec();
         let keyed = KeyedChain {
             chain,
             key: Arc::new(key),
         };
         self.domain_certificates
-            .insert(entry.clone(), keyed.clone());
+            .insert(entry.clone(), (keyed.clone(), files));
         Ok((entry, keyed))
     }
 }

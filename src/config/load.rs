@@ -175,7 +175,7 @@ pub(super) struct Loader<'a> {
     /// The SHA-256 of each file read.
     pub(super) digests: FileDigests,
     /// The files the app being read has loaded so far (for its fingerprint).
-    app_files: Vec<PathBuf>,
+    pub(super) app_files: Vec<PathBuf>,
     pub(super) provider: Arc<CryptoProvider>,
     pub(super) keys: Keys,
     pub(super) findings: Vec<Finding>,
@@ -185,8 +185,8 @@ pub(super) struct Loader<'a> {
     pub(super) ticket_keys: HashMap<PathBuf, TicketKeys>,
     /// The top-level `certificates`, which custom domains name.
     pub(super) certificates: &'a BTreeMap<String, FileServerCertificate>,
-    /// The entries of `certificates` read so far.
-    pub(super) domain_certificates: HashMap<String, KeyedChain>,
+    /// The entries of `certificates` read so far, with the files each was read from.
+    pub(super) domain_certificates: HashMap<String, (KeyedChain, Vec<PathBuf>)>,
 }
 
 /// `certificates` of a model without that object.
