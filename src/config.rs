@@ -7,6 +7,7 @@ pub(crate) mod checks;
 mod credentials;
 pub(crate) mod error;
 pub(crate) mod file;
+mod ingress;
 mod load;
 pub(crate) mod model;
 mod pem_files;

@@ -12,6 +12,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::checks::{self, Finding, Severity};
 use super::error::{AppError, AppFailure, ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
 use super::file::{FileApp, FileClientAuth, FileConfig, FileSessionTickets};
+use super::ingress::ingress_block;
 use super::model::{AppConfig, Config, RevocationSettings};
 use super::pem_files::{CERTIFICATE, pem_items};
 use super::request_policy::{self};
@@ -239,6 +240,8 @@ impl<'a> Loader<'a> {
         ));
         let (server_chain, server_key) = self.app_server_certificate(&name, &hosts, file)?;
         let (session_resumption, ticket_keys) = self.resumption(file)?;
+        let ingress = ingress_block(&name, &file.ingress)?;
+        self.findings.extend(ingress.findings);
         Ok(AppConfig {
             name,
             hosts,
@@ -254,6 +257,8 @@ impl<'a> Loader<'a> {
             session_resumption,
             ticket_keys,
             revocation,
+            ip_restrictions: ingress.ip_restrictions,
+            ignored_ingress: ingress.ignored,
         })
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::checks::Finding;
+use crate::ip_restrictions::IpRestrictions;
 use crate::proxy_protocol::ProxyProtocol;
 use crate::request_policy::RequestPolicy;
 use crate::settings::{
@@ -72,6 +73,10 @@ pub struct AppConfig {
     pub ticket_keys: Option<TicketKeys>,
     /// What the app's revocation checking is built from.
     pub revocation: RevocationSettings,
+    /// `ingress.ipSecurityRestrictions`; `None` admits every client address.
+    pub ip_restrictions: Option<Arc<IpRestrictions>>,
+    /// The `ingress` keys given that certgate accepts without effect (`external`, `fqdn`, ...).
+    pub ignored_ingress: Vec<&'static str>,
 }
 
 /// An app's revocation settings, validated: the checker itself is built with the apps.
