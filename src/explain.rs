@@ -17,7 +17,8 @@ use crate::tls::client_policy::Presented;
 pub use self::report::Explanation;
 use self::report::RevocationSection;
 use self::sections::{
-    allow_section, certificate_section, rfc3339, trust_section, upstream_section,
+    allow_section, certificate_section, ip_restrictions_section, rfc3339, trust_section,
+    upstream_section,
 };
 pub use self::target::{ExplainError, Target};
 use self::target::{parse_time, target};
@@ -134,5 +135,9 @@ pub async fn explain(
         revocation,
         xfcc,
         upstream: target.upstream.as_ref().map(upstream_section),
+        ip_restrictions: target
+            .ip_restrictions
+            .as_deref()
+            .map(ip_restrictions_section),
     }
 }

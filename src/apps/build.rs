@@ -12,7 +12,7 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use crate::config::{AppConfig, AppError, AppFailure, Config, ConfigError, RevocationSettings};
 use crate::revocation::fetch::{self, Fetched};
 use crate::revocation::{Revocation, WithoutCa};
-use crate::settings::{ClientCertMode, SessionResumption, Trust};
+use crate::settings::{ClientCertMode, RejectWith, SessionResumption, Trust};
 use crate::tls::client_policy::ClientPolicy;
 use crate::tls::server_config::Resumption;
 use crate::tls::ticket_keys::HandshakePolicy;
@@ -36,6 +36,10 @@ pub struct LoadedApp {
     pub policy: Option<Arc<ClientPolicy>>,
     /// This app's own rustls config: its verifier, session cache and ticket keys.
     pub tls: Arc<rustls::ServerConfig>,
+    /// With `ipSecurityRestrictions` and `rejectWith: "http"`: the rustls config a refused
+    /// client address completes its handshake with, asking for no certificate and resuming
+    /// no session, so that its requests get 403.
+    pub ip_refused_tls: Option<Arc<rustls::ServerConfig>>,
     /// Revocation checked after the handshake (CRL URLs, distribution points, OCSP), when
     /// configured; `crlFiles` alone are checked by the verifier during the handshake, and
     /// watched here for CRLs learned since that list an open connection's chain.
@@ -103,10 +107,24 @@ impl LoadedApp {
             exclusion_paths: &config.request_policy.exclusion_paths,
         };
         let tls = server_config(&config, &handshake, policy.as_ref(), provider)?;
+        let ip_refused_tls = match (&config.ip_restrictions, config.reject_with) {
+            (Some(_), RejectWith::Http) => Some(
+                crate::tls::server_config::build(
+                    provider.clone(),
+                    None,
+                    config.server_chain.clone(),
+                    config.server_key.clone_key(),
+                    Resumption::Off,
+                )
+                .map_err(|source| AppError::Tls { source })?,
+            ),
+            _ => None,
+        };
         Ok(Self {
             config,
             policy,
             tls,
+            ip_refused_tls,
             revocation,
         })
     }

@@ -34,6 +34,30 @@ pub struct Explanation {
     pub xfcc: Option<String>,
     /// How the request would reach the app (from a config file).
     pub upstream: Option<UpstreamSection>,
+    /// Which client addresses may connect at all (`ingress.ipSecurityRestrictions`), when
+    /// the app restricts them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_restrictions: Option<IpRestrictionsSection>,
+}
+
+/// The app's `ipSecurityRestrictions`, judged before any certificate is asked for.
+#[derive(Debug, Serialize)]
+pub struct IpRestrictionsSection {
+    /// `Allow` (only matching addresses connect) or `Deny` (matching addresses are refused).
+    pub action: &'static str,
+    /// The rules, in file order.
+    pub rules: Vec<IpRuleEntry>,
+}
+
+/// One rule of `ipSecurityRestrictions`.
+#[derive(Debug, Serialize)]
+pub struct IpRuleEntry {
+    /// Its name.
+    pub name: String,
+    /// Its range, normalized.
+    pub range: String,
+    /// Its description.
+    pub description: String,
 }
 
 /// What revocation checking said.

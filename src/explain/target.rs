@@ -9,6 +9,7 @@ use rustls_pki_types::UnixTime;
 use crate::apps::build::LoadedConfig;
 use crate::cli::ExplainArgs;
 use crate::config::{AppError, ConfigError, FLAG_KEYS};
+use crate::ip_restrictions::IpRestrictions;
 use crate::settings::{ClientCertMode, Upstream, XfccFields};
 use crate::tls::client_policy::ClientPolicy;
 use crate::tls::sni::{HostMatcher, normalize};
@@ -53,6 +54,8 @@ pub struct Target {
     pub revocation: Option<Arc<crate::revocation::Revocation>>,
     /// Where its requests go, from a config file (the sidecar's explain has no upstream).
     pub upstream: Option<Upstream>,
+    /// Its `ingress.ipSecurityRestrictions`, from a config file.
+    pub ip_restrictions: Option<Arc<IpRestrictions>>,
 }
 
 pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
@@ -105,6 +108,7 @@ pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
             .clone()
             .filter(|revocation| revocation.checks_after_handshake()),
         upstream: Some(app.upstream.clone()),
+        ip_restrictions: app.ip_restrictions.clone(),
     })
 }
 
@@ -139,6 +143,7 @@ fn sidecar_target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         fields,
         revocation: None,
         upstream: None,
+        ip_restrictions: None,
     })
 }
 

@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use super::report::{
-    CertificateSection, Explanation, Protocol, TrustSection, UpstreamSection, VerifiedAgainst,
+    CertificateSection, Explanation, IpRestrictionsSection, Protocol, TrustSection,
+    UpstreamSection, VerifiedAgainst,
 };
 
 /// The text form: the verdict first, then one section per decision.
@@ -62,7 +63,29 @@ pub(super) fn text(explanation: &Explanation) -> String {
     if let Some(upstream) = &explanation.upstream {
         self::upstream(&mut out, upstream);
     }
+    if let Some(restrictions) = &explanation.ip_restrictions {
+        ip_restrictions(&mut out, restrictions);
+    }
     out
+}
+
+fn ip_restrictions(out: &mut String, restrictions: &IpRestrictionsSection) {
+    let meaning = match restrictions.action {
+        "Allow" => "only these client addresses may connect",
+        _ => "these client addresses are refused",
+    };
+    let _ = writeln!(
+        out,
+        "\nipSecurityRestrictions ({}: {meaning}, before any certificate is asked for)",
+        restrictions.action
+    );
+    for rule in &restrictions.rules {
+        let _ = write!(out, "  {}: {}", rule.name, rule.range);
+        if !rule.description.is_empty() {
+            let _ = write!(out, " ({})", rule.description);
+        }
+        out.push('\n');
+    }
 }
 
 fn certificate(out: &mut String, certificate: &CertificateSection) {
