@@ -145,16 +145,21 @@ impl Apps {
     /// there and speaks the same protocol to its upstream. Returns how many of its connections
     /// are open (each is told to close through the server's close signal).
     pub(crate) fn retire(&self, newest: &Apps) -> usize {
+        // Set before the flag, so a request that sees this generation retired finds them.
+        // Set once: a generation is retired once. An app the newest config drops keeps the
+        // restrictions its connections were admitted under.
+        for app in &self.apps {
+            let _ = app
+                .successor_ip_restrictions
+                .set(match newest.named(&app.config.name) {
+                    Some(next) => next.config.ip_restrictions.clone(),
+                    None => app.config.ip_restrictions.clone(),
+                });
+        }
         self.retired.store(true, Ordering::Release);
         for app in &self.apps {
-            let next = newest.named(&app.config.name);
-            // Set once: a generation is retired once. An app the newest config drops keeps
-            // the restrictions its connections were admitted under.
-            let _ = app.successor_ip_restrictions.set(match next {
-                Some(next) => next.config.ip_restrictions.clone(),
-                None => app.config.ip_restrictions.clone(),
-            });
-            let successor = next
+            let successor = newest
+                .named(&app.config.name)
                 .filter(|next| next.config.upstream.transport == app.config.upstream.transport)
                 .map(|next| next.upstream.clone());
             app.upstream.retire(successor);

@@ -1,7 +1,9 @@
 //! One client connection from accept to close, its stages in the order they run: `caps` (the
 //! per-client and pending-handshake slots it holds), `handshake` (the PROXY header, the
-//! ClientHello and the app's TLS handshake, under one deadline), `verdict` (the app's policy
-//! judged again where the verifier did not decide, then revocation), the verified certificate
+//! ClientHello, the app's IP restrictions and its TLS handshake, under one deadline),
+//! `verdict` (the app's policy judged again where the verifier did not decide, then
+//! revocation; an address the IP restrictions refused is answered 403 instead, with
+//! `rejectWith: "http"`), the verified certificate
 //! parsed once with its headers (`proxy::client`), then `serve` (hyper sessions until the
 //! client leaves) with `park` (a quiet HTTP/1.1 connection gives hyper's buffers back between
 //! sessions). The listener accepts and places connections; the proxy handles each request.

@@ -1,6 +1,7 @@
-//! Reads the ClientHello, picks the app by SNI, and completes the handshake with that app's
-//! rustls config, all under one deadline (and the ClientHello under a shorter one). Every
-//! refusal carries a `FailureReason`.
+//! Reads the ClientHello, picks the app by SNI, judges the client address by the app's
+//! `ipSecurityRestrictions`, and completes the handshake with that app's rustls config, all
+//! under one deadline (and the ClientHello under a shorter one). Every refusal carries a
+//! `FailureReason`.
 
 use std::future::Future;
 use std::io;
