@@ -5,11 +5,12 @@
 //! finish what is in flight and close, and its upstream clients dial no more
 //! (docs/operations.md "Reload").
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use self::build::LoadedConfig;
 use crate::config::{AppConfig, FileDigests};
+use crate::ip_restrictions::IpRestrictions;
 use crate::metrics::app::AppMetrics;
 use crate::metrics::{AppSeries, Metrics};
 use crate::proxy_protocol::ProxyProtocol;
@@ -57,6 +58,13 @@ pub(crate) struct App {
     pub policy: Option<Arc<ClientPolicy>>,
     /// This app's own rustls config: its verifier, session cache and ticket keys.
     pub tls: Arc<rustls::ServerConfig>,
+    /// With `ipSecurityRestrictions` and `rejectWith: "http"`: the config a refused address
+    /// completes its handshake with (no CertificateRequest, no resumption), to get 403.
+    pub ip_refused_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Once a reload replaced this generation: the `ipSecurityRestrictions` of the same app
+    /// in the newest one (`None` inside: it has none), which the last request of an open
+    /// connection is judged by.
+    pub successor_ip_restrictions: OnceLock<Option<Arc<IpRestrictions>>>,
     /// Its revocation checker or `crlFiles` watcher, when configured.
     pub revocation: Option<Arc<Revocation>>,
     /// The pooled client for this app's upstream.
@@ -88,6 +96,8 @@ impl Apps {
                     config: app.clone(),
                     policy: live.policy.clone(),
                     tls: live.tls.clone(),
+                    ip_refused_tls: live.ip_refused_tls.clone(),
+                    successor_ip_restrictions: OnceLock::new(),
                     revocation: live.revocation.clone(),
                     upstream: UpstreamClient::new(
                         &app.upstream,
@@ -141,6 +151,17 @@ impl Apps {
     /// there and speaks the same protocol to its upstream. Returns how many of its connections
     /// are open (each is told to close through the server's close signal).
     pub(crate) fn retire(&self, newest: &Apps) -> usize {
+        // Set before the flag, so a request that sees this generation retired finds them.
+        // Set once: a generation is retired once. An app the newest config drops keeps the
+        // restrictions its connections were admitted under.
+        for app in &self.apps {
+            let _ = app
+                .successor_ip_restrictions
+                .set(match newest.named(&app.config.name) {
+                    Some(next) => next.config.ip_restrictions.clone(),
+                    None => app.config.ip_restrictions.clone(),
+                });
+        }
         self.retired.store(true, Ordering::Release);
         for app in &self.apps {
             let successor = newest

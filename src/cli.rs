@@ -460,7 +460,7 @@ pub fn summary(loaded: &LoadedApp) -> String {
         ),
     };
     format!(
-        "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}",
+        "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}{ip_restrictions}{ignored}",
         subjects = list(&app.allow.subjects),
         dns = list(&app.allow.dns_sans),
         uris = list(&app.allow.uri_sans),
@@ -485,5 +485,15 @@ pub fn summary(loaded: &LoadedApp) -> String {
             ""
         },
         resumption = app.session_resumption.as_str(),
+        ip_restrictions = app
+            .ip_restrictions
+            .as_ref()
+            .map(|restrictions| format!(" ip-restrictions={restrictions}"))
+            .unwrap_or_default(),
+        ignored = if app.ignored_ingress.is_empty() {
+            String::new()
+        } else {
+            format!(" ignored=ingress.{}", app.ignored_ingress.join(",ingress."))
+        },
     )
 }

@@ -9,6 +9,7 @@ mod credentials;
 mod custom_domains;
 pub(crate) mod error;
 pub(crate) mod file;
+mod ingress;
 mod load;
 pub(crate) mod model;
 mod pem_files;

@@ -1,7 +1,9 @@
 //! One client connection from accept to close, its stages in the order they run: `caps` (the
 //! per-client and pending-handshake slots it holds), `handshake` (the PROXY header, the
-//! ClientHello and the app's TLS handshake, under one deadline), `verdict` (the app's policy
-//! judged again where the verifier did not decide, then revocation), the verified certificate
+//! ClientHello, the app's IP restrictions and its TLS handshake, under one deadline),
+//! `verdict` (the app's policy judged again where the verifier did not decide, then
+//! revocation; an address the IP restrictions refused is answered 403 instead, with
+//! `rejectWith: "http"`), the verified certificate
 //! parsed once with its headers (`proxy::client`), then `serve` (hyper sessions until the
 //! client leaves) with `park` (a quiet HTTP/1.1 connection gives hyper's buffers back between
 //! sessions). The listener accepts and places connections; the proxy handles each request.
@@ -20,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::apps::{App, Apps, LiveApps};
 use crate::drain::{CloseSignal, Draining};
+use crate::ip_restrictions::IpRefusal;
 use crate::metrics::Metrics;
 use crate::proxy::client::VerifiedClient;
 use crate::proxy::context::{ConnectionContext, Downstream, Lifecycle, Route, Signals};
@@ -27,6 +30,7 @@ use crate::proxy::refuse::RefusalPage;
 use crate::proxy_protocol::ProxyHeaderError;
 use crate::revocation::{RevokedLater, Standing};
 use crate::settings::RejectWith;
+use crate::tls::FailureReason;
 use crate::tls::client_policy::{Refusal, TrustSource};
 
 use self::caps::{CapSlots, ClientSlot};
@@ -141,6 +145,7 @@ impl Handles {
             app,
             sni,
             trust,
+            ip_refusal,
         } = accepted;
         // A reload during the handshake: the connection is served under the newest config,
         // its certificate judged again by it as a resumed session's is (docs/operations.md "Reload").
@@ -158,11 +163,26 @@ impl Handles {
             judged_again: resumed || handshake_under_replaced,
             trust,
         };
+        // Under a config a reload replaced during the handshake, the newest one's restrictions
+        // decide, as its policy judges the certificate.
+        let ip_refusal = match handshake_under_replaced {
+            false => ip_refusal,
+            true => route
+                .app
+                .config
+                .ip_restrictions
+                .as_ref()
+                .and_then(|restrictions| restrictions.judge(client_addr.ip()).err()),
+        };
+        let judging = match ip_refusal {
+            Some(refusal) => self.address_refused(&route.app, &judged, &refusal),
+            None => self.judge(&route, session, judged).await,
+        };
         let Judged {
             verified,
             refusal,
             standing,
-        } = match self.judge(&route, session, judged).await {
+        } = match judging {
             Ok(judged) => judged,
             Err(Ending::CloseNotify) => {
                 serve::close_notify(stream).await;
@@ -218,7 +238,7 @@ impl Handles {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         // The handshake's state (about 7 KiB: the ClientHello reader, rustls' handshake, their
         // deadlines) lives on the heap until the handshake ends.
-        match Box::pin(complete(tcp, apps, left)).await {
+        match Box::pin(complete(tcp, apps, client_addr.ip(), left)).await {
             Ok(accepted) => Some((client_addr, accepted)),
             Err(error) => {
                 self.refused(&error, client_addr);
@@ -315,6 +335,39 @@ impl Handles {
         })
     }
 
+    /// A client whose address the app's `ipSecurityRestrictions` refuse, on a connection
+    /// whose handshake completed: with `rejectWith: "http"` (its handshake asked for no
+    /// certificate), or after a reload during the handshake. Counted and logged like a refused
+    /// handshake; with `rejectWith: "http"` every request gets 403, else the connection closes.
+    fn address_refused(
+        &self,
+        app: &App,
+        judgement: &Judgement<'_>,
+        refusal: &IpRefusal,
+    ) -> Result<Judged, Ending> {
+        let reject_with = app.config.reject_with;
+        self.metrics
+            .handshake_failed(&app.config.name, FailureReason::IpRestricted);
+        tracing::warn!(
+            client.addr = %judgement.client_addr,
+            sni = judgement.sni,
+            app = %app.config.name,
+            failure = FailureReason::IpRestricted.as_str(),
+            rule = refusal.rule.as_deref().unwrap_or(""),
+            detail = %refusal.detail,
+            reject_with = reject_with.as_str(),
+            "client address refused"
+        );
+        match reject_with {
+            RejectWith::Tls => Err(Ending::CloseNotify),
+            RejectWith::Http => Ok(Judged {
+                verified: None,
+                refusal: Some(RefusalPage::ip_restricted(refusal)),
+                standing: None,
+            }),
+        }
+    }
+
     fn proxy_refused(&self, error: &ProxyHeaderError, peer_addr: SocketAddr) {
         let reason = error.reason();
         self.metrics.proxy_protocol_refused(reason);
@@ -335,6 +388,18 @@ impl Handles {
         self.metrics.handshake_failed(app, reason);
         let sni = error.sni().unwrap_or("");
         let detail = error.detail();
+        if let HandshakeError::IpRestricted { refusal, .. } = error {
+            tracing::warn!(
+                client.addr = %client_addr,
+                sni,
+                app,
+                failure = reason.as_str(),
+                rule = refusal.rule.as_deref().unwrap_or(""),
+                detail,
+                "handshake refused"
+            );
+            return;
+        }
         match error
             .refusal()
             .and_then(|refusal| refusal.presented.as_ref())

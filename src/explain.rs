@@ -16,7 +16,10 @@ use crate::tls::client_policy::Presented;
 
 pub use self::report::Explanation;
 use self::report::RevocationSection;
-use self::sections::{allow_section, certificate_section, trust_section, upstream_section};
+use self::sections::{
+    allow_section, certificate_section, ip_restrictions_section, trust_section,
+    upstream_section,
+};
 pub use self::target::{ExplainError, Target};
 use self::target::{parse_time, target};
 use crate::tls::rfc3339;
@@ -134,5 +137,9 @@ pub async fn explain(
         xfcc,
         upstream: target.upstream.as_ref().map(upstream_section),
         cors: target.cors.clone(),
+        ip_restrictions: target
+            .ip_restrictions
+            .as_deref()
+            .map(ip_restrictions_section),
     }
 }

@@ -43,6 +43,7 @@ mod accept;
 mod listener;
 mod connection;
 mod proxy_protocol;
+mod ip_restrictions;
 mod tls;
 mod revocation;
 mod identity;

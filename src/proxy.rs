@@ -1,7 +1,7 @@
 //! The per-connection HTTP service. Each request passes named stages, in order (`forward`):
-//! the connection's `checks` (draining, reloaded, certificate expired or revoked), the HTTP/2
-//! `header_limits`, the `authority` (400/421), `cors` (preflights answered, the response's
-//! CORS headers chosen), the app's `admission` (exclusion paths,
+//! the connection's `checks` (draining, reloaded and its client address now refused,
+//! certificate expired or revoked), the HTTP/2 `header_limits`, the `authority` (400/421),
+//! `cors` (preflights answered, the response's CORS headers chosen), the app's `admission` (exclusion paths,
 //! authorization, rate limit), the `rewrite` for the app (target, hop-by-hop, `Host`,
 //! `X-Forwarded-*`) with the `certificate_headers` around it (the client's removed before,
 //! certgate's own set after), and `send` (the app's response streamed back, upgrades piped). What does not change between requests (the certificate header values,
@@ -43,6 +43,7 @@ use self::error::ProxyError;
 use self::stall::StallReport;
 use crate::access_log::RequestFields;
 use crate::metrics::label::StallReason;
+use crate::tls::FailureReason;
 
 /// Serves one request; never fails (errors become responses).
 pub(crate) async fn handle(
@@ -160,6 +161,18 @@ impl RequestGuard {
                 None => upstream_failed(),
             },
             ProxyError::UpstreamTimeout | ProxyError::UpstreamSaturated => upstream_failed(),
+            // The connection closes after this answer: counted and logged once for it.
+            ProxyError::IpRestricted { refusal } => {
+                app.metrics.ip_restricted();
+                tracing::warn!(
+                    client.addr = %self.conn.downstream.addr,
+                    app = %app.config.name,
+                    failure = FailureReason::IpRestricted.as_str(),
+                    rule = refusal.rule.as_deref().unwrap_or(""),
+                    detail = %refusal.detail,
+                    "request refused, the reloaded ipSecurityRestrictions refuse the client address"
+                );
+            }
             ProxyError::BadRequest { .. }
             | ProxyError::CertificateRequired
             | ProxyError::CertificateExpired
@@ -216,7 +229,7 @@ async fn forward(
         lifecycle,
         ..
     } = &**conn;
-    checks::connection(route, lifecycle, downstream.identity())?;
+    checks::connection(route, lifecycle, downstream)?;
     if request.version() == Version::HTTP_2 {
         // HTTP/1.1 heads are bounded by hyper itself (docs/operations.md "Limits under attack").
         header_limits::check_http2(&request, &route.apps.limits)?;

@@ -225,6 +225,20 @@ impl ByName for Transport {
     ];
 }
 
+/// `ingress.stickySessions.affinity`: only `none` is served (one upstream, nothing to stick to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affinity {
+    /// No session affinity.
+    None,
+    /// Requests of one client to one replica, by cookie.
+    Sticky,
+}
+
+impl ByName for Affinity {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("none", Self::None), ("sticky", Self::Sticky)];
+}
+
 /// One name of `forwardClientCert.fields` (`--forward-fields`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XfccField {

@@ -26,13 +26,14 @@ pub enum FailureReason {
     BadSignature,
     NotAllowed,
     UnknownSni,
+    IpRestricted,
     Timeout,
     Protocol,
 }
 
 impl FailureReason {
     /// Every reason, for metrics that must exist at zero before any traffic.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::NoCertificate,
         Self::UnknownIssuer,
         Self::UnsupportedCertificate,
@@ -45,6 +46,7 @@ impl FailureReason {
         Self::BadSignature,
         Self::NotAllowed,
         Self::UnknownSni,
+        Self::IpRestricted,
         Self::Timeout,
         Self::Protocol,
     ];
@@ -64,6 +66,7 @@ impl FailureReason {
             Self::BadSignature => "bad_signature",
             Self::NotAllowed => "not_allowed",
             Self::UnknownSni => "unknown_sni",
+            Self::IpRestricted => "ip_restricted",
             Self::Timeout => "timeout",
             Self::Protocol => "protocol",
         }

@@ -12,10 +12,11 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use crate::config::{AppConfig, AppError, AppFailure, Config, ConfigError, RevocationSettings};
 use crate::revocation::fetch::{self, Fetched};
 use crate::revocation::{Revocation, WithoutCa};
-use crate::settings::{ClientCertMode, KeyedChain, SessionResumption, Transport, Trust};
+use crate::settings::{ClientCertMode, KeyedChain, RejectWith, SessionResumption, Transport, Trust};
 use crate::tls::client_policy::ClientPolicy;
 use crate::tls::server_config::Resumption;
 use crate::tls::ticket_keys::HandshakePolicy;
+use crate::tls::sni::HostPattern;
 use crate::tls::upstream::AppTls;
 
 /// A validated config and what its apps are served with: a generation as loaded.
@@ -37,6 +38,10 @@ pub struct LoadedApp {
     pub policy: Option<Arc<ClientPolicy>>,
     /// This app's own rustls config: its verifier, session cache and ticket keys.
     pub tls: Arc<rustls::ServerConfig>,
+    /// With `ipSecurityRestrictions` and `rejectWith: "http"`: the rustls config a refused
+    /// client address completes its handshake with, asking for no certificate and resuming
+    /// no session, so that its requests get 403.
+    pub ip_refused_tls: Option<Arc<rustls::ServerConfig>>,
     /// Revocation checked after the handshake (CRL URLs, distribution points, OCSP), when
     /// configured; `crlFiles` alone are checked by the verifier during the handshake, and
     /// watched here for CRLs learned since that list an open connection's chain.
@@ -113,10 +118,27 @@ impl LoadedApp {
             .map(|tls| AppTls::new(provider, tls, upstream.transport == Transport::Http2))
             .transpose()
             .map_err(|source| AppError::UpstreamTls { source })?;
+        let ip_refused_tls = match (&config.ip_restrictions, config.reject_with) {
+            (Some(_), RejectWith::Http) => {
+                let (certificate, domains) = served_certificates(&config);
+                Some(
+                    crate::tls::server_config::build(
+                        provider.clone(),
+                        None,
+                        certificate,
+                        &domains,
+                        Resumption::Off,
+                    )
+                    .map_err(|source| AppError::Tls { source })?,
+                )
+            }
+            _ => None,
+        };
         Ok(Self {
             config,
             policy,
             tls,
+            ip_refused_tls,
             revocation,
             upstream_tls,
         })
@@ -233,6 +255,17 @@ fn server_config(
             Resumption::ProcessKeys
         }
     };
+    let (certificate, domains) = served_certificates(app);
+    crate::tls::server_config::build(provider.clone(), verifier, certificate, &domains, resumption)
+        .map_err(|source| AppError::Tls { source }.into())
+}
+
+/// The app's server certificate, and each custom domain's own.
+fn served_certificates(app: &AppConfig) -> (KeyedChain, Vec<(HostPattern, KeyedChain)>) {
+    let certificate = KeyedChain {
+        chain: app.server_chain.clone(),
+        key: Arc::new(app.server_key.clone_key()),
+    };
     let domains = app
         .custom_domains
         .iter()
@@ -240,18 +273,8 @@ fn server_config(
             let (_, keyed) = domain.certificate.as_ref()?;
             Some((domain.host.clone(), keyed.clone()))
         })
-        .collect::<Vec<_>>();
-    crate::tls::server_config::build(
-        provider.clone(),
-        verifier,
-        KeyedChain {
-            chain: app.server_chain.clone(),
-            key: Arc::new(app.server_key.clone_key()),
-        },
-        &domains,
-        resumption,
-    )
-    .map_err(|source| AppError::Tls { source }.into())
+        .collect();
+    (certificate, domains)
 }
 
 /// The subject of a certificate or the issuer of a CRL, as DER.

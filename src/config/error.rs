@@ -244,6 +244,50 @@ pub enum AppError {
     UpstreamTls { source: rustls::Error },
     #[error("unknown ingress.transport {value:?} (expected auto, http or http2)")]
     UnknownTransport { value: String },
+    #[error(
+        "ingress.transport {value:?} is not served: certgate terminates TLS in front of HTTP apps only; set it to auto, http or http2 (gRPC), or put a TCP proxy in front of a TCP app"
+    )]
+    TcpTransport { value: String },
+    #[error(
+        "ingress.exposedPort {port} asks for a TCP port of the Container Apps environment, which certgate does not open: set it to 0 or remove it, and set listen to the address clients connect to"
+    )]
+    ExposedPort { port: u32 },
+    #[error(
+        "ingress.additionalPortMappings has {count} entries, and certgate serves every app on its one listen address: set it to null or [] (or remove it), and serve another port with another certgate"
+    )]
+    PortMappings { count: usize },
+    #[error(
+        "ingress.traffic {what}: several upstreams (revisions, labels) are not configured yet; keep one entry [{{\"weight\": 100, \"latestRevision\": true}}] and point upstream (or targetPort) at the revision that serves"
+    )]
+    Traffic { what: String },
+    #[error(
+        "ingress.stickySessions.affinity {value:?}: several upstreams are not configured yet, so there is nothing to stick to; set it to none or remove stickySessions"
+    )]
+    StickySessions { value: String },
+    #[error("ingress.ipSecurityRestrictions has a rule with an empty name; name every rule")]
+    IpRuleWithoutName,
+    #[error("ingress.ipSecurityRestrictions has two rules named {name:?}; names must be unique")]
+    DuplicateIpRule { name: String },
+    #[error("ingress.ipSecurityRestrictions rule {rule:?}: ipAddressRange {value:?} {source}")]
+    IpRange {
+        rule: String,
+        value: String,
+        source: crate::ip_restrictions::BadRange,
+    },
+    #[error(
+        "ingress.ipSecurityRestrictions rule {rule:?}: {} (expected Allow or Deny)",
+        value.as_ref().map_or_else(|| "no action".to_owned(), |value| format!("unknown action {value:?}"))
+    )]
+    IpAction { rule: String, value: Option<String> },
+    #[error(
+        "ingress.ipSecurityRestrictions mixes {first_action} rule {first:?} and {second_action} rule {second:?}; as in Container Apps, all rules of an app have one action: admit only some addresses with Allow rules, or refuse some with Deny rules"
+    )]
+    MixedIpActions {
+        first: String,
+        first_action: &'static str,
+        second: String,
+        second_action: &'static str,
+    },
     #[error("unknown {key} {value:?} (expected require, accept or ignore)")]
     Mode { key: &'static str, value: String },
     #[error("is in {mode} mode but has no trust source: {advice}")]

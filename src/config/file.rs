@@ -9,10 +9,11 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::ip_restrictions::IpAction;
 use crate::request_policy::Format;
 use crate::request_policy::authorization::OtherMethods;
 use crate::settings::{
-    BindingType, ClientCertMode, Named, OcspMode, OnUnknown, RejectWith, Transport, XfccField,
+    Affinity, BindingType, ClientCertMode, Named, OcspMode, OnUnknown, RejectWith, Transport, XfccField,
 };
 
 /// The whole config file.
@@ -183,7 +184,8 @@ pub struct FileUpstreamTls {
     pub insecure_skip_verify: bool,
 }
 
-/// Mirrors the ARM `properties.configuration.ingress` object of Container Apps.
+/// Mirrors the ARM `properties.configuration.ingress` object of Container Apps, as
+/// `az containerapp show` prints it (`null` wherever Azure prints `null`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileIngress {
@@ -191,12 +193,34 @@ pub struct FileIngress {
     pub client_certificate_mode: Option<Named<ClientCertMode>>,
     /// Shorthand for upstream `http://127.0.0.1:<port>`.
     pub target_port: Option<u16>,
-    /// `auto` or `http` (HTTP/1.1 upstream) or `http2` (h2c prior knowledge).
+    /// `auto` or `http` (HTTP/1.1 upstream) or `http2` (h2c prior knowledge); `tcp` is refused.
     pub transport: Option<Named<Transport>>,
     /// More host names for the app, each with its certificate; `null` as none.
     pub custom_domains: Option<Vec<FileCustomDomain>>,
     /// Cross-origin requests from browsers (docs/cors.md); off when absent or `null`.
     pub cors_policy: Option<FileCorsPolicy>,
+    // The keys below mean nothing outside Azure: `Some` when given, `Some(None)` when given
+    // as `null`, so that `check` lists every one given as ignored.
+    /// Whether Azure exposes the app outside its environment; ignored.
+    #[serde(default, deserialize_with = "given")]
+    pub external: Option<Option<bool>>,
+    /// The name Azure gave the app; ignored (`hosts` lists the names served).
+    #[serde(default, deserialize_with = "given")]
+    pub fqdn: Option<Option<String>>,
+    /// A TCP app's port on the environment; only 0 (none) is accepted.
+    #[serde(default, deserialize_with = "given")]
+    pub exposed_port: Option<Option<u32>>,
+    /// Extra TCP ports; only `null` or `[]` is accepted.
+    #[serde(default, deserialize_with = "given")]
+    pub additional_port_mappings: Option<Option<Vec<serde::de::IgnoredAny>>>,
+    /// How traffic splits between revisions; only one revision taking 100 is accepted.
+    #[serde(default, deserialize_with = "given")]
+    pub traffic: Option<Option<Vec<FileTrafficWeight>>>,
+    /// Session affinity; only `none` is accepted.
+    #[serde(default, deserialize_with = "given")]
+    pub sticky_sessions: Option<Option<FileStickySessions>>,
+    /// Client addresses admitted (`Allow` rules) or refused (`Deny` rules).
+    pub ip_security_restrictions: Option<Vec<FileIpSecurityRestriction>>,
 }
 
 /// One entry of `ingress.customDomains`, as Azure exports it.
@@ -231,6 +255,51 @@ pub struct FileCorsPolicy {
     pub max_age: Option<i64>,
     /// Whether pages may send credentials (cookies, client certificates) and read the answer.
     pub allow_credentials: Option<bool>,
+}
+
+/// A key that is there, `null` or not (an absent key stays `None` by `#[serde(default)]`).
+fn given<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// One entry of `ingress.traffic`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileTrafficWeight {
+    /// Percent of the traffic.
+    pub weight: Option<u32>,
+    /// Whether the entry follows the newest revision.
+    pub latest_revision: Option<bool>,
+    /// The revision the entry names.
+    pub revision_name: Option<String>,
+    /// The label the entry names.
+    pub label: Option<String>,
+}
+
+/// `ingress.stickySessions`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileStickySessions {
+    /// `none` or `sticky`, any letter case.
+    pub affinity: Option<Named<Affinity>>,
+}
+
+/// One rule of `ingress.ipSecurityRestrictions`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileIpSecurityRestriction {
+    /// Unique within the app; log lines name the rule that refused a client.
+    pub name: String,
+    /// For people.
+    pub description: Option<String>,
+    /// A CIDR range (`203.0.113.0/24`, `2001:db8::/32`) or a single address.
+    pub ip_address_range: String,
+    /// `Allow` or `Deny`, any letter case; every rule of an app has the same.
+    pub action: Option<Named<IpAction>>,
 }
 
 /// Trust sources and allow-lists for client certificates.

@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 use super::checks::{self, Finding, Severity};
 use super::error::{AppError, AppFailure, ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
 use super::file::{FileApp, FileClientAuth, FileConfig, FileServerCertificate, FileSessionTickets};
+use super::ingress::ingress_block;
 use super::model::{AppConfig, Config, FileDigests, RevocationSettings};
 use super::pem_files::{CERTIFICATE, pem_items};
 use super::request_policy::{self};
@@ -299,6 +300,8 @@ impl<'a> Loader<'a> {
                 .map(|domain| domain.host.clone()),
         );
         let (session_resumption, ticket_keys) = self.resumption(file)?;
+        let ingress = ingress_block(&name, &file.ingress)?;
+        self.findings.extend(ingress.findings);
         Ok(AppConfig {
             name,
             hosts,
@@ -316,6 +319,8 @@ impl<'a> Loader<'a> {
             revocation,
             custom_domains,
             fingerprint: [0; 32],
+            ip_restrictions: ingress.ip_restrictions,
+            ignored_ingress: ingress.ignored,
         })
     }
 

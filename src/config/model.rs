@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::checks::Finding;
+use crate::ip_restrictions::IpRestrictions;
 use crate::proxy_protocol::ProxyProtocol;
 use crate::request_policy::RequestPolicy;
 use crate::settings::{
@@ -80,6 +81,10 @@ pub struct AppConfig {
     /// SHA-256 of the app's settings as written and of every file it loaded (path and
     /// content): a reload calls the app changed when this differs.
     pub fingerprint: [u8; 32],
+    /// `ingress.ipSecurityRestrictions`; `None` admits every client address.
+    pub ip_restrictions: Option<Arc<IpRestrictions>>,
+    /// The `ingress` keys given that certgate accepts without effect (`external`, `fqdn`, ...).
+    pub ignored_ingress: Vec<&'static str>,
 }
 
 /// A host name served for an app beside its `hosts` (`ingress.customDomains`).

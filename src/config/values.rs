@@ -19,8 +19,16 @@ pub(super) const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 pub(super) fn upstream(file: &FileApp) -> Result<Upstream, AppError> {
     let transport = match &file.ingress.transport {
         None => Transport::Http1,
-        Some(value) => value.known().map_err(|value| AppError::UnknownTransport {
-            value: value.to_ascii_lowercase(),
+        Some(value) => value.known().map_err(|value| {
+            if value.eq_ignore_ascii_case("tcp") {
+                AppError::TcpTransport {
+                    value: value.to_owned(),
+                }
+            } else {
+                AppError::UnknownTransport {
+                    value: value.to_ascii_lowercase(),
+                }
+            }
         })?,
     };
     let value = match (&file.upstream, file.ingress.target_port) {

@@ -1,9 +1,11 @@
-//! Reads the ClientHello, picks the app by SNI, and completes the handshake with that app's
-//! rustls config, all under one deadline (and the ClientHello under a shorter one). Every
-//! refusal carries a `FailureReason`.
+//! Reads the ClientHello, picks the app by SNI, judges the client address by the app's
+//! `ipSecurityRestrictions`, and completes the handshake with that app's rustls config, all
+//! under one deadline (and the ClientHello under a shorter one). Every refusal carries a
+//! `FailureReason`.
 
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, StartHandshake};
 
 use crate::apps::{App, Apps};
+use crate::ip_restrictions::IpRefusal;
 use crate::tls::FailureReason;
 use crate::tls::client_policy::{self, Refusal, TrustSource};
 use crate::tls::sni::normalize;
@@ -29,6 +32,9 @@ pub(crate) struct Completed<IO> {
     /// What admitted the client's certificate, when the verifier passed one (not on a
     /// resumed session: rustls resumes without asking the verifier).
     pub trust: Option<TrustSource>,
+    /// With `rejectWith: "http"`, why the app's `ipSecurityRestrictions` refused the client
+    /// (the handshake then asked for no certificate, and every request gets 403).
+    pub ip_refusal: Option<IpRefusal>,
 }
 
 /// Why a connection did not complete its handshake.
@@ -52,6 +58,14 @@ pub(crate) enum HandshakeError {
     /// The client spoke plain HTTP to the TLS port; it was answered 400.
     #[error("plain HTTP sent to the TLS port")]
     PlainHttp,
+    /// The app's `ipSecurityRestrictions` refused the client's address (with an
+    /// `access_denied` alert), before any certificate was asked for.
+    #[error("the client address is not allowed to reach this app")]
+    IpRestricted {
+        sni: Option<String>,
+        app: Arc<App>,
+        refusal: IpRefusal,
+    },
     /// The handshake with the chosen app failed.
     #[error("handshake failed")]
     Handshake {
@@ -71,6 +85,7 @@ impl HandshakeError {
             Self::Closed => None,
             Self::Timeout { .. } => Some(FailureReason::Timeout),
             Self::UnknownSni { .. } => Some(FailureReason::UnknownSni),
+            Self::IpRestricted { .. } => Some(FailureReason::IpRestricted),
             Self::ClientHello { .. } | Self::PlainHttp => Some(FailureReason::Protocol),
             Self::Handshake { reason, .. } => Some(*reason),
         }
@@ -80,7 +95,7 @@ impl HandshakeError {
     pub(crate) fn app(&self) -> Option<&Arc<App>> {
         match self {
             Self::Timeout { app, .. } => app.as_ref(),
-            Self::Handshake { app, .. } => Some(app),
+            Self::Handshake { app, .. } | Self::IpRestricted { app, .. } => Some(app),
             Self::Closed | Self::UnknownSni { .. } | Self::ClientHello { .. } | Self::PlainHttp => {
                 None
             }
@@ -103,6 +118,7 @@ impl HandshakeError {
                 refusal: Some(refusal),
                 ..
             } => &refusal.detail,
+            Self::IpRestricted { refusal, .. } => &refusal.detail,
             Self::UnknownSni { sni: None } => NO_SNI_HINT,
             Self::UnknownSni { sni: Some(_) } => UNKNOWN_SNI_HINT,
             _ => "",
@@ -112,9 +128,10 @@ impl HandshakeError {
     /// The SNI the client sent, if it got that far.
     pub(crate) fn sni(&self) -> Option<&str> {
         match self {
-            Self::Timeout { sni, .. } | Self::UnknownSni { sni } | Self::Handshake { sni, .. } => {
-                sni.as_deref()
-            }
+            Self::Timeout { sni, .. }
+            | Self::UnknownSni { sni }
+            | Self::Handshake { sni, .. }
+            | Self::IpRestricted { sni, .. } => sni.as_deref(),
             Self::Closed | Self::ClientHello { .. } | Self::PlainHttp => None,
         }
     }
@@ -127,6 +144,10 @@ const UNKNOWN_SNI_HINT: &str = "no app lists this name in its hosts and there is
 
 /// A fatal `unrecognized_name` alert (RFC 8446 section 6.2), as a plaintext TLS record.
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+/// A fatal `access_denied` alert (RFC 8446 section 6.2: "a valid certificate or PSK was
+/// received, but when access control was applied, the sender decided not to proceed"), as a
+/// plaintext TLS record.
+const ACCESS_DENIED_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31];
 
 /// How long a refused client gets to read our alert before the socket is dropped.
 const LINGER: Duration = Duration::from_millis(500);
@@ -177,10 +198,11 @@ Connection: close\r\n\
 \r\n\
 this port speaks HTTPS (TLS): use an https:// URL instead of http://\n";
 
-/// Runs the whole server handshake for one connection.
+/// Runs the whole server handshake for one connection from `client_ip`.
 pub(crate) async fn complete<IO>(
     io: IO,
     apps: &Apps,
+    client_ip: IpAddr,
     deadline: Duration,
 ) -> Result<Completed<IO>, HandshakeError>
 where
@@ -188,7 +210,7 @@ where
 {
     let mut sni = None;
     let mut app = None;
-    let handshake = handshake(io, apps, &mut sni, &mut app);
+    let handshake = handshake(io, apps, client_ip, &mut sni, &mut app);
     match tokio::time::timeout(deadline, handshake).await {
         Ok(result) => result,
         Err(_) => Err(HandshakeError::Timeout { sni, app }),
@@ -198,6 +220,7 @@ where
 async fn handshake<IO>(
     io: IO,
     apps: &Apps,
+    client_ip: IpAddr,
     sni_out: &mut Option<String>,
     app_out: &mut Option<Arc<App>>,
 ) -> Result<Completed<IO>, HandshakeError>
@@ -215,14 +238,33 @@ where
         return Err(HandshakeError::UnknownSni { sni });
     };
     *app_out = Some(app.clone());
-    let (result, watched) =
-        client_policy::watch(start.into_stream(app.tls.clone()).into_fallible()).await;
+    // The client's address decides before any certificate is asked for: one lookup in the
+    // table built at load (docs/config.md "IP restrictions").
+    let ip_refusal = app
+        .config
+        .ip_restrictions
+        .as_ref()
+        .and_then(|restrictions| restrictions.judge(client_ip).err());
+    let (tls, ip_refusal) = match (ip_refusal, &app.ip_refused_tls) {
+        (None, _) => (app.tls.clone(), None),
+        // `rejectWith: "http"`: finished without a CertificateRequest, to answer 403.
+        (Some(refusal), Some(tls)) => (tls.clone(), Some(refusal)),
+        (Some(refusal), None) => {
+            let mut io = start.io;
+            // Best effort: the client is refused whether or not the alert arrives.
+            let _ = io.write_all(&ACCESS_DENIED_ALERT).await;
+            linger_close(io).await;
+            return Err(HandshakeError::IpRestricted { sni, app, refusal });
+        }
+    };
+    let (result, watched) = client_policy::watch(start.into_stream(tls).into_fallible()).await;
     match result {
         Ok(stream) => Ok(Completed {
             stream,
             app,
             sni,
             trust: watched.trust,
+            ip_refusal,
         }),
         Err((source, io)) => {
             linger_close(io).await;

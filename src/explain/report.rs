@@ -37,6 +37,10 @@ pub struct Explanation {
     /// The app's `ingress.corsPolicy`, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSection>,
+    /// Which client addresses may connect at all (`ingress.ipSecurityRestrictions`), when
+    /// the app restricts them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_restrictions: Option<IpRestrictionsSection>,
 }
 
 /// An app's `ingress.corsPolicy` and how its preflights are answered.
@@ -56,6 +60,26 @@ pub struct CorsSection {
     pub allow_credentials: bool,
     /// Who can get a preflight answered, given the app's mode.
     pub preflights: &'static str,
+}
+
+/// The app's `ipSecurityRestrictions`, judged before any certificate is asked for.
+#[derive(Debug, Serialize)]
+pub struct IpRestrictionsSection {
+    /// `Allow` (only matching addresses connect) or `Deny` (matching addresses are refused).
+    pub action: &'static str,
+    /// The rules, in file order.
+    pub rules: Vec<IpRuleEntry>,
+}
+
+/// One rule of `ipSecurityRestrictions`.
+#[derive(Debug, Serialize)]
+pub struct IpRuleEntry {
+    /// Its name.
+    pub name: String,
+    /// Its range, normalized.
+    pub range: String,
+    /// Its description.
+    pub description: String,
 }
 
 /// What revocation checking said.

@@ -1,5 +1,6 @@
 //! The sections of an explanation, worked out: the leaf as certgate reads it, the trust
-//! decision per CA, pin and CRL, the allow-list decision and the way to the app.
+//! decision per CA, pin and CRL, the allow-list decision, the way to the app and which client
+//! addresses may reach it.
 
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::certificate::X509Certificate;
@@ -7,6 +8,7 @@ use x509_parser::public_key::PublicKey;
 
 use crate::identity::TrustSource;
 use crate::identity::{LeafNames, rfc4514};
+use crate::ip_restrictions::IpRestrictions;
 use crate::settings::{AllowList, Transport, Upstream, UpstreamVerify};
 use crate::tls::FailureReason;
 use crate::tls::client_policy::{Presented, Refusal, crl_entry, describe};
@@ -15,8 +17,8 @@ use crate::tls::sni::normalize;
 
 use super::report::{
     AllowEntry, AllowSection, CaResult, Certificate, CertificateSection, ClientCertificate,
-    Closest, CrlFacts, Protocol, TrustSection, UpstreamSection, UpstreamTlsSection,
-    VerifiedAgainst,
+    Closest, CrlFacts, IpRestrictionsSection, IpRuleEntry, Protocol, TrustSection, UpstreamSection,
+    UpstreamTlsSection, VerifiedAgainst,
 };
 use super::target::Target;
 
@@ -391,5 +393,20 @@ pub(super) fn upstream_section(upstream: &Upstream) -> UpstreamSection {
             Transport::Http2 => Protocol::Http2,
         },
         tls,
+    }
+}
+
+pub(super) fn ip_restrictions_section(restrictions: &IpRestrictions) -> IpRestrictionsSection {
+    IpRestrictionsSection {
+        action: restrictions.action().as_str(),
+        rules: restrictions
+            .rules()
+            .iter()
+            .map(|rule| IpRuleEntry {
+                name: rule.name.clone(),
+                range: rule.range.to_string(),
+                description: rule.description.clone(),
+            })
+            .collect(),
     }
 }

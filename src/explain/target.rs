@@ -10,6 +10,7 @@ use super::report::CorsSection;
 use crate::apps::build::LoadedConfig;
 use crate::cli::ExplainArgs;
 use crate::config::{AppConfig, AppError, ConfigError, FLAG_KEYS};
+use crate::ip_restrictions::IpRestrictions;
 use crate::request_policy::cors::Origins;
 use crate::settings::{ClientCertMode, Upstream, XfccFields};
 use crate::tls::client_policy::ClientPolicy;
@@ -57,6 +58,8 @@ pub struct Target {
     pub upstream: Option<Upstream>,
     /// Its `ingress.corsPolicy`, from a config file.
     pub cors: Option<CorsSection>,
+    /// Its `ingress.ipSecurityRestrictions`, from a config file.
+    pub ip_restrictions: Option<Arc<IpRestrictions>>,
 }
 
 pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
@@ -110,6 +113,7 @@ pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
             .filter(|revocation| revocation.checks_after_handshake()),
         upstream: Some(app.upstream.clone()),
         cors: cors_section(app),
+        ip_restrictions: app.ip_restrictions.clone(),
     })
 }
 
@@ -145,6 +149,7 @@ fn sidecar_target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         revocation: None,
         upstream: None,
         cors: None,
+        ip_restrictions: None,
     })
 }
 

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use super::report::{
-    CertificateSection, CorsSection, Explanation, Protocol, TrustSection, UpstreamSection,
-    VerifiedAgainst,
+    CertificateSection, CorsSection, Explanation, IpRestrictionsSection, Protocol, TrustSection,
+    UpstreamSection, VerifiedAgainst,
 };
 
 /// The text form: the verdict first, then one section per decision.
@@ -66,6 +66,9 @@ pub(super) fn text(explanation: &Explanation) -> String {
     if let Some(cors) = &explanation.cors {
         self::cors(&mut out, cors);
     }
+    if let Some(restrictions) = &explanation.ip_restrictions {
+        ip_restrictions(&mut out, restrictions);
+    }
     out
 }
 
@@ -87,6 +90,25 @@ fn cors(out: &mut String, cors: &CorsSection) {
         if cors.allow_credentials { "yes" } else { "no" }
     );
     let _ = writeln!(out, "  preflights:  {}", cors.preflights);
+}
+
+fn ip_restrictions(out: &mut String, restrictions: &IpRestrictionsSection) {
+    let meaning = match restrictions.action {
+        "Allow" => "only these client addresses may connect",
+        _ => "these client addresses are refused",
+    };
+    let _ = writeln!(
+        out,
+        "\nipSecurityRestrictions ({}: {meaning}, before any certificate is asked for)",
+        restrictions.action
+    );
+    for rule in &restrictions.rules {
+        let _ = write!(out, "  {}: {}", rule.name, rule.range);
+        if !rule.description.is_empty() {
+            let _ = write!(out, " ({})", rule.description);
+        }
+        out.push('\n');
+    }
 }
 
 fn certificate(out: &mut String, certificate: &CertificateSection) {

@@ -45,6 +45,9 @@ pub(crate) struct AppMetrics {
     pub(super) connections: Counter,
     pub(super) connections_active: Gauge,
     pub(super) misdirected: Counter,
+    /// `certgate_handshake_failures_total{reason="ip_restricted"}`, for a connection whose
+    /// address a reloaded config refuses at its next request.
+    pub(super) ip_restricted: Counter,
     pub(super) authorization_denied: Family<RuleLabels, Counter>,
     pub(super) rate_limited: Family<AppLabel, Counter>,
     /// `certgate_cors_preflights_total`, `[refused, allowed]`, for an app with `corsPolicy`.
@@ -67,6 +70,12 @@ impl AppMetrics {
         ActiveConnection {
             gauge: self.connections_active.clone(),
         }
+    }
+
+    /// A request of an open connection was refused because a reload's
+    /// `ipSecurityRestrictions` refuse its client address.
+    pub(crate) fn ip_restricted(&self) {
+        self.ip_restricted.inc();
     }
 
     /// A request was cut off because a body stalled.

@@ -123,8 +123,16 @@ impl Metrics {
                 })
                 .clone()
         });
+        let ip_restricted = self
+            .handshake_failures
+            .get_or_create(&FailureLabels {
+                app: app.to_owned(),
+                reason: FailureReason::IpRestricted.as_str(),
+            })
+            .clone();
         AppMetrics {
             stalled,
+            ip_restricted,
             upstream_tls_failures,
             connections: self.connections.get_or_create(&label).clone(),
             connections_active: self.connections_active.get_or_create(&label).clone(),

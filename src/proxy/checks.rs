@@ -1,19 +1,19 @@
 //! The first stage of every request: is the connection still fit to forward it? Not while
 //! shutdown drains, not once its client certificate expired or a later revocation covers it;
-//! after a reload replaced its config the request still goes, as the connection's last.
+//! after a reload replaced its config the request still goes, as the connection's last, unless
+//! the newest config's `ipSecurityRestrictions` refuse its client address (403).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::context::{Lifecycle, Route};
+use super::context::{Downstream, Lifecycle, Route};
 use super::error::ProxyError;
-use crate::identity::ClientIdentity;
 
 /// Refuses the request when the connection must not forward it, and asks the connection to
 /// close after this response whenever it must not carry another.
 pub(crate) fn connection(
     route: &Route,
     lifecycle: &Lifecycle,
-    identity: Option<&ClientIdentity>,
+    downstream: &Downstream,
 ) -> Result<(), ProxyError> {
     if lifecycle.signals.draining.is_draining() {
         lifecycle.close.notify_one();
@@ -24,7 +24,15 @@ pub(crate) fn connection(
     // it is answered with `Connection: close` (or, over HTTP/2, after GOAWAY).
     if route.apps.is_retired() {
         lifecycle.close.notify_one();
+        // A tightened `ipSecurityRestrictions` refuses it now, not at the client's next
+        // connection.
+        if let Some(Some(restrictions)) = route.app.successor_ip_restrictions.get()
+            && let Err(refusal) = restrictions.judge(downstream.addr.ip())
+        {
+            return Err(ProxyError::IpRestricted { refusal });
+        }
     }
+    let identity = downstream.identity();
     if identity.is_some_and(|identity| identity.expired_at(unix_now())) {
         lifecycle.close.notify_one();
         return Err(ProxyError::CertificateExpired);

@@ -8,7 +8,9 @@ use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 
 use super::body::ProxyBody;
+use crate::ip_restrictions::IpRefusal;
 use crate::metrics::label::StallReason;
+use crate::tls::FailureReason;
 use crate::upstream::{SendError, UpstreamError};
 
 /// Why certgate answered a request itself.
@@ -20,6 +22,8 @@ pub(crate) enum ProxyError {
     CertificateExpired,
     #[error("client certificate revoked during the connection")]
     CertificateRevoked,
+    #[error("client address refused by the reloaded ipSecurityRestrictions")]
+    IpRestricted { refusal: IpRefusal },
     #[error("no client certificate for a path outside clientCertExclusionPaths")]
     CertificateRequired,
     #[error("denied by authorization rule {rule}")]
@@ -77,6 +81,7 @@ impl ProxyError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::CertificateExpired => StatusCode::FORBIDDEN,
             Self::CertificateRevoked => StatusCode::FORBIDDEN,
+            Self::IpRestricted { .. } => StatusCode::FORBIDDEN,
             // With `rejectWith: "http"` the 496 page answers instead (proxy::admission).
             Self::CertificateRequired => StatusCode::FORBIDDEN,
             Self::Denied { .. } => StatusCode::FORBIDDEN,
@@ -100,6 +105,7 @@ impl ProxyError {
             Self::BadRequest { .. } => "bad request\n",
             Self::CertificateExpired => "client certificate expired\n",
             Self::CertificateRevoked => "client certificate revoked\n",
+            Self::IpRestricted { .. } => "forbidden: client address not allowed\n",
             Self::CertificateRequired => "client certificate required\n",
             Self::Denied { .. } => "forbidden\n",
             Self::RateLimited { .. } => "too many requests\n",
@@ -122,6 +128,7 @@ impl ProxyError {
             Self::HeadersTooLarge => Some(REQUEST_HEADER_TOO_LARGE),
             Self::UpstreamSaturated => Some(UPSTREAM_CONNECTION_LIMIT),
             Self::UpstreamRetired => Some(RELOADED),
+            Self::IpRestricted { .. } => Some(FailureReason::IpRestricted.as_str()),
             Self::BadRequest { .. }
             | Self::CertificateRequired
             | Self::Denied { .. }

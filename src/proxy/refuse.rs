@@ -1,6 +1,7 @@
 //! `rejectWith: "http"`: a connection whose certificate the policy refused (or that sent none
 //! to a `require` app) answers every request itself, 495 or 496 as nginx does, with a small
-//! HTML page for browsers and one text line otherwise. Nothing is forwarded to the app.
+//! HTML page for browsers and one text line otherwise; so does one whose client address the
+//! app's `ipSecurityRestrictions` refuse, with 403. Nothing is forwarded to the app.
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
@@ -8,6 +9,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 
 use super::body::ProxyBody;
+use crate::ip_restrictions::IpRefusal;
 use crate::tls::FailureReason;
 use crate::tls::client_policy::Refusal;
 
@@ -65,6 +67,31 @@ impl RefusalPage {
         );
         Self {
             status,
+            text: Bytes::from(line + "\n"),
+            html: Bytes::from(html),
+        }
+    }
+
+    /// The page for a client address the app's `ipSecurityRestrictions` refuse: 403, as
+    /// Container Apps answers such a client over HTTP.
+    pub(crate) fn ip_restricted(refusal: &IpRefusal) -> Self {
+        let title = "Forbidden: client address not allowed";
+        let line: String = format!(
+            "403 {title}: {}: {}",
+            FailureReason::IpRestricted,
+            refusal.detail
+        )
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+        let html = format!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>403 {title}</title></head>\n\
+             <body>\n<h1>403 {title}</h1>\n<p>Reason: <code>{}</code></p>\n<p>{}</p>\n</body></html>\n",
+            FailureReason::IpRestricted,
+            escape(&refusal.detail)
+        );
+        Self {
+            status: StatusCode::FORBIDDEN,
             text: Bytes::from(line + "\n"),
             html: Bytes::from(html),
         }
