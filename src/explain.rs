@@ -17,8 +17,7 @@ use crate::tls::client_policy::Presented;
 pub use self::report::Explanation;
 use self::report::RevocationSection;
 use self::sections::{
-    allow_section, certificate_section, ip_restrictions_section, trust_section,
-    upstream_section,
+    allow_section, certificate_section, ip_restrictions_section, trust_section, upstream_section,
 };
 pub use self::target::{ExplainError, Target};
 use self::target::{parse_time, target};

@@ -12,11 +12,13 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use crate::config::{AppConfig, AppError, AppFailure, Config, ConfigError, RevocationSettings};
 use crate::revocation::fetch::{self, Fetched};
 use crate::revocation::{Revocation, WithoutCa};
-use crate::settings::{ClientCertMode, KeyedChain, RejectWith, SessionResumption, Transport, Trust};
+use crate::settings::{
+    ClientCertMode, KeyedChain, RejectWith, SessionResumption, Transport, Trust,
+};
 use crate::tls::client_policy::ClientPolicy;
 use crate::tls::server_config::Resumption;
-use crate::tls::ticket_keys::HandshakePolicy;
 use crate::tls::sni::HostPattern;
+use crate::tls::ticket_keys::HandshakePolicy;
 use crate::tls::upstream::AppTls;
 
 /// A validated config and what its apps are served with: a generation as loaded.
@@ -256,8 +258,14 @@ fn server_config(
         }
     };
     let (certificate, domains) = served_certificates(app);
-    crate::tls::server_config::build(provider.clone(), verifier, certificate, &domains, resumption)
-        .map_err(|source| AppError::Tls { source }.into())
+    crate::tls::server_config::build(
+        provider.clone(),
+        verifier,
+        certificate,
+        &domains,
+        resumption,
+    )
+    .map_err(|source| AppError::Tls { source }.into())
 }
 
 /// The app's server certificate, and each custom domain's own.

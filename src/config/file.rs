@@ -13,7 +13,8 @@ use crate::ip_restrictions::IpAction;
 use crate::request_policy::Format;
 use crate::request_policy::authorization::OtherMethods;
 use crate::settings::{
-    Affinity, BindingType, ClientCertMode, Named, OcspMode, OnUnknown, RejectWith, Transport, XfccField,
+    Affinity, BindingType, ClientCertMode, Named, OcspMode, OnUnknown, RejectWith, Transport,
+    XfccField,
 };
 
 /// The whole config file.

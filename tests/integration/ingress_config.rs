@@ -115,12 +115,7 @@ fn the_exported_block_loads_with_any_letter_case_and_nulls() {
 
 #[test]
 fn unknown_ingress_keys_stay_errors() {
-    for key in [
-        "corsPolicy",
-        "customDomains",
-        "allowInsecure",
-        "ipSecurityRestriction",
-    ] {
+    for key in ["allowInsecure", "ipSecurityRestriction"] {
         let chain = refused(json!({ key: null }));
         assert_says(&chain, &[&format!("unknown field `{key}`")]);
     }
@@ -311,7 +306,7 @@ fn check_lists_the_ignored_keys_and_the_rules_of_the_exported_block() {
     assert_says(
         line,
         &[
-            "api: hosts=localhost mode=require upstream=http://127.0.0.1:8080",
+            "api: hosts=localhost custom-domains=[localhost certificates.dev-2026] mode=require upstream=http://127.0.0.1:8080",
             " ip-restrictions=Allow[office 203.0.113.0/24 | this-host 127.0.0.1/32 | this-host-v6 ::1/128]",
             " ignored=ingress.external,ingress.fqdn,ingress.exposedPort,ingress.additionalPortMappings,ingress.traffic,ingress.stickySessions",
         ],

@@ -154,7 +154,14 @@ async fn the_exported_block_of_the_example_config_is_served() {
     app["serverCertificate"] = json!({ "certFile": "server.pem", "keyFile": "server.key" });
     app["clientAuth"] = json!({ "trustedCaFiles": ["client-ca.pem"] });
     app["ingress"]["targetPort"] = upstream.port().into();
-    let gateway = gateway(&pki, json!([app])).await;
+    // Its custom domain's certificate entry, named by the exported resource id.
+    let mut config = config(json!([app]));
+    config["certificates"] = example["certificates"].clone();
+    config["certificates"]["dev-2026"] =
+        json!({ "certFile": "server.pem", "keyFile": "server.key" });
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let gateway = Gateway::start(dir, config).await;
     let client = pki.client("exported block client");
     let options = options(&pki, &client);
     for header in [v1("127.0.0.1"), v1("203.0.113.77"), v2("[::1]:40000")] {
