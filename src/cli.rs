@@ -11,7 +11,7 @@ use crate::config::file::{
     FileApp, FileClientAuth, FileConfig, FileForwardClientCert, FileIngress, FileRevocation,
     FileServerCertificate,
 };
-use crate::config::{Config, ConfigError};
+use crate::config::{AppConfig, Config, ConfigError};
 use crate::reload::ConfigSource;
 use crate::settings::{ClientCertMode, Named, OcspMode, RejectWith, UpstreamVerify, XfccField};
 
@@ -416,7 +416,6 @@ pub fn summary(loaded: &LoadedApp) -> String {
         .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
         .map(|(_, leaf)| leaf.validity().not_after.to_string())
         .unwrap_or_default();
-    let list = |entries: &[String]| format!("[{}]", entries.join(" | "));
     let fields = app.xfcc_fields;
     let forwarded: Vec<&str> = [
         (true, "Hash"),
@@ -429,38 +428,10 @@ pub fn summary(loaded: &LoadedApp) -> String {
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
-    let domains = app
-        .custom_domains
-        .iter()
-        .map(|domain| match &domain.certificate {
-            Some((entry, _)) => format!("{} certificates.{entry}", domain.host),
-            None => format!("{} serverCertificate", domain.host),
-        })
-        .collect::<Vec<_>>();
-    let domains = if domains.is_empty() {
-        String::new()
-    } else {
-        format!(" custom-domains={}", list(&domains))
-    };
-    let upstream_tls = match &app.upstream.tls {
-        None => String::new(),
-        Some(tls) => format!(
-            " upstream-tls={},server-name={}{}",
-            match &tls.verify {
-                UpstreamVerify::CaFiles(roots) => format!("{} CA", roots.len()),
-                UpstreamVerify::System(store) => format!("system {} CA", store.len()),
-                UpstreamVerify::Skip => "insecure-skip-verify".to_owned(),
-            },
-            tls.server_name.to_str(),
-            if tls.client.is_some() {
-                ",client-cert"
-            } else {
-                ""
-            }
-        ),
-    };
     format!(
         "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}{ip_restrictions}{ignored}",
+        domains = custom_domains(app),
+        upstream_tls = upstream_tls(app),
         subjects = list(&app.allow.subjects),
         dns = list(&app.allow.dns_sans),
         uris = list(&app.allow.uri_sans),
@@ -495,5 +466,47 @@ pub fn summary(loaded: &LoadedApp) -> String {
         } else {
             format!(" ignored=ingress.{}", app.ignored_ingress.join(",ingress."))
         },
+    )
+}
+
+/// `[a | b]`, as `check` lists values.
+fn list(entries: &[String]) -> String {
+    format!("[{}]", entries.join(" | "))
+}
+
+/// ` custom-domains=[name certificate | …]`, when the app has any.
+fn custom_domains(app: &AppConfig) -> String {
+    if app.custom_domains.is_empty() {
+        return String::new();
+    }
+    let domains = app
+        .custom_domains
+        .iter()
+        .map(|domain| match &domain.certificate {
+            Some((entry, _)) => format!("{} certificates.{entry}", domain.host),
+            None => format!("{} serverCertificate", domain.host),
+        })
+        .collect::<Vec<_>>();
+    format!(" custom-domains={}", list(&domains))
+}
+
+/// ` upstream-tls=…,server-name=…`, for an `https://` upstream.
+fn upstream_tls(app: &AppConfig) -> String {
+    let Some(tls) = &app.upstream.tls else {
+        return String::new();
+    };
+    format!(
+        " upstream-tls={},server-name={}{}",
+        match &tls.verify {
+            UpstreamVerify::CaFiles(roots) => format!("{} CA", roots.len()),
+            UpstreamVerify::System(store) => format!("system {} CA", store.len()),
+            UpstreamVerify::Skip => "insecure-skip-verify".to_owned(),
+        },
+        tls.server_name.to_str(),
+        if tls.client.is_some() {
+            ",client-cert"
+        } else {
+            ""
+        }
     )
 }

@@ -163,21 +163,15 @@ impl Handles {
             judged_again: resumed || handshake_under_replaced,
             trust,
         };
-        // Under a config a reload replaced during the handshake, the newest one's restrictions
-        // decide, as its policy judges the certificate.
-        let ip_refusal = match handshake_under_replaced {
-            false => ip_refusal,
-            true => route
-                .app
-                .config
-                .ip_restrictions
-                .as_ref()
-                .and_then(|restrictions| restrictions.judge(client_addr.ip()).err()),
-        };
-        let judging = match ip_refusal {
-            Some(refusal) => self.address_refused(&route.app, &judged, &refusal),
-            None => self.judge(&route, session, judged).await,
-        };
+        let judging = self
+            .judge_client(
+                &route,
+                session,
+                judged,
+                ip_refusal,
+                handshake_under_replaced,
+            )
+            .await;
         let Judged {
             verified,
             refusal,
@@ -276,6 +270,32 @@ impl Handles {
 
     /// The verdict on the handshake's certificate and, when it may be served, the verified
     /// client with its certificate headers; refusals are counted and logged here.
+    /// The client's verdict: refused for its address when the app's restrictions refuse it,
+    /// else judged by its certificate. Under a config a reload replaced during the handshake
+    /// (`replaced`), the newest one's restrictions decide, as its policy judges the certificate.
+    async fn judge_client(
+        &self,
+        route: &Route,
+        session: &rustls::ServerConnection,
+        judgement: Judgement<'_>,
+        ip_refusal: Option<IpRefusal>,
+        replaced: bool,
+    ) -> Result<Judged, Ending> {
+        let ip_refusal = match replaced {
+            false => ip_refusal,
+            true => route
+                .app
+                .config
+                .ip_restrictions
+                .as_ref()
+                .and_then(|restrictions| restrictions.judge(judgement.client_addr.ip()).err()),
+        };
+        match ip_refusal {
+            Some(refusal) => self.address_refused(&route.app, &judgement, &refusal),
+            None => self.judge(route, session, judgement).await,
+        }
+    }
+
     async fn judge(
         &self,
         route: &Route,

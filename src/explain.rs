@@ -12,7 +12,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::cli::{ExplainArgs, ExplainFormat};
 use crate::identity::LeafNames;
-use crate::tls::client_policy::Presented;
+use crate::tls::client_policy::{Passed, Presented, Refusal};
 
 pub use self::report::Explanation;
 use self::report::RevocationSection;
@@ -57,6 +57,50 @@ pub fn render(explanation: &Explanation, format: ExplainFormat) -> String {
     }
 }
 
+/// Revocation beyond crlFiles, asked now (CRLs as held, OCSP over the network) exactly as a
+/// connection would be after its handshake; a revoked chain turns `verdict` into a refusal.
+async fn revocation_section(
+    target: &Target,
+    leaf_der: &CertificateDer<'static>,
+    chain: &[CertificateDer<'static>],
+    verdict: &mut Result<Passed, Box<Refusal>>,
+) -> RevocationSection {
+    let Some(revocation) = &target.revocation else {
+        return RevocationSection {
+            decision: "crlFiles only, checked with trust",
+            detail: None,
+            checks: None,
+        };
+    };
+    if verdict.is_err() {
+        return RevocationSection {
+            decision: "not checked (refused before)",
+            detail: None,
+            checks: Some(revocation.describe()),
+        };
+    }
+    match revocation.decide(chain).await {
+        Ok(allowed_unknown) => RevocationSection {
+            decision: if allowed_unknown {
+                "unknown, allowed by onUnknown"
+            } else {
+                "good"
+            },
+            detail: None,
+            checks: Some(revocation.describe()),
+        },
+        Err(refused) => {
+            let section = RevocationSection {
+                decision: refused.reason.as_str(),
+                detail: Some(refused.detail.clone()),
+                checks: Some(revocation.describe()),
+            };
+            *verdict = Err(Box::new(refused.to_policy(leaf_der)));
+            section
+        }
+    }
+}
+
 /// Judges `leaf` with the `intermediates` the client sends after it under `target` at `at`.
 pub async fn explain(
     target: &Target,
@@ -69,40 +113,7 @@ pub async fn explain(
         .cloned()
         .collect();
     let mut verdict = target.policy.evaluate(leaf_der, intermediates, at);
-    // Revocation beyond crlFiles, asked now (CRLs as held, OCSP over the network) exactly as
-    // a connection would be after its handshake.
-    let revocation = match (&target.revocation, &verdict) {
-        (Some(revocation), Ok(_)) => match revocation.decide(&chain).await {
-            Ok(allowed_unknown) => RevocationSection {
-                decision: if allowed_unknown {
-                    "unknown, allowed by onUnknown"
-                } else {
-                    "good"
-                },
-                detail: None,
-                checks: Some(revocation.describe()),
-            },
-            Err(refused) => {
-                let section = RevocationSection {
-                    decision: refused.reason.as_str(),
-                    detail: Some(refused.detail.clone()),
-                    checks: Some(revocation.describe()),
-                };
-                verdict = Err(Box::new(refused.to_policy(leaf_der)));
-                section
-            }
-        },
-        (Some(revocation), Err(_)) => RevocationSection {
-            decision: "not checked (refused before)",
-            detail: None,
-            checks: Some(revocation.describe()),
-        },
-        (None, _) => RevocationSection {
-            decision: "crlFiles only, checked with trust",
-            detail: None,
-            checks: None,
-        },
-    };
+    let revocation = revocation_section(target, leaf_der, &chain, &mut verdict).await;
     let accepted = verdict.is_ok();
     let parsed = x509_parser::parse_x509_certificate(leaf_der)
         .ok()

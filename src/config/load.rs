@@ -14,7 +14,7 @@ use super::checks::{self, Finding, Severity};
 use super::error::{AppError, AppFailure, ConfigError, FILE_KEYS, FLAG_KEYS, Keys};
 use super::file::{FileApp, FileClientAuth, FileConfig, FileServerCertificate, FileSessionTickets};
 use super::ingress::ingress_block;
-use super::model::{AppConfig, Config, FileDigests, RevocationSettings};
+use super::model::{AppConfig, Config, CustomDomain, FileDigests, RevocationSettings};
 use super::pem_files::{CERTIFICATE, pem_items};
 use super::request_policy::{self};
 use super::values::{
@@ -240,23 +240,7 @@ impl<'a> Loader<'a> {
 
     /// The app called `name`; a failure is named after it by `app`.
     fn named_app(&mut self, name: String, file: &FileApp) -> Result<AppConfig, AppFailure> {
-        let mut hosts = file
-            .hosts
-            .iter()
-            .map(|host| HostPattern::parse(host))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| AppError::Host { source })?;
-        let custom_domains = self.custom_domains(
-            &name,
-            file.ingress.custom_domains.as_deref().unwrap_or_default(),
-        )?;
-        // A domain without a certificate of its own is served with the app's.
-        hosts.extend(
-            custom_domains
-                .iter()
-                .filter(|domain| domain.certificate.is_none())
-                .map(|domain| domain.host.clone()),
-        );
+        let (mut hosts, custom_domains) = self.hosts(&name, file)?;
         let mut upstream = upstream(file)?;
         self.upstream_tls(
             &name,
@@ -322,6 +306,32 @@ impl<'a> Loader<'a> {
             ip_restrictions: ingress.ip_restrictions,
             ignored_ingress: ingress.ignored,
         })
+    }
+
+    /// The app's hosts with its custom domains served with its own certificate (those with
+    /// one of their own join them once that certificate is checked), and its custom domains.
+    fn hosts(
+        &mut self,
+        name: &str,
+        file: &FileApp,
+    ) -> Result<(Vec<HostPattern>, Vec<CustomDomain>), AppFailure> {
+        let mut hosts = file
+            .hosts
+            .iter()
+            .map(|host| HostPattern::parse(host))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| AppError::Host { source })?;
+        let custom_domains = self.custom_domains(
+            name,
+            file.ingress.custom_domains.as_deref().unwrap_or_default(),
+        )?;
+        hosts.extend(
+            custom_domains
+                .iter()
+                .filter(|domain| domain.certificate.is_none())
+                .map(|domain| domain.host.clone()),
+        );
+        Ok((hosts, custom_domains))
     }
 
     /// The app's server certificate and key; a finding for each host its leaf does not cover.

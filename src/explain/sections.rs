@@ -9,7 +9,7 @@ use x509_parser::public_key::PublicKey;
 use crate::identity::TrustSource;
 use crate::identity::{LeafNames, rfc4514};
 use crate::ip_restrictions::IpRestrictions;
-use crate::settings::{AllowList, Transport, Upstream, UpstreamVerify};
+use crate::settings::{AllowList, Transport, Trust, Upstream, UpstreamVerify};
 use crate::tls::FailureReason;
 use crate::tls::client_policy::{Presented, Refusal, crl_entry, describe};
 use crate::tls::rfc3339;
@@ -103,7 +103,45 @@ pub(super) fn trust_section(
     let trust = target.policy.trust();
     let hash = presented.hash.as_str();
     let pinned = trust.pins.iter().any(|pin| hex::encode(pin) == hash);
-    let cas: Vec<CaResult> = trust
+    let cas = ca_results(target, leaf, intermediates, at, presented);
+    let now = i64::try_from(at.as_secs()).unwrap_or(i64::MAX);
+    let parsed_leaf = x509_parser::parse_x509_certificate(leaf)
+        .ok()
+        .map(|(_, leaf)| leaf);
+    let crls = crl_facts(trust, parsed_leaf.as_ref(), now);
+    let summary = match verdict {
+        Ok(passed) => passed.trust.as_str().to_owned(),
+        Err(refusal) => refused_trust(
+            target,
+            leaf,
+            intermediates,
+            at,
+            parsed_leaf.as_ref(),
+            refusal,
+        ),
+    };
+    TrustSection {
+        decision: verdict.as_ref().ok().map(|passed| passed.trust.as_str()),
+        summary,
+        pinned,
+        pins: trust.pins.len(),
+        allow_untrusted: trust.allow_untrusted,
+        cas,
+        crls,
+    }
+}
+
+/// What each of the app's CAs says of the chain.
+fn ca_results(
+    target: &Target,
+    leaf: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    at: UnixTime,
+    presented: &Presented,
+) -> Vec<CaResult> {
+    target
+        .policy
+        .trust()
         .roots
         .iter()
         .zip(target.policy.per_ca(leaf, intermediates, at))
@@ -138,19 +176,19 @@ pub(super) fn trust_section(
                 }
             }
         })
-        .collect();
-    let now = i64::try_from(at.as_secs()).unwrap_or(i64::MAX);
-    let parsed_leaf = x509_parser::parse_x509_certificate(leaf)
-        .ok()
-        .map(|(_, leaf)| leaf);
-    let crls: Vec<CrlFacts> = trust
+        .collect()
+}
+
+/// The facts of each of the app's CRLs, and what it says of `leaf`.
+fn crl_facts(trust: &Trust, leaf: Option<&X509Certificate<'_>>, now: i64) -> Vec<CrlFacts> {
+    trust
         .crls
         .iter()
         .enumerate()
         .filter_map(|(index, crl)| {
             let (_, crl) = x509_parser::parse_x509_crl(crl).ok()?;
             let next_update = crl.next_update().map(|t| t.timestamp());
-            let revoked = parsed_leaf.as_ref().and_then(|leaf| crl_entry(&crl, leaf));
+            let revoked = leaf.and_then(|leaf| crl_entry(&crl, leaf));
             Some(CrlFacts {
                 issuer: rfc4514(crl.issuer()),
                 source: trust.crl_names.get(index).cloned(),
@@ -161,27 +199,7 @@ pub(super) fn trust_section(
                 revocation_reason: revoked.map(|revoked| revoked.reason_name()),
             })
         })
-        .collect();
-    let summary = match verdict {
-        Ok(passed) => passed.trust.as_str().to_owned(),
-        Err(refusal) => refused_trust(
-            target,
-            leaf,
-            intermediates,
-            at,
-            parsed_leaf.as_ref(),
-            refusal,
-        ),
-    };
-    TrustSection {
-        decision: verdict.as_ref().ok().map(|passed| passed.trust.as_str()),
-        summary,
-        pinned,
-        pins: trust.pins.len(),
-        allow_untrusted: trust.allow_untrusted,
-        cas,
-        crls,
-    }
+        .collect()
 }
 
 /// What is true of a refused certificate's trust: what still vouches for its chain (checked
