@@ -128,6 +128,9 @@ pub struct RunArgs {
     /// Address of the admin listener (health, readiness, metrics); off unless set.
     #[arg(long, env = "CERTGATE_ADMIN")]
     pub admin: Option<String>,
+    /// Address of a plain-HTTP listener that redirects to HTTPS; off unless set.
+    #[arg(long, env = "CERTGATE_LISTEN_HTTP")]
+    pub listen_http: Option<String>,
     /// Write no access line per request (overrides the config file's `accessLog`).
     #[arg(long, env = "CERTGATE_NO_ACCESS_LOG")]
     pub no_access_log: bool,
@@ -334,12 +337,15 @@ impl RunArgs {
             Some(path) => Config::load(path)?,
             None => Config::from_flags(self.sidecar_file(), Path::new(""))?,
         };
-        // With --config, --listen and --admin override the file.
+        // With --config, --listen, --admin and --listen-http override the file.
         if let Some(listen) = &self.listen {
             config.listen = address("--listen", listen)?;
         }
         if let Some(admin) = &self.admin {
             config.admin = Some(address("--admin", admin)?);
+        }
+        if let Some(listen_http) = &self.listen_http {
+            config.listen_http = Some(address("--listen-http", listen_http)?);
         }
         if self.no_access_log {
             config.access_log = false;
@@ -396,6 +402,23 @@ fn address(field: &'static str, value: &str) -> Result<std::net::SocketAddr, Con
         field,
         value: value.to_owned(),
     })
+}
+
+/// The line `certgate check` prints about the plain-HTTP listener, when there is one: where
+/// it listens and where it redirects to.
+pub fn listen_http_summary(config: &crate::Config) -> Option<String> {
+    let listen_http = config.listen_http?;
+    let insecure: Vec<&str> = config
+        .apps
+        .iter()
+        .filter(|app| app.allow_insecure)
+        .map(|app| app.name.as_str())
+        .collect();
+    Some(format!(
+        "listenHttp {listen_http}: redirects to https:// on port {port}, serves over plain HTTP [{insecure}]",
+        port = config.listen.port(),
+        insecure = insecure.join(" | "),
+    ))
 }
 
 /// One line describing an app, as `certgate check` prints it.
@@ -460,7 +483,7 @@ pub fn summary(loaded: &LoadedApp) -> String {
         ),
     };
     format!(
-        "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}",
+        "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}{insecure}",
         subjects = list(&app.allow.subjects),
         dns = list(&app.allow.dns_sans),
         uris = list(&app.allow.uri_sans),
@@ -485,5 +508,10 @@ pub fn summary(loaded: &LoadedApp) -> String {
             ""
         },
         resumption = app.session_resumption.as_str(),
+        insecure = if app.allow_insecure {
+            " allow-insecure"
+        } else {
+            ""
+        },
     )
 }

@@ -23,6 +23,9 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Address of the admin listener (health, readiness, metrics); off when absent.
     pub admin: Option<String>,
+    /// Address of the plain-HTTP listener (redirects to HTTPS, serves `allowInsecure` apps);
+    /// off when absent.
+    pub listen_http: Option<String>,
     /// The apps served, chosen by SNI.
     pub apps: Vec<FileApp>,
     /// Timeouts in milliseconds; each absent one takes its default.
@@ -195,6 +198,9 @@ pub struct FileIngress {
     pub transport: Option<Named<Transport>>,
     /// More host names for the app, each with its certificate; `null` as none.
     pub custom_domains: Option<Vec<FileCustomDomain>>,
+    /// Serve the app over plain HTTP on `listenHttp` instead of redirecting to HTTPS; `false`
+    /// when absent.
+    pub allow_insecure: Option<bool>,
 }
 
 /// One entry of `ingress.customDomains`, as Azure exports it.

@@ -23,6 +23,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Address of the admin listener, when enabled.
     pub admin: Option<SocketAddr>,
+    /// Address of the plain-HTTP listener, when enabled.
+    pub listen_http: Option<SocketAddr>,
     /// The apps, in file order.
     pub apps: Vec<Arc<AppConfig>>,
     /// Timeouts.
@@ -74,6 +76,8 @@ pub struct AppConfig {
     pub revocation: RevocationSettings,
     /// Host names served beside `hosts` (which lists them too), each with its certificate.
     pub custom_domains: Vec<CustomDomain>,
+    /// Served over plain HTTP on `listenHttp`; else a request there is redirected to HTTPS.
+    pub allow_insecure: bool,
 }
 
 /// A host name served for an app beside its `hosts` (`ingress.customDomains`).
