@@ -35,6 +35,7 @@ mod hardening_config;
 mod header_limits;
 mod kubernetes;
 mod limits;
+mod listen_http;
 mod memory;
 mod memory_after_burst;
 mod messages;
