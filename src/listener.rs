@@ -125,7 +125,12 @@ impl Listener {
                 (None, Protocol::Tls) => {
                     this.spawn_connection(tcp, client_addr, slots, None, &shutdown);
                 }
-                (_, Protocol::Plain) => this.spawn_plain(tcp, client_addr, slots, &shutdown),
+                (worker, Protocol::Plain) => {
+                    let load = worker
+                        .as_ref()
+                        .map(|worker| worker.balance.count(worker.index));
+                    this.spawn_plain(tcp, client_addr, slots, load, &shutdown);
+                }
             }
         }
     }
@@ -191,12 +196,14 @@ impl Listener {
         }
     }
 
-    /// Serves one accepted plain-HTTP connection in a task of its own on this thread.
+    /// Serves one accepted plain-HTTP connection in a task of its own on this thread,
+    /// counted on it (`load`) until it closes.
     fn spawn_plain(
         self: &Arc<Self>,
         tcp: TcpStream,
         client_addr: SocketAddr,
         slots: (OwnedSemaphorePermit, CapSlots),
+        load: Option<Load>,
         shutdown: &watch::Receiver<CloseSignal>,
     ) {
         let _ = tcp.set_nodelay(true);
@@ -206,11 +213,7 @@ impl Listener {
             listener = "http"
         );
         let (permit, held) = slots;
-        let slots = Slots {
-            permit,
-            held,
-            load: (),
-        };
+        let slots = Slots { permit, held, load };
         let task = self
             .handles
             .clone()

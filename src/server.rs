@@ -377,9 +377,14 @@ fn worker(
                 tokio::spawn(crate::access_log::flush_batches());
                 let plain = sockets.plain.map(|plain| {
                     let (listener, stop) = (listener.clone(), stop.clone());
+                    // Counted on this worker, where it is served.
+                    let here = Worker {
+                        index: worker.index,
+                        balance: worker.balance.clone(),
+                    };
                     tokio::spawn(async move {
                         match TcpListener::from_std(plain) {
-                            Ok(plain) => listener.serve(plain, stop, None, Protocol::Plain).await,
+                            Ok(plain) => listener.serve(plain, stop, Some(here), Protocol::Plain).await,
                             Err(error) => tracing::error!(error = %error, "worker thread cannot accept plain HTTP"),
                         }
                     })
