@@ -17,7 +17,8 @@
 //! - Drain: the plain listener stops accepting with the mTLS one.
 //! - Shared with the mTLS listener: `limits.maxConnections` (a plain connection holds a slot
 //!   an mTLS one then lacks), and `proxyProtocol.trustedSources` (the PROXY header's client
-//!   reaches the app in `X-Forwarded-For`; a connection without one is refused).
+//!   reaches the app in `X-Forwarded-For`; a connection without one is refused); on worker
+//!   threads, an open plain connection counts in `certgate_worker_connections` until it closes.
 //! - The binary: `--listen-http` and `CERTGATE_LISTEN_HTTP` for the sidecar, the `serving`
 //!   line, `certgate check`'s `listenHttp` line and `allow-insecure`, and the JSON access
 //!   lines with `listener: "http"`.
@@ -396,6 +397,44 @@ async fn plain_and_mtls_connections_share_max_connections() {
     })
     .await;
     assert_eq!(served, Some(http::StatusCode::OK), "no slot freed");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_plain_connection_counts_on_its_worker_thread() {
+    let pki = Pki::new();
+    let (dir, config) = files(&pki, echo_upstream().await);
+    let gateway = Gateway::start_with_workers(dir, config, 2).await;
+    let (http, admin) = (gateway.http.unwrap(), gateway.admin.unwrap());
+    let open = async || {
+        let text = scrape(admin).await;
+        (0..2)
+            .map(|worker| {
+                metric(
+                    &text,
+                    &format!(r#"certgate_worker_connections{{worker="{worker}"}}"#),
+                )
+            })
+            .sum::<f64>()
+    };
+    assert_eq!(open().await, 0.0);
+    let mut held = tokio::net::TcpStream::connect(http).await.unwrap();
+    held.write_all(format!("GET / HTTP/1.1\r\nHost: {SECURE}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0_u8; 12];
+    held.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 301");
+    assert_eq!(open().await, 1.0);
+    drop(held);
+    let closed = common::polling::find(100, std::time::Duration::from_millis(20), async || {
+        (open().await == 0.0).then_some(())
+    })
+    .await;
+    assert!(
+        closed.is_some(),
+        "the closed plain connection stayed counted"
+    );
     gateway.stop().await;
 }
 
