@@ -8,6 +8,9 @@
 //!   listener's port, the path and query as sent; an IPv6 literal stays bracketed.
 //! - An `allowInsecure` app answers over plain HTTP: the app receives exactly the request
 //!   with `X-Forwarded-Proto: http` and none of the certificate headers the client sent.
+//! - HTTP/2 with prior knowledge: one connection carries a redirect for one app and a
+//!   forwarded request for another, each routed by its `:authority`.
+//! - An idle plain connection closes after `idleMs`.
 //! - A host no app serves is 404; with a catch-all app, every host is that app's.
 //! - Hostile or malformed authorities are 400: no app is asked, nothing is redirected.
 //! - Every request on it is counted (`certgate_http_listener_requests_total{outcome}` and the
@@ -244,6 +247,78 @@ async fn an_allow_insecure_app_gets_the_request_over_http_without_certificate_he
              x-forwarded-proto: http\r\nx-forwarded-host: {INSECURE}:{port}\r\n\r\nabc",
             port = http.port()
         )
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn one_h2c_connection_routes_each_request_by_its_authority() {
+    let pki = Pki::new();
+    let (dir, config) = files(&pki, echo_upstream().await);
+    let gateway = Gateway::start(dir, config).await;
+    let http = gateway.http.unwrap();
+    let tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = |host: &str, path: &str| {
+        http::Request::get(format!("http://{host}{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let redirected = sender.send_request(request(SECURE, "/h2?x")).await.unwrap();
+    assert_eq!(redirected.status(), 301);
+    assert_eq!(
+        redirected.headers()["location"],
+        format!("https://{SECURE}:{}/h2?x", gateway.addr.port()).as_str()
+    );
+    let served = sender.send_request(request(INSECURE, "/h2")).await.unwrap();
+    assert_eq!(served.status(), 200);
+    let body = http_body_util::BodyExt::collect(served.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["path"], "/h2");
+    assert_eq!(echo_header(&echo, "x-forwarded-proto"), ["http"]);
+    assert_eq!(
+        echo_header(&echo, "x-forwarded-client-cert"),
+        Vec::<String>::new()
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_plain_connection_closes_after_idle_ms() {
+    let pki = Pki::new();
+    let (dir, mut config) = files(&pki, echo_upstream().await);
+    config["timeouts"] = serde_json::json!({ "idleMs": 300, "requestHeaderMs": 600000 });
+    let gateway = Gateway::start(dir, config).await;
+    let mut tcp = tokio::net::TcpStream::connect(gateway.http.unwrap())
+        .await
+        .unwrap();
+    tcp.write_all(format!("GET / HTTP/1.1\r\nHost: {SECURE}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut bytes),
+    )
+    .await
+    .expect("the idle connection was not closed")
+    .unwrap();
+    assert!(bytes.starts_with(b"HTTP/1.1 301"), "{bytes:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(300)
+            && waited < std::time::Duration::from_secs(5),
+        "closed after {waited:?}"
     );
     gateway.stop().await;
 }
