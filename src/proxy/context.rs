@@ -77,6 +77,9 @@ pub(crate) struct Downstream {
     pub listener: Option<&'static str>,
 }
 
+/// The `listener` field of the plain-HTTP listener's access lines.
+pub(crate) const PLAIN_LISTENER: &str = "http";
+
 /// What answers a connection's requests instead of the app.
 #[derive(Debug)]
 pub(crate) enum Answer {
@@ -195,7 +198,7 @@ impl Downstream {
             verified: None,
             answer: redirect.map(Answer::Redirect),
             forwarded_proto: headers::HTTP,
-            listener: Some(super::plain::PLAIN_LISTENER),
+            listener: Some(PLAIN_LISTENER),
         }
     }
 

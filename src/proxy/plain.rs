@@ -13,7 +13,9 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::ProxyBody;
-use super::context::{ConnectionContext, Downstream, Lifecycle, Route, SharedLifecycle};
+use super::context::{
+    ConnectionContext, Downstream, Lifecycle, PLAIN_LISTENER, Route, SharedLifecycle,
+};
 use super::error::{ProxyError, plain_response};
 use super::redirect::Redirect;
 use crate::access_log::{self, ConnectionFields, RequestFields};
@@ -146,9 +148,6 @@ impl PlainConnection {
         response
     }
 }
-
-/// The `listener` field of the plain-HTTP listener's access lines.
-pub(crate) const PLAIN_LISTENER: &str = "http";
 
 /// Serves one request of a plain-HTTP connection; never fails (errors become responses).
 pub(crate) async fn handle(

@@ -2,7 +2,7 @@
 //! host, path and query on `https://`, with the mTLS listener's port unless it is 443. The
 //! `Location` is built from the validated host, never from the raw `Host` bytes.
 
-use http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
+use http::header::{CACHE_CONTROL, HOST, HeaderValue, LOCATION};
 use http::{Request, Response, StatusCode};
 
 use super::body::ProxyBody;
@@ -46,8 +46,13 @@ impl Redirect {
 
     /// `https://<host>[:<port>]<path>[?<query>]`.
     fn location<B>(&self, request: &Request<B>) -> Option<HeaderValue> {
-        let authority = super::authority::of(request).ok()?;
-        let host = authority_host(authority.as_bytes())?;
+        // The plain listener checked the authority (one `Host`, agreeing with the target)
+        // before routing the request here; its host is checked again, as it is written out.
+        let authority = match request.headers().get(HOST) {
+            Some(host) => host.as_bytes(),
+            None => request.uri().authority()?.as_str().as_bytes(),
+        };
+        let host = authority_host(authority)?;
         // An asterisk-form target (`OPTIONS *`) names no resource: its redirect is the root.
         let target = request
             .uri()
