@@ -8,6 +8,8 @@
 //!   listener's port, the path and query as sent; an IPv6 literal stays bracketed.
 //! - An `allowInsecure` app answers over plain HTTP: the app receives exactly the request
 //!   with `X-Forwarded-Proto: http` and none of the certificate headers the client sent.
+//! - An `allowInsecure` app's authorization judges a plain request as one without a
+//!   certificate: a rule that needs a verified certificate refuses it (403), others pass.
 //! - HTTP/2 with prior knowledge: one connection carries a redirect for one app and a
 //!   forwarded request for another, each routed by its `:authority`.
 //! - An idle plain connection closes after `idleMs`.
@@ -248,6 +250,27 @@ async fn an_allow_insecure_app_gets_the_request_over_http_without_certificate_he
             port = http.port()
         )
     );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn authorization_judges_a_plain_request_as_one_without_a_certificate() {
+    let pki = Pki::new();
+    let (dir, mut config) = files(&pki, echo_upstream().await);
+    config["apps"][1]["authorization"] = serde_json::json!([
+        { "pathPrefix": "/admin", "allowAnyVerified": true },
+    ]);
+    let gateway = Gateway::start(dir, config).await;
+    let http = gateway.http.unwrap();
+    let refused = plain(http, &get(INSECURE, "/admin/x")).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let served = plain(http, &get(INSECURE, "/public")).await;
+    assert_eq!(served.status, 200, "{}", served.text());
+    // Over mTLS with a certificate, the rule lets the same request through.
+    let options = ClientOptions::new(&pki, INSECURE).with_identity(pki.client("c").identity());
+    let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
+    let request = conn.get(INSECURE, "/admin/x");
+    assert_eq!(conn.send(request).await.unwrap().status, 200);
     gateway.stop().await;
 }
 
