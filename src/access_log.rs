@@ -76,7 +76,10 @@ pub(crate) struct ConnectionFields<'a> {
     pub sni: &'a str,
     pub app: &'a str,
     pub hash: &'a str,
-    pub upstream: &'a Upstream,
+    /// `None` for a request no app took (on the plain-HTTP listener).
+    pub upstream: Option<&'a Upstream>,
+    /// Which listener, when not the mTLS one (`http`).
+    pub listener: Option<&'static str>,
 }
 
 /// What the access line says of one request.
@@ -108,13 +111,14 @@ impl Writer {
         fields: &ConnectionFields<'_>,
     ) -> Option<RenderedConnection> {
         let addr = fields.client_addr.to_string();
-        let upstream = fields.upstream.to_string();
+        let upstream = fields.upstream.map(ToString::to_string).unwrap_or_default();
         let texts = [
             addr.as_str(),
             fields.sni,
             fields.app,
             fields.hash,
             &upstream,
+            fields.listener.unwrap_or(""),
         ];
         if !texts.into_iter().all(is_plain) {
             return None;
@@ -125,8 +129,13 @@ impl Writer {
         field.quoted("sni", fields.sni);
         field.display("app", fields.app);
         field.quoted("client.hash", fields.hash);
+        if let Some(listener) = fields.listener {
+            field.quoted("listener", listener);
+        }
         let mut tail = String::with_capacity(upstream.len() + 16);
-        Fields::new(&mut tail, self.json).display("upstream", &upstream);
+        if fields.upstream.is_some() {
+            Fields::new(&mut tail, self.json).display("upstream", &upstream);
+        }
         Some(RenderedConnection {
             head: head.into(),
             upstream: tail.into(),
@@ -189,8 +198,10 @@ impl Writer {
             field.quoted("rule", rule);
         }
         field.number("duration_ms", request.duration_ms);
-        field.separate();
-        line.push_str(&connection.upstream);
+        if !connection.upstream.is_empty() {
+            field.separate();
+            line.push_str(&connection.upstream);
+        }
         let mut field = Fields::continuing(line, self.json);
         if let Some(outcome) = request.outcome {
             field.quoted("outcome", outcome);
@@ -348,12 +359,13 @@ pub(crate) fn trace(connection: &ConnectionFields<'_>, request: &RequestFields<'
         sni = connection.sni,
         app = %connection.app,
         client.hash = connection.hash,
+        listener = connection.listener,
         method = request.method.map(tracing::field::display),
         path = request.path,
         status = request.status,
         rule = request.rule,
         duration_ms = request.duration_ms,
-        upstream = %connection.upstream,
+        upstream = connection.upstream.map(tracing::field::display),
         outcome = request.outcome,
         "request"
     );
@@ -446,7 +458,8 @@ mod tests {
             sni,
             app,
             hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-            upstream,
+            upstream: Some(upstream),
+            listener: None,
         }
     }
 
@@ -478,6 +491,25 @@ mod tests {
             ),
             (connection("", "api"), request("/", Some("client_aborted"))),
             (connection("api.example.test", "api"), head_refused),
+            (
+                ConnectionFields {
+                    sni: "",
+                    hash: "",
+                    listener: Some("http"),
+                    ..connection("", "api")
+                },
+                request("/", None),
+            ),
+            (
+                ConnectionFields {
+                    sni: "",
+                    hash: "",
+                    upstream: None,
+                    listener: Some("http"),
+                    ..connection("", "")
+                },
+                request("/", Some("unknown_host")),
+            ),
         ];
         for json in [false, true] {
             for (connection, request) in &cases {

@@ -128,6 +128,9 @@ pub struct RunArgs {
     /// Address of the admin listener (health, readiness, metrics); off unless set.
     #[arg(long, env = "CERTGATE_ADMIN")]
     pub admin: Option<String>,
+    /// Address of a plain-HTTP listener that redirects to HTTPS; off unless set.
+    #[arg(long, env = "CERTGATE_LISTEN_HTTP")]
+    pub listen_http: Option<String>,
     /// Write no access line per request (overrides the config file's `accessLog`).
     #[arg(long, env = "CERTGATE_NO_ACCESS_LOG")]
     pub no_access_log: bool,
@@ -334,12 +337,15 @@ impl RunArgs {
             Some(path) => Config::load(path)?,
             None => Config::from_flags(self.sidecar_file(), Path::new(""))?,
         };
-        // With --config, --listen and --admin override the file.
+        // With --config, --listen, --admin and --listen-http override the file.
         if let Some(listen) = &self.listen {
             config.listen = address("--listen", listen)?;
         }
         if let Some(admin) = &self.admin {
             config.admin = Some(address("--admin", admin)?);
+        }
+        if let Some(listen_http) = &self.listen_http {
+            config.listen_http = Some(address("--listen-http", listen_http)?);
         }
         if self.no_access_log {
             config.access_log = false;
@@ -398,6 +404,23 @@ fn address(field: &'static str, value: &str) -> Result<std::net::SocketAddr, Con
     })
 }
 
+/// The line `certgate check` prints about the plain-HTTP listener, when there is one: where
+/// it listens and where it redirects to.
+pub fn listen_http_summary(config: &crate::Config) -> Option<String> {
+    let listen_http = config.listen_http?;
+    let insecure: Vec<&str> = config
+        .apps
+        .iter()
+        .filter(|app| app.allow_insecure)
+        .map(|app| app.name.as_str())
+        .collect();
+    Some(format!(
+        "listenHttp {listen_http}: redirects to https:// on port {port}, serves over plain HTTP [{insecure}]",
+        port = config.listen.port(),
+        insecure = insecure.join(" | "),
+    ))
+}
+
 /// One line describing an app, as `certgate check` prints it.
 pub fn summary(loaded: &LoadedApp) -> String {
     let app = &loaded.config;
@@ -429,7 +452,7 @@ pub fn summary(loaded: &LoadedApp) -> String {
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
     format!(
-        "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}{ip_restrictions}{ignored}",
+        "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}{insecure}{ip_restrictions}{ignored}",
         domains = custom_domains(app),
         upstream_tls = upstream_tls(app),
         subjects = list(&app.allow.subjects),
@@ -465,6 +488,11 @@ pub fn summary(loaded: &LoadedApp) -> String {
             String::new()
         } else {
             format!(" ignored=ingress.{}", app.ignored_ingress.join(",ingress."))
+        },
+        insecure = if app.allow_insecure {
+            " allow-insecure"
+        } else {
+            ""
         },
     )
 }

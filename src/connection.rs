@@ -7,10 +7,12 @@
 //! parsed once with its headers (`proxy::client`), then `serve` (hyper sessions until the
 //! client leaves) with `park` (a quiet HTTP/1.1 connection gives hyper's buffers back between
 //! sessions). The listener accepts and places connections; the proxy handles each request.
+//! A connection of the plain-HTTP listener has no handshake and picks no app (`plain`).
 
 pub(crate) mod caps;
 pub(crate) mod handshake;
 mod park;
+mod plain;
 mod serve;
 mod verdict;
 
@@ -26,6 +28,7 @@ use crate::ip_restrictions::IpRefusal;
 use crate::metrics::Metrics;
 use crate::proxy::client::VerifiedClient;
 use crate::proxy::context::{ConnectionContext, Downstream, Lifecycle, Route, Signals};
+use crate::proxy::redirect::Redirect;
 use crate::proxy::refuse::RefusalPage;
 use crate::proxy_protocol::ProxyHeaderError;
 use crate::revocation::{RevokedLater, Standing};
@@ -46,6 +49,8 @@ pub(crate) struct Handles {
     pub metrics: Arc<Metrics>,
     /// Handed to every connection.
     pub draining: Draining,
+    /// Where the plain-HTTP listener's redirects point: the mTLS listener's port.
+    pub redirect: Redirect,
 }
 
 /// What a connection holds until it closes: its `maxConnections` permit, its caps slots

@@ -1,4 +1,4 @@
-//! The mTLS listener: the accept loop with its connection caps and accept-error backoff, and
+//! The listeners (mTLS, and plain HTTP with `listenHttp`): the accept loop with its connection caps and accept-error backoff, and
 //! where each connection runs: a task of its own on the worker thread with the fewest
 //! connections (`balance`). What happens on the connection is `connection`'s.
 
@@ -19,9 +19,30 @@ use crate::drain::{CloseSignal, Draining};
 use crate::metrics::{ConnectionLimit, Metrics};
 
 use self::balance::{HandedOff, Load, Worker};
+use crate::proxy::redirect::Redirect;
 
-/// What the mTLS listener uses: the apps new connections are served under, the metrics, its
-/// connection slots and the drain flag.
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// mTLS, apps chosen by SNI (`listen`).
+    Tls,
+    /// Plain HTTP, apps chosen by each request's host (`listenHttp`).
+    Plain,
+}
+
+impl Protocol {
+    /// The listener's name in log lines.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Tls => "mtls",
+            Self::Plain => "http",
+        }
+    }
+}
+
+/// What the listeners use: the apps new connections are served under, the metrics, the
+/// connection slots and the drain flag. The mTLS and plain-HTTP listeners share them, and so
+/// share `maxConnections` and the per-client and pending-handshake caps.
 #[derive(Debug)]
 pub(crate) struct Listener {
     /// What every connection is run with.
@@ -34,12 +55,14 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    /// The listener of `apps` (its caps are read from the apps' limits now).
+    /// The listener of `apps` (its caps are read from the apps' limits now); the plain-HTTP
+    /// listener's redirects point to `https_port`.
     pub(crate) fn new(
         apps: LiveApps,
         metrics: Arc<Metrics>,
         connections: Arc<Semaphore>,
         draining: Draining,
+        https_port: u16,
     ) -> Self {
         let caps = Caps::new(&apps.load().limits);
         Self {
@@ -47,26 +70,29 @@ impl Listener {
                 apps,
                 metrics,
                 draining,
+                redirect: Redirect::to_port(https_port),
             }),
             connections,
             caps,
         }
     }
 
-    /// Accepts connections until `shutdown` turns true. On a worker thread, a connection
-    /// another worker has fewer of goes to that worker (`balance`).
+    /// Accepts connections until `shutdown` turns true. On a worker thread, an mTLS
+    /// connection another worker has fewer of goes to that worker (`balance`); a plain-HTTP
+    /// one stays on the worker that accepted it.
     pub(crate) async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         mut shutdown: watch::Receiver<CloseSignal>,
         worker: Option<Worker>,
+        protocol: Protocol,
     ) {
         let this = self;
         let caps = &this.caps;
         let mut last_limit_log: Option<Instant> = None;
         loop {
             let (tcp, client_addr) = tokio::select! {
-                accepted = crate::accept::next(&listener, "mtls") => accepted,
+                accepted = crate::accept::next(&listener, protocol.as_str()) => accepted,
                 _ = shutdown.wait_for(|signal| signal.shutdown) => return,
             };
             let held = caps.take(client_addr.ip()).and_then(|held| {
@@ -92,9 +118,19 @@ impl Listener {
                     continue;
                 }
             };
-            match &worker {
-                Some(worker) => this.place(worker, tcp, client_addr, slots, &shutdown),
-                None => this.spawn_connection(tcp, client_addr, slots, None, &shutdown),
+            match (&worker, protocol) {
+                (Some(worker), Protocol::Tls) => {
+                    this.place(worker, tcp, client_addr, slots, &shutdown);
+                }
+                (None, Protocol::Tls) => {
+                    this.spawn_connection(tcp, client_addr, slots, None, &shutdown);
+                }
+                (worker, Protocol::Plain) => {
+                    let load = worker
+                        .as_ref()
+                        .map(|worker| worker.balance.count(worker.index));
+                    this.spawn_plain(tcp, client_addr, slots, load, &shutdown);
+                }
             }
         }
     }
@@ -158,6 +194,31 @@ impl Listener {
                 tracing::debug!(client.addr = %client_addr, error = %error, "cannot take over the connection");
             }
         }
+    }
+
+    /// Serves one accepted plain-HTTP connection in a task of its own on this thread,
+    /// counted on it (`load`) until it closes.
+    fn spawn_plain(
+        self: &Arc<Self>,
+        tcp: TcpStream,
+        client_addr: SocketAddr,
+        slots: (OwnedSemaphorePermit, CapSlots),
+        load: Option<Load>,
+        shutdown: &watch::Receiver<CloseSignal>,
+    ) {
+        let _ = tcp.set_nodelay(true);
+        let span = tracing::debug_span!(
+            "connection",
+            client.addr = tracing::field::Empty,
+            listener = "http"
+        );
+        let (permit, held) = slots;
+        let slots = Slots { permit, held, load };
+        let task = self
+            .handles
+            .clone()
+            .run_plain(tcp, client_addr, slots, shutdown.clone());
+        tokio::spawn(task.instrument(span));
     }
 
     /// Serves one accepted connection in a task of its own on this thread, counted on it

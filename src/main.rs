@@ -151,6 +151,9 @@ fn check(args: &certgate::cli::RunArgs) -> ExitCode {
                 return ExitCode::from(EXIT_USAGE);
             }
         };
+        if let Some(line) = certgate::cli::listen_http_summary(&config.config) {
+            println!("{line}");
+        }
         for app in &config.apps {
             println!("{}", certgate::cli::summary(app));
         }
@@ -290,9 +293,11 @@ fn serve(source: certgate::ConfigSource) -> ExitCode {
             }
         };
         let admin = server.admin_addr().map(|addr| addr.to_string());
+        let listen_http = server.http_addr().map(|addr| addr.to_string());
         tracing::info!(
             listen = %server.local_addr(),
             admin = admin.as_deref().unwrap_or("off"),
+            listen_http = listen_http.as_deref().unwrap_or("off"),
             apps = config.apps.len(),
             "serving"
         );

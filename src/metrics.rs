@@ -29,6 +29,42 @@ struct FailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// What the plain-HTTP listener did with a request (`certgate_http_listener_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlainOutcome {
+    /// Answered `301` to HTTPS.
+    Redirected,
+    /// Forwarded to an `allowInsecure` app.
+    Served,
+    /// No app serves the host: `404`.
+    UnknownHost,
+    /// No host, several, or one that is not a host name: `400`.
+    BadRequest,
+}
+
+impl PlainOutcome {
+    const ALL: [Self; 4] = [
+        Self::Redirected,
+        Self::Served,
+        Self::UnknownHost,
+        Self::BadRequest,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Redirected => "redirected",
+            Self::Served => "served",
+            Self::UnknownHost => "unknown_host",
+            Self::BadRequest => "bad_request",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -112,6 +148,8 @@ pub(crate) struct Metrics {
     revocation: self::revocation::Families,
     proxy_protocol_refusals: Family<ReasonLabel, Counter>,
     worker_connections: Family<WorkerLabel, Gauge>,
+    /// `certgate_http_listener_requests_total`, in `PlainOutcome::ALL` order.
+    http_listener_requests: [Counter; 4],
     /// Set from the log thread's count whenever the metrics are read.
     log_lines_dropped: Counter,
 }
@@ -260,6 +298,20 @@ impl Metrics {
                 "worker_connections",
                 "Open connections each worker thread serves, from accept to close",
             ),
+            http_listener_requests: {
+                let family: Family<OutcomeLabel, Counter> = registered(
+                    r,
+                    "http_listener_requests",
+                    "Requests on the plain-HTTP listener (listenHttp), by what was done with them",
+                );
+                PlainOutcome::ALL.map(|outcome| {
+                    family
+                        .get_or_create(&OutcomeLabel {
+                            outcome: outcome.as_str(),
+                        })
+                        .clone()
+                })
+            },
             registry,
         };
         metrics.start_at_zero();
@@ -323,6 +375,19 @@ impl Metrics {
                 reason: reason.as_str(),
             })
             .inc();
+    }
+
+    /// The plain-HTTP listener did `outcome` with a request.
+    pub(crate) fn plain_request(&self, outcome: PlainOutcome) {
+        let index = match outcome {
+            PlainOutcome::Redirected => 0,
+            PlainOutcome::Served => 1,
+            PlainOutcome::UnknownHost => 2,
+            PlainOutcome::BadRequest => 3,
+        };
+        if let Some(counter) = self.http_listener_requests.get(index) {
+            counter.inc();
+        }
     }
 
     /// A connection was closed at accept because `limit` was reached.

@@ -22,6 +22,8 @@ pub(crate) mod error;
 pub(crate) mod formats;
 pub(crate) mod header_limits;
 pub(crate) mod headers;
+pub(crate) mod plain;
+pub(crate) mod redirect;
 pub(crate) mod refuse;
 pub(crate) mod rewrite;
 pub(crate) mod send;
@@ -53,9 +55,10 @@ pub(crate) async fn handle(
     let mut guard = RequestGuard::start(conn, &request);
     let head = request.method() == Method::HEAD;
     let mut exposure = Exposure::default();
-    let forwarded = match &guard.conn.downstream.refusal {
-        // `rejectWith: "http"` refused the connection's certificate: nothing is forwarded.
-        Some(page) => Ok(page.respond(&request)),
+    let forwarded = match &guard.conn.downstream.answer {
+        // `rejectWith: "http"` refused the connection's certificate, or a plain-HTTP request
+        // is redirected: nothing is forwarded.
+        Some(answer) => Ok(answer.respond(&request)),
         // Boxed: hyper moves this handler's future (into a task of its own for HTTP/2), and
         // with the upstream exchange inline it would be 3.4 KiB to copy each time, not 744 bytes.
         None => Box::pin(forward(&guard.conn, request, &mut exposure)).await,

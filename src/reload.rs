@@ -60,6 +60,7 @@ pub struct Reloader {
 pub(crate) struct RestartOnly {
     listen: std::net::SocketAddr,
     admin: Option<std::net::SocketAddr>,
+    listen_http: Option<std::net::SocketAddr>,
     max_connections: usize,
     max_connections_per_client: Option<usize>,
     max_pending_handshakes: usize,
@@ -71,6 +72,7 @@ impl RestartOnly {
         Self {
             listen: config.listen,
             admin: config.admin,
+            listen_http: config.listen_http,
             max_connections: config.limits.max_connections,
             max_connections_per_client: config.limits.max_connections_per_client,
             max_pending_handshakes: config.limits.max_pending_handshakes,
@@ -82,6 +84,7 @@ impl RestartOnly {
         [
             (self.listen != new.listen, "listen"),
             (self.admin != new.admin, "admin"),
+            (self.listen_http != new.listen_http, "listenHttp"),
             (
                 self.max_connections != new.max_connections,
                 "limits.maxConnections",
@@ -406,6 +409,7 @@ mod tests {
         RestartOnly {
             listen: "127.0.0.1:8443".parse().unwrap_or_else(|_| unreachable!()),
             admin: None,
+            listen_http: None,
             max_connections: 10_000,
             max_connections_per_client: None,
             max_pending_handshakes: 1_024,
@@ -450,6 +454,7 @@ mod tests {
         let new = RestartOnly {
             listen: "127.0.0.1:9443".parse().unwrap_or_else(|_| unreachable!()),
             admin: Some("127.0.0.1:9901".parse().unwrap_or_else(|_| unreachable!())),
+            listen_http: Some("127.0.0.1:8080".parse().unwrap_or_else(|_| unreachable!())),
             max_connections: 500,
             max_connections_per_client: Some(10),
             max_pending_handshakes: 64,
@@ -459,6 +464,7 @@ mod tests {
             [
                 "listen",
                 "admin",
+                "listenHttp",
                 "limits.maxConnections",
                 "limits.maxConnectionsPerClient",
                 "limits.maxPendingHandshakes"

@@ -14,8 +14,8 @@ use tokio::sync::{Semaphore, watch};
 use crate::apps::build::LoadedConfig;
 use crate::apps::{Apps, LiveApps};
 use crate::drain::{CloseSignal, Draining};
-use crate::listener::Listener;
 use crate::listener::balance::{Balance, HandedOff, Worker};
+use crate::listener::{Listener, Protocol};
 use crate::metrics::Metrics;
 use crate::reload::{ConfigSource, Reloader, RestartOnly};
 use crate::revocation::Memory;
@@ -40,6 +40,8 @@ pub enum RunError {
 pub struct Server {
     listener: TcpListener,
     admin: Option<TcpListener>,
+    /// The plain-HTTP listener (`listenHttp`), when enabled.
+    plain: Option<TcpListener>,
     apps: LiveApps,
     metrics: Arc<Metrics>,
     connections: Arc<Semaphore>,
@@ -72,6 +74,10 @@ impl Server {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let plain = match config.listen_http {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         // What revocation learns outlives each config generation: every one shares it.
         let memory = Arc::new(Memory::default());
@@ -96,6 +102,7 @@ impl Server {
         Ok(Self {
             listener,
             admin,
+            plain,
             apps,
             metrics,
             connections: Arc::new(Semaphore::new(max_connections)),
@@ -116,6 +123,11 @@ impl Server {
     /// The address the admin listener is bound to, when there is one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(local_addr)
+    }
+
+    /// The address the plain-HTTP listener is bound to, when there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.plain.as_ref().map(local_addr)
     }
 
     /// A handle that reloads the config on demand (what SIGHUP does).
@@ -140,25 +152,39 @@ impl Server {
             self.metrics.clone(),
             self.connections.clone(),
             self.draining.clone(),
+            local_addr(&self.listener).port(),
         ));
         let (done_tx, done_rx) = watch::channel(false);
         let mut accepting = if self.worker_threads == 0 {
-            Accepting::Here(tokio::spawn(listener.serve(
+            let mut loops = vec![tokio::spawn(listener.clone().serve(
                 self.listener,
                 stop_rx.clone(),
                 None,
-            )))
+                Protocol::Tls,
+            ))];
+            if let Some(plain) = self.plain {
+                loops.push(tokio::spawn(listener.serve(
+                    plain,
+                    stop_rx.clone(),
+                    None,
+                    Protocol::Plain,
+                )));
+            }
+            Accepting::Here(loops)
         } else {
-            let socket = self
-                .listener
-                .into_std()
-                .map_err(|source| RunError::Worker { index: 0, source })?;
+            let to_std = |socket: TcpListener| {
+                socket
+                    .into_std()
+                    .map_err(|source| RunError::Worker { index: 0, source })
+            };
+            let socket = to_std(self.listener)?;
+            let plain = self.plain.map(to_std).transpose()?;
             let threads = Threads {
                 count: self.worker_threads,
                 stop: stop_rx.clone(),
                 done: done_rx,
             };
-            threads.start(&self.metrics, &listener, socket)?
+            threads.start(&self.metrics, &listener, socket, plain)?
         };
         let admin = self.admin.map(|admin| {
             tokio::spawn(crate::admin::serve(
@@ -215,18 +241,24 @@ struct Threads {
 }
 
 impl Threads {
-    /// Starts the worker threads, each accepting from its copy of `socket`.
+    /// Starts the worker threads, each accepting from its copy of `socket` and of `plain`.
     fn start(
         self,
         metrics: &Metrics,
         listener: &Arc<Listener>,
         socket: std::net::TcpListener,
+        plain: Option<std::net::TcpListener>,
     ) -> Result<Accepting, RunError> {
         let mut threads = Vec::with_capacity(self.count);
         let (balance, inboxes) = Balance::new(metrics, self.count);
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let socket = socket
                 .try_clone()
+                .map_err(|source| RunError::Worker { index, source })?;
+            let plain = plain
+                .as_ref()
+                .map(std::net::TcpListener::try_clone)
+                .transpose()
                 .map_err(|source| RunError::Worker { index, source })?;
             let worker = worker(
                 Worker {
@@ -235,7 +267,7 @@ impl Threads {
                 },
                 inbox,
                 listener.clone(),
-                socket,
+                Sockets { socket, plain },
                 self.stop.clone(),
                 self.done.clone(),
             )
@@ -244,6 +276,7 @@ impl Threads {
         }
         // Only the workers' copies stay open: once they stop accepting, the port refuses.
         drop(socket);
+        drop(plain);
         Ok(Accepting::Threads(threads))
     }
 }
@@ -275,8 +308,10 @@ impl Stopping {
         tracing::info!("shutting down: draining connections");
         self.draining.start();
         self.close.send_modify(|signal| signal.shutdown = true);
-        if let Accepting::Here(accept_loop) = accepting {
-            let _ = accept_loop.await;
+        if let Accepting::Here(accept_loops) = accepting {
+            for accept_loop in accept_loops {
+                let _ = accept_loop.await;
+            }
         }
         let grace = self.apps.load().timeouts.shutdown_grace;
         let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
@@ -302,10 +337,18 @@ async fn accepting_ended(accepting: Accepting) {
 
 /// Where the accept loop runs.
 enum Accepting {
-    /// On the runtime that called `run`.
-    Here(tokio::task::JoinHandle<()>),
+    /// On the runtime that called `run`: the mTLS listener's loop, then the plain one's.
+    Here(Vec<tokio::task::JoinHandle<()>>),
     /// On worker threads, one accept loop each.
     Threads(Vec<std::thread::JoinHandle<()>>),
+}
+
+/// A worker's copies of the listening sockets.
+struct Sockets {
+    /// The mTLS listener's.
+    socket: std::net::TcpListener,
+    /// The plain-HTTP listener's, when there is one.
+    plain: Option<std::net::TcpListener>,
 }
 
 /// Starts a worker thread: a single-threaded runtime that accepts on its copy of the listening
@@ -315,7 +358,7 @@ fn worker(
     worker: Worker,
     inbox: UnboundedReceiver<HandedOff>,
     listener: Arc<Listener>,
-    socket: std::net::TcpListener,
+    sockets: Sockets,
     stop: watch::Receiver<CloseSignal>,
     mut done: watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -332,9 +375,30 @@ fn worker(
             runtime.block_on(async move {
                 tokio::spawn(listener.clone().adopt(inbox, stop.clone()));
                 tokio::spawn(crate::access_log::flush_batches());
-                match TcpListener::from_std(socket) {
-                    Ok(socket) => listener.serve(socket, stop, Some(worker)).await,
+                let plain = sockets.plain.map(|plain| {
+                    let (listener, stop) = (listener.clone(), stop.clone());
+                    // Counted on this worker, where it is served.
+                    let here = Worker {
+                        index: worker.index,
+                        balance: worker.balance.clone(),
+                    };
+                    tokio::spawn(async move {
+                        match TcpListener::from_std(plain) {
+                            Ok(plain) => listener.serve(plain, stop, Some(here), Protocol::Plain).await,
+                            Err(error) => tracing::error!(error = %error, "worker thread cannot accept plain HTTP"),
+                        }
+                    })
+                });
+                match TcpListener::from_std(sockets.socket) {
+                    Ok(socket) => {
+                        listener
+                            .serve(socket, stop, Some(worker), Protocol::Tls)
+                            .await;
+                    }
                     Err(error) => tracing::error!(error = %error, "worker thread cannot accept"),
+                }
+                if let Some(plain) = plain {
+                    let _ = plain.await;
                 }
                 let _ = done.wait_for(|done| *done).await;
             });

@@ -160,6 +160,14 @@ pub enum ConfigError {
         admin: SocketAddr,
         listen: SocketAddr,
     },
+    #[error(
+        "listenHttp {listen_http} overlaps {other} {addr}: put the plain-HTTP listener on another port"
+    )]
+    ListenHttpOverlaps {
+        listen_http: SocketAddr,
+        other: &'static str,
+        addr: SocketAddr,
+    },
     #[error("{field} {value:?} is not an IP:port socket address")]
     BadAddress { field: &'static str, value: String },
     #[error("{field} must be greater than zero")]
@@ -242,6 +250,10 @@ pub enum AppError {
     UpstreamClientCertificateShape { advice: &'static str },
     #[error("cannot build the TLS configuration for the upstream")]
     UpstreamTls { source: rustls::Error },
+    #[error(
+        "sets ingress.allowInsecure in require mode, which would serve it over plain HTTP without a client certificate: remove allowInsecure (requests on listenHttp are then redirected to HTTPS) or set clientCertificateMode to accept or ignore"
+    )]
+    InsecureRequire,
     #[error("unknown ingress.transport {value:?} (expected auto, http or http2)")]
     UnknownTransport { value: String },
     #[error(

@@ -25,6 +25,9 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Address of the admin listener (health, readiness, metrics); off when absent.
     pub admin: Option<String>,
+    /// Address of the plain-HTTP listener (redirects to HTTPS, serves `allowInsecure` apps);
+    /// off when absent.
+    pub listen_http: Option<String>,
     /// The apps served, chosen by SNI.
     pub apps: Vec<FileApp>,
     /// Timeouts in milliseconds; each absent one takes its default.
@@ -200,6 +203,9 @@ pub struct FileIngress {
     pub custom_domains: Option<Vec<FileCustomDomain>>,
     /// Cross-origin requests from browsers (docs/cors.md); off when absent or `null`.
     pub cors_policy: Option<FileCorsPolicy>,
+    /// Serve the app over plain HTTP on `listenHttp` instead of redirecting to HTTPS; `false`
+    /// when absent.
+    pub allow_insecure: Option<bool>,
     // The keys below mean nothing outside Azure: `Some` when given, `Some(None)` when given
     // as `null`, so that `check` lists every one given as ignored.
     /// Whether Azure exposes the app outside its environment; ignored.

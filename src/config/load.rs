@@ -103,6 +103,11 @@ impl Config {
                 .as_deref()
                 .map(|value| address("admin", value))
                 .transpose()?,
+            listen_http: file
+                .listen_http
+                .as_deref()
+                .map(|value| address("listenHttp", value))
+                .transpose()?,
             apps,
             timeouts: timeouts(&file.timeouts)?,
             limits,
@@ -121,16 +126,34 @@ impl Config {
         Ok(config)
     }
 
-    /// Refuses an admin listener that would collide with the mTLS listener.
+    /// Refuses an admin or plain-HTTP listener that would collide with another listener.
     pub fn check_listeners(&self) -> Result<(), ConfigError> {
-        match self.admin {
-            Some(admin) if checks::overlaps(admin, self.listen) => {
-                Err(ConfigError::AdminOverlapsListen {
-                    admin,
-                    listen: self.listen,
-                })
-            }
-            _ => Ok(()),
+        if let Some(admin) = self.admin
+            && checks::overlaps(admin, self.listen)
+        {
+            return Err(ConfigError::AdminOverlapsListen {
+                admin,
+                listen: self.listen,
+            });
+        }
+        let Some(listen_http) = self.listen_http else {
+            return Ok(());
+        };
+        let others = [
+            Some(("listen", self.listen)),
+            self.admin.map(|a| ("admin", a)),
+        ];
+        match others
+            .into_iter()
+            .flatten()
+            .find(|(_, addr)| checks::overlaps(listen_http, *addr))
+        {
+            Some((other, addr)) => Err(ConfigError::ListenHttpOverlaps {
+                listen_http,
+                other,
+                addr,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -255,6 +278,10 @@ impl<'a> Loader<'a> {
             })?,
             None => ClientCertMode::Require,
         };
+        let allow_insecure = file.ingress.allow_insecure.unwrap_or(false);
+        if allow_insecure && mode == ClientCertMode::Require {
+            return Err(AppError::InsecureRequire.into());
+        }
         let (trust, allow, revocation) = self.client_auth(&name, mode, &file.client_auth)?;
         let xfcc_fields =
             xfcc_fields(self.keys.fields, file.forward_client_cert.fields.as_deref())?;
@@ -305,6 +332,7 @@ impl<'a> Loader<'a> {
             fingerprint: [0; 32],
             ip_restrictions: ingress.ip_restrictions,
             ignored_ingress: ingress.ignored,
+            allow_insecure,
         })
     }
 

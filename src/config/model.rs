@@ -25,6 +25,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Address of the admin listener, when enabled.
     pub admin: Option<SocketAddr>,
+    /// Address of the plain-HTTP listener, when enabled.
+    pub listen_http: Option<SocketAddr>,
     /// The apps, in file order.
     pub apps: Vec<Arc<AppConfig>>,
     /// Timeouts.
@@ -85,6 +87,8 @@ pub struct AppConfig {
     pub ip_restrictions: Option<Arc<IpRestrictions>>,
     /// The `ingress` keys given that certgate accepts without effect (`external`, `fqdn`, ...).
     pub ignored_ingress: Vec<&'static str>,
+    /// Served over plain HTTP on `listenHttp`; else a request there is redirected to HTTPS.
+    pub allow_insecure: bool,
 }
 
 /// A host name served for an app beside its `hosts` (`ingress.customDomains`).

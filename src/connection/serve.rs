@@ -123,7 +123,7 @@ async fn revoked(refused: Option<&mut RevokedLater>) -> Arc<RevocationFailure> {
 }
 
 /// The HTTP/1.1 and HTTP/2 settings every session of a connection is served with.
-fn http_builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecutor> {
+pub(super) fn http_builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let mut http1 = builder.http1();
     http1

@@ -32,7 +32,9 @@ pub(crate) fn check<B>(
     }
 }
 
-fn of<B>(request: &Request<B>) -> Result<HeaderValue, ProxyError> {
+/// The request's authority as sent (`Host`, or HTTP/2's `:authority`), agreeing with an
+/// absolute-form target; not yet known to be a host.
+pub(crate) fn of<B>(request: &Request<B>) -> Result<HeaderValue, ProxyError> {
     let mut hosts = request.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {

@@ -14,8 +14,10 @@ use tokio::time::Instant;
 
 use super::activity::Activity;
 use super::admission::Admission;
+use super::body::ProxyBody;
 use super::client::VerifiedClient;
 use super::error::REQUEST_HEADER_TOO_LARGE;
+use super::redirect::Redirect;
 use super::stall::StallObserver;
 use super::{formats, headers, refuse};
 use crate::access_log::{self, ConnectionFields, RequestFields};
@@ -66,9 +68,35 @@ pub(crate) struct Downstream {
     pub admission: Admission,
     /// `X-Client-Verify`, when the app has the `verdict` format.
     pub verdict: Option<HeaderValue>,
-    /// With `rejectWith: "http"`, the refusal every request of this connection is answered
-    /// with (nothing reaches the app).
-    pub refusal: Option<refuse::RefusalPage>,
+    /// The answer every request of this connection gets from certgate itself, when nothing
+    /// reaches the app.
+    pub answer: Option<Answer>,
+    /// `X-Forwarded-Proto`: `https`, or `http` on the plain-HTTP listener.
+    pub forwarded_proto: HeaderValue,
+    /// The access line's `listener` field: none on the mTLS listener.
+    pub listener: Option<&'static str>,
+}
+
+/// The `listener` field of the plain-HTTP listener's access lines.
+pub(crate) const PLAIN_LISTENER: &str = "http";
+
+/// What answers a connection's requests instead of the app.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// `rejectWith: "http"` refused the connection's certificate.
+    Refuse(refuse::RefusalPage),
+    /// On the plain-HTTP listener, for an app that is not `allowInsecure`.
+    Redirect(Redirect),
+}
+
+impl Answer {
+    /// The answer to `request`.
+    pub(crate) fn respond<B>(&self, request: &http::Request<B>) -> http::Response<ProxyBody> {
+        match self {
+            Self::Refuse(page) => page.respond(request),
+            Self::Redirect(redirect) => redirect.respond(request),
+        }
+    }
 }
 
 /// What keeps a connection counted while it is open, and what tells it to close.
@@ -83,10 +111,38 @@ pub(crate) struct Lifecycle {
     /// The drain flag and what tells the connection that a reload replaced its apps.
     pub signals: Signals,
     /// Notified when the connection must close after the current response.
-    pub close: Notify,
+    pub close: Arc<Notify>,
     /// With revocation checking: closes the connection and its WebSockets once a later
     /// revocation covers the client certificate.
     pub standing: Option<Arc<Standing>>,
+}
+
+/// What a plain-HTTP connection's parts (one per app it serves) have in common: its slot
+/// under `limits.maxConnections`, its activity and what tells it to close.
+#[derive(Debug)]
+pub(crate) struct SharedLifecycle {
+    pub permit: Arc<OwnedSemaphorePermit>,
+    pub activity: Arc<Activity>,
+    pub signals: Signals,
+    pub close: Arc<Notify>,
+}
+
+impl SharedLifecycle {
+    /// The lifecycle of a new plain-HTTP connection holding `permit`.
+    pub(crate) fn new(permit: OwnedSemaphorePermit, signals: Signals) -> Self {
+        Self {
+            permit: Arc::new(permit),
+            activity: Arc::new(Activity::new()),
+            signals,
+            close: Arc::new(Notify::new()),
+        }
+    }
+
+    /// When the connection will have been idle for `idle`, or `None` while a request is in
+    /// flight.
+    pub(crate) fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        self.activity.idle_since().map(|since| since + idle)
+    }
 }
 
 /// What tells an open connection to stop: shutdown's drain, and a reload that replaced the
@@ -123,7 +179,26 @@ impl Downstream {
             addr,
             sni,
             verified,
-            refusal,
+            answer: refusal.map(Answer::Refuse),
+            forwarded_proto: headers::HTTPS,
+            listener: None,
+        }
+    }
+
+    /// A client of `app` on the plain-HTTP listener: no certificate, so no certificate
+    /// headers (not even `X-Client-Verify`), admitted as a certificate-less client is; its
+    /// requests are answered with `redirect` when the app is not `allowInsecure`.
+    pub(crate) fn plain(app: &App, addr: SocketAddr, redirect: Option<Redirect>) -> Self {
+        Self {
+            admission: Admission::new(app, None, addr.ip()),
+            verdict: None,
+            forwarded_for: headers::forwarded_for(addr.ip()),
+            addr,
+            sni: None,
+            verified: None,
+            answer: redirect.map(Answer::Redirect),
+            forwarded_proto: headers::HTTP,
+            listener: Some(PLAIN_LISTENER),
         }
     }
 
@@ -147,8 +222,22 @@ impl Lifecycle {
             _active: app.metrics.connection_opened(),
             activity: Arc::new(Activity::new()),
             signals,
-            close: Notify::new(),
+            close: Arc::new(Notify::new()),
             standing,
+        }
+    }
+
+    /// The part of a plain-HTTP connection that serves `app`: it shares the connection's
+    /// slot, activity and close notice with its other apps' parts, and keeps the connection
+    /// counted for `app` while it lives.
+    pub(crate) fn sharing(app: &App, connection: &SharedLifecycle) -> Self {
+        Self {
+            permit: connection.permit.clone(),
+            _active: app.metrics.connection_opened(),
+            activity: connection.activity.clone(),
+            signals: connection.signals.clone(),
+            close: connection.close.clone(),
+            standing: None,
         }
     }
 }
@@ -276,7 +365,8 @@ impl ConnectionContext {
             sni: downstream.sni.as_deref().unwrap_or(""),
             app: &self.route.app.config.name,
             hash: downstream.identity().map_or("", |id| id.hash.as_str()),
-            upstream: &self.route.app.config.upstream,
+            upstream: Some(&self.route.app.config.upstream),
+            listener: downstream.listener,
         }
     }
 }

@@ -14,6 +14,10 @@ pub(crate) const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Proto` on the mTLS listener.
+pub(crate) const HTTPS: HeaderValue = HeaderValue::from_static("https");
+/// `X-Forwarded-Proto` on the plain-HTTP listener.
+pub(crate) const HTTP: HeaderValue = HeaderValue::from_static("http");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -198,6 +202,7 @@ pub(crate) fn forwarded_for(client: IpAddr) -> HeaderValue {
 pub(crate) fn add_forwarded(
     headers: &mut HeaderMap,
     client: &HeaderValue,
+    proto: &HeaderValue,
     authority: &HeaderValue,
 ) {
     let mut prior = headers.get_all(&X_FORWARDED_FOR).iter();
@@ -214,7 +219,7 @@ pub(crate) fn add_forwarded(
         }
     };
     headers.insert(X_FORWARDED_FOR, value);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    headers.insert(X_FORWARDED_PROTO, proto.clone());
     headers.insert(X_FORWARDED_HOST, authority.clone());
 }
 

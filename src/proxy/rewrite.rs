@@ -56,7 +56,12 @@ pub(crate) fn request<B>(
         // are added, so that they stay last.
         headers.remove(HOST);
     }
-    headers::add_forwarded(headers, &downstream.forwarded_for, &authority);
+    headers::add_forwarded(
+        headers,
+        &downstream.forwarded_for,
+        &downstream.forwarded_proto,
+        &authority,
+    );
     if upstream.transport == Transport::Http1 {
         headers.insert(HOST, authority);
     }

@@ -39,6 +39,7 @@ mod header_limits;
 mod ip_restrictions;
 mod kubernetes;
 mod limits;
+mod listen_http;
 mod memory;
 mod memory_after_burst;
 mod messages;

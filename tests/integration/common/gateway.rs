@@ -35,6 +35,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// The admin listener, when the config has `admin`.
     pub admin: Option<SocketAddr>,
+    /// The plain-HTTP listener, when the config has `listenHttp`.
+    pub http: Option<SocketAddr>,
     /// Reloads the config file, as SIGHUP does.
     pub reloader: certgate::Reloader,
     pub dir: TempDir,
@@ -74,6 +76,7 @@ impl Gateway {
             .unwrap();
         let addr = server.local_addr();
         let admin = server.admin_addr();
+        let http = server.http_addr();
         let reloader = server.reloader();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
@@ -87,6 +90,7 @@ impl Gateway {
         Self {
             addr,
             admin,
+            http,
             reloader,
             dir,
             stop: Some(stop),

@@ -24,6 +24,11 @@ impl Serving {
         self.addr("admin")
     }
 
+    /// The address the plain-HTTP listener is bound to; panics when the line has none.
+    pub fn listen_http(&self) -> SocketAddr {
+        self.addr("listen_http")
+    }
+
     fn addr(&self, field: &str) -> SocketAddr {
         self.0[field]
             .as_str()
