@@ -44,14 +44,17 @@ pub(crate) enum PlainOutcome {
     UnknownHost,
     /// No host, several, or one that is not a host name: `400`.
     BadRequest,
+    /// The app's `ipSecurityRestrictions` refuse the client's address: `403`.
+    IpRestricted,
 }
 
 impl PlainOutcome {
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 5] = [
         Self::Redirected,
         Self::Served,
         Self::UnknownHost,
         Self::BadRequest,
+        Self::IpRestricted,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -60,6 +63,7 @@ impl PlainOutcome {
             Self::Served => "served",
             Self::UnknownHost => "unknown_host",
             Self::BadRequest => "bad_request",
+            Self::IpRestricted => "ip_restricted",
         }
     }
 }
@@ -149,7 +153,7 @@ pub(crate) struct Metrics {
     proxy_protocol_refusals: Family<ReasonLabel, Counter>,
     worker_connections: Family<WorkerLabel, Gauge>,
     /// `certgate_http_listener_requests_total`, in `PlainOutcome::ALL` order.
-    http_listener_requests: [Counter; 4],
+    http_listener_requests: [Counter; PlainOutcome::ALL.len()],
     /// Set from the log thread's count whenever the metrics are read.
     log_lines_dropped: Counter,
 }
@@ -384,6 +388,7 @@ impl Metrics {
             PlainOutcome::Served => 1,
             PlainOutcome::UnknownHost => 2,
             PlainOutcome::BadRequest => 3,
+            PlainOutcome::IpRestricted => 4,
         };
         if let Some(counter) = self.http_listener_requests.get(index) {
             counter.inc();

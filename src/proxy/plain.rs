@@ -42,6 +42,8 @@ pub(crate) struct PlainConnection {
 enum Refused {
     BadRequest,
     UnknownHost,
+    /// The app's `ipSecurityRestrictions` refuse the client's address.
+    IpRestricted,
 }
 
 impl PlainConnection {
@@ -77,6 +79,24 @@ impl PlainConnection {
             .apps
             .resolve(Some(&normalize(host)))
             .ok_or(Refused::UnknownHost)?;
+        // Judged per request: a plain connection's requests may go to several apps.
+        if let Some(refusal) = app
+            .config
+            .ip_restrictions
+            .as_ref()
+            .and_then(|restrictions| restrictions.judge(self.client_addr.ip()).err())
+        {
+            tracing::warn!(
+                client.addr = %self.client_addr,
+                app = %app.config.name,
+                listener = PLAIN_LISTENER,
+                failure = "ip_restricted",
+                rule = refusal.rule.as_deref().unwrap_or(""),
+                detail = %refusal.detail,
+                "client address refused"
+            );
+            return Err(Refused::IpRestricted);
+        }
         self.metrics.plain_request(if app.config.allow_insecure {
             PlainOutcome::Served
         } else {
@@ -121,6 +141,13 @@ impl PlainConnection {
             Refused::UnknownHost => (
                 PlainOutcome::UnknownHost,
                 plain_response(StatusCode::NOT_FOUND, "no app serves this host\n"),
+            ),
+            Refused::IpRestricted => (
+                PlainOutcome::IpRestricted,
+                plain_response(
+                    StatusCode::FORBIDDEN,
+                    "the app's ipSecurityRestrictions refuse this client address\n",
+                ),
             ),
         };
         self.metrics.plain_request(outcome);

@@ -564,6 +564,56 @@ async fn the_plain_listener_reads_the_proxy_header_of_trusted_sources() {
     gateway.stop().await;
 }
 
+#[tokio::test]
+async fn ip_restrictions_judge_each_plain_request_by_its_app() {
+    let pki = Pki::new();
+    let (dir, mut config) = files(&pki, echo_upstream().await);
+    config["proxyProtocol"] = serde_json::json!({ "trustedSources": ["127.0.0.1/32"] });
+    // The served app admits one office range only; the redirected one refuses one address.
+    config["apps"][1]["ingress"]["ipSecurityRestrictions"] = serde_json::json!([
+        { "name": "office", "ipAddressRange": "203.0.113.0/24", "action": "Allow" }
+    ]);
+    config["apps"][0]["ingress"]["ipSecurityRestrictions"] = serde_json::json!([
+        { "name": "blocked", "ipAddressRange": "198.51.100.9", "action": "Deny" }
+    ]);
+    let gateway = Gateway::start(dir, config).await;
+    let http = gateway.http.unwrap();
+    let from = |addr: &str, host: &str| {
+        format!(
+            "PROXY TCP4 {addr} 192.0.2.1 40000 80\r\n{}",
+            get(host, "/x")
+        )
+    };
+    let reply = plain(http, &from("203.0.113.7", INSECURE)).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "an office address is served: {}",
+        reply.text()
+    );
+    for (addr, host) in [("198.51.100.9", INSECURE), ("198.51.100.9", SECURE)] {
+        let reply = plain(http, &from(addr, host)).await;
+        assert_eq!(reply.status, 403, "{addr} to {host}: {}", reply.text());
+        assert!(
+            reply.text().contains("ipSecurityRestrictions"),
+            "{}",
+            reply.text()
+        );
+    }
+    // Another address outside the office is redirected for the app that only denies one.
+    let reply = plain(http, &from("198.51.100.10", SECURE)).await;
+    assert_eq!(reply.status, 301, "{}", reply.text());
+    let text = scrape(gateway.admin.unwrap()).await;
+    assert_eq!(
+        metric_value(
+            &text,
+            r#"certgate_http_listener_requests_total{outcome="ip_restricted"}"#
+        ),
+        Some(2.0)
+    );
+    gateway.stop().await;
+}
+
 /// Writes `config` as `certgate.json` in a fresh folder with the test PKI; the config error
 /// `certgate check` prints.
 fn refused(pki: &Pki, config: &serde_json::Value) -> String {
