@@ -198,6 +198,13 @@ fn upstream(out: &mut String, upstream: &UpstreamSection) {
             Protocol::Http2 => "HTTP/2",
         }
     );
+    if let Some(dns) = &upstream.dns {
+        let _ = writeln!(
+            out,
+            "  dns:        {} resolved every {} ms at most (sooner by TTL, not under {} ms) via {}",
+            dns.name, dns.refresh_ms, dns.min_refresh_ms, dns.nameservers
+        );
+    }
     let Some(tls) = &upstream.tls else {
         return;
     };
