@@ -8,6 +8,8 @@
 //!   requests still served, the failures are counted and logged once (the real binary);
 //! - a name that does not resolve yet: certgate starts, requests get 502, then are served once
 //!   the record appears;
+//! - a reload while the name does not resolve: the new configuration serves the addresses the
+//!   replaced one held;
 //! - `check` prints the `upstreamDns` line; a bad nameserver or a too short `refreshMs` is
 //!   refused naming the key; `explain --config` shows the name, the refresh bounds and the
 //!   nameservers.
@@ -232,6 +234,41 @@ async fn a_name_that_does_not_resolve_at_start_gets_502_until_it_does() {
     )
     .await;
     assert_eq!((status, body), (200, FIRST.to_string()));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_while_the_name_does_not_resolve_keeps_the_last_addresses() {
+    if !dnsmasq_available() {
+        return;
+    }
+    let pki = Pki::new();
+    let upstreams = NamedUpstreams::start(&[FIRST]).await;
+    let dns = Dnsmasq::start(&[(NAME, &[FIRST])]);
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let gateway = Gateway::start(dir, config(&dns, upstreams.port)).await;
+    let options = ClientOptions::new(&pki, IGNORE_HOST);
+    let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
+    assert_eq!(fetch(&mut conn).await, (200, FIRST.to_string()));
+
+    dns.set_records(&[]);
+    let failures = "certgate_upstream_dns_failures_total{app=\"ignore\"}";
+    let admin = gateway.admin.unwrap();
+    scrape_until(admin, 100, Duration::from_millis(50), |text| {
+        metric(text, failures) >= 1.0
+    })
+    .await;
+    gateway.reloader.reload().await.unwrap();
+    // The new configuration's first lookup fails too: it serves the addresses it took over.
+    let mut fresh = Connection::open(gateway.addr, &options).await.unwrap();
+    assert_eq!(fetch(&mut fresh).await, (200, FIRST.to_string()));
+    let text = scrape_until(admin, 100, Duration::from_millis(50), |text| {
+        metric(text, failures) >= 2.0
+    })
+    .await;
+    assert!(metric(&text, failures) >= 2.0, "{text}");
+    assert_eq!(fetch(&mut fresh).await, (200, FIRST.to_string()));
     gateway.stop().await;
 }
 
