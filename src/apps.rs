@@ -2,8 +2,8 @@
 //! matcher, each app's config, rustls config, checker, upstream client and metric handles, and
 //! the timeouts and limits they are served with. A connection is served under the generation
 //! it was accepted under; a reload builds the next one and retires this one: its connections
-//! finish what is in flight and close, and its upstream clients dial no more
-//! (docs/operations.md "Reload").
+//! finish what is in flight and close, its upstream clients dial no more and the resolution
+//! of its upstream names stops (docs/operations.md "Reload").
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -16,10 +16,11 @@ use crate::metrics::{AppSeries, Metrics};
 use crate::proxy_protocol::ProxyProtocol;
 use crate::request_policy::rate_limit::{MAX_KEYS, RateLimiter};
 use crate::revocation::{Memory, Revocation};
-use crate::settings::{Limits, Timeouts, UpstreamVerify};
+use crate::settings::{Limits, Timeouts, UpstreamDns, UpstreamVerify};
 use crate::tls::client_policy::ClientPolicy;
 use crate::tls::sni::HostMatcher;
 use crate::upstream::UpstreamClient;
+use crate::upstream::discovery::Discovery;
 
 pub(crate) mod build;
 
@@ -41,6 +42,8 @@ pub(crate) struct Apps {
     /// The files this config was read from, with the SHA-256 of each as read, so that the
     /// next reload can name the files that changed.
     pub files: FileDigests,
+    /// How upstream host names are resolved.
+    upstream_dns: UpstreamDns,
     /// Raised once a reload replaced this generation.
     retired: AtomicBool,
     /// Connections of this generation past their handshake.
@@ -69,6 +72,9 @@ pub(crate) struct App {
     pub revocation: Option<Arc<Revocation>>,
     /// The pooled client for this app's upstream.
     pub upstream: UpstreamClient,
+    /// For an upstream named by DNS: the resolution of that name, whose addresses the
+    /// client dials.
+    pub discovery: Option<Discovery>,
     /// This app's metric handles.
     pub metrics: AppMetrics,
     /// The app's token buckets when it has a `rateLimit` (a reload starts them afresh).
@@ -91,6 +97,10 @@ impl Apps {
             .enumerate()
             .map(|(index, live)| {
                 let app = &live.config;
+                let discovery = app
+                    .upstream
+                    .dns_name()
+                    .map(|name| Discovery::new(name, app.upstream.port()));
                 Arc::new(App {
                     index,
                     config: app.clone(),
@@ -105,7 +115,9 @@ impl Apps {
                         &config.timeouts,
                         config.limits.max_upstream_connections_per_app,
                         workers,
+                        discovery.as_ref().map(Discovery::subscribe),
                     ),
+                    discovery,
                     metrics: metrics.register_app(&AppSeries {
                         name: &app.name,
                         server_chain: &app.server_chain,
@@ -135,6 +147,7 @@ impl Apps {
             proxy_protocol: config.proxy_protocol.clone(),
             generation,
             files: config.file_digests.clone(),
+            upstream_dns: config.upstream_dns.clone(),
             retired: AtomicBool::new(false),
             open: AtomicUsize::new(0),
         }
@@ -169,6 +182,9 @@ impl Apps {
                 .filter(|next| next.config.upstream.transport == app.config.upstream.transport)
                 .map(|next| next.upstream.clone());
             app.upstream.retire(successor);
+            if let Some(discovery) = &app.discovery {
+                discovery.stop();
+            }
         }
         self.open.load(Ordering::Acquire)
     }
@@ -197,11 +213,25 @@ impl Apps {
     /// verified, joins each app's revocation to the server's `memory` of what revocation
     /// learned (shared by every generation), attaches its metrics and starts its CRL refresh
     /// in the background (the first time for a loaded config; its tasks end when the config
-    /// is dropped).
-    pub(crate) fn start(&self, metrics: &Metrics, memory: &Arc<Memory>) {
+    /// is dropped), and starts resolving upstream names, each from the addresses the same
+    /// app's same upstream has in `previous` (the generation this one replaces), if any.
+    pub(crate) fn start(&self, metrics: &Metrics, memory: &Arc<Memory>, previous: Option<&Apps>) {
         let epoch = memory.next_epoch();
         for app in &self.apps {
             let config = &app.config;
+            if let Some(discovery) = &app.discovery {
+                let seed = previous
+                    .and_then(|previous| previous.named(&config.name))
+                    .filter(|before| before.config.upstream.authority == config.upstream.authority)
+                    .and_then(|before| before.discovery.as_ref())
+                    .map(Discovery::current);
+                discovery.start(
+                    &config.name,
+                    &self.upstream_dns,
+                    metrics.upstream_dns(&config.name),
+                    seed,
+                );
+            }
             if config
                 .upstream
                 .tls

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::apps::build::{LoadedApp, LoadedConfig};
 use crate::config::file::{
     FileApp, FileClientAuth, FileConfig, FileForwardClientCert, FileIngress, FileRevocation,
-    FileServerCertificate,
+    FileServerCertificate, FileUpstreamDns,
 };
 use crate::config::{AppConfig, Config, ConfigError};
 use crate::reload::ConfigSource;
@@ -98,7 +98,7 @@ pub enum PkiCommand {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// JSON config file; excludes the sidecar flags.
-    #[arg(long, env = "CERTGATE_CONFIG", conflicts_with_all = ["upstream", "cert", "key", "client_ca", "crl", "allowed_hash", "allow_untrusted", "client_cert_mode", "allowed_subject", "allowed_dns_san", "allowed_uri_san", "forward_fields", "reject_with", "crl_url", "ocsp", "upstream_ca", "upstream_server_name", "upstream_cert", "upstream_key", "upstream_insecure_skip_verify"])]
+    #[arg(long, env = "CERTGATE_CONFIG", conflicts_with_all = ["upstream", "cert", "key", "client_ca", "crl", "allowed_hash", "allow_untrusted", "client_cert_mode", "allowed_subject", "allowed_dns_san", "allowed_uri_san", "forward_fields", "reject_with", "crl_url", "ocsp", "upstream_ca", "upstream_server_name", "upstream_cert", "upstream_key", "upstream_insecure_skip_verify", "upstream_dns_server", "upstream_dns_refresh_ms"])]
     pub config: Option<PathBuf>,
     /// Address of the mTLS listener (default 0.0.0.0:8443).
     #[arg(long, env = "CERTGATE_LISTEN")]
@@ -131,6 +131,16 @@ pub struct RunArgs {
     /// Address of a plain-HTTP listener that redirects to HTTPS; off unless set.
     #[arg(long, env = "CERTGATE_LISTEN_HTTP")]
     pub listen_http: Option<String>,
+    /// Nameserver (IP or IP:port) that resolves the upstream's host name, instead of those of /etc/resolv.conf (repeatable; comma-separated in the environment).
+    #[arg(
+        long = "upstream-dns-server",
+        env = "CERTGATE_UPSTREAM_DNS_SERVER",
+        value_delimiter = ','
+    )]
+    pub upstream_dns_server: Vec<String>,
+    /// Longest wait in milliseconds between two resolutions of the upstream's host name (default 5000; a shorter TTL shortens it).
+    #[arg(long, env = "CERTGATE_UPSTREAM_DNS_REFRESH_MS")]
+    pub upstream_dns_refresh_ms: Option<u64>,
     /// Write no access line per request (overrides the config file's `accessLog`).
     #[arg(long, env = "CERTGATE_NO_ACCESS_LOG")]
     pub no_access_log: bool,
@@ -392,6 +402,10 @@ impl RunArgs {
                 reject_with: self.reject_with.clone(),
                 ..FileApp::default()
             }],
+            upstream_dns: FileUpstreamDns {
+                refresh_ms: self.upstream_dns_refresh_ms,
+                nameservers: self.upstream_dns_server.clone(),
+            },
             ..FileConfig::default()
         }
     }
@@ -418,6 +432,32 @@ pub fn listen_http_summary(config: &crate::Config) -> Option<String> {
         "listenHttp {listen_http}: redirects to https:// on port {port}, serves over plain HTTP [{insecure}]",
         port = config.listen.port(),
         insecure = insecure.join(" | "),
+    ))
+}
+
+/// The line `certgate check` prints about `upstreamDns` when an app's upstream is named by
+/// DNS: the names resolved, how often, and through which nameservers.
+pub fn dns_summary(config: &Config) -> Option<String> {
+    let names: Vec<String> = config
+        .apps
+        .iter()
+        .filter_map(|app| {
+            let name = app.upstream.dns_name()?;
+            Some(format!("{}={name}:{}", app.name, app.upstream.port()))
+        })
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let dns = &config.upstream_dns;
+    Some(format!(
+        "upstreamDns: names=[{}] refresh={}ms (sooner by TTL, not under {}ms) nameservers={}",
+        names.join(" | "),
+        dns.refresh.as_millis(),
+        crate::settings::MIN_DNS_REFRESH
+            .min(dns.refresh)
+            .as_millis(),
+        dns.describe_nameservers()
     ))
 }
 

@@ -145,7 +145,10 @@ pub async fn explain(
         allow,
         revocation,
         xfcc,
-        upstream: target.upstream.as_ref().map(upstream_section),
+        upstream: target
+            .upstream
+            .as_ref()
+            .map(|upstream| upstream_section(upstream, target.upstream_dns.as_ref())),
         cors: target.cors.clone(),
         ip_restrictions: target
             .ip_restrictions

@@ -157,6 +157,9 @@ fn check(args: &certgate::cli::RunArgs) -> ExitCode {
         for app in &config.apps {
             println!("{}", certgate::cli::summary(app));
         }
+        if let Some(dns) = certgate::cli::dns_summary(&config.config) {
+            println!("{dns}");
+        }
         for finding in &config.config.findings {
             eprintln!("certgate: {finding}");
         }

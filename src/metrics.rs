@@ -128,6 +128,17 @@ struct DomainLabels {
     domain: String,
 }
 
+/// The handles of an app's `certgate_upstream_dns_*` series.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamDnsMetrics {
+    /// `certgate_upstream_dns_resolutions_total`.
+    pub resolutions: Counter,
+    /// `certgate_upstream_dns_failures_total`.
+    pub failures: Counter,
+    /// `certgate_upstream_dns_addresses`.
+    pub addresses: Gauge,
+}
+
 /// All of certgate's metrics and the registry that exposes them.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -151,6 +162,9 @@ pub(crate) struct Metrics {
     domain_not_after: Family<DomainLabels, Gauge<i64, AtomicI64>>,
     revocation: self::revocation::Families,
     proxy_protocol_refusals: Family<ReasonLabel, Counter>,
+    upstream_dns_resolutions: Family<AppLabel, Counter>,
+    upstream_dns_failures: Family<AppLabel, Counter>,
+    upstream_dns_addresses: Family<AppLabel, Gauge>,
     worker_connections: Family<WorkerLabel, Gauge>,
     /// `certgate_http_listener_requests_total`, in `PlainOutcome::ALL` order.
     http_listener_requests: [Counter; PlainOutcome::ALL.len()],
@@ -292,6 +306,21 @@ impl Metrics {
                 "proxy_protocol_refusals",
                 "Connections refused before the handshake for a missing or bad PROXY protocol header, or an untrusted source",
             ),
+            upstream_dns_resolutions: registered(
+                r,
+                "upstream_dns_resolutions",
+                "Resolutions of an app's upstream host name, failed or not",
+            ),
+            upstream_dns_failures: registered(
+                r,
+                "upstream_dns_failures",
+                "Resolutions of an app's upstream host name that failed or found no address (the last good addresses are kept)",
+            ),
+            upstream_dns_addresses: registered(
+                r,
+                "upstream_dns_addresses",
+                "Addresses an app's upstream host name resolves to now",
+            ),
             log_lines_dropped: registered(
                 r,
                 "log_lines_dropped",
@@ -370,6 +399,18 @@ impl Metrics {
             })
             .clone();
         self.revocation.for_app(app, crl_not_after)
+    }
+
+    /// The series of the resolution of an app's upstream host name, at zero until it runs.
+    pub(crate) fn upstream_dns(&self, app: &str) -> UpstreamDnsMetrics {
+        let label = AppLabel {
+            app: app.to_owned(),
+        };
+        UpstreamDnsMetrics {
+            resolutions: self.upstream_dns_resolutions.get_or_create(&label).clone(),
+            failures: self.upstream_dns_failures.get_or_create(&label).clone(),
+            addresses: self.upstream_dns_addresses.get_or_create(&label).clone(),
+        }
     }
 
     /// A connection was refused before its handshake by the PROXY protocol check.

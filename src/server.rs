@@ -82,7 +82,7 @@ impl Server {
         // What revocation learns outlives each config generation: every one shares it.
         let memory = Arc::new(Memory::default());
         let apps = Apps::new(loaded, &metrics, worker_threads, 0);
-        apps.start(&metrics, &memory);
+        apps.start(&metrics, &memory, None);
         let apps: LiveApps = Arc::new(ArcSwap::from_pointee(apps));
         let max_connections = config.limits.max_connections;
         let close = Arc::new(watch::Sender::new(CloseSignal {

@@ -135,6 +135,86 @@ impl std::fmt::Display for Upstream {
     }
 }
 
+impl Upstream {
+    /// The upstream's host when it is a DNS name, which is resolved in the background
+    /// (`upstreamDns`); `None` for an IP literal, which is dialed as written.
+    pub fn dns_name(&self) -> Option<&str> {
+        let host = self.authority.host();
+        let literal = host
+            .strip_prefix('[')
+            .and_then(|host| host.strip_suffix(']'))
+            .unwrap_or(host);
+        literal.parse::<std::net::IpAddr>().is_err().then_some(host)
+    }
+
+    /// The upstream's port: the one written, or the scheme's.
+    pub fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.tls.is_some() { 443 } else { 80 })
+    }
+}
+
+/// How upstream host names are resolved (`upstreamDns`, docs/config.md "How upstream names are
+/// resolved").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamDns {
+    /// The longest wait between two resolutions of a name; the wait when an answer carries no
+    /// TTL. A shorter TTL shortens it, down to `MIN_DNS_REFRESH`.
+    pub refresh: Duration,
+    /// The nameservers asked instead of those of /etc/resolv.conf; empty: the system's.
+    pub nameservers: Vec<std::net::SocketAddr>,
+}
+
+/// The default `upstreamDns.refreshMs`: Envoy's `dns_refresh_rate`.
+pub(crate) const DEFAULT_DNS_REFRESH: Duration = Duration::from_millis(5_000);
+
+/// The shortest wait between two resolutions of a name, whatever TTL its answer carries
+/// (a TTL of 0 would otherwise mean a query per loop), unless `refreshMs` is shorter still.
+pub(crate) const MIN_DNS_REFRESH: Duration = Duration::from_millis(1_000);
+
+/// The shortest `upstreamDns.refreshMs` accepted.
+pub(crate) const MIN_DNS_REFRESH_SETTING: Duration = Duration::from_millis(100);
+
+impl Default for UpstreamDns {
+    fn default() -> Self {
+        Self {
+            refresh: DEFAULT_DNS_REFRESH,
+            nameservers: Vec::new(),
+        }
+    }
+}
+
+impl UpstreamDns {
+    /// How long to wait before resolving again after an answer valid for `ttl` (`None`: the
+    /// answer carried none): the TTL, within `min(MIN_DNS_REFRESH, refresh)..=refresh`.
+    pub fn next_refresh(&self, ttl: Option<Duration>) -> Duration {
+        let floor = MIN_DNS_REFRESH.min(self.refresh);
+        ttl.map_or(self.refresh, |ttl| ttl.clamp(floor, self.refresh))
+    }
+
+    /// How long to wait before trying again after `failures` failed resolutions in a row:
+    /// `MIN_DNS_REFRESH`, doubling with each failure, at most `refresh`.
+    pub fn retry_after(&self, failures: u32) -> Duration {
+        let floor = MIN_DNS_REFRESH.min(self.refresh);
+        let doubled = floor.saturating_mul(1 << failures.saturating_sub(1).min(16));
+        doubled.min(self.refresh)
+    }
+
+    /// The nameservers as `check` and `explain` show them.
+    pub fn describe_nameservers(&self) -> String {
+        if self.nameservers.is_empty() {
+            "system (/etc/resolv.conf)".to_owned()
+        } else {
+            self.nameservers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    }
+}
+
 /// How certgate speaks TLS to an `https://` upstream (docs/upstream-tls.md); the rustls
 /// config is built from it with the app's other live objects.
 #[derive(Debug, Clone)]

@@ -8,8 +8,11 @@
 //! multiplexes the requests of a worker thread over one connection (`h2`), whatever authority
 //! each names: connections are the app's, never keyed by what the client sent. Every
 //! connection holds a slot of `limits.maxUpstreamConnectionsPerApp` (`limit`) until it
-//! closes; a reload retires the client (`retire`).
+//! closes; a reload retires the client (`retire`). An upstream named by DNS is dialed at the
+//! addresses its discovery (`discovery`) holds now, and connections to an address that left
+//! the set are not reused.
 
+pub(crate) mod discovery;
 mod error;
 pub(crate) mod gap;
 mod h2;
@@ -33,10 +36,11 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use self::discovery::{Addresses, Membership};
 pub(crate) use self::error::UpstreamError;
 use self::h2::{Dialing, H2Pools};
 use self::limit::{Connections, Slot, Waited};
-use self::pool::{CheckIn, Pools};
+use self::pool::{CheckIn, Http1, Pools};
 use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody, TrailerFilter};
 use self::stream::Dialer;
 use crate::settings::{Timeouts, Transport, Upstream};
@@ -95,24 +99,27 @@ struct Inner {
 
 impl UpstreamClient {
     /// A client for `upstream` (speaking `tls` to an `https://` one) with the configured
-    /// timeouts and at most `max_connections` connections open.
+    /// timeouts and at most `max_connections` connections open; `addresses` are those its
+    /// DNS name resolves to, for an upstream named by one.
     pub(crate) fn new(
         upstream: &Upstream,
         tls: Option<AppTls>,
         timeouts: &Timeouts,
         max_connections: usize,
         workers: usize,
+        addresses: Option<tokio::sync::watch::Receiver<Addresses>>,
     ) -> Self {
         let connections = Arc::new(Connections::new(max_connections));
+        let membership = Membership::new(addresses.clone());
         Self {
             inner: Arc::new(Inner {
-                dialer: Dialer::new(upstream, tls, timeouts.upstream_connect),
+                dialer: Dialer::new(upstream, tls, timeouts.upstream_connect, addresses),
                 connect_timeout: timeouts.upstream_connect,
                 response_timeout: timeouts.upstream_response,
                 body_idle: timeouts.request_body_idle,
-                pools: Arc::new(Pools::new(workers, connections.clone())),
+                pools: Arc::new(Pools::new(workers, connections.clone(), membership.clone())),
                 h2: (upstream.transport == Transport::Http2)
-                    .then(|| Arc::new(H2Pools::new(workers))),
+                    .then(|| Arc::new(H2Pools::new(workers, membership))),
                 connections,
                 successor: std::sync::OnceLock::new(),
             }),
@@ -202,8 +209,8 @@ impl UpstreamClient {
             let (response, stream) = Box::pin(dialing.exchange_h2(h2, request)).await?;
             return Ok(response.map(|body| UpstreamBody::new(body, Lease::Http2(stream))));
         }
-        let (mut sender, fresh) = match self.checkout().await {
-            Some(sender) => (sender, None),
+        let (mut connection, fresh) = match self.checkout().await {
+            Some(connection) => (connection, None),
             None => match Box::pin(self.http1_connection()).await {
                 Ok(dialed) => dialed,
                 // Retired while this request waited for a connection.
@@ -214,8 +221,8 @@ impl UpstreamClient {
                 Err(error) => return Err(error),
             },
         };
-        let (sender, response) = match sender.try_send_request(request).await {
-            Ok(response) => (sender, response),
+        let (connection, response) = match connection.sender.try_send_request(request).await {
+            Ok(response) => (connection, response),
             Err(error) => match fresh {
                 // The app alerted right after the handshake (a refused client certificate,
                 // under TLS 1.3), whichever way hyper saw the connection end.
@@ -235,7 +242,7 @@ impl UpstreamClient {
         // A connection that switched protocols (WebSocket) is never reused.
         let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
         let checkin = reusable.then(|| CheckIn {
-            sender,
+            connection,
             pools: self.inner.pools.clone(),
         });
         Ok(response.map(|body| UpstreamBody::new(body, Lease::Http1(checkin))))
@@ -247,40 +254,43 @@ impl UpstreamClient {
     async fn resend(
         &self,
         mut error: hyper::client::conn::TrySendError<Request<RequestBody>>,
-    ) -> Result<(http1::SendRequest<RequestBody>, Response<Incoming>), UpstreamError> {
+    ) -> Result<(Http1, Response<Incoming>), UpstreamError> {
         let Some(request) = error.take_message() else {
             return Err(UpstreamError::Http {
                 source: error.into_error(),
             });
         };
-        let (mut sender, alert) = self.http1_connection().await?;
-        let response = sender.send_request(request).await.map_err(|source| {
-            match alert.as_ref().and_then(stream::Alert::failure) {
-                Some(reason) => UpstreamError::Tls {
-                    reason,
-                    source: Box::new(source),
-                },
-                None => UpstreamError::Http { source },
-            }
-        })?;
-        Ok((sender, response))
+        let (mut connection, alert) = self.http1_connection().await?;
+        let response =
+            connection
+                .sender
+                .send_request(request)
+                .await
+                .map_err(
+                    |source| match alert.as_ref().and_then(stream::Alert::failure) {
+                        Some(reason) => UpstreamError::Tls {
+                            reason,
+                            source: Box::new(source),
+                        },
+                        None => UpstreamError::Http { source },
+                    },
+                )?;
+        Ok((connection, response))
     }
 
     /// The most recently used idle connection of this worker that is still open.
-    async fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
+    async fn checkout(&self) -> Option<Http1> {
         loop {
-            let mut sender = self.inner.pools.take()?;
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+            let mut connection = self.inner.pools.take()?;
+            if connection.sender.ready().await.is_ok() {
+                return Some(connection);
             }
         }
     }
 
     /// A new HTTP/1.1 connection and what records an alert the app sends on it, or, when
     /// every slot is taken, an idle connection that comes back first (then without alert).
-    async fn http1_connection(
-        &self,
-    ) -> Result<(http1::SendRequest<RequestBody>, Option<stream::Alert>), UpstreamError> {
+    async fn http1_connection(&self) -> Result<(Http1, Option<stream::Alert>), UpstreamError> {
         let slot = match self.inner.connections.try_slot()? {
             Some(slot) => slot,
             None => {
@@ -294,26 +304,24 @@ impl UpstreamClient {
                         .await?
                     {
                         Waited::Slot(slot) => break slot,
-                        Waited::Connection(mut sender) => {
-                            if sender.ready().await.is_ok() {
-                                return Ok((sender, None));
+                        Waited::Connection(mut connection) => {
+                            if connection.sender.ready().await.is_ok() {
+                                return Ok((connection, None));
                             }
                         }
                     }
                 }
             }
         };
-        let (sender, alert) = self.connect(slot).await?;
-        Ok((sender, Some(alert)))
+        let (connection, alert) = self.connect(slot).await?;
+        Ok((connection, Some(alert)))
     }
 
     /// A new HTTP/1.1 connection in `slot`, and what records an alert the app sends on it.
-    async fn connect(
-        &self,
-        slot: Slot,
-    ) -> Result<(http1::SendRequest<RequestBody>, stream::Alert), UpstreamError> {
+    async fn connect(&self, slot: Slot) -> Result<(Http1, stream::Alert), UpstreamError> {
         let stream = self.inner.dialer.dial(slot).await?;
         let alert = stream.alert();
+        let peer = stream.peer();
         let (mut sender, connection) = http1::Builder::new()
             .max_buf_size(UPSTREAM_READ_BUFFER)
             .handshake(TokioIo::new(stream))
@@ -328,7 +336,7 @@ impl UpstreamClient {
             .ready()
             .await
             .map_err(|source| UpstreamError::Http { source })?;
-        Ok((sender, alert))
+        Ok((Http1 { sender, peer }, alert))
     }
 }
 

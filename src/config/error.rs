@@ -27,6 +27,8 @@ pub(crate) struct Keys {
     pub(super) upstream_server_name: &'static str,
     pub(super) upstream_insecure: &'static str,
     pub(super) upstream_client_certificate: &'static str,
+    pub(super) dns_nameservers: &'static str,
+    pub(super) dns_refresh: &'static str,
 }
 
 /// The config file's keys.
@@ -46,6 +48,8 @@ pub(crate) const FILE_KEYS: Keys = Keys {
     upstream_server_name: "upstreamTls.serverName",
     upstream_insecure: "upstreamTls.insecureSkipVerify",
     upstream_client_certificate: "upstreamTls needs certFile and keyFile, or pkcs12File with passwordFile or passwordEnv",
+    dns_nameservers: "upstreamDns.nameservers",
+    dns_refresh: "upstreamDns.refreshMs",
 };
 
 /// The sidecar's flags.
@@ -65,6 +69,8 @@ pub(crate) const FLAG_KEYS: Keys = Keys {
     upstream_server_name: "--upstream-server-name",
     upstream_insecure: "--upstream-insecure-skip-verify",
     upstream_client_certificate: "--upstream-cert and --upstream-key go together",
+    dns_nameservers: "--upstream-dns-server",
+    dns_refresh: "--upstream-dns-refresh-ms",
 };
 
 /// hyper's HTTP/1.1 read buffer cannot be smaller than this.
@@ -172,6 +178,15 @@ pub enum ConfigError {
     BadAddress { field: &'static str, value: String },
     #[error("{field} must be greater than zero")]
     Zero { field: &'static str },
+    #[error(
+        "{key} must be at least {} (how often a name may be resolved again)",
+        crate::settings::MIN_DNS_REFRESH_SETTING.as_millis()
+    )]
+    DnsRefreshTooShort { key: &'static str },
+    #[error(
+        "{key} entry {value:?} is not a nameserver address: write an IP (port 53) or IP:port, e.g. 10.96.0.10 or 127.0.0.1:5353"
+    )]
+    BadNameserver { key: &'static str, value: String },
     #[error("limits.maxRequestHeaderBytes must be at least {MIN_REQUEST_HEADER_BYTES}")]
     HeaderLimitTooSmall,
     #[error("timeouts.clientHelloMs must not be longer than timeouts.handshakeMs")]

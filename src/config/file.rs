@@ -46,6 +46,21 @@ pub struct FileConfig {
     /// `certificateId` names one).
     #[serde(default)]
     pub certificates: BTreeMap<String, FileServerCertificate>,
+    /// How upstream host names are resolved; each absent key takes its default.
+    #[serde(default)]
+    pub upstream_dns: FileUpstreamDns,
+}
+
+/// How upstream host names are resolved (docs/config.md "How upstream names are resolved").
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileUpstreamDns {
+    /// The longest wait in milliseconds between two resolutions of a name (a shorter TTL
+    /// shortens it, down to one second); 5000 when absent.
+    pub refresh_ms: Option<u64>,
+    /// Nameservers (`IP` or `IP:port`) asked instead of those of /etc/resolv.conf.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
 }
 
 /// One app behind certgate.

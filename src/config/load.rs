@@ -18,7 +18,8 @@ use super::model::{AppConfig, Config, CustomDomain, FileDigests, RevocationSetti
 use super::pem_files::{CERTIFICATE, pem_items};
 use super::request_policy::{self};
 use super::values::{
-    DEFAULT_LISTEN, address, limits, timeouts, upstream, upstream_is_https, xfcc_fields,
+    DEFAULT_LISTEN, address, limits, timeouts, upstream, upstream_dns, upstream_is_https,
+    xfcc_fields,
 };
 use crate::proxy_protocol::ProxyProtocol;
 use crate::settings::{
@@ -118,6 +119,7 @@ impl Config {
                 .map(|proxy| ProxyProtocol::new(&proxy.trusted_sources).map(Arc::new))
                 .transpose()
                 .map_err(|source| ConfigError::TrustedSources { source })?,
+            upstream_dns: upstream_dns(&file.upstream_dns, keys.dns_refresh, keys.dns_nameservers)?,
             files: loader.files,
             file_digests: loader.digests,
             findings: loader.findings,

@@ -13,7 +13,7 @@ use crate::proxy_protocol::ProxyProtocol;
 use crate::request_policy::RequestPolicy;
 use crate::settings::{
     AllowList, ClientCertMode, KeyedChain, Limits, RejectWith, RevocationPolicy, SessionResumption,
-    Timeouts, Trust, Upstream, XfccFields,
+    Timeouts, Trust, Upstream, UpstreamDns, XfccFields,
 };
 use crate::tls::sni::HostPattern;
 use crate::tls::ticket_keys::TicketKeys;
@@ -37,6 +37,8 @@ pub struct Config {
     pub access_log: bool,
     /// PROXY protocol on the mTLS listener, when enabled.
     pub proxy_protocol: Option<Arc<ProxyProtocol>>,
+    /// How upstream host names are resolved.
+    pub upstream_dns: UpstreamDns,
     /// Every file read to build this config (the config file first, when there is one).
     pub files: Vec<PathBuf>,
     /// The SHA-256 of each file read, as read: a reload names the files whose content changed.

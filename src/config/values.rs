@@ -1,14 +1,15 @@
 //! The single values of a config: addresses, durations, limits, the upstream URL, XFCC
 //! fields, revocation settings and SHA-256 pins, each checked on its own.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::error::{AppError, ConfigError, MIN_REQUEST_HEADER_BYTES};
-use super::file::{FileApp, FileLimits, FileRevocation, FileTimeouts};
+use super::file::{FileApp, FileLimits, FileRevocation, FileTimeouts, FileUpstreamDns};
 use crate::settings::{
-    DEFAULT_MAX_PENDING_HANDSHAKES, Limits, Named, OcspMode, OnUnknown, RevocationPolicy, Timeouts,
-    Transport, Upstream, XfccField, XfccFields,
+    DEFAULT_DNS_REFRESH, DEFAULT_MAX_PENDING_HANDSHAKES, Limits, MIN_DNS_REFRESH_SETTING, Named,
+    OcspMode, OnUnknown, RevocationPolicy, Timeouts, Transport, Upstream, UpstreamDns, XfccField,
+    XfccFields,
 };
 
 /// Where the mTLS listener binds when the config names no `listen`.
@@ -182,6 +183,37 @@ pub(super) fn millis(
         Some(0) => Err(ConfigError::Zero { field }),
         Some(ms) => Ok(Duration::from_millis(ms)),
     }
+}
+
+/// `upstreamDns` (or the sidecar's `--upstream-dns-*` flags), validated; errors name the
+/// keys `refresh_key` and `nameservers_key`.
+pub(super) fn upstream_dns(
+    file: &FileUpstreamDns,
+    refresh_key: &'static str,
+    nameservers_key: &'static str,
+) -> Result<UpstreamDns, ConfigError> {
+    let refresh = millis(refresh_key, file.refresh_ms, DEFAULT_DNS_REFRESH)?;
+    if refresh < MIN_DNS_REFRESH_SETTING {
+        return Err(ConfigError::DnsRefreshTooShort { key: refresh_key });
+    }
+    let nameservers = file
+        .nameservers
+        .iter()
+        .map(|value| {
+            let value = value.trim();
+            value
+                .parse::<SocketAddr>()
+                .or_else(|_| value.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| ConfigError::BadNameserver {
+                    key: nameservers_key,
+                    value: value.to_owned(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(UpstreamDns {
+        refresh,
+        nameservers,
+    })
 }
 
 pub(super) fn timeouts(file: &FileTimeouts) -> Result<Timeouts, ConfigError> {

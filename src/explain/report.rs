@@ -230,6 +230,22 @@ pub struct UpstreamSection {
     pub transport: Protocol,
     /// TLS to an `https://` app.
     pub tls: Option<UpstreamTlsSection>,
+    /// How its host name is resolved, for an upstream named by DNS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<UpstreamDnsSection>,
+}
+
+/// How an upstream's host name is resolved (`upstreamDns`).
+#[derive(Debug, Serialize)]
+pub struct UpstreamDnsSection {
+    /// The name resolved.
+    pub name: String,
+    /// `upstreamDns.refreshMs`: the longest wait between two resolutions.
+    pub refresh_ms: u64,
+    /// The shortest wait, whatever the answer's TTL.
+    pub min_refresh_ms: u64,
+    /// The nameservers asked: `system (/etc/resolv.conf)`, or those of `upstreamDns.nameservers`.
+    pub nameservers: String,
 }
 
 /// What an `https://` app's certificate is verified against and what certgate presents.

@@ -9,7 +9,9 @@ use x509_parser::public_key::PublicKey;
 use crate::identity::TrustSource;
 use crate::identity::{LeafNames, rfc4514};
 use crate::ip_restrictions::IpRestrictions;
-use crate::settings::{AllowList, Transport, Trust, Upstream, UpstreamVerify};
+use crate::settings::{
+    AllowList, MIN_DNS_REFRESH, Transport, Trust, Upstream, UpstreamDns, UpstreamVerify,
+};
 use crate::tls::FailureReason;
 use crate::tls::client_policy::{Presented, Refusal, crl_entry, describe};
 use crate::tls::rfc3339;
@@ -17,8 +19,8 @@ use crate::tls::sni::normalize;
 
 use super::report::{
     AllowEntry, AllowSection, CaResult, Certificate, CertificateSection, ClientCertificate,
-    Closest, CrlFacts, IpRestrictionsSection, IpRuleEntry, Protocol, TrustSection, UpstreamSection,
-    UpstreamTlsSection, VerifiedAgainst,
+    Closest, CrlFacts, IpRestrictionsSection, IpRuleEntry, Protocol, TrustSection,
+    UpstreamDnsSection, UpstreamSection, UpstreamTlsSection, VerifiedAgainst,
 };
 use super::target::Target;
 
@@ -376,7 +378,7 @@ fn list_or_none(items: &[&String]) -> String {
 /// How a request the certificate passes for reaches the app: its address and protocol, and for
 /// an `https://` upstream what the app's certificate is verified against, the name it must
 /// hold and the client certificate certgate presents.
-pub(super) fn upstream_section(upstream: &Upstream) -> UpstreamSection {
+pub(super) fn upstream_section(upstream: &Upstream, dns: Option<&UpstreamDns>) -> UpstreamSection {
     let tls = upstream.tls.as_ref().map(|tls| {
         let verify = match tls.verify {
             UpstreamVerify::CaFiles(_) => VerifiedAgainst::CaFiles,
@@ -411,6 +413,16 @@ pub(super) fn upstream_section(upstream: &Upstream) -> UpstreamSection {
             Transport::Http2 => Protocol::Http2,
         },
         tls,
+        dns: upstream
+            .dns_name()
+            .zip(dns)
+            .map(|(name, dns)| UpstreamDnsSection {
+                name: name.to_owned(),
+                refresh_ms: u64::try_from(dns.refresh.as_millis()).unwrap_or(u64::MAX),
+                min_refresh_ms: u64::try_from(MIN_DNS_REFRESH.min(dns.refresh).as_millis())
+                    .unwrap_or(u64::MAX),
+                nameservers: dns.describe_nameservers(),
+            }),
     }
 }
 

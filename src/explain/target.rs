@@ -56,6 +56,8 @@ pub struct Target {
     pub revocation: Option<Arc<crate::revocation::Revocation>>,
     /// Where its requests go, from a config file (the sidecar's explain has no upstream).
     pub upstream: Option<Upstream>,
+    /// How upstream names are resolved, from a config file.
+    pub upstream_dns: Option<crate::settings::UpstreamDns>,
     /// Its `ingress.corsPolicy`, from a config file.
     pub cors: Option<CorsSection>,
     /// Its `ingress.ipSecurityRestrictions`, from a config file.
@@ -112,6 +114,7 @@ pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
             .clone()
             .filter(|revocation| revocation.checks_after_handshake()),
         upstream: Some(app.upstream.clone()),
+        upstream_dns: Some(loaded.config.upstream_dns.clone()),
         cors: cors_section(app),
         ip_restrictions: app.ip_restrictions.clone(),
     })
@@ -148,6 +151,7 @@ fn sidecar_target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         fields,
         revocation: None,
         upstream: None,
+        upstream_dns: None,
         cors: None,
         ip_restrictions: None,
     })

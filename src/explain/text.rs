@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::report::{
     CertificateSection, CorsSection, Explanation, IpRestrictionsSection, Protocol, TrustSection,
-    UpstreamSection, VerifiedAgainst,
+    UpstreamSection, UpstreamTlsSection, VerifiedAgainst,
 };
 
 /// The text form: the verdict first, then one section per decision.
@@ -198,9 +198,19 @@ fn upstream(out: &mut String, upstream: &UpstreamSection) {
             Protocol::Http2 => "HTTP/2",
         }
     );
-    let Some(tls) = &upstream.tls else {
-        return;
-    };
+    if let Some(tls) = &upstream.tls {
+        upstream_tls(out, tls);
+    }
+    if let Some(dns) = &upstream.dns {
+        let _ = writeln!(
+            out,
+            "  dns:        {} resolved every {} ms at most (sooner by TTL, not under {} ms) via {}",
+            dns.name, dns.refresh_ms, dns.min_refresh_ms, dns.nameservers
+        );
+    }
+}
+
+fn upstream_tls(out: &mut String, tls: &UpstreamTlsSection) {
     let verified = match tls.verify {
         VerifiedAgainst::CaFiles => format!("against {} CA(s) of upstreamTls.caFiles", tls.cas),
         VerifiedAgainst::System => format!("against the system's {} CA(s)", tls.cas),

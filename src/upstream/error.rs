@@ -13,6 +13,10 @@ pub(crate) enum UpstreamError {
     Connect { source: io::Error },
     #[error("connecting to the upstream timed out")]
     ConnectTimeout,
+    /// The upstream's DNS name has resolved to no address yet (docs/config.md "How upstream
+    /// names are resolved").
+    #[error("the upstream name {authority} resolves to no address yet")]
+    Unresolved { authority: Arc<str> },
     #[error("TLS with the upstream failed ({reason})")]
     Tls {
         reason: UpstreamTlsFailure,
@@ -47,7 +51,11 @@ impl UpstreamError {
     pub(crate) fn tls_failure(&self) -> Option<UpstreamTlsFailure> {
         match self {
             Self::Tls { reason, .. } => Some(*reason),
-            Self::Connect { .. } | Self::ConnectTimeout | Self::Saturated | Self::Retired => None,
+            Self::Connect { .. }
+            | Self::ConnectTimeout
+            | Self::Unresolved { .. }
+            | Self::Saturated
+            | Self::Retired => None,
             Self::Http { source } | Self::H2c { source } => UpstreamTlsFailure::find(source),
             Self::Shared(source) => source.tls_failure(),
         }

@@ -1,8 +1,11 @@
 //! Connecting to the app: TCP, then for an `https://` upstream the TLS handshake, both under
 //! `upstreamConnectMs`. A request is written only on a stream whose handshake completed and
-//! whose certificate verified; nothing goes to the app in plaintext before that.
+//! whose certificate verified; nothing goes to the app in plaintext before that. An upstream
+//! named by a DNS name is dialed at the addresses its discovery holds now (`discovery.rs`), in
+//! order, the first that connects; an IP literal as written.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
@@ -11,10 +14,12 @@ use std::time::Duration;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::discovery::{self, Addresses};
 use super::error::UpstreamError;
 use super::limit::Slot;
 use crate::settings::{Transport, Upstream};
@@ -25,6 +30,8 @@ use crate::tls::upstream::{AppTls, UpstreamTlsFailure};
 pub(crate) struct Dialer {
     /// `host:port` of the app.
     authority: Arc<str>,
+    /// For a DNS name: the addresses it resolves to now.
+    addresses: Option<watch::Receiver<Addresses>>,
     /// TLS, for an `https://` upstream.
     tls: Option<Tls>,
     /// `upstreamConnectMs`: connect and handshake together.
@@ -57,10 +64,16 @@ impl std::fmt::Debug for Tls {
 
 impl Dialer {
     /// A dialer for `upstream`, speaking `tls` to an `https://` one, with `timeout` for
-    /// connect and handshake together.
-    pub(crate) fn new(upstream: &Upstream, tls: Option<AppTls>, timeout: Duration) -> Self {
+    /// connect and handshake together; `addresses` are those of a DNS name's discovery.
+    pub(crate) fn new(
+        upstream: &Upstream,
+        tls: Option<AppTls>,
+        timeout: Duration,
+        addresses: Option<watch::Receiver<Addresses>>,
+    ) -> Self {
         Self {
             authority: upstream.authority.as_str().into(),
+            addresses,
             tls: tls.map(|tls| Tls {
                 connector: TlsConnector::from(tls.config),
                 server_name: tls.server_name,
@@ -90,17 +103,24 @@ impl Dialer {
     /// holds `slot` until it closes.
     pub(crate) async fn dial(&self, slot: Slot) -> Result<AppStream, UpstreamError> {
         let deadline = Instant::now() + self.timeout;
-        let connect = TcpStream::connect(&*self.authority);
-        let tcp = match tokio::time::timeout_at(deadline, connect).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(source)) => return Err(UpstreamError::Connect { source }),
-            Err(_) => return Err(UpstreamError::ConnectTimeout),
+        let tcp = match &self.addresses {
+            None => {
+                let connect = TcpStream::connect(&*self.authority);
+                match tokio::time::timeout_at(deadline, connect).await {
+                    Ok(Ok(tcp)) => tcp,
+                    Ok(Err(source)) => return Err(UpstreamError::Connect { source }),
+                    Err(_) => return Err(UpstreamError::ConnectTimeout),
+                }
+            }
+            Some(addresses) => self.connect_resolved(addresses, deadline).await?,
         };
         let _ = tcp.set_nodelay(true);
+        let peer = tcp.peer_addr().ok();
         let Some(tls) = &self.tls else {
             return Ok(AppStream {
                 inner: Inner::Plain(tcp),
                 alert: self.alert(),
+                peer,
                 _slot: slot,
             });
         };
@@ -134,7 +154,32 @@ impl Dialer {
         Ok(AppStream {
             inner: Inner::Tls(Box::new(stream)),
             alert: self.alert(),
+            peer,
             _slot: slot,
+        })
+    }
+
+    /// A TCP connection to the first of the name's current addresses that accepts one, each
+    /// tried in turn until `deadline`; a request before the first resolution waits for it.
+    async fn connect_resolved(
+        &self,
+        addresses: &watch::Receiver<Addresses>,
+        deadline: Instant,
+    ) -> Result<TcpStream, UpstreamError> {
+        let addresses = discovery::settled(addresses, deadline).await;
+        let mut last = None;
+        for address in addresses.iter() {
+            match tokio::time::timeout_at(deadline, TcpStream::connect(address)).await {
+                Ok(Ok(tcp)) => return Ok(tcp),
+                Ok(Err(source)) => last = Some(source),
+                Err(_) => return Err(UpstreamError::ConnectTimeout),
+            }
+        }
+        Err(match last {
+            Some(source) => UpstreamError::Connect { source },
+            None => UpstreamError::Unresolved {
+                authority: self.authority.clone(),
+            },
         })
     }
 }
@@ -144,6 +189,8 @@ impl Dialer {
 pub(crate) struct AppStream {
     inner: Inner,
     alert: Alert,
+    /// The address connected to.
+    peer: Option<SocketAddr>,
     /// Counts the connection against `limits.maxUpstreamConnectionsPerApp` until the socket
     /// is dropped, upgraded connections (WebSocket) included.
     _slot: Slot,
@@ -183,6 +230,11 @@ impl AppStream {
     /// What records an alert the app sends on this connection.
     pub(crate) fn alert(&self) -> Alert {
         self.alert.clone()
+    }
+
+    /// The address connected to.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        self.peer
     }
 
     fn observe<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {

@@ -33,7 +33,7 @@ fn client_over(app: SocketAddr, transport: Transport) -> UpstreamClient {
         transport,
         tls: None,
     };
-    UpstreamClient::new(&upstream, None, &Timeouts::default(), 8, 1)
+    UpstreamClient::new(&upstream, None, &Timeouts::default(), 8, 1, None)
 }
 
 /// A server that sends every request it receives through `client`: the request body an

@@ -23,6 +23,7 @@ mod cors_browser;
 mod curl;
 mod custom_domains;
 mod demo;
+mod dns_discovery;
 mod doc_links;
 mod drain;
 mod drain_delay;

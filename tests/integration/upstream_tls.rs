@@ -902,6 +902,12 @@ fn the_readme_example_app_loads() {
                     "not_after": json["upstream"]["tls"]["client_certificate"]["not_after"],
                 },
             },
+            "dns": {
+                "name": "orders.internal",
+                "refresh_ms": 5000,
+                "min_refresh_ms": 1000,
+                "nameservers": "system (/etc/resolv.conf)",
+            },
         })
     );
     let text = explain("text");

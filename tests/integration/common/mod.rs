@@ -11,6 +11,7 @@
 
 pub mod apps;
 pub mod client;
+pub mod dns;
 pub mod drain;
 pub mod files;
 pub mod gateway;
