@@ -68,6 +68,24 @@ fn kustomizations() -> Vec<(String, PathBuf)> {
     all
 }
 
+/// The worked examples of `deploy/kubernetes/examples/` (kustomizations over the base that add
+/// an app of their own), by name.
+fn examples() -> Vec<(String, PathBuf)> {
+    let mut examples: Vec<(String, PathBuf)> =
+        std::fs::read_dir(repo("deploy/kubernetes/examples"))
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    entry.path(),
+                )
+            })
+            .collect();
+    examples.sort();
+    examples
+}
+
 fn kustomization(name: &str) -> PathBuf {
     kustomizations()
         .into_iter()
@@ -178,7 +196,7 @@ fn every_manifest_validates_against_the_kubernetes_schemas() {
     );
     let all = kustomizations();
     assert!(all.len() >= 3, "{all:?}");
-    for (name, dir) in all {
+    for (name, dir) in all.into_iter().chain(examples()) {
         let yaml = render(&dir);
         let count = documents(&yaml, &name).len();
         assert!(count >= 5, "{name} renders {count} documents");
@@ -227,13 +245,17 @@ fn the_documented_validation_commands_validate_every_manifest() {
             validated.push(repo(SIDECAR));
         }
     }
-    let mut expected: Vec<PathBuf> = kustomizations().into_iter().map(|(_, dir)| dir).collect();
+    let mut expected: Vec<PathBuf> = kustomizations()
+        .into_iter()
+        .chain(examples())
+        .map(|(_, dir)| dir)
+        .collect();
     expected.push(repo(SIDECAR));
     expected.sort();
     validated.sort();
     assert_eq!(
         validated, expected,
-        "docs/kubernetes.md validates each manifest, the base and every overlay"
+        "docs/kubernetes.md validates each manifest, the base, every overlay and every example"
     );
 }
 
@@ -584,31 +606,89 @@ fn check_accepts_the_config_of_the_base_and_of_every_overlay() {
     }
     let pki = Pki::new();
     for (name, _) in kustomizations() {
-        let docs = rendered(&name);
-        let config = certgate_config(&docs);
-        let pod = Pod::mount(&docs, &config, &pki);
-        let output = Command::new(process::BIN)
-            .args(["check", "--config", pod.config_path()])
-            .envs(pod.env())
-            .current_dir(pod.root.path())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{name}: {stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        for app in config["apps"].as_array().unwrap() {
-            let app = app["name"].as_str().unwrap();
-            assert!(
-                stdout
-                    .lines()
-                    .any(|line| line.starts_with(&format!("{app}: "))),
-                "{name}: {stdout}"
-            );
-        }
+        assert_check_accepts(&name, &rendered(&name), &pki);
     }
+}
+
+/// `certgate check` accepts the config of `docs` (certgate's documents, by kind) with the
+/// Secrets laid out as its pod mounts them, and lists each of its apps.
+fn assert_check_accepts(name: &str, docs: &BTreeMap<String, Value>, pki: &Pki) {
+    let config = certgate_config(docs);
+    let pod = Pod::mount(docs, &config, pki);
+    let output = Command::new(process::BIN)
+        .args(["check", "--config", pod.config_path()])
+        .envs(pod.env())
+        .current_dir(pod.root.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{name}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for app in config["apps"].as_array().unwrap() {
+        let app = app["name"].as_str().unwrap();
+        assert!(
+            stdout
+                .lines()
+                .any(|line| line.starts_with(&format!("{app}: "))),
+            "{name}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn the_headless_example_puts_certgate_in_front_of_every_pod_of_the_app() {
+    if !kubernetes_tools() {
+        return;
+    }
+    let (name, dir) = examples()
+        .into_iter()
+        .find(|(name, _)| name == "headless-upstream")
+        .expect("deploy/kubernetes/examples/headless-upstream");
+    let all = documents(&render(&dir), &name);
+    let is_certgate =
+        |doc: &Value| doc["metadata"]["labels"]["app.kubernetes.io/name"] == "certgate";
+    let certgate: BTreeMap<String, Value> = all
+        .iter()
+        .filter(|doc| is_certgate(doc) || doc["kind"] == "ConfigMap")
+        .map(|doc| (doc["kind"].as_str().unwrap().to_owned(), doc.clone()))
+        .collect();
+    let app = |kind: &str| {
+        all.iter()
+            .find(|doc| doc["kind"] == kind && !is_certgate(doc))
+            .unwrap_or_else(|| panic!("{name} has no app {kind}"))
+    };
+    let (service, deployment) = (app("Service"), app("Deployment"));
+    assert_eq!(
+        service["spec"]["clusterIP"], "None",
+        "the app's Service is headless"
+    );
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(service["spec"]["selector"], pod["metadata"]["labels"]);
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let port = &service["spec"]["ports"][0];
+    let container_port = pod["spec"]["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|each| each["name"] == port["targetPort"])
+        .expect("the Service's targetPort names a container port");
+    assert_eq!(container_port["containerPort"], port["port"]);
+
+    let config = certgate_config(&certgate);
+    let namespace = service["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default");
+    let upstream = format!(
+        "http://{}.{namespace}.svc.cluster.local:{}",
+        service["metadata"]["name"].as_str().unwrap(),
+        port["port"]
+    );
+    assert_eq!(config["apps"][0]["upstream"], upstream.as_str(), "{config}");
+    assert!(config["upstreamDns"]["refreshMs"].is_u64(), "{config}");
+    assert_check_accepts(&name, &certgate, &Pki::new());
 }
 
 /// Runs certgate as the `name` kustomization's Deployment does, its apps' upstreams pointed at
