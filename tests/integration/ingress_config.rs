@@ -115,7 +115,7 @@ fn the_exported_block_loads_with_any_letter_case_and_nulls() {
 
 #[test]
 fn unknown_ingress_keys_stay_errors() {
-    for key in ["allowInsecure", "ipSecurityRestriction"] {
+    for key in ["ipSecurityRestriction", "allowInsecures"] {
         let chain = refused(json!({ key: null }));
         assert_says(&chain, &[&format!("unknown field `{key}`")]);
     }
