@@ -17,13 +17,11 @@ use super::ingress::ingress_block;
 use super::model::{AppConfig, Config, FileDigests, RevocationSettings};
 use super::pem_files::{CERTIFICATE, pem_items};
 use super::request_policy::{self};
-use super::values::{
-    DEFAULT_LISTEN, address, limits, timeouts, upstream, upstream_is_https, xfcc_fields,
-};
+use super::values::{DEFAULT_LISTEN, address, limits, timeouts, xfcc_fields};
 use crate::proxy_protocol::ProxyProtocol;
 use crate::settings::{
-    AllowList, ClientCertMode, KeyedChain, Named, RejectWith, SessionResumption, Trust, XfccField,
-    XfccFields,
+    AllowList, ClientCertMode, DEFAULT_RETRIES, KeyedChain, Named, RejectWith, SessionResumption,
+    Trust, UpstreamGroup, XfccField, XfccFields,
 };
 use crate::tls::sni::HostPattern;
 use crate::tls::ticket_keys::TicketKeys;
@@ -257,13 +255,27 @@ impl<'a> Loader<'a> {
                 .filter(|domain| domain.certificate.is_none())
                 .map(|domain| domain.host.clone()),
         );
-        let mut upstream = upstream(file)?;
-        self.upstream_tls(
-            &name,
-            upstream_is_https(file),
-            file.upstream_tls.as_ref(),
-            &mut upstream,
-        )?;
+        let plan = super::traffic::groups(file)?;
+        if file.upstream_tls.is_some() && !plan.groups.iter().any(|group| group.https) {
+            return Err(AppError::UpstreamTlsWithoutHttps {
+                what: self.keys.upstream_tls,
+            }
+            .into());
+        }
+        let mut groups = Vec::with_capacity(plan.groups.len());
+        for mut group in plan.groups {
+            let tls = group.https.then_some(file.upstream_tls.as_ref()).flatten();
+            self.upstream_tls(&name, group.https, tls, &mut group.upstream)?;
+            groups.push(UpstreamGroup {
+                name: group.name,
+                upstream: group.upstream,
+                weight: group.weight,
+            });
+        }
+        let upstream = groups
+            .get(plan.primary)
+            .map(|group| group.upstream.clone())
+            .ok_or(AppError::MissingUpstream)?;
         let mode = match &file.ingress.client_certificate_mode {
             Some(value) => value.known().map_err(|value| AppError::Mode {
                 key: self.keys.mode,
@@ -300,12 +312,14 @@ impl<'a> Loader<'a> {
                 .map(|domain| domain.host.clone()),
         );
         let (session_resumption, ticket_keys) = self.resumption(file)?;
-        let ingress = ingress_block(&name, &file.ingress)?;
+        let ingress = ingress_block(&name, &file.ingress, plan.traffic_ignored)?;
         self.findings.extend(ingress.findings);
         Ok(AppConfig {
             name,
             hosts,
             upstream,
+            groups,
+            retries: file.retries.unwrap_or(DEFAULT_RETRIES),
             mode,
             trust,
             allow,

@@ -13,7 +13,7 @@ use crate::proxy_protocol::ProxyProtocol;
 use crate::request_policy::RequestPolicy;
 use crate::settings::{
     AllowList, ClientCertMode, KeyedChain, Limits, RejectWith, RevocationPolicy, SessionResumption,
-    Timeouts, Trust, Upstream, XfccFields,
+    Timeouts, Trust, Upstream, UpstreamGroup, XfccFields,
 };
 use crate::tls::sni::HostPattern;
 use crate::tls::ticket_keys::TicketKeys;
@@ -51,8 +51,14 @@ pub struct AppConfig {
     pub name: String,
     /// Host patterns; empty for the catch-all app.
     pub hosts: Vec<HostPattern>,
-    /// Where requests go.
+    /// Where requests go: the app's `upstream`, or with `revisions` and no `latestRevision`
+    /// entry in `ingress.traffic`, the first group's; what logs and `explain` name.
     pub upstream: Upstream,
+    /// The groups requests are split between by weight (one, `latest`, without `revisions`);
+    /// none has weight 0.
+    pub groups: Vec<UpstreamGroup>,
+    /// How many times a request that did not reach the app is sent again (`retries`).
+    pub retries: u32,
     /// Client-certificate mode.
     pub mode: ClientCertMode,
     /// Trust sources for presented certificates (empty in `ignore` mode); `checked_issuers`
