@@ -90,6 +90,9 @@ pub(crate) struct RequestFields<'a> {
     pub rule: Option<&'a str>,
     pub duration_ms: u64,
     pub outcome: Option<&'static str>,
+    /// How many times the request was sent again to another upstream endpoint; the line
+    /// says so when above 0.
+    pub retries: u32,
 }
 
 /// The connection's fields rendered once for the fast path: what comes between the message
@@ -194,6 +197,9 @@ impl Writer {
         let mut field = Fields::continuing(line, self.json);
         if let Some(outcome) = request.outcome {
             field.quoted("outcome", outcome);
+        }
+        if request.retries > 0 {
+            field.number("retries", u64::from(request.retries));
         }
         if self.json {
             line.push_str(",\"target\":\"certgate::proxy\"}");
@@ -355,6 +361,7 @@ pub(crate) fn trace(connection: &ConnectionFields<'_>, request: &RequestFields<'
         duration_ms = request.duration_ms,
         upstream = %connection.upstream,
         outcome = request.outcome,
+        retries = (request.retries > 0).then_some(request.retries),
         "request"
     );
 }
@@ -458,6 +465,7 @@ mod tests {
             rule: Some("admins"),
             duration_ms: 1234,
             outcome,
+            retries: 0,
         }
     }
 
@@ -470,6 +478,7 @@ mod tests {
             rule: None,
             duration_ms: 0,
             outcome: Some("request_header_too_large"),
+            retries: 0,
         };
         let cases = [
             (

@@ -19,7 +19,7 @@ use crate::revocation::{Memory, Revocation};
 use crate::settings::{Limits, Timeouts, UpstreamVerify};
 use crate::tls::client_policy::ClientPolicy;
 use crate::tls::sni::HostMatcher;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{ClientSettings, GroupSpec, UpstreamClient};
 
 pub(crate) mod build;
 
@@ -100,11 +100,25 @@ impl Apps {
                     successor_ip_restrictions: OnceLock::new(),
                     revocation: live.revocation.clone(),
                     upstream: UpstreamClient::new(
-                        &app.upstream,
-                        live.upstream_tls.clone(),
-                        &config.timeouts,
-                        config.limits.max_upstream_connections_per_app,
-                        workers,
+                        app.groups
+                            .iter()
+                            .zip(&live.groups)
+                            .map(|(group, loaded)| GroupSpec {
+                                name: &group.name,
+                                upstream: &group.upstream,
+                                tls: loaded.tls.clone(),
+                                weight: group.weight,
+                                addresses: loaded.addresses.clone(),
+                                metrics: metrics.upstream_group(&app.name, &group.name),
+                            })
+                            .collect(),
+                        ClientSettings {
+                            app: &app.name,
+                            timeouts: &config.timeouts,
+                            max_connections: config.limits.max_upstream_connections_per_app,
+                            workers,
+                            retries: app.retries,
+                        },
                     ),
                     metrics: metrics.register_app(&AppSeries {
                         name: &app.name,

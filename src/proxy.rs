@@ -44,6 +44,7 @@ use self::stall::StallReport;
 use crate::access_log::RequestFields;
 use crate::metrics::label::StallReason;
 use crate::tls::FailureReason;
+use crate::upstream::Retried;
 
 /// Serves one request; never fails (errors become responses).
 pub(crate) async fn handle(
@@ -61,7 +62,12 @@ pub(crate) async fn handle(
         None => Box::pin(forward(&guard.conn, request, &mut exposure)).await,
     };
     let mut response = match forwarded {
-        Ok(response) => response,
+        Ok(response) => {
+            if let Some(retried) = response.extensions().get::<Retried>() {
+                guard.retries = retried.0;
+            }
+            response
+        }
         Err(error) => {
             guard.failed(&error);
             error.into_response()
@@ -98,6 +104,8 @@ struct RequestGuard {
     rule: String,
     /// Why the request ended early, when it did.
     outcome: Option<&'static str>,
+    /// How many times the upstream client sent the request again to another endpoint.
+    retries: u32,
 }
 
 /// The status logged and counted for a request the client abandoned.
@@ -124,6 +132,7 @@ impl RequestGuard {
             status: None,
             rule: String::new(),
             outcome: None,
+            retries: 0,
         }
     }
 
@@ -211,6 +220,7 @@ impl Drop for RequestGuard {
             rule: Some(&self.rule),
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             outcome,
+            retries: self.retries,
         });
     }
 }

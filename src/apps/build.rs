@@ -4,8 +4,11 @@
 //! `ConfigError` naming the app, so a config that cannot be served is refused when it is
 //! loaded (exit 64 before binding, a reload refused) as one that does not validate is.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 
@@ -20,6 +23,7 @@ use crate::tls::server_config::Resumption;
 use crate::tls::sni::HostPattern;
 use crate::tls::ticket_keys::HandshakePolicy;
 use crate::tls::upstream::AppTls;
+use crate::upstream::endpoints::{fixed, resolve};
 
 /// A validated config and what its apps are served with: a generation as loaded.
 #[derive(Debug)]
@@ -50,6 +54,19 @@ pub struct LoadedApp {
     pub revocation: Option<Arc<Revocation>>,
     /// What certgate speaks TLS to an `https://` app with.
     pub upstream_tls: Option<AppTls>,
+    /// For each of `config.groups`: TLS to its `https://` upstream, and its address set
+    /// (resolved when the config was loaded; a source that re-resolves names hands its own
+    /// receivers here, see `upstream::endpoints`).
+    pub groups: Vec<LoadedGroup>,
+}
+
+/// What one upstream group of an app is served with.
+#[derive(Debug)]
+pub struct LoadedGroup {
+    /// What certgate speaks TLS to the group's `https://` upstream with.
+    pub tls: Option<AppTls>,
+    /// The group's addresses, and their later changes.
+    pub addresses: watch::Receiver<Arc<[SocketAddr]>>,
 }
 
 impl LoadedConfig {
@@ -68,12 +85,14 @@ impl LoadedConfig {
             .flat_map(|app| app.revocation.policy.crl_urls.iter().cloned())
             .collect::<Vec<_>>();
         let mut fetched = fetch::get_all(crl_urls).await;
+        let mut addresses = resolve_all(&config).await.into_iter();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let apps = config
             .apps
             .iter()
             .map(|app| {
-                LoadedApp::build(app.clone(), &mut fetched, &provider)
+                let addresses = addresses.next().unwrap_or_default();
+                LoadedApp::build(app.clone(), addresses, &mut fetched, &provider)
                     .map(Arc::new)
                     .map_err(|failure| failure.in_app(&app.name))
             })
@@ -86,6 +105,7 @@ impl LoadedApp {
     /// The app's checker (from what `fetched` holds), policy and rustls config.
     fn build(
         config: Arc<AppConfig>,
+        addresses: Vec<Vec<SocketAddr>>,
         fetched: &mut Fetched,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Self, AppFailure> {
@@ -113,13 +133,26 @@ impl LoadedApp {
             exclusion_paths: &config.request_policy.exclusion_paths,
         };
         let tls = server_config(&config, &handshake, policy.as_ref(), provider)?;
-        let upstream = &config.upstream;
-        let upstream_tls = upstream
-            .tls
-            .as_ref()
-            .map(|tls| AppTls::new(provider, tls, upstream.transport == Transport::Http2))
-            .transpose()
-            .map_err(|source| AppError::UpstreamTls { source })?;
+        let app_tls = |upstream: &crate::settings::Upstream| {
+            upstream
+                .tls
+                .as_ref()
+                .map(|tls| AppTls::new(provider, tls, upstream.transport == Transport::Http2))
+                .transpose()
+                .map_err(|source| AppError::UpstreamTls { source })
+        };
+        let upstream_tls = app_tls(&config.upstream)?;
+        let mut addresses = addresses.into_iter();
+        let groups = config
+            .groups
+            .iter()
+            .map(|group| {
+                Ok(LoadedGroup {
+                    tls: app_tls(&group.upstream)?,
+                    addresses: fixed(addresses.next().unwrap_or_default()),
+                })
+            })
+            .collect::<Result<Vec<_>, AppError>>()?;
         let ip_refused_tls = match (&config.ip_restrictions, config.reject_with) {
             (Some(_), RejectWith::Http) => {
                 let (certificate, domains) = served_certificates(&config);
@@ -143,8 +176,38 @@ impl LoadedApp {
             ip_refused_tls,
             revocation,
             upstream_tls,
+            groups,
         })
     }
+}
+
+/// The addresses of every app's groups (`resolve`), all names at once, each within
+/// `timeouts.upstreamConnectMs`: by app, then by group, in config order.
+async fn resolve_all(config: &Config) -> Vec<Vec<Vec<SocketAddr>>> {
+    let timeout = config.timeouts.upstream_connect;
+    let mut lookups = tokio::task::JoinSet::new();
+    for (app_index, app) in config.apps.iter().enumerate() {
+        for (group_index, group) in app.groups.iter().enumerate() {
+            let authority = group.upstream.authority.to_string();
+            lookups
+                .spawn(async move { (app_index, group_index, resolve(&authority, timeout).await) });
+        }
+    }
+    let mut resolved: Vec<Vec<Vec<SocketAddr>>> = config
+        .apps
+        .iter()
+        .map(|app| vec![Vec::new(); app.groups.len()])
+        .collect();
+    while let Some(done) = lookups.join_next().await {
+        if let Ok((app, group, addresses)) = done
+            && let Some(slot) = resolved
+                .get_mut(app)
+                .and_then(|groups| groups.get_mut(group))
+        {
+            *slot = addresses;
+        }
+    }
+    resolved
 }
 
 /// `trust` with the issuers whose revocation an app checks, for `certgate explain`'s sidecar

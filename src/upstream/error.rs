@@ -42,6 +42,39 @@ impl UpstreamError {
         }
     }
 
+    /// Whether no connection to the endpoint could be opened (refused, unreachable, timed
+    /// out): the request did not reach it, and it counts against the endpoint's health.
+    pub(crate) fn is_connect_failure(&self) -> bool {
+        matches!(self.cause(), Self::Connect { .. } | Self::ConnectTimeout)
+    }
+
+    /// Whether the connection was reset or closed before a response came: counts against
+    /// the endpoint's health, and an idempotent request without a body may go again.
+    pub(crate) fn is_reset(&self) -> bool {
+        match self.cause() {
+            Self::Http { source } | Self::H2c { source } => {
+                if source.is_incomplete_message() {
+                    return true;
+                }
+                let mut next = std::error::Error::source(source);
+                while let Some(error) = next {
+                    if let Some(io) = error.downcast_ref::<io::Error>() {
+                        return matches!(
+                            io.kind(),
+                            io::ErrorKind::ConnectionReset
+                                | io::ErrorKind::ConnectionAborted
+                                | io::ErrorKind::BrokenPipe
+                                | io::ErrorKind::UnexpectedEof
+                        );
+                    }
+                    next = error.source();
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
     /// Why TLS with the app failed, when it did: at the handshake, or by an alert the app
     /// sent right after it (TLS 1.3 apps refuse a client certificate only then).
     pub(crate) fn tls_failure(&self) -> Option<UpstreamTlsFailure> {

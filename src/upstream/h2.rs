@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use super::endpoint::Attempt;
 use super::error::UpstreamError;
 use super::limit::Connections;
 use super::limit::{Slot, Waited};
@@ -77,8 +78,15 @@ impl Dialing<'_> {
         &self,
         h2: &Arc<H2Pools>,
         request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Stream), UpstreamError> {
-        let mut connection = self.h2_connection(h2).await?;
+    ) -> Result<(Response<Incoming>, Stream), Attempt> {
+        let not_sent = |error, request| Attempt::NotSent {
+            error,
+            request: Box::new(request),
+        };
+        let mut connection = match self.h2_connection(h2).await {
+            Ok(connection) => connection,
+            Err(error) => return Err(not_sent(error, request)),
+        };
         let stream = connection.stream();
         let response = match connection.sender.try_send_request(request).await {
             Ok(response) => (response, stream),
@@ -86,14 +94,23 @@ impl Dialing<'_> {
                 // Not sent: the connection closed (the app's GOAWAY, or idle) meanwhile.
                 Some(request) if connection.sender.is_closed() => {
                     drop(stream);
-                    connection = self.h2_connection(h2).await?;
+                    connection = match self.h2_connection(h2).await {
+                        Ok(connection) => connection,
+                        Err(error) => return Err(not_sent(error, request)),
+                    };
                     let stream = connection.stream();
                     match connection.sender.send_request(request).await {
                         Ok(response) => (response, stream),
-                        Err(source) => return Err(self.h2_failure(&connection, source)),
+                        Err(source) => {
+                            return Err(Attempt::Sent(self.h2_failure(&connection, source)));
+                        }
                     }
                 }
-                _ => return Err(self.h2_failure(&connection, error.into_error())),
+                _ => {
+                    return Err(Attempt::Sent(
+                        self.h2_failure(&connection, error.into_error()),
+                    ));
+                }
             },
         };
         Ok(response)

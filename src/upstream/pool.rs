@@ -32,6 +32,8 @@ pub(super) struct Pools {
     /// The app's connection slots: a connection given back wakes a request waiting for one,
     /// and a retired client keeps none.
     connections: Arc<Connections>,
+    /// Set once the endpoint these pools belong to drains or retires: none is kept.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// A connection whose response is being read; it goes back to its pool with `give_back`.
@@ -66,7 +68,15 @@ impl Pools {
             pools: PerWorker::new(workers, Mutex::default),
             max_idle,
             connections,
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Closes every idle connection and keeps none from now on.
+    pub(super) fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.close_idle();
     }
 
     /// The calling worker's most recently used idle connection that is still open and
@@ -119,7 +129,9 @@ impl CheckIn {
             };
             // Read under the pool's lock: `retire` sets the flag before it empties the
             // pools, so a connection is either emptied out with them or never put back.
-            if pool.connections.len() >= self.pools.max_idle || self.pools.connections.is_retired()
+            if pool.connections.len() >= self.pools.max_idle
+                || self.pools.connections.is_retired()
+                || self.pools.closed.load(std::sync::atomic::Ordering::Acquire)
             {
                 return;
             }

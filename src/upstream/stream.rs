@@ -3,6 +3,7 @@
 //! whose certificate verified; nothing goes to the app in plaintext before that.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
@@ -20,10 +21,12 @@ use super::limit::Slot;
 use crate::settings::{Transport, Upstream};
 use crate::tls::upstream::{AppTls, UpstreamTlsFailure};
 
-/// Opens connections to one app.
+/// Opens connections to one endpoint of an app.
 #[derive(Debug, Clone)]
 pub(crate) struct Dialer {
-    /// `host:port` of the app.
+    /// The endpoint's address.
+    address: Option<SocketAddr>,
+    /// `host:port` of the app, resolved at each dial when there is no `address`.
     authority: Arc<str>,
     /// TLS, for an `https://` upstream.
     tls: Option<Tls>,
@@ -56,10 +59,17 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Dialer {
-    /// A dialer for `upstream`, speaking `tls` to an `https://` one, with `timeout` for
-    /// connect and handshake together.
-    pub(crate) fn new(upstream: &Upstream, tls: Option<AppTls>, timeout: Duration) -> Self {
+    /// A dialer for `upstream` at `address` (by its name when `None`), speaking `tls` to an
+    /// `https://` one (its server name is the upstream's, whatever the address), with
+    /// `timeout` for connect and handshake together.
+    pub(crate) fn new(
+        upstream: &Upstream,
+        address: Option<SocketAddr>,
+        tls: Option<AppTls>,
+        timeout: Duration,
+    ) -> Self {
         Self {
+            address,
             authority: upstream.authority.as_str().into(),
             tls: tls.map(|tls| Tls {
                 connector: TlsConnector::from(tls.config),
@@ -90,8 +100,11 @@ impl Dialer {
     /// holds `slot` until it closes.
     pub(crate) async fn dial(&self, slot: Slot) -> Result<AppStream, UpstreamError> {
         let deadline = Instant::now() + self.timeout;
-        let connect = TcpStream::connect(&*self.authority);
-        let tcp = match tokio::time::timeout_at(deadline, connect).await {
+        let connected = match self.address {
+            Some(address) => tokio::time::timeout_at(deadline, TcpStream::connect(address)).await,
+            None => tokio::time::timeout_at(deadline, TcpStream::connect(&*self.authority)).await,
+        };
+        let tcp = match connected {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(source)) => return Err(UpstreamError::Connect { source }),
             Err(_) => return Err(UpstreamError::ConnectTimeout),
