@@ -20,11 +20,13 @@
 //! `limits.maxUpstreamConnectionsPerApp` (`limit`) until it closes; a reload retires the
 //! client (`retire`).
 
+mod body;
 mod endpoint;
 pub(crate) mod endpoints;
 mod error;
 pub(crate) mod gap;
 mod h2;
+mod load;
 mod limit;
 mod pool;
 pub(crate) mod request_body;
@@ -32,31 +34,23 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Method;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 
-use self::endpoint::{Attempt, Endpoint, EndpointTemplate, InFlight};
+pub(crate) use self::body::{UPSTREAM_READ_BUFFER, UpstreamBody};
+use self::endpoint::{Endpoint, EndpointTemplate};
 use self::endpoints::{Addresses, EndpointSet};
-pub(crate) use self::error::UpstreamError;
+pub(crate) use self::error::{Attempt, UpstreamError};
 use self::limit::Connections;
-use self::pool::CheckIn;
 use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody, TrailerFilter};
 use crate::metrics::upstream::GroupMetrics;
 use crate::settings::{Timeouts, Upstream};
 use crate::tls::upstream::AppTls;
-
-/// The most an upstream HTTP/1.1 connection buffers: the app's response header must fit, and
-/// a response body is read in chunks of at most this size, so a downstream client that stops
-/// reading holds at most about twice this per request (docs/operations.md "Memory under attack").
-pub(crate) const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
 
 /// How sending a request ended without a response; `ProxyError` maps each to its status.
 #[derive(Debug)]
@@ -404,81 +398,4 @@ fn schedule(weights: &[u32]) -> Vec<usize> {
         order.push(best);
     }
     order
-}
-
-/// An upstream response body; an HTTP/1.1 connection goes back to the pool once it has been
-/// read to its end (a body dropped before that closes the connection instead), an HTTP/2
-/// stream counts as open until the body is dropped.
-#[derive(Debug)]
-pub(crate) struct UpstreamBody {
-    inner: Incoming,
-    checkin: Option<CheckIn>,
-    _stream: Option<h2::Stream>,
-    /// Counts the request in flight at its endpoint until the body is dropped.
-    _in_flight: Option<InFlight>,
-}
-
-/// What a response holds of its connection.
-enum Lease {
-    Http1(Option<CheckIn>),
-    Http2(h2::Stream),
-}
-
-impl UpstreamBody {
-    fn new(inner: Incoming, lease: Lease, in_flight: Option<InFlight>) -> Self {
-        let (checkin, stream) = match lease {
-            Lease::Http1(checkin) => (checkin, None),
-            Lease::Http2(stream) => (None, Some(stream)),
-        };
-        let mut body = Self {
-            inner,
-            checkin,
-            _stream: stream,
-            _in_flight: in_flight,
-        };
-        // An empty body (204, 304, a HEAD) may never be polled.
-        body.give_back_if_done();
-        body
-    }
-
-    fn give_back_if_done(&mut self) {
-        if self.inner.is_end_stream()
-            && let Some(checkin) = self.checkin.take()
-        {
-            checkin.give_back();
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some(checkin) = this.checkin.take() {
-                    checkin.give_back();
-                }
-            }
-            Poll::Ready(Some(Ok(_))) => this.give_back_if_done(),
-            // A broken body leaves a connection nobody should reuse.
-            Poll::Ready(Some(Err(_))) => this.checkin = None,
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }

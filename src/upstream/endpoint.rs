@@ -5,28 +5,28 @@
 //! it has been ejected, at most `EJECT_MAX` (Envoy's outlier detection).
 //!
 //! An exchange says whether the request left certgate (`Attempt`): one that never did comes
-//! back, to be sent to another endpoint.
+//! back, to be sent to another endpoint. Its response body keeps it counted in flight.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::error::UpstreamError;
+use super::body::{Lease, UPSTREAM_READ_BUFFER, UpstreamBody};
+use super::error::{Attempt, UpstreamError};
 use super::h2::{Dialing, H2Pools};
 use super::limit::{Connections, Slot, Waited};
+use super::load::{InFlight, Load};
 use super::pool::{CheckIn, Pools};
 use super::request_body::RequestBody;
 use super::stream::{self, Dialer};
-use super::{Lease, UPSTREAM_READ_BUFFER, UpstreamBody};
 use crate::settings::{Transport, Upstream};
 use crate::tls::upstream::AppTls;
 
@@ -37,19 +37,6 @@ pub(crate) const EJECT_AFTER: u32 = 5;
 pub(crate) const EJECT_BASE: Duration = Duration::from_secs(30);
 /// The longest ejection.
 pub(crate) const EJECT_MAX: Duration = Duration::from_secs(300);
-
-/// How one try to send a request to an endpoint failed.
-#[derive(Debug)]
-pub(super) enum Attempt {
-    /// The request never left certgate (no connection, or a pooled one found closed before
-    /// a byte was written): it comes back, to be sent elsewhere.
-    NotSent {
-        error: UpstreamError,
-        request: Box<Request<RequestBody>>,
-    },
-    /// The request may have reached the app.
-    Sent(UpstreamError),
-}
 
 /// One address of an upstream group and its connections.
 #[derive(Debug)]
@@ -64,18 +51,14 @@ pub(crate) struct Endpoint {
     connect_timeout: Duration,
     pools: Arc<Pools>,
     h2: Option<Arc<H2Pools>>,
-    /// Requests sent here whose response has not ended.
-    in_flight: AtomicUsize,
+    /// Requests sent here whose response has not ended, and whether it drains.
+    load: Arc<Load>,
     /// Failures since the last success.
     failures: AtomicU32,
     /// Ejections since the last success.
     ejections: AtomicU32,
     /// Milliseconds from `epoch()` until the end of the current ejection; 0 when none.
     ejected_until: AtomicU64,
-    /// Set once its address left the group: no new request, idle connections closed.
-    draining: AtomicBool,
-    /// Notified when a draining endpoint's last request ends.
-    pub(super) drained: Notify,
     requests_total: Counter,
     failures_total: Counter,
 }
@@ -88,18 +71,6 @@ pub(super) struct EndpointTemplate {
     pub connect_timeout: Duration,
     pub connections: Arc<Connections>,
     pub workers: usize,
-}
-
-/// A request counted in flight at its endpoint until dropped (with the response body).
-#[derive(Debug)]
-pub(crate) struct InFlight(Arc<Endpoint>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 && self.0.is_draining() {
-            self.0.drained.notify_one();
-        }
-    }
 }
 
 /// The instant ejection deadlines are counted from.
@@ -139,27 +110,24 @@ impl Endpoint {
             pools: Arc::new(Pools::new(template.workers, template.connections.clone())),
             h2: (template.upstream.transport == Transport::Http2)
                 .then(|| Arc::new(H2Pools::new(template.workers))),
-            in_flight: AtomicUsize::new(0),
+            load: Arc::default(),
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
-            draining: AtomicBool::new(false),
-            drained: Notify::new(),
             requests_total,
             failures_total,
         }
     }
 
     /// Counts a request sent here, in flight until the returned guard drops.
-    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    pub(crate) fn start(&self) -> InFlight {
         self.requests_total.inc();
-        InFlight(self.clone())
+        self.load.start()
     }
 
     /// Requests in flight here.
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.load.in_flight()
     }
 
     /// Whether the endpoint is ejected now.
@@ -169,8 +137,14 @@ impl Endpoint {
     }
 
     /// Whether its address left the group.
+    #[cfg(test)]
     pub(crate) fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.load.is_draining()
+    }
+
+    /// Returns once a draining endpoint's last request has ended.
+    pub(super) async fn drained(&self) {
+        self.load.drained().await;
     }
 
     /// A response header came: the failures in a row are over.
@@ -202,7 +176,7 @@ impl Endpoint {
     /// Takes the endpoint out of service: no new request; its idle connections close now,
     /// those of requests in flight once their exchange ends.
     pub(super) fn drain(&self) {
-        self.draining.store(true, Ordering::Release);
+        self.load.drain();
         self.close();
     }
 

@@ -268,9 +268,7 @@ async fn follow(set: Weak<EndpointSet>, mut addresses: Addresses) {
 
 /// Waits for a draining endpoint's last request, then lets it go.
 async fn drained(set: Weak<EndpointSet>, endpoint: Arc<Endpoint>) {
-    while endpoint.in_flight() > 0 {
-        endpoint.drained.notified().await;
-    }
+    endpoint.drained().await;
     let Some(set) = set.upgrade() else {
         return;
     };

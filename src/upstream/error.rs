@@ -4,6 +4,9 @@
 use std::io;
 use std::sync::Arc;
 
+use hyper::Request;
+
+use super::request_body::RequestBody;
 use crate::tls::upstream::UpstreamTlsFailure;
 
 /// Why a request to the upstream failed.
@@ -85,4 +88,17 @@ impl UpstreamError {
             Self::Shared(source) => source.tls_failure(),
         }
     }
+}
+
+/// How one try to send a request to an endpoint failed.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// The request never left certgate (no connection, or a pooled one found closed before
+    /// a byte was written): it comes back, to be sent elsewhere.
+    NotSent {
+        error: UpstreamError,
+        request: Box<Request<RequestBody>>,
+    },
+    /// The request may have reached the app.
+    Sent(UpstreamError),
 }

@@ -15,8 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use super::endpoint::Attempt;
-use super::error::UpstreamError;
+use super::error::{Attempt, UpstreamError};
 use super::limit::Connections;
 use super::limit::{Slot, Waited};
 use super::request_body::RequestBody;
