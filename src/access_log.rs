@@ -487,8 +487,20 @@ mod tests {
             ),
             (connection("", "api"), request("/", Some("client_aborted"))),
             (connection("api.example.test", "api"), head_refused),
+            (
+                connection("api.example.test", "api"),
+                RequestFields {
+                    retries: 1,
+                    ..request("/retried", None)
+                },
+            ),
         ];
         for json in [false, true] {
+            let retried = fast(json, &cases[3].0, &cases[3].1).unwrap();
+            assert!(
+                retried.contains("retries=1") || retried.contains("\"retries\":1"),
+                "{retried}"
+            );
             for (connection, request) in &cases {
                 let traced = traced(json, connection, request);
                 let fast =

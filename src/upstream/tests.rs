@@ -380,3 +380,28 @@ fn the_schedule_gives_each_group_its_weight_spread_out() {
     );
     assert!(super::schedule(&[100]).is_empty());
 }
+
+#[tokio::test]
+async fn the_endpoint_with_fewer_requests_in_flight_is_chosen() {
+    let addresses = vec![
+        closed_port().await,
+        closed_port().await,
+        closed_port().await,
+    ];
+    let client = group_client(addresses, 1);
+    let set = client.inner.groups[0].clone();
+    let endpoints = set.current();
+    let busy = endpoints[0].clone();
+    let _held: Vec<_> = (0..3).map(|_| busy.start()).collect();
+    for _ in 0..100 {
+        let chosen = super::endpoints::pick(&endpoints, &[], || panic!("all are healthy")).unwrap();
+        assert!(
+            !std::sync::Arc::ptr_eq(chosen, &busy),
+            "two choices never land on the busy one alone"
+        );
+    }
+    let tried = vec![endpoints[1].clone(), endpoints[2].clone()];
+    let last = super::endpoints::pick(&endpoints, &tried, || {}).unwrap();
+    assert!(std::sync::Arc::ptr_eq(last, &busy), "the untried one");
+    assert!(super::endpoints::pick(&endpoints, &endpoints, || {}).is_none());
+}
