@@ -135,6 +135,7 @@ pub async fn explain(
         revocation,
         xfcc,
         upstream: target.upstream.as_ref().map(upstream_section),
+        upstream_groups: target.groups.clone(),
         cors: target.cors.clone(),
         ip_restrictions: target
             .ip_restrictions

@@ -10,7 +10,8 @@
 //! - the sidecar's repeated `--upstream` splits evenly;
 //! - config errors: weights not summing to 100, an unknown revisionName, traffic naming
 //!   revisions with none configured, revisions without traffic;
-//! - a reload that changes the weights takes effect.
+//! - a reload that changes the weights takes effect; `explain --config` lists each group and
+//!   its endpoints.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -591,5 +592,46 @@ fn check_lists_the_groups_and_their_weights() {
             " groups=latest:90=http://127.0.0.1:8080,api--v1:10=http://127.0.0.1:8081 retries=2"
         ),
         "{stdout}"
+    );
+}
+
+#[test]
+fn explain_lists_each_group_with_its_endpoints() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    dir.write("alice.pem", &pki.client("alice").pem);
+    let mut file = config(
+        "http://127.0.0.1:8080",
+        json!({
+            "revisions": { "api--v1": "http://127.0.0.1:8081" },
+            "clientAuth": { "trustedCaFiles": ["client-ca.pem"] },
+            "ingress": { "clientCertificateMode": "require", "traffic": [
+                { "weight": 70, "latestRevision": true }, { "weight": 30, "revisionName": "api--v1" } ] }
+        }),
+    );
+    file["apps"][0]["ingress"]["clientCertificateMode"] = "require".into();
+    dir.write("certgate.json", serde_json::to_vec(&file).unwrap());
+    let args = [
+        "explain",
+        "--config",
+        "certgate.json",
+        "--app",
+        "api",
+        "--format",
+        "json",
+        "alice.pem",
+    ];
+    let output = process::cli::certgate(&args, dir.path(), &[]);
+    let (stdout, _) = process::cli::exited(&output, 0);
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        json["upstream_groups"],
+        json!([
+            { "name": "latest", "weight": 70, "upstream": "http://127.0.0.1:8080",
+              "endpoints": [{ "address": "127.0.0.1:8080", "state": "healthy" }] },
+            { "name": "api--v1", "weight": 30, "upstream": "http://127.0.0.1:8081",
+              "endpoints": [{ "address": "127.0.0.1:8081", "state": "healthy" }] }
+        ])
     );
 }
