@@ -172,14 +172,21 @@ impl UpstreamClient {
     /// and the connections of requests in flight close when their exchange is over instead
     /// of going back to a pool.
     pub(crate) fn retire(&self, successor: Option<UpstreamClient>) {
-        let keep_gauges = successor.is_some();
+        for group in &self.inner.groups {
+            // A group the newer config keeps has its gauges set by that config's group now.
+            let kept = successor.as_ref().is_some_and(|successor| {
+                successor
+                    .inner
+                    .groups
+                    .iter()
+                    .any(|next| next.name() == group.name())
+            });
+            group.retire(kept);
+        }
         if let Some(successor) = successor {
             let _ = self.inner.successor.set(successor);
         }
         self.inner.connections.retire();
-        for group in &self.inner.groups {
-            group.retire(keep_gauges);
-        }
     }
 
     /// Sends a request whose URI is in the form the app takes (origin-form for HTTP/1.1, the
@@ -253,12 +260,13 @@ impl UpstreamClient {
         }
         let group = self.group();
         let endpoints = group.current();
+        let several = endpoints.len() > 1;
         let Some(endpoint) = endpoints::pick(&endpoints, &[], || group.none_healthy()) else {
             return Err(UpstreamError::Retired);
         };
         let endpoint = endpoint.clone();
         drop(endpoints);
-        if self.inner.retries == 0 || group.current().len() < 2 {
+        if self.inner.retries == 0 || !several {
             // One endpoint (or no retries): nothing to send again elsewhere.
             let in_flight = endpoint.start();
             return match endpoint.exchange(request, in_flight).await {

@@ -114,6 +114,11 @@ impl EndpointSet {
         set
     }
 
+    /// The group's name.
+    pub(super) fn name(&self) -> &str {
+        &self.group
+    }
+
     /// The endpoints requests go to now.
     pub(super) fn current(&self) -> arc_swap::Guard<Arc<Vec<Arc<Endpoint>>>> {
         self.active.load()
