@@ -52,8 +52,6 @@ pub struct LoadedApp {
     /// configured; `crlFiles` alone are checked by the verifier during the handshake, and
     /// watched here for CRLs learned since that list an open connection's chain.
     pub revocation: Option<Arc<Revocation>>,
-    /// What certgate speaks TLS to an `https://` app with.
-    pub upstream_tls: Option<AppTls>,
     /// For each of `config.groups`: TLS to its `https://` upstream, and its address set
     /// (resolved when the config was loaded; a source that re-resolves names hands its own
     /// receivers here, see `upstream::endpoints`).
@@ -141,7 +139,6 @@ impl LoadedApp {
                 .transpose()
                 .map_err(|source| AppError::UpstreamTls { source })
         };
-        let upstream_tls = app_tls(&config.upstream)?;
         let mut addresses = addresses.into_iter();
         let groups = config
             .groups
@@ -175,7 +172,6 @@ impl LoadedApp {
             tls,
             ip_refused_tls,
             revocation,
-            upstream_tls,
             groups,
         })
     }

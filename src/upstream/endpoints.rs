@@ -15,6 +15,10 @@
 //! - an empty set leaves one endpoint that dials the host by name at each connection (what
 //!   a name that did not resolve at start gets too), so the group is never empty.
 //!
+//! The group stops following its receiver when its client retires (a reload replaced its
+//! config): a source hands each generation's groups receivers of their own
+//! (`LoadedGroup::addresses`, in the order of the app's `groups`).
+//!
 //! Each change is logged (`upstream endpoints changed`, with the addresses added and removed).
 
 use std::net::SocketAddr;
@@ -46,6 +50,8 @@ pub(crate) struct EndpointSet {
     metrics: GroupMetrics,
     /// Set once the client retired: its gauges belong to the newer config.
     retired: std::sync::atomic::AtomicBool,
+    /// Stops following the address source once the client retired.
+    stop: Arc<tokio::sync::Notify>,
 }
 
 /// Resolves `authority` (`host:port`) with the system resolver, within `timeout`: an IP
@@ -102,6 +108,7 @@ impl EndpointSet {
             draining: Mutex::new(Vec::new()),
             metrics,
             retired: std::sync::atomic::AtomicBool::new(false),
+            stop: Arc::default(),
         });
         let first = addresses.borrow_and_update().clone();
         let endpoints = set.endpoints_for(&first, &[]);
@@ -109,7 +116,7 @@ impl EndpointSet {
         set.refresh_gauges();
         let weak = Arc::downgrade(&set);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(follow(weak, addresses));
+            runtime.spawn(follow(weak, addresses, set.stop.clone()));
         }
         set
     }
@@ -196,6 +203,8 @@ impl EndpointSet {
     pub(super) fn retire(&self, keep_gauges: bool) {
         self.retired
             .store(true, std::sync::atomic::Ordering::Release);
+        // A permit is kept when the follower is not waiting yet.
+        self.stop.notify_one();
         for endpoint in self.active.load().iter() {
             endpoint.close();
         }
@@ -260,9 +269,17 @@ fn set(gauge: &Gauge, count: usize) {
     gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
 }
 
-/// Follows a source's address sets for as long as the endpoint set lives.
-async fn follow(set: Weak<EndpointSet>, mut addresses: Addresses) {
-    while addresses.changed().await.is_ok() {
+/// Follows a source's address sets until the source ends or the client retires.
+async fn follow(set: Weak<EndpointSet>, mut addresses: Addresses, stop: Arc<tokio::sync::Notify>) {
+    loop {
+        tokio::select! {
+            changed = addresses.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = stop.notified() => return,
+        }
         let Some(set) = set.upgrade() else {
             return;
         };
