@@ -4,7 +4,7 @@
 //! `cors` (preflights answered, the response's CORS headers chosen), the app's `admission` (exclusion paths,
 //! authorization, rate limit), the `rewrite` for the app (target, hop-by-hop, `Host`,
 //! `X-Forwarded-*`) with the `certificate_headers` around it (the client's removed before,
-//! certgate's own set after), and `send` (the app's response streamed back, upgrades piped). What does not change between requests (the certificate header values,
+//! certgate's own set after), and `send` (to the app's upstream client, which picks the group by weight, or a label host's revision, and the endpoint; the app's response streamed back, upgrades piped). What does not change between requests (the certificate header values,
 //! the client address header, the app's metric handles, which authorization rules the client
 //! passes) is made once per connection (`context`); a request guard records every request's
 //! end.
@@ -258,6 +258,13 @@ async fn forward(
     let found = headers::scan(request.headers());
     certificate_headers::remove_client_sent(request.headers_mut(), found.client_cert, downstream);
     let config = &route.app.config;
+    // A label host reaches its revision's group alone.
+    let group = if config.label_hosts.is_empty() {
+        None
+    } else {
+        crate::tls::sni::authority_host(authority.as_bytes())
+            .and_then(|host| config.label_group(host))
+    };
     let upgrade = rewrite::request(
         &mut request,
         target,
@@ -272,5 +279,5 @@ async fn forward(
         observer: route.app.clone(),
         client_addr: downstream.addr,
     };
-    send::to_app(route, lifecycle, report, request, upgrade).await
+    send::to_app(route, lifecycle, report, request, upgrade, group).await
 }

@@ -144,8 +144,10 @@ pub struct UpstreamGroup {
     /// Where the group's requests go.
     pub upstream: Upstream,
     /// Its weight among the app's groups (`ingress.traffic`, percent; 1 each for the
-    /// sidecar's repeated `--upstream`).
+    /// sidecar's repeated `--upstream`); 0 for a group reached only by its label hosts.
     pub weight: u32,
+    /// `ingress.traffic[].label`: requests for its label hosts go to this group alone.
+    pub label: Option<String>,
 }
 
 /// The group name of the app's `upstream` (`latestRevision: true`).

@@ -192,11 +192,13 @@ impl UpstreamClient {
     /// Sends a request whose URI is in the form the app takes (origin-form for HTTP/1.1, the
     /// client's authority for h2c); waits for the response header, at most
     /// `upstreamResponseMs` from the end of the request body. A trailer section of the
-    /// request goes through `clean_trailers` first.
+    /// request goes through `clean_trailers` first. With `group` (a label host's), the
+    /// request goes to that group alone.
     pub(crate) async fn send(
         &self,
         request: Request<Incoming>,
         clean_trailers: TrailerFilter,
+        group: Option<&str>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, body) = request.into_parts();
         let (body, body_sent) = RequestBody::new(body, self.inner.body_idle, clean_trailers);
@@ -213,7 +215,7 @@ impl UpstreamClient {
                 _ => SendError::Failed(source),
             };
         let request = Request::from_parts(parts, body);
-        let response = self.exchange(request);
+        let response = self.exchange(request, group);
         tokio::pin!(response);
         if let Some(body_sent) = body_sent {
             tokio::select! {
@@ -237,9 +239,14 @@ impl UpstreamClient {
             .flatten()
     }
 
-    /// The group the next request goes to.
-    fn group(&self) -> &Arc<EndpointSet> {
+    /// The group the next request goes to: `named`, or by weight.
+    fn group(&self, named: Option<&str>) -> &Arc<EndpointSet> {
         let groups = &self.inner.groups;
+        if let Some(named) = named
+            && let Some(group) = groups.iter().find(|group| group.name() == named)
+        {
+            return group;
+        }
         let schedule = &self.inner.schedule;
         let index = if schedule.is_empty() {
             0
@@ -254,11 +261,12 @@ impl UpstreamClient {
     async fn exchange(
         &self,
         request: Request<RequestBody>,
+        named: Option<&str>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         if let Some(successor) = self.successor() {
-            return Box::pin(successor.exchange(request)).await;
+            return Box::pin(successor.exchange(request, named)).await;
         }
-        let group = self.group();
+        let group = self.group(named);
         let endpoints = group.current();
         let several = endpoints.len() > 1;
         let Some(endpoint) = endpoints::pick(&endpoints, &[], || group.none_healthy()) else {
@@ -278,7 +286,7 @@ impl UpstreamClient {
                     self.after_failure(group, &endpoint, &error);
                     match (&error, self.successor()) {
                         (UpstreamError::Retired, Some(successor)) => {
-                            Box::pin(successor.exchange(*request)).await
+                            Box::pin(successor.exchange(*request, named)).await
                         }
                         _ => Err(error),
                     }
@@ -289,7 +297,7 @@ impl UpstreamClient {
                 }
             };
         }
-        Box::pin(self.exchange_with_retries(group, endpoint, request)).await
+        Box::pin(self.exchange_with_retries(group, endpoint, request, named)).await
     }
 
     /// Sends `request` to `endpoint`, then, when it did not leave certgate or (idempotent and
@@ -300,6 +308,7 @@ impl UpstreamClient {
         group: &Arc<EndpointSet>,
         first: Arc<Endpoint>,
         mut request: Request<RequestBody>,
+        named: Option<&str>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // What an idempotent request without a body is sent again from, once.
         let mut replay = replayable(&request).then(|| {
@@ -331,7 +340,7 @@ impl UpstreamClient {
                     if matches!(error, UpstreamError::Retired)
                         && let Some(successor) = self.successor()
                     {
-                        return Box::pin(successor.exchange(*back)).await;
+                        return Box::pin(successor.exchange(*back, named)).await;
                     }
                     if !error.is_connect_failure() {
                         return Err(error);

@@ -260,6 +260,10 @@ pub enum AppError {
         "ingress.traffic {what}, and the app has no revisions: name each revision's upstream URL in revisions (e.g. {{\"api--v2\": \"http://api-v2:8080\"}}) and split by weights summing to 100, or keep one entry [{{\"weight\": 100, \"latestRevision\": true}}]"
     )]
     TrafficWithoutRevisions { what: String },
+    #[error(
+        "ingress.traffic label {label:?} cannot be part of a host name: use lowercase letters, digits and hyphens"
+    )]
+    TrafficLabel { label: String },
     #[error("ingress.traffic weights sum to {sum}: integer weights must sum to 100")]
     TrafficWeights { sum: u64 },
     #[error("ingress.traffic entry {index} {what}")]

@@ -270,7 +270,27 @@ impl<'a> Loader<'a> {
                 name: group.name,
                 upstream: group.upstream,
                 weight: group.weight,
+                label: group.label,
             });
+        }
+        // Each label names a host of its revision's own beside every exact app host; they
+        // are served (and checked against the server certificate) as the app's hosts are.
+        let mut label_hosts = Vec::new();
+        for group in &groups {
+            let Some(label) = &group.label else {
+                continue;
+            };
+            for host in &file.hosts {
+                let Ok(HostPattern::Exact(host)) = HostPattern::parse(host) else {
+                    continue;
+                };
+                if let Some(name) = super::traffic::label_host(&host, label) {
+                    hosts.push(
+                        HostPattern::parse(&name).map_err(|source| AppError::Host { source })?,
+                    );
+                    label_hosts.push((name, group.name.clone()));
+                }
+            }
         }
         let upstream = groups
             .get(plan.primary)
@@ -320,6 +340,7 @@ impl<'a> Loader<'a> {
             upstream,
             groups,
             retries: file.retries.unwrap_or(DEFAULT_RETRIES),
+            label_hosts,
             mode,
             trust,
             allow,

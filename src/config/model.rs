@@ -59,6 +59,9 @@ pub struct AppConfig {
     pub groups: Vec<UpstreamGroup>,
     /// How many times a request that did not reach the app is sent again (`retries`).
     pub retries: u32,
+    /// The label hosts (`<first label>---<label>.<rest>` of each exact host) and the group
+    /// each reaches; they are in `hosts` too.
+    pub label_hosts: Vec<(String, String)>,
     /// Client-certificate mode.
     pub mode: ClientCertMode,
     /// Trust sources for presented certificates (empty in `ignore` mode); `checked_issuers`
@@ -91,6 +94,21 @@ pub struct AppConfig {
     pub ip_restrictions: Option<Arc<IpRestrictions>>,
     /// The `ingress` keys given that certgate accepts without effect (`external`, `fqdn`, ...).
     pub ignored_ingress: Vec<&'static str>,
+}
+
+impl AppConfig {
+    /// The group a request for `host` (its authority's host) goes to alone, when `host` is
+    /// one of the label hosts.
+    pub(crate) fn label_group(&self, host: &str) -> Option<&str> {
+        if self.label_hosts.is_empty() {
+            return None;
+        }
+        let host = host.strip_suffix('.').unwrap_or(host);
+        self.label_hosts
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(host))
+            .map(|(_, group)| group.as_str())
+    }
 }
 
 /// A host name served for an app beside its `hosts` (`ingress.customDomains`).

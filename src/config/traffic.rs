@@ -17,12 +17,15 @@ pub(super) struct GroupPlan {
     /// Whether its URL is `https://`.
     pub https: bool,
     pub weight: u32,
+    /// `label`: the revision's own host names, `<first label>---<label>.<rest>` of each of
+    /// the app's exact hosts.
+    pub label: Option<String>,
 }
 
 /// The groups of an app, and what else the loader needs to know of them.
 #[derive(Debug)]
 pub(super) struct Plan {
-    /// Every group with a weight above 0.
+    /// Every group with a weight above 0 or a label.
     pub groups: Vec<GroupPlan>,
     /// The group logs and `explain` name as the app's upstream: `latest` when it is one of
     /// them, else the first.
@@ -48,6 +51,7 @@ pub(super) fn groups(file: &FileApp) -> Result<Plan, AppError> {
             upstream: upstream_url(url, transport)?,
             https: is_https(url),
             weight,
+            label: None,
         })
     };
     if file.revisions.is_empty() {
@@ -88,10 +92,12 @@ pub(super) fn groups(file: &FileApp) -> Result<Plan, AppError> {
         let Some(weight) = entry.weight else {
             return Err(entry_error("has no weight"));
         };
-        if entry.label.is_some() {
-            return Err(entry_error(
-                "names a label, and label hosts are not served: remove label, and give the revision a host of its own as another app",
-            ));
+        if let Some(label) = &entry.label
+            && !is_label(label)
+        {
+            return Err(AppError::TrafficLabel {
+                label: label.clone(),
+            });
         }
         let latest_revision = entry.latest_revision == Some(true);
         let (name, url) = match (latest_revision, &entry.revision_name) {
@@ -131,8 +137,16 @@ pub(super) fn groups(file: &FileApp) -> Result<Plan, AppError> {
         }
         named.push(name);
         sum += u64::from(weight);
-        if weight > 0 {
-            groups.push(group(name, url, weight)?);
+        if groups
+            .iter()
+            .any(|group| group.label.is_some() && group.label == entry.label)
+        {
+            return Err(entry_error("repeats the label of another entry"));
+        }
+        if weight > 0 || entry.label.is_some() {
+            let mut planned = group(name, url, weight)?;
+            planned.label.clone_from(&entry.label);
+            groups.push(planned);
         }
     }
     if sum != 100 {
@@ -167,4 +181,23 @@ fn single_revision(traffic: &[FileTrafficWeight]) -> Result<(), AppError> {
             what: format!("splits traffic {} ways", several.len()),
         }),
     }
+}
+
+/// Whether `label` can stand in a host name after `---`: lowercase letters, digits and
+/// hyphens, at most 50 of them (a DNS label holds 63 bytes with the app's first label).
+fn is_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 50
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+        && label
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+}
+
+/// The label host of `host` (an exact app host) for `label`: `api.example.com` and `blue`
+/// give `api---blue.example.com`; a host of one label has none.
+pub(super) fn label_host(host: &str, label: &str) -> Option<String> {
+    let (first, rest) = host.split_once('.')?;
+    Some(format!("{first}---{label}.{rest}"))
 }

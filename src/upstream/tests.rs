@@ -69,7 +69,7 @@ async fn front(client: UpstreamClient) -> (SocketAddr, Arc<Mutex<Vec<String>>>) 
                 let client = client.clone();
                 let recorded = recorded.clone();
                 async move {
-                    let body = match client.send(request, |_| 0).await {
+                    let body = match client.send(request, |_| 0, None).await {
                         Ok(response) => response.into_body().collect().await.unwrap().to_bytes(),
                         Err(error) => {
                             recorded.lock().unwrap().push(format!("{error:?}"));

@@ -8,6 +8,8 @@
 //! - a POST that may have reached an endpoint that reset it is not sent again;
 //! - an address added to the set gets requests, a removed one gets none;
 //! - the sidecar's repeated `--upstream` splits evenly;
+//! - a label host reaches only its revision; `check` names a label host no certificate
+//!   covers;
 //! - config errors: weights not summing to 100, an unknown revisionName, traffic naming
 //!   revisions with none configured, revisions without traffic;
 //! - a reload that changes the weights takes effect; `explain --config` lists each group and
@@ -634,4 +636,75 @@ fn explain_lists_each_group_with_its_endpoints() {
               "endpoints": [{ "address": "127.0.0.1:8081", "state": "healthy" }] }
         ])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_host_reaches_only_its_revision() {
+    let latest = Named::start("latest").await;
+    let blue = Named::start("blue").await;
+    let (gateway, pki) = gateway(config(
+        &latest.url(),
+        json!({
+            "revisions": { "api--blue": blue.url() },
+            "ingress": {
+                "clientCertificateMode": "ignore",
+                "traffic": [
+                    { "weight": 100, "latestRevision": true },
+                    { "weight": 0, "revisionName": "api--blue", "label": "blue" }
+                ]
+            }
+        }),
+    ))
+    .await;
+    let (bodies, failed) = tally(&gateway, &pki, "/", 20).await;
+    assert_eq!((failed, bodies.get("latest")), (0, Some(&20)), "{bodies:?}");
+    let label_host = "api---blue.example.test";
+    let options = ClientOptions::new(&pki, label_host);
+    let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
+    for _ in 0..20 {
+        let request = conn.get(label_host, "/");
+        let reply = conn.send(request).await.unwrap();
+        assert_eq!(
+            (reply.status, &reply.body[..]),
+            (StatusCode::OK, &b"blue"[..])
+        );
+    }
+    gateway.stop().await;
+}
+
+#[test]
+fn a_label_host_no_served_certificate_covers_is_named_by_check() {
+    let mut file = config(
+        "http://127.0.0.1:8080",
+        json!({
+            "revisions": { "api--blue": "http://127.0.0.1:8081" },
+            "ingress": { "clientCertificateMode": "ignore", "traffic": [
+                { "weight": 100, "latestRevision": true },
+                { "weight": 0, "revisionName": "api--blue", "label": "blue" } ] }
+        }),
+    );
+    // The test certificate covers example.test and *.example.test, not example---blue.test.
+    file["apps"][0]["hosts"] = json!(["example.test"]);
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let path = dir.write("certgate.json", serde_json::to_vec(&file).unwrap());
+    let config = load_config(&path).unwrap();
+    assert!(
+        config
+            .findings
+            .iter()
+            .any(|finding| format!("{finding:?}")
+                .contains("host example---blue.test is not covered")),
+        "{:?}",
+        config.findings
+    );
+    let chain = load(
+        "http://127.0.0.1:8080",
+        json!({ "revisions": { "api--blue": "http://127.0.0.1:8081" }, "ingress": { "traffic": [
+            { "weight": 100, "latestRevision": true },
+            { "weight": 0, "revisionName": "api--blue", "label": "Blue!" } ] } }),
+    )
+    .unwrap_err();
+    assert!(chain.contains("ingress.traffic label \"Blue!\""), "{chain}");
 }
