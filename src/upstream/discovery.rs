@@ -13,8 +13,10 @@
 //!
 //! The name is resolved again after the answer's TTL, within
 //! `min(MIN_DNS_REFRESH, refreshMs)..=refreshMs` (`refreshMs` when the answer gives no TTL),
-//! and after a failure from one second, doubling, up to `refreshMs`. A name that does not
-//! resolve does not hold up start or reload: requests get 502 until it does. A reload starts
+//! and after a failure from one second, doubling, up to `refreshMs`. A generation of apps
+//! waits for each new name's first answer before it serves, at most `upstreamConnectMs`
+//! (`settled`); a name that does not resolve holds it up no longer: until it does, its group's
+//! endpoint dials the name with the system's resolver (`upstream::endpoints`). A reload starts
 //! the next generation's task from the set this one holds, so a reload while DNS fails keeps
 //! the last good set; the task ends when its generation is retired (`stop`) or dropped.
 

@@ -71,38 +71,7 @@ async fn plain(addr: SocketAddr, request: &str) -> RawReply {
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut bytes = Vec::new();
     tcp.read_to_end(&mut bytes).await.unwrap();
-    let end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&bytes)));
-    let head = String::from_utf8(bytes[..end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|line| {
-            let (name, value) = line.split_once(':').unwrap();
-            (name.to_ascii_lowercase(), value.trim().to_owned())
-        })
-        .collect();
-    let mut body = bytes[end + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(name, value)| name == "transfer-encoding" && value == "chunked")
-    {
-        body = common::raw::dechunk(&body);
-    }
-    RawReply {
-        status,
-        headers,
-        body,
-    }
+    common::raw::parse(&bytes)
 }
 
 fn get(host: &str, target: &str) -> String {

@@ -155,7 +155,8 @@ fn complete(data: &[u8]) -> bool {
     false
 }
 
-fn parse(data: &[u8]) -> RawReply {
+/// One response, head and body (de-chunked), from the bytes read off the connection.
+pub fn parse(data: &[u8]) -> RawReply {
     let end = head_end(data).unwrap_or_else(|| panic!("no response head: {data:?}"));
     let head = String::from_utf8(data[..end].to_vec()).unwrap();
     let mut lines = head.split("\r\n");
