@@ -151,6 +151,7 @@ pub async fn explain(
             .map(|upstream| upstream_section(upstream, target.upstream_dns.as_ref())),
         upstream_groups: target.groups.clone(),
         cors: target.cors.clone(),
+        custom_domains: target.custom_domains.clone(),
         ip_restrictions: target
             .ip_restrictions
             .as_deref()

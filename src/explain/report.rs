@@ -44,6 +44,21 @@ pub struct Explanation {
     /// the app restricts them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_restrictions: Option<IpRestrictionsSection>,
+    /// The app's `ingress.customDomains` and the certificate served for each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub custom_domains: Vec<CustomDomainEntry>,
+}
+
+/// One of an app's `ingress.customDomains`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CustomDomainEntry {
+    /// The host name.
+    pub name: String,
+    /// `certificates.<entry>` for a domain with a certificate of its own, else
+    /// `serverCertificate`.
+    pub certificate: String,
+    /// When that certificate expires (RFC 3339).
+    pub not_after: Option<String>,
 }
 
 /// An app's `ingress.corsPolicy` and how its preflights are answered.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rustls_pki_types::UnixTime;
 
-use super::report::{CorsSection, EndpointSection, GroupSection};
+use super::report::{CorsSection, CustomDomainEntry, EndpointSection, GroupSection};
 use crate::apps::build::{LoadedApp, LoadedConfig};
 use crate::cli::ExplainArgs;
 use crate::config::{AppConfig, AppError, ConfigError, FLAG_KEYS};
@@ -64,6 +64,8 @@ pub struct Target {
     pub cors: Option<CorsSection>,
     /// Its `ingress.ipSecurityRestrictions`, from a config file.
     pub ip_restrictions: Option<Arc<IpRestrictions>>,
+    /// Its `ingress.customDomains`, from a config file.
+    pub custom_domains: Vec<CustomDomainEntry>,
 }
 
 pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
@@ -120,6 +122,7 @@ pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         groups: group_sections(app, loaded_app),
         cors: cors_section(app),
         ip_restrictions: app.ip_restrictions.clone(),
+        custom_domains: custom_domains(app),
     })
 }
 
@@ -158,7 +161,29 @@ fn sidecar_target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         groups: Vec::new(),
         cors: None,
         ip_restrictions: None,
+        custom_domains: Vec::new(),
     })
+}
+
+/// The app's custom domains as `explain` shows them: the certificate served for each and its
+/// expiry.
+fn custom_domains(app: &AppConfig) -> Vec<CustomDomainEntry> {
+    app.custom_domains
+        .iter()
+        .map(|domain| {
+            let (certificate, leaf) = match &domain.certificate {
+                Some((entry, keyed)) => (format!("certificates.{entry}"), keyed.chain.first()),
+                None => ("serverCertificate".to_owned(), app.server_chain.first()),
+            };
+            CustomDomainEntry {
+                name: domain.host.to_string(),
+                certificate,
+                not_after: leaf
+                    .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
+                    .map(|(_, leaf)| crate::tls::rfc3339(leaf.validity().not_after.timestamp())),
+            }
+        })
+        .collect()
 }
 
 /// The app's CORS policy as `explain` shows it, and whether a preflight without a

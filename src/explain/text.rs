@@ -72,6 +72,20 @@ pub(super) fn text(explanation: &Explanation) -> String {
     if let Some(restrictions) = &explanation.ip_restrictions {
         ip_restrictions(&mut out, restrictions);
     }
+    if !explanation.custom_domains.is_empty() {
+        out.push_str(
+            "
+custom domains (ingress.customDomains)
+",
+        );
+        for domain in &explanation.custom_domains {
+            let _ = write!(out, "  {}: {}", domain.name, domain.certificate);
+            if let Some(not_after) = &domain.not_after {
+                let _ = write!(out, ", expires {not_after}");
+            }
+            out.push('\n');
+        }
+    }
     out
 }
 

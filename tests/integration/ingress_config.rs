@@ -315,7 +315,7 @@ fn check_lists_the_ignored_keys_and_the_rules_of_the_exported_block() {
 }
 
 #[test]
-fn explain_with_the_config_shows_the_rules() {
+fn explain_with_the_config_shows_the_rules_and_the_custom_domains() {
     let (dir, path) = example_layout();
     let client = dir.path().join("certs/client.pem");
     let run = |format: &str| {
@@ -339,7 +339,30 @@ fn explain_with_the_config_shows_the_rules() {
             "  this-host-v6: ::1/128\n",
         ],
     );
+    // The exported custom domain, served with the certificate its resource id names.
+    let server = std::fs::read(dir.path().join("certs/server.pem")).unwrap();
+    let not_after = x509_parser::pem::parse_x509_pem(&server)
+        .unwrap()
+        .1
+        .parse_x509()
+        .unwrap()
+        .validity()
+        .not_after
+        .to_datetime()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert_says(
+        &stdout,
+        &[
+            "custom domains (ingress.customDomains)\n",
+            &format!("  localhost: certificates.dev-2026, expires {not_after}\n"),
+        ],
+    );
     let json: Value = serde_json::from_slice(&run("json").stdout).unwrap();
+    assert_eq!(
+        json["custom_domains"],
+        json!([{ "name": "localhost", "certificate": "certificates.dev-2026", "not_after": not_after }])
+    );
     assert_eq!(json["ip_restrictions"]["action"], "Allow");
     assert_eq!(
         json["ip_restrictions"]["rules"][0],
