@@ -137,6 +137,7 @@ impl Apps {
                             max_connections: config.limits.max_upstream_connections_per_app,
                             workers,
                             retries: app.retries,
+                            health_check: app.health_check.as_ref(),
                         },
                     ),
                     discoveries,

@@ -28,6 +28,7 @@ pub(crate) mod endpoints;
 mod error;
 pub(crate) mod gap;
 mod h2;
+mod health;
 mod load;
 mod limit;
 mod pool;
@@ -102,6 +103,8 @@ pub(crate) struct ClientSettings<'a> {
     pub workers: usize,
     /// `retries`.
     pub retries: u32,
+    /// `healthCheck`: active health checks of every endpoint of every group.
+    pub health_check: Option<&'a crate::settings::HealthCheck>,
 }
 
 /// Sends requests to one app's upstreams over pooled connections.
@@ -134,6 +137,7 @@ impl UpstreamClient {
     pub(crate) fn new(groups: Vec<GroupSpec<'_>>, settings: ClientSettings<'_>) -> Self {
         let connections = Arc::new(Connections::new(settings.max_connections));
         let weights: Vec<u32> = groups.iter().map(|group| group.weight).collect();
+        let health = settings.health_check.cloned().map(Arc::new);
         let groups = groups
             .into_iter()
             .map(|group| {
@@ -143,6 +147,7 @@ impl UpstreamClient {
                     connect_timeout: settings.timeouts.upstream_connect,
                     connections: connections.clone(),
                     workers: settings.workers,
+                    health: health.clone(),
                 };
                 EndpointSet::new(
                     settings.app,

@@ -315,6 +315,12 @@ pub enum AppError {
         "ingress.stickySessions.affinity {value:?}: sticky sessions are not served yet; set it to none or remove stickySessions"
     )]
     StickySessions { value: String },
+    #[error("healthCheck.{key} {value}: {problem}")]
+    HealthCheck {
+        key: &'static str,
+        value: String,
+        problem: &'static str,
+    },
     #[error("ingress.ipSecurityRestrictions has a rule with an empty name; name every rule")]
     IpRuleWithoutName,
     #[error("ingress.ipSecurityRestrictions has two rules named {name:?}; names must be unique")]

@@ -327,6 +327,11 @@ impl<'a> Loader<'a> {
             upstream,
             groups,
             retries: file.retries.unwrap_or(DEFAULT_RETRIES),
+            health_check: file
+                .health_check
+                .as_ref()
+                .map(super::values::health_check)
+                .transpose()?,
             label_hosts,
             mode,
             trust,

@@ -178,6 +178,42 @@ impl EndpointSet {
         });
     }
 
+    /// The app's `healthCheck`, when it has one.
+    pub(super) fn health_check(&self) -> Option<&Arc<crate::settings::HealthCheck>> {
+        self.template.health.as_ref()
+    }
+
+    /// The group's upstream.
+    pub(super) fn upstream(&self) -> &Upstream {
+        &self.template.upstream
+    }
+
+    /// Whether the client of the group retired.
+    pub(super) fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Says that the health check of `endpoint` took it out (`Some` reason) or brought it
+    /// back (`None`).
+    pub(super) fn health_changed(&self, endpoint: &Endpoint, failure: Option<&str>) {
+        match failure {
+            Some(reason) => tracing::warn!(
+                app = %self.app,
+                group = %self.group,
+                endpoint = %endpoint.label,
+                reason = %reason,
+                "upstream endpoint unhealthy: its health checks failed"
+            ),
+            None => tracing::info!(
+                app = %self.app,
+                group = %self.group,
+                endpoint = %endpoint.label,
+                "upstream endpoint healthy again: its health checks passed"
+            ),
+        }
+        self.refresh_gauges();
+    }
+
     /// Counts a request sent while every endpoint was ejected.
     pub(super) fn none_healthy(&self) {
         self.metrics.no_healthy.inc();
@@ -201,7 +237,11 @@ impl EndpointSet {
     }
 
     /// The endpoints for `addresses`, reusing those of `old` whose address is kept.
-    fn endpoints_for(&self, addresses: &[SocketAddr], old: &[Arc<Endpoint>]) -> Vec<Arc<Endpoint>> {
+    fn endpoints_for(
+        self: &Arc<Self>,
+        addresses: &[SocketAddr],
+        old: &[Arc<Endpoint>],
+    ) -> Vec<Arc<Endpoint>> {
         let wanted: Vec<Option<SocketAddr>> = if addresses.is_empty() {
             vec![None]
         } else {
@@ -220,7 +260,12 @@ impl EndpointSet {
                         |address| address.to_string(),
                     );
                     let (requests, failures) = self.metrics.endpoint(&label);
-                    Arc::new(Endpoint::new(&self.template, address, requests, failures))
+                    let endpoint =
+                        Arc::new(Endpoint::new(&self.template, address, requests, failures));
+                    if self.template.health.is_some() {
+                        super::health::start(self, &endpoint, self.metrics.health_checks(&label));
+                    }
+                    endpoint
                 }
             };
             endpoints.push(endpoint);
