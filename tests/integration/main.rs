@@ -38,6 +38,7 @@ mod haproxy;
 mod hardening_config;
 mod ingress_config;
 mod header_limits;
+mod health_checks;
 mod ip_restrictions;
 mod kubernetes;
 mod limits;
