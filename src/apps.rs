@@ -138,6 +138,9 @@ impl Apps {
                             workers,
                             retries: app.retries,
                             health_check: app.health_check.as_ref(),
+                            affinity_key: app.sticky_sessions.then(|| {
+                                crate::upstream::affinity_key(app.server_key.secret_der())
+                            }),
                         },
                     ),
                     discoveries,

@@ -347,7 +347,7 @@ impl ByName for Transport {
     ];
 }
 
-/// `ingress.stickySessions.affinity`: only `none` is served (one upstream, nothing to stick to).
+/// `ingress.stickySessions.affinity`: `sticky` pins a client to an endpoint by a cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Affinity {
     /// No session affinity.

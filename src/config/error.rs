@@ -311,9 +311,7 @@ pub enum AppError {
         "revisions.{name} {value:?} must be http://host:port or https://host:port with no path"
     )]
     BadRevision { name: String, value: String },
-    #[error(
-        "ingress.stickySessions.affinity {value:?}: sticky sessions are not served yet; set it to none or remove stickySessions"
-    )]
+    #[error("ingress.stickySessions.affinity {value:?}: must be none or sticky")]
     StickySessions { value: String },
     #[error("healthCheck.{key} {value}: {problem}")]
     HealthCheck {

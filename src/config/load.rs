@@ -346,6 +346,7 @@ impl<'a> Loader<'a> {
             revocation,
             custom_domains,
             fingerprint: [0; 32],
+            sticky_sessions: ingress.sticky,
             ip_restrictions: ingress.ip_restrictions,
             ignored_ingress: ingress.ignored,
             allow_insecure,

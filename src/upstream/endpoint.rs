@@ -46,6 +46,8 @@ pub(crate) struct Endpoint {
     pub address: Option<SocketAddr>,
     /// How `address` is written in logs and labels (the upstream's `host:port` when by name).
     pub label: String,
+    /// Its sticky-session cookie value (`affinity`); 0 for an app without sticky sessions.
+    pub affinity: u64,
     dialer: Dialer,
     connections: Arc<Connections>,
     connect_timeout: Duration,
@@ -73,6 +75,8 @@ pub(super) struct EndpointTemplate {
     pub connect_timeout: Duration,
     pub connections: Arc<Connections>,
     pub workers: usize,
+    /// With sticky sessions, the key of the cookie's values.
+    pub affinity_key: Option<[u8; 32]>,
     /// The app's `healthCheck`, probing each endpoint made from this template.
     pub health: Option<Arc<crate::settings::HealthCheck>>,
 }
@@ -92,6 +96,7 @@ impl Endpoint {
     /// `requests_total` and `failures_total`.
     pub(super) fn new(
         template: &EndpointTemplate,
+        group: &str,
         address: Option<SocketAddr>,
         requests_total: Counter,
         failures_total: Counter,
@@ -102,6 +107,9 @@ impl Endpoint {
         );
         Self {
             address,
+            affinity: template
+                .affinity_key
+                .map_or(0, |key| super::affinity::value(&key, group, &label)),
             label,
             dialer: Dialer::new(
                 &template.upstream,

@@ -260,8 +260,13 @@ impl EndpointSet {
                         |address| address.to_string(),
                     );
                     let (requests, failures) = self.metrics.endpoint(&label);
-                    let endpoint =
-                        Arc::new(Endpoint::new(&self.template, address, requests, failures));
+                    let endpoint = Arc::new(Endpoint::new(
+                        &self.template,
+                        &self.group,
+                        address,
+                        requests,
+                        failures,
+                    ));
                     if self.template.health.is_some() {
                         super::health::start(self, &endpoint, self.metrics.health_checks(&label));
                     }

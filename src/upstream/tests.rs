@@ -50,6 +50,7 @@ fn client_over(app: SocketAddr, transport: Transport) -> UpstreamClient {
             workers: 1,
             retries: 1,
             health_check: None,
+            affinity_key: None,
         },
     )
 }
@@ -246,6 +247,7 @@ fn group_client(addresses: Vec<SocketAddr>, retries: u32) -> UpstreamClient {
             workers: 1,
             retries,
             health_check: None,
+            affinity_key: None,
         },
     )
 }
