@@ -73,6 +73,7 @@ mod revocation_open_connections;
 mod revocation_paths;
 mod routing;
 mod stalls;
+mod sticky_sessions;
 mod trailers;
 mod untrusted;
 mod upstream_connections;
