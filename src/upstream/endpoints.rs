@@ -178,42 +178,6 @@ impl EndpointSet {
         });
     }
 
-    /// The app's `healthCheck`, when it has one.
-    pub(super) fn health_check(&self) -> Option<&Arc<crate::settings::HealthCheck>> {
-        self.template.health.as_ref()
-    }
-
-    /// The group's upstream.
-    pub(super) fn upstream(&self) -> &Upstream {
-        &self.template.upstream
-    }
-
-    /// Whether the client of the group retired.
-    pub(super) fn is_retired(&self) -> bool {
-        self.retired.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Says that the health check of `endpoint` took it out (`Some` reason) or brought it
-    /// back (`None`).
-    pub(super) fn health_changed(&self, endpoint: &Endpoint, failure: Option<&str>) {
-        match failure {
-            Some(reason) => tracing::warn!(
-                app = %self.app,
-                group = %self.group,
-                endpoint = %endpoint.label,
-                reason = %reason,
-                "upstream endpoint unhealthy: its health checks failed"
-            ),
-            None => tracing::info!(
-                app = %self.app,
-                group = %self.group,
-                endpoint = %endpoint.label,
-                "upstream endpoint healthy again: its health checks passed"
-            ),
-        }
-        self.refresh_gauges();
-    }
-
     /// Counts a request sent while every endpoint was ejected.
     pub(super) fn none_healthy(&self) {
         self.metrics.no_healthy.inc();
@@ -267,8 +231,15 @@ impl EndpointSet {
                         requests,
                         failures,
                     ));
-                    if self.template.health.is_some() {
-                        super::health::start(self, &endpoint, self.metrics.health_checks(&label));
+                    if let Some(check) = &self.template.health {
+                        let set: Weak<dyn super::health::Watcher> = Arc::downgrade(self) as _;
+                        super::health::start(
+                            set,
+                            &endpoint,
+                            &self.template.upstream,
+                            check,
+                            self.metrics.health_checks(&label),
+                        );
                     }
                     endpoint
                 }
@@ -297,6 +268,31 @@ impl EndpointSet {
         for ((gauge, count), _) in self.metrics.states.iter().zip(counts).zip(STATES) {
             set(gauge, count);
         }
+    }
+}
+
+impl super::health::Watcher for EndpointSet {
+    fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn health_changed(&self, endpoint: &Endpoint, failure: Option<&str>) {
+        match failure {
+            Some(reason) => tracing::warn!(
+                app = %self.app,
+                group = %self.group,
+                endpoint = %endpoint.label,
+                reason = %reason,
+                "upstream endpoint unhealthy: its health checks failed"
+            ),
+            None => tracing::info!(
+                app = %self.app,
+                group = %self.group,
+                endpoint = %endpoint.label,
+                "upstream endpoint healthy again: its health checks passed"
+            ),
+        }
+        self.refresh_gauges();
     }
 }
 

@@ -20,8 +20,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 
 use super::endpoint::Endpoint;
-use super::endpoints::EndpointSet;
 use crate::settings::{HealthCheck, Transport, Upstream};
+
+/// What a health check tells about its endpoint: the endpoint's group.
+pub(super) trait Watcher: Send + Sync {
+    /// Whether the group's client retired: the check ends.
+    fn is_retired(&self) -> bool;
+    /// The check took `endpoint` out (`Some` reason) or brought it back (`None`).
+    fn health_changed(&self, endpoint: &Endpoint, failure: Option<&str>);
+}
 
 /// What one probe found.
 enum Outcome {
@@ -33,8 +40,8 @@ enum Outcome {
 
 /// Probes `endpoint` of `set` every `check.interval` until it leaves the set or the set's
 /// client retires; `counters` count successes and failures.
-pub(super) async fn run(
-    set: Weak<EndpointSet>,
+async fn run(
+    set: Weak<dyn Watcher>,
     endpoint: Weak<Endpoint>,
     upstream: Upstream,
     check: Arc<HealthCheck>,
@@ -146,19 +153,22 @@ async fn probe(endpoint: &Endpoint, upstream: &Upstream, check: &HealthCheck) ->
 /// The `User-Agent` of a probe, so that the app can tell it from a client's request.
 const USER_AGENT: &str = "certgate-health-check";
 
-/// Starts the health check of `endpoint` of `set`, when the set's app has one and a runtime
-/// runs.
-pub(super) fn start(set: &Arc<EndpointSet>, endpoint: &Arc<Endpoint>, counters: [Counter; 2]) {
-    let Some(check) = set.health_check() else {
-        return;
-    };
+/// Starts the health check `check` of `endpoint` of `upstream`'s group `set`, when a
+/// runtime runs.
+pub(super) fn start(
+    set: Weak<dyn Watcher>,
+    endpoint: &Arc<Endpoint>,
+    upstream: &Upstream,
+    check: &Arc<HealthCheck>,
+    counters: [Counter; 2],
+) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     runtime.spawn(run(
-        Arc::downgrade(set),
+        set,
         Arc::downgrade(endpoint),
-        set.upstream().clone(),
+        upstream.clone(),
         check.clone(),
         counters,
     ));
