@@ -3,6 +3,8 @@
 //! - three endpoints of one group; one starts answering 503 on the health path: it is taken
 //!   out (the metrics say so) and gets no request while the others serve every one; it
 //!   answers 200 again: it is brought back and gets requests again;
+//! - with `ingress.transport: http2` the probes speak h2c, and an answer other than
+//!   `expectedStatus` is a failure;
 //! - config errors name the `healthCheck` key that is wrong.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
@@ -29,12 +31,14 @@ use tokio::sync::watch;
 const HOST: &str = "api.example.test";
 const HEALTH_PATH: &str = "/healthz";
 
-/// A test upstream that answers every request with its name, and `HEALTH_PATH` with 200, or
-/// 503 while `sick`; it counts the health checks it gets.
+/// A test upstream (HTTP/1.1 and h2c) that answers every request with its name, and
+/// `HEALTH_PATH` with 200, or 503 while `sick`; it counts the health checks it gets, and
+/// those that came over HTTP/2.
 struct Upstream {
     addr: SocketAddr,
     sick: Arc<AtomicBool>,
     checks: Arc<AtomicUsize>,
+    h2_checks: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -44,24 +48,30 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let sick = Arc::new(AtomicBool::new(false));
         let checks = Arc::new(AtomicUsize::new(0));
-        let (is_sick, counted) = (sick.clone(), checks.clone());
+        let h2_checks = Arc::new(AtomicUsize::new(0));
+        let (is_sick, counted, h2_counted) = (sick.clone(), checks.clone(), h2_checks.clone());
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (is_sick, counted) = (is_sick.clone(), counted.clone());
+                let (is_sick, counted, h2_counted) =
+                    (is_sick.clone(), counted.clone(), h2_counted.clone());
                 connections.spawn(async move {
                     let service =
                         hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                            let (is_sick, counted) = (is_sick.clone(), counted.clone());
+                            let (is_sick, counted, h2_counted) =
+                                (is_sick.clone(), counted.clone(), h2_counted.clone());
                             async move {
                                 let mut response = http::Response::new(Full::new(
                                     Bytes::from_static(name.as_bytes()),
                                 ));
                                 if request.uri().path() == HEALTH_PATH {
                                     counted.fetch_add(1, Ordering::Relaxed);
+                                    if request.version() == http::Version::HTTP_2 {
+                                        h2_counted.fetch_add(1, Ordering::Relaxed);
+                                    }
                                     assert_eq!(request.method(), http::Method::GET);
                                     assert_eq!(
                                         request.headers()["user-agent"],
@@ -74,9 +84,11 @@ impl Upstream {
                                 Ok::<_, std::convert::Infallible>(response)
                             }
                         });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
                 });
             }
         });
@@ -84,6 +96,7 @@ impl Upstream {
             addr,
             sick,
             checks,
+            h2_checks,
             task,
         }
     }
@@ -221,6 +234,40 @@ async fn without_health_check_no_probe_is_sent() {
     assert_eq!((bodies["a"], failed), (5, 0));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(upstream.checks.load(Ordering::Relaxed), 0);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_probes_and_an_unexpected_status_takes_the_endpoint_out() {
+    let upstream = Upstream::start("a").await;
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let mut entry = config(
+        &upstream.url(),
+        json!({ "healthCheck": {
+            "path": HEALTH_PATH, "intervalMs": 100, "timeoutMs": 100,
+            "unhealthyThreshold": 2, "expectedStatus": 204,
+        } }),
+    );
+    entry["apps"][0]["ingress"]["transport"] = "http2".into();
+    let gateway = Gateway::start(dir, entry).await;
+    let text = scrape_until(
+        gateway.admin.unwrap(),
+        100,
+        Duration::from_millis(50),
+        |text| state(text, "ejected") == Some(1.0),
+    )
+    .await;
+    assert_eq!(state(&text, "ejected"), Some(1.0), "{text}");
+    assert!(upstream.h2_checks.load(Ordering::Relaxed) >= 2);
+    assert_eq!(
+        upstream.h2_checks.load(Ordering::Relaxed),
+        upstream.checks.load(Ordering::Relaxed)
+    );
+    // Its group's one endpoint: requests still go to it.
+    let (bodies, failed) = tally(&gateway, &pki, 3).await;
+    assert_eq!((bodies["a"], failed), (3, 0));
     gateway.stop().await;
 }
 
