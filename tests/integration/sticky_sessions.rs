@@ -5,7 +5,8 @@
 //! - its endpoint killed: the next request goes to another endpoint and its response sets a
 //!   new cookie, which then sticks;
 //! - its endpoint removed from the address set: the same;
-//! - a cookie that names no endpoint is replaced.
+//! - a cookie that names no endpoint is replaced;
+//! - with a traffic split between revisions, the cookie pins the revision with the endpoint.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -171,6 +172,40 @@ async fn a_cookie_pins_a_client_to_an_endpoint_and_moves_it_when_the_endpoint_go
     assert!(third != first && third != second, "{third}");
     let again = value(&set.expect("a client of a removed endpoint gets a new cookie"));
     sticks(&mut conn, &again, &third, 30).await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_traffic_split_the_cookie_pins_the_revision_too() {
+    let latest = Upstream::start("latest").await;
+    let old = Upstream::start("old").await;
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let mut entry = app("api", &[HOST], latest.addr, "ignore");
+    entry["revisions"] = json!({ "api--old": format!("http://{}", old.addr) });
+    entry["ingress"]["stickySessions"] = json!({ "affinity": "Sticky" });
+    entry["ingress"]["traffic"] = json!([
+        { "weight": 50, "latestRevision": true },
+        { "weight": 50, "revisionName": "api--old" },
+    ]);
+    let gateway = Gateway::start(dir, json!({ "apps": [entry] })).await;
+    let mut conn = Connection::open(gateway.addr, &ClientOptions::new(&pki, HOST))
+        .await
+        .unwrap();
+    // Without the cookie the requests are split, and each response sets one.
+    let mut cookies = std::collections::HashMap::new();
+    for _ in 0..4 {
+        let (body, set) = get(&mut conn, None).await;
+        cookies.insert(
+            body,
+            value(&set.expect("each unpinned response sets the cookie")),
+        );
+    }
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    for (name, cookie) in &cookies {
+        sticks(&mut conn, cookie, name, 20).await;
+    }
     gateway.stop().await;
 }
 
