@@ -137,6 +137,10 @@ impl Apps {
                             max_connections: config.limits.max_upstream_connections_per_app,
                             workers,
                             retries: app.retries,
+                            health_check: app.health_check.as_ref(),
+                            affinity_key: app.sticky_sessions.then(|| {
+                                crate::upstream::affinity_key(app.server_key.secret_der())
+                            }),
                         },
                     ),
                     discoveries,

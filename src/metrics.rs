@@ -369,6 +369,11 @@ impl Metrics {
                     "Requests sent while every endpoint of their upstream group was ejected",
                     families.no_healthy.clone(),
                 );
+                r.register(
+                    "upstream_health_checks",
+                    "Active health checks of each upstream endpoint, by result (success, failure)",
+                    families.health_checks.clone(),
+                );
                 families
             },
             registry,

@@ -235,6 +235,28 @@ pub(crate) const LATEST_GROUP: &str = "latest";
 /// `retries` when a config gives none.
 pub(crate) const DEFAULT_RETRIES: u32 = 1;
 
+/// An app's active health check (`healthCheck`): every `interval`, each endpoint of each of
+/// its groups gets `GET path` on a connection of its own; `unhealthy_threshold` failures in a
+/// row (an answer other than `expected_status`, none within `timeout`, or no connection)
+/// take it out of the balancing, `healthy_threshold` successes in a row bring it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: http::uri::PathAndQuery,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub expected_status: http::StatusCode,
+}
+
+/// `healthCheck` defaults (Envoy's and HAProxy's order of magnitude).
+pub(crate) const HEALTH_CHECK_PATH: &str = "/";
+pub(crate) const HEALTH_CHECK_INTERVAL_MS: u64 = 5000;
+pub(crate) const HEALTH_CHECK_TIMEOUT_MS: u64 = 1000;
+pub(crate) const HEALTH_CHECK_HEALTHY: u32 = 2;
+pub(crate) const HEALTH_CHECK_UNHEALTHY: u32 = 3;
+pub(crate) const HEALTH_CHECK_STATUS: u16 = 200;
+
 /// How certgate speaks TLS to an `https://` upstream (docs/upstream-tls.md); the rustls
 /// config is built from it with the app's other live objects.
 #[derive(Debug, Clone)]
@@ -325,7 +347,7 @@ impl ByName for Transport {
     ];
 }
 
-/// `ingress.stickySessions.affinity`: only `none` is served (one upstream, nothing to stick to).
+/// `ingress.stickySessions.affinity`: `sticky` pins a client to an endpoint by a cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Affinity {
     /// No session affinity.

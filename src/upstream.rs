@@ -21,6 +21,7 @@
 //! client (`retire`). An upstream named by DNS is resolved in the background (`discovery`),
 //! and its endpoints follow the addresses it holds.
 
+mod affinity;
 mod body;
 pub(crate) mod discovery;
 mod endpoint;
@@ -28,6 +29,7 @@ pub(crate) mod endpoints;
 mod error;
 pub(crate) mod gap;
 mod h2;
+mod health;
 mod load;
 mod limit;
 mod pool;
@@ -44,6 +46,7 @@ use http::Method;
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 
+pub(crate) use self::affinity::key as affinity_key;
 pub(crate) use self::body::{UPSTREAM_READ_BUFFER, UpstreamBody};
 use self::endpoint::{Endpoint, EndpointTemplate};
 use self::endpoints::{Addresses, EndpointSet};
@@ -102,6 +105,10 @@ pub(crate) struct ClientSettings<'a> {
     pub workers: usize,
     /// `retries`.
     pub retries: u32,
+    /// `healthCheck`: active health checks of every endpoint of every group.
+    pub health_check: Option<&'a crate::settings::HealthCheck>,
+    /// With sticky sessions, the key of the cookie's values (`affinity::key`).
+    pub affinity_key: Option<[u8; 32]>,
 }
 
 /// Sends requests to one app's upstreams over pooled connections.
@@ -122,6 +129,8 @@ struct Inner {
     /// `requestBodyIdleMs`.
     body_idle: Duration,
     retries: u32,
+    /// Whether requests stick to the endpoint their cookie names (`affinity`).
+    sticky: bool,
     /// The bound on open connections, and whether a reload retired this client.
     connections: Arc<Connections>,
     /// Once retired: the same app's client in the config that replaced this one, which sends
@@ -134,6 +143,7 @@ impl UpstreamClient {
     pub(crate) fn new(groups: Vec<GroupSpec<'_>>, settings: ClientSettings<'_>) -> Self {
         let connections = Arc::new(Connections::new(settings.max_connections));
         let weights: Vec<u32> = groups.iter().map(|group| group.weight).collect();
+        let health = settings.health_check.cloned().map(Arc::new);
         let groups = groups
             .into_iter()
             .map(|group| {
@@ -143,6 +153,8 @@ impl UpstreamClient {
                     connect_timeout: settings.timeouts.upstream_connect,
                     connections: connections.clone(),
                     workers: settings.workers,
+                    health: health.clone(),
+                    affinity_key: settings.affinity_key,
                 };
                 EndpointSet::new(
                     settings.app,
@@ -161,6 +173,7 @@ impl UpstreamClient {
                 response_timeout: settings.timeouts.upstream_response,
                 body_idle: settings.timeouts.request_body_idle,
                 retries: settings.retries,
+                sticky: settings.affinity_key.is_some(),
                 connections,
                 successor: std::sync::OnceLock::new(),
             }),
@@ -203,6 +216,17 @@ impl UpstreamClient {
         group: Option<&str>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, body) = request.into_parts();
+        // With sticky sessions: the endpoint the request's cookie names, if any.
+        let sticky = self
+            .inner
+            .sticky
+            .then(|| affinity::requested(&parts.headers));
+        let stick = |mut response: Response<UpstreamBody>| {
+            if let Some(requested) = sticky {
+                affinity::answer(&mut response, requested);
+            }
+            response
+        };
         let (body, body_sent) = RequestBody::new(body, self.inner.body_idle, clean_trailers);
         let client_failed = body.client_failed.clone();
         // Who failed decides the status: a client that broke off or stalled its upload is not
@@ -217,17 +241,17 @@ impl UpstreamClient {
                 _ => SendError::Failed(source),
             };
         let request = Request::from_parts(parts, body);
-        let response = self.exchange(request, group);
+        let response = self.exchange(request, group, sticky.flatten());
         tokio::pin!(response);
         if let Some(body_sent) = body_sent {
             tokio::select! {
-                result = &mut response => return result.map_err(classify),
+                result = &mut response => return result.map(stick).map_err(classify),
                 // Also when the body is dropped unfinished: the app answered early or failed.
                 _ = body_sent => {}
             }
         }
         match tokio::time::timeout(self.inner.response_timeout, response).await {
-            Ok(result) => result.map_err(classify),
+            Ok(result) => result.map(stick).map_err(classify),
             Err(_) => Err(SendError::Timeout),
         }
     }
@@ -260,35 +284,70 @@ impl UpstreamClient {
         groups.get(index).unwrap_or_else(|| &groups[0])
     }
 
+    /// The endpoint of a sticky app that the cookie value `value` names, and its group: in
+    /// a group's set (in group `named` for a label host) and not ejected.
+    fn pinned(
+        &self,
+        value: u64,
+        named: Option<&str>,
+    ) -> Option<(&Arc<EndpointSet>, Arc<Endpoint>)> {
+        self.inner
+            .groups
+            .iter()
+            .filter(|group| named.is_none_or(|named| group.name() == named))
+            .find_map(|group| {
+                group
+                    .current()
+                    .iter()
+                    .find(|endpoint| endpoint.affinity == value && !endpoint.is_ejected())
+                    .map(|endpoint| (group, endpoint.clone()))
+            })
+    }
+
+    /// Marks a response of a sticky app with the endpoint that answered it.
+    fn served(&self, response: &mut Response<UpstreamBody>, endpoint: &Endpoint) {
+        if self.inner.sticky {
+            response
+                .extensions_mut()
+                .insert(affinity::Served(endpoint.affinity));
+        }
+    }
+
     async fn exchange(
         &self,
         request: Request<RequestBody>,
         named: Option<&str>,
+        pinned: Option<u64>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         if let Some(successor) = self.successor() {
-            return Box::pin(successor.exchange(request, named)).await;
+            return Box::pin(successor.exchange(request, named, pinned)).await;
         }
-        let group = self.group(named);
-        let endpoints = group.current();
-        let several = endpoints.len() > 1;
-        let Some(endpoint) = endpoints::pick(&endpoints, &[], || group.none_healthy()) else {
-            return Err(UpstreamError::Retired);
+        let (group, endpoint, several) = match pinned.and_then(|value| self.pinned(value, named)) {
+            Some((group, endpoint)) => (group, endpoint, group.current().len() > 1),
+            None => {
+                let group = self.group(named);
+                let endpoints = group.current();
+                let Some(endpoint) = endpoints::pick(&endpoints, &[], || group.none_healthy())
+                else {
+                    return Err(UpstreamError::Retired);
+                };
+                (group, endpoint.clone(), endpoints.len() > 1)
+            }
         };
-        let endpoint = endpoint.clone();
-        drop(endpoints);
         if self.inner.retries == 0 || !several {
             // One endpoint (or no retries): nothing to send again elsewhere.
             let in_flight = endpoint.start();
             return match endpoint.exchange(request, in_flight).await {
-                Ok(response) => {
+                Ok(mut response) => {
                     endpoint.succeeded();
+                    self.served(&mut response, &endpoint);
                     Ok(response)
                 }
                 Err(Attempt::NotSent { error, request }) => {
                     self.after_failure(group, &endpoint, &error);
                     match (&error, self.successor()) {
                         (UpstreamError::Retired, Some(successor)) => {
-                            Box::pin(successor.exchange(*request, named)).await
+                            Box::pin(successor.exchange(*request, named, pinned)).await
                         }
                         _ => Err(error),
                     }
@@ -299,7 +358,7 @@ impl UpstreamClient {
                 }
             };
         }
-        Box::pin(self.exchange_with_retries(group, endpoint, request, named)).await
+        Box::pin(self.exchange_with_retries(group, endpoint, request, named, pinned)).await
     }
 
     /// Sends `request` to `endpoint`, then, when it did not leave certgate or (idempotent and
@@ -311,6 +370,7 @@ impl UpstreamClient {
         first: Arc<Endpoint>,
         mut request: Request<RequestBody>,
         named: Option<&str>,
+        pinned: Option<u64>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // What an idempotent request without a body is sent again from, once.
         let mut replay = replayable(&request).then(|| {
@@ -328,6 +388,7 @@ impl UpstreamClient {
             let error = match endpoint.exchange(request, in_flight).await {
                 Ok(mut response) => {
                     endpoint.succeeded();
+                    self.served(&mut response, &endpoint);
                     if !tried.is_empty() {
                         let retried = u32::try_from(tried.len()).unwrap_or(u32::MAX);
                         response.extensions_mut().insert(Retried(retried));
@@ -342,7 +403,7 @@ impl UpstreamClient {
                     if matches!(error, UpstreamError::Retired)
                         && let Some(successor) = self.successor()
                     {
-                        return Box::pin(successor.exchange(*back, named)).await;
+                        return Box::pin(successor.exchange(*back, named, pinned)).await;
                     }
                     if !error.is_connect_failure() {
                         return Err(error);

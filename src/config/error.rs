@@ -311,10 +311,14 @@ pub enum AppError {
         "revisions.{name} {value:?} must be http://host:port or https://host:port with no path"
     )]
     BadRevision { name: String, value: String },
-    #[error(
-        "ingress.stickySessions.affinity {value:?}: sticky sessions are not served yet; set it to none or remove stickySessions"
-    )]
+    #[error("ingress.stickySessions.affinity {value:?}: must be none or sticky")]
     StickySessions { value: String },
+    #[error("healthCheck.{key} {value}: {problem}")]
+    HealthCheck {
+        key: &'static str,
+        value: String,
+        problem: &'static str,
+    },
     #[error("ingress.ipSecurityRestrictions has a rule with an empty name; name every rule")]
     IpRuleWithoutName,
     #[error("ingress.ipSecurityRestrictions has two rules named {name:?}; names must be unique")]

@@ -84,6 +84,8 @@ pub struct FileApp {
     /// How many times a request that did not reach the app is sent again to another
     /// endpoint; 1 when absent, 0 turns retries off.
     pub retries: Option<u32>,
+    /// Active health checks of every endpoint of every group; none when absent.
+    pub health_check: Option<FileHealthCheck>,
     /// The sidecar's further `--upstream` flags, each taking an equal share; never in a file.
     #[serde(skip)]
     pub more_upstreams: Vec<String>,
@@ -116,6 +118,24 @@ pub struct FileApp {
     pub session_tickets: Option<FileSessionTickets>,
     /// `false` turns TLS session resumption off for this app; on when absent.
     pub session_resumption: Option<bool>,
+}
+
+/// `healthCheck`: each absent key takes its default (docs/config.md "Active health checks").
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileHealthCheck {
+    /// The path (and query) probed with `GET`; `/` when absent.
+    pub path: Option<String>,
+    /// Milliseconds between two probes of an endpoint; 5000 when absent.
+    pub interval_ms: Option<u64>,
+    /// Milliseconds a probe may take, connection included; 1000 when absent.
+    pub timeout_ms: Option<u64>,
+    /// Successes in a row that bring an unhealthy endpoint back; 2 when absent.
+    pub healthy_threshold: Option<u32>,
+    /// Failures in a row that take an endpoint out; 3 when absent.
+    pub unhealthy_threshold: Option<u32>,
+    /// The status a healthy endpoint answers; 200 when absent.
+    pub expected_status: Option<u16>,
 }
 
 /// One authorization rule.

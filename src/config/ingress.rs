@@ -20,6 +20,8 @@ pub(super) struct IngressBlock {
     pub ip_restrictions: Option<Arc<IpRestrictions>>,
     /// What `certgate check` says beyond errors.
     pub findings: Vec<Finding>,
+    /// `stickySessions.affinity: sticky`.
+    pub sticky: bool,
 }
 
 /// Validates the Azure-only keys and `ipSecurityRestrictions` of app `app`'s ingress block;
@@ -60,11 +62,7 @@ pub(super) fn ingress_block(
             .map(|affinity| affinity.known())
         {
             None | Some(Ok(Affinity::None)) => block.ignored.push("stickySessions"),
-            Some(Ok(Affinity::Sticky)) => {
-                return Err(AppError::StickySessions {
-                    value: "sticky".to_owned(),
-                });
-            }
+            Some(Ok(Affinity::Sticky)) => block.sticky = true,
             Some(Err(value)) => {
                 return Err(AppError::StickySessions {
                     value: value.to_owned(),

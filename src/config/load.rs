@@ -327,6 +327,11 @@ impl<'a> Loader<'a> {
             upstream,
             groups,
             retries: file.retries.unwrap_or(DEFAULT_RETRIES),
+            health_check: file
+                .health_check
+                .as_ref()
+                .map(super::values::health_check)
+                .transpose()?,
             label_hosts,
             mode,
             trust,
@@ -341,6 +346,7 @@ impl<'a> Loader<'a> {
             revocation,
             custom_domains,
             fingerprint: [0; 32],
+            sticky_sessions: ingress.sticky,
             ip_restrictions: ingress.ip_restrictions,
             ignored_ingress: ingress.ignored,
             allow_insecure,

@@ -63,6 +63,10 @@ pub struct AppConfig {
     pub groups: Vec<UpstreamGroup>,
     /// How many times a request that did not reach the app is sent again (`retries`).
     pub retries: u32,
+    /// `ingress.stickySessions.affinity: sticky`: a cookie pins a client to an endpoint.
+    pub sticky_sessions: bool,
+    /// `healthCheck`: active health checks of the endpoints of every group.
+    pub health_check: Option<crate::settings::HealthCheck>,
     /// The label hosts (`<first label>---<label>.<rest>` of each exact host) and the group
     /// each reaches; they are in `hosts` too.
     pub label_hosts: Vec<(String, String)>,

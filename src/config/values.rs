@@ -7,9 +7,10 @@ use std::time::Duration;
 use super::error::{AppError, ConfigError, MIN_REQUEST_HEADER_BYTES};
 use super::file::{FileApp, FileLimits, FileRevocation, FileTimeouts, FileUpstreamDns};
 use crate::settings::{
-    DEFAULT_DNS_REFRESH, DEFAULT_MAX_PENDING_HANDSHAKES, Limits, MIN_DNS_REFRESH_SETTING, Named,
-    OcspMode, OnUnknown, RevocationPolicy, Timeouts, Transport, Upstream, UpstreamDns, XfccField,
-    XfccFields,
+    DEFAULT_DNS_REFRESH, DEFAULT_MAX_PENDING_HANDSHAKES, HEALTH_CHECK_HEALTHY,
+    HEALTH_CHECK_INTERVAL_MS, HEALTH_CHECK_PATH, HEALTH_CHECK_STATUS, HEALTH_CHECK_TIMEOUT_MS,
+    HEALTH_CHECK_UNHEALTHY, HealthCheck, Limits, MIN_DNS_REFRESH_SETTING, Named, OcspMode,
+    OnUnknown, RevocationPolicy, Timeouts, Transport, Upstream, UpstreamDns, XfccField, XfccFields,
 };
 
 /// Where the mTLS listener binds when the config names no `listen`.
@@ -341,4 +342,72 @@ pub(super) fn limits(file: &FileLimits) -> Result<Limits, ConfigError> {
         return Err(ConfigError::HeaderLimitTooSmall);
     }
     Ok(limits)
+}
+
+/// `healthCheck`, its absent keys defaulted; an error names the key that is wrong.
+pub(super) fn health_check(file: &super::file::FileHealthCheck) -> Result<HealthCheck, AppError> {
+    let wrong = |key: &'static str, value: String, problem: &'static str| AppError::HealthCheck {
+        key,
+        value,
+        problem,
+    };
+    let path = file.path.as_deref().unwrap_or(HEALTH_CHECK_PATH);
+    if !path.starts_with('/') {
+        return Err(wrong("path", format!("{path:?}"), "must start with /"));
+    }
+    let path = http::uri::PathAndQuery::try_from(path).map_err(|_| {
+        wrong(
+            "path",
+            format!("{path:?}"),
+            "is not a valid path (and query) of a URL",
+        )
+    })?;
+    let interval_ms = file.interval_ms.unwrap_or(HEALTH_CHECK_INTERVAL_MS);
+    if !(100..=3_600_000).contains(&interval_ms) {
+        return Err(wrong(
+            "intervalMs",
+            interval_ms.to_string(),
+            "must be from 100 to 3600000",
+        ));
+    }
+    let timeout_ms = file.timeout_ms.unwrap_or(HEALTH_CHECK_TIMEOUT_MS);
+    if timeout_ms == 0 || timeout_ms > interval_ms {
+        return Err(wrong(
+            "timeoutMs",
+            timeout_ms.to_string(),
+            "must be above 0 and at most intervalMs",
+        ));
+    }
+    let threshold = |key: &'static str, value: Option<u32>, default: u32| match value {
+        Some(0) => Err(wrong(key, "0".to_owned(), "must be at least 1")),
+        Some(value) => Ok(value),
+        None => Ok(default),
+    };
+    let expected = file.expected_status.unwrap_or(HEALTH_CHECK_STATUS);
+    let expected_status = http::StatusCode::from_u16(expected)
+        .ok()
+        .filter(|status| (200..=599).contains(&status.as_u16()))
+        .ok_or_else(|| {
+            wrong(
+                "expectedStatus",
+                expected.to_string(),
+                "must be a status from 200 to 599",
+            )
+        })?;
+    Ok(HealthCheck {
+        path,
+        interval: Duration::from_millis(interval_ms),
+        timeout: Duration::from_millis(timeout_ms),
+        healthy_threshold: threshold(
+            "healthyThreshold",
+            file.healthy_threshold,
+            HEALTH_CHECK_HEALTHY,
+        )?,
+        unhealthy_threshold: threshold(
+            "unhealthyThreshold",
+            file.unhealthy_threshold,
+            HEALTH_CHECK_UNHEALTHY,
+        )?,
+        expected_status,
+    })
 }

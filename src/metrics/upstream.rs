@@ -1,6 +1,6 @@
 //! The series of an app's upstream groups and endpoints: how many endpoints each group has
 //! in each state, each endpoint's requests and failures, and the requests sent while no
-//! endpoint of a group was healthy.
+//! endpoint of a group was healthy, and the active health checks of each endpoint by result.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -30,6 +30,14 @@ pub(super) struct EndpointLabels {
     endpoint: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct HealthCheckLabels {
+    app: String,
+    group: String,
+    endpoint: String,
+    result: &'static str,
+}
+
 /// The upstream families, registered once.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Families {
@@ -37,6 +45,7 @@ pub(super) struct Families {
     pub requests: Family<EndpointLabels, Counter>,
     pub failures: Family<EndpointLabels, Counter>,
     pub no_healthy: Family<GroupLabels, Counter>,
+    pub health_checks: Family<HealthCheckLabels, Counter>,
 }
 
 /// One group's handles.
@@ -91,5 +100,20 @@ impl GroupMetrics {
             self.families.requests.get_or_create(&labels).clone(),
             self.families.failures.get_or_create(&labels).clone(),
         )
+    }
+
+    /// The health-check counters of the endpoint `endpoint`: successes, then failures.
+    pub(crate) fn health_checks(&self, endpoint: &str) -> [Counter; 2] {
+        ["success", "failure"].map(|result| {
+            self.families
+                .health_checks
+                .get_or_create(&HealthCheckLabels {
+                    app: self.app.clone(),
+                    group: self.group.clone(),
+                    endpoint: endpoint.to_owned(),
+                    result,
+                })
+                .clone()
+        })
     }
 }

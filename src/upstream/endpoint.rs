@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::client::conn::http1;
@@ -46,6 +46,8 @@ pub(crate) struct Endpoint {
     pub address: Option<SocketAddr>,
     /// How `address` is written in logs and labels (the upstream's `host:port` when by name).
     pub label: String,
+    /// Its sticky-session cookie value (`affinity`); 0 for an app without sticky sessions.
+    pub affinity: u64,
     dialer: Dialer,
     connections: Arc<Connections>,
     connect_timeout: Duration,
@@ -59,6 +61,8 @@ pub(crate) struct Endpoint {
     ejections: AtomicU32,
     /// Milliseconds from `epoch()` until the end of the current ejection; 0 when none.
     ejected_until: AtomicU64,
+    /// Whether the active health check (`healthCheck`) took it out; never without one.
+    unhealthy: AtomicBool,
     requests_total: Counter,
     failures_total: Counter,
 }
@@ -71,6 +75,10 @@ pub(super) struct EndpointTemplate {
     pub connect_timeout: Duration,
     pub connections: Arc<Connections>,
     pub workers: usize,
+    /// With sticky sessions, the key of the cookie's values.
+    pub affinity_key: Option<[u8; 32]>,
+    /// The app's `healthCheck`, probing each endpoint made from this template.
+    pub health: Option<Arc<crate::settings::HealthCheck>>,
 }
 
 /// The instant ejection deadlines are counted from.
@@ -88,6 +96,7 @@ impl Endpoint {
     /// `requests_total` and `failures_total`.
     pub(super) fn new(
         template: &EndpointTemplate,
+        group: &str,
         address: Option<SocketAddr>,
         requests_total: Counter,
         failures_total: Counter,
@@ -98,6 +107,9 @@ impl Endpoint {
         );
         Self {
             address,
+            affinity: template
+                .affinity_key
+                .map_or(0, |key| super::affinity::value(&key, group, &label)),
             label,
             dialer: Dialer::new(
                 &template.upstream,
@@ -114,6 +126,7 @@ impl Endpoint {
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            unhealthy: AtomicBool::new(false),
             requests_total,
             failures_total,
         }
@@ -130,14 +143,34 @@ impl Endpoint {
         self.load.in_flight()
     }
 
-    /// Whether the endpoint is ejected now.
+    /// Whether the endpoint is ejected now: by its failures (passive) or by its health
+    /// check (active).
     pub(crate) fn is_ejected(&self) -> bool {
+        self.unhealthy.load(Ordering::Acquire) || self.passively_ejected()
+    }
+
+    /// Whether its failures in a row ejected it for now.
+    fn passively_ejected(&self) -> bool {
         let until = self.ejected_until.load(Ordering::Acquire);
         until != 0 && now_millis() < until
     }
 
+    /// Whether its health check took it out.
+    pub(super) fn is_unhealthy(&self) -> bool {
+        self.unhealthy.load(Ordering::Acquire)
+    }
+
+    /// Sets what its health check found; whether that changed it.
+    pub(super) fn set_unhealthy(&self, unhealthy: bool) -> bool {
+        self.unhealthy.swap(unhealthy, Ordering::AcqRel) != unhealthy
+    }
+
+    /// What dials its connections, and the app's bound on them (for a health check).
+    pub(super) fn dialer(&self) -> (&Dialer, &Connections) {
+        (&self.dialer, &self.connections)
+    }
+
     /// Whether its address left the group.
-    #[cfg(test)]
     pub(crate) fn is_draining(&self) -> bool {
         self.load.is_draining()
     }
@@ -163,7 +196,7 @@ impl Endpoint {
     pub(super) fn failed(&self) -> Option<Duration> {
         self.failures_total.inc();
         let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if failures < EJECT_AFTER || self.is_ejected() {
+        if failures < EJECT_AFTER || self.passively_ejected() {
             return None;
         }
         let ejections = self.ejections.fetch_add(1, Ordering::AcqRel) + 1;

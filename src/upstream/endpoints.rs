@@ -201,7 +201,11 @@ impl EndpointSet {
     }
 
     /// The endpoints for `addresses`, reusing those of `old` whose address is kept.
-    fn endpoints_for(&self, addresses: &[SocketAddr], old: &[Arc<Endpoint>]) -> Vec<Arc<Endpoint>> {
+    fn endpoints_for(
+        self: &Arc<Self>,
+        addresses: &[SocketAddr],
+        old: &[Arc<Endpoint>],
+    ) -> Vec<Arc<Endpoint>> {
         let wanted: Vec<Option<SocketAddr>> = if addresses.is_empty() {
             vec![None]
         } else {
@@ -220,7 +224,24 @@ impl EndpointSet {
                         |address| address.to_string(),
                     );
                     let (requests, failures) = self.metrics.endpoint(&label);
-                    Arc::new(Endpoint::new(&self.template, address, requests, failures))
+                    let endpoint = Arc::new(Endpoint::new(
+                        &self.template,
+                        &self.group,
+                        address,
+                        requests,
+                        failures,
+                    ));
+                    if let Some(check) = &self.template.health {
+                        let set: Weak<dyn super::health::Watcher> = Arc::downgrade(self) as _;
+                        super::health::start(
+                            set,
+                            &endpoint,
+                            &self.template.upstream,
+                            check,
+                            self.metrics.health_checks(&label),
+                        );
+                    }
+                    endpoint
                 }
             };
             endpoints.push(endpoint);
@@ -247,6 +268,31 @@ impl EndpointSet {
         for ((gauge, count), _) in self.metrics.states.iter().zip(counts).zip(STATES) {
             set(gauge, count);
         }
+    }
+}
+
+impl super::health::Watcher for EndpointSet {
+    fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn health_changed(&self, endpoint: &Endpoint, failure: Option<&str>) {
+        match failure {
+            Some(reason) => tracing::warn!(
+                app = %self.app,
+                group = %self.group,
+                endpoint = %endpoint.label,
+                reason = %reason,
+                "upstream endpoint unhealthy: its health checks failed"
+            ),
+            None => tracing::info!(
+                app = %self.app,
+                group = %self.group,
+                endpoint = %endpoint.label,
+                "upstream endpoint healthy again: its health checks passed"
+            ),
+        }
+        self.refresh_gauges();
     }
 }
 

@@ -49,6 +49,8 @@ fn client_over(app: SocketAddr, transport: Transport) -> UpstreamClient {
             max_connections: 8,
             workers: 1,
             retries: 1,
+            health_check: None,
+            affinity_key: None,
         },
     )
 }
@@ -244,6 +246,8 @@ fn group_client(addresses: Vec<SocketAddr>, retries: u32) -> UpstreamClient {
             max_connections: 8,
             workers: 1,
             retries,
+            health_check: None,
+            affinity_key: None,
         },
     )
 }

@@ -5,7 +5,7 @@
 //!   `certgate explain --config` shows the rules;
 //! - unknown keys stay errors;
 //! - values certgate cannot honour are errors naming the key and what to do: `transport` `tcp`,
-//!   a non-zero `exposedPort`, port mappings, a traffic split, sticky sessions;
+//!   a non-zero `exposedPort`, port mappings, a traffic split, an unknown sticky-session affinity;
 //! - `ipSecurityRestrictions`: mixed actions, a bad range, a missing or unknown action, two
 //!   rules of one name are errors; a range with host bits is a warning finding.
 
@@ -175,11 +175,10 @@ fn values_certgate_cannot_honour_name_the_key_and_what_to_do() {
             ],
         ),
         (
-            json!({ "stickySessions": { "affinity": "Sticky" } }),
+            json!({ "stickySessions": { "affinity": "cookie" } }),
             vec![
-                "ingress.stickySessions.affinity \"sticky\"",
-                "not served yet",
-                "none",
+                "ingress.stickySessions.affinity \"cookie\"",
+                "must be none or sticky",
             ],
         ),
     ];

@@ -1,0 +1,327 @@
+//! Active health checks (docs/config.md "Active health checks"), with real upstream servers
+//! on loopback ports:
+//! - three endpoints of one group; one starts answering 503 on the health path: it is taken
+//!   out (the metrics say so) and gets no request while the others serve every one; it
+//!   answers 200 again: it is brought back and gets requests again;
+//! - with `ingress.transport: http2` the probes speak h2c, and an answer other than
+//!   `expectedStatus` is a failure;
+//! - config errors name the `healthCheck` key that is wrong.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use crate::common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::polling::scrape_until;
+use common::{ClientOptions, Connection, Gateway, Pki, TempDir, app, load_config, metric_value};
+use http::StatusCode;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const HOST: &str = "api.example.test";
+const HEALTH_PATH: &str = "/healthz";
+
+/// A test upstream (HTTP/1.1 and h2c) that answers every request with its name, and
+/// `HEALTH_PATH` with 200, or 503 while `sick`; it counts the health checks it gets, and
+/// those that came over HTTP/2.
+struct Upstream {
+    addr: SocketAddr,
+    sick: Arc<AtomicBool>,
+    checks: Arc<AtomicUsize>,
+    h2_checks: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    async fn start(name: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sick = Arc::new(AtomicBool::new(false));
+        let checks = Arc::new(AtomicUsize::new(0));
+        let h2_checks = Arc::new(AtomicUsize::new(0));
+        let (is_sick, counted, h2_counted) = (sick.clone(), checks.clone(), h2_checks.clone());
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (is_sick, counted, h2_counted) =
+                    (is_sick.clone(), counted.clone(), h2_counted.clone());
+                connections.spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |request: http::Request<Incoming>| {
+                            let (is_sick, counted, h2_counted) =
+                                (is_sick.clone(), counted.clone(), h2_counted.clone());
+                            async move {
+                                let mut response = http::Response::new(Full::new(
+                                    Bytes::from_static(name.as_bytes()),
+                                ));
+                                if request.uri().path() == HEALTH_PATH {
+                                    counted.fetch_add(1, Ordering::Relaxed);
+                                    if request.version() == http::Version::HTTP_2 {
+                                        h2_counted.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    assert_eq!(request.method(), http::Method::GET);
+                                    assert_eq!(
+                                        request.headers()["user-agent"],
+                                        "certgate-health-check"
+                                    );
+                                    if is_sick.load(Ordering::Relaxed) {
+                                        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                                    }
+                                }
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        });
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            sick,
+            checks,
+            h2_checks,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An `ignore` app at `HOST` with `upstream`, an admin listener, and `extra` merged in.
+fn config(upstream: &str, extra: Value) -> Value {
+    let mut entry = app("api", &[HOST], "127.0.0.1:9".parse().unwrap(), "ignore");
+    entry["upstream"] = upstream.into();
+    for (key, value) in extra.as_object().unwrap() {
+        entry[key] = value.clone();
+    }
+    json!({ "admin": "127.0.0.1:0", "apps": [entry] })
+}
+
+/// Sends `count` GETs for `/` on one connection; the bodies' tally, and how many failed.
+async fn tally(gateway: &Gateway, pki: &Pki, count: usize) -> (HashMap<String, usize>, usize) {
+    let options = ClientOptions::new(pki, HOST);
+    let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
+    let mut bodies: HashMap<String, usize> = HashMap::new();
+    let mut failed = 0;
+    for _ in 0..count {
+        let request = conn.get(HOST, "/");
+        match conn.send(request).await {
+            Ok(reply) if reply.status == StatusCode::OK => {
+                *bodies
+                    .entry(String::from_utf8_lossy(&reply.body).into_owned())
+                    .or_default() += 1;
+            }
+            _ => {
+                failed += 1;
+                if !conn.is_open() {
+                    conn = Connection::open(gateway.addr, &options).await.unwrap();
+                }
+            }
+        }
+    }
+    (bodies, failed)
+}
+
+fn state(text: &str, state: &str) -> Option<f64> {
+    metric_value(
+        text,
+        &format!(r#"certgate_upstream_endpoints{{app="api",group="latest",state="{state}"}}"#),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_its_health_checks_is_taken_out_and_brought_back() {
+    let apps = [
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    ];
+    // One group of three endpoints: the address set a DNS resolver would send.
+    let (_source, addresses) = watch::channel(Arc::from(
+        apps.iter().map(|app| app.addr).collect::<Vec<_>>(),
+    ));
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let health = json!({ "healthCheck": {
+        "path": HEALTH_PATH, "intervalMs": 100, "timeoutMs": 100,
+        "healthyThreshold": 2, "unhealthyThreshold": 2,
+    } });
+    let gateway = Gateway::start_edited(dir, config(&apps[0].url(), health), 0, move |loaded| {
+        let app = Arc::get_mut(&mut loaded.apps[0]).unwrap();
+        app.groups[0].addresses = addresses;
+    })
+    .await;
+    let admin = gateway.admin.unwrap();
+
+    let (bodies, failed) = tally(&gateway, &pki, 90).await;
+    assert_eq!(failed, 0);
+    for name in ["a", "b", "c"] {
+        assert!(bodies.get(name).copied().unwrap_or(0) >= 10, "{bodies:?}");
+    }
+
+    apps[1].sick.store(true, Ordering::Relaxed);
+    let text = scrape_until(admin, 100, Duration::from_millis(50), |text| {
+        state(text, "ejected") == Some(1.0)
+    })
+    .await;
+    assert_eq!(state(&text, "ejected"), Some(1.0), "{text}");
+    assert_eq!(state(&text, "healthy"), Some(2.0), "{text}");
+    let failures = format!(
+        r#"certgate_upstream_health_checks_total{{app="api",group="latest",endpoint="{}",result="failure"}}"#,
+        apps[1].addr
+    );
+    assert!(metric_value(&text, &failures).unwrap() >= 2.0, "{text}");
+    let (bodies, failed) = tally(&gateway, &pki, 90).await;
+    assert_eq!(failed, 0);
+    assert_eq!(bodies.get("b"), None, "{bodies:?}");
+    assert_eq!(bodies.values().sum::<usize>(), 90, "{bodies:?}");
+    // It is still probed while out.
+    let probed = apps[1].checks.load(Ordering::Relaxed);
+    assert!(
+        common::polling::until(50, Duration::from_millis(50), || {
+            apps[1].checks.load(Ordering::Relaxed) > probed
+        })
+        .await
+    );
+
+    apps[1].sick.store(false, Ordering::Relaxed);
+    let text = scrape_until(admin, 100, Duration::from_millis(50), |text| {
+        state(text, "healthy") == Some(3.0)
+    })
+    .await;
+    assert_eq!(state(&text, "healthy"), Some(3.0), "{text}");
+    assert_eq!(state(&text, "ejected"), Some(0.0), "{text}");
+    let (bodies, failed) = tally(&gateway, &pki, 90).await;
+    assert_eq!(failed, 0);
+    assert!(bodies.get("b").copied().unwrap_or(0) >= 10, "{bodies:?}");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_health_check_no_probe_is_sent() {
+    let upstream = Upstream::start("a").await;
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let gateway = Gateway::start(dir, config(&upstream.url(), json!({}))).await;
+    let (bodies, failed) = tally(&gateway, &pki, 5).await;
+    assert_eq!((bodies["a"], failed), (5, 0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(upstream.checks.load(Ordering::Relaxed), 0);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_probes_and_an_unexpected_status_takes_the_endpoint_out() {
+    let upstream = Upstream::start("a").await;
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let mut entry = config(
+        &upstream.url(),
+        json!({ "healthCheck": {
+            "path": HEALTH_PATH, "intervalMs": 100, "timeoutMs": 100,
+            "unhealthyThreshold": 2, "expectedStatus": 204,
+        } }),
+    );
+    entry["apps"][0]["ingress"]["transport"] = "http2".into();
+    let gateway = Gateway::start(dir, entry).await;
+    let text = scrape_until(
+        gateway.admin.unwrap(),
+        100,
+        Duration::from_millis(50),
+        |text| state(text, "ejected") == Some(1.0),
+    )
+    .await;
+    assert_eq!(state(&text, "ejected"), Some(1.0), "{text}");
+    assert!(upstream.h2_checks.load(Ordering::Relaxed) >= 2);
+    assert_eq!(
+        upstream.h2_checks.load(Ordering::Relaxed),
+        upstream.checks.load(Ordering::Relaxed)
+    );
+    // Its group's one endpoint: requests still go to it.
+    let (bodies, failed) = tally(&gateway, &pki, 3).await;
+    assert_eq!((bodies["a"], failed), (3, 0));
+    gateway.stop().await;
+}
+
+/// Loads a config whose one app has `extra` merged in; the error chain when refused.
+fn load(extra: Value) -> Result<certgate::Config, String> {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let path = dir.write(
+        "certgate.json",
+        serde_json::to_vec(&config("http://127.0.0.1:9", extra)).unwrap(),
+    );
+    load_config(&path).map_err(|error| certgate::error_chain(&error))
+}
+
+#[test]
+fn a_wrong_health_check_is_a_config_error_naming_the_key() {
+    let cases = [
+        (
+            json!({ "path": "healthz" }),
+            "healthCheck.path \"healthz\": must start with /",
+        ),
+        (
+            json!({ "intervalMs": 0 }),
+            "healthCheck.intervalMs 0: must be from 100",
+        ),
+        (
+            json!({ "intervalMs": 1000, "timeoutMs": 2000 }),
+            "healthCheck.timeoutMs 2000: must be above 0 and at most intervalMs",
+        ),
+        (
+            json!({ "healthyThreshold": 0 }),
+            "healthCheck.healthyThreshold 0: must be at least 1",
+        ),
+        (
+            json!({ "unhealthyThreshold": 0 }),
+            "healthCheck.unhealthyThreshold 0",
+        ),
+        (
+            json!({ "expectedStatus": 99 }),
+            "healthCheck.expectedStatus 99: must be a status",
+        ),
+        (json!({ "expectedStatus": 302, "pathh": "/" }), "pathh"),
+    ];
+    for (check, says) in cases {
+        let chain = load(json!({ "healthCheck": check })).expect_err(&check.to_string());
+        assert!(chain.contains(says), "{says:?} not in: {chain}");
+    }
+    let loaded = load(json!({ "healthCheck": {} })).unwrap();
+    let check = loaded.apps[0].health_check.clone().unwrap();
+    assert_eq!(check.path.as_str(), "/");
+    assert_eq!(check.interval, Duration::from_millis(5000));
+    assert_eq!(check.timeout, Duration::from_millis(1000));
+    assert_eq!((check.healthy_threshold, check.unhealthy_threshold), (2, 3));
+    assert_eq!(check.expected_status, StatusCode::OK);
+    assert!(load(json!({})).unwrap().apps[0].health_check.is_none());
+}
