@@ -93,6 +93,9 @@ pub(crate) struct RequestFields<'a> {
     pub rule: Option<&'a str>,
     pub duration_ms: u64,
     pub outcome: Option<&'static str>,
+    /// How many times the request was sent again to another upstream endpoint; the line
+    /// says so when above 0.
+    pub retries: u32,
 }
 
 /// The connection's fields rendered once for the fast path: what comes between the message
@@ -205,6 +208,9 @@ impl Writer {
         let mut field = Fields::continuing(line, self.json);
         if let Some(outcome) = request.outcome {
             field.quoted("outcome", outcome);
+        }
+        if request.retries > 0 {
+            field.number("retries", u64::from(request.retries));
         }
         if self.json {
             line.push_str(",\"target\":\"certgate::proxy\"}");
@@ -367,6 +373,7 @@ pub(crate) fn trace(connection: &ConnectionFields<'_>, request: &RequestFields<'
         duration_ms = request.duration_ms,
         upstream = connection.upstream.map(tracing::field::display),
         outcome = request.outcome,
+        retries = (request.retries > 0).then_some(request.retries),
         "request"
     );
 }
@@ -471,6 +478,7 @@ mod tests {
             rule: Some("admins"),
             duration_ms: 1234,
             outcome,
+            retries: 0,
         }
     }
 
@@ -483,6 +491,7 @@ mod tests {
             rule: None,
             duration_ms: 0,
             outcome: Some("request_header_too_large"),
+            retries: 0,
         };
         let cases = [
             (
@@ -510,8 +519,20 @@ mod tests {
                 },
                 request("/", Some("unknown_host")),
             ),
+            (
+                connection("api.example.test", "api"),
+                RequestFields {
+                    retries: 1,
+                    ..request("/retried", None)
+                },
+            ),
         ];
         for json in [false, true] {
+            let retried = fast(json, &cases[5].0, &cases[5].1).unwrap();
+            assert!(
+                retried.contains("retries=1") || retried.contains("\"retries\":1"),
+                "{retried}"
+            );
             for (connection, request) in &cases {
                 let traced = traced(json, connection, request);
                 let fast =

@@ -19,8 +19,8 @@ use crate::revocation::{Memory, Revocation};
 use crate::settings::{Limits, Timeouts, UpstreamDns, UpstreamVerify};
 use crate::tls::client_policy::ClientPolicy;
 use crate::tls::sni::HostMatcher;
-use crate::upstream::UpstreamClient;
 use crate::upstream::discovery::Discovery;
+use crate::upstream::{ClientSettings, GroupSpec, UpstreamClient};
 
 pub(crate) mod build;
 
@@ -72,9 +72,9 @@ pub(crate) struct App {
     pub revocation: Option<Arc<Revocation>>,
     /// The pooled client for this app's upstream.
     pub upstream: UpstreamClient,
-    /// For an upstream named by DNS: the resolution of that name, whose addresses the
-    /// client dials.
-    pub discovery: Option<Discovery>,
+    /// For each upstream group named by DNS, in the order of `config.groups`: the
+    /// resolution of that name, whose addresses are the group's endpoints.
+    pub discoveries: Vec<Option<Discovery>>,
     /// This app's metric handles.
     pub metrics: AppMetrics,
     /// The app's token buckets when it has a `rateLimit` (a reload starts them afresh).
@@ -97,10 +97,16 @@ impl Apps {
             .enumerate()
             .map(|(index, live)| {
                 let app = &live.config;
-                let discovery = app
-                    .upstream
-                    .dns_name()
-                    .map(|name| Discovery::new(name, app.upstream.port()));
+                let discoveries: Vec<Option<Discovery>> = app
+                    .groups
+                    .iter()
+                    .map(|group| {
+                        let upstream = &group.upstream;
+                        upstream
+                            .dns_name()
+                            .map(|name| Discovery::new(name, upstream.port()))
+                    })
+                    .collect();
                 Arc::new(App {
                     index,
                     config: app.clone(),
@@ -110,14 +116,30 @@ impl Apps {
                     successor_ip_restrictions: OnceLock::new(),
                     revocation: live.revocation.clone(),
                     upstream: UpstreamClient::new(
-                        &app.upstream,
-                        live.upstream_tls.clone(),
-                        &config.timeouts,
-                        config.limits.max_upstream_connections_per_app,
-                        workers,
-                        discovery.as_ref().map(Discovery::subscribe),
+                        app.groups
+                            .iter()
+                            .zip(&live.groups)
+                            .zip(&discoveries)
+                            .map(|((group, loaded), discovery)| GroupSpec {
+                                name: &group.name,
+                                upstream: &group.upstream,
+                                tls: loaded.tls.clone(),
+                                weight: group.weight,
+                                addresses: discovery
+                                    .as_ref()
+                                    .map_or_else(|| loaded.addresses.clone(), Discovery::subscribe),
+                                metrics: metrics.upstream_group(&app.name, &group.name),
+                            })
+                            .collect(),
+                        ClientSettings {
+                            app: &app.name,
+                            timeouts: &config.timeouts,
+                            max_connections: config.limits.max_upstream_connections_per_app,
+                            workers,
+                            retries: app.retries,
+                        },
                     ),
-                    discovery,
+                    discoveries,
                     metrics: metrics.register_app(&AppSeries {
                         name: &app.name,
                         server_chain: &app.server_chain,
@@ -182,11 +204,24 @@ impl Apps {
                 .filter(|next| next.config.upstream.transport == app.config.upstream.transport)
                 .map(|next| next.upstream.clone());
             app.upstream.retire(successor);
-            if let Some(discovery) = &app.discovery {
+            for discovery in app.discoveries.iter().flatten() {
                 discovery.stop();
             }
         }
         self.open.load(Ordering::Acquire)
+    }
+
+    /// Waits, at most until `deadline`, for the first answer for each upstream name of this
+    /// generation (at once for a name a reload seeded with the addresses it had), so that its
+    /// first requests go to the name's addresses.
+    pub(crate) async fn settle_names(&self, deadline: tokio::time::Instant) {
+        for discovery in self
+            .apps
+            .iter()
+            .flat_map(|app| app.discoveries.iter().flatten())
+        {
+            crate::upstream::discovery::settled(&discovery.subscribe(), deadline).await;
+        }
     }
 
     /// Counts a connection of this generation as open, until `closed`.
@@ -219,11 +254,19 @@ impl Apps {
         let epoch = memory.next_epoch();
         for app in &self.apps {
             let config = &app.config;
-            if let Some(discovery) = &app.discovery {
+            for (group, discovery) in config.groups.iter().zip(&app.discoveries) {
+                let Some(discovery) = discovery else {
+                    continue;
+                };
                 let seed = previous
                     .and_then(|previous| previous.named(&config.name))
-                    .filter(|before| before.config.upstream.authority == config.upstream.authority)
-                    .and_then(|before| before.discovery.as_ref())
+                    .and_then(|before| {
+                        let index = before.config.groups.iter().position(|earlier| {
+                            earlier.name == group.name
+                                && earlier.upstream.authority == group.upstream.authority
+                        })?;
+                        before.discoveries.get(index)?.as_ref()
+                    })
                     .map(Discovery::current);
                 discovery.start(
                     &config.name,

@@ -103,9 +103,9 @@ pub struct RunArgs {
     /// Address of the mTLS listener (default 0.0.0.0:8443).
     #[arg(long, env = "CERTGATE_LISTEN")]
     pub listen: Option<String>,
-    /// The app's base URL, e.g. http://127.0.0.1:8080.
-    #[arg(long, env = "CERTGATE_UPSTREAM")]
-    pub upstream: Option<String>,
+    /// The app's base URL, e.g. http://127.0.0.1:8080; repeated, requests are split evenly (comma-separated in the environment).
+    #[arg(long, env = "CERTGATE_UPSTREAM", value_delimiter = ',')]
+    pub upstream: Vec<String>,
     #[command(flatten)]
     pub upstream_tls: UpstreamTlsArgs,
     /// PEM server certificate chain, leaf first.
@@ -331,7 +331,7 @@ impl RunArgs {
     /// the sidecar's one catch-all app built from the flags (relative paths are resolved
     /// against the working directory). Fails when neither is given.
     pub fn source(&self) -> Result<ConfigSource, UsageError> {
-        let sidecar_flags = self.upstream.is_some() && self.cert.is_some() && self.key.is_some();
+        let sidecar_flags = !self.upstream.is_empty() && self.cert.is_some() && self.key.is_some();
         if self.config.is_none() && !sidecar_flags {
             return Err(UsageError::MissingSidecarFlags);
         }
@@ -368,7 +368,8 @@ impl RunArgs {
         FileConfig {
             apps: vec![FileApp {
                 name: "app".to_owned(),
-                upstream: self.upstream.clone(),
+                upstream: self.upstream.first().cloned(),
+                more_upstreams: self.upstream.iter().skip(1).cloned().collect(),
                 upstream_tls: crate::config::sidecar_upstream_tls(
                     self.upstream_tls.upstream_ca.clone(),
                     self.upstream_tls.upstream_server_name.clone(),
@@ -492,9 +493,10 @@ pub fn summary(loaded: &LoadedApp) -> String {
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
     format!(
-        "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}{insecure}{ip_restrictions}{ignored}",
+        "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls}{groups} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}{insecure}{ip_restrictions}{ignored}",
         domains = custom_domains(app),
         upstream_tls = upstream_tls(app),
+        groups = groups(app),
         subjects = list(&app.allow.subjects),
         dns = list(&app.allow.dns_sans),
         uris = list(&app.allow.uri_sans),
@@ -556,6 +558,20 @@ fn custom_domains(app: &AppConfig) -> String {
         })
         .collect::<Vec<_>>();
     format!(" custom-domains={}", list(&domains))
+}
+
+/// ` groups=name:weight=URL,… retries=N` for an app of several upstream groups (one group is
+/// the app's `upstream`, said before).
+fn groups(app: &AppConfig) -> String {
+    if app.groups.len() <= 1 {
+        return String::new();
+    }
+    let groups = app
+        .groups
+        .iter()
+        .map(|group| format!("{}:{}={}", group.name, group.weight, group.upstream))
+        .collect::<Vec<_>>();
+    format!(" groups={} retries={}", groups.join(","), app.retries)
 }
 
 /// ` upstream-tls=…,server-name=…`, for an `https://` upstream.

@@ -14,6 +14,7 @@ mod load;
 pub(crate) mod model;
 mod pem_files;
 pub(crate) mod request_policy;
+mod traffic;
 mod upstream_tls;
 mod values;
 

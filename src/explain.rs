@@ -149,6 +149,7 @@ pub async fn explain(
             .upstream
             .as_ref()
             .map(|upstream| upstream_section(upstream, target.upstream_dns.as_ref())),
+        upstream_groups: target.groups.clone(),
         cors: target.cors.clone(),
         ip_restrictions: target
             .ip_restrictions

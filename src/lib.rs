@@ -57,7 +57,7 @@ mod admin;
 mod metrics;
 
 pub use crate::access_log::install as install_access_log_writer;
-pub use crate::apps::build::{LoadedApp, LoadedConfig};
+pub use crate::apps::build::{LoadedApp, LoadedConfig, LoadedGroup};
 pub use crate::config::error::{AppError, ConfigError};
 pub use crate::config::model::{AppConfig, Config, FileDigests};
 pub use crate::log_queue::{LogGuard, LogWriter, spawn as start_log_thread};

@@ -5,6 +5,7 @@ pub(crate) mod app;
 pub(crate) mod label;
 mod register;
 pub(crate) mod revocation;
+pub(crate) mod upstream;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -168,6 +169,7 @@ pub(crate) struct Metrics {
     worker_connections: Family<WorkerLabel, Gauge>,
     /// `certgate_http_listener_requests_total`, in `PlainOutcome::ALL` order.
     http_listener_requests: [Counter; PlainOutcome::ALL.len()],
+    upstream: self::upstream::Families,
     /// Set from the log thread's count whenever the metrics are read.
     log_lines_dropped: Counter,
 }
@@ -345,6 +347,30 @@ impl Metrics {
                         .clone()
                 })
             },
+            upstream: {
+                let families = self::upstream::Families::default();
+                r.register(
+                    "upstream_endpoints",
+                    "Endpoints of each upstream group, by state (healthy, ejected, draining)",
+                    families.endpoints.clone(),
+                );
+                r.register(
+                    "upstream_endpoint_requests",
+                    "Requests sent to each upstream endpoint, retries included",
+                    families.requests.clone(),
+                );
+                r.register(
+                    "upstream_endpoint_failures",
+                    "Connect failures and connections reset before a response, by upstream endpoint",
+                    families.failures.clone(),
+                );
+                r.register(
+                    "upstream_no_healthy_endpoint_requests",
+                    "Requests sent while every endpoint of their upstream group was ejected",
+                    families.no_healthy.clone(),
+                );
+                families
+            },
             registry,
         };
         metrics.start_at_zero();
@@ -411,6 +437,11 @@ impl Metrics {
             failures: self.upstream_dns_failures.get_or_create(&label).clone(),
             addresses: self.upstream_dns_addresses.get_or_create(&label).clone(),
         }
+    }
+
+    /// The upstream handles of group `group` of app `app`, its series at zero.
+    pub(crate) fn upstream_group(&self, app: &str, group: &str) -> self::upstream::GroupMetrics {
+        self.upstream.group(app, group)
     }
 
     /// A connection was refused before its handshake by the PROXY protocol check.

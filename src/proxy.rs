@@ -4,7 +4,7 @@
 //! `cors` (preflights answered, the response's CORS headers chosen), the app's `admission` (exclusion paths,
 //! authorization, rate limit), the `rewrite` for the app (target, hop-by-hop, `Host`,
 //! `X-Forwarded-*`) with the `certificate_headers` around it (the client's removed before,
-//! certgate's own set after), and `send` (the app's response streamed back, upgrades piped). What does not change between requests (the certificate header values,
+//! certgate's own set after), and `send` (to the app's upstream client, which picks the group by weight, or a label host's revision, and the endpoint; the app's response streamed back, upgrades piped). What does not change between requests (the certificate header values,
 //! the client address header, the app's metric handles, which authorization rules the client
 //! passes) is made once per connection (`context`); a request guard records every request's
 //! end.
@@ -46,6 +46,7 @@ use self::stall::StallReport;
 use crate::access_log::RequestFields;
 use crate::metrics::label::StallReason;
 use crate::tls::FailureReason;
+use crate::upstream::Retried;
 
 /// Serves one request; never fails (errors become responses).
 pub(crate) async fn handle(
@@ -64,7 +65,12 @@ pub(crate) async fn handle(
         None => Box::pin(forward(&guard.conn, request, &mut exposure)).await,
     };
     let mut response = match forwarded {
-        Ok(response) => response,
+        Ok(response) => {
+            if let Some(retried) = response.extensions().get::<Retried>() {
+                guard.retries = retried.0;
+            }
+            response
+        }
         Err(error) => {
             guard.failed(&error);
             error.into_response()
@@ -101,6 +107,8 @@ struct RequestGuard {
     rule: String,
     /// Why the request ended early, when it did.
     outcome: Option<&'static str>,
+    /// How many times the upstream client sent the request again to another endpoint.
+    retries: u32,
 }
 
 /// The status logged and counted for a request the client abandoned.
@@ -127,6 +135,7 @@ impl RequestGuard {
             status: None,
             rule: String::new(),
             outcome: None,
+            retries: 0,
         }
     }
 
@@ -214,6 +223,7 @@ impl Drop for RequestGuard {
             rule: Some(&self.rule),
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             outcome,
+            retries: self.retries,
         });
     }
 }
@@ -251,6 +261,13 @@ async fn forward(
     let found = headers::scan(request.headers());
     certificate_headers::remove_client_sent(request.headers_mut(), found.client_cert, downstream);
     let config = &route.app.config;
+    // A label host reaches its revision's group alone.
+    let group = if config.label_hosts.is_empty() {
+        None
+    } else {
+        crate::tls::sni::authority_host(authority.as_bytes())
+            .and_then(|host| config.label_group(host))
+    };
     let upgrade = rewrite::request(
         &mut request,
         target,
@@ -265,5 +282,5 @@ async fn forward(
         observer: route.app.clone(),
         client_addr: downstream.addr,
     };
-    send::to_app(route, lifecycle, report, request, upgrade).await
+    send::to_app(route, lifecycle, report, request, upgrade, group).await
 }

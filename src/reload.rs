@@ -179,6 +179,8 @@ impl Reloader {
         let generation = self.apps.load().generation + 1;
         let apps = Apps::new(&loaded, &self.metrics, self.workers, generation);
         apps.start(&self.metrics, &self.memory, Some(&self.apps.load()));
+        apps.settle_names(tokio::time::Instant::now() + config.timeouts.upstream_connect)
+            .await;
         let apps = Arc::new(apps);
         let replaced = self.apps.swap(apps.clone());
         // Retired before the signal goes out: a request that starts on one of its connections

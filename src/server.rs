@@ -83,6 +83,8 @@ impl Server {
         let memory = Arc::new(Memory::default());
         let apps = Apps::new(loaded, &metrics, worker_threads, 0);
         apps.start(&metrics, &memory, None);
+        apps.settle_names(tokio::time::Instant::now() + config.timeouts.upstream_connect)
+            .await;
         let apps: LiveApps = Arc::new(ArcSwap::from_pointee(apps));
         let max_connections = config.limits.max_connections;
         let close = Arc::new(watch::Sender::new(CloseSignal {

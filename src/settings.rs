@@ -214,6 +214,26 @@ impl UpstreamDns {
         }
     }
 }
+/// One upstream group of an app: the app's `upstream` (`latest`) or one of its `revisions`,
+/// and its share of the app's requests (docs/config.md "Revisions and traffic").
+#[derive(Debug, Clone)]
+pub struct UpstreamGroup {
+    /// `latest` for the app's `upstream`, else the revision's name; the `group` label.
+    pub name: String,
+    /// Where the group's requests go.
+    pub upstream: Upstream,
+    /// Its weight among the app's groups (`ingress.traffic`, percent; 1 each for the
+    /// sidecar's repeated `--upstream`); 0 for a group reached only by its label hosts.
+    pub weight: u32,
+    /// `ingress.traffic[].label`: requests for its label hosts go to this group alone.
+    pub label: Option<String>,
+}
+
+/// The group name of the app's `upstream` (`latestRevision: true`).
+pub(crate) const LATEST_GROUP: &str = "latest";
+
+/// `retries` when a config gives none.
+pub(crate) const DEFAULT_RETRIES: u32 = 1;
 
 /// How certgate speaks TLS to an `https://` upstream (docs/upstream-tls.md); the rustls
 /// config is built from it with the app's other live objects.

@@ -1,21 +1,34 @@
-//! The pooled client for one app's upstream: HTTP/1.1 keep-alive or HTTP/2, in cleartext or
-//! over TLS (`stream.rs` connects), connect and response-header timeouts. The response timeout
-//! starts once the request body has been forwarded whole: a slow upload is the client's time,
-//! not the app's (as in Envoy), bounded by `requestBodyIdleMs` between the client's body bytes.
+//! The client for one app's upstreams: its groups (the app's `upstream`, or the `revisions`
+//! `ingress.traffic` splits requests between by weight, in a smooth weighted round robin),
+//! each a set of endpoints (`endpoints`: an address each, least-request between them, passive
+//! health), each with pooled connections (`endpoint`): HTTP/1.1 keep-alive or HTTP/2, in
+//! cleartext or over TLS (`stream.rs` connects), connect and response-header timeouts. The
+//! response timeout starts once the request body has been forwarded whole: a slow upload is
+//! the client's time, not the app's (as in Envoy), bounded by `requestBodyIdleMs` between the
+//! client's body bytes.
+//!
+//! A request that never left certgate (no connection to its endpoint) is sent again to
+//! another endpoint of its group, and so is an idempotent request without a body whose
+//! connection was reset before any response byte, at most `retries` times in all; one that
+//! may have reached the app is never sent again.
 //!
 //! HTTP/1.1 connections live in pools of certgate's own (`pool`): a request takes an idle
 //! connection and its response gives it back once its body has been read to the end. HTTP/2
-//! multiplexes the requests of a worker thread over one connection (`h2`), whatever authority
-//! each names: connections are the app's, never keyed by what the client sent. Every
-//! connection holds a slot of `limits.maxUpstreamConnectionsPerApp` (`limit`) until it
-//! closes; a reload retires the client (`retire`). An upstream named by DNS is dialed at the
-//! addresses its discovery (`discovery`) holds now, and connections to an address that left
-//! the set are not reused.
+//! multiplexes the requests of a worker thread over one connection per endpoint (`h2`),
+//! whatever authority each names: connections are the app's, never keyed by what the client
+//! sent. Every connection, to whichever endpoint, holds a slot of
+//! `limits.maxUpstreamConnectionsPerApp` (`limit`) until it closes; a reload retires the
+//! client (`retire`). An upstream named by DNS is resolved in the background (`discovery`),
+//! and its endpoints follow the addresses it holds.
 
+mod body;
 pub(crate) mod discovery;
+mod endpoint;
+pub(crate) mod endpoints;
 mod error;
 pub(crate) mod gap;
 mod h2;
+mod load;
 mod limit;
 mod pool;
 pub(crate) mod request_body;
@@ -23,33 +36,23 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
+use http::Method;
+use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::time::Instant;
 
-use self::discovery::{Addresses, Membership};
-pub(crate) use self::error::UpstreamError;
-use self::h2::{Dialing, H2Pools};
-use self::limit::{Connections, Slot, Waited};
-use self::pool::{CheckIn, Http1, Pools};
+pub(crate) use self::body::{UPSTREAM_READ_BUFFER, UpstreamBody};
+use self::endpoint::{Endpoint, EndpointTemplate};
+use self::endpoints::{Addresses, EndpointSet};
+pub(crate) use self::error::{Attempt, UpstreamError};
+use self::limit::Connections;
 use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody, TrailerFilter};
-use self::stream::Dialer;
-use crate::settings::{Timeouts, Transport, Upstream};
+use crate::metrics::upstream::GroupMetrics;
+use crate::settings::{Timeouts, Upstream};
 use crate::tls::upstream::AppTls;
-
-/// The most an upstream HTTP/1.1 connection buffers: the app's response header must fit, and
-/// a response body is read in chunks of at most this size, so a downstream client that stops
-/// reading holds at most about twice this per request (docs/operations.md "Memory under attack").
-pub(crate) const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
 
 /// How sending a request ended without a response; `ProxyError` maps each to its status.
 #[derive(Debug)]
@@ -69,7 +72,39 @@ pub(crate) enum SendError {
     Failed(UpstreamError),
 }
 
-/// Sends requests to one upstream over pooled connections.
+/// How many times a response's request was sent again before this response; kept in the
+/// response's extensions for the access line when above 0.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retried(pub u32);
+
+/// What one group of a client is made of.
+#[derive(Debug)]
+pub(crate) struct GroupSpec<'a> {
+    /// `latest`, or the revision's name.
+    pub name: &'a str,
+    pub upstream: &'a Upstream,
+    /// TLS to an `https://` upstream.
+    pub tls: Option<AppTls>,
+    /// Its share of the app's requests.
+    pub weight: u32,
+    /// The group's address set and its later changes (`endpoints`).
+    pub addresses: Addresses,
+    pub metrics: GroupMetrics,
+}
+
+/// What a client's groups share.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientSettings<'a> {
+    pub app: &'a str,
+    pub timeouts: &'a Timeouts,
+    /// `limits.maxUpstreamConnectionsPerApp`, for all its endpoints together.
+    pub max_connections: usize,
+    pub workers: usize,
+    /// `retries`.
+    pub retries: u32,
+}
+
+/// Sends requests to one app's upstreams over pooled connections.
 #[derive(Debug, Clone)]
 pub(crate) struct UpstreamClient {
     inner: Arc<Inner>,
@@ -77,49 +112,55 @@ pub(crate) struct UpstreamClient {
 
 #[derive(Debug)]
 struct Inner {
-    /// Connects to the app, with TLS for an `https://` upstream.
-    dialer: Dialer,
-    /// `upstreamConnectMs`: also how long a request waits for a connection slot.
-    connect_timeout: Duration,
+    groups: Box<[Arc<EndpointSet>]>,
+    /// The order groups take requests in (smooth weighted round robin over the weights);
+    /// empty with one group.
+    schedule: Box<[usize]>,
+    /// The position in `schedule` of the next request.
+    next: AtomicUsize,
     response_timeout: Duration,
     /// `requestBodyIdleMs`.
     body_idle: Duration,
+    retries: u32,
     /// The bound on open connections, and whether a reload retired this client.
     connections: Arc<Connections>,
-    /// HTTP/1.1: idle connections, one pool per worker thread, so a connection is used by the
-    /// thread whose runtime drives it.
-    pools: Arc<Pools>,
-    /// HTTP/2 (h2c, or h2 over TLS): a connection per worker thread, shared by its requests
-    /// whatever authority they name.
-    h2: Option<Arc<H2Pools>>,
     /// Once retired: the same app's client in the config that replaced this one, which sends
     /// what would need a new connection here.
     successor: std::sync::OnceLock<UpstreamClient>,
 }
 
 impl UpstreamClient {
-    /// A client for `upstream` (speaking `tls` to an `https://` one) with the configured
-    /// timeouts and at most `max_connections` connections open; `addresses` are those its
-    /// DNS name resolves to, for an upstream named by one.
-    pub(crate) fn new(
-        upstream: &Upstream,
-        tls: Option<AppTls>,
-        timeouts: &Timeouts,
-        max_connections: usize,
-        workers: usize,
-        addresses: Option<tokio::sync::watch::Receiver<Addresses>>,
-    ) -> Self {
-        let connections = Arc::new(Connections::new(max_connections));
-        let membership = Membership::new(addresses.clone());
+    /// A client for `groups` (at least one) with the settings they share.
+    pub(crate) fn new(groups: Vec<GroupSpec<'_>>, settings: ClientSettings<'_>) -> Self {
+        let connections = Arc::new(Connections::new(settings.max_connections));
+        let weights: Vec<u32> = groups.iter().map(|group| group.weight).collect();
+        let groups = groups
+            .into_iter()
+            .map(|group| {
+                let template = EndpointTemplate {
+                    upstream: group.upstream.clone(),
+                    tls: group.tls,
+                    connect_timeout: settings.timeouts.upstream_connect,
+                    connections: connections.clone(),
+                    workers: settings.workers,
+                };
+                EndpointSet::new(
+                    settings.app,
+                    group.name,
+                    template,
+                    group.addresses,
+                    group.metrics,
+                )
+            })
+            .collect();
         Self {
             inner: Arc::new(Inner {
-                dialer: Dialer::new(upstream, tls, timeouts.upstream_connect, addresses),
-                connect_timeout: timeouts.upstream_connect,
-                response_timeout: timeouts.upstream_response,
-                body_idle: timeouts.request_body_idle,
-                pools: Arc::new(Pools::new(workers, connections.clone(), membership.clone())),
-                h2: (upstream.transport == Transport::Http2)
-                    .then(|| Arc::new(H2Pools::new(workers, membership))),
+                groups,
+                schedule: schedule(&weights).into_boxed_slice(),
+                next: AtomicUsize::new(0),
+                response_timeout: settings.timeouts.upstream_response,
+                body_idle: settings.timeouts.request_body_idle,
+                retries: settings.retries,
                 connections,
                 successor: std::sync::OnceLock::new(),
             }),
@@ -133,24 +174,33 @@ impl UpstreamClient {
     /// and the connections of requests in flight close when their exchange is over instead
     /// of going back to a pool.
     pub(crate) fn retire(&self, successor: Option<UpstreamClient>) {
+        for group in &self.inner.groups {
+            // A group the newer config keeps has its gauges set by that config's group now.
+            let kept = successor.as_ref().is_some_and(|successor| {
+                successor
+                    .inner
+                    .groups
+                    .iter()
+                    .any(|next| next.name() == group.name())
+            });
+            group.retire(kept);
+        }
         if let Some(successor) = successor {
             let _ = self.inner.successor.set(successor);
         }
         self.inner.connections.retire();
-        self.inner.pools.close_idle();
-        if let Some(h2) = &self.inner.h2 {
-            h2.close_all();
-        }
     }
 
     /// Sends a request whose URI is in the form the app takes (origin-form for HTTP/1.1, the
     /// client's authority for h2c); waits for the response header, at most
     /// `upstreamResponseMs` from the end of the request body. A trailer section of the
-    /// request goes through `clean_trailers` first.
+    /// request goes through `clean_trailers` first. With `group` (a label host's), the
+    /// request goes to that group alone.
     pub(crate) async fn send(
         &self,
         request: Request<Incoming>,
         clean_trailers: TrailerFilter,
+        group: Option<&str>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, body) = request.into_parts();
         let (body, body_sent) = RequestBody::new(body, self.inner.body_idle, clean_trailers);
@@ -167,7 +217,7 @@ impl UpstreamClient {
                 _ => SendError::Failed(source),
             };
         let request = Request::from_parts(parts, body);
-        let response = self.exchange(request);
+        let response = self.exchange(request, group);
         tokio::pin!(response);
         if let Some(body_sent) = body_sent {
             tokio::select! {
@@ -191,225 +241,180 @@ impl UpstreamClient {
             .flatten()
     }
 
+    /// The group the next request goes to: `named`, or by weight.
+    fn group(&self, named: Option<&str>) -> &Arc<EndpointSet> {
+        let groups = &self.inner.groups;
+        if let Some(named) = named
+            && let Some(group) = groups.iter().find(|group| group.name() == named)
+        {
+            return group;
+        }
+        let schedule = &self.inner.schedule;
+        let index = if schedule.is_empty() {
+            0
+        } else {
+            let position = self.inner.next.fetch_add(1, Ordering::Relaxed) % schedule.len();
+            schedule.get(position).copied().unwrap_or(0)
+        };
+        // `groups` is never empty and `schedule` holds its indices only.
+        groups.get(index).unwrap_or_else(|| &groups[0])
+    }
+
     async fn exchange(
         &self,
         request: Request<RequestBody>,
+        named: Option<&str>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        // The rare and the large futures are boxed: every request's future is moved by hyper
-        // (into its task for HTTP/2), so whatever it holds inline is copied each time.
         if let Some(successor) = self.successor() {
-            return Box::pin(successor.exchange(request)).await;
+            return Box::pin(successor.exchange(request, named)).await;
         }
-        if let Some(h2) = &self.inner.h2 {
-            let dialing = Dialing {
-                dialer: &self.inner.dialer,
-                connections: &self.inner.connections,
-                connect_timeout: self.inner.connect_timeout,
-            };
-            let (response, stream) = Box::pin(dialing.exchange_h2(h2, request)).await?;
-            return Ok(response.map(|body| UpstreamBody::new(body, Lease::Http2(stream))));
-        }
-        let (mut connection, fresh) = match self.checkout().await {
-            Some(connection) => (connection, None),
-            None => match Box::pin(self.http1_connection()).await {
-                Ok(dialed) => dialed,
-                // Retired while this request waited for a connection.
-                Err(UpstreamError::Retired) => match self.successor() {
-                    Some(successor) => return Box::pin(successor.exchange(request)).await,
-                    None => return Err(UpstreamError::Retired),
-                },
-                Err(error) => return Err(error),
-            },
+        let group = self.group(named);
+        let endpoints = group.current();
+        let several = endpoints.len() > 1;
+        let Some(endpoint) = endpoints::pick(&endpoints, &[], || group.none_healthy()) else {
+            return Err(UpstreamError::Retired);
         };
-        let (connection, response) = match connection.sender.try_send_request(request).await {
-            Ok(response) => (connection, response),
-            Err(error) => match fresh {
-                // The app alerted right after the handshake (a refused client certificate,
-                // under TLS 1.3), whichever way hyper saw the connection end.
-                Some(alert) => {
-                    let error = error.into_error();
-                    return Err(match alert.failure() {
-                        Some(reason) => UpstreamError::Tls {
-                            reason,
-                            source: Box::new(error),
-                        },
-                        None => UpstreamError::Http { source: error },
-                    });
+        let endpoint = endpoint.clone();
+        drop(endpoints);
+        if self.inner.retries == 0 || !several {
+            // One endpoint (or no retries): nothing to send again elsewhere.
+            let in_flight = endpoint.start();
+            return match endpoint.exchange(request, in_flight).await {
+                Ok(response) => {
+                    endpoint.succeeded();
+                    Ok(response)
                 }
-                None => Box::pin(self.resend(error)).await?,
-            },
-        };
-        // A connection that switched protocols (WebSocket) is never reused.
-        let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-        let checkin = reusable.then(|| CheckIn {
-            connection,
-            pools: self.inner.pools.clone(),
-        });
-        Ok(response.map(|body| UpstreamBody::new(body, Lease::Http1(checkin))))
-    }
-
-    /// After a failed send: a pooled connection the app closed while it was idle did not
-    /// write the request, so it goes out again on another connection; any other failure is
-    /// the request's.
-    async fn resend(
-        &self,
-        mut error: hyper::client::conn::TrySendError<Request<RequestBody>>,
-    ) -> Result<(Http1, Response<Incoming>), UpstreamError> {
-        let Some(request) = error.take_message() else {
-            return Err(UpstreamError::Http {
-                source: error.into_error(),
-            });
-        };
-        let (mut connection, alert) = self.http1_connection().await?;
-        let response =
-            connection
-                .sender
-                .send_request(request)
-                .await
-                .map_err(
-                    |source| match alert.as_ref().and_then(stream::Alert::failure) {
-                        Some(reason) => UpstreamError::Tls {
-                            reason,
-                            source: Box::new(source),
-                        },
-                        None => UpstreamError::Http { source },
-                    },
-                )?;
-        Ok((connection, response))
-    }
-
-    /// The most recently used idle connection of this worker that is still open.
-    async fn checkout(&self) -> Option<Http1> {
-        loop {
-            let mut connection = self.inner.pools.take()?;
-            if connection.sender.ready().await.is_ok() {
-                return Some(connection);
-            }
-        }
-    }
-
-    /// A new HTTP/1.1 connection and what records an alert the app sends on it, or, when
-    /// every slot is taken, an idle connection that comes back first (then without alert).
-    async fn http1_connection(&self) -> Result<(Http1, Option<stream::Alert>), UpstreamError> {
-        let slot = match self.inner.connections.try_slot()? {
-            Some(slot) => slot,
-            None => {
-                let deadline = Instant::now() + self.inner.connect_timeout;
-                loop {
-                    let pools = &self.inner.pools;
-                    match self
-                        .inner
-                        .connections
-                        .wait(deadline, || pools.take_any())
-                        .await?
-                    {
-                        Waited::Slot(slot) => break slot,
-                        Waited::Connection(mut connection) => {
-                            if connection.sender.ready().await.is_ok() {
-                                return Ok((connection, None));
-                            }
+                Err(Attempt::NotSent { error, request }) => {
+                    self.after_failure(group, &endpoint, &error);
+                    match (&error, self.successor()) {
+                        (UpstreamError::Retired, Some(successor)) => {
+                            Box::pin(successor.exchange(*request, named)).await
                         }
+                        _ => Err(error),
                     }
                 }
-            }
-        };
-        let (connection, alert) = self.connect(slot).await?;
-        Ok((connection, Some(alert)))
-    }
-
-    /// A new HTTP/1.1 connection in `slot`, and what records an alert the app sends on it.
-    async fn connect(&self, slot: Slot) -> Result<(Http1, stream::Alert), UpstreamError> {
-        let stream = self.inner.dialer.dial(slot).await?;
-        let alert = stream.alert();
-        let peer = stream.peer();
-        let (mut sender, connection) = http1::Builder::new()
-            .max_buf_size(UPSTREAM_READ_BUFFER)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| UpstreamError::Http { source })?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(error = %error, "upstream connection closed with an error");
-            }
-        });
-        sender
-            .ready()
-            .await
-            .map_err(|source| UpstreamError::Http { source })?;
-        Ok((Http1 { sender, peer }, alert))
-    }
-}
-
-/// An upstream response body; an HTTP/1.1 connection goes back to the pool once it has been
-/// read to its end (a body dropped before that closes the connection instead), an HTTP/2
-/// stream counts as open until the body is dropped.
-#[derive(Debug)]
-pub(crate) struct UpstreamBody {
-    inner: Incoming,
-    checkin: Option<CheckIn>,
-    _stream: Option<h2::Stream>,
-}
-
-/// What a response holds of its connection.
-enum Lease {
-    Http1(Option<CheckIn>),
-    Http2(h2::Stream),
-}
-
-impl UpstreamBody {
-    fn new(inner: Incoming, lease: Lease) -> Self {
-        let (checkin, stream) = match lease {
-            Lease::Http1(checkin) => (checkin, None),
-            Lease::Http2(stream) => (None, Some(stream)),
-        };
-        let mut body = Self {
-            inner,
-            checkin,
-            _stream: stream,
-        };
-        // An empty body (204, 304, a HEAD) may never be polled.
-        body.give_back_if_done();
-        body
-    }
-
-    fn give_back_if_done(&mut self) {
-        if self.inner.is_end_stream()
-            && let Some(checkin) = self.checkin.take()
-        {
-            checkin.give_back();
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some(checkin) = this.checkin.take() {
-                    checkin.give_back();
+                Err(Attempt::Sent(error)) => {
+                    self.after_failure(group, &endpoint, &error);
+                    Err(error)
                 }
-            }
-            Poll::Ready(Some(Ok(_))) => this.give_back_if_done(),
-            // A broken body leaves a connection nobody should reuse.
-            Poll::Ready(Some(Err(_))) => this.checkin = None,
-            Poll::Pending => {}
+            };
         }
-        polled
+        Box::pin(self.exchange_with_retries(group, endpoint, request, named)).await
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+    /// Sends `request` to `endpoint`, then, when it did not leave certgate or (idempotent and
+    /// without a body) its connection was reset before a response byte, to another endpoint
+    /// of `group`, at most `retries` times.
+    async fn exchange_with_retries(
+        &self,
+        group: &Arc<EndpointSet>,
+        first: Arc<Endpoint>,
+        mut request: Request<RequestBody>,
+        named: Option<&str>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        // What an idempotent request without a body is sent again from, once.
+        let mut replay = replayable(&request).then(|| {
+            let mut head = Request::new(());
+            *head.method_mut() = request.method().clone();
+            *head.uri_mut() = request.uri().clone();
+            *head.version_mut() = request.version();
+            *head.headers_mut() = request.headers().clone();
+            head
+        });
+        let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+        let mut endpoint = first;
+        loop {
+            let in_flight = endpoint.start();
+            let error = match endpoint.exchange(request, in_flight).await {
+                Ok(mut response) => {
+                    endpoint.succeeded();
+                    if !tried.is_empty() {
+                        let retried = u32::try_from(tried.len()).unwrap_or(u32::MAX);
+                        response.extensions_mut().insert(Retried(retried));
+                    }
+                    return Ok(response);
+                }
+                Err(Attempt::NotSent {
+                    error,
+                    request: back,
+                }) => {
+                    self.after_failure(group, &endpoint, &error);
+                    if matches!(error, UpstreamError::Retired)
+                        && let Some(successor) = self.successor()
+                    {
+                        return Box::pin(successor.exchange(*back, named)).await;
+                    }
+                    if !error.is_connect_failure() {
+                        return Err(error);
+                    }
+                    request = *back;
+                    error
+                }
+                Err(Attempt::Sent(error)) => {
+                    self.after_failure(group, &endpoint, &error);
+                    match replay.take() {
+                        Some(head) if error.is_reset() => {
+                            request = head.map(|()| RequestBody::empty());
+                            error
+                        }
+                        _ => return Err(error),
+                    }
+                }
+            };
+            if u32::try_from(tried.len()).unwrap_or(u32::MAX) >= self.inner.retries {
+                return Err(error);
+            }
+            tried.push(endpoint);
+            let endpoints = group.current();
+            let Some(next) = endpoints::pick(&endpoints, &tried, || group.none_healthy()) else {
+                return Err(error);
+            };
+            tracing::debug!(endpoint = %next.label, error = %error, "sending the request again to another upstream endpoint");
+            endpoint = next.clone();
+        }
     }
 
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    /// Counts a connect failure or a reset against `endpoint`'s health.
+    fn after_failure(&self, group: &Arc<EndpointSet>, endpoint: &Endpoint, error: &UpstreamError) {
+        if error.is_connect_failure() || error.is_reset() {
+            group.failed(endpoint);
+        }
     }
+
+    #[cfg(test)]
+    fn first_endpoint(&self) -> Arc<Endpoint> {
+        self.inner.groups[0].current()[0].clone()
+    }
+}
+
+/// Whether `request` may be sent again after its connection was reset: idempotent
+/// (RFC 9110 section 9.2.2) and without a body.
+fn replayable(request: &Request<RequestBody>) -> bool {
+    matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    ) && request.body().is_end_stream()
+}
+
+/// The order of groups for a smooth weighted round robin over `weights` (nginx's): each
+/// takes its share, spread out rather than in runs; empty for a single group.
+fn schedule(weights: &[u32]) -> Vec<usize> {
+    if weights.len() < 2 {
+        return Vec::new();
+    }
+    let total: i64 = weights.iter().map(|&weight| i64::from(weight)).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut order = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for _ in 0..total {
+        let mut best = 0;
+        for (index, weight) in weights.iter().enumerate() {
+            current[index] += i64::from(*weight);
+            if current[index] > current[best] {
+                best = index;
+            }
+        }
+        current[best] -= total;
+        order.push(best);
+    }
+    order
 }

@@ -4,8 +4,11 @@
 //! `ConfigError` naming the app, so a config that cannot be served is refused when it is
 //! loaded (exit 64 before binding, a reload refused) as one that does not validate is.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 
@@ -20,6 +23,7 @@ use crate::tls::server_config::Resumption;
 use crate::tls::sni::HostPattern;
 use crate::tls::ticket_keys::HandshakePolicy;
 use crate::tls::upstream::AppTls;
+use crate::upstream::endpoints::{fixed, literal};
 
 /// A validated config and what its apps are served with: a generation as loaded.
 #[derive(Debug)]
@@ -48,8 +52,19 @@ pub struct LoadedApp {
     /// configured; `crlFiles` alone are checked by the verifier during the handshake, and
     /// watched here for CRLs learned since that list an open connection's chain.
     pub revocation: Option<Arc<Revocation>>,
-    /// What certgate speaks TLS to an `https://` app with.
-    pub upstream_tls: Option<AppTls>,
+    /// For each of `config.groups`: TLS to its `https://` upstream, and its address set
+    /// (resolved when the config was loaded; a source that re-resolves names hands its own
+    /// receivers here, see `upstream::endpoints`).
+    pub groups: Vec<LoadedGroup>,
+}
+
+/// What one upstream group of an app is served with.
+#[derive(Debug)]
+pub struct LoadedGroup {
+    /// What certgate speaks TLS to the group's `https://` upstream with.
+    pub tls: Option<AppTls>,
+    /// The group's addresses, and their later changes.
+    pub addresses: watch::Receiver<Arc<[SocketAddr]>>,
 }
 
 impl LoadedConfig {
@@ -68,12 +83,14 @@ impl LoadedConfig {
             .flat_map(|app| app.revocation.policy.crl_urls.iter().cloned())
             .collect::<Vec<_>>();
         let mut fetched = fetch::get_all(crl_urls).await;
+        let mut addresses = literal_addresses(&config).into_iter();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let apps = config
             .apps
             .iter()
             .map(|app| {
-                LoadedApp::build(app.clone(), &mut fetched, &provider)
+                let addresses = addresses.next().unwrap_or_default();
+                LoadedApp::build(app.clone(), addresses, &mut fetched, &provider)
                     .map(Arc::new)
                     .map_err(|failure| failure.in_app(&app.name))
             })
@@ -86,6 +103,7 @@ impl LoadedApp {
     /// The app's checker (from what `fetched` holds), policy and rustls config.
     fn build(
         config: Arc<AppConfig>,
+        addresses: Vec<Vec<SocketAddr>>,
         fetched: &mut Fetched,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Self, AppFailure> {
@@ -113,13 +131,25 @@ impl LoadedApp {
             exclusion_paths: &config.request_policy.exclusion_paths,
         };
         let tls = server_config(&config, &handshake, policy.as_ref(), provider)?;
-        let upstream = &config.upstream;
-        let upstream_tls = upstream
-            .tls
-            .as_ref()
-            .map(|tls| AppTls::new(provider, tls, upstream.transport == Transport::Http2))
-            .transpose()
-            .map_err(|source| AppError::UpstreamTls { source })?;
+        let app_tls = |upstream: &crate::settings::Upstream| {
+            upstream
+                .tls
+                .as_ref()
+                .map(|tls| AppTls::new(provider, tls, upstream.transport == Transport::Http2))
+                .transpose()
+                .map_err(|source| AppError::UpstreamTls { source })
+        };
+        let mut addresses = addresses.into_iter();
+        let groups = config
+            .groups
+            .iter()
+            .map(|group| {
+                Ok(LoadedGroup {
+                    tls: app_tls(&group.upstream)?,
+                    addresses: fixed(addresses.next().unwrap_or_default()),
+                })
+            })
+            .collect::<Result<Vec<_>, AppError>>()?;
         let ip_refused_tls = match (&config.ip_restrictions, config.reject_with) {
             (Some(_), RejectWith::Http) => {
                 let (certificate, domains) = served_certificates(&config);
@@ -142,9 +172,24 @@ impl LoadedApp {
             tls,
             ip_refused_tls,
             revocation,
-            upstream_tls,
+            groups,
         })
     }
+}
+
+/// The addresses of every app's groups named by IP literals (`endpoints::literal`), by app,
+/// then by group, in config order; a group named by DNS starts with none.
+fn literal_addresses(config: &Config) -> Vec<Vec<Vec<SocketAddr>>> {
+    config
+        .apps
+        .iter()
+        .map(|app| {
+            app.groups
+                .iter()
+                .map(|group| literal(&group.upstream))
+                .collect()
+        })
+        .collect()
 }
 
 /// `trust` with the issuers whose revocation an app checks, for `certgate explain`'s sidecar

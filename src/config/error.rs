@@ -284,11 +284,35 @@ pub enum AppError {
     )]
     PortMappings { count: usize },
     #[error(
-        "ingress.traffic {what}: several upstreams (revisions, labels) are not configured yet; keep one entry [{{\"weight\": 100, \"latestRevision\": true}}] and point upstream (or targetPort) at the revision that serves"
+        "ingress.traffic {what}, and the app has no revisions: name each revision's upstream URL in revisions (e.g. {{\"api--v2\": \"http://api-v2:8080\"}}) and split by weights summing to 100, or keep one entry [{{\"weight\": 100, \"latestRevision\": true}}]"
     )]
-    Traffic { what: String },
+    TrafficWithoutRevisions { what: String },
     #[error(
-        "ingress.stickySessions.affinity {value:?}: several upstreams are not configured yet, so there is nothing to stick to; set it to none or remove stickySessions"
+        "ingress.traffic label {label:?} cannot be part of a host name: use lowercase letters, digits and hyphens"
+    )]
+    TrafficLabel { label: String },
+    #[error("ingress.traffic weights sum to {sum}: integer weights must sum to 100")]
+    TrafficWeights { sum: u64 },
+    #[error("ingress.traffic entry {index} {what}")]
+    TrafficEntry { index: usize, what: &'static str },
+    #[error("ingress.traffic names revision {name:?}, which is not one of revisions ({known})")]
+    UnknownRevision { name: String, known: String },
+    #[error("ingress.traffic names {name:?} twice: give each revision one entry")]
+    DuplicateTraffic { name: String },
+    #[error(
+        "has revisions but no ingress.traffic: list how requests split between them, e.g. [{{\"revisionName\": \"api--v2\", \"weight\": 100}}]"
+    )]
+    RevisionsWithoutTraffic,
+    #[error(
+        "revisions has a revision named {name:?}: name each with a non-empty name other than latest"
+    )]
+    RevisionName { name: String },
+    #[error(
+        "revisions.{name} {value:?} must be http://host:port or https://host:port with no path"
+    )]
+    BadRevision { name: String, value: String },
+    #[error(
+        "ingress.stickySessions.affinity {value:?}: sticky sessions are not served yet; set it to none or remove stickySessions"
     )]
     StickySessions { value: String },
     #[error("ingress.ipSecurityRestrictions has a rule with an empty name; name every rule")]

@@ -74,8 +74,19 @@ pub struct FileApp {
     pub hosts: Vec<String>,
     /// Upstream base URL, `http://host:port` or `https://host:port`.
     pub upstream: Option<String>,
-    /// How an `https://` upstream is verified, and the certificate certgate presents to it.
+    /// How an `https://` upstream is verified, and the certificate certgate presents to it;
+    /// the same for every `https://` revision.
     pub upstream_tls: Option<FileUpstreamTls>,
+    /// Revision name to upstream URL (`http://host:port` or `https://host:port`): the
+    /// upstreams `ingress.traffic` splits requests between by `revisionName`.
+    #[serde(default)]
+    pub revisions: BTreeMap<String, String>,
+    /// How many times a request that did not reach the app is sent again to another
+    /// endpoint; 1 when absent, 0 turns retries off.
+    pub retries: Option<u32>,
+    /// The sidecar's further `--upstream` flags, each taking an equal share; never in a file.
+    #[serde(skip)]
+    pub more_upstreams: Vec<String>,
     /// The certificate this app presents.
     pub server_certificate: FileServerCertificate,
     /// Container Apps style ingress settings.
@@ -235,7 +246,7 @@ pub struct FileIngress {
     /// Extra TCP ports; only `null` or `[]` is accepted.
     #[serde(default, deserialize_with = "given")]
     pub additional_port_mappings: Option<Option<Vec<serde::de::IgnoredAny>>>,
-    /// How traffic splits between revisions; only one revision taking 100 is accepted.
+    /// How traffic splits between the app's `upstream` and its `revisions`, by weight.
     #[serde(default, deserialize_with = "given")]
     pub traffic: Option<Option<Vec<FileTrafficWeight>>>,
     /// Session affinity; only `none` is accepted.

@@ -1,13 +1,13 @@
 //! The rest of the Container Apps `ingress` block (docs/config.md "The ingress block"): the
-//! keys that mean nothing outside Azure, accepted with the values a single-revision HTTP app
-//! exports and listed as ignored; values certgate cannot honour refused, each saying what to
+//! keys that mean nothing outside Azure, accepted with the values an HTTP app exports and
+//! listed as ignored (`traffic` is read by `traffic`); values certgate cannot honour refused, each saying what to
 //! do; and `ipSecurityRestrictions`, validated into the table connections are judged by.
 
 use std::sync::Arc;
 
 use super::checks::{Finding, Severity};
 use super::error::AppError;
-use super::file::{FileIngress, FileIpSecurityRestriction, FileTrafficWeight};
+use super::file::{FileIngress, FileIpSecurityRestriction};
 use crate::ip_restrictions::{IpAction, IpRestrictions, IpRule, parse_range};
 use crate::settings::Affinity;
 
@@ -22,8 +22,13 @@ pub(super) struct IngressBlock {
     pub findings: Vec<Finding>,
 }
 
-/// Validates the Azure-only keys and `ipSecurityRestrictions` of app `app`'s ingress block.
-pub(super) fn ingress_block(app: &str, file: &FileIngress) -> Result<IngressBlock, AppError> {
+/// Validates the Azure-only keys and `ipSecurityRestrictions` of app `app`'s ingress block;
+/// `traffic` (read by `traffic::groups`) is listed as ignored when `traffic_ignored`.
+pub(super) fn ingress_block(
+    app: &str,
+    file: &FileIngress,
+    traffic_ignored: bool,
+) -> Result<IngressBlock, AppError> {
     let mut block = IngressBlock::default();
     if file.external.is_some() {
         block.ignored.push("external");
@@ -45,8 +50,7 @@ pub(super) fn ingress_block(app: &str, file: &FileIngress) -> Result<IngressBloc
         }
         Some(_) => block.ignored.push("additionalPortMappings"),
     }
-    if let Some(traffic) = &file.traffic {
-        single_revision(traffic.as_deref().unwrap_or_default())?;
+    if traffic_ignored {
         block.ignored.push("traffic");
     }
     if let Some(sticky) = &file.sticky_sessions {
@@ -74,25 +78,6 @@ pub(super) fn ingress_block(app: &str, file: &FileIngress) -> Result<IngressBloc
         block.findings = findings;
     }
     Ok(block)
-}
-
-/// `traffic` as Azure exports it for an app whose one revision takes everything: no entry,
-/// or one entry with weight 100 (following the latest revision, or naming one or a label).
-fn single_revision(traffic: &[FileTrafficWeight]) -> Result<(), AppError> {
-    match traffic {
-        [] => Ok(()),
-        [only] if only.weight == Some(100) => Ok(()),
-        [only] => Err(AppError::Traffic {
-            what: format!(
-                "gives its one entry weight {}",
-                only.weight
-                    .map_or_else(|| "null".to_owned(), |weight| weight.to_string())
-            ),
-        }),
-        several => Err(AppError::Traffic {
-            what: format!("splits traffic {} ways", several.len()),
-        }),
-    }
 }
 
 /// The rules of `ipSecurityRestrictions`, all with one action, as the table connections are

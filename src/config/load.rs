@@ -17,14 +17,11 @@ use super::ingress::ingress_block;
 use super::model::{AppConfig, Config, CustomDomain, FileDigests, RevocationSettings};
 use super::pem_files::{CERTIFICATE, pem_items};
 use super::request_policy::{self};
-use super::values::{
-    DEFAULT_LISTEN, address, limits, timeouts, upstream, upstream_dns, upstream_is_https,
-    xfcc_fields,
-};
+use super::values::{DEFAULT_LISTEN, address, limits, timeouts, upstream_dns, xfcc_fields};
 use crate::proxy_protocol::ProxyProtocol;
 use crate::settings::{
-    AllowList, ClientCertMode, KeyedChain, Named, RejectWith, SessionResumption, Trust, XfccField,
-    XfccFields,
+    AllowList, ClientCertMode, DEFAULT_RETRIES, KeyedChain, Named, RejectWith, SessionResumption,
+    Trust, Upstream, UpstreamGroup, XfccField, XfccFields,
 };
 use crate::tls::sni::HostPattern;
 use crate::tls::ticket_keys::TicketKeys;
@@ -194,6 +191,16 @@ pub(crate) fn forward_fields(
     xfcc_fields(FLAG_KEYS.fields, names).map_err(|source| AppFailure::from(source).in_app("app"))
 }
 
+/// An app's upstream groups as read: the groups, the host names their labels add (each with
+/// its group), the app's primary upstream, and whether `ingress.traffic` was accepted as
+/// Azure's export of one revision and ignored.
+struct Groups {
+    groups: Vec<UpstreamGroup>,
+    label_hosts: Vec<(String, String)>,
+    upstream: Upstream,
+    traffic_ignored: bool,
+}
+
 /// Reads files relative to the config's folder and remembers each one read.
 pub(super) struct Loader<'a> {
     pub(super) base: &'a Path,
@@ -266,13 +273,12 @@ impl<'a> Loader<'a> {
     /// The app called `name`; a failure is named after it by `app`.
     fn named_app(&mut self, name: String, file: &FileApp) -> Result<AppConfig, AppFailure> {
         let (mut hosts, custom_domains) = self.hosts(&name, file)?;
-        let mut upstream = upstream(file)?;
-        self.upstream_tls(
-            &name,
-            upstream_is_https(file),
-            file.upstream_tls.as_ref(),
-            &mut upstream,
-        )?;
+        let Groups {
+            groups,
+            label_hosts,
+            upstream,
+            traffic_ignored,
+        } = self.upstream_groups(&name, file, &mut hosts)?;
         let mode = match &file.ingress.client_certificate_mode {
             Some(value) => value.known().map_err(|value| AppError::Mode {
                 key: self.keys.mode,
@@ -313,12 +319,15 @@ impl<'a> Loader<'a> {
                 .map(|domain| domain.host.clone()),
         );
         let (session_resumption, ticket_keys) = self.resumption(file)?;
-        let ingress = ingress_block(&name, &file.ingress)?;
+        let ingress = ingress_block(&name, &file.ingress, traffic_ignored)?;
         self.findings.extend(ingress.findings);
         Ok(AppConfig {
             name,
             hosts,
             upstream,
+            groups,
+            retries: file.retries.unwrap_or(DEFAULT_RETRIES),
+            label_hosts,
             mode,
             trust,
             allow,
@@ -335,6 +344,63 @@ impl<'a> Loader<'a> {
             ip_restrictions: ingress.ip_restrictions,
             ignored_ingress: ingress.ignored,
             allow_insecure,
+        })
+    }
+
+    /// The app's upstream groups (its `upstream` and `revisions`, with TLS), the host names
+    /// its traffic labels add to `hosts` (each with its group), and its primary upstream.
+    fn upstream_groups(
+        &mut self,
+        name: &str,
+        file: &FileApp,
+        hosts: &mut Vec<HostPattern>,
+    ) -> Result<Groups, AppFailure> {
+        let plan = super::traffic::groups(file)?;
+        if file.upstream_tls.is_some() && !plan.groups.iter().any(|group| group.https) {
+            return Err(AppError::UpstreamTlsWithoutHttps {
+                what: self.keys.upstream_tls,
+            }
+            .into());
+        }
+        let mut groups = Vec::with_capacity(plan.groups.len());
+        for mut group in plan.groups {
+            let tls = group.https.then_some(file.upstream_tls.as_ref()).flatten();
+            self.upstream_tls(name, group.https, tls, &mut group.upstream)?;
+            groups.push(UpstreamGroup {
+                name: group.name,
+                upstream: group.upstream,
+                weight: group.weight,
+                label: group.label,
+            });
+        }
+        // Each label names a host of its revision's own beside every exact app host; they
+        // are served (and checked against the server certificate) as the app's hosts are.
+        let mut label_hosts = Vec::new();
+        for group in &groups {
+            let Some(label) = &group.label else {
+                continue;
+            };
+            for host in &file.hosts {
+                let Ok(HostPattern::Exact(host)) = HostPattern::parse(host) else {
+                    continue;
+                };
+                if let Some(name) = super::traffic::label_host(&host, label) {
+                    hosts.push(
+                        HostPattern::parse(&name).map_err(|source| AppError::Host { source })?,
+                    );
+                    label_hosts.push((name, group.name.clone()));
+                }
+            }
+        }
+        let upstream = groups
+            .get(plan.primary)
+            .map(|group| group.upstream.clone())
+            .ok_or(AppError::MissingUpstream)?;
+        Ok(Groups {
+            groups,
+            label_hosts,
+            upstream,
+            traffic_ignored: plan.traffic_ignored,
         })
     }
 

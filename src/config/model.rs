@@ -13,7 +13,7 @@ use crate::proxy_protocol::ProxyProtocol;
 use crate::request_policy::RequestPolicy;
 use crate::settings::{
     AllowList, ClientCertMode, KeyedChain, Limits, RejectWith, RevocationPolicy, SessionResumption,
-    Timeouts, Trust, Upstream, UpstreamDns, XfccFields,
+    Timeouts, Trust, Upstream, UpstreamDns, UpstreamGroup, XfccFields,
 };
 use crate::tls::sni::HostPattern;
 use crate::tls::ticket_keys::TicketKeys;
@@ -55,8 +55,17 @@ pub struct AppConfig {
     pub name: String,
     /// Host patterns; empty for the catch-all app.
     pub hosts: Vec<HostPattern>,
-    /// Where requests go.
+    /// Where requests go: the app's `upstream`, or with `revisions` and no `latestRevision`
+    /// entry in `ingress.traffic`, the first group's; what logs and `explain` name.
     pub upstream: Upstream,
+    /// The groups requests are split between by weight (one, `latest`, without `revisions`);
+    /// none has weight 0.
+    pub groups: Vec<UpstreamGroup>,
+    /// How many times a request that did not reach the app is sent again (`retries`).
+    pub retries: u32,
+    /// The label hosts (`<first label>---<label>.<rest>` of each exact host) and the group
+    /// each reaches; they are in `hosts` too.
+    pub label_hosts: Vec<(String, String)>,
     /// Client-certificate mode.
     pub mode: ClientCertMode,
     /// Trust sources for presented certificates (empty in `ignore` mode); `checked_issuers`
@@ -91,6 +100,21 @@ pub struct AppConfig {
     pub ignored_ingress: Vec<&'static str>,
     /// Served over plain HTTP on `listenHttp`; else a request there is redirected to HTTPS.
     pub allow_insecure: bool,
+}
+
+impl AppConfig {
+    /// The group a request for `host` (its authority's host) goes to alone, when `host` is
+    /// one of the label hosts.
+    pub(crate) fn label_group(&self, host: &str) -> Option<&str> {
+        if self.label_hosts.is_empty() {
+            return None;
+        }
+        let host = host.strip_suffix('.').unwrap_or(host);
+        self.label_hosts
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(host))
+            .map(|(_, group)| group.as_str())
+    }
 }
 
 /// A host name served for an app beside its `hosts` (`ingress.customDomains`).

@@ -15,11 +15,10 @@ use crate::settings::{
 /// Where the mTLS listener binds when the config names no `listen`.
 pub(super) const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 
-/// The upstream URL and transport; TLS is left to the loader, which reads `upstreamTls`
-/// when the scheme is `https`.
-pub(super) fn upstream(file: &FileApp) -> Result<Upstream, AppError> {
-    let transport = match &file.ingress.transport {
-        None => Transport::Http1,
+/// The protocol spoken to every upstream of the app (`ingress.transport`).
+pub(super) fn transport(file: &FileApp) -> Result<Transport, AppError> {
+    match &file.ingress.transport {
+        None => Ok(Transport::Http1),
         Some(value) => value.known().map_err(|value| {
             if value.eq_ignore_ascii_case("tcp") {
                 AppError::TcpTransport {
@@ -30,15 +29,24 @@ pub(super) fn upstream(file: &FileApp) -> Result<Upstream, AppError> {
                     value: value.to_ascii_lowercase(),
                 }
             }
-        })?,
-    };
-    let value = match (&file.upstream, file.ingress.target_port) {
-        (Some(upstream), _) => upstream.clone(),
-        (None, Some(port)) => format!("http://127.0.0.1:{port}"),
-        (None, None) => return Err(AppError::MissingUpstream),
-    };
+        }),
+    }
+}
+
+/// The app's `upstream` URL as written, or the one `ingress.targetPort` stands for.
+pub(super) fn latest_url(file: &FileApp) -> Option<String> {
+    match (&file.upstream, file.ingress.target_port) {
+        (Some(upstream), _) => Some(upstream.clone()),
+        (None, Some(port)) => Some(format!("http://127.0.0.1:{port}")),
+        (None, None) => None,
+    }
+}
+
+/// An upstream URL and the transport spoken to it; TLS is left to the loader, which reads
+/// `upstreamTls` when the scheme is `https`.
+pub(super) fn upstream_url(value: &str, transport: Transport) -> Result<Upstream, AppError> {
     let bad = || AppError::BadUpstream {
-        value: value.clone(),
+        value: value.to_owned(),
     };
     let uri: http::Uri = value.parse().map_err(|_| bad())?;
     let path_is_root = matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/"));
@@ -69,13 +77,11 @@ pub(super) fn upstream(file: &FileApp) -> Result<Upstream, AppError> {
     })
 }
 
-/// Whether an upstream URL (already checked by `upstream`) asks for TLS.
-pub(super) fn upstream_is_https(file: &FileApp) -> bool {
-    file.upstream.as_deref().is_some_and(|value| {
-        value
-            .get(..8)
-            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-    })
+/// Whether an upstream URL (already checked by `upstream_url`) asks for TLS.
+pub(super) fn is_https(value: &str) -> bool {
+    value
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
 }
 
 pub(super) fn revocation_policy(file: &FileRevocation) -> Result<RevocationPolicy, AppError> {

@@ -34,6 +34,9 @@ pub struct Explanation {
     pub xfcc: Option<String>,
     /// How the request would reach the app (from a config file).
     pub upstream: Option<UpstreamSection>,
+    /// The app's upstream groups, their weights and endpoints as loaded (from a config file).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstream_groups: Vec<GroupSection>,
     /// The app's `ingress.corsPolicy`, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSection>,
@@ -290,4 +293,27 @@ pub struct ClientCertificate {
     pub subject: Option<String>,
     /// Its end of validity, RFC 3339.
     pub not_after: Option<String>,
+}
+
+/// One upstream group of an app and its endpoints, as the config was loaded.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupSection {
+    /// `latest`, or the revision's name.
+    pub name: String,
+    /// Its share of the app's requests.
+    pub weight: u32,
+    /// Its upstream URL.
+    pub upstream: String,
+    /// Each endpoint: the address the host resolved to (or the `host:port` dialed by name,
+    /// when it did not resolve), and its state.
+    pub endpoints: Vec<EndpointSection>,
+}
+
+/// One endpoint of a group.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointSection {
+    /// The address, or `host:port` when dialed by name.
+    pub address: String,
+    /// `healthy` as loaded: ejection and draining happen while serving (see the metrics).
+    pub state: &'static str,
 }

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use super::report::{
-    CertificateSection, CorsSection, Explanation, IpRestrictionsSection, Protocol, TrustSection,
-    UpstreamSection, UpstreamTlsSection, VerifiedAgainst,
+    CertificateSection, CorsSection, Explanation, GroupSection, IpRestrictionsSection, Protocol,
+    TrustSection, UpstreamSection, UpstreamTlsSection, VerifiedAgainst,
 };
 
 /// The text form: the verdict first, then one section per decision.
@@ -62,6 +62,9 @@ pub(super) fn text(explanation: &Explanation) -> String {
     }
     if let Some(upstream) = &explanation.upstream {
         self::upstream(&mut out, upstream);
+    }
+    if !explanation.upstream_groups.is_empty() {
+        groups(&mut out, &explanation.upstream_groups);
     }
     if let Some(cors) = &explanation.cors {
         self::cors(&mut out, cors);
@@ -229,6 +232,16 @@ fn upstream_tls(out: &mut String, tls: &UpstreamTlsSection) {
                 client.subject.as_deref().unwrap_or_default(),
                 client.not_after.as_deref().unwrap_or_default()
             );
+        }
+    }
+}
+
+fn groups(out: &mut String, groups: &[GroupSection]) {
+    out.push_str("\nupstream groups (weight, endpoints as loaded)\n");
+    for group in groups {
+        let _ = writeln!(out, "  {} {}% {}", group.name, group.weight, group.upstream);
+        for endpoint in &group.endpoints {
+            let _ = writeln!(out, "    {} {}", endpoint.address, endpoint.state);
         }
     }
 }

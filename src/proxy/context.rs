@@ -338,6 +338,7 @@ impl ConnectionContext {
             rule: None,
             duration_ms: 0,
             outcome: Some(REQUEST_HEADER_TOO_LARGE),
+            retries: 0,
         });
     }
 

@@ -169,6 +169,7 @@ impl PlainConnection {
                     rule: None,
                     duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     outcome: Some(outcome.as_str()),
+                    retries: 0,
                 },
             );
         }

@@ -21,20 +21,22 @@ use super::stall::{self, ResponseBody, StallReport};
 use crate::drain::{Close, CloseSignal};
 use crate::revocation::Standing;
 
-/// Sends `request` to the route's app and hands back its response; with `upgrade`, pipes
-/// the connection on once the app switches protocols.
+/// Sends `request` to the route's app (to its upstream group `group` alone, for a label
+/// host) and hands back its response; with `upgrade`, pipes the connection on once the app
+/// switches protocols.
 pub(crate) async fn to_app(
     route: &Route,
     lifecycle: &Lifecycle,
     report: StallReport,
     mut request: Request<Incoming>,
     upgrade: bool,
+    group: Option<&str>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let mut response = route
         .app
         .upstream
-        .send(request, headers::clean_trailers)
+        .send(request, headers::clean_trailers, group)
         .await?;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match downstream_upgrade {

@@ -6,7 +6,7 @@
 //! the upstream's address set, sorted, without duplicates, each with the upstream's port. One
 //! address is one endpoint. The set is empty until the first resolution ends; the task
 //! publishes after that first attempt whether or not it found addresses (so a receiver
-//! that has seen no change yet knows the name was never resolved: `Discovery::settled`), and
+//! that has seen no change yet knows the name was never resolved: `settled`), and
 //! from then on only when the set changes. A failed or empty resolution keeps the last good
 //! set, logs once per streak of failures and counts
 //! `certgate_upstream_dns_failures_total{app}`.
@@ -124,8 +124,8 @@ impl Drop for Discovery {
 }
 
 /// Waits, at most until `deadline`, for the first resolution of the set `addresses` follows
-/// to end; returns the set then (empty when the name did not resolve). For a dialer: a request
-/// that comes before the first answer waits for it rather than failing.
+/// to end; returns the set then (empty when the name did not resolve). A generation of apps
+/// waits for it before it serves, so its first requests find the name's addresses.
 pub(crate) async fn settled(
     addresses: &watch::Receiver<Addresses>,
     deadline: Instant,
@@ -137,59 +137,6 @@ pub(crate) async fn settled(
         let _ = tokio::time::timeout_at(deadline, addresses.changed()).await;
     }
     addresses.borrow().clone()
-}
-
-/// Whether a connection's peer is still among the upstream's addresses: a connection to an
-/// address that left the set takes no new request (the in-flight one finishes) and closes
-/// once idle. Always true for an upstream dialed by IP literal.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Membership {
-    addresses: Option<watch::Receiver<Addresses>>,
-}
-
-impl Membership {
-    /// Membership in the set `addresses` follows; `None`: every peer belongs.
-    pub(crate) fn new(addresses: Option<watch::Receiver<Addresses>>) -> Self {
-        Self { addresses }
-    }
-
-    /// Whether `peer` is in the set now (true when it is unknown).
-    pub(crate) fn holds(&self, peer: Option<SocketAddr>) -> bool {
-        match (&self.addresses, peer) {
-            (Some(addresses), Some(peer)) => addresses.borrow().binary_search(&peer).is_ok(),
-            _ => true,
-        }
-    }
-
-    /// Takes the set as it is now as seen: `changed` waits for a newer one.
-    pub(crate) fn mark_seen(&mut self) {
-        if let Some(addresses) = &mut self.addresses {
-            addresses.mark_unchanged();
-        }
-    }
-
-    /// Completes once the set changes after it was last seen (never for an IP literal, or
-    /// once resolution stopped).
-    pub(crate) async fn changed(&mut self) {
-        if let Some(addresses) = &mut self.addresses
-            && addresses.changed().await.is_ok()
-        {
-            return;
-        }
-        std::future::pending::<()>().await;
-    }
-
-    /// Completes once `peer` has left the set.
-    pub(crate) async fn removed(&self, peer: Option<SocketAddr>) {
-        let mut membership = self.clone();
-        loop {
-            membership.mark_seen();
-            if !membership.holds(peer) {
-                return;
-            }
-            membership.changed().await;
-        }
-    }
 }
 
 /// The background task's state.

@@ -2,10 +2,8 @@
 //! thread, shared by the requests of that thread whatever authority each names (it only
 //! becomes `:authority`), dialed once by the first request that needs it while the others wait
 //! for that dial. A connection without open streams for `H2_IDLE_TIMEOUT` is let go: with no
-//! handle left, hyper closes it. So is one whose address left the set of an upstream named by
-//! DNS: its open streams finish, the next request dials one of the addresses it has now.
+//! handle left, hyper closes it.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -17,8 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use super::discovery::Membership;
-use super::error::UpstreamError;
+use super::error::{Attempt, UpstreamError};
 use super::limit::Connections;
 use super::limit::{Slot, Waited};
 use super::request_body::RequestBody;
@@ -36,8 +33,6 @@ type Dial = OnceCell<Result<H2Connection, Arc<UpstreamError>>>;
 #[derive(Debug)]
 pub(super) struct H2Pools {
     slots: PerWorker<Mutex<Option<Arc<Dial>>>>,
-    /// Whether a connection's address is still the upstream's.
-    membership: Membership,
 }
 
 /// A handle on an open HTTP/2 connection.
@@ -46,8 +41,6 @@ pub(super) struct H2Connection {
     pub sender: http2::SendRequest<RequestBody>,
     /// What records an alert the app sends on it.
     pub alert: Alert,
-    /// The address it is connected to.
-    peer: Option<SocketAddr>,
     usage: Arc<Usage>,
 }
 
@@ -84,8 +77,15 @@ impl Dialing<'_> {
         &self,
         h2: &Arc<H2Pools>,
         request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Stream), UpstreamError> {
-        let mut connection = self.h2_connection(h2).await?;
+    ) -> Result<(Response<Incoming>, Stream), Attempt> {
+        let not_sent = |error, request| Attempt::NotSent {
+            error,
+            request: Box::new(request),
+        };
+        let mut connection = match self.h2_connection(h2).await {
+            Ok(connection) => connection,
+            Err(error) => return Err(not_sent(error, request)),
+        };
         let stream = connection.stream();
         let response = match connection.sender.try_send_request(request).await {
             Ok(response) => (response, stream),
@@ -93,14 +93,23 @@ impl Dialing<'_> {
                 // Not sent: the connection closed (the app's GOAWAY, or idle) meanwhile.
                 Some(request) if connection.sender.is_closed() => {
                     drop(stream);
-                    connection = self.h2_connection(h2).await?;
+                    connection = match self.h2_connection(h2).await {
+                        Ok(connection) => connection,
+                        Err(error) => return Err(not_sent(error, request)),
+                    };
                     let stream = connection.stream();
                     match connection.sender.send_request(request).await {
                         Ok(response) => (response, stream),
-                        Err(source) => return Err(self.h2_failure(&connection, source)),
+                        Err(source) => {
+                            return Err(Attempt::Sent(self.h2_failure(&connection, source)));
+                        }
                     }
                 }
-                _ => return Err(self.h2_failure(&connection, error.into_error())),
+                _ => {
+                    return Err(Attempt::Sent(
+                        self.h2_failure(&connection, error.into_error()),
+                    ));
+                }
             },
         };
         Ok(response)
@@ -152,16 +161,14 @@ impl Dialing<'_> {
     ) -> Result<H2Connection, UpstreamError> {
         let stream = self.dialer.dial(slot).await?;
         let alert = stream.alert();
-        let peer = stream.peer();
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|source| UpstreamError::H2c { source })?;
-        let connection_handle = H2Connection::new(sender, alert, peer);
+        let connection_handle = H2Connection::new(sender, alert);
         let usage = connection_handle.usage();
         let pools = h2.clone();
-        let membership = h2.membership.clone();
         tokio::spawn(async move {
             tokio::pin!(connection);
             tokio::select! {
@@ -172,7 +179,6 @@ impl Dialing<'_> {
                     return;
                 }
                 () = usage.idle_expired() => pools.forget_idle(&usage),
-                () = membership.removed(peer) => pools.forget_idle(&usage),
             }
             // No handle is left: hyper ends the connection.
             if let Err(error) = connection.await {
@@ -184,10 +190,9 @@ impl Dialing<'_> {
 }
 
 impl H2Pools {
-    pub(super) fn new(workers: usize, membership: Membership) -> Self {
+    pub(super) fn new(workers: usize) -> Self {
         Self {
             slots: PerWorker::new(workers, Mutex::default),
-            membership,
         }
     }
 
@@ -208,7 +213,7 @@ impl H2Pools {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             match &*slot {
-                Some(dial) if !ended(dial, &self.membership) => dial.clone(),
+                Some(dial) if !ended(dial) => dial.clone(),
                 _ => {
                     let dial = Arc::new(Dial::new());
                     *slot = Some(dial.clone());
@@ -233,8 +238,7 @@ impl H2Pools {
         self.slots.all().iter().find_map(|slot| {
             let slot = slot.lock().ok()?;
             let connection = slot.as_ref()?.get()?.as_ref().ok()?;
-            (!connection.sender.is_closed() && self.membership.holds(connection.peer))
-                .then(|| connection.clone())
+            (!connection.sender.is_closed()).then(|| connection.clone())
         })
     }
 
@@ -270,27 +274,21 @@ impl H2Pools {
     }
 }
 
-/// Whether a dial failed or its connection has closed or is to an address the upstream no
-/// longer has: the next request dials anew.
-fn ended(dial: &Dial, membership: &Membership) -> bool {
+/// Whether a dial failed or its connection has closed: the next request dials anew.
+fn ended(dial: &Dial) -> bool {
     match dial.get() {
         None => false,
-        Some(Ok(connection)) => connection.sender.is_closed() || !membership.holds(connection.peer),
+        Some(Ok(connection)) => connection.sender.is_closed(),
         Some(Err(_)) => true,
     }
 }
 
 impl H2Connection {
     /// A handle on a connection just opened, and what tells when it has been idle too long.
-    pub(super) fn new(
-        sender: http2::SendRequest<RequestBody>,
-        alert: Alert,
-        peer: Option<SocketAddr>,
-    ) -> Self {
+    pub(super) fn new(sender: http2::SendRequest<RequestBody>, alert: Alert) -> Self {
         Self {
             sender,
             alert,
-            peer,
             usage: Arc::new(Usage {
                 streams: AtomicUsize::new(0),
                 idle_since: AtomicU64::new(0),

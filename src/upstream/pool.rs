@@ -2,23 +2,19 @@
 //! thread (a connection is driven by the runtime of the thread that made it), at most
 //! `POOL_MAX_IDLE` each. A request takes the most recently used connection; those idle for
 //! `POOL_IDLE_TIMEOUT` are closed from the other end by a task that runs while the pool holds
-//! any, so none outlives its time wherever it sits, with or without traffic. For an upstream
-//! named by DNS, a connection whose address left the name's set is not reused: the reaper
-//! closes it when the set changes, and it is not put back after its response.
+//! any, so none outlives its time wherever it sits, with or without traffic.
 //!
 //! A pool of certgate's own rather than hyper-util's: it costs a lock and a pop per request,
 //! where a general-purpose pool keyed by scheme and authority hashes the key twice
 //! (docs/performance.md).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::client::conn::http1;
 use tokio::time::Instant;
 
-use super::discovery::Membership;
 use super::limit::Connections;
 use super::request_body::RequestBody;
 use crate::workers::PerWorker;
@@ -36,21 +32,14 @@ pub(super) struct Pools {
     /// The app's connection slots: a connection given back wakes a request waiting for one,
     /// and a retired client keeps none.
     connections: Arc<Connections>,
-    /// Whether a connection's address is still the upstream's.
-    membership: Membership,
-}
-
-/// An HTTP/1.1 connection to the app, and the address it is connected to.
-#[derive(Debug)]
-pub(super) struct Http1 {
-    pub sender: http1::SendRequest<RequestBody>,
-    pub peer: Option<SocketAddr>,
+    /// Set once the endpoint these pools belong to drains or retires: none is kept.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// A connection whose response is being read; it goes back to its pool with `give_back`.
 #[derive(Debug)]
 pub(super) struct CheckIn {
-    pub connection: Http1,
+    pub sender: http1::SendRequest<RequestBody>,
     pub pools: Arc<Pools>,
 }
 
@@ -64,42 +53,39 @@ struct IdlePool {
 
 #[derive(Debug)]
 struct IdleConnection {
-    connection: Http1,
+    sender: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
 impl Pools {
-    /// Empty pools for `workers` worker threads, reusing connections whose address
-    /// `membership` holds.
-    pub(super) fn new(
-        workers: usize,
-        connections: Arc<Connections>,
-        membership: Membership,
-    ) -> Self {
-        Self::with_limit(workers, POOL_MAX_IDLE, connections, membership)
+    /// Empty pools for `workers` worker threads.
+    pub(super) fn new(workers: usize, connections: Arc<Connections>) -> Self {
+        Self::with_limit(workers, POOL_MAX_IDLE, connections)
     }
 
-    fn with_limit(
-        workers: usize,
-        max_idle: usize,
-        connections: Arc<Connections>,
-        membership: Membership,
-    ) -> Self {
+    fn with_limit(workers: usize, max_idle: usize, connections: Arc<Connections>) -> Self {
         Self {
             pools: PerWorker::new(workers, Mutex::default),
             max_idle,
             connections,
-            membership,
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// The calling worker's most recently used idle connection that is still open, within
-    /// its time and to one of the upstream's addresses.
-    pub(super) fn take(&self) -> Option<Http1> {
+    /// Closes every idle connection and keeps none from now on.
+    pub(super) fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.close_idle();
+    }
+
+    /// The calling worker's most recently used idle connection that is still open and
+    /// within its time.
+    pub(super) fn take(&self) -> Option<http1::SendRequest<RequestBody>> {
         let mut pool = self.pools.mine().lock().ok()?;
         while let Some(idle) = pool.connections.pop_back() {
-            if self.usable(&idle) {
-                return Some(idle.connection);
+            if idle.since.elapsed() < POOL_IDLE_TIMEOUT && !idle.sender.is_closed() {
+                return Some(idle.sender);
             }
         }
         None
@@ -107,22 +93,16 @@ impl Pools {
 
     /// An idle connection from any worker's pool: for a request that finds no slot free to
     /// dial its own (it is driven by the thread that made it, wherever it is used).
-    pub(super) fn take_any(&self) -> Option<Http1> {
+    pub(super) fn take_any(&self) -> Option<http1::SendRequest<RequestBody>> {
         self.pools.all().iter().find_map(|pool| {
             let mut pool = pool.lock().ok()?;
             while let Some(idle) = pool.connections.pop_back() {
-                if self.usable(&idle) {
-                    return Some(idle.connection);
+                if idle.since.elapsed() < POOL_IDLE_TIMEOUT && !idle.sender.is_closed() {
+                    return Some(idle.sender);
                 }
             }
             None
         })
-    }
-
-    fn usable(&self, idle: &IdleConnection) -> bool {
-        idle.since.elapsed() < POOL_IDLE_TIMEOUT
-            && !idle.connection.sender.is_closed()
-            && self.membership.holds(idle.connection.peer)
     }
 
     /// Closes every idle connection, in every worker's pool.
@@ -140,8 +120,7 @@ impl CheckIn {
     /// pool is full or the client retired (then it closes), and starts the pool's reaper if
     /// it is not running.
     pub(super) fn give_back(self) {
-        if self.connection.sender.is_closed() || !self.pools.membership.holds(self.connection.peer)
-        {
+        if self.sender.is_closed() {
             return;
         }
         {
@@ -150,12 +129,14 @@ impl CheckIn {
             };
             // Read under the pool's lock: `retire` sets the flag before it empties the
             // pools, so a connection is either emptied out with them or never put back.
-            if pool.connections.len() >= self.pools.max_idle || self.pools.connections.is_retired()
+            if pool.connections.len() >= self.pools.max_idle
+                || self.pools.connections.is_retired()
+                || self.pools.closed.load(std::sync::atomic::Ordering::Acquire)
             {
                 return;
             }
             pool.connections.push_back(IdleConnection {
-                connection: self.connection,
+                sender: self.sender,
                 since: Instant::now(),
             });
             if !pool.reaping {
@@ -169,14 +150,11 @@ impl CheckIn {
 
 impl IdlePool {
     /// Closes the connections idle since before `now - POOL_IDLE_TIMEOUT` (and closed ones
-    /// on the way) and those to an address `membership` no longer holds; returns when the
-    /// oldest one left expires.
-    fn reap(&mut self, now: Instant, membership: &Membership) -> Option<Instant> {
-        self.connections
-            .retain(|idle| membership.holds(idle.connection.peer));
+    /// on the way); returns when the oldest one left expires.
+    fn reap(&mut self, now: Instant) -> Option<Instant> {
         while let Some(oldest) = self.connections.front() {
             let expires = oldest.since + POOL_IDLE_TIMEOUT;
-            if expires > now && !oldest.connection.sender.is_closed() {
+            if expires > now && !oldest.sender.is_closed() {
                 return Some(expires);
             }
             self.connections.pop_front();
@@ -185,25 +163,19 @@ impl IdlePool {
     }
 }
 
-/// Closes the expired connections of the calling worker's pool, and those whose address left
-/// the upstream's set as soon as it changes, until the pool is empty.
+/// Closes the expired connections of the calling worker's pool until it is empty.
 async fn reap(pools: Arc<Pools>) {
-    let mut membership = pools.membership.clone();
     loop {
-        membership.mark_seen();
         let next = {
             let Ok(mut pool) = pools.pools.mine().lock() else {
                 return;
             };
-            let next = pool.reap(Instant::now(), &membership);
+            let next = pool.reap(Instant::now());
             pool.reaping = next.is_some();
             next
         };
         match next {
-            Some(at) => tokio::select! {
-                () = tokio::time::sleep_until(at) => {}
-                () = membership.changed() => {}
-            },
+            Some(at) => tokio::time::sleep_until(at).await,
             None => return,
         }
     }
@@ -256,12 +228,12 @@ mod tests {
         for idle_for in [100, 95, 10] {
             let (sender, app_end) = connection(&listener).await;
             pool.connections.push_back(IdleConnection {
-                connection: Http1 { sender, peer: None },
+                sender,
                 since: ago(idle_for),
             });
             app_ends.push(app_end);
         }
-        let next = pool.reap(Instant::now(), &Membership::default()).unwrap();
+        let next = pool.reap(Instant::now()).unwrap();
         assert_eq!(pool.connections.len(), 1, "the two expired ones go");
         let expected = ago(10) + POOL_IDLE_TIMEOUT;
         assert!(next <= expected && expected - next < Duration::from_secs(1));
@@ -279,16 +251,12 @@ mod tests {
     #[tokio::test]
     async fn the_reaper_empties_a_pool_whose_connections_all_expired_and_stops() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pools = Arc::new(Pools::new(
-            1,
-            Arc::new(Connections::new(8)),
-            Membership::default(),
-        ));
+        let pools = Arc::new(Pools::new(1, Arc::new(Connections::new(8))));
         let (sender, mut app_end) = connection(&listener).await;
         {
             let mut pool = pools.pools.mine().lock().unwrap();
             pool.connections.push_back(IdleConnection {
-                connection: Http1 { sender, peer: None },
+                sender,
                 since: ago(POOL_IDLE_TIMEOUT.as_secs() + 1),
             });
             pool.reaping = true;
@@ -305,17 +273,12 @@ mod tests {
     #[tokio::test]
     async fn a_pool_keeps_at_most_max_idle_connections_and_starts_one_reaper() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pools = Arc::new(Pools::with_limit(
-            1,
-            2,
-            Arc::new(Connections::new(8)),
-            Membership::default(),
-        ));
+        let pools = Arc::new(Pools::with_limit(1, 2, Arc::new(Connections::new(8))));
         let mut app_ends = Vec::new();
         for _ in 0..3 {
             let (sender, app_end) = connection(&listener).await;
             CheckIn {
-                connection: Http1 { sender, peer: None },
+                sender,
                 pools: pools.clone(),
             }
             .give_back();
@@ -335,7 +298,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_takes_the_most_recently_used_connection_and_skips_expired_ones() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pools = Pools::new(1, Arc::new(Connections::new(8)), Membership::default());
+        let pools = Pools::new(1, Arc::new(Connections::new(8)));
         let (older, _older_end) = connection(&listener).await;
         let (newer, _newer_end) = connection(&listener).await;
         let (expired, _expired_end) = connection(&listener).await;
@@ -343,7 +306,7 @@ mod tests {
             let mut pool = pools.pools.mine().lock().unwrap();
             for (sender, idle_for) in [(older, 20), (newer, 10), (expired, 100)] {
                 pool.connections.push_back(IdleConnection {
-                    connection: Http1 { sender, peer: None },
+                    sender,
                     since: ago(idle_for),
                 });
             }
@@ -351,46 +314,5 @@ mod tests {
         // The back holds an expired one (as after a clock jump): skipped, then the newest.
         assert!(pools.take().is_some());
         assert_eq!(pools.pools.mine().lock().unwrap().connections.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn connections_to_an_address_that_left_the_set_close_and_are_not_put_back() {
-        use super::super::discovery::Addresses;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let peer = listener.local_addr().unwrap();
-        let (set, addresses) = tokio::sync::watch::channel(Addresses::from([peer]));
-        let pools = Arc::new(Pools::new(
-            1,
-            Arc::new(Connections::new(8)),
-            Membership::new(Some(addresses)),
-        ));
-        let (idle, mut idle_end) = connection(&listener).await;
-        let (in_flight, mut in_flight_end) = connection(&listener).await;
-        CheckIn {
-            connection: Http1 {
-                sender: idle,
-                peer: Some(peer),
-            },
-            pools: pools.clone(),
-        }
-        .give_back();
-        set.send_replace(Addresses::from([]));
-        CheckIn {
-            connection: Http1 {
-                sender: in_flight,
-                peer: Some(peer),
-            },
-            pools: pools.clone(),
-        }
-        .give_back();
-        assert!(
-            closed(&mut in_flight_end).await,
-            "the one whose response ended after the change is not put back"
-        );
-        assert!(
-            closed(&mut idle_end).await,
-            "the idle one closes when the set changes"
-        );
-        assert!(pools.take().is_none());
     }
 }

@@ -32,7 +32,8 @@ pub(super) const CLIENT_STALLED: u8 = 2;
 /// whether the client broke it off, and cuts it off after `requestBodyIdleMs` without a byte.
 #[derive(Debug)]
 pub(crate) struct RequestBody {
-    inner: Incoming,
+    /// The client's body; `None` for the empty body a request sent again carries.
+    inner: Option<Incoming>,
     sent: Option<oneshot::Sender<()>>,
     pub(super) client_failed: Arc<AtomicU8>,
     clock: GapClock,
@@ -64,7 +65,7 @@ impl RequestBody {
         let clock = GapClock::new(idle);
         if inner.is_end_stream() {
             let body = Self {
-                inner,
+                inner: Some(inner),
                 sent: None,
                 client_failed,
                 clock,
@@ -75,7 +76,7 @@ impl RequestBody {
         }
         let (sent, receiver) = oneshot::channel();
         let body = Self {
-            inner,
+            inner: Some(inner),
             sent: Some(sent),
             client_failed,
             clock,
@@ -85,8 +86,20 @@ impl RequestBody {
         (body, Some(receiver))
     }
 
+    /// An empty body: what an idempotent request without one is sent again with.
+    pub(super) fn empty() -> Self {
+        Self {
+            inner: None,
+            sent: None,
+            client_failed: Arc::new(AtomicU8::new(CLIENT_OK)),
+            clock: GapClock::new(Duration::ZERO),
+            timer: None,
+            clean_trailers: |_| 0,
+        }
+    }
+
     fn report_if_done(&mut self) {
-        if self.inner.is_end_stream() {
+        if self.is_end_stream() {
             self.report_sent();
         }
     }
@@ -107,7 +120,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Err(source))) => {
                 this.client_failed
                     .store(CLIENT_BROKE_OFF, Ordering::Relaxed);
@@ -145,10 +161,12 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }

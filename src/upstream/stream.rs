@@ -1,8 +1,6 @@
 //! Connecting to the app: TCP, then for an `https://` upstream the TLS handshake, both under
 //! `upstreamConnectMs`. A request is written only on a stream whose handshake completed and
-//! whose certificate verified; nothing goes to the app in plaintext before that. An upstream
-//! named by a DNS name is dialed at the addresses its discovery holds now (`discovery.rs`), in
-//! order, the first that connects; an IP literal as written.
+//! whose certificate verified; nothing goes to the app in plaintext before that.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,24 +12,22 @@ use std::time::Duration;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::discovery::{self, Addresses};
 use super::error::UpstreamError;
 use super::limit::Slot;
 use crate::settings::{Transport, Upstream};
 use crate::tls::upstream::{AppTls, UpstreamTlsFailure};
 
-/// Opens connections to one app.
+/// Opens connections to one endpoint of an app.
 #[derive(Debug, Clone)]
 pub(crate) struct Dialer {
-    /// `host:port` of the app.
+    /// The endpoint's address.
+    address: Option<SocketAddr>,
+    /// `host:port` of the app, resolved at each dial when there is no `address`.
     authority: Arc<str>,
-    /// For a DNS name: the addresses it resolves to now.
-    addresses: Option<watch::Receiver<Addresses>>,
     /// TLS, for an `https://` upstream.
     tls: Option<Tls>,
     /// `upstreamConnectMs`: connect and handshake together.
@@ -63,17 +59,18 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Dialer {
-    /// A dialer for `upstream`, speaking `tls` to an `https://` one, with `timeout` for
-    /// connect and handshake together; `addresses` are those of a DNS name's discovery.
+    /// A dialer for `upstream` at `address` (by its name when `None`), speaking `tls` to an
+    /// `https://` one (its server name is the upstream's, whatever the address), with
+    /// `timeout` for connect and handshake together.
     pub(crate) fn new(
         upstream: &Upstream,
+        address: Option<SocketAddr>,
         tls: Option<AppTls>,
         timeout: Duration,
-        addresses: Option<watch::Receiver<Addresses>>,
     ) -> Self {
         Self {
+            address,
             authority: upstream.authority.as_str().into(),
-            addresses,
             tls: tls.map(|tls| Tls {
                 connector: TlsConnector::from(tls.config),
                 server_name: tls.server_name,
@@ -103,24 +100,20 @@ impl Dialer {
     /// holds `slot` until it closes.
     pub(crate) async fn dial(&self, slot: Slot) -> Result<AppStream, UpstreamError> {
         let deadline = Instant::now() + self.timeout;
-        let tcp = match &self.addresses {
-            None => {
-                let connect = TcpStream::connect(&*self.authority);
-                match tokio::time::timeout_at(deadline, connect).await {
-                    Ok(Ok(tcp)) => tcp,
-                    Ok(Err(source)) => return Err(UpstreamError::Connect { source }),
-                    Err(_) => return Err(UpstreamError::ConnectTimeout),
-                }
-            }
-            Some(addresses) => self.connect_resolved(addresses, deadline).await?,
+        let connected = match self.address {
+            Some(address) => tokio::time::timeout_at(deadline, TcpStream::connect(address)).await,
+            None => tokio::time::timeout_at(deadline, TcpStream::connect(&*self.authority)).await,
+        };
+        let tcp = match connected {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(source)) => return Err(UpstreamError::Connect { source }),
+            Err(_) => return Err(UpstreamError::ConnectTimeout),
         };
         let _ = tcp.set_nodelay(true);
-        let peer = tcp.peer_addr().ok();
         let Some(tls) = &self.tls else {
             return Ok(AppStream {
                 inner: Inner::Plain(tcp),
                 alert: self.alert(),
-                peer,
                 _slot: slot,
             });
         };
@@ -154,32 +147,7 @@ impl Dialer {
         Ok(AppStream {
             inner: Inner::Tls(Box::new(stream)),
             alert: self.alert(),
-            peer,
             _slot: slot,
-        })
-    }
-
-    /// A TCP connection to the first of the name's current addresses that accepts one, each
-    /// tried in turn until `deadline`; a request before the first resolution waits for it.
-    async fn connect_resolved(
-        &self,
-        addresses: &watch::Receiver<Addresses>,
-        deadline: Instant,
-    ) -> Result<TcpStream, UpstreamError> {
-        let addresses = discovery::settled(addresses, deadline).await;
-        let mut last = None;
-        for address in addresses.iter() {
-            match tokio::time::timeout_at(deadline, TcpStream::connect(address)).await {
-                Ok(Ok(tcp)) => return Ok(tcp),
-                Ok(Err(source)) => last = Some(source),
-                Err(_) => return Err(UpstreamError::ConnectTimeout),
-            }
-        }
-        Err(match last {
-            Some(source) => UpstreamError::Connect { source },
-            None => UpstreamError::Unresolved {
-                authority: self.authority.clone(),
-            },
         })
     }
 }
@@ -189,8 +157,6 @@ impl Dialer {
 pub(crate) struct AppStream {
     inner: Inner,
     alert: Alert,
-    /// The address connected to.
-    peer: Option<SocketAddr>,
     /// Counts the connection against `limits.maxUpstreamConnectionsPerApp` until the socket
     /// is dropped, upgraded connections (WebSocket) included.
     _slot: Slot,
@@ -230,11 +196,6 @@ impl AppStream {
     /// What records an alert the app sends on this connection.
     pub(crate) fn alert(&self) -> Alert {
         self.alert.clone()
-    }
-
-    /// The address connected to.
-    pub(crate) fn peer(&self) -> Option<SocketAddr> {
-        self.peer
     }
 
     fn observe<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{SendError, UpstreamClient};
+use super::{ClientSettings, GroupSpec, SendError, UpstreamClient};
 use crate::settings::{Timeouts, Transport, Upstream};
 
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
@@ -33,7 +33,24 @@ fn client_over(app: SocketAddr, transport: Transport) -> UpstreamClient {
         transport,
         tls: None,
     };
-    UpstreamClient::new(&upstream, None, &Timeouts::default(), 8, 1, None)
+    let metrics = crate::metrics::Metrics::new();
+    UpstreamClient::new(
+        vec![GroupSpec {
+            name: "latest",
+            upstream: &upstream,
+            tls: None,
+            weight: 100,
+            addresses: super::endpoints::fixed(vec![app]),
+            metrics: metrics.upstream_group("app", "latest"),
+        }],
+        ClientSettings {
+            app: "app",
+            timeouts: &Timeouts::default(),
+            max_connections: 8,
+            workers: 1,
+            retries: 1,
+        },
+    )
 }
 
 /// A server that sends every request it receives through `client`: the request body an
@@ -52,7 +69,7 @@ async fn front(client: UpstreamClient) -> (SocketAddr, Arc<Mutex<Vec<String>>>) 
                 let client = client.clone();
                 let recorded = recorded.clone();
                 async move {
-                    let body = match client.send(request, |_| 0).await {
+                    let body = match client.send(request, |_| 0, None).await {
                         Ok(response) => response.into_body().collect().await.unwrap().to_bytes(),
                         Err(error) => {
                             recorded.lock().unwrap().push(format!("{error:?}"));
@@ -162,7 +179,7 @@ async fn an_exchange_in_flight_when_retired_completes_and_its_connection_closes(
         closed(&mut app_end).await,
         "the connection closes instead of going back to the pool"
     );
-    assert!(client.inner.pools.take_any().is_none());
+    assert!(client.first_endpoint().pools().take_any().is_none());
 }
 
 #[tokio::test]
@@ -202,4 +219,189 @@ async fn a_retired_client_sends_what_needs_a_dial_through_its_successor() {
     let probe = TcpStream::connect(old_addr).await.unwrap();
     let (_, peer) = old_app.accept().await.unwrap();
     assert_eq!(peer, probe.local_addr().unwrap());
+}
+
+/// An HTTP/1.1 client for one group whose endpoints are `addresses`, with `retries`.
+fn group_client(addresses: Vec<SocketAddr>, retries: u32) -> UpstreamClient {
+    let upstream = Upstream {
+        authority: "app.test:80".parse().unwrap(),
+        transport: Transport::Http1,
+        tls: None,
+    };
+    let metrics = crate::metrics::Metrics::new();
+    UpstreamClient::new(
+        vec![GroupSpec {
+            name: "latest",
+            upstream: &upstream,
+            tls: None,
+            weight: 100,
+            addresses: super::endpoints::fixed(addresses),
+            metrics: metrics.upstream_group("app", "latest"),
+        }],
+        ClientSettings {
+            app: "app",
+            timeouts: &Timeouts::default(),
+            max_connections: 8,
+            workers: 1,
+            retries,
+        },
+    )
+}
+
+/// An address nothing listens on.
+async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Answers every request on `listener` with `ok`, counting them.
+fn answer_all(listener: TcpListener) -> Arc<std::sync::atomic::AtomicUsize> {
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if tcp.write_all(RESPONSE).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    count
+}
+
+#[tokio::test]
+async fn a_request_refused_by_one_endpoint_goes_to_another() {
+    let dead = closed_port().await;
+    let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let live_addr = live.local_addr().unwrap();
+    let served = answer_all(live);
+    let client = group_client(vec![dead, live_addr], 1);
+    let (front, failures) = front(client.clone()).await;
+    for _ in 0..20 {
+        assert_eq!(get(front).await, "ok");
+    }
+    assert!(failures.lock().unwrap().is_empty());
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 20);
+}
+
+#[tokio::test]
+async fn without_retries_a_refused_request_fails() {
+    let dead = closed_port().await;
+    let client = group_client(vec![dead, closed_port().await], 0);
+    let (front, failures) = front(client.clone()).await;
+    assert_eq!(get(front).await, "failed");
+    assert_eq!(failures.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_endpoint_that_keeps_refusing_is_ejected_and_gets_no_request() {
+    let dead = closed_port().await;
+    let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let live_addr = live.local_addr().unwrap();
+    let _served = answer_all(live);
+    let client = group_client(vec![dead, live_addr], 1);
+    let (front, _) = front(client.clone()).await;
+    let set = client.inner.groups[0].clone();
+    let dead_endpoint = set
+        .current()
+        .iter()
+        .find(|endpoint| endpoint.address == Some(dead))
+        .unwrap()
+        .clone();
+    for _ in 0..200 {
+        assert_eq!(get(front).await, "ok");
+        if dead_endpoint.is_ejected() {
+            break;
+        }
+    }
+    assert!(
+        dead_endpoint.is_ejected(),
+        "ejected after failures in a row"
+    );
+    let sent_before = dead_endpoint.requests_sent();
+    for _ in 0..20 {
+        assert_eq!(get(front).await, "ok");
+    }
+    assert_eq!(
+        dead_endpoint.requests_sent(),
+        sent_before,
+        "none while ejected"
+    );
+}
+
+#[tokio::test]
+async fn an_address_removed_from_the_set_drains_and_a_new_one_takes_requests() {
+    let first = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let first_addr = first.local_addr().unwrap();
+    let first_served = answer_all(first);
+    let second = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_addr = second.local_addr().unwrap();
+    let second_served = answer_all(second);
+    let client = group_client(vec![first_addr], 1);
+    let (front, _) = front(client.clone()).await;
+    assert_eq!(get(front).await, "ok");
+    let set = client.inner.groups[0].clone();
+    let old = set.current()[0].clone();
+    set.update(&[second_addr]);
+    assert!(old.is_draining());
+    for _ in 0..5 {
+        assert_eq!(get(front).await, "ok");
+    }
+    assert_eq!(first_served.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(second_served.load(std::sync::atomic::Ordering::SeqCst), 5);
+    assert!(
+        old.pools().take_any().is_none(),
+        "its idle connection closed"
+    );
+}
+
+#[test]
+fn the_schedule_gives_each_group_its_weight_spread_out() {
+    let order = super::schedule(&[80, 20]);
+    assert_eq!(order.len(), 100);
+    assert_eq!(order.iter().filter(|&&group| group == 1).count(), 20);
+    assert!(
+        order.windows(2).all(|pair| pair != [1, 1]),
+        "the smaller share is never sent twice in a row: {order:?}"
+    );
+    assert!(super::schedule(&[100]).is_empty());
+}
+
+#[tokio::test]
+async fn the_endpoint_with_fewer_requests_in_flight_is_chosen() {
+    let addresses = vec![
+        closed_port().await,
+        closed_port().await,
+        closed_port().await,
+    ];
+    let client = group_client(addresses, 1);
+    let set = client.inner.groups[0].clone();
+    let endpoints = set.current();
+    let busy = endpoints[0].clone();
+    let _held: Vec<_> = (0..3).map(|_| busy.start()).collect();
+    for _ in 0..100 {
+        let chosen = super::endpoints::pick(&endpoints, &[], || panic!("all are healthy")).unwrap();
+        assert!(
+            !std::sync::Arc::ptr_eq(chosen, &busy),
+            "two choices never land on the busy one alone"
+        );
+    }
+    let tried = vec![endpoints[1].clone(), endpoints[2].clone()];
+    let last = super::endpoints::pick(&endpoints, &tried, || {}).unwrap();
+    assert!(std::sync::Arc::ptr_eq(last, &busy), "the untried one");
+    assert!(super::endpoints::pick(&endpoints, &endpoints, || {}).is_none());
 }

@@ -10,6 +10,8 @@
 //!   the record appears;
 //! - a reload while the name does not resolve: the new configuration serves the addresses the
 //!   replaced one held;
+//! - a name resolving to three addresses is three endpoints: concurrent requests spread over
+//!   all three (least-request with two random choices), none fails;
 //! - `check` prints the `upstreamDns` line; a bad nameserver or a too short `refreshMs` is
 //!   refused naming the key; `explain --config` shows the name, the refresh bounds and the
 //!   nameservers.
@@ -56,6 +58,49 @@ async fn fetch(conn: &mut Connection) -> (u16, String) {
         reply.status.as_u16(),
         String::from_utf8_lossy(&reply.body).into_owned(),
     )
+}
+
+#[tokio::test]
+async fn a_name_of_three_addresses_spreads_requests_over_three_endpoints() {
+    if !dnsmasq_available() {
+        return;
+    }
+    const THIRD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
+    let pki = Pki::new();
+    let upstreams = NamedUpstreams::start(&[FIRST, SECOND, THIRD]).await;
+    let dns = Dnsmasq::start(&[(NAME, &[FIRST, SECOND, THIRD])]);
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let gateway = Gateway::start(dir, config(&dns, upstreams.port)).await;
+    // Six clients at once on their own connections, so endpoints have requests in flight to
+    // compare.
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let options = ClientOptions::new(&pki, IGNORE_HOST);
+        let addr = gateway.addr;
+        clients.push(tokio::spawn(async move {
+            let mut conn = Connection::open(addr, &options).await.unwrap();
+            let mut failed = 0;
+            for _ in 0..100 {
+                if fetch(&mut conn).await.0 != 200 {
+                    failed += 1;
+                }
+            }
+            failed
+        }));
+    }
+    let mut failed = 0;
+    for client in clients {
+        failed += client.await.unwrap();
+    }
+    assert_eq!(failed, 0, "failed requests");
+    let counts = [FIRST, SECOND, THIRD].map(|address| upstreams.count(address));
+    assert_eq!(counts.iter().sum::<usize>(), 600, "{counts:?}");
+    for (address, count) in [FIRST, SECOND, THIRD].iter().zip(counts) {
+        // An even share is 200; least-request keeps every endpoint well within reach of it.
+        assert!(count >= 100, "{address} served {count} of 600: {counts:?}");
+    }
+    gateway.stop().await;
 }
 
 #[tokio::test]

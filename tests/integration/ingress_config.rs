@@ -115,7 +115,7 @@ fn the_exported_block_loads_with_any_letter_case_and_nulls() {
 
 #[test]
 fn unknown_ingress_keys_stay_errors() {
-    for key in ["allowInsecure", "ipSecurityRestriction"] {
+    for key in ["ipSecurityRestriction", "allowInsecures"] {
         let chain = refused(json!({ key: null }));
         assert_says(&chain, &[&format!("unknown field `{key}`")]);
     }
@@ -163,7 +163,7 @@ fn values_certgate_cannot_honour_name_the_key_and_what_to_do() {
             json!({ "traffic": [{ "weight": 80, "latestRevision": true }, { "weight": 20, "revisionName": "api--old" }] }),
             vec![
                 "ingress.traffic splits traffic 2 ways",
-                "several upstreams",
+                "the app has no revisions",
                 "weight\": 100",
             ],
         ),
@@ -171,14 +171,14 @@ fn values_certgate_cannot_honour_name_the_key_and_what_to_do() {
             json!({ "traffic": [{ "weight": 50, "latestRevision": true }] }),
             vec![
                 "ingress.traffic gives its one entry weight 50",
-                "several upstreams",
+                "weights summing to 100",
             ],
         ),
         (
             json!({ "stickySessions": { "affinity": "Sticky" } }),
             vec![
                 "ingress.stickySessions.affinity \"sticky\"",
-                "several upstreams",
+                "not served yet",
                 "none",
             ],
         ),

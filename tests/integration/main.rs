@@ -14,6 +14,7 @@ mod authority;
 mod authorization;
 mod authorization_log;
 mod balance;
+mod balancing;
 mod bench;
 mod check_findings;
 mod config;

@@ -55,8 +55,19 @@ impl Gateway {
     /// test's runtime).
     pub async fn start_with_workers(
         dir: TempDir,
+        config: serde_json::Value,
+        workers: usize,
+    ) -> Self {
+        Self::start_edited(dir, config, workers, |_| {}).await
+    }
+
+    /// As `start_with_workers`, with `edit` applied to the config as loaded before it is
+    /// served (e.g. to hand a group the address set of a test's own source).
+    pub async fn start_edited(
+        dir: TempDir,
         mut config: serde_json::Value,
         workers: usize,
+        edit: impl FnOnce(&mut certgate::LoadedConfig),
     ) -> Self {
         config["listen"] = "127.0.0.1:0".into();
         // No balancer in front: `stop` drains at once unless a test asks for a delay.
@@ -64,9 +75,10 @@ impl Gateway {
             config["timeouts"]["drainDelayMs"] = 0.into();
         }
         let path = dir.write("certgate.json", serde_json::to_vec_pretty(&config).unwrap());
-        let config = certgate::LoadedConfig::load(&path)
+        let mut config = certgate::LoadedConfig::load(&path)
             .await
             .unwrap_or_else(|e| panic!("config refused: {}", certgate::error_chain(&e)));
+        edit(&mut config);
         let source: certgate::ConfigSource = Arc::new(move || {
             let path = path.clone();
             Box::pin(async move { certgate::LoadedConfig::load(&path).await })
