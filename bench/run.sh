@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # certgate's side-by-side benchmark (docs/performance.md): certgate, nginx and HAProxy do the
-# same mTLS job in front of one nginx upstream, on loopback only; every phase runs against every
-# target, interleaved over several rounds; one Markdown table of medians is printed at the end
-# (and one of certgate against another certgate build with --baseline).
+# same mTLS job in front of one nginx upstream (two of its ports for the balanced phase), on
+# loopback only; every phase runs against every target, interleaved over several rounds; one
+# Markdown table of medians is printed at the end (and one of certgate against another certgate
+# build with --baseline).
 #
 #   bench/run.sh [--rounds N] [--duration SECONDS] [--warmup SECONDS] [--idle-connections N]
-#                [--phases h1,h2,https,full,resumed,idle] [--nice N] [--results FILE]
+#                [--phases h1,h2,https,balanced,full,resumed,idle] [--nice N] [--results FILE]
 #                [--no-install] [--certgate BINARY] [--baseline BINARY] [--one-session]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ warmup=1
 idle_connections=10000
 results=""
 install=1
-phases=h1,h2,https,full,resumed,idle
+phases=h1,h2,https,balanced,full,resumed,idle
 nice=""
 certgate_binary=""
 baseline_binary=""
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
     --certgate) certgate_binary="$2"; shift 2 ;;
     --baseline) baseline_binary="$2"; shift 2 ;;
     --one-session) detach=(); shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -43,7 +44,10 @@ log() { echo "bench: $*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
 
 for phase in ${phases//,/ }; do
-  case "$phase" in h1|h2|https|full|resumed|idle) ;; *) echo "unknown phase: $phase (h1, h2, https, full, resumed, idle)" >&2; exit 64 ;; esac
+  case "$phase" in
+    h1|h2|https|balanced|full|resumed|idle) ;;
+    *) echo "unknown phase: $phase (h1, h2, https, balanced, full, resumed, idle)" >&2; exit 64 ;;
+  esac
 done
 has_phase() { [[ ",$phases," == *",$1,"* ]]; }
 
@@ -160,16 +164,20 @@ pids_of() {
   { echo "$main"; ps -o pid= --ppid "$main"; } | tr -d ' ' | grep -v '^$' | paste -sd, -
 }
 
-read -r upstream_port upstream_tls_port nginx_port haproxy_port certgate_port certgate_log_port baseline_port \
-  <<<"$("$loadgen" ports 7)"
+read -r upstream_port upstream_b_port upstream_tls_port nginx_port haproxy_port certgate_port certgate_log_port baseline_port \
+  <<<"$("$loadgen" ports 8)"
 declare -A port=([nginx]=$nginx_port [haproxy]=$haproxy_port [certgate]=$certgate_port [certgate-log]=$certgate_log_port [baseline]=$baseline_port)
 # The host name (SNI and Host) each proxy routes to the TLS upstream by, for the https phase. The
 # bench server certificate lists it by name: OpenSSL and webpki refuse its *.localhost wildcard
 # (a wildcard directly above a one-label name).
 tls_name=require.localhost
+# The host name of each proxy's route to two upstream endpoints, for the balanced phase: the
+# upstream's plain HTTP server ($upstream_port) and a second one like it ($upstream_b_port).
+balanced_name=balanced.localhost
 
 # --- PKI: EC P-256 CA, server and client ------------------------------------------------------
-"$certgate" pki init "$work/pki" >/dev/null
+# The server certificate lists the balanced host by name too (--host), for the same reason.
+"$certgate" pki init "$work/pki" --host "$balanced_name" >/dev/null
 pki="$work/pki"
 cat "$pki/server.pem" "$pki/server.key" >"$pki/haproxy.pem"
 # HAProxy's client certificate to the TLS upstream: certificate and key in one file.
@@ -186,7 +194,7 @@ EOF
 nginx_temp_paths() {
   for kind in client_body proxy fastcgi uwsgi scgi; do echo "  ${kind}_temp_path $1/tmp/$kind;"; done
 }
-# The locations of both upstream servers.
+# The locations of every upstream server.
 upstream_locations() {
   cat <<EOF
     default_type text/plain;
@@ -194,6 +202,7 @@ upstream_locations() {
     # benchmark requests /.
     location = /xfcc { return 200 "\$http_x_forwarded_client_cert\n"; }
     location = /via { return 200 "\$scheme \$ssl_protocol\n"; }
+    location = /port { return 200 "\$server_port\n"; }
     location / { return 200 "hello from the upstream\n"; }
 EOF
 }
@@ -211,6 +220,11 @@ $(nginx_temp_paths "$work/upstream")
   keepalive_timeout 300s;
   server {
     listen 127.0.0.1:$upstream_port;
+$(upstream_locations)
+  }
+  # For the balanced phase: a second endpoint, the same on another port.
+  server {
+    listen 127.0.0.1:$upstream_b_port;
 $(upstream_locations)
   }
   # For the https phase: the same over TLS with the bench server certificate, and a client
@@ -278,6 +292,14 @@ $(nginx_temp_paths "$work/nginx")
     keepalive_requests 1000000;
     keepalive_timeout 300s;
   }
+  upstream balanced {
+    least_conn;
+    server 127.0.0.1:$upstream_port;
+    server 127.0.0.1:$upstream_b_port;
+    keepalive 64;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+  }
   server {
 $(nginx_mtls)
     location / {
@@ -302,6 +324,15 @@ $(nginx_mtls)
       # nginx 1.22 offers TLS 1.0 to 1.2 to an upstream by default; certgate and HAProxy offer
       # 1.2 and 1.3.
       proxy_ssl_protocols TLSv1.2 TLSv1.3;
+$(nginx_proxy_headers)
+    }
+  }
+  # The balanced route: the two endpoints of the upstream, least connections first.
+  server {
+$(nginx_mtls)
+    server_name $balanced_name;
+    location / {
+      proxy_pass http://balanced;
 $(nginx_proxy_headers)
     }
   }
@@ -332,6 +363,7 @@ frontend mtls
   http-request set-header X-Forwarded-Proto https
   option forwardfor
   use_backend app_tls if { ssl_fc_sni -i $tls_name }
+  use_backend balanced if { ssl_fc_sni -i $balanced_name }
   default_backend app
 backend app
   http-reuse always
@@ -341,15 +373,23 @@ backend app
 backend app_tls
   http-reuse always
   server app 127.0.0.1:$upstream_tls_port ssl verify required ca-file $pki/ca.pem crt $pki/client-with-key.pem sni str(localhost)
+# The balanced route: the two endpoints of the upstream, least connections first.
+backend balanced
+  balance leastconn
+  http-reuse always
+  server a 127.0.0.1:$upstream_port
+  server b 127.0.0.1:$upstream_b_port
 EOF
 
-# --- certgate: the require app and its https twin, access log off (and the same with it on) -------
-certgate_config() { # $1 = port, $2 = 1 for the https app, $3 = 1 for "accessLog": false
-  local tls_app="" access_log=""
-  if [ "$2" = 1 ]; then
-    tls_app=$(
+# --- certgate: the require app and its https and balanced twins, access log off (and the same ---
+# --- with it on) ----------------------------------------------------------------------------------
+# The app of an optional route: https, the app the https phase reaches over TLS; balanced, the
+# app the balanced phase reaches at two endpoints, its requests split evenly between two
+# revisions, the upstream's two plain HTTP servers.
+certgate_app() { # $1 = https or balanced
+  case "$1" in
+    https)
       cat <<EOF
-,
     {
       "name": "bench-tls",
       "hosts": ["$tls_name"],
@@ -366,12 +406,37 @@ certgate_config() { # $1 = port, $2 = 1 for the https app, $3 = 1 for "accessLog
       "forwardClientCert": { "fields": ["Hash"] }
     }
 EOF
-    )
-  fi
-  if [ "$3" = 1 ]; then access_log=', "accessLog": false'; fi
+      ;;
+    balanced)
+      cat <<EOF
+    {
+      "name": "bench-balanced",
+      "hosts": ["$balanced_name"],
+      "upstream": "http://127.0.0.1:$upstream_port",
+      "revisions": { "b": "http://127.0.0.1:$upstream_b_port" },
+      "serverCertificate": { "certFile": "$pki/server.pem", "keyFile": "$pki/server.key" },
+      "ingress": {
+        "clientCertificateMode": "require",
+        "traffic": [
+          { "latestRevision": true, "weight": 50 },
+          { "revisionName": "b", "weight": 50 }
+        ]
+      },
+      "clientAuth": { "trustedCaFiles": ["$pki/ca.pem"] },
+      "forwardClientCert": { "fields": ["Hash"] }
+    }
+EOF
+      ;;
+  esac
+}
+
+certgate_config() { # $1 = port, $2 = 1 for "accessLog": false, then the optional apps (https, balanced)
+  local listen=$1 access_log="" app
+  if [ "$2" = 1 ]; then access_log=', "accessLog": false'; fi
+  shift 2
   cat <<EOF
 {
-  "listen": "127.0.0.1:$1",
+  "listen": "127.0.0.1:$listen",
   "apps": [
     {
       "name": "bench",
@@ -380,7 +445,13 @@ EOF
       "ingress": { "clientCertificateMode": "require" },
       "clientAuth": { "trustedCaFiles": ["$pki/ca.pem"] },
       "forwardClientCert": { "fields": ["Hash"] }
-    }$tls_app
+    }
+EOF
+  for app in "$@"; do
+    echo "    ,"
+    certgate_app "$app"
+  done
+  cat <<EOF
   ],
   "timeouts": { "idleMs": 300000, "shutdownGraceMs": 2000 },
   "limits": { "maxConnections": $maxconn }$access_log
@@ -389,46 +460,57 @@ EOF
 }
 
 declare -A binary=([certgate]=$certgate [certgate-log]=$certgate [baseline]=${baseline:-})
-declare -A quiet # certgate builds whose access log goes off with RUST_LOG=warn
-declare -A skip  # "target:phase" -> 1 for a phase the target cannot do
-declare -A with_https_app # certgate build -> 1 when its config has the https app
+declare -A quiet   # certgate builds whose access log goes off with RUST_LOG=warn
+declare -A skip    # "target:phase" -> 1 for a phase the target cannot do
+declare -A apps_of # certgate build -> the optional apps its config has, space-separated
+
+# Whether certgate build $1's `check` accepts the config in $work/$1.json (its output in
+# $work/$1.check).
+certgate_accepts() { "${binary[$1]}" check --config "$work/$1.json" >"$work/$1.check" 2>&1; }
 
 # Writes the config of certgate build $1 with as much of the benchmark's config as its `check`
-# accepts. A build that refuses the https app (it predates "upstreamTls") runs without it and
-# sits out the https phase; one that refuses "accessLog" turns its access log off with
-# RUST_LOG=warn. Without the https phase no build gets the https app, so that two builds compare
-# with the same one-app config.
+# accepts. A build that refuses "accessLog" turns its access log off with RUST_LOG=warn. A build
+# that refuses an optional app (the https app before "upstreamTls", the balanced app before
+# "revisions") runs without it and sits out its phase. Without a phase no build gets its app, so
+# that two builds compare with the same config.
 configure_certgate() { # $1 = target
-  local t=$1 with_https with_access_log refused https_choices=(0)
-  if has_phase https; then https_choices=(1 0); fi
-  for with_access_log in 1 0; do
-    for with_https in "${https_choices[@]}"; do
-      certgate_config "${port[$t]}" "$with_https" "$with_access_log" >"$work/$t.json"
-      if "${binary[$t]}" check --config "$work/$t.json" >"$work/$t.check" 2>&1; then
-        with_https_app[$t]=$with_https
-        if [ "$with_access_log" = 1 ]; then
-          log "$t: access log off with \"accessLog\": false"
-        else
-          log "$t: this version has no \"accessLog\" key; access log off with RUST_LOG=warn"
-          quiet[$t]=1
-        fi
-        if [ "$with_https" = 0 ] && has_phase https; then
-          skip[$t:https]=1
-          refused=$(grep -m1 . "$work/$t.refused")
-          log "$t: this version refuses the https app (${refused%%, expected*}); it sits out the https phase, and runs one app where certgate runs two"
-        fi
-        return 0
-      fi
-      # With the https app left out next, this says why it was refused.
-      mv "$work/$t.check" "$work/$t.refused"
-    done
+  local t=$1 access_log app accepted=() refused
+  for access_log in 1 0; do
+    certgate_config "${port[$t]}" "$access_log" >"$work/$t.json"
+    certgate_accepts "$t" && break
+    if [ "$access_log" = 0 ]; then
+      cat "$work/$t.check" >&2
+      die "$t: certgate check refuses the benchmark's config"
+    fi
   done
-  cat "$work/$t.check" >&2
-  die "$t: certgate check refuses the benchmark's config"
+  if [ "$access_log" = 1 ]; then
+    log "$t: access log off with \"accessLog\": false"
+  else
+    log "$t: this version has no \"accessLog\" key; access log off with RUST_LOG=warn"
+    quiet[$t]=1
+  fi
+  for app in https balanced; do
+    has_phase "$app" || continue
+    certgate_config "${port[$t]}" "$access_log" "$app" >"$work/$t.json"
+    if certgate_accepts "$t"; then
+      accepted+=("$app")
+    else
+      skip[$t:$app]=1
+      refused=$(grep -m1 . "$work/$t.check")
+      log "$t: this version refuses the $app app (${refused%%, expected*}); it sits out the $app phase, and its config leaves that app out"
+    fi
+  done
+  apps_of[$t]="${accepted[*]}"
+  certgate_config "${port[$t]}" "$access_log" "${accepted[@]}" >"$work/$t.json"
+  if ! certgate_accepts "$t"; then
+    cat "$work/$t.check" >&2
+    die "$t: certgate check refuses the benchmark's config with the apps it accepts one by one"
+  fi
 }
 configure_certgate certgate
 [ -z "${baseline:-}" ] || configure_certgate baseline
-certgate_config "$certgate_log_port" "${with_https_app[certgate]}" 0 >"$work/certgate-log.json"
+read -ra log_apps <<<"${apps_of[certgate]}"
+certgate_config "$certgate_log_port" 0 "${log_apps[@]}" >"$work/certgate-log.json"
 "$certgate" check --config "$work/certgate-log.json" >/dev/null
 
 # The access log goes to a pipe, as under a process supervisor or a container runtime. The
@@ -528,6 +610,40 @@ if has_phase https; then
     fi
   done
 fi
+# Whether target $1's balanced route spreads 20 requests on one keep-alive connection over both
+# of the upstream's endpoints. Sets $spread to how many each answered, or $problem.
+endpoints_spread() { # $1 = target
+  local p=${port[$1]} urls=() answers a b
+  for _ in $(seq 20); do urls+=("https://$balanced_name:$p/port"); done
+  if ! answers=$(curl -sS -f --max-time 5 --resolve "$balanced_name:$p:127.0.0.1" --cacert "$pki/ca.pem" \
+    --cert "$pki/client.pem" --key "$pki/client.key" "${urls[@]}" 2>&1); then
+    problem="failed a request to its endpoints: $answers"
+    return 1
+  fi
+  a=$(grep -cx "$upstream_port" <<<"$answers" || true)
+  b=$(grep -cx "$upstream_b_port" <<<"$answers" || true)
+  spread="$a and $b of 20 requests"
+  if [ "$a" = 0 ] || [ "$b" = 0 ]; then
+    problem="did not reach both endpoints: they answered $spread"
+    return 1
+  fi
+}
+# Every target of the balanced phase reaches both endpoints through its balanced route; a
+# baseline that cannot sits that phase out.
+if has_phase balanced; then
+  for t in "${all_targets[@]}"; do
+    [ "$t" = certgate-log ] && continue
+    [ -z "${skip[$t:balanced]:-}" ] || continue
+    if route_works "$t" "$balanced_name" http && endpoints_spread "$t"; then
+      log "$t ($balanced_name) forwards ${xfcc%%$'\n'*} to both endpoints (ports $upstream_port and $upstream_b_port: $spread, one connection) and refuses clients without a certificate"
+    elif [ "$t" = baseline ]; then
+      skip[$t:balanced]=1
+      log "$t ($balanced_name) $problem; it sits out the balanced phase"
+    else
+      die "$t ($balanced_name) $problem"
+    fi
+  done
+fi
 # Whether target $2 runs phase $1: it was asked for, and the target can do it.
 runs() { has_phase "$1" && [ -z "${skip[$2:$1]:-}" ]; }
 
@@ -565,6 +681,11 @@ for round in $(seq "$rounds"); do
     [ "$t" = certgate-log ] && continue
     runs https "$t" &&
       measure "$t" "$round" h1 "${window[@]}" --connections 50 --phase https --server-name "$tls_name"
+  done
+  for t in "${order[@]}"; do
+    [ "$t" = certgate-log ] && continue
+    runs balanced "$t" &&
+      measure "$t" "$round" h1 "${window[@]}" --connections 50 --phase balanced --server-name "$balanced_name"
   done
   for t in "${order[@]}"; do
     [ "$t" = certgate-log ] && continue

@@ -519,6 +519,64 @@ mod tests {
     }
 
     #[test]
+    fn the_balanced_rows_are_there_when_the_phase_ran() {
+        let without = markdown(results(50_000).path()).unwrap();
+        assert!(!without.contains("Two upstream endpoints"), "{without}");
+        // certgate sat the phase out (a build without revisions), the peers ran it.
+        let report = markdown(
+            results_with(
+                50_000,
+                &[
+                    run("nginx", "balanced", 40_000, 2.0, 2.5),
+                    run("haproxy", "balanced", 45_000, 2.5, 2.0),
+                ],
+            )
+            .path(),
+        )
+        .unwrap();
+        assert!(
+            report.contains(
+                "| Two upstream endpoints: h1 rps (50 conns) | — | 8,000 | 9,000 | — |  |"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains(
+                "| Two upstream endpoints: h1 requests per proxy-CPU-second | — | 20,000 | \
+                 18,000 | — |  |"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains("| Two upstream endpoints: h1 p99 ms | — | 2.50 | 2.00 | — |  |"),
+            "{report}"
+        );
+        let report = markdown(
+            results_with(
+                50_000,
+                &[
+                    run("certgate", "balanced", 60_000, 1.5, 1.5),
+                    run("nginx", "balanced", 40_000, 2.0, 2.5),
+                    run("haproxy", "balanced", 45_000, 2.5, 2.0),
+                ],
+            )
+            .path(),
+        )
+        .unwrap();
+        assert!(
+            report.contains(
+                "| Two upstream endpoints: h1 rps (50 conns) | 12,000 | 8,000 | 9,000 | 1.33× |  |"
+            ),
+            "{report}"
+        );
+        assert!(
+            report
+                .contains("| Two upstream endpoints: h1 p99 ms | 1.50 | 2.50 | 2.00 | 0.75× |  |"),
+            "{report}"
+        );
+    }
+
+    #[test]
     fn a_baseline_gets_a_second_table_negative_where_certgate_is_worse() {
         let report = markdown(results_with(50_000, &[baseline_h1()]).path()).unwrap();
         assert!(
