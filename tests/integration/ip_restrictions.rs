@@ -348,28 +348,38 @@ async fn a_reload_that_restricts_an_address_refuses_the_next_request_of_its_open
         serde_json::to_vec_pretty(&config(json!([restricted(upstream, rules, "tls")]))).unwrap(),
     );
     gateway.reloader.reload().await.unwrap();
-    // The connection's handshake came before the reload: its first request, on its way, is
-    // still read, and judged by the new rules.
+    // The connection's handshake came before the reload. Its first request, when it is read
+    // before the reload's close reaches the idle connection, is judged by the new rules: 403
+    // and the close. When the close comes first (a busy machine), the request is never read.
+    // Either way nothing reaches the app.
     let request = connection.get(HOST, "/");
-    let reply = connection.send(request).await.unwrap();
-    assert_eq!(reply.status, 403);
-    assert_eq!(
-        &reply.body[..],
-        b"forbidden: client address not allowed\n",
-        "{:?}",
-        reply.body
-    );
-    assert!(
-        until(200, Duration::from_millis(25), || !connection.is_open()).await,
-        "the connection stays open"
-    );
+    let refused_on_open = match connection.send(request).await {
+        Ok(reply) => {
+            assert_eq!(reply.status, 403);
+            assert_eq!(
+                &reply.body[..],
+                b"forbidden: client address not allowed\n",
+                "{:?}",
+                reply.body
+            );
+            assert!(
+                until(200, Duration::from_millis(25), || !connection.is_open()).await,
+                "the connection stays open"
+            );
+            expect_refusals(&gateway, "api", 1.0).await;
+            1.0
+        }
+        Err(failure) => {
+            assert!(!connection.is_open(), "{failure:?}");
+            0.0
+        }
+    };
     assert_eq!(recording.connections(), 0, "nothing reached the app");
-    expect_refusals(&gateway, "api", 1.0).await;
     assert_access_denied(
         get_after(&gateway, &v1("198.51.100.7"), &options).await,
         "a new connection after the reload",
     );
-    expect_refusals(&gateway, "api", 2.0).await;
+    expect_refusals(&gateway, "api", refused_on_open + 1.0).await;
     gateway.stop().await;
 }
 
