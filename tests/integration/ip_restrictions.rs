@@ -342,6 +342,24 @@ async fn a_reload_that_restricts_an_address_refuses_the_next_request_of_its_open
     let mut connection = Connection::open_on(tcp, &v1("198.51.100.7"), &options)
         .await
         .unwrap();
+    // The client's handshake ends before the server's: wait until certgate has admitted the
+    // connection under the first config, or the reload would judge its handshake instead.
+    let admitted = poll(
+        200,
+        Duration::from_millis(10),
+        async || {
+            metric(
+                &scrape(gateway.admin.unwrap()).await,
+                r#"certgate_connections_total{app="api"}"#,
+            )
+        },
+        |&admitted| admitted >= 1.0,
+    )
+    .await;
+    assert_eq!(
+        admitted, 1.0,
+        "the open connection is admitted before the reload"
+    );
     let rules = json!([rule("blocked", "198.51.100.0/24", "Deny")]);
     gateway.dir.write(
         "certgate.json",
@@ -370,7 +388,11 @@ async fn a_reload_that_restricts_an_address_refuses_the_next_request_of_its_open
             1.0
         }
         Err(failure) => {
-            assert!(!connection.is_open(), "{failure:?}");
+            // The client's connection task ends a moment after it hands the error over.
+            assert!(
+                until(200, Duration::from_millis(25), || !connection.is_open()).await,
+                "the connection stays open after {failure:?}"
+            );
             0.0
         }
     };
