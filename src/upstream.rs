@@ -52,6 +52,7 @@ use self::endpoint::{Endpoint, EndpointTemplate};
 use self::endpoints::{Addresses, EndpointSet};
 pub(crate) use self::error::{Attempt, UpstreamError};
 use self::limit::Connections;
+use self::load::InFlight;
 use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody, TrailerFilter};
 use crate::metrics::upstream::GroupMetrics;
 use crate::settings::{Timeouts, Upstream};
@@ -120,6 +121,10 @@ pub(crate) struct UpstreamClient {
 #[derive(Debug)]
 struct Inner {
     groups: Box<[Arc<EndpointSet>]>,
+    /// The endpoint every request goes to, for an app with one group of one endpoint whose
+    /// address never changes, without sticky sessions (most apps): no set to load, no
+    /// choice, nothing sent again elsewhere.
+    direct: Option<Arc<Endpoint>>,
     /// The order groups take requests in (smooth weighted round robin over the weights);
     /// empty with one group.
     schedule: Box<[usize]>,
@@ -164,10 +169,15 @@ impl UpstreamClient {
                     group.metrics,
                 )
             })
-            .collect();
+            .collect::<Box<[Arc<EndpointSet>]>>();
+        let direct = match &*groups {
+            [only] if settings.affinity_key.is_none() => only.lone(),
+            _ => None,
+        };
         Self {
             inner: Arc::new(Inner {
                 groups,
+                direct,
                 schedule: schedule(&weights).into_boxed_slice(),
                 next: AtomicUsize::new(0),
                 response_timeout: settings.timeouts.upstream_response,
@@ -322,6 +332,16 @@ impl UpstreamClient {
         if let Some(successor) = self.successor() {
             return Box::pin(successor.exchange(request, named, pinned)).await;
         }
+        if let Some(endpoint) = &self.inner.direct {
+            let group = &self.inner.groups[0];
+            if endpoint.is_ejected() {
+                group.none_healthy();
+            }
+            endpoint.start_untracked();
+            return self
+                .send_once(group, endpoint, None, request, named, pinned)
+                .await;
+        }
         let (group, endpoint, several) = match pinned.and_then(|value| self.pinned(value, named)) {
             Some((group, endpoint)) => (group, endpoint, group.current().len() > 1),
             None => {
@@ -337,28 +357,44 @@ impl UpstreamClient {
         if self.inner.retries == 0 || !several {
             // One endpoint (or no retries): nothing to send again elsewhere.
             let in_flight = endpoint.start();
-            return match endpoint.exchange(request, in_flight).await {
-                Ok(mut response) => {
-                    endpoint.succeeded();
-                    self.served(&mut response, &endpoint);
-                    Ok(response)
-                }
-                Err(Attempt::NotSent { error, request }) => {
-                    self.after_failure(group, &endpoint, &error);
-                    match (&error, self.successor()) {
-                        (UpstreamError::Retired, Some(successor)) => {
-                            Box::pin(successor.exchange(*request, named, pinned)).await
-                        }
-                        _ => Err(error),
-                    }
-                }
-                Err(Attempt::Sent(error)) => {
-                    self.after_failure(group, &endpoint, &error);
-                    Err(error)
-                }
-            };
+            return self
+                .send_once(group, &endpoint, Some(in_flight), request, named, pinned)
+                .await;
         }
         Box::pin(self.exchange_with_retries(group, endpoint, request, named, pinned)).await
+    }
+
+    /// Sends `request` to `endpoint` of `group` once: what fails is the request's, unless a
+    /// reload retired the client before the request left (then the successor sends it).
+    async fn send_once(
+        &self,
+        group: &Arc<EndpointSet>,
+        endpoint: &Arc<Endpoint>,
+        in_flight: Option<InFlight>,
+        request: Request<RequestBody>,
+        named: Option<&str>,
+        pinned: Option<u64>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        match endpoint.exchange(request, in_flight).await {
+            Ok(mut response) => {
+                endpoint.succeeded();
+                self.served(&mut response, endpoint);
+                Ok(response)
+            }
+            Err(Attempt::NotSent { error, request }) => {
+                self.after_failure(group, endpoint, &error);
+                match (&error, self.successor()) {
+                    (UpstreamError::Retired, Some(successor)) => {
+                        Box::pin(successor.exchange(*request, named, pinned)).await
+                    }
+                    _ => Err(error),
+                }
+            }
+            Err(Attempt::Sent(error)) => {
+                self.after_failure(group, endpoint, &error);
+                Err(error)
+            }
+        }
     }
 
     /// Sends `request` to `endpoint`, then, when it did not leave certgate or (idempotent and
@@ -385,7 +421,7 @@ impl UpstreamClient {
         let mut endpoint = first;
         loop {
             let in_flight = endpoint.start();
-            let error = match endpoint.exchange(request, in_flight).await {
+            let error = match endpoint.exchange(request, Some(in_flight)).await {
                 Ok(mut response) => {
                     endpoint.succeeded();
                     self.served(&mut response, &endpoint);

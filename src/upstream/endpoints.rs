@@ -52,6 +52,8 @@ pub(crate) struct EndpointSet {
     retired: std::sync::atomic::AtomicBool,
     /// Stops following the address source once the client retired.
     stop: Arc<tokio::sync::Notify>,
+    /// Whether the address set is the one it started with for good (its source is gone).
+    fixed: bool,
 }
 
 /// The address of an upstream named by an IP literal; none for one named by DNS, which its
@@ -85,6 +87,8 @@ impl EndpointSet {
         mut addresses: Addresses,
         metrics: GroupMetrics,
     ) -> Arc<Self> {
+        // A closed source (an IP literal, a name resolved once) sends no later set.
+        let fixed = addresses.has_changed().is_err();
         let set = Arc::new(Self {
             app: app.into(),
             group: group.into(),
@@ -94,16 +98,28 @@ impl EndpointSet {
             metrics,
             retired: std::sync::atomic::AtomicBool::new(false),
             stop: Arc::default(),
+            fixed,
         });
         let first = addresses.borrow_and_update().clone();
         let endpoints = set.endpoints_for(&first, &[]);
         set.active.store(Arc::new(endpoints));
         set.refresh_gauges();
-        let weak = Arc::downgrade(&set);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(follow(weak, addresses, set.stop.clone()));
+        if !fixed && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(follow(Arc::downgrade(&set), addresses, set.stop.clone()));
         }
         set
+    }
+
+    /// The group's only endpoint, when it has one and always will (its address set never
+    /// changes): requests go straight to it, with no set to load and no choice to make.
+    pub(super) fn lone(&self) -> Option<Arc<Endpoint>> {
+        if !self.fixed {
+            return None;
+        }
+        match self.current().as_slice() {
+            [only] => Some(only.clone()),
+            _ => None,
+        }
     }
 
     /// The group's name.

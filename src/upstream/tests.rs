@@ -223,8 +223,13 @@ async fn a_retired_client_sends_what_needs_a_dial_through_its_successor() {
     assert_eq!(peer, probe.local_addr().unwrap());
 }
 
-/// An HTTP/1.1 client for one group whose endpoints are `addresses`, with `retries`.
+/// An HTTP/1.1 client for one group whose endpoints are `addresses` for good, with `retries`.
 fn group_client(addresses: Vec<SocketAddr>, retries: u32) -> UpstreamClient {
+    followed_client(super::endpoints::fixed(addresses), retries)
+}
+
+/// An HTTP/1.1 client for one group whose endpoints follow `addresses`, with `retries`.
+fn followed_client(addresses: super::Addresses, retries: u32) -> UpstreamClient {
     let upstream = Upstream {
         authority: "app.test:80".parse().unwrap(),
         transport: Transport::Http1,
@@ -237,7 +242,7 @@ fn group_client(addresses: Vec<SocketAddr>, retries: u32) -> UpstreamClient {
             upstream: &upstream,
             tls: None,
             weight: 100,
-            addresses: super::endpoints::fixed(addresses),
+            addresses,
             metrics: metrics.upstream_group("app", "latest"),
         }],
         ClientSettings {
@@ -355,12 +360,20 @@ async fn an_address_removed_from_the_set_drains_and_a_new_one_takes_requests() {
     let second = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let second_addr = second.local_addr().unwrap();
     let second_served = answer_all(second);
-    let client = group_client(vec![first_addr], 1);
+    let (source, addresses) = tokio::sync::watch::channel(Arc::from(vec![first_addr]));
+    let client = followed_client(addresses, 1);
+    assert!(client.inner.direct.is_none(), "a followed set can change");
     let (front, _) = front(client.clone()).await;
     assert_eq!(get(front).await, "ok");
     let set = client.inner.groups[0].clone();
     let old = set.current()[0].clone();
-    set.update(&[second_addr]);
+    source.send(Arc::from(vec![second_addr])).unwrap();
+    for _ in 0..100 {
+        if old.is_draining() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(old.is_draining());
     for _ in 0..5 {
         assert_eq!(get(front).await, "ok");
@@ -408,4 +421,29 @@ async fn the_endpoint_with_fewer_requests_in_flight_is_chosen() {
     let last = super::endpoints::pick(&endpoints, &tried, || {}).unwrap();
     assert!(std::sync::Arc::ptr_eq(last, &busy), "the untried one");
     assert!(super::endpoints::pick(&endpoints, &endpoints, || {}).is_none());
+}
+
+#[tokio::test]
+async fn only_a_lone_endpoint_whose_address_never_changes_is_sent_to_directly() {
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    let served = answer_all(app);
+    let client = group_client(vec![app_addr], 1);
+    let direct = client.inner.direct.clone().expect("one fixed endpoint");
+    let (front, failures) = front(client.clone()).await;
+    for _ in 0..3 {
+        assert_eq!(get(front).await, "ok");
+    }
+    assert!(failures.lock().unwrap().is_empty());
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(direct.requests_sent(), 3, "counted at its endpoint");
+    assert_eq!(direct.in_flight(), 0);
+    assert!(
+        group_client(vec![app_addr, closed_port().await], 1)
+            .inner
+            .direct
+            .is_none()
+    );
+    let (_source, addresses) = tokio::sync::watch::channel(Arc::from(vec![app_addr]));
+    assert!(followed_client(addresses, 1).inner.direct.is_none());
 }
