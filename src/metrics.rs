@@ -47,15 +47,18 @@ pub(crate) enum PlainOutcome {
     BadRequest,
     /// The app's `ipSecurityRestrictions` refuse the client's address: `403`.
     IpRestricted,
+    /// A request head over the limits, refused by hyper before any app: `431`.
+    HeaderTooLarge,
 }
 
 impl PlainOutcome {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Redirected,
         Self::Served,
         Self::UnknownHost,
         Self::BadRequest,
         Self::IpRestricted,
+        Self::HeaderTooLarge,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -65,6 +68,7 @@ impl PlainOutcome {
             Self::UnknownHost => "unknown_host",
             Self::BadRequest => "bad_request",
             Self::IpRestricted => "ip_restricted",
+            Self::HeaderTooLarge => "request_header_too_large",
         }
     }
 }
@@ -466,6 +470,7 @@ impl Metrics {
             PlainOutcome::UnknownHost => 2,
             PlainOutcome::BadRequest => 3,
             PlainOutcome::IpRestricted => 4,
+            PlainOutcome::HeaderTooLarge => 5,
         };
         if let Some(counter) = self.http_listener_requests.get(index) {
             counter.inc();

@@ -83,7 +83,10 @@ impl Handles {
                 result = served.as_mut() => {
                     match result {
                         Ok(()) => tracing::debug!("connection closed"),
-                        Err(error) => tracing::debug!(error = %error, "connection closed with an error"),
+                        Err(error) => {
+                            conn.connection_ended(&*error);
+                            tracing::debug!(error = %error, "connection closed with an error");
+                        }
                     }
                     return;
                 }

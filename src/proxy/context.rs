@@ -319,10 +319,7 @@ impl ConnectionContext {
     /// Logs and counts the request head hyper refused with 431 when `error` (what ended the
     /// connection) says so; such a request never reached the service, so its guard never ran.
     pub(crate) fn connection_ended(&self, error: &(dyn std::error::Error + 'static)) {
-        let too_large = error
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_parse_too_large);
-        if !too_large {
+        if !super::header_limits::refused_head(error) {
             return;
         }
         let code = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.as_u16();

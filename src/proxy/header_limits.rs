@@ -46,3 +46,11 @@ pub(crate) fn check_http2<B>(request: &Request<B>, limits: &Limits) -> Result<()
     }
     Ok(())
 }
+
+/// Whether `error`, what ended a connection, is hyper refusing an HTTP/1.1 request head over
+/// the limits (it answered 431 and closed): that request never reached a service.
+pub(crate) fn refused_head(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_parse_too_large)
+}

@@ -150,6 +150,44 @@ impl PlainConnection {
                 ),
             ),
         };
+        self.answered(
+            outcome,
+            &RequestFields {
+                method: Some(request.method()),
+                path: Some(request.uri().path()),
+                status: response.status().as_u16(),
+                rule: None,
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                outcome: Some(outcome.as_str()),
+                retries: 0,
+            },
+        );
+        response
+    }
+
+    /// Counts and logs the request head hyper refused with 431 when `error` (what ended the
+    /// connection) says so: it never reached an app, so it is the listener's.
+    pub(crate) fn connection_ended(&self, error: &(dyn std::error::Error + 'static)) {
+        if !super::header_limits::refused_head(error) {
+            return;
+        }
+        let outcome = PlainOutcome::HeaderTooLarge;
+        self.answered(
+            outcome,
+            &RequestFields {
+                method: None,
+                path: None,
+                status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE.as_u16(),
+                rule: None,
+                duration_ms: 0,
+                outcome: Some(outcome.as_str()),
+                retries: 0,
+            },
+        );
+    }
+
+    /// Counts a request the listener answered itself and writes its access line.
+    fn answered(&self, outcome: PlainOutcome, request: &RequestFields<'_>) {
         self.metrics.plain_request(outcome);
         if self.apps.access_log {
             let fields = ConnectionFields {
@@ -160,20 +198,8 @@ impl PlainConnection {
                 upstream: None,
                 listener: Some(PLAIN_LISTENER),
             };
-            access_log::trace(
-                &fields,
-                &RequestFields {
-                    method: Some(request.method()),
-                    path: Some(request.uri().path()),
-                    status: response.status().as_u16(),
-                    rule: None,
-                    duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    outcome: Some(outcome.as_str()),
-                    retries: 0,
-                },
-            );
+            access_log::trace(&fields, request);
         }
-        response
     }
 }
 

@@ -37,6 +37,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 use common::drain::until_refused;
+use common::polling::poll;
 use common::raw::RawReply;
 use common::recording::raw_upstream;
 use common::*;
@@ -364,7 +365,13 @@ async fn every_request_is_counted_by_outcome_and_by_app() {
     let gateway = Gateway::start(dir, config).await;
     let (http, admin) = (gateway.http.unwrap(), gateway.admin.unwrap());
     let before = scrape(admin).await;
-    for outcome in ["redirected", "served", "unknown_host", "bad_request"] {
+    for outcome in [
+        "redirected",
+        "served",
+        "unknown_host",
+        "bad_request",
+        "request_header_too_large",
+    ] {
         let series = format!(r#"certgate_http_listener_requests_total{{outcome="{outcome}"}}"#);
         assert_eq!(metric(&before, &series), 0.0, "{series}");
     }
@@ -377,12 +384,31 @@ async fn every_request_is_counted_by_outcome_and_by_app() {
     ] {
         assert_eq!(plain(http, &get(host, "/")).await.status, status, "{host}");
     }
-    let after = scrape(admin).await;
+    // A head over `maxRequestHeaderBytes` is refused by the HTTP layer before any app.
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: {INSECURE}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    assert_eq!(plain(http, &huge).await.status, 431);
+    // Counted as its connection ends, a moment after the client read the answer.
+    let after = poll(
+        200,
+        std::time::Duration::from_millis(10),
+        async || scrape(admin).await,
+        |scraped| {
+            metric(
+                scraped,
+                r#"certgate_http_listener_requests_total{outcome="request_header_too_large"}"#,
+            ) > 0.0
+        },
+    )
+    .await;
     for (outcome, count) in [
         ("redirected", 2.0),
         ("served", 1.0),
         ("unknown_host", 1.0),
         ("bad_request", 1.0),
+        ("request_header_too_large", 1.0),
     ] {
         let series = format!(r#"certgate_http_listener_requests_total{{outcome="{outcome}"}}"#);
         assert_eq!(metric(&after, &series), count, "{series}");
