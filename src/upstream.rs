@@ -123,7 +123,7 @@ struct Inner {
     groups: Box<[Arc<EndpointSet>]>,
     /// The endpoint every request goes to, for an app with one group of one endpoint whose
     /// address never changes, without sticky sessions (most apps): no set to load, no
-    /// choice, nothing sent again elsewhere.
+    /// choice, no clone of the endpoint, nothing sent again elsewhere.
     direct: Option<Arc<Endpoint>>,
     /// The order groups take requests in (smooth weighted round robin over the weights);
     /// empty with one group.
@@ -337,9 +337,9 @@ impl UpstreamClient {
             if endpoint.is_ejected() {
                 group.none_healthy();
             }
-            endpoint.start_untracked();
+            let in_flight = endpoint.start();
             return self
-                .send_once(group, endpoint, None, request, named, pinned)
+                .send_once(group, endpoint, in_flight, request, named, pinned)
                 .await;
         }
         let (group, endpoint, several) = match pinned.and_then(|value| self.pinned(value, named)) {
@@ -358,7 +358,7 @@ impl UpstreamClient {
             // One endpoint (or no retries): nothing to send again elsewhere.
             let in_flight = endpoint.start();
             return self
-                .send_once(group, &endpoint, Some(in_flight), request, named, pinned)
+                .send_once(group, &endpoint, in_flight, request, named, pinned)
                 .await;
         }
         Box::pin(self.exchange_with_retries(group, endpoint, request, named, pinned)).await
@@ -370,7 +370,7 @@ impl UpstreamClient {
         &self,
         group: &Arc<EndpointSet>,
         endpoint: &Arc<Endpoint>,
-        in_flight: Option<InFlight>,
+        in_flight: InFlight,
         request: Request<RequestBody>,
         named: Option<&str>,
         pinned: Option<u64>,
@@ -421,7 +421,7 @@ impl UpstreamClient {
         let mut endpoint = first;
         loop {
             let in_flight = endpoint.start();
-            let error = match endpoint.exchange(request, Some(in_flight)).await {
+            let error = match endpoint.exchange(request, in_flight).await {
                 Ok(mut response) => {
                     endpoint.succeeded();
                     self.served(&mut response, &endpoint);

@@ -138,12 +138,6 @@ impl Endpoint {
         self.load.start()
     }
 
-    /// Counts a request sent here without keeping it in flight: for the only endpoint of a
-    /// group whose address never changes, where no choice and no drain reads the count.
-    pub(super) fn start_untracked(&self) {
-        self.requests_total.inc();
-    }
-
     /// Requests in flight here.
     pub(crate) fn in_flight(&self) -> usize {
         self.load.in_flight()
@@ -232,7 +226,7 @@ impl Endpoint {
     pub(super) async fn exchange(
         &self,
         request: Request<RequestBody>,
-        in_flight: Option<InFlight>,
+        in_flight: InFlight,
     ) -> Result<Response<UpstreamBody>, Attempt> {
         // The rare and the large futures are boxed: every request's future is moved by hyper
         // (into its task for HTTP/2), so whatever it holds inline is copied each time.
@@ -244,7 +238,7 @@ impl Endpoint {
             };
             let (response, stream) = Box::pin(dialing.exchange_h2(h2, request)).await?;
             return Ok(
-                response.map(|body| UpstreamBody::new(body, Lease::Http2(stream), in_flight))
+                response.map(|body| UpstreamBody::new(body, Lease::Http2(stream), Some(in_flight)))
             );
         }
         let (mut sender, fresh) = match self.checkout().await {
@@ -283,7 +277,7 @@ impl Endpoint {
             sender,
             pools: self.pools.clone(),
         });
-        Ok(response.map(|body| UpstreamBody::new(body, Lease::Http1(checkin), in_flight)))
+        Ok(response.map(|body| UpstreamBody::new(body, Lease::Http1(checkin), Some(in_flight))))
     }
 
     /// After a failed send: a pooled connection the app closed while it was idle did not

@@ -437,7 +437,7 @@ async fn only_a_lone_endpoint_whose_address_never_changes_is_sent_to_directly() 
     assert!(failures.lock().unwrap().is_empty());
     assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 3);
     assert_eq!(direct.requests_sent(), 3, "counted at its endpoint");
-    assert_eq!(direct.in_flight(), 0);
+    assert_eq!(direct.in_flight(), 0, "each counted in flight until its response ended");
     assert!(
         group_client(vec![app_addr, closed_port().await], 1)
             .inner
