@@ -11,141 +11,14 @@
 
 use crate::common;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::named::{HEALTH_PATH, Named, addresses_of, config, group_gateway, tally};
 use common::polling::scrape_until;
-use common::{ClientOptions, Connection, Gateway, Pki, TempDir, app, load_config, metric_value};
+use common::{Gateway, Pki, TempDir, load_config, metric_value};
 use http::StatusCode;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-
-const HOST: &str = "api.example.test";
-const HEALTH_PATH: &str = "/healthz";
-
-/// A test upstream (HTTP/1.1 and h2c) that answers every request with its name, and
-/// `HEALTH_PATH` with 200, or 503 while `sick`; it counts the health checks it gets, and
-/// those that came over HTTP/2.
-struct Upstream {
-    addr: SocketAddr,
-    sick: Arc<AtomicBool>,
-    checks: Arc<AtomicUsize>,
-    h2_checks: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Upstream {
-    async fn start(name: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sick = Arc::new(AtomicBool::new(false));
-        let checks = Arc::new(AtomicUsize::new(0));
-        let h2_checks = Arc::new(AtomicUsize::new(0));
-        let (is_sick, counted, h2_counted) = (sick.clone(), checks.clone(), h2_checks.clone());
-        let task = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (is_sick, counted, h2_counted) =
-                    (is_sick.clone(), counted.clone(), h2_counted.clone());
-                connections.spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                            let (is_sick, counted, h2_counted) =
-                                (is_sick.clone(), counted.clone(), h2_counted.clone());
-                            async move {
-                                let mut response = http::Response::new(Full::new(
-                                    Bytes::from_static(name.as_bytes()),
-                                ));
-                                if request.uri().path() == HEALTH_PATH {
-                                    counted.fetch_add(1, Ordering::Relaxed);
-                                    if request.version() == http::Version::HTTP_2 {
-                                        h2_counted.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    assert_eq!(request.method(), http::Method::GET);
-                                    assert_eq!(
-                                        request.headers()["user-agent"],
-                                        "certgate-health-check"
-                                    );
-                                    if is_sick.load(Ordering::Relaxed) {
-                                        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                                    }
-                                }
-                                Ok::<_, std::convert::Infallible>(response)
-                            }
-                        });
-                    let _ = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-                });
-            }
-        });
-        Self {
-            addr,
-            sick,
-            checks,
-            h2_checks,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// An `ignore` app at `HOST` with `upstream`, an admin listener, and `extra` merged in.
-fn config(upstream: &str, extra: Value) -> Value {
-    let mut entry = app("api", &[HOST], "127.0.0.1:9".parse().unwrap(), "ignore");
-    entry["upstream"] = upstream.into();
-    for (key, value) in extra.as_object().unwrap() {
-        entry[key] = value.clone();
-    }
-    json!({ "admin": "127.0.0.1:0", "apps": [entry] })
-}
-
-/// Sends `count` GETs for `/` on one connection; the bodies' tally, and how many failed.
-async fn tally(gateway: &Gateway, pki: &Pki, count: usize) -> (HashMap<String, usize>, usize) {
-    let options = ClientOptions::new(pki, HOST);
-    let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
-    let mut bodies: HashMap<String, usize> = HashMap::new();
-    let mut failed = 0;
-    for _ in 0..count {
-        let request = conn.get(HOST, "/");
-        match conn.send(request).await {
-            Ok(reply) if reply.status == StatusCode::OK => {
-                *bodies
-                    .entry(String::from_utf8_lossy(&reply.body).into_owned())
-                    .or_default() += 1;
-            }
-            _ => {
-                failed += 1;
-                if !conn.is_open() {
-                    conn = Connection::open(gateway.addr, &options).await.unwrap();
-                }
-            }
-        }
-    }
-    (bodies, failed)
-}
 
 fn state(text: &str, state: &str) -> Option<f64> {
     metric_value(
@@ -157,29 +30,20 @@ fn state(text: &str, state: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_failing_its_health_checks_is_taken_out_and_brought_back() {
     let apps = [
-        Upstream::start("a").await,
-        Upstream::start("b").await,
-        Upstream::start("c").await,
+        Named::start("a").await,
+        Named::start("b").await,
+        Named::start("c").await,
     ];
     // One group of three endpoints: the address set a DNS resolver would send.
-    let (_source, addresses) = watch::channel(Arc::from(
-        apps.iter().map(|app| app.addr).collect::<Vec<_>>(),
-    ));
-    let pki = Pki::new();
-    let dir = TempDir::new();
-    pki.write(&dir);
+    let (_source, addresses) = addresses_of(&apps);
     let health = json!({ "healthCheck": {
         "path": HEALTH_PATH, "intervalMs": 100, "timeoutMs": 100,
         "healthyThreshold": 2, "unhealthyThreshold": 2,
     } });
-    let gateway = Gateway::start_edited(dir, config(&apps[0].url(), health), 0, move |loaded| {
-        let app = Arc::get_mut(&mut loaded.apps[0]).unwrap();
-        app.groups[0].addresses = addresses;
-    })
-    .await;
+    let (gateway, pki) = group_gateway(config(&apps[0].url(), health), addresses).await;
     let admin = gateway.admin.unwrap();
 
-    let (bodies, failed) = tally(&gateway, &pki, 90).await;
+    let (bodies, failed) = tally(&gateway, &pki, "/", 90).await;
     assert_eq!(failed, 0);
     for name in ["a", "b", "c"] {
         assert!(bodies.get(name).copied().unwrap_or(0) >= 10, "{bodies:?}");
@@ -197,7 +61,7 @@ async fn an_endpoint_failing_its_health_checks_is_taken_out_and_brought_back() {
         apps[1].addr
     );
     assert!(metric_value(&text, &failures).unwrap() >= 2.0, "{text}");
-    let (bodies, failed) = tally(&gateway, &pki, 90).await;
+    let (bodies, failed) = tally(&gateway, &pki, "/", 90).await;
     assert_eq!(failed, 0);
     assert_eq!(bodies.get("b"), None, "{bodies:?}");
     assert_eq!(bodies.values().sum::<usize>(), 90, "{bodies:?}");
@@ -217,7 +81,7 @@ async fn an_endpoint_failing_its_health_checks_is_taken_out_and_brought_back() {
     .await;
     assert_eq!(state(&text, "healthy"), Some(3.0), "{text}");
     assert_eq!(state(&text, "ejected"), Some(0.0), "{text}");
-    let (bodies, failed) = tally(&gateway, &pki, 90).await;
+    let (bodies, failed) = tally(&gateway, &pki, "/", 90).await;
     assert_eq!(failed, 0);
     assert!(bodies.get("b").copied().unwrap_or(0) >= 10, "{bodies:?}");
     gateway.stop().await;
@@ -225,12 +89,12 @@ async fn an_endpoint_failing_its_health_checks_is_taken_out_and_brought_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_health_check_no_probe_is_sent() {
-    let upstream = Upstream::start("a").await;
+    let upstream = Named::start("a").await;
     let pki = Pki::new();
     let dir = TempDir::new();
     pki.write(&dir);
     let gateway = Gateway::start(dir, config(&upstream.url(), json!({}))).await;
-    let (bodies, failed) = tally(&gateway, &pki, 5).await;
+    let (bodies, failed) = tally(&gateway, &pki, "/", 5).await;
     assert_eq!((bodies["a"], failed), (5, 0));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(upstream.checks.load(Ordering::Relaxed), 0);
@@ -239,7 +103,7 @@ async fn without_health_check_no_probe_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_probes_and_an_unexpected_status_takes_the_endpoint_out() {
-    let upstream = Upstream::start("a").await;
+    let upstream = Named::start("a").await;
     let pki = Pki::new();
     let dir = TempDir::new();
     pki.write(&dir);
@@ -266,7 +130,7 @@ async fn h2c_probes_and_an_unexpected_status_takes_the_endpoint_out() {
         upstream.checks.load(Ordering::Relaxed)
     );
     // Its group's one endpoint: requests still go to it.
-    let (bodies, failed) = tally(&gateway, &pki, 3).await;
+    let (bodies, failed) = tally(&gateway, &pki, "/", 3).await;
     assert_eq!((bodies["a"], failed), (3, 0));
     gateway.stop().await;
 }
