@@ -34,6 +34,7 @@ mod load;
 mod limit;
 mod pool;
 pub(crate) mod request_body;
+pub(crate) mod state;
 mod stream;
 #[cfg(test)]
 mod tests;

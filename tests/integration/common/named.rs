@@ -231,3 +231,54 @@ pub async fn tally(
     }
     (bodies, failed)
 }
+
+/// Clients sending GETs for `path` to `HOST`, one after the other on a connection each,
+/// until stopped.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `clients` clients of certgate at `addr`.
+    pub fn start(addr: SocketAddr, pki: &Pki, clients: usize, path: &'static str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (options, stop, failed) =
+                    (ClientOptions::new(pki, HOST), stop.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let mut conn = Connection::open(addr, &options).await.unwrap();
+                    while !stop.load(Ordering::SeqCst) {
+                        let request = conn.get(HOST, path);
+                        match conn.send(request).await {
+                            Ok(reply) if reply.status == StatusCode::OK => {}
+                            _ => {
+                                failed.fetch_add(1, Ordering::SeqCst);
+                                if !conn.is_open() {
+                                    conn = Connection::open(addr, &options).await.unwrap();
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Stops every client after its request in flight; how many requests failed.
+    pub async fn stop(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        self.failed.load(Ordering::SeqCst)
+    }
+}
