@@ -34,9 +34,13 @@ pub struct Explanation {
     pub xfcc: Option<String>,
     /// How the request would reach the app (from a config file).
     pub upstream: Option<UpstreamSection>,
-    /// The app's upstream groups, their weights and endpoints as loaded (from a config file).
+    /// The app's upstream groups, their weights and endpoints (from a config file): live from
+    /// the certgate that runs it, or as their names resolve now (`endpoint_states` says which).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub upstream_groups: Vec<GroupSection>,
+    /// Where the endpoints' states in `upstream_groups` come from (from a config file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_states: Option<EndpointStatesSection>,
     /// The app's `ingress.corsPolicy`, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSection>,
@@ -310,7 +314,22 @@ pub struct ClientCertificate {
     pub not_after: Option<String>,
 }
 
-/// One upstream group of an app and its endpoints, as the config was loaded.
+/// Where the states of an app's endpoints come from.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointStatesSection {
+    /// `live`: the certgate that runs the config told them (its admin listener's
+    /// `GET /upstreams`); otherwise the endpoints are as their names resolve now, in state
+    /// `unknown`: `not_running` (nothing answered on the admin listener), `not_asked` (the
+    /// config has no admin listener, or one on port 0) or `not_served` (the certgate that
+    /// answered serves no app of this name).
+    pub source: &'static str,
+    /// The admin address asked (loopback for an unspecified one), when there is one.
+    pub admin: Option<String>,
+    /// What `source` means here, in words.
+    pub detail: String,
+}
+
+/// One upstream group of an app and its endpoints.
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupSection {
     /// `latest`, or the revision's name.
@@ -319,8 +338,8 @@ pub struct GroupSection {
     pub weight: u32,
     /// Its upstream URL.
     pub upstream: String,
-    /// Each endpoint: the address the host resolved to (or the `host:port` dialed by name,
-    /// when it did not resolve), and its state.
+    /// Each endpoint: the address the host resolves to (or the `host:port` dialed by name,
+    /// when it does not), and its state.
     pub endpoints: Vec<EndpointSection>,
 }
 
@@ -329,6 +348,16 @@ pub struct GroupSection {
 pub struct EndpointSection {
     /// The address, or `host:port` when dialed by name.
     pub address: String,
-    /// `healthy` as loaded: ejection and draining happen while serving (see the metrics).
-    pub state: &'static str,
+    /// Live: `healthy`, `ejected` or `draining` (the states of
+    /// `certgate_upstream_endpoints`); `unknown` when no running certgate told it.
+    pub state: String,
+    /// Live: requests sent to it whose response has not ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u64>,
+    /// Live, for an ejected endpoint: `failures`, `health_check` or both.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ejected_by: Vec<String>,
+    /// Live: when its ejection by its failures ends (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ejected_until: Option<String>,
 }

@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 
 use super::report::{
-    CertificateSection, CorsSection, Explanation, GroupSection, IpRestrictionsSection, Protocol,
-    TrustSection, UpstreamSection, UpstreamTlsSection, VerifiedAgainst,
+    CertificateSection, CorsSection, EndpointStatesSection, Explanation, GroupSection,
+    IpRestrictionsSection, Protocol, TrustSection, UpstreamSection, UpstreamTlsSection,
+    VerifiedAgainst,
 };
 
 /// The text form: the verdict first, then one section per decision.
@@ -64,7 +65,11 @@ pub(super) fn text(explanation: &Explanation) -> String {
         self::upstream(&mut out, upstream);
     }
     if !explanation.upstream_groups.is_empty() {
-        groups(&mut out, &explanation.upstream_groups);
+        groups(
+            &mut out,
+            &explanation.upstream_groups,
+            explanation.endpoint_states.as_ref(),
+        );
     }
     if let Some(cors) = &explanation.cors {
         self::cors(&mut out, cors);
@@ -250,12 +255,25 @@ fn upstream_tls(out: &mut String, tls: &UpstreamTlsSection) {
     }
 }
 
-fn groups(out: &mut String, groups: &[GroupSection]) {
-    out.push_str("\nupstream groups (weight, endpoints as loaded)\n");
+fn groups(out: &mut String, groups: &[GroupSection], states: Option<&EndpointStatesSection>) {
+    out.push_str("\nupstream groups (weight, endpoints and their states)\n");
+    if let Some(states) = states {
+        let _ = writeln!(out, "  states: {}", states.detail);
+    }
     for group in groups {
         let _ = writeln!(out, "  {} {}% {}", group.name, group.weight, group.upstream);
         for endpoint in &group.endpoints {
-            let _ = writeln!(out, "    {} {}", endpoint.address, endpoint.state);
+            let _ = write!(out, "    {} {}", endpoint.address, endpoint.state);
+            if !endpoint.ejected_by.is_empty() {
+                let _ = write!(out, " by {}", endpoint.ejected_by.join(" and "));
+            }
+            if let Some(until) = &endpoint.ejected_until {
+                let _ = write!(out, " until {until}");
+            }
+            if let Some(in_flight) = endpoint.in_flight {
+                let _ = write!(out, ", {in_flight} in flight");
+            }
+            out.push('\n');
         }
     }
 }

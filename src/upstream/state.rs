@@ -1,7 +1,8 @@
 //! The state of an app's upstream groups as they are now, read only when asked (the admin
 //! listener's `GET /upstreams`; nothing is kept or counted per request for it): each
 //! endpoint's state as `certgate_upstream_endpoints` counts it, its requests in flight, and
-//! what ejected an ejected one and until when.
+//! what ejected an ejected one and until when. `certgate explain --config` reads the same
+//! JSON back from a running certgate.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -13,7 +13,8 @@
 //! - config errors: weights not summing to 100, an unknown revisionName, traffic naming
 //!   revisions with none configured, revisions without traffic;
 //! - a reload that changes the weights takes effect; `explain --config` lists each group and
-//!   its endpoints.
+//!   its endpoints, in state `unknown` when the config's admin port is 0 (see
+//!   `upstream_states` for the live states).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -496,11 +497,14 @@ fn explain_lists_each_group_with_its_endpoints() {
         json["upstream_groups"],
         json!([
             { "name": "latest", "weight": 70, "upstream": "http://127.0.0.1:8080",
-              "endpoints": [{ "address": "127.0.0.1:8080", "state": "healthy" }] },
+              "endpoints": [{ "address": "127.0.0.1:8080", "state": "unknown" }] },
             { "name": "api--v1", "weight": 30, "upstream": "http://127.0.0.1:8081",
-              "endpoints": [{ "address": "127.0.0.1:8081", "state": "healthy" }] }
+              "endpoints": [{ "address": "127.0.0.1:8081", "state": "unknown" }] }
         ])
     );
+    // Its admin listener's port is chosen at start: no running certgate can be asked.
+    assert_eq!(json["endpoint_states"]["source"], "not_asked", "{json:#}");
+    assert_eq!(json["endpoint_states"]["admin"], "127.0.0.1:0", "{json:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,11 +8,15 @@
 //! - a request in flight is counted at its endpoint; an endpoint whose address left the set
 //!   while it had one is `draining` until it ends, then gone;
 //! - each group of a traffic split has its weight and upstream URL; after a reload only the
-//!   newest generation is shown.
+//!   newest generation is shown;
+//! - `explain --config` against a running certgate shows the states it has (JSON and text),
+//!   and against an admin address where nothing runs says so, with every endpoint `unknown`
+//!   (an unspecified admin address is asked on loopback).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use crate::common;
+use crate::process;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -256,4 +260,155 @@ async fn each_group_has_its_weight_and_only_the_newest_generation_is_shown() {
         json!({ "generation": 1, "apps": [{ "name": "api", "groups": groups([90, 10]) }] })
     );
     gateway.stop().await;
+}
+
+/// An `accept` app `api` trusting the client CA, with `extra` merged in: what `explain`
+/// can judge a certificate against.
+fn explainable(upstream: &str, extra: Value) -> Value {
+    let mut file = config(
+        upstream,
+        json!({
+            "clientAuth": { "trustedCaFiles": ["client-ca.pem"] },
+            "ingress": { "clientCertificateMode": "accept" },
+        }),
+    );
+    for (key, value) in extra.as_object().unwrap() {
+        file["apps"][0][key] = value.clone();
+    }
+    file
+}
+
+/// `certgate explain --config explain.json --app api alice.pem` with `file` as
+/// `explain.json` in `dir`, `--format json` when `json`; its stdout (it must exit 0).
+async fn explain(dir: &TempDir, pki: &Pki, file: &Value, json: bool) -> String {
+    dir.write("explain.json", serde_json::to_vec(file).unwrap());
+    dir.write("alice.pem", &pki.client("alice").pem);
+    let path = dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut args = vec!["explain", "--config", "explain.json", "--app", "api"];
+        if json {
+            args.extend(["--format", "json"]);
+        }
+        args.push("alice.pem");
+        let output = process::cli::certgate(&args, &path, &[]);
+        process::cli::exited(&output, 0).0
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_endpoint_states_of_the_running_certgate() {
+    let apps = [
+        Named::start("a").await,
+        Named::start("b").await,
+        Named::start("c").await,
+    ];
+    let (_source, addresses) = addresses_of(&apps);
+    let health = json!({ "healthCheck": {
+        "path": HEALTH_PATH, "intervalMs": 100, "timeoutMs": 100, "unhealthyThreshold": 2,
+    } });
+    let (gateway, pki) =
+        group_gateway(explainable(&apps[0].url(), health.clone()), addresses).await;
+    let admin = gateway.admin.unwrap();
+    apps[1].sick.store(true, Ordering::Relaxed);
+    upstreams_until(admin, |state| {
+        endpoint(state, apps[1].addr)["state"] == "ejected"
+    })
+    .await;
+    // The same config, naming the admin address the running certgate was given.
+    let mut file = explainable(&apps[0].url(), health);
+    file["admin"] = admin.to_string().into();
+    let stdout = explain(&gateway.dir, &pki, &file, true).await;
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["endpoint_states"]["source"], "live", "{json:#}");
+    assert_eq!(
+        json["endpoint_states"]["admin"],
+        admin.to_string(),
+        "{json:#}"
+    );
+    let groups = json["upstream_groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{json:#}");
+    assert_eq!(groups[0]["name"], "latest");
+    let shown: Vec<Value> = groups[0]["endpoints"].as_array().unwrap().clone();
+    let expected: Vec<Value> = apps
+        .iter()
+        .map(|app| {
+            if app.addr == apps[1].addr {
+                json!({ "address": app.addr.to_string(), "state": "ejected", "in_flight": 0,
+                        "ejected_by": ["health_check"] })
+            } else {
+                json!({ "address": app.addr.to_string(), "state": "healthy", "in_flight": 0 })
+            }
+        })
+        .collect();
+    assert_eq!(shown, expected, "{json:#}");
+
+    let text = explain(&gateway.dir, &pki, &file, false).await;
+    process::cli::assert_says(
+        &text,
+        &[
+            &format!(
+                "  states: live from the certgate at {admin} (config generation 0), its groups as it serves them"
+            ),
+            &format!("    {} ejected by health_check, 0 in flight", apps[1].addr),
+            &format!("    {} healthy, 0 in flight", apps[0].addr),
+        ],
+        &["unknown"],
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_says_when_no_certgate_runs_and_shows_no_state() {
+    // A port nothing listens on any more.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = free.local_addr().unwrap();
+    drop(free);
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let mut file = explainable(
+        "http://127.0.0.1:8080",
+        json!({ "revisions": { "api--v1": "http://127.0.0.1:8081" },
+                "ingress": { "clientCertificateMode": "accept", "traffic": [
+                    { "weight": 70, "latestRevision": true },
+                    { "weight": 30, "revisionName": "api--v1" } ] } }),
+    );
+    file["admin"] = admin.to_string().into();
+    let json: Value = serde_json::from_str(&explain(&dir, &pki, &file, true).await).unwrap();
+    assert_eq!(json["endpoint_states"]["source"], "not_running", "{json:#}");
+    assert_eq!(
+        json["endpoint_states"]["admin"],
+        admin.to_string(),
+        "{json:#}"
+    );
+    let detail = json["endpoint_states"]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!(
+            "certgate is not running at {admin}, or has no admin listener there (cannot connect"
+        )),
+        "{detail}"
+    );
+    assert!(detail.ends_with("the endpoints as their names resolve now, their states unknown"));
+    assert_eq!(
+        json["upstream_groups"],
+        json!([
+            { "name": "latest", "weight": 70, "upstream": "http://127.0.0.1:8080",
+              "endpoints": [{ "address": "127.0.0.1:8080", "state": "unknown" }] },
+            { "name": "api--v1", "weight": 30, "upstream": "http://127.0.0.1:8081",
+              "endpoints": [{ "address": "127.0.0.1:8081", "state": "unknown" }] }
+        ])
+    );
+    let text = explain(&dir, &pki, &file, false).await;
+    assert!(text.contains("    127.0.0.1:8080 unknown\n"), "{text}");
+    assert!(!text.contains("healthy"), "{text}");
+    // An unspecified admin address is asked on loopback.
+    file["admin"] = format!("0.0.0.0:{}", admin.port()).into();
+    let json: Value = serde_json::from_str(&explain(&dir, &pki, &file, true).await).unwrap();
+    assert_eq!(
+        json["endpoint_states"]["admin"],
+        admin.to_string(),
+        "{json:#}"
+    );
 }
