@@ -493,10 +493,19 @@ pub fn summary(loaded: &LoadedApp) -> String {
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
     format!(
-        "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls}{groups} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}{insecure}{ip_restrictions}{ignored}",
+        "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls}{groups}{health_check}{sticky} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}{insecure}{ip_restrictions}{ignored}",
         domains = custom_domains(app),
         upstream_tls = upstream_tls(app),
         groups = groups(app),
+        health_check = health_check(app),
+        sticky = if app.sticky_sessions {
+            format!(
+                " sticky-sessions=on,cookie={}",
+                crate::upstream::AFFINITY_COOKIE
+            )
+        } else {
+            String::new()
+        },
         subjects = list(&app.allow.subjects),
         dns = list(&app.allow.dns_sans),
         uris = list(&app.allow.uri_sans),
@@ -561,10 +570,10 @@ fn custom_domains(app: &AppConfig) -> String {
 }
 
 /// ` groups=name:weight=URL,… retries=N` for an app of several upstream groups (one group is
-/// the app's `upstream`, said before).
+/// the app's `upstream`, said before), ` retries=N` for one.
 fn groups(app: &AppConfig) -> String {
     if app.groups.len() <= 1 {
-        return String::new();
+        return format!(" retries={}", app.retries);
     }
     let groups = app
         .groups
@@ -572,6 +581,23 @@ fn groups(app: &AppConfig) -> String {
         .map(|group| format!("{}:{}={}", group.name, group.weight, group.upstream))
         .collect::<Vec<_>>();
     format!(" groups={} retries={}", groups.join(","), app.retries)
+}
+
+/// ` health-check=PATH,interval=…ms,timeout=…ms,unhealthy-threshold=…,healthy-threshold=…,expected-status=…`,
+/// for an app with `healthCheck`.
+fn health_check(app: &AppConfig) -> String {
+    let Some(check) = &app.health_check else {
+        return String::new();
+    };
+    format!(
+        " health-check={},interval={}ms,timeout={}ms,unhealthy-threshold={},healthy-threshold={},expected-status={}",
+        check.path,
+        check.interval.as_millis(),
+        check.timeout.as_millis(),
+        check.unhealthy_threshold,
+        check.healthy_threshold,
+        check.expected_status.as_u16()
+    )
 }
 
 /// ` upstream-tls=…,server-name=…`, for an `https://` upstream.

@@ -153,6 +153,9 @@ pub async fn explain(
             .map(|upstream| upstream_section(upstream, target.upstream_dns.as_ref())),
         upstream_groups: target.groups.clone(),
         endpoint_states: target.endpoint_states.clone(),
+        retries: target.retries,
+        health_check: target.health_check.clone(),
+        sticky_sessions: target.sticky_sessions.clone(),
         cors: target.cors.clone(),
         custom_domains: target.custom_domains.clone(),
         ip_restrictions: target

@@ -47,6 +47,7 @@ use http::Method;
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 
+pub(crate) use self::affinity::COOKIE as AFFINITY_COOKIE;
 pub(crate) use self::affinity::key as affinity_key;
 pub(crate) use self::body::{UPSTREAM_READ_BUFFER, UpstreamBody};
 use self::endpoint::{Endpoint, EndpointTemplate};

@@ -41,6 +41,16 @@ pub struct Explanation {
     /// Where the endpoints' states in `upstream_groups` come from (from a config file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint_states: Option<EndpointStatesSection>,
+    /// How many times a request that did not reach the app is sent again to another
+    /// endpoint (`retries`; from a config file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The app's active health check (`healthCheck`), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSection>,
+    /// Sticky sessions (`ingress.stickySessions.affinity: sticky`), when on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky_sessions: Option<StickySessionsSection>,
     /// The app's `ingress.corsPolicy`, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSection>,
@@ -312,6 +322,30 @@ pub struct ClientCertificate {
     pub subject: Option<String>,
     /// Its end of validity, RFC 3339.
     pub not_after: Option<String>,
+}
+
+/// An app's `healthCheck`: how each endpoint is probed.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthCheckSection {
+    /// The path (and query) probed with `GET`.
+    pub path: String,
+    /// Milliseconds between two probes of an endpoint.
+    pub interval_ms: u64,
+    /// Milliseconds a probe may take, connection included.
+    pub timeout_ms: u64,
+    /// Failures in a row that take an endpoint out.
+    pub unhealthy_threshold: u32,
+    /// Successes in a row that bring it back.
+    pub healthy_threshold: u32,
+    /// The status a healthy endpoint answers.
+    pub expected_status: u16,
+}
+
+/// Sticky sessions: a cookie pins each client to an endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct StickySessionsSection {
+    /// The cookie's name.
+    pub cookie: &'static str,
 }
 
 /// Where the states of an app's endpoints come from.

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use rustls_pki_types::UnixTime;
 
-use super::report::{CorsSection, CustomDomainEntry, EndpointStatesSection, GroupSection};
+use super::report::{
+    CorsSection, CustomDomainEntry, EndpointStatesSection, GroupSection, HealthCheckSection,
+    StickySessionsSection,
+};
 use crate::apps::build::LoadedConfig;
 use crate::cli::ExplainArgs;
 use crate::config::{AppConfig, AppError, ConfigError, FLAG_KEYS};
@@ -63,6 +66,12 @@ pub struct Target {
     pub groups: Vec<GroupSection>,
     /// Where the states of `groups`' endpoints come from, from a config file.
     pub endpoint_states: Option<EndpointStatesSection>,
+    /// Its `retries`, from a config file.
+    pub retries: Option<u32>,
+    /// Its `healthCheck`, from a config file.
+    pub health_check: Option<HealthCheckSection>,
+    /// Its sticky sessions, from a config file, when on.
+    pub sticky_sessions: Option<StickySessionsSection>,
     /// Its `ingress.corsPolicy`, from a config file.
     pub cors: Option<CorsSection>,
     /// Its `ingress.ipSecurityRestrictions`, from a config file.
@@ -126,6 +135,18 @@ pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         upstream_dns: Some(loaded.config.upstream_dns.clone()),
         groups,
         endpoint_states: Some(endpoint_states),
+        retries: Some(app.retries),
+        health_check: app.health_check.as_ref().map(|check| HealthCheckSection {
+            path: check.path.to_string(),
+            interval_ms: millis(check.interval),
+            timeout_ms: millis(check.timeout),
+            unhealthy_threshold: check.unhealthy_threshold,
+            healthy_threshold: check.healthy_threshold,
+            expected_status: check.expected_status.as_u16(),
+        }),
+        sticky_sessions: app.sticky_sessions.then_some(StickySessionsSection {
+            cookie: crate::upstream::AFFINITY_COOKIE,
+        }),
         cors: cors_section(app),
         ip_restrictions: app.ip_restrictions.clone(),
         custom_domains: custom_domains(app),
@@ -166,6 +187,9 @@ fn sidecar_target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         upstream_dns: None,
         groups: Vec::new(),
         endpoint_states: None,
+        retries: None,
+        health_check: None,
+        sticky_sessions: None,
         cors: None,
         ip_restrictions: None,
         custom_domains: Vec::new(),
@@ -231,4 +255,8 @@ pub(super) fn parse_time(value: &str) -> Result<UnixTime, ExplainError> {
     Ok(UnixTime::since_unix_epoch(std::time::Duration::from_secs(
         secs,
     )))
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

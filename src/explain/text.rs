@@ -71,6 +71,9 @@ pub(super) fn text(explanation: &Explanation) -> String {
             explanation.endpoint_states.as_ref(),
         );
     }
+    if let Some(retries) = explanation.retries {
+        balancing(&mut out, explanation, retries);
+    }
     if let Some(cors) = &explanation.cors {
         self::cors(&mut out, cors);
     }
@@ -275,5 +278,36 @@ fn groups(out: &mut String, groups: &[GroupSection], states: Option<&EndpointSta
             }
             out.push('\n');
         }
+    }
+}
+
+/// Retries, the health check and sticky sessions (`retries`, `healthCheck`,
+/// `ingress.stickySessions`).
+fn balancing(out: &mut String, explanation: &Explanation, retries: u32) {
+    out.push_str("\nendpoints (retries, healthCheck, stickySessions)\n");
+    let _ = writeln!(
+        out,
+        "  retries:         {retries} (a request that did not reach the app goes to another endpoint)"
+    );
+    match &explanation.health_check {
+        Some(check) => {
+            let _ = writeln!(
+                out,
+                "  health check:    GET {} every {} ms, timeout {} ms; out after {} failures in a row, back after {} successes; expects {}",
+                check.path,
+                check.interval_ms,
+                check.timeout_ms,
+                check.unhealthy_threshold,
+                check.healthy_threshold,
+                check.expected_status
+            );
+        }
+        None => out.push_str("  health check:    off (only failures eject an endpoint)\n"),
+    }
+    match &explanation.sticky_sessions {
+        Some(sticky) => {
+            let _ = writeln!(out, "  sticky sessions: on (cookie {})", sticky.cookie);
+        }
+        None => out.push_str("  sticky sessions: off\n"),
     }
 }

@@ -5,11 +5,14 @@
 //!   answers 200 again: it is brought back and gets requests again;
 //! - with `ingress.transport: http2` the probes speak h2c, and an answer other than
 //!   `expectedStatus` is a failure;
-//! - config errors name the `healthCheck` key that is wrong.
+//! - config errors name the `healthCheck` key that is wrong;
+//! - `check` and `explain --config` show the health check, sticky sessions and `retries`
+//!   (and say retries and off for an app without them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use crate::common;
+use crate::process;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -188,4 +191,91 @@ fn a_wrong_health_check_is_a_config_error_naming_the_key() {
     assert_eq!((check.healthy_threshold, check.unhealthy_threshold), (2, 3));
     assert_eq!(check.expected_status, StatusCode::OK);
     assert!(load(json!({})).unwrap().apps[0].health_check.is_none());
+}
+
+#[test]
+fn check_and_explain_show_the_health_check_sticky_sessions_and_retries() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    dir.write("alice.pem", &pki.client("alice").pem);
+    let mut file = config(
+        "http://127.0.0.1:8080",
+        json!({
+            "retries": 2,
+            "healthCheck": { "path": "/ready?deep=1", "intervalMs": 2000, "timeoutMs": 500,
+                             "unhealthyThreshold": 4, "expectedStatus": 204 },
+            "clientAuth": { "trustedCaFiles": ["client-ca.pem"] },
+        }),
+    );
+    file["apps"][0]["ingress"] = json!({
+        "clientCertificateMode": "accept", "stickySessions": { "affinity": "sticky" },
+    });
+    dir.write("certgate.json", serde_json::to_vec(&file).unwrap());
+    let output = process::cli::certgate(&["check", "--config", "certgate.json"], dir.path(), &[]);
+    let (stdout, _) = process::cli::exited(&output, 0);
+    process::cli::assert_says(
+        &stdout,
+        &[
+            " upstream=http://127.0.0.1:8080 retries=2 health-check=/ready?deep=1,interval=2000ms,timeout=500ms,unhealthy-threshold=4,healthy-threshold=2,expected-status=204 sticky-sessions=on,cookie=certgate-affinity trust=",
+        ],
+        &[],
+    );
+
+    let explain = ["explain", "--config", "certgate.json", "--app", "api"];
+    let output = process::cli::certgate(
+        &[&explain[..], &["--format", "json", "alice.pem"]].concat(),
+        dir.path(),
+        &[],
+    );
+    let (stdout, _) = process::cli::exited(&output, 0);
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["retries"], 2, "{json:#}");
+    assert_eq!(
+        json["health_check"],
+        json!({ "path": "/ready?deep=1", "interval_ms": 2000, "timeout_ms": 500,
+                "unhealthy_threshold": 4, "healthy_threshold": 2, "expected_status": 204 })
+    );
+    assert_eq!(
+        json["sticky_sessions"],
+        json!({ "cookie": "certgate-affinity" })
+    );
+    let output = process::cli::certgate(&[&explain[..], &["alice.pem"]].concat(), dir.path(), &[]);
+    let (stdout, _) = process::cli::exited(&output, 0);
+    process::cli::assert_says(
+        &stdout,
+        &[
+            "\n  retries:         2 (a request that did not reach the app goes to another endpoint)\n",
+            "\n  health check:    GET /ready?deep=1 every 2000 ms, timeout 500 ms; out after 4 failures in a row, back after 2 successes; expects 204\n",
+            "\n  sticky sessions: on (cookie certgate-affinity)\n",
+        ],
+        &[],
+    );
+
+    // Without them: retries still said, the rest off (check) or said off (explain).
+    let mut plain = file.clone();
+    plain["apps"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("healthCheck");
+    plain["apps"][0].as_object_mut().unwrap().remove("retries");
+    plain["apps"][0]["ingress"] = json!({ "clientCertificateMode": "accept" });
+    dir.write("certgate.json", serde_json::to_vec(&plain).unwrap());
+    let output = process::cli::certgate(&["check", "--config", "certgate.json"], dir.path(), &[]);
+    let (stdout, _) = process::cli::exited(&output, 0);
+    process::cli::assert_says(
+        &stdout,
+        &[" upstream=http://127.0.0.1:8080 retries=1 trust="],
+        &["health-check=", "sticky-sessions="],
+    );
+    let output = process::cli::certgate(&[&explain[..], &["alice.pem"]].concat(), dir.path(), &[]);
+    let (stdout, _) = process::cli::exited(&output, 0);
+    process::cli::assert_says(
+        &stdout,
+        &[
+            "\n  health check:    off (only failures eject an endpoint)\n",
+            "\n  sticky sessions: off\n",
+        ],
+        &[],
+    );
 }
