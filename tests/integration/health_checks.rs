@@ -7,7 +7,10 @@
 //!   `expectedStatus` is a failure;
 //! - config errors name the `healthCheck` key that is wrong;
 //! - `check` and `explain --config` show the health check, sticky sessions and `retries`
-//!   (and say retries and off for an app without them).
+//!   (and say retries and off for an app without them);
+//! - the sidecar's `--health-check-path`, `--health-check-interval-ms`, `--sticky-sessions` and
+//!   `--retries` (and their `CERTGATE_*` variables) turn them on in a real `certgate run`
+//!   and `check`; they are refused beside `--config`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -17,9 +20,9 @@ use crate::process;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::named::{HEALTH_PATH, Named, addresses_of, config, group_gateway, tally};
+use common::named::{HEALTH_PATH, HOST, Named, addresses_of, config, group_gateway, tally};
 use common::polling::scrape_until;
-use common::{Gateway, Pki, TempDir, load_config, metric_value};
+use common::{ClientOptions, Connection, Gateway, Pki, TempDir, load_config, metric_value};
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -278,4 +281,114 @@ fn check_and_explain_show_the_health_check_sticky_sessions_and_retries() {
         ],
         &[],
     );
+}
+
+#[test]
+fn the_sidecar_flags_turn_on_the_health_check_sticky_sessions_and_retries() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (a, b) = runtime.block_on(async { (Named::start("a").await, Named::start("b").await) });
+    b.sick.store(true, Ordering::Relaxed);
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let (a_url, b_url) = (a.url(), b.url());
+    let mut child = process::Child::spawn(
+        &[
+            "--log-format",
+            "json",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--upstream",
+            &a_url,
+            "--upstream",
+            &b_url,
+            "--cert",
+            "server.pem",
+            "--key",
+            "server.key",
+            "--client-cert-mode",
+            "ignore",
+            "--health-check-path",
+            HEALTH_PATH,
+            "--health-check-interval-ms",
+            "100",
+            "--sticky-sessions",
+            "--retries",
+            "0",
+        ],
+        dir.path(),
+        &[],
+    );
+    let serving = child.wait_serving();
+    let admin = serving.admin();
+    // The sick one is taken out by its health check; the other passes its.
+    let state = runtime.block_on(common::polling::poll(
+        200,
+        Duration::from_millis(50),
+        async || common::upstreams(admin).await,
+        |state| state["apps"][0]["groups"][1]["endpoints"][0]["state"] == "ejected",
+    ));
+    let groups = &state["apps"][0]["groups"];
+    assert_eq!(
+        groups[1]["endpoints"][0]["ejected_by"],
+        json!(["health_check"]),
+        "{state:#}"
+    );
+    assert_eq!(groups[0]["endpoints"][0]["state"], "healthy", "{state:#}");
+    assert!(a.checks.load(Ordering::Relaxed) > 0);
+    // Sticky sessions: the first answer sets the cookie.
+    let set_cookie = runtime.block_on(async {
+        let options = ClientOptions::new(&pki, HOST);
+        let mut conn = Connection::open(serving.listen(), &options).await.unwrap();
+        let request = conn.get(HOST, "/");
+        let reply = conn.send(request).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.headers[http::header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    });
+    assert!(set_cookie.starts_with("certgate-affinity="), "{set_cookie}");
+    drop(child);
+
+    // The same through the environment, as `check` prints it.
+    let output = process::cli::certgate(
+        &[
+            "check",
+            "--upstream",
+            &a_url,
+            "--cert",
+            "server.pem",
+            "--key",
+            "server.key",
+            "--client-cert-mode",
+            "ignore",
+        ],
+        dir.path(),
+        &[
+            ("CERTGATE_HEALTH_CHECK_PATH", "/ready"),
+            ("CERTGATE_HEALTH_CHECK_INTERVAL_MS", "500"),
+            ("CERTGATE_STICKY_SESSIONS", "true"),
+            ("CERTGATE_RETRIES", "3"),
+        ],
+    );
+    let (stdout, _) = process::cli::exited(&output, 0);
+    process::cli::assert_says(
+        &stdout,
+        &[
+            " retries=3 health-check=/ready,interval=500ms,timeout=500ms,unhealthy-threshold=3,healthy-threshold=2,expected-status=200 sticky-sessions=on,cookie=certgate-affinity ",
+        ],
+        &[],
+    );
+    // Sidecar flags only: not with a config file.
+    dir.write("certgate.json", "{}");
+    let output = process::cli::certgate(
+        &["check", "--config", "certgate.json", "--retries", "2"],
+        dir.path(),
+        &[],
+    );
+    process::cli::exited(&output, 64);
 }
