@@ -11,7 +11,8 @@
 //!   newest generation is shown;
 //! - `explain --config` against a running certgate shows the states it has (JSON and text),
 //!   and against an admin address where nothing runs says so, with every endpoint `unknown`
-//!   (an unspecified admin address is asked on loopback).
+//!   (an unspecified admin address is asked on loopback); without an admin listener it lists
+//!   what the upstream's name resolves to now, `unknown` too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -281,6 +282,11 @@ fn explainable(upstream: &str, extra: Value) -> Value {
 /// `certgate explain --config explain.json --app api alice.pem` with `file` as
 /// `explain.json` in `dir`, `--format json` when `json`; its stdout (it must exit 0).
 async fn explain(dir: &TempDir, pki: &Pki, file: &Value, json: bool) -> String {
+    explain_output(dir, pki, file, json).await.0
+}
+
+/// As `explain`, its stdout and stderr.
+async fn explain_output(dir: &TempDir, pki: &Pki, file: &Value, json: bool) -> (String, String) {
     dir.write("explain.json", serde_json::to_vec(file).unwrap());
     dir.write("alice.pem", &pki.client("alice").pem);
     let path = dir.path().to_owned();
@@ -291,7 +297,7 @@ async fn explain(dir: &TempDir, pki: &Pki, file: &Value, json: bool) -> String {
         }
         args.push("alice.pem");
         let output = process::cli::certgate(&args, &path, &[]);
-        process::cli::exited(&output, 0).0
+        process::cli::exited(&output, 0)
     })
     .await
     .unwrap()
@@ -411,4 +417,32 @@ async fn explain_says_when_no_certgate_runs_and_shows_no_state() {
         admin.to_string(),
         "{json:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_without_an_admin_listener_lists_what_a_name_resolves_to_now() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let mut file = explainable("http://localhost:8080", json!({}));
+    file.as_object_mut().unwrap().remove("admin");
+    let (stdout, stderr) = explain_output(&dir, &pki, &file, true).await;
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["endpoint_states"]["source"], "not_asked", "{json:#}");
+    assert_eq!(json["endpoint_states"]["admin"], Value::Null, "{json:#}");
+    // localhost, as /etc/hosts answers it: IPv4 first.
+    let endpoints = json["upstream_groups"][0]["endpoints"].as_array().unwrap();
+    assert_eq!(
+        endpoints[0],
+        json!({ "address": "127.0.0.1:8080", "state": "unknown" }),
+        "{json:#}"
+    );
+    assert!(
+        endpoints
+            .iter()
+            .all(|endpoint| endpoint["state"] == "unknown"),
+        "{json:#}"
+    );
+    // Resolving it is not a running certgate's endpoints changing.
+    assert!(!stderr.contains("upstream addresses changed"), "{stderr}");
 }
