@@ -77,12 +77,24 @@ pub(super) async fn groups(
     let asked = crate::health::reachable(configured);
     let upstreams = match ask(asked).await {
         Ok(upstreams) => upstreams,
-        Err(error) => {
+        Err(error @ (AskError::Connect { .. } | AskError::Timeout)) => {
             let states = not_live(
                 "not_running",
                 Some(asked),
                 format!(
                     "certgate is not running at {asked}, or has no admin listener there ({})",
+                    crate::error_chain(&error)
+                ),
+            );
+            return (resolved_now(app, loaded, dns).await, states);
+        }
+        Err(error) => {
+            let states = not_live(
+                "unreadable",
+                Some(asked),
+                format!(
+                    "the listener at {asked} answered, but not with the endpoints' states ({}): \
+                     a certgate without GET /upstreams, or another server",
                     crate::error_chain(&error)
                 ),
             );

@@ -353,9 +353,10 @@ pub struct StickySessionsSection {
 pub struct EndpointStatesSection {
     /// `live`: the certgate that runs the config told them (its admin listener's
     /// `GET /upstreams`); otherwise the endpoints are as their names resolve now, in state
-    /// `unknown`: `not_running` (nothing answered on the admin listener), `not_asked` (the
-    /// config has no admin listener, or one on port 0) or `not_served` (the certgate that
-    /// answered serves no app of this name).
+    /// `unknown`: `not_running` (nothing answered on the admin listener), `unreadable`
+    /// (something answered, but not with the states), `not_asked` (the config has no admin
+    /// listener, or one on port 0) or `not_served` (the certgate that answered serves no app
+    /// of this name).
     pub source: &'static str,
     /// The admin address asked (loopback for an unspecified one), when there is one.
     pub admin: Option<String>,

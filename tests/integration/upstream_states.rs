@@ -10,9 +10,10 @@
 //! - each group of a traffic split has its weight and upstream URL; after a reload only the
 //!   newest generation is shown;
 //! - `explain --config` against a running certgate shows the states it has (JSON and text),
-//!   and against an admin address where nothing runs says so, with every endpoint `unknown`
-//!   (an unspecified admin address is asked on loopback); without an admin listener it lists
-//!   what the upstream's name resolves to now, `unknown` too.
+//!   and against an admin address where nothing runs (or something else answers) says so,
+//!   with every endpoint `unknown` (an unspecified admin address is asked on loopback);
+//!   without an admin listener it lists what the upstream's name resolves to now, `unknown`
+//!   too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -415,6 +416,23 @@ async fn explain_says_when_no_certgate_runs_and_shows_no_state() {
     assert_eq!(
         json["endpoint_states"]["admin"],
         admin.to_string(),
+        "{json:#}"
+    );
+    // A server there that answers something else is not taken for certgate.
+    let other = Named::start("not certgate").await;
+    file["admin"] = other.addr.to_string().into();
+    let json: Value = serde_json::from_str(&explain(&dir, &pki, &file, true).await).unwrap();
+    assert_eq!(json["endpoint_states"]["source"], "unreadable", "{json:#}");
+    let detail = json["endpoint_states"]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!(
+            "the listener at {} answered, but not with the endpoints' states (the answer is not the JSON of GET /upstreams",
+            other.addr
+        )),
+        "{detail}"
+    );
+    assert_eq!(
+        json["upstream_groups"][0]["endpoints"][0]["state"], "unknown",
         "{json:#}"
     );
 }
