@@ -59,6 +59,11 @@ pub(crate) struct EndpointState {
     pub ejected_until: Option<String>,
 }
 
+/// The states, as `certgate_upstream_endpoints` names them.
+const HEALTHY: &str = STATES[0];
+const EJECTED: &str = STATES[1];
+const DRAINING: &str = STATES[2];
+
 /// Why an ejected endpoint is out: its failures in a row.
 pub(crate) const EJECTED_BY_FAILURES: &str = "failures";
 /// Why an ejected endpoint is out: its health check.
@@ -80,7 +85,8 @@ impl UpstreamClient {
                     .map(|endpoint| serving(endpoint, now))
                     .chain(draining.iter().map(|endpoint| EndpointState {
                         address: endpoint.label.clone(),
-                        state: STATES[2].to_owned(),
+                        // "draining"
+                        state: DRAINING.to_owned(),
                         in_flight: count(endpoint.in_flight()),
                         ejected_by: Vec::new(),
                         ejected_until: None,
@@ -103,7 +109,12 @@ fn serving(endpoint: &Endpoint, now: SystemTime) -> EndpointState {
     }
     EndpointState {
         address: endpoint.label.clone(),
-        state: STATES[usize::from(!ejected_by.is_empty())].to_owned(),
+        state: if ejected_by.is_empty() {
+            HEALTHY
+        } else {
+            EJECTED
+        }
+        .to_owned(),
         in_flight: count(endpoint.in_flight()),
         ejected_by,
         ejected_until: ejected_for.map(|left| wall_clock(now, left)),
