@@ -20,6 +20,7 @@ use crate::settings::{Limits, Timeouts, UpstreamDns, UpstreamVerify};
 use crate::tls::client_policy::ClientPolicy;
 use crate::tls::sni::HostMatcher;
 use crate::upstream::discovery::Discovery;
+use crate::upstream::state::{AppUpstreams, GroupState, Upstreams};
 use crate::upstream::{ClientSettings, GroupSpec, UpstreamClient};
 
 pub(crate) mod build;
@@ -241,6 +242,33 @@ impl Apps {
     /// The configs of the apps, in config order.
     pub(crate) fn configs(&self) -> impl Iterator<Item = &AppConfig> {
         self.apps.iter().map(|app| app.config.as_ref())
+    }
+
+    /// Every app's upstream groups and their endpoints as they are now (`GET /upstreams`).
+    pub(crate) fn upstreams(&self) -> Upstreams {
+        let apps = self
+            .apps
+            .iter()
+            .map(|app| AppUpstreams {
+                name: app.config.name.clone(),
+                groups: app
+                    .config
+                    .groups
+                    .iter()
+                    .zip(app.upstream.endpoint_states())
+                    .map(|(group, endpoints)| GroupState {
+                        name: group.name.clone(),
+                        weight: group.weight,
+                        upstream: group.upstream.to_string(),
+                        endpoints,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Upstreams {
+            generation: self.generation,
+            apps,
+        }
     }
 
     /// The app called `name`, if this generation has one.

@@ -8,12 +8,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::apps::build::{LoadedApp, LoadedConfig};
 use crate::config::file::{
-    FileApp, FileClientAuth, FileConfig, FileForwardClientCert, FileIngress, FileRevocation,
-    FileServerCertificate, FileUpstreamDns,
+    FileApp, FileClientAuth, FileConfig, FileForwardClientCert, FileHealthCheck, FileIngress,
+    FileRevocation, FileServerCertificate, FileStickySessions, FileUpstreamDns,
 };
 use crate::config::{AppConfig, Config, ConfigError};
 use crate::reload::ConfigSource;
-use crate::settings::{ClientCertMode, Named, OcspMode, RejectWith, UpstreamVerify, XfccField};
+use crate::settings::{
+    Affinity, ClientCertMode, HEALTH_CHECK_TIMEOUT_MS, Named, OcspMode, RejectWith, UpstreamVerify,
+    XfccField,
+};
 
 /// certgate: mutual-TLS ingress that forwards verified client certificates to HTTP apps.
 #[derive(Debug, Parser)]
@@ -98,7 +101,7 @@ pub enum PkiCommand {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// JSON config file; excludes the sidecar flags.
-    #[arg(long, env = "CERTGATE_CONFIG", conflicts_with_all = ["upstream", "cert", "key", "client_ca", "crl", "allowed_hash", "allow_untrusted", "client_cert_mode", "allowed_subject", "allowed_dns_san", "allowed_uri_san", "forward_fields", "reject_with", "crl_url", "ocsp", "upstream_ca", "upstream_server_name", "upstream_cert", "upstream_key", "upstream_insecure_skip_verify", "upstream_dns_server", "upstream_dns_refresh_ms"])]
+    #[arg(long, env = "CERTGATE_CONFIG", conflicts_with_all = ["upstream", "cert", "key", "client_ca", "crl", "allowed_hash", "allow_untrusted", "client_cert_mode", "allowed_subject", "allowed_dns_san", "allowed_uri_san", "forward_fields", "reject_with", "crl_url", "ocsp", "upstream_ca", "upstream_server_name", "upstream_cert", "upstream_key", "upstream_insecure_skip_verify", "upstream_dns_server", "upstream_dns_refresh_ms", "health_check_path", "health_check_interval_ms", "sticky_sessions", "retries"])]
     pub config: Option<PathBuf>,
     /// Address of the mTLS listener (default 0.0.0.0:8443).
     #[arg(long, env = "CERTGATE_LISTEN")]
@@ -141,6 +144,23 @@ pub struct RunArgs {
     /// Longest wait in milliseconds between two resolutions of the upstream's host name (default 5000; a shorter TTL shortens it).
     #[arg(long, env = "CERTGATE_UPSTREAM_DNS_REFRESH_MS")]
     pub upstream_dns_refresh_ms: Option<u64>,
+    /// Probe each endpoint with GET PATH and take it out of the balancing while it fails (healthCheck; the other settings at their defaults).
+    #[arg(long, env = "CERTGATE_HEALTH_CHECK_PATH", value_name = "PATH")]
+    pub health_check_path: Option<String>,
+    /// Milliseconds between two health checks of an endpoint (default 5000; the timeout is 1000, or this when shorter).
+    #[arg(
+        long,
+        env = "CERTGATE_HEALTH_CHECK_INTERVAL_MS",
+        value_name = "MS",
+        requires = "health_check_path"
+    )]
+    pub health_check_interval_ms: Option<u64>,
+    /// Pin each client to one endpoint with the certgate-affinity cookie (with several --upstream, or a name with several addresses).
+    #[arg(long, env = "CERTGATE_STICKY_SESSIONS")]
+    pub sticky_sessions: bool,
+    /// How many times a request that did not reach the app is sent again to another endpoint (default 1; 0 turns retries off).
+    #[arg(long, env = "CERTGATE_RETRIES", value_name = "N")]
+    pub retries: Option<u32>,
     /// Write no access line per request (overrides the config file's `accessLog`).
     #[arg(long, env = "CERTGATE_NO_ACCESS_LOG")]
     pub no_access_log: bool,
@@ -370,6 +390,17 @@ impl RunArgs {
                 name: "app".to_owned(),
                 upstream: self.upstream.first().cloned(),
                 more_upstreams: self.upstream.iter().skip(1).cloned().collect(),
+                retries: self.retries,
+                health_check: self.health_check_path.clone().map(|path| FileHealthCheck {
+                    path: Some(path),
+                    interval_ms: self.health_check_interval_ms,
+                    // The default timeout, unless the interval is shorter (a probe must end
+                    // before the next one starts).
+                    timeout_ms: self
+                        .health_check_interval_ms
+                        .map(|interval| interval.min(HEALTH_CHECK_TIMEOUT_MS)),
+                    ..FileHealthCheck::default()
+                }),
                 upstream_tls: crate::config::sidecar_upstream_tls(
                     self.upstream_tls.upstream_ca.clone(),
                     self.upstream_tls.upstream_server_name.clone(),
@@ -384,6 +415,9 @@ impl RunArgs {
                 },
                 ingress: FileIngress {
                     client_certificate_mode: self.client_auth.client_cert_mode.clone(),
+                    sticky_sessions: self.sticky_sessions.then_some(Some(FileStickySessions {
+                        affinity: Some(Named::Known(Affinity::Sticky)),
+                    })),
                     ..FileIngress::default()
                 },
                 client_auth: FileClientAuth {
@@ -493,10 +527,19 @@ pub fn summary(loaded: &LoadedApp) -> String {
     .filter_map(|(on, name)| on.then_some(name))
     .collect();
     format!(
-        "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls}{groups} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}{insecure}{ip_restrictions}{ignored}",
+        "{name}: hosts={hosts}{domains} mode={mode} upstream={upstream}{upstream_tls}{groups}{health_check}{sticky} trust={cas} CA, {crls} CRL, {pins} pinned{untrusted}{revocation} allowed-subjects={subjects} allowed-dns-sans={dns} allowed-uri-sans={uris} forward={forwarded} reject-with={reject_with} server-cert-expires={not_after} resumption={resumption}{policy}{insecure}{ip_restrictions}{ignored}",
         domains = custom_domains(app),
         upstream_tls = upstream_tls(app),
         groups = groups(app),
+        health_check = health_check(app),
+        sticky = if app.sticky_sessions {
+            format!(
+                " sticky-sessions=on,cookie={}",
+                crate::upstream::AFFINITY_COOKIE
+            )
+        } else {
+            String::new()
+        },
         subjects = list(&app.allow.subjects),
         dns = list(&app.allow.dns_sans),
         uris = list(&app.allow.uri_sans),
@@ -561,10 +604,10 @@ fn custom_domains(app: &AppConfig) -> String {
 }
 
 /// ` groups=name:weight=URL,… retries=N` for an app of several upstream groups (one group is
-/// the app's `upstream`, said before).
+/// the app's `upstream`, said before), ` retries=N` for one.
 fn groups(app: &AppConfig) -> String {
     if app.groups.len() <= 1 {
-        return String::new();
+        return format!(" retries={}", app.retries);
     }
     let groups = app
         .groups
@@ -572,6 +615,23 @@ fn groups(app: &AppConfig) -> String {
         .map(|group| format!("{}:{}={}", group.name, group.weight, group.upstream))
         .collect::<Vec<_>>();
     format!(" groups={} retries={}", groups.join(","), app.retries)
+}
+
+/// ` health-check=PATH,interval=…ms,timeout=…ms,unhealthy-threshold=…,healthy-threshold=…,expected-status=…`,
+/// for an app with `healthCheck`.
+fn health_check(app: &AppConfig) -> String {
+    let Some(check) = &app.health_check else {
+        return String::new();
+    };
+    format!(
+        " health-check={},interval={}ms,timeout={}ms,unhealthy-threshold={},healthy-threshold={},expected-status={}",
+        check.path,
+        check.interval.as_millis(),
+        check.timeout.as_millis(),
+        check.unhealthy_threshold,
+        check.healthy_threshold,
+        check.expected_status.as_u16()
+    )
 }
 
 /// ` upstream-tls=…,server-name=…`, for an `https://` upstream.

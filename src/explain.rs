@@ -1,8 +1,10 @@
 //! `certgate explain`: runs an app's policy (`tls::policy`, the code the handshake runs) on a
 //! certificate file and says why it passes or not: the verdict, the leaf as certgate reads it,
 //! the trust decision per CA, pin and CRL, the allow-list decision, the XFCC it would get and
-//! how the request would reach the app.
+//! how the request would reach the app: its upstream groups, with their endpoints' states live
+//! from the certgate that runs the config (`live`).
 
+mod live;
 pub mod report;
 mod sections;
 mod target;
@@ -150,6 +152,10 @@ pub async fn explain(
             .as_ref()
             .map(|upstream| upstream_section(upstream, target.upstream_dns.as_ref())),
         upstream_groups: target.groups.clone(),
+        endpoint_states: target.endpoint_states.clone(),
+        retries: target.retries,
+        health_check: target.health_check.clone(),
+        sticky_sessions: target.sticky_sessions.clone(),
         cors: target.cors.clone(),
         custom_domains: target.custom_domains.clone(),
         ip_restrictions: target

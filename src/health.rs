@@ -47,7 +47,9 @@ pub fn check(admin: SocketAddr) -> Result<(), HealthError> {
     }
 }
 
-fn reachable(addr: SocketAddr) -> SocketAddr {
+/// `addr`, or loopback on its port when it is unspecified (`0.0.0.0`, `[::]`): where a
+/// listener bound there is reached from this machine.
+pub(crate) fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))

@@ -41,7 +41,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match init_logging(cli.log_format) {
+    // `explain` resolves upstream names once to list their endpoints: the resolver's info
+    // lines (`upstream addresses changed`) speak of a running certgate's endpoints.
+    let default_filter = match cli.command {
+        Command::Explain(_) => "info,certgate::upstream::discovery=warn",
+        _ => "info",
+    };
+    match init_logging(cli.log_format, default_filter) {
         Ok(guard) => *log_guard() = Some(guard),
         Err(error) => {
             eprintln!("certgate: cannot start the log thread: {error}");
@@ -85,9 +91,10 @@ fn run(command: Command) -> ExitCode {
 }
 
 /// Logs go to stderr through the log thread (`certgate::start_log_thread`), so a slow or blocked
-/// stderr never stalls a request.
-fn init_logging(format: LogFormat) -> std::io::Result<certgate::LogGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// stderr never stalls a request; `RUST_LOG` sets the filter, `default_filter` without it.
+fn init_logging(format: LogFormat, default_filter: &str) -> std::io::Result<certgate::LogGuard> {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let (writer, guard) = certgate::start_log_thread(std::io::stderr())?;
     // Colours only for a person at a terminal, never in files, `docker logs` or `kubectl logs`.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())

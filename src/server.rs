@@ -191,8 +191,11 @@ impl Server {
         let admin = self.admin.map(|admin| {
             tokio::spawn(crate::admin::serve(
                 admin,
-                self.metrics.clone(),
-                self.draining.clone(),
+                crate::admin::Admin {
+                    metrics: self.metrics.clone(),
+                    draining: self.draining.clone(),
+                    apps: self.apps.clone(),
+                },
             ))
         });
         let watcher = self

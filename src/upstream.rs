@@ -34,6 +34,7 @@ mod load;
 mod limit;
 mod pool;
 pub(crate) mod request_body;
+pub(crate) mod state;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -46,6 +47,7 @@ use http::Method;
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 
+pub(crate) use self::affinity::COOKIE as AFFINITY_COOKIE;
 pub(crate) use self::affinity::key as affinity_key;
 pub(crate) use self::body::{UPSTREAM_READ_BUFFER, UpstreamBody};
 use self::endpoint::{Endpoint, EndpointTemplate};

@@ -34,9 +34,23 @@ pub struct Explanation {
     pub xfcc: Option<String>,
     /// How the request would reach the app (from a config file).
     pub upstream: Option<UpstreamSection>,
-    /// The app's upstream groups, their weights and endpoints as loaded (from a config file).
+    /// The app's upstream groups, their weights and endpoints (from a config file): live from
+    /// the certgate that runs it, or as their names resolve now (`endpoint_states` says which).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub upstream_groups: Vec<GroupSection>,
+    /// Where the endpoints' states in `upstream_groups` come from (from a config file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_states: Option<EndpointStatesSection>,
+    /// How many times a request that did not reach the app is sent again to another
+    /// endpoint (`retries`; from a config file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The app's active health check (`healthCheck`), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSection>,
+    /// Sticky sessions (`ingress.stickySessions.affinity: sticky`), when on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky_sessions: Option<StickySessionsSection>,
     /// The app's `ingress.corsPolicy`, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSection>,
@@ -310,7 +324,47 @@ pub struct ClientCertificate {
     pub not_after: Option<String>,
 }
 
-/// One upstream group of an app and its endpoints, as the config was loaded.
+/// An app's `healthCheck`: how each endpoint is probed.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthCheckSection {
+    /// The path (and query) probed with `GET`.
+    pub path: String,
+    /// Milliseconds between two probes of an endpoint.
+    pub interval_ms: u64,
+    /// Milliseconds a probe may take, connection included.
+    pub timeout_ms: u64,
+    /// Failures in a row that take an endpoint out.
+    pub unhealthy_threshold: u32,
+    /// Successes in a row that bring it back.
+    pub healthy_threshold: u32,
+    /// The status a healthy endpoint answers.
+    pub expected_status: u16,
+}
+
+/// Sticky sessions: a cookie pins each client to an endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct StickySessionsSection {
+    /// The cookie's name.
+    pub cookie: &'static str,
+}
+
+/// Where the states of an app's endpoints come from.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointStatesSection {
+    /// `live`: the certgate that runs the config told them (its admin listener's
+    /// `GET /upstreams`); otherwise the endpoints are as their names resolve now, in state
+    /// `unknown`: `not_running` (nothing answered on the admin listener), `unreadable`
+    /// (something answered, but not with the states), `not_asked` (the config has no admin
+    /// listener, or one on port 0) or `not_served` (the certgate that answered serves no app
+    /// of this name).
+    pub source: &'static str,
+    /// The admin address asked (loopback for an unspecified one), when there is one.
+    pub admin: Option<String>,
+    /// What `source` means here, in words.
+    pub detail: String,
+}
+
+/// One upstream group of an app and its endpoints.
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupSection {
     /// `latest`, or the revision's name.
@@ -319,8 +373,8 @@ pub struct GroupSection {
     pub weight: u32,
     /// Its upstream URL.
     pub upstream: String,
-    /// Each endpoint: the address the host resolved to (or the `host:port` dialed by name,
-    /// when it did not resolve), and its state.
+    /// Each endpoint: the address the host resolves to (or the `host:port` dialed by name,
+    /// when it does not), and its state.
     pub endpoints: Vec<EndpointSection>,
 }
 
@@ -329,6 +383,16 @@ pub struct GroupSection {
 pub struct EndpointSection {
     /// The address, or `host:port` when dialed by name.
     pub address: String,
-    /// `healthy` as loaded: ejection and draining happen while serving (see the metrics).
-    pub state: &'static str,
+    /// Live: `healthy`, `ejected` or `draining` (the states of
+    /// `certgate_upstream_endpoints`); `unknown` when no running certgate told it.
+    pub state: String,
+    /// Live: requests sent to it whose response has not ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u64>,
+    /// Live, for an ejected endpoint: `failures`, `health_check` or both.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ejected_by: Vec<String>,
+    /// Live: when its ejection by its failures ends (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ejected_until: Option<String>,
 }

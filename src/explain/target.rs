@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use rustls_pki_types::UnixTime;
 
-use super::report::{CorsSection, CustomDomainEntry, EndpointSection, GroupSection};
-use crate::apps::build::{LoadedApp, LoadedConfig};
+use super::report::{
+    CorsSection, CustomDomainEntry, EndpointStatesSection, GroupSection, HealthCheckSection,
+    StickySessionsSection,
+};
+use crate::apps::build::LoadedConfig;
 use crate::cli::ExplainArgs;
 use crate::config::{AppConfig, AppError, ConfigError, FLAG_KEYS};
 use crate::ip_restrictions::IpRestrictions;
@@ -58,8 +61,17 @@ pub struct Target {
     pub upstream: Option<Upstream>,
     /// How upstream names are resolved, from a config file.
     pub upstream_dns: Option<crate::settings::UpstreamDns>,
-    /// Its upstream groups and their endpoints as loaded, from a config file.
+    /// Its upstream groups and their endpoints, from a config file: live from the certgate
+    /// that runs it, or as their names resolve now.
     pub groups: Vec<GroupSection>,
+    /// Where the states of `groups`' endpoints come from, from a config file.
+    pub endpoint_states: Option<EndpointStatesSection>,
+    /// Its `retries`, from a config file.
+    pub retries: Option<u32>,
+    /// Its `healthCheck`, from a config file.
+    pub health_check: Option<HealthCheckSection>,
+    /// Its sticky sessions, from a config file, when on.
+    pub sticky_sessions: Option<StickySessionsSection>,
     /// Its `ingress.corsPolicy`, from a config file.
     pub cors: Option<CorsSection>,
     /// Its `ingress.ipSecurityRestrictions`, from a config file.
@@ -107,6 +119,8 @@ pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
             app: app.name.clone(),
         });
     };
+    let (groups, endpoint_states) =
+        super::live::groups(app, loaded_app, config.admin, &config.upstream_dns).await;
     Ok(Target {
         name: app.name.clone(),
         mode: app.mode,
@@ -119,7 +133,20 @@ pub(super) async fn target(args: &ExplainArgs) -> Result<Target, ExplainError> {
             .filter(|revocation| revocation.checks_after_handshake()),
         upstream: Some(app.upstream.clone()),
         upstream_dns: Some(loaded.config.upstream_dns.clone()),
-        groups: group_sections(app, loaded_app),
+        groups,
+        endpoint_states: Some(endpoint_states),
+        retries: Some(app.retries),
+        health_check: app.health_check.as_ref().map(|check| HealthCheckSection {
+            path: check.path.to_string(),
+            interval_ms: millis(check.interval),
+            timeout_ms: millis(check.timeout),
+            unhealthy_threshold: check.unhealthy_threshold,
+            healthy_threshold: check.healthy_threshold,
+            expected_status: check.expected_status.as_u16(),
+        }),
+        sticky_sessions: app.sticky_sessions.then_some(StickySessionsSection {
+            cookie: crate::upstream::AFFINITY_COOKIE,
+        }),
         cors: cors_section(app),
         ip_restrictions: app.ip_restrictions.clone(),
         custom_domains: custom_domains(app),
@@ -159,6 +186,10 @@ fn sidecar_target(args: &ExplainArgs) -> Result<Target, ExplainError> {
         upstream: None,
         upstream_dns: None,
         groups: Vec::new(),
+        endpoint_states: None,
+        retries: None,
+        health_check: None,
+        sticky_sessions: None,
         cors: None,
         ip_restrictions: None,
         custom_domains: Vec::new(),
@@ -226,30 +257,6 @@ pub(super) fn parse_time(value: &str) -> Result<UnixTime, ExplainError> {
     )))
 }
 
-/// The app's groups with the endpoints their hosts resolved to when the config was loaded.
-fn group_sections(app: &AppConfig, loaded: &LoadedApp) -> Vec<GroupSection> {
-    app.groups
-        .iter()
-        .zip(&loaded.groups)
-        .map(|(group, loaded)| {
-            let addresses = loaded.addresses.borrow().clone();
-            let endpoints = if addresses.is_empty() {
-                vec![group.upstream.authority.to_string()]
-            } else {
-                addresses.iter().map(ToString::to_string).collect()
-            };
-            GroupSection {
-                name: group.name.clone(),
-                weight: group.weight,
-                upstream: group.upstream.to_string(),
-                endpoints: endpoints
-                    .into_iter()
-                    .map(|address| EndpointSection {
-                        address,
-                        state: "healthy",
-                    })
-                    .collect(),
-            }
-        })
-        .collect()
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 
 use super::report::{
-    CertificateSection, CorsSection, Explanation, GroupSection, IpRestrictionsSection, Protocol,
-    TrustSection, UpstreamSection, UpstreamTlsSection, VerifiedAgainst,
+    CertificateSection, CorsSection, EndpointStatesSection, Explanation, GroupSection,
+    IpRestrictionsSection, Protocol, TrustSection, UpstreamSection, UpstreamTlsSection,
+    VerifiedAgainst,
 };
 
 /// The text form: the verdict first, then one section per decision.
@@ -64,7 +65,14 @@ pub(super) fn text(explanation: &Explanation) -> String {
         self::upstream(&mut out, upstream);
     }
     if !explanation.upstream_groups.is_empty() {
-        groups(&mut out, &explanation.upstream_groups);
+        groups(
+            &mut out,
+            &explanation.upstream_groups,
+            explanation.endpoint_states.as_ref(),
+        );
+    }
+    if let Some(retries) = explanation.retries {
+        balancing(&mut out, explanation, retries);
     }
     if let Some(cors) = &explanation.cors {
         self::cors(&mut out, cors);
@@ -250,12 +258,56 @@ fn upstream_tls(out: &mut String, tls: &UpstreamTlsSection) {
     }
 }
 
-fn groups(out: &mut String, groups: &[GroupSection]) {
-    out.push_str("\nupstream groups (weight, endpoints as loaded)\n");
+fn groups(out: &mut String, groups: &[GroupSection], states: Option<&EndpointStatesSection>) {
+    out.push_str("\nupstream groups (weight, endpoints and their states)\n");
+    if let Some(states) = states {
+        let _ = writeln!(out, "  states: {}", states.detail);
+    }
     for group in groups {
         let _ = writeln!(out, "  {} {}% {}", group.name, group.weight, group.upstream);
         for endpoint in &group.endpoints {
-            let _ = writeln!(out, "    {} {}", endpoint.address, endpoint.state);
+            let _ = write!(out, "    {} {}", endpoint.address, endpoint.state);
+            if !endpoint.ejected_by.is_empty() {
+                let _ = write!(out, " by {}", endpoint.ejected_by.join(" and "));
+            }
+            if let Some(until) = &endpoint.ejected_until {
+                let _ = write!(out, " until {until}");
+            }
+            if let Some(in_flight) = endpoint.in_flight {
+                let _ = write!(out, ", {in_flight} in flight");
+            }
+            out.push('\n');
         }
+    }
+}
+
+/// Retries, the health check and sticky sessions (`retries`, `healthCheck`,
+/// `ingress.stickySessions`).
+fn balancing(out: &mut String, explanation: &Explanation, retries: u32) {
+    out.push_str("\nendpoints (retries, healthCheck, stickySessions)\n");
+    let _ = writeln!(
+        out,
+        "  retries:         {retries} (a request that did not reach the app goes to another endpoint)"
+    );
+    match &explanation.health_check {
+        Some(check) => {
+            let _ = writeln!(
+                out,
+                "  health check:    GET {} every {} ms, timeout {} ms; out after {} failures in a row, back after {} successes; expects {}",
+                check.path,
+                check.interval_ms,
+                check.timeout_ms,
+                check.unhealthy_threshold,
+                check.healthy_threshold,
+                check.expected_status
+            );
+        }
+        None => out.push_str("  health check:    off (only failures eject an endpoint)\n"),
+    }
+    match &explanation.sticky_sessions {
+        Some(sticky) => {
+            let _ = writeln!(out, "  sticky sessions: on (cookie {})", sticky.cookie);
+        }
+        None => out.push_str("  sticky sessions: off\n"),
     }
 }

@@ -155,6 +155,13 @@ impl Endpoint {
         until != 0 && now_millis() < until
     }
 
+    /// How long its failures in a row still keep it ejected; `None` when they do not.
+    pub(super) fn ejected_for(&self) -> Option<Duration> {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        let now = now_millis();
+        (until != 0 && now < until).then(|| Duration::from_millis(until - now))
+    }
+
     /// Whether its health check took it out.
     pub(super) fn is_unhealthy(&self) -> bool {
         self.unhealthy.load(Ordering::Acquire)

@@ -132,6 +132,14 @@ impl EndpointSet {
         self.active.load()
     }
 
+    /// The endpoints whose address left the set and whose last request has not ended.
+    pub(super) fn draining_now(&self) -> Vec<Arc<Endpoint>> {
+        self.draining
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Replaces the address set: new addresses become endpoints, removed ones drain, kept
     /// ones stay as they are; an empty set leaves one endpoint dialing the host by name.
     pub(crate) fn update(self: &Arc<Self>, addresses: &[SocketAddr]) {

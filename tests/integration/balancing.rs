@@ -13,7 +13,8 @@
 //! - config errors: weights not summing to 100, an unknown revisionName, traffic naming
 //!   revisions with none configured, revisions without traffic;
 //! - a reload that changes the weights takes effect; `explain --config` lists each group and
-//!   its endpoints.
+//!   its endpoints, in state `unknown` when the config's admin port is 0 (see
+//!   `upstream_states` for the live states).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -22,150 +23,22 @@ use crate::process;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{ClientOptions, Connection, Gateway, Pki, TempDir, app, load_config, metric, scrape};
+use common::named::{HOST, Named, config, group_gateway, tally};
+use common::{ClientOptions, Connection, Gateway, Pki, TempDir, load_config, metric, scrape};
 use http::StatusCode;
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-const HOST: &str = "api.example.test";
-
-/// A test upstream that answers every request with its name, counting them by method;
-/// `/delay/<ms>` answers after that long; `kill` stops it, resetting what it has open.
-struct Named {
-    addr: SocketAddr,
-    counts: Arc<Mutex<HashMap<String, usize>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Named {
-    async fn start(name: &'static str) -> Self {
-        Self::serve(name, false).await
-    }
-
-    /// One that reads each request and then closes the connection without an answer.
-    async fn resetting(name: &'static str) -> Self {
-        Self::serve(name, true).await
-    }
-
-    async fn serve(name: &'static str, reset: bool) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let counted = counts.clone();
-        let task = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let counted = counted.clone();
-                connections.spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                            let counted = counted.clone();
-                            async move {
-                                *counted
-                                    .lock()
-                                    .unwrap()
-                                    .entry(request.method().to_string())
-                                    .or_default() += 1;
-                                let path = request.uri().path().to_owned();
-                                let _ = request.into_body().collect().await;
-                                if reset {
-                                    return Err("reset");
-                                }
-                                if let Some(ms) =
-                                    path.strip_prefix("/delay/").and_then(|ms| ms.parse().ok())
-                                {
-                                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                                }
-                                Ok(http::Response::new(Full::new(Bytes::from_static(
-                                    name.as_bytes(),
-                                ))))
-                            }
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, counts, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn count(&self, method: &str) -> usize {
-        self.counts
-            .lock()
-            .unwrap()
-            .get(method)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Stops listening and resets every open connection.
-    fn kill(&self) {
-        self.task.abort();
-    }
-}
-
-/// An `ignore` app at `HOST` with `upstream`, an admin listener, and `extra` merged in.
-fn config(upstream: &str, extra: Value) -> Value {
-    let mut entry = app("api", &[HOST], "127.0.0.1:9".parse().unwrap(), "ignore");
-    entry["upstream"] = upstream.into();
-    for (key, value) in extra.as_object().unwrap() {
-        entry[key] = value.clone();
-    }
-    json!({ "admin": "127.0.0.1:0", "apps": [entry] })
-}
 
 async fn gateway(config: Value) -> (Gateway, Pki) {
     let pki = Pki::new();
     let dir = TempDir::new();
     pki.write(&dir);
     (Gateway::start(dir, config).await, pki)
-}
-
-/// Sends `count` GETs for `path` on one connection; the bodies' tally, and how many failed.
-async fn tally(
-    gateway: &Gateway,
-    pki: &Pki,
-    path: &str,
-    count: usize,
-) -> (HashMap<String, usize>, usize) {
-    let options = ClientOptions::new(pki, HOST);
-    let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
-    let mut bodies: HashMap<String, usize> = HashMap::new();
-    let mut failed = 0;
-    for _ in 0..count {
-        let request = conn.get(HOST, path);
-        match conn.send(request).await {
-            Ok(reply) if reply.status == StatusCode::OK => {
-                *bodies
-                    .entry(String::from_utf8_lossy(&reply.body).into_owned())
-                    .or_default() += 1;
-            }
-            _ => {
-                failed += 1;
-                if !conn.is_open() {
-                    conn = Connection::open(gateway.addr, &options).await.unwrap();
-                }
-            }
-        }
-    }
-    (bodies, failed)
 }
 
 fn share(bodies: &HashMap<String, usize>, name: &str, total: usize) -> f64 {
@@ -246,21 +119,12 @@ async fn three_revisions_of_equal_weight_share_the_requests() {
     gateway.stop().await;
 }
 
-/// certgate with one group whose address set is `addresses` (what a DNS source would send),
-/// `retries` as given.
+/// certgate with one group whose address set is `addresses` (what a DNS source would send).
 async fn endpoint_gateway(
     addresses: watch::Receiver<Arc<[SocketAddr]>>,
     first: &Named,
 ) -> (Gateway, Pki) {
-    let pki = Pki::new();
-    let dir = TempDir::new();
-    pki.write(&dir);
-    let gateway = Gateway::start_edited(dir, config(&first.url(), json!({})), 0, move |loaded| {
-        let app = Arc::get_mut(&mut loaded.apps[0]).unwrap();
-        app.groups[0].addresses = addresses;
-    })
-    .await;
-    (gateway, pki)
+    group_gateway(config(&first.url(), json!({})), addresses).await
 }
 
 fn endpoint_series(name: &str, app: &Named) -> String {
@@ -392,7 +256,9 @@ async fn a_post_that_may_have_reached_an_endpoint_is_not_sent_again() {
     let (gateway, pki) = endpoint_gateway(addresses, &resetting).await;
     let options = ClientOptions::new(&pki, HOST);
     let (mut answered, mut refused) = (0, 0);
-    for _ in 0..4 {
+    // Each POST goes to either endpoint at random (4 in a row to the healthy one happen once
+    // in 16 runs): send until one went to the resetting one, at most 16.
+    while refused == 0 && answered < 16 {
         let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
         let request = conn.request(http::Method::POST, HOST, "/", Bytes::from_static(b"pay"));
         match conn.send(request).await.unwrap().status {
@@ -631,11 +497,14 @@ fn explain_lists_each_group_with_its_endpoints() {
         json["upstream_groups"],
         json!([
             { "name": "latest", "weight": 70, "upstream": "http://127.0.0.1:8080",
-              "endpoints": [{ "address": "127.0.0.1:8080", "state": "healthy" }] },
+              "endpoints": [{ "address": "127.0.0.1:8080", "state": "unknown" }] },
             { "name": "api--v1", "weight": 30, "upstream": "http://127.0.0.1:8081",
-              "endpoints": [{ "address": "127.0.0.1:8081", "state": "healthy" }] }
+              "endpoints": [{ "address": "127.0.0.1:8081", "state": "unknown" }] }
         ])
     );
+    // Its admin listener's port is chosen at start: no running certgate can be asked.
+    assert_eq!(json["endpoint_states"]["source"], "not_asked", "{json:#}");
+    assert_eq!(json["endpoint_states"]["admin"], "127.0.0.1:0", "{json:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

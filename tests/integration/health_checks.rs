@@ -5,147 +5,26 @@
 //!   answers 200 again: it is brought back and gets requests again;
 //! - with `ingress.transport: http2` the probes speak h2c, and an answer other than
 //!   `expectedStatus` is a failure;
-//! - config errors name the `healthCheck` key that is wrong.
+//! - config errors name the `healthCheck` key that is wrong;
+//! - `check` and `explain --config` show the health check, sticky sessions and `retries`
+//!   (and say retries and off for an app without them);
+//! - the sidecar's `--health-check-path`, `--health-check-interval-ms`, `--sticky-sessions` and
+//!   `--retries` (and their `CERTGATE_*` variables) turn them on in a real `certgate run`
+//!   and `check`; they are refused beside `--config`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use crate::common;
+use crate::process;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::named::{HEALTH_PATH, HOST, Named, addresses_of, config, group_gateway, tally};
 use common::polling::scrape_until;
-use common::{ClientOptions, Connection, Gateway, Pki, TempDir, app, load_config, metric_value};
+use common::{ClientOptions, Connection, Gateway, Pki, TempDir, load_config, metric_value};
 use http::StatusCode;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-
-const HOST: &str = "api.example.test";
-const HEALTH_PATH: &str = "/healthz";
-
-/// A test upstream (HTTP/1.1 and h2c) that answers every request with its name, and
-/// `HEALTH_PATH` with 200, or 503 while `sick`; it counts the health checks it gets, and
-/// those that came over HTTP/2.
-struct Upstream {
-    addr: SocketAddr,
-    sick: Arc<AtomicBool>,
-    checks: Arc<AtomicUsize>,
-    h2_checks: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Upstream {
-    async fn start(name: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sick = Arc::new(AtomicBool::new(false));
-        let checks = Arc::new(AtomicUsize::new(0));
-        let h2_checks = Arc::new(AtomicUsize::new(0));
-        let (is_sick, counted, h2_counted) = (sick.clone(), checks.clone(), h2_checks.clone());
-        let task = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (is_sick, counted, h2_counted) =
-                    (is_sick.clone(), counted.clone(), h2_counted.clone());
-                connections.spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                            let (is_sick, counted, h2_counted) =
-                                (is_sick.clone(), counted.clone(), h2_counted.clone());
-                            async move {
-                                let mut response = http::Response::new(Full::new(
-                                    Bytes::from_static(name.as_bytes()),
-                                ));
-                                if request.uri().path() == HEALTH_PATH {
-                                    counted.fetch_add(1, Ordering::Relaxed);
-                                    if request.version() == http::Version::HTTP_2 {
-                                        h2_counted.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                    assert_eq!(request.method(), http::Method::GET);
-                                    assert_eq!(
-                                        request.headers()["user-agent"],
-                                        "certgate-health-check"
-                                    );
-                                    if is_sick.load(Ordering::Relaxed) {
-                                        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                                    }
-                                }
-                                Ok::<_, std::convert::Infallible>(response)
-                            }
-                        });
-                    let _ = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-                });
-            }
-        });
-        Self {
-            addr,
-            sick,
-            checks,
-            h2_checks,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// An `ignore` app at `HOST` with `upstream`, an admin listener, and `extra` merged in.
-fn config(upstream: &str, extra: Value) -> Value {
-    let mut entry = app("api", &[HOST], "127.0.0.1:9".parse().unwrap(), "ignore");
-    entry["upstream"] = upstream.into();
-    for (key, value) in extra.as_object().unwrap() {
-        entry[key] = value.clone();
-    }
-    json!({ "admin": "127.0.0.1:0", "apps": [entry] })
-}
-
-/// Sends `count` GETs for `/` on one connection; the bodies' tally, and how many failed.
-async fn tally(gateway: &Gateway, pki: &Pki, count: usize) -> (HashMap<String, usize>, usize) {
-    let options = ClientOptions::new(pki, HOST);
-    let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
-    let mut bodies: HashMap<String, usize> = HashMap::new();
-    let mut failed = 0;
-    for _ in 0..count {
-        let request = conn.get(HOST, "/");
-        match conn.send(request).await {
-            Ok(reply) if reply.status == StatusCode::OK => {
-                *bodies
-                    .entry(String::from_utf8_lossy(&reply.body).into_owned())
-                    .or_default() += 1;
-            }
-            _ => {
-                failed += 1;
-                if !conn.is_open() {
-                    conn = Connection::open(gateway.addr, &options).await.unwrap();
-                }
-            }
-        }
-    }
-    (bodies, failed)
-}
 
 fn state(text: &str, state: &str) -> Option<f64> {
     metric_value(
@@ -157,29 +36,20 @@ fn state(text: &str, state: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_failing_its_health_checks_is_taken_out_and_brought_back() {
     let apps = [
-        Upstream::start("a").await,
-        Upstream::start("b").await,
-        Upstream::start("c").await,
+        Named::start("a").await,
+        Named::start("b").await,
+        Named::start("c").await,
     ];
     // One group of three endpoints: the address set a DNS resolver would send.
-    let (_source, addresses) = watch::channel(Arc::from(
-        apps.iter().map(|app| app.addr).collect::<Vec<_>>(),
-    ));
-    let pki = Pki::new();
-    let dir = TempDir::new();
-    pki.write(&dir);
+    let (_source, addresses) = addresses_of(&apps);
     let health = json!({ "healthCheck": {
         "path": HEALTH_PATH, "intervalMs": 100, "timeoutMs": 100,
         "healthyThreshold": 2, "unhealthyThreshold": 2,
     } });
-    let gateway = Gateway::start_edited(dir, config(&apps[0].url(), health), 0, move |loaded| {
-        let app = Arc::get_mut(&mut loaded.apps[0]).unwrap();
-        app.groups[0].addresses = addresses;
-    })
-    .await;
+    let (gateway, pki) = group_gateway(config(&apps[0].url(), health), addresses).await;
     let admin = gateway.admin.unwrap();
 
-    let (bodies, failed) = tally(&gateway, &pki, 90).await;
+    let (bodies, failed) = tally(&gateway, &pki, "/", 90).await;
     assert_eq!(failed, 0);
     for name in ["a", "b", "c"] {
         assert!(bodies.get(name).copied().unwrap_or(0) >= 10, "{bodies:?}");
@@ -197,7 +67,7 @@ async fn an_endpoint_failing_its_health_checks_is_taken_out_and_brought_back() {
         apps[1].addr
     );
     assert!(metric_value(&text, &failures).unwrap() >= 2.0, "{text}");
-    let (bodies, failed) = tally(&gateway, &pki, 90).await;
+    let (bodies, failed) = tally(&gateway, &pki, "/", 90).await;
     assert_eq!(failed, 0);
     assert_eq!(bodies.get("b"), None, "{bodies:?}");
     assert_eq!(bodies.values().sum::<usize>(), 90, "{bodies:?}");
@@ -217,7 +87,7 @@ async fn an_endpoint_failing_its_health_checks_is_taken_out_and_brought_back() {
     .await;
     assert_eq!(state(&text, "healthy"), Some(3.0), "{text}");
     assert_eq!(state(&text, "ejected"), Some(0.0), "{text}");
-    let (bodies, failed) = tally(&gateway, &pki, 90).await;
+    let (bodies, failed) = tally(&gateway, &pki, "/", 90).await;
     assert_eq!(failed, 0);
     assert!(bodies.get("b").copied().unwrap_or(0) >= 10, "{bodies:?}");
     gateway.stop().await;
@@ -225,12 +95,12 @@ async fn an_endpoint_failing_its_health_checks_is_taken_out_and_brought_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_health_check_no_probe_is_sent() {
-    let upstream = Upstream::start("a").await;
+    let upstream = Named::start("a").await;
     let pki = Pki::new();
     let dir = TempDir::new();
     pki.write(&dir);
     let gateway = Gateway::start(dir, config(&upstream.url(), json!({}))).await;
-    let (bodies, failed) = tally(&gateway, &pki, 5).await;
+    let (bodies, failed) = tally(&gateway, &pki, "/", 5).await;
     assert_eq!((bodies["a"], failed), (5, 0));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(upstream.checks.load(Ordering::Relaxed), 0);
@@ -239,7 +109,7 @@ async fn without_health_check_no_probe_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_probes_and_an_unexpected_status_takes_the_endpoint_out() {
-    let upstream = Upstream::start("a").await;
+    let upstream = Named::start("a").await;
     let pki = Pki::new();
     let dir = TempDir::new();
     pki.write(&dir);
@@ -266,7 +136,7 @@ async fn h2c_probes_and_an_unexpected_status_takes_the_endpoint_out() {
         upstream.checks.load(Ordering::Relaxed)
     );
     // Its group's one endpoint: requests still go to it.
-    let (bodies, failed) = tally(&gateway, &pki, 3).await;
+    let (bodies, failed) = tally(&gateway, &pki, "/", 3).await;
     assert_eq!((bodies["a"], failed), (3, 0));
     gateway.stop().await;
 }
@@ -324,4 +194,201 @@ fn a_wrong_health_check_is_a_config_error_naming_the_key() {
     assert_eq!((check.healthy_threshold, check.unhealthy_threshold), (2, 3));
     assert_eq!(check.expected_status, StatusCode::OK);
     assert!(load(json!({})).unwrap().apps[0].health_check.is_none());
+}
+
+#[test]
+fn check_and_explain_show_the_health_check_sticky_sessions_and_retries() {
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    dir.write("alice.pem", &pki.client("alice").pem);
+    let mut file = config(
+        "http://127.0.0.1:8080",
+        json!({
+            "retries": 2,
+            "healthCheck": { "path": "/ready?deep=1", "intervalMs": 2000, "timeoutMs": 500,
+                             "unhealthyThreshold": 4, "expectedStatus": 204 },
+            "clientAuth": { "trustedCaFiles": ["client-ca.pem"] },
+        }),
+    );
+    file["apps"][0]["ingress"] = json!({
+        "clientCertificateMode": "accept", "stickySessions": { "affinity": "sticky" },
+    });
+    dir.write("certgate.json", serde_json::to_vec(&file).unwrap());
+    let output = process::cli::certgate(&["check", "--config", "certgate.json"], dir.path(), &[]);
+    let (stdout, _) = process::cli::exited(&output, 0);
+    process::cli::assert_says(
+        &stdout,
+        &[
+            " upstream=http://127.0.0.1:8080 retries=2 health-check=/ready?deep=1,interval=2000ms,timeout=500ms,unhealthy-threshold=4,healthy-threshold=2,expected-status=204 sticky-sessions=on,cookie=certgate-affinity trust=",
+        ],
+        &[],
+    );
+
+    let explain = ["explain", "--config", "certgate.json", "--app", "api"];
+    let output = process::cli::certgate(
+        &[&explain[..], &["--format", "json", "alice.pem"]].concat(),
+        dir.path(),
+        &[],
+    );
+    let (stdout, _) = process::cli::exited(&output, 0);
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["retries"], 2, "{json:#}");
+    assert_eq!(
+        json["health_check"],
+        json!({ "path": "/ready?deep=1", "interval_ms": 2000, "timeout_ms": 500,
+                "unhealthy_threshold": 4, "healthy_threshold": 2, "expected_status": 204 })
+    );
+    assert_eq!(
+        json["sticky_sessions"],
+        json!({ "cookie": "certgate-affinity" })
+    );
+    let output = process::cli::certgate(&[&explain[..], &["alice.pem"]].concat(), dir.path(), &[]);
+    let (stdout, _) = process::cli::exited(&output, 0);
+    process::cli::assert_says(
+        &stdout,
+        &[
+            "\n  retries:         2 (a request that did not reach the app goes to another endpoint)\n",
+            "\n  health check:    GET /ready?deep=1 every 2000 ms, timeout 500 ms; out after 4 failures in a row, back after 2 successes; expects 204\n",
+            "\n  sticky sessions: on (cookie certgate-affinity)\n",
+        ],
+        &[],
+    );
+
+    // Without them: retries still said, the rest off (check) or said off (explain).
+    let mut plain = file.clone();
+    plain["apps"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("healthCheck");
+    plain["apps"][0].as_object_mut().unwrap().remove("retries");
+    plain["apps"][0]["ingress"] = json!({ "clientCertificateMode": "accept" });
+    dir.write("certgate.json", serde_json::to_vec(&plain).unwrap());
+    let output = process::cli::certgate(&["check", "--config", "certgate.json"], dir.path(), &[]);
+    let (stdout, _) = process::cli::exited(&output, 0);
+    process::cli::assert_says(
+        &stdout,
+        &[" upstream=http://127.0.0.1:8080 retries=1 trust="],
+        &["health-check=", "sticky-sessions="],
+    );
+    let output = process::cli::certgate(&[&explain[..], &["alice.pem"]].concat(), dir.path(), &[]);
+    let (stdout, _) = process::cli::exited(&output, 0);
+    process::cli::assert_says(
+        &stdout,
+        &[
+            "\n  health check:    off (only failures eject an endpoint)\n",
+            "\n  sticky sessions: off\n",
+        ],
+        &[],
+    );
+}
+
+#[test]
+fn the_sidecar_flags_turn_on_the_health_check_sticky_sessions_and_retries() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (a, b) = runtime.block_on(async { (Named::start("a").await, Named::start("b").await) });
+    b.sick.store(true, Ordering::Relaxed);
+    let pki = Pki::new();
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let (a_url, b_url) = (a.url(), b.url());
+    let mut child = process::Child::spawn(
+        &[
+            "--log-format",
+            "json",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--upstream",
+            &a_url,
+            "--upstream",
+            &b_url,
+            "--cert",
+            "server.pem",
+            "--key",
+            "server.key",
+            "--client-cert-mode",
+            "ignore",
+            "--health-check-path",
+            HEALTH_PATH,
+            "--health-check-interval-ms",
+            "100",
+            "--sticky-sessions",
+            "--retries",
+            "0",
+        ],
+        dir.path(),
+        &[],
+    );
+    let serving = child.wait_serving();
+    let admin = serving.admin();
+    // The sick one is taken out by its health check; the other passes its.
+    let state = runtime.block_on(common::polling::poll(
+        200,
+        Duration::from_millis(50),
+        async || common::upstreams(admin).await,
+        |state| state["apps"][0]["groups"][1]["endpoints"][0]["state"] == "ejected",
+    ));
+    let groups = &state["apps"][0]["groups"];
+    assert_eq!(
+        groups[1]["endpoints"][0]["ejected_by"],
+        json!(["health_check"]),
+        "{state:#}"
+    );
+    assert_eq!(groups[0]["endpoints"][0]["state"], "healthy", "{state:#}");
+    assert!(a.checks.load(Ordering::Relaxed) > 0);
+    // Sticky sessions: the first answer sets the cookie.
+    let set_cookie = runtime.block_on(async {
+        let options = ClientOptions::new(&pki, HOST);
+        let mut conn = Connection::open(serving.listen(), &options).await.unwrap();
+        let request = conn.get(HOST, "/");
+        let reply = conn.send(request).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.headers[http::header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    });
+    assert!(set_cookie.starts_with("certgate-affinity="), "{set_cookie}");
+    drop(child);
+
+    // The same through the environment, as `check` prints it.
+    let output = process::cli::certgate(
+        &[
+            "check",
+            "--upstream",
+            &a_url,
+            "--cert",
+            "server.pem",
+            "--key",
+            "server.key",
+            "--client-cert-mode",
+            "ignore",
+        ],
+        dir.path(),
+        &[
+            ("CERTGATE_HEALTH_CHECK_PATH", "/ready"),
+            ("CERTGATE_HEALTH_CHECK_INTERVAL_MS", "500"),
+            ("CERTGATE_STICKY_SESSIONS", "true"),
+            ("CERTGATE_RETRIES", "3"),
+        ],
+    );
+    let (stdout, _) = process::cli::exited(&output, 0);
+    process::cli::assert_says(
+        &stdout,
+        &[
+            " retries=3 health-check=/ready,interval=500ms,timeout=500ms,unhealthy-threshold=3,healthy-threshold=2,expected-status=200 sticky-sessions=on,cookie=certgate-affinity ",
+        ],
+        &[],
+    );
+    // Sidecar flags only: not with a config file.
+    dir.write("certgate.json", "{}");
+    let output = process::cli::certgate(
+        &["check", "--config", "certgate.json", "--retries", "2"],
+        dir.path(),
+        &[],
+    );
+    process::cli::exited(&output, 64);
 }

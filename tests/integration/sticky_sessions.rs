@@ -15,56 +15,11 @@ use crate::common;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use common::named::{HOST, Named};
 use common::{ClientOptions, Connection, Gateway, Pki, TempDir, app};
 use http::StatusCode;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-const HOST: &str = "api.example.test";
-
-/// A test upstream that answers every request with its name; dropping it stops it and
-/// resets what it has open.
-struct Upstream {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Upstream {
-    async fn start(name: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(|_: http::Request<Incoming>| async {
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from_static(name.as_bytes()),
-                        )))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, task }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// Sends a GET with `cookie` (a `certgate-affinity` value); the body and the `Set-Cookie`
 /// header of the answer.
@@ -118,9 +73,9 @@ async fn sticks(conn: &mut Connection, cookie: &str, name: &str, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cookie_pins_a_client_to_an_endpoint_and_moves_it_when_the_endpoint_goes() {
     let mut apps = [
-        Some(Upstream::start("a").await),
-        Some(Upstream::start("b").await),
-        Some(Upstream::start("c").await),
+        Some(Named::start("a").await),
+        Some(Named::start("b").await),
+        Some(Named::start("c").await),
     ];
     let names = ["a", "b", "c"];
     let addrs: Vec<SocketAddr> = apps.iter().map(|app| app.as_ref().unwrap().addr).collect();
@@ -177,8 +132,8 @@ async fn a_cookie_pins_a_client_to_an_endpoint_and_moves_it_when_the_endpoint_go
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_traffic_split_the_cookie_pins_the_revision_too() {
-    let latest = Upstream::start("latest").await;
-    let old = Upstream::start("old").await;
+    let latest = Named::start("latest").await;
+    let old = Named::start("old").await;
     let pki = Pki::new();
     let dir = TempDir::new();
     pki.write(&dir);
@@ -211,7 +166,7 @@ async fn with_a_traffic_split_the_cookie_pins_the_revision_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_sticky_sessions_no_cookie_is_set() {
-    let upstream = Upstream::start("a").await;
+    let upstream = Named::start("a").await;
     let pki = Pki::new();
     let dir = TempDir::new();
     pki.write(&dir);

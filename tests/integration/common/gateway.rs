@@ -1,5 +1,6 @@
 //! The gateway under test: certgate started in-process on 127.0.0.1:0 from a JSON config,
-//! the app entries tests put in that config, and its admin `/metrics` read back.
+//! the app entries tests put in that config, and its admin `/metrics` and `/upstreams` read
+//! back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -131,6 +132,25 @@ pub async fn scrape(admin: SocketAddr) -> String {
     let mut text = String::new();
     tcp.read_to_string(&mut text).await.unwrap();
     text
+}
+
+/// The admin listener's `GET /upstreams`, parsed: panics unless it answers 200 with JSON.
+pub async fn upstreams(admin: SocketAddr) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = TcpStream::connect(admin).await.unwrap();
+    tcp.write_all(b"GET /upstreams HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{answer}"
+    );
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}"))
 }
 
 /// The value of one series in scraped metrics text, e.g.

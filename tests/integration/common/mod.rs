@@ -1,7 +1,9 @@
 //! Shared test harness: a throwaway PKI made with rcgen, certgate started in-process on
 //! 127.0.0.1:0 from a JSON config, an echo upstream, a rustls + hyper client that can
 //! present any certificate, SNI, TLS version and HTTP version, scratch folders, upstreams
-//! that record every byte (one with no HTTP library, for HTTP/1.1 and h2c), and the external tools (openssl, curl, python3) tests drive.
+//! that record every byte (one with no HTTP library, for HTTP/1.1 and h2c), upstream
+//! endpoints that answer with their name (`named`, for balancing, health checks and sticky
+//! sessions), and the external tools (openssl, curl, python3) tests drive.
 
 #![allow(
     unreachable_pub,
@@ -17,6 +19,7 @@ pub mod files;
 pub mod gateway;
 pub mod hardening;
 pub mod hpack;
+pub mod named;
 pub mod pki;
 pub mod polling;
 pub mod presenting;
