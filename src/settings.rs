@@ -130,12 +130,16 @@ pub struct Upstream {
 
 impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        write!(f, "{scheme}://{}", self.authority)
+        write!(f, "{}://{}", self.scheme(), self.authority)
     }
 }
 
 impl Upstream {
+    /// `https` for an upstream reached over TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// The upstream's host when it is a DNS name, which is resolved in the background
     /// (`upstreamDns`); `None` for an IP literal, which is dialed as written.
     pub fn dns_name(&self) -> Option<&str> {

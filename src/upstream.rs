@@ -80,6 +80,31 @@ pub(crate) enum SendError {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Retried(pub u32);
 
+/// The group and endpoint a request was sent to (the last one, when it was sent again): what
+/// its access line and the warning of its failure name. Two reference counts, no copy.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    group: Arc<EndpointSet>,
+    endpoint: Arc<Endpoint>,
+}
+
+impl Peer {
+    /// The group's name: `latest`, a revision's name, or `upstream-<n>`.
+    pub(crate) fn group(&self) -> &str {
+        self.group.name()
+    }
+
+    /// The group's upstream, as its URL names it.
+    pub(crate) fn upstream(&self) -> &Upstream {
+        self.group.upstream()
+    }
+
+    /// The endpoint's address (the upstream's `host:port` for one that dials the name).
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint.label
+    }
+}
+
 /// What one group of a client is made of.
 #[derive(Debug)]
 pub(crate) struct GroupSpec<'a> {
@@ -208,12 +233,14 @@ impl UpstreamClient {
     /// client's authority for h2c); waits for the response header, at most
     /// `upstreamResponseMs` from the end of the request body. A trailer section of the
     /// request goes through `clean_trailers` first. With `group` (a label host's), the
-    /// request goes to that group alone.
+    /// request goes to that group alone. `peer` is set to where the request goes each time
+    /// it is sent (again), so that it names the last endpoint however the request ends.
     pub(crate) async fn send(
         &self,
         request: Request<Incoming>,
         clean_trailers: TrailerFilter,
         group: Option<&str>,
+        peer: &mut Option<Peer>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, body) = request.into_parts();
         // With sticky sessions: the endpoint the request's cookie names, if any.
@@ -241,7 +268,7 @@ impl UpstreamClient {
                 _ => SendError::Failed(source),
             };
         let request = Request::from_parts(parts, body);
-        let response = self.exchange(request, group, sticky.flatten());
+        let response = self.exchange(request, group, sticky.flatten(), peer);
         tokio::pin!(response);
         if let Some(body_sent) = body_sent {
             tokio::select! {
@@ -318,9 +345,10 @@ impl UpstreamClient {
         request: Request<RequestBody>,
         named: Option<&str>,
         pinned: Option<u64>,
+        peer: &mut Option<Peer>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         if let Some(successor) = self.successor() {
-            return Box::pin(successor.exchange(request, named, pinned)).await;
+            return Box::pin(successor.exchange(request, named, pinned, peer)).await;
         }
         let (group, endpoint, several) = match pinned.and_then(|value| self.pinned(value, named)) {
             Some((group, endpoint)) => (group, endpoint, group.current().len() > 1),
@@ -335,30 +363,37 @@ impl UpstreamClient {
             }
         };
         if self.inner.retries == 0 || !several {
-            // One endpoint (or no retries): nothing to send again elsewhere.
+            // One endpoint (or no retries): nothing to send again elsewhere. The peer holds
+            // the endpoint from here on.
+            let endpoint = &peer
+                .insert(Peer {
+                    group: group.clone(),
+                    endpoint,
+                })
+                .endpoint;
             let in_flight = endpoint.start();
             return match endpoint.exchange(request, in_flight).await {
                 Ok(mut response) => {
                     endpoint.succeeded();
-                    self.served(&mut response, &endpoint);
+                    self.served(&mut response, endpoint);
                     Ok(response)
                 }
                 Err(Attempt::NotSent { error, request }) => {
-                    self.after_failure(group, &endpoint, &error);
+                    self.after_failure(group, endpoint, &error);
                     match (&error, self.successor()) {
                         (UpstreamError::Retired, Some(successor)) => {
-                            Box::pin(successor.exchange(*request, named, pinned)).await
+                            Box::pin(successor.exchange(*request, named, pinned, peer)).await
                         }
                         _ => Err(error),
                     }
                 }
                 Err(Attempt::Sent(error)) => {
-                    self.after_failure(group, &endpoint, &error);
+                    self.after_failure(group, endpoint, &error);
                     Err(error)
                 }
             };
         }
-        Box::pin(self.exchange_with_retries(group, endpoint, request, named, pinned)).await
+        Box::pin(self.exchange_with_retries(group, endpoint, request, named, pinned, peer)).await
     }
 
     /// Sends `request` to `endpoint`, then, when it did not leave certgate or (idempotent and
@@ -371,6 +406,7 @@ impl UpstreamClient {
         mut request: Request<RequestBody>,
         named: Option<&str>,
         pinned: Option<u64>,
+        peer: &mut Option<Peer>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // What an idempotent request without a body is sent again from, once.
         let mut replay = replayable(&request).then(|| {
@@ -385,6 +421,10 @@ impl UpstreamClient {
         let mut endpoint = first;
         loop {
             let in_flight = endpoint.start();
+            *peer = Some(Peer {
+                group: group.clone(),
+                endpoint: endpoint.clone(),
+            });
             let error = match endpoint.exchange(request, in_flight).await {
                 Ok(mut response) => {
                     endpoint.succeeded();
@@ -403,7 +443,7 @@ impl UpstreamClient {
                     if matches!(error, UpstreamError::Retired)
                         && let Some(successor) = self.successor()
                     {
-                        return Box::pin(successor.exchange(*back, named, pinned)).await;
+                        return Box::pin(successor.exchange(*back, named, pinned, peer)).await;
                     }
                     if !error.is_connect_failure() {
                         return Err(error);

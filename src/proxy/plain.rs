@@ -170,6 +170,7 @@ impl PlainConnection {
                     duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     outcome: Some(outcome.as_str()),
                     retries: 0,
+                    peer: None,
                 },
             );
         }

@@ -77,5 +77,6 @@ mod sticky_sessions;
 mod trailers;
 mod untrusted;
 mod upstream_connections;
+mod upstream_logs;
 mod upstream_tls;
 mod xfcc;
