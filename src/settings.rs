@@ -239,8 +239,9 @@ pub(crate) const LATEST_GROUP: &str = "latest";
 /// `retries` when a config gives none.
 pub(crate) const DEFAULT_RETRIES: u32 = 1;
 
-/// An app's active health check (`healthCheck`): every `interval`, each endpoint of each of
-/// its groups gets `GET path` on a connection of its own; `unhealthy_threshold` failures in a
+/// An app's active health check (`healthCheck`): every `interval` (give or take 10%, the first
+/// time at a random point of it), each endpoint of each of its groups gets `GET path` on a
+/// connection of its own; `unhealthy_threshold` failures in a
 /// row (an answer other than `expected_status`, none within `timeout`, or no connection)
 /// take it out of the balancing, `healthy_threshold` successes in a row bring it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
