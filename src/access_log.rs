@@ -96,10 +96,24 @@ pub(crate) struct RequestFields<'a> {
     /// How many times the request was sent again to another upstream endpoint; the line
     /// says so when above 0.
     pub retries: u32,
+    /// Where the request was sent, when it was: `None` for a request answered before it
+    /// reached the upstream client (its line names the app's upstream, as the connection's).
+    pub peer: Option<PeerFields<'a>>,
+}
+
+/// What the access line says of the upstream a request was sent to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerFields<'a> {
+    /// The group's upstream: the `upstream` field.
+    pub upstream: &'a Upstream,
+    /// `upstream_group`: `latest`, a revision's name, or `upstream-<n>`.
+    pub group: &'a str,
+    /// `upstream_endpoint`: the address the request went to.
+    pub endpoint: &'a str,
 }
 
 /// The connection's fields rendered once for the fast path: what comes between the message
-/// and `method`, and the `upstream` field.
+/// and `method`, and the `upstream` field of a request that was not sent to a peer.
 #[derive(Debug)]
 pub(crate) struct RenderedConnection {
     head: Box<str>,
@@ -176,6 +190,11 @@ impl Writer {
             request.method.map_or("", Method::as_str),
             request.path.unwrap_or(""),
             request.rule.unwrap_or(""),
+            request
+                .peer
+                .map_or("", |peer| peer.upstream.authority.as_str()),
+            request.peer.map_or("", |peer| peer.group),
+            request.peer.map_or("", |peer| peer.endpoint),
         ];
         if !texts.into_iter().all(is_plain) {
             return false;
@@ -201,9 +220,17 @@ impl Writer {
             field.quoted("rule", rule);
         }
         field.number("duration_ms", request.duration_ms);
-        if !connection.upstream.is_empty() {
-            field.separate();
-            line.push_str(&connection.upstream);
+        match request.peer {
+            Some(peer) => {
+                field.url("upstream", peer.upstream);
+                field.display("upstream_group", peer.group);
+                field.display("upstream_endpoint", peer.endpoint);
+            }
+            None if !connection.upstream.is_empty() => {
+                field.separate();
+                line.push_str(&connection.upstream);
+            }
+            None => {}
         }
         let mut field = Fields::continuing(line, self.json);
         if let Some(outcome) = request.outcome {
@@ -287,6 +314,20 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An upstream's URL, as its `Display` writes it: bare in plain lines, a string in JSON.
+    fn url(&mut self, key: &str, upstream: &Upstream) {
+        self.key(key);
+        if self.json {
+            self.line.push('"');
+        }
+        self.line.push_str(upstream.scheme());
+        self.line.push_str("://");
+        self.line.push_str(upstream.authority.as_str());
+        if self.json {
+            self.line.push('"');
+        }
+    }
+
     /// A `&str` field: quoted in both formats.
     fn quoted(&mut self, key: &str, value: &str) {
         self.key(key);
@@ -358,6 +399,8 @@ fn second_prefix(second: u64) -> [u8; 20] {
 /// Logs the access line through tracing: the path for lines the fast one declines, and the
 /// reference its bytes are tested against.
 pub(crate) fn trace(connection: &ConnectionFields<'_>, request: &RequestFields<'_>) {
+    let peer = request.peer;
+    let upstream = peer.map_or(connection.upstream, |peer| Some(peer.upstream));
     tracing::event!(
         target: "certgate::proxy",
         tracing::Level::INFO,
@@ -371,7 +414,9 @@ pub(crate) fn trace(connection: &ConnectionFields<'_>, request: &RequestFields<'
         status = request.status,
         rule = request.rule,
         duration_ms = request.duration_ms,
-        upstream = connection.upstream.map(tracing::field::display),
+        upstream = upstream.map(tracing::field::display),
+        upstream_group = peer.map(|peer| tracing::field::display(peer.group)),
+        upstream_endpoint = peer.map(|peer| tracing::field::display(peer.endpoint)),
         outcome = request.outcome,
         retries = (request.retries > 0).then_some(request.retries),
         "request"
@@ -479,6 +524,22 @@ mod tests {
             duration_ms: 1234,
             outcome,
             retries: 0,
+            peer: None,
+        }
+    }
+
+    /// An upstream group `group` of app `api`, by name, and one of its endpoints.
+    fn peer(group: &'static str) -> PeerFields<'static> {
+        static UPSTREAM: OnceLock<Upstream> = OnceLock::new();
+        let upstream = UPSTREAM.get_or_init(|| Upstream {
+            authority: "orders.internal:8080".parse().unwrap(),
+            transport: crate::settings::Transport::Http1,
+            tls: None,
+        });
+        PeerFields {
+            upstream,
+            group,
+            endpoint: "10.0.0.7:8080",
         }
     }
 
@@ -492,6 +553,7 @@ mod tests {
             duration_ms: 0,
             outcome: Some("request_header_too_large"),
             retries: 0,
+            peer: None,
         };
         let cases = [
             (
@@ -523,16 +585,40 @@ mod tests {
                 connection("api.example.test", "api"),
                 RequestFields {
                     retries: 1,
+                    peer: Some(peer("api--v2")),
                     ..request("/retried", None)
+                },
+            ),
+            (
+                connection("api.example.test", "api"),
+                RequestFields {
+                    status: 502,
+                    peer: Some(peer("latest")),
+                    ..request("/failed", None)
                 },
             ),
         ];
         for json in [false, true] {
             let retried = fast(json, &cases[5].0, &cases[5].1).unwrap();
-            assert!(
-                retried.contains("retries=1") || retried.contains("\"retries\":1"),
-                "{retried}"
-            );
+            let expected = if json {
+                [
+                    "\"upstream\":\"http://orders.internal:8080\"",
+                    "\"upstream_group\":\"api--v2\"",
+                    "\"upstream_endpoint\":\"10.0.0.7:8080\"",
+                    "\"retries\":1",
+                ]
+            } else {
+                [
+                    " upstream=http://orders.internal:8080 ",
+                    " upstream_group=api--v2 ",
+                    " upstream_endpoint=10.0.0.7:8080 ",
+                    " retries=1",
+                ]
+            };
+            for field in expected {
+                assert!(retried.contains(field), "{field} in {retried}");
+            }
+            assert!(!retried.contains("127.0.0.1:8080"), "{retried}");
             for (connection, request) in &cases {
                 let traced = traced(json, connection, request);
                 let fast =
@@ -557,6 +643,11 @@ mod tests {
                 )
                 .is_none()
             );
+            let quoted_group = RequestFields {
+                peer: Some(peer("v\"2")),
+                ..request("/", None)
+            };
+            assert!(fast(json, &connection("api", "api"), &quoted_group).is_none());
             assert!(fast(json, &connection("api", "api"), &request("/plain", None)).is_some());
         }
     }

@@ -281,8 +281,12 @@ impl Apps {
     /// learned (shared by every generation), attaches its metrics and starts its CRL refresh
     /// in the background (the first time for a loaded config; its tasks end when the config
     /// is dropped), and starts resolving upstream names, each from the addresses the same
-    /// app's same upstream has in `previous` (the generation this one replaces), if any.
+    /// app's same upstream has in `previous` (the generation this one replaces), if any; the
+    /// series of a name `previous` resolved and this one does not are removed.
     pub(crate) fn start(&self, metrics: &Metrics, memory: &Arc<Memory>, previous: Option<&Apps>) {
+        if let Some(previous) = previous {
+            self.remove_names_gone(previous, metrics);
+        }
         let epoch = memory.next_epoch();
         for app in &self.apps {
             let config = &app.config;
@@ -303,7 +307,7 @@ impl Apps {
                 discovery.start(
                     &config.name,
                     &self.upstream_dns,
-                    metrics.upstream_dns(&config.name),
+                    metrics.upstream_dns(&config.name, &group.name),
                     seed,
                 );
             }
@@ -321,6 +325,33 @@ impl Apps {
             }
             if let Some(revocation) = &app.revocation {
                 revocation.start(memory, epoch, || metrics.revocation(&config.name));
+            }
+        }
+    }
+
+    /// Removes the DNS series of each group whose host `previous` resolved and this
+    /// generation does not: its upstream is an IP address now, or the group or its app is
+    /// gone.
+    fn remove_names_gone(&self, previous: &Apps, metrics: &Metrics) {
+        for before in &previous.apps {
+            let app = &before.config.name;
+            let resolved_before = before
+                .config
+                .groups
+                .iter()
+                .zip(&before.discoveries)
+                .filter(|(_, discovery)| discovery.is_some());
+            for (group, _) in resolved_before {
+                let still_resolved = self.named(app).is_some_and(|now| {
+                    now.config
+                        .groups
+                        .iter()
+                        .zip(&now.discoveries)
+                        .any(|(next, discovery)| next.name == group.name && discovery.is_some())
+                });
+                if !still_resolved {
+                    metrics.remove_upstream_dns(app, &group.name);
+                }
             }
         }
     }

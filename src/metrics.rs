@@ -18,6 +18,7 @@ use prometheus_client::registry::{Metric, Registry};
 
 use self::app::{PreflightLabels, RequestLabels, RuleLabels, StallLabels};
 use self::label::AppLabel;
+use self::upstream::GroupLabels;
 use crate::proxy_protocol::ProxyHeaderFailure;
 use crate::request_policy::RequestPolicy;
 use crate::settings::Trust;
@@ -133,7 +134,7 @@ struct DomainLabels {
     domain: String,
 }
 
-/// The handles of an app's `certgate_upstream_dns_*` series.
+/// The handles of the `certgate_upstream_dns_*` series of an app's upstream group.
 #[derive(Debug, Clone)]
 pub(crate) struct UpstreamDnsMetrics {
     /// `certgate_upstream_dns_resolutions_total`.
@@ -167,9 +168,9 @@ pub(crate) struct Metrics {
     domain_not_after: Family<DomainLabels, Gauge<i64, AtomicI64>>,
     revocation: self::revocation::Families,
     proxy_protocol_refusals: Family<ReasonLabel, Counter>,
-    upstream_dns_resolutions: Family<AppLabel, Counter>,
-    upstream_dns_failures: Family<AppLabel, Counter>,
-    upstream_dns_addresses: Family<AppLabel, Gauge>,
+    upstream_dns_resolutions: Family<GroupLabels, Counter>,
+    upstream_dns_failures: Family<GroupLabels, Counter>,
+    upstream_dns_addresses: Family<GroupLabels, Gauge>,
     worker_connections: Family<WorkerLabel, Gauge>,
     /// `certgate_http_listener_requests_total`, in `PlainOutcome::ALL` order.
     http_listener_requests: [Counter; PlainOutcome::ALL.len()],
@@ -315,17 +316,17 @@ impl Metrics {
             upstream_dns_resolutions: registered(
                 r,
                 "upstream_dns_resolutions",
-                "Resolutions of an app's upstream host name, failed or not",
+                "Resolutions of the host name of an app's upstream group, failed or not",
             ),
             upstream_dns_failures: registered(
                 r,
                 "upstream_dns_failures",
-                "Resolutions of an app's upstream host name that failed or found no address (the last good addresses are kept)",
+                "Resolutions of the host name of an app's upstream group that failed or found no address (the last good addresses are kept)",
             ),
             upstream_dns_addresses: registered(
                 r,
                 "upstream_dns_addresses",
-                "Addresses an app's upstream host name resolves to now",
+                "Addresses the host name of an app's upstream group resolves to now",
             ),
             log_lines_dropped: registered(
                 r,
@@ -436,16 +437,25 @@ impl Metrics {
         self.revocation.for_app(app, crl_not_after)
     }
 
-    /// The series of the resolution of an app's upstream host name, at zero until it runs.
-    pub(crate) fn upstream_dns(&self, app: &str) -> UpstreamDnsMetrics {
-        let label = AppLabel {
-            app: app.to_owned(),
-        };
+    /// The series of the resolution of the host name of group `group` of app `app`, at zero
+    /// until it runs.
+    pub(crate) fn upstream_dns(&self, app: &str, group: &str) -> UpstreamDnsMetrics {
+        let labels = GroupLabels::new(app, group);
         UpstreamDnsMetrics {
-            resolutions: self.upstream_dns_resolutions.get_or_create(&label).clone(),
-            failures: self.upstream_dns_failures.get_or_create(&label).clone(),
-            addresses: self.upstream_dns_addresses.get_or_create(&label).clone(),
+            resolutions: self.upstream_dns_resolutions.get_or_create(&labels).clone(),
+            failures: self.upstream_dns_failures.get_or_create(&labels).clone(),
+            addresses: self.upstream_dns_addresses.get_or_create(&labels).clone(),
         }
+    }
+
+    /// Removes the series of the resolution of group `group` of app `app`, whose host is no
+    /// longer resolved (now an IP address, or the group is gone): no address count of it
+    /// stays behind. A task still holding its handles counts into nothing.
+    pub(crate) fn remove_upstream_dns(&self, app: &str, group: &str) {
+        let labels = GroupLabels::new(app, group);
+        self.upstream_dns_resolutions.remove(&labels);
+        self.upstream_dns_failures.remove(&labels);
+        self.upstream_dns_addresses.remove(&labels);
     }
 
     /// The upstream handles of group `group` of app `app`, its series at zero.

@@ -43,10 +43,10 @@ use self::context::ConnectionContext;
 use self::cors::{Cors, Exposure};
 use self::error::ProxyError;
 use self::stall::StallReport;
-use crate::access_log::RequestFields;
+use crate::access_log::{PeerFields, RequestFields};
 use crate::metrics::label::StallReason;
 use crate::tls::FailureReason;
-use crate::upstream::Retried;
+use crate::upstream::{Peer, Retried};
 
 /// Serves one request; never fails (errors become responses).
 pub(crate) async fn handle(
@@ -62,7 +62,15 @@ pub(crate) async fn handle(
         Some(answer) => Ok(answer.respond(&request)),
         // Boxed: hyper moves this handler's future (into a task of its own for HTTP/2), and
         // with the upstream exchange inline it would be 3.4 KiB to copy each time, not 744 bytes.
-        None => Box::pin(forward(&guard.conn, request, &mut exposure)).await,
+        None => {
+            Box::pin(forward(
+                &guard.conn,
+                request,
+                &mut exposure,
+                &mut guard.peer,
+            ))
+            .await
+        }
     };
     let mut response = match forwarded {
         Ok(response) => {
@@ -109,6 +117,8 @@ struct RequestGuard {
     outcome: Option<&'static str>,
     /// How many times the upstream client sent the request again to another endpoint.
     retries: u32,
+    /// The upstream group and endpoint the request was sent to, once it was.
+    peer: Option<Peer>,
 }
 
 /// The status logged and counted for a request the client abandoned.
@@ -136,6 +146,7 @@ impl RequestGuard {
             rule: String::new(),
             outcome: None,
             retries: 0,
+            peer: None,
         }
     }
 
@@ -144,10 +155,17 @@ impl RequestGuard {
     fn failed(&mut self, error: &ProxyError) {
         self.outcome = error.outcome();
         let app = self.conn.app();
+        // What was used: the group and endpoint the request went to, once it went to one.
+        let peer = self.peer.as_ref();
+        let upstream = peer.map_or(&app.config.upstream, Peer::upstream);
+        let group = peer.map(|peer| tracing::field::display(peer.group()));
+        let endpoint = peer.map(|peer| tracing::field::display(peer.endpoint()));
         let upstream_failed = || {
             tracing::warn!(
                 app = %app.config.name,
-                upstream = %app.config.upstream,
+                upstream = %upstream,
+                upstream_group = group,
+                upstream_endpoint = endpoint,
                 error = %crate::error_chain(error),
                 "upstream request failed"
             );
@@ -164,7 +182,9 @@ impl RequestGuard {
                     app.metrics.upstream_tls_failed(reason);
                     tracing::warn!(
                         app = %app.config.name,
-                        upstream = %app.config.upstream,
+                        upstream = %upstream,
+                        upstream_group = group,
+                        upstream_endpoint = endpoint,
                         failure = reason.as_str(),
                         error = %crate::error_chain(error),
                         "TLS with the upstream failed"
@@ -224,17 +244,24 @@ impl Drop for RequestGuard {
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             outcome,
             retries: self.retries,
+            peer: self.peer.as_ref().map(|peer| PeerFields {
+                upstream: peer.upstream(),
+                group: peer.group(),
+                endpoint: peer.endpoint(),
+            }),
         });
     }
 }
 
 /// The request's stages, in order. Each takes only what it reads and either passes the
 /// request on or ends it with an answer or an error; a new concern is a new stage here.
-/// `exposure` receives the CORS headers the response gets, whatever answers the request.
+/// `exposure` receives the CORS headers the response gets, whatever answers the request, and
+/// `peer` the upstream group and endpoint it was sent to, if it was.
 async fn forward(
     conn: &Arc<ConnectionContext>,
     mut request: Request<Incoming>,
     exposure: &mut Exposure,
+    peer: &mut Option<Peer>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let ConnectionContext {
         route,
@@ -282,5 +309,5 @@ async fn forward(
         observer: route.app.clone(),
         client_addr: downstream.addr,
     };
-    send::to_app(route, lifecycle, report, request, upgrade, group).await
+    send::to_app(route, lifecycle, report, request, upgrade, group, peer).await
 }

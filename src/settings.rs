@@ -130,12 +130,16 @@ pub struct Upstream {
 
 impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        write!(f, "{scheme}://{}", self.authority)
+        write!(f, "{}://{}", self.scheme(), self.authority)
     }
 }
 
 impl Upstream {
+    /// `https` for an upstream reached over TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// The upstream's host when it is a DNS name, which is resolved in the background
     /// (`upstreamDns`); `None` for an IP literal, which is dialed as written.
     pub fn dns_name(&self) -> Option<&str> {
@@ -235,8 +239,9 @@ pub(crate) const LATEST_GROUP: &str = "latest";
 /// `retries` when a config gives none.
 pub(crate) const DEFAULT_RETRIES: u32 = 1;
 
-/// An app's active health check (`healthCheck`): every `interval`, each endpoint of each of
-/// its groups gets `GET path` on a connection of its own; `unhealthy_threshold` failures in a
+/// An app's active health check (`healthCheck`): every `interval` (give or take 10%, the first
+/// time at a random point of it), each endpoint of each of its groups gets `GET path` on a
+/// connection of its own; `unhealthy_threshold` failures in a
 /// row (an answer other than `expected_status`, none within `timeout`, or no connection)
 /// take it out of the balancing, `healthy_threshold` successes in a row bring it back.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -54,7 +54,6 @@ use self::endpoint::{Endpoint, EndpointTemplate};
 use self::endpoints::{Addresses, EndpointSet};
 pub(crate) use self::error::{Attempt, UpstreamError};
 use self::limit::Connections;
-use self::load::InFlight;
 use self::request_body::{CLIENT_BROKE_OFF, CLIENT_STALLED, RequestBody, TrailerFilter};
 use crate::metrics::upstream::GroupMetrics;
 use crate::settings::{Timeouts, Upstream};
@@ -82,6 +81,31 @@ pub(crate) enum SendError {
 /// response's extensions for the access line when above 0.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Retried(pub u32);
+
+/// The group and endpoint a request was sent to (the last one, when it was sent again): what
+/// its access line and the warning of its failure name. Two reference counts, no copy.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    group: Arc<EndpointSet>,
+    endpoint: Arc<Endpoint>,
+}
+
+impl Peer {
+    /// The group's name: `latest`, a revision's name, or `upstream-<n>`.
+    pub(crate) fn group(&self) -> &str {
+        self.group.name()
+    }
+
+    /// The group's upstream, as its URL names it.
+    pub(crate) fn upstream(&self) -> &Upstream {
+        self.group.upstream()
+    }
+
+    /// The endpoint's address (the upstream's `host:port` for one that dials the name).
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint.label
+    }
+}
 
 /// What one group of a client is made of.
 #[derive(Debug)]
@@ -125,7 +149,7 @@ struct Inner {
     groups: Box<[Arc<EndpointSet>]>,
     /// The endpoint every request goes to, for an app with one group of one endpoint whose
     /// address never changes, without sticky sessions (most apps): no set to load, no
-    /// choice, no clone of the endpoint, nothing sent again elsewhere.
+    /// choice, nothing sent again elsewhere.
     direct: Option<Arc<Endpoint>>,
     /// The order groups take requests in (smooth weighted round robin over the weights);
     /// empty with one group.
@@ -220,12 +244,14 @@ impl UpstreamClient {
     /// client's authority for h2c); waits for the response header, at most
     /// `upstreamResponseMs` from the end of the request body. A trailer section of the
     /// request goes through `clean_trailers` first. With `group` (a label host's), the
-    /// request goes to that group alone.
+    /// request goes to that group alone. `peer` is set to where the request goes each time
+    /// it is sent (again), so that it names the last endpoint however the request ends.
     pub(crate) async fn send(
         &self,
         request: Request<Incoming>,
         clean_trailers: TrailerFilter,
         group: Option<&str>,
+        peer: &mut Option<Peer>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, body) = request.into_parts();
         // With sticky sessions: the endpoint the request's cookie names, if any.
@@ -253,7 +279,7 @@ impl UpstreamClient {
                 _ => SendError::Failed(source),
             };
         let request = Request::from_parts(parts, body);
-        let response = self.exchange(request, group, sticky.flatten());
+        let response = self.exchange(request, group, sticky.flatten(), peer);
         tokio::pin!(response);
         if let Some(body_sent) = body_sent {
             tokio::select! {
@@ -330,18 +356,18 @@ impl UpstreamClient {
         request: Request<RequestBody>,
         named: Option<&str>,
         pinned: Option<u64>,
+        peer: &mut Option<Peer>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         if let Some(successor) = self.successor() {
-            return Box::pin(successor.exchange(request, named, pinned)).await;
+            return Box::pin(successor.exchange(request, named, pinned, peer)).await;
         }
         if let Some(endpoint) = &self.inner.direct {
             let group = &self.inner.groups[0];
             if endpoint.is_ejected() {
                 group.none_healthy();
             }
-            let in_flight = endpoint.start();
             return self
-                .send_once(group, endpoint, in_flight, request, named, pinned)
+                .send_once(group, endpoint.clone(), request, named, pinned, peer)
                 .await;
         }
         let (group, endpoint, several) = match pinned.and_then(|value| self.pinned(value, named)) {
@@ -358,25 +384,32 @@ impl UpstreamClient {
         };
         if self.inner.retries == 0 || !several {
             // One endpoint (or no retries): nothing to send again elsewhere.
-            let in_flight = endpoint.start();
             return self
-                .send_once(group, &endpoint, in_flight, request, named, pinned)
+                .send_once(group, endpoint, request, named, pinned, peer)
                 .await;
         }
-        Box::pin(self.exchange_with_retries(group, endpoint, request, named, pinned)).await
+        Box::pin(self.exchange_with_retries(group, endpoint, request, named, pinned, peer)).await
     }
 
     /// Sends `request` to `endpoint` of `group` once: what fails is the request's, unless a
-    /// reload retired the client before the request left (then the successor sends it).
+    /// reload retired the client before the request left (then the successor sends it). The
+    /// peer holds the endpoint from here on.
     async fn send_once(
         &self,
         group: &Arc<EndpointSet>,
-        endpoint: &Arc<Endpoint>,
-        in_flight: InFlight,
+        endpoint: Arc<Endpoint>,
         request: Request<RequestBody>,
         named: Option<&str>,
         pinned: Option<u64>,
+        peer: &mut Option<Peer>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let endpoint = &peer
+            .insert(Peer {
+                group: group.clone(),
+                endpoint,
+            })
+            .endpoint;
+        let in_flight = endpoint.start();
         match endpoint.exchange(request, in_flight).await {
             Ok(mut response) => {
                 endpoint.succeeded();
@@ -387,7 +420,7 @@ impl UpstreamClient {
                 self.after_failure(group, endpoint, &error);
                 match (&error, self.successor()) {
                     (UpstreamError::Retired, Some(successor)) => {
-                        Box::pin(successor.exchange(*request, named, pinned)).await
+                        Box::pin(successor.exchange(*request, named, pinned, peer)).await
                     }
                     _ => Err(error),
                 }
@@ -409,6 +442,7 @@ impl UpstreamClient {
         mut request: Request<RequestBody>,
         named: Option<&str>,
         pinned: Option<u64>,
+        peer: &mut Option<Peer>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // What an idempotent request without a body is sent again from, once.
         let mut replay = replayable(&request).then(|| {
@@ -423,6 +457,10 @@ impl UpstreamClient {
         let mut endpoint = first;
         loop {
             let in_flight = endpoint.start();
+            *peer = Some(Peer {
+                group: group.clone(),
+                endpoint: endpoint.clone(),
+            });
             let error = match endpoint.exchange(request, in_flight).await {
                 Ok(mut response) => {
                     endpoint.succeeded();
@@ -441,7 +479,7 @@ impl UpstreamClient {
                     if matches!(error, UpstreamError::Retired)
                         && let Some(successor) = self.successor()
                     {
-                        return Box::pin(successor.exchange(*back, named, pinned)).await;
+                        return Box::pin(successor.exchange(*back, named, pinned, peer)).await;
                     }
                     if !error.is_connect_failure() {
                         return Err(error);

@@ -126,7 +126,7 @@ pub struct FileApp {
 pub struct FileHealthCheck {
     /// The path (and query) probed with `GET`; `/` when absent.
     pub path: Option<String>,
-    /// Milliseconds between two probes of an endpoint; 5000 when absent.
+    /// Milliseconds between two probes of an endpoint (give or take 10%); 5000 when absent.
     pub interval_ms: Option<u64>,
     /// Milliseconds a probe may take, connection included; 1000 when absent.
     pub timeout_ms: Option<u64>,

@@ -205,7 +205,12 @@ async fn resolved_now(app: &AppConfig, loaded: &LoadedApp, dns: &UpstreamDns) ->
             let upstream = &group.upstream;
             upstream.dns_name().map(|name| {
                 let discovery = Discovery::new(name, upstream.port());
-                discovery.start(&app.name, dns, metrics.upstream_dns(&app.name), None);
+                discovery.start(
+                    &app.name,
+                    dns,
+                    metrics.upstream_dns(&app.name, &group.name),
+                    None,
+                );
                 discovery
             })
         })

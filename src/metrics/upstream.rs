@@ -23,6 +23,15 @@ pub(super) struct GroupLabels {
     group: String,
 }
 
+impl GroupLabels {
+    pub(super) fn new(app: &str, group: &str) -> Self {
+        Self {
+            app: app.to_owned(),
+            group: group.to_owned(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct EndpointLabels {
     app: String,
@@ -78,10 +87,7 @@ impl Families {
             states: STATES.map(state),
             no_healthy: self
                 .no_healthy
-                .get_or_create(&GroupLabels {
-                    app: app.to_owned(),
-                    group: group.to_owned(),
-                })
+                .get_or_create(&GroupLabels::new(app, group))
                 .clone(),
             families: self.clone(),
         }

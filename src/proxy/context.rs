@@ -336,6 +336,7 @@ impl ConnectionContext {
             duration_ms: 0,
             outcome: Some(REQUEST_HEADER_TOO_LARGE),
             retries: 0,
+            peer: None,
         });
     }
 

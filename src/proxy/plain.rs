@@ -160,6 +160,7 @@ impl PlainConnection {
                 duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 outcome: Some(outcome.as_str()),
                 retries: 0,
+                peer: None,
             },
         );
         response
@@ -182,6 +183,7 @@ impl PlainConnection {
                 duration_ms: 0,
                 outcome: Some(outcome.as_str()),
                 retries: 0,
+                peer: None,
             },
         );
     }

@@ -1,7 +1,8 @@
 //! The request as the app gets it: its target in the app's form (origin-form for HTTP/1.1,
-//! scheme and authority for HTTP/2), path-override headers removed where a path policy
-//! judged the path, hop-by-hop headers removed (an upgrade kept when both sides speak
-//! HTTP/1.1), `Host` and `X-Forwarded-*` set, and the app's HTTP version.
+//! scheme and authority for HTTP/2: the scheme of the app's `upstream`, which the upstream
+//! client replaces for a revision of the other one), path-override headers removed where a
+//! path policy judged the path, hop-by-hop headers removed (an upgrade kept when both sides
+//! speak HTTP/1.1), `Host` and `X-Forwarded-*` set, and the app's HTTP version.
 
 use http::header::{HOST, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};

@@ -20,10 +20,11 @@ use super::headers;
 use super::stall::{self, ResponseBody, StallReport};
 use crate::drain::{Close, CloseSignal};
 use crate::revocation::Standing;
+use crate::upstream::Peer;
 
 /// Sends `request` to the route's app (to its upstream group `group` alone, for a label
 /// host) and hands back its response; with `upgrade`, pipes the connection on once the app
-/// switches protocols.
+/// switches protocols. `peer` receives the group and endpoint the request was sent to.
 pub(crate) async fn to_app(
     route: &Route,
     lifecycle: &Lifecycle,
@@ -31,12 +32,13 @@ pub(crate) async fn to_app(
     mut request: Request<Incoming>,
     upgrade: bool,
     group: Option<&str>,
+    peer: &mut Option<Peer>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let mut response = route
         .app
         .upstream
-        .send(request, headers::clean_trailers, group)
+        .send(request, headers::clean_trailers, group, peer)
         .await?;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match downstream_upgrade {

@@ -9,7 +9,7 @@
 //! that has seen no change yet knows the name was never resolved: `settled`), and
 //! from then on only when the set changes. A failed or empty resolution keeps the last good
 //! set, logs once per streak of failures and counts
-//! `certgate_upstream_dns_failures_total{app}`.
+//! `certgate_upstream_dns_failures_total{app,group}`.
 //!
 //! The name is resolved again after the answer's TTL, within
 //! `min(MIN_DNS_REFRESH, refreshMs)..=refreshMs` (`refreshMs` when the answer gives no TTL),

@@ -1,13 +1,16 @@
 //! HTTP/2 to one app (h2c, or h2 over TLS): the exchange, and the connections, one per worker
 //! thread, shared by the requests of that thread whatever authority each names (it only
 //! becomes `:authority`), dialed once by the first request that needs it while the others wait
-//! for that dial. A connection without open streams for `H2_IDLE_TIMEOUT` is let go: with no
-//! handle left, hyper closes it.
+//! for that dial. A request's `:scheme` is that of the endpoint it goes to, whatever group
+//! the rewrite took it from. A connection without open streams for `H2_IDLE_TIMEOUT` is let
+//! go: with no handle left, hyper closes it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use http::Uri;
+use http::uri::Scheme;
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper::{Request, Response};
@@ -76,8 +79,11 @@ impl Dialing<'_> {
     pub(super) async fn exchange_h2(
         &self,
         h2: &Arc<H2Pools>,
-        request: Request<RequestBody>,
+        mut request: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Stream), Attempt> {
+        // The rewrite wrote the scheme of the app's `upstream`: a revision of the other one
+        // (`https://` beside `http://`) goes out with its own.
+        set_scheme(&mut request, self.dialer.scheme());
         let not_sent = |error, request| Attempt::NotSent {
             error,
             request: Box::new(request),
@@ -186,6 +192,20 @@ impl Dialing<'_> {
             }
         });
         Ok(connection_handle)
+    }
+}
+
+/// Makes `scheme` the scheme of `request`'s URI (HTTP/2's `:scheme`), when it names another;
+/// the rest of the URI is kept.
+fn set_scheme<B>(request: &mut Request<B>, scheme: Scheme) {
+    if request.uri().scheme() == Some(&scheme) {
+        return;
+    }
+    let mut parts = request.uri().clone().into_parts();
+    parts.scheme = Some(scheme);
+    // The rewrite gives every HTTP/2 request an authority, without which no scheme is valid.
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
     }
 }
 
@@ -336,5 +356,25 @@ impl Drop for Stream {
                 .idle_since
                 .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Release);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    #[test]
+    fn the_scheme_is_replaced_and_the_rest_of_the_target_kept() {
+        let mut request = Request::get("http://app.example.test:8443/a?b=1")
+            .body(())
+            .unwrap();
+        set_scheme(&mut request, Scheme::HTTPS);
+        assert_eq!(request.uri(), "https://app.example.test:8443/a?b=1");
+        set_scheme(&mut request, Scheme::HTTPS);
+        assert_eq!(request.uri(), "https://app.example.test:8443/a?b=1");
+        set_scheme(&mut request, Scheme::HTTP);
+        assert_eq!(request.uri(), "http://app.example.test:8443/a?b=1");
     }
 }

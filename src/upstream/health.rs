@@ -4,13 +4,18 @@
 //! `expectedStatus` within `timeout` (connection included). `unhealthyThreshold` failures in
 //! a row take the endpoint out of the balancing (`Endpoint::is_ejected`, shown as `ejected`),
 //! `healthyThreshold` successes in a row bring it back; each change is logged. An endpoint
-//! starts healthy, and its first probe goes out at once.
+//! starts healthy. Its first probe goes out at a random point of the first interval (HAProxy
+//! spreads its servers' first checks over the interval too) and each later one an interval
+//! after the one before, give or take `JITTER_PERCENT` (as HAProxy's `spread-checks` and
+//! Envoy's `interval_jitter_percent` vary theirs): the endpoints of an app, made together at
+//! start or by a reload, are neither probed all at once nor kept in step.
 //!
 //! The task ends when its endpoint leaves its group (drains or is dropped) or the group's
 //! client retires. A probe that finds every connection slot of the app taken is skipped:
 //! it counts neither way.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -18,6 +23,9 @@ use hyper::Request;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
+use rand::rngs::SmallRng;
+use rand::{Rng, RngExt as _, SeedableRng as _};
+use tokio::time::Instant;
 
 use super::endpoint::Endpoint;
 use crate::settings::{HealthCheck, Transport, Upstream};
@@ -49,10 +57,13 @@ async fn run(
 ) {
     let mut successes = 0u32;
     let mut failures = 0u32;
-    let mut interval = tokio::time::interval(check.interval);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A generator of its own, seeded from the thread's: the task moves between threads.
+    let mut schedule = Schedule::new(check.interval, SmallRng::from_rng(&mut rand::rng()));
+    let mut next = Instant::now() + schedule.first_wait();
     loop {
-        interval.tick().await;
+        // A probe that took longer than the wait is followed by the next one at once.
+        tokio::time::sleep_until(next).await;
+        next = Instant::now() + schedule.next_wait();
         let Some(endpoint) = endpoint.upgrade() else {
             return;
         };
@@ -172,4 +183,101 @@ pub(super) fn start(
         check.clone(),
         counters,
     ));
+}
+
+/// How much the wait between two probes of an endpoint varies either way, in percent of
+/// `intervalMs`.
+const JITTER_PERCENT: u64 = 10;
+
+/// When an endpoint's probes go out, from a random source of its own.
+struct Schedule<R> {
+    interval: Duration,
+    random: R,
+}
+
+impl<R: Rng> Schedule<R> {
+    fn new(interval: Duration, random: R) -> Self {
+        Self { interval, random }
+    }
+
+    /// The wait before the first probe: anything from none to one interval.
+    fn first_wait(&mut self) -> Duration {
+        Duration::from_nanos(self.random.random_range(0..=nanos(self.interval)))
+    }
+
+    /// The wait from one probe to the next: the interval, give or take `JITTER_PERCENT`.
+    fn next_wait(&mut self) -> Duration {
+        let interval = nanos(self.interval);
+        let spread = interval / 100 * JITTER_PERCENT;
+        Duration::from_nanos(
+            self.random
+                .random_range(interval - spread..=interval.saturating_add(spread)),
+        )
+    }
+}
+
+/// `duration` in nanoseconds (`intervalMs` is at most an hour: it fits).
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use rand::SeedableRng as _;
+    use rand::rngs::SmallRng;
+
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(5);
+
+    /// The schedule of an endpoint whose random source starts from `seed`.
+    fn schedule(seed: u64) -> Schedule<SmallRng> {
+        Schedule::new(INTERVAL, SmallRng::seed_from_u64(seed))
+    }
+
+    #[test]
+    fn first_probes_spread_over_the_first_interval() {
+        // A hundred endpoints, each with a source of its own as each check task has.
+        let firsts: Vec<Duration> = (0..100).map(|seed| schedule(seed).first_wait()).collect();
+        assert!(firsts.iter().all(|first| *first <= INTERVAL), "{firsts:?}");
+        for tenth in 0..10 {
+            let tenths = INTERVAL / 10 * tenth..INTERVAL / 10 * (tenth + 1);
+            assert!(
+                firsts.iter().any(|first| tenths.contains(first)),
+                "no first probe in {tenths:?}: {firsts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn later_probes_are_an_interval_apart_give_or_take_ten_percent() {
+        let mut schedule = schedule(7);
+        let waits: Vec<Duration> = (0..1000).map(|_| schedule.next_wait()).collect();
+        let (shortest, longest) = (INTERVAL * 9 / 10, INTERVAL * 11 / 10);
+        assert!(
+            waits.iter().all(|wait| (shortest..=longest).contains(wait)),
+            "{waits:?}"
+        );
+        // Both ways, nearly to the bounds: the endpoints do not stay in step.
+        let min = waits.iter().min().unwrap();
+        let max = waits.iter().max().unwrap();
+        assert!(*min < INTERVAL * 91 / 100, "{min:?}");
+        assert!(*max > INTERVAL * 109 / 100, "{max:?}");
+    }
+
+    #[test]
+    fn the_shortest_interval_keeps_its_bounds() {
+        let interval = Duration::from_millis(100);
+        let mut schedule = Schedule::new(interval, SmallRng::seed_from_u64(1));
+        assert!(schedule.first_wait() <= interval);
+        for _ in 0..100 {
+            let wait = schedule.next_wait();
+            assert!(
+                (Duration::from_millis(90)..=Duration::from_millis(110)).contains(&wait),
+                "{wait:?}"
+            );
+        }
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::uri::Scheme;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -78,6 +79,16 @@ impl Dialer {
             }),
             timeout,
             last_alert: Arc::default(),
+        }
+    }
+
+    /// The `:scheme` of the HTTP/2 requests sent on its connections: `https` over TLS
+    /// (RFC 9113 section 8.3.1).
+    pub(crate) fn scheme(&self) -> Scheme {
+        if self.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
         }
     }
 

@@ -56,7 +56,8 @@ fn client_over(app: SocketAddr, transport: Transport) -> UpstreamClient {
 }
 
 /// A server that sends every request it receives through `client`: the request body an
-/// upstream client takes is hyper's own. What a failed send returned is kept in `failures`.
+/// upstream client takes is hyper's own. What a failed send returned is kept in `failures`;
+/// each answer names the peer the request was sent to in `x-peer` (`<group> <endpoint>`).
 async fn front(client: UpstreamClient) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -71,14 +72,22 @@ async fn front(client: UpstreamClient) -> (SocketAddr, Arc<Mutex<Vec<String>>>) 
                 let client = client.clone();
                 let recorded = recorded.clone();
                 async move {
-                    let body = match client.send(request, |_| 0, None).await {
+                    let mut peer = None;
+                    let body = match client.send(request, |_| 0, None, &mut peer).await {
                         Ok(response) => response.into_body().collect().await.unwrap().to_bytes(),
                         Err(error) => {
                             recorded.lock().unwrap().push(format!("{error:?}"));
                             Bytes::from_static(b"failed")
                         }
                     };
-                    Ok::<_, Infallible>(http::Response::new(Full::new(body)))
+                    let peer = peer.map_or_else(String::new, |peer| {
+                        format!("{} {}", peer.group(), peer.endpoint())
+                    });
+                    let mut response = http::Response::new(Full::new(body));
+                    response
+                        .headers_mut()
+                        .insert("x-peer", peer.parse().unwrap());
+                    Ok::<_, Infallible>(response)
                 }
             });
             tokio::spawn(
@@ -92,6 +101,11 @@ async fn front(client: UpstreamClient) -> (SocketAddr, Arc<Mutex<Vec<String>>>) 
 
 /// One GET through `front`; the body certgate's side answered with.
 async fn get(front: SocketAddr) -> Bytes {
+    get_with_peer(front).await.0
+}
+
+/// One GET through `front`; the body certgate's side answered with, and its `x-peer`.
+async fn get_with_peer(front: SocketAddr) -> (Bytes, String) {
     let tcp = TcpStream::connect(front).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
@@ -103,7 +117,11 @@ async fn get(front: SocketAddr) -> Bytes {
         .body(Empty::<Bytes>::new())
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
-    response.into_body().collect().await.unwrap().to_bytes()
+    let peer = response.headers()["x-peer"].to_str().unwrap().to_owned();
+    (
+        response.into_body().collect().await.unwrap().to_bytes(),
+        peer,
+    )
 }
 
 /// Reads one request head from the app's end of a connection.
@@ -308,11 +326,44 @@ async fn a_request_refused_by_one_endpoint_goes_to_another() {
 }
 
 #[tokio::test]
+async fn the_peer_is_the_endpoint_that_answered_a_request_sent_again() {
+    let dead = closed_port().await;
+    let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let live_addr = live.local_addr().unwrap();
+    let served = answer_all(live);
+    let client = group_client(vec![dead, live_addr], 1);
+    let (front, _) = front(client.clone()).await;
+    for _ in 0..20 {
+        let (body, peer) = get_with_peer(front).await;
+        assert_eq!(
+            (&body[..], peer),
+            (&b"ok"[..], format!("latest {live_addr}"))
+        );
+    }
+    // Each request went to the dead endpoint first with odds of one in two until it was
+    // ejected: never in 20 requests has odds of one in a million.
+    let tried_dead = client.inner.groups[0]
+        .current()
+        .iter()
+        .find(|endpoint| endpoint.address == Some(dead))
+        .unwrap()
+        .requests_sent();
+    assert!(tried_dead > 0, "some requests were sent again");
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 20);
+}
+
+#[tokio::test]
 async fn without_retries_a_refused_request_fails() {
     let dead = closed_port().await;
-    let client = group_client(vec![dead, closed_port().await], 0);
+    let other = closed_port().await;
+    let client = group_client(vec![dead, other], 0);
     let (front, failures) = front(client.clone()).await;
-    assert_eq!(get(front).await, "failed");
+    let (body, peer) = get_with_peer(front).await;
+    assert_eq!(body, "failed");
+    assert!(
+        [format!("latest {dead}"), format!("latest {other}")].contains(&peer),
+        "the peer is the endpoint that refused: {peer}"
+    );
     assert_eq!(failures.lock().unwrap().len(), 1);
 }
 
@@ -437,7 +488,11 @@ async fn only_a_lone_endpoint_whose_address_never_changes_is_sent_to_directly() 
     assert!(failures.lock().unwrap().is_empty());
     assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 3);
     assert_eq!(direct.requests_sent(), 3, "counted at its endpoint");
-    assert_eq!(direct.in_flight(), 0, "each counted in flight until its response ended");
+    assert_eq!(
+        direct.in_flight(),
+        0,
+        "each counted in flight until its response ended"
+    );
     assert!(
         group_client(vec![app_addr, closed_port().await], 1)
             .inner

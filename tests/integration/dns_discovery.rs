@@ -12,6 +12,8 @@
 //!   replaced one held;
 //! - a name resolving to three addresses is three endpoints: concurrent requests spread over
 //!   all three (least-request with two random choices), none fails;
+//! - two revisions named by DNS have series of their own (`{app,group}`); a reload that names
+//!   one by its IP address removes that group's series, the other's stay;
 //! - `check` prints the `upstreamDns` line; a bad nameserver or a too short `refreshMs` is
 //!   refused naming the key; `explain --config` shows the name, the refresh bounds and the
 //!   nameservers.
@@ -104,6 +106,94 @@ async fn a_name_of_three_addresses_spreads_requests_over_three_endpoints() {
 }
 
 #[tokio::test]
+async fn each_group_has_its_dns_series_and_one_dialed_by_address_has_none() {
+    if !dnsmasq_available() {
+        return;
+    }
+    const OLD_NAME: &str = "old.certgate.test";
+    const THIRD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
+    let pki = Pki::new();
+    let upstreams = NamedUpstreams::start(&[FIRST, SECOND, THIRD]).await;
+    let dns = Dnsmasq::start(&[(NAME, &[FIRST]), (OLD_NAME, &[SECOND, THIRD])]);
+    let dir = TempDir::new();
+    pki.write(&dir);
+    let revisions = |old: String| {
+        let mut config = config(&dns, upstreams.port);
+        let app = &mut config["apps"][0];
+        app["revisions"] = serde_json::json!({ "ignore--old": old });
+        app["ingress"]["traffic"] = serde_json::json!([
+            { "weight": 50, "latestRevision": true },
+            { "weight": 50, "revisionName": "ignore--old" },
+        ]);
+        config
+    };
+    let port = upstreams.port;
+    let gateway = Gateway::start(dir, revisions(format!("http://{OLD_NAME}:{port}"))).await;
+    let admin = gateway.admin.unwrap();
+    let series = |name: &str, group: &str| {
+        format!("certgate_upstream_dns_{name}{{app=\"ignore\",group=\"{group}\"}}")
+    };
+    let text = scrape_until(admin, 100, Duration::from_millis(50), |text| {
+        metric_value(text, &series("addresses", "ignore--old")) == Some(2.0)
+    })
+    .await;
+    assert_eq!(metric(&text, &series("addresses", "latest")), 1.0, "{text}");
+    assert_eq!(
+        metric(&text, &series("addresses", "ignore--old")),
+        2.0,
+        "{text}"
+    );
+    for group in ["latest", "ignore--old"] {
+        assert!(
+            metric(&text, &series("resolutions_total", group)) >= 1.0,
+            "{text}"
+        );
+        assert_eq!(
+            metric(&text, &series("failures_total", group)),
+            0.0,
+            "{text}"
+        );
+    }
+
+    // The revision is dialed by address now: nothing of its resolution stays exported.
+    let mut next = revisions(format!("http://{SECOND}:{port}"));
+    next["listen"] = "127.0.0.1:0".into();
+    next["timeouts"] = serde_json::json!({ "drainDelayMs": 0 });
+    gateway
+        .dir
+        .write("certgate.json", serde_json::to_vec(&next).unwrap());
+    gateway.reloader.reload().await.unwrap();
+    let text = common::scrape(admin).await;
+    for name in ["addresses", "resolutions_total", "failures_total"] {
+        assert_eq!(
+            metric_value(&text, &series(name, "ignore--old")),
+            None,
+            "{text}"
+        );
+    }
+    assert_eq!(metric(&text, &series("addresses", "latest")), 1.0, "{text}");
+    // A stopped resolution of the replaced configuration does not bring it back.
+    tokio::time::sleep(Duration::from_millis(REFRESH_MS + 200)).await;
+    let text = common::scrape(admin).await;
+    assert_eq!(
+        metric_value(&text, &series("addresses", "ignore--old")),
+        None,
+        "{text}"
+    );
+    let options = ClientOptions::new(&pki, IGNORE_HOST);
+    let mut conn = Connection::open(gateway.addr, &options).await.unwrap();
+    let mut bodies = Vec::new();
+    for _ in 0..4 {
+        bodies.push(fetch(&mut conn).await);
+    }
+    bodies.sort();
+    let first = (200, FIRST.to_string());
+    let second = (200, SECOND.to_string());
+    assert_eq!(bodies, [first.clone(), first, second.clone(), second]);
+    gateway.stop().await;
+}
+
+#[tokio::test]
 async fn a_name_moved_to_another_address_under_load_moves_its_requests_without_a_failure() {
     if !dnsmasq_available() {
         return;
@@ -189,12 +279,15 @@ async fn a_name_moved_to_another_address_under_load_moves_its_requests_without_a
     assert_eq!(
         metric(
             &metrics,
-            "certgate_upstream_dns_failures_total{app=\"ignore\"}"
+            "certgate_upstream_dns_failures_total{app=\"ignore\",group=\"latest\"}"
         ),
         0.0
     );
     assert_eq!(
-        metric(&metrics, "certgate_upstream_dns_addresses{app=\"ignore\"}"),
+        metric(
+            &metrics,
+            "certgate_upstream_dns_addresses{app=\"ignore\",group=\"latest\"}"
+        ),
         1.0
     );
     gateway.stop().await;
@@ -223,14 +316,17 @@ async fn a_failing_nameserver_keeps_the_last_addresses_counts_and_logs_once() {
     });
     let line = warning.last().unwrap();
     assert_says(line, &["\"app\":\"ignore\"", NAME, "WARN"], &[]);
-    let failures = "certgate_upstream_dns_failures_total{app=\"ignore\"}";
+    let failures = "certgate_upstream_dns_failures_total{app=\"ignore\",group=\"latest\"}";
     let text = scrape_until(serving.admin(), 100, Duration::from_millis(100), |text| {
         metric(text, failures) >= 2.0
     })
     .await;
     assert!(metric(&text, failures) >= 2.0, "{text}");
     assert_eq!(
-        metric(&text, "certgate_upstream_dns_addresses{app=\"ignore\"}"),
+        metric(
+            &text,
+            "certgate_upstream_dns_addresses{app=\"ignore\",group=\"latest\"}"
+        ),
         1.0
     );
     assert_eq!(fetch(&mut conn).await, (200, FIRST.to_string()));
@@ -298,7 +394,7 @@ async fn a_reload_while_the_name_does_not_resolve_keeps_the_last_addresses() {
     assert_eq!(fetch(&mut conn).await, (200, FIRST.to_string()));
 
     dns.set_records(&[]);
-    let failures = "certgate_upstream_dns_failures_total{app=\"ignore\"}";
+    let failures = "certgate_upstream_dns_failures_total{app=\"ignore\",group=\"latest\"}";
     let admin = gateway.admin.unwrap();
     scrape_until(admin, 100, Duration::from_millis(50), |text| {
         metric(text, failures) >= 1.0

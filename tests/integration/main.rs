@@ -78,5 +78,6 @@ mod trailers;
 mod untrusted;
 mod upstream_connections;
 mod upstream_states;
+mod upstream_logs;
 mod upstream_tls;
 mod xfcc;

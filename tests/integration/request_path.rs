@@ -193,8 +193,17 @@ async fn plain_access_line_reads_as_the_readme_shows() {
         .unwrap_or_else(|| panic!("unexpected fields: {line}"));
     let (duration, upstream) = rest.split_once(' ').unwrap();
     assert!(duration.parse::<u64>().is_ok(), "{line}");
-    assert!(upstream.starts_with("upstream=http://127.0.0.1:"), "{line}");
-    assert!(!upstream.contains(' '), "{line}");
+    // upstream=http://127.0.0.1:<port> upstream_group=latest upstream_endpoint=127.0.0.1:<port>
+    let fields: Vec<&str> = upstream.split(' ').collect();
+    let [url, group, endpoint] = fields[..] else {
+        panic!("unexpected upstream fields: {line}");
+    };
+    let address = url
+        .strip_prefix("upstream=http://")
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(address.starts_with("127.0.0.1:"), "{line}");
+    assert_eq!(group, "upstream_group=latest", "{line}");
+    assert_eq!(endpoint, format!("upstream_endpoint={address}"), "{line}");
     child.signal("TERM");
     child.wait_exit();
 }

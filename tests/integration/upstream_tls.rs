@@ -3,6 +3,8 @@
 //! - an https app whose certificate verifies against `caFiles` is reached over HTTP/1.1 with
 //!   the configured `serverName` as SNI, and over HTTP/2 (`:scheme` https) with
 //!   `transport: http2`;
+//! - over HTTP/2, revisions of an app that mix `http://` and `https://` each get their own
+//!   `:scheme`, whichever of them is the app's `upstream`;
 //! - an app certificate from an unknown CA (HTTP/1.1 and HTTP/2), without the server name,
 //!   expired or not valid yet, or a handshake that does not finish within `upstreamConnectMs`:
 //!   502, the reason counted in `certgate_upstream_tls_failures_total`; every reason is there
@@ -165,6 +167,53 @@ async fn an_https_app_is_reached_over_h2_when_the_transport_is_http2() {
     }
     assert_eq!(app.seen()[0].sni.as_deref(), Some("localhost"));
     gateway.stop().await;
+}
+
+#[tokio::test]
+async fn over_h2_each_revision_gets_the_scheme_of_its_own_url() {
+    let pki = Pki::new();
+    let (app_ca, app_leaf) = app_pki();
+    let tls_app = TlsApp::start(&app_leaf, None).await;
+    let https = format!("https://localhost:{}", tls_app.addr.port());
+    let http = format!("http://{}", cleartext_app().await);
+    // Each way round: the app's `upstream` over TLS and a revision in cleartext, and the
+    // reverse.
+    for (latest, revision) in [(&http, &https), (&https, &http)] {
+        let dir = TempDir::new();
+        pki.write(&dir);
+        dir.write("app-ca.pem", &app_ca.pem);
+        let mut config = ignore_config(
+            latest.clone(),
+            serde_json::json!({ "caFiles": ["app-ca.pem"] }),
+            "http2",
+        );
+        let app = &mut config["apps"][0];
+        app["revisions"] = serde_json::json!({ "ignore--other": revision });
+        app["ingress"]["traffic"] = serde_json::json!([
+            { "weight": 50, "latestRevision": true },
+            { "weight": 50, "revisionName": "ignore--other" },
+        ]);
+        let gateway = Gateway::start(dir, config).await;
+        let mut answered = Vec::new();
+        for http2 in [false, true, false, true] {
+            let reply = request(&gateway, &pki, http2).await;
+            assert_eq!(reply.status, 200);
+            let scheme = reply.headers["x-scheme"].to_str().unwrap();
+            answered.push(format!("{} {scheme}", String::from_utf8_lossy(&reply.body)));
+        }
+        answered.sort();
+        assert_eq!(
+            answered,
+            [
+                "HTTP/2.0 cleartext http",
+                "HTTP/2.0 cleartext http",
+                "HTTP/2.0 none https",
+                "HTTP/2.0 none https",
+            ],
+            "upstream {latest}, revision {revision}"
+        );
+        gateway.stop().await;
+    }
 }
 
 #[tokio::test]

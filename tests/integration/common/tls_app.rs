@@ -1,6 +1,6 @@
 //! An app that speaks TLS, for the tests of TLS to the app: a rustls + hyper server on
 //! 127.0.0.1 presenting a certificate from its own CA, optionally requiring a client
-//! certificate, that records what it saw of each connection.
+//! certificate, that records what it saw of each connection; and the same app in cleartext.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -97,15 +97,7 @@ impl TlsApp {
                 seen.lock().unwrap().push(record.clone());
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let hash = record.client_hash.clone().unwrap_or_else(|| "none".into());
-                    async move {
-                        let body = format!("{:?} {hash}", request.version());
-                        let scheme = request.uri().scheme_str().unwrap_or("none").to_owned();
-                        let mut response = Response::new(Full::new(Bytes::from(body)));
-                        response
-                            .headers_mut()
-                            .insert("x-scheme", scheme.parse().unwrap());
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
+                    async move { Ok::<_, std::convert::Infallible>(answer(&request, &hash)) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), service)
@@ -119,6 +111,32 @@ impl TlsApp {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// The app of [`TlsApp`] without TLS, on 127.0.0.1 (HTTP/1.1 and h2c): it answers
+/// `<HTTP version> cleartext`, and the request's scheme in `x-scheme`.
+pub async fn cleartext_app() -> SocketAddr {
+    serve_each(|tcp| async move {
+        let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+            Ok::<_, std::convert::Infallible>(answer(&request, "cleartext"))
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(tcp), service)
+            .await;
+    })
+    .await
+}
+
+/// What the apps answer: `<HTTP version> <hash>`, and the request's scheme (HTTP/2's
+/// `:scheme`, `none` over HTTP/1.1) in `x-scheme`.
+fn answer(request: &Request<Incoming>, hash: &str) -> Response<Full<Bytes>> {
+    let body = format!("{:?} {hash}", request.version());
+    let scheme = request.uri().scheme_str().unwrap_or("none").to_owned();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response
+        .headers_mut()
+        .insert("x-scheme", scheme.parse().unwrap());
+    response
 }
 
 /// The app's own CA and a certificate from it for `127.0.0.1`, `localhost` and
