@@ -306,6 +306,7 @@ impl Apps {
                     .map(Discovery::current);
                 discovery.start(
                     &config.name,
+                    &group.name,
                     &self.upstream_dns,
                     metrics.upstream_dns(&config.name, &group.name),
                     seed,

@@ -207,6 +207,7 @@ async fn resolved_now(app: &AppConfig, loaded: &LoadedApp, dns: &UpstreamDns) ->
                 let discovery = Discovery::new(name, upstream.port());
                 discovery.start(
                     &app.name,
+                    &group.name,
                     dns,
                     metrics.upstream_dns(&app.name, &group.name),
                     None,

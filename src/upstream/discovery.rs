@@ -79,12 +79,14 @@ impl Discovery {
         self.addresses.borrow().clone()
     }
 
-    /// Starts resolving in the background on the caller's runtime, for `app`, with `settings`;
+    /// Starts resolving in the background on the caller's runtime, for `app`'s `group`, with
+    /// `settings`;
     /// `seed` (the set the same upstream of the generation this one replaces holds) is
     /// published at once, so that the reload keeps it if DNS fails now. Once only.
     pub(crate) fn start(
         &self,
         app: &str,
+        group: &str,
         settings: &UpstreamDns,
         metrics: UpstreamDnsMetrics,
         seed: Option<Addresses>,
@@ -101,6 +103,7 @@ impl Discovery {
         }
         let resolution = Resolution {
             app: app.into(),
+            group: group.into(),
             name: self.name.clone(),
             port: self.port,
             settings: settings.clone(),
@@ -144,6 +147,7 @@ pub(crate) async fn settled(
 /// The background task's state.
 struct Resolution {
     app: Arc<str>,
+    group: Arc<str>,
     name: Arc<str>,
     port: u16,
     settings: UpstreamDns,
@@ -178,6 +182,7 @@ impl Resolution {
                     if failures > 0 {
                         tracing::info!(
                             app = %self.app,
+                            group = %self.group,
                             upstream = %self.name,
                             addresses = addresses.len(),
                             failures,
@@ -194,6 +199,7 @@ impl Resolution {
                     if failures == 1 {
                         tracing::warn!(
                             app = %self.app,
+                            group = %self.group,
                             upstream = %self.name,
                             kept = self.sender.borrow().len(),
                             error = %crate::error_chain(&error),
@@ -261,6 +267,7 @@ impl Resolution {
         if let Some(previous) = previous {
             tracing::info!(
                 app = %self.app,
+                group = %self.group,
                 upstream = %self.name,
                 addresses = %list(&addresses),
                 previous = %list(&previous),

@@ -128,6 +128,14 @@ async fn each_line_names_the_group_and_endpoint_the_request_went_to() {
             "{warning}"
         );
     }
+    // The resolution's own lines name the group whose name they resolve.
+    let resolved = lines(&transcript, "upstream addresses changed");
+    assert!(
+        resolved
+            .iter()
+            .any(|line| line["app"] == "api" && line["group"] == "latest"),
+        "{resolved:?}"
+    );
     child.signal("TERM");
     child.wait_exit();
 }
