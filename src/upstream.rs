@@ -361,48 +361,32 @@ impl UpstreamClient {
         if let Some(successor) = self.successor() {
             return Box::pin(successor.exchange(request, named, pinned, peer)).await;
         }
-        if let Some(endpoint) = &self.inner.direct {
+        let (group, endpoint, several) = if let Some(endpoint) = &self.inner.direct {
             let group = &self.inner.groups[0];
             if endpoint.is_ejected() {
                 group.none_healthy();
             }
-            return self
-                .send_once(group, endpoint.clone(), request, named, pinned, peer)
-                .await;
-        }
-        let (group, endpoint, several) = match pinned.and_then(|value| self.pinned(value, named)) {
-            Some((group, endpoint)) => (group, endpoint, group.current().len() > 1),
-            None => {
-                let group = self.group(named);
-                let endpoints = group.current();
-                let Some(endpoint) = endpoints::pick(&endpoints, &[], || group.none_healthy())
-                else {
-                    return Err(UpstreamError::Retired);
-                };
-                (group, endpoint.clone(), endpoints.len() > 1)
-            }
+            (group, endpoint.clone(), false)
+        } else if let Some((group, endpoint)) = pinned.and_then(|value| self.pinned(value, named)) {
+            (group, endpoint, group.current().len() > 1)
+        } else {
+            let group = self.group(named);
+            let endpoints = group.current();
+            let Some(endpoint) = endpoints::pick(&endpoints, &[], || group.none_healthy()) else {
+                return Err(UpstreamError::Retired);
+            };
+            (group, endpoint.clone(), endpoints.len() > 1)
         };
-        if self.inner.retries == 0 || !several {
-            // One endpoint (or no retries): nothing to send again elsewhere.
-            return self
-                .send_once(group, endpoint, request, named, pinned, peer)
-                .await;
+        if self.inner.retries != 0 && several {
+            return Box::pin(
+                self.exchange_with_retries(group, endpoint, request, named, pinned, peer),
+            )
+            .await;
         }
-        Box::pin(self.exchange_with_retries(group, endpoint, request, named, pinned, peer)).await
-    }
-
-    /// Sends `request` to `endpoint` of `group` once: what fails is the request's, unless a
-    /// reload retired the client before the request left (then the successor sends it). The
-    /// peer holds the endpoint from here on.
-    async fn send_once(
-        &self,
-        group: &Arc<EndpointSet>,
-        endpoint: Arc<Endpoint>,
-        request: Request<RequestBody>,
-        named: Option<&str>,
-        pinned: Option<u64>,
-        peer: &mut Option<Peer>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        // One endpoint (or no retries): nothing to send again elsewhere. Sent from this one
+        // await whichever way the endpoint was found, so that every request's future holds
+        // the endpoint's exchange inline once (2.0 KiB here, 3.9 KiB with an await per way).
+        // The peer holds the endpoint from here on.
         let endpoint = &peer
             .insert(Peer {
                 group: group.clone(),
