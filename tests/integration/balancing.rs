@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::named::{HOST, Named, config, group_gateway, tally};
+use common::named::{HOST, Named, config, group_gateway, reload_with, split_config, tally};
 use common::{ClientOptions, Connection, Gateway, Pki, TempDir, load_config, metric, scrape};
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -76,11 +76,7 @@ async fn an_80_20_split_holds_within_3_points_over_2000_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_revisions_of_equal_weight_share_the_requests() {
-    let apps = [
-        Named::start("a").await,
-        Named::start("b").await,
-        Named::start("c").await,
-    ];
+    let apps = Named::three().await;
     let (gateway, pki) = gateway(config(
         &apps[0].url(),
         json!({
@@ -136,11 +132,7 @@ fn endpoint_series(name: &str, app: &Named) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_spread_over_the_endpoints_of_a_group() {
-    let apps = [
-        Named::start("a").await,
-        Named::start("b").await,
-        Named::start("c").await,
-    ];
+    let apps = Named::three().await;
     let (_source, addresses) = watch::channel(Arc::from(
         apps.iter().map(|app| app.addr).collect::<Vec<_>>(),
     ));
@@ -167,11 +159,7 @@ async fn requests_spread_over_the_endpoints_of_a_group() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_killed_under_load_fails_no_request_once_ejected() {
-    let apps = [
-        Named::start("a").await,
-        Named::start("b").await,
-        Named::start("c").await,
-    ];
+    let apps = Named::three().await;
     let (_source, addresses) = watch::channel(Arc::from(
         apps.iter().map(|app| app.addr).collect::<Vec<_>>(),
     ));
@@ -299,34 +287,13 @@ async fn an_address_added_gets_requests_and_a_removed_one_gets_none() {
 async fn a_reload_applies_new_weights() {
     let latest = Named::start("latest").await;
     let old = Named::start("old").await;
-    let split = |latest_weight: u32| {
-        config(
-            &latest.url(),
-            json!({
-                "revisions": { "api--old": old.url() },
-                "ingress": {
-                    "clientCertificateMode": "ignore",
-                    "traffic": [
-                        { "weight": latest_weight, "latestRevision": true },
-                        { "weight": 100 - latest_weight, "revisionName": "api--old" }
-                    ]
-                }
-            }),
-        )
-    };
-    let (gateway, pki) = gateway(split(50)).await;
+    let (gateway, pki) = gateway(split_config(&latest, &old, 50)).await;
     let (bodies, _) = tally(&gateway, &pki, "/", 100).await;
     assert_eq!(
         (bodies.get("latest"), bodies.get("old")),
         (Some(&50), Some(&50))
     );
-    let mut next = split(100);
-    next["listen"] = "127.0.0.1:0".into();
-    next["timeouts"] = json!({ "drainDelayMs": 0 });
-    gateway
-        .dir
-        .write("certgate.json", serde_json::to_vec(&next).unwrap());
-    gateway.reloader.reload().await.unwrap();
+    reload_with(&gateway, split_config(&latest, &old, 0)).await;
     // A connection accepted just before the swap is served by the replaced config and closed
     // after its first response: wait for the new config to take the listener.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -35,11 +35,7 @@ fn state(text: &str, state: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_failing_its_health_checks_is_taken_out_and_brought_back() {
-    let apps = [
-        Named::start("a").await,
-        Named::start("b").await,
-        Named::start("c").await,
-    ];
+    let apps = Named::three().await;
     // One group of three endpoints: the address set a DNS resolver would send.
     let (_source, addresses) = addresses_of(&apps);
     let health = json!({ "healthCheck": {

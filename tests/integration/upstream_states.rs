@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::named::{HEALTH_PATH, HOST, Load, Named, addresses_of, config, group_gateway};
+use common::named::{
+    HEALTH_PATH, HOST, Load, Named, addresses_of, config, group_gateway, reload_with, split_config,
+};
 use common::polling::poll;
 use common::{ClientOptions, Connection, Gateway, Pki, TempDir, metric, scrape, upstreams};
 use http::StatusCode;
@@ -79,11 +81,7 @@ fn gauge(text: &str, state: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_killed_under_load_is_shown_ejected_by_its_failures_until_when() {
-    let apps = [
-        Named::start("a").await,
-        Named::start("b").await,
-        Named::start("c").await,
-    ];
+    let apps = Named::three().await;
     let (_source, addresses) = addresses_of(&apps);
     let (gateway, pki) = group_gateway(config(&apps[0].url(), json!({})), addresses).await;
     let admin = gateway.admin.unwrap();
@@ -133,11 +131,7 @@ async fn an_endpoint_killed_under_load_is_shown_ejected_by_its_failures_until_wh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_failing_its_health_check_is_shown_ejected_by_it() {
-    let apps = [
-        Named::start("a").await,
-        Named::start("b").await,
-        Named::start("c").await,
-    ];
+    let apps = Named::three().await;
     let (_source, addresses) = addresses_of(&apps);
     let health = json!({ "healthCheck": {
         "path": HEALTH_PATH, "intervalMs": 100, "timeoutMs": 100,
@@ -218,25 +212,10 @@ async fn requests_in_flight_are_counted_and_a_removed_endpoint_drains() {
 async fn each_group_has_its_weight_and_only_the_newest_generation_is_shown() {
     let latest = Named::start("latest").await;
     let old = Named::start("old").await;
-    let split = |old_weight: u32| {
-        config(
-            &latest.url(),
-            json!({
-                "revisions": { "api--old": old.url() },
-                "ingress": {
-                    "clientCertificateMode": "ignore",
-                    "traffic": [
-                        { "weight": 100 - old_weight, "latestRevision": true },
-                        { "weight": old_weight, "revisionName": "api--old" }
-                    ]
-                }
-            }),
-        )
-    };
     let pki = Pki::new();
     let dir = TempDir::new();
     pki.write(&dir);
-    let gateway = Gateway::start(dir, split(30)).await;
+    let gateway = Gateway::start(dir, split_config(&latest, &old, 30)).await;
     let admin = gateway.admin.unwrap();
     let groups = |weights: [u32; 2]| {
         json!([
@@ -250,13 +229,7 @@ async fn each_group_has_its_weight_and_only_the_newest_generation_is_shown() {
         upstreams(admin).await,
         json!({ "generation": 0, "apps": [{ "name": "api", "groups": groups([70, 30]) }] })
     );
-    let mut next = split(10);
-    next["listen"] = "127.0.0.1:0".into();
-    next["timeouts"] = json!({ "drainDelayMs": 0 });
-    gateway
-        .dir
-        .write("certgate.json", serde_json::to_vec(&next).unwrap());
-    gateway.reloader.reload().await.unwrap();
+    reload_with(&gateway, split_config(&latest, &old, 10)).await;
     assert_eq!(
         upstreams(admin).await,
         json!({ "generation": 1, "apps": [{ "name": "api", "groups": groups([90, 10]) }] })
@@ -306,11 +279,7 @@ async fn explain_output(dir: &TempDir, pki: &Pki, file: &Value, json: bool) -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_the_endpoint_states_of_the_running_certgate() {
-    let apps = [
-        Named::start("a").await,
-        Named::start("b").await,
-        Named::start("c").await,
-    ];
+    let apps = Named::three().await;
     let (_source, addresses) = addresses_of(&apps);
     let health = json!({ "healthCheck": {
         "path": HEALTH_PATH, "intervalMs": 100, "timeoutMs": 100, "unhealthyThreshold": 2,

@@ -46,6 +46,15 @@ impl Named {
         Self::serve(name, false).await
     }
 
+    /// Three apps, `a`, `b` and `c`: a group's endpoints.
+    pub async fn three() -> [Self; 3] {
+        [
+            Self::start("a").await,
+            Self::start("b").await,
+            Self::start("c").await,
+        ]
+    }
+
     /// One that reads each request and then closes the connection without an answer.
     pub async fn resetting(name: &'static str) -> Self {
         Self::serve(name, true).await
@@ -172,6 +181,34 @@ pub fn config(upstream: &str, extra: Value) -> Value {
         entry[key] = value.clone();
     }
     json!({ "admin": "127.0.0.1:0", "apps": [entry] })
+}
+
+/// `config` for `latest` with the revision `api--old` at `old` taking `old_weight` of the
+/// requests.
+pub fn split_config(latest: &Named, old: &Named, old_weight: u32) -> Value {
+    config(
+        &latest.url(),
+        json!({
+            "revisions": { "api--old": old.url() },
+            "ingress": {
+                "clientCertificateMode": "ignore",
+                "traffic": [
+                    { "weight": 100 - old_weight, "latestRevision": true },
+                    { "weight": old_weight, "revisionName": "api--old" }
+                ]
+            }
+        }),
+    )
+}
+
+/// Writes `next` as `gateway`'s config (on its listener and without drain delay) and reloads.
+pub async fn reload_with(gateway: &Gateway, mut next: Value) {
+    next["listen"] = "127.0.0.1:0".into();
+    next["timeouts"] = json!({ "drainDelayMs": 0 });
+    gateway
+        .dir
+        .write("certgate.json", serde_json::to_vec(&next).unwrap());
+    gateway.reloader.reload().await.unwrap();
 }
 
 /// A group's address set, as a DNS source sends it.
