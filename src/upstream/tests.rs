@@ -275,6 +275,13 @@ fn followed_client(addresses: super::Addresses, retries: u32) -> UpstreamClient 
     )
 }
 
+/// An app that answers every request (`answer_all`), its address, and how many it answered.
+async fn answering() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (addr, answer_all(listener))
+}
+
 /// An address nothing listens on.
 async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -313,9 +320,7 @@ fn answer_all(listener: TcpListener) -> Arc<std::sync::atomic::AtomicUsize> {
 #[tokio::test]
 async fn a_request_refused_by_one_endpoint_goes_to_another() {
     let dead = closed_port().await;
-    let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let live_addr = live.local_addr().unwrap();
-    let served = answer_all(live);
+    let (live_addr, served) = answering().await;
     let client = group_client(vec![dead, live_addr], 1);
     let (front, failures) = front(client.clone()).await;
     for _ in 0..20 {
@@ -328,9 +333,7 @@ async fn a_request_refused_by_one_endpoint_goes_to_another() {
 #[tokio::test]
 async fn the_peer_is_the_endpoint_that_answered_a_request_sent_again() {
     let dead = closed_port().await;
-    let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let live_addr = live.local_addr().unwrap();
-    let served = answer_all(live);
+    let (live_addr, served) = answering().await;
     let client = group_client(vec![dead, live_addr], 1);
     let (front, _) = front(client.clone()).await;
     for _ in 0..20 {
@@ -370,9 +373,7 @@ async fn without_retries_a_refused_request_fails() {
 #[tokio::test]
 async fn an_endpoint_that_keeps_refusing_is_ejected_and_gets_no_request() {
     let dead = closed_port().await;
-    let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let live_addr = live.local_addr().unwrap();
-    let _served = answer_all(live);
+    let (live_addr, _served) = answering().await;
     let client = group_client(vec![dead, live_addr], 1);
     let (front, _) = front(client.clone()).await;
     let set = client.inner.groups[0].clone();
@@ -405,12 +406,8 @@ async fn an_endpoint_that_keeps_refusing_is_ejected_and_gets_no_request() {
 
 #[tokio::test]
 async fn an_address_removed_from_the_set_drains_and_a_new_one_takes_requests() {
-    let first = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let first_addr = first.local_addr().unwrap();
-    let first_served = answer_all(first);
-    let second = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second_addr = second.local_addr().unwrap();
-    let second_served = answer_all(second);
+    let (first_addr, first_served) = answering().await;
+    let (second_addr, second_served) = answering().await;
     let (source, addresses) = tokio::sync::watch::channel(Arc::from(vec![first_addr]));
     let client = followed_client(addresses, 1);
     assert!(client.inner.direct.is_none(), "a followed set can change");
@@ -476,9 +473,7 @@ async fn the_endpoint_with_fewer_requests_in_flight_is_chosen() {
 
 #[tokio::test]
 async fn only_a_lone_endpoint_whose_address_never_changes_is_sent_to_directly() {
-    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_addr = app.local_addr().unwrap();
-    let served = answer_all(app);
+    let (app_addr, served) = answering().await;
     let client = group_client(vec![app_addr], 1);
     let direct = client.inner.direct.clone().expect("one fixed endpoint");
     let (front, failures) = front(client.clone()).await;
