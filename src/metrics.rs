@@ -6,6 +6,7 @@ pub(crate) mod label;
 mod register;
 pub(crate) mod revocation;
 pub(crate) mod upstream;
+pub(crate) mod worker_counter;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 

@@ -1,9 +1,12 @@
 //! Worker threads: `certgate run` serves connections on a fixed number of threads, each with a
 //! runtime of its own (`Server::bind`). The thread setup numbers each one (`enter`), and a
 //! `PerWorker` holds one value per worker thread, sized by that same count, giving each thread
-//! its own.
+//! its own, each on cache lines of its own: one thread's writes never make another's copy of its
+//! value stale (false sharing).
 
 use std::cell::Cell;
+
+use crossbeam_utils::CachePadded;
 
 thread_local! {
     /// Which worker thread this is (0 outside one: without worker threads everything runs on
@@ -24,14 +27,17 @@ pub(crate) fn enter(index: usize) {
 /// One `T` per worker thread.
 #[derive(Debug)]
 pub(crate) struct PerWorker<T> {
-    slots: Box<[T]>,
+    slots: Box<[CachePadded<T>]>,
 }
 
 impl<T> PerWorker<T> {
     /// A value made by `make` for each of `workers` threads (one when there are none).
     pub(crate) fn new(workers: usize, make: impl FnMut() -> T) -> Self {
         Self {
-            slots: std::iter::repeat_with(make).take(workers.max(1)).collect(),
+            slots: std::iter::repeat_with(make)
+                .map(CachePadded::new)
+                .take(workers.max(1))
+                .collect(),
         }
     }
 
@@ -48,9 +54,15 @@ impl<T> PerWorker<T> {
         self.slots.get(index).unwrap_or(&self.slots[0])
     }
 
+    /// The calling thread's value, for values made without the server's worker count (such
+    /// as a metric's): a thread past the count shares a slot with another.
+    pub(crate) fn shared_mine(&self) -> &T {
+        &self.slots[INDEX.get() % self.slots.len()]
+    }
+
     /// Every worker thread's value.
-    pub(crate) fn all(&self) -> &[T] {
-        &self.slots
+    pub(crate) fn all(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().map(|slot| &**slot)
     }
 }
 

@@ -25,8 +25,9 @@ pub(crate) struct UpstreamBody {
     inner: Incoming,
     checkin: Option<CheckIn>,
     _stream: Option<h2::Stream>,
-    /// Counts the request in flight at its endpoint until the body is dropped.
-    _in_flight: Option<InFlight>,
+    /// Counts the request in flight at its endpoint until the body is dropped; its pool
+    /// takes `checkin` back.
+    in_flight: InFlight,
 }
 
 /// What a response holds of its connection.
@@ -36,7 +37,7 @@ pub(super) enum Lease {
 }
 
 impl UpstreamBody {
-    pub(super) fn new(inner: Incoming, lease: Lease, in_flight: Option<InFlight>) -> Self {
+    pub(super) fn new(inner: Incoming, lease: Lease, in_flight: InFlight) -> Self {
         let (checkin, stream) = match lease {
             Lease::Http1(checkin) => (checkin, None),
             Lease::Http2(stream) => (None, Some(stream)),
@@ -45,7 +46,7 @@ impl UpstreamBody {
             inner,
             checkin,
             _stream: stream,
-            _in_flight: in_flight,
+            in_flight,
         };
         // An empty body (204, 304, a HEAD) may never be polled.
         body.give_back_if_done();
@@ -56,7 +57,7 @@ impl UpstreamBody {
         if self.inner.is_end_stream()
             && let Some(checkin) = self.checkin.take()
         {
-            checkin.give_back();
+            self.in_flight.give_back(checkin);
         }
     }
 }
@@ -74,7 +75,7 @@ impl Body for UpstreamBody {
         match &polled {
             Poll::Ready(None) => {
                 if let Some(checkin) = this.checkin.take() {
-                    checkin.give_back();
+                    this.in_flight.give_back(checkin);
                 }
             }
             Poll::Ready(Some(Ok(_))) => this.give_back_if_done(),

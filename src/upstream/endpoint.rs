@@ -27,6 +27,7 @@ use super::load::{InFlight, Load};
 use super::pool::{CheckIn, Pools};
 use super::request_body::RequestBody;
 use super::stream::{self, Dialer};
+use crate::metrics::worker_counter::WorkerCounter;
 use crate::settings::{Transport, Upstream};
 use crate::tls::upstream::AppTls;
 
@@ -48,6 +49,9 @@ pub(crate) struct Endpoint {
     pub label: String,
     /// Its sticky-session cookie value (`affinity`); 0 for an app without sticky sessions.
     pub affinity: u64,
+    /// Its group's name, and the group's upstream (for what a request's logs name).
+    group: Arc<str>,
+    upstream: Upstream,
     dialer: Dialer,
     connections: Arc<Connections>,
     connect_timeout: Duration,
@@ -63,7 +67,7 @@ pub(crate) struct Endpoint {
     ejected_until: AtomicU64,
     /// Whether the active health check (`healthCheck`) took it out; never without one.
     unhealthy: AtomicBool,
-    requests_total: Counter,
+    requests_total: WorkerCounter,
     failures_total: Counter,
 }
 
@@ -92,25 +96,28 @@ fn now_millis() -> u64 {
 }
 
 impl Endpoint {
-    /// An endpoint at `address` (by the upstream's name when `None`), counted in
-    /// `requests_total` and `failures_total`.
+    /// An endpoint of group `group` at `address` (by the upstream's name when `None`),
+    /// counted in `requests_total` and `failures_total`.
     pub(super) fn new(
         template: &EndpointTemplate,
-        group: &str,
+        group: &Arc<str>,
         address: Option<SocketAddr>,
-        requests_total: Counter,
+        requests_total: WorkerCounter,
         failures_total: Counter,
     ) -> Self {
         let label = address.map_or_else(
             || template.upstream.authority.to_string(),
             |address| address.to_string(),
         );
+        let pools = Arc::new(Pools::new(template.workers, template.connections.clone()));
         Self {
             address,
             affinity: template
                 .affinity_key
                 .map_or(0, |key| super::affinity::value(&key, group, &label)),
             label,
+            group: group.clone(),
+            upstream: template.upstream.clone(),
             dialer: Dialer::new(
                 &template.upstream,
                 address,
@@ -119,10 +126,10 @@ impl Endpoint {
             ),
             connections: template.connections.clone(),
             connect_timeout: template.connect_timeout,
-            pools: Arc::new(Pools::new(template.workers, template.connections.clone())),
+            pools: pools.clone(),
             h2: (template.upstream.transport == Transport::Http2)
                 .then(|| Arc::new(H2Pools::new(template.workers))),
-            load: Arc::default(),
+            load: Arc::new(Load::new(template.workers, pools)),
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
@@ -136,6 +143,16 @@ impl Endpoint {
     pub(crate) fn start(&self) -> InFlight {
         self.requests_total.inc();
         self.load.start()
+    }
+
+    /// Its group's name.
+    pub(super) fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Its group's upstream.
+    pub(super) fn upstream(&self) -> &Upstream {
+        &self.upstream
     }
 
     /// Requests in flight here.
@@ -245,7 +262,7 @@ impl Endpoint {
             };
             let (response, stream) = Box::pin(dialing.exchange_h2(h2, request)).await?;
             return Ok(
-                response.map(|body| UpstreamBody::new(body, Lease::Http2(stream), Some(in_flight)))
+                response.map(|body| UpstreamBody::new(body, Lease::Http2(stream), in_flight))
             );
         }
         let (mut sender, fresh) = match self.checkout().await {
@@ -280,11 +297,8 @@ impl Endpoint {
         };
         // A connection that switched protocols (WebSocket) is never reused.
         let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-        let checkin = reusable.then(|| CheckIn {
-            sender,
-            pools: self.pools.clone(),
-        });
-        Ok(response.map(|body| UpstreamBody::new(body, Lease::Http1(checkin), Some(in_flight))))
+        let checkin = reusable.then_some(CheckIn { sender });
+        Ok(response.map(|body| UpstreamBody::new(body, Lease::Http1(checkin), in_flight)))
     }
 
     /// After a failed send: a pooled connection the app closed while it was idle did not

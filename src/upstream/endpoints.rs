@@ -127,11 +127,6 @@ impl EndpointSet {
         &self.group
     }
 
-    /// The group's upstream.
-    pub(super) fn upstream(&self) -> &Upstream {
-        &self.template.upstream
-    }
-
     /// The endpoints requests go to now.
     pub(super) fn current(&self) -> arc_swap::Guard<Arc<Vec<Arc<Endpoint>>>> {
         self.active.load()

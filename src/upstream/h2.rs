@@ -255,7 +255,7 @@ impl H2Pools {
 
     /// Any worker's open connection: for a request that finds no slot free to dial its own.
     pub(super) fn any(&self) -> Option<H2Connection> {
-        self.slots.all().iter().find_map(|slot| {
+        self.slots.all().find_map(|slot| {
             let slot = slot.lock().ok()?;
             let connection = slot.as_ref()?.get()?.as_ref().ok()?;
             (!connection.sender.is_closed()).then(|| connection.clone())

@@ -40,7 +40,6 @@ pub(super) struct Pools {
 #[derive(Debug)]
 pub(super) struct CheckIn {
     pub sender: http1::SendRequest<RequestBody>,
-    pub pools: Arc<Pools>,
 }
 
 /// One worker's idle connections, the most recently used at the back.
@@ -94,7 +93,7 @@ impl Pools {
     /// An idle connection from any worker's pool: for a request that finds no slot free to
     /// dial its own (it is driven by the thread that made it, wherever it is used).
     pub(super) fn take_any(&self) -> Option<http1::SendRequest<RequestBody>> {
-        self.pools.all().iter().find_map(|pool| {
+        self.pools.all().find_map(|pool| {
             let mut pool = pool.lock().ok()?;
             while let Some(idle) = pool.connections.pop_back() {
                 if idle.since.elapsed() < POOL_IDLE_TIMEOUT && !idle.sender.is_closed() {
@@ -116,22 +115,22 @@ impl Pools {
 }
 
 impl CheckIn {
-    /// Puts the connection back into the calling worker's pool, unless it is closed, the
-    /// pool is full or the client retired (then it closes), and starts the pool's reaper if
-    /// it is not running.
-    pub(super) fn give_back(self) {
+    /// Puts the connection back into the calling worker's pool of `pools` (its endpoint's),
+    /// unless it is closed, the pool is full or the client retired (then it closes), and
+    /// starts the pool's reaper if it is not running.
+    pub(super) fn give_back(self, pools: &Arc<Pools>) {
         if self.sender.is_closed() {
             return;
         }
         {
-            let Ok(mut pool) = self.pools.pools.mine().lock() else {
+            let Ok(mut pool) = pools.pools.mine().lock() else {
                 return;
             };
             // Read under the pool's lock: `retire` sets the flag before it empties the
             // pools, so a connection is either emptied out with them or never put back.
-            if pool.connections.len() >= self.pools.max_idle
-                || self.pools.connections.is_retired()
-                || self.pools.closed.load(std::sync::atomic::Ordering::Acquire)
+            if pool.connections.len() >= pools.max_idle
+                || pools.connections.is_retired()
+                || pools.closed.load(std::sync::atomic::Ordering::Acquire)
             {
                 return;
             }
@@ -141,10 +140,10 @@ impl CheckIn {
             });
             if !pool.reaping {
                 pool.reaping = true;
-                tokio::spawn(reap(self.pools.clone()));
+                tokio::spawn(reap(pools.clone()));
             }
         }
-        self.pools.connections.connection_usable();
+        pools.connections.connection_usable();
     }
 }
 
@@ -277,11 +276,7 @@ mod tests {
         let mut app_ends = Vec::new();
         for _ in 0..3 {
             let (sender, app_end) = connection(&listener).await;
-            CheckIn {
-                sender,
-                pools: pools.clone(),
-            }
-            .give_back();
+            CheckIn { sender }.give_back(&pools);
             app_ends.push(app_end);
         }
         {
