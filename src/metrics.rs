@@ -6,7 +6,6 @@ pub(crate) mod label;
 mod register;
 pub(crate) mod revocation;
 pub(crate) mod upstream;
-pub(crate) mod worker_counter;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 

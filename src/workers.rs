@@ -54,12 +54,6 @@ impl<T> PerWorker<T> {
         self.slots.get(index).unwrap_or(&self.slots[0])
     }
 
-    /// The calling thread's value, for values made without the server's worker count (such
-    /// as a metric's): a thread past the count shares a slot with another.
-    pub(crate) fn shared_mine(&self) -> &T {
-        &self.slots[INDEX.get() % self.slots.len()]
-    }
-
     /// Every worker thread's value.
     pub(crate) fn all(&self) -> impl Iterator<Item = &T> {
         self.slots.iter().map(|slot| &**slot)

@@ -7,8 +7,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::worker_counter::WorkerCounter;
-
 /// The `state` label values of `certgate_upstream_endpoints`, in `GroupMetrics::states` order.
 pub(crate) const STATES: [&str; 3] = ["healthy", "ejected", "draining"];
 
@@ -53,8 +51,7 @@ pub(super) struct HealthCheckLabels {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Families {
     pub endpoints: Family<GroupStateLabels, Gauge>,
-    /// Counted on every request, by every worker thread: a `WorkerCounter`.
-    pub requests: Family<EndpointLabels, WorkerCounter>,
+    pub requests: Family<EndpointLabels, Counter>,
     pub failures: Family<EndpointLabels, Counter>,
     pub no_healthy: Family<GroupLabels, Counter>,
     pub health_checks: Family<HealthCheckLabels, Counter>,
@@ -99,7 +96,7 @@ impl Families {
 
 impl GroupMetrics {
     /// The request and failure counters of the endpoint `endpoint` (its address).
-    pub(crate) fn endpoint(&self, endpoint: &str) -> (WorkerCounter, Counter) {
+    pub(crate) fn endpoint(&self, endpoint: &str) -> (Counter, Counter) {
         let labels = EndpointLabels {
             app: self.app.clone(),
             group: self.group.clone(),

@@ -25,9 +25,8 @@ pub(crate) struct UpstreamBody {
     inner: Incoming,
     checkin: Option<CheckIn>,
     _stream: Option<h2::Stream>,
-    /// Counts the request in flight at its endpoint until the body is dropped; its pool
-    /// takes `checkin` back.
-    in_flight: InFlight,
+    /// Counts the request in flight at its endpoint until the body is dropped.
+    _in_flight: Option<InFlight>,
 }
 
 /// What a response holds of its connection.
@@ -37,7 +36,7 @@ pub(super) enum Lease {
 }
 
 impl UpstreamBody {
-    pub(super) fn new(inner: Incoming, lease: Lease, in_flight: InFlight) -> Self {
+    pub(super) fn new(inner: Incoming, lease: Lease, in_flight: Option<InFlight>) -> Self {
         let (checkin, stream) = match lease {
             Lease::Http1(checkin) => (checkin, None),
             Lease::Http2(stream) => (None, Some(stream)),
@@ -46,7 +45,7 @@ impl UpstreamBody {
             inner,
             checkin,
             _stream: stream,
-            in_flight,
+            _in_flight: in_flight,
         };
         // An empty body (204, 304, a HEAD) may never be polled.
         body.give_back_if_done();
@@ -57,7 +56,7 @@ impl UpstreamBody {
         if self.inner.is_end_stream()
             && let Some(checkin) = self.checkin.take()
         {
-            self.in_flight.give_back(checkin);
+            checkin.give_back();
         }
     }
 }
@@ -75,7 +74,7 @@ impl Body for UpstreamBody {
         match &polled {
             Poll::Ready(None) => {
                 if let Some(checkin) = this.checkin.take() {
-                    this.in_flight.give_back(checkin);
+                    checkin.give_back();
                 }
             }
             Poll::Ready(Some(Ok(_))) => this.give_back_if_done(),

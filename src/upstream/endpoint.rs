@@ -27,7 +27,6 @@ use super::load::{InFlight, Load};
 use super::pool::{CheckIn, Pools};
 use super::request_body::RequestBody;
 use super::stream::{self, Dialer};
-use crate::metrics::worker_counter::WorkerCounter;
 use crate::settings::{Transport, Upstream};
 use crate::tls::upstream::AppTls;
 
@@ -67,7 +66,7 @@ pub(crate) struct Endpoint {
     ejected_until: AtomicU64,
     /// Whether the active health check (`healthCheck`) took it out; never without one.
     unhealthy: AtomicBool,
-    requests_total: WorkerCounter,
+    requests_total: Counter,
     failures_total: Counter,
 }
 
@@ -102,14 +101,13 @@ impl Endpoint {
         template: &EndpointTemplate,
         group: &Arc<str>,
         address: Option<SocketAddr>,
-        requests_total: WorkerCounter,
+        requests_total: Counter,
         failures_total: Counter,
     ) -> Self {
         let label = address.map_or_else(
             || template.upstream.authority.to_string(),
             |address| address.to_string(),
         );
-        let pools = Arc::new(Pools::new(template.workers, template.connections.clone()));
         Self {
             address,
             affinity: template
@@ -126,10 +124,10 @@ impl Endpoint {
             ),
             connections: template.connections.clone(),
             connect_timeout: template.connect_timeout,
-            pools: pools.clone(),
+            pools: Arc::new(Pools::new(template.workers, template.connections.clone())),
             h2: (template.upstream.transport == Transport::Http2)
                 .then(|| Arc::new(H2Pools::new(template.workers))),
-            load: Arc::new(Load::new(template.workers, pools)),
+            load: Arc::default(),
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
@@ -262,7 +260,7 @@ impl Endpoint {
             };
             let (response, stream) = Box::pin(dialing.exchange_h2(h2, request)).await?;
             return Ok(
-                response.map(|body| UpstreamBody::new(body, Lease::Http2(stream), in_flight))
+                response.map(|body| UpstreamBody::new(body, Lease::Http2(stream), Some(in_flight)))
             );
         }
         let (mut sender, fresh) = match self.checkout().await {
@@ -297,8 +295,11 @@ impl Endpoint {
         };
         // A connection that switched protocols (WebSocket) is never reused.
         let reusable = response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-        let checkin = reusable.then_some(CheckIn { sender });
-        Ok(response.map(|body| UpstreamBody::new(body, Lease::Http1(checkin), in_flight)))
+        let checkin = reusable.then(|| CheckIn {
+            sender,
+            pools: self.pools.clone(),
+        });
+        Ok(response.map(|body| UpstreamBody::new(body, Lease::Http1(checkin), Some(in_flight))))
     }
 
     /// After a failed send: a pooled connection the app closed while it was idle did not

@@ -40,6 +40,7 @@ pub(super) struct Pools {
 #[derive(Debug)]
 pub(super) struct CheckIn {
     pub sender: http1::SendRequest<RequestBody>,
+    pub pools: Arc<Pools>,
 }
 
 /// One worker's idle connections, the most recently used at the back.
@@ -115,22 +116,22 @@ impl Pools {
 }
 
 impl CheckIn {
-    /// Puts the connection back into the calling worker's pool of `pools` (its endpoint's),
-    /// unless it is closed, the pool is full or the client retired (then it closes), and
-    /// starts the pool's reaper if it is not running.
-    pub(super) fn give_back(self, pools: &Arc<Pools>) {
+    /// Puts the connection back into the calling worker's pool, unless it is closed, the
+    /// pool is full or the client retired (then it closes), and starts the pool's reaper if
+    /// it is not running.
+    pub(super) fn give_back(self) {
         if self.sender.is_closed() {
             return;
         }
         {
-            let Ok(mut pool) = pools.pools.mine().lock() else {
+            let Ok(mut pool) = self.pools.pools.mine().lock() else {
                 return;
             };
             // Read under the pool's lock: `retire` sets the flag before it empties the
             // pools, so a connection is either emptied out with them or never put back.
-            if pool.connections.len() >= pools.max_idle
-                || pools.connections.is_retired()
-                || pools.closed.load(std::sync::atomic::Ordering::Acquire)
+            if pool.connections.len() >= self.pools.max_idle
+                || self.pools.connections.is_retired()
+                || self.pools.closed.load(std::sync::atomic::Ordering::Acquire)
             {
                 return;
             }
@@ -140,10 +141,10 @@ impl CheckIn {
             });
             if !pool.reaping {
                 pool.reaping = true;
-                tokio::spawn(reap(pools.clone()));
+                tokio::spawn(reap(self.pools.clone()));
             }
         }
-        pools.connections.connection_usable();
+        self.pools.connections.connection_usable();
     }
 }
 
@@ -276,7 +277,11 @@ mod tests {
         let mut app_ends = Vec::new();
         for _ in 0..3 {
             let (sender, app_end) = connection(&listener).await;
-            CheckIn { sender }.give_back(&pools);
+            CheckIn {
+                sender,
+                pools: pools.clone(),
+            }
+            .give_back();
             app_ends.push(app_end);
         }
         {
