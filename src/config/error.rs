@@ -29,6 +29,8 @@ pub(crate) struct Keys {
     pub(super) upstream_client_certificate: &'static str,
     pub(super) dns_nameservers: &'static str,
     pub(super) dns_refresh: &'static str,
+    pub(super) health_check_path: &'static str,
+    pub(super) health_check_interval: &'static str,
 }
 
 /// The config file's keys.
@@ -50,6 +52,8 @@ pub(crate) const FILE_KEYS: Keys = Keys {
     upstream_client_certificate: "upstreamTls needs certFile and keyFile, or pkcs12File with passwordFile or passwordEnv",
     dns_nameservers: "upstreamDns.nameservers",
     dns_refresh: "upstreamDns.refreshMs",
+    health_check_path: "healthCheck.path",
+    health_check_interval: "healthCheck.intervalMs",
 };
 
 /// The sidecar's flags.
@@ -71,6 +75,8 @@ pub(crate) const FLAG_KEYS: Keys = Keys {
     upstream_client_certificate: "--upstream-cert and --upstream-key go together",
     dns_nameservers: "--upstream-dns-server",
     dns_refresh: "--upstream-dns-refresh-ms",
+    health_check_path: "--health-check-path",
+    health_check_interval: "--health-check-interval-ms",
 };
 
 /// hyper's HTTP/1.1 read buffer cannot be smaller than this.
@@ -313,7 +319,7 @@ pub enum AppError {
     BadRevision { name: String, value: String },
     #[error("ingress.stickySessions.affinity {value:?}: must be none or sticky")]
     StickySessions { value: String },
-    #[error("healthCheck.{key} {value}: {problem}")]
+    #[error("{key} {value}: {problem}")]
     HealthCheck {
         key: &'static str,
         value: String,

@@ -330,7 +330,7 @@ impl<'a> Loader<'a> {
             health_check: file
                 .health_check
                 .as_ref()
-                .map(super::values::health_check)
+                .map(|check| super::values::health_check(check, &self.keys))
                 .transpose()?,
             label_hosts,
             mode,

@@ -344,8 +344,12 @@ pub(super) fn limits(file: &FileLimits) -> Result<Limits, ConfigError> {
     Ok(limits)
 }
 
-/// `healthCheck`, its absent keys defaulted; an error names the key that is wrong.
-pub(super) fn health_check(file: &super::file::FileHealthCheck) -> Result<HealthCheck, AppError> {
+/// `healthCheck`, its absent keys defaulted; an error names the key (or the sidecar's flag,
+/// through `keys`) that is wrong.
+pub(super) fn health_check(
+    file: &super::file::FileHealthCheck,
+    keys: &super::error::Keys,
+) -> Result<HealthCheck, AppError> {
     let wrong = |key: &'static str, value: String, problem: &'static str| AppError::HealthCheck {
         key,
         value,
@@ -353,11 +357,15 @@ pub(super) fn health_check(file: &super::file::FileHealthCheck) -> Result<Health
     };
     let path = file.path.as_deref().unwrap_or(HEALTH_CHECK_PATH);
     if !path.starts_with('/') {
-        return Err(wrong("path", format!("{path:?}"), "must start with /"));
+        return Err(wrong(
+            keys.health_check_path,
+            format!("{path:?}"),
+            "must start with /",
+        ));
     }
     let path = http::uri::PathAndQuery::try_from(path).map_err(|_| {
         wrong(
-            "path",
+            keys.health_check_path,
             format!("{path:?}"),
             "is not a valid path (and query) of a URL",
         )
@@ -365,7 +373,7 @@ pub(super) fn health_check(file: &super::file::FileHealthCheck) -> Result<Health
     let interval_ms = file.interval_ms.unwrap_or(HEALTH_CHECK_INTERVAL_MS);
     if !(100..=3_600_000).contains(&interval_ms) {
         return Err(wrong(
-            "intervalMs",
+            keys.health_check_interval,
             interval_ms.to_string(),
             "must be from 100 to 3600000",
         ));
@@ -373,7 +381,7 @@ pub(super) fn health_check(file: &super::file::FileHealthCheck) -> Result<Health
     let timeout_ms = file.timeout_ms.unwrap_or(HEALTH_CHECK_TIMEOUT_MS);
     if timeout_ms == 0 || timeout_ms > interval_ms {
         return Err(wrong(
-            "timeoutMs",
+            "healthCheck.timeoutMs",
             timeout_ms.to_string(),
             "must be above 0 and at most intervalMs",
         ));
@@ -389,7 +397,7 @@ pub(super) fn health_check(file: &super::file::FileHealthCheck) -> Result<Health
         .filter(|status| (200..=599).contains(&status.as_u16()))
         .ok_or_else(|| {
             wrong(
-                "expectedStatus",
+                "healthCheck.expectedStatus",
                 expected.to_string(),
                 "must be a status from 200 to 599",
             )
@@ -399,12 +407,12 @@ pub(super) fn health_check(file: &super::file::FileHealthCheck) -> Result<Health
         interval: Duration::from_millis(interval_ms),
         timeout: Duration::from_millis(timeout_ms),
         healthy_threshold: threshold(
-            "healthyThreshold",
+            "healthCheck.healthyThreshold",
             file.healthy_threshold,
             HEALTH_CHECK_HEALTHY,
         )?,
         unhealthy_threshold: threshold(
-            "unhealthyThreshold",
+            "healthCheck.unhealthyThreshold",
             file.unhealthy_threshold,
             HEALTH_CHECK_UNHEALTHY,
         )?,

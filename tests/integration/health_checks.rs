@@ -379,6 +379,44 @@ fn the_sidecar_flags_turn_on_the_health_check_sticky_sessions_and_retries() {
         ],
         &[],
     );
+    // A wrong value names the flag it came from, not the config key.
+    for (flag, value, says) in [
+        (
+            "--health-check-path",
+            "ready",
+            "--health-check-path \"ready\": must start with /",
+        ),
+        (
+            "--health-check-interval-ms",
+            "50",
+            "--health-check-interval-ms 50: must be from 100",
+        ),
+    ] {
+        let mut args = vec![
+            "check",
+            "--upstream",
+            &a_url,
+            "--cert",
+            "server.pem",
+            "--key",
+            "server.key",
+            "--client-cert-mode",
+            "ignore",
+            "--health-check-path",
+        ];
+        args.push(if flag == "--health-check-path" {
+            value
+        } else {
+            "/ready"
+        });
+        if flag == "--health-check-interval-ms" {
+            args.extend([flag, value]);
+        }
+        let output = process::cli::certgate(&args, dir.path(), &[]);
+        let (_, stderr) = process::cli::exited(&output, 64);
+        assert!(stderr.contains(says), "{says:?} not in: {stderr}");
+        assert!(!stderr.contains("healthCheck."), "{stderr}");
+    }
     // Sidecar flags only: not with a config file.
     dir.write("certgate.json", "{}");
     let output = process::cli::certgate(
