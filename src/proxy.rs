@@ -42,7 +42,6 @@ use self::body::ProxyBody;
 use self::context::ConnectionContext;
 use self::cors::{Cors, Exposure};
 use self::error::ProxyError;
-use self::stall::StallReport;
 use crate::access_log::{PeerFields, RequestFields};
 use crate::metrics::label::StallReason;
 use crate::tls::FailureReason;
@@ -305,9 +304,14 @@ async fn forward(
         downstream,
     )?;
     certificate_headers::set(request.headers_mut(), downstream)?;
-    let report = StallReport {
-        observer: route.app.clone(),
-        client_addr: downstream.addr,
-    };
-    send::to_app(route, lifecycle, report, request, upgrade, group, peer).await
+    send::to_app(
+        route,
+        lifecycle,
+        conn.clone(),
+        request,
+        upgrade,
+        group,
+        peer,
+    )
+    .await
 }

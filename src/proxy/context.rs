@@ -27,6 +27,7 @@ use crate::identity::ClientIdentity;
 use crate::metrics::app::ActiveConnection;
 use crate::metrics::label::StallReason;
 use crate::revocation::Standing;
+use crate::upstream::Peer;
 
 /// What a connection knows once its handshake is done; shared by all its requests.
 #[derive(Debug)]
@@ -376,13 +377,16 @@ impl Drop for ConnectionContext {
     }
 }
 
-impl StallObserver for App {
-    fn upstream_stalled(&self, client_addr: SocketAddr) {
-        self.metrics.stalled(StallReason::UpstreamIdle);
+impl StallObserver for ConnectionContext {
+    fn upstream_stalled(&self, peer: Option<&Peer>) {
+        let app = self.app();
+        app.metrics.stalled(StallReason::UpstreamIdle);
         tracing::warn!(
-            client.addr = %client_addr,
-            app = %self.config.name,
-            upstream = %self.config.upstream,
+            client.addr = %self.downstream.addr,
+            app = %app.config.name,
+            upstream = %peer.map_or(&app.config.upstream, Peer::upstream),
+            upstream_group = peer.map(|peer| tracing::field::display(peer.group())),
+            upstream_endpoint = peer.map(|peer| tracing::field::display(peer.endpoint())),
             outcome = StallReason::UpstreamIdle.as_str(),
             "response body stalled, closing"
         );

@@ -17,18 +17,19 @@ use super::body::ProxyBody;
 use super::context::{Lifecycle, Route};
 use super::error::ProxyError;
 use super::headers;
-use super::stall::{self, ResponseBody, StallReport};
+use super::stall::{self, ResponseBody, StallObserver, StallReport};
 use crate::drain::{Close, CloseSignal};
 use crate::revocation::Standing;
 use crate::upstream::Peer;
 
 /// Sends `request` to the route's app (to its upstream group `group` alone, for a label
 /// host) and hands back its response; with `upgrade`, pipes the connection on once the app
-/// switches protocols. `peer` receives the group and endpoint the request was sent to.
+/// switches protocols. `peer` receives the group and endpoint the request was sent to;
+/// `observer` counts and logs a response body that stalls.
 pub(crate) async fn to_app(
     route: &Route,
     lifecycle: &Lifecycle,
-    report: StallReport,
+    observer: Arc<dyn StallObserver>,
     mut request: Request<Incoming>,
     upgrade: bool,
     group: Option<&str>,
@@ -62,6 +63,10 @@ pub(crate) async fn to_app(
         headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
     }
     let idle = route.apps.timeouts.upstream_idle;
+    let report = StallReport {
+        observer,
+        peer: peer.clone(),
+    };
     Ok(response.map(|body| Either::Left(ResponseBody::new(body, idle, report))))
 }
 

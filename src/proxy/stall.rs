@@ -16,8 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::activity::InFlight;
-use crate::upstream::UpstreamBody;
 use crate::upstream::gap::GapClock;
+use crate::upstream::{Peer, UpstreamBody};
 
 /// A body cut off because its sender went quiet.
 #[derive(Debug, thiserror::Error)]
@@ -46,19 +46,22 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// Where a stalled response is counted and logged: the connection's app.
+/// Where a stalled response is counted and logged: its connection, whose app counts it.
 pub(crate) trait StallObserver: std::fmt::Debug + Send + Sync {
-    /// The app sent no response-body bytes for `upstreamIdleMs` to `client_addr`.
-    fn upstream_stalled(&self, client_addr: std::net::SocketAddr);
+    /// The app, at `peer` (the upstream group and endpoint the request went to), sent no
+    /// response-body bytes for `upstreamIdleMs`.
+    fn upstream_stalled(&self, peer: Option<&Peer>);
 }
 
 /// What the log line and the counter of a stalled response need (no allocation to make).
 #[derive(Debug)]
 pub(crate) struct StallReport {
-    /// The connection's app: its name, upstream and metric handles.
+    /// The request's connection: its client, and its app's name and metric handles (a
+    /// reference count of the connection's worker alone, not the app's, which every worker's
+    /// requests would write).
     pub observer: std::sync::Arc<dyn StallObserver>,
-    /// The downstream client.
-    pub client_addr: std::net::SocketAddr,
+    /// The upstream group and endpoint the response comes from.
+    pub peer: Option<Peer>,
 }
 
 impl ResponseBody {
@@ -102,7 +105,7 @@ impl Body for ResponseBody {
                     return Poll::Pending;
                 }
                 if let Some(report) = this.report.take() {
-                    report.observer.upstream_stalled(report.client_addr);
+                    report.observer.upstream_stalled(report.peer.as_ref());
                 }
                 Poll::Ready(Some(Err(StallError::UpstreamIdle)))
             }

@@ -200,6 +200,12 @@ async fn stalls_and_header_limits_log_their_own_outcome() {
     });
     let line: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     assert_eq!(line["level"], "WARN", "{line}");
+    // It names what the response came from, as the access line and the failure warnings do.
+    assert_eq!(line["app"], "stall", "{line}");
+    assert_eq!(line["upstream"], format!("http://{stalling}"), "{line}");
+    assert_eq!(line["upstream_group"], "latest", "{line}");
+    assert_eq!(line["upstream_endpoint"], stalling.to_string(), "{line}");
+    assert!(line["client.addr"].as_str().is_some(), "{line}");
     let text = scrape(binary.admin).await;
     for (app, reason) in [("ignore", "request_body_idle"), ("stall", "upstream_idle")] {
         let series = format!(r#"certgate_stalled_requests_total{{app="{app}",reason="{reason}"}}"#);
