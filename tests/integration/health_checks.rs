@@ -351,8 +351,8 @@ fn the_sidecar_flags_turn_on_the_health_check_sticky_sessions_and_retries() {
     drop(child);
 
     // The same through the environment, as `check` prints it.
-    let output = process::cli::certgate(
-        &[
+    let check = |more: &[&'static str]| {
+        let mut args = vec![
             "check",
             "--upstream",
             &a_url,
@@ -362,7 +362,12 @@ fn the_sidecar_flags_turn_on_the_health_check_sticky_sessions_and_retries() {
             "server.key",
             "--client-cert-mode",
             "ignore",
-        ],
+        ];
+        args.extend_from_slice(more);
+        args
+    };
+    let output = process::cli::certgate(
+        &check(&[]),
         dir.path(),
         &[
             ("CERTGATE_HEALTH_CHECK_PATH", "/ready"),
@@ -380,39 +385,22 @@ fn the_sidecar_flags_turn_on_the_health_check_sticky_sessions_and_retries() {
         &[],
     );
     // A wrong value names the flag it came from, not the config key.
-    for (flag, value, says) in [
+    for (flags, says) in [
         (
-            "--health-check-path",
-            "ready",
+            ["--health-check-path", "ready"].as_slice(),
             "--health-check-path \"ready\": must start with /",
         ),
         (
-            "--health-check-interval-ms",
-            "50",
+            &[
+                "--health-check-path",
+                "/ready",
+                "--health-check-interval-ms",
+                "50",
+            ],
             "--health-check-interval-ms 50: must be from 100",
         ),
     ] {
-        let mut args = vec![
-            "check",
-            "--upstream",
-            &a_url,
-            "--cert",
-            "server.pem",
-            "--key",
-            "server.key",
-            "--client-cert-mode",
-            "ignore",
-            "--health-check-path",
-        ];
-        args.push(if flag == "--health-check-path" {
-            value
-        } else {
-            "/ready"
-        });
-        if flag == "--health-check-interval-ms" {
-            args.extend([flag, value]);
-        }
-        let output = process::cli::certgate(&args, dir.path(), &[]);
+        let output = process::cli::certgate(&check(flags), dir.path(), &[]);
         let (_, stderr) = process::cli::exited(&output, 64);
         assert!(stderr.contains(says), "{says:?} not in: {stderr}");
         assert!(!stderr.contains("healthCheck."), "{stderr}");
