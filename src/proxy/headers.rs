@@ -66,7 +66,7 @@ impl Found {
 pub(crate) fn scan(headers: &HeaderMap) -> Found {
     let mut found = Found::default();
     for name in headers.keys() {
-        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+        if let Some(index) = hop_by_hop_index(name) {
             found.hop_by_hop |= 1 << index;
         } else if super::formats::is_client_cert_header(name.as_str()) {
             found.client_cert = true;
@@ -75,6 +75,17 @@ pub(crate) fn scan(headers: &HeaderMap) -> Found {
         }
     }
     found
+}
+
+/// `name`'s index in `HOP_BY_HOP`, if it is one of them. Most names are ruled out by their
+/// length alone, without comparing them with the nine.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    // te; upgrade, trailer; connection, keep-alive; proxy-connection, transfer-encoding,
+    // proxy-authenticate, proxy-authorization.
+    if !matches!(name.as_str().len(), 2 | 7 | 10 | 16..=19) {
+        return None;
+    }
+    HOP_BY_HOP.iter().position(|hop| hop == name)
 }
 
 /// Removes every path-override header (`X-Original-URL`, `X-Rewrite-URL`; any case, `_` for
@@ -138,7 +149,7 @@ pub(crate) fn clean_trailers(trailers: &mut HeaderMap) -> usize {
         strip_client_cert_headers(trailers);
     }
     if found.hop_by_hop() {
-        remove_hop_by_hop(trailers, false);
+        remove_hop_by_hop(trailers, false, found);
         trailers.remove(TE);
     }
     before - trailers.len()
@@ -151,10 +162,10 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
-/// Removes hop-by-hop headers; with `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay
-/// so the upgrade can be passed through.
-pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let found = scan(headers);
+/// Removes hop-by-hop headers, which `found` (what `scan` found in `headers`) says are
+/// there; with `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay so the upgrade can be
+/// passed through.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, found: Found) {
     if found.has(0) {
         // The headers `Connection` names go too (but `TE`, whose `trailers` value is kept
         // below, and `Upgrade` when it is passed through).
@@ -263,6 +274,21 @@ mod tests {
             headers.insert(name, HeaderValue::from_static("x"));
             assert!(scan(&headers).hop_by_hop(), "{name}");
         }
+        // Every one of them gets past the length check, and nothing of those lengths that is
+        // not one of them is taken for one.
+        for (index, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(index), "{name}");
+        }
+        for name in [
+            "ab",
+            "trailed",
+            "user-agent",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+        ] {
+            let name = HeaderName::from_static(name);
+            assert_eq!(hop_by_hop_index(&name), None, "{name}");
+        }
     }
 
     #[test]
@@ -335,7 +361,8 @@ mod tests {
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert(TE, HeaderValue::from_static("gzip"));
         headers.insert("x-app", HeaderValue::from_static("1"));
-        remove_hop_by_hop(&mut headers, false);
+        let found = scan(&headers);
+        remove_hop_by_hop(&mut headers, false, found);
         assert_eq!(
             headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
             ["x-app"]
@@ -346,7 +373,8 @@ mod tests {
     fn te_trailers_survives_for_grpc() {
         let mut headers = HeaderMap::new();
         headers.insert(TE, HeaderValue::from_static("trailers"));
-        remove_hop_by_hop(&mut headers, false);
+        let found = scan(&headers);
+        remove_hop_by_hop(&mut headers, false, found);
         assert_eq!(
             headers.get(TE).map(|v| v.as_bytes()),
             Some(&b"trailers"[..])

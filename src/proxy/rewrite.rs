@@ -49,7 +49,7 @@ pub(crate) fn request<B>(
     // Hop-by-hop removal comes before certgate's own headers: a client naming them in
     // `Connection` must not be able to remove them.
     if found.hop_by_hop() {
-        headers::remove_hop_by_hop(headers, upgrade);
+        headers::remove_hop_by_hop(headers, upgrade, found);
     }
     if upstream.transport == Transport::Http2 {
         // RFC 9113 §8.3.1: `:authority` carries the client's authority, and a `Host` that

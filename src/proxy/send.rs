@@ -59,8 +59,9 @@ pub(crate) async fn to_app(
         }
         _ => {}
     }
-    if switching && upgrade || headers::scan(response.headers()).hop_by_hop() {
-        headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
+    let found = headers::scan(response.headers());
+    if switching && upgrade || found.hop_by_hop() {
+        headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade, found);
     }
     let idle = route.apps.timeouts.upstream_idle;
     let report = StallReport {
