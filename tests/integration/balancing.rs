@@ -49,20 +49,7 @@ fn share(bodies: &HashMap<String, usize>, name: &str, total: usize) -> f64 {
 async fn an_80_20_split_holds_within_3_points_over_2000_requests() {
     let latest = Named::start("latest").await;
     let old = Named::start("old").await;
-    let (gateway, pki) = gateway(config(
-        &latest.url(),
-        json!({
-            "revisions": { "api--old": old.url() },
-            "ingress": {
-                "clientCertificateMode": "ignore",
-                "traffic": [
-                    { "weight": 80, "latestRevision": true },
-                    { "weight": 20, "revisionName": "api--old" }
-                ]
-            }
-        }),
-    ))
-    .await;
+    let (gateway, pki) = gateway(split_config(&latest, &old, 20)).await;
     let (bodies, failed) = tally(&gateway, &pki, "/", 2000).await;
     assert_eq!(failed, 0);
     let latest_share = share(&bodies, "latest", 2000);
