@@ -24,8 +24,9 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Every hop-by-hop header certgate knows by name (RFC 9110 section 7.6.1), plus `Upgrade`
-/// and `TE`, which have rules of their own.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// and `TE`, which have rules of their own. A static, not a const: a const array would be
+/// built and dropped again at each use.
+static HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
     TE,
     UPGRADE,
@@ -166,7 +167,11 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
 /// there; with `keep_upgrade`, `Upgrade` and `Connection: upgrade` stay so the upgrade can be
 /// passed through.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, found: Found) {
-    if found.has(0) {
+    if found.has(0) && only_keep_alive(headers) {
+        // The usual `Connection: keep-alive`: the `Keep-Alive` header it names goes below
+        // with the other hop-by-hop headers, and nothing needs collecting.
+        headers.remove(CONNECTION);
+    } else if found.has(0) {
         // The headers `Connection` names go too (but `TE`, whose `trailers` value is kept
         // below, and `Upgrade` when it is passed through).
         let named: Vec<HeaderValue> = match headers.entry(CONNECTION) {
@@ -200,6 +205,14 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, fou
     } else if found.has(2) {
         headers.remove(UPGRADE);
     }
+}
+
+/// Whether every `Connection` value is `keep-alive` alone.
+fn only_keep_alive(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .all(|value| value.as_bytes().eq_ignore_ascii_case(b"keep-alive"))
 }
 
 /// The client address as an `X-Forwarded-For` element; made once per connection.
@@ -361,6 +374,29 @@ mod tests {
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert(TE, HeaderValue::from_static("gzip"));
         headers.insert("x-app", HeaderValue::from_static("1"));
+        let found = scan(&headers);
+        remove_hop_by_hop(&mut headers, false, found);
+        assert_eq!(
+            headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-app"]
+        );
+    }
+
+    #[test]
+    fn keep_alive_alone_goes_with_its_header_and_a_second_value_still_counts() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-app", HeaderValue::from_static("1"));
+        let found = scan(&headers);
+        remove_hop_by_hop(&mut headers, false, found);
+        assert_eq!(
+            headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-app"]
+        );
+        headers.append(CONNECTION, HeaderValue::from_static("keep-alive"));
+        headers.append(CONNECTION, HeaderValue::from_static("x-secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
         let found = scan(&headers);
         remove_hop_by_hop(&mut headers, false, found);
         assert_eq!(
