@@ -110,44 +110,24 @@ async fn probe(endpoint: &Endpoint, upstream: &Upstream, check: &HealthCheck) ->
     let exchange = async {
         let stream = dialer.dial(slot).await.map_err(|error| error.to_string())?;
         let io = TokioIo::new(stream);
-        let status = if upstream.transport == Transport::Http2 {
-            let scheme = if upstream.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            let request = Request::get(format!("{scheme}://{}{}", upstream.authority, check.path))
-                .header(http::header::USER_AGENT, USER_AGENT)
-                .body(Empty::<Bytes>::new())
-                .map_err(|error| error.to_string())?;
+        let request =
+            probe_request(upstream, check.path.as_str()).map_err(|error| error.to_string())?;
+        let response = if upstream.transport == Transport::Http2 {
             let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
                 .await
                 .map_err(|error| error.to_string())?;
             tokio::spawn(connection);
-            sender
-                .send_request(request)
-                .await
-                .map_err(|error| error.to_string())?
-                .status()
+            sender.send_request(request).await
         } else {
-            let request = Request::get(check.path.as_str())
-                .header(http::header::HOST, upstream.authority.as_str())
-                .header(http::header::USER_AGENT, USER_AGENT)
-                .header(http::header::CONNECTION, "close")
-                .body(Empty::<Bytes>::new())
-                .map_err(|error| error.to_string())?;
             let (mut sender, connection) = http1::handshake(io)
                 .await
                 .map_err(|error| error.to_string())?;
             tokio::spawn(connection);
-            sender
-                .send_request(request)
-                .await
-                .map_err(|error| error.to_string())?
-                .status()
+            sender.send_request(request).await
         };
+        let status = response.map_err(|error| error.to_string())?.status();
         if status == check.expected_status {
             Ok(())
         } else {
@@ -159,6 +139,26 @@ async fn probe(endpoint: &Endpoint, upstream: &Upstream, check: &HealthCheck) ->
         Ok(Err(reason)) => Outcome::Unhealthy(reason),
         Err(_) => Outcome::Unhealthy("no answer within healthCheck.timeoutMs".to_owned()),
     }
+}
+
+/// The probe of `upstream`: `GET path` with the upstream's authority (in the URI for
+/// HTTP/2, in `Host` on a connection closed after the answer for HTTP/1.1).
+fn probe_request(upstream: &Upstream, path: &str) -> Result<Request<Empty<Bytes>>, http::Error> {
+    let request = if upstream.transport == Transport::Http2 {
+        let scheme = if upstream.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Request::get(format!("{scheme}://{}{path}", upstream.authority))
+    } else {
+        Request::get(path)
+            .header(http::header::HOST, upstream.authority.as_str())
+            .header(http::header::CONNECTION, "close")
+    };
+    request
+        .header(http::header::USER_AGENT, USER_AGENT)
+        .body(Empty::new())
 }
 
 /// The `User-Agent` of a probe, so that the app can tell it from a client's request.

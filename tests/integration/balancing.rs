@@ -28,7 +28,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::named::{HOST, Named, config, group_gateway, reload_with, split_config, tally};
+use common::named::{
+    HOST, Named, config, group_gateway, reload_with, sidecar_in_front, split_config, tally,
+};
 use common::{ClientOptions, Connection, Gateway, Pki, TempDir, load_config, metric, scrape};
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -296,28 +298,7 @@ fn the_sidecar_splits_evenly_between_repeated_upstreams() {
     let pki = Pki::new();
     let dir = TempDir::new();
     pki.write(&dir);
-    let (a_url, b_url) = (a.url(), b.url());
-    let mut child = process::Child::spawn(
-        &[
-            "--log-format",
-            "json",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &a_url,
-            "--upstream",
-            &b_url,
-            "--cert",
-            "server.pem",
-            "--key",
-            "server.key",
-            "--client-cert-mode",
-            "ignore",
-        ],
-        dir.path(),
-        &[],
-    );
+    let mut child = sidecar_in_front(&dir, &a, &b, &[]);
     let serving = child.wait_serving();
     let (bodies, failed) = runtime.block_on(async {
         let options = ClientOptions::new(&pki, HOST);

@@ -20,7 +20,9 @@ use crate::process;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::named::{HEALTH_PATH, HOST, Named, addresses_of, config, group_gateway, tally};
+use common::named::{
+    HEALTH_PATH, HOST, Named, addresses_of, config, group_gateway, sidecar_in_front, tally,
+};
 use common::polling::scrape_until;
 use common::{ClientOptions, Connection, Gateway, Pki, TempDir, load_config, metric_value};
 use http::StatusCode;
@@ -287,26 +289,14 @@ fn the_sidecar_flags_turn_on_the_health_check_sticky_sessions_and_retries() {
     let pki = Pki::new();
     let dir = TempDir::new();
     pki.write(&dir);
-    let (a_url, b_url) = (a.url(), b.url());
-    let mut child = process::Child::spawn(
+    let a_url = a.url();
+    let mut child = sidecar_in_front(
+        &dir,
+        &a,
+        &b,
         &[
-            "--log-format",
-            "json",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
             "--admin",
             "127.0.0.1:0",
-            "--upstream",
-            &a_url,
-            "--upstream",
-            &b_url,
-            "--cert",
-            "server.pem",
-            "--key",
-            "server.key",
-            "--client-cert-mode",
-            "ignore",
             "--health-check-path",
             HEALTH_PATH,
             "--health-check-interval-ms",
@@ -315,8 +305,6 @@ fn the_sidecar_flags_turn_on_the_health_check_sticky_sessions_and_retries() {
             "--retries",
             "0",
         ],
-        dir.path(),
-        &[],
     );
     let serving = child.wait_serving();
     let admin = serving.admin();

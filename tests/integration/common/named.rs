@@ -201,6 +201,36 @@ pub fn split_config(latest: &Named, old: &Named, old_weight: u32) -> Value {
     )
 }
 
+/// certgate as a sidecar (`run` with flags) in front of `a` and `b` (`--upstream` twice),
+/// serving `HOST` in `ignore` mode with the PKI written to `dir`, plus `extra` flags.
+pub fn sidecar_in_front(
+    dir: &TempDir,
+    a: &Named,
+    b: &Named,
+    extra: &[&str],
+) -> crate::process::Child {
+    let (a_url, b_url) = (a.url(), b.url());
+    let mut args = vec![
+        "--log-format",
+        "json",
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &a_url,
+        "--upstream",
+        &b_url,
+        "--cert",
+        "server.pem",
+        "--key",
+        "server.key",
+        "--client-cert-mode",
+        "ignore",
+    ];
+    args.extend_from_slice(extra);
+    crate::process::Child::spawn(&args, dir.path(), &[])
+}
+
 /// Writes `next` as `gateway`'s config (on its listener and without drain delay) and reloads.
 pub async fn reload_with(gateway: &Gateway, mut next: Value) {
     next["listen"] = "127.0.0.1:0".into();
