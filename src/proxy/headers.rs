@@ -366,6 +366,13 @@ mod tests {
         assert_eq!(headers.len(), 1);
     }
 
+    /// The names left once `remove_hop_by_hop` has cleaned `headers` as a proxy does.
+    fn left_after_removal(headers: &mut HeaderMap) -> Vec<String> {
+        let found = scan(headers);
+        remove_hop_by_hop(headers, false, found);
+        headers.keys().map(|k| k.as_str().to_owned()).collect()
+    }
+
     #[test]
     fn connection_named_headers_are_removed() {
         let mut headers = HeaderMap::new();
@@ -374,12 +381,7 @@ mod tests {
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert(TE, HeaderValue::from_static("gzip"));
         headers.insert("x-app", HeaderValue::from_static("1"));
-        let found = scan(&headers);
-        remove_hop_by_hop(&mut headers, false, found);
-        assert_eq!(
-            headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
-            ["x-app"]
-        );
+        assert_eq!(left_after_removal(&mut headers), ["x-app"]);
     }
 
     #[test]
@@ -388,21 +390,11 @@ mod tests {
         headers.insert(CONNECTION, HeaderValue::from_static("Keep-Alive"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert("x-app", HeaderValue::from_static("1"));
-        let found = scan(&headers);
-        remove_hop_by_hop(&mut headers, false, found);
-        assert_eq!(
-            headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
-            ["x-app"]
-        );
+        assert_eq!(left_after_removal(&mut headers), ["x-app"]);
         headers.append(CONNECTION, HeaderValue::from_static("keep-alive"));
         headers.append(CONNECTION, HeaderValue::from_static("x-secret"));
         headers.insert("x-secret", HeaderValue::from_static("1"));
-        let found = scan(&headers);
-        remove_hop_by_hop(&mut headers, false, found);
-        assert_eq!(
-            headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
-            ["x-app"]
-        );
+        assert_eq!(left_after_removal(&mut headers), ["x-app"]);
     }
 
     #[test]

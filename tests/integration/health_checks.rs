@@ -21,7 +21,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::named::{
-    HEALTH_PATH, HOST, Named, addresses_of, config, group_gateway, sidecar_in_front, tally,
+    HEALTH_PATH, HOST, Named, SERVING_FLAGS, addresses_of, config, group_gateway, sidecar_in_front,
+    tally,
 };
 use common::polling::scrape_until;
 use common::{ClientOptions, Connection, Gateway, Pki, TempDir, load_config, metric_value};
@@ -340,17 +341,8 @@ fn the_sidecar_flags_turn_on_the_health_check_sticky_sessions_and_retries() {
 
     // The same through the environment, as `check` prints it.
     let check = |more: &[&'static str]| {
-        let mut args = vec![
-            "check",
-            "--upstream",
-            &a_url,
-            "--cert",
-            "server.pem",
-            "--key",
-            "server.key",
-            "--client-cert-mode",
-            "ignore",
-        ];
+        let mut args = vec!["check", "--upstream", &a_url];
+        args.extend_from_slice(&SERVING_FLAGS);
         args.extend_from_slice(more);
         args
     };

@@ -201,6 +201,16 @@ pub fn split_config(latest: &Named, old: &Named, old_weight: u32) -> Value {
     )
 }
 
+/// The flags of a sidecar serving `HOST` in `ignore` mode with the PKI's server certificate.
+pub const SERVING_FLAGS: [&str; 6] = [
+    "--cert",
+    "server.pem",
+    "--key",
+    "server.key",
+    "--client-cert-mode",
+    "ignore",
+];
+
 /// certgate as a sidecar (`run` with flags) in front of `a` and `b` (`--upstream` twice),
 /// serving `HOST` in `ignore` mode with the PKI written to `dir`, plus `extra` flags.
 pub fn sidecar_in_front(
@@ -220,13 +230,8 @@ pub fn sidecar_in_front(
         &a_url,
         "--upstream",
         &b_url,
-        "--cert",
-        "server.pem",
-        "--key",
-        "server.key",
-        "--client-cert-mode",
-        "ignore",
     ];
+    args.extend_from_slice(&SERVING_FLAGS);
     args.extend_from_slice(extra);
     crate::process::Child::spawn(&args, dir.path(), &[])
 }
