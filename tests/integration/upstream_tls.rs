@@ -854,16 +854,9 @@ fn the_sidecar_flags_make_an_https_app_with_a_client_certificate() {
     dir.write("certgate.key", certgate_leaf.key.serialize_pem());
     let output = Command::new(CERTGATE)
         .current_dir(dir.path())
+        .args(["check", "--upstream", "https://127.0.0.1:8443"])
+        .args(common::named::SERVING_FLAGS)
         .args([
-            "check",
-            "--upstream",
-            "https://127.0.0.1:8443",
-            "--cert",
-            "server.pem",
-            "--key",
-            "server.key",
-            "--client-cert-mode",
-            "ignore",
             "--upstream-server-name",
             "orders.internal",
             "--upstream-cert",

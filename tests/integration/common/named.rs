@@ -201,7 +201,7 @@ pub fn split_config(latest: &Named, old: &Named, old_weight: u32) -> Value {
     )
 }
 
-/// The flags of a sidecar serving `HOST` in `ignore` mode with the PKI's server certificate.
+/// The flags of a sidecar serving in `ignore` mode with the server certificate `Pki::write` writes.
 pub const SERVING_FLAGS: [&str; 6] = [
     "--cert",
     "server.pem",
